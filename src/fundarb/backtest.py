@@ -1,0 +1,200 @@
+"""Backtest: a config + real history -> simulator + engine -> metrics and gates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import numpy as np
+
+from fundarb.config import Config, VenueConfig, config_hash
+from fundarb.core import metrics
+from fundarb.core.book import PositionBook
+from fundarb.core.clock import SimClock
+from fundarb.core.funding import annualize
+from fundarb.core.model import MarketKind, NS_PER_HOUR
+from fundarb.core.risk import RiskMonitor, VenueCosts
+from fundarb.core.strategy import CarryStrategy
+from fundarb.data.history import MarketHistory
+from fundarb.engine import Engine
+from fundarb.venues.sim import SimExchange, SimVenueSpec
+from fundarb.venues.sim.tape import history_tape
+
+# DESIGN "Success gates": name -> (metric, comparison, threshold)
+GATES: tuple[tuple[str, str, str, float], ...] = (
+    ("net funding after fees > 0", "net_funding_after_fees", ">", 0.0),
+    ("Sharpe > 1", "sharpe", ">", 1.0),
+    ("MaxDD < 5%", "max_drawdown", "<", 0.05),
+    ("APR > 10%", "net_apr", ">", 0.10),
+    ("fill rate > 95%", "fill_rate", ">", 0.95),
+    ("delta drift < 2%", "delta_drift_max", "<", 0.02),
+    ("zero missed funding", "missed_settlements", "==", 0),
+)
+
+
+class MemoryRecorder:
+    """Keeps the decision log in order, for the trade log and golden files."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, dict[str, Any]]] = []
+
+    def record(self, kind: str, row: dict[str, Any]) -> None:
+        self.rows.append((kind, row))
+
+
+@attrs.frozen
+class BacktestResult:
+    config: Config
+    config_hash: str
+    history: MarketHistory
+    metrics: dict[str, Any]
+    gates: list[dict[str, Any]]
+    curve: dict[str, list]
+    log: list[tuple[str, dict[str, Any]]]
+
+    @property
+    def passed(self) -> bool:
+        return all(g["passed"] for g in self.gates)
+
+
+def venue_spec(v: VenueConfig, name: str, kind: MarketKind, cash: float, allow_short: bool = False) -> SimVenueSpec:
+    return SimVenueSpec(
+        name=name, kind=kind, symbol=v.symbol, cash=cash, taker_fee=v.taker_fee, maker_fee=v.maker_fee,
+        half_spread_bp_min=v.half_spread_bp_min, half_spread_bp_max=v.half_spread_bp_max,
+        impact_bp_per_btc=v.impact_bp_per_btc, latency_ms_median=v.latency_ms_median,
+        latency_sigma=v.latency_sigma, order_ttl_seconds=v.order_ttl_seconds,
+        maintenance_margin_rate=v.maintenance_margin_rate, liquidation_fee_rate=v.liquidation_fee_rate,
+        max_venue_leverage=v.max_venue_leverage, borrow_rate_annual=v.borrow_rate_annual, allow_short=allow_short,
+    )
+
+
+def round_trip_cost(cfg: Config, price: float) -> float:
+    """Expected cost of opening and closing both legs, as a fraction of notional:
+    fees, mean half spread and impact at the configured size, and two transfers."""
+    qty = cfg.strategy.notional / price
+    per_side = 0.0
+    for v in (cfg.spot, cfg.perp):
+        half_spread = 0.5 * (v.half_spread_bp_min + v.half_spread_bp_max)
+        per_side += v.taker_fee + (half_spread + v.impact_bp_per_btc * qty) / 1e4
+    return 2 * per_side + 2 * cfg.transfer.fee / cfg.strategy.notional
+
+
+def venue_costs(cfg: Config) -> VenueCosts:
+    slip = max(cfg.spot.half_spread_bp_max, cfg.perp.half_spread_bp_max) / 1e4 + 0.001
+    return VenueCosts(
+        cfg.spot.taker_fee, cfg.perp.taker_fee, slip, cfg.perp.maintenance_margin_rate, cfg.transfer.fee, cfg.perp_allocation
+    )
+
+
+def run_backtest(
+    cfg: Config, history: MarketHistory, progress: Callable[[int], None] | None = None
+) -> BacktestResult:
+    chash = config_hash(cfg)
+    spot_name, perp_name = cfg.spot_account, cfg.perp_account
+    seeds = np.random.SeedSequence(cfg.seed)
+    sim_seed, = seeds.spawn(1)
+    specs = [
+        venue_spec(cfg.spot, spot_name, MarketKind.SPOT, cfg.spot_cash, cfg.strategy.allow_reverse),
+        venue_spec(cfg.perp, perp_name, MarketKind.PERP, cfg.perp_cash),
+    ]
+    first_funding = (int(history.funding_ts[0]), float(history.funding_interval[0]))
+    tape = history_tape(history, spot_name, perp_name, cfg.spot.depth_btc, cfg.perp.depth_btc)
+    sim = SimExchange(specs, tape, sim_seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee, {perp_name: first_funding})
+    book = PositionBook.open(spot_name, perp_name, cfg.spot_cash, cfg.perp_cash)
+    strategy = CarryStrategy(cfg.strategy, round_trip_cost(cfg, float(history.spot[0])), spot_name, perp_name)
+    monitor = RiskMonitor(cfg.risk, venue_costs(cfg))
+    recorder = MemoryRecorder()
+    engine = Engine(sim, book, strategy, monitor, chash, SimClock(history.start - NS_PER_HOUR), recorder)
+    if progress is not None:
+        engine.on_timer = progress
+    engine.run()
+    m = compute_metrics(cfg, history, engine, sim)
+    return BacktestResult(cfg, chash, history, m, evaluate_gates(m), engine.curve, recorder.rows)
+
+
+def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExchange) -> dict[str, Any]:
+    book, curve = engine.book, engine.curve
+    days = h.days
+    from fundarb.core.funding import missed_settlements
+
+    drift_max, drift_p99 = metrics.drift_stats(curve["drift"], curve["in_position"])
+    buffers = [b for b, pos in zip(curve["margin_buffer"], curve["in_position"]) if pos]
+    open_intervals = _position_intervals(engine)
+    expected = [int(t) for t in h.funding_ts.tolist()]
+    missed = missed_settlements(expected, [e.ts for e in book.funding_ledger], open_intervals)
+    rate_sum = float(h.funding_rate.sum())
+    mean_interval = float(h.funding_interval.mean())
+    frictionless = rate_sum * 365.0 / days if days > 0 else 0.0
+    hours_in_position = int(sum(curve["in_position"]))
+    entries = sum(1 for k, r in engine.recorder.rows if k == "intent" and r["reason"] == "entry") // 2 if hasattr(engine.recorder, "rows") else 0
+    return {
+        "capital": cfg.capital,
+        "days": round(days, 6),
+        "final_equity": book.equity,
+        "net_pnl": book.pnl,
+        "net_apr": metrics.apr(book.pnl, cfg.capital, days),
+        "cagr": metrics.cagr(book.initial_equity, book.equity, days),
+        "sharpe": metrics.sharpe(curve["ts"], curve["equity"], cfg.collateral_rate),
+        "max_drawdown": metrics.max_drawdown(curve["equity"]),
+        "funding_received": book.funding_received,
+        "funding_paid": book.funding_paid,
+        "funding_net": book.funding,
+        "fees": book.fees,
+        "slippage": book.slippage,
+        "price_pnl": book.price_pnl,
+        "net_funding_after_fees": book.funding - book.fees - book.slippage,
+        "fill_rate": metrics.fill_rate(sim.filled_qty, sim.requested_qty),
+        "requested_qty": sim.requested_qty,
+        "filled_qty": sim.filled_qty,
+        "orders": len(engine.orders),
+        "entries": entries,
+        "liquidations": sim.liquidations,
+        "delta_drift_max": drift_max,
+        "delta_drift_p99": drift_p99,
+        "min_margin_buffer": min(buffers) if buffers else None,
+        "max_leverage": max(curve["leverage"]) if curve["leverage"] else 0.0,
+        "settlements_in_window": len(expected),
+        "settlements_accrued": len(book.funding_ledger),
+        "missed_settlements": len(missed),
+        "hours_in_position": hours_in_position,
+        "time_in_position": hours_in_position / max(len(curve["ts"]), 1),
+        "alerts": len(engine.alerts),
+        "vetoes": engine.vetoes,
+        "kill_switch": engine.monitor.kill.reason or None,
+        "frictionless_hold_funding_apr_on_notional": frictionless,
+        "frictionless_hold_funding_apr_on_capital": frictionless * cfg.strategy.notional / cfg.capital,
+        "mean_funding_apr_in_window": annualize(float(h.funding_rate.mean()), mean_interval),
+    }
+
+
+def _position_intervals(engine: Engine) -> list[tuple[int, int]]:
+    """[first fill that left flat, fill that returned to flat] spans, from the curve's
+    view of the book (hourly) refined by the fills in the decision log."""
+    spans, start, spot, perp = [], None, 0.0, 0.0
+    for kind, row in getattr(engine.recorder, "rows", []):
+        if kind != "fill":
+            continue
+        signed = row["qty"] if row["side"] == "buy" else -row["qty"]
+        if row["venue"] == engine.book.spot_venue:
+            spot += signed
+        else:
+            perp += signed
+        flat = abs(perp) < 1e-12
+        if start is None and not flat:
+            start = row["ts"]
+        elif start is not None and flat:
+            spans.append((start, row["ts"]))
+            start = None
+    if start is not None:
+        spans.append((start, engine.clock.now_ns()))
+    return spans
+
+
+def evaluate_gates(m: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for name, key, op, threshold in GATES:
+        value = m[key]
+        passed = {">": value > threshold, "<": value < threshold, "==": value == threshold}[op]
+        out.append({"gate": name, "metric": key, "value": value, "threshold": threshold, "op": op, "passed": bool(passed)})
+    return out

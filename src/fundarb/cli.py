@@ -1,0 +1,106 @@
+"""`fundarb ...` subcommands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import attrs
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from fundarb.config import Config, ConfigError, load
+from fundarb.core.funding import MissingFundingSettlement
+from fundarb.data.history import DataError, fmt_time, load_history, parse_time
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="BTC funding-rate carry: backtest, simulate, trade.")
+err = Console(stderr=True)
+DEFAULT_CONFIG = Path("sims/baseline.toml")
+
+
+def default_config_path() -> Path:
+    """sims/baseline.toml in the working folder, else the one beside the
+    package source (editable install), else the copy inside the wheel."""
+    here = Path(__file__).resolve().parent
+    for p in (DEFAULT_CONFIG, here.parent.parent / DEFAULT_CONFIG, here / "sims" / "baseline.toml"):
+        if p.is_file():
+            return p
+    return DEFAULT_CONFIG
+
+
+def fail(message: str) -> None:
+    err.print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def effective_config(path: Path, start: str | None, end: str | None, seed: int | None) -> Config:
+    cfg = load(path)
+    data = cfg.data
+    if start is not None:
+        parse_time(start, "--from")
+        data = attrs.evolve(data, start=start)
+    if end is not None:
+        parse_time(end, "--to")
+        data = attrs.evolve(data, end=end)
+    if parse_time(data.start, "start") >= parse_time(data.end, "end"):
+        raise DataError(f"--from {data.start} is not before --to {data.end}")
+    changes = {"data": data}
+    if seed is not None:
+        changes["seed"] = seed
+    return attrs.evolve(cfg, **changes)
+
+
+@app.command()
+def backtest(
+    config: Optional[Path] = typer.Argument(None, help="TOML config (default: sims/baseline.toml)"),
+    start: Optional[str] = typer.Option(None, "--from", help="first instant, UTC ISO date/time (default: config)"),
+    end: Optional[str] = typer.Option(None, "--to", help="end instant, exclusive (default: config)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<config name>)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="folder with prices_1h.parquet and funding_settlements.parquet (default: shipped data)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or table"),
+) -> None:
+    """Run the carry strategy in the simulator over real history and write report.json, backtest.png and trades.sqlite."""
+    from fundarb.backtest import run_backtest
+    from fundarb.report import print_summary, write_outputs
+
+    path = config or default_config_path()
+    try:
+        cfg = effective_config(path, start, end, seed)
+        history = load_history(
+            (cfg.spot.exchange, cfg.spot.symbol), (cfg.perp.exchange, cfg.perp.symbol),
+            cfg.data.start, cfg.data.end, cfg.data.max_price_gap_hours, data_dir,
+        )
+        console = Console()
+        with Progress(TextColumn("[bold]backtest[/] {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeRemainingColumn(), console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
+            task = bar.add_task(cfg.name, total=int(history.hours.size))
+            t0 = history.start
+            step = 500 * 3_600_000_000_000
+
+            def tick(ts: int) -> None:
+                if (ts - t0) % step == 0:
+                    bar.update(task, completed=(ts - t0) // 3_600_000_000_000, description=fmt_time(ts))
+
+            result = run_backtest(cfg, history, progress=tick)
+        paths = write_outputs(result, out or Path("runs") / cfg.name)
+    except (ConfigError, DataError, MissingFundingSettlement) as exc:
+        fail(str(exc))
+        return
+    if not quiet:
+        print_summary(result, console, paths)
+
+
+@app.callback()
+def _root() -> None:
+    """fundarb: funding-rate carry, simulation first."""
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; nothing was written")
+        sys.exit(130)

@@ -1,0 +1,176 @@
+"""Run configuration: attrs classes, TOML load/dump via cattrs, config hash.
+
+A config's identity is the sha256 of its canonical JSON (sorted keys, no
+whitespace); reports, trade logs and promotion records carry it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.v import format_exception
+import tomli_w
+
+from fundarb.core.risk import RiskLimits
+from fundarb.core.strategy import CarryParams
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the field."""
+
+
+def _finite(inst: Any, attr: attrs.Attribute, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{attr.name} must be a finite number, got {value}")
+
+
+def _nonneg(inst: Any, attr: attrs.Attribute, value: float) -> None:
+    _finite(inst, attr, value)
+    if value < 0:
+        raise ValueError(f"{attr.name} must be >= 0, got {value}")
+
+
+@attrs.frozen
+class VenueConfig:
+    """One account: a ccxt exchange id and unified symbol, and its cost models.
+
+    Fees are fractions of notional. Half spread (bp of mid) is drawn per fill
+    uniformly in [half_spread_bp_min, half_spread_bp_max] when the feed gives
+    only a mid; impact adds ``impact_bp_per_btc`` bp per BTC of the fill.
+    ``depth_btc`` is what one quote offers; larger orders fill partly and the
+    rest waits for the next quotes until ``order_ttl_seconds``. Latency is
+    lognormal with median ``latency_ms_median`` and log-sd ``latency_sigma``.
+    """
+
+    exchange: str
+    symbol: str
+    taker_fee: float = attrs.field(default=0.001, validator=_nonneg)
+    maker_fee: float = attrs.field(default=0.001, validator=_nonneg)
+    half_spread_bp_min: float = attrs.field(default=0.1, validator=_nonneg)
+    half_spread_bp_max: float = attrs.field(default=0.5, validator=_nonneg)
+    impact_bp_per_btc: float = attrs.field(default=0.5, validator=_nonneg)
+    depth_btc: float = attrs.field(default=5.0, validator=_nonneg)
+    latency_ms_median: float = attrs.field(default=50.0, validator=_nonneg)
+    latency_sigma: float = attrs.field(default=0.5, validator=_nonneg)
+    order_ttl_seconds: float = attrs.field(default=600.0, validator=_nonneg)
+    maintenance_margin_rate: float = attrs.field(default=0.004, validator=_nonneg)
+    liquidation_fee_rate: float = attrs.field(default=0.0125, validator=_nonneg)
+    max_venue_leverage: float = attrs.field(default=20.0, validator=_nonneg)
+    borrow_rate_annual: float = attrs.field(default=0.05, validator=_nonneg)
+
+    def __attrs_post_init__(self) -> None:
+        if self.half_spread_bp_max < self.half_spread_bp_min:
+            raise ValueError("half_spread_bp_max must be >= half_spread_bp_min")
+        if self.depth_btc <= 0:
+            raise ValueError("depth_btc must be > 0")
+
+
+@attrs.frozen
+class DataConfig:
+    start: str = "2021-07-01"
+    end: str = "2024-07-01"
+    max_price_gap_hours: float = attrs.field(default=6.0, validator=_nonneg)
+
+
+@attrs.frozen
+class TransferConfig:
+    delay_minutes: float = attrs.field(default=60.0, validator=_nonneg)
+    fee: float = attrs.field(default=1.0, validator=_nonneg)
+
+
+@attrs.frozen
+class Config:
+    name: str
+    spot: VenueConfig
+    perp: VenueConfig
+    seed: int = 0
+    capital: float = 100_000.0
+    perp_allocation: float = 0.35
+    collateral_rate: float = 0.03
+    data: DataConfig = DataConfig()
+    strategy: CarryParams = CarryParams()
+    risk: RiskLimits = RiskLimits()
+    transfer: TransferConfig = TransferConfig()
+
+    def __attrs_post_init__(self) -> None:
+        if not (self.capital > 0 and math.isfinite(self.capital)):
+            raise ValueError("capital must be a positive number")
+        if not 0 < self.perp_allocation < 1:
+            raise ValueError("perp_allocation must be between 0 and 1")
+
+    @property
+    def spot_account(self) -> str:
+        return f"{self.spot.exchange}:spot"
+
+    @property
+    def perp_account(self) -> str:
+        return f"{self.perp.exchange}:perp"
+
+    @property
+    def spot_cash(self) -> float:
+        return self.capital * (1 - self.perp_allocation)
+
+    @property
+    def perp_cash(self) -> float:
+        return self.capital * self.perp_allocation
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return _converter.unstructure(cfg)
+
+
+def canonical_json(cfg: Config) -> str:
+    return json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def config_hash(cfg: Config) -> str:
+    return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()
+
+
+def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
+    try:
+        return _converter.structure(raw, Config)
+    except Exception as exc:  # cattrs groups nested errors: flatten to one line
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def _describe(exc: BaseException) -> str:
+    if not isinstance(exc, cattrs.BaseValidationError):
+        return str(exc)
+
+    def fmt(e: BaseException, typ: Any) -> str:
+        if isinstance(e, KeyError):
+            return f"required field missing {e}"
+        if type(e) is ValueError:  # our validators' messages say what is wrong
+            return str(e)
+        return format_exception(e, typ)
+
+    msgs = cattrs.transform_error(exc, format_exception=fmt)
+    return "; ".join(m.replace("@ $.", "at ").replace("@ $", "") for m in msgs)
+
+
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file") from None
+    return from_dict(raw, str(p))
+
+
+def dumps(cfg: Config) -> str:
+    return tomli_w.dumps(to_dict(cfg))

@@ -1,0 +1,66 @@
+"""Performance metrics over the hourly equity curve (DESIGN: Metrics).
+
+Sharpe = mean daily excess return over the collateral rate / std * sqrt(365);
+MaxDD = largest fall from a running peak; APR = net PnL / capital * 365 / days;
+fill rate = filled / requested quantity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fundarb.core.model import NS_PER_HOUR
+
+NS_PER_DAY = 24 * NS_PER_HOUR
+
+
+def daily_closes(ts: Sequence[int], equity: Sequence[float]) -> np.ndarray:
+    """Last equity of each UTC day."""
+    t = np.asarray(ts, dtype=np.int64)
+    e = np.asarray(equity, dtype=np.float64)
+    if t.size == 0:
+        return e
+    day = t // NS_PER_DAY
+    last = np.flatnonzero(np.diff(day, append=day[-1] + 1))
+    return e[last]
+
+
+def sharpe(ts: Sequence[int], equity: Sequence[float], collateral_rate: float) -> float:
+    closes = daily_closes(ts, equity)
+    if closes.size < 3:
+        return 0.0
+    rets = closes[1:] / closes[:-1] - 1.0 - collateral_rate / 365.0
+    sd = rets.std(ddof=1)
+    return float(rets.mean() / sd * np.sqrt(365.0)) if sd > 0 else 0.0
+
+
+def max_drawdown(equity: Sequence[float]) -> float:
+    e = np.asarray(equity, dtype=np.float64)
+    if e.size == 0:
+        return 0.0
+    peak = np.maximum.accumulate(e)
+    return float(np.max(1.0 - e / peak))
+
+
+def apr(pnl: float, capital: float, days: float) -> float:
+    return pnl / capital * 365.0 / days if days > 0 else 0.0
+
+
+def cagr(start_equity: float, end_equity: float, days: float) -> float:
+    if days <= 0 or start_equity <= 0 or end_equity <= 0:
+        return 0.0
+    return (end_equity / start_equity) ** (365.0 / days) - 1.0
+
+
+def fill_rate(filled: float, requested: float) -> float:
+    return filled / requested if requested > 0 else 1.0
+
+
+def drift_stats(drift: Sequence[float], in_position: Sequence[bool]) -> tuple[float, float]:
+    """(max, p99) of delta drift over the hours a position was held."""
+    d = np.asarray(drift, dtype=np.float64)[np.asarray(in_position, dtype=bool)]
+    if d.size == 0:
+        return 0.0, 0.0
+    return float(d.max()), float(np.percentile(d, 99))

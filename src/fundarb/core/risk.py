@@ -1,0 +1,307 @@
+"""Risk: pre-trade checks, post-trade monitors and the kill switch state.
+
+Pre-trade (``check``): kill switch, max position (BTC and notional), perp
+leverage <= ``max_leverage`` (never above 3), margin buffer after the trade
+>= ``min_margin_buffer``, and cash on each venue. A veto on one leg of a pair
+vetoes the whole pair: an entry is never sent one-legged. Reduce-only intents
+always pass (clipped to the position) because they only take risk off.
+
+Monitors (``RiskMonitor.evaluate``): drawdown from peak equity (halts at
+``max_drawdown``), delta drift (alert and, if enabled, rebalance above
+``max_drift``), margin buffer (top up collateral below ``min_margin_buffer``,
+reduce size at once below ``hard_margin_buffer``).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from fundarb.core.book import PositionBook, liquidation_price, margin_buffer
+from fundarb.core.model import Alert, OrderIntent, Side
+from fundarb.core.strategy import close_intents
+
+HARD_MAX_LEVERAGE = 3.0
+
+
+@attrs.frozen
+class RiskLimits:
+    max_position_btc: float = 5.0
+    max_notional: float = 250_000.0
+    max_leverage: float = 3.0
+    min_margin_buffer: float = 0.30
+    topup_target_buffer: float = 0.50
+    hard_margin_buffer: float = 0.15
+    max_drawdown: float = 0.05
+    max_drift: float = 0.02
+    auto_rebalance: bool = True
+    flatten_on_kill: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        checks = {
+            "max_position_btc": self.max_position_btc > 0,
+            "max_notional": self.max_notional > 0,
+            "max_leverage (0 < x <= 3)": 0 < self.max_leverage <= HARD_MAX_LEVERAGE,
+            "min_margin_buffer (>= 0.30)": self.min_margin_buffer >= 0.30,
+            "topup_target_buffer (> min_margin_buffer)": self.topup_target_buffer > self.min_margin_buffer,
+            "hard_margin_buffer (0 < x < min_margin_buffer)": 0 < self.hard_margin_buffer < self.min_margin_buffer,
+            "max_drawdown (0 < x < 1)": 0 < self.max_drawdown < 1,
+            "max_drift (0 < x < 1)": 0 < self.max_drift < 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"risk: invalid {', '.join(bad)}")
+
+
+@attrs.define(slots=True)
+class KillSwitch:
+    halted: bool = False
+    reason: str = ""
+    ts: int = 0
+
+    def halt(self, reason: str, ts: int) -> bool:
+        """Returns True when this call is what halted it."""
+        if self.halted:
+            return False
+        self.halted, self.reason, self.ts = True, reason, ts
+        return True
+
+    def resume(self) -> None:
+        self.halted, self.reason, self.ts = False, "", 0
+
+
+@attrs.frozen(slots=True)
+class Veto:
+    intent: OrderIntent
+    reason: str
+
+
+@attrs.frozen
+class VenueCosts:
+    """What a pre-trade check needs to know of the venues."""
+
+    spot_taker_fee: float
+    perp_taker_fee: float
+    slippage_allowance: float  # fraction of price kept back for spread + impact
+    maintenance_margin_rate: float
+    transfer_fee: float
+    perp_allocation: float = 0.35  # share of equity the perp venue holds while flat
+    rebalance_tolerance: float = 0.01  # of equity, before cash is moved back to that split
+
+
+def check(
+    intents: list[OrderIntent],
+    book: PositionBook,
+    spot_mid: float,
+    limits: RiskLimits,
+    costs: VenueCosts,
+    kill: KillSwitch,
+) -> tuple[list[OrderIntent], list[Veto]]:
+    vetoes: list[Veto] = []
+    approved: list[OrderIntent] = []
+    for intent in intents:
+        if intent.reduce_only:
+            acct = book.accounts[intent.venue]
+            qty = min(intent.qty, abs(acct.qty))
+            if qty > 1e-12:
+                approved.append(attrs.evolve(intent, qty=qty) if qty != intent.qty else intent)
+            continue
+        reason = _entry_veto(intent, book, spot_mid, limits, costs, kill)
+        if reason:
+            vetoes.append(Veto(intent, reason))
+        else:
+            approved.append(intent)
+    if vetoes:  # never leave a pair one-legged
+        vetoed_pairs = {v.intent.pair_id for v in vetoes if v.intent.pair_id}
+        for intent in [i for i in approved if i.pair_id in vetoed_pairs and not i.reduce_only]:
+            approved.remove(intent)
+            vetoes.append(Veto(intent, "other leg of the pair vetoed"))
+    return approved, vetoes
+
+
+def _entry_veto(
+    intent: OrderIntent,
+    book: PositionBook,
+    spot_mid: float,
+    limits: RiskLimits,
+    costs: VenueCosts,
+    kill: KillSwitch,
+) -> str:
+    if kill.halted:
+        return f"kill switch halted: {kill.reason}"
+    acct = book.accounts[intent.venue]
+    price = acct.price if acct.price == acct.price else spot_mid
+    new_qty = acct.qty + intent.side.sign * intent.qty
+    if abs(new_qty) > limits.max_position_btc + 1e-12:
+        return f"position {abs(new_qty):.4f} BTC above max_position_btc {limits.max_position_btc}"
+    if abs(new_qty) * price > limits.max_notional:
+        return f"notional {abs(new_qty) * price:,.0f} above max_notional {limits.max_notional:,.0f}"
+    if intent.venue == book.spot_venue:
+        need = intent.qty * price * (1 + costs.spot_taker_fee + costs.slippage_allowance)
+        if acct.cash < need:  # buys pay cash; a margin short is held fully collateralised
+            return f"spot cash {acct.cash:,.2f} below the {need:,.2f} the order needs"
+        return ""
+    fee = intent.qty * price * (costs.perp_taker_fee + costs.slippage_allowance)
+    cash = acct.cash - fee
+    entry = (abs(acct.qty) * acct.entry + intent.qty * price) / abs(new_qty) if new_qty else 0.0
+    equity = cash + acct.qty * (price - acct.entry)
+    if equity <= 0:
+        return "perp venue equity is not positive"
+    lev = abs(new_qty) * price / equity
+    if lev > limits.max_leverage + 1e-12:
+        return f"leverage after trade {lev:.2f} above max {limits.max_leverage}"
+    buf = margin_buffer(liquidation_price(cash, new_qty, entry, costs.maintenance_margin_rate), price, new_qty)
+    if buf < limits.min_margin_buffer:
+        return f"margin buffer after trade {buf:.1%} below {limits.min_margin_buffer:.0%}"
+    return ""
+
+
+@attrs.frozen(slots=True)
+class RiskActions:
+    alerts: tuple[Alert, ...] = ()
+    intents: tuple[OrderIntent, ...] = ()
+    transfer_to_perp: float = 0.0
+    transfer: tuple[str, str, float] | None = None
+    halted: bool = False
+
+
+NO_ACTION = RiskActions()
+
+
+def target_leverage(limits: RiskLimits) -> float:
+    """Leverage a top-up aims for: a quarter under the cap, so one hour's move
+    does not trigger the next top-up."""
+    return 0.75 * limits.max_leverage
+
+
+def topup_needed(book: PositionBook, mmr: float, target_buffer: float, target_lev: float) -> float:
+    """Collateral to add on the perp venue so its buffer reaches
+    ``target_buffer`` and its leverage falls to ``target_lev``."""
+    p = book.perp
+    if p.qty == 0:
+        return 0.0
+    size, mark = abs(p.qty), p.price
+    if p.qty < 0:  # liq >= (1 + target) mark
+        cash = (1 + target_buffer) * mark * size * (1 + mmr) - size * p.entry
+    else:  # liq <= (1 - target) mark
+        cash = size * p.entry - (1 - target_buffer) * mark * size * (1 - mmr)
+    by_leverage = size * mark / target_lev - p.unrealized  # equity = cash + unrealized
+    return max(cash - p.cash, by_leverage - p.cash, 0.0)
+
+
+def reduction_needed(book: PositionBook, mmr: float, target_buffer: float, target_lev: float, fee: float) -> float:
+    """Smallest size (BTC, in 5% steps of the position) to cut from both legs
+    so that the freed spot cash, moved to the perp venue, restores the targets."""
+    p, s = book.perp, book.spot
+    size, mark = abs(p.qty), p.price
+    sign = 1.0 if p.qty > 0 else -1.0
+    for step in range(1, 20):
+        x = size * step / 20
+        cash = p.cash + x * (mark - p.entry) * sign + max(s.cash + x * mark - fee, 0.0)
+        q = sign * (size - x)
+        equity = cash + q * (mark - p.entry)
+        ok_lev = equity > 0 and abs(q) * mark / equity <= target_lev
+        if ok_lev and margin_buffer(liquidation_price(cash, q, p.entry, mmr), mark, q) >= target_buffer:
+            return x
+    return size
+
+
+@attrs.define(slots=True)
+class RiskMonitor:
+    limits: RiskLimits
+    costs: VenueCosts
+    kill: KillSwitch = attrs.field(factory=KillSwitch)
+    peak_equity: float = 0.0
+    drawdown: float = 0.0
+    drift_alerted: bool = False
+
+    def evaluate(self, book: PositionBook, now: int, busy: bool, transfer_pending: bool) -> RiskActions:
+        """``busy``: orders in flight; no new corrective orders until they end."""
+        eq = book.equity
+        if eq > self.peak_equity:
+            self.peak_equity = eq
+        self.drawdown = 1.0 - eq / self.peak_equity if self.peak_equity > 0 else 0.0
+        if self.drawdown >= self.limits.max_drawdown and not self.kill.halted:
+            return self._halt(book, now, f"drawdown {self.drawdown:.2%} >= {self.limits.max_drawdown:.0%}")
+        if busy:
+            return NO_ACTION
+        if book.is_flat:
+            return NO_ACTION if transfer_pending else self._allocation(book, now)
+        if self.kill.halted and self.limits.flatten_on_kill:
+            return RiskActions(intents=tuple(close_intents(book, "kill_flatten", 0)))
+        drift_actions = self._drift(book, now)
+        if drift_actions is not None:
+            return drift_actions
+        return self._margin(book, now, transfer_pending)
+
+    def _allocation(self, book: PositionBook, now: int) -> RiskActions:
+        """While flat, move cash back to the configured split between venues:
+        a closed carry leaves the spot venue's and perp venue's cash apart by
+        the price move, and the next entry needs it back where it belongs."""
+        eq = book.equity
+        excess_perp = book.perp.cash - self.costs.perp_allocation * eq
+        if abs(excess_perp) <= self.costs.rebalance_tolerance * eq:
+            return NO_ACTION
+        src, dst = (book.perp_venue, book.spot_venue) if excess_perp > 0 else (book.spot_venue, book.perp_venue)
+        alert = Alert(now, "cash_rebalance", f"moving {abs(excess_perp):,.2f} from {src} to {dst}", "info")
+        return RiskActions(alerts=(alert,), transfer=(src, dst, abs(excess_perp)))
+
+    def _halt(self, book: PositionBook, now: int, reason: str) -> RiskActions:
+        self.kill.halt(reason, now)
+        alert = Alert(now, "kill_switch", f"halted: {reason}", "critical")
+        intents = close_intents(book, "kill_flatten", 0) if self.limits.flatten_on_kill and not book.is_flat else []
+        return RiskActions(alerts=(alert,), intents=tuple(intents), halted=True)
+
+    def _drift(self, book: PositionBook, now: int) -> RiskActions | None:
+        drift = book.drift
+        if drift <= self.limits.max_drift:
+            self.drift_alerted = False
+            return None
+        alert = Alert(now, "delta_drift", f"delta drift {drift:.2%} above {self.limits.max_drift:.0%} (delta {book.delta:+.6f} BTC)")
+        alerts = () if self.drift_alerted else (alert,)
+        self.drift_alerted = True
+        if not self.limits.auto_rebalance:
+            return RiskActions(alerts=alerts)
+        return RiskActions(alerts=alerts, intents=tuple(rebalance_intents(book)))
+
+    def _margin(self, book: PositionBook, now: int, transfer_pending: bool) -> RiskActions:
+        mmr = self.costs.maintenance_margin_rate
+        buf = book.margin_buffer(mmr)
+        lev = book.leverage()
+        if (buf >= self.limits.min_margin_buffer and lev <= self.limits.max_leverage) or transfer_pending:
+            return NO_ACTION
+        target, target_lev = self.limits.topup_target_buffer, target_leverage(self.limits)
+        need = topup_needed(book, mmr, target, target_lev) + self.costs.transfer_fee
+        spot_cash = book.spot.cash
+        if buf >= self.limits.hard_margin_buffer and spot_cash >= need:
+            return RiskActions(
+                alerts=(Alert(now, "margin_topup", f"margin buffer {buf:.1%}, leverage {lev:.2f}: moving {need:,.2f} to the perp venue"),),
+                transfer_to_perp=need,
+            )
+        if spot_cash > self.costs.transfer_fee * 10 and buf >= self.limits.hard_margin_buffer:
+            # not enough for the whole top-up: move what there is, reduce the rest next
+            return RiskActions(transfer_to_perp=spot_cash)
+        x = reduction_needed(book, mmr, target, target_lev, self.costs.transfer_fee)
+        alert = Alert(now, "margin_reduce", f"margin buffer {buf:.1%}, leverage {lev:.2f}: reducing both legs by {x:.4f} BTC", "critical" if buf < self.limits.hard_margin_buffer else "warning")
+        return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
+
+
+def rebalance_intents(book: PositionBook) -> list[OrderIntent]:
+    """Bring delta back to zero without adding exposure: if a leg is gone,
+    unwind the other; else cut the larger leg down to the smaller."""
+    s, p = book.spot, book.perp
+    if abs(s.qty) < 1e-12 or abs(p.qty) < 1e-12:
+        return close_intents(book, "unwind_naked_leg", 0)
+    larger = s if abs(s.qty) > abs(p.qty) else p
+    qty = abs(book.delta)
+    side = Side.SELL if larger.qty > 0 else Side.BUY
+    return [OrderIntent(larger.venue, side, qty, "rebalance", 0, reduce_only=True)]
+
+
+def reduce_intents(book: PositionBook, qty: float, reason: str) -> list[OrderIntent]:
+    out = []
+    for acct in (book.spot, book.perp):
+        q = min(qty, abs(acct.qty))
+        if q > 1e-12:
+            side = Side.SELL if acct.qty > 0 else Side.BUY
+            out.append(OrderIntent(acct.venue, side, q, reason, 0, reduce_only=True))
+    return out

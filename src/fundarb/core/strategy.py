@@ -1,0 +1,194 @@
+"""Threshold carry strategy: market state -> order intents.
+
+Enter when the funding signal, annualised, beats ``entry_apr`` after the
+round-trip cost is amortised over the expected holding period:
+
+    signal_apr - round_trip_cost * 365 / expected_holding_days > entry_apr
+
+The signal is the mean of the last ``signal_settlements`` settled rates; when
+the venue publishes a predicted next rate, entry needs both to clear the bar
+(the smaller is used) and exit looks at the predicted one. Exit below
+``exit_apr``, after ``max_holding_days``, or once the position has earned
+``target_profit`` (fraction of notional). Normal carry is long spot / short
+perp; the reverse (short spot on margin, long perp) only if ``allow_reverse``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import attrs
+
+from fundarb.core.book import PositionBook
+from fundarb.core.funding import annualize
+from fundarb.core.model import NS_PER_HOUR, OrderIntent, Side
+
+
+@attrs.frozen
+class CarryParams:
+    notional: float = 60_000.0
+    entry_apr: float = 0.10
+    exit_apr: float = 0.0
+    signal_settlements: int = 3
+    expected_holding_days: float = 14.0
+    max_holding_days: float = 120.0
+    target_profit: float = 0.10
+    cooldown_hours: float = 24.0
+    allow_reverse: bool = False
+    lot_size: float = 0.001
+
+    def __attrs_post_init__(self) -> None:
+        checks = {
+            "notional": self.notional > 0,
+            "signal_settlements": self.signal_settlements >= 1,
+            "expected_holding_days": self.expected_holding_days > 0,
+            "max_holding_days": self.max_holding_days > 0,
+            "target_profit": self.target_profit > 0,
+            "cooldown_hours": self.cooldown_hours >= 0,
+            "lot_size": self.lot_size > 0,
+            "exit_apr": self.exit_apr <= self.entry_apr,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"strategy: invalid {', '.join(bad)}")
+
+
+@attrs.define(slots=True)
+class FundingSignal:
+    """Settled rates so far and the venue's latest prediction."""
+
+    window: int
+    interval_hours: float = 8.0
+    rates: deque = attrs.field(factory=deque)
+    predicted: float | None = None
+    last_settlement_ts: int = 0
+
+    def on_settlement(self, ts: int, rate: float, interval_hours: float) -> None:
+        self.rates.append(rate)
+        if len(self.rates) > self.window:
+            self.rates.popleft()
+        self.interval_hours = interval_hours
+        self.last_settlement_ts = ts
+        self.predicted = None  # a prediction is for the settlement just made
+
+    def on_rate(self, predicted: float | None, interval_hours: float) -> None:
+        self.predicted = predicted
+        self.interval_hours = interval_hours
+
+    @property
+    def ready(self) -> bool:
+        return len(self.rates) >= self.window
+
+    def current_apr(self) -> float:
+        return annualize(sum(self.rates) / len(self.rates), self.interval_hours)
+
+    def predicted_apr(self) -> float | None:
+        if self.predicted is None:
+            return None
+        return annualize(self.predicted, self.interval_hours)
+
+
+@attrs.define(slots=True)
+class CarryStrategy:
+    params: CarryParams
+    round_trip_cost: float  # fraction of notional for open + close, both legs
+    spot_venue: str
+    perp_venue: str
+    signal: FundingSignal = attrs.field(init=False)
+    entry_ts: int = 0
+    entry_pnl: float = 0.0
+    direction: int = 0  # +1 normal carry, -1 reverse, 0 flat
+    cooldown_until: int = 0
+    pair_seq: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        self.signal = FundingSignal(self.params.signal_settlements)
+
+    @property
+    def amortised_cost_apr(self) -> float:
+        return self.round_trip_cost * 365.0 / self.params.expected_holding_days
+
+    def entry_edge(self) -> float:
+        """Signal APR net of amortised cost, signed in favour of normal carry."""
+        cur = self.signal.current_apr()
+        pred = self.signal.predicted_apr()
+        if pred is None:
+            return cur
+        return min(cur, pred) if cur > 0 else max(cur, pred)
+
+    def decide(self, book: PositionBook, spot_mid: float, now: int) -> list[OrderIntent]:
+        """Called on every event; cheap when nothing changes."""
+        if book.is_flat:
+            if self.direction != 0:  # closed elsewhere (risk, liquidation unwind)
+                self._closed(now)
+            return self._maybe_enter(book, spot_mid, now)
+        if self.direction == 0:
+            return []  # a position the strategy did not open: risk owns it
+        return self._maybe_exit(book, now)
+
+    # --- entry ---------------------------------------------------------
+    def _maybe_enter(self, book: PositionBook, spot_mid: float, now: int) -> list[OrderIntent]:
+        if now < self.cooldown_until or not self.signal.ready or not spot_mid > 0:
+            return []
+        edge = self.entry_edge()
+        cost = self.amortised_cost_apr
+        if edge - cost > self.params.entry_apr:
+            direction = 1
+        elif self.params.allow_reverse and -edge - cost > self.params.entry_apr:
+            direction = -1
+        else:
+            return []
+        lot = self.params.lot_size
+        qty = math.floor(self.params.notional / spot_mid / lot) * lot
+        if qty <= 0:
+            return []
+        self.pair_seq += 1
+        self.direction = direction
+        self.entry_ts = now
+        self.entry_pnl = book.pnl
+        spot_side = Side.BUY if direction > 0 else Side.SELL
+        return [
+            OrderIntent(self.spot_venue, spot_side, qty, "entry", self.pair_seq),
+            OrderIntent(self.perp_venue, spot_side.opposite(), qty, "entry", self.pair_seq),
+        ]
+
+    # --- exit ----------------------------------------------------------
+    def exit_reason(self, book: PositionBook, now: int) -> str | None:
+        p = self.params
+        pred = self.signal.predicted_apr()
+        signal = pred if pred is not None else self.signal.current_apr()
+        if self.direction * signal < p.exit_apr:
+            return "exit_signal"
+        if now - self.entry_ts >= p.max_holding_days * 24 * NS_PER_HOUR:
+            return "exit_max_hold"
+        if book.pnl - self.entry_pnl >= p.target_profit * p.notional:
+            return "exit_target"
+        return None
+
+    def _maybe_exit(self, book: PositionBook, now: int) -> list[OrderIntent]:
+        reason = self.exit_reason(book, now)
+        if reason is None:
+            return []
+        self.pair_seq += 1
+        intents = close_intents(book, reason, self.pair_seq)
+        self._closed(now)
+        return intents
+
+    def abandon(self, now: int) -> None:
+        """An entry that risk refused: back to flat, and wait out the cooldown."""
+        self._closed(now)
+
+    def _closed(self, now: int) -> None:
+        self.direction = 0
+        self.cooldown_until = now + int(self.params.cooldown_hours * NS_PER_HOUR)
+
+
+def close_intents(book: PositionBook, reason: str, pair_id: int) -> list[OrderIntent]:
+    """Reduce-only orders that take both legs to zero."""
+    out = []
+    for acct in (book.spot, book.perp):
+        if abs(acct.qty) > 1e-12:
+            side = Side.SELL if acct.qty > 0 else Side.BUY
+            out.append(OrderIntent(acct.venue, side, abs(acct.qty), reason, pair_id, reduce_only=True))
+    return out

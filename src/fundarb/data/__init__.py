@@ -1,0 +1,1 @@
+"""Market history: the shipped real data, and (later) fetch and statistics."""

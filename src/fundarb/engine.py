@@ -1,0 +1,249 @@
+"""The one event loop: venue events -> book -> strategy -> risk -> venue commands.
+
+The engine never asks whether it is live: the venue, the clock and the
+recorder are what differ between the simulator, replay and live trading.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from fundarb.core import risk
+from fundarb.core.book import PositionBook
+from fundarb.core.clock import SimClock
+from fundarb.core.model import (
+    Alert,
+    Charge,
+    Fill,
+    FundingRate,
+    FundingSettlement,
+    MarkPrice,
+    OrderIntent,
+    OrderUpdate,
+    Quote,
+    Timer,
+    TransferDone,
+    TransferRequest,
+)
+from fundarb.core.orders import Order, OrderStatus, client_order_id
+from fundarb.core.strategy import CarryStrategy
+from fundarb.venues.base import Venue
+
+
+class Recorder(Protocol):
+    """Where the decision log goes (memory for a backtest, SQLite live)."""
+
+    def record(self, kind: str, row: dict[str, Any]) -> None: ...
+
+
+class NullRecorder:
+    def record(self, kind: str, row: dict[str, Any]) -> None:
+        pass
+
+
+CURVE_FIELDS = ("ts", "equity", "funding", "fees", "delta", "drift", "margin_buffer", "leverage", "spot", "mark", "in_position")
+
+
+class Engine:
+    def __init__(
+        self,
+        venue: Venue,
+        book: PositionBook,
+        strategy: CarryStrategy,
+        monitor: risk.RiskMonitor,
+        config_hash: str,
+        clock: SimClock | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
+        self.venue = venue
+        self.book = book
+        self.strategy = strategy
+        self.monitor = monitor
+        self.config_hash = config_hash
+        self.clock = clock or SimClock()
+        self.recorder = recorder or NullRecorder()
+        self.orders: dict[str, Order] = {}
+        self.open_orders: set[str] = set()
+        self.intent_seq = 0
+        self.transfer_pending = 0
+        self.spot_mid = math.nan
+        self.curve: dict[str, list] = {k: [] for k in CURVE_FIELDS}
+        self.alerts: list[Alert] = []
+        self.vetoes = 0
+        self.on_timer: Callable[[int], None] | None = None
+        self._handlers = {
+            Quote: self._on_quote,
+            MarkPrice: self._on_mark,
+            FundingSettlement: self._on_settlement,
+            FundingRate: self._on_rate,
+            Fill: self._on_fill,
+            OrderUpdate: self._on_update,
+            TransferDone: self._on_transfer,
+            Charge: self._on_charge,
+            Alert: self._on_alert,
+            Timer: self._on_timer,
+        }
+
+    # --- loop -------------------------------------------------------------
+    def run(self) -> None:
+        for event in self.venue.events():
+            self.on_event(event)
+
+    def on_event(self, event: Any) -> None:
+        self.clock.advance_to(event.ts)
+        if self._handlers[type(event)](event):
+            self._monitor(event.ts)
+        if not self.open_orders:
+            self._decide(event.ts)
+
+    # --- handlers: return True when risk should look again ------------------
+    def _on_quote(self, q: Quote) -> bool:
+        if q.venue == self.book.spot_venue:
+            self.spot_mid = q.mid
+            self.book.revalue(q.venue, q.mid)
+        return False
+
+    def _on_mark(self, m: MarkPrice) -> bool:
+        self.book.revalue(m.venue, m.mark)
+        return not self.book.is_flat
+
+    def _on_settlement(self, s: FundingSettlement) -> bool:
+        entry = self.book.apply_funding(s)
+        self.strategy.signal.on_settlement(s.ts, s.rate, s.interval_hours)
+        if entry is not None:
+            self.recorder.record("funding", {
+                "ts": s.ts, "venue": s.venue, "qty": entry.qty, "rate": s.rate, "mark": s.mark,
+                "amount": entry.amount, "mark_source": s.mark_source,
+            })
+        return entry is not None
+
+    def _on_rate(self, r: FundingRate) -> bool:
+        self.strategy.signal.on_rate(r.predicted_rate, r.interval_hours)
+        return False
+
+    def _on_fill(self, f: Fill) -> bool:
+        self.book.apply_fill(f)
+        order = self.orders.get(f.client_id)
+        if order is not None:
+            order.apply_fill(f)
+            self._order_changed(order)
+        self.recorder.record("fill", {
+            "ts": f.ts, "venue": f.venue, "client_id": f.client_id, "side": f.side.value, "qty": f.qty,
+            "price": f.price, "mid": f.mid, "fee": f.fee, "liquidity": f.liquidity.value, "liquidation": f.liquidation,
+        })
+        return True
+
+    def _on_update(self, u: OrderUpdate) -> bool:
+        order = self.orders[u.client_id]
+        order.transition(OrderStatus(u.status), u.ts, u.reason)
+        self._order_changed(order)
+        return not order.is_open
+
+    def _on_transfer(self, t: TransferDone) -> bool:
+        self.book.transfer_in(t)
+        self.transfer_pending -= 1
+        self.recorder.record("transfer", {
+            "ts": t.ts, "transfer_id": t.transfer_id, "from_venue": t.from_venue, "to_venue": t.to_venue,
+            "amount": t.amount, "fee": t.fee, "status": "arrived",
+        })
+        return True
+
+    def _on_charge(self, c: Charge) -> bool:
+        self.book.charge(c.venue, c.amount)
+        self.recorder.record("charge", {"ts": c.ts, "venue": c.venue, "amount": c.amount, "kind": c.kind})
+        return False
+
+    def _on_alert(self, a: Alert) -> bool:
+        self._alert(a)
+        return False
+
+    def _on_timer(self, t: Timer) -> bool:
+        self._snapshot(t.ts)
+        if self.on_timer is not None:
+            self.on_timer(t.ts)
+        return True
+
+    # --- decisions ------------------------------------------------------------
+    def _decide(self, now: int) -> None:
+        intents = self.strategy.decide(self.book, self.spot_mid, now)
+        if intents:
+            self._submit_checked(intents, now)
+
+    def _monitor(self, now: int) -> None:
+        actions = self.monitor.evaluate(self.book, now, bool(self.open_orders), self.transfer_pending > 0)
+        if actions is risk.NO_ACTION:
+            return
+        for a in actions.alerts:
+            self._alert(a)
+        if actions.transfer_to_perp > 0:
+            self._transfer(now, self.book.spot_venue, self.book.perp_venue, actions.transfer_to_perp)
+        if actions.transfer is not None:
+            self._transfer(now, *actions.transfer)
+        if actions.intents:
+            self._submit_checked(list(actions.intents), now)
+
+    def _submit_checked(self, intents: list[OrderIntent], now: int) -> None:
+        approved, vetoes = risk.check(intents, self.book, self.spot_mid, self.monitor.limits, self.monitor.costs, self.monitor.kill)
+        for v in vetoes:
+            self.vetoes += 1
+            self.recorder.record("veto", {"ts": now, "venue": v.intent.venue, "side": v.intent.side.value,
+                                          "qty": v.intent.qty, "reason": v.intent.reason, "why": v.reason})
+        if any(v.intent.reason == "entry" for v in vetoes):
+            self.strategy.abandon(now)  # the entry did not happen: wait out the cooldown
+        for intent in approved:
+            self._send(intent, now)
+
+    def _send(self, intent: OrderIntent, now: int) -> None:
+        self.intent_seq += 1
+        cid = client_order_id(self.config_hash, self.intent_seq)
+        order = Order.from_intent(intent, cid, now)
+        self.recorder.record("intent", {
+            "ts": now, "client_id": cid, "venue": intent.venue, "side": intent.side.value, "qty": intent.qty,
+            "reason": intent.reason, "pair_id": intent.pair_id, "reduce_only": intent.reduce_only,
+        })
+        order.transition(OrderStatus.SUBMITTED, now)
+        self.orders[cid] = order
+        self.open_orders.add(cid)
+        self._order_changed(order)
+        self.venue.submit(order)
+
+    def _order_changed(self, order: Order) -> None:
+        if not order.is_open:
+            self.open_orders.discard(order.client_id)
+        self.recorder.record("order", {
+            "ts": order.ts_updated, "client_id": order.client_id, "venue": order.venue, "side": order.side.value,
+            "qty": order.qty, "filled_qty": order.filled_qty, "avg_price": order.avg_price, "fees": order.fees,
+            "status": order.status.value, "reason": order.reason, "status_reason": order.status_reason,
+            "pair_id": order.pair_id,
+        })
+
+    def _transfer(self, now: int, src: str, dst: str, amount: float) -> None:
+        if amount <= 0 or self.book.accounts[src].cash < amount:
+            return
+        self.book.transfer_out(src, amount)
+        self.transfer_pending += 1
+        self.recorder.record("transfer", {"ts": now, "transfer_id": "", "from_venue": src, "to_venue": dst,
+                                          "amount": amount, "fee": 0.0, "status": "requested"})
+        self.venue.request_transfer(TransferRequest(now, src, dst, amount))
+
+    def _alert(self, a: Alert) -> None:
+        self.alerts.append(a)
+        self.recorder.record("alert", {"ts": a.ts, "kind": a.kind, "severity": a.severity, "message": a.message})
+
+    def _snapshot(self, ts: int) -> None:
+        b, c = self.book, self.curve
+        mmr = self.monitor.costs.maintenance_margin_rate
+        buf = b.margin_buffer(mmr)
+        c["ts"].append(ts)
+        c["equity"].append(b.equity)
+        c["funding"].append(b.funding)
+        c["fees"].append(b.fees)
+        c["delta"].append(b.delta)
+        c["drift"].append(b.drift)
+        c["margin_buffer"].append(buf if math.isfinite(buf) else math.nan)
+        c["leverage"].append(b.leverage())
+        c["spot"].append(b.spot.price)
+        c["mark"].append(b.perp.price)
+        c["in_position"].append(not b.is_flat)

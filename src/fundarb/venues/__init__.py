@@ -1,0 +1,1 @@
+"""Exchange backends behind one interface (`base.Venue`)."""

@@ -1,0 +1,369 @@
+"""The discrete-event simulator: one or more simulated accounts behind the
+`Venue` interface, driven by a time-ordered tape of market events.
+
+Each account keeps its own balances (the exchange's truth, separate from the
+engine's PositionBook). Orders arrive after a seeded latency and fill against
+the market *at arrival*; an order larger than the quote's depth fills partly
+and the rest waits for later quotes until its time-to-live. Perp accounts are
+margined and liquidated; funding settles at the tape's real settlement times
+with the real rate and mark; transfers between accounts take a delay and a fee.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime, timezone
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import attrs
+import numpy as np
+
+from fundarb.core.book import VenueAccount, liquidation_price
+from fundarb.core.funding import MissingFundingSettlement, next_settlement
+from fundarb.core.model import (
+    Alert,
+    Charge,
+    Fill,
+    FundingSettlement,
+    HOURS_PER_YEAR,
+    Liquidity,
+    MarketKind,
+    MarkPrice,
+    OrderUpdate,
+    Quote,
+    Side,
+    Timer,
+    TransferDone,
+    TransferRequest,
+)
+from fundarb.core.orders import Order, OrderStatus
+from fundarb.venues.sim import queue as q
+from fundarb.venues.sim.models import FeeModel, LatencyModel, SlippageModel, seconds
+
+
+@attrs.frozen
+class SimVenueSpec:
+    """What the simulator needs of one account (built from a VenueConfig)."""
+
+    name: str
+    kind: MarketKind
+    symbol: str
+    cash: float
+    taker_fee: float
+    maker_fee: float
+    half_spread_bp_min: float
+    half_spread_bp_max: float
+    impact_bp_per_btc: float
+    latency_ms_median: float
+    latency_sigma: float
+    order_ttl_seconds: float
+    maintenance_margin_rate: float = 0.004
+    liquidation_fee_rate: float = 0.0125
+    max_venue_leverage: float = 20.0
+    borrow_rate_annual: float = 0.0
+    allow_short: bool = False
+
+
+@attrs.define(slots=True)
+class _Working:
+    """The simulator's copy of a live order."""
+
+    order: Order
+    remaining: float
+    expires: int
+    canceled: bool = False
+    arrived: bool = False
+
+
+class _SimAccount:
+    __slots__ = ("spec", "acct", "fees", "slip", "latency", "quote", "depth_buy", "depth_sell", "resting")
+
+    def __init__(self, spec: SimVenueSpec, seeds: np.random.SeedSequence) -> None:
+        lat_seed, slip_seed = seeds.spawn(2)
+        self.spec = spec
+        self.acct = VenueAccount(spec.name, spec.kind, spec.cash)
+        self.fees = FeeModel(spec.maker_fee, spec.taker_fee)
+        self.slip = SlippageModel(
+            spec.half_spread_bp_min, spec.half_spread_bp_max, spec.impact_bp_per_btc, np.random.default_rng(slip_seed)
+        )
+        self.latency = LatencyModel(spec.latency_ms_median, spec.latency_sigma, np.random.default_rng(lat_seed))
+        self.quote: Quote | None = None
+        self.depth_buy = 0.0
+        self.depth_sell = 0.0
+        self.resting: list[_Working] = []
+
+
+class SimExchange:
+    """Implements `fundarb.venues.base.Venue`."""
+
+    def __init__(
+        self,
+        specs: Iterable[SimVenueSpec],
+        tape: Iterable[tuple[int, int, Any]],
+        seeds: np.random.SeedSequence,
+        transfer_delay_s: float = 3600.0,
+        transfer_fee: float = 0.0,
+        funding_schedule: dict[str, tuple[int, float]] | None = None,
+    ) -> None:
+        specs = list(specs)
+        children = seeds.spawn(len(specs))
+        self.accounts = {s.name: _SimAccount(s, c) for s, c in zip(specs, children)}
+        self._tape = iter(tape)
+        self._queue = q.EventQueue()
+        self._out: deque = deque()
+        self._working: dict[str, _Working] = {}
+        self.now = 0
+        self.transfer_delay = seconds(transfer_delay_s)
+        self.transfer_fee = transfer_fee
+        # venue -> (next expected settlement ts, interval hours)
+        self._next_funding = dict(funding_schedule or {})
+        self._liq_seq = 0
+        self._xfer_seq = 0
+        self.liquidations = 0
+        self.requested_qty = 0.0
+        self.filled_qty = 0.0
+
+    # --- Venue interface ------------------------------------------------
+    def submit(self, order: Order) -> None:
+        sim = self.accounts[order.venue]
+        ttl = seconds(sim.spec.order_ttl_seconds)
+        arrive = self.now + sim.latency.delay_ns()
+        w = _Working(order, order.qty, arrive + ttl)
+        self._working[order.client_id] = w
+        self.requested_qty += order.qty
+        self._queue.push(arrive, q.P_ORDER, ("arrive", w))
+
+    def cancel(self, client_id: str) -> None:
+        w = self._working.get(client_id)
+        if w is None:
+            return
+        delay = self.accounts[w.order.venue].latency.delay_ns()
+        self._queue.push(self.now + delay, q.P_CANCEL, ("cancel", w))
+
+    def request_transfer(self, request: TransferRequest) -> None:
+        src = self.accounts[request.from_venue].acct
+        if request.amount <= 0 or src.cash < request.amount:
+            self._out.append(Alert(self.now, "transfer_rejected", f"transfer of {request.amount:,.2f} from {request.from_venue}: cash {src.cash:,.2f}"))
+            return
+        src.cash -= request.amount
+        self._xfer_seq += 1
+        tid = request.transfer_id or f"xfer-{self._xfer_seq}"
+        done = TransferDone(self.now + self.transfer_delay, tid, request.from_venue, request.to_venue, request.amount, self.transfer_fee)
+        self._queue.push(done.ts, q.P_TRANSFER, ("transfer", done))
+
+    def events(self) -> Iterator[Any]:
+        out = self._out
+        tape_next = next(self._tape, None)
+        while True:
+            while out:
+                yield out.popleft()
+            key = self._queue.peek_key()
+            if tape_next is None and key is None:
+                return
+            if tape_next is not None and (key is None or (tape_next[0], tape_next[1]) <= key):
+                ts, prio, event = tape_next
+                tape_next = next(self._tape, None)
+                self._advance(ts)
+                self._on_market(event)
+                out.appendleft(event)  # the event itself goes before what it caused
+            else:
+                ts, prio, item = self._queue.pop()
+                self._advance(ts)
+                self._on_internal(item)
+
+    # --- time and funding schedule ----------------------------------------
+    def _advance(self, ts: int) -> None:
+        if ts < self.now:
+            raise RuntimeError(f"simulator time went back: {ts} < {self.now}")
+        self.now = ts
+        for venue, (expected, interval) in self._next_funding.items():
+            if ts > expected:
+                self._missed_funding(venue, expected, interval, ts)
+
+    def _missed_funding(self, venue: str, expected: int, interval: float, ts: int) -> None:
+        sim = self.accounts[venue]
+        if sim.acct.qty != 0:
+            stamp = datetime.fromtimestamp(expected / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+            raise MissingFundingSettlement(
+                f"{venue} {sim.spec.symbol}: no funding settlement at {stamp} UTC while a position of "
+                f"{sim.acct.qty:+.6f} BTC was open; refusing to treat it as zero"
+            )
+        while expected < ts:  # flat through a gap in the schedule: nothing was owed
+            expected = next_settlement(expected, interval)
+        self._next_funding[venue] = (expected, interval)
+
+    # --- market events ------------------------------------------------------
+    def _on_market(self, event: Any) -> None:
+        kind = type(event)
+        if kind is Quote:
+            sim = self.accounts.get(event.venue)
+            if sim is None:
+                return
+            sim.quote = event
+            sim.depth_buy, sim.depth_sell = event.ask_size, event.bid_size
+            if sim.spec.kind is MarketKind.SPOT:
+                sim.acct.price = event.mid
+            if sim.resting:
+                self._match_resting(sim)
+        elif kind is MarkPrice:
+            sim = self.accounts[event.venue]
+            sim.acct.price = event.mark
+            if sim.acct.qty != 0:
+                self._check_liquidation(sim)
+        elif kind is FundingSettlement:
+            self._settle(event)
+        elif kind is Timer:
+            self._charge_borrow()
+
+    def _settle(self, s: FundingSettlement) -> None:
+        sim = self.accounts[s.venue]
+        if sim.acct.qty != 0:
+            amount = -sim.acct.qty * s.mark * s.rate
+            sim.acct.cash += amount
+            sim.acct.funding += amount
+        if s.venue in self._next_funding:
+            self._next_funding[s.venue] = (next_settlement(s.ts, s.interval_hours), s.interval_hours)
+
+    def _charge_borrow(self) -> None:
+        for sim in self.accounts.values():
+            a = sim.acct
+            if sim.spec.kind is MarketKind.SPOT and a.qty < 0 and sim.spec.borrow_rate_annual > 0:
+                amount = -a.qty * a.price * sim.spec.borrow_rate_annual / HOURS_PER_YEAR
+                a.cash -= amount
+                a.fees += amount
+                self._out.append(Charge(self.now, sim.spec.name, amount, "borrow_interest"))
+
+    def _check_liquidation(self, sim: _SimAccount) -> None:
+        a, spec = sim.acct, sim.spec
+        liq = liquidation_price(a.cash, a.qty, a.entry, spec.maintenance_margin_rate)
+        mark = a.price
+        if not ((a.qty < 0 and mark >= liq) or (a.qty > 0 and mark <= liq)):
+            return
+        price = max(liq, mark) if a.qty < 0 else min(liq, mark)
+        qty = abs(a.qty)
+        side = Side.BUY if a.qty < 0 else Side.SELL
+        left = a.cash + a.qty * (price - a.entry)
+        fee = max(min(spec.liquidation_fee_rate * qty * price, left), 0.0)
+        self._liq_seq += 1
+        self.liquidations += 1
+        fill = Fill(self.now, spec.name, f"liq-{self._liq_seq}", side, qty, price, mark, fee, Liquidity.TAKER, True)
+        a.trade(side.sign * qty, price, fee)
+        self._out.append(Alert(self.now, "liquidation", f"{spec.name} perp liquidated: {qty:.4f} BTC at {price:,.2f}", "critical"))
+        self._out.append(fill)
+
+    # --- orders -------------------------------------------------------------
+    def _on_internal(self, item: tuple[str, Any]) -> None:
+        what, payload = item
+        if what == "arrive":
+            self._arrive(payload)
+        elif what == "cancel":
+            self._cancel(payload)
+        elif what == "expire":
+            self._expire(payload)
+        elif what == "transfer":
+            self.accounts[payload.to_venue].acct.cash += payload.amount - payload.fee
+            self._out.append(payload)
+
+    def _update(self, w: _Working, status: OrderStatus, reason: str = "") -> None:
+        self._out.append(OrderUpdate(self.now, w.order.venue, w.order.client_id, status.value, reason))
+
+    def _arrive(self, w: _Working) -> None:
+        w.arrived = True
+        if w.canceled:
+            return
+        sim = self.accounts[w.order.venue]
+        reason = self._reject_reason(sim, w.order)
+        if reason:
+            self._working.pop(w.order.client_id, None)
+            self._update(w, OrderStatus.REJECTED, reason)
+            return
+        self._update(w, OrderStatus.ACCEPTED)
+        self._fill_against_quote(sim, w, at_arrival=True)
+        if w.remaining > 1e-12:
+            sim.resting.append(w)
+            self._queue.push(w.expires, q.P_EXPIRY, ("expire", w))
+
+    def _reject_reason(self, sim: _SimAccount, order: Order) -> str:
+        a, quote = sim.acct, sim.quote
+        if quote is None:
+            return "no market yet"
+        sign = order.side.sign
+        if order.reduce_only and (a.qty == 0 or (a.qty > 0) == (sign > 0)):
+            return "reduce-only order would not reduce the position"
+        price = quote.mid
+        if sim.spec.kind is MarketKind.SPOT:
+            if sign > 0 and a.cash < order.qty * price * (1 + sim.spec.taker_fee):
+                return f"insufficient balance: {a.cash:,.2f} for {order.qty} BTC"
+            if sign < 0 and a.qty - order.qty < -1e-12 and not sim.spec.allow_short:
+                return f"insufficient balance: {a.qty:.6f} BTC held"
+            return ""
+        new_qty = a.qty + sign * order.qty
+        equity = a.cash + a.qty * (price - a.entry) if a.qty else a.cash
+        if abs(new_qty) > abs(a.qty) and (equity <= 0 or abs(new_qty) * price / equity > sim.spec.max_venue_leverage):
+            return "insufficient margin"
+        return ""
+
+    def _fill_against_quote(self, sim: _SimAccount, w: _Working, at_arrival: bool) -> None:
+        quote = sim.quote
+        order = w.order
+        sign = order.side.sign
+        depth = sim.depth_buy if sign > 0 else sim.depth_sell
+        qty = min(w.remaining, depth)
+        if order.reduce_only:
+            qty = min(qty, abs(sim.acct.qty))
+        if qty <= 1e-12:
+            return
+        price = sim.slip.price(quote, sign, qty)
+        maker = False
+        if order.limit_price is not None:
+            if (sign > 0 and price > order.limit_price) or (sign < 0 and price < order.limit_price):
+                if at_arrival:
+                    return
+                # a resting limit order fills at its own price when the market trades through it
+                if (sign > 0 and quote.ask > order.limit_price) or (sign < 0 and quote.bid < order.limit_price):
+                    return
+                price, maker = order.limit_price, True
+        if sign > 0:
+            sim.depth_buy -= qty
+        else:
+            sim.depth_sell -= qty
+        fee = sim.fees.fee(qty, price, maker)
+        sim.acct.trade(sign * qty, price, fee)
+        w.remaining -= qty
+        self.filled_qty += qty
+        if w.remaining <= 1e-12:
+            w.remaining = 0.0
+            self._working.pop(order.client_id, None)
+        self._out.append(
+            Fill(self.now, order.venue, order.client_id, order.side, qty, price, quote.mid, fee,
+                 Liquidity.MAKER if maker else Liquidity.TAKER)
+        )
+
+    def _match_resting(self, sim: _SimAccount) -> None:
+        still = []
+        for w in sim.resting:
+            if not w.canceled and w.remaining > 1e-12:
+                self._fill_against_quote(sim, w, at_arrival=False)
+                if w.remaining > 1e-12:
+                    still.append(w)
+        sim.resting = still
+
+    def _cancel(self, w: _Working) -> None:
+        if w.remaining <= 1e-12 or w.canceled:
+            return
+        if not w.arrived:
+            w.canceled = True
+            self._working.pop(w.order.client_id, None)
+            self._update(w, OrderStatus.CANCELED, "canceled before it reached the venue")
+            return
+        w.canceled = True
+        self._working.pop(w.order.client_id, None)
+        self._update(w, OrderStatus.CANCELED)
+
+    def _expire(self, w: _Working) -> None:
+        if w.remaining <= 1e-12 or w.canceled:
+            return
+        w.canceled = True
+        self._working.pop(w.order.client_id, None)
+        self._update(w, OrderStatus.EXPIRED, f"{w.remaining:.6f} BTC unfilled at time-to-live")

@@ -1,0 +1,44 @@
+"""Heap-ordered event queue: (time, priority, sequence) decides the order of
+simultaneous events, so a run is the same on every machine."""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+# Priorities within one instant: market data first, then funding settles the
+# positions held at that instant, then orders and transfers, then the timer.
+P_QUOTE = 0
+P_MARK = 1
+P_FUNDING = 2
+P_RATE = 3
+P_ORDER = 4
+P_CANCEL = 5
+P_EXPIRY = 6
+P_TRANSFER = 7
+P_TIMER = 9
+
+
+class EventQueue:
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, int, Any]] = []
+        self._seq = 0
+
+    def push(self, ts: int, prio: int, item: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (ts, prio, self._seq, item))
+
+    def peek_key(self) -> tuple[int, int] | None:
+        if not self._heap:
+            return None
+        ts, prio, _, _ = self._heap[0]
+        return ts, prio
+
+    def pop(self) -> tuple[int, int, Any]:
+        ts, prio, _, item = heapq.heappop(self._heap)
+        return ts, prio, item
+
+    def __len__(self) -> int:
+        return len(self._heap)
