@@ -33,7 +33,8 @@ def sharpe(ts: Sequence[int], equity: Sequence[float], collateral_rate: float) -
         return 0.0
     rets = closes[1:] / closes[:-1] - 1.0 - collateral_rate / 365.0
     sd = rets.std(ddof=1)
-    return float(rets.mean() / sd * np.sqrt(365.0)) if sd > 0 else 0.0
+    # an idle book has (numerically) constant returns: no risk taken, no ratio
+    return float(rets.mean() / sd * np.sqrt(365.0)) if sd > 1e-12 else 0.0
 
 
 def max_drawdown(equity: Sequence[float]) -> float:

@@ -1,0 +1,600 @@
+"""fundarb benchmarks: simulator throughput and tick-to-decision latency.
+
+    python benchmarks/run.py [--quick] [--out benchmarks/results.json]
+
+Measures, in one process and one run (see benchmarks/README.md):
+
+1. the real-data backtest (``fundarb.backtest.run_backtest`` on
+   sims/baseline.toml over the shipped history, and over its last 365 days):
+   events/s through the engine loop and wall time;
+2. the DESIGN reference workload (SYNTHETIC): 1,000,000 seeded BTC quotes
+   through Engine + SimExchange driving the carry strategy, one order decision
+   per 10,000 quotes; quotes/s, plus a bare Python heap loop over the very
+   same tape tuples and the ratio between the two;
+3. tick-to-decision latency (p50/p99 of ``Engine.on_event`` per market event)
+   and tick-to-order-submitted latency on sparse orders, on the same tape.
+
+Nothing here asserts anything: it measures and reports. Budgets come from
+DESIGN.md "Performance budget" and are shown next to each number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import heapq
+import json
+import math
+import os
+import platform
+import sys
+import time
+from array import array
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+import fundarb
+import fundarb.backtest as backtest_mod
+from fundarb.backtest import MemoryRecorder, round_trip_cost, run_backtest, venue_costs, venue_spec
+from fundarb.config import Config, config_hash, load
+from fundarb.core.book import PositionBook
+from fundarb.core.clock import SimClock
+from fundarb.core.model import (
+    NS_PER_HOUR,
+    NS_PER_SECOND,
+    FundingSettlement,
+    MarketKind,
+    MarkPrice,
+    OrderIntent,
+    Quote,
+    Side,
+    Timer,
+)
+from fundarb.core.risk import RiskMonitor
+from fundarb.core.strategy import CarryStrategy, close_intents
+from fundarb.data.history import fmt_time, load_history
+from fundarb.engine import Engine
+from fundarb.venues.sim import SimExchange
+from fundarb.venues.sim import queue as q
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "sims" / "baseline.toml"
+DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
+
+REFERENCE_QUOTES = 1_000_000
+QUOTE_STEP_NS = 100_000_000  # one spot quote per 100 ms
+TICK = 0.1
+NS_PER_US = 1_000
+NS_PER_DAY = 24 * NS_PER_HOUR
+
+# DESIGN.md "Performance budget"
+BUDGET_QUOTES_PER_S = 300_000
+BUDGET_DECISION_P50_US = 2.0
+BUDGET_DECISION_P99_US = 10.0
+BUDGET_ORDER_P99_US = 50.0
+DESIGN_HEAP_LOOP_PER_S = 1_200_000  # "a bare Python heap loop does ~1.2M/s on these machines"
+
+
+# --------------------------------------------------------------------------
+# instrumentation that leaves the measured code path as it is
+# --------------------------------------------------------------------------
+class CountingEngine(Engine):
+    """``Engine.run`` with an event count and the loop's own wall time.
+
+    The loop body is the same ``self.on_event(event)`` call; ``enumerate``
+    and two clock reads per run are the only additions."""
+
+    instances: list["CountingEngine"] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.events_handled = 0
+        self.loop_seconds = 0.0
+        CountingEngine.instances.append(self)
+
+    def run(self) -> None:
+        n = 0
+        t0 = time.perf_counter()
+        for n, event in enumerate(self.venue.events(), 1):
+            self.on_event(event)
+        self.loop_seconds = time.perf_counter() - t0
+        self.events_handled = n
+
+
+class TimedSimExchange(SimExchange):
+    """Stamps the first ``submit`` since ``first_submit_ns`` was last zeroed:
+    'order submitted' is the instant the engine hands the order to the venue."""
+
+    first_submit_ns = 0
+
+    def submit(self, order: Any) -> None:
+        if not self.first_submit_ns:
+            self.first_submit_ns = time.perf_counter_ns()
+        SimExchange.submit(self, order)
+
+
+@attrs.define(slots=True)
+class ScheduledCarry(CarryStrategy):
+    """SYNTHETIC-workload driver: the carry strategy, plus one forced order
+    decision every ``period_ns`` of simulated time (10,000 quotes x 100 ms).
+
+    Between decisions every call runs the real ``CarryStrategy.decide`` (entry
+    edge while flat, exit checks while in position). A decision alternates a
+    paired entry (buy spot + sell perp, the carry's own two market orders) and
+    a paired reduce-only exit; both go through the engine's risk check,
+    order-id, state machine and ``venue.submit`` like any strategy intent."""
+
+    period_ns: int = 0
+    next_decision_ts: int = 0
+    decisions: int = 0
+
+    def decide(self, book: PositionBook, spot_mid: float, now: int) -> list[OrderIntent]:
+        if now >= self.next_decision_ts:
+            self.next_decision_ts += self.period_ns
+            self.decisions += 1
+            if book.is_flat:
+                lot = self.params.lot_size
+                qty = math.floor(self.params.notional / spot_mid / lot) * lot
+                self.pair_seq += 1
+                self.direction = 1
+                self.entry_ts = now
+                self.entry_pnl = book.pnl
+                return [
+                    OrderIntent(self.spot_venue, Side.BUY, qty, "entry", self.pair_seq),
+                    OrderIntent(self.perp_venue, Side.SELL, qty, "entry", self.pair_seq),
+                ]
+            self.pair_seq += 1
+            intents = close_intents(book, "exit_scheduled", self.pair_seq)
+            self._closed(now)
+            return intents
+        return CarryStrategy.decide(self, book, spot_mid, now)
+
+
+# --------------------------------------------------------------------------
+# 1. real data: run_backtest over the shipped history
+# --------------------------------------------------------------------------
+def load_real(cfg: Config) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    h = load_history(
+        (cfg.spot.exchange, cfg.spot.symbol), (cfg.perp.exchange, cfg.perp.symbol),
+        cfg.data.start, cfg.data.end, cfg.data.max_price_gap_hours,
+    )
+    return h, time.perf_counter() - t0
+
+
+def bench_backtest(cfg: Config, label: str, repeat: int) -> dict[str, Any]:
+    history, load_s = load_real(cfg)
+    runs = []
+    for _ in range(repeat):
+        CountingEngine.instances.clear()
+        saved = backtest_mod.Engine
+        backtest_mod.Engine = CountingEngine  # run_backtest builds its engine from this module global
+        try:
+            t0 = time.perf_counter()
+            result = run_backtest(cfg, history)
+            wall = time.perf_counter() - t0
+        finally:
+            backtest_mod.Engine = saved
+        eng = CountingEngine.instances[-1]
+        runs.append((eng.loop_seconds, wall, eng.events_handled, result))
+    loop_s, wall, events, result = min(runs, key=lambda r: r[0])
+    m = result.metrics
+    return {
+        "label": label,
+        "config": cfg.name,
+        "window": f"{fmt_time(history.start)} .. {fmt_time(history.end)}",
+        "days": round(history.days, 2),
+        "hours": int(history.hours.size),
+        "events": events,
+        "history_load_s": load_s,
+        "loop_s": loop_s,
+        "wall_s": wall,
+        "events_per_s": events / loop_s if loop_s > 0 else math.nan,
+        "hours_per_s": history.hours.size / loop_s if loop_s > 0 else math.nan,
+        "repeat": repeat,
+        "orders": m["orders"],
+        "net_apr": m["net_apr"],
+        "gates_passed": result.passed,
+    }
+
+
+def last_days(cfg: Config, days: int) -> Config:
+    full, _ = load_real(cfg)
+    end = full.end + NS_PER_HOUR  # data.end is exclusive
+    start = end - days * NS_PER_DAY
+    iso = lambda ns: datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M")  # noqa: E731
+    return attrs.evolve(cfg, data=attrs.evolve(cfg.data, start=iso(start), end=iso(end)))
+
+
+# --------------------------------------------------------------------------
+# 2. the DESIGN reference workload (synthetic)
+# --------------------------------------------------------------------------
+@attrs.frozen
+class SyntheticTape:
+    tape: list[tuple[int, int, Any]]
+    quotes: int  # spot quotes, the DESIGN "quotes"
+    perp_quotes: int
+    marks: int
+    settlements: int
+    timers: int
+    start: int
+    end: int
+    build_s: float
+
+
+def build_tape(n_quotes: int, seed: int, perp_every: int, funding_rate: float) -> SyntheticTape:
+    """SYNTHETIC (not market data). Spot: one quote per 100 ms, random-walk mid
+    near 60,000 on a 0.1 tick grid (per-step sd 1.7 USD, ~50%/yr volatility),
+    half spread 1-3 ticks, bid/ask sizes uniform 0.5-20 BTC. Perp: one quote
+    and one mark price every ``perp_every`` spot quotes (mid = spot mid + a
+    small random-walk basis). Funding settles on the 00/08/16 UTC grid at a
+    constant rate; an hourly Timer marks equity like the real tape does.
+    Arrays are drawn with numpy per batch; the tape is plain tuples."""
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    n = n_quotes
+    mid_ticks = np.rint(60_000.0 / TICK + np.cumsum(rng.normal(0.0, 17.0, n))).astype(np.int64)
+    half = rng.integers(1, 4, n)  # 1..3 ticks
+    sizes = rng.uniform(0.5, 20.0, (n, 2))
+    n_perp = (n + perp_every - 1) // perp_every
+    basis_ticks = np.rint(np.cumsum(rng.normal(0.0, 1.0, n_perp))).astype(np.int64) + 50
+    perp_half = rng.integers(1, 4, n_perp)
+    perp_sizes = rng.uniform(0.5, 20.0, (n_perp, 2))
+
+    bid = ((mid_ticks - half) * TICK).tolist()
+    ask = ((mid_ticks + half) * TICK).tolist()
+    bsz, asz = sizes[:, 0].tolist(), sizes[:, 1].tolist()
+    pmid = mid_ticks[::perp_every] + basis_ticks
+    pbid = ((pmid - perp_half) * TICK).tolist()
+    pask = ((pmid + perp_half) * TICK).tolist()
+    pmark = (pmid * TICK).tolist()
+    pbsz, pasz = perp_sizes[:, 0].tolist(), perp_sizes[:, 1].tolist()
+
+    start = int(datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()) * NS_PER_SECOND + QUOTE_STEP_NS
+    tape: list[tuple[int, int, Any]] = []
+    append = tape.append
+    spot, perp = "bench:spot", "bench:perp"
+    P_QUOTE, P_MARK, P_FUNDING, P_TIMER = q.P_QUOTE, q.P_MARK, q.P_FUNDING, q.P_TIMER
+    marks = settlements = timers = 0
+    last_mark = pmark[0]
+    for i in range(n):
+        ts = start + i * QUOTE_STEP_NS
+        append((ts, P_QUOTE, Quote(ts, spot, bid[i], ask[i], bsz[i], asz[i])))
+        if i % perp_every == 0:
+            j = i // perp_every
+            append((ts, P_QUOTE, Quote(ts, perp, pbid[j], pask[j], pbsz[j], pasz[j])))
+            last_mark = pmark[j]
+            append((ts, P_MARK, MarkPrice(ts, perp, last_mark)))
+            marks += 1
+        if ts % NS_PER_HOUR == 0:
+            if ts % (8 * NS_PER_HOUR) == 0:
+                append((ts, P_FUNDING, FundingSettlement(ts, perp, funding_rate, 8.0, last_mark, "venue")))
+                settlements += 1
+            append((ts, P_TIMER, Timer(ts)))
+            timers += 1
+    end = start + (n - 1) * QUOTE_STEP_NS
+    return SyntheticTape(tape, n, marks, marks, settlements, timers, start, end, time.perf_counter() - t_start)
+
+
+def synthetic_config(cfg: Config) -> Config:
+    """The baseline config with the few changes the synthetic run needs, so
+    that the workload stays the same from first to last quote:
+    capital x10 (fees of ~100 round trips must not reach the 5% drawdown
+    kill switch, and the cash split stays inside its rebalance tolerance) and
+    no entry cooldown (so every flat tick evaluates the entry edge)."""
+    return attrs.evolve(
+        cfg,
+        name="bench-synthetic",
+        capital=1_000_000.0,
+        strategy=attrs.evolve(cfg.strategy, cooldown_hours=0.0),
+    )
+
+
+def build_engine(cfg: Config, st: SyntheticTape, seed: int, period_ns: int, funding_rate: float,
+                 engine_cls: type[Engine] = CountingEngine, sim_cls: type[SimExchange] = SimExchange) -> Engine:
+    spot, perp = "bench:spot", "bench:perp"
+    specs = [
+        venue_spec(cfg.spot, spot, MarketKind.SPOT, cfg.spot_cash),
+        venue_spec(cfg.perp, perp, MarketKind.PERP, cfg.perp_cash),
+    ]
+    first_funding = (st.start // (8 * NS_PER_HOUR) + 1) * 8 * NS_PER_HOUR
+    sim = sim_cls(specs, st.tape, np.random.SeedSequence(seed), cfg.transfer.delay_minutes * 60, cfg.transfer.fee,
+                  {perp: (first_funding, 8.0)})
+    book = PositionBook.open(spot, perp, cfg.spot_cash, cfg.perp_cash)
+    strategy = ScheduledCarry(cfg.strategy, round_trip_cost(cfg, 60_000.0), spot, perp, period_ns=period_ns,
+                              next_decision_ts=st.start + period_ns)
+    for k in range(cfg.strategy.signal_settlements, 0, -1):  # a settled history, so the signal is ready
+        strategy.signal.on_settlement(first_funding - k * 8 * NS_PER_HOUR, funding_rate, 8.0)
+    monitor = RiskMonitor(cfg.risk, venue_costs(cfg))
+    return engine_cls(sim, book, strategy, monitor, config_hash(cfg), SimClock(st.start - 1), MemoryRecorder())
+
+
+def heap_loop(tape: list[tuple[int, int, Any]]) -> tuple[float, int]:
+    """The bare Python heap loop the DESIGN compares against: every tape tuple
+    pushed on a heapq with a sequence number, then popped in (ts, priority,
+    seq) order, reading the event's ts. No book, strategy, risk or venue."""
+    gc.collect()
+    t0 = time.perf_counter()
+    heap: list = []
+    push, pop = heapq.heappush, heapq.heappop
+    seq = 0
+    for ts, prio, ev in tape:
+        seq += 1
+        push(heap, (ts, prio, seq, ev))
+    now = n = 0
+    while heap:
+        _, _, _, ev = pop(heap)
+        now = ev.ts
+        n += 1
+    return time.perf_counter() - t0, n
+
+
+def bench_synthetic(cfg: Config, st: SyntheticTape, seed: int, period_ns: int, funding_rate: float,
+                    repeat: int) -> dict[str, Any]:
+    sims, heaps = [], []
+    for _ in range(repeat):
+        eng = build_engine(cfg, st, seed, period_ns, funding_rate)
+        gc.collect()
+        eng.run()
+        sims.append(eng)
+        heaps.append(heap_loop(st.tape)[0])
+    best = min(sims, key=lambda e: e.loop_seconds)
+    sim_s, heap_s = best.loop_seconds, min(heaps)
+    strat = best.strategy
+    return {
+        "label": "SYNTHETIC reference workload",
+        "quotes": st.quotes,
+        "tape_events": len(st.tape),
+        "tape": {"spot_quotes": st.quotes, "perp_quotes": st.perp_quotes, "perp_marks": st.marks,
+                 "funding_settlements": st.settlements, "timers": st.timers,
+                 "simulated_hours": round((st.end - st.start) / NS_PER_HOUR, 2)},
+        "tape_build_s": st.build_s,
+        "events": best.events_handled,
+        "order_decisions": strat.decisions,
+        "orders": len(best.orders),
+        "fills": sum(1 for k, _ in best.recorder.rows if k == "fill"),
+        "vetoes": best.vetoes,
+        "kill_switch": best.monitor.kill.reason or None,
+        "sim_s": sim_s,
+        "sim_runs_s": [e.loop_seconds for e in sims],
+        "quotes_per_s": st.quotes / sim_s,
+        "events_per_s": best.events_handled / sim_s,
+        "heap_s": heap_s,
+        "heap_runs_s": heaps,
+        "heap_tuples_per_s": len(st.tape) / heap_s,
+        "heap_quotes_per_s": st.quotes / heap_s,
+        "ratio_sim_to_heap": heap_s / sim_s,  # throughput ratio: 1.0 = as fast as the bare heap loop
+        "slowdown_vs_heap": sim_s / heap_s,
+        "repeat": repeat,
+    }
+
+
+# --------------------------------------------------------------------------
+# 3. latency: per-event perf_counter_ns around Engine.on_event
+# --------------------------------------------------------------------------
+def pct(values: array | list, ps: tuple[float, ...] = (50, 99, 99.9)) -> dict[str, float]:
+    if len(values) == 0:
+        return {"n": 0}
+    a = np.frombuffer(values, dtype=np.int64) if isinstance(values, array) else np.asarray(values, dtype=np.int64)
+    out = {"n": int(a.size)}
+    for p in ps:
+        out[f"p{p:g}_us"] = float(np.percentile(a, p)) / NS_PER_US
+    out["mean_us"] = float(a.mean()) / NS_PER_US
+    out["max_us"] = float(a.max()) / NS_PER_US
+    return out
+
+
+def timer_overhead(n: int = 200_000) -> dict[str, float]:
+    pc = time.perf_counter_ns
+    d = array("q", bytes(8 * n))
+    for i in range(n):
+        t0 = pc()
+        t1 = pc()
+        d[i] = t1 - t0
+    return pct(d, (50, 99))
+
+
+def bench_latency(cfg: Config, st: SyntheticTape, seed: int, period_ns: int, funding_rate: float) -> dict[str, Any]:
+    eng = build_engine(cfg, st, seed, period_ns, funding_rate, engine_cls=Engine, sim_cls=TimedSimExchange)
+    sim = eng.venue
+    spot = eng.book.spot_venue
+    pc = time.perf_counter_ns
+    on_event = eng.on_event
+    dec_spot, dec_perp, dec_mark = array("q"), array("q"), array("q")
+    order_submit, order_event, other = array("q"), array("q"), array("q")
+    other_orders = 0
+    gc.collect()
+    for ev in sim.events():
+        seq0 = eng.intent_seq
+        sim.first_submit_ns = 0
+        t0 = pc()
+        on_event(ev)
+        t1 = pc()
+        kind = type(ev)
+        market = kind is Quote or kind is MarkPrice
+        if eng.intent_seq != seq0:
+            if market:
+                order_submit.append(sim.first_submit_ns - t0)
+                order_event.append(t1 - t0)
+            else:
+                other_orders += 1
+        elif kind is Quote:
+            (dec_spot if ev.venue == spot else dec_perp).append(t1 - t0)
+        elif kind is MarkPrice:
+            dec_mark.append(t1 - t0)
+        else:
+            other.append(t1 - t0)
+    decision = dec_spot + dec_perp + dec_mark
+    return {
+        "label": "SYNTHETIC reference workload, per-event perf_counter_ns",
+        "tick_to_decision": pct(decision),
+        "tick_to_decision_by_event": {
+            "spot_quote": pct(dec_spot), "perp_quote": pct(dec_perp), "perp_mark": pct(dec_mark),
+        },
+        "tick_to_order_submitted": pct(order_submit),
+        "tick_to_orders_sent_event": pct(order_event),
+        "non_market_events": pct(other),
+        "orders_from_non_market_events": other_orders,
+        "order_decisions": eng.strategy.decisions,
+        "timer_overhead": timer_overhead(),
+    }
+
+
+# --------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------
+def meta(args: argparse.Namespace) -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "fundarb": getattr(fundarb, "__version__", "?"),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "numpy": np.__version__,
+        "quick": args.quick,
+        "seed": args.seed,
+        "config": str(args.config),
+    }
+
+
+def status(ok: bool | None) -> str:
+    if ok is None:
+        return ""
+    return "[green]within[/]" if ok else "[red]over[/]"
+
+
+def print_report(res: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    m = res["meta"]
+    t = Table(title=f"fundarb benchmarks  ({m['python']} {m['implementation']}, {m['cpu']}, {m['cpus']} cpu"
+                    f"{', QUICK' if m['quick'] else ''})", show_lines=False)
+    t.add_column("benchmark", style="bold")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_column("DESIGN budget", justify="right")
+    t.add_column("", justify="left")
+
+    for b in res["backtests"]:
+        name = f"real data: {b['label']}\n{b['window']}"
+        t.add_row(name, "events through engine", f"{b['events']:,}", "", "")
+        t.add_row("", "engine loop events/s", f"{b['events_per_s']:,.0f}", "", "")
+        t.add_row("", "engine loop / run_backtest wall", f"{b['loop_s']:.3f} s / {b['wall_s']:.3f} s", "", "")
+        t.add_row("", "history load (parquet)", f"{b['history_load_s']:.3f} s", "", "", end_section=True)
+
+    s = res["synthetic"]
+    tp = s["tape"]
+    t.add_row(f"SYNTHETIC {s['quotes']:,} quotes\n(+{tp['perp_quotes']:,} perp quotes/marks each)",
+              "simulator quotes/s", f"{s['quotes_per_s']:,.0f}", f">= {BUDGET_QUOTES_PER_S:,}",
+              status(s["quotes_per_s"] >= BUDGET_QUOTES_PER_S))
+    t.add_row("", "simulator events/s", f"{s['events_per_s']:,.0f}", "", "")
+    t.add_row("", "bare heap loop tuples/s", f"{s['heap_tuples_per_s']:,.0f}", f"~{DESIGN_HEAP_LOOP_PER_S:,}", "")
+    t.add_row("", "ratio sim / heap loop (throughput)", f"{s['ratio_sim_to_heap']:.3f}",
+              f">= {BUDGET_QUOTES_PER_S / DESIGN_HEAP_LOOP_PER_S:.2f}",
+              status(s["ratio_sim_to_heap"] >= BUDGET_QUOTES_PER_S / DESIGN_HEAP_LOOP_PER_S))
+    t.add_row("", "sim wall / heap wall", f"{s['sim_s']:.2f} s / {s['heap_s']:.2f} s", "", "")
+    t.add_row("", "order decisions / orders / fills", f"{s['order_decisions']} / {s['orders']} / {s['fills']}", "", "",
+              end_section=True)
+
+    lat = res["latency"]
+    d = lat["tick_to_decision"]
+    t.add_row("tick-to-decision\n(market events, no order)", "p50", f"{d['p50_us']:.2f} us",
+              f"<= {BUDGET_DECISION_P50_US:g} us", status(d["p50_us"] <= BUDGET_DECISION_P50_US))
+    t.add_row("", "p99", f"{d['p99_us']:.2f} us", f"<= {BUDGET_DECISION_P99_US:g} us",
+              status(d["p99_us"] <= BUDGET_DECISION_P99_US))
+    t.add_row("", "p99.9 / max", f"{d['p99.9_us']:.2f} / {d['max_us']:.0f} us", "", "")
+    t.add_row("", "samples", f"{d['n']:,}", "", "")
+    for k, v in lat["tick_to_decision_by_event"].items():
+        if v["n"]:
+            t.add_row("", f"  {k.replace('_', ' ')} p50 / p99", f"{v['p50_us']:.2f} / {v['p99_us']:.2f} us", "", "")
+    o = lat["tick_to_order_submitted"]
+    if o["n"]:
+        t.add_row("tick-to-order-submitted\n(first order after 10k quotes)", "p50", f"{o['p50_us']:.2f} us", "", "")
+        t.add_row("", "p99", f"{o['p99_us']:.2f} us", f"<= {BUDGET_ORDER_P99_US:g} us",
+                  status(o["p99_us"] <= BUDGET_ORDER_P99_US))
+        oe = lat["tick_to_orders_sent_event"]
+        t.add_row("", "whole event, both legs sent, p50 / p99", f"{oe['p50_us']:.2f} / {oe['p99_us']:.2f} us", "", "")
+        t.add_row("", "samples", f"{o['n']:,}", "", "")
+    to = lat["timer_overhead"]
+    t.add_row("perf_counter_ns pair (included above)", "p50 / p99", f"{to['p50_us'] * 1000:.0f} / {to['p99_us'] * 1000:.0f} ns",
+              "", "")
+    console.print(t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="fundarb simulator throughput and tick-to-decision latency")
+    ap.add_argument("--quick", action="store_true", help="synthetic workload 10x smaller (100,000 quotes)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default: {DEFAULT_OUT.relative_to(ROOT)})")
+    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config for the real-data runs and the synthetic costs")
+    ap.add_argument("--quotes", type=int, default=None, help=f"synthetic spot quotes (default {REFERENCE_QUOTES:,}, quick /10)")
+    ap.add_argument("--quotes-per-order", type=int, default=10_000, help="quotes between order decisions (default 10,000)")
+    ap.add_argument("--perp-every", type=int, default=10, help="one perp quote + mark per this many spot quotes (default 10 = 1/s)")
+    ap.add_argument("--seed", type=int, default=20240101, help="seed of the synthetic tape and simulator")
+    ap.add_argument("--repeat", type=int, default=1, help="throughput runs to take the best of (default 1)")
+    ap.add_argument("--no-backtest", action="store_true", help="skip the real-data runs")
+    args = ap.parse_args(argv)
+
+    n_quotes = args.quotes or (REFERENCE_QUOTES // 10 if args.quick else REFERENCE_QUOTES)
+    period_ns = args.quotes_per_order * QUOTE_STEP_NS
+    funding_rate = 0.00005  # 5.5%/yr: below the entry bar after costs, above the exit bar
+    cfg = load(args.config)
+    res: dict[str, Any] = {"meta": meta(args), "backtests": []}
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+
+    if not args.no_backtest:
+        log(f"real data: run_backtest {cfg.name} over the shipped history ...")
+        res["backtests"].append(bench_backtest(cfg, f"{cfg.name}, shipped history", args.repeat))
+        log("real data: last 365 days ...")
+        res["backtests"].append(bench_backtest(last_days(cfg, 365), f"{cfg.name}, last 365 days", args.repeat))
+
+    log(f"synthetic: building {n_quotes:,}-quote tape ...")
+    st = build_tape(n_quotes, args.seed, args.perp_every, funding_rate)
+    scfg = synthetic_config(cfg)
+    log("synthetic: simulator + heap loop ...")
+    res["synthetic"] = bench_synthetic(scfg, st, args.seed, period_ns, funding_rate, args.repeat)
+    res["synthetic"]["config_changes"] = "baseline.toml with capital=1,000,000 and strategy.cooldown_hours=0"
+    res["synthetic"]["quotes_per_order_decision"] = args.quotes_per_order
+    log("latency: per-event timing ...")
+    res["latency"] = bench_latency(scfg, st, args.seed, period_ns, funding_rate)
+
+    s, lat = res["synthetic"], res["latency"]
+    res["budgets"] = [
+        {"budget": "simulator quotes/s", "value": s["quotes_per_s"], "limit": BUDGET_QUOTES_PER_S, "op": ">=",
+         "within": s["quotes_per_s"] >= BUDGET_QUOTES_PER_S},
+        {"budget": "tick-to-decision p50 us", "value": lat["tick_to_decision"]["p50_us"], "limit": BUDGET_DECISION_P50_US,
+         "op": "<=", "within": lat["tick_to_decision"]["p50_us"] <= BUDGET_DECISION_P50_US},
+        {"budget": "tick-to-decision p99 us", "value": lat["tick_to_decision"]["p99_us"], "limit": BUDGET_DECISION_P99_US,
+         "op": "<=", "within": lat["tick_to_decision"]["p99_us"] <= BUDGET_DECISION_P99_US},
+    ]
+    o = lat["tick_to_order_submitted"]
+    if o["n"]:
+        res["budgets"].append({"budget": "tick-to-order-submitted p99 us", "value": o["p99_us"], "limit": BUDGET_ORDER_P99_US,
+                               "op": "<=", "within": o["p99_us"] <= BUDGET_ORDER_P99_US})
+
+    print_report(res)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+    tmp.write_text(json.dumps(res, indent=2, default=str) + "\n")
+    tmp.replace(args.out)
+    log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
