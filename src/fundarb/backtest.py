@@ -12,7 +12,7 @@ from fundarb.config import Config, VenueConfig, config_hash
 from fundarb.core import metrics
 from fundarb.core.book import PositionBook
 from fundarb.core.clock import SimClock
-from fundarb.core.funding import annualize
+from fundarb.core.funding import annualize, missed_settlements
 from fundarb.core.model import MarketKind, NS_PER_HOUR
 from fundarb.core.risk import RiskMonitor, VenueCosts
 from fundarb.core.strategy import CarryStrategy
@@ -116,18 +116,16 @@ def run_backtest(
 def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExchange) -> dict[str, Any]:
     book, curve = engine.book, engine.curve
     days = h.days
-    from fundarb.core.funding import missed_settlements
-
     drift_max, drift_p99 = metrics.drift_stats(curve["drift"], curve["in_position"])
     buffers = [b for b, pos in zip(curve["margin_buffer"], curve["in_position"]) if pos]
-    open_intervals = _position_intervals(engine)
+    now = engine.clock.now_ns()
+    open_intervals = [(a, now if b is None else b) for a, b in book.perp_spans]
     expected = [int(t) for t in h.funding_ts.tolist()]
     missed = missed_settlements(expected, [e.ts for e in book.funding_ledger], open_intervals)
     rate_sum = float(h.funding_rate.sum())
     mean_interval = float(h.funding_interval.mean())
     frictionless = rate_sum * 365.0 / days if days > 0 else 0.0
     hours_in_position = int(sum(curve["in_position"]))
-    entries = sum(1 for k, r in engine.recorder.rows if k == "intent" and r["reason"] == "entry") // 2 if hasattr(engine.recorder, "rows") else 0
     return {
         "capital": cfg.capital,
         "days": round(days, 6),
@@ -148,7 +146,7 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
         "requested_qty": sim.requested_qty,
         "filled_qty": sim.filled_qty,
         "orders": len(engine.orders),
-        "entries": entries,
+        "entries": engine.strategy.entries,
         "liquidations": sim.liquidations,
         "delta_drift_max": drift_max,
         "delta_drift_p99": drift_p99,
@@ -166,29 +164,6 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
         "frictionless_hold_funding_apr_on_capital": frictionless * cfg.strategy.notional / cfg.capital,
         "mean_funding_apr_in_window": annualize(float(h.funding_rate.mean()), mean_interval),
     }
-
-
-def _position_intervals(engine: Engine) -> list[tuple[int, int]]:
-    """[first fill that left flat, fill that returned to flat] spans, from the curve's
-    view of the book (hourly) refined by the fills in the decision log."""
-    spans, start, spot, perp = [], None, 0.0, 0.0
-    for kind, row in getattr(engine.recorder, "rows", []):
-        if kind != "fill":
-            continue
-        signed = row["qty"] if row["side"] == "buy" else -row["qty"]
-        if row["venue"] == engine.book.spot_venue:
-            spot += signed
-        else:
-            perp += signed
-        flat = abs(perp) < 1e-12
-        if start is None and not flat:
-            start = row["ts"]
-        elif start is not None and flat:
-            spans.append((start, row["ts"]))
-            start = None
-    if start is not None:
-        spans.append((start, engine.clock.now_ns()))
-    return spans
 
 
 def evaluate_gates(m: dict[str, Any]) -> list[dict[str, Any]]:

@@ -131,6 +131,9 @@ class PositionBook:
     price_pnl: float = 0.0
     traded_qty: float = 0.0
     funding_ledger: list[FundingEntry] = attrs.field(factory=list)
+    # [opened, closed] instants of the perp leg (closed None while open): the
+    # spans during which every settlement must appear in the funding ledger
+    perp_spans: list[list] = attrs.field(factory=list)
 
     @classmethod
     def open(cls, spot_venue: str, perp_venue: str, spot_cash: float, perp_cash: float) -> "PositionBook":
@@ -207,7 +210,13 @@ class PositionBook:
         self.slippage += signed * (fill.price - acct.price)
         self.fees += fill.fee
         self.traded_qty += fill.qty
+        was_flat = acct.qty == 0
         acct.trade(signed, fill.price, fill.fee)
+        if fill.venue == self.perp_venue:
+            if was_flat and acct.qty != 0:
+                self.perp_spans.append([fill.ts, None])
+            elif not was_flat and acct.qty == 0:
+                self.perp_spans[-1][1] = fill.ts
 
     def apply_funding(self, s: FundingSettlement) -> FundingEntry | None:
         """Only a position open at the settlement instant accrues:

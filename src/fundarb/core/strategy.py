@@ -63,6 +63,7 @@ class FundingSignal:
     rates: deque = attrs.field(factory=deque)
     predicted: float | None = None
     last_settlement_ts: int = 0
+    _current_apr: float = 0.0  # cached: decide() runs on every tick
 
     def on_settlement(self, ts: int, rate: float, interval_hours: float) -> None:
         self.rates.append(rate)
@@ -71,6 +72,7 @@ class FundingSignal:
         self.interval_hours = interval_hours
         self.last_settlement_ts = ts
         self.predicted = None  # a prediction is for the settlement just made
+        self._current_apr = annualize(sum(self.rates) / len(self.rates), interval_hours)
 
     def on_rate(self, predicted: float | None, interval_hours: float) -> None:
         self.predicted = predicted
@@ -81,7 +83,8 @@ class FundingSignal:
         return len(self.rates) >= self.window
 
     def current_apr(self) -> float:
-        return annualize(sum(self.rates) / len(self.rates), self.interval_hours)
+        """Annualised mean of the settled rates in the window."""
+        return self._current_apr
 
     def predicted_apr(self) -> float | None:
         if self.predicted is None:
@@ -101,6 +104,7 @@ class CarryStrategy:
     direction: int = 0  # +1 normal carry, -1 reverse, 0 flat
     cooldown_until: int = 0
     pair_seq: int = 0
+    entries: int = 0  # entries sent (vetoed ones are taken back by `abandon`)
 
     def __attrs_post_init__(self) -> None:
         self.signal = FundingSignal(self.params.signal_settlements)
@@ -144,6 +148,7 @@ class CarryStrategy:
         if qty <= 0:
             return []
         self.pair_seq += 1
+        self.entries += 1
         self.direction = direction
         self.entry_ts = now
         self.entry_pnl = book.pnl
@@ -177,6 +182,7 @@ class CarryStrategy:
 
     def abandon(self, now: int) -> None:
         """An entry that risk refused: back to flat, and wait out the cooldown."""
+        self.entries -= 1
         self._closed(now)
 
     def _closed(self, now: int) -> None:
