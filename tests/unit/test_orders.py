@@ -45,9 +45,13 @@ def test_table_covers_every_status_and_terminals_are_dead_ends():
         assert not s.terminal
 
 
-def test_there_are_both_legal_and_illegal_pairs():
+def test_table_has_the_documented_edges():
+    # a venue may skip the ack, and a fill may race a cancel
+    assert S.FILLED in TRANSITIONS[S.SUBMITTED] and S.PARTIALLY_FILLED in TRANSITIONS[S.SUBMITTED]
+    assert S.FILLED in TRANSITIONS[S.CANCEL_PENDING]
+    assert S.NEW not in set().union(*TRANSITIONS.values())  # nothing goes back to NEW
     # guards the parametrisations below against an empty list
-    assert len(LEGAL) == 2 + 6 + 5 + 4 + 4
+    assert len(LEGAL) >= 10 and len(ILLEGAL) >= 40
     assert len(LEGAL) + len(ILLEGAL) == len(ALL) ** 2
 
 

@@ -275,7 +275,7 @@ def test_leverage_above_the_cap_alone_triggers_a_topup():
     # buffer is (1 / 3.1 + 1) / 1.004 - 1 = 31.7% >= 30%. The buffer target wants
     # 1.5 * 60,000 * 1.004 - 60,000 = 30,360 on the venue; leverage 2.25 wants 26,666.67.
     cash = 60_000.0 / 3.1
-    b = hedged(perp_cash=cash)
+    b = hedged(spot_cash=100_000.0, perp_cash=cash)
     assert b.margin_buffer(0.004) == pytest.approx((1 / 3.1 + 1) / 1.004 - 1)
     act = monitor().evaluate(b, 1, False, False)
     assert act.transfer_to_perp == pytest.approx(30_360.0 - cash + 1.0)

@@ -122,8 +122,10 @@ class Order:
             raise IllegalTransition(
                 f"order {self.client_id}: fill of {fill.qty} overfills {self.filled_qty}/{self.qty}"
             )
-        self.filled_qty += fill.qty
+        filled = self.filled_qty + fill.qty
+        done = self.qty - filled <= QTY_EPS + 1e-9 * self.qty
+        # transition first: a refused fill must leave the order untouched
+        self.transition(OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED, fill.ts)
+        self.filled_qty = filled
         self.notional += fill.qty * fill.price
         self.fees += fill.fee
-        done = self.qty - self.filled_qty <= QTY_EPS + 1e-9 * self.qty
-        self.transition(OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED, fill.ts)

@@ -164,21 +164,23 @@ class SimExchange:
             if tape_next is not None and (key is None or (tape_next[0], tape_next[1]) <= key):
                 ts, prio, event = tape_next
                 tape_next = next(self._tape, None)
-                self._advance(ts)
+                self._advance(ts, prio)
                 self._on_market(event)
                 out.appendleft(event)  # the event itself goes before what it caused
             else:
                 ts, prio, item = self._queue.pop()
-                self._advance(ts)
+                self._advance(ts, prio)
                 self._on_internal(item)
 
     # --- time and funding schedule ----------------------------------------
-    def _advance(self, ts: int) -> None:
+    def _advance(self, ts: int, prio: int) -> None:
         if ts < self.now:
             raise RuntimeError(f"simulator time went back: {ts} < {self.now}")
         self.now = ts
         for venue, (expected, interval) in self._next_funding.items():
-            if ts > expected:
+            # past the instant, or at it after the settlement's own slot: an
+            # order arriving at the instant must not hide a missing payment
+            if ts > expected or (ts == expected and prio > q.P_FUNDING):
                 self._missed_funding(venue, expected, interval, ts)
 
     def _missed_funding(self, venue: str, expected: int, interval: float, ts: int) -> None:
@@ -189,7 +191,7 @@ class SimExchange:
                 f"{venue} {sim.spec.symbol}: no funding settlement at {stamp} UTC while a position of "
                 f"{sim.acct.qty:+.6f} BTC was open; refusing to treat it as zero"
             )
-        while expected < ts:  # flat through a gap in the schedule: nothing was owed
+        while expected <= ts:  # flat through a gap in the schedule: nothing was owed
             expected = next_settlement(expected, interval)
         self._next_funding[venue] = (expected, interval)
 
@@ -240,7 +242,10 @@ class SimExchange:
         mark = a.price
         if not ((a.qty < 0 and mark >= liq) or (a.qty > 0 and mark <= liq)):
             return
-        price = max(liq, mark) if a.qty < 0 else min(liq, mark)
+        # Closed at the liquidation price even when the mark jumped past it:
+        # the account loses its margin down to maintenance plus the penalty,
+        # and a gap beyond that is the venue's insurance fund's, not ours.
+        price = liq
         qty = abs(a.qty)
         side = Side.BUY if a.qty < 0 else Side.SELL
         left = a.cash + a.qty * (price - a.entry)
@@ -293,7 +298,10 @@ class SimExchange:
             return "reduce-only order would not reduce the position"
         price = quote.mid
         if sim.spec.kind is MarketKind.SPOT:
-            if sign > 0 and a.cash < order.qty * price * (1 + sim.spec.taker_fee):
+            # worst fill this order can get: the far touch or the widest drawn spread, plus impact
+            worst_bp = (0.0 if quote.ask > quote.bid else sim.spec.half_spread_bp_max) + sim.spec.impact_bp_per_btc * order.qty
+            worst = max(quote.ask, price) * (1 + worst_bp / 1e4)
+            if sign > 0 and a.cash < order.qty * worst * (1 + sim.spec.taker_fee):
                 return f"insufficient balance: {a.cash:,.2f} for {order.qty} BTC"
             if sign < 0 and a.qty - order.qty < -1e-12 and not sim.spec.allow_short:
                 return f"insufficient balance: {a.qty:.6f} BTC held"
