@@ -142,7 +142,12 @@ def _entry_veto(
         return ""
     fee = intent.qty * price * (costs.perp_taker_fee + costs.slippage_allowance)
     cash = acct.cash - fee
-    entry = (abs(acct.qty) * acct.entry + intent.qty * price) / abs(new_qty) if new_qty else 0.0
+    if acct.qty == 0 or (acct.qty > 0) != (new_qty > 0):
+        entry = price  # opens, or flips through zero: the rest opens at this price
+    elif abs(new_qty) > abs(acct.qty):
+        entry = (abs(acct.qty) * acct.entry + intent.qty * price) / abs(new_qty)
+    else:
+        entry = acct.entry  # reduces: the entry of what is left is unchanged
     equity = cash + acct.qty * (price - acct.entry)
     if equity <= 0:
         return "perp venue equity is not positive"
