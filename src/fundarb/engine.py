@@ -101,8 +101,9 @@ class Engine:
     # --- handlers: return True when risk should look again ------------------
     def _on_quote(self, q: Quote) -> bool:
         if q.venue == self.book.spot_venue:
-            self.spot_mid = q.mid
-            self.book.revalue(q.venue, q.mid)
+            mid = 0.5 * (q.bid + q.ask)
+            self.spot_mid = mid
+            self.book.revalue(q.venue, mid)
         return False
 
     def _on_mark(self, m: MarkPrice) -> bool:

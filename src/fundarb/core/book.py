@@ -134,6 +134,13 @@ class PositionBook:
     # [opened, closed] instants of the perp leg (closed None while open): the
     # spans during which every settlement must appear in the funding ledger
     perp_spans: list[list] = attrs.field(factory=list)
+    # direct references to the two accounts: read on every tick
+    spot: VenueAccount = attrs.field(init=False)
+    perp: VenueAccount = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.spot = self.accounts[self.spot_venue]
+        self.perp = self.accounts[self.perp_venue]
 
     @classmethod
     def open(cls, spot_venue: str, perp_venue: str, spot_cash: float, perp_cash: float) -> "PositionBook":
@@ -147,20 +154,19 @@ class PositionBook:
 
     # --- views ---------------------------------------------------------
     @property
-    def spot(self) -> VenueAccount:
-        return self.accounts[self.spot_venue]
-
-    @property
-    def perp(self) -> VenueAccount:
-        return self.accounts[self.perp_venue]
-
-    @property
     def funding(self) -> float:
         return self.funding_received + self.funding_paid
 
     @property
     def equity(self) -> float:
-        return self.spot.equity + self.perp.equity + self.in_transit
+        # inlined VenueAccount.equity of both legs: this runs on every mark
+        s, p = self.spot, self.perp
+        eq = s.cash + p.cash + self.in_transit
+        if s.qty != 0:
+            eq += s.qty * s.price
+        if p.qty != 0:
+            eq += p.qty * (p.price - p.entry)
+        return eq
 
     @property
     def pnl(self) -> float:
@@ -172,12 +178,13 @@ class PositionBook:
 
     @property
     def drift(self) -> float:
-        size = max(abs(self.spot.qty), abs(self.perp.qty))
-        return abs(self.delta) / size if size > 1e-12 else 0.0
+        sq, pq = self.spot.qty, self.perp.qty
+        size = max(abs(sq), abs(pq))
+        return abs(sq + pq) / size if size > 1e-12 else 0.0
 
     @property
     def is_flat(self) -> bool:
-        return abs(self.spot.qty) < 1e-12 and abs(self.perp.qty) < 1e-12
+        return -1e-12 < self.spot.qty < 1e-12 and -1e-12 < self.perp.qty < 1e-12
 
     def leverage(self) -> float:
         eq = self.perp.equity

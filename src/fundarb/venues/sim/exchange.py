@@ -118,6 +118,8 @@ class SimExchange:
         self.transfer_fee = transfer_fee
         # venue -> (next expected settlement ts, interval hours)
         self._next_funding = dict(funding_schedule or {})
+        self._funding_due = 0
+        self._update_funding_due()
         self._liq_seq = 0
         self._xfer_seq = 0
         self.liquidations = 0
@@ -154,30 +156,39 @@ class SimExchange:
 
     def events(self) -> Iterator[Any]:
         out = self._out
-        tape_next = next(self._tape, None)
+        heap = self._queue.heap
+        tape = self._tape
+        tape_next = next(tape, None)
         while True:
             while out:
                 yield out.popleft()
-            key = self._queue.peek_key()
-            if tape_next is None and key is None:
-                return
-            if tape_next is not None and (key is None or (tape_next[0], tape_next[1]) <= key):
+            if tape_next is not None and (not heap or (tape_next[0], tape_next[1]) <= heap[0][:2]):
                 ts, prio, event = tape_next
-                tape_next = next(self._tape, None)
-                self._advance(ts, prio)
+                tape_next = next(tape, None)
+                if ts < self.now:
+                    raise RuntimeError(f"market tape goes back in time: {ts} < {self.now}")
+                if ts >= self._funding_due:
+                    self._check_funding(ts, prio)
+                self.now = ts
                 self._on_market(event)
-                out.appendleft(event)  # the event itself goes before what it caused
-            else:
+                yield event  # the event itself goes before what it caused
+            elif heap:
                 ts, prio, item = self._queue.pop()
                 self._advance(ts, prio)
                 self._on_internal(item)
+            else:
+                return
 
     # --- time and funding schedule ----------------------------------------
     def _advance(self, ts: int, prio: int) -> None:
         if ts < self.now:
             raise RuntimeError(f"simulator time went back: {ts} < {self.now}")
         self.now = ts
-        for venue, (expected, interval) in self._next_funding.items():
+        if ts >= self._funding_due:
+            self._check_funding(ts, prio)
+
+    def _check_funding(self, ts: int, prio: int) -> None:
+        for venue, (expected, interval) in list(self._next_funding.items()):
             # past the instant, or at it after the settlement's own slot: an
             # order arriving at the instant must not hide a missing payment
             if ts > expected or (ts == expected and prio > q.P_FUNDING):
@@ -194,6 +205,10 @@ class SimExchange:
         while expected <= ts:  # flat through a gap in the schedule: nothing was owed
             expected = next_settlement(expected, interval)
         self._next_funding[venue] = (expected, interval)
+        self._update_funding_due()
+
+    def _update_funding_due(self) -> None:
+        self._funding_due = min((e for e, _ in self._next_funding.values()), default=1 << 62)
 
     # --- market events ------------------------------------------------------
     def _on_market(self, event: Any) -> None:
@@ -226,6 +241,7 @@ class SimExchange:
             sim.acct.funding += amount
         if s.venue in self._next_funding:
             self._next_funding[s.venue] = (next_settlement(s.ts, s.interval_hours), s.interval_hours)
+            self._update_funding_due()
 
     def _charge_borrow(self) -> None:
         for sim in self.accounts.values():

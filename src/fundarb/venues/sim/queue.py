@@ -20,25 +20,26 @@ P_TIMER = 9
 
 
 class EventQueue:
-    __slots__ = ("_heap", "_seq")
+    __slots__ = ("heap", "_seq")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, int, Any]] = []
+        # (ts, priority, sequence, item); readers may peek at heap[0]
+        self.heap: list[tuple[int, int, int, Any]] = []
         self._seq = 0
 
     def push(self, ts: int, prio: int, item: Any) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (ts, prio, self._seq, item))
+        heapq.heappush(self.heap, (ts, prio, self._seq, item))
 
     def peek_key(self) -> tuple[int, int] | None:
-        if not self._heap:
+        if not self.heap:
             return None
-        ts, prio, _, _ = self._heap[0]
+        ts, prio, _, _ = self.heap[0]
         return ts, prio
 
     def pop(self) -> tuple[int, int, Any]:
-        ts, prio, _, item = heapq.heappop(self._heap)
+        ts, prio, _, item = heapq.heappop(self.heap)
         return ts, prio, item
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self.heap)
