@@ -168,6 +168,8 @@ class Engine:
 
     # --- decisions ------------------------------------------------------------
     def _decide(self, now: int) -> None:
+        if self.monitor.kill.halted and self.book.is_flat:
+            return  # halted: no entries until resumed, and nothing left to exit
         intents = self.strategy.decide(self.book, self.spot_mid, now)
         if intents:
             self._submit_checked(intents, now)

@@ -192,3 +192,21 @@ def test_failed_run_keeps_previous_outputs(tmp_path):
 def test_shipped_data_is_inside_the_package():
     assert (SHIPPED_DIR / PRICES_FILE).is_file() and (SHIPPED_DIR / FUNDING_FILE).is_file()
     assert (SHIPPED_DIR / "README.md").is_file()
+
+
+def test_drawdown_stop_halts_flattens_and_stays_halted(tmp_path):
+    cfg = tmp_path / "tight.toml"
+    cfg.write_text(BASELINE.read_text().replace("max_drawdown = 0.05", "max_drawdown = 0.004"))
+    out = tmp_path / "o"
+    assert run(str(cfg), "--out", str(out), "-q").exit_code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"]["kill_switch"].startswith("drawdown")
+    db = sqlite3.connect(out / "trades.sqlite")
+    (halt_ts,) = db.execute("select ts from alerts where kind='kill_switch'").fetchone()
+    after = db.execute("select reason from intents where ts >= ?", (halt_ts,)).fetchall()
+    assert after and {r for (r,) in after} == {"kill_flatten"}, after
+    last = db.execute("select delta, equity from equity order by ts desc limit 1").fetchone()
+    spot_qty = db.execute(
+        "select coalesce(sum(case side when 'buy' then qty else -qty end), 0) from fills where venue like '%:spot'"
+    ).fetchone()[0]
+    assert abs(spot_qty) < 1e-9 and last[0] == 0.0

@@ -226,7 +226,7 @@ class RiskMonitor:
             self.peak_equity = eq
         self.drawdown = 1.0 - eq / self.peak_equity if self.peak_equity > 0 else 0.0
         if self.drawdown >= self.limits.max_drawdown and not self.kill.halted:
-            return self._halt(book, now, f"drawdown {self.drawdown:.2%} >= {self.limits.max_drawdown:.0%}")
+            return self._halt(book, now, f"drawdown {self.drawdown:.2%} >= {self.limits.max_drawdown:.2%}")
         if busy:
             return NO_ACTION
         if book.is_flat:
