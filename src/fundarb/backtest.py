@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from fundarb.config import Config, VenueConfig, config_hash
+from fundarb.config import Config, config_hash
 from fundarb.core import metrics
 from fundarb.core.book import PositionBook
 from fundarb.core.clock import SimClock
@@ -58,17 +58,6 @@ class BacktestResult:
         return all(g["passed"] for g in self.gates)
 
 
-def venue_spec(v: VenueConfig, name: str, kind: MarketKind, cash: float, allow_short: bool = False) -> SimVenueSpec:
-    return SimVenueSpec(
-        name=name, kind=kind, symbol=v.symbol, cash=cash, taker_fee=v.taker_fee, maker_fee=v.maker_fee,
-        half_spread_bp_min=v.half_spread_bp_min, half_spread_bp_max=v.half_spread_bp_max,
-        impact_bp_per_btc=v.impact_bp_per_btc, latency_ms_median=v.latency_ms_median,
-        latency_sigma=v.latency_sigma, order_ttl_seconds=v.order_ttl_seconds,
-        maintenance_margin_rate=v.maintenance_margin_rate, liquidation_fee_rate=v.liquidation_fee_rate,
-        max_venue_leverage=v.max_venue_leverage, borrow_rate_annual=v.borrow_rate_annual, allow_short=allow_short,
-    )
-
-
 def round_trip_cost(cfg: Config, price: float) -> float:
     """Expected cost of opening and closing both legs, as a fraction of notional:
     fees, mean half spread and impact at the configured size, and two transfers."""
@@ -87,16 +76,14 @@ def venue_costs(cfg: Config) -> VenueCosts:
     )
 
 
-def run_backtest(
-    cfg: Config, history: MarketHistory, progress: Callable[[int], None] | None = None
-) -> BacktestResult:
+def build_simulation(cfg: Config, history: MarketHistory) -> tuple[Engine, SimExchange]:
+    """Wire the simulator, book, strategy, risk and engine for one run."""
     chash = config_hash(cfg)
     spot_name, perp_name = cfg.spot_account, cfg.perp_account
-    seeds = np.random.SeedSequence(cfg.seed)
-    sim_seed, = seeds.spawn(1)
+    sim_seed, = np.random.SeedSequence(cfg.seed).spawn(1)
     specs = [
-        venue_spec(cfg.spot, spot_name, MarketKind.SPOT, cfg.spot_cash, cfg.strategy.allow_reverse),
-        venue_spec(cfg.perp, perp_name, MarketKind.PERP, cfg.perp_cash),
+        SimVenueSpec(spot_name, MarketKind.SPOT, cfg.spot_cash, cfg.spot, allow_short=cfg.strategy.allow_reverse),
+        SimVenueSpec(perp_name, MarketKind.PERP, cfg.perp_cash, cfg.perp),
     ]
     first_funding = (int(history.funding_ts[0]), float(history.funding_interval[0]))
     tape = history_tape(history, spot_name, perp_name, cfg.spot.depth_btc, cfg.perp.depth_btc)
@@ -104,13 +91,19 @@ def run_backtest(
     book = PositionBook.open(spot_name, perp_name, cfg.spot_cash, cfg.perp_cash)
     strategy = CarryStrategy(cfg.strategy, round_trip_cost(cfg, float(history.spot[0])), spot_name, perp_name)
     monitor = RiskMonitor(cfg.risk, venue_costs(cfg))
-    recorder = MemoryRecorder()
-    engine = Engine(sim, book, strategy, monitor, chash, SimClock(history.start - NS_PER_HOUR), recorder)
+    engine = Engine(sim, book, strategy, monitor, chash, SimClock(history.start - NS_PER_HOUR), MemoryRecorder())
+    return engine, sim
+
+
+def run_backtest(
+    cfg: Config, history: MarketHistory, progress: Callable[[int], None] | None = None
+) -> BacktestResult:
+    engine, sim = build_simulation(cfg, history)
     if progress is not None:
         engine.on_timer = progress
     engine.run()
     m = compute_metrics(cfg, history, engine, sim)
-    return BacktestResult(cfg, chash, history, m, evaluate_gates(m), engine.curve, recorder.rows)
+    return BacktestResult(cfg, engine.config_hash, history, m, evaluate_gates(m), engine.curve, engine.recorder.rows)
 
 
 def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExchange) -> dict[str, Any]:

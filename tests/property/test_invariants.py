@@ -10,17 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import PERP, SPOT, T0, synthetic_history
-from fundarb.backtest import MemoryRecorder, round_trip_cost, run_backtest, venue_costs, venue_spec
-from fundarb.config import Config, TransferConfig, VenueConfig, config_hash
+from fundarb.backtest import build_simulation, run_backtest
+from fundarb.config import Config, TransferConfig, VenueConfig
 from fundarb.core import metrics
 from fundarb.core.book import PositionBook
-from fundarb.core.clock import SimClock
-from fundarb.core.model import NS_PER_HOUR, Fill, FundingSettlement, MarketKind, Side, TransferDone
-from fundarb.core.risk import RiskLimits, RiskMonitor
-from fundarb.core.strategy import CarryParams, CarryStrategy
-from fundarb.engine import Engine
-from fundarb.venues.sim import SimExchange
-from fundarb.venues.sim.tape import history_tape
+from fundarb.core.model import NS_PER_HOUR, Fill, FundingSettlement, Side, TransferDone
+from fundarb.core.risk import RiskLimits
+from fundarb.core.strategy import CarryParams
 
 
 def identity_gap(b: PositionBook) -> float:
@@ -116,17 +112,7 @@ def random_walk_history(seed: int, hours: int, vol: float, rate: float):
 
 def run_engine(cfg: Config, history):
     """run_backtest's wiring, keeping hold of the engine and the simulator."""
-    spot_name, perp_name = cfg.spot_account, cfg.perp_account
-    sim_seed, = np.random.SeedSequence(cfg.seed).spawn(1)
-    specs = [venue_spec(cfg.spot, spot_name, MarketKind.SPOT, cfg.spot_cash),
-             venue_spec(cfg.perp, perp_name, MarketKind.PERP, cfg.perp_cash)]
-    tape = history_tape(history, spot_name, perp_name, cfg.spot.depth_btc, cfg.perp.depth_btc)
-    first = (int(history.funding_ts[0]), float(history.funding_interval[0]))
-    sim = SimExchange(specs, tape, sim_seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee, {perp_name: first})
-    book = PositionBook.open(spot_name, perp_name, cfg.spot_cash, cfg.perp_cash)
-    strategy = CarryStrategy(cfg.strategy, round_trip_cost(cfg, float(history.spot[0])), spot_name, perp_name)
-    engine = Engine(sim, book, strategy, RiskMonitor(cfg.risk, venue_costs(cfg)), config_hash(cfg),
-                    SimClock(history.start - NS_PER_HOUR), MemoryRecorder())
+    engine, sim = build_simulation(cfg, history)
     engine.run()
     return engine, sim
 

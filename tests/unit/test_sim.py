@@ -31,6 +31,7 @@ from fundarb.core.model import (
     TransferDone,
     TransferRequest,
 )
+from fundarb.config import VenueConfig
 from fundarb.core.orders import Order, OrderStatus
 from fundarb.venues.sim import SimExchange, SimVenueSpec
 from fundarb.venues.sim import queue as q
@@ -43,9 +44,10 @@ S = NS_PER_SECOND
 
 def spec(name: str, kind: MarketKind, cash: float, latency_ms: float = 100.0, sigma: float = 0.0,
          ttl_s: float = 600.0, taker: float = 0.0, impact: float = 0.0, **kw) -> SimVenueSpec:
-    return SimVenueSpec(name=name, kind=kind, symbol="BTC/USDT", cash=cash, taker_fee=taker, maker_fee=0.0,
+    venue = VenueConfig(exchange="sim", symbol="BTC/USDT", taker_fee=taker, maker_fee=0.0,
                         half_spread_bp_min=0.0, half_spread_bp_max=0.0, impact_bp_per_btc=impact,
                         latency_ms_median=latency_ms, latency_sigma=sigma, order_ttl_seconds=ttl_s, **kw)
+    return SimVenueSpec(name=name, kind=kind, cash=cash, venue=venue)
 
 
 def quote(ts: int, venue: str, price: float, size: float = 10.0, ask: float | None = None) -> tuple:

@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from fundarb.config import VenueConfig
 from fundarb.core.book import VenueAccount, liquidation_price
 from fundarb.core.funding import MissingFundingSettlement, next_settlement
 from fundarb.core.model import (
@@ -44,25 +45,18 @@ from fundarb.venues.sim.models import FeeModel, LatencyModel, SlippageModel, sec
 
 @attrs.frozen
 class SimVenueSpec:
-    """What the simulator needs of one account (built from a VenueConfig)."""
+    """One simulated account: its name, market kind, starting cash and the
+    venue's cost and margin parameters (a `VenueConfig`)."""
 
     name: str
     kind: MarketKind
-    symbol: str
     cash: float
-    taker_fee: float
-    maker_fee: float
-    half_spread_bp_min: float
-    half_spread_bp_max: float
-    impact_bp_per_btc: float
-    latency_ms_median: float
-    latency_sigma: float
-    order_ttl_seconds: float
-    maintenance_margin_rate: float = 0.004
-    liquidation_fee_rate: float = 0.0125
-    max_venue_leverage: float = 20.0
-    borrow_rate_annual: float = 0.0
-    allow_short: bool = False
+    venue: VenueConfig
+    allow_short: bool = False  # spot margin short (reverse carry)
+
+    @property
+    def symbol(self) -> str:
+        return self.venue.symbol
 
 
 @attrs.define(slots=True)
@@ -77,17 +71,17 @@ class _Working:
 
 
 class _SimAccount:
-    __slots__ = ("spec", "acct", "fees", "slip", "latency", "quote", "depth_buy", "depth_sell", "resting")
+    __slots__ = ("spec", "costs", "acct", "fees", "slip", "latency", "quote", "depth_buy", "depth_sell", "resting")
 
     def __init__(self, spec: SimVenueSpec, seeds: np.random.SeedSequence) -> None:
         lat_seed, slip_seed = seeds.spawn(2)
+        v = spec.venue
         self.spec = spec
+        self.costs = v
         self.acct = VenueAccount(spec.name, spec.kind, spec.cash)
-        self.fees = FeeModel(spec.maker_fee, spec.taker_fee)
-        self.slip = SlippageModel(
-            spec.half_spread_bp_min, spec.half_spread_bp_max, spec.impact_bp_per_btc, np.random.default_rng(slip_seed)
-        )
-        self.latency = LatencyModel(spec.latency_ms_median, spec.latency_sigma, np.random.default_rng(lat_seed))
+        self.fees = FeeModel(v.maker_fee, v.taker_fee)
+        self.slip = SlippageModel(v.half_spread_bp_min, v.half_spread_bp_max, v.impact_bp_per_btc, np.random.default_rng(slip_seed))
+        self.latency = LatencyModel(v.latency_ms_median, v.latency_sigma, np.random.default_rng(lat_seed))
         self.quote: Quote | None = None
         self.depth_buy = 0.0
         self.depth_sell = 0.0
@@ -129,7 +123,7 @@ class SimExchange:
     # --- Venue interface ------------------------------------------------
     def submit(self, order: Order) -> None:
         sim = self.accounts[order.venue]
-        ttl = seconds(sim.spec.order_ttl_seconds)
+        ttl = seconds(sim.costs.order_ttl_seconds)
         arrive = self.now + sim.latency.delay_ns()
         w = _Working(order, order.qty, arrive + ttl)
         self._working[order.client_id] = w
@@ -246,15 +240,15 @@ class SimExchange:
     def _charge_borrow(self) -> None:
         for sim in self.accounts.values():
             a = sim.acct
-            if sim.spec.kind is MarketKind.SPOT and a.qty < 0 and sim.spec.borrow_rate_annual > 0:
-                amount = -a.qty * a.price * sim.spec.borrow_rate_annual / HOURS_PER_YEAR
+            if sim.spec.kind is MarketKind.SPOT and a.qty < 0 and sim.costs.borrow_rate_annual > 0:
+                amount = -a.qty * a.price * sim.costs.borrow_rate_annual / HOURS_PER_YEAR
                 a.cash -= amount
                 a.fees += amount
                 self._out.append(Charge(self.now, sim.spec.name, amount, "borrow_interest"))
 
     def _check_liquidation(self, sim: _SimAccount) -> None:
         a, spec = sim.acct, sim.spec
-        liq = liquidation_price(a.cash, a.qty, a.entry, spec.maintenance_margin_rate)
+        liq = liquidation_price(a.cash, a.qty, a.entry, spec.venue.maintenance_margin_rate)
         mark = a.price
         if not ((a.qty < 0 and mark >= liq) or (a.qty > 0 and mark <= liq)):
             return
@@ -265,7 +259,7 @@ class SimExchange:
         qty = abs(a.qty)
         side = Side.BUY if a.qty < 0 else Side.SELL
         left = a.cash + a.qty * (price - a.entry)
-        fee = max(min(spec.liquidation_fee_rate * qty * price, left), 0.0)
+        fee = max(min(spec.venue.liquidation_fee_rate * qty * price, left), 0.0)
         self._liq_seq += 1
         self.liquidations += 1
         fill = Fill(self.now, spec.name, f"liq-{self._liq_seq}", side, qty, price, mark, fee, Liquidity.TAKER, True)
@@ -315,16 +309,16 @@ class SimExchange:
         price = quote.mid
         if sim.spec.kind is MarketKind.SPOT:
             # worst fill this order can get: the far touch or the widest drawn spread, plus impact
-            worst_bp = (0.0 if quote.ask > quote.bid else sim.spec.half_spread_bp_max) + sim.spec.impact_bp_per_btc * order.qty
+            worst_bp = (0.0 if quote.ask > quote.bid else sim.costs.half_spread_bp_max) + sim.costs.impact_bp_per_btc * order.qty
             worst = max(quote.ask, price) * (1 + worst_bp / 1e4)
-            if sign > 0 and a.cash < order.qty * worst * (1 + sim.spec.taker_fee):
+            if sign > 0 and a.cash < order.qty * worst * (1 + sim.costs.taker_fee):
                 return f"insufficient balance: {a.cash:,.2f} for {order.qty} BTC"
             if sign < 0 and a.qty - order.qty < -1e-12 and not sim.spec.allow_short:
                 return f"insufficient balance: {a.qty:.6f} BTC held"
             return ""
         new_qty = a.qty + sign * order.qty
         equity = a.cash + a.qty * (price - a.entry) if a.qty else a.cash
-        if abs(new_qty) > abs(a.qty) and (equity <= 0 or abs(new_qty) * price / equity > sim.spec.max_venue_leverage):
+        if abs(new_qty) > abs(a.qty) and (equity <= 0 or abs(new_qty) * price / equity > sim.costs.max_venue_leverage):
             return "insufficient margin"
         return ""
 
