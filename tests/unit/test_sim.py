@@ -233,7 +233,8 @@ def test_spot_buy_never_leaves_the_spot_account_with_negative_cash():
     just the mid. Here: cash 60,060 = 1 BTC at mid 60,000 plus the 0.1% fee,
     but with a 5 bp half spread the fill costs 60,030 + 60.03 = 60,090.03."""
     tape = [quote(T0, SPOT, 60_000.0)]
-    s = attrs.evolve(spec(SPOT, MarketKind.SPOT, 60_060.0, taker=0.001), half_spread_bp_min=5.0, half_spread_bp_max=5.0)
+    s = spec(SPOT, MarketKind.SPOT, 60_060.0, taker=0.001)
+    s = attrs.evolve(s, venue=attrs.evolve(s.venue, half_spread_bp_min=5.0, half_spread_bp_max=5.0))
     sim = SimExchange([s], tape, np.random.SeedSequence(1))
     drive(sim, {tape[0][2]: [order(SPOT, Side.BUY, 1.0)]})
     assert sim.accounts[SPOT].acct.cash >= 0.0
