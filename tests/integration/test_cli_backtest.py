@@ -210,3 +210,22 @@ def test_drawdown_stop_halts_flattens_and_stays_halted(tmp_path):
         "select coalesce(sum(case side when 'buy' then qty else -qty end), 0) from fills where venue like '%:spot'"
     ).fetchone()[0]
     assert abs(spot_qty) < 1e-9 and last[0] == 0.0
+
+
+def test_byte_identical_across_processes_with_different_hash_seeds(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    outs = []
+    for hash_seed in ("1", "4242"):
+        out = tmp_path / f"run{hash_seed}"
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run(
+            [sys.executable, "-c", "from fundarb.cli import main; main()", "backtest", str(BASELINE), *WINDOW,
+             "--out", str(out), "-q"],
+            check=True, env=env, cwd=tmp_path, timeout=300,
+        )
+        outs.append(out)
+    for name in ("report.json", "trades.sqlite", "backtest.png"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
