@@ -110,6 +110,7 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
     book, curve = engine.book, engine.curve
     days = h.days
     drift_max, drift_p99 = metrics.drift_stats(curve["drift"], curve["in_position"])
+    drift_max = max(drift_max, engine.settled_drift_max)
     buffers = [b for b, pos in zip(curve["margin_buffer"], curve["in_position"]) if pos]
     now = engine.clock.now_ns()
     open_intervals = [(a, now if b is None else b) for a, b in book.perp_spans]
@@ -139,6 +140,7 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
         "requested_qty": sim.requested_qty,
         "filled_qty": sim.filled_qty,
         "orders": len(engine.orders),
+        "fills": sum(1 for kind, _ in engine.recorder.rows if kind == "fill"),
         "entries": engine.strategy.entries,
         "liquidations": sim.liquidations,
         "delta_drift_max": drift_max,

@@ -72,6 +72,9 @@ class Engine:
         self.curve: dict[str, list] = {k: [] for k in CURVE_FIELDS}
         self.alerts: list[Alert] = []
         self.vetoes = 0
+        # drift when the last order in flight ends: between hourly marks this is
+        # where a partial fill or a rejected leg shows as exposure
+        self.settled_drift_max = 0.0
         self.on_timer: Callable[[int], None] | None = None
         self._handlers = {
             Quote: self._on_quote,
@@ -215,6 +218,10 @@ class Engine:
     def _order_changed(self, order: Order) -> None:
         if not order.is_open:
             self.open_orders.discard(order.client_id)
+            if not self.open_orders:
+                drift = self.book.drift
+                if drift > self.settled_drift_max:
+                    self.settled_drift_max = drift
         self.recorder.record("order", {
             "ts": order.ts_updated, "client_id": order.client_id, "venue": order.venue, "side": order.side.value,
             "qty": order.qty, "filled_qty": order.filled_qty, "avg_price": order.avg_price, "fees": order.fees,

@@ -137,7 +137,7 @@ def _fmt(key: str, v: Any) -> str:
 
 SUMMARY_KEYS = (
     "net_pnl", "net_apr", "cagr", "sharpe", "max_drawdown", "funding_received", "funding_paid", "fees", "slippage",
-    "price_pnl", "fill_rate", "entries", "orders", "liquidations", "delta_drift_max", "delta_drift_p99",
+    "price_pnl", "fill_rate", "entries", "orders", "fills", "liquidations", "delta_drift_max", "delta_drift_p99",
     "min_margin_buffer", "max_leverage", "time_in_position", "settlements_accrued", "missed_settlements",
     "frictionless_hold_funding_apr_on_notional", "frictionless_hold_funding_apr_on_capital",
 )
