@@ -13,7 +13,7 @@ from fundarb.core import metrics
 from fundarb.core.book import PositionBook
 from fundarb.core.clock import SimClock
 from fundarb.core.funding import annualize, missed_settlements
-from fundarb.core.model import MarketKind, NS_PER_HOUR
+from fundarb.core.model import NS_PER_HOUR, MarketKind
 from fundarb.core.risk import RiskMonitor, VenueCosts
 from fundarb.core.strategy import CarryStrategy
 from fundarb.data.history import MarketHistory

@@ -15,8 +15,8 @@ from typing import Any
 
 import attrs
 import cattrs
-from cattrs.v import format_exception
 import tomli_w
+from cattrs.v import format_exception
 
 from fundarb.core.risk import RiskLimits
 from fundarb.core.strategy import CarryParams

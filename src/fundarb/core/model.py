@@ -16,6 +16,13 @@ NS_PER_HOUR = 3600 * NS_PER_SECOND
 HOURS_PER_YEAR = 8760.0
 
 
+def require(section: str, checks: dict[str, bool]) -> None:
+    """Raise one ValueError naming every failed check of a parameter section."""
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise ValueError(f"{section}: invalid {', '.join(bad)}")
+
+
 class Side(str, Enum):
     BUY = "buy"
     SELL = "sell"

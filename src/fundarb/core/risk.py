@@ -17,7 +17,7 @@ from __future__ import annotations
 import attrs
 
 from fundarb.core.book import INF, PositionBook, liquidation_price, margin_buffer
-from fundarb.core.model import Alert, OrderIntent, Side
+from fundarb.core.model import Alert, OrderIntent, Side, require
 from fundarb.core.strategy import close_intents
 
 HARD_MAX_LEVERAGE = 3.0
@@ -47,9 +47,7 @@ class RiskLimits:
             "max_drawdown (0 < x < 1)": 0 < self.max_drawdown < 1,
             "max_drift (0 < x < 1)": 0 < self.max_drift < 1,
         }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"risk: invalid {', '.join(bad)}")
+        require("risk", checks)
 
 
 @attrs.define(slots=True)

@@ -22,7 +22,7 @@ import attrs
 
 from fundarb.core.book import PositionBook
 from fundarb.core.funding import annualize
-from fundarb.core.model import NS_PER_HOUR, OrderIntent, Side
+from fundarb.core.model import NS_PER_HOUR, OrderIntent, Side, require
 
 
 @attrs.frozen
@@ -49,9 +49,7 @@ class CarryParams:
             "lot_size": self.lot_size > 0,
             "exit_apr": self.exit_apr <= self.entry_apr,
         }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"strategy: invalid {', '.join(bad)}")
+        require("strategy", checks)
 
 
 @attrs.define(slots=True)

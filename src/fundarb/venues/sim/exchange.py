@@ -12,8 +12,8 @@ with the real rate and mark; transfers between accounts take a delay and a fee.
 from __future__ import annotations
 
 from collections import deque
-from datetime import datetime, timezone
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import attrs
@@ -23,11 +23,11 @@ from fundarb.config import VenueConfig
 from fundarb.core.book import VenueAccount, liquidation_price
 from fundarb.core.funding import MissingFundingSettlement, next_settlement
 from fundarb.core.model import (
+    HOURS_PER_YEAR,
     Alert,
     Charge,
     Fill,
     FundingSettlement,
-    HOURS_PER_YEAR,
     Liquidity,
     MarketKind,
     MarkPrice,
