@@ -79,3 +79,33 @@ def test_a_rejected_leg_is_unwound_not_left_naked(base, monkeypatch):
     unwind_fill = next(f for f in rows(engine, "fill") if f["client_id"] == unwind[0]["client_id"])
     assert unwind_fill["ts"] - rejected[0]["ts"] < 60 * 1_000_000_000
     assert engine.strategy.entries >= 1
+
+
+def test_a_liquidated_short_leaves_no_naked_spot(tmp_path):
+    """SYNTHETIC shock: BTC +60% within one hour gaps through the short's
+    liquidation price before any top-up can land; the simulator liquidates,
+    and the engine unwinds the spot leg at once instead of holding it naked."""
+    import numpy as np
+
+    from conftest import synthetic_history
+
+    hours = 24 * 6
+    spot = np.full(hours, 50_000.0)
+    spot[100:] = 80_000.0  # the shock
+    rates = np.full(hours // 8 + 1, 0.0005)  # high funding: the strategy enters early
+    hist = synthetic_history(spot, spot * 1.0001, rates)
+    cfg = load(BASELINE)
+    cfg = attrs.evolve(cfg, perp_allocation=0.25, strategy=attrs.evolve(cfg.strategy, signal_settlements=1,
+                                                                          notional=60_000.0))
+    engine, sim = build_simulation(cfg, hist)
+    engine.run()
+    liq = [f for f in rows(engine, "fill") if f["liquidation"]]
+    assert sim.liquidations == 1 and len(liq) == 1
+    unwind = [i for i in rows(engine, "intent") if i["reason"] == "unwind_naked_leg"]
+    assert unwind and unwind[0]["venue"].endswith(":spot") and unwind[0]["side"] == "sell"
+    assert 0 <= unwind[0]["ts"] - liq[0]["ts"] < 1_000_000_000  # decided within a second
+    spot_after = sum((f["qty"] if f["side"] == "buy" else -f["qty"]) for f in rows(engine, "fill")
+                     if f["venue"].endswith(":spot") and f["ts"] <= liq[0]["ts"] + 60 * 1_000_000_000)
+    assert abs(spot_after) < 1e-9  # and the spot leg is gone within a minute
+    m = compute_metrics(cfg, hist, engine, sim)
+    assert m["liquidations"] == 1

@@ -196,7 +196,7 @@ def test_target_profit_counts_from_entry_not_from_start():
     b.charge(SPOT, -1_000.0)  # a +1,000 windfall before entry (a negative charge)
     for i in s.decide(b, MID, now):
         b.apply_fill(make_fill(i.venue, i.side, i.qty, MID, ts=now))
-    assert s.entry_pnl == pytest.approx(1_000.0)
+    assert s.entry_carry == pytest.approx(1_000.0)
     assert s.exit_reason(b, now + H) is None
 
 

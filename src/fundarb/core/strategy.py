@@ -8,8 +8,11 @@ round-trip cost is amortised over the expected holding period:
 The signal is the mean of the last ``signal_settlements`` settled rates; when
 the venue publishes a predicted next rate, entry needs both to clear the bar
 (the smaller is used) and exit looks at the predicted one. Exit below
-``exit_apr``, after ``max_holding_days``, or once the position has earned
-``target_profit`` (fraction of notional). Normal carry is long spot / short
+``exit_apr``, after ``max_holding_days``, or once the position's carry
+(funding received minus fees and slippage since entry) reaches
+``target_profit`` (fraction of notional). Carry, not mark-to-market PnL: a
+hedged book's MTM moves with the basis and, mid-update, with whichever leg's
+price arrived first. Normal carry is long spot / short
 perp; the reverse (short spot on margin, long perp) only if ``allow_reverse``.
 """
 
@@ -98,7 +101,7 @@ class CarryStrategy:
     perp_venue: str
     signal: FundingSignal = attrs.field(init=False)
     entry_ts: int = 0
-    entry_pnl: float = 0.0
+    entry_carry: float = 0.0
     direction: int = 0  # +1 normal carry, -1 reverse, 0 flat
     cooldown_until: int = 0
     pair_seq: int = 0
@@ -149,7 +152,7 @@ class CarryStrategy:
         self.entries += 1
         self.direction = direction
         self.entry_ts = now
-        self.entry_pnl = book.pnl
+        self.entry_carry = carry(book)
         spot_side = Side.BUY if direction > 0 else Side.SELL
         return [
             OrderIntent(self.spot_venue, spot_side, qty, "entry", self.pair_seq),
@@ -165,7 +168,7 @@ class CarryStrategy:
             return "exit_signal"
         if now - self.entry_ts >= p.max_holding_days * 24 * NS_PER_HOUR:
             return "exit_max_hold"
-        if book.pnl - self.entry_pnl >= p.target_profit * p.notional:
+        if carry(book) - self.entry_carry >= p.target_profit * p.notional:
             return "exit_target"
         return None
 
@@ -186,6 +189,11 @@ class CarryStrategy:
     def _closed(self, now: int) -> None:
         self.direction = 0
         self.cooldown_until = now + int(self.params.cooldown_hours * NS_PER_HOUR)
+
+
+def carry(book: PositionBook) -> float:
+    """Income of the carry so far: funding net of fees and slippage."""
+    return book.funding - book.fees - book.slippage
 
 
 def close_intents(book: PositionBook, reason: str, pair_id: int) -> list[OrderIntent]:
