@@ -126,6 +126,10 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
         "final_equity": book.equity,
         "net_pnl": book.pnl,
         "net_apr": metrics.apr(book.pnl, cfg.capital, days),
+        # what the same capital would have earned at collateral_rate (not
+        # deducted from PnL: it is the hurdle, and Sharpe is measured over it)
+        "collateral_cost": cfg.capital * cfg.collateral_rate * days / 365.0,
+        "net_apr_over_collateral": metrics.apr(book.pnl, cfg.capital, days) - cfg.collateral_rate,
         "cagr": metrics.cagr(book.initial_equity, book.equity, days),
         "sharpe": metrics.sharpe(curve["ts"], curve["equity"], cfg.collateral_rate),
         "max_drawdown": metrics.max_drawdown(curve["equity"]),

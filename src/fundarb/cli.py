@@ -64,11 +64,13 @@ def backtest(
 ) -> None:
     """Run the carry strategy in the simulator over real history and write report.json, backtest.png and trades.sqlite."""
     from fundarb.backtest import run_backtest
-    from fundarb.report import print_summary, write_outputs
+    from fundarb.report import OutputError, check_output_folder, print_summary, write_outputs
 
     path = config or default_config_path()
     try:
         cfg = effective_config(path, start, end, seed)
+        out = out or Path("runs") / cfg.name
+        check_output_folder(out)
         history = load_history(
             (cfg.spot.exchange, cfg.spot.symbol), (cfg.perp.exchange, cfg.perp.symbol),
             cfg.data.start, cfg.data.end, cfg.data.max_price_gap_hours, data_dir,
@@ -85,8 +87,8 @@ def backtest(
                     bar.update(task, completed=(ts - t0) // 3_600_000_000_000, description=fmt_time(ts))
 
             result = run_backtest(cfg, history, progress=tick)
-        paths = write_outputs(result, out or Path("runs") / cfg.name)
-    except (ConfigError, DataError, MissingFundingSettlement) as exc:
+        paths = write_outputs(result, out)
+    except (ConfigError, DataError, MissingFundingSettlement, OutputError) as exc:
         fail(str(exc))
         return
     if not quiet:

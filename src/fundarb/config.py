@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -85,9 +86,15 @@ class TransferConfig:
     fee: float = attrs.field(default=1.0, validator=_nonneg)
 
 
+def _run_name(inst: Any, attr: attrs.Attribute, value: str) -> None:
+    # the name becomes a folder under runs/: keep it a plain file name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value or ""):
+        raise ValueError(f"name must be letters, digits, '_', '.', '-' (at most 64), got {value!r}")
+
+
 @attrs.frozen
 class Config:
-    name: str
+    name: str = attrs.field(validator=_run_name)
     spot: VenueConfig
     perp: VenueConfig
     seed: int = 0

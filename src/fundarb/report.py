@@ -98,23 +98,46 @@ def plot(r: BacktestResult, path: Path) -> None:
     plt.close(fig)
 
 
+OUTPUT_FILES = (REPORT_FILE, PLOT_FILE, TRADE_LOG_FILE)
+
+
+class OutputError(ValueError):
+    """An output folder fundarb will not write into."""
+
+
+def check_output_folder(out: Path) -> None:
+    """Refuse before any work is done: a path that is a file, or a folder
+    holding files this command did not write (they would be mixed up with or
+    lost among a run's outputs)."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} exists and is not a folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_FILES)
+        if foreign:
+            raise OutputError(f"--out {out} holds files fundarb did not write ({', '.join(foreign[:5])}); choose another folder")
+
+
 def write_outputs(r: BacktestResult, out: Path) -> dict[str, Path]:
     """Write report, plot and trade log into ``out`` all-or-nothing: they are
-    built in a temporary folder beside it and moved in only when all exist."""
+    built in a temporary folder beside it, which then takes the place of
+    ``out`` by rename, so ``out`` never holds a mix of two runs."""
+    check_output_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    old = out.with_name(f".{out.name}.previous")
     try:
         (tmp / REPORT_FILE).write_text(render_json(r))
         plot(r, tmp / PLOT_FILE)
         meta = {"config_name": r.config.name, "seed": str(r.config.seed), "fundarb_version": __version__,
                 "data_start": r.history.describe()["start"], "data_end": r.history.describe()["end"]}
         write_trade_log(tmp / TRADE_LOG_FILE, r.config_hash, meta, r.log, r.curve)
-        out.mkdir(exist_ok=True)
-        paths = {}
-        for name in (REPORT_FILE, PLOT_FILE, TRADE_LOG_FILE):
-            os.replace(tmp / name, out / name)
-            paths[name] = out / name
-        return paths
+        os.chmod(tmp, 0o755)
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+        return {name: out / name for name in OUTPUT_FILES}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -126,7 +149,7 @@ def _fmt(key: str, v: Any) -> str:
         return str(v)
     if isinstance(v, int):
         return f"{v:,}"
-    if key in {"net_apr", "cagr", "max_drawdown", "fill_rate", "delta_drift_max", "delta_drift_p99",
+    if key in {"net_apr", "net_apr_over_collateral", "cagr", "max_drawdown", "fill_rate", "delta_drift_max", "delta_drift_p99",
                "min_margin_buffer", "time_in_position", "frictionless_hold_funding_apr_on_notional",
                "frictionless_hold_funding_apr_on_capital", "mean_funding_apr_in_window"}:
         return f"{v:.2%}"
@@ -136,7 +159,7 @@ def _fmt(key: str, v: Any) -> str:
 
 
 SUMMARY_KEYS = (
-    "net_pnl", "net_apr", "cagr", "sharpe", "max_drawdown", "funding_received", "funding_paid", "fees", "slippage",
+    "net_pnl", "net_apr", "net_apr_over_collateral", "cagr", "sharpe", "max_drawdown", "funding_received", "funding_paid", "fees", "slippage",
     "price_pnl", "fill_rate", "entries", "orders", "fills", "liquidations", "delta_drift_max", "delta_drift_p99",
     "min_margin_buffer", "max_leverage", "time_in_position", "settlements_accrued", "missed_settlements",
     "frictionless_hold_funding_apr_on_notional", "frictionless_hold_funding_apr_on_capital",

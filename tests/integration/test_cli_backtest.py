@@ -229,3 +229,27 @@ def test_byte_identical_across_processes_with_different_hash_seeds(tmp_path):
         outs.append(out)
     for name in ("report.json", "trades.sqlite", "backtest.png"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+
+
+def test_output_folder_with_foreign_files_is_refused(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    res = runner.invoke(app, ["backtest", str(BASELINE), *WINDOW, "--out", str(out)])
+    assert res.exit_code == 2 and "notes.txt" in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path):
+    out = tmp_path / "o"
+    out.write_text("x")
+    res = runner.invoke(app, ["backtest", str(BASELINE), *WINDOW, "--out", str(out)])
+    assert res.exit_code == 2 and "not a folder" in res.output
+    assert out.read_text() == "x"
+
+
+def test_run_name_cannot_escape_the_runs_folder(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BASELINE.read_text().replace('name = "baseline"', 'name = "../../elsewhere"'))
+    res = runner.invoke(app, ["backtest", str(bad)])
+    assert res.exit_code == 2 and "name must be" in res.output
