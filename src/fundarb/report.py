@@ -168,8 +168,10 @@ SUMMARY_KEYS = (
 
 def print_summary(r: BacktestResult, console: Console, paths: dict[str, Path] | None = None) -> None:
     d = r.history.describe()
-    console.print(f"[bold]{r.config.name}[/]  config {r.config_hash[:12]}  seed {r.config.seed}  "
-                  f"data {d['start']} .. {d['end']} UTC ({r.metrics['days']:.0f} days)")
+    console.print(f"[bold]{r.config.name}[/]  config {r.config_hash[:12]}  seed {r.config.seed}")
+    console.print(f"data {d['start']} .. {d['end']} UTC, {r.metrics['days']:.0f} days")
+    console.print(f"{d['price_hours_carried_forward']} price hours carried over gaps; {d['mark_price']}",
+                  style="dim")
     m = Table(title="metrics", show_header=False, box=None, padding=(0, 2))
     for k in SUMMARY_KEYS:
         m.add_row(k, _fmt(k, r.metrics[k]))
