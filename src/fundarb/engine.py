@@ -25,6 +25,7 @@ from fundarb.core.model import (
     Quote,
     Timer,
     TransferDone,
+    TransferRejected,
     TransferRequest,
 )
 from fundarb.core.orders import Order, OrderStatus, client_order_id
@@ -84,6 +85,7 @@ class Engine:
             Fill: self._on_fill,
             OrderUpdate: self._on_update,
             TransferDone: self._on_transfer,
+            TransferRejected: self._on_transfer_rejected,
             Charge: self._on_charge,
             Alert: self._on_alert,
             Timer: self._on_timer,
@@ -152,6 +154,16 @@ class Engine:
             "ts": t.ts, "transfer_id": t.transfer_id, "from_venue": t.from_venue, "to_venue": t.to_venue,
             "amount": t.amount, "fee": t.fee, "status": "arrived",
         })
+        return True
+
+    def _on_transfer_rejected(self, t: TransferRejected) -> bool:
+        self.book.transfer_back(t.from_venue, t.amount)
+        self.transfer_pending -= 1
+        self.recorder.record("transfer", {
+            "ts": t.ts, "transfer_id": "", "from_venue": t.from_venue, "to_venue": t.to_venue,
+            "amount": t.amount, "fee": 0.0, "status": "rejected",
+        })
+        self._alert(Alert(t.ts, "transfer_rejected", t.reason))
         return True
 
     def _on_charge(self, c: Charge) -> bool:

@@ -109,3 +109,36 @@ def test_a_liquidated_short_leaves_no_naked_spot(tmp_path):
     assert abs(spot_after) < 1e-9  # and the spot leg is gone within a minute
     m = compute_metrics(cfg, hist, engine, sim)
     assert m["liquidations"] == 1
+
+
+class RefuseFirstTransfer(SimExchange):
+    """Fault injection: the venue refuses the first transfer asked of it."""
+
+    refused = 0
+
+    def request_transfer(self, request):
+        if not self.refused:
+            self.refused += 1
+            from fundarb.core.model import TransferRejected
+
+            self._out.append(TransferRejected(self.now, request.from_venue, request.to_venue, request.amount,
+                                              "injected: withdrawals suspended"))
+            return
+        super().request_transfer(request)
+
+
+def test_a_refused_transfer_is_booked_back_and_later_ones_go_through(base, monkeypatch):
+    cfg, hist = base
+    import fundarb.backtest as bt
+
+    monkeypatch.setattr(bt, "SimExchange", RefuseFirstTransfer)
+    engine, sim = build_simulation(cfg, hist)
+    engine.run()
+    transfers = rows(engine, "transfer")
+    statuses = [t["status"] for t in transfers]
+    assert statuses[:2] == ["requested", "rejected"]
+    assert "arrived" in statuses[2:], "the monitor must try again once the refusal is booked"
+    assert engine.transfer_pending == 0 or statuses[-1] == "requested"
+    for name, acct in engine.book.accounts.items():  # the book still agrees with the venue
+        assert acct.cash == pytest.approx(sim.accounts[name].acct.cash, abs=1e-6)
+    assert any(a["kind"] == "transfer_rejected" for a in rows(engine, "alert"))

@@ -186,3 +186,11 @@ def test_venue_account_spot_equity():
     assert a.cash == pytest.approx(499.5)
     assert a.equity == pytest.approx(499.5 + 510.0)
     assert a.unrealized == 0.0
+
+
+def test_refused_transfer_returns_to_its_account(book):
+    book.transfer_out(SPOT, 1_000.0)
+    assert book.spot.cash == 64_000.0 and book.in_transit == 1_000.0
+    before = book.equity
+    book.transfer_back(SPOT, 1_000.0)
+    assert book.spot.cash == 65_000.0 and book.in_transit == 0.0 and book.equity == before

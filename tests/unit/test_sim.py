@@ -29,6 +29,7 @@ from fundarb.core.model import (
     Side,
     Timer,
     TransferDone,
+    TransferRejected,
     TransferRequest,
 )
 from fundarb.config import VenueConfig
@@ -401,7 +402,9 @@ def test_transfer_takes_the_delay_and_the_fee():
     done, = of(seen, TransferDone)
     assert done.ts == T0 + H and done.amount == 2_000.0 and done.fee == 1.5
     assert sim.accounts[PERP].acct.cash == pytest.approx(6_998.5)
-    assert [a.kind for a in of(seen, Alert)] == ["transfer_rejected"]
+    rejected, = of(seen, TransferRejected)
+    assert (rejected.from_venue, rejected.amount) == (SPOT, 9_000.0) and "8,000.00" in rejected.reason
+    assert sim.accounts[SPOT].acct.cash == 8_000.0  # the refused amount never left
 
 
 def arrivals(seed: int) -> list[int]:

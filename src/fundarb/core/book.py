@@ -253,6 +253,13 @@ class PositionBook:
         self.accounts[venue].cash -= amount
         self.in_transit += amount
 
+    def transfer_back(self, venue: str, amount: float) -> None:
+        """A refused transfer: the amount returns to where it left."""
+        self.in_transit -= amount
+        if abs(self.in_transit) < 1e-9:
+            self.in_transit = 0.0
+        self.accounts[venue].cash += amount
+
     def transfer_in(self, done: TransferDone) -> None:
         self.in_transit -= done.amount
         if abs(self.in_transit) < 1e-9:

@@ -188,6 +188,17 @@ class TransferDone:
 
 
 @attrs.frozen(slots=True)
+class TransferRejected:
+    """The venue refused a transfer: the amount never left."""
+
+    ts: int
+    from_venue: str
+    to_venue: str
+    amount: float
+    reason: str
+
+
+@attrs.frozen(slots=True)
 class Alert:
     ts: int
     kind: str

@@ -36,6 +36,7 @@ from fundarb.core.model import (
     Side,
     Timer,
     TransferDone,
+    TransferRejected,
     TransferRequest,
 )
 from fundarb.core.orders import Order, OrderStatus
@@ -140,7 +141,8 @@ class SimExchange:
     def request_transfer(self, request: TransferRequest) -> None:
         src = self.accounts[request.from_venue].acct
         if request.amount <= 0 or src.cash < request.amount:
-            self._out.append(Alert(self.now, "transfer_rejected", f"transfer of {request.amount:,.2f} from {request.from_venue}: cash {src.cash:,.2f}"))
+            why = f"cash {src.cash:,.2f} on {request.from_venue} does not cover {request.amount:,.2f}"
+            self._out.append(TransferRejected(self.now, request.from_venue, request.to_venue, request.amount, why))
             return
         src.cash -= request.amount
         self._xfer_seq += 1
