@@ -154,8 +154,13 @@ def test_synthetic_history_runs(tmp_path):
     d = synthetic_data(tmp_path)
     res = run(str(BASELINE), *SYN_WINDOW, "--data-dir", str(d), "--out", str(tmp_path / "o"), "-q")
     assert res.exit_code == 0, res.output
-    m = json.loads((tmp_path / "o" / "report.json").read_text())["metrics"]
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    m = report["metrics"]
     assert m["settlements_accrued"] > 30 and m["missed_settlements"] == 0
+    # closes belong to open + 1h: 480 bars from 2022-01-01 00:00 close at 01:00 .. 2022-01-21 00:00,
+    # and the window's end is exclusive, so the last hour in it is 2022-01-20 23:00
+    assert (report["data"]["start"], report["data"]["end"]) == ("2022-01-01 01:00", "2022-01-20 23:00")
+    assert report["data"]["hours"] == 479
 
 
 def test_missing_funding_while_open_fails_closed(tmp_path):

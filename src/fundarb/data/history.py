@@ -146,7 +146,10 @@ def load_history(
             raise DataError(f"{label} price at {fmt_time(bad['ts'][0])} is {bad[label][0]}: not a usable price")
     first = max(s["ts"][0], p["ts"][0])
     last = min(s["ts"][-1], p["ts"][-1])
-    grid = pl.DataFrame({"ts": np.arange(first, last + 1, NS_PER_HOUR, dtype=np.int64)})
+    # count in integers: np.arange sizes its output in float64, which at 1e18 ns
+    # loses the last hour
+    n_hours = (last - first) // NS_PER_HOUR + 1
+    grid = pl.DataFrame({"ts": first + np.arange(n_hours, dtype=np.int64) * NS_PER_HOUR})
     joined = grid.join(s.select("ts", "spot"), on="ts", how="left").join(p.select("ts", "perp"), on="ts", how="left")
     known = joined.filter(pl.col("spot").is_not_null() & pl.col("perp").is_not_null())["ts"].to_numpy()
     steps = np.diff(known)
