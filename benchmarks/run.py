@@ -55,7 +55,7 @@ from fundarb.core.model import (
     Timer,
 )
 from fundarb.core.risk import RiskMonitor
-from fundarb.core.strategy import CarryStrategy, close_intents
+from fundarb.core.strategy import CarryStrategy, carry, close_intents
 from fundarb.data.history import fmt_time, load_history
 from fundarb.engine import Engine
 from fundarb.venues.sim import SimExchange, SimVenueSpec
@@ -142,7 +142,7 @@ class ScheduledCarry(CarryStrategy):
                 self.pair_seq += 1
                 self.direction = 1
                 self.entry_ts = now
-                self.entry_pnl = book.pnl
+                self.entry_carry = carry(book)
                 return [
                     OrderIntent(self.spot_venue, Side.BUY, qty, "entry", self.pair_seq),
                     OrderIntent(self.perp_venue, Side.SELL, qty, "entry", self.pair_seq),

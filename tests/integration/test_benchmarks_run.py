@@ -1,0 +1,26 @@
+"""The benchmark script still runs (a smoke test on a tiny workload; it
+asserts what was measured, never how fast)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_benchmark_script_runs_and_writes_its_json(tmp_path):
+    out = tmp_path / "bench.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quotes", "20000", "--quotes-per-order", "2000",
+         "--repeat", "1", "--no-backtest", "--out", str(out)],
+        check=True, cwd=ROOT, timeout=300, capture_output=True,
+    )
+    res = json.loads(out.read_text())
+    syn = res["synthetic"]
+    assert syn["quotes"] == 20000 and syn["events"] >= syn["tape_events"]
+    assert syn["order_decisions"] == 9 and syn["fills"] >= syn["orders"] > 0  # one decision per 2,000 quotes
+    assert syn["quotes_per_s"] > 0 and syn["heap_tuples_per_s"] > 0
+    lat = res["latency"]
+    assert lat["tick_to_decision"]["n"] > 20000
+    assert lat["tick_to_order_submitted"]["n"] >= 5
