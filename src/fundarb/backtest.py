@@ -120,16 +120,17 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
     mean_interval = float(h.funding_interval.mean())
     frictionless = rate_sum * 365.0 / days if days > 0 else 0.0
     hours_in_position = int(sum(curve["in_position"]))
+    net_apr = metrics.apr(book.pnl, cfg.capital, days)
     return {
         "capital": cfg.capital,
         "days": round(days, 6),
         "final_equity": book.equity,
         "net_pnl": book.pnl,
-        "net_apr": metrics.apr(book.pnl, cfg.capital, days),
+        "net_apr": net_apr,
         # what the same capital would have earned at collateral_rate (not
         # deducted from PnL: it is the hurdle, and Sharpe is measured over it)
         "collateral_cost": cfg.capital * cfg.collateral_rate * days / 365.0,
-        "net_apr_over_collateral": metrics.apr(book.pnl, cfg.capital, days) - cfg.collateral_rate,
+        "net_apr_over_collateral": net_apr - cfg.collateral_rate,
         "cagr": metrics.cagr(book.initial_equity, book.equity, days),
         "sharpe": metrics.sharpe(curve["ts"], curve["equity"], cfg.collateral_rate),
         "max_drawdown": metrics.max_drawdown(curve["equity"]),

@@ -106,7 +106,7 @@ class Engine:
     # --- handlers: return True when risk should look again ------------------
     def _on_quote(self, q: Quote) -> bool:
         if q.venue == self.book.spot_venue:
-            mid = 0.5 * (q.bid + q.ask)
+            mid = q.mid
             self.spot_mid = mid
             self.book.revalue(q.venue, mid)
         return False

@@ -253,16 +253,17 @@ class PositionBook:
         self.accounts[venue].cash -= amount
         self.in_transit += amount
 
-    def transfer_back(self, venue: str, amount: float) -> None:
-        """A refused transfer: the amount returns to where it left."""
+    def _out_of_transit(self, amount: float) -> None:
         self.in_transit -= amount
         if abs(self.in_transit) < 1e-9:
             self.in_transit = 0.0
+
+    def transfer_back(self, venue: str, amount: float) -> None:
+        """A refused transfer: the amount returns to where it left."""
+        self._out_of_transit(amount)
         self.accounts[venue].cash += amount
 
     def transfer_in(self, done: TransferDone) -> None:
-        self.in_transit -= done.amount
-        if abs(self.in_transit) < 1e-9:
-            self.in_transit = 0.0
+        self._out_of_transit(done.amount)
         self.accounts[done.to_venue].cash += done.amount - done.fee
         self.fees += done.fee

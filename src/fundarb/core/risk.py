@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import attrs
 
-from fundarb.core.book import INF, PositionBook, liquidation_price, margin_buffer
+from fundarb.core.book import PositionBook, liquidation_price, margin_buffer
 from fundarb.core.model import Alert, OrderIntent, Side, require
 from fundarb.core.strategy import close_intents
 
@@ -255,9 +255,7 @@ class RiskMonitor:
         return RiskActions(alerts=(alert,), intents=tuple(intents), halted=True)
 
     def _drift(self, book: PositionBook, now: int) -> RiskActions | None:
-        sq, pq = book.spot.qty, book.perp.qty
-        size = max(abs(sq), abs(pq))
-        drift = abs(sq + pq) / size if size > 1e-12 else 0.0
+        drift = book.drift
         if drift <= self.limits.max_drift:
             self.drift_alerted = False
             return None
@@ -269,15 +267,11 @@ class RiskMonitor:
         return RiskActions(alerts=alerts, intents=tuple(rebalance_intents(book)))
 
     def _margin(self, book: PositionBook, now: int, transfer_pending: bool) -> RiskActions:
-        # runs on every mark while in a position: plain arithmetic, no helpers
-        mmr = self.costs.maintenance_margin_rate
-        p = book.perp
-        q, mark = p.qty, p.price
-        if q == 0 or transfer_pending:
+        if book.perp.qty == 0 or transfer_pending:
             return NO_ACTION
-        buf = margin_buffer(liquidation_price(p.cash, q, p.entry, mmr), mark, q)
-        perp_equity = p.cash + q * (mark - p.entry)
-        lev = abs(q) * mark / perp_equity if perp_equity > 0 else INF
+        mmr = self.costs.maintenance_margin_rate
+        buf = book.margin_buffer(mmr)
+        lev = book.leverage()
         if buf >= self.limits.min_margin_buffer and lev <= self.limits.max_leverage:
             return NO_ACTION
         target, target_lev = self.limits.topup_target_buffer, target_leverage(self.limits)

@@ -72,13 +72,12 @@ class _Working:
 
 
 class _SimAccount:
-    __slots__ = ("spec", "costs", "acct", "fees", "slip", "latency", "quote", "depth_buy", "depth_sell", "resting")
+    __slots__ = ("spec", "acct", "fees", "slip", "latency", "quote", "depth_buy", "depth_sell", "resting")
 
     def __init__(self, spec: SimVenueSpec, seeds: np.random.SeedSequence) -> None:
         lat_seed, slip_seed = seeds.spawn(2)
         v = spec.venue
         self.spec = spec
-        self.costs = v
         self.acct = VenueAccount(spec.name, spec.kind, spec.cash)
         self.fees = FeeModel(v.maker_fee, v.taker_fee)
         self.slip = SlippageModel(v.half_spread_bp_min, v.half_spread_bp_max, v.impact_bp_per_btc, np.random.default_rng(slip_seed))
@@ -124,7 +123,7 @@ class SimExchange:
     # --- Venue interface ------------------------------------------------
     def submit(self, order: Order) -> None:
         sim = self.accounts[order.venue]
-        ttl = seconds(sim.costs.order_ttl_seconds)
+        ttl = seconds(sim.spec.venue.order_ttl_seconds)
         arrive = self.now + sim.latency.delay_ns()
         w = _Working(order, order.qty, arrive + ttl)
         self._working[order.client_id] = w
@@ -161,11 +160,7 @@ class SimExchange:
             if tape_next is not None and (not heap or (tape_next[0], tape_next[1]) <= heap[0][:2]):
                 ts, prio, event = tape_next
                 tape_next = next(tape, None)
-                if ts < self.now:
-                    raise RuntimeError(f"market tape goes back in time: {ts} < {self.now}")
-                if ts >= self._funding_due:
-                    self._check_funding(ts, prio)
-                self.now = ts
+                self._advance(ts, prio)
                 self._on_market(event)
                 yield event  # the event itself goes before what it caused
             elif heap:
@@ -242,8 +237,8 @@ class SimExchange:
     def _charge_borrow(self) -> None:
         for sim in self.accounts.values():
             a = sim.acct
-            if sim.spec.kind is MarketKind.SPOT and a.qty < 0 and sim.costs.borrow_rate_annual > 0:
-                amount = -a.qty * a.price * sim.costs.borrow_rate_annual / HOURS_PER_YEAR
+            if sim.spec.kind is MarketKind.SPOT and a.qty < 0 and sim.spec.venue.borrow_rate_annual > 0:
+                amount = -a.qty * a.price * sim.spec.venue.borrow_rate_annual / HOURS_PER_YEAR
                 a.cash -= amount
                 a.fees += amount
                 self._out.append(Charge(self.now, sim.spec.name, amount, "borrow_interest"))
@@ -311,16 +306,16 @@ class SimExchange:
         price = quote.mid
         if sim.spec.kind is MarketKind.SPOT:
             # worst fill this order can get: the far touch or the widest drawn spread, plus impact
-            worst_bp = (0.0 if quote.ask > quote.bid else sim.costs.half_spread_bp_max) + sim.costs.impact_bp_per_btc * order.qty
+            worst_bp = (0.0 if quote.ask > quote.bid else sim.spec.venue.half_spread_bp_max) + sim.spec.venue.impact_bp_per_btc * order.qty
             worst = max(quote.ask, price) * (1 + worst_bp / 1e4)
-            if sign > 0 and a.cash < order.qty * worst * (1 + sim.costs.taker_fee):
+            if sign > 0 and a.cash < order.qty * worst * (1 + sim.spec.venue.taker_fee):
                 return f"insufficient balance: {a.cash:,.2f} for {order.qty} BTC"
             if sign < 0 and a.qty - order.qty < -1e-12 and not sim.spec.allow_short:
                 return f"insufficient balance: {a.qty:.6f} BTC held"
             return ""
         new_qty = a.qty + sign * order.qty
         equity = a.cash + a.qty * (price - a.entry) if a.qty else a.cash
-        if abs(new_qty) > abs(a.qty) and (equity <= 0 or abs(new_qty) * price / equity > sim.costs.max_venue_leverage):
+        if abs(new_qty) > abs(a.qty) and (equity <= 0 or abs(new_qty) * price / equity > sim.spec.venue.max_venue_leverage):
             return "insufficient margin"
         return ""
 

@@ -31,12 +31,6 @@ class EventQueue:
         self._seq += 1
         heapq.heappush(self.heap, (ts, prio, self._seq, item))
 
-    def peek_key(self) -> tuple[int, int] | None:
-        if not self.heap:
-            return None
-        ts, prio, _, _ = self.heap[0]
-        return ts, prio
-
     def pop(self) -> tuple[int, int, Any]:
         ts, prio, _, item = heapq.heappop(self.heap)
         return ts, prio, item
