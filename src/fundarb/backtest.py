@@ -76,11 +76,16 @@ def venue_costs(cfg: Config) -> VenueCosts:
     )
 
 
-def build_simulation(cfg: Config, history: MarketHistory) -> tuple[Engine, SimExchange]:
-    """Wire the simulator, book, strategy, risk and engine for one run."""
+def build_simulation(
+    cfg: Config, history: MarketHistory, sim_seed: np.random.SeedSequence | None = None
+) -> tuple[Engine, SimExchange]:
+    """Wire the simulator, book, strategy, risk and engine for one run. The
+    simulator's draws come from ``sim_seed`` (a Monte Carlo path's own seed),
+    else from the config's seed."""
     chash = config_hash(cfg)
     spot_name, perp_name = cfg.spot_account, cfg.perp_account
-    sim_seed, = np.random.SeedSequence(cfg.seed).spawn(1)
+    if sim_seed is None:
+        sim_seed, = np.random.SeedSequence(cfg.seed).spawn(1)
     specs = [
         SimVenueSpec(spot_name, MarketKind.SPOT, cfg.spot_cash, cfg.spot, allow_short=cfg.strategy.allow_reverse),
         SimVenueSpec(perp_name, MarketKind.PERP, cfg.perp_cash, cfg.perp),

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -105,41 +106,50 @@ class OutputError(ValueError):
     """An output folder fundarb will not write into."""
 
 
-def check_output_folder(out: Path) -> None:
+def check_output_folder(out: Path, allowed: tuple[str, ...] = OUTPUT_FILES) -> None:
     """Refuse before any work is done: a path that is a file, or a folder
     holding files this command did not write (they would be mixed up with or
     lost among a run's outputs)."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} exists and is not a folder")
     if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_FILES)
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in allowed)
         if foreign:
             raise OutputError(f"--out {out} holds files fundarb did not write ({', '.join(foreign[:5])}); choose another folder")
 
 
-def write_outputs(r: BacktestResult, out: Path) -> dict[str, Path]:
-    """Write report, plot and trade log into ``out`` all-or-nothing: they are
-    built in a temporary folder beside it, which then takes the place of
-    ``out`` by rename, so ``out`` never holds a mix of two runs."""
-    check_output_folder(out)
+def publish_folder(out: Path, allowed: tuple[str, ...], build: Callable[[Path], None]) -> None:
+    """Write a command's outputs into ``out`` all-or-nothing: ``build`` fills a
+    temporary folder beside it, which then takes the place of ``out`` by
+    rename, so ``out`` never holds a mix of two runs or a half-written file."""
+    check_output_folder(out, allowed)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     old = out.with_name(f".{out.name}.previous")
     try:
-        (tmp / REPORT_FILE).write_text(render_json(r))
-        plot(r, tmp / PLOT_FILE)
-        meta = {"config_name": r.config.name, "seed": str(r.config.seed), "fundarb_version": __version__,
-                "data_start": r.history.describe()["start"], "data_end": r.history.describe()["end"]}
-        write_trade_log(tmp / TRADE_LOG_FILE, r.config_hash, meta, r.log, r.curve)
+        build(tmp)
         os.chmod(tmp, 0o755)
         shutil.rmtree(old, ignore_errors=True)
         if out.exists():
             os.replace(out, old)
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
-        return {name: out / name for name in OUTPUT_FILES}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_outputs(r: BacktestResult, out: Path) -> dict[str, Path]:
+    """Report, plot and trade log of one backtest, written all-or-nothing."""
+
+    def build(tmp: Path) -> None:
+        (tmp / REPORT_FILE).write_text(render_json(r))
+        plot(r, tmp / PLOT_FILE)
+        meta = {"config_name": r.config.name, "seed": str(r.config.seed), "fundarb_version": __version__,
+                "data_start": r.history.describe()["start"], "data_end": r.history.describe()["end"]}
+        write_trade_log(tmp / TRADE_LOG_FILE, r.config_hash, meta, r.log, r.curve)
+
+    publish_folder(out, OUTPUT_FILES, build)
+    return {name: out / name for name in OUTPUT_FILES}
 
 
 def _fmt(key: str, v: Any) -> str:
