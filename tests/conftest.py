@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -44,3 +46,14 @@ def synthetic_history(spot: np.ndarray, perp: np.ndarray, rates: np.ndarray,
         funding_mark=np.full(k, np.nan),
         sources=("synthetic",),
     )
+
+
+@pytest.fixture(scope="session")
+def real_history() -> MarketHistory:
+    """The shipped real Binance history over the default config's window."""
+    from fundarb.config import load
+    from fundarb.data.history import load_history
+
+    cfg = load(Path(__file__).parent.parent / "sims" / "baseline.toml")
+    return load_history((cfg.spot.exchange, cfg.spot.symbol), (cfg.perp.exchange, cfg.perp.symbol),
+                        cfg.data.start, cfg.data.end, cfg.data.max_price_gap_hours)

@@ -24,3 +24,17 @@ def test_benchmark_script_runs_and_writes_its_json(tmp_path):
     lat = res["latency"]
     assert lat["tick_to_decision"]["n"] > 20000
     assert lat["tick_to_order_submitted"]["n"] >= 5
+
+
+def test_montecarlo_benchmark_runs_and_writes_its_json(tmp_path):
+    out = tmp_path / "mc.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "montecarlo.py"), "--paths", "2", "--days", "3",
+         "--workers", "1", "--out", str(out)],
+        check=True, cwd=ROOT, timeout=300, capture_output=True,
+    )
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["runner"], r["workers"]) for r in runs] == [("in process", 1), ("local Dask, 1 worker", 1)]
+    assert all(r["paths"] == 2 and r["paths_per_s"] > 0 for r in runs)
+    # the same paths give the same result wherever they run
+    assert runs[0]["median_net_apr"] == runs[1]["median_net_apr"]

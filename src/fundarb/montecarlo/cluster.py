@@ -82,7 +82,7 @@ def chunk_runner(workers: int | None = None, scheduler: str | None = None) -> It
 
     with LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=None, silence_logs=logging.ERROR,
+        dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
     ) as cluster, Client(cluster) as client:
         yield DaskRunner(client)
 

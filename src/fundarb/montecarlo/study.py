@@ -50,8 +50,8 @@ class StudySpec:
     block length in funding periods (None: Politis-White automatic)."""
 
     paths: int
-    days: float = 365.0
-    block_periods: float | None = attrs.field(default=None, validator=_positive)
+    days: float = attrs.field(default=365.0, converter=float)
+    block_periods: float | None = attrs.field(default=None, converter=attrs.converters.optional(float), validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.paths, bool) or not isinstance(self.paths, int) or not 1 <= self.paths <= MAX_PATHS:
