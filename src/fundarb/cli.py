@@ -75,6 +75,9 @@ def backtest(
             (cfg.spot.exchange, cfg.spot.symbol), (cfg.perp.exchange, cfg.perp.symbol),
             cfg.data.start, cfg.data.end, cfg.data.max_price_gap_hours, data_dir,
         )
+        from fundarb.data.scenario import apply_scenario
+
+        history = apply_scenario(history, cfg.scenario)
         console = Console()
         with Progress(TextColumn("[bold]backtest[/] {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                       TimeRemainingColumn(), console=err, transient=True, disable=quiet or not err.is_terminal) as bar:

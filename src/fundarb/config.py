@@ -92,6 +92,53 @@ def _run_name(inst: Any, attr: attrs.Attribute, value: str) -> None:
         raise ValueError(f"name must be letters, digits, '_', '.', '-' (at most 64), got {value!r}")
 
 
+def _scenario_finite(inst: Any, attr: attrs.Attribute, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"scenario.{attr.name} must be a finite number, got {value}")
+
+
+def _shock_return(inst: Any, attr: attrs.Attribute, value: float) -> None:
+    _scenario_finite(inst, attr, value)
+    if value <= -1:
+        raise ValueError(f"scenario.{attr.name} must be > -1 (a fall of 100% leaves no price), got {value}")
+
+
+def _shock_after_days(inst: Any, attr: attrs.Attribute, value: float) -> None:
+    _scenario_finite(inst, attr, value)
+    if value < 0:
+        raise ValueError(f"scenario.{attr.name} must be >= 0 (days after the first hour of the history), got {value}")
+
+
+def _description(inst: Any, attr: attrs.Attribute, value: str) -> None:
+    if not value.strip():
+        raise ValueError(f"scenario.{attr.name} must not be empty (say what is real and what is changed)")
+
+
+@attrs.frozen
+class Scenario:
+    """A stress scenario: the real history with stated changes (``apply_scenario``
+    in ``fundarb.data.scenario`` applies it; the report lists it in its sources).
+
+    Funding, per settlement of ``interval_hours``:
+    ``rate' = rate * funding_scale + funding_shift_apr * interval_hours / 8760``.
+    Shock: spot and perp closes at and after the hour ``floor(shock_after_days
+    * 24)`` hours after the history's first hour are multiplied by
+    ``1 + shock_return``: a permanent level jump within one hour, basis kept,
+    funding rates unchanged. Without the section (``Config.scenario is None``)
+    the history is used as it is and the config hash is unchanged.
+    """
+
+    description: str = attrs.field(validator=_description)
+    funding_scale: float = attrs.field(default=1.0, validator=_scenario_finite)
+    funding_shift_apr: float = attrs.field(default=0.0, validator=_scenario_finite)
+    shock_return: float = attrs.field(default=0.0, validator=_shock_return)
+    shock_after_days: float = attrs.field(default=0.0, validator=_shock_after_days)
+
+    def __attrs_post_init__(self) -> None:
+        if self.shock_after_days > 0 and self.shock_return == 0:
+            raise ValueError("scenario.shock_after_days is set but scenario.shock_return is 0: no shock would happen")
+
+
 @attrs.frozen
 class Config:
     name: str = attrs.field(validator=_run_name)
@@ -105,6 +152,7 @@ class Config:
     strategy: CarryParams = CarryParams()
     risk: RiskLimits = RiskLimits()
     transfer: TransferConfig = TransferConfig()
+    scenario: Scenario | None = None
 
     def __attrs_post_init__(self) -> None:
         if not (self.capital > 0 and math.isfinite(self.capital)):
@@ -133,7 +181,12 @@ _converter = cattrs.Converter(forbid_extra_keys=True)
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
-    return _converter.unstructure(cfg)
+    raw = _converter.unstructure(cfg)
+    if raw.get("scenario") is None:
+        # no key rather than null: TOML has no null, and a config without a
+        # scenario keeps the identity (hash) it had before scenarios existed
+        raw.pop("scenario", None)
+    return raw
 
 
 def canonical_json(cfg: Config) -> str:
