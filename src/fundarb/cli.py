@@ -98,6 +98,99 @@ def backtest(
         print_summary(result, console, paths)
 
 
+def _history(cfg: Config, data_dir: Path | None):
+    return load_history(
+        (cfg.spot.exchange, cfg.spot.symbol), (cfg.perp.exchange, cfg.perp.symbol),
+        cfg.data.start, cfg.data.end, cfg.data.max_price_gap_hours, data_dir,
+    )
+
+
+def _path_progress(quiet: bool, label: str) -> Progress:
+    return Progress(TextColumn(f"[bold]{label}[/] {{task.description}}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total} paths"), TimeRemainingColumn(),
+                    console=err, transient=True, disable=quiet or not err.is_terminal)
+
+
+@app.command()
+def montecarlo(
+    config: Optional[Path] = typer.Argument(None, help="TOML config (default: sims/baseline.toml)"),
+    paths: int = typer.Option(1000, "--paths", help="number of bootstrapped paths"),
+    days: float = typer.Option(365.0, "--days", help="length of each path in days"),
+    block_periods: Optional[float] = typer.Option(None, "--block-periods", help="mean bootstrap block length in funding periods (default: Politis-White automatic)"),
+    start: Optional[str] = typer.Option(None, "--from", help="first instant of the real window to resample (default: config)"),
+    end: Optional[str] = typer.Option(None, "--to", help="end of the real window to resample (default: config)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="study seed (default: the config's)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="start a local Dask cluster with this many worker processes"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="use a running Dask cluster, e.g. tcp://10.0.0.5:8786"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<config name>-montecarlo)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="folder with the history parquet files (default: shipped data)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or table"),
+) -> None:
+    """Bootstrap paths from the real history and run each through the simulator: distributions of APR, Sharpe, MaxDD, fill rate, liquidations and P(all gates pass)."""
+    from fundarb.montecarlo.cluster import ClusterError, chunk_runner
+    from fundarb.montecarlo.output import STUDY_FILES, print_study, write_study
+    from fundarb.montecarlo.study import StudyError, StudySpec, run_study
+    from fundarb.report import OutputError, check_output_folder
+
+    try:
+        spec = StudySpec(paths=paths, days=days, block_periods=block_periods)
+        cfg = effective_config(config or default_config_path(), start, end, seed)
+        out = out or Path("runs") / f"{cfg.name}-montecarlo"
+        check_output_folder(out, STUDY_FILES)
+        history = _history(cfg, data_dir)
+        with chunk_runner(workers, scheduler) as runner, _path_progress(quiet, "montecarlo") as bar:
+            task = bar.add_task(cfg.name, total=spec.paths)
+            result = run_study(cfg, history, spec, runner, progress=lambda n: bar.advance(task, n))
+        written = write_study(result, out)
+    except (ConfigError, DataError, MissingFundingSettlement, OutputError, StudyError, ClusterError) as exc:
+        fail(str(exc))
+        return
+    if not quiet:
+        print_study(result, Console(), written)
+
+
+@app.command()
+def sweep(
+    config: Optional[Path] = typer.Argument(None, help="base TOML config (default: sims/baseline.toml)"),
+    grid: list[str] = typer.Option(..., "--grid", help="name=v1,v2,... or name=start:stop:step; several names comma-separated or --grid repeated. Names: entry, exit, leverage, notional, signal, holding, cooldown, buffer, or a config field like strategy.cooldown_hours"),
+    paths: int = typer.Option(100, "--paths", help="bootstrapped paths per grid point"),
+    days: float = typer.Option(365.0, "--days", help="length of each path in days"),
+    block_periods: Optional[float] = typer.Option(None, "--block-periods", help="mean bootstrap block length in funding periods (default: automatic)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="study seed (default: the config's)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="start a local Dask cluster with this many worker processes"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="use a running Dask cluster, e.g. tcp://10.0.0.5:8786"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<config name>-sweep)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="folder with the history parquet files (default: shipped data)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or table"),
+) -> None:
+    """Run every grid point over the same bootstrapped paths; rank them, draw a heatmap per metric and write the recommended config as TOML."""
+    from fundarb.montecarlo.cluster import ClusterError, chunk_runner
+    from fundarb.montecarlo.output import SWEEP_FILES, print_sweep, write_sweep
+    from fundarb.montecarlo.study import StudyError, StudySpec
+    from fundarb.montecarlo.sweep import GridError, apply_params, grid_points, parse_grid, run_sweep
+    from fundarb.report import OutputError, check_output_folder
+
+    try:
+        spec = StudySpec(paths=paths, days=days, block_periods=block_periods)
+        cfg = effective_config(config or default_config_path(), None, None, seed)
+        parsed = parse_grid(grid, cfg)
+        points = grid_points(parsed)
+        for p in points:
+            apply_params(cfg, p)
+        out = out or Path("runs") / f"{cfg.name}-sweep"
+        check_output_folder(out, SWEEP_FILES)
+        history = _history(cfg, data_dir)
+        with chunk_runner(workers, scheduler) as runner, _path_progress(quiet, "sweep") as bar:
+            task = bar.add_task(f"{cfg.name}: {len(points)} configs", total=spec.paths * len(points))
+            result = run_sweep(cfg, history, spec, parsed, runner, progress=lambda n: bar.advance(task, n))
+        written = write_sweep(result, out)
+    except (ConfigError, DataError, MissingFundingSettlement, OutputError, StudyError, ClusterError, GridError) as exc:
+        fail(str(exc))
+        return
+    if not quiet:
+        print_sweep(result, Console(), written)
+
+
 @app.callback()
 def _root() -> None:
     """fundarb: funding-rate carry, simulation first."""
