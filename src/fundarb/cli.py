@@ -9,6 +9,7 @@ from typing import Optional
 import attrs
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fundarb.config import Config, ConfigError, load
@@ -31,7 +32,7 @@ def default_config_path() -> Path:
 
 
 def fail(message: str) -> None:
-    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -197,7 +197,13 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()
 
 
+_SECTIONS = ("data", "spot", "perp", "strategy", "risk", "transfer", "scenario")
+
+
 def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
+    for key in _SECTIONS:  # cattrs would only say "'str' object has no attribute 'keys'"
+        if key in raw and not isinstance(raw[key], dict):
+            raise ConfigError(f"{source}: {key} must be a [{key}] section (a table), got {raw[key]!r}")
     try:
         return _converter.structure(raw, Config)
     except Exception as exc:  # cattrs groups nested errors: flatten to one line

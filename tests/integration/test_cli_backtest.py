@@ -92,6 +92,12 @@ def test_config_field_with_wrong_type(tmp_path):
     expect_error([str(bad)], "spot.taker_fee", tmp_path / "o")
 
 
+def test_section_given_as_a_plain_value(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('scenario = "yes"\n' + BASELINE.read_text())
+    expect_error([str(bad)], "scenario must be a [scenario] section (a table), got 'yes'", tmp_path / "o")
+
+
 def test_leverage_above_three_is_refused(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(BASELINE.read_text().replace("max_leverage = 3.0", "max_leverage = 5.0"))

@@ -211,16 +211,16 @@ def print_sweep(r: SweepResult, console: Console, paths: dict[str, Path] | None 
     console.print(f"[bold]{r.base.name}[/] sweep  {len(r.rows)} configs x {st['paths']} paths x {st['days']:g} days  "
                   f"seed {r.base.seed}")
     console.print(f"bootstrap of {st['source_window']}, mean block {st['block_periods']:.1f} funding periods", style="dim")
-    t = Table(title=f"ranked (top {min(top, len(r.rows))} of {len(r.rows)})")
-    t.add_column("rank", justify="right")
+    t = Table(title=f"ranked (top {min(top, len(r.rows))} of {len(r.rows)})", box=None, pad_edge=False, padding=(0, 1), header_style="bold underline")
+    t.add_column("#", justify="right", no_wrap=True, min_width=2)
     for name in r.grid:
-        t.add_column(name, justify="right")
-    for col in ("p5 APR", "median APR", f"P(MaxDD<{MAXDD_LIMIT:.0%})", "P(all gates)", "median Sharpe", "liq."):
-        t.add_column(col, justify="right")
+        t.add_column(name, justify="right", no_wrap=True)
+    for col in ("p5 APR", "med APR", f"P(DD<{MAXDD_LIMIT:.0%})", "P(gates)", "med SR", "liq"):
+        t.add_column(col, justify="right", no_wrap=True)
     for i, row in enumerate(r.ranked[:top]):
         style = "bold green" if row["point"] == r.recommended else None
-        t.add_row(str(i + 1), *(f"{row['params'][n]:g}" for n in r.grid), _pct(row["p5_net_apr"]), _pct(row["median_net_apr"]),
-                  _pct(row["p_max_drawdown_ok"]), _pct(row["p_all_gates"]), f"{row['median_sharpe']:.2f}",
+        t.add_row(str(i + 1), *(f"{row['params'][n]:g}" for n in r.grid), f"{row['p5_net_apr']:.2%}", f"{row['median_net_apr']:.2%}",
+                  f"{row['p_max_drawdown_ok']:.0%}", f"{row['p_all_gates']:.0%}", f"{row['median_sharpe']:.2f}",
                   str(row["liquidations"]), style=style)
     console.print(t)
     console.print(f"rule: {RULE}", style="dim")
