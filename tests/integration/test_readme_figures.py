@@ -1,8 +1,10 @@
 """The figures README.md shows for the default run are what the default run gives."""
 
+import json
 import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from fundarb.cli import app
@@ -26,3 +28,24 @@ def test_readme_sample_matches_the_default_backtest(tmp_path):
         assert re.search(rf"│ {re.escape(gate)}\s+│\s+{re.escape(value)} │ {verdict}", res.output), gate
     header = re.search(r"^baseline  config (\w+)  seed (\d+)$", sample, re.M)
     assert header and f"config {header.group(1)}  seed {header.group(2)}" in res.output
+
+
+@pytest.mark.slow
+def test_readme_montecarlo_sample_matches_the_1000_path_study(tmp_path):
+    """Runs README's own command (1,000 paths on 2 local workers, a few minutes)."""
+    res = CliRunner().invoke(app, ["montecarlo", str(ROOT / "sims" / "baseline.toml"), "--paths", "1000", "--workers", "2",
+                                   "--out", str(tmp_path / "mc")], env={"COLUMNS": "200"}, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    readme = (ROOT / "README.md").read_text()
+    sample = readme[readme.index("## Monte Carlo studies and sweeps"):]
+    sample = sample[sample.index("distribution over paths"): sample.index("## Configuration")]
+    rows = re.findall(r"^│ (net APR|Sharpe|MaxDD)\s+│(.+)│$", sample, re.M)
+    assert len(rows) == 3
+    for name, cells in rows:
+        values = [c.strip() for c in cells.split("│")]
+        assert re.search(r"│ " + re.escape(name) + r"\s+│\s+" + r"\s+│\s+".join(map(re.escape, values)) + r"\s+│", res.output), name
+    for line in ("P(all gates pass) = 0.8%", "liquidations: 0 on 0 of 1000 paths; missed settlements: 0"):
+        assert line in sample and line in res.output
+    doc = json.loads((tmp_path / "mc" / "montecarlo.json").read_text())
+    rates = doc["summary"]["gate_pass_rates"]
+    assert f"{rates['net funding after fees > 0']:.1%}" in sample and f"{rates['APR > 10%']:.1%}" in sample

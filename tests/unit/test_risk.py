@@ -292,11 +292,11 @@ def test_margin_topup_moves_what_there_is_when_short_of_cash():
 
 
 def test_margin_below_hard_floor_reduces_both_legs():
-    # mark 85,000: buffer 94,621.5 / 85,000 - 1 = 11.3% < 15%.
-    # Cutting x from both legs: perp cash 35,000 - 25,000 x, plus spot 5,000 + 85,000 x - 1
-    # moved over = 39,999 + 60,000 x; liq = 99,999 / ((1 - x) 1.004) >= 127,500
-    # -> x >= 0.2188: the 5% step that gets there is 0.25 (leverage then
-    # 0.75 * 85,000 / (54,999 - 0.75 * 25,000) = 1.76 <= 2.25).
+    # mark 85,000: buffer 94,621.5 / 85,000 - 1 = 11.3% < 15%: cut now, on
+    # the perp venue's own cash (a transfer would take too long). Cutting x
+    # from both legs: perp cash 35,000 - 25,000 x; liq = (95,000 - 85,000 x)
+    # / ((1 - x) 1.004) >= 1.15 * 85,000 -> x >= 3,141 / 13,141 = 0.239:
+    # the 5% step that gets there is 0.25.
     b = hedged()
     b.revalue(PERP, 85_000.0)
     act = monitor().evaluate(b, 1, False, False)

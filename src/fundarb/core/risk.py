@@ -14,6 +14,8 @@ reduce size at once below ``hard_margin_buffer``).
 
 from __future__ import annotations
 
+import math
+
 import attrs
 
 from fundarb.core.book import PositionBook, liquidation_price, margin_buffer
@@ -191,15 +193,20 @@ def topup_needed(book: PositionBook, mmr: float, target_buffer: float, target_le
     return max(cash - p.cash, by_leverage - p.cash, 0.0)
 
 
-def reduction_needed(book: PositionBook, mmr: float, target_buffer: float, target_lev: float, fee: float) -> float:
+def reduction_needed(book: PositionBook, mmr: float, target_buffer: float, target_lev: float, fee: float,
+                     move_spot_cash: bool = True) -> float:
     """Smallest size (BTC, in 5% steps of the position) to cut from both legs
-    so that the freed spot cash, moved to the perp venue, restores the targets."""
+    so that the perp venue meets the targets: with the freed spot cash moved
+    to it (``move_spot_cash``), or on its own cash alone (what holds until a
+    transfer arrives)."""
     p, s = book.perp, book.spot
     size, mark = abs(p.qty), p.price
     sign = 1.0 if p.qty > 0 else -1.0
     for step in range(1, 20):
         x = size * step / 20
-        cash = p.cash + x * (mark - p.entry) * sign + max(s.cash + x * mark - fee, 0.0)
+        cash = p.cash + x * (mark - p.entry) * sign
+        if move_spot_cash:
+            cash += max(s.cash + x * mark - fee, 0.0)
         q = sign * (size - x)
         equity = cash + q * (mark - p.entry)
         ok_lev = equity > 0 and abs(q) * mark / equity <= target_lev
@@ -267,26 +274,39 @@ class RiskMonitor:
         return RiskActions(alerts=alerts, intents=tuple(rebalance_intents(book)))
 
     def _margin(self, book: PositionBook, now: int, transfer_pending: bool) -> RiskActions:
-        if book.perp.qty == 0 or transfer_pending:
+        if book.perp.qty == 0:
             return NO_ACTION
         mmr = self.costs.maintenance_margin_rate
         buf = book.margin_buffer(mmr)
         lev = book.leverage()
         if buf >= self.limits.min_margin_buffer and lev <= self.limits.max_leverage:
             return NO_ACTION
+        if buf < self.limits.hard_margin_buffer:
+            # a transfer takes too long: cut at once, in one order per leg, to
+            # what the perp venue's own cash holds above the hard floor; a
+            # top-up (pending or next) then restores the buffer target and the
+            # leverage cap (cutting alone cannot lower leverage much: equity
+            # stays put while the size shrinks)
+            x = reduction_needed(book, mmr, self.limits.hard_margin_buffer, math.inf,
+                                 self.costs.transfer_fee, move_spot_cash=False)
+            alert = Alert(now, "margin_reduce", f"margin buffer {buf:.1%} under the hard floor, leverage {lev:.2f}: "
+                          f"reducing both legs by {x:.4f} BTC", "critical")
+            return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
+        if transfer_pending:
+            return NO_ACTION  # a top-up is on its way
         target, target_lev = self.limits.topup_target_buffer, target_leverage(self.limits)
         need = topup_needed(book, mmr, target, target_lev) + self.costs.transfer_fee
         spot_cash = book.spot.cash
-        if buf >= self.limits.hard_margin_buffer and spot_cash >= need:
+        if spot_cash >= need:
             return RiskActions(
                 alerts=(Alert(now, "margin_topup", f"margin buffer {buf:.1%}, leverage {lev:.2f}: moving {need:,.2f} to the perp venue"),),
                 transfer_to_perp=need,
             )
-        if spot_cash > self.costs.transfer_fee * 10 and buf >= self.limits.hard_margin_buffer:
+        if spot_cash > self.costs.transfer_fee * 10:
             # not enough for the whole top-up: move what there is, reduce the rest next
             return RiskActions(transfer_to_perp=spot_cash)
         x = reduction_needed(book, mmr, target, target_lev, self.costs.transfer_fee)
-        alert = Alert(now, "margin_reduce", f"margin buffer {buf:.1%}, leverage {lev:.2f}: reducing both legs by {x:.4f} BTC", "critical" if buf < self.limits.hard_margin_buffer else "warning")
+        alert = Alert(now, "margin_reduce", f"margin buffer {buf:.1%}, leverage {lev:.2f}: reducing both legs by {x:.4f} BTC")
         return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
 
 
