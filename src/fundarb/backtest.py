@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -79,9 +79,22 @@ def venue_costs(cfg: Config) -> VenueCosts:
 def build_simulation(
     cfg: Config, history: MarketHistory, sim_seed: np.random.SeedSequence | None = None
 ) -> tuple[Engine, SimExchange]:
-    """Wire the simulator, book, strategy, risk and engine for one run. The
-    simulator's draws come from ``sim_seed`` (a Monte Carlo path's own seed),
-    else from the config's seed."""
+    """Wire the simulator, book, strategy, risk and engine for one run over a
+    history. The simulator's draws come from ``sim_seed`` (a Monte Carlo
+    path's own seed), else from the config's seed."""
+    first_funding = (int(history.funding_ts[0]), float(history.funding_interval[0]))
+    tape = history_tape(history, cfg.spot_account, cfg.perp_account, cfg.spot.depth_btc, cfg.perp.depth_btc)
+    return build_engine(cfg, tape, first_funding, history.start - NS_PER_HOUR, float(history.spot[0]), sim_seed)
+
+
+def build_engine(
+    cfg: Config, tape: Iterable[tuple[int, int, Any]], first_funding: tuple[int, float] | None, start_ns: int,
+    spot_price: float, sim_seed: np.random.SeedSequence | None = None,
+) -> tuple[Engine, SimExchange]:
+    """The engine on a simulator fed by any market tape (history bars or a
+    replayed capture): ``first_funding`` is the perp's first expected
+    settlement (ts, interval hours), ``spot_price`` sizes the strategy's
+    round-trip cost estimate."""
     chash = config_hash(cfg)
     spot_name, perp_name = cfg.spot_account, cfg.perp_account
     if sim_seed is None:
@@ -90,13 +103,12 @@ def build_simulation(
         SimVenueSpec(spot_name, MarketKind.SPOT, cfg.spot_cash, cfg.spot, allow_short=cfg.strategy.allow_reverse),
         SimVenueSpec(perp_name, MarketKind.PERP, cfg.perp_cash, cfg.perp),
     ]
-    first_funding = (int(history.funding_ts[0]), float(history.funding_interval[0]))
-    tape = history_tape(history, spot_name, perp_name, cfg.spot.depth_btc, cfg.perp.depth_btc)
-    sim = SimExchange(specs, tape, sim_seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee, {perp_name: first_funding})
+    schedule = {perp_name: first_funding} if first_funding is not None else {}
+    sim = SimExchange(specs, tape, sim_seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee, schedule)
     book = PositionBook.open(spot_name, perp_name, cfg.spot_cash, cfg.perp_cash)
-    strategy = CarryStrategy(cfg.strategy, round_trip_cost(cfg, float(history.spot[0])), spot_name, perp_name)
+    strategy = CarryStrategy(cfg.strategy, round_trip_cost(cfg, spot_price), spot_name, perp_name)
     monitor = RiskMonitor(cfg.risk, venue_costs(cfg))
-    engine = Engine(sim, book, strategy, monitor, chash, SimClock(history.start - NS_PER_HOUR), MemoryRecorder())
+    engine = Engine(sim, book, strategy, monitor, chash, SimClock(start_ns), MemoryRecorder())
     return engine, sim
 
 
@@ -122,7 +134,7 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
     expected = [int(t) for t in h.funding_ts.tolist()]
     missed = missed_settlements(expected, [e.ts for e in book.funding_ledger], open_intervals)
     rate_sum = float(h.funding_rate.sum())
-    mean_interval = float(h.funding_interval.mean())
+    mean_interval = float(h.funding_interval.mean()) if h.funding_interval.size else 8.0
     frictionless = rate_sum * 365.0 / days if days > 0 else 0.0
     hours_in_position = int(sum(curve["in_position"]))
     net_apr = metrics.apr(book.pnl, cfg.capital, days)
@@ -167,7 +179,7 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
         "kill_switch": engine.monitor.kill.reason or None,
         "frictionless_hold_funding_apr_on_notional": frictionless,
         "frictionless_hold_funding_apr_on_capital": frictionless * cfg.strategy.notional / cfg.capital,
-        "mean_funding_apr_in_window": annualize(float(h.funding_rate.mean()), mean_interval),
+        "mean_funding_apr_in_window": annualize(float(h.funding_rate.mean()), mean_interval) if h.funding_rate.size else None,
     }
 
 

@@ -192,6 +192,63 @@ def sweep(
         print_sweep(result, Console(), written)
 
 
+def _beside_package(relative: Path) -> Path:
+    """A path in the working folder, else beside the package source (editable install)."""
+    if relative.exists():
+        return relative
+    return Path(__file__).resolve().parent.parent.parent / relative
+
+
+@app.command()
+def replay(
+    recording: str = typer.Argument(..., help="a recording name under recordings/, or a recording folder"),
+    config: Optional[Path] = typer.Argument(None, help="TOML config (default: the recording's own, in sims/)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/replay-<recording>)"),
+    update_golden: bool = typer.Option(False, "--update-golden", help="rewrite the recording's golden file with this replay and print what changed"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="parsed-capture cache (default: $FUNDARB_CACHE or ~/.cache/fundarb)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="folder with funding_settlements.parquet (default: shipped data)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no summary table"),
+) -> None:
+    """Replay a recorded feed through the engine and simulator: same summary, report and PNG as backtest; checks the recording's golden file."""
+    from fundarb.recorded import GOLDEN_FILE, golden_diff, golden_text, run_replay
+    from fundarb.report import OutputError, check_output_folder, print_summary, write_outputs
+    from fundarb.venues.replay import ReplayError, load_recording
+
+    try:
+        folder = Path(recording) if Path(recording).is_dir() else _beside_package(Path("recordings") / recording)
+        if not folder.is_dir():
+            raise ReplayError(f"no recording {recording!r} (not a folder, and no recordings/{recording})")
+        rec = load_recording(folder)
+        own_config = config is None
+        cfg = load(config or _beside_package(Path("sims") / rec.config))
+        if update_golden and not own_config:
+            raise ReplayError(f"--update-golden uses the recording's own config ({rec.config}); drop the CONFIG argument")
+        out = out or Path("runs") / f"replay-{rec.name}"
+        check_output_folder(out)
+        result, cached = run_replay(rec, cfg, cache_dir, data_dir)
+        paths = write_outputs(result, out)
+    except (ConfigError, DataError, MissingFundingSettlement, OutputError, ReplayError) as exc:
+        fail(str(exc))
+        return
+    console = Console()
+    if not quiet:
+        print_summary(result, console, paths)
+        console.print(f"parsed captures {'from cache' if all(cached.values()) else 'from the capture files'}", style="dim")
+    golden = folder / GOLDEN_FILE
+    actual = golden_text(result)
+    expected = golden.read_text() if golden.is_file() else ""
+    if update_golden:
+        tmp = golden.with_name(f".{GOLDEN_FILE}.tmp")
+        tmp.write_text(actual)
+        tmp.replace(golden)
+        console.print(f"golden {golden}: " + ("unchanged" if actual == expected else "rewritten; what changed:"), highlight=False)
+        if actual != expected:
+            console.print(escape(golden_diff(expected, actual)), highlight=False, soft_wrap=True)
+    elif own_config and expected:
+        verdict = "matches" if actual == expected else "[red]differs[/] (replay with --update-golden to accept)"
+        console.print(f"golden {golden}: {verdict}", highlight=False)
+
+
 @app.callback()
 def _root() -> None:
     """fundarb: funding-rate carry, simulation first."""

@@ -24,6 +24,7 @@ from fundarb.core.model import (
     OrderUpdate,
     Quote,
     Timer,
+    Trade,
     TransferDone,
     TransferRejected,
     TransferRequest,
@@ -70,6 +71,7 @@ class Engine:
         self.intent_seq = 0
         self.transfer_pending = 0
         self.spot_mid = math.nan
+        self.last_trade: dict[str, float] = {}
         self.curve: dict[str, list] = {k: [] for k in CURVE_FIELDS}
         self.alerts: list[Alert] = []
         self.vetoes = 0
@@ -89,6 +91,7 @@ class Engine:
             Charge: self._on_charge,
             Alert: self._on_alert,
             Timer: self._on_timer,
+            Trade: self._on_trade,
         }
 
     # --- loop -------------------------------------------------------------
@@ -109,6 +112,10 @@ class Engine:
             mid = q.mid
             self.spot_mid = mid
             self.book.revalue(q.venue, mid)
+        return False
+
+    def _on_trade(self, t: Trade) -> bool:
+        self.last_trade[t.venue] = t.price
         return False
 
     def _on_mark(self, m: MarkPrice) -> bool:

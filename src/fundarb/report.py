@@ -70,7 +70,8 @@ def plot(r: BacktestResult, path: Path) -> None:
     c = r.curve
     t = [datetime.fromtimestamp(ts / 1e9, tz=timezone.utc) for ts in c["ts"]]
     fig, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True, constrained_layout=True)
-    fig.suptitle(f"fundarb backtest: {r.config.name}  (config {r.config_hash[:12]}, seed {r.config.seed})")
+    what = "replay" if "replay" in r.history.describe() else "backtest"
+    fig.suptitle(f"fundarb {what}: {r.config.name}  (config {r.config_hash[:12]}, seed {r.config.seed})")
     ax = axes[0]
     ax.plot(t, c["equity"], color="tab:blue", lw=1)
     ax.axhline(r.config.capital, color="grey", lw=0.6, ls="--")
@@ -92,7 +93,9 @@ def plot(r: BacktestResult, path: Path) -> None:
     ax.axhline(r.config.risk.min_margin_buffer * 100, color="tab:red", lw=0.8, ls="--", label="min buffer")
     ax.set_ylabel("margin buffer (%)")
     ax.legend(loc="upper left", fontsize=8)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     for a in axes:
         a.grid(alpha=0.3)
     fig.savefig(path, dpi=110, metadata={"Software": None})
@@ -179,9 +182,18 @@ SUMMARY_KEYS = (
 def print_summary(r: BacktestResult, console: Console, paths: dict[str, Path] | None = None) -> None:
     d = r.history.describe()
     console.print(f"[bold]{r.config.name}[/]  config {r.config_hash[:12]}  seed {r.config.seed}")
-    console.print(f"data {d['start']} .. {d['end']} UTC, {r.metrics['days']:.0f} days")
-    console.print(f"{d['price_hours_carried_forward']} price hours carried over gaps; {d['mark_price']}",
-                  style="dim")
+    replay = d.get("replay")
+    if replay is None:
+        console.print(f"data {d['start']} .. {d['end']} UTC, {r.metrics['days']:.0f} days")
+        console.print(f"{d['price_hours_carried_forward']} price hours carried over gaps; {d['mark_price']}",
+                      style="dim")
+    else:
+        console.print(f"replay of {replay['recording']}: {d['start']} .. {d['end']} UTC, {r.metrics['days'] * 1440:.1f} minutes")
+        for role, feed in replay["feeds"].items():
+            events = ", ".join(f"{n:,} {k}s" for k, n in feed["events"].items())
+            console.print(f"  {role}: {feed['exchange']} {feed['symbol']}, {feed['messages'].get('messages', 0):,} messages -> {events}",
+                          style="dim", highlight=False)
+        console.print(f"funding settlements from {replay['funding_settlements_from']}; {d['mark_price']}", style="dim")
     m = Table(title="metrics", show_header=False, box=None, padding=(0, 2))
     for k in SUMMARY_KEYS:
         m.add_row(k, _fmt(k, r.metrics[k]))

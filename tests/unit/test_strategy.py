@@ -37,8 +37,11 @@ def feed(s: CarryStrategy, rates, start: int = T0) -> int:
     return ts
 
 
-def flat_book() -> PositionBook:
-    return PositionBook.open(SPOT, PERP, 65_000.0, 35_000.0)
+def flat_book(perp_mark: float = 61_234.0) -> PositionBook:
+    """Flat, with the perp market seen (its mark known)."""
+    b = PositionBook.open(SPOT, PERP, 65_000.0, 35_000.0)
+    b.revalue(PERP, perp_mark)
+    return b
 
 
 def entered(s: CarryStrategy, rates=(ABOVE,) * 3):
@@ -55,6 +58,14 @@ def entered(s: CarryStrategy, rates=(ABOVE,) * 3):
 def test_amortised_cost():
     assert make().amortised_cost_apr == pytest.approx(0.05)
     assert make(rtc=0.004, expected_holding_days=36.5).amortised_cost_apr == pytest.approx(0.04)
+
+
+def test_no_entry_before_the_perp_market_is_seen():
+    s = make()
+    now = feed(s, [ABOVE] * 3)
+    assert s.decide(PositionBook.open(SPOT, PERP, 65_000.0, 35_000.0), 61_234.0, now) == []
+    assert s.entries == 0
+    assert s.decide(flat_book(), 61_234.0, now)  # once the perp has a mark, it enters
 
 
 def test_enters_when_signal_net_of_cost_clears_the_bar():

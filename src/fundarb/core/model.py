@@ -83,6 +83,17 @@ class MarkPrice:
 
 
 @attrs.frozen(slots=True)
+class Trade:
+    """A print on a venue's tape (recorded feeds carry them; bars do not)."""
+
+    ts: int
+    venue: str
+    side: Side  # the taker's side
+    qty: float
+    price: float
+
+
+@attrs.frozen(slots=True)
 class FundingRate:
     """What the venue currently says about funding (before settlement).
 

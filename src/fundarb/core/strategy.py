@@ -136,6 +136,8 @@ class CarryStrategy:
     def _maybe_enter(self, book: PositionBook, spot_mid: float, now: int) -> list[OrderIntent]:
         if now < self.cooldown_until or not self.signal.ready or not spot_mid > 0:
             return []
+        if not book.perp.price > 0:
+            return []  # no perp market seen yet: the short leg could not be placed
         edge = self.entry_edge()
         cost = self.amortised_cost_apr
         if edge - cost > self.params.entry_apr:

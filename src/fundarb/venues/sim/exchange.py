@@ -24,6 +24,7 @@ from fundarb.core.book import VenueAccount, liquidation_price
 from fundarb.core.funding import MissingFundingSettlement, next_settlement
 from fundarb.core.model import (
     HOURS_PER_YEAR,
+    NS_PER_HOUR,
     Alert,
     Charge,
     Fill,
@@ -116,6 +117,7 @@ class SimExchange:
         self._update_funding_due()
         self._liq_seq = 0
         self._xfer_seq = 0
+        self._last_timer: int | None = None
         self.liquidations = 0
         self.requested_qty = 0.0
         self.filled_qty = 0.0
@@ -235,10 +237,14 @@ class SimExchange:
             self._update_funding_due()
 
     def _charge_borrow(self) -> None:
+        # interest for the time since the last timer (an hour on history
+        # tapes; a replay ticks more often)
+        hours = 1.0 if self._last_timer is None else (self.now - self._last_timer) / NS_PER_HOUR
+        self._last_timer = self.now
         for sim in self.accounts.values():
             a = sim.acct
             if sim.spec.kind is MarketKind.SPOT and a.qty < 0 and sim.spec.venue.borrow_rate_annual > 0:
-                amount = -a.qty * a.price * sim.spec.venue.borrow_rate_annual / HOURS_PER_YEAR
+                amount = -a.qty * a.price * sim.spec.venue.borrow_rate_annual * hours / HOURS_PER_YEAR
                 a.cash -= amount
                 a.fees += amount
                 self._out.append(Charge(self.now, sim.spec.name, amount, "borrow_interest"))
