@@ -207,10 +207,10 @@ def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
     try:
         return _converter.structure(raw, Config)
     except Exception as exc:  # cattrs groups nested errors: flatten to one line
-        raise ConfigError(f"{source}: {_describe(exc)}") from None
+        raise ConfigError(f"{source}: {describe_error(exc)}") from None
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     if not isinstance(exc, cattrs.BaseValidationError):
         return str(exc)
 

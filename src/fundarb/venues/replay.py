@@ -32,7 +32,7 @@ import cattrs
 import numpy as np
 import polars as pl
 
-PARSER_VERSION = "1"
+PARSER_VERSION = "2"
 FORMAT_CRYPTOFEED = "cryptofeed"
 FORMAT_BINANCE_LINES = "binance_lines"
 ROLES = ("spot", "perp")
@@ -101,8 +101,9 @@ def load_recording(folder: Path) -> Recording:
         raw = tomllib.loads(path.read_text())
         rec = cattrs.Converter(forbid_extra_keys=True).structure(raw, Recording)
     except (tomllib.TOMLDecodeError, cattrs.BaseValidationError, ValueError, TypeError) as exc:
-        detail = "; ".join(cattrs.transform_error(exc)) if isinstance(exc, cattrs.BaseValidationError) else str(exc)
-        raise ReplayError(f"{path}: {detail}") from None
+        from fundarb.config import describe_error
+
+        raise ReplayError(f"{path}: {describe_error(exc)}") from None
     if not rec.feeds:
         raise ReplayError(f"{path}: no [[feeds]]")
     for f in rec.feeds:
