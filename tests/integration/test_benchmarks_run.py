@@ -38,3 +38,15 @@ def test_montecarlo_benchmark_runs_and_writes_its_json(tmp_path):
     assert all(r["paths"] == 2 and r["paths_per_s"] > 0 for r in runs)
     # the same paths give the same result wherever they run
     assert runs[0]["median_net_apr"] == runs[1]["median_net_apr"]
+
+
+def test_replay_benchmark_runs_and_writes_its_json(tmp_path):
+    out = tmp_path / "replay.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "replay.py"), "--repeat", "1", "--out", str(out),
+         str(ROOT / "recordings" / "bitmex_xbtusd_2021-07-22")],
+        check=True, cwd=ROOT, timeout=300, capture_output=True,
+    )
+    (row,) = json.loads(out.read_text())["recordings"]
+    assert row["recording"] == "bitmex_xbtusd_2021-07-22" and row["messages"] == 2120 and row["events"] == 302
+    assert all(row[f"{k}_messages_per_s"] > 0 for k in ("parse_cold", "parse_cached", "replay_cold", "replay_cached"))
