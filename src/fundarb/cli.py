@@ -249,6 +249,16 @@ def replay(
         console.print(f"golden {golden}: {verdict}", highlight=False)
 
 
+def _record_command() -> None:
+    # the command lives beside the recorder; cryptofeed is imported only when a recording starts
+    from fundarb.venues.record import record_command
+
+    app.command("record", help="Record raw BTC feed messages with cryptofeed's own capture, until Ctrl-C or --duration.")(record_command)
+
+
+_record_command()
+
+
 @app.callback()
 def _root() -> None:
     """fundarb: funding-rate carry, simulation first."""

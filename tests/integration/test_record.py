@@ -604,3 +604,17 @@ def test_capture_of_real_binance_messages_replays_through_cryptofeed_playback(tm
     assert any('"e":"trade"' in m for m in REAL_MESSAGES)
     assert trades == []
     assert result["callbacks"] == {"ticker": 5, "l2_book": 3}
+
+    # and what fundarb's replay venue reads from it: the same tickers, as quotes
+    from fundarb.venues.replay import load_recording, parse_feed
+
+    files = sorted(p.name for p in out.iterdir() if p.name.startswith("BINANCE."))
+    (out / "recording.toml").write_text(
+        'name = "local"\ndescription = "recorded in this test from a local server"\nconfig = "baseline.toml"\n'
+        '[[feeds]]\nrole = "spot"\nexchange = "binance"\nsymbol = "BTC-USDT"\nformat = "cryptofeed"\n'
+        f"files = {json.dumps(files)}\n")
+    recording = load_recording(out)
+    parsed = parse_feed(recording, recording.feed("spot"), tmp_path / "cache")
+    quotes = parsed.events.filter(parsed.events["kind"] == "quote")
+    assert list(zip(quotes["bid"], quotes["ask"])) == [(float(d["b"]), float(d["a"])) for d in served_tickers]
+    assert quotes.height == 5
