@@ -12,12 +12,10 @@ not starting the cluster (timed separately). Measures only; never asserts.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
+
+from results_file import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "montecarlo_results.json"
@@ -67,15 +65,11 @@ def main(argv: list[str] | None = None) -> int:
             startup = time.perf_counter() - t0
             measure(f"local Dask, {k} worker{'s' if k > 1 else ''}", runner, startup, k)
 
-    res = {
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count()},
+    write_results(args.out, {
         "config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
         "runs": runs,
         "note": "full simulator per path (no vectorised fast path); DESIGN's 10M path-steps/s budget is for such a fast path",
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    })
     return 0
 
 

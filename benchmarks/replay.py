@@ -10,13 +10,11 @@ Measures only; never asserts.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_file import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "replay_results.json"
@@ -65,15 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{rec.name}: {messages:,} messages -> {events:,} events")
         for key in ("parse_cold", "parse_cached", "replay_cold", "replay_cached"):
             print(f"  {key:<14} {best[key]:8.3f} s  {messages / best[key]:>12,.0f} messages/s")
-    res = {
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count()},
+    write_results(args.out, {
         "repeat": args.repeat,
         "recordings": results,
         "note": "parse = captures -> event table; replay = parse + tape + engine + simulator + metrics",
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    })
     return 0
 
 
