@@ -226,3 +226,16 @@ def test_raw_trade_events_parse_as_cryptofeed_parses_agg_trades():
         theirs = got.pop()
         for field in ("exchange", "symbol", "side", "amount", "price", "timestamp", "id"):
             assert getattr(ours, field) == getattr(theirs, field), field
+
+
+def test_corrupt_cryptofeed_capture_names_the_file(tmp_path):
+    folder = tmp_path / "rec"
+    shutil.copytree(ROOT / "recordings" / "bitmex_xbtusd_2021-07-22", folder)
+    ws = folder / "BITMEX.ws.1.0"
+    lines = ws.read_text().splitlines(keepends=True)
+    lines[40] = lines[40].split(": ", 1)[0] + ': {"table":"quote","action":"insert","data":[{"symbol":\n'  # SYNTHETIC damage
+    ws.write_text("".join(lines))
+    rec = load_recording(folder)
+    with pytest.raises(ReplayError, match=r"BITMEX\.ws\.1\.0: cryptofeed playback failed"):
+        parse_feed(rec, rec.feed("perp"), tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
