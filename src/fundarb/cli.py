@@ -259,6 +259,15 @@ def _record_command() -> None:
 _record_command()
 
 
+def _data_commands() -> None:
+    from fundarb.data.commands import data_app
+
+    app.add_typer(data_app, name="data")
+
+
+_data_commands()
+
+
 @app.callback()
 def _root() -> None:
     """fundarb: funding-rate carry, simulation first."""

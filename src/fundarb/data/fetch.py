@@ -1,0 +1,329 @@
+"""Fetch funding history and OHLCV through ccxt into a parquet store.
+
+Pages are fetched by advancing ``since`` past the last row (ccxt's own
+``paginate`` stops at 10 calls and steps in fixed windows), with overlap and
+de-duplication. Every page is merged into the store at once (written to a
+temporary file, then renamed), so an interrupted fetch loses at most the page
+in flight and the next run resumes after the last stored row. Network errors
+(429/418, 5xx, timeouts) are retried with exponential back-off and jitter,
+honouring Retry-After where the venue sends it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import polars as pl
+
+FUNDING_SCHEMA = {"timestamp_ms": pl.Int64, "funding_rate": pl.Float64}
+OHLCV_SCHEMA = {"timestamp_ms": pl.Int64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
+                "close": pl.Float64, "volume": pl.Float64}
+MAX_ABS_RATE = 0.03  # per settlement: far beyond any BTC perp's cap; larger is a data error
+TIMEFRAME_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
+
+
+class FetchError(RuntimeError):
+    """A fetch that cannot go on; the message says where it stopped."""
+
+
+@attrs.define
+class Backoff:
+    """Retries for network errors: ``base * 2**attempt`` seconds (at most
+    ``cap``), or the venue's Retry-After if longer, plus up to 25% jitter."""
+
+    attempts: int = 8
+    base: float = 0.5
+    cap: float = 60.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = attrs.field(factory=lambda: random.Random(0))
+    waited: list[float] = attrs.field(factory=list)
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        d = min(self.cap, self.base * 2**attempt)
+        if retry_after is not None:
+            d = max(d, retry_after)
+        return d * (1.0 + 0.25 * self.rng.random())
+
+
+def retry_after(exchange: Any) -> float | None:
+    headers = getattr(exchange, "last_response_headers", None) or {}
+    for k, v in headers.items():
+        if k.lower() == "retry-after":
+            try:
+                return float(v)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def call_with_retry(exchange: Any, backoff: Backoff, what: str, fn: Callable[[], Any]) -> Any:
+    import ccxt
+
+    for attempt in range(backoff.attempts):
+        try:
+            return fn()
+        except ccxt.NetworkError as exc:  # 429/418, 5xx, timeouts: worth another try
+            if attempt == backoff.attempts - 1:
+                raise FetchError(f"{what}: gave up after {backoff.attempts} attempts: {type(exc).__name__}: {exc}") from None
+            d = backoff.delay(attempt, retry_after(exchange))
+            backoff.waited.append(d)
+            backoff.sleep(d)
+        except ccxt.BaseError as exc:
+            raise FetchError(f"{what}: {type(exc).__name__}: {exc}") from None
+    raise AssertionError("unreachable")
+
+
+# --- the store --------------------------------------------------------------
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def funding_path(store: Path, venue: str, symbol: str) -> Path:
+    return store / "funding" / _safe(venue) / f"{_safe(symbol)}.parquet"
+
+
+def ohlcv_path(store: Path, venue: str, symbol: str, timeframe: str) -> Path:
+    return store / "ohlcv" / _safe(venue) / f"{_safe(symbol)}_{timeframe}.parquet"
+
+
+def read_store(path: Path, schema: dict) -> pl.DataFrame:
+    if not path.is_file():
+        return pl.DataFrame(schema=schema)
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:
+        raise FetchError(f"store file {path} is not readable parquet ({exc}); move it aside to refetch") from None
+
+
+def merge_into_store(path: Path, rows: pl.DataFrame) -> tuple[int, int]:
+    """Merge a page into the stored series, de-duplicated by timestamp (the
+    stored row wins), sorted; written atomically. Returns (new rows, duplicates)."""
+    old = read_store(path, dict(rows.schema))
+    both = pl.concat([old, rows], how="vertical_relaxed")
+    merged = both.unique(subset="timestamp_ms", keep="first", maintain_order=True).sort("timestamp_ms")
+    added = merged.height - old.height
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    merged.write_parquet(tmp)
+    os.replace(tmp, path)
+    return added, rows.height - added
+
+
+# --- paging -----------------------------------------------------------------
+
+@attrs.define
+class FetchReport:
+    what: str
+    path: Path
+    pages: int = 0
+    added: int = 0
+    duplicates: int = 0
+    first_ms: int | None = None
+    last_ms: int | None = None
+    resumed_from_ms: int | None = None
+    checks: dict[str, Any] = attrs.field(factory=dict)
+
+
+def _resume_from(path: Path, schema: dict, since_ms: int) -> tuple[int, int | None]:
+    stored = read_store(path, schema)
+    if stored.height == 0:
+        return since_ms, None
+    last = int(stored["timestamp_ms"].max())
+    first = int(stored["timestamp_ms"].min())
+    if first <= since_ms <= last + 1:
+        return last + 1, last  # the stored series already covers since..last
+    return since_ms, None
+
+
+def page_through(
+    exchange: Any, what: str, path: Path, schema: dict, since_ms: int, until_ms: int,
+    fetch_page: Callable[[int], list], to_rows: Callable[[list], pl.DataFrame],
+    backoff: Backoff, progress: Callable[[int], None] | None = None,
+) -> FetchReport:
+    """Fetch pages from ``since_ms`` (or after the stored series) to
+    ``until_ms``, merging each into the store as it arrives."""
+    cursor, resumed = _resume_from(path, schema, since_ms)
+    report = FetchReport(what, path, resumed_from_ms=resumed)
+    while cursor <= until_ms:
+        page = call_with_retry(exchange, backoff, f"{what} from {cursor}", lambda: fetch_page(cursor))
+        rows = to_rows(page).filter((pl.col("timestamp_ms") >= cursor) & (pl.col("timestamp_ms") <= until_ms))
+        report.pages += 1
+        if rows.height == 0:
+            break
+        added, dupes = merge_into_store(path, rows)
+        report.added += added
+        report.duplicates += dupes
+        last = int(rows["timestamp_ms"].max())
+        if last < cursor:
+            raise FetchError(f"{what}: the venue returned rows before {cursor}; refusing to loop")
+        cursor = last + 1
+        if progress is not None:
+            progress(last)
+    stored = read_store(path, schema)
+    if stored.height:
+        report.first_ms, report.last_ms = int(stored["timestamp_ms"].min()), int(stored["timestamp_ms"].max())
+    return report
+
+
+def funding_rows(page: list[dict]) -> pl.DataFrame:
+    """ccxt funding-history entries -> rows; the interval is the spacing of
+    the stored series (``check_funding`` reports it), not guessed per page."""
+    rows = [r for r in page if r.get("timestamp") is not None]
+    for r in rows:
+        rate = r.get("fundingRate")
+        if rate is None or not math.isfinite(float(rate)):
+            raise FetchError(f"funding page has no usable rate at {r['timestamp']} (response: {r.get('info')})")
+    frame = pl.DataFrame({"timestamp_ms": [int(r["timestamp"]) for r in rows],
+                          "funding_rate": [float(r["fundingRate"]) for r in rows]}, schema=FUNDING_SCHEMA)
+    return frame.unique(subset="timestamp_ms", keep="first", maintain_order=True).sort("timestamp_ms")
+
+
+def ohlcv_rows(page: list[list]) -> pl.DataFrame:
+    cols = list(zip(*page)) if page else [[] for _ in range(6)]
+    frame = pl.DataFrame({k: list(v) for k, v in zip(OHLCV_SCHEMA, cols)}, schema=OHLCV_SCHEMA)
+    return frame.unique(subset="timestamp_ms", keep="first", maintain_order=True).sort("timestamp_ms")
+
+
+# --- validation -------------------------------------------------------------
+
+def check_funding(path: Path) -> dict[str, Any]:
+    f = read_store(path, FUNDING_SCHEMA)
+    out: dict[str, Any] = {"rows": f.height}
+    if f.height < 2:
+        return out
+    ts = f["timestamp_ms"]
+    step = ts.diff().drop_nulls()
+    nominal = float(step.median())
+    gaps = f.select(pl.col("timestamp_ms").shift(1).alias("after"), pl.col("timestamp_ms").alias("before"),
+                    pl.col("timestamp_ms").diff().alias("step")).filter(pl.col("step") > 1.5 * nominal)
+    out.update({
+        "first_ms": int(ts.min()), "last_ms": int(ts.max()), "nominal_interval_hours": nominal / 3_600_000,
+        "gaps": [[int(a), int(b)] for a, b in zip(gaps["after"], gaps["before"])],
+        "duplicates": int(f.height - f["timestamp_ms"].n_unique()),
+        "out_of_range": f.filter(pl.col("funding_rate").abs() > MAX_ABS_RATE)["timestamp_ms"].to_list(),
+        "off_schedule": int((step % 3_600_000 != 0).sum()),
+    })
+    return out
+
+
+def check_ohlcv(path: Path, timeframe: str) -> dict[str, Any]:
+    f = read_store(path, OHLCV_SCHEMA)
+    out: dict[str, Any] = {"rows": f.height}
+    if f.height < 2:
+        return out
+    step = TIMEFRAME_MS.get(timeframe)
+    d = f.select(pl.col("timestamp_ms").shift(1).alias("after"), pl.col("timestamp_ms").alias("before"),
+                 pl.col("timestamp_ms").diff().alias("step")).filter(pl.col("step") > (step or 0))
+    bad = f.filter((pl.col("close") <= 0) | pl.col("close").is_nan() | (pl.col("high") < pl.col("low")))
+    out.update({
+        "first_ms": int(f["timestamp_ms"].min()), "last_ms": int(f["timestamp_ms"].max()),
+        "gaps": [[int(a), int(b)] for a, b in zip(d["after"], d["before"])] if step else [],
+        "bad_bars": bad["timestamp_ms"].to_list(),
+    })
+    return out
+
+
+# --- one venue, end to end ----------------------------------------------------
+
+PAGE_LIMITS = {"binanceusdm": (1000, 1500), "binance": (1000, 1000), "bybit": (200, 1000)}  # (funding, ohlcv)
+SPOT_OF = {"binanceusdm": "binance"}
+
+
+def make_exchange(venue: str, api_url: str | None = None, rate_limit: bool = True) -> Any:
+    """A ccxt client; ``api_url`` (scheme://host:port) replaces the scheme and
+    host of every REST endpoint, keeping paths (how tests and a local
+    emulator are reached)."""
+    import ccxt
+
+    if venue not in ccxt.exchanges:
+        raise FetchError(f"unknown ccxt venue {venue!r} (e.g. binance, binanceusdm, bybit, okx, kraken)")
+    ex = getattr(ccxt, venue)({"enableRateLimit": rate_limit})
+    opts = ex.options
+    opts["fetchCurrencies"] = False
+    opts["fetchMargins"] = False
+    if venue == "binance":
+        opts["fetchMarkets"] = {"types": ["spot"]} if isinstance(opts.get("fetchMarkets"), dict) else ["spot"]
+    elif venue == "binanceusdm":
+        opts["fetchMarkets"] = {"types": ["linear"]} if isinstance(opts.get("fetchMarkets"), dict) else ["linear"]
+    elif venue == "bybit":
+        fm = opts.get("fetchMarkets")
+        opts["fetchMarkets"] = {**fm, "types": ["spot", "linear"]} if isinstance(fm, dict) else ["spot", "linear"]
+    if api_url:
+        _point_at(ex.urls["api"], api_url.rstrip("/"))
+    return ex
+
+
+def _point_at(urls: Any, base: str) -> None:
+    for key, value in list(urls.items()):
+        if isinstance(value, dict):
+            _point_at(value, base)
+        elif isinstance(value, str) and value.startswith("http"):
+            path = re.sub(r"^https?://[^/]+", "", value)
+            urls[key] = base + path
+
+
+@attrs.frozen
+class FetchPlan:
+    venue: str
+    symbol: str
+    since_ms: int
+    until_ms: int
+    timeframe: str
+    spot_venue: str | None
+    spot_symbol: str | None
+
+
+def fetch_all(plan: FetchPlan, store: Path, api_url: str | None = None, backoff: Backoff | None = None,
+              rate_limit: bool = True, progress: Callable[[str, int], None] | None = None) -> list[FetchReport]:
+    """Funding history (if the market is a perp) and OHLCV of the perp and of
+    its spot counterpart, each into the store, each resumable."""
+    backoff = backoff or Backoff()
+    ex = make_exchange(plan.venue, api_url, rate_limit)
+    markets = call_with_retry(ex, backoff, f"{plan.venue} markets", ex.load_markets)
+    if plan.symbol not in markets:
+        btc = sorted(s for s in markets if s.startswith("BTC/"))[:12]
+        raise FetchError(f"{plan.venue} has no market {plan.symbol!r} (BTC markets: {', '.join(btc) or 'none'})")
+    market = markets[plan.symbol]
+    f_limit, o_limit = PAGE_LIMITS.get(plan.venue, (100, 500))
+    reports = []
+
+    def tick(what: str) -> Callable[[int], None] | None:
+        return None if progress is None else (lambda ts: progress(what, ts))
+
+    if market.get("swap") or market.get("future"):
+        what = f"{plan.venue} {plan.symbol} funding"
+        r = page_through(ex, what, funding_path(store, plan.venue, plan.symbol), FUNDING_SCHEMA, plan.since_ms, plan.until_ms,
+                         lambda c: ex.fetch_funding_rate_history(plan.symbol, since=c, limit=f_limit, params={"until": plan.until_ms}),
+                         funding_rows, backoff, tick(what))
+        r.checks = check_funding(r.path)
+        reports.append(r)
+    targets = [(ex, plan.venue, plan.symbol)]
+    if plan.spot_venue and plan.spot_symbol:
+        spot_ex = ex if plan.spot_venue == plan.venue else make_exchange(plan.spot_venue, api_url, rate_limit)
+        spot_markets = call_with_retry(spot_ex, backoff, f"{plan.spot_venue} markets", spot_ex.load_markets)
+        if plan.spot_symbol not in spot_markets:
+            raise FetchError(f"{plan.spot_venue} has no market {plan.spot_symbol!r}")
+        targets.append((spot_ex, plan.spot_venue, plan.spot_symbol))
+    for client, venue, symbol in targets:
+        what = f"{venue} {symbol} {plan.timeframe} OHLCV"
+        r = page_through(client, what, ohlcv_path(store, venue, symbol, plan.timeframe), OHLCV_SCHEMA, plan.since_ms, plan.until_ms,
+                         lambda c, client=client, symbol=symbol: client.fetch_ohlcv(symbol, plan.timeframe, since=c, limit=o_limit,
+                                                                                   params={"until": plan.until_ms}),
+                         ohlcv_rows, backoff, tick(what))
+        r.checks = check_ohlcv(r.path, plan.timeframe)
+        reports.append(r)
+    return reports
+
+
+def spot_counterpart(venue: str, symbol: str) -> tuple[str, str]:
+    """binanceusdm BTC/USDT:USDT -> binance BTC/USDT; other venues keep their id."""
+    return SPOT_OF.get(venue, venue), symbol.split(":", 1)[0]
