@@ -1,0 +1,1153 @@
+"""A loopback exchange that answers the REAL REST shapes ccxt uses (market
+data first), from the shipped REAL history, with programmable faults.
+
+Point an unmodified ccxt client at it with :func:`point_ccxt` (it rewrites
+scheme and host of every ``urls['api']`` entry and keeps each path; see
+FACTS "ccxt against a loopback emulator") and the live code paths (parsing,
+error mapping, pagination, back-off) run against known data and known faults.
+
+What is served, and where each number comes from:
+
+- **Prices.** Binance hourly closes from ``prices_1h.parquet`` (spot BTCUSDT
+  for spot markets, USD-M BTCUSDT for perps). The price "at now" is the last
+  close whose close time (open + 1 h) is at or before now; hours missing from
+  the shipped data are missing here too (the last close carries). Bybit is
+  served the *Binance* closes as well: the shipped data has no Bybit prices,
+  and a real price of the same contract on another venue beats an invented one.
+- **Funding.** The venue's own real settlements from
+  ``funding_settlements.parquet``: binance BTCUSDT for Binance USD-M, bybit
+  BTCUSDT for Bybit. The live "current rate" fields (Binance
+  ``lastFundingRate``, Bybit ticker ``fundingRate``) are, on the real venues,
+  the running estimate of the next settlement; the data holds no estimates,
+  so the emulator serves the last settled real rate (no look-ahead).
+- **Not in the data, so SYNTHETIC and labelled where built:** order book
+  depth and sizes, best bid/ask (a fixed one-tick book straddling the real
+  close), volumes/turnover/open interest/trade counts (zero), kline
+  open/high/low (set to the close: only closes exist), update ids. Venue
+  metadata (tick size, lot size, limits) is the venue's published contract
+  spec, written down below, not market data.
+- **Clock.** The emulator's now is set by the caller (``set_time``,
+  ``advance``); it never follows the wall clock. Nothing after now exists:
+  funding rows, klines and prices are cut at now.
+
+Routing is a table per venue (``ROUTES``), keyed by (method, path); trading
+endpoints and websockets are to be added as more rows and a WS route, not as
+special cases in the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import polars as pl
+from aiohttp import web
+
+from fundarb.core.model import NS_PER_HOUR
+from fundarb.data.history import (
+    FUNDING_FILE,
+    PRICES_FILE,
+    SHIPPED_DIR,
+    fmt_time,
+    parse_time,
+)
+
+NS_PER_MS = 1_000_000
+MS_PER_HOUR = 3_600_000
+LOOPBACK_HOST = "127.0.0.1"
+DEFAULT_START = "2024-07-01T00:00"  # last hour both venues' funding and the prices cover
+
+SPOT, PERP = "spot", "perp"
+# emulator venue name -> path prefix it owns; ccxt ids, so a test names a venue as ccxt does
+VENUE_PREFIXES = {"binance": "/api/", "binanceusdm": "/fapi/", "bybit": "/v5/"}
+FAULT_KINDS = ("rate_limit", "ip_ban", "server_error", "timeout", "non_json", "stale")
+
+# SYNTHETIC: size of every level of the made-up book (BTC). There is no depth in the data.
+SYNTHETIC_LEVEL_QTY = "1.000"
+
+
+# ----------------------------------------------------------------- the real data
+
+@dataclass(frozen=True)
+class PriceSeries:
+    """Hourly closes of one market; ``close_ms`` = open time + 1 h."""
+
+    open_ms: np.ndarray
+    close_ms: np.ndarray
+    close: np.ndarray
+
+    def index_at(self, now_ms: int) -> int:
+        """Index of the last close at or before now (-1: none yet)."""
+        return int(np.searchsorted(self.close_ms, now_ms, side="right")) - 1
+
+    def price_at(self, now_ms: int) -> float:
+        i = self.index_at(now_ms)
+        if i < 0:
+            raise VenueError(503, "no price yet", f"no price at or before {now_ms} ms in the shipped data")
+        return float(self.close[i])
+
+
+@dataclass(frozen=True)
+class FundingSeries:
+    venue: str
+    symbol: str
+    time_ms: np.ndarray
+    rate: np.ndarray
+    interval_h: np.ndarray
+
+    def count_upto(self, now_ms: int) -> int:
+        """Number of settlements at or before now (they exist; later ones do not yet)."""
+        return int(np.searchsorted(self.time_ms, now_ms, side="right"))
+
+    def next_time_after(self, now_ms: int) -> int:
+        """The next settlement time after now: from the schedule in the data,
+        or one interval past the last row when the data ends."""
+        i = self.count_upto(now_ms)
+        if i < self.time_ms.size:
+            return int(self.time_ms[i])
+        return int(self.time_ms[-1] + self.interval_h[-1] * MS_PER_HOUR)
+
+
+@dataclass(frozen=True)
+class MarketTape:
+    """Everything the market-data endpoints read: real closes and real funding."""
+
+    prices: Mapping[str, PriceSeries]  # SPOT, PERP
+    funding: Mapping[str, FundingSeries]  # emulator venue -> its own rows
+
+    @property
+    def first_ns(self) -> int:
+        return max(int(s.close_ms[0]) for s in self.prices.values()) * NS_PER_MS
+
+    @property
+    def last_ns(self) -> int:
+        return min(int(s.close_ms[-1]) for s in self.prices.values()) * NS_PER_MS
+
+
+def _price_series(prices: pl.DataFrame, market: str) -> PriceSeries:
+    rows = prices.filter(
+        (pl.col("venue") == "binance") & (pl.col("market") == market) & (pl.col("symbol") == "BTCUSDT")
+    ).sort("open_time_ms")
+    if rows.height == 0:
+        raise ValueError(f"no binance {market} BTCUSDT closes in {PRICES_FILE}")
+    open_ms = rows["open_time_ms"].to_numpy().astype(np.int64)
+    return PriceSeries(open_ms, open_ms + MS_PER_HOUR, rows["close"].to_numpy().astype(np.float64))
+
+
+def _funding_series(funding: pl.DataFrame, venue: str, symbol: str) -> FundingSeries:
+    rows = funding.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol)).sort("funding_time_ms")
+    if rows.height == 0:
+        raise ValueError(f"no {venue} {symbol} funding in {FUNDING_FILE}")
+    return FundingSeries(
+        venue, symbol,
+        rows["funding_time_ms"].to_numpy().astype(np.int64),
+        rows["funding_rate"].to_numpy().astype(np.float64),
+        rows["interval_hours"].to_numpy().astype(np.float64),
+    )
+
+
+@lru_cache(maxsize=4)
+def load_tape(data_dir: Path = SHIPPED_DIR) -> MarketTape:
+    """Read the shipped files once per process (the tape is immutable)."""
+    prices = pl.read_parquet(data_dir / PRICES_FILE)
+    funding = pl.read_parquet(data_dir / FUNDING_FILE)
+    return MarketTape(
+        prices={SPOT: _price_series(prices, "spot"), PERP: _price_series(prices, "perp_linear")},
+        funding={
+            "binanceusdm": _funding_series(funding, "binance", "BTCUSDT"),
+            "bybit": _funding_series(funding, "bybit", "BTCUSDT"),
+        },
+    )
+
+
+# ----------------------------------------------------------------- clock
+
+class EmulatorClock:
+    """The emulator's now in ns; moved only by the caller. Thread-safe: tests
+    move it from their thread while the server reads it on its loop."""
+
+    def __init__(self, start_ns: int, first_ns: int, last_ns: int) -> None:
+        self._lock = threading.Lock()
+        self._first, self._last = first_ns, last_ns
+        self._now = self._checked(start_ns)
+
+    def _checked(self, ns: int) -> int:
+        if not self._first <= ns <= self._last:
+            raise ValueError(
+                f"emulator time {fmt_time(ns)} is outside the shipped prices "
+                f"({fmt_time(self._first)} .. {fmt_time(self._last)} UTC)"
+            )
+        return int(ns)
+
+    @property
+    def now_ns(self) -> int:
+        with self._lock:
+            return self._now
+
+    def set(self, ns: int) -> None:
+        with self._lock:
+            self._now = self._checked(ns)
+
+    def advance(self, ns: int) -> int:
+        if ns < 0:
+            raise ValueError(f"the emulator clock only moves forward (asked {ns} ns)")
+        with self._lock:
+            self._now = self._checked(self._now + ns)
+            return self._now
+
+
+# ----------------------------------------------------------------- faults
+
+@dataclass
+class Fault:
+    """One programmed fault. ``path`` is a prefix ('' = every path), ``venue``
+    an emulator venue name or None (any). ``times``: how many requests it hits
+    before it clears (None: until removed). ``probability``: chance it hits a
+    matching request, drawn from the plan's seeded generator."""
+
+    kind: str
+    venue: str | None = None
+    path: str = ""
+    times: int | None = 1
+    probability: float = 1.0
+    status: int | None = None  # override the kind's HTTP status
+    retry_after_s: int = 1  # rate_limit / ip_ban: the Retry-After header
+    delay_s: float = 2.0  # timeout: how long the handler sleeps before answering
+    body: str | None = None  # non_json / server_error: override the body text
+    as_of_ns: int | None = None  # stale: the data time answered (default: now when added)
+    hits: int = 0
+
+    def matches(self, venue: str, path: str) -> bool:
+        return (self.venue is None or self.venue == venue) and path.startswith(self.path)
+
+
+class FaultPlan:
+    """Faults the test programs; the server asks ``take`` once per request."""
+
+    def __init__(self, clock: EmulatorClock, seed: int = 0) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, kind: str, *, venue: str | None = None, path: str = "", times: int | None = 1,
+            probability: float = 1.0, **settings: Any) -> Fault:
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r} (known: {', '.join(FAULT_KINDS)})")
+        if venue is not None and venue not in VENUE_PREFIXES:
+            raise ValueError(f"unknown venue {venue!r} (known: {', '.join(VENUE_PREFIXES)})")
+        if not 0.0 < probability <= 1.0:
+            raise ValueError(f"fault probability must be in (0, 1], got {probability}")
+        if times is not None and times < 1:
+            raise ValueError(f"fault times must be >= 1 or None, got {times}")
+        fault = Fault(kind, venue, path, times, probability, **settings)
+        if kind == "stale" and fault.as_of_ns is None:
+            fault.as_of_ns = self._clock.now_ns
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def remove(self, fault: Fault) -> None:
+        with self._lock:
+            if fault in self._faults:
+                self._faults.remove(fault)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    @property
+    def pending(self) -> list[Fault]:
+        with self._lock:
+            return list(self._faults)
+
+    def take(self, venue: str, path: str) -> Fault | None:
+        """The first matching fault that fires for this request; spent faults clear."""
+        with self._lock:
+            for fault in self._faults:
+                if not fault.matches(venue, path):
+                    continue
+                # draw only for partial probabilities, so certain faults use no randomness
+                if fault.probability < 1.0 and self._rng.random() >= fault.probability:
+                    continue
+                fault.hits += 1
+                if fault.times is not None and fault.hits >= fault.times:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+
+# ----------------------------------------------------------------- request log
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    venue: str | None
+    status: int | None  # None: the client was left waiting (timeout fault)
+    fault: str | None
+    now_ns: int
+
+
+class RequestLog:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[LoggedRequest] = []
+
+    def append(self, entry: LoggedRequest) -> None:
+        with self._lock:
+            self._entries.append(entry)
+
+    @property
+    def entries(self) -> list[LoggedRequest]:
+        with self._lock:
+            return list(self._entries)
+
+    def paths(self, venue: str | None = None) -> list[str]:
+        return [e.path for e in self.entries if venue is None or e.venue == venue]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+# ----------------------------------------------------------------- request context and errors
+
+class VenueError(Exception):
+    """A refusal the venue answers in its own error shape. ``code``: the venue
+    code (Binance negative int, Bybit retCode); ``status``: HTTP status (Bybit
+    answers parameter errors with HTTP 200, as the real one does)."""
+
+    def __init__(self, status: int, code: int | str, msg: str) -> None:
+        super().__init__(msg)
+        self.status, self.code, self.msg = status, code, msg
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One request as a handler sees it. ``now_ms`` is the data clock (older
+    under a stale fault); ``server_ms`` is the emulator's real now."""
+
+    tape: MarketTape
+    params: Mapping[str, str]
+    now_ms: int
+    server_ms: int
+    path: str
+
+
+Handler = Callable[[Ask], Any]
+
+
+def _dec(x: float | str | Decimal, places: int) -> str:
+    """Fixed-point text as venues print prices ("61837.63000000"); no exponent."""
+    return f"{Decimal(str(x)):.{places}f}"
+
+
+def _rate(x: float, min_places: int = 0) -> str:
+    """A funding rate as text that reads back to the same float (repr is the
+    shortest round-trip), padded to the venue's usual decimals."""
+    text = format(Decimal(repr(float(x))), "f")
+    places = len(text.split(".")[1]) if "." in text else 0
+    return _dec(text, max(places, min_places))
+
+
+def _book_top(price: float, tick: str) -> tuple[Decimal, Decimal]:
+    """SYNTHETIC best bid/ask around the real close: the ticks just below and
+    above it (two ticks apart when the close sits on a tick), so bid < close < ask."""
+    t = Decimal(tick)
+    p = Decimal(str(price))
+    bid = (p / t).to_integral_value(ROUND_CEILING) * t - t
+    ask = (p / t).to_integral_value(ROUND_FLOOR) * t + t
+    return bid, ask
+
+
+def _book(price: float, tick: str, depth: int, places: int) -> tuple[list, list]:
+    """SYNTHETIC depth: ``depth`` levels each side one tick apart from the
+    synthetic top, each SYNTHETIC_LEVEL_QTY. Only the centre is real."""
+    bid, ask = _book_top(price, tick)
+    t = Decimal(tick)
+    bids = [[_dec(bid - i * t, places), SYNTHETIC_LEVEL_QTY] for i in range(depth)]
+    asks = [[_dec(ask + i * t, places), SYNTHETIC_LEVEL_QTY] for i in range(depth)]
+    return bids, asks
+
+
+def _window_24h(series: PriceSeries, now_ms: int) -> dict[str, float]:
+    """Last, open (price 24 h ago), high and low over the closes of the last
+    24 h. Real closes only: a real high/low would be wider than the hourly closes."""
+    i = series.index_at(now_ms)
+    j = series.index_at(now_ms - 24 * MS_PER_HOUR)
+    last = float(series.close[i])
+    first = float(series.close[max(j, 0)])
+    window = series.close[max(j, 0): i + 1]
+    return {"last": last, "open": first, "high": float(window.max()), "low": float(window.min())}
+
+
+# ----------------------------------------------------------------- parameter parsing
+
+def _binance_int(params: Mapping[str, str], name: str) -> int | None:
+    raw = params.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 20:
+        raise VenueError(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.")
+    return int(raw)
+
+
+def _bybit_int(params: Mapping[str, str], name: str) -> int | None:
+    raw = params.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise VenueError(200, 10001, f"params error: {name} invalid")
+    return int(raw)
+
+
+def _limit(value: int | None, default: int, most: int) -> int:
+    # Over-long limits are cut to the venue's maximum (the emulator's reading of
+    # "max N"); a limit below 1 is treated as 1.
+    return default if value is None else max(1, min(value, most))
+
+
+def _rows_window(times: np.ndarray, upto: int, start: int | None, end: int | None, limit: int,
+                 anchor_start: bool) -> np.ndarray:
+    """Indices of rows [0, upto) with start <= t <= end, cut to ``limit`` from
+    the start (anchor_start) or from the end."""
+    lo = 0 if start is None else int(np.searchsorted(times[:upto], start, side="left"))
+    hi = upto if end is None else min(upto, int(np.searchsorted(times[:upto], end, side="right")))
+    idx = np.arange(lo, max(lo, hi))
+    return idx[:limit] if anchor_start else idx[-limit:]
+
+
+# ----------------------------------------------------------------- Binance (spot /api/v3, USD-M /fapi/v1)
+
+SYMBOL = "BTCUSDT"
+BINANCE_SPOT_TICK, BINANCE_PERP_TICK = "0.01", "0.10"
+
+# Venue metadata: Binance's published BTCUSDT contract specs (not market data).
+_BINANCE_SPOT_SYMBOL = {
+    "symbol": SYMBOL, "status": "TRADING", "baseAsset": "BTC", "baseAssetPrecision": 8,
+    "quoteAsset": "USDT", "quotePrecision": 8, "quoteAssetPrecision": 8,
+    "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
+    "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+    "icebergAllowed": True, "ocoAllowed": True, "quoteOrderQtyMarketAllowed": True,
+    "allowTrailingStop": True, "cancelReplaceAllowed": True,
+    "isSpotTradingAllowed": True, "isMarginTradingAllowed": True,
+    "filters": [
+        {"filterType": "PRICE_FILTER", "minPrice": "0.01000000", "maxPrice": "1000000.00000000", "tickSize": "0.01000000"},
+        {"filterType": "LOT_SIZE", "minQty": "0.00001000", "maxQty": "9000.00000000", "stepSize": "0.00001000"},
+        {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": "100.00000000", "stepSize": "0.00000000"},
+        {"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": True,
+         "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5},
+        {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200},
+    ],
+    "permissions": [], "permissionSets": [["SPOT", "MARGIN"]],
+    "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+    "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+}
+_BINANCE_PERP_SYMBOL = {
+    "symbol": SYMBOL, "pair": SYMBOL, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
+    "onboardDate": 1569398400000, "status": "TRADING", "maintMarginPercent": "2.5000",
+    "requiredMarginPercent": "5.0000", "baseAsset": "BTC", "quoteAsset": "USDT", "marginAsset": "USDT",
+    "pricePrecision": 2, "quantityPrecision": 3, "baseAssetPrecision": 8, "quotePrecision": 8,
+    "underlyingType": "COIN", "underlyingSubType": ["PoW"], "settlePlan": 0, "triggerProtect": "0.0500",
+    "liquidationFee": "0.012500", "marketTakeBound": "0.05", "maxMoveOrderLimit": 10000,
+    "filters": [
+        {"filterType": "PRICE_FILTER", "minPrice": "556.80", "maxPrice": "4529764", "tickSize": "0.10"},
+        {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
+        {"filterType": "MARKET_LOT_SIZE", "minQty": "0.001", "maxQty": "120", "stepSize": "0.001"},
+        {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+        {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+        {"filterType": "MIN_NOTIONAL", "notional": "100"},
+        {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500", "multiplierDecimal": "4"},
+    ],
+    "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
+    "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+}
+_BINANCE_RATE_LIMITS = [
+    {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
+    {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+    {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
+]
+
+
+def _binance_symbol(ask: Ask, required: bool) -> bool:
+    """True when a symbol was given (it must be BTCUSDT); False when omitted and allowed."""
+    symbol = ask.params.get("symbol")
+    if symbol is None:
+        if required:
+            raise VenueError(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+        return False
+    if symbol != SYMBOL:
+        raise VenueError(400, -1121, "Invalid symbol.")
+    return True
+
+
+def _one_or_all(ask: Ask, row: dict) -> dict | list:
+    # Binance answers an object for one symbol and a list when no symbol is given
+    return row if _binance_symbol(ask, required=False) else [row]
+
+
+def _binance_ping(ask: Ask) -> dict:
+    return {}
+
+
+def _binance_time(ask: Ask) -> dict:
+    return {"serverTime": ask.server_ms}
+
+
+def _binance_spot_info(ask: Ask) -> dict:
+    if "symbol" in ask.params:
+        _binance_symbol(ask, required=True)
+    return {"timezone": "UTC", "serverTime": ask.server_ms, "rateLimits": _BINANCE_RATE_LIMITS,
+            "exchangeFilters": [], "symbols": [_BINANCE_SPOT_SYMBOL]}
+
+
+def _binance_perp_info(ask: Ask) -> dict:
+    return {"timezone": "UTC", "serverTime": ask.server_ms, "futuresType": "U_MARGINED",
+            "rateLimits": _BINANCE_RATE_LIMITS, "exchangeFilters": [],
+            "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
+            "symbols": [_BINANCE_PERP_SYMBOL]}
+
+
+def _binance_24hr(ask: Ask, market: str) -> dict | list:
+    series = ask.tape.prices[market]
+    w = _window_24h(series, ask.now_ms)
+    places = 8 if market == SPOT else 2
+    change = w["last"] - w["open"]
+    row = {
+        "symbol": SYMBOL,
+        "priceChange": _dec(round(change, 8), places),
+        "priceChangePercent": _dec(round(100 * change / w["open"], 3), 3),
+        "weightedAvgPrice": _dec(0, places),  # SYNTHETIC: no volume in the data, so no VWAP (Binance prints 0 at zero volume)
+        "lastPrice": _dec(w["last"], places),
+        "lastQty": _dec(0, places),  # SYNTHETIC: no trades in the data
+        "openPrice": _dec(w["open"], places),
+        "highPrice": _dec(w["high"], places),
+        "lowPrice": _dec(w["low"], places),
+        "volume": _dec(0, places), "quoteVolume": _dec(0, places),  # SYNTHETIC: no volume in the data
+        "openTime": ask.now_ms - 24 * MS_PER_HOUR, "closeTime": ask.now_ms,
+        "firstId": -1, "lastId": -1, "count": 0,  # SYNTHETIC: Binance's "no trades" values
+    }
+    if market == SPOT:
+        bid, ask_px = _book_top(w["last"], BINANCE_SPOT_TICK)
+        row.update({
+            "prevClosePrice": _dec(w["open"], places),
+            "bidPrice": _dec(bid, places), "bidQty": _dec(SYNTHETIC_LEVEL_QTY, places),
+            "askPrice": _dec(ask_px, places), "askQty": _dec(SYNTHETIC_LEVEL_QTY, places),
+        })
+        row = {k: row[k] for k in (  # Binance's field order, for byte-faithful captures
+            "symbol", "priceChange", "priceChangePercent", "weightedAvgPrice", "prevClosePrice", "lastPrice",
+            "lastQty", "bidPrice", "bidQty", "askPrice", "askQty", "openPrice", "highPrice", "lowPrice",
+            "volume", "quoteVolume", "openTime", "closeTime", "firstId", "lastId", "count")}
+    return _one_or_all(ask, row)
+
+
+def _binance_book_ticker(ask: Ask, market: str) -> dict | list:
+    price = ask.tape.prices[market].price_at(ask.now_ms)
+    tick, places = (BINANCE_SPOT_TICK, 8) if market == SPOT else (BINANCE_PERP_TICK, 2)
+    bid, ask_px = _book_top(price, tick)
+    row: dict[str, Any] = {"symbol": SYMBOL, "bidPrice": _dec(bid, places), "bidQty": SYNTHETIC_LEVEL_QTY,
+                           "askPrice": _dec(ask_px, places), "askQty": SYNTHETIC_LEVEL_QTY}
+    if market == PERP:
+        row.update({"time": ask.now_ms, "lastUpdateId": ask.now_ms})  # SYNTHETIC update id: the data time in ms
+    return _one_or_all(ask, row)
+
+
+def _binance_price(ask: Ask, market: str) -> dict | list:
+    price = ask.tape.prices[market].price_at(ask.now_ms)
+    row: dict[str, Any] = {"symbol": SYMBOL, "price": _dec(price, 8 if market == SPOT else 2)}
+    if market == PERP:
+        row["time"] = ask.now_ms
+    return _one_or_all(ask, row)
+
+
+def _binance_depth(ask: Ask, market: str) -> dict:
+    _binance_symbol(ask, required=True)
+    most = 5000 if market == SPOT else 1000
+    depth = _limit(_binance_int(ask.params, "limit"), 100, most)
+    price = ask.tape.prices[market].price_at(ask.now_ms)
+    tick, places = (BINANCE_SPOT_TICK, 8) if market == SPOT else (BINANCE_PERP_TICK, 2)
+    bids, asks = _book(price, tick, depth, places)
+    if market == SPOT:
+        return {"lastUpdateId": ask.now_ms, "bids": bids, "asks": asks}  # SYNTHETIC update id
+    return {"lastUpdateId": ask.now_ms, "E": ask.now_ms, "T": ask.now_ms, "bids": bids, "asks": asks}
+
+
+def _binance_klines(ask: Ask, market: str) -> list:
+    """Binance klines: open times in [startTime, endTime]; with startTime the
+    first ``limit`` from it, else the last ``limit`` up to endTime/now; ascending.
+    Only complete hours exist (the close time is at or before now): the data
+    has closes, not the running hour. open = high = low = close (only closes exist)."""
+    _binance_symbol(ask, required=True)
+    if ask.params.get("interval") != "1h":
+        raise VenueError(400, -1120, "Invalid interval.")  # only 1h closes are shipped
+    limit = _limit(_binance_int(ask.params, "limit"), 500, 1000 if market == SPOT else 1500)
+    start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
+    series = ask.tape.prices[market]
+    upto = series.index_at(ask.now_ms) + 1
+    idx = _rows_window(series.open_ms, upto, start, end, limit, anchor_start=start is not None)
+    places = 8 if market == SPOT else 2
+    out = []
+    for i in idx:
+        o, c = int(series.open_ms[i]), _dec(series.close[i], places)
+        zero = _dec(0, places)  # SYNTHETIC: volumes, trade counts are not in the data
+        out.append([o, c, c, c, c, zero, o + MS_PER_HOUR - 1, zero, 0, zero, zero, "0"])
+    return out
+
+
+def _binance_premium_index(ask: Ask) -> dict | list:
+    funding = ask.tape.funding["binanceusdm"]
+    n = funding.count_upto(ask.now_ms)
+    mark = ask.tape.prices[PERP].price_at(ask.now_ms)
+    index = ask.tape.prices[SPOT].price_at(ask.now_ms)
+    row = {
+        "symbol": SYMBOL,
+        # the perp close stands in for the mark: the data has no mark price
+        "markPrice": _dec(mark, 8),
+        # Binance spot close stands in for the index (the real index is a multi-venue spot composite)
+        "indexPrice": _dec(index, 8),
+        "estimatedSettlePrice": _dec(index, 8),
+        # last SETTLED real rate; the live field is Binance's estimate of the next one (not in the data)
+        "lastFundingRate": _rate(funding.rate[n - 1], 8) if n else "",
+        "interestRate": "0.00010000",  # Binance's published fixed interest rate per 8 h
+        "nextFundingTime": funding.next_time_after(ask.now_ms),
+        "time": ask.now_ms,
+    }
+    return _one_or_all(ask, row)
+
+
+def _binance_funding_history(ask: Ask) -> list:
+    """Binance /fapi/v1/fundingRate: default limit 100, max 1000; with
+    startTime the first ``limit`` rows from it, otherwise the most recent
+    ``limit`` up to endTime; ascending by fundingTime; bounds inclusive."""
+    _binance_symbol(ask, required=False)
+    funding = ask.tape.funding["binanceusdm"]
+    limit = _limit(_binance_int(ask.params, "limit"), 100, 1000)
+    start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
+    upto = funding.count_upto(ask.now_ms)
+    idx = _rows_window(funding.time_ms, upto, start, end, limit, anchor_start=start is not None)
+    # markPrice "": the shipped rows carry no mark (Binance prints "" where it has none)
+    return [{"symbol": SYMBOL, "fundingTime": int(funding.time_ms[i]), "fundingRate": _rate(funding.rate[i], 8),
+             "markPrice": ""} for i in idx]
+
+
+# ----------------------------------------------------------------- Bybit v5
+
+BYBIT_SPOT_TICK, BYBIT_PERP_TICK = "0.01", "0.10"
+
+# Venue metadata: Bybit's published BTCUSDT specs (not market data).
+_BYBIT_SPOT_INSTRUMENT = {
+    "symbol": SYMBOL, "baseCoin": "BTC", "quoteCoin": "USDT", "innovation": "0", "status": "Trading",
+    "marginTrading": "utaOnly", "stTag": "0",
+    "lotSizeFilter": {"basePrecision": "0.000001", "quotePrecision": "0.00000001", "minOrderQty": "0.000048",
+                      "maxOrderQty": "71.73956243", "minOrderAmt": "1", "maxOrderAmt": "2000000"},
+    "priceFilter": {"tickSize": "0.01"},
+    "riskParameters": {"limitParameter": "0.03", "marketParameter": "0.03"},
+}
+
+
+def _bybit_linear_instrument(funding: FundingSeries) -> dict:
+    return {
+        "symbol": SYMBOL, "contractType": "LinearPerpetual", "status": "Trading", "baseCoin": "BTC",
+        "quoteCoin": "USDT", "launchTime": "1584230400000", "deliveryTime": "0", "deliveryFeeRate": "",
+        "priceScale": "2",
+        "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
+        "priceFilter": {"minPrice": "0.10", "maxPrice": "1999999.80", "tickSize": "0.10"},
+        "lotSizeFilter": {"maxOrderQty": "1190.000", "minOrderQty": "0.001", "qtyStep": "0.001",
+                          "postOnlyMaxOrderQty": "1190.000", "maxMktOrderQty": "119.000",
+                          "minNotionalValue": "5"},
+        "unifiedMarginTrade": True,
+        # the interval of the data's last settlement, in minutes as Bybit prints it
+        "fundingInterval": int(funding.interval_h[-1] * 60),
+        "settleCoin": "USDT", "copyTrading": "both", "upperFundingRate": "0.005",
+        "lowerFundingRate": "-0.005", "isPreListing": False, "preListingInfo": None,
+    }
+
+
+def _bybit_category(ask: Ask, allowed: tuple[str, ...]) -> str:
+    category = ask.params.get("category")
+    if category not in allowed:
+        raise VenueError(200, 10001, "params error: Category is invalid")
+    return category
+
+
+def _bybit_symbol(ask: Ask, required: bool) -> bool:
+    symbol = ask.params.get("symbol")
+    if symbol is None:
+        if required:
+            raise VenueError(200, 10001, "params error: symbol is required")
+        return False
+    if symbol != SYMBOL:
+        raise VenueError(200, 10001, "params error: Symbol Is Invalid")
+    return True
+
+
+def _bybit_time(ask: Ask) -> dict:
+    ns = ask.server_ms * NS_PER_MS
+    return {"timeSecond": str(ns // 1_000_000_000), "timeNano": str(ns)}
+
+
+def _bybit_instruments(ask: Ask) -> dict:
+    category = _bybit_category(ask, ("spot", "linear", "inverse", "option"))
+    _bybit_symbol(ask, required=False)
+    rows: list[dict] = []
+    # only Trading instruments exist here: status=PreLaunch (which ccxt always asks) is empty;
+    # inverse and option are not served (no BTC data for them), so they are empty too
+    if ask.params.get("status", "Trading") == "Trading":
+        if category == "spot":
+            rows = [_BYBIT_SPOT_INSTRUMENT]
+        elif category == "linear":
+            rows = [_bybit_linear_instrument(ask.tape.funding["bybit"])]
+    result: dict[str, Any] = {"category": category, "list": rows}
+    if category != "spot":
+        result["nextPageCursor"] = ""
+    return result
+
+
+def _bybit_ticker_row(ask: Ask, category: str) -> dict:
+    market = SPOT if category == "spot" else PERP
+    series = ask.tape.prices[market]
+    w = _window_24h(series, ask.now_ms)
+    tick = BYBIT_SPOT_TICK if market == SPOT else BYBIT_PERP_TICK
+    bid, ask_px = _book_top(w["last"], tick)
+    pcnt = _dec(round(w["last"] / w["open"] - 1, 6), 6)
+    zero = "0"  # SYNTHETIC: volume, turnover and open interest are not in the data
+    if market == SPOT:
+        return {"symbol": SYMBOL, "bid1Price": _dec(bid, 2), "bid1Size": SYNTHETIC_LEVEL_QTY,
+                "ask1Price": _dec(ask_px, 2), "ask1Size": SYNTHETIC_LEVEL_QTY, "lastPrice": _dec(w["last"], 2),
+                "prevPrice24h": _dec(w["open"], 2), "price24hPcnt": pcnt, "highPrice24h": _dec(w["high"], 2),
+                "lowPrice24h": _dec(w["low"], 2), "turnover24h": zero, "volume24h": zero,
+                # Binance spot close stands in for Bybit's USD index
+                "usdIndexPrice": _dec(ask.tape.prices[SPOT].price_at(ask.now_ms), 2)}
+    funding = ask.tape.funding["bybit"]
+    n = funding.count_upto(ask.now_ms)
+    return {
+        "symbol": SYMBOL, "lastPrice": _dec(w["last"], 2),
+        # Binance spot close stands in for the index, the perp close for the mark (no index/mark in the data)
+        "indexPrice": _dec(ask.tape.prices[SPOT].price_at(ask.now_ms), 2), "markPrice": _dec(w["last"], 2),
+        "prevPrice24h": _dec(w["open"], 2), "price24hPcnt": pcnt, "highPrice24h": _dec(w["high"], 2),
+        "lowPrice24h": _dec(w["low"], 2),
+        "prevPrice1h": _dec(series.price_at(ask.now_ms - MS_PER_HOUR), 2),
+        "openInterest": zero, "openInterestValue": zero, "turnover24h": zero, "volume24h": zero,
+        # last SETTLED real Bybit rate; the live field is Bybit's estimate of the next one (not in the data)
+        "fundingRate": _rate(funding.rate[n - 1]) if n else "",
+        "nextFundingTime": str(funding.next_time_after(ask.now_ms)),
+        "predictedDeliveryPrice": "", "basisRate": "", "deliveryFeeRate": "", "deliveryTime": "0",
+        "ask1Size": SYNTHETIC_LEVEL_QTY, "bid1Price": _dec(bid, 2), "ask1Price": _dec(ask_px, 2),
+        "bid1Size": SYNTHETIC_LEVEL_QTY, "basis": "", "preOpenPrice": "", "preQty": "",
+        "curPreListingPhase": "",
+    }
+
+
+def _bybit_tickers(ask: Ask) -> dict:
+    category = _bybit_category(ask, ("spot", "linear", "inverse", "option"))
+    _bybit_symbol(ask, required=False)
+    rows = [_bybit_ticker_row(ask, category)] if category in ("spot", "linear") else []
+    return {"category": category, "list": rows}
+
+
+def _bybit_orderbook(ask: Ask) -> dict:
+    category = _bybit_category(ask, ("spot", "linear", "inverse", "option"))
+    _bybit_symbol(ask, required=True)
+    if category not in ("spot", "linear"):
+        raise VenueError(200, 10001, "params error: Symbol Is Invalid")
+    most, default = (200, 1) if category == "spot" else (500, 25)
+    depth = _limit(_bybit_int(ask.params, "limit"), default, most)
+    market, tick = (SPOT, BYBIT_SPOT_TICK) if category == "spot" else (PERP, BYBIT_PERP_TICK)
+    bids, asks = _book(ask.tape.prices[market].price_at(ask.now_ms), tick, depth, 2)
+    # SYNTHETIC update ids: the data time in ms
+    return {"s": SYMBOL, "b": bids, "a": asks, "ts": ask.now_ms, "u": ask.now_ms, "seq": ask.now_ms,
+            "cts": ask.now_ms}
+
+
+def _bybit_kline(ask: Ask) -> dict:
+    """Bybit kline: [start, end] on open times; with start the first ``limit``
+    from it, otherwise the last ``limit`` up to end/now (the emulator's reading
+    of the docs); newest first. Complete hours only; open = high = low = close."""
+    category = ask.params.get("category", "linear")  # Bybit's default category for kline
+    if category not in ("spot", "linear"):
+        raise VenueError(200, 10001, "params error: Category is invalid")
+    _bybit_symbol(ask, required=True)
+    if ask.params.get("interval") != "60":
+        raise VenueError(200, 10001, "params error: Invalid period!")  # only 1h closes are shipped
+    limit = _limit(_bybit_int(ask.params, "limit"), 200, 1000)
+    start, end = _bybit_int(ask.params, "start"), _bybit_int(ask.params, "end")
+    series = ask.tape.prices[SPOT if category == "spot" else PERP]
+    upto = series.index_at(ask.now_ms) + 1
+    idx = _rows_window(series.open_ms, upto, start, end, limit, anchor_start=start is not None)
+    rows = []
+    for i in idx[::-1]:
+        c = _dec(series.close[i], 2)
+        rows.append([str(int(series.open_ms[i])), c, c, c, c, "0", "0"])  # SYNTHETIC volume/turnover
+    return {"category": category, "symbol": SYMBOL, "list": rows}
+
+
+def _bybit_funding_history(ask: Ask) -> dict:
+    """Bybit /v5/market/funding/history: limit 1..200 (default 200); startTime
+    alone is an error; endTime alone or neither: the newest ``limit`` up to
+    endTime/now; both: the newest ``limit`` in [startTime, endTime]; newest first."""
+    category = _bybit_category(ask, ("linear", "inverse"))
+    _bybit_symbol(ask, required=True)
+    if category != "linear":
+        raise VenueError(200, 10001, "params error: Symbol Is Invalid")
+    start, end = _bybit_int(ask.params, "startTime"), _bybit_int(ask.params, "endTime")
+    if start is not None and end is None:
+        raise VenueError(200, 10001, "params error: endTime is required when startTime is set")
+    limit = _limit(_bybit_int(ask.params, "limit"), 200, 200)
+    funding = ask.tape.funding["bybit"]
+    upto = funding.count_upto(ask.now_ms)
+    idx = _rows_window(funding.time_ms, upto, start, end, limit, anchor_start=False)
+    rows = [{"symbol": SYMBOL, "fundingRate": _rate(funding.rate[i]), "fundingRateTimestamp": str(int(funding.time_ms[i]))}
+            for i in idx[::-1]]
+    return {"category": category, "list": rows}
+
+
+# ----------------------------------------------------------------- routing tables
+
+ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
+    "binance": {
+        ("GET", "/api/v3/ping"): _binance_ping,
+        ("GET", "/api/v3/time"): _binance_time,
+        ("GET", "/api/v3/exchangeInfo"): _binance_spot_info,
+        ("GET", "/api/v3/ticker/24hr"): lambda a: _binance_24hr(a, SPOT),
+        ("GET", "/api/v3/ticker/bookTicker"): lambda a: _binance_book_ticker(a, SPOT),
+        ("GET", "/api/v3/ticker/price"): lambda a: _binance_price(a, SPOT),
+        ("GET", "/api/v3/depth"): lambda a: _binance_depth(a, SPOT),
+        ("GET", "/api/v3/klines"): lambda a: _binance_klines(a, SPOT),
+    },
+    "binanceusdm": {
+        ("GET", "/fapi/v1/ping"): _binance_ping,
+        ("GET", "/fapi/v1/time"): _binance_time,
+        ("GET", "/fapi/v1/exchangeInfo"): _binance_perp_info,
+        ("GET", "/fapi/v1/premiumIndex"): _binance_premium_index,
+        ("GET", "/fapi/v1/fundingRate"): _binance_funding_history,
+        ("GET", "/fapi/v1/ticker/24hr"): lambda a: _binance_24hr(a, PERP),
+        ("GET", "/fapi/v1/ticker/bookTicker"): lambda a: _binance_book_ticker(a, PERP),
+        ("GET", "/fapi/v1/ticker/price"): lambda a: _binance_price(a, PERP),
+        ("GET", "/fapi/v1/depth"): lambda a: _binance_depth(a, PERP),
+        ("GET", "/fapi/v1/klines"): lambda a: _binance_klines(a, PERP),
+    },
+    "bybit": {
+        ("GET", "/v5/market/time"): _bybit_time,
+        ("GET", "/v5/market/instruments-info"): _bybit_instruments,
+        ("GET", "/v5/market/tickers"): _bybit_tickers,
+        ("GET", "/v5/market/orderbook"): _bybit_orderbook,
+        ("GET", "/v5/market/kline"): _bybit_kline,
+        ("GET", "/v5/market/funding/history"): _bybit_funding_history,
+    },
+}
+BINANCE_VENUES = ("binance", "binanceusdm")
+
+
+def venue_of(path: str) -> str | None:
+    for venue, prefix in VENUE_PREFIXES.items():
+        if path.startswith(prefix):
+            return venue
+    return None
+
+
+# ----------------------------------------------------------------- response shapes per venue
+
+def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body, separators=(",", ":")),
+                        content_type="application/json", headers=headers)
+
+
+def _bybit_envelope(result: Any, server_ms: int, code: int = 0, msg: str = "OK") -> dict:
+    return {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": server_ms}
+
+
+def _error_response(venue: str | None, err: VenueError, server_ms: int) -> web.Response:
+    if venue == "bybit":
+        return _json(err.status, _bybit_envelope({}, server_ms, int(err.code), err.msg))
+    return _json(err.status, {"code": err.code, "msg": err.msg})
+
+
+def _not_found(venue: str | None, method: str, path: str, server_ms: int) -> web.Response:
+    # Binance's code for a path it does not serve is -5000 ("Path ..., Method GET is invalid")
+    if venue == "bybit":
+        return _error_response(venue, VenueError(404, 10001, f"Path {path}, Method {method} is not served"), server_ms)
+    return _error_response(venue, VenueError(404, -5000, f"Path {path}, Method {method} is invalid"), server_ms)
+
+
+def _fault_response(fault: Fault, venue: str | None, server_ms: int) -> web.Response:
+    """The answer a programmed fault gives instead of the data (timeout and
+    stale are handled by the caller: they answer data, late or old)."""
+    retry = {"Retry-After": str(fault.retry_after_s)}
+    if fault.kind == "rate_limit":
+        status = fault.status or 429
+        if venue == "bybit":
+            headers = {**retry, "X-Bapi-Limit-Status": "0", "X-Bapi-Limit": "120",
+                       "X-Bapi-Limit-Reset-Timestamp": str(server_ms + 1000 * fault.retry_after_s)}
+            return _json(status, _bybit_envelope({}, server_ms, 10006, "Too many visits!"), headers)
+        return _json(status, {"code": -1003, "msg": "Too much request weight used; current limit is 6000 request "
+                              "weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API."},
+                     retry)
+    if fault.kind == "ip_ban":
+        if venue == "bybit":  # Bybit's IP limit answer is HTTP 403 with a plain-text body
+            return web.Response(status=fault.status or 403, text=fault.body or "access too frequent", headers=retry)
+        until = server_ms + 1000 * fault.retry_after_s
+        return _json(fault.status or 418, {"code": -1003, "msg": f"Way too many requests; IP(127.0.0.1) banned until "
+                                           f"{until}. Please use WebSocket Streams for live updates to avoid bans."},
+                     retry)
+    if fault.kind == "server_error":
+        status = fault.status or 502
+        # what a load balancer in front of the venue sends: HTML, not the venue's JSON
+        text = fault.body or f"<html><head><title>{status}</title></head><body><center><h1>{status}</h1></center></body></html>"
+        return web.Response(status=status, text=text, content_type="text/html")
+    if fault.kind == "non_json":
+        text = fault.body or "<html><body>The service is being upgraded. Please try again later.</body></html>"
+        return web.Response(status=fault.status or 200, text=text, content_type="text/html")
+    raise AssertionError(f"fault {fault.kind} has no canned response")
+
+
+# ----------------------------------------------------------------- the aiohttp app
+
+class EmulatorApp:
+    """The request handler: log, fault, route, render in the venue's shape."""
+
+    def __init__(self, tape: MarketTape, clock: EmulatorClock, faults: FaultPlan, log: RequestLog) -> None:
+        self.tape, self.clock, self.faults, self.log = tape, clock, faults, log
+        self.stopping = asyncio.Event()
+
+    def build(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.Response:
+        method, path = request.method, request.path
+        params = {k: v for k, v in request.query.items()}
+        venue = venue_of(path)
+        server_ns = self.clock.now_ns
+        server_ms = server_ns // NS_PER_MS
+
+        def logged(status: int | None, fault: str | None) -> None:
+            self.log.append(LoggedRequest(method, path, params, venue, status, fault, server_ns))
+
+        fault = self.faults.take(venue, path) if venue is not None else None
+        data_ns = server_ns
+        if fault is not None and fault.kind == "timeout":
+            logged(None, fault.kind)
+            try:  # sleep past the client's timeout; a stopping server wakes it
+                await asyncio.wait_for(self.stopping.wait(), fault.delay_s)
+            except TimeoutError:
+                pass
+            return self._answer(venue, method, path, params, data_ns, server_ms)
+        if fault is not None and fault.kind == "stale":
+            data_ns = min(server_ns, fault.as_of_ns if fault.as_of_ns is not None else server_ns)
+        elif fault is not None:
+            response = _fault_response(fault, venue, server_ms)
+            logged(response.status, fault.kind)
+            return response
+        response = self._answer(venue, method, path, params, data_ns, server_ms)
+        logged(response.status, fault.kind if fault is not None else None)
+        return response
+
+    def _answer(self, venue: str | None, method: str, path: str, params: dict, data_ns: int,
+                server_ms: int) -> web.Response:
+        handler = ROUTES.get(venue or "", {}).get((method, path))
+        if handler is None:
+            return _not_found(venue, method, path, server_ms)
+        ask = Ask(self.tape, params, data_ns // NS_PER_MS, server_ms, path)
+        try:
+            body = handler(ask)
+        except VenueError as err:
+            return _error_response(venue, err, server_ms)
+        if venue == "bybit":
+            body = _bybit_envelope(body, server_ms)
+        return _json(200, body)
+
+
+class EmulatorServer:
+    """The emulator on 127.0.0.1 in a background thread with its own event
+    loop, so synchronous ccxt code can call it. Use as a context manager::
+
+        with EmulatorServer(start="2024-01-10T08:00") as server:
+            ex = point_ccxt(ccxt.binanceusdm(ccxt_config("binanceusdm")), server.base_url)
+            ex.fetch_funding_rate("BTC/USDT:USDT")
+    """
+
+    def __init__(self, host: str = LOOPBACK_HOST, port: int = 0, start: str | int | None = None,
+                 seed: int = 0, data_dir: Path | None = None) -> None:
+        if host != LOOPBACK_HOST:
+            raise ValueError(f"the emulator binds {LOOPBACK_HOST} only, not {host!r}")
+        if not 0 <= int(port) <= 65535:
+            raise ValueError(f"port {port} is not a TCP port")
+        self.host, self._port = host, int(port)
+        self.tape = load_tape(data_dir or SHIPPED_DIR)
+        start_ns = parse_time(start or DEFAULT_START, "start") if not isinstance(start, int) else start
+        self.clock = EmulatorClock(start_ns, self.tape.first_ns, self.tape.last_ns)
+        self.faults = FaultPlan(self.clock, seed)
+        self.log = RequestLog()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._app: EmulatorApp | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.bound: tuple[str, int] | None = None
+
+    # clock
+    @property
+    def now_ns(self) -> int:
+        return self.clock.now_ns
+
+    def set_time(self, when: int | str) -> None:
+        """Move now to ``when`` (ns, or an ISO time, UTC unless it says otherwise)."""
+        self.clock.set(parse_time(when, "emulator time") if isinstance(when, str) else when)
+
+    def advance(self, ns: int) -> int:
+        return self.clock.advance(ns)
+
+    def advance_hours(self, hours: float) -> int:
+        return self.clock.advance(int(hours * NS_PER_HOUR))
+
+    # lifecycle
+    @property
+    def port(self) -> int:
+        if self.bound is None or self._thread is None:
+            raise RuntimeError("the emulator is not running")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Self:
+        if self._thread is not None:
+            raise RuntimeError("the emulator is already started")
+        self._thread = threading.Thread(target=self._serve, name="fundarb-emulator", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the emulator did not start within 10 s")
+        if self.bound is None:
+            self._thread = None
+            raise RuntimeError(f"the emulator could not bind {self.host}:{self._port}: {self._error}") from self._error
+        return self
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._bind())
+        except OSError as exc:  # e.g. the port is taken: start() reports it
+            self._error = exc
+            if self._runner is not None:
+                loop.run_until_complete(self._runner.cleanup())
+        finally:
+            self._ready.set()
+        if self.bound is None:
+            loop.close()
+            return
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._unbind())
+            loop.close()
+
+    async def _bind(self) -> None:
+        self._app = EmulatorApp(self.tape, self.clock, self.faults, self.log)
+        self._runner = web.AppRunner(self._app.build(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self._port)
+        await site.start()
+        self.bound = tuple(self._runner.addresses[0][:2])  # what the OS actually bound: (host, port)
+        self._port = self.bound[1]
+
+    async def _unbind(self) -> None:
+        if self._app is not None:
+            self._app.stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            if self._app is not None:
+                loop.call_soon_threadsafe(self._app.stopping.set)
+            loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(10)
+        self._thread = None
+        self._runner = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ----------------------------------------------------------------- pointing ccxt at it
+
+# Options that keep ccxt to the endpoints the emulator serves (FACTS): no sapi
+# currency/margin calls, no COIN-M or option market lists.
+CCXT_OPTIONS: dict[str, dict[str, Any]] = {
+    "binance": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False},
+    "binanceusdm": {"fetchMarkets": {"types": ["linear"]}, "fetchCurrencies": False, "fetchMargins": False},
+    "bybit": {"fetchMarkets": {"types": ["spot", "linear"]}},
+}
+
+
+def ccxt_config(exchange_id: str, **extra: Any) -> dict[str, Any]:
+    """Constructor config for a ccxt client meant for the emulator."""
+    if exchange_id not in CCXT_OPTIONS:
+        raise ValueError(f"the emulator serves {', '.join(CCXT_OPTIONS)}, not {exchange_id!r}")
+    options = {**CCXT_OPTIONS[exchange_id], **extra.pop("options", {})}
+    return {"options": options, **extra}
+
+
+def point_ccxt(exchange: Any, base_url: str) -> Any:
+    """Rewrite scheme and host of every REST entry of ``exchange.urls['api']``
+    to ``base_url``, keeping each path (FACTS). Do not call
+    ``set_sandbox_mode`` afterwards: it swaps ``urls['api']`` back."""
+    from urllib.parse import urlsplit
+
+    target = urlsplit(base_url)
+    api = exchange.urls["api"]
+    for key, url in list(api.items()):
+        if isinstance(url, str) and url.startswith(("http://", "https://")):
+            parts = urlsplit(url.replace("{hostname}", "x"))
+            api[key] = f"{target.scheme}://{target.netloc}{parts.path}"
+    # requests would otherwise honour *_PROXY variables and send loopback calls to a proxy
+    session = getattr(exchange, "session", None)
+    if session is not None and hasattr(session, "trust_env"):
+        session.trust_env = False
+    return exchange
+
+
+# ----------------------------------------------------------------- CLI entry
+
+def run_emulator(port: int = 8765, start: str | None = None) -> None:
+    """Serve on 127.0.0.1:``port`` until Ctrl-C, with the clock at ``start``."""
+    server = EmulatorServer(port=port, start=start).start()
+    try:
+        print(f"fundarb exchange emulator on {server.base_url}  (now {fmt_time(server.now_ns)} UTC, clock fixed)")
+        print("venues: binance (/api/v3), binanceusdm (/fapi/v1), bybit (/v5/market); market data only")
+        print("point ccxt at it:")
+        print("    from fundarb.venues.emulator import ccxt_config, point_ccxt")
+        print(f"    ex = point_ccxt(ccxt.binanceusdm(ccxt_config('binanceusdm')), '{server.base_url}')")
+        print("Ctrl-C stops it.", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

@@ -1,0 +1,87 @@
+"""Start and stop the loopback exchange emulator from tests, and build real
+ccxt clients pointed at it.
+
+Use from a test module in this folder::
+
+    from emulator_fixtures import ccxt_client, emulator, loopback_only  # noqa: F401 (fixtures)
+
+    def test_something(emulator, loopback_only):
+        ex = ccxt_client(emulator, "binanceusdm")
+        emulator.set_time("2024-01-10T08:30")
+        ex.fetch_funding_rate("BTC/USDT:USDT")
+
+``emulator`` is a fresh server per test (own clock, faults and request log;
+the shipped data is loaded once per process). ``loopback_only`` refuses any
+connection or DNS lookup to a host other than loopback, so a client that was
+not pointed at the emulator fails loudly instead of reaching the exchange.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from fundarb.venues.emulator import EmulatorServer, ccxt_config, point_ccxt
+
+EMULATOR_START = "2024-01-10T08:30"  # inside both venues' funding and the price window
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@contextmanager
+def running_emulator(start: str | int | None = EMULATOR_START, seed: int = 0) -> Iterator[EmulatorServer]:
+    server = EmulatorServer(port=0, start=start, seed=seed)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def ccxt_client(server: EmulatorServer, exchange_id: str, **config: Any):
+    """A real ccxt client for ``exchange_id`` talking only to ``server``:
+    rate limiter off (FACTS: it throttles loopback too), options that avoid
+    endpoints the emulator does not serve, a short timeout."""
+    import ccxt
+
+    config.setdefault("enableRateLimit", False)
+    config.setdefault("timeout", 5000)
+    exchange = getattr(ccxt, exchange_id)(ccxt_config(exchange_id, **config))
+    return point_ccxt(exchange, server.base_url)
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    with running_emulator() as server:
+        yield server
+
+
+@pytest.fixture
+def loopback_only(monkeypatch) -> list[tuple[str, Any]]:
+    """Refuse (and record) DNS lookups and connects to anything but loopback."""
+    blocked: list[tuple[str, Any]] = []
+    real_gai, real_connect = socket.getaddrinfo, socket.socket.connect
+
+    def name(host) -> str:
+        return host.decode() if isinstance(host, bytes) else str(host)
+
+    def getaddrinfo(host, port, *a, **k):
+        if host is not None and name(host) not in LOOPBACK:
+            blocked.append((name(host), port))
+            raise socket.gaierror(socket.EAI_NONAME, f"network blocked in tests: {name(host)}")
+        return real_gai(host, port, *a, **k)
+
+    def connect(self, address):
+        if isinstance(address, tuple) and name(address[0]) not in LOOPBACK:
+            blocked.append((name(address[0]), address[1]))
+            raise ConnectionRefusedError(f"network blocked in tests: {address!r}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    return blocked
