@@ -268,6 +268,20 @@ def _data_commands() -> None:
 _data_commands()
 
 
+@app.command()
+def emulator(
+    port: int = typer.Option(8765, "--port", help="port on 127.0.0.1"),
+    start: Optional[str] = typer.Option(None, "--start", help="the emulator clock, UTC ISO time inside the shipped data (default: its start)"),
+) -> None:
+    """Serve Binance spot, Binance USD-M and Bybit v5 REST shapes on 127.0.0.1 from the shipped real data, until Ctrl-C."""
+    from fundarb.venues.emulator import run_emulator
+
+    try:
+        run_emulator(port, start)
+    except (ValueError, RuntimeError) as exc:
+        fail(str(exc))
+
+
 @app.callback()
 def _root() -> None:
     """fundarb: funding-rate carry, simulation first."""

@@ -76,3 +76,12 @@ def fetch_command(
         if c.get("off_schedule"):
             problems.append(f"{c['off_schedule']} settlements off the hour")
         out.print("  checks: " + ("; ".join(problems) if problems else "no gaps, duplicates or out-of-range values"), style="dim")
+
+
+def _stats_command() -> None:
+    from fundarb.data.stats import stats_command
+
+    data_app.command("stats", help="Funding statistics by venue, year and regime; persistence; the entry-threshold table. Writes CSV, JSON and PNGs.")(stats_command)
+
+
+_stats_command()

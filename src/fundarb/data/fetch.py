@@ -146,28 +146,31 @@ def _resume_from(path: Path, schema: dict, since_ms: int) -> tuple[int, int | No
 
 def page_through(
     exchange: Any, what: str, path: Path, schema: dict, since_ms: int, until_ms: int,
-    fetch_page: Callable[[int], list], to_rows: Callable[[list], pl.DataFrame],
+    fetch_page: Callable[[int, int], list], to_rows: Callable[[list], pl.DataFrame], limit: int, step_ms: int,
     backoff: Backoff, progress: Callable[[int], None] | None = None,
 ) -> FetchReport:
-    """Fetch pages from ``since_ms`` (or after the stored series) to
-    ``until_ms``, merging each into the store as it arrives."""
+    """Fetch from ``since_ms`` (or after the stored series) to ``until_ms`` in
+    windows of ``limit`` steps, so no window can hold more rows than a page:
+    venues that answer newest-first (Bybit) then lose nothing. The next
+    window starts after the last row received (a venue may cap pages below
+    ``limit``), or after an empty window (a gap). Each page is merged into the
+    store as it arrives."""
     cursor, resumed = _resume_from(path, schema, since_ms)
     report = FetchReport(what, path, resumed_from_ms=resumed)
+    window = limit * step_ms
     while cursor <= until_ms:
-        page = call_with_retry(exchange, backoff, f"{what} from {cursor}", lambda: fetch_page(cursor))
-        rows = to_rows(page).filter((pl.col("timestamp_ms") >= cursor) & (pl.col("timestamp_ms") <= until_ms))
+        end = min(cursor + window - 1, until_ms)
+        page = call_with_retry(exchange, backoff, f"{what} from {cursor}", lambda: fetch_page(cursor, end))
+        rows = to_rows(page).filter((pl.col("timestamp_ms") >= cursor) & (pl.col("timestamp_ms") <= end))
         report.pages += 1
-        if rows.height == 0:
-            break
-        added, dupes = merge_into_store(path, rows)
-        report.added += added
-        report.duplicates += dupes
-        last = int(rows["timestamp_ms"].max())
-        if last < cursor:
-            raise FetchError(f"{what}: the venue returned rows before {cursor}; refusing to loop")
-        cursor = last + 1
+        if rows.height:
+            added, dupes = merge_into_store(path, rows)
+            report.added += added
+            report.duplicates += dupes
+        # after the last row (a venue may cap pages below ``limit``); past an empty window
+        cursor = int(rows["timestamp_ms"].max()) + 1 if rows.height else end + 1
         if progress is not None:
-            progress(last)
+            progress(cursor)
     stored = read_store(path, schema)
     if stored.height:
         report.first_ms, report.last_ms = int(stored["timestamp_ms"].min()), int(stored["timestamp_ms"].max())
@@ -258,17 +261,10 @@ def make_exchange(venue: str, api_url: str | None = None, rate_limit: bool = Tru
         fm = opts.get("fetchMarkets")
         opts["fetchMarkets"] = {**fm, "types": ["spot", "linear"]} if isinstance(fm, dict) else ["spot", "linear"]
     if api_url:
-        _point_at(ex.urls["api"], api_url.rstrip("/"))
+        from fundarb.venues.emulator import point_ccxt
+
+        point_ccxt(ex, api_url)
     return ex
-
-
-def _point_at(urls: Any, base: str) -> None:
-    for key, value in list(urls.items()):
-        if isinstance(value, dict):
-            _point_at(value, base)
-        elif isinstance(value, str) and value.startswith("http"):
-            path = re.sub(r"^https?://[^/]+", "", value)
-            urls[key] = base + path
 
 
 @attrs.frozen
@@ -302,8 +298,8 @@ def fetch_all(plan: FetchPlan, store: Path, api_url: str | None = None, backoff:
     if market.get("swap") or market.get("future"):
         what = f"{plan.venue} {plan.symbol} funding"
         r = page_through(ex, what, funding_path(store, plan.venue, plan.symbol), FUNDING_SCHEMA, plan.since_ms, plan.until_ms,
-                         lambda c: ex.fetch_funding_rate_history(plan.symbol, since=c, limit=f_limit, params={"until": plan.until_ms}),
-                         funding_rows, backoff, tick(what))
+                         lambda c, e: ex.fetch_funding_rate_history(plan.symbol, since=c, limit=f_limit, params={"until": e}),
+                         funding_rows, f_limit, 3_600_000, backoff, tick(what))
         r.checks = check_funding(r.path)
         reports.append(r)
     targets = [(ex, plan.venue, plan.symbol)]
@@ -315,10 +311,12 @@ def fetch_all(plan: FetchPlan, store: Path, api_url: str | None = None, backoff:
         targets.append((spot_ex, plan.spot_venue, plan.spot_symbol))
     for client, venue, symbol in targets:
         what = f"{venue} {symbol} {plan.timeframe} OHLCV"
+        if plan.timeframe not in TIMEFRAME_MS:
+            raise FetchError(f"--timeframe {plan.timeframe!r}: use one of {', '.join(TIMEFRAME_MS)}")
         r = page_through(client, what, ohlcv_path(store, venue, symbol, plan.timeframe), OHLCV_SCHEMA, plan.since_ms, plan.until_ms,
-                         lambda c, client=client, symbol=symbol: client.fetch_ohlcv(symbol, plan.timeframe, since=c, limit=o_limit,
-                                                                                   params={"until": plan.until_ms}),
-                         ohlcv_rows, backoff, tick(what))
+                         lambda c, e, client=client, symbol=symbol: client.fetch_ohlcv(symbol, plan.timeframe, since=c, limit=o_limit,
+                                                                                      params={"until": e}),
+                         ohlcv_rows, o_limit, TIMEFRAME_MS[plan.timeframe], backoff, tick(what))
         r.checks = check_ohlcv(r.path, plan.timeframe)
         reports.append(r)
     return reports
