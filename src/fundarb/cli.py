@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import attrs
 import typer
@@ -112,20 +112,31 @@ def _path_progress(quiet: bool, label: str) -> Progress:
                     console=err, transient=True, disable=quiet or not err.is_terminal)
 
 
+# options the study commands share
+Days = Annotated[float, typer.Option("--days", help="length of each path in days")]
+BlockPeriods = Annotated[Optional[float], typer.Option(
+    "--block-periods", help="mean bootstrap block length in funding periods (default: Politis-White automatic)")]
+StudySeed = Annotated[Optional[int], typer.Option("--seed", help="study seed (default: the config's)")]
+Workers = Annotated[Optional[int], typer.Option("--workers", help="start a local Dask cluster with this many worker processes")]
+Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="use a running Dask cluster, e.g. tcp://10.0.0.5:8786")]
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="folder with the history parquet files (default: shipped data)")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or table")]
+
+
 @app.command()
 def montecarlo(
     config: Optional[Path] = typer.Argument(None, help="TOML config (default: sims/baseline.toml)"),
     paths: int = typer.Option(1000, "--paths", help="number of bootstrapped paths"),
-    days: float = typer.Option(365.0, "--days", help="length of each path in days"),
-    block_periods: Optional[float] = typer.Option(None, "--block-periods", help="mean bootstrap block length in funding periods (default: Politis-White automatic)"),
+    days: Days = 365.0,
+    block_periods: BlockPeriods = None,
     start: Optional[str] = typer.Option(None, "--from", help="first instant of the real window to resample (default: config)"),
     end: Optional[str] = typer.Option(None, "--to", help="end of the real window to resample (default: config)"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="study seed (default: the config's)"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="start a local Dask cluster with this many worker processes"),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="use a running Dask cluster, e.g. tcp://10.0.0.5:8786"),
+    seed: StudySeed = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<config name>-montecarlo)"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="folder with the history parquet files (default: shipped data)"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or table"),
+    data_dir: DataDir = None,
+    quiet: Quiet = False,
 ) -> None:
     """Bootstrap paths from the real history and run each through the simulator: distributions of APR, Sharpe, MaxDD, fill rate, liquidations and P(all gates pass)."""
     from fundarb.montecarlo.cluster import ClusterError, chunk_runner
@@ -155,14 +166,14 @@ def sweep(
     config: Optional[Path] = typer.Argument(None, help="base TOML config (default: sims/baseline.toml)"),
     grid: list[str] = typer.Option(..., "--grid", help="name=v1,v2,... or name=start:stop:step; several names comma-separated or --grid repeated. Names: entry, exit, leverage, notional, signal, holding, cooldown, buffer, or a config field like strategy.cooldown_hours"),
     paths: int = typer.Option(100, "--paths", help="bootstrapped paths per grid point"),
-    days: float = typer.Option(365.0, "--days", help="length of each path in days"),
-    block_periods: Optional[float] = typer.Option(None, "--block-periods", help="mean bootstrap block length in funding periods (default: automatic)"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="study seed (default: the config's)"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="start a local Dask cluster with this many worker processes"),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="use a running Dask cluster, e.g. tcp://10.0.0.5:8786"),
+    days: Days = 365.0,
+    block_periods: BlockPeriods = None,
+    seed: StudySeed = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<config name>-sweep)"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="folder with the history parquet files (default: shipped data)"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or table"),
+    data_dir: DataDir = None,
+    quiet: Quiet = False,
 ) -> None:
     """Run every grid point over the same bootstrapped paths; rank them, draw a heatmap per metric and write the recommended config as TOML."""
     from fundarb.montecarlo.cluster import ClusterError, chunk_runner
