@@ -10,6 +10,9 @@ Use from a test module in this folder::
         emulator.set_time("2024-01-10T08:30")
         ex.fetch_funding_rate("BTC/USDT:USDT")
 
+``trading_client`` is the same with keys, for the trading endpoints; fund
+its wallets first with ``emulator.accounts.fund(wallet, asset, amount)``.
+
 ``emulator`` is a fresh server per test (own clock, faults and request log;
 the shipped data is loaded once per process). ``loopback_only`` refuses any
 connection or DNS lookup to a host other than loopback, so a client that was
@@ -51,6 +54,17 @@ def ccxt_client(server: EmulatorServer, exchange_id: str, **config: Any):
     config.setdefault("timeout", 5000)
     exchange = getattr(ccxt, exchange_id)(ccxt_config(exchange_id, **config))
     return point_ccxt(exchange, server.base_url)
+
+
+def trading_client(server: EmulatorServer, exchange_id: str, **config: Any):
+    """A real ccxt client with (fake) keys, for the signed endpoints. The
+    emulator checks that calls are signed, not the HMAC. Bybit: preset the
+    unified-account flags so ccxt skips account-type detection (FACTS)."""
+    config.setdefault("apiKey", "emulator-key")
+    config.setdefault("secret", "emulator-secret")
+    if exchange_id == "bybit":
+        config["options"] = {"enableUnifiedAccount": True, "enableUnifiedMargin": False, **config.get("options", {})}
+    return ccxt_client(server, exchange_id, **config)
 
 
 @pytest.fixture

@@ -30,19 +30,28 @@ What is served, and where each number comes from:
   ``advance``); it never follows the wall clock. Nothing after now exists:
   funding rows, klines and prices are cut at now.
 
-Routing is a table per venue (``ROUTES``), keyed by (method, path); trading
-endpoints and websockets are to be added as more rows and a WS route, not as
-special cases in the server.
+- **Trading** (signed endpoints: balances, orders, trades, positions,
+  leverage, transfers) runs on :class:`~fundarb.venues.emulator_accounts.Accounts`
+  (``server.accounts``; fund it with ``server.accounts.fund(wallet, asset,
+  amount)``): fills at the real close plus the simulator's slippage model,
+  maker/taker fees, isolated-style perp collateral, resting limits that fill
+  when the clock moves the close across them; see that module for the money
+  rules. Signed calls need the venue's key header and signature parameters;
+  the HMAC is not verified. Refusals answer the venue's own codes.
+
+Routing is a table per venue (``ROUTES``), keyed by (method, path); signed
+routes are marked with :func:`signed`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -60,6 +69,21 @@ from fundarb.data.history import (
     fmt_time,
     parse_time,
 )
+from fundarb.venues.emulator_accounts import (
+    BUY,
+    CANCELED,
+    FILLED,
+    LIMIT,
+    MARKET,
+    MARKETS,
+    NEW,
+    PARTIALLY_FILLED,
+    SELL,
+    AccountError,
+    Accounts,
+    Order,
+    Trade,
+)
 
 NS_PER_MS = 1_000_000
 MS_PER_HOUR = 3_600_000
@@ -69,7 +93,13 @@ DEFAULT_START = "2024-07-01T00:00"  # last hour both venues' funding and the pri
 SPOT, PERP = "spot", "perp"
 # emulator venue name -> path prefix it owns; ccxt ids, so a test names a venue as ccxt does
 VENUE_PREFIXES = {"binance": "/api/", "binanceusdm": "/fapi/", "bybit": "/v5/"}
-FAULT_KINDS = ("rate_limit", "ip_ban", "server_error", "timeout", "non_json", "stale")
+# other path prefixes a venue owns: Binance's wallet API (transfers between spot and USD-M)
+EXTRA_PREFIXES = {"/sapi/": "binance"}
+FAULT_KINDS = ("rate_limit", "ip_ban", "server_error", "timeout", "non_json", "stale",
+               "timeout_after_place", "partial_fill")
+# faults that act on order placement only: they match nothing but these requests
+ORDER_PLACEMENT = {("POST", "/api/v3/order"), ("POST", "/fapi/v1/order"), ("POST", "/v5/order/create")}
+PLACEMENT_FAULTS = ("timeout_after_place", "partial_fill")
 
 # SYNTHETIC: size of every level of the made-up book (BTC). There is no depth in the data.
 SYNTHETIC_LEVEL_QTY = "1.000"
@@ -179,6 +209,13 @@ class EmulatorClock:
         self._lock = threading.Lock()
         self._first, self._last = first_ns, last_ns
         self._now = self._checked(start_ns)
+        # called with the new now (ns) after every move, outside the lock:
+        # the accounts fill resting limit orders the new price reaches
+        self.listeners: list[Callable[[int], Any]] = []
+
+    def _moved(self, ns: int) -> None:
+        for listener in list(self.listeners):
+            listener(ns)
 
     def _checked(self, ns: int) -> int:
         if not self._first <= ns <= self._last:
@@ -195,14 +232,16 @@ class EmulatorClock:
 
     def set(self, ns: int) -> None:
         with self._lock:
-            self._now = self._checked(ns)
+            self._now = now = self._checked(ns)
+        self._moved(now)
 
     def advance(self, ns: int) -> int:
         if ns < 0:
             raise ValueError(f"the emulator clock only moves forward (asked {ns} ns)")
         with self._lock:
-            self._now = self._checked(self._now + ns)
-            return self._now
+            self._now = now = self._checked(self._now + ns)
+        self._moved(now)
+        return now
 
 
 # ----------------------------------------------------------------- faults
@@ -224,9 +263,12 @@ class Fault:
     delay_s: float = 2.0  # timeout: how long the handler sleeps before answering
     body: str | None = None  # non_json / server_error: override the body text
     as_of_ns: int | None = None  # stale: the data time answered (default: now when added)
+    fill_ratio: float = 0.5  # partial_fill: share of the quantity that fills (the rest expires / rests)
     hits: int = 0
 
-    def matches(self, venue: str, path: str) -> bool:
+    def matches(self, venue: str, path: str, method: str = "GET") -> bool:
+        if self.kind in PLACEMENT_FAULTS and (method, path) not in ORDER_PLACEMENT:
+            return False
         return (self.venue is None or self.venue == venue) and path.startswith(self.path)
 
 
@@ -249,6 +291,8 @@ class FaultPlan:
             raise ValueError(f"fault probability must be in (0, 1], got {probability}")
         if times is not None and times < 1:
             raise ValueError(f"fault times must be >= 1 or None, got {times}")
+        if kind == "partial_fill" and not 0.0 < settings.get("fill_ratio", 0.5) < 1.0:
+            raise ValueError(f"partial_fill fill_ratio must be in (0, 1), got {settings['fill_ratio']}")
         fault = Fault(kind, venue, path, times, probability, **settings)
         if kind == "stale" and fault.as_of_ns is None:
             fault.as_of_ns = self._clock.now_ns
@@ -270,11 +314,11 @@ class FaultPlan:
         with self._lock:
             return list(self._faults)
 
-    def take(self, venue: str, path: str) -> Fault | None:
+    def take(self, venue: str, path: str, method: str = "GET") -> Fault | None:
         """The first matching fault that fires for this request; spent faults clear."""
         with self._lock:
             for fault in self._faults:
-                if not fault.matches(venue, path):
+                if not fault.matches(venue, path, method):
                     continue
                 # draw only for partial probabilities, so certain faults use no randomness
                 if fault.probability < 1.0 and self._rng.random() >= fault.probability:
@@ -347,6 +391,10 @@ class Ask:
     now_ms: int
     server_ms: int
     path: str
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=dict)  # case-insensitive (aiohttp's)
+    accounts: Accounts | None = None
+    fault: Fault | None = None  # a placement fault for this request (partial_fill)
 
 
 Handler = Callable[[Ask], Any]
@@ -816,6 +864,693 @@ def _bybit_funding_history(ask: Ask) -> dict:
     return {"category": category, "list": rows}
 
 
+# ----------------------------------------------------------------- trading: shared
+
+def signed(handler: Handler) -> Handler:
+    """Mark a route as a signed (private) endpoint: it needs the venue's key
+    header and signature. The HMAC itself is NOT verified (any key and secret
+    pass); the emulator checks that a signed call was made, not by whom."""
+    handler.signed = True  # type: ignore[attr-defined]
+    return handler
+
+
+def _check_signed(venue: str | None, ask: Ask) -> None:
+    if venue == "bybit":
+        if not ask.headers.get("X-BAPI-API-KEY"):
+            raise VenueError(401, 10003, "API key is invalid.")
+        if not ask.headers.get("X-BAPI-SIGN") or not ask.headers.get("X-BAPI-TIMESTAMP"):
+            raise VenueError(401, 10004, "error sign! origin_string[]")
+        return
+    if not ask.headers.get("X-MBX-APIKEY"):
+        raise VenueError(401, -2014, "API-key format invalid.")
+    for name in ("timestamp", "signature"):
+        if not ask.params.get(name):
+            raise VenueError(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+
+
+async def _body_params(request: web.Request) -> dict[str, str]:
+    """Parameters of a POST/DELETE body: JSON (Bybit) or a form (Binance)."""
+    if request.method == "GET" or not request.can_read_body:
+        return {}
+    text = await request.text()
+    if not text:
+        return {}
+    if text.lstrip().startswith("{"):
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            return {}
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+    from urllib.parse import parse_qsl
+
+    return dict(parse_qsl(text, keep_blank_values=True))
+
+
+def _accounts(ask: Ask) -> Accounts:
+    if ask.accounts is None:
+        raise VenueError(503, -1000, "this emulator has no accounts")
+    return ask.accounts
+
+
+def _fill_ratio(ask: Ask) -> float:
+    return ask.fault.fill_ratio if ask.fault is not None and ask.fault.kind == "partial_fill" else 1.0
+
+
+def _amt(x: float, min_places: int = 8) -> str:
+    """An amount as text that reads back to the same float, at least
+    ``min_places`` decimals (balances are booked in 8-decimal units)."""
+    return _rate(x if x != 0 else 0.0, min_places)
+
+
+# ----------------------------------------------------------------- trading: Binance spot and USD-M
+
+def _binance_decimal(params: Mapping[str, str], name: str, required: bool) -> float | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        if required:
+            raise VenueError(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise VenueError(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^([0-9]{{1,20}})(\\.[0-9]{{1,20}})?$'.") from None
+    if not math.isfinite(value) or value < 0:
+        raise VenueError(400, -1100, f"Illegal characters found in parameter '{name}'.")
+    return value
+
+
+def _binance_refusal(err: AccountError, kind: str, action: str = "place") -> VenueError:
+    """The venue's own code for a refusal. Spot codes are /api's; perp codes
+    /fapi's (ccxt maps -2019 and -4116 only on the real futures hostname:
+    through 127.0.0.1 they arrive as ExchangeError, so check the code)."""
+    spot = kind == SPOT
+    if err.reason == "insufficient":
+        if action == "transfer":
+            return VenueError(400, -5013, "Asset transfer failed: insufficient balance")
+        return (VenueError(400, -2010, "Account has insufficient balance for requested action.") if spot
+                else VenueError(400, -2019, "Margin is insufficient."))
+    if err.reason == "duplicate":
+        return (VenueError(400, -2010, "Duplicate order sent.") if spot
+                else VenueError(400, -4116, "ClientOrderId is duplicated."))
+    if err.reason == "unknown_order":
+        return (VenueError(400, -2011, "Unknown order sent.") if action == "cancel"
+                else VenueError(400, -2013, "Order does not exist."))
+    if err.reason == "min_notional":
+        return (VenueError(400, -1013, "Filter failure: NOTIONAL") if spot
+                else VenueError(400, -4164, "Order's notional must be no smaller than 100 (unless you choose reduce only)."))
+    if err.detail.startswith("ReduceOnly"):
+        return VenueError(400, -2022, "ReduceOnly Order is rejected.")
+    return VenueError(400, -1102, f"A parameter was malformed: {err.detail}")
+
+
+def _binance_order_key(ask: Ask) -> tuple[str | None, str | None]:
+    order_id = ask.params.get("orderId")
+    client_id = ask.params.get("origClientOrderId")
+    if order_id is None and client_id is None:
+        raise VenueError(400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
+    return order_id, client_id
+
+
+def _binance_spot_order_row(o: Order) -> dict:
+    return {
+        "symbol": SYMBOL, "orderId": int(o.id), "orderListId": -1, "clientOrderId": o.client_id,
+        "price": _dec(o.price or 0, 8), "origQty": _dec(o.qty, 8), "executedQty": _dec(o.filled, 8),
+        "cummulativeQuoteQty": _dec(o.cost, 8), "status": o.status, "timeInForce": o.time_in_force,
+        "type": o.type.upper(), "side": o.side.upper(), "stopPrice": "0.00000000", "icebergQty": "0.00000000",
+        "time": o.created_ms, "updateTime": o.updated_ms, "isWorking": True, "workingTime": o.created_ms,
+        "origQuoteOrderQty": _dec(o.quote_qty or 0, 8), "selfTradePreventionMode": "EXPIRE_MAKER",
+    }
+
+
+def _binance_spot_trade_row(t: Trade) -> dict:
+    return {"symbol": SYMBOL, "id": int(t.id), "orderId": int(t.order_id), "orderListId": -1,
+            "price": _dec(t.price, 8), "qty": _dec(t.qty, 8), "quoteQty": _amt(round(t.qty * t.price, 8)),
+            "commission": _amt(t.fee), "commissionAsset": t.fee_asset, "time": t.time_ms,
+            "isBuyer": t.side == BUY, "isMaker": t.maker, "isBestMatch": True}
+
+
+def _binance_balance_rows(acc: Accounts, wallet: str) -> list[dict]:
+    w = acc.wallets[wallet]
+    assets = sorted(set(w.total) | {"BTC", "USDT"})
+    return [{"asset": a, "free": _amt(w.get(a) - w.locked.get(a, 0.0)), "locked": _amt(w.locked.get(a, 0.0))}
+            for a in assets]
+
+
+def _binance_spot_account(ask: Ask) -> dict:
+    acc = _accounts(ask)
+    maker, taker = (f"{x:.8f}" for x in (MARKETS[("binance", SPOT)].costs.maker_fee,
+                                         MARKETS[("binance", SPOT)].costs.taker_fee))
+    rows = _binance_balance_rows(acc, "binance")
+    if ask.params.get("omitZeroBalances") == "true":
+        rows = [r for r in rows if float(r["free"]) or float(r["locked"])]
+    return {
+        "makerCommission": 10, "takerCommission": 10, "buyerCommission": 0, "sellerCommission": 0,
+        "commissionRates": {"maker": maker, "taker": taker, "buyer": "0.00000000", "seller": "0.00000000"},
+        "canTrade": True, "canWithdraw": True, "canDeposit": True, "brokered": False,
+        "requireSelfTradePrevention": False, "preventSor": False, "updateTime": ask.server_ms,
+        "accountType": "SPOT", "balances": rows, "permissions": ["SPOT"], "uid": 1000001,
+    }
+
+
+def _binance_place(ask: Ask, kind: str) -> Order:
+    acc = _accounts(ask)
+    _binance_symbol(ask, required=True)
+    side = ask.params.get("side", "").lower()
+    type_ = ask.params.get("type", "").lower()
+    if side not in (BUY, SELL):
+        raise VenueError(400, -1102, "Mandatory parameter 'side' was not sent, was empty/null, or malformed.")
+    if type_ not in (MARKET, LIMIT):
+        raise VenueError(400, -1116, "Invalid orderType.")
+    quote_qty = _binance_decimal(ask.params, "quoteOrderQty", False) if kind == SPOT and type_ == MARKET else None
+    qty = _binance_decimal(ask.params, "quantity", quote_qty is None) or 0.0
+    price = _binance_decimal(ask.params, "price", type_ == LIMIT)
+    tif = ask.params.get("timeInForce", "GTC")
+    if type_ == LIMIT and "timeInForce" not in ask.params:
+        raise VenueError(400, -1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")
+    client_id = ask.params.get("newClientOrderId") or None
+    try:
+        return acc.place(ask.path.startswith("/fapi") and "binanceusdm" or "binance", kind, side, type_, qty, price,
+                         client_id=client_id, time_in_force=tif,
+                         reduce_only=ask.params.get("reduceOnly", "false").lower() == "true",
+                         quote_qty=quote_qty if quote_qty and not qty else None, fill_ratio=_fill_ratio(ask))
+    except AccountError as err:
+        raise _binance_refusal(err, kind) from None
+
+
+def _binance_spot_create(ask: Ask) -> dict:
+    o = _binance_place(ask, SPOT)
+    resp_type = ask.params.get("newOrderRespType", "FULL")
+    row = {"symbol": SYMBOL, "orderId": int(o.id), "orderListId": -1, "clientOrderId": o.client_id,
+           "transactTime": o.created_ms}
+    if resp_type == "ACK":
+        return row
+    full = _binance_spot_order_row(o)
+    row.update({k: full[k] for k in ("price", "origQty", "executedQty", "origQuoteOrderQty", "cummulativeQuoteQty",
+                                     "status", "timeInForce", "type", "side", "workingTime",
+                                     "selfTradePreventionMode")})
+    if resp_type == "FULL":
+        row["fills"] = [{"price": _dec(t.price, 8), "qty": _dec(t.qty, 8), "commission": _amt(t.fee),
+                         "commissionAsset": t.fee_asset, "tradeId": int(t.id)}
+                        for t in _accounts(ask).trade_list("binance", SPOT) if t.order_id == o.id]
+    return row
+
+
+def _binance_get_order(ask: Ask, venue: str, kind: str) -> Order:
+    _binance_symbol(ask, required=True)
+    order_id, client_id = _binance_order_key(ask)
+    try:
+        return _accounts(ask).find(venue, kind, order_id, client_id)
+    except AccountError as err:
+        raise _binance_refusal(err, kind, "fetch") from None
+
+
+def _binance_cancel(ask: Ask, venue: str, kind: str) -> Order:
+    _binance_symbol(ask, required=True)
+    order_id, client_id = _binance_order_key(ask)
+    try:
+        return _accounts(ask).cancel(venue, kind, order_id, client_id)
+    except AccountError as err:
+        raise _binance_refusal(err, kind, "cancel") from None
+
+
+def _binance_spot_cancel(ask: Ask) -> dict:
+    o = _binance_cancel(ask, "binance", SPOT)
+    row = _binance_spot_order_row(o)
+    for k in ("time", "updateTime", "isWorking", "workingTime", "stopPrice", "icebergQty"):
+        row.pop(k)
+    return {"symbol": SYMBOL, "origClientOrderId": o.client_id, **{k: v for k, v in row.items() if k != "symbol"},
+            "transactTime": ask.server_ms}
+
+
+def _binance_open_orders(ask: Ask, venue: str, kind: str, render: Callable[[Order], dict]) -> list:
+    _binance_symbol(ask, required=False)
+    return [render(o) for o in _accounts(ask).open_orders(venue, kind)]
+
+
+def _binance_trades(ask: Ask, venue: str, kind: str, render: Callable[[Trade], dict]) -> list:
+    """myTrades / userTrades: oldest first; orderId, startTime/endTime, fromId, limit (default 500, max 1000)."""
+    _binance_symbol(ask, required=True)
+    trades = _accounts(ask).trade_list(venue, kind)
+    order_id = ask.params.get("orderId")
+    start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
+    from_id = _binance_int(ask.params, "fromId")
+    limit = _limit(_binance_int(ask.params, "limit"), 500, 1000)
+    rows = [t for t in trades if (order_id is None or t.order_id == order_id)
+            and (start is None or t.time_ms >= start) and (end is None or t.time_ms <= end)
+            and (from_id is None or int(t.id) >= from_id)]
+    return [render(t) for t in rows[:limit]]
+
+
+def _binance_futures_order_row(o: Order, ack: bool = False) -> dict:
+    """USD-M order. ``ack``: the answer to a placement with the default
+    newOrderRespType=ACK, as of acceptance (NEW, nothing executed yet: the
+    real venue answers before matching; ask again, or use RESULT, for fills)."""
+    filled, cost, status = (0.0, 0.0, NEW) if ack else (o.filled, o.cost, o.status)
+    return {
+        "orderId": int(o.id), "symbol": SYMBOL, "status": status, "clientOrderId": o.client_id,
+        "price": _dec(o.price or 0, 2), "avgPrice": _amt(cost / filled if filled else 0.0, 2),
+        "origQty": _dec(o.qty, 3), "executedQty": _dec(filled, 3), "cumQty": _dec(filled, 3),
+        "cumQuote": _amt(cost, 5), "timeInForce": o.time_in_force, "type": o.type.upper(),
+        "reduceOnly": o.reduce_only, "closePosition": False, "side": o.side.upper(), "positionSide": "BOTH",
+        "stopPrice": "0.00", "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": o.type.upper(),
+        "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0,
+        "time": o.created_ms, "updateTime": o.created_ms if ack else o.updated_ms,
+    }
+
+
+def _binance_futures_trade_row(t: Trade) -> dict:
+    return {"buyer": t.side == BUY, "commission": _amt(t.fee), "commissionAsset": t.fee_asset, "id": int(t.id),
+            "maker": t.maker, "orderId": int(t.order_id), "price": _dec(t.price, 2), "qty": _dec(t.qty, 3),
+            "quoteQty": _amt(round(t.qty * t.price, 8)), "realizedPnl": _amt(t.realized_pnl),
+            "side": t.side.upper(), "positionSide": "BOTH", "symbol": SYMBOL, "time": t.time_ms}
+
+
+def _binance_futures_create(ask: Ask) -> dict:
+    o = _binance_place(ask, PERP)
+    return _binance_futures_order_row(o, ack=ask.params.get("newOrderRespType", "ACK") == "ACK")
+
+
+def _binance_futures_cancel(ask: Ask) -> dict:
+    return _binance_futures_order_row(_binance_cancel(ask, "binanceusdm", PERP))
+
+
+def _binance_position_row(acc: Accounts, ask: Ask) -> dict:
+    venue = "binanceusdm"
+    pos = acc.position(venue)
+    mark = acc.mark(venue)
+    upnl = acc.unrealized(venue)
+    notional = pos.qty * mark
+    mmr = MARKETS[(venue, PERP)].costs.maintenance_margin_rate
+    liq = acc.liquidation(venue) if pos.qty else 0.0
+    return {
+        "symbol": SYMBOL, "positionSide": "BOTH", "positionAmt": _dec(pos.qty, 3),
+        "entryPrice": _amt(pos.entry, 1), "breakEvenPrice": _amt(pos.entry, 1), "markPrice": _dec(mark, 8),
+        "unRealizedProfit": _amt(round(upnl, 8)), "liquidationPrice": _amt(round(liq, 8), 1),
+        "isolatedMargin": _amt(round(pos.margin + upnl, 8)), "notional": _amt(round(notional, 8)),
+        "marginAsset": "USDT", "isolatedWallet": _amt(pos.margin),
+        "initialMargin": _amt(round(abs(notional) / pos.leverage, 8)),
+        "maintMargin": _amt(round(abs(notional) * mmr, 8)),
+        "positionInitialMargin": _amt(round(abs(notional) / pos.leverage, 8)),
+        "openOrderInitialMargin": _amt(acc.order_margin(venue)), "adl": 0,
+        "bidNotional": "0", "askNotional": "0", "updateTime": pos.updated_ms,
+    }
+
+
+def _binance_position_risk(ask: Ask) -> list:
+    """v3 positionRisk: only symbols with a position or open orders appear."""
+    _binance_symbol(ask, required=False)
+    acc = _accounts(ask)
+    if acc.position("binanceusdm").qty == 0 and not acc.open_orders("binanceusdm", PERP):
+        return []
+    return [_binance_position_row(acc, ask)]
+
+
+def _binance_futures_balances(ask: Ask) -> tuple[dict, list[dict]]:
+    acc = _accounts(ask)
+    w = acc.wallets["binanceusdm"]
+    wallet = w.get("USDT")
+    upnl = acc.unrealized("binanceusdm")
+    avail = acc.available("binanceusdm", "USDT")
+    pos = acc.position("binanceusdm")
+    usdt = {
+        "asset": "USDT", "walletBalance": _amt(wallet), "unrealizedProfit": _amt(round(upnl, 8)),
+        "marginBalance": _amt(round(wallet + upnl, 8)), "maintMargin": _amt(round(abs(pos.qty) * acc.mark("binanceusdm") * 0.004, 8)),
+        "initialMargin": _amt(round(pos.margin + acc.order_margin("binanceusdm"), 8)),
+        "positionInitialMargin": _amt(pos.margin), "openOrderInitialMargin": _amt(acc.order_margin("binanceusdm")),
+        "crossWalletBalance": _amt(round(wallet - pos.margin, 8)), "crossUnPnl": "0.00000000",
+        "availableBalance": _amt(round(avail, 8)), "maxWithdrawAmount": _amt(round(max(avail, 0.0), 8)),
+        "updateTime": ask.server_ms,
+    }
+    others = [{**{k: "0.00000000" for k in usdt if k not in ("asset", "updateTime")}, "asset": a,
+               "walletBalance": _amt(w.get(a)), "marginBalance": _amt(w.get(a)), "crossWalletBalance": _amt(w.get(a)),
+               "availableBalance": _amt(w.get(a)), "maxWithdrawAmount": _amt(w.get(a)), "updateTime": ask.server_ms}
+              for a in sorted(w.total) if a != "USDT"]
+    return usdt, others
+
+
+def _binance_futures_account(ask: Ask) -> dict:
+    acc = _accounts(ask)
+    usdt, others = _binance_futures_balances(ask)
+    positions = []
+    if acc.position("binanceusdm").qty:
+        row = _binance_position_row(acc, ask)
+        positions.append({"unrealizedProfit": row["unRealizedProfit"],
+                          **{k: row[k] for k in ("symbol", "positionSide", "positionAmt", "isolatedMargin", "notional",
+                                                 "isolatedWallet", "initialMargin", "maintMargin", "updateTime")}})
+    total = {f"total{k[0].upper()}{k[1:]}": usdt[k] for k in (
+        "initialMargin", "maintMargin", "walletBalance", "unrealizedProfit", "marginBalance",
+        "positionInitialMargin", "openOrderInitialMargin", "crossWalletBalance")}
+    return {**total, "totalCrossUnPnl": "0.00000000", "availableBalance": usdt["availableBalance"],
+            "maxWithdrawAmount": usdt["maxWithdrawAmount"], "assets": [usdt, *others], "positions": positions}
+
+
+def _binance_futures_balance(ask: Ask) -> list:
+    usdt, others = _binance_futures_balances(ask)
+    return [{"accountAlias": "SgsR", "asset": r["asset"], "balance": r["walletBalance"],
+             "crossWalletBalance": r["crossWalletBalance"], "crossUnPnl": r["crossUnPnl"],
+             "availableBalance": r["availableBalance"], "maxWithdrawAmount": r["maxWithdrawAmount"],
+             "marginAvailable": True, "updateTime": r["updateTime"]} for r in (usdt, *others)]
+
+
+# Venue metadata: Binance's published BTCUSDT notional brackets (first tiers), not market data.
+# The emulator's liquidation price uses the first tier's maintenance rate throughout.
+_BINANCE_BTC_BRACKETS = [
+    {"bracket": 1, "initialLeverage": 125, "notionalCap": 50000, "notionalFloor": 0, "maintMarginRatio": 0.004, "cum": 0.0},
+    {"bracket": 2, "initialLeverage": 100, "notionalCap": 600000, "notionalFloor": 50000, "maintMarginRatio": 0.005, "cum": 50.0},
+    {"bracket": 3, "initialLeverage": 75, "notionalCap": 3000000, "notionalFloor": 600000, "maintMarginRatio": 0.0065, "cum": 950.0},
+    {"bracket": 4, "initialLeverage": 50, "notionalCap": 12000000, "notionalFloor": 3000000, "maintMarginRatio": 0.01, "cum": 11450.0},
+]
+
+
+def _binance_leverage_bracket(ask: Ask) -> list | dict:
+    row = {"symbol": SYMBOL, "notionalCoef": 1.0, "brackets": _BINANCE_BTC_BRACKETS}
+    return row if _binance_symbol(ask, required=False) else [row]
+
+
+def _binance_set_leverage(ask: Ask) -> dict:
+    _binance_symbol(ask, required=True)
+    lev = _binance_int(ask.params, "leverage")
+    if lev is None:
+        raise VenueError(400, -1102, "Mandatory parameter 'leverage' was not sent, was empty/null, or malformed.")
+    try:
+        _accounts(ask).set_leverage("binanceusdm", lev)
+    except AccountError:
+        raise VenueError(400, -4028, f"Leverage {lev} is not valid") from None
+    cap = max((b["notionalCap"] for b in _BINANCE_BTC_BRACKETS if b["initialLeverage"] >= lev), default=50000)
+    return {"leverage": lev, "maxNotionalValue": str(cap), "symbol": SYMBOL}
+
+
+# sapi transfer types the emulator serves: spot wallet <-> USD-M wallet
+_BINANCE_TRANSFER_TYPES = {"MAIN_UMFUTURE": ("binance", "binanceusdm"), "UMFUTURE_MAIN": ("binanceusdm", "binance")}
+
+
+def _binance_transfer(ask: Ask) -> dict:
+    kind = ask.params.get("type")
+    if kind not in _BINANCE_TRANSFER_TYPES:
+        raise VenueError(400, -1100 if kind else -1102, f"Illegal characters found in parameter 'type' ({kind}).")
+    asset = ask.params.get("asset")
+    if not asset:
+        raise VenueError(400, -1102, "Mandatory parameter 'asset' was not sent, was empty/null, or malformed.")
+    amount = _binance_decimal(ask.params, "amount", True) or 0.0
+    src, dst = _BINANCE_TRANSFER_TYPES[kind]
+    try:
+        tran_id = _accounts(ask).transfer(src, dst, asset, amount)
+    except AccountError as err:
+        raise _binance_refusal(err, SPOT, "transfer") from None
+    return {"tranId": tran_id}
+
+
+# ----------------------------------------------------------------- trading: Bybit v5 (unified account)
+
+_BYBIT_STATUS = {NEW: "New", PARTIALLY_FILLED: "PartiallyFilled", FILLED: "Filled", CANCELED: "Cancelled"}
+
+
+def _bybit_kind(ask: Ask) -> str:
+    return SPOT if _bybit_category(ask, ("spot", "linear")) == "spot" else PERP
+
+
+def _bybit_refusal(err: AccountError, kind: str) -> VenueError:
+    spot = kind == SPOT
+    if err.reason == "insufficient":
+        return (VenueError(200, 170131, "Insufficient balance.") if spot
+                else VenueError(200, 110007, "ab not enough for new order"))
+    if err.reason == "duplicate":
+        return VenueError(200, 110072, "OrderLinkedID is duplicate")
+    if err.reason == "unknown_order":
+        return VenueError(200, 110001, "order not exists or too late to cancel")
+    if err.reason == "min_notional":
+        return (VenueError(200, 170140, "Order value exceeded lower limit.") if spot
+                else VenueError(200, 110094, "Order does not meet minimum order value 5USDT"))
+    if err.detail.startswith("ReduceOnly"):
+        return VenueError(200, 110017, "Reduce-only rule not satisfied")
+    return VenueError(200, 10001, f"params error: {err.detail}")
+
+
+def _bybit_decimal(params: Mapping[str, str], name: str, required: bool) -> float | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        if required:
+            raise VenueError(200, 10001, f"params error: {name} is required")
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise VenueError(200, 10001, f"params error: {name} invalid") from None
+    if not math.isfinite(value) or value < 0:
+        raise VenueError(200, 10001, f"params error: {name} invalid")
+    return value
+
+
+def _bybit_order_row(o: Order, kind: str) -> dict:
+    status = _BYBIT_STATUS.get(o.status)
+    if status is None:  # expired: the unfilled rest of a market (IOC) order was cancelled
+        status = "PartiallyFilledCanceled" if o.filled > 0 else "Cancelled"
+    places = 2 if kind == SPOT else 1
+    avg = _amt(o.avg_price, 0) if o.filled else ("" if kind == SPOT else "0")
+    return {
+        "orderId": o.id, "orderLinkId": o.client_id, "blockTradeId": "", "symbol": SYMBOL,
+        "price": _dec(o.price or 0, places), "qty": _amt(o.quote_qty if o.quote_qty else o.qty, 0),
+        "side": o.side.capitalize(), "isLeverage": "0" if kind == SPOT else "", "positionIdx": 0,
+        "orderStatus": status, "cancelType": "UNKNOWN" if o.status != CANCELED else "CancelByUser",
+        "rejectReason": "EC_NoError", "avgPrice": avg,
+        "leavesQty": _amt(o.remaining if o.is_open else 0.0, 0),
+        "leavesValue": _amt(round(o.remaining * (o.price or 0), 8) if o.is_open else 0.0, 0),
+        "cumExecQty": _amt(o.filled, 0), "cumExecValue": _amt(o.cost, 0), "cumExecFee": _amt(o.fee, 0),
+        "timeInForce": "IOC" if o.type == MARKET else o.time_in_force, "orderType": o.type.capitalize(),
+        "stopOrderType": "", "orderIv": "", "marketUnit": ("quoteCoin" if o.quote_qty else "baseCoin")
+        if kind == SPOT and o.type == MARKET else "",
+        "triggerPrice": "0.00", "takeProfit": "0.00", "stopLoss": "0.00", "tpTriggerBy": "", "slTriggerBy": "",
+        "triggerDirection": 0, "triggerBy": "", "lastPriceOnCreated": "", "reduceOnly": o.reduce_only,
+        "closeOnTrigger": False, "smpType": "None", "smpGroup": 0, "smpOrderId": "", "tpslMode": "",
+        "tpLimitPrice": "", "slLimitPrice": "", "placeType": "", "slippageToleranceType": "UNKNOWN",
+        "slippageTolerance": "", "createdTime": str(o.created_ms), "updatedTime": str(o.updated_ms),
+    }
+
+
+def _bybit_create(ask: Ask) -> dict:
+    acc = _accounts(ask)
+    kind = _bybit_kind(ask)
+    _bybit_symbol(ask, required=True)
+    side = ask.params.get("side", "").lower()
+    type_ = ask.params.get("orderType", "").lower()
+    if side not in (BUY, SELL):
+        raise VenueError(200, 10001, "params error: side invalid")
+    if type_ not in (MARKET, LIMIT):
+        raise VenueError(200, 10001, "params error: orderType invalid")
+    qty = _bybit_decimal(ask.params, "qty", True) or 0.0
+    price = _bybit_decimal(ask.params, "price", type_ == LIMIT)
+    # a UTA spot market buy is sized in quote unless marketUnit says baseCoin (Bybit's default)
+    unit = ask.params.get("marketUnit") or ("quoteCoin" if side == BUY else "baseCoin")
+    quote_qty = qty if kind == SPOT and type_ == MARKET and unit == "quoteCoin" else None
+    tif = ask.params.get("timeInForce") or "GTC"
+    try:
+        o = acc.place("bybit", kind, side, type_, 0.0 if quote_qty else qty, price if type_ == LIMIT else None,
+                      client_id=ask.params.get("orderLinkId") or None,
+                      time_in_force="GTC" if tif == "PostOnly" else tif,
+                      reduce_only=ask.params.get("reduceOnly", "false").lower() == "true",
+                      quote_qty=quote_qty, fill_ratio=_fill_ratio(ask))
+    except AccountError as err:
+        raise _bybit_refusal(err, kind) from None
+    return {"orderId": o.id, "orderLinkId": o.client_id if ask.params.get("orderLinkId") else ""}
+
+
+def _bybit_cancel(ask: Ask) -> dict:
+    kind = _bybit_kind(ask)
+    _bybit_symbol(ask, required=True)
+    order_id, link_id = ask.params.get("orderId") or None, ask.params.get("orderLinkId") or None
+    if order_id is None and link_id is None:
+        raise VenueError(200, 10001, "params error: orderId or orderLinkId is required")
+    try:
+        o = _accounts(ask).cancel("bybit", kind, order_id, link_id)
+    except AccountError as err:
+        raise _bybit_refusal(err, kind) from None
+    return {"orderId": o.id, "orderLinkId": o.client_id}
+
+
+def _bybit_orders(ask: Ask, history: bool) -> dict:
+    """realtime: open orders, or any recent order asked by orderId/orderLinkId;
+    history: orders no longer open (or the one asked by id). Newest first."""
+    kind = _bybit_kind(ask)
+    _bybit_symbol(ask, required=False)
+    order_id, link_id = ask.params.get("orderId") or None, ask.params.get("orderLinkId") or None
+    orders = _accounts(ask).all_orders("bybit", kind)
+    if order_id is not None or link_id is not None:
+        rows = [o for o in orders if (order_id is None or o.id == order_id)
+                and (link_id is None or o.client_id == link_id)]
+    elif history:
+        rows = [o for o in orders if not o.is_open]
+    else:
+        open_only = ask.params.get("openOnly", "0")
+        rows = [o for o in orders if o.is_open] if open_only == "0" else []
+    limit = _limit(_bybit_int(ask.params, "limit"), 20, 50)
+    return {"category": ask.params["category"], "list": [_bybit_order_row(o, kind) for o in rows[::-1][:limit]],
+            "nextPageCursor": ""}
+
+
+def _bybit_executions(ask: Ask) -> dict:
+    kind = _bybit_kind(ask)
+    _bybit_symbol(ask, required=False)
+    order_id, link_id = ask.params.get("orderId") or None, ask.params.get("orderLinkId") or None
+    start, end = _bybit_int(ask.params, "startTime"), _bybit_int(ask.params, "endTime")
+    limit = _limit(_bybit_int(ask.params, "limit"), 50, 100)
+    acc = _accounts(ask)
+    rows = []
+    for t in reversed(acc.trade_list("bybit", kind)):
+        if (order_id and t.order_id != order_id) or (link_id and t.client_id != link_id):
+            continue
+        if (start is not None and t.time_ms < start) or (end is not None and t.time_ms > end):
+            continue
+        o = acc.find("bybit", kind, t.order_id)
+        rows.append({
+            "symbol": SYMBOL, "orderId": t.order_id, "orderLinkId": t.client_id, "side": t.side.capitalize(),
+            "orderPrice": _dec(o.price or 0, 2), "orderQty": _amt(o.qty, 0), "leavesQty": _amt(o.remaining, 0),
+            "createType": "CreateByUser", "orderType": o.type.capitalize(), "stopOrderType": "",
+            "execFee": _amt(t.fee, 0), "feeCurrency": t.fee_asset, "execId": t.id, "execPrice": _amt(t.price, 0),
+            "execQty": _amt(t.qty, 0), "execType": "Trade", "execValue": _amt(round(t.qty * t.price, 8), 0),
+            "execTime": str(t.time_ms), "isMaker": t.maker, "feeRate": _amt(t.fee_rate, 0), "tradeIv": "",
+            "markIv": "", "markPrice": _dec(acc.mark("bybit"), 2), "indexPrice": "", "underlyingPrice": "",
+            "blockTradeId": "", "closedSize": "0", "seq": int(t.id.split("-")[0], 16),
+        })
+    return {"category": ask.params["category"], "list": rows[:limit], "nextPageCursor": ""}
+
+
+def _bybit_positions(ask: Ask) -> dict:
+    _bybit_category(ask, ("linear",))
+    if ask.params.get("symbol") is None and ask.params.get("settleCoin") is None:
+        raise VenueError(200, 10001, "params error: symbol or settleCoin is required")
+    _bybit_symbol(ask, required=False)
+    acc = _accounts(ask)
+    pos = acc.position("bybit")
+    mark = acc.mark("bybit")
+    mmr = MARKETS[("bybit", PERP)].costs.maintenance_margin_rate
+    value = abs(pos.qty) * pos.entry
+    row = {
+        "positionIdx": 0, "riskId": 1, "riskLimitValue": "2000000", "symbol": SYMBOL,
+        "side": "" if pos.qty == 0 else ("Buy" if pos.qty > 0 else "Sell"), "size": _dec(abs(pos.qty), 3),
+        "avgPrice": _amt(pos.entry, 1), "positionValue": _amt(round(value, 8), 0), "tradeMode": 1,  # isolated
+        "autoAddMargin": 0, "positionStatus": "Normal", "leverage": str(pos.leverage), "markPrice": _dec(mark, 2),
+        "liqPrice": _amt(round(acc.liquidation("bybit"), 2), 1) if pos.qty else "",
+        "bustPrice": "", "positionIM": _amt(pos.margin, 0), "positionMM": _amt(round(abs(pos.qty) * mark * mmr, 8), 0),
+        "positionBalance": _amt(pos.margin, 0), "tpslMode": "Full", "takeProfit": "0.00", "stopLoss": "0.00",
+        "trailingStop": "0.00", "unrealisedPnl": _amt(round(acc.unrealized("bybit"), 8), 0),
+        "curRealisedPnl": _amt(pos.realized, 0), "cumRealisedPnl": _amt(pos.realized, 0), "adlRankIndicator": 0,
+        "createdTime": str(pos.updated_ms), "updatedTime": str(pos.updated_ms), "seq": pos.updated_ms,
+        "isReduceOnly": False, "mmrSysUpdatedTime": "", "leverageSysUpdatedTime": "",
+    }
+    return {"category": "linear", "list": [row], "nextPageCursor": ""}
+
+
+def _bybit_set_leverage(ask: Ask) -> dict:
+    _bybit_category(ask, ("linear",))
+    _bybit_symbol(ask, required=True)
+    buy, sell = _bybit_decimal(ask.params, "buyLeverage", True), _bybit_decimal(ask.params, "sellLeverage", True)
+    if buy != sell:
+        raise VenueError(200, 10001, "params error: buy leverage must equal sell leverage in one-way mode")
+    acc = _accounts(ask)
+    if acc.position("bybit").leverage == buy:
+        raise VenueError(200, 110043, "leverage not modified")
+    if buy != int(buy):
+        raise VenueError(200, 10001, "params error: leverage step")  # the emulator keeps whole leverages
+    try:
+        acc.set_leverage("bybit", int(buy))
+    except AccountError:
+        raise VenueError(200, 10001, "params error: leverage invalid") from None
+    return {}
+
+
+def _bybit_coin_rows(acc: Accounts) -> list[dict]:
+    w = acc.wallets["bybit"]
+    pos = acc.position("bybit")
+    upnl = acc.unrealized("bybit")
+    rows = []
+    for coin in sorted(set(w.total) | {"USDT"}):
+        total = w.get(coin)
+        usdt = coin == "USDT"
+        rows.append({
+            "coin": coin, "equity": _amt(round(total + (upnl if usdt else 0.0), 8), 0),
+            "usdValue": _amt(round(total if usdt else total * acc._price_at(SPOT, acc._now_ms()), 8), 0),
+            "walletBalance": _amt(total, 0), "free": None, "locked": _amt(w.locked.get(coin, 0.0), 0),
+            "spotHedgingQty": "0", "borrowAmount": "0", "availableToWithdraw": "", "accruedInterest": "0",
+            "totalOrderIM": _amt(acc.order_margin("bybit") if usdt else 0.0, 0),
+            "totalPositionIM": _amt(pos.margin if usdt else 0.0, 0),
+            "totalPositionMM": _amt(round(abs(pos.qty) * acc.mark("bybit") * 0.004, 8) if usdt else 0.0, 0),
+            "unrealisedPnl": _amt(round(upnl, 8) if usdt else 0.0, 0),
+            "cumRealisedPnl": _amt(pos.realized if usdt else 0.0, 0), "bonus": "0", "marginCollateral": True,
+            "collateralSwitch": True, "availableToBorrow": "",
+        })
+    for r in rows:
+        r.pop("free")  # absent on the real venue: ccxt then derives free = total - used
+    return rows
+
+
+def _bybit_wallet_balance(ask: Ask) -> dict:
+    if ask.params.get("accountType") != "UNIFIED":
+        raise VenueError(200, 10001, "accountType only support UNIFIED.")
+    acc = _accounts(ask)
+    coins = _bybit_coin_rows(acc)
+    if ask.params.get("coin"):
+        wanted = set(ask.params["coin"].split(","))
+        coins = [c for c in coins if c["coin"] in wanted]
+    equity = sum(float(c["usdValue"]) for c in coins) + acc.unrealized("bybit")
+    return {"list": [{
+        "accountType": "UNIFIED", "accountIMRate": "0", "accountMMRate": "0", "accountLTV": "0",
+        "totalEquity": _amt(round(equity, 8), 0), "totalWalletBalance": _amt(round(equity - acc.unrealized("bybit"), 8), 0),
+        "totalMarginBalance": _amt(round(equity, 8), 0),
+        "totalAvailableBalance": _amt(round(acc.available("bybit", "USDT"), 8), 0),
+        "totalPerpUPL": _amt(round(acc.unrealized("bybit"), 8), 0),
+        "totalInitialMargin": _amt(round(acc.position("bybit").margin + acc.order_margin("bybit"), 8), 0),
+        "totalMaintenanceMargin": "0", "coin": coins,
+    }]}
+
+
+def _bybit_fund_balance(ask: Ask) -> dict:
+    if ask.params.get("accountType") != "FUND":
+        raise VenueError(200, 10001, "params error: accountType invalid")
+    w = _accounts(ask).wallets["bybit:FUND"]
+    rows = [{"coin": c, "walletBalance": _amt(w.get(c), 0), "transferBalance": _amt(w.get(c), 0), "bonus": ""}
+            for c in sorted(w.total)]
+    return {"accountType": "FUND", "memberId": "1000001", "balance": rows}
+
+
+# Bybit account types the emulator has: the unified trading account and the funding wallet
+_BYBIT_WALLETS = {"UNIFIED": "bybit", "FUND": "bybit:FUND"}
+
+
+def _bybit_transfer(ask: Ask) -> dict:
+    src, dst = ask.params.get("fromAccountType"), ask.params.get("toAccountType")
+    if src not in _BYBIT_WALLETS or dst not in _BYBIT_WALLETS or src == dst:
+        raise VenueError(200, 10001, f"params error: accountType {src} -> {dst} is not supported for a unified account")
+    coin = ask.params.get("coin")
+    if not coin:
+        raise VenueError(200, 10001, "params error: coin is required")
+    amount = _bybit_decimal(ask.params, "amount", True) or 0.0
+    try:
+        _accounts(ask).transfer(_BYBIT_WALLETS[src], _BYBIT_WALLETS[dst], coin, amount)
+    except AccountError as err:
+        if err.reason == "insufficient":
+            raise VenueError(200, 131212, "Insufficient balance") from None
+        raise VenueError(200, 10001, f"params error: {err.detail}") from None
+    return {"transferId": ask.params.get("transferId") or f"emu-{ask.server_ms}", "status": "SUCCESS"}
+
+
+# Venue metadata: the coins the emulator's accounts hold (Bybit's published chain data, abridged).
+_BYBIT_COINS = [
+    {"name": "BTC", "coin": "BTC", "remainAmount": "150", "chains": [
+        {"chainType": "BTC", "confirmation": "1", "withdrawFee": "0.0002", "depositMin": "0.0001",
+         "withdrawMin": "0.001", "chain": "BTC", "chainDeposit": "1", "chainWithdraw": "1", "minAccuracy": "8",
+         "withdrawPercentageFee": "0", "contractAddress": "", "safeConfirmNumber": "1"}]},
+    {"name": "USDT", "coin": "USDT", "remainAmount": "5000000", "chains": [
+        {"chainType": "Ethereum", "confirmation": "6", "withdrawFee": "4", "depositMin": "0", "withdrawMin": "10",
+         "chain": "ETH", "chainDeposit": "1", "chainWithdraw": "1", "minAccuracy": "6",
+         "withdrawPercentageFee": "0", "contractAddress": "", "safeConfirmNumber": "6"}]},
+]
+
+
+def _bybit_coin_info(ask: Ask) -> dict:
+    coin = ask.params.get("coin")
+    return {"rows": [c for c in _BYBIT_COINS if coin is None or c["coin"] == coin]}
+
+
 # ----------------------------------------------------------------- routing tables
 
 ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
@@ -828,6 +1563,14 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
         ("GET", "/api/v3/ticker/price"): lambda a: _binance_price(a, SPOT),
         ("GET", "/api/v3/depth"): lambda a: _binance_depth(a, SPOT),
         ("GET", "/api/v3/klines"): lambda a: _binance_klines(a, SPOT),
+        ("GET", "/api/v3/account"): signed(_binance_spot_account),
+        ("POST", "/api/v3/order"): signed(_binance_spot_create),
+        ("GET", "/api/v3/order"): signed(lambda a: _binance_spot_order_row(_binance_get_order(a, "binance", SPOT))),
+        ("DELETE", "/api/v3/order"): signed(_binance_spot_cancel),
+        ("GET", "/api/v3/openOrders"): signed(
+            lambda a: _binance_open_orders(a, "binance", SPOT, _binance_spot_order_row)),
+        ("GET", "/api/v3/myTrades"): signed(lambda a: _binance_trades(a, "binance", SPOT, _binance_spot_trade_row)),
+        ("POST", "/sapi/v1/asset/transfer"): signed(_binance_transfer),
     },
     "binanceusdm": {
         ("GET", "/fapi/v1/ping"): _binance_ping,
@@ -840,6 +1583,19 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
         ("GET", "/fapi/v1/ticker/price"): lambda a: _binance_price(a, PERP),
         ("GET", "/fapi/v1/depth"): lambda a: _binance_depth(a, PERP),
         ("GET", "/fapi/v1/klines"): lambda a: _binance_klines(a, PERP),
+        ("GET", "/fapi/v3/account"): signed(_binance_futures_account),
+        ("GET", "/fapi/v3/balance"): signed(_binance_futures_balance),
+        ("GET", "/fapi/v3/positionRisk"): signed(_binance_position_risk),
+        ("GET", "/fapi/v1/leverageBracket"): signed(_binance_leverage_bracket),
+        ("POST", "/fapi/v1/leverage"): signed(_binance_set_leverage),
+        ("POST", "/fapi/v1/order"): signed(_binance_futures_create),
+        ("GET", "/fapi/v1/order"): signed(
+            lambda a: _binance_futures_order_row(_binance_get_order(a, "binanceusdm", PERP))),
+        ("DELETE", "/fapi/v1/order"): signed(_binance_futures_cancel),
+        ("GET", "/fapi/v1/openOrders"): signed(
+            lambda a: _binance_open_orders(a, "binanceusdm", PERP, _binance_futures_order_row)),
+        ("GET", "/fapi/v1/userTrades"): signed(
+            lambda a: _binance_trades(a, "binanceusdm", PERP, _binance_futures_trade_row)),
     },
     "bybit": {
         ("GET", "/v5/market/time"): _bybit_time,
@@ -848,6 +1604,17 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
         ("GET", "/v5/market/orderbook"): _bybit_orderbook,
         ("GET", "/v5/market/kline"): _bybit_kline,
         ("GET", "/v5/market/funding/history"): _bybit_funding_history,
+        ("GET", "/v5/asset/coin/query-info"): signed(_bybit_coin_info),
+        ("GET", "/v5/account/wallet-balance"): signed(_bybit_wallet_balance),
+        ("GET", "/v5/asset/transfer/query-account-coins-balance"): signed(_bybit_fund_balance),
+        ("POST", "/v5/order/create"): signed(_bybit_create),
+        ("POST", "/v5/order/cancel"): signed(_bybit_cancel),
+        ("GET", "/v5/order/realtime"): signed(lambda a: _bybit_orders(a, history=False)),
+        ("GET", "/v5/order/history"): signed(lambda a: _bybit_orders(a, history=True)),
+        ("GET", "/v5/execution/list"): signed(_bybit_executions),
+        ("GET", "/v5/position/list"): signed(_bybit_positions),
+        ("POST", "/v5/position/set-leverage"): signed(_bybit_set_leverage),
+        ("POST", "/v5/asset/transfer/inter-transfer"): signed(_bybit_transfer),
     },
 }
 BINANCE_VENUES = ("binance", "binanceusdm")
@@ -855,6 +1622,9 @@ BINANCE_VENUES = ("binance", "binanceusdm")
 
 def venue_of(path: str) -> str | None:
     for venue, prefix in VENUE_PREFIXES.items():
+        if path.startswith(prefix):
+            return venue
+    for prefix, venue in EXTRA_PREFIXES.items():
         if path.startswith(prefix):
             return venue
     return None
@@ -920,8 +1690,10 @@ def _fault_response(fault: Fault, venue: str | None, server_ms: int) -> web.Resp
 class EmulatorApp:
     """The request handler: log, fault, route, render in the venue's shape."""
 
-    def __init__(self, tape: MarketTape, clock: EmulatorClock, faults: FaultPlan, log: RequestLog) -> None:
+    def __init__(self, tape: MarketTape, clock: EmulatorClock, faults: FaultPlan, log: RequestLog,
+                 accounts: Accounts | None = None) -> None:
         self.tape, self.clock, self.faults, self.log = tape, clock, faults, log
+        self.accounts = accounts
         self.stopping = asyncio.Event()
 
     def build(self) -> web.Application:
@@ -932,6 +1704,8 @@ class EmulatorApp:
     async def handle(self, request: web.Request) -> web.Response:
         method, path = request.method, request.path
         params = {k: v for k, v in request.query.items()}
+        params.update(await _body_params(request))  # signed POSTs carry their parameters in the body
+        headers = request.headers
         venue = venue_of(path)
         server_ns = self.clock.now_ns
         server_ms = server_ns // NS_PER_MS
@@ -939,32 +1713,47 @@ class EmulatorApp:
         def logged(status: int | None, fault: str | None) -> None:
             self.log.append(LoggedRequest(method, path, params, venue, status, fault, server_ns))
 
-        fault = self.faults.take(venue, path) if venue is not None else None
-        data_ns = server_ns
-        if fault is not None and fault.kind == "timeout":
-            logged(None, fault.kind)
-            try:  # sleep past the client's timeout; a stopping server wakes it
+        async def withheld() -> None:  # sleep past the client's timeout; a stopping server wakes it
+            try:
                 await asyncio.wait_for(self.stopping.wait(), fault.delay_s)
             except TimeoutError:
                 pass
-            return self._answer(venue, method, path, params, data_ns, server_ms)
+
+        def answer(data_ns: int) -> web.Response:
+            return self._answer(venue, method, path, params, data_ns, server_ms, headers, fault)
+
+        fault = self.faults.take(venue, path, method) if venue is not None else None
+        data_ns = server_ns
+        if fault is not None and fault.kind == "timeout":
+            logged(None, fault.kind)
+            await withheld()
+            return answer(data_ns)
+        if fault is not None and fault.kind == "timeout_after_place":
+            # the venue acts on the order (it exists from now on), but the answer never arrives
+            response = answer(data_ns)
+            logged(None, fault.kind)
+            await withheld()
+            return response
         if fault is not None and fault.kind == "stale":
             data_ns = min(server_ns, fault.as_of_ns if fault.as_of_ns is not None else server_ns)
-        elif fault is not None:
+        elif fault is not None and fault.kind not in PLACEMENT_FAULTS:
             response = _fault_response(fault, venue, server_ms)
             logged(response.status, fault.kind)
             return response
-        response = self._answer(venue, method, path, params, data_ns, server_ms)
+        response = answer(data_ns)
         logged(response.status, fault.kind if fault is not None else None)
         return response
 
     def _answer(self, venue: str | None, method: str, path: str, params: dict, data_ns: int,
-                server_ms: int) -> web.Response:
+                server_ms: int, headers: Mapping[str, str] | None = None, fault: Fault | None = None) -> web.Response:
         handler = ROUTES.get(venue or "", {}).get((method, path))
         if handler is None:
             return _not_found(venue, method, path, server_ms)
-        ask = Ask(self.tape, params, data_ns // NS_PER_MS, server_ms, path)
+        ask = Ask(self.tape, params, data_ns // NS_PER_MS, server_ms, path, method, headers or {},
+                  self.accounts, fault if fault is not None and fault.kind in PLACEMENT_FAULTS else None)
         try:
+            if getattr(handler, "signed", False):
+                _check_signed(venue, ask)
             body = handler(ask)
         except VenueError as err:
             return _error_response(venue, err, server_ms)
@@ -994,6 +1783,10 @@ class EmulatorServer:
         self.clock = EmulatorClock(start_ns, self.tape.first_ns, self.tape.last_ns)
         self.faults = FaultPlan(self.clock, seed)
         self.log = RequestLog()
+        # wallets, orders, positions; fills draw their slippage from the same seed
+        self.accounts = Accounts(lambda market, ms: self.tape.prices[market].price_at(ms),
+                                 lambda: self.clock.now_ns // NS_PER_MS, seed)
+        self.clock.listeners.append(lambda ns: self.accounts.on_clock(ns // NS_PER_MS))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -1062,7 +1855,7 @@ class EmulatorServer:
             loop.close()
 
     async def _bind(self) -> None:
-        self._app = EmulatorApp(self.tape, self.clock, self.faults, self.log)
+        self._app = EmulatorApp(self.tape, self.clock, self.faults, self.log, self.accounts)
         self._runner = web.AppRunner(self._app.build(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._port)
@@ -1140,7 +1933,7 @@ def run_emulator(port: int = 8765, start: str | None = None) -> None:
     server = EmulatorServer(port=port, start=start).start()
     try:
         print(f"fundarb exchange emulator on {server.base_url}  (now {fmt_time(server.now_ns)} UTC, clock fixed)")
-        print("venues: binance (/api/v3), binanceusdm (/fapi/v1), bybit (/v5/market); market data only")
+        print("venues: binance (/api/v3, /sapi), binanceusdm (/fapi), bybit (/v5); market data and trading")
         print("point ccxt at it:")
         print("    from fundarb.venues.emulator import ccxt_config, point_ccxt")
         print(f"    ex = point_ccxt(ccxt.binanceusdm(ccxt_config('binanceusdm')), '{server.base_url}')")

@@ -1,0 +1,530 @@
+"""Account state behind the loopback exchange's trading endpoints.
+
+Pure bookkeeping: no I/O, no HTTP shapes (``emulator.py`` renders these in
+each venue's own JSON). One ``Accounts`` holds every wallet of the emulator:
+
+- ``binance``      Binance spot wallet (assets, free/locked).
+- ``binanceusdm``  Binance USD-M futures wallet (USDT) and the BTCUSDT position.
+- ``bybit``        Bybit unified (UNIFIED) wallet: spot assets AND the linear
+                   BTCUSDT position share it, as on the real unified account.
+- ``bybit:FUND``   Bybit funding wallet (transfers only).
+
+Money rules (what the tests hold to 1e-9):
+
+- **Fills.** A market order fills at the real close "at now" (spot close for
+  spot, perp close for perps) moved by fundarb's own simulator slippage model
+  (``fundarb.venues.sim.models.SlippageModel``, mid-only quote: half spread
+  drawn uniformly in [half_spread_bp_min, half_spread_bp_max] plus
+  ``impact_bp_per_btc`` per BTC, from the ``VenueConfig`` defaults below),
+  drawn from a Generator seeded by the emulator seed, then rounded to the tick
+  against the taker (buys up, sells down). A limit order that would fill at or
+  better than its price on arrival takes that price as a taker; otherwise it
+  rests and fills at its own price, as a maker, when the clock moves the real
+  close to or through it (``on_clock``).
+- **Fees.** ``fee = rate * qty * price`` with the venue's maker/taker rates
+  (``MARKETS``; Binance's match sims/baseline.toml). Spot fees are charged in
+  the asset received (BTC on a buy, USDT on a sell), as both venues do without
+  a fee-discount token; perp fees are charged in USDT.
+- **Spot.** buy q at p: USDT -= q p, BTC += q - fee. sell: BTC -= q,
+  USDT += q p - fee. A resting buy locks q * limit USDT, a resting sell q BTC.
+  So USDT + BTC * p + fee_value == start for one fill at p.
+- **Perps (isolated-style).** Opening |q| at p moves |q| p / leverage of the
+  wallet into the position's collateral (``margin``) and needs that plus the
+  fee available; reducing realises ``closed * (p - entry) * sign`` into the
+  wallet and releases collateral pro rata. Wallet balance + unrealised PnL +
+  fees paid == deposits + realised PnL. Liquidation price:
+  ``fundarb.core.book.liquidation_price(margin, qty, entry, mmr)``.
+- **Refusals.** More than the available balance -> ``AccountError('insufficient')``;
+  a client order id already used (Binance: among OPEN orders, as its docs say
+  "a unique id among open orders"; Bybit: among all orders) -> 'duplicate';
+  under the venue's minimum notional -> 'min_notional'.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fundarb.config import VenueConfig
+from fundarb.core.book import liquidation_price, margin_buffer
+from fundarb.core.model import Quote
+from fundarb.venues.sim.models import SlippageModel
+
+SPOT, PERP = "spot", "perp"
+BUY, SELL = "buy", "sell"
+MARKET, LIMIT = "market", "limit"
+# order states, in the emulator's neutral words; the venues print their own
+NEW, PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED = "NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED"
+OPEN_STATES = (NEW, PARTIALLY_FILLED)
+EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class MarketSpec:
+    """One tradable market of one venue: its wallet, steps and cost models."""
+
+    venue: str  # the ccxt id whose routes trade it
+    kind: str  # SPOT or PERP
+    wallet: str
+    tick: float
+    step: float
+    min_notional: float
+    costs: VenueConfig  # maker/taker fees, slippage, maintenance margin rate
+    base: str = "BTC"
+    quote: str = "USDT"
+
+
+# Fees: Binance spot 0.1%/0.1% and USD-M 0.02%/0.05% as sims/baseline.toml;
+# Bybit's published non-VIP rates (spot 0.1%/0.1%, linear 0.02%/0.055%).
+# Slippage and maintenance margin: VenueConfig defaults (half spread 0.1..0.5 bp,
+# 0.5 bp per BTC, mmr 0.4% = both venues' first BTCUSDT tier).
+MARKETS: dict[tuple[str, str], MarketSpec] = {
+    ("binance", SPOT): MarketSpec("binance", SPOT, "binance", 0.01, 0.00001, 5.0,
+                                  VenueConfig("binance", "BTC/USDT", taker_fee=0.001, maker_fee=0.001)),
+    ("binanceusdm", PERP): MarketSpec("binanceusdm", PERP, "binanceusdm", 0.1, 0.001, 100.0,
+                                      VenueConfig("binanceusdm", "BTC/USDT:USDT", taker_fee=0.0005, maker_fee=0.0002)),
+    ("bybit", SPOT): MarketSpec("bybit", SPOT, "bybit", 0.01, 0.000001, 1.0,
+                                VenueConfig("bybit", "BTC/USDT", taker_fee=0.001, maker_fee=0.001)),
+    ("bybit", PERP): MarketSpec("bybit", PERP, "bybit", 0.1, 0.001, 5.0,
+                                VenueConfig("bybit", "BTC/USDT:USDT", taker_fee=0.00055, maker_fee=0.0002)),
+}
+WALLETS = ("binance", "binanceusdm", "bybit", "bybit:FUND")
+DEFAULT_LEVERAGE = {"binanceusdm": 20, "bybit": 10}  # each venue's default for a new BTCUSDT account
+MAX_LEVERAGE = {"binanceusdm": 125, "bybit": 100}
+
+
+class AccountError(Exception):
+    """A refusal; ``reason`` is one of: insufficient, duplicate, unknown_order,
+    min_notional, bad_param. The routes turn it into the venue's code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass
+class Order:
+    id: str
+    client_id: str
+    venue: str
+    kind: str
+    side: str
+    type: str
+    qty: float
+    price: float | None  # limit price; None for market
+    time_in_force: str
+    reduce_only: bool
+    created_ms: int
+    updated_ms: int
+    status: str = NEW
+    filled: float = 0.0
+    cost: float = 0.0  # sum of qty * price over fills
+    fee: float = 0.0
+    fee_asset: str = ""
+    reserved: float = 0.0  # spot: asset locked; perp: order initial margin (USDT)
+    quote_qty: float | None = None  # a spot market buy sized in quote (Bybit marketUnit=quoteCoin)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATES
+
+    @property
+    def remaining(self) -> float:
+        return max(self.qty - self.filled, 0.0)
+
+    @property
+    def avg_price(self) -> float:
+        return self.cost / self.filled if self.filled > 0 else 0.0
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.side == BUY else -1
+
+
+@dataclass
+class Trade:
+    id: str
+    order_id: str
+    client_id: str
+    venue: str
+    kind: str
+    side: str
+    qty: float
+    price: float
+    fee: float
+    fee_asset: str
+    fee_rate: float
+    maker: bool
+    time_ms: int
+    realized_pnl: float = 0.0
+
+
+@dataclass
+class Position:
+    qty: float = 0.0  # signed BTC; short < 0
+    entry: float = 0.0
+    margin: float = 0.0  # isolated collateral (USDT), part of the wallet balance
+    leverage: int = 10
+    realized: float = 0.0
+    updated_ms: int = 0
+
+
+@dataclass
+class Wallet:
+    total: dict[str, float] = field(default_factory=dict)
+    locked: dict[str, float] = field(default_factory=dict)  # spot orders
+
+    def get(self, asset: str) -> float:
+        return self.total.get(asset, 0.0)
+
+    def add(self, asset: str, amount: float) -> None:
+        self.total[asset] = money(self.total.get(asset, 0.0) + amount)
+
+    def lock(self, asset: str, amount: float) -> None:
+        self.locked[asset] = money(self.locked.get(asset, 0.0) + amount)
+
+
+def money(x: float) -> float:
+    """Balances move in 8-decimal units, as both venues book them: every cash,
+    fee and PnL amount is rounded once, where it is booked, so what the
+    endpoints print (8 decimals) is exactly what the account holds."""
+    return round(x, 8)
+
+
+def floor_step(x: float, step: float) -> float:
+    return round(math.floor(x / step + 1e-9) * step, 12)
+
+
+def round_tick(price: float, tick: float, up: bool) -> float:
+    n = price / tick
+    return round((math.ceil(n - 1e-9) if up else math.floor(n + 1e-9)) * tick, 10)
+
+
+class Accounts:
+    """Every wallet, order and trade of the emulator. Thread-safe: the test
+    thread funds accounts and moves the clock while the server thread trades.
+
+    ``price_at(kind, now_ms)`` is the real close of the spot or perp market at
+    ``now_ms``; ``now_ms()`` the emulator's now."""
+
+    def __init__(self, price_at: Callable[[str, int], float], now_ms: Callable[[], int], seed: int = 0) -> None:
+        self._price_at, self._now_ms = price_at, now_ms
+        self._lock = threading.RLock()
+        self.wallets = {name: Wallet() for name in WALLETS}
+        self.positions = {venue: Position(leverage=lev) for venue, lev in DEFAULT_LEVERAGE.items()}
+        self.orders: dict[tuple[str, str], list[Order]] = {key: [] for key in MARKETS}
+        self.trades: dict[tuple[str, str], list[Trade]] = {key: [] for key in MARKETS}
+        self.deposits: dict[str, dict[str, float]] = {name: {} for name in WALLETS}
+        self._seq = 0
+        seeds = np.random.SeedSequence(seed).spawn(len(MARKETS))
+        self._slippage = {
+            key: SlippageModel(spec.costs.half_spread_bp_min, spec.costs.half_spread_bp_max,
+                               spec.costs.impact_bp_per_btc, np.random.default_rng(s))
+            for (key, spec), s in zip(MARKETS.items(), seeds)
+        }
+
+    # ------------------------------------------------------------ set-up by tests
+    def fund(self, wallet: str, asset: str, amount: float) -> None:
+        """Deposit ``amount`` of ``asset`` (negative withdraws)."""
+        if wallet not in self.wallets:
+            raise ValueError(f"unknown wallet {wallet!r} (known: {', '.join(WALLETS)})")
+        if not math.isfinite(amount):
+            raise ValueError(f"deposit must be finite, got {amount}")
+        with self._lock:
+            self.wallets[wallet].add(asset, float(amount))
+            dep = self.deposits[wallet]
+            dep[asset] = dep.get(asset, 0.0) + float(amount)
+
+    # ------------------------------------------------------------ views
+    def spec(self, venue: str, kind: str) -> MarketSpec:
+        try:
+            return MARKETS[(venue, kind)]
+        except KeyError:
+            raise AccountError("bad_param", f"{venue} has no {kind} market") from None
+
+    def mark(self, venue: str) -> float:
+        return self._price_at(PERP, self._now_ms())
+
+    def position(self, venue: str) -> Position:
+        return self.positions[venue]
+
+    def unrealized(self, venue: str) -> float:
+        pos = self.positions[venue]
+        return pos.qty * (self.mark(venue) - pos.entry) if pos.qty else 0.0
+
+    def order_margin(self, venue: str) -> float:
+        key = (venue, PERP)
+        return sum(o.reserved for o in self.orders.get(key, []) if o.is_open)
+
+    def available(self, wallet: str, asset: str) -> float:
+        """What a new order or transfer may use: total - locked by spot orders
+        - (USDT of a margin wallet) position collateral and order margin."""
+        with self._lock:
+            w = self.wallets[wallet]
+            free = w.get(asset) - w.locked.get(asset, 0.0)
+            if wallet in self.positions and asset == "USDT":
+                free -= self.positions[wallet].margin + self.order_margin(wallet)
+            return free
+
+    def liquidation(self, venue: str) -> float:
+        pos = self.positions[venue]
+        return liquidation_price(pos.margin, pos.qty, pos.entry, MARKETS[(venue, PERP)].costs.maintenance_margin_rate)
+
+    def buffer(self, venue: str) -> float:
+        pos = self.positions[venue]
+        return margin_buffer(self.liquidation(venue), self.mark(venue), pos.qty)
+
+    def fees_paid(self, wallet: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for (venue, kind), trades in self.trades.items():
+            if MARKETS[(venue, kind)].wallet == wallet:
+                for t in trades:
+                    out[t.fee_asset] = out.get(t.fee_asset, 0.0) + t.fee
+        return out
+
+    # ------------------------------------------------------------ ids
+    def _next(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _order_id(self, venue: str, n: int) -> str:
+        # Binance: integers; Bybit: UUID-shaped strings (deterministic here)
+        if venue == "bybit":
+            return f"{n:08x}-e0e0-4000-8000-{n:012x}"
+        return str(4_000_000_000 + n)
+
+    def _trade_id(self, venue: str, n: int) -> str:
+        if venue == "bybit":
+            return f"{n:08x}-7ade-5000-9000-{n:012x}"
+        return str(300_000_000 + n)
+
+    # ------------------------------------------------------------ orders
+    def find(self, venue: str, kind: str, order_id: str | None = None, client_id: str | None = None) -> Order:
+        with self._lock:
+            for o in reversed(self.orders[(venue, kind)]):
+                if (order_id is not None and o.id == str(order_id)) or (
+                        order_id is None and client_id is not None and o.client_id == client_id):
+                    return o
+        raise AccountError("unknown_order", f"no order id={order_id} clientOrderId={client_id}")
+
+    def open_orders(self, venue: str, kind: str) -> list[Order]:
+        with self._lock:
+            return [o for o in self.orders[(venue, kind)] if o.is_open]
+
+    def all_orders(self, venue: str, kind: str) -> list[Order]:
+        with self._lock:
+            return list(self.orders[(venue, kind)])
+
+    def trade_list(self, venue: str, kind: str) -> list[Trade]:
+        with self._lock:
+            return list(self.trades[(venue, kind)])
+
+    def place(self, venue: str, kind: str, side: str, type_: str, qty: float, price: float | None = None, *,
+              client_id: str | None = None, time_in_force: str = "GTC", reduce_only: bool = False,
+              quote_qty: float | None = None, fill_ratio: float = 1.0) -> Order:
+        """Validate, book and (market or marketable limit) fill an order.
+        ``fill_ratio`` < 1: only that share of the quantity fills now (the
+        partial_fill fault); a market order's rest expires, a limit's rests."""
+        spec = self.spec(venue, kind)
+        if side not in (BUY, SELL) or type_ not in (MARKET, LIMIT):
+            raise AccountError("bad_param", f"side {side!r} type {type_!r}")
+        if type_ == LIMIT and (price is None or not price > 0):
+            raise AccountError("bad_param", "a limit order needs a positive price")
+        with self._lock:
+            now = self._now_ms()
+            if client_id is not None:
+                clash = [o for o in self.orders[(venue, kind)] if o.client_id == client_id
+                         and (venue == "bybit" or o.is_open)]
+                if clash:
+                    raise AccountError("duplicate", client_id)
+            touch = self._fill_price(spec, side, qty if quote_qty is None else 0.0, now)
+            if quote_qty is not None:  # a quote-sized market buy: the base it buys at the touch
+                qty = floor_step(quote_qty / touch, spec.step)
+            if not qty > 0:
+                raise AccountError("bad_param", f"quantity must be positive, got {qty}")
+            ref = price if type_ == LIMIT else touch
+            if qty * ref < spec.min_notional and not reduce_only:
+                raise AccountError("min_notional", f"{qty * ref:.2f} < {spec.min_notional}")
+            crosses = type_ == MARKET or (touch <= price if side == BUY else touch >= price)
+            n = self._next()
+            oid = self._order_id(venue, n)
+            order = Order(oid, client_id or f"emu-{venue}-{n}", venue, kind, side, type_, qty, price,
+                          time_in_force if type_ == LIMIT else "GTC", reduce_only, now, now,
+                          quote_qty=quote_qty)
+            now_qty = floor_step(qty * fill_ratio, spec.step) if fill_ratio < 1 else qty
+            if not crosses:
+                now_qty = 0.0
+            self._check_funds(spec, order, touch, now_qty)
+            self.orders[(venue, kind)].append(order)
+            if now_qty > 0:
+                self._fill(spec, order, now_qty, touch, maker=False, now=now)
+            if order.remaining > EPS:
+                if type_ == MARKET or time_in_force in ("IOC", "FOK"):
+                    order.status = EXPIRED
+                else:
+                    self._reserve(spec, order)
+            return order
+
+    def cancel(self, venue: str, kind: str, order_id: str | None = None, client_id: str | None = None) -> Order:
+        with self._lock:
+            order = self.find(venue, kind, order_id, client_id)
+            if not order.is_open:
+                raise AccountError("unknown_order", f"order {order.id} is {order.status}")
+            self._release(self.spec(venue, kind), order)
+            order.status = CANCELED
+            order.updated_ms = self._now_ms()
+            return order
+
+    def set_leverage(self, venue: str, leverage: int) -> Position:
+        if venue not in self.positions:
+            raise AccountError("bad_param", f"{venue} has no perp")
+        if not 1 <= leverage <= MAX_LEVERAGE[venue]:
+            raise AccountError("bad_param", f"leverage {leverage} outside 1..{MAX_LEVERAGE[venue]}")
+        with self._lock:
+            self.positions[venue].leverage = int(leverage)
+            return self.positions[venue]
+
+    def transfer(self, src: str, dst: str, asset: str, amount: float) -> int:
+        """Move ``amount`` between two wallets at once; returns a transfer id."""
+        if src not in self.wallets or dst not in self.wallets or src == dst:
+            raise AccountError("bad_param", f"transfer {src} -> {dst}")
+        if not amount > 0:
+            raise AccountError("bad_param", f"amount must be positive, got {amount}")
+        with self._lock:
+            if amount > self.available(src, asset) + 1e-9:
+                raise AccountError("insufficient", f"{amount} {asset} > available in {src}")
+            self.wallets[src].add(asset, -amount)
+            self.wallets[dst].add(asset, amount)
+            return 100_000_000_000 + self._next()
+
+    # ------------------------------------------------------------ the clock moved
+    def on_clock(self, now_ms: int) -> list[Order]:
+        """Fill resting limit orders the real close has reached (at their own
+        price, as makers). Returns the orders that filled."""
+        done = []
+        with self._lock:
+            for (venue, kind), orders in self.orders.items():
+                resting = [o for o in orders if o.is_open and o.type == LIMIT]
+                if not resting:
+                    continue
+                spec = MARKETS[(venue, kind)]
+                price = self._price_at(kind, now_ms)
+                for o in resting:
+                    if (o.side == BUY and price <= o.price) or (o.side == SELL and price >= o.price):
+                        self._release(spec, o)
+                        self._fill(spec, o, o.remaining, o.price, maker=True, now=now_ms)
+                        done.append(o)
+        return done
+
+    # ------------------------------------------------------------ internals
+    def _fill_price(self, spec: MarketSpec, side: str, qty: float, now: int) -> float:
+        close = self._price_at(spec.kind, now)
+        quote = Quote(now, spec.venue, close, close, 0.0, 0.0)  # mid only: the model draws the half spread
+        sign = 1 if side == BUY else -1
+        raw = self._slippage[(spec.venue, spec.kind)].price(quote, sign, qty)
+        return round_tick(raw, spec.tick, up=side == BUY)
+
+    def _opening(self, venue: str, signed: float) -> float:
+        """The part of a signed perp quantity that opens or adds exposure."""
+        q = self.positions[venue].qty
+        if q == 0 or (q > 0) == (signed > 0):
+            return abs(signed)
+        return max(abs(signed) - abs(q), 0.0)
+
+    def _check_funds(self, spec: MarketSpec, order: Order, touch: float, now_qty: float) -> None:
+        """Refuse what the wallet cannot pay: the immediate fill at the touch
+        plus what a resting remainder would lock."""
+        rest = order.qty - now_qty if order.type == LIMIT else 0.0
+        if spec.kind == SPOT:
+            if order.side == BUY:
+                need, asset = now_qty * touch + rest * (order.price or 0.0), spec.quote
+            else:
+                need, asset = order.qty if order.type == LIMIT else now_qty, spec.base
+        else:
+            if order.reduce_only and self._opening(spec.venue, order.sign * order.qty) > EPS:
+                raise AccountError("bad_param", "ReduceOnly Order is rejected")
+            lev = self.positions[spec.venue].leverage
+            opening = self._opening(spec.venue, order.sign * (now_qty + rest))
+            px = touch if now_qty > 0 else (order.price or touch)
+            need = opening * px / lev + spec.costs.taker_fee * now_qty * touch
+            asset = spec.quote
+        if need > self.available(spec.wallet, asset) + 1e-9:
+            raise AccountError("insufficient", f"needs {need:.8f} {asset}, available "
+                                               f"{self.available(spec.wallet, asset):.8f}")
+
+    def _reserve(self, spec: MarketSpec, order: Order) -> None:
+        w = self.wallets[spec.wallet]
+        if spec.kind == SPOT:
+            if order.side == BUY:
+                order.reserved = money(order.remaining * order.price)
+                w.lock(spec.quote, order.reserved)
+            else:
+                order.reserved = order.remaining
+                w.lock(spec.base, order.reserved)
+        else:
+            lev = self.positions[spec.venue].leverage
+            order.reserved = money(self._opening(spec.venue, order.sign * order.remaining) * order.price / lev)
+
+    def _release(self, spec: MarketSpec, order: Order) -> None:
+        if spec.kind == SPOT and order.reserved:
+            self.wallets[spec.wallet].lock(spec.quote if order.side == BUY else spec.base, -order.reserved)
+        order.reserved = 0.0
+
+    def _fill(self, spec: MarketSpec, order: Order, qty: float, price: float, maker: bool, now: int) -> Trade:
+        rate = spec.costs.maker_fee if maker else spec.costs.taker_fee
+        w = self.wallets[spec.wallet]
+        pnl = 0.0
+        if spec.kind == SPOT:
+            value = money(qty * price)
+            if order.side == BUY:
+                fee, fee_asset = money(rate * qty), spec.base
+                w.add(spec.quote, -value)
+                w.add(spec.base, qty - fee)
+            else:
+                fee, fee_asset = money(rate * value), spec.quote
+                w.add(spec.base, -qty)
+                w.add(spec.quote, value - fee)
+        else:
+            fee, fee_asset = money(rate * qty * price), spec.quote
+            pnl = self._trade_perp(spec.venue, order.sign * qty, price, now)
+            w.add(spec.quote, pnl - fee)
+        order.filled = round(order.filled + qty, 12)
+        order.cost = money(order.cost + qty * price)
+        order.fee += fee
+        order.fee_asset = fee_asset
+        order.updated_ms = now
+        order.status = FILLED if order.remaining <= EPS else PARTIALLY_FILLED
+        trade = Trade(self._trade_id(spec.venue, self._next()), order.id, order.client_id, spec.venue, spec.kind,
+                      order.side, qty, price, fee, fee_asset, rate, maker, now, pnl)
+        self.trades[(spec.venue, spec.kind)].append(trade)
+        return trade
+
+    def _trade_perp(self, venue: str, signed: float, price: float, now: int) -> float:
+        """Move the position; return the realised PnL (collateral moves inside the wallet)."""
+        pos = self.positions[venue]
+        pos.updated_ms = now
+        q = pos.qty
+        if q == 0 or (q > 0) == (signed > 0):
+            new_q = q + signed
+            pos.entry = (abs(q) * pos.entry + abs(signed) * price) / abs(new_q)
+            pos.margin = money(pos.margin + abs(signed) * price / pos.leverage)
+            pos.qty = new_q
+            return 0.0
+        closed = min(abs(signed), abs(q))
+        pnl = money(closed * (price - pos.entry) * (1.0 if q > 0 else -1.0))
+        pos.realized += pnl
+        pos.margin = money(pos.margin - pos.margin * closed / abs(q))
+        rest = abs(signed) - closed
+        if rest > EPS:  # through zero: the rest opens at this price
+            pos.qty = math.copysign(rest, signed)
+            pos.entry = price
+            pos.margin = money(rest * price / pos.leverage)
+        else:
+            pos.qty = round(q + signed, 12)
+            if abs(pos.qty) < EPS:
+                pos.qty, pos.entry, pos.margin = 0.0, 0.0, 0.0
+        return pnl
