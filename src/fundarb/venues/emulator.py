@@ -1696,8 +1696,14 @@ class EmulatorApp:
         self.accounts = accounts
         self.stopping = asyncio.Event()
 
+    # callables (aiohttp app, this EmulatorApp) -> None that every build runs before the
+    # REST catch-all route, so another module can mount routes (emulator_ws: websockets)
+    extensions: list[Callable[[web.Application, EmulatorApp], None]] = []
+
     def build(self) -> web.Application:
         app = web.Application()
+        for extend in self.extensions:
+            extend(app, self)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 
