@@ -37,7 +37,9 @@ What is served, and where each number comes from:
   maker/taker fees, isolated-style perp collateral, resting limits that fill
   when the clock moves the close across them; see that module for the money
   rules. Signed calls need the venue's key header and signature parameters;
-  the HMAC is not verified. Refusals answer the venue's own codes.
+  the HMAC is not verified. Refusals answer the venue's own codes. Binance's
+  user-data stream keys (``/api/v3/userDataStream``, ``/fapi/v1/listenKey``)
+  need the API key header only; the streams are in ``emulator_ws``.
 
 Routing is a table per venue (``ROUTES``), keyed by (method, path); signed
 routes are marked with :func:`signed`.
@@ -1260,6 +1262,32 @@ def _binance_transfer(ask: Ask) -> dict:
     return {"tranId": tran_id}
 
 
+def keyed(handler: Handler) -> Handler:
+    """Mark a route as API-key-only (Binance's USER_STREAM security: the
+    X-MBX-APIKEY header, no timestamp or signature)."""
+    handler.keyed = True  # type: ignore[attr-defined]
+    return handler
+
+
+def _binance_listen_key(ask: Ask, venue: str) -> dict:
+    """User-data stream keys: POST makes one (or answers the live one), PUT
+    keeps it alive, DELETE closes it. Keys do not expire on the emulator's
+    clock (tests move it by hours); a closed key streams nothing more."""
+    acc = _accounts(ask)
+    if ask.method == "POST":
+        return {"listenKey": acc.open_listen_key(venue)}
+    key = ask.params.get("listenKey")
+    if venue == "binance" and not key:
+        raise VenueError(400, -1102, "Mandatory parameter 'listenKey' was not sent, was empty/null, or malformed.")
+    live = acc.listen_key_venue(key) == venue if key is not None else venue in acc.listen_keys.values()
+    if not live:
+        raise VenueError(400, -1125, "This listenKey does not exist.")
+    if ask.method == "DELETE":
+        acc.close_listen_key(venue, key)
+        return {}
+    return {"listenKey": acc.open_listen_key(venue)} if venue == "binanceusdm" else {}
+
+
 # ----------------------------------------------------------------- trading: Bybit v5 (unified account)
 
 _BYBIT_STATUS = {NEW: "New", PARTIALLY_FILLED: "PartiallyFilled", FILLED: "Filled", CANCELED: "Cancelled"}
@@ -1387,6 +1415,20 @@ def _bybit_orders(ask: Ask, history: bool) -> dict:
             "nextPageCursor": ""}
 
 
+def _bybit_execution_row(acc: Accounts, t: Trade, o: Order) -> dict:
+    """One execution of order ``o`` (REST /v5/execution/list and the private ``execution`` topic)."""
+    return {
+        "symbol": SYMBOL, "orderId": t.order_id, "orderLinkId": t.client_id, "side": t.side.capitalize(),
+        "orderPrice": _dec(o.price or 0, 2), "orderQty": _amt(o.qty, 0), "leavesQty": _amt(o.remaining, 0),
+        "createType": "CreateByUser", "orderType": o.type.capitalize(), "stopOrderType": "",
+        "execFee": _amt(t.fee, 0), "feeCurrency": t.fee_asset, "execId": t.id, "execPrice": _amt(t.price, 0),
+        "execQty": _amt(t.qty, 0), "execType": "Trade", "execValue": _amt(round(t.qty * t.price, 8), 0),
+        "execTime": str(t.time_ms), "isMaker": t.maker, "feeRate": _amt(t.fee_rate, 0), "tradeIv": "",
+        "markIv": "", "markPrice": _dec(acc.mark("bybit"), 2), "indexPrice": "", "underlyingPrice": "",
+        "blockTradeId": "", "closedSize": "0", "seq": int(t.id.split("-")[0], 16),
+    }
+
+
 def _bybit_executions(ask: Ask) -> dict:
     kind = _bybit_kind(ask)
     _bybit_symbol(ask, required=False)
@@ -1400,26 +1442,23 @@ def _bybit_executions(ask: Ask) -> dict:
             continue
         if (start is not None and t.time_ms < start) or (end is not None and t.time_ms > end):
             continue
-        o = acc.find("bybit", kind, t.order_id)
-        rows.append({
-            "symbol": SYMBOL, "orderId": t.order_id, "orderLinkId": t.client_id, "side": t.side.capitalize(),
-            "orderPrice": _dec(o.price or 0, 2), "orderQty": _amt(o.qty, 0), "leavesQty": _amt(o.remaining, 0),
-            "createType": "CreateByUser", "orderType": o.type.capitalize(), "stopOrderType": "",
-            "execFee": _amt(t.fee, 0), "feeCurrency": t.fee_asset, "execId": t.id, "execPrice": _amt(t.price, 0),
-            "execQty": _amt(t.qty, 0), "execType": "Trade", "execValue": _amt(round(t.qty * t.price, 8), 0),
-            "execTime": str(t.time_ms), "isMaker": t.maker, "feeRate": _amt(t.fee_rate, 0), "tradeIv": "",
-            "markIv": "", "markPrice": _dec(acc.mark("bybit"), 2), "indexPrice": "", "underlyingPrice": "",
-            "blockTradeId": "", "closedSize": "0", "seq": int(t.id.split("-")[0], 16),
-        })
+        rows.append(_bybit_execution_row(acc, t, acc.find("bybit", kind, t.order_id)))
     return {"category": ask.params["category"], "list": rows[:limit], "nextPageCursor": ""}
 
 
 def _bybit_positions(ask: Ask) -> dict:
-    _bybit_category(ask, ("linear",))
+    """Linear positions. ``category=inverse`` answers an empty list: the
+    emulator trades no inverse contract (ccxt.pro's position snapshot asks both)."""
+    if _bybit_category(ask, ("linear", "inverse")) == "inverse":  # inverse needs neither symbol nor settleCoin
+        return {"category": "inverse", "list": [], "nextPageCursor": ""}
     if ask.params.get("symbol") is None and ask.params.get("settleCoin") is None:
         raise VenueError(200, 10001, "params error: symbol or settleCoin is required")
     _bybit_symbol(ask, required=False)
-    acc = _accounts(ask)
+    return {"category": "linear", "list": [_bybit_position_row(_accounts(ask))], "nextPageCursor": ""}
+
+
+def _bybit_position_row(acc: Accounts) -> dict:
+    """The BTCUSDT linear position (REST /v5/position/list and the private ``position`` topic)."""
     pos = acc.position("bybit")
     mark = acc.mark("bybit")
     mmr = MARKETS[("bybit", PERP)].costs.maintenance_margin_rate
@@ -1437,7 +1476,7 @@ def _bybit_positions(ask: Ask) -> dict:
         "createdTime": str(pos.updated_ms), "updatedTime": str(pos.updated_ms), "seq": pos.updated_ms,
         "isReduceOnly": False, "mmrSysUpdatedTime": "", "leverageSysUpdatedTime": "",
     }
-    return {"category": "linear", "list": [row], "nextPageCursor": ""}
+    return row
 
 
 def _bybit_set_leverage(ask: Ask) -> dict:
@@ -1486,13 +1525,17 @@ def _bybit_coin_rows(acc: Accounts) -> list[dict]:
 def _bybit_wallet_balance(ask: Ask) -> dict:
     if ask.params.get("accountType") != "UNIFIED":
         raise VenueError(200, 10001, "accountType only support UNIFIED.")
-    acc = _accounts(ask)
+    coin = ask.params.get("coin")
+    return {"list": [_bybit_wallet_row(_accounts(ask), set(coin.split(",")) if coin else None)]}
+
+
+def _bybit_wallet_row(acc: Accounts, wanted: set[str] | None = None) -> dict:
+    """The UNIFIED account (REST /v5/account/wallet-balance and the private ``wallet`` topic)."""
     coins = _bybit_coin_rows(acc)
-    if ask.params.get("coin"):
-        wanted = set(ask.params["coin"].split(","))
+    if wanted:
         coins = [c for c in coins if c["coin"] in wanted]
     equity = sum(float(c["usdValue"]) for c in coins) + acc.unrealized("bybit")
-    return {"list": [{
+    return {
         "accountType": "UNIFIED", "accountIMRate": "0", "accountMMRate": "0", "accountLTV": "0",
         "totalEquity": _amt(round(equity, 8), 0), "totalWalletBalance": _amt(round(equity - acc.unrealized("bybit"), 8), 0),
         "totalMarginBalance": _amt(round(equity, 8), 0),
@@ -1500,7 +1543,7 @@ def _bybit_wallet_balance(ask: Ask) -> dict:
         "totalPerpUPL": _amt(round(acc.unrealized("bybit"), 8), 0),
         "totalInitialMargin": _amt(round(acc.position("bybit").margin + acc.order_margin("bybit"), 8), 0),
         "totalMaintenanceMargin": "0", "coin": coins,
-    }]}
+    }
 
 
 def _bybit_fund_balance(ask: Ask) -> dict:
@@ -1571,6 +1614,9 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
             lambda a: _binance_open_orders(a, "binance", SPOT, _binance_spot_order_row)),
         ("GET", "/api/v3/myTrades"): signed(lambda a: _binance_trades(a, "binance", SPOT, _binance_spot_trade_row)),
         ("POST", "/sapi/v1/asset/transfer"): signed(_binance_transfer),
+        ("POST", "/api/v3/userDataStream"): keyed(lambda a: _binance_listen_key(a, "binance")),
+        ("PUT", "/api/v3/userDataStream"): keyed(lambda a: _binance_listen_key(a, "binance")),
+        ("DELETE", "/api/v3/userDataStream"): keyed(lambda a: _binance_listen_key(a, "binance")),
     },
     "binanceusdm": {
         ("GET", "/fapi/v1/ping"): _binance_ping,
@@ -1596,6 +1642,9 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
             lambda a: _binance_open_orders(a, "binanceusdm", PERP, _binance_futures_order_row)),
         ("GET", "/fapi/v1/userTrades"): signed(
             lambda a: _binance_trades(a, "binanceusdm", PERP, _binance_futures_trade_row)),
+        ("POST", "/fapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binanceusdm")),
+        ("PUT", "/fapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binanceusdm")),
+        ("DELETE", "/fapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binanceusdm")),
     },
     "bybit": {
         ("GET", "/v5/market/time"): _bybit_time,
@@ -1760,6 +1809,8 @@ class EmulatorApp:
         try:
             if getattr(handler, "signed", False):
                 _check_signed(venue, ask)
+            elif getattr(handler, "keyed", False) and not ask.headers.get("X-MBX-APIKEY"):
+                raise VenueError(401, -2014, "API-key format invalid.")
             body = handler(ask)
         except VenueError as err:
             return _error_response(venue, err, server_ms)

@@ -34,6 +34,13 @@ Money rules (what the tests hold to 1e-9):
   wallet and releases collateral pro rata. Wallet balance + unrealised PnL +
   fees paid == deposits + realised PnL. Liquidation price:
   ``fundarb.core.book.liquidation_price(margin, qty, entry, mmr)``.
+- **Events.** Every change is told to ``Accounts.listeners`` (callables taking
+  an :class:`AccountEvent`), called inside the account lock right after the
+  change, so a listener reads the state as of that step: an order's ``NEW``
+  (booked), each ``TRADE`` (one fill), ``CANCELED``, ``EXPIRED`` (the unfilled
+  rest of a market/IOC order), and after each operation one ``BALANCE`` per
+  wallet it touched (``reason`` ORDER, DEPOSIT or TRANSFER; ``traded`` when a
+  fill moved money). The private websocket streams are built from these.
 - **Refusals.** More than the available balance -> ``AccountError('insufficient')``;
   a client order id already used (Binance: among OPEN orders, as its docs say
   "a unique id among open orders"; Bybit: among all orders) -> 'duplicate';
@@ -204,6 +211,31 @@ def round_tick(price: float, tick: float, up: bool) -> float:
     return round((math.ceil(n - 1e-9) if up else math.floor(n + 1e-9)) * tick, 10)
 
 
+# what an AccountEvent says happened (the order ones are Binance's execution types)
+TRADE, BALANCE = "TRADE", "BALANCE"
+
+
+@dataclass(frozen=True)
+class AccountEvent:
+    """One change, told to ``Accounts.listeners`` while the account lock is
+    held. ``order`` and ``trade`` are the live objects: read them in the
+    listener (a later step of the same operation changes the order)."""
+
+    what: str  # NEW, TRADE, CANCELED, EXPIRED (an order) or BALANCE (a wallet)
+    venue: str  # the ccxt id whose routes trade the wallet
+    kind: str  # SPOT or PERP ('' for a deposit or transfer)
+    wallet: str
+    time_ms: int
+    order: Order | None = None
+    trade: Trade | None = None
+    reason: str = "ORDER"  # BALANCE: ORDER, DEPOSIT or TRANSFER
+    traded: bool = False  # BALANCE: a fill moved money (or a position)
+
+
+# wallet -> the venue whose private streams tell its changes
+WALLET_VENUE = {"binance": "binance", "binanceusdm": "binanceusdm", "bybit": "bybit", "bybit:FUND": "bybit"}
+
+
 class Accounts:
     """Every wallet, order and trade of the emulator. Thread-safe: the test
     thread funds accounts and moves the clock while the server thread trades.
@@ -220,6 +252,11 @@ class Accounts:
         self.trades: dict[tuple[str, str], list[Trade]] = {key: [] for key in MARKETS}
         self.deposits: dict[str, dict[str, float]] = {name: {} for name in WALLETS}
         self._seq = 0
+        # told every change (AccountEvent), under the lock; a failing listener never stops trading
+        self.listeners: list[Callable[[AccountEvent], None]] = []
+        self.listener_errors: list[BaseException] = []
+        # user-data stream keys (Binance listenKey): key -> venue; one live key per venue
+        self.listen_keys: dict[str, str] = {}
         seeds = np.random.SeedSequence(seed).spawn(len(MARKETS))
         self._slippage = {
             key: SlippageModel(spec.costs.half_spread_bp_min, spec.costs.half_spread_bp_max,
@@ -238,6 +275,50 @@ class Accounts:
             self.wallets[wallet].add(asset, float(amount))
             dep = self.deposits[wallet]
             dep[asset] = dep.get(asset, 0.0) + float(amount)
+            self._balance_event(wallet, "", "DEPOSIT", False)
+
+    # ------------------------------------------------------------ events
+    def _emit(self, event: AccountEvent) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception as exc:  # noqa: BLE001 - a stream's bug must not undo a booked trade
+                self.listener_errors.append(exc)
+
+    def _order_event(self, what: str, order: Order, trade: Trade | None = None) -> None:
+        if self.listeners:
+            self._emit(AccountEvent(what, order.venue, order.kind, MARKETS[(order.venue, order.kind)].wallet,
+                                    order.updated_ms, order, trade))
+
+    def _balance_event(self, wallet: str, kind: str, reason: str, traded: bool) -> None:
+        if self.listeners:
+            self._emit(AccountEvent(BALANCE, WALLET_VENUE[wallet], kind, wallet, self._now_ms(),
+                                    reason=reason, traded=traded))
+
+    # ------------------------------------------------------------ user-data stream keys
+    def open_listen_key(self, venue: str) -> str:
+        """The venue's live listenKey, made on first use (Binance answers the
+        active key again while it lives)."""
+        import uuid
+
+        with self._lock:
+            for key, owner in self.listen_keys.items():
+                if owner == venue:
+                    return key
+            key = uuid.uuid4().hex + uuid.uuid4().hex
+            self.listen_keys[key] = venue
+            return key
+
+    def listen_key_venue(self, key: str | None) -> str | None:
+        with self._lock:
+            return self.listen_keys.get(key or "")
+
+    def close_listen_key(self, venue: str, key: str | None = None) -> bool:
+        with self._lock:
+            hit = [k for k, v in self.listen_keys.items() if v == venue and (key is None or k == key)]
+            for k in hit:
+                del self.listen_keys[k]
+            return bool(hit)
 
     # ------------------------------------------------------------ views
     def spec(self, venue: str, kind: str) -> MarketSpec:
@@ -360,13 +441,16 @@ class Accounts:
                 now_qty = 0.0
             self._check_funds(spec, order, touch, now_qty)
             self.orders[(venue, kind)].append(order)
+            self._order_event(NEW, order)
             if now_qty > 0:
                 self._fill(spec, order, now_qty, touch, maker=False, now=now)
             if order.remaining > EPS:
                 if type_ == MARKET or time_in_force in ("IOC", "FOK"):
                     order.status = EXPIRED
+                    self._order_event(EXPIRED, order)
                 else:
                     self._reserve(spec, order)
+            self._balance_event(spec.wallet, kind, "ORDER", now_qty > 0)
             return order
 
     def cancel(self, venue: str, kind: str, order_id: str | None = None, client_id: str | None = None) -> Order:
@@ -374,9 +458,12 @@ class Accounts:
             order = self.find(venue, kind, order_id, client_id)
             if not order.is_open:
                 raise AccountError("unknown_order", f"order {order.id} is {order.status}")
-            self._release(self.spec(venue, kind), order)
+            spec = self.spec(venue, kind)
+            self._release(spec, order)
             order.status = CANCELED
             order.updated_ms = self._now_ms()
+            self._order_event(CANCELED, order)
+            self._balance_event(spec.wallet, kind, "ORDER", False)
             return order
 
     def set_leverage(self, venue: str, leverage: int) -> Position:
@@ -399,6 +486,8 @@ class Accounts:
                 raise AccountError("insufficient", f"{amount} {asset} > available in {src}")
             self.wallets[src].add(asset, -amount)
             self.wallets[dst].add(asset, amount)
+            self._balance_event(src, "", "TRANSFER", False)
+            self._balance_event(dst, "", "TRANSFER", False)
             return 100_000_000_000 + self._next()
 
     # ------------------------------------------------------------ the clock moved
@@ -413,11 +502,15 @@ class Accounts:
                     continue
                 spec = MARKETS[(venue, kind)]
                 price = self._price_at(kind, now_ms)
+                filled = False
                 for o in resting:
                     if (o.side == BUY and price <= o.price) or (o.side == SELL and price >= o.price):
                         self._release(spec, o)
                         self._fill(spec, o, o.remaining, o.price, maker=True, now=now_ms)
                         done.append(o)
+                        filled = True
+                if filled:
+                    self._balance_event(spec.wallet, kind, "ORDER", True)
         return done
 
     # ------------------------------------------------------------ internals
@@ -501,6 +594,7 @@ class Accounts:
         trade = Trade(self._trade_id(spec.venue, self._next()), order.id, order.client_id, spec.venue, spec.kind,
                       order.side, qty, price, fee, fee_asset, rate, maker, now, pnl)
         self.trades[(spec.venue, spec.kind)].append(trade)
+        self._order_event(TRADE, order, trade)
         return trade
 
     def _trade_perp(self, venue: str, signed: float, price: float, now: int) -> float:

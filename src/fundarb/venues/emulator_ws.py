@@ -57,10 +57,46 @@ the client notices through its keep-alive). ``WsHub.drop`` does the same to
 the live connections at once. Handshakes are logged in ``server.log`` with
 status 101; frames and drops in ``WsHub.events``.
 
-Not served: private streams (user data, orders, positions: they need the
-listenKey / auth flows and the trading account model), trades, klines,
-partial-depth ``@depth<N>`` streams, Binance's ws-api, periodic pushes while
-the clock is fixed, Binance's 24 h disconnect and server pings.
+**Private streams** (user data), built from the account model
+(``emulator_accounts``: its ``AccountEvent`` listeners), rendered at the step
+they tell (an order's booking, each fill, its cancel or expiry; then the
+wallet) by the same functions the REST endpoints use, so a stream frame and a
+REST answer at the same moment agree:
+
+- **Binance spot**, ``/ws-api/v3``: ``userDataStream.subscribe.signature``
+  (apiKey, timestamp and signature required; the HMAC is not checked), as
+  ccxt.pro 4.5 subscribes; ``userDataStream.unsubscribe``, ``ping``. Events
+  come wrapped ``{"subscriptionId", "event"}``: ``executionReport`` per step
+  (x NEW / TRADE / CANCELED / EXPIRED) and ``outboundAccountPosition`` (every
+  spot asset, free/locked as ``/api/v3/account``) after each operation.
+- **Binance listenKey streams**: ``POST/PUT/DELETE /api/v3/userDataStream`` and
+  ``/fapi/v1/listenKey`` (REST, API key only) give a key; ``/private/ws?listenKey=K``
+  (what ccxt.pro derives for USD-M), ``/private/ws/K`` and ``/ws/K`` stream that
+  account, unwrapped. USD-M: ``ORDER_TRADE_UPDATE`` per step and
+  ``ACCOUNT_UPDATE`` (wallet ``wb``/``cw``; the position when a fill moved it;
+  ``m`` ORDER, DEPOSIT, ASSET_TRANSFER) only when money moved, as the venue
+  does. Keys never expire on the emulator clock (tests move it by hours); a
+  DELETEd key's connections are closed at their next event; an unknown key is
+  refused with HTTP 400 (-1125).
+- **Bybit v5**, ``/v5/private``: ``auth`` (``args`` = key, expires, signature:
+  all three required, none verified), then ``subscribe`` to ``order``,
+  ``execution``, ``position``, ``wallet`` (and the ``.spot`` / ``.linear``
+  variants); ``ping`` answers ``op: pong``. Rows are the REST rows plus
+  ``category``.
+
+Orders are told as they step: a market order NEW then TRADE (FILLED); under
+the ``partial_fill`` fault TRADE (PARTIALLY_FILLED) then EXPIRED; a resting
+limit NEW, then TRADE when the clock moves the close across it (pushed from
+the clock move, whichever thread makes it). Events while a client is not
+connected are lost, as on the venue; ``dropped_websocket`` faults and
+``WsHub.drop`` act on private connections too (match ``path="/ws-api"``,
+``"/private/ws"``, ``"/v5/private"``).
+
+Not served: trades, klines, partial-depth ``@depth<N>`` streams, Binance's
+ws-api beyond the user data subscription (no order placement or queries over
+ws, no ``session.logon``), USD-M's ws-api (``/ws-fapi/v1``), Bybit's
+``/v5/trade`` and ``execution.fast``, ``listenKeyExpired`` events, periodic
+pushes while the clock is fixed, Binance's 24 h disconnect and server pings.
 """
 
 from __future__ import annotations
@@ -95,6 +131,13 @@ from fundarb.venues.emulator import (
     LoggedRequest,
     point_ccxt,
 )
+from fundarb.venues.emulator_accounts import (
+    BALANCE,
+    CANCELED,
+    TRADE,
+    AccountEvent,
+    Accounts,
+)
 
 POLL_S = 0.02  # how often the pusher looks at the clock when nothing wakes it
 # Binance diffs keep this many levels a side: the REST depth maximum, so every REST snapshot stays exact
@@ -113,6 +156,14 @@ BINANCE_PATHS = {
     "/public/stream": ("binanceusdm", PERP, True), "/market/stream": ("binanceusdm", PERP, True),
 }
 BYBIT_PATHS = {"/v5/public/spot": SPOT, "/v5/public/linear": PERP}
+# private (user data) paths: Binance spot's ws-api (ccxt.pro 4.5 subscribes the spot user data
+# there with userDataStream.subscribe.signature), USD-M's listenKey stream (ccxt derives
+# .../private/ws?listenKey=<key> from the linear url) and Bybit's v5 private stream
+WS_API_PATH, BINANCE_PRIVATE_PATH, BYBIT_PRIVATE_PATH = "/ws-api/v3", "/private/ws", "/v5/private"
+BYBIT_PRIVATE_TOPICS = {"order": ("order", ""), "order.spot": ("order", "spot"), "order.linear": ("order", "linear"),
+                        "execution": ("execution", ""), "execution.spot": ("execution", "spot"),
+                        "execution.linear": ("execution", "linear"), "position": ("position", ""),
+                        "position.linear": ("position", "linear"), "wallet": ("wallet", "")}
 
 
 # ----------------------------------------------------------------- faults
@@ -292,6 +343,105 @@ def bybit_ticker_data(tape: emu.MarketTape, market: str, ms: int) -> dict:
     return row
 
 
+# ----------------------------------------------------------------- private frames (from the account model)
+
+def _last(ev: AccountEvent) -> tuple[float, float]:
+    return (ev.trade.qty, ev.trade.price) if ev.trade is not None else (0.0, 0.0)
+
+
+def binance_execution_report(ev: AccountEvent) -> dict:
+    """Binance spot ``executionReport`` for one step of an order (read at the step)."""
+    o, t = ev.order, ev.trade
+    assert o is not None
+    qty, px = _last(ev)
+    return {
+        "e": "executionReport", "E": ev.time_ms, "s": SYMBOL, "c": o.client_id, "S": o.side.upper(),
+        "o": o.type.upper(), "f": o.time_in_force, "q": emu._dec(o.qty, 8), "p": emu._dec(o.price or 0, 8),
+        "P": "0.00000000", "F": "0.00000000", "g": -1, "C": o.client_id if ev.what == CANCELED else "",
+        "x": ev.what, "X": o.status, "r": "NONE", "i": int(o.id), "l": emu._dec(qty, 8), "z": emu._dec(o.filled, 8),
+        "L": emu._dec(px, 8), "n": emu._amt(t.fee) if t else "0", "N": t.fee_asset if t else None,
+        "T": ev.time_ms, "t": int(t.id) if t else -1, "I": ev.time_ms, "w": o.is_open and o.filled == 0,
+        "m": bool(t and t.maker), "M": False, "O": o.created_ms, "Z": emu._dec(o.cost, 8),
+        "Y": emu._amt(round(qty * px, 8)), "Q": emu._dec(o.quote_qty or 0, 8), "W": o.created_ms,
+        "V": "EXPIRE_MAKER",
+    }
+
+
+def binance_account_position(acc: Accounts, ms: int) -> dict:
+    """Binance spot ``outboundAccountPosition``: every asset of the spot wallet (free/locked as /api/v3/account)."""
+    rows = emu._binance_balance_rows(acc, "binance")
+    return {"e": "outboundAccountPosition", "E": ms, "u": ms,
+            "B": [{"a": r["asset"], "f": r["free"], "l": r["locked"]} for r in rows]}
+
+
+def binance_order_trade_update(ev: AccountEvent) -> dict:
+    """Binance USD-M ``ORDER_TRADE_UPDATE`` for one step of an order."""
+    o, t = ev.order, ev.trade
+    assert o is not None
+    qty, px = _last(ev)
+    avg = o.cost / o.filled if o.filled else 0.0
+    return {"e": "ORDER_TRADE_UPDATE", "E": ev.time_ms, "T": ev.time_ms, "o": {
+        "s": SYMBOL, "c": o.client_id, "S": o.side.upper(), "o": o.type.upper(), "f": o.time_in_force,
+        "q": emu._dec(o.qty, 3), "p": emu._dec(o.price or 0, 2), "ap": emu._amt(avg, 2), "sp": "0",
+        "x": ev.what, "X": o.status, "i": int(o.id), "l": emu._dec(qty, 3), "z": emu._dec(o.filled, 3),
+        "L": emu._dec(px, 2), "N": "USDT", "n": emu._amt(t.fee) if t else "0", "T": ev.time_ms,
+        "t": int(t.id) if t else 0, "b": "0", "a": "0", "m": bool(t and t.maker), "R": o.reduce_only,
+        "wt": "CONTRACT_PRICE", "ot": o.type.upper(), "ps": "BOTH", "cp": False,
+        "rp": emu._amt(t.realized_pnl) if t else "0", "pP": False, "si": 0, "ss": 0, "V": "EXPIRE_MAKER",
+        "pm": "NONE", "gtd": 0}}
+
+
+_BINANCE_UPDATE_REASON = {"ORDER": "ORDER", "DEPOSIT": "DEPOSIT", "TRANSFER": "ASSET_TRANSFER"}
+
+
+def binance_account_update(tape: emu.MarketTape, acc: Accounts, ev: AccountEvent) -> dict:
+    """Binance USD-M ``ACCOUNT_UPDATE``: wallet balances as /fapi/v3/account, and the
+    position (as /fapi/v3/positionRisk) when a fill moved it."""
+    ask = Ask(tape, {}, ev.time_ms, ev.time_ms, "/fapi/v3/account", accounts=acc)
+    usdt, others = emu._binance_futures_balances(ask)
+    balances = [{"a": r["asset"], "wb": r["walletBalance"], "cw": r["crossWalletBalance"], "bc": "0"}
+                for r in (usdt, *others)]
+    positions = []
+    if ev.traded:
+        row = emu._binance_position_row(acc, ask)
+        positions.append({"s": SYMBOL, "pa": row["positionAmt"], "ep": row["entryPrice"], "bep": row["breakEvenPrice"],
+                          "cr": emu._amt(acc.position("binanceusdm").realized), "up": row["unRealizedProfit"],
+                          "mt": "isolated", "iw": row["isolatedWallet"], "ps": "BOTH", "ma": "USDT"})
+    return {"e": "ACCOUNT_UPDATE", "E": ev.time_ms, "T": ev.time_ms,
+            "a": {"m": _BINANCE_UPDATE_REASON.get(ev.reason, ev.reason), "B": balances, "P": positions}}
+
+
+def _bybit_frame(topic: str, ms: int, data: list) -> dict:
+    return {"id": f"{topic}-{ms}-{uuid.uuid4().hex[:12]}", "topic": topic, "creationTime": ms, "data": data}
+
+
+def bybit_private_frames(acc: Accounts, ev: AccountEvent) -> list[tuple[str, str, dict]]:
+    """Bybit v5 private frames for one event: (topic, category, frame)."""
+    out: list[tuple[str, str, dict]] = []
+    if ev.what == BALANCE:
+        if ev.wallet != "bybit":  # the funding wallet is not the trading account
+            return out
+        out.append(("wallet", "", _bybit_frame("wallet", ev.time_ms, [emu._bybit_wallet_row(acc)])))
+        if ev.traded and ev.kind == PERP:
+            row = {**emu._bybit_position_row(acc), "category": "linear"}
+            out.append(("position", "linear", _bybit_frame("position", ev.time_ms, [row])))
+        return out
+    o = ev.order
+    assert o is not None
+    category = "spot" if o.kind == SPOT else "linear"
+    row = {"category": category, **emu._bybit_order_row(o, o.kind)}
+    if o.kind == SPOT:
+        row.pop("tpslMode")  # ccxt reads a row carrying tpslMode as a contract's
+    if o.fee > 0:
+        row["cumFeeDetail"] = {o.fee_asset: emu._amt(o.fee, 0)}
+    out.append(("order", category, _bybit_frame("order", ev.time_ms, [row])))
+    if ev.what == TRADE and ev.trade is not None:
+        execution = {"category": category, **emu._bybit_execution_row(acc, ev.trade, o)}
+        out.append(("execution", category, _bybit_frame("execution", ev.time_ms, [execution])))
+    return out
+
+
+
 # ----------------------------------------------------------------- connections
 
 @dataclass
@@ -316,6 +466,14 @@ class _Conn:
         self.silent = False
         self.dead = False
         self._lock = asyncio.Lock()
+        # private (user data) side: set for /ws-api/v3, /private/ws, /ws/<listenKey>, /v5/private
+        self.mode: str | None = None  # 'wsapi', 'listenkey' or 'bybit'
+        self.private: str | None = None  # the venue whose account events this connection gets
+        self.listen_key: str | None = None
+        self.ws_api_sub: int | None = None  # Binance ws-api user data subscription id
+        self.authed = False  # Bybit private: auth op accepted
+        self.topics: set[str] = set()  # Bybit private topics
+        self.outbox: asyncio.Queue | None = None  # private frames, sent in order by one writer
 
     @property
     def binance(self) -> bool:
@@ -543,6 +701,132 @@ class _Conn:
         await self.catch_up(self.hub.now_ms())
 
 
+    # ------------------------------------------------------------ private streams
+
+    def wants(self, topic: str, category: str) -> bool:
+        """Does this (Bybit private) connection get a frame of ``topic`` / ``category``?"""
+        for name in self.topics:
+            base, only = BYBIT_PRIVATE_TOPICS[name]
+            if base == topic and (not only or not category or only == category):
+                return True
+        return False
+
+    def enqueue(self, topic: str, category: str, frame: dict) -> None:
+        """Queue one account frame for this private connection if it is subscribed to it."""
+        if self.dead or self.outbox is None:
+            return
+        if self.mode == "wsapi":
+            if self.ws_api_sub is None:
+                return
+            frame = {"subscriptionId": self.ws_api_sub, "event": frame}
+        elif self.mode == "bybit" and not (self.authed and self.wants(topic, category)):
+            return
+        self.outbox.put_nowait((frame, topic))
+
+    async def writer(self) -> None:
+        assert self.outbox is not None
+        while not self.dead:
+            frame, topic = await self.outbox.get()
+            if self.mode == "listenkey" and self.hub.accounts is not None \
+                    and self.hub.accounts.listen_key_venue(self.listen_key) != self.private:
+                await self.drop("close")  # the key was closed (DELETE): the stream ends
+                return
+            await self.send(frame, "push", topic)
+
+    async def on_ws_api(self, text: str) -> None:
+        """Binance spot ws-api: the user data stream requests ccxt.pro makes (and ping)."""
+        try:
+            request = json.loads(text)
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            await self.send({"id": None, "status": 400, "error": {"code": -1000, "msg": "Invalid JSON request"}},
+                            "error")
+            return
+        rid, method, params = request.get("id"), request.get("method"), request.get("params") or {}
+
+        def error(code: int, msg: str, status: int = 400) -> dict:
+            return {"id": rid, "status": status, "error": {"code": code, "msg": msg}}
+
+        if method == "userDataStream.subscribe.signature":
+            for name in ("apiKey", "timestamp", "signature"):
+                if not isinstance(params, dict) or not params.get(name):
+                    await self.send(error(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, "
+                                                 "or malformed."), "error")
+                    return
+            if self.ws_api_sub is None:
+                self.ws_api_sub = self.hub.next_subscription_id()
+                self.private = "binance"
+            await self.send({"id": rid, "status": 200, "result": {"subscriptionId": self.ws_api_sub},
+                             "rateLimits": []}, "subscribe", "userDataStream")
+        elif method == "userDataStream.unsubscribe":
+            self.ws_api_sub = None
+            await self.send({"id": rid, "status": 200, "result": {}}, "unsubscribe", "userDataStream")
+        elif method == "ping":
+            await self.send({"id": rid, "status": 200, "result": {}}, "ping")
+        else:
+            await self.send(error(-1000, f"Unsupported method {method!r} (the emulator's ws-api serves "
+                                         "userDataStream.subscribe.signature, userDataStream.unsubscribe, ping)"),
+                            "error")
+
+    async def on_bybit_private(self, text: str) -> None:
+        try:
+            request = json.loads(text)
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            await self.send({"success": False, "ret_msg": "error:request not a json object", "conn_id": self.id,
+                             "op": ""}, "error")
+            return
+        op, req_id, args = request.get("op"), request.get("req_id"), request.get("args", [])
+
+        def answer(success: bool, ret_msg: str) -> dict:
+            frame: dict[str, Any] = {"success": success, "ret_msg": ret_msg, "op": op, "conn_id": self.id}
+            if req_id is not None:
+                frame["req_id"] = req_id
+            return frame
+
+        if op == "ping":
+            frame: dict[str, Any] = {"op": "pong", "args": [str(self.hub.now_ms())], "conn_id": self.id}
+            if req_id is not None:
+                frame = {"req_id": req_id, **frame}
+            await self.send(frame, "ping")
+            return
+        if op == "auth":
+            # any key and signature pass (as on REST); all three fields must be there
+            ok = (isinstance(args, list) and len(args) == 3 and isinstance(args[0], str) and args[0]
+                  and str(args[1]).isdigit() and isinstance(args[2], str) and args[2])
+            if not ok:
+                await self.send(answer(False, "Params Error"), "error", "auth")
+                return
+            if self.authed:
+                await self.send(answer(False, "Request repeated"), "error", "auth")
+                return
+            self.authed = True
+            self.private = "bybit"
+            await self.send(answer(True, ""), "auth")
+            return
+        if op not in ("subscribe", "unsubscribe"):
+            await self.send(answer(False, f"error:unknown op {op!r}"), "error")
+            return
+        if not self.authed:
+            await self.send(answer(False, "Request not authorized"), "error", op)
+            return
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            await self.send(answer(False, "error:args must be a list of topics"), "error")
+            return
+        if op == "unsubscribe":
+            self.topics.difference_update(args)
+            await self.send(answer(True, ""), "unsubscribe", ",".join(args))
+            return
+        for topic in args:
+            if topic not in BYBIT_PRIVATE_TOPICS:
+                await self.send(answer(False, f"error:handler not found,topic:{topic}"), "error", topic)
+                return
+        self.topics.update(args)
+        await self.send(answer(True, ""), "subscribe", ",".join(args))
+
+
 # ----------------------------------------------------------------- the hub
 
 class WsHub:
@@ -560,9 +844,48 @@ class WsHub:
         self._wake: asyncio.Event | None = None
         self._pusher: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.accounts: Accounts | None = emulator_app.accounts
+        self._sub_ids = 0
 
     def now_ms(self) -> int:
         return self.clock.now_ns // NS_PER_MS
+
+    def next_subscription_id(self) -> int:
+        sid, self._sub_ids = self._sub_ids, self._sub_ids + 1
+        return sid
+
+    # ------------------------------------------------------------ private streams: account events
+
+    def _on_account(self, ev: AccountEvent) -> None:
+        """An ``Accounts`` listener (any thread, account lock held): render the
+        frames now, from the state as of this step, and hand them to the loop."""
+        loop, acc = self._loop, self.accounts
+        if loop is None or loop.is_closed() or acc is None:
+            return
+        if not any(c.private == ev.venue for c in list(self.conns)):
+            return  # nobody listens: skip the rendering
+        items: list[tuple[str, str, str, dict]] = []  # (venue, topic, category, frame)
+        if ev.venue == "binance":
+            if ev.what == BALANCE:
+                items.append(("binance", "balance", "", binance_account_position(acc, ev.time_ms)))
+            else:
+                items.append(("binance", "order", "", binance_execution_report(ev)))
+        elif ev.venue == "binanceusdm":
+            if ev.what != BALANCE:
+                items.append(("binanceusdm", "order", "", binance_order_trade_update(ev)))
+            elif ev.traded or ev.reason != "ORDER":  # the venue pushes ACCOUNT_UPDATE only when money moved
+                items.append(("binanceusdm", "account", "", binance_account_update(self.tape, acc, ev)))
+        elif ev.venue == "bybit":
+            items += [("bybit", topic, category, frame) for topic, category, frame in bybit_private_frames(acc, ev)]
+        if items:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._deliver, items)
+
+    def _deliver(self, items: list[tuple[str, str, str, dict]]) -> None:
+        for conn in list(self.conns):
+            for venue, topic, category, frame in items:
+                if conn.private == venue:
+                    conn.enqueue(topic, category, frame)
 
     # ------------------------------------------------------------ records
 
@@ -610,6 +933,8 @@ class WsHub:
         if isinstance(listeners, list):  # wake at once when the clock says it moved; polling covers the rest
             listeners.append(self._clock_moved)
         self._pusher = self._loop.create_task(self._push_loop())
+        if self.accounts is not None:
+            self.accounts.listeners.append(self._on_account)
 
     def _clock_moved(self, ns: int) -> None:
         loop, wake = self._loop, self._wake
@@ -618,6 +943,8 @@ class WsHub:
                 loop.call_soon_threadsafe(wake.set)
 
     async def on_shutdown(self, app: web.Application) -> None:
+        if self.accounts is not None and self._on_account in self.accounts.listeners:
+            self.accounts.listeners.remove(self._on_account)
         listeners = getattr(self.clock, "listeners", None)
         if isinstance(listeners, list) and self._clock_moved in listeners:
             listeners.remove(self._clock_moved)
@@ -650,19 +977,43 @@ class WsHub:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return await self.app.handle(request)  # a plain request: the REST side answers (404 in venue shape)
         path = request.path
+        mode, key, base = None, None, ""
         if path in BYBIT_PATHS:
             venue, market, combined = "bybit", BYBIT_PATHS[path], False
+        elif path == BYBIT_PRIVATE_PATH:
+            venue, market, combined, mode = "bybit", PERP, False, "bybit"
+        elif path == WS_API_PATH:
+            venue, market, combined, mode = "binance", SPOT, False, "wsapi"
+        elif path == BINANCE_PRIVATE_PATH or path.startswith(BINANCE_PRIVATE_PATH + "/"):
+            key = request.query.get("listenKey") or path[len(BINANCE_PRIVATE_PATH) + 1:]
+            venue, market, combined, mode, base = "binanceusdm", PERP, False, "listenkey", BINANCE_PRIVATE_PATH
         else:
             base = next(p for p in BINANCE_PATHS if path == p or path.startswith(p + "/"))
             venue, market, combined = BINANCE_PATHS[base]
+            tail = path[len(base) + 1:]
+            owner = self.accounts.listen_key_venue(tail) if self.accounts is not None and tail else None
+            if owner is not None and not combined:  # /ws/<listenKey>: that account's user data stream
+                venue, market, mode, key = owner, SPOT if owner == "binance" else PERP, "listenkey", tail
+        if mode == "listenkey":
+            owner = self.accounts.listen_key_venue(key) if self.accounts is not None else None
+            if owner is None or (path.startswith(BINANCE_PRIVATE_PATH) and owner != "binanceusdm"):
+                self.app.log.append(LoggedRequest("GET", path, dict(request.query), venue, 400, None,
+                                                  self.clock.now_ns))
+                return web.json_response({"code": -1125, "msg": "This listenKey does not exist."}, status=400)
         ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 22)
         await ws.prepare(request)
         conn = _Conn(self, ws, request, venue, market, combined)
+        writer: asyncio.Task | None = None
+        if mode is not None:
+            conn.mode, conn.listen_key = mode, key
+            conn.private = venue if mode == "listenkey" else None  # ws-api and Bybit: after subscribe / auth
+            conn.outbox = asyncio.Queue()
+            writer = asyncio.get_running_loop().create_task(conn.writer())
         self.app.log.append(LoggedRequest("GET", path, dict(request.query), venue, 101, None, self.clock.now_ns))
         self.record(conn, "connect", request.path_qs)
         self.conns.add(conn)
         try:
-            if conn.binance:  # streams named in the url: /ws/<name> or /stream?streams=a/b
+            if conn.binance and mode is None:  # streams named in the url: /ws/<name> or /stream?streams=a/b
                 names = request.query.get("streams", "").split("/") if combined else [path[len(base) + 1:]]
                 for name in filter(None, names):
                     sub = conn.binance_sub(name)
@@ -676,13 +1027,19 @@ class WsHub:
                 if msg.type == WSMsgType.PING:
                     await conn.send_pong(msg.data)
                 elif msg.type == WSMsgType.TEXT:
-                    if conn.binance:
+                    if mode == "wsapi":
+                        await conn.on_ws_api(msg.data)
+                    elif mode == "bybit":
+                        await conn.on_bybit_private(msg.data)
+                    elif conn.binance:  # public streams, and SUBSCRIBE on a listenKey stream
                         await conn.on_binance(msg.data)
                     else:
                         await conn.on_bybit(msg.data)
         finally:
             self.conns.discard(conn)
             conn.dead = True
+            if writer is not None:
+                writer.cancel()
             self.record(conn, "close", str(ws.close_code))
         return ws
 
@@ -696,9 +1053,9 @@ def mount(app: web.Application, emulator_app: emu.EmulatorApp) -> None:
     """The ``EmulatorApp.extensions`` hook: websocket routes ahead of the REST catch-all."""
     hub = WsHub(emulator_app)
     _HUBS[emulator_app.clock] = hub
-    for path in (*BINANCE_PATHS, *BYBIT_PATHS):
+    for path in (*BINANCE_PATHS, *BYBIT_PATHS, WS_API_PATH, BINANCE_PRIVATE_PATH, BYBIT_PRIVATE_PATH):
         app.router.add_route("GET", path, hub.handle)
-        if path in BINANCE_PATHS:
+        if path in BINANCE_PATHS or path == BINANCE_PRIVATE_PATH:
             app.router.add_route("GET", path + "/{stream:.*}", hub.handle)
     app.on_startup.append(hub.on_startup)
     app.on_shutdown.append(hub.on_shutdown)
