@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +58,59 @@ def real_history() -> MarketHistory:
     cfg = load(Path(__file__).parent.parent / "sims" / "baseline.toml")
     return load_history((cfg.spot.exchange, cfg.spot.symbol), (cfg.perp.exchange, cfg.perp.symbol),
                         cfg.data.start, cfg.data.end, cfg.data.max_price_gap_hours)
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class Blocked(list):
+    """(host, port) of every refused lookup or connect."""
+
+    def hosts(self) -> set[str]:
+        return {a[0] for a in self}
+
+
+@pytest.fixture
+def loopback_only(monkeypatch) -> Blocked:
+    """Only loopback is reachable: other DNS lookups and connects (socket,
+    and aiohttp's own resolver, which bypasses getaddrinfo) raise and are
+    recorded; proxy variables are cleared so loopback calls stay direct."""
+    import aiohttp.resolver
+
+    blocked = Blocked()
+    real_gai, real_connect, real_connect_ex = socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex
+
+    def name(host) -> str:
+        return host.decode() if isinstance(host, bytes) else str(host)
+
+    def getaddrinfo(host, port, *a, **k):
+        if host is not None and name(host) not in LOOPBACK:
+            blocked.append((name(host), port))
+            raise socket.gaierror(socket.EAI_NONAME, f"network blocked in tests: {name(host)}")
+        return real_gai(host, port, *a, **k)
+
+    def check(address) -> None:
+        if isinstance(address, tuple) and name(address[0]) not in LOOPBACK:
+            blocked.append((name(address[0]), address[1]))
+            raise ConnectionRefusedError(f"network blocked in tests: {address!r}")
+
+    def connect(self, address):
+        check(address)
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        check(address)
+        return real_connect_ex(self, address)
+
+    async def resolve(self, host, port=0, family=socket.AF_INET):
+        blocked.append((host, port))
+        raise OSError(f"network blocked in tests: {host}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(aiohttp.resolver.AsyncResolver, "resolve", resolve)
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "WS_PROXY", "WSS_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "*")
+    return blocked

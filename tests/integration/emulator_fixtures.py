@@ -21,7 +21,6 @@ not pointed at the emulator fails loudly instead of reaching the exchange.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,7 +30,6 @@ import pytest
 from fundarb.venues.emulator import EmulatorServer, ccxt_config, point_ccxt
 
 EMULATOR_START = "2024-01-10T08:30"  # inside both venues' funding and the price window
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 @contextmanager
@@ -73,29 +71,5 @@ def emulator() -> Iterator[EmulatorServer]:
         yield server
 
 
-@pytest.fixture
-def loopback_only(monkeypatch) -> list[tuple[str, Any]]:
-    """Refuse (and record) DNS lookups and connects to anything but loopback."""
-    blocked: list[tuple[str, Any]] = []
-    real_gai, real_connect = socket.getaddrinfo, socket.socket.connect
-
-    def name(host) -> str:
-        return host.decode() if isinstance(host, bytes) else str(host)
-
-    def getaddrinfo(host, port, *a, **k):
-        if host is not None and name(host) not in LOOPBACK:
-            blocked.append((name(host), port))
-            raise socket.gaierror(socket.EAI_NONAME, f"network blocked in tests: {name(host)}")
-        return real_gai(host, port, *a, **k)
-
-    def connect(self, address):
-        if isinstance(address, tuple) and name(address[0]) not in LOOPBACK:
-            blocked.append((name(address[0]), address[1]))
-            raise ConnectionRefusedError(f"network blocked in tests: {address!r}")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    return blocked
+# the one network guard of the suite lives in tests/conftest.py
+from conftest import loopback_only  # noqa: E402, F401

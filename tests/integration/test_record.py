@@ -40,7 +40,6 @@ from fundarb.venues.record import (
     start_recording,
 )
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 SPOT_CAPTURE = Path("/work/shared/data/captures/binance_spot_btcusdt_2024-08-08_09_hftbacktest/btcusdt_20240808.gz")
 
 # REAL recorded Binance spot messages: lines 1-7 and 9-11 of SPOT_CAPTURE
@@ -86,54 +85,11 @@ CONNECT = re.compile(r"^(wss://\S+) <-> (\d+\.\d+)$")
 
 # ------------------------------------------------------------------ guards
 
-class Blocked(list):
-    def hosts(self) -> set[str]:
-        return {a[0] for a in self}
-
-
 @pytest.fixture(autouse=True)
-def net_guard(monkeypatch):
-    """Only loopback is reachable: other DNS lookups and connects raise and are recorded."""
-    import aiohttp.resolver
-
-    blocked = Blocked()
-    real_gai, real_connect, real_connect_ex = socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex
-
-    def name(host) -> str:
-        return host.decode() if isinstance(host, bytes) else str(host)
-
-    def getaddrinfo(host, port, *a, **k):
-        if host is not None and name(host) not in LOOPBACK:
-            blocked.append((name(host), port))
-            raise socket.gaierror(socket.EAI_NONAME, f"network blocked in tests: {name(host)}")
-        return real_gai(host, port, *a, **k)
-
-    def check(address) -> None:
-        if isinstance(address, tuple) and name(address[0]) not in LOOPBACK:
-            blocked.append((name(address[0]), address[1]))
-            raise ConnectionRefusedError(f"network blocked in tests: {address!r}")
-
-    def connect(self, address):
-        check(address)
-        return real_connect(self, address)
-
-    def connect_ex(self, address):
-        check(address)
-        return real_connect_ex(self, address)
-
-    async def resolve(self, host, port=0, family=socket.AF_INET):  # aiodns bypasses getaddrinfo
-        blocked.append((host, port))
-        raise OSError(f"network blocked in tests: {host}")
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    monkeypatch.setattr(aiohttp.resolver.AsyncResolver, "resolve", resolve)
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "WS_PROXY", "WSS_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "*")
+def net_guard(loopback_only, monkeypatch):
+    """Only loopback is reachable (the suite's guard, tests/conftest.py)."""
     monkeypatch.delenv("CRYPTOFEED_CONFIG", raising=False)
-    yield blocked
+    yield loopback_only
 
 
 @pytest.fixture(autouse=True)
