@@ -73,3 +73,15 @@ def emulator() -> Iterator[EmulatorServer]:
 
 # the one network guard of the suite lives in tests/conftest.py
 from conftest import loopback_only  # noqa: E402, F401
+
+
+@pytest.fixture
+def hang_guard(loopback_only):
+    """Kill the run with tracebacks if a test hangs a minute; fail a test
+    that tried to leave loopback even if it swallowed the error."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(60, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+    assert not loopback_only, f"a test tried to leave loopback: {loopback_only}"

@@ -36,12 +36,8 @@ VENUE_SYMBOLS = {"binance": [SPOT_SYM], "binanceusdm": [PERP_SYM], "bybit": [SPO
 FUNDING_VENUE = {"binanceusdm": "binance", "bybit": "bybit"}  # emulator venue -> rows in the parquet
 
 
-@pytest.fixture(autouse=True)
-def hang_guard(loopback_only):
-    faulthandler.dump_traceback_later(60, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
-    assert not loopback_only, f"a test tried to leave loopback: {loopback_only}"
+pytestmark = pytest.mark.usefixtures("hang_guard")
+hang_guard = emulator_fixtures.hang_guard
 
 
 def ms(text: str) -> int:

@@ -10,7 +10,6 @@ every await bounded, closes its client, and may reach 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
-import faulthandler
 
 import ccxt
 import ccxt.pro
@@ -39,12 +38,8 @@ IDS = ["binance-spot", "binanceusdm", "bybit-spot", "bybit-linear"]
 PRIVATE_PATH = {"binance": "/ws-api/v3", "binanceusdm": "/private/ws", "bybit": "/v5/private"}
 
 
-@pytest.fixture(autouse=True)
-def hang_guard(loopback_only):
-    faulthandler.dump_traceback_later(60, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
-    assert not loopback_only, f"a test tried to leave loopback: {loopback_only}"
+pytestmark = pytest.mark.usefixtures("hang_guard")
+hang_guard = emulator_fixtures.hang_guard
 
 
 def ms(text: str) -> int:

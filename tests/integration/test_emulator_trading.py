@@ -8,7 +8,6 @@ from the fills ccxt parses, the fee rates and the shipped closes.
 
 from __future__ import annotations
 
-import faulthandler
 import json
 import urllib.error
 import urllib.request
@@ -36,12 +35,8 @@ MARKET_CASES = [("binance", SPOT_SYM, ("binance", "spot")), ("binanceusdm", PERP
 MARKET_IDS = ["binance-spot", "binanceusdm-perp", "bybit-spot", "bybit-perp"]
 
 
-@pytest.fixture(autouse=True)
-def hang_guard(loopback_only):
-    faulthandler.dump_traceback_later(60, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
-    assert not loopback_only, f"a test tried to leave loopback: {loopback_only}"
+pytestmark = pytest.mark.usefixtures("hang_guard")
+hang_guard = emulator_fixtures.hang_guard
 
 
 def ms(text: str) -> int:

@@ -10,7 +10,6 @@ closes its clients, and may reach 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
-import faulthandler
 import json
 
 import aiohttp
@@ -33,12 +32,8 @@ SPOT_SYM, PERP_SYM = "BTC/USDT", "BTC/USDT:USDT"
 STEP = 5.0  # bound of every single await
 
 
-@pytest.fixture(autouse=True)
-def hang_guard(loopback_only):
-    faulthandler.dump_traceback_later(60, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
-    assert not loopback_only, f"a test tried to leave loopback: {loopback_only}"
+pytestmark = pytest.mark.usefixtures("hang_guard")
+hang_guard = emulator_fixtures.hang_guard
 
 
 def ms(text: str) -> int:
