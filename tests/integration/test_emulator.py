@@ -8,7 +8,6 @@ reachable (``loopback_only``); a faulthandler watchdog bounds every test.
 
 from __future__ import annotations
 
-import faulthandler
 import json
 import re
 import signal
