@@ -36,7 +36,13 @@ What is served, and where each number comes from:
   amount)``): fills at the real close plus the simulator's slippage model,
   maker/taker fees, isolated-style perp collateral, resting limits that fill
   when the clock moves the close across them; see that module for the money
-  rules. Signed calls need the venue's key header and signature parameters;
+  rules. Perp positions pay and receive funding at the venue's real
+  settlements and are liquidated when the clock walks the real closes across
+  the liquidation price (the simulator's rules; also in that module): Binance
+  ``/fapi/v1/income`` (FUNDING_FEE, REALIZED_PNL, COMMISSION) and
+  ``/fapi/v1/forceOrders`` (``autoclose-`` orders); Bybit ``/v5/execution/list``
+  rows of execType Funding and BustTrade (ccxt's fetch_funding_history and
+  fetch_my_liquidations ask it by execType). Signed calls need the venue's key header and signature parameters;
   the HMAC is not verified. Refusals answer the venue's own codes. Binance's
   user-data stream keys (``/api/v3/userDataStream``, ``/fapi/v1/listenKey``)
   need the API key header only; the streams are in ``emulator_ws``.
@@ -83,6 +89,7 @@ from fundarb.venues.emulator_accounts import (
     SELL,
     AccountError,
     Accounts,
+    FundingPayment,
     Order,
     Trade,
 )
@@ -127,6 +134,11 @@ class PriceSeries:
             raise VenueError(503, "no price yet", f"no price at or before {now_ms} ms in the shipped data")
         return float(self.close[i])
 
+    def between(self, after_ms: int, upto_ms: int) -> list[tuple[int, float]]:
+        """(close_ms, close) of the hours that closed in (after, upto], ascending."""
+        lo, hi = self.index_at(after_ms) + 1, self.index_at(upto_ms) + 1
+        return list(zip(self.close_ms[lo:hi].tolist(), self.close[lo:hi].tolist()))
+
 
 @dataclass(frozen=True)
 class FundingSeries:
@@ -139,6 +151,11 @@ class FundingSeries:
     def count_upto(self, now_ms: int) -> int:
         """Number of settlements at or before now (they exist; later ones do not yet)."""
         return int(np.searchsorted(self.time_ms, now_ms, side="right"))
+
+    def between(self, after_ms: int, upto_ms: int) -> list[tuple[int, float]]:
+        """(time_ms, rate) of the settlements in (after, upto], ascending."""
+        lo, hi = self.count_upto(after_ms), self.count_upto(upto_ms)
+        return list(zip(self.time_ms[lo:hi].tolist(), self.rate[lo:hi].tolist()))
 
     def next_time_after(self, now_ms: int) -> int:
         """The next settlement time after now: from the schedule in the data,
@@ -1136,6 +1153,51 @@ def _binance_futures_cancel(ask: Ask) -> dict:
     return _binance_futures_order_row(_binance_cancel(ask, "binanceusdm", PERP))
 
 
+def _binance_income(ask: Ask) -> list:
+    """USD-M /fapi/v1/income: FUNDING_FEE (each settlement paid), REALIZED_PNL
+    and COMMISSION (each fill; a liquidation's penalty is its fill's
+    commission here). incomeType filters; startTime/endTime inclusive, neither:
+    the last 7 days; oldest first; limit default 100, max 1000."""
+    _binance_symbol(ask, required=False)
+    acc = _accounts(ask)
+    wanted = ask.params.get("incomeType") or None
+    start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
+    if start is None and end is None:
+        start = ask.server_ms - 7 * 24 * MS_PER_HOUR
+    limit = _limit(_binance_int(ask.params, "limit"), 100, 1000)
+    rows: list[tuple[int, int, dict]] = []
+
+    def add(kind: str, amount: float, time_ms: int, tran_id: int, trade_id: str = "") -> None:
+        rows.append((time_ms, tran_id, {"symbol": SYMBOL, "incomeType": kind, "income": _amt(amount),
+                                        "asset": "USDT", "info": kind if kind == "FUNDING_FEE" else "",
+                                        "time": time_ms, "tranId": tran_id, "tradeId": trade_id}))
+
+    for f in acc.funding_list("binanceusdm"):
+        add("FUNDING_FEE", f.amount, f.time_ms, int(f.id))
+    for t in acc.trade_list("binanceusdm", PERP):
+        if t.realized_pnl:
+            add("REALIZED_PNL", t.realized_pnl, t.time_ms, 9_000_000_000 + int(t.id), t.id)
+        if t.fee:
+            add("COMMISSION", -t.fee, t.time_ms, 9_500_000_000 + int(t.id), t.id)
+    rows.sort(key=lambda r: (r[0], r[1]))
+    out = [r for _, _, r in rows if (wanted is None or r["incomeType"] == wanted)
+           and (start is None or r["time"] >= start) and (end is None or r["time"] <= end)]
+    return out[:limit]
+
+
+def _binance_force_orders(ask: Ask) -> list:
+    """USD-M /fapi/v1/forceOrders: the account's liquidation orders (autoCloseType
+    LIQUIDATION; there is no ADL here), newest first; limit default 50, max 100."""
+    _binance_symbol(ask, required=False)
+    if ask.params.get("autoCloseType", "LIQUIDATION") != "LIQUIDATION":
+        return []
+    start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
+    limit = _limit(_binance_int(ask.params, "limit"), 50, 100)
+    rows = [o for o in _accounts(ask).all_orders("binanceusdm", PERP) if o.liquidation
+            and (start is None or o.created_ms >= start) and (end is None or o.created_ms <= end)]
+    return [_binance_futures_order_row(o) for o in rows[::-1][:limit]]
+
+
 def _binance_position_row(acc: Accounts, ask: Ask) -> dict:
     venue = "binanceusdm"
     pos = acc.position(venue)
@@ -1352,6 +1414,7 @@ def _bybit_order_row(o: Order, kind: str) -> dict:
         "closeOnTrigger": False, "smpType": "None", "smpGroup": 0, "smpOrderId": "", "tpslMode": "",
         "tpLimitPrice": "", "slLimitPrice": "", "placeType": "", "slippageToleranceType": "UNKNOWN",
         "slippageTolerance": "", "createdTime": str(o.created_ms), "updatedTime": str(o.updated_ms),
+        "createType": "CreateByLiq" if o.liquidation else "CreateByUser",
     }
 
 
@@ -1420,30 +1483,63 @@ def _bybit_execution_row(acc: Accounts, t: Trade, o: Order) -> dict:
     return {
         "symbol": SYMBOL, "orderId": t.order_id, "orderLinkId": t.client_id, "side": t.side.capitalize(),
         "orderPrice": _dec(o.price or 0, 2), "orderQty": _amt(o.qty, 0), "leavesQty": _amt(o.remaining, 0),
-        "createType": "CreateByUser", "orderType": o.type.capitalize(), "stopOrderType": "",
-        "execFee": _amt(t.fee, 0), "feeCurrency": t.fee_asset, "execId": t.id, "execPrice": _amt(t.price, 0),
-        "execQty": _amt(t.qty, 0), "execType": "Trade", "execValue": _amt(round(t.qty * t.price, 8), 0),
+        "createType": "CreateByLiq" if t.liquidation else "CreateByUser", "orderType": o.type.capitalize(),
+        "stopOrderType": "", "execFee": _amt(t.fee, 0), "feeCurrency": t.fee_asset, "execId": t.id,
+        "execPrice": _amt(t.price, 0), "execQty": _amt(t.qty, 0), "execType": "BustTrade" if t.liquidation else "Trade",
+        "execValue": _amt(round(t.qty * t.price, 8), 0),
         "execTime": str(t.time_ms), "isMaker": t.maker, "feeRate": _amt(t.fee_rate, 0), "tradeIv": "",
-        "markIv": "", "markPrice": _dec(acc.mark("bybit"), 2), "indexPrice": "", "underlyingPrice": "",
+        "markIv": "", "markPrice": _dec(acc.mark_at(t.time_ms), 2), "indexPrice": "", "underlyingPrice": "",
         "blockTradeId": "", "closedSize": "0", "seq": int(t.id.split("-")[0], 16),
     }
 
 
+def _bybit_funding_row(f: FundingPayment) -> dict:
+    """One settlement paid, as Bybit lists it among executions (execType Funding):
+    ``execFee`` is the funding as a fee (positive: paid, negative: received, so
+    ``-amount``), ``feeRate`` the rate, ``side`` the position's side, ``execPrice``
+    and ``markPrice`` the mark, ``execValue`` |q| * mark. ccxt 4.5.90's
+    fetch_funding_history passes execFee through as the amount."""
+    return {
+        "symbol": SYMBOL, "orderId": f.id, "orderLinkId": "", "side": "Buy" if f.qty > 0 else "Sell",
+        "orderPrice": "0", "orderQty": "0", "leavesQty": "0", "createType": "", "orderType": "UNKNOWN",
+        "stopOrderType": "UNKNOWN", "execFee": _amt(-f.amount if f.amount else 0.0, 0), "feeCurrency": "USDT",
+        "execId": f.id, "execPrice": _amt(f.mark, 0), "execQty": _amt(abs(f.qty), 0), "execType": "Funding",
+        "execValue": _amt(round(abs(f.qty) * f.mark, 8), 0), "execTime": str(f.time_ms), "isMaker": False,
+        "feeRate": _rate(f.rate), "tradeIv": "", "markIv": "", "markPrice": _amt(f.mark, 0), "indexPrice": "",
+        "underlyingPrice": "", "blockTradeId": "", "closedSize": "0", "seq": int(f.id.split("-")[0], 16),
+    }
+
+
+_BYBIT_EXEC_TYPES = ("Trade", "BustTrade", "Funding")
+
+
 def _bybit_executions(ask: Ask) -> dict:
+    """/v5/execution/list: fills (execType Trade), liquidation fills (BustTrade)
+    and, for linear, settlements paid (Funding); ``execType`` keeps one kind
+    (ccxt asks Trade for fetch_my_trades, Funding for fetch_funding_history,
+    BustTrade for fetch_my_liquidations). Newest first."""
     kind = _bybit_kind(ask)
     _bybit_symbol(ask, required=False)
     order_id, link_id = ask.params.get("orderId") or None, ask.params.get("orderLinkId") or None
     start, end = _bybit_int(ask.params, "startTime"), _bybit_int(ask.params, "endTime")
+    exec_type = ask.params.get("execType") or None
+    if exec_type is not None and exec_type not in _BYBIT_EXEC_TYPES:
+        return {"category": ask.params["category"], "list": [], "nextPageCursor": ""}  # none of that kind here
     limit = _limit(_bybit_int(ask.params, "limit"), 50, 100)
     acc = _accounts(ask)
-    rows = []
-    for t in reversed(acc.trade_list("bybit", kind)):
+    rows: list[tuple[int, int, dict]] = []
+    for t in acc.trade_list("bybit", kind):
         if (order_id and t.order_id != order_id) or (link_id and t.client_id != link_id):
             continue
-        if (start is not None and t.time_ms < start) or (end is not None and t.time_ms > end):
+        if exec_type is not None and exec_type != ("BustTrade" if t.liquidation else "Trade"):
             continue
-        rows.append(_bybit_execution_row(acc, t, acc.find("bybit", kind, t.order_id)))
-    return {"category": ask.params["category"], "list": rows[:limit], "nextPageCursor": ""}
+        row = _bybit_execution_row(acc, t, acc.find("bybit", kind, t.order_id))
+        rows.append((t.time_ms, row["seq"], row))
+    if kind == PERP and exec_type in (None, "Funding") and not order_id and not link_id:
+        rows += [(f.time_ms, int(f.id.split("-")[0], 16), _bybit_funding_row(f)) for f in acc.funding_list("bybit")]
+    rows = [r for r in rows if (start is None or r[0] >= start) and (end is None or r[0] <= end)]
+    rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    return {"category": ask.params["category"], "list": [r for _, _, r in rows[:limit]], "nextPageCursor": ""}
 
 
 def _bybit_positions(ask: Ask) -> dict:
@@ -1642,6 +1738,8 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
             lambda a: _binance_open_orders(a, "binanceusdm", PERP, _binance_futures_order_row)),
         ("GET", "/fapi/v1/userTrades"): signed(
             lambda a: _binance_trades(a, "binanceusdm", PERP, _binance_futures_trade_row)),
+        ("GET", "/fapi/v1/income"): signed(_binance_income),
+        ("GET", "/fapi/v1/forceOrders"): signed(_binance_force_orders),
         ("POST", "/fapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binanceusdm")),
         ("PUT", "/fapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binanceusdm")),
         ("DELETE", "/fapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binanceusdm")),
@@ -1842,7 +1940,9 @@ class EmulatorServer:
         self.log = RequestLog()
         # wallets, orders, positions; fills draw their slippage from the same seed
         self.accounts = Accounts(lambda market, ms: self.tape.prices[market].price_at(ms),
-                                 lambda: self.clock.now_ns // NS_PER_MS, seed)
+                                 lambda: self.clock.now_ns // NS_PER_MS, seed,
+                                 settlements=lambda venue, after, upto: self.tape.funding[venue].between(after, upto),
+                                 marks_between=lambda after, upto: self.tape.prices[PERP].between(after, upto))
         self.clock.listeners.append(lambda ns: self.accounts.on_clock(ns // NS_PER_MS))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -31,9 +31,40 @@ Money rules (what the tests hold to 1e-9):
 - **Perps (isolated-style).** Opening |q| at p moves |q| p / leverage of the
   wallet into the position's collateral (``margin``) and needs that plus the
   fee available; reducing realises ``closed * (p - entry) * sign`` into the
-  wallet and releases collateral pro rata. Wallet balance + unrealised PnL +
-  fees paid == deposits + realised PnL. Liquidation price:
+  wallet and releases collateral pro rata. Wallet balance + fees paid ==
+  deposits + realised PnL (+ funding, below); equity = wallet balance +
+  unrealised PnL. Liquidation price:
   ``fundarb.core.book.liquidation_price(margin, qty, entry, mmr)``.
+- **Funding.** When the clock crosses a real settlement of the venue's own
+  series (binance BTCUSDT for USD-M, bybit BTCUSDT for Bybit; ``settlements``),
+  an open perp position of signed size q receives ``-q * mark * rate``
+  (``core.book``'s rule; mark = the perp close at the settlement instant, the
+  simulator's ``perp_close`` stand-in), booked once, in time order, however
+  far the clock jumps: into the wallet and the position's isolated collateral
+  (isolated venues credit the isolated wallet; the simulator's liquidation
+  price likewise counts funding in the collateral). Only positions open at the
+  instant accrue: a settlement at or before the time a position opened is not
+  paid to it, and each settlement is paid at most once (a clock moved back and
+  forward again does not pay it twice; moving back pays nothing). Recorded in
+  ``fundings``.
+- **Liquidation.** The clock walks the hourly perp closes it crosses
+  (``marks_between``); at the first close at or past the position's
+  liquidation price (``liquidation_price(margin, qty, entry, mmr)``) the whole
+  position is closed at that price, rounded one tick against the account, as
+  the simulator's ``_check_liquidation``: realised ``q (price - entry)`` and a
+  penalty fee ``min(liquidation_fee_rate * |q| * price, what is left of the
+  collateral)`` (never below 0). What is left after both stays in the wallet.
+  Open perp orders of the venue are cancelled first. The order is marked
+  ``liquidation`` (Binance: a LIMIT IOC with clientOrderId ``autoclose-...``;
+  Bybit: a Market order, createType CreateByLiq, execType BustTrade).
+  Marks and settlements at one instant go mark first, then funding (the
+  simulator's event priorities), so a position liquidated at the settlement
+  hour is not paid.
+- **The ledger.** Per perp wallet, to 1e-9, across fills, settlements and
+  liquidations: free balance + collateral (together the wallet balance) +
+  fees paid (liquidation penalties included) == deposits + realised PnL +
+  funding; so equity (wallet + unrealised ``q (mark - entry)``) + fees paid ==
+  deposits + realised + unrealised + funding.
 - **Events.** Every change is told to ``Accounts.listeners`` (callables taking
   an :class:`AccountEvent`), called inside the account lock right after the
   change, so a listener reads the state as of that step: an order's ``NEW``
@@ -134,6 +165,7 @@ class Order:
     fee_asset: str = ""
     reserved: float = 0.0  # spot: asset locked; perp: order initial margin (USDT)
     quote_qty: float | None = None  # a spot market buy sized in quote (Bybit marketUnit=quoteCoin)
+    liquidation: bool = False  # the venue's forced close of a position
 
     @property
     def is_open(self) -> bool:
@@ -168,6 +200,20 @@ class Trade:
     maker: bool
     time_ms: int
     realized_pnl: float = 0.0
+    liquidation: bool = False  # the fill of a liquidation order
+
+
+@dataclass(frozen=True)
+class FundingPayment:
+    """One settlement paid to (amount > 0) or by (amount < 0) an open position."""
+
+    id: str
+    venue: str
+    time_ms: int  # the settlement instant
+    qty: float  # signed position size at the instant
+    rate: float
+    mark: float  # perp close at the instant
+    amount: float  # -qty * mark * rate, in 8-decimal units
 
 
 @dataclass
@@ -212,7 +258,7 @@ def round_tick(price: float, tick: float, up: bool) -> float:
 
 
 # what an AccountEvent says happened (the order ones are Binance's execution types)
-TRADE, BALANCE = "TRADE", "BALANCE"
+TRADE, BALANCE, FUNDING = "TRADE", "BALANCE", "FUNDING"
 
 
 @dataclass(frozen=True)
@@ -221,15 +267,16 @@ class AccountEvent:
     held. ``order`` and ``trade`` are the live objects: read them in the
     listener (a later step of the same operation changes the order)."""
 
-    what: str  # NEW, TRADE, CANCELED, EXPIRED (an order) or BALANCE (a wallet)
+    what: str  # NEW, TRADE, CANCELED, EXPIRED (an order), BALANCE (a wallet) or FUNDING (a settlement paid)
     venue: str  # the ccxt id whose routes trade the wallet
     kind: str  # SPOT or PERP ('' for a deposit or transfer)
     wallet: str
     time_ms: int
     order: Order | None = None
     trade: Trade | None = None
-    reason: str = "ORDER"  # BALANCE: ORDER, DEPOSIT or TRANSFER
-    traded: bool = False  # BALANCE: a fill moved money (or a position)
+    reason: str = "ORDER"  # BALANCE: ORDER, DEPOSIT, TRANSFER or FUNDING_FEE
+    traded: bool = False  # BALANCE: a fill or a settlement moved money (or a position)
+    funding: FundingPayment | None = None  # FUNDING: the payment
 
 
 # wallet -> the venue whose private streams tell its changes
@@ -241,10 +288,21 @@ class Accounts:
     thread funds accounts and moves the clock while the server thread trades.
 
     ``price_at(kind, now_ms)`` is the real close of the spot or perp market at
-    ``now_ms``; ``now_ms()`` the emulator's now."""
+    ``now_ms``; ``now_ms()`` the emulator's now. ``settlements(venue, after,
+    upto)``: the venue's real (time_ms, rate) settlements in (after, upto],
+    ascending; ``marks_between(after, upto)``: the real (close_ms, perp close)
+    hours in (after, upto], ascending. Without them no funding is paid and
+    liquidation looks at the mark at the new now only."""
 
-    def __init__(self, price_at: Callable[[str, int], float], now_ms: Callable[[], int], seed: int = 0) -> None:
+    def __init__(self, price_at: Callable[[str, int], float], now_ms: Callable[[], int], seed: int = 0, *,
+                 settlements: Callable[[str, int, int], list[tuple[int, float]]] | None = None,
+                 marks_between: Callable[[int, int], list[tuple[int, float]]] | None = None) -> None:
         self._price_at, self._now_ms = price_at, now_ms
+        self._settlements, self._marks_between = settlements, marks_between
+        self._clock_ms = now_ms()  # the clock time the walk has reached
+        # per venue: the settlement instants already paid (a clock moved back and forward again must not repay)
+        self._paid: dict[str, set[int]] = {venue: set() for venue in DEFAULT_LEVERAGE}
+        self.fundings: dict[str, list[FundingPayment]] = {venue: [] for venue in DEFAULT_LEVERAGE}
         self._lock = threading.RLock()
         self.wallets = {name: Wallet() for name in WALLETS}
         self.positions = {venue: Position(leverage=lev) for venue, lev in DEFAULT_LEVERAGE.items()}
@@ -290,10 +348,10 @@ class Accounts:
             self._emit(AccountEvent(what, order.venue, order.kind, MARKETS[(order.venue, order.kind)].wallet,
                                     order.updated_ms, order, trade))
 
-    def _balance_event(self, wallet: str, kind: str, reason: str, traded: bool) -> None:
+    def _balance_event(self, wallet: str, kind: str, reason: str, traded: bool, time_ms: int | None = None) -> None:
         if self.listeners:
-            self._emit(AccountEvent(BALANCE, WALLET_VENUE[wallet], kind, wallet, self._now_ms(),
-                                    reason=reason, traded=traded))
+            self._emit(AccountEvent(BALANCE, WALLET_VENUE[wallet], kind, wallet,
+                                    self._now_ms() if time_ms is None else time_ms, reason=reason, traded=traded))
 
     # ------------------------------------------------------------ user-data stream keys
     def open_listen_key(self, venue: str) -> str:
@@ -330,6 +388,10 @@ class Accounts:
     def mark(self, venue: str) -> float:
         return self._price_at(PERP, self._now_ms())
 
+    def mark_at(self, time_ms: int) -> float:
+        """The perp mark (the real perp close) at ``time_ms``."""
+        return self._price_at(PERP, time_ms)
+
     def position(self, venue: str) -> Position:
         return self.positions[venue]
 
@@ -358,6 +420,15 @@ class Accounts:
     def buffer(self, venue: str) -> float:
         pos = self.positions[venue]
         return margin_buffer(self.liquidation(venue), self.mark(venue), pos.qty)
+
+    def funding(self, venue: str) -> float:
+        """Funding received (positive) less paid, over the account's life."""
+        with self._lock:
+            return sum(f.amount for f in self.fundings[venue])
+
+    def funding_list(self, venue: str) -> list[FundingPayment]:
+        with self._lock:
+            return list(self.fundings[venue])
 
     def fees_paid(self, wallet: str) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -417,6 +488,9 @@ class Accounts:
             raise AccountError("bad_param", "a limit order needs a positive price")
         with self._lock:
             now = self._now_ms()
+            if now > self._clock_ms:  # the clock moved and its listener has not run yet: what it crossed comes first
+                self._walk(self._clock_ms, now)
+                self._clock_ms = now
             if client_id is not None:
                 clash = [o for o in self.orders[(venue, kind)] if o.client_id == client_id
                          and (venue == "bybit" or o.is_open)]
@@ -492,10 +566,15 @@ class Accounts:
 
     # ------------------------------------------------------------ the clock moved
     def on_clock(self, now_ms: int) -> list[Order]:
-        """Fill resting limit orders the real close has reached (at their own
-        price, as makers). Returns the orders that filled."""
+        """Walk the time the clock crossed (hourly marks: liquidations;
+        settlements: funding; in time order), then fill resting limit orders
+        the real close has reached (at their own price, as makers). Returns
+        the orders that filled."""
         done = []
         with self._lock:
+            if now_ms > self._clock_ms:
+                self._walk(self._clock_ms, now_ms)
+            self._clock_ms = now_ms
             for (venue, kind), orders in self.orders.items():
                 resting = [o for o in orders if o.is_open and o.type == LIMIT]
                 if not resting:
@@ -512,6 +591,76 @@ class Accounts:
                 if filled:
                     self._balance_event(spec.wallet, kind, "ORDER", True)
         return done
+
+    # ------------------------------------------------------------ funding and liquidation
+    def _walk(self, after: int, upto: int) -> None:
+        """Apply, in time order, what happened in (after, upto]: at each hourly
+        close the liquidation check, at each real settlement the funding. At
+        one instant the mark goes first (the simulator's P_MARK < P_FUNDING)."""
+        steps: list[tuple[int, int, str, float]] = []  # (time, 0 mark / 1 settlement, venue, price / rate)
+        if self._settlements is not None:
+            for venue in self.positions:
+                steps += [(int(t), 1, venue, float(rate)) for t, rate in self._settlements(venue, after, upto)
+                          if int(t) not in self._paid[venue]]
+        if any(p.qty for p in self.positions.values()):
+            marks = (self._marks_between(after, upto) if self._marks_between is not None
+                     else [(upto, self._price_at(PERP, upto))])
+            steps += [(int(t), 0, "", float(price)) for t, price in marks]
+        steps.sort(key=lambda s: (s[0], s[1]))
+        for t, what, venue, x in steps:
+            if what == 0:
+                for v, pos in self.positions.items():
+                    if pos.qty:
+                        self._check_liquidation(v, x, t)
+            elif self.positions[venue].qty:
+                self._paid[venue].add(t)
+                self._settle(venue, t, x)
+
+    def _settle(self, venue: str, t: int, rate: float) -> None:
+        """Pay one settlement to the open position: ``-q * mark * rate``."""
+        pos, spec = self.positions[venue], MARKETS[(venue, PERP)]
+        mark = self._price_at(PERP, t)
+        amount = money(-pos.qty * mark * rate)
+        pos.margin = money(pos.margin + amount)  # the isolated collateral (part of the wallet) takes it
+        self.wallets[spec.wallet].add(spec.quote, amount)
+        n = self._next()
+        pay = FundingPayment(self._trade_id(venue, n) if venue == "bybit" else str(8_000_000_000 + n),
+                             venue, t, pos.qty, rate, mark, amount)
+        self.fundings[venue].append(pay)
+        if self.listeners:
+            self._emit(AccountEvent(FUNDING, venue, PERP, spec.wallet, t, funding=pay))
+        self._balance_event(spec.wallet, PERP, "FUNDING_FEE", True, t)
+
+    def _check_liquidation(self, venue: str, mark: float, t: int) -> None:
+        """The simulator's rule: at a mark at or past the liquidation price,
+        close everything at that price with the penalty fee, capped at what is
+        left of the collateral."""
+        pos, spec = self.positions[venue], MARKETS[(venue, PERP)]
+        liq = self.liquidation(venue)
+        if not ((pos.qty < 0 and mark >= liq) or (pos.qty > 0 and mark <= liq)):
+            return
+        for o in [o for o in self.orders[(venue, PERP)] if o.is_open]:  # the venue cancels them first
+            self._release(spec, o)
+            o.status, o.updated_ms = CANCELED, t
+            self._order_event(CANCELED, o)
+        price = round_tick(liq, spec.tick, up=pos.qty < 0)
+        qty, side, collateral = abs(pos.qty), (BUY if pos.qty < 0 else SELL), pos.margin
+        n = self._next()
+        binance = venue == "binanceusdm"
+        order = Order(self._order_id(venue, n), f"autoclose-{t}{n:07d}" if binance else "", venue, PERP, side,
+                      LIMIT if binance else MARKET, qty, price, "IOC", False, t, t, liquidation=True)
+        self.orders[(venue, PERP)].append(order)
+        pnl = self._trade_perp(venue, order.sign * qty, price, t)  # releases the collateral
+        rate = spec.costs.liquidation_fee_rate
+        fee = money(max(min(rate * qty * price, collateral + pnl), 0.0))  # capped at what is left
+        self.wallets[spec.wallet].add(spec.quote, pnl - fee)
+        order.filled, order.cost, order.fee, order.fee_asset = qty, money(qty * price), fee, spec.quote
+        order.status = FILLED
+        trade = Trade(self._trade_id(venue, self._next()), order.id, order.client_id, venue, PERP, side, qty, price,
+                      fee, spec.quote, rate, False, t, pnl, liquidation=True)
+        self.trades[(venue, PERP)].append(trade)
+        self._order_event(TRADE, order, trade)
+        self._balance_event(spec.wallet, PERP, "ORDER", True, t)
 
     # ------------------------------------------------------------ internals
     def _fill_price(self, spec: MarketSpec, side: str, qty: float, now: int) -> float:

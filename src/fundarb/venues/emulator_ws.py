@@ -84,6 +84,16 @@ REST answer at the same moment agree:
   variants); ``ping`` answers ``op: pong``. Rows are the REST rows plus
   ``category``.
 
+Funding and liquidation (``emulator_accounts``): Binance USD-M tells a
+settlement with ``ACCOUNT_UPDATE`` ``m`` FUNDING_FEE (the USDT balance and the
+isolated position), a liquidation with ``ORDER_TRADE_UPDATE`` (clientOrderId
+``autoclose-...``, ``x`` CALCULATED, FILLED) then ``ACCOUNT_UPDATE`` (the flat
+position); Bybit tells a settlement with an ``execution`` row of execType
+Funding then ``wallet`` (and ``position``), a liquidation with ``order``
+(createType CreateByLiq, Market), ``execution`` (BustTrade), ``wallet`` and
+``position``. They are pushed from the clock move that crossed them, stamped
+with their own time; the rows read the account as of the push.
+
 Orders are told as they step: a market order NEW then TRADE (FILLED); under
 the ``partial_fill`` fault TRADE (PARTIALLY_FILLED) then EXPIRED; a resting
 limit NEW, then TRADE when the clock moves the close across it (pushed from
@@ -134,6 +144,7 @@ from fundarb.venues.emulator import (
 from fundarb.venues.emulator_accounts import (
     BALANCE,
     CANCELED,
+    FUNDING,
     TRADE,
     AccountEvent,
     Accounts,
@@ -375,15 +386,18 @@ def binance_account_position(acc: Accounts, ms: int) -> dict:
 
 
 def binance_order_trade_update(ev: AccountEvent) -> dict:
-    """Binance USD-M ``ORDER_TRADE_UPDATE`` for one step of an order."""
+    """Binance USD-M ``ORDER_TRADE_UPDATE`` for one step of an order. A
+    liquidation's fill is execution type CALCULATED (Binance's "liquidation
+    execution"; ccxt then updates the order but books no trade from it)."""
     o, t = ev.order, ev.trade
     assert o is not None
     qty, px = _last(ev)
     avg = o.cost / o.filled if o.filled else 0.0
+    what = "CALCULATED" if o.liquidation and ev.what == TRADE else ev.what
     return {"e": "ORDER_TRADE_UPDATE", "E": ev.time_ms, "T": ev.time_ms, "o": {
         "s": SYMBOL, "c": o.client_id, "S": o.side.upper(), "o": o.type.upper(), "f": o.time_in_force,
         "q": emu._dec(o.qty, 3), "p": emu._dec(o.price or 0, 2), "ap": emu._amt(avg, 2), "sp": "0",
-        "x": ev.what, "X": o.status, "i": int(o.id), "l": emu._dec(qty, 3), "z": emu._dec(o.filled, 3),
+        "x": what, "X": o.status, "i": int(o.id), "l": emu._dec(qty, 3), "z": emu._dec(o.filled, 3),
         "L": emu._dec(px, 2), "N": "USDT", "n": emu._amt(t.fee) if t else "0", "T": ev.time_ms,
         "t": int(t.id) if t else 0, "b": "0", "a": "0", "m": bool(t and t.maker), "R": o.reduce_only,
         "wt": "CONTRACT_PRICE", "ot": o.type.upper(), "ps": "BOTH", "cp": False,
@@ -391,16 +405,20 @@ def binance_order_trade_update(ev: AccountEvent) -> dict:
         "pm": "NONE", "gtd": 0}}
 
 
-_BINANCE_UPDATE_REASON = {"ORDER": "ORDER", "DEPOSIT": "DEPOSIT", "TRANSFER": "ASSET_TRANSFER"}
+_BINANCE_UPDATE_REASON = {"ORDER": "ORDER", "DEPOSIT": "DEPOSIT", "TRANSFER": "ASSET_TRANSFER",
+                          "FUNDING_FEE": "FUNDING_FEE"}
 
 
 def binance_account_update(tape: emu.MarketTape, acc: Accounts, ev: AccountEvent) -> dict:
     """Binance USD-M ``ACCOUNT_UPDATE``: wallet balances as /fapi/v3/account, and the
-    position (as /fapi/v3/positionRisk) when a fill moved it."""
+    position (as /fapi/v3/positionRisk) when a fill moved it. A settlement
+    (``m`` FUNDING_FEE) on an isolated position carries the USDT balance and
+    that position only, as the venue documents."""
     ask = Ask(tape, {}, ev.time_ms, ev.time_ms, "/fapi/v3/account", accounts=acc)
     usdt, others = emu._binance_futures_balances(ask)
+    assets = (usdt,) if ev.reason == "FUNDING_FEE" else (usdt, *others)
     balances = [{"a": r["asset"], "wb": r["walletBalance"], "cw": r["crossWalletBalance"], "bc": "0"}
-                for r in (usdt, *others)]
+                for r in assets]
     positions = []
     if ev.traded:
         row = emu._binance_position_row(acc, ask)
@@ -418,6 +436,10 @@ def _bybit_frame(topic: str, ms: int, data: list) -> dict:
 def bybit_private_frames(acc: Accounts, ev: AccountEvent) -> list[tuple[str, str, dict]]:
     """Bybit v5 private frames for one event: (topic, category, frame)."""
     out: list[tuple[str, str, dict]] = []
+    if ev.what == FUNDING:  # a settlement paid: an execution of type Funding
+        assert ev.funding is not None
+        row = {"category": "linear", **emu._bybit_funding_row(ev.funding)}
+        return [("execution", "linear", _bybit_frame("execution", ev.time_ms, [row]))]
     if ev.what == BALANCE:
         if ev.wallet != "bybit":  # the funding wallet is not the trading account
             return out
@@ -871,7 +893,9 @@ class WsHub:
             else:
                 items.append(("binance", "order", "", binance_execution_report(ev)))
         elif ev.venue == "binanceusdm":
-            if ev.what != BALANCE:
+            if ev.what == FUNDING:
+                pass  # told by the ACCOUNT_UPDATE (m FUNDING_FEE) of the balance event that follows
+            elif ev.what != BALANCE:
                 items.append(("binanceusdm", "order", "", binance_order_trade_update(ev)))
             elif ev.traded or ev.reason != "ORDER":  # the venue pushes ACCOUNT_UPDATE only when money moved
                 items.append(("binanceusdm", "account", "", binance_account_update(self.tape, acc, ev)))
