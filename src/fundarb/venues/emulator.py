@@ -291,35 +291,31 @@ class Fault:
         return (self.venue is None or self.venue == venue) and path.startswith(self.path)
 
 
-class FaultPlan:
-    """Faults the test programs; the server asks ``take`` once per request."""
+class FaultRegistry:
+    """Programmed faults, matched in the order they were added. A fault with a
+    probability below 1 draws from the registry's seeded generator (certain
+    faults use no randomness); a spent fault clears itself."""
 
-    def __init__(self, clock: EmulatorClock, seed: int = 0) -> None:
-        self._clock = clock
+    def __init__(self, rng: Any) -> None:
         self._lock = threading.Lock()
-        self._faults: list[Fault] = []
-        self._rng = np.random.default_rng(seed)
+        self._faults: list[Any] = []
+        self._rng = rng  # anything with .random() -> [0, 1)
 
-    def add(self, kind: str, *, venue: str | None = None, path: str = "", times: int | None = 1,
-            probability: float = 1.0, **settings: Any) -> Fault:
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r} (known: {', '.join(FAULT_KINDS)})")
+    @staticmethod
+    def check(venue: str | None, times: int | None, probability: float) -> None:
         if venue is not None and venue not in VENUE_PREFIXES:
             raise ValueError(f"unknown venue {venue!r} (known: {', '.join(VENUE_PREFIXES)})")
         if not 0.0 < probability <= 1.0:
             raise ValueError(f"fault probability must be in (0, 1], got {probability}")
         if times is not None and times < 1:
             raise ValueError(f"fault times must be >= 1 or None, got {times}")
-        if kind == "partial_fill" and not 0.0 < settings.get("fill_ratio", 0.5) < 1.0:
-            raise ValueError(f"partial_fill fill_ratio must be in (0, 1), got {settings['fill_ratio']}")
-        fault = Fault(kind, venue, path, times, probability, **settings)
-        if kind == "stale" and fault.as_of_ns is None:
-            fault.as_of_ns = self._clock.now_ns
+
+    def register(self, fault: Any) -> Any:
         with self._lock:
             self._faults.append(fault)
         return fault
 
-    def remove(self, fault: Fault) -> None:
+    def remove(self, fault: Any) -> None:
         with self._lock:
             if fault in self._faults:
                 self._faults.remove(fault)
@@ -329,17 +325,16 @@ class FaultPlan:
             self._faults.clear()
 
     @property
-    def pending(self) -> list[Fault]:
+    def pending(self) -> list[Any]:
         with self._lock:
             return list(self._faults)
 
-    def take(self, venue: str, path: str, method: str = "GET") -> Fault | None:
-        """The first matching fault that fires for this request; spent faults clear."""
+    def take(self, *request: Any) -> Any | None:
+        """The first fault matching ``request`` that fires."""
         with self._lock:
             for fault in self._faults:
-                if not fault.matches(venue, path, method):
+                if not fault.matches(*request):
                     continue
-                # draw only for partial probabilities, so certain faults use no randomness
                 if fault.probability < 1.0 and self._rng.random() >= fault.probability:
                     continue
                 fault.hits += 1
@@ -347,6 +342,26 @@ class FaultPlan:
                     self._faults.remove(fault)
                 return fault
         return None
+
+
+class FaultPlan(FaultRegistry):
+    """Faults of the REST server; it asks ``take(venue, path, method)`` once per request."""
+
+    def __init__(self, clock: EmulatorClock, seed: int = 0) -> None:
+        super().__init__(np.random.default_rng(seed))
+        self._clock = clock
+
+    def add(self, kind: str, *, venue: str | None = None, path: str = "", times: int | None = 1,
+            probability: float = 1.0, **settings: Any) -> Fault:
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r} (known: {', '.join(FAULT_KINDS)})")
+        self.check(venue, times, probability)
+        if kind == "partial_fill" and not 0.0 < settings.get("fill_ratio", 0.5) < 1.0:
+            raise ValueError(f"partial_fill fill_ratio must be in (0, 1), got {settings['fill_ratio']}")
+        fault = Fault(kind, venue, path, times, probability, **settings)
+        if kind == "stale" and fault.as_of_ns is None:
+            fault.as_of_ns = self._clock.now_ns
+        return self.register(fault)
 
 
 # ----------------------------------------------------------------- request log

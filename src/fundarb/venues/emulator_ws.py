@@ -197,55 +197,20 @@ class WsFault:
         return (self.venue is None or self.venue == venue) and path.startswith(self.path)
 
 
-class WsFaultPlan:
+class WsFaultPlan(emu.FaultRegistry):
+    """Faults of the websocket side; a connection asks ``take(venue, path)`` before each frame."""
+
     def __init__(self, seed: int = 0) -> None:
-        self._lock = threading.Lock()
-        self._faults: list[WsFault] = []
-        self._rng = random.Random(seed)
+        super().__init__(random.Random(seed))
 
     def add(self, kind: str = "dropped_websocket", *, venue: str | None = None, path: str = "",
             times: int | None = 1, probability: float = 1.0, mode: str = "close") -> WsFault:
         if kind not in WS_FAULT_KINDS:
             raise ValueError(f"unknown websocket fault kind {kind!r} (known: {', '.join(WS_FAULT_KINDS)})")
-        if venue is not None and venue not in emu.VENUE_PREFIXES:
-            raise ValueError(f"unknown venue {venue!r} (known: {', '.join(emu.VENUE_PREFIXES)})")
         if mode not in DROP_MODES:
             raise ValueError(f"unknown drop mode {mode!r} (known: {', '.join(DROP_MODES)})")
-        if not 0.0 < probability <= 1.0:
-            raise ValueError(f"fault probability must be in (0, 1], got {probability}")
-        if times is not None and times < 1:
-            raise ValueError(f"fault times must be >= 1 or None, got {times}")
-        fault = WsFault(kind, venue, path, times, probability, mode)
-        with self._lock:
-            self._faults.append(fault)
-        return fault
-
-    def remove(self, fault: WsFault) -> None:
-        with self._lock:
-            if fault in self._faults:
-                self._faults.remove(fault)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    @property
-    def pending(self) -> list[WsFault]:
-        with self._lock:
-            return list(self._faults)
-
-    def take(self, venue: str, path: str) -> WsFault | None:
-        with self._lock:
-            for fault in self._faults:
-                if not fault.matches(venue, path):
-                    continue
-                if fault.probability < 1.0 and self._rng.random() >= fault.probability:
-                    continue
-                fault.hits += 1
-                if fault.times is not None and fault.hits >= fault.times:
-                    self._faults.remove(fault)
-                return fault
-        return None
+        self.check(venue, times, probability)
+        return self.register(WsFault(kind, venue, path, times, probability, mode))
 
 
 @dataclass(frozen=True)
