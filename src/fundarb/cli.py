@@ -283,12 +283,13 @@ _data_commands()
 def emulator(
     port: int = typer.Option(8765, "--port", help="port on 127.0.0.1"),
     start: Optional[str] = typer.Option(None, "--start", help="the emulator clock, UTC ISO time inside the shipped data (default: its start)"),
+    speed: float = typer.Option(0.0, "--speed", help="play the data forward this many seconds per second (default 0: the clock stays)"),
 ) -> None:
-    """Serve Binance spot, Binance USD-M and Bybit v5 REST shapes on 127.0.0.1 from the shipped real data, until Ctrl-C."""
+    """Serve Binance spot, Binance USD-M and Bybit v5 (REST and websockets, market data and trading) on 127.0.0.1 from the shipped real data, until Ctrl-C."""
     from fundarb.venues.emulator import run_emulator
 
     try:
-        run_emulator(port, start)
+        run_emulator(port, start, speed)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
 

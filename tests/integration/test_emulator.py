@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import subprocess
+import time
 import sys
 import urllib.request
 
@@ -101,6 +102,30 @@ def test_run_emulator_serves_until_ctrl_c():
             assert json.load(reply) == {"serverTime": ms("2023-06-01T07:30")}
         rest = proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline()
         assert "point_ccxt" in rest + proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_run_emulator_plays_the_data_forward_at_the_given_speed():
+    code = "from fundarb.venues.emulator import run_emulator; run_emulator(0, '2023-06-01T07:30', speed=3600)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert "3600 s per second" in first
+        base = re.search(r"(http://127\.0\.0\.1:\d+)", first).group(1)
+        seen = []
+        for _ in range(40):  # bounded: at most about 4 s
+            with urllib.request.urlopen(base + "/fapi/v1/time", timeout=5) as reply:
+                seen.append(json.load(reply)["serverTime"])
+            if seen[-1] >= ms("2023-06-01T09:30"):
+                break
+            time.sleep(0.1)
+        assert seen[0] >= ms("2023-06-01T07:30") and seen[-1] >= ms("2023-06-01T09:30")
+        assert seen == sorted(seen)  # the clock only moves forward
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
     finally:

@@ -2100,18 +2100,31 @@ def point_ccxt(exchange: Any, base_url: str) -> Any:
 
 # ----------------------------------------------------------------- CLI entry
 
-def run_emulator(port: int = 8765, start: str | None = None) -> None:
-    """Serve on 127.0.0.1:``port`` until Ctrl-C, with the clock at ``start``."""
+def run_emulator(port: int = 8765, start: str | None = None, speed: float = 0.0) -> None:
+    """Serve on 127.0.0.1:``port`` until Ctrl-C, with the clock at ``start``;
+    ``speed`` > 0 plays the real data forward that many seconds per second
+    (0: the clock stays where it is)."""
+    if not (speed >= 0 and math.isfinite(speed)):
+        raise ValueError(f"--speed must be a number >= 0, got {speed}")
+    import fundarb.venues.emulator_ws  # noqa: F401  (mounts the websocket streams)
+
     server = EmulatorServer(port=port, start=start).start()
+    clock = f"{speed:g} s per second" if speed else "clock fixed"
     try:
-        print(f"fundarb exchange emulator on {server.base_url}  (now {fmt_time(server.now_ns)} UTC, clock fixed)")
-        print("venues: binance (/api/v3, /sapi), binanceusdm (/fapi), bybit (/v5); market data and trading")
+        print(f"fundarb exchange emulator on {server.base_url}  (now {fmt_time(server.now_ns)} UTC, {clock})")
+        print("venues: binance (/api/v3, /sapi), binanceusdm (/fapi), bybit (/v5); market data and trading, REST and websockets")
         print("point ccxt at it:")
         print("    from fundarb.venues.emulator import ccxt_config, point_ccxt")
         print(f"    ex = point_ccxt(ccxt.binanceusdm(ccxt_config('binanceusdm')), '{server.base_url}')")
         print("Ctrl-C stops it.", flush=True)
         while True:
-            time.sleep(3600)
+            time.sleep(1.0 if speed else 3600)
+            if speed:
+                try:
+                    server.advance(int(speed * 1e9))
+                except ValueError:  # the end of the shipped data
+                    print(f"the data ends at {fmt_time(server.now_ns)} UTC; the clock stops here", flush=True)
+                    speed = 0.0
     except KeyboardInterrupt:
         pass
     finally:
