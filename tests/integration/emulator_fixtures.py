@@ -85,3 +85,37 @@ def hang_guard(loopback_only):
     yield
     faulthandler.cancel_dump_traceback_later()
     assert not loopback_only, f"a test tried to leave loopback: {loopback_only}"
+
+
+# ---------------------------------------------------------------- the oracle: the parquet as shipped
+MS_H = 3_600_000
+SPOT_SYM, PERP_SYM = "BTC/USDT", "BTC/USDT:USDT"
+
+
+def ms(text: str) -> int:
+    """A UTC ISO time as ms."""
+    from fundarb.data.history import parse_time
+
+    return parse_time(text, "test") // 1_000_000
+
+
+@pytest.fixture(scope="module")
+def closes():
+    """Shipped Binance hourly closes of spot and USD-M by ccxt symbol: open
+    time, the instant the close is known (open + 1 h), and the close."""
+    import polars as pl
+
+    from fundarb.data.history import PRICES_FILE, SHIPPED_DIR
+
+    prices = pl.read_parquet(SHIPPED_DIR / PRICES_FILE)
+    return {label: prices.filter((pl.col("market") == market) & (pl.col("symbol") == "BTCUSDT")).select(
+                pl.col("open_time_ms"), (pl.col("open_time_ms") + MS_H).alias("close_ms"), pl.col("close")
+            ).sort("open_time_ms")
+            for market, label in (("spot", SPOT_SYM), ("perp_linear", PERP_SYM))}
+
+
+def close_at(closes, symbol: str, now_ms: int) -> float:
+    """The last close known at ``now_ms``: the price the emulator fills at."""
+    import polars as pl
+
+    return closes[symbol].filter(pl.col("close_ms") <= now_ms)["close"][-1]

@@ -21,10 +21,10 @@ import ccxt
 import emulator_fixtures
 import polars as pl
 import pytest
-from emulator_fixtures import EMULATOR_START, ccxt_client, running_emulator
+from emulator_fixtures import EMULATOR_START, ccxt_client, close_at, ms, running_emulator
 
 from fundarb.core.model import NS_PER_HOUR
-from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR, parse_time
+from fundarb.data.history import FUNDING_FILE, SHIPPED_DIR
 from fundarb.venues.emulator import EmulatorServer, ccxt_config, point_ccxt
 
 emulator = emulator_fixtures.emulator  # fixtures, requested by name below
@@ -38,34 +38,16 @@ FUNDING_VENUE = {"binanceusdm": "binance", "bybit": "bybit"}  # emulator venue -
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 hang_guard = emulator_fixtures.hang_guard
-
-
-def ms(text: str) -> int:
-    return parse_time(text, "test") // 1_000_000
+closes = emulator_fixtures.closes
 
 
 # ----------------------------------------------------------------- the oracle: the parquet as shipped
-
-@pytest.fixture(scope="module")
-def closes() -> dict[str, pl.DataFrame]:
-    prices = pl.read_parquet(SHIPPED_DIR / PRICES_FILE)
-    out = {}
-    for market, label in (("spot", SPOT_SYM), ("perp_linear", PERP_SYM)):
-        out[label] = prices.filter((pl.col("market") == market) & (pl.col("symbol") == "BTCUSDT")).select(
-            pl.col("open_time_ms"), (pl.col("open_time_ms") + MS_H).alias("close_ms"), pl.col("close")
-        ).sort("open_time_ms")
-    return out
-
 
 @pytest.fixture(scope="module")
 def funding() -> dict[str, pl.DataFrame]:
     rows = pl.read_parquet(SHIPPED_DIR / FUNDING_FILE)
     return {v: rows.filter((pl.col("venue") == src) & (pl.col("symbol") == "BTCUSDT")).sort("funding_time_ms")
             for v, src in FUNDING_VENUE.items()}
-
-
-def close_at(closes, symbol: str, now_ms: int) -> float:
-    return closes[symbol].filter(pl.col("close_ms") <= now_ms)["close"][-1]
 
 
 # ----------------------------------------------------------------- binding

@@ -23,11 +23,11 @@ import ccxt.pro
 import emulator_fixtures
 import polars as pl
 import pytest
-from emulator_fixtures import trading_client
+from emulator_fixtures import ms, trading_client
 
 from fundarb.config import VenueConfig
 from fundarb.core.book import liquidation_price
-from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR, parse_time
+from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR
 from fundarb.venues.emulator import ccxt_config
 from fundarb.venues.emulator_accounts import MARKETS
 from fundarb.venues.emulator_ws import point_ccxt_pro, websockets
@@ -51,10 +51,6 @@ def hang_guard(loopback_only):
     yield
     faulthandler.cancel_dump_traceback_later()
     assert not loopback_only, f"a test tried to leave loopback: {loopback_only}"
-
-
-def ms(text: str) -> int:
-    return parse_time(text, "test") // 1_000_000
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ import ccxt.pro
 import emulator_fixtures
 import polars as pl
 import pytest
-from emulator_fixtures import EMULATOR_START
+from emulator_fixtures import EMULATOR_START, ms
 
 from fundarb.core.model import NS_PER_HOUR
-from fundarb.data.history import PRICES_FILE, SHIPPED_DIR, parse_time
+from fundarb.data.history import PRICES_FILE, SHIPPED_DIR
 from fundarb.venues.emulator import ccxt_config
 from fundarb.venues.emulator_accounts import MARKETS
 from fundarb.venues.emulator_ws import point_ccxt_pro, websockets
@@ -40,10 +40,6 @@ PRIVATE_PATH = {"binance": "/ws-api/v3", "binanceusdm": "/private/ws", "bybit": 
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 hang_guard = emulator_fixtures.hang_guard
-
-
-def ms(text: str) -> int:
-    return parse_time(text, "test") // 1_000_000
 
 
 def close_at(symbol: str, now_ms: int) -> float:

@@ -14,13 +14,11 @@ import urllib.request
 
 import ccxt
 import emulator_fixtures
-import polars as pl
 import pytest
-from emulator_fixtures import EMULATOR_START, running_emulator, trading_client
+from emulator_fixtures import EMULATOR_START, close_at, ms, running_emulator, trading_client
 
 from fundarb.core.book import liquidation_price
 from fundarb.core.model import NS_PER_HOUR
-from fundarb.data.history import PRICES_FILE, SHIPPED_DIR, parse_time
 from fundarb.venues.emulator_accounts import MARKETS
 
 emulator = emulator_fixtures.emulator  # fixtures, requested by name below
@@ -37,24 +35,7 @@ MARKET_IDS = ["binance-spot", "binanceusdm-perp", "bybit-spot", "bybit-perp"]
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 hang_guard = emulator_fixtures.hang_guard
-
-
-def ms(text: str) -> int:
-    return parse_time(text, "test") // 1_000_000
-
-
-@pytest.fixture(scope="module")
-def closes() -> dict[str, pl.DataFrame]:
-    prices = pl.read_parquet(SHIPPED_DIR / PRICES_FILE)
-    out = {}
-    for market, label in (("spot", SPOT_SYM), ("perp_linear", PERP_SYM)):
-        out[label] = prices.filter((pl.col("market") == market) & (pl.col("symbol") == "BTCUSDT")).select(
-            (pl.col("open_time_ms") + MS_H).alias("close_ms"), pl.col("close")).sort("close_ms")
-    return out
-
-
-def close_at(closes, symbol: str, now_ms: int) -> float:
-    return closes[symbol].filter(pl.col("close_ms") <= now_ms)["close"][-1]
+closes = emulator_fixtures.closes
 
 
 def fund_all(server, usdt: float = START_USDT) -> None:

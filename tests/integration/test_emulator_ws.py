@@ -18,9 +18,9 @@ import ccxt.pro
 import emulator_fixtures
 import polars as pl
 import pytest
-from emulator_fixtures import EMULATOR_START
+from emulator_fixtures import EMULATOR_START, ms
 
-from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR, parse_time
+from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR
 from fundarb.venues.emulator import ccxt_config
 from fundarb.venues.emulator_ws import point_ccxt_pro, websockets
 
@@ -34,10 +34,6 @@ STEP = 5.0  # bound of every single await
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 hang_guard = emulator_fixtures.hang_guard
-
-
-def ms(text: str) -> int:
-    return parse_time(text, "test") // 1_000_000
 
 
 def close_at(market: str, now_ms: int) -> float:
