@@ -631,7 +631,9 @@ class _Conn:
             return
         await self.catch_up(self.hub.now_ms())
 
-    async def on_bybit(self, text: str) -> None:
+    async def bybit_request(self, text: str) -> tuple[Any, Any, Any] | None:
+        """(op, req_id, args) of a Bybit request, or None once a frame that is
+        not a JSON object has been answered with Bybit's error."""
         try:
             request = json.loads(text)
         except ValueError:
@@ -639,8 +641,14 @@ class _Conn:
         if not isinstance(request, dict):
             await self.send({"success": False, "ret_msg": "error:request not a json object", "conn_id": self.id,
                              "op": ""}, "error")
+            return None
+        return request.get("op"), request.get("req_id"), request.get("args", [])
+
+    async def on_bybit(self, text: str) -> None:
+        request = await self.bybit_request(text)
+        if request is None:
             return
-        op, req_id, args = request.get("op"), request.get("req_id"), request.get("args", [])
+        op, req_id, args = request
 
         def answer(success: bool, ret_msg: str) -> dict:
             frame: dict[str, Any] = {"success": success, "ret_msg": ret_msg, "conn_id": self.id}
@@ -757,15 +765,10 @@ class _Conn:
                             "error")
 
     async def on_bybit_private(self, text: str) -> None:
-        try:
-            request = json.loads(text)
-        except ValueError:
-            request = None
-        if not isinstance(request, dict):
-            await self.send({"success": False, "ret_msg": "error:request not a json object", "conn_id": self.id,
-                             "op": ""}, "error")
+        request = await self.bybit_request(text)
+        if request is None:
             return
-        op, req_id, args = request.get("op"), request.get("req_id"), request.get("args", [])
+        op, req_id, args = request
 
         def answer(success: bool, ret_msg: str) -> dict:
             frame: dict[str, Any] = {"success": success, "ret_msg": ret_msg, "op": op, "conn_id": self.id}
