@@ -13,9 +13,11 @@ import re
 import signal
 import socket
 import subprocess
-import time
 import sys
+import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ccxt
 import emulator_fixtures
@@ -74,31 +76,34 @@ def test_a_taken_port_is_one_clear_error(emulator):
         EmulatorServer(port=emulator.port).start()
 
 
-def test_run_emulator_serves_until_ctrl_c():
-    code = "from fundarb.venues.emulator import run_emulator; run_emulator(0, '2023-06-01T07:30')"
+@contextmanager
+def emulator_process(call: str) -> Iterator[tuple[subprocess.Popen, str, str]]:
+    """``run_emulator`` in a child process: (process, its first line, its base URL);
+    killed at the end if the test has not stopped it."""
+    code = f"from fundarb.venues.emulator import run_emulator; {call}"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()
-        base = re.search(r"(http://127\.0\.0\.1:\d+)", first).group(1)
-        with urllib.request.urlopen(base + "/fapi/v1/time", timeout=5) as reply:
-            assert json.load(reply) == {"serverTime": ms("2023-06-01T07:30")}
-        rest = proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline()
-        assert "point_ccxt" in rest + proc.stdout.readline()
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        yield proc, first, re.search(r"(http://127\.0\.0\.1:\d+)", first).group(1)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
 
 
+def test_run_emulator_serves_until_ctrl_c():
+    with emulator_process("run_emulator(0, '2023-06-01T07:30')") as (proc, _, base):
+        with urllib.request.urlopen(base + "/fapi/v1/time", timeout=5) as reply:
+            assert json.load(reply) == {"serverTime": ms("2023-06-01T07:30")}
+        rest = proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline()
+        assert "point_ccxt" in rest + proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+
+
 def test_run_emulator_plays_the_data_forward_at_the_given_speed():
-    code = "from fundarb.venues.emulator import run_emulator; run_emulator(0, '2023-06-01T07:30', speed=3600)"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        first = proc.stdout.readline()
+    with emulator_process("run_emulator(0, '2023-06-01T07:30', speed=3600)") as (proc, first, base):
         assert "3600 s per second" in first
-        base = re.search(r"(http://127\.0\.0\.1:\d+)", first).group(1)
         seen = []
         for _ in range(40):  # bounded: at most about 4 s
             with urllib.request.urlopen(base + "/fapi/v1/time", timeout=5) as reply:
@@ -110,10 +115,6 @@ def test_run_emulator_plays_the_data_forward_at_the_given_speed():
         assert seen == sorted(seen)  # the clock only moves forward
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
 
 
 def test_clock_refuses_times_outside_the_shipped_prices():
