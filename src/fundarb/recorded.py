@@ -201,10 +201,10 @@ def _window(cfg: Config, rec: Recording, parsed: dict[str, ParsedFeed], lo: int,
 def golden_text(result: BacktestResult) -> str:
     """The decision log and metrics, one log row per line so a change reads
     as a short diff."""
-    replay = result.history.describe()["replay"]
-    parsed = {role: {"messages": f["messages"], "events": f["events"]} for role, f in replay["feeds"].items()}
+    d = result.history.describe()
+    parsed = {role: {"messages": f["messages"], "events": f["events"]} for role, f in d["replay"]["feeds"].items()}
     lines = ["{", f' "config_hash": {json.dumps(result.config_hash)},',
-             f' "window": {json.dumps([result.history.describe()["start"], result.history.describe()["end"]])},',
+             f' "window": {json.dumps([d["start"], d["end"]])},',
              f' "parsed": {json.dumps(parsed, sort_keys=True)},', ' "metrics": {']
     items = sorted(result.metrics.items())
     for i, (k, v) in enumerate(items):

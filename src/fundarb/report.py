@@ -147,8 +147,9 @@ def write_outputs(r: BacktestResult, out: Path) -> dict[str, Path]:
     def build(tmp: Path) -> None:
         (tmp / REPORT_FILE).write_text(render_json(r))
         plot(r, tmp / PLOT_FILE)
+        d = r.history.describe()
         meta = {"config_name": r.config.name, "seed": str(r.config.seed), "fundarb_version": __version__,
-                "data_start": r.history.describe()["start"], "data_end": r.history.describe()["end"]}
+                "data_start": d["start"], "data_end": d["end"]}
         write_trade_log(tmp / TRADE_LOG_FILE, r.config_hash, meta, r.log, r.curve)
 
     publish_folder(out, OUTPUT_FILES, build)
