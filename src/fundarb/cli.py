@@ -279,17 +279,30 @@ def _data_commands() -> None:
 _data_commands()
 
 
+def _trade_commands() -> None:
+    from fundarb.trade_commands import positions_command, reconcile_command, trade_app
+
+    app.add_typer(trade_app, name="trade")
+    app.command("positions")(positions_command)
+    app.command("reconcile")(reconcile_command)
+
+
+_trade_commands()
+
+
 @app.command()
 def emulator(
     port: int = typer.Option(8765, "--port", help="port on 127.0.0.1"),
     start: Optional[str] = typer.Option(None, "--start", help="the emulator clock, UTC ISO time inside the shipped data (default: its start)"),
     speed: float = typer.Option(0.0, "--speed", help="play the data forward this many seconds per second (default 0: the clock stays)"),
+    fund: float = typer.Option(0.0, "--fund", help="USDT to put in each trading wallet (a synthetic balance), e.g. 100000"),
+    api_key: Optional[list[str]] = typer.Option(None, "--api-key", help="accept only this API key (repeat for several; default: any key)"),
 ) -> None:
     """Serve Binance spot, Binance USD-M and Bybit v5 (REST and websockets, market data and trading) on 127.0.0.1 from the shipped real data, until Ctrl-C."""
     from fundarb.venues.emulator import run_emulator
 
     try:
-        run_emulator(port, start, speed)
+        run_emulator(port, start, speed, fund, api_key)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
 

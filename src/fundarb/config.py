@@ -139,6 +139,34 @@ class Scenario:
             raise ValueError("scenario.shock_after_days is set but scenario.shock_return is 0: no shock would happen")
 
 
+def _positive(inst: Any, attr: attrs.Attribute, value: float) -> None:
+    _finite(inst, attr, value)
+    if value <= 0:
+        raise ValueError(f"live.{attr.name} must be > 0, got {value}")
+
+
+@attrs.frozen
+class LiveSettings:
+    """How live orders are run (``fundarb trade``, and the runner).
+
+    A market order still open after ``order_timeout_seconds`` is cancelled.
+    When the two legs of a pair end unequal (a refusal, a partial fill, a
+    timeout), the lagging leg is completed or the leading one unwound within
+    ``hedge_timeout_seconds``; past that the pair is reported as a naked leg
+    and new entries are blocked. Pre-flight refuses a trade whose spread or
+    expected slippage (walking the venue's book) exceeds the bp limits.
+    Reconciliation runs every ``reconcile_interval_seconds`` in long-running
+    processes. Without the section the defaults apply and the config hash is
+    the one it had before the section existed.
+    """
+
+    order_timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
+    hedge_timeout_seconds: float = attrs.field(default=30.0, validator=_positive)
+    reconcile_interval_seconds: float = attrs.field(default=300.0, validator=_positive)
+    max_spread_bp: float = attrs.field(default=10.0, validator=_positive)
+    max_slippage_bp: float = attrs.field(default=15.0, validator=_positive)
+
+
 @attrs.frozen
 class Config:
     name: str = attrs.field(validator=_run_name)
@@ -153,12 +181,17 @@ class Config:
     risk: RiskLimits = RiskLimits()
     transfer: TransferConfig = TransferConfig()
     scenario: Scenario | None = None
+    live: LiveSettings | None = None
 
     def __attrs_post_init__(self) -> None:
         if not (self.capital > 0 and math.isfinite(self.capital)):
             raise ValueError("capital must be a positive number")
         if not 0 < self.perp_allocation < 1:
             raise ValueError("perp_allocation must be between 0 and 1")
+
+    @property
+    def live_settings(self) -> LiveSettings:
+        return self.live or LiveSettings()
 
     @property
     def spot_account(self) -> str:
@@ -182,10 +215,11 @@ _converter = cattrs.Converter(forbid_extra_keys=True)
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     raw = _converter.unstructure(cfg)
-    if raw.get("scenario") is None:
-        # no key rather than null: TOML has no null, and a config without a
-        # scenario keeps the identity (hash) it had before scenarios existed
-        raw.pop("scenario", None)
+    for optional in ("scenario", "live"):
+        if raw.get(optional) is None:
+            # no key rather than null: TOML has no null, and a config without
+            # the section keeps the identity (hash) it had before it existed
+            raw.pop(optional, None)
     return raw
 
 
@@ -197,7 +231,7 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()
 
 
-_SECTIONS = ("data", "spot", "perp", "strategy", "risk", "transfer", "scenario")
+_SECTIONS = ("data", "spot", "perp", "strategy", "risk", "transfer", "scenario", "live")
 
 
 def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:

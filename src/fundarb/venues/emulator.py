@@ -43,7 +43,8 @@ What is served, and where each number comes from:
   ``/fapi/v1/forceOrders`` (``autoclose-`` orders); Bybit ``/v5/execution/list``
   rows of execType Funding and BustTrade (ccxt's fetch_funding_history and
   fetch_my_liquidations ask it by execType). Signed calls need the venue's key header and signature parameters;
-  the HMAC is not verified. Refusals answer the venue's own codes. Binance's
+  the HMAC is not verified; when ``server.accounts.api_keys`` is a set, other keys are
+  refused (Binance -2015, Bybit 10003). Refusals answer the venue's own codes. Binance's
   user-data stream keys (``/api/v3/userDataStream``, ``/fapi/v1/listenKey``)
   need the API key header only; the streams are in ``emulator_ws``.
 
@@ -909,14 +910,18 @@ def signed(handler: Handler) -> Handler:
 
 
 def _check_signed(venue: str | None, ask: Ask) -> None:
+    known = ask.accounts.api_keys if ask.accounts is not None else None
     if venue == "bybit":
-        if not ask.headers.get("X-BAPI-API-KEY"):
+        key = ask.headers.get("X-BAPI-API-KEY")
+        if not key or (known is not None and key not in known):
             raise VenueError(401, 10003, "API key is invalid.")
         if not ask.headers.get("X-BAPI-SIGN") or not ask.headers.get("X-BAPI-TIMESTAMP"):
             raise VenueError(401, 10004, "error sign! origin_string[]")
         return
     if not ask.headers.get("X-MBX-APIKEY"):
         raise VenueError(401, -2014, "API-key format invalid.")
+    if known is not None and ask.headers["X-MBX-APIKEY"] not in known:
+        raise VenueError(401, -2015, "Invalid API-key, IP, or permissions for action.")
     for name in ("timestamp", "signature"):
         if not ask.params.get(name):
             raise VenueError(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
@@ -2100,19 +2105,34 @@ def point_ccxt(exchange: Any, base_url: str) -> Any:
 
 # ----------------------------------------------------------------- CLI entry
 
-def run_emulator(port: int = 8765, start: str | None = None, speed: float = 0.0) -> None:
+TRADING_WALLETS = ("binance", "binanceusdm", "bybit")
+
+
+def run_emulator(port: int = 8765, start: str | None = None, speed: float = 0.0, fund: float = 0.0,
+                 api_keys: list[str] | None = None) -> None:
     """Serve on 127.0.0.1:``port`` until Ctrl-C, with the clock at ``start``;
     ``speed`` > 0 plays the real data forward that many seconds per second
-    (0: the clock stays where it is)."""
+    (0: the clock stays where it is). ``fund`` puts that many USDT (a
+    SYNTHETIC balance) in each trading wallet; ``api_keys``, when given, are
+    the only keys the signed endpoints accept."""
     if not (speed >= 0 and math.isfinite(speed)):
         raise ValueError(f"--speed must be a number >= 0, got {speed}")
+    if not (fund >= 0 and math.isfinite(fund)):
+        raise ValueError(f"--fund must be a number of USDT >= 0, got {fund}")
     import fundarb.venues.emulator_ws  # noqa: F401  (mounts the websocket streams)
 
     server = EmulatorServer(port=port, start=start).start()
+    if api_keys:
+        server.accounts.api_keys = set(api_keys)
+    for wallet in TRADING_WALLETS if fund else ():
+        server.accounts.fund(wallet, "USDT", fund)
     clock = f"{speed:g} s per second" if speed else "clock fixed"
     try:
         print(f"fundarb exchange emulator on {server.base_url}  (now {fmt_time(server.now_ns)} UTC, {clock})")
         print("venues: binance (/api/v3, /sapi), binanceusdm (/fapi), bybit (/v5); market data and trading, REST and websockets")
+        if fund:
+            print(f"wallets {', '.join(TRADING_WALLETS)}: {fund:,.2f} USDT each (synthetic balances)")
+        print(f"API keys: {'only the ' + str(len(api_keys)) + ' given with --api-key' if api_keys else 'any (the signature is not checked)'}")
         print("point ccxt at it:")
         print("    from fundarb.venues.emulator import ccxt_config, point_ccxt")
         print(f"    ex = point_ccxt(ccxt.binanceusdm(ccxt_config('binanceusdm')), '{server.base_url}')")

@@ -315,6 +315,8 @@ class Accounts:
         self.listener_errors: list[BaseException] = []
         # user-data stream keys (Binance listenKey): key -> venue; one live key per venue
         self.listen_keys: dict[str, str] = {}
+        # API keys the signed endpoints accept; None: any key (the HMAC is never checked)
+        self.api_keys: set[str] | None = None
         seeds = np.random.SeedSequence(seed).spawn(len(MARKETS))
         self._slippage = {
             key: SlippageModel(spec.costs.half_spread_bp_min, spec.costs.half_spread_bp_max,

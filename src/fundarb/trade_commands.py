@@ -1,0 +1,475 @@
+"""`fundarb trade open|close|log`, `fundarb positions`, `fundarb reconcile`:
+the manual paired-trade tool on live venues (or their sandbox, or the
+loopback emulator with ``--api-url``), logged to the SQLite trade log."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from fundarb.venues.live.session import DEFAULT_JOURNAL
+
+trade_app = typer.Typer(no_args_is_help=True, help="Paired trades on live venues: open, close, the trade log.")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config naming the venues (default: sims/baseline.toml)")
+JournalOpt = typer.Option(None, "--journal", help=f"the SQLite trade log (default: $FUNDARB_JOURNAL or {DEFAULT_JOURNAL})")
+ApiUrlOpt = typer.Option(None, "--api-url", help="send every REST and websocket call to this base URL (the emulator, e.g. http://127.0.0.1:8765)")
+SandboxOpt = typer.Option(False, "--sandbox", help="use the venues' testnets (ccxt sandbox mode)")
+
+
+class Stop(Exception):
+    """A reason to stop with exit code ``code`` after printing ``message``."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _context(config: Optional[Path], journal: Optional[Path], api_url: Optional[str], sandbox: bool):
+    from fundarb.cli import default_config_path
+    from fundarb.config import ConfigError, load
+    from fundarb.venues.live.exchange import Target, VenueSetupError
+
+    try:
+        cfg = load(config or default_config_path())
+        target = Target(api_url=api_url, sandbox=sandbox)
+    except (ConfigError, VenueSetupError) as exc:
+        _fail(str(exc))
+    path = journal or Path(os.environ.get("FUNDARB_JOURNAL") or DEFAULT_JOURNAL)
+    return cfg, path, target
+
+
+def _run(coro: Any) -> Any:
+    """Run a live coroutine; every expected failure becomes one error line."""
+    import ccxt
+
+    from fundarb.venues.live.credentials import CredentialsError
+    from fundarb.venues.live.exchange import VenueSetupError
+    from fundarb.venues.live.journal import JournalError
+
+    try:
+        return asyncio.run(coro)
+    except Stop as stop:
+        if stop.code:
+            _fail(str(stop), stop.code)
+        out.print(escape(str(stop)))
+    except (CredentialsError, VenueSetupError, JournalError) as exc:
+        _fail(str(exc))
+    except ccxt.AuthenticationError as exc:
+        _fail(f"the venue refused the API key: {str(exc)[:200]}; check the FUNDARB_<EXCHANGE>_API_KEY / _SECRET variables")
+    except ccxt.NetworkError as exc:
+        _fail(f"a venue is unreachable ({type(exc).__name__}: {str(exc)[:200]}); nothing more was sent")
+    except ccxt.ExchangeError as exc:
+        _fail(f"a venue answered with an error: {type(exc).__name__}: {str(exc)[:300]}")
+    return None
+
+
+def _time(ns: int) -> str:
+    from fundarb.data.history import fmt_time
+
+    return fmt_time(ns) if ns else "-"
+
+
+# ---------------------------------------------------------------------------------- open / close
+
+@trade_app.command("open")
+def open_command(
+    size: float = typer.Option(..., "--size", help="BTC per leg: buy this much spot, sell this much perp"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="run the pre-flight and print the plan; send nothing"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (for scripts)"),
+    config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
+) -> None:
+    """Open the carry: buy spot and sell the perp, the same size, after pre-flight checks."""
+    _trade("open", size, dry_run, yes, config, journal, api_url, sandbox)
+
+
+@trade_app.command("close")
+def close_command(
+    size: Optional[float] = typer.Option(None, "--size", help="BTC per leg to close (default: the whole carry)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="run the pre-flight and print the plan; send nothing"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (for scripts)"),
+    config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
+) -> None:
+    """Close the carry: sell spot and buy back the perp (reduce-only), the same size."""
+    _trade("close", size, dry_run, yes, config, journal, api_url, sandbox)
+
+
+def _trade(kind: str, size: float | None, dry_run: bool, yes: bool, config, journal, api_url, sandbox) -> None:
+    if size is not None and not (math.isfinite(size) and size > 0):
+        _fail(f"--size must be a positive number of BTC, got {size}")
+    cfg, path, target = _context(config, journal, api_url, sandbox)
+    plan = _run(_prepare(cfg, path, target, kind, size))
+    if plan is None:
+        return
+    if dry_run:
+        out.print("dry run: nothing was sent")
+        return
+    if not yes:
+        try:
+            go = typer.confirm(f"Send these two orders ({kind}: spot {plan.spot.qty:g} BTC, perp {plan.qty:g} BTC)?",
+                               default=False)
+        except (KeyboardInterrupt, EOFError, typer.Abort):
+            out.print("\naborted at the confirmation: nothing was sent")
+            raise typer.Exit(130 if not sys.stdin.closed else 1)
+        if not go:
+            out.print("not confirmed: nothing was sent")
+            raise typer.Exit(1)
+    code = _run(_execute(cfg, path, target, kind, plan.qty, plan.spot.qty))
+    if code:
+        raise typer.Exit(code)
+
+
+async def _prepare(cfg, path, target, kind: str, size: float | None):
+    from fundarb.venues.live.session import open_session
+
+    session = await open_session(cfg, path, target)
+    try:
+        await _start(session)
+        qty, spot_qty = _size(session, kind, size)
+        plan = await _plan(session, kind, qty, spot_qty)
+        _print_plan(session, plan)
+        if not plan.ok:
+            raise Stop(f"pre-flight failed ({', '.join(c.name for c in plan.failed)}): nothing was sent")
+        return plan
+    finally:
+        await session.close()
+
+
+async def _start(session) -> None:
+    """What every trading command does first: finish what a stopped process
+    left, and reconcile the journal with the venues."""
+    from fundarb.venues.live.reconcile import reconcile
+
+    rec = await reconcile(session, "start")
+    for note in rec.notes:
+        out.print(f"[dim]reconcile:[/] {escape(note)}")
+    for m in rec.mismatches:
+        err.print(f"[yellow]reconciliation mismatch:[/] {escape(m)}")
+
+
+def _size(session, kind: str, size: float | None) -> tuple[float, float]:
+    """(perp BTC, spot BTC) of the trade. Closing everything: the whole short,
+    and all the spot the carry holds (the buy's fee in BTC makes it a little
+    less), each rounded to its own market's lot."""
+    from fundarb.venues.live.exchange import common_lot
+
+    if size is None:
+        perp = session.perp.rules.floor_btc(max(-session.journal.position(session.perp.account), 0.0))
+        spot = session.spot.rules.floor_btc(max(session.journal.position(session.spot.account, session.spot.base), 0.0))
+        if perp <= 0 and spot <= 0:
+            raise Stop("the trade log shows no carry position to close", 0)
+        return perp, spot
+    qty = common_lot(session.spot.rules, session.perp.rules, size)
+    if abs(qty - size) > 1e-12:
+        lot = max(session.spot.rules.step_btc, session.perp.rules.step_btc)
+        raise Stop(f"--size {size:g} is not a multiple of the lot {float(lot):g} BTC that both legs accept "
+                   f"(the legs must be equal); use {qty:g}")
+    return qty, qty
+
+
+async def _plan(session, kind: str, qty: float, spot_qty: float):
+    from fundarb.venues.live.preflight import plan_trade, snapshot
+
+    j = session.journal
+    snap = await snapshot(session.spot, session.perp, j.position(session.spot.account, session.spot.base),
+                          j.position(session.perp.account), session.now_ns(), math.floor(session.cfg.risk.max_leverage))
+    return plan_trade(session.cfg, snap, kind, qty, session.spot.rules, session.perp.rules, j.blocked(), spot_qty)
+
+
+def _print_plan(session, plan) -> None:
+    cfg = session.cfg
+    out.print(f"\n[bold]{plan.kind}: spot {plan.spot.qty:g} BTC, perp {plan.qty:g} BTC[/]  config {cfg.name} ({session.config_hash[:12]}), "
+              f"trade log {session.journal.path}")
+    t = Table(show_edge=False, pad_edge=False)
+    for col in ("leg", "market", "side", "BTC", "mid", "expected price", "notional USDT", "fee USDT", "slippage USDT"):
+        t.add_column(col, justify="right" if col not in ("leg", "market", "side") else "left")
+    for leg in (plan.spot, plan.perp):
+        t.add_row(leg.account, leg.symbol, leg.side.value, f"{leg.qty:g}", f"{leg.mid:,.2f}", f"{leg.price:,.2f}",
+                  f"{leg.notional:,.2f}", f"{leg.fee:,.4f}", f"{leg.slippage:,.4f}")
+    out.print(t)
+    nxt = (f"next settlement {_time(plan.next_funding_ts)} UTC" if plan.next_funding_ts else "next settlement unknown")
+    pred = f", predicted {plan.predicted_apr:.2%}" if plan.predicted_apr is not None else ""
+    out.print(f"expected costs: fees {plan.fees:,.4f} USDT, slippage {plan.slippage:,.4f} USDT")
+    out.print(f"funding: {plan.funding_apr:.2%} APR{pred}; about {plan.funding_per_settlement:+,.4f} USDT per settlement "
+              f"on the position after the trade; {nxt}")
+    if plan.kind == "open":
+        out.print(f"after the trade: perp leverage {plan.leverage_after:.2f}x, margin buffer {plan.buffer_after:.1%}, "
+                  f"liquidation {plan.liquidation_after:,.1f} (venue leverage {plan.venue_leverage:g}x)")
+    out.print("pre-flight:")
+    for c in plan.checks:
+        mark = "[green]ok  [/]" if c.ok else "[red]FAIL[/]"
+        out.print(f"  {mark} {escape(c.name)}: {escape(c.detail)}")
+
+
+async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float) -> int:
+    from fundarb.venues.live.paired import execute_pair
+    from fundarb.venues.live.reconcile import reconcile
+    from fundarb.venues.live.session import open_session
+
+    session = await open_session(cfg, path, target)
+    try:
+        plan = await _plan(session, kind, qty, spot_qty)  # the prompt may have waited: check again before sending
+        if not plan.ok:
+            _print_plan(session, plan)
+            raise Stop(f"conditions changed since the plan ({', '.join(c.name for c in plan.failed)}): nothing was sent")
+        if kind == "open":
+            await _cap_venue_leverage(session)
+        prices = {"spot": plan.spot.price, "perp": plan.perp.price}
+        outcome = await execute_pair(session, kind, qty, {"qty": qty, "spot_qty": spot_qty, "prices": prices, "checks": [
+            [c.name, c.ok, c.detail] for c in plan.checks], "fees": plan.fees, "slippage": plan.slippage}, spot_qty)
+        _print_outcome(session, outcome)
+        rec = await reconcile(session, f"after {kind}")
+        _print_position(rec, session)
+        if outcome.status == "naked":
+            err.print(f"[red]NAKED LEG:[/] the legs differ by {outcome.residual:+g} BTC after "
+                      f"{cfg.live_settings.hedge_timeout_seconds:g} s; new entries are blocked. "
+                      "Run `fundarb reconcile`, and close the difference by hand if it stays.")
+            return 1
+        if not rec.ok:
+            err.print("[yellow]the venues and the trade log disagree after the trade; new entries are blocked "
+                      "until `fundarb reconcile` finds them in agreement[/]")
+            return 1
+        return 0 if outcome.status == "done" else 1
+    finally:
+        await session.close()
+
+
+async def _cap_venue_leverage(session) -> None:
+    """Keep the perp venue's leverage setting at or under the config's limit:
+    the margin buffer the pre-flight promised depends on it."""
+    from fundarb.venues.live.preflight import perp_position
+
+    cap = math.floor(session.cfg.risk.max_leverage)
+    pos = await perp_position(session.perp)
+    if not pos["leverage"] == pos["leverage"] or pos["leverage"] > cap:
+        await session.perp.call("set_leverage", cap, session.perp.symbol)
+        out.print(f"perp venue leverage set to {cap}x")
+
+
+def _print_outcome(session, outcome) -> None:
+    t = Table(show_edge=False, pad_edge=False, title=f"operation {outcome.op_id}: {outcome.kind} -> {outcome.status}")
+    for col in ("client id", "account", "role", "side", "BTC", "filled", "avg price", "fees USDT", "status"):
+        t.add_column(col)
+    for row in session.journal.orders(outcome.op_id):
+        t.add_row(row["client_id"], row["account"], row["role"], row["side"], f"{row['qty']:g}",
+                  f"{row['filled_qty']:g}", f"{row['avg_price']:,.2f}", f"{row['fees']:,.4f}",
+                  row["status"] + (f" ({escape(row['status_reason'][:60])})" if row["status_reason"] else ""))
+    out.print(t)
+    for a in outcome.actions:
+        out.print(f"  {escape(a)}")
+
+
+def _print_position(rec, session) -> None:
+    state = "[green]agree[/]" if rec.ok else "[red]DISAGREE[/]"
+    out.print(f"position check ({rec.trigger}): venues and trade log {state}")
+    out.print(f"  spot {session.spot.account}: carry {rec.journal_spot:+.8g} BTC (venue balance {rec.venue_spot_btc:.8g})")
+    out.print(f"  perp {session.perp.account}: venue {rec.venue_perp_qty:+.8g} BTC, trade log {rec.journal_perp:+.8g}")
+    out.print(f"  delta {rec.journal_spot + rec.journal_perp:+.8g} BTC, drift {rec.drift:.3%} "
+              f"(limit {session.cfg.risk.max_drift:.0%})")
+    for m in rec.mismatches:
+        out.print(f"  [red]mismatch:[/] {escape(m)}")
+
+
+# ---------------------------------------------------------------------------------- positions / reconcile
+
+def positions_command(
+    config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
+) -> None:
+    """Both legs as the venues report them, next to the trade log: position, delta, margin, funding."""
+    cfg, path, target = _context(config, journal, api_url, sandbox)
+    _run(_positions(cfg, path, target))
+
+
+async def _positions(cfg, path, target) -> None:
+    from fundarb.venues.live.preflight import perp_position
+    from fundarb.venues.live.session import open_session
+
+    session = await open_session(cfg, path, target)
+    try:
+        j = session.journal
+        spot_bal, perp_bal, pos, funding = await asyncio.gather(
+            session.spot.call("fetch_balance"), session.perp.call("fetch_balance"), perp_position(session.perp),
+            session.perp.call("fetch_funding_rate", session.perp.symbol))
+        js, jp = j.position(session.spot.account, session.spot.base), j.position(session.perp.account)
+        mark = float(funding.get("markPrice") or 0.0)
+        t = Table(show_edge=False, pad_edge=False, title=f"{cfg.name} ({session.config_hash[:12]})")
+        for col in ("leg", "venue position BTC", "trade log BTC", "value USDT", "free USDT"):
+            t.add_column(col, justify="right" if col != "leg" else "left")
+        t.add_row(f"spot {session.spot.account}", f"{_bal(spot_bal, session.spot.base, 'total'):.8g}",
+                  f"{js:+.8g}", f"{js * mark:,.2f}", f"{_bal(spot_bal, session.spot.quote, 'free'):,.2f}")
+        t.add_row(f"perp {session.perp.account}", f"{pos['qty']:+.8g}", f"{jp:+.8g}", f"{pos['qty'] * mark:,.2f}",
+                  f"{_bal(perp_bal, session.perp.quote, 'free'):,.2f}")
+        out.print(t)
+        big = max(abs(js), abs(jp))
+        drift = abs(js + jp) / big if big else 0.0
+        out.print(f"delta {js + jp:+.8g} BTC, drift {drift:.3%} (limit {cfg.risk.max_drift:.0%})")
+        if pos["qty"]:
+            buffer = (pos["liquidation"] - mark) / mark if mark else math.nan
+            out.print(f"perp: entry {pos['entry']:,.2f}, mark {mark:,.2f}, liquidation {pos['liquidation']:,.2f}, "
+                      f"margin buffer {buffer:.1%} (floor {cfg.risk.min_margin_buffer:.0%}), collateral "
+                      f"{pos['collateral']:,.2f} USDT" + (f", venue leverage {pos['leverage']:g}x" if pos["leverage"] == pos["leverage"] else ""))
+        rate = float(funding.get("fundingRate") or 0.0)
+        nxt = int(funding.get("fundingTimestamp") or 0) * 1_000_000
+        out.print(f"funding now {rate:.6%} per settlement ({rate * 3 * 365:.2%} APR at 8 h), next {_time(nxt)} UTC; "
+                  f"expected {-pos['qty'] * mark * rate:+,.4f} USDT")
+        fills, paid = j.rows("fills"), j.rows("funding")
+        fees = sum(f["fee_quote"] or 0.0 for f in fills)
+        out.print(f"trade log: {len(fills)} fills, fees {fees:,.4f} USDT; {len(paid)} funding payments, "
+                  f"{sum(f['amount'] for f in paid):+,.4f} USDT")
+        if j.blocked():
+            err.print(f"[red]new entries blocked:[/] {escape(j.blocked())}")
+        for op in j.operations("executing"):
+            err.print(f"[yellow]operation {op['op_id']} ({op['kind']}) was left unfinished: run `fundarb reconcile`[/]")
+    finally:
+        await session.close()
+
+
+def _bal(reply: dict, asset: str, field: str) -> float:
+    return float((reply.get(asset) or {}).get(field) or 0.0)
+
+
+def reconcile_command(
+    accept: Optional[str] = typer.Option(None, "--accept", help="record the spot BTC outside the carry as it is now, giving the reason (after you moved BTC yourself)"),
+    config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
+) -> None:
+    """Finish interrupted operations and compare the trade log with the venues; a mismatch blocks new entries."""
+    cfg, path, target = _context(config, journal, api_url, sandbox)
+    if accept is not None and not accept.strip():
+        _fail("--accept needs a reason")
+    if _run(_reconcile(cfg, path, target, accept)):
+        raise typer.Exit(1)
+
+
+async def _reconcile(cfg, path, target, accept: str | None) -> int:
+    from fundarb.venues.live.reconcile import reconcile
+    from fundarb.venues.live.session import open_session
+
+    session = await open_session(cfg, path, target)
+    try:
+        rec = await reconcile(session, "manual", accept)
+        for note in rec.notes:
+            out.print(f"[dim]note:[/] {escape(note)}")
+        out.print(f"fills learned: {rec.fills_added}, funding payments learned: {rec.funding_added}")
+        _print_position(rec, session)
+        blocked = session.journal.blocked()
+        out.print(f"new entries: {'[red]blocked[/] (' + escape(blocked) + ')' if blocked else 'allowed'}")
+        return 0 if rec.ok else 1
+    finally:
+        await session.close()
+
+
+# ---------------------------------------------------------------------------------- the trade log
+
+LOG_TABLES = ("fills", "orders", "funding", "operations", "alerts", "reconciliations")
+
+
+@trade_app.command("log")
+def log_command(
+    table: str = typer.Option("fills", "--table", help=f"what to list: {', '.join(LOG_TABLES)}"),
+    since: Optional[str] = typer.Option(None, "--since", help="from this UTC date/time (fills and funding: the venue's time)"),
+    until: Optional[str] = typer.Option(None, "--until", help="before this UTC date/time"),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="write the rows, every column, to this CSV file"),
+    journal: Optional[Path] = JournalOpt,
+) -> None:
+    """List the trade log (fills by default), filtered by date; --csv exports it."""
+    from fundarb.data.history import DataError, parse_time
+    from fundarb.venues.live.journal import Journal, JournalError
+
+    if table not in LOG_TABLES:
+        _fail(f"--table must be one of {', '.join(LOG_TABLES)}, got {table!r}")
+    path = journal or Path(os.environ.get("FUNDARB_JOURNAL") or DEFAULT_JOURNAL)
+    if not path.is_file():
+        _fail(f"no trade log at {path} (trades write it; --journal names another)")
+    try:
+        lo = parse_time(since, "--since") if since else None
+        hi = parse_time(until, "--until") if until else None
+        j = Journal(path)
+    except (DataError, JournalError) as exc:
+        _fail(str(exc))
+    try:
+        rows = _filtered(j.rows(table), table, lo, hi)
+    finally:
+        j.close()
+    if csv is not None:
+        _write_csv(csv, rows, table)
+        out.print(f"{len(rows)} {table} rows written to {csv}")
+        return
+    _print_rows(rows, table)
+
+
+def _filtered(rows: list[dict], table: str, lo: int | None, hi: int | None) -> list[dict]:
+    key = "venue_ts" if table in ("fills", "funding") else "ts"
+    return [r for r in rows if (lo is None or r[key] >= lo) and (hi is None or r[key] < hi)]
+
+
+def _write_csv(path: Path, rows: list[dict], table: str) -> None:
+    import polars as pl
+
+    from fundarb.venues.live.journal import SCHEMA
+
+    tmp = path.with_name(path.name + ".partial")
+    frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(
+        {c: [] for c in _columns(SCHEMA, table)})
+    frame.write_csv(tmp)
+    os.replace(tmp, path)
+
+
+def _columns(schema: str, table: str) -> list[str]:
+    body = schema.split(f"CREATE TABLE {table} (", 1)[1].split(");", 1)[0]
+    return [part.split()[0] for part in body.replace("\n", " ").split(",")
+            if part.split() and part.split()[0].islower() and part.split()[0] not in ("unique",)]
+
+
+def _print_rows(rows: list[dict], table: str) -> None:
+    if not rows:
+        out.print(f"no {table} in that window")
+        return
+    t = Table(show_edge=False, pad_edge=False, title=f"{table}: {len(rows)} rows")
+    if table == "fills":
+        for col in ("venue time", "account", "side", "BTC", "price", "fee", "fee USDT", "client id", "config"):
+            t.add_column(col, no_wrap=col in ("venue time", "client id"))
+        for r in rows:
+            t.add_row(_time(r["venue_ts"]), r["account"], r["side"], f"{r['qty']:g}", f"{r['price']:,.2f}",
+                      f"{r['fee']:.8g} {r['fee_currency']}", f"{r['fee_quote'] or 0:,.4f}", r["client_id"],
+                      r["config_hash"][:12])
+        out.print(t)
+        out.print(f"fees {sum(r['fee_quote'] or 0 for r in rows):,.4f} USDT; bought "
+                  f"{sum(r['qty'] for r in rows if r['side'] == 'buy'):g} BTC, sold "
+                  f"{sum(r['qty'] for r in rows if r['side'] == 'sell'):g} BTC")
+        return
+    cols = [c for c in rows[0] if c not in ("plan", "config_hash")]
+    for c in cols:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*(_cell(c, r[c]) for c in cols))
+    out.print(t)
+
+
+def _cell(col: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if col in ("ts", "venue_ts", "ts_created", "ts_updated", "ts_done") and isinstance(value, int):
+        return _time(value)
+    if isinstance(value, float):
+        return f"{value:,.8g}"
+    return escape(str(value)[:80])

@@ -1,0 +1,150 @@
+"""Build the async ccxt clients of the configured venues, and the market rules
+(lot size, precision, minimum notional) every order is built against.
+
+One client per ccxt exchange id: a config that trades spot and perp on the
+same venue (Bybit) shares one client and so one rate limit. Clients are
+ccxt.pro (websockets plus the async REST of ccxt.async_support) where ccxt
+has a pro class, else plain ccxt.async_support (REST polling only).
+
+``api_url`` points every REST and websocket URL at another server keeping
+the paths (the loopback emulator: ``fundarb emulator``); ``sandbox`` switches
+to the venue's testnet through ccxt's own ``set_sandbox_mode``. ccxt's own
+rate limiter is off: requests go through ``RequestQueue`` instead.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+import attrs
+
+from fundarb.venues.live.credentials import Credentials
+
+
+class VenueSetupError(ValueError):
+    """A venue that cannot be reached as configured; the message names it."""
+
+
+@attrs.frozen
+class Target:
+    """Where the venues are: real (default), their sandbox, or a server that
+    speaks their API at ``api_url`` (the emulator)."""
+
+    api_url: str | None = None
+    sandbox: bool = False
+    timeout_ms: int = 10_000
+
+    def __attrs_post_init__(self) -> None:
+        if self.api_url and self.sandbox:
+            raise VenueSetupError("--api-url and --sandbox exclude each other: the sandbox is the venue's own testnet")
+
+
+def connect(exchange_id: str, creds: Credentials, target: Target) -> Any:
+    """An async ccxt client for ``exchange_id`` (not yet loaded)."""
+    import ccxt.async_support as ccxt_async
+    import ccxt.pro as ccxt_pro
+
+    cls = getattr(ccxt_pro, exchange_id, None) or getattr(ccxt_async, exchange_id, None)
+    if cls is None or exchange_id not in ccxt_async.exchanges:
+        raise VenueSetupError(f"unknown exchange {exchange_id!r}: not a ccxt exchange id")
+    config: dict[str, Any] = {"enableRateLimit": False, "timeout": target.timeout_ms, **creds.ccxt_fields()}
+    if not creds.present:
+        config.pop("apiKey"), config.pop("secret")
+    if target.api_url:
+        return _pointed(cls, exchange_id, config, target.api_url)
+    exchange = cls(config)
+    if target.sandbox:
+        try:
+            exchange.set_sandbox_mode(True)
+        except Exception as exc:  # ccxt raises NotSupported for venues without a testnet
+            raise VenueSetupError(f"{exchange_id} has no sandbox in ccxt: {exc}") from None
+    return exchange
+
+
+def _pointed(cls: Any, exchange_id: str, config: dict[str, Any], api_url: str) -> Any:
+    from fundarb.venues.emulator import CCXT_OPTIONS, ccxt_config
+    from fundarb.venues.emulator_ws import point_ccxt_pro
+
+    if exchange_id not in CCXT_OPTIONS:
+        raise VenueSetupError(f"--api-url serves {', '.join(CCXT_OPTIONS)}; {exchange_id!r} is not one of them")
+    if exchange_id == "bybit":  # FACTS: skip the account-type probe the emulator does not serve
+        config["options"] = {"enableUnifiedAccount": True, "enableUnifiedMargin": False}
+    return point_ccxt_pro(cls(ccxt_config(exchange_id, **config)), api_url)
+
+
+def _step(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    step = Decimal(str(value))
+    return step if step > 0 else None
+
+
+@attrs.frozen
+class MarketRules:
+    """What the venue accepts for one market, in BTC and quote currency.
+
+    ``amount_step`` and ``min_amount`` are in the venue's amount unit
+    (contracts of ``contract_size`` BTC for perps, BTC for spot); the methods
+    take and return BTC.
+    """
+
+    account: str
+    symbol: str
+    amount_step: Decimal | None
+    min_amount: float
+    max_market_amount: float
+    min_cost: float
+    contract_size: float = 1.0
+
+    @classmethod
+    def of(cls, exchange: Any, account: str, symbol: str) -> "MarketRules":
+        if symbol not in exchange.markets:
+            raise VenueSetupError(f"{account}: {exchange.id} has no market {symbol!r}")
+        m = exchange.market(symbol)
+        limits = m.get("limits") or {}
+        if exchange.precisionMode != 4:  # TICK_SIZE: precision is a step; DECIMAL_PLACES gives digits
+            digits = m["precision"].get("amount")
+            step = _step(10 ** -int(digits)) if digits is not None else None
+        else:
+            step = _step(m["precision"].get("amount"))
+        market_max = (limits.get("market") or {}).get("max") or (limits.get("amount") or {}).get("max")
+        return cls(account, symbol, step, float((limits.get("amount") or {}).get("min") or 0.0),
+                   float(market_max or math.inf), float((limits.get("cost") or {}).get("min") or 0.0),
+                   float(m.get("contractSize") or 1.0))
+
+    @property
+    def step_btc(self) -> Decimal:
+        return (self.amount_step or Decimal(0)) * Decimal(str(self.contract_size))
+
+    def floor_btc(self, qty: float) -> float:
+        """``qty`` BTC rounded down to what the venue accepts."""
+        step = self.step_btc
+        if step <= 0:
+            return qty
+        return float((Decimal(str(qty)) / step).to_integral_value(ROUND_FLOOR) * step)
+
+    def amount(self, qty_btc: float) -> float:
+        """BTC -> the venue's amount unit (contracts for perps)."""
+        return qty_btc / self.contract_size
+
+    def problems(self, qty_btc: float, price: float) -> list[str]:
+        """Why the venue would refuse a market order of ``qty_btc`` at about ``price``."""
+        out = []
+        if self.floor_btc(qty_btc) != qty_btc:
+            out.append(f"{self.account}: {qty_btc:g} BTC is not a multiple of the lot size {self.step_btc:g}")
+        amount = self.amount(qty_btc)
+        if amount < self.min_amount:
+            out.append(f"{self.account}: {qty_btc:g} BTC is under the minimum order {self.min_amount * self.contract_size:g} BTC")
+        if amount > self.max_market_amount:
+            out.append(f"{self.account}: {qty_btc:g} BTC is over the largest market order {self.max_market_amount * self.contract_size:g} BTC")
+        if qty_btc * price < self.min_cost:
+            out.append(f"{self.account}: {qty_btc * price:,.2f} USDT is under the minimum notional {self.min_cost:,.2f} USDT")
+        return out
+
+
+def common_lot(a: MarketRules, b: MarketRules, qty: float) -> float:
+    """The largest quantity <= ``qty`` that both markets accept as a lot (the
+    legs must be equal for the pair to be delta neutral)."""
+    return min(a.floor_btc(b.floor_btc(qty)), b.floor_btc(a.floor_btc(qty)))

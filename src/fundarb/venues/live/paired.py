@@ -1,0 +1,202 @@
+"""Paired execution: both legs out together, then made equal again.
+
+``execute_pair`` journals an operation, sends the spot and the perp order at
+the same moment, and then ``balance_pair`` brings the two legs' fills back to
+equal (delta neutral) within ``live.hedge_timeout_seconds``:
+
+- a leg the venue refused outright (or a leg already retried once) gets its
+  partner UNWOUND: the excess of the other leg is traded back;
+- a leg that filled partly, or whose rest expired or was cancelled, is
+  COMPLETED with a new order for the difference (``hedge``);
+- an order whose placement is unknown is looked up by its client id first.
+
+A difference under the smaller market's lot or minimum order cannot be
+traded and is reported as residual drift. If the time runs out with a gap
+left, the operation ends ``naked``: an alert is journaled and new entries are
+blocked; it is never left silently. ``recover`` does the same on start for an
+operation a stopped process left ``executing``, always unwinding (the intent
+to open may no longer hold after a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import attrs
+
+from fundarb.core.model import NS_PER_SECOND, Side
+from fundarb.core.orders import Order, OrderStatus
+from fundarb.venues.live.journal import Journal
+from fundarb.venues.live.orders import LiveLeg
+from fundarb.venues.live.session import LiveSession
+
+S = OrderStatus
+BLOCK_KEY = "entries_blocked"
+
+
+@attrs.frozen
+class PairOutcome:
+    op_id: int
+    kind: str
+    status: str  # done | naked | failed (nothing traded)
+    spot_change: float  # BTC bought (+) or sold (-) on the spot leg by this operation, gross of fees
+    perp_change: float  # signed BTC on the perp leg
+    residual: float  # spot_change + perp_change
+    actions: tuple[str, ...]
+    orders: tuple[str, ...]  # client ids, in order
+
+
+def _net(journal: Journal, op_id: int, leg: str) -> float:
+    total = 0.0
+    for row in journal.orders(op_id):
+        if row["leg"] == leg:
+            total += (1 if row["side"] == "buy" else -1) * row["filled_qty"]
+    return total
+
+
+def _tradeable(leg: LiveLeg, qty: float, price: float) -> float:
+    """``qty`` floored to the leg's lot; 0 when that is under its minimum order."""
+    q = leg.rules.floor_btc(qty)
+    return q if q > 0 and not leg.rules.problems(q, price) else 0.0
+
+
+async def execute_pair(session: LiveSession, kind: str, qty: float, plan: dict[str, Any],
+                       spot_qty: float | None = None) -> PairOutcome:
+    """Trade ``qty`` BTC on the perp leg and ``spot_qty`` (default the same)
+    on the spot leg, both at once, then balance them."""
+    opening = kind == "open"
+    spot_qty = qty if spot_qty is None else spot_qty
+    journal, now = session.journal, session.now_ns()
+    live = session.cfg.live_settings
+    op_id = journal.begin_operation(now, kind, session.config_hash, qty, plan)
+    deadline = now + int(live.order_timeout_seconds * NS_PER_SECOND)
+    role = "entry" if opening else "exit"
+    await asyncio.gather(
+        session.trader.send(session.spot, op_id, role, Side.BUY if opening else Side.SELL, spot_qty, deadline),
+        session.trader.send(session.perp, op_id, role, Side.SELL if opening else Side.BUY, qty, deadline,
+                            reduce_only=not opening))
+    return await balance_pair(session, op_id, kind, plan.get("prices", {}), unwind_only=False)
+
+
+async def balance_pair(session: LiveSession, op_id: int, kind: str, prices: dict[str, float],
+                       unwind_only: bool) -> PairOutcome:
+    live = session.cfg.live_settings
+    actions: list[str] = []
+    try:
+        await asyncio.wait_for(_equalise(session, op_id, prices, unwind_only, actions), live.hedge_timeout_seconds)
+        timed_out = False
+    except TimeoutError:
+        timed_out = True
+    return _conclude(session, op_id, kind, actions, timed_out)
+
+
+async def _equalise(session: LiveSession, op_id: int, prices: dict[str, float], unwind_only: bool,
+                    actions: list[str]) -> None:
+    journal, trader = session.journal, session.trader
+    deadline_s = session.cfg.live_settings.order_timeout_seconds
+    for attempt in range(4):
+        await resolve_unknown(session, op_id, actions)
+        spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
+        gap = spot + perp  # > 0: more spot bought than perp sold
+        if gap == 0:
+            return
+        legs = {"spot": session.spot, "perp": session.perp}
+        lagging = "perp" if abs(perp) < abs(spot) else "spot"
+        leading = "spot" if lagging == "perp" else "perp"
+        refused = _refused(journal, op_id, lagging)
+        unwind = unwind_only or refused or attempt > 0
+        leg_name = leading if unwind else lagging
+        leg = legs[leg_name]
+        side = Side.SELL if gap > 0 else Side.BUY
+        price = prices.get(leg_name) or _last_price(journal, op_id, leg_name)
+        qty = abs(gap)
+        if leg_name == "spot" and side is Side.SELL:
+            qty = min(qty, journal.position(leg.account))  # fees in BTC: sell what is held
+        q = _tradeable(leg, qty, price)
+        if q == 0:
+            actions.append(f"{abs(gap):g} BTC left between the legs is under the lot / minimum order: not traded")
+            return
+        role = "unwind" if unwind else "hedge"
+        reduce_only = leg_name == "perp" and side is Side.BUY  # the carry is short perp: buying only reduces
+        why = ("the other leg was refused" if refused else "a retry did not close the gap") if unwind else \
+            "the leg filled short"
+        deadline = session.now_ns() + int(deadline_s * NS_PER_SECOND)
+        order = await trader.send(leg, op_id, role, side, q, deadline, reduce_only=reduce_only)
+        actions.append(f"{role} {leg.account}: {side.value} {q:g} BTC ({why}) -> {order.status.value}"
+                       f" {order.filled_qty:g}" + (f" ({order.status_reason[:120]})" if order.status_reason else ""))
+
+
+def _refused(journal: Journal, op_id: int, leg: str) -> bool:
+    rows = [r for r in journal.orders(op_id) if r["leg"] == leg]
+    return bool(rows) and all(r["status"] == S.REJECTED.value for r in rows)
+
+
+def _last_price(journal: Journal, op_id: int, leg: str) -> float:
+    rows = [r for r in journal.orders(op_id) if r["leg"] == leg and r["filled_qty"] > 0]
+    if rows:
+        return float(rows[-1]["avg_price"])
+    other = [r for r in journal.orders(op_id) if r["filled_qty"] > 0]
+    return float(other[-1]["avg_price"]) if other else 0.0
+
+
+async def resolve_unknown(session: LiveSession, op_id: int, actions: list[str]) -> None:
+    """Orders of ``op_id`` the journal cannot place in a terminal state: ask
+    the venue by client id; one it has never seen is REJECTED."""
+    journal, trader = session.journal, session.trader
+    legs = {"spot": session.spot, "perp": session.perp}
+    for row in journal.orders(op_id, open_only=True):
+        leg = legs[row["leg"]]
+        order = Journal.order_of(row)
+        found = await trader.lookup(leg, order.client_id, patient=True)
+        now = session.now_ns()
+        if found is None:
+            reason = "the venue has no order with this client id: it never reached the venue"
+            order.transition(S.REJECTED if order.status in (S.NEW, S.SUBMITTED) else S.EXPIRED, now, reason)
+            session.journal.save_order(order, session.config_hash, "resolved: not on the venue")
+            actions.append(f"{order.client_id} on {leg.account}: not on the venue")
+            continue
+        if order.status is S.NEW:
+            order.transition(S.SUBMITTED, now)
+        deadline = now + int(session.cfg.live_settings.order_timeout_seconds * NS_PER_SECOND)
+        await trader.follow(leg, order, str(found["id"]), deadline)
+        actions.append(f"{order.client_id} on {leg.account}: found on the venue, {order.status.value} "
+                       f"{order.filled_qty:g} BTC")
+
+
+def _conclude(session: LiveSession, op_id: int, kind: str, actions: list[str], timed_out: bool) -> PairOutcome:
+    journal, now = session.journal, session.now_ns()
+    spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
+    residual = spot + perp
+    price = _last_price(journal, op_id, "spot") or _last_price(journal, op_id, "perp")
+    tradeable = price > 0 and any(_tradeable(leg, abs(residual), price) > 0 for leg in session.legs)
+    unresolved = bool(journal.orders(op_id, open_only=True))
+    if timed_out or unresolved or tradeable:
+        status = "naked"
+        message = (f"operation {op_id} ({kind}) ended with the legs unequal: spot {spot:+g} BTC, perp {perp:+g} BTC"
+                   + (" (out of time)" if timed_out else "") + ": new entries blocked; run `fundarb reconcile`")
+        session.alert("naked_leg", message, "critical")
+        journal.set_state(BLOCK_KEY, f"naked leg after operation {op_id}", now)
+    else:
+        status = "done" if spot or perp else "failed"
+    journal.finish_operation(op_id, now, status, "; ".join(actions))
+    orders = tuple(r["client_id"] for r in journal.orders(op_id))
+    return PairOutcome(op_id, kind, status, spot, perp, residual, tuple(actions), orders)
+
+
+async def recover(session: LiveSession) -> list[PairOutcome]:
+    """Finish every operation a stopped process left ``executing``: learn
+    each order's fate from the venue, then unwind any difference."""
+    outcomes = []
+    for op in session.journal.operations("executing"):
+        actions: list[str] = [f"recovering operation {op['op_id']} ({op['kind']}) left executing"]
+        await resolve_unknown(session, op["op_id"], actions)
+        session.alert("recovery", f"operation {op['op_id']} ({op['kind']}) was left executing by a stopped process; "
+                      "finishing it", "warning")
+        outcome = await balance_pair(session, op["op_id"], op["kind"], {}, unwind_only=True)
+        outcomes.append(attrs.evolve(outcome, actions=tuple(actions) + outcome.actions))
+    return outcomes
+
+
+def order_summary(order: Order) -> str:
+    return f"{order.client_id} {order.side.value} {order.filled_qty:g}/{order.qty:g} {order.status.value}"

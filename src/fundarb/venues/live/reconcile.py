@@ -1,0 +1,205 @@
+"""Reconciliation: the journal against what the venues say.
+
+On start (``trigger="start"``) it first finishes what a stopped process left
+behind: operations still ``executing`` (``paired.recover``) and orders whose
+fate the journal does not know. Every run then compares:
+
+- open orders on the venues carrying a fundarb client id the journal does
+  not hold open (an order we lost track of);
+- the venues' recent trades of our orders (fills the journal missed are
+  added, each once, by the venue's trade id) and the perp's funding payments
+  (added to the trade log, each once);
+- positions: the perp position against the journal's fills (the perp account
+  is the carry's alone, so they must agree), and the spot BTC balance: what
+  is not the carry's is recorded on the first run and must not change
+  afterwards (``accept`` records a new value, with a reason, when the user
+  moved BTC on purpose);
+- the carry's delta drift against ``risk.max_drift``.
+
+Any mismatch is journaled, alerted and blocks new entries; a later run that
+finds everything in agreement lifts the block and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import attrs
+
+from fundarb.core.orders import OrderStatus
+from fundarb.venues.live.journal import Journal
+from fundarb.venues.live.orders import LiveLeg
+from fundarb.venues.live.paired import BLOCK_KEY, recover, resolve_unknown
+from fundarb.venues.live.preflight import perp_position
+from fundarb.venues.live.session import LiveSession
+
+CLIENT_PREFIX = "fa"  # core.orders.client_order_id: "fa<config hash[:12]>-<seq>"
+QTY_TOL = 1e-8
+
+
+@attrs.frozen
+class Reconciliation:
+    ts: int
+    trigger: str
+    mismatches: tuple[str, ...]
+    notes: tuple[str, ...]
+    venue_spot_btc: float
+    venue_perp_qty: float
+    journal_spot: float
+    journal_perp: float
+    fills_added: int
+    funding_added: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    @property
+    def drift(self) -> float:
+        big = max(abs(self.journal_spot), abs(self.journal_perp))
+        return abs(self.journal_spot + self.journal_perp) / big if big > 0 else 0.0
+
+
+async def reconcile(session: LiveSession, trigger: str, accept: str | None = None) -> Reconciliation:
+    notes: list[str] = []
+    mismatches: list[str] = []
+    journal = session.journal
+    if trigger in ("start", "manual"):
+        for outcome in await recover(session):
+            notes.append(f"operation {outcome.op_id}: {outcome.status}; " + "; ".join(outcome.actions))
+        for op_id in sorted({r["op_id"] for r in journal.orders(open_only=True)}):
+            await resolve_unknown(session, op_id, notes)
+    for leg in session.legs:
+        mismatches += await _stray_orders(leg, journal)
+    fills = sum([await _missed_fills(session, leg) for leg in session.legs])
+    funding = await _funding(session, session.perp)
+    spot_bal, perp_pos = await asyncio.gather(session.spot.call("fetch_balance"), perp_position(session.perp))
+    venue_spot = float((spot_bal.get(session.spot.base) or {}).get("total") or 0.0)
+    js, jp = journal.position(session.spot.account, session.spot.base), journal.position(session.perp.account)
+    if abs(perp_pos["qty"] - jp) > QTY_TOL:
+        mismatches.append(f"{session.perp.account}: the venue holds {perp_pos['qty']:+.8g} BTC perp, "
+                          f"the journal's fills {jp:+.8g}")
+    _check_spot(session, venue_spot, js, accept, notes, mismatches)
+    result = Reconciliation(session.now_ns(), trigger, tuple(mismatches), tuple(notes), venue_spot,
+                            perp_pos["qty"], js, jp, fills, funding)
+    lot = max(float(session.spot.rules.step_btc), float(session.perp.rules.step_btc))
+    if result.drift > session.cfg.risk.max_drift and abs(js + jp) >= lot:
+        mismatches.append(f"naked leg: spot {js:+.8g} BTC, perp {jp:+.8g} BTC, drift {result.drift:.2%} "
+                          f"(limit {session.cfg.risk.max_drift:.0%})")
+        result = attrs.evolve(result, mismatches=tuple(mismatches))
+    _record(session, result)
+    return result
+
+
+def _record(session: LiveSession, result: Reconciliation) -> None:
+    journal, now = session.journal, result.ts
+    detail = "; ".join(result.mismatches) or "venues and journal agree"
+    journal.add_reconciliation(now, result.trigger, session.config_hash, result.ok,
+                               detail + ("; " + "; ".join(result.notes) if result.notes else ""))
+    if not result.ok:
+        session.alert("reconciliation_mismatch", detail, "critical")
+        journal.set_state(BLOCK_KEY, f"reconciliation mismatch: {detail}", now)
+    elif journal.blocked():
+        session.alert("entries_unblocked", f"was blocked ({journal.blocked()}); venues and journal now agree", "info")
+        journal.set_state(BLOCK_KEY, None, now)
+
+
+def _check_spot(session: LiveSession, venue_spot: float, js: float, accept: str | None,
+                notes: list[str], mismatches: list[str]) -> None:
+    key = f"spot_outside_carry:{session.spot.account}"
+    other = venue_spot - js
+    known = session.journal.get_state(key)
+    now = session.now_ns()
+    if known is None or accept is not None:
+        session.journal.set_state(key, repr(other), now)
+        why = f" (accepted: {accept})" if accept is not None else " (first reconciliation)"
+        notes.append(f"{session.spot.account}: {other:.8g} BTC on the spot account is not the carry's{why}")
+        if accept is not None:
+            session.alert("reconciliation_accepted", f"spot BTC outside the carry set to {other:.8g}: {accept}", "info")
+        return
+    if other < -QTY_TOL:
+        mismatches.append(f"{session.spot.account}: the venue holds {venue_spot:.8g} BTC, less than the carry's "
+                          f"{js:.8g} in the journal")
+    elif abs(other - float(known)) > QTY_TOL:
+        mismatches.append(f"{session.spot.account}: BTC outside the carry went from {float(known):.8g} to "
+                          f"{other:.8g}; if you moved it, run `fundarb reconcile --accept \"why\"`")
+
+
+async def _stray_orders(leg: LiveLeg, journal: Journal) -> list[str]:
+    out = []
+    for o in await leg.call("fetch_open_orders", leg.symbol):
+        cid = str(o.get("clientOrderId") or "")
+        if not cid.startswith(CLIENT_PREFIX):
+            continue
+        row = journal.order_row(cid)
+        if row is None:
+            out.append(f"{leg.account}: open order {cid} on the venue is not in the journal")
+        elif OrderStatus(row["status"]).terminal:
+            out.append(f"{leg.account}: order {cid} is open on the venue but {row['status']} in the journal")
+    return out
+
+
+async def _missed_fills(session: LiveSession, leg: LiveLeg) -> int:
+    """Add the venue's trades of our orders the journal does not have."""
+    journal = session.journal
+    ours = {r["venue_order_id"]: r for r in journal.orders() if r["account"] == leg.account and r["venue_order_id"]}
+    if not ours:
+        return 0
+    key = f"trades_since:{leg.account}"
+    since = journal.get_state(key)
+    trades = await leg.call("fetch_my_trades", leg.symbol, int(since) if since else None)
+    added, last = 0, int(since or 0)
+    for t in trades:
+        last = max(last, int(t.get("timestamp") or 0))
+        row = ours.get(str(t.get("order")))
+        if row is None:
+            continue
+        fill = session.trader.fill_of(leg, row["client_id"], t)
+        fee, currency = float((t.get("fee") or {}).get("cost") or 0.0), str((t.get("fee") or {}).get("currency") or "")
+        if journal.add_fill(session.now_ns(), fill.ts, leg.exchange.id, str(t["id"]), leg.account, row["client_id"],
+                            session.config_hash, fill.side, fill.qty, fill.price, fee, currency,
+                            None if math.isnan(fill.fee) else fill.fee, fill.liquidity.value):
+            added += 1
+            order = Journal.order_of(journal.order_row(row["client_id"]))
+            if order.is_open:
+                order.apply_fill(attrs.evolve(fill, fee=0.0 if math.isnan(fill.fee) else fill.fee))
+            else:  # a terminal order that missed a fill: the row's totals are corrected, the state kept
+                order.filled_qty += fill.qty
+                order.notional += fill.qty * fill.price
+            journal.save_order(order, session.config_hash, f"fill {t['id']} learned by reconciliation")
+    if last:
+        journal.set_state(key, str(last - 60_000), session.now_ns())  # a minute of overlap: ids de-duplicate
+    return added
+
+
+async def _funding(session: LiveSession, leg: LiveLeg) -> int:
+    """Funding payments of the perp account into the trade log, each once."""
+    journal = session.journal
+    if not journal.orders():
+        return 0
+    key = f"funding_since:{leg.account}"
+    since = journal.get_state(key)
+    rows = await leg.call("fetch_funding_history", leg.symbol, int(since) if since else None)
+    added, last = 0, int(since or 0)
+    for f in rows:
+        ts_ms = int(f.get("timestamp") or 0)
+        last = max(last, ts_ms)
+        pid = str(f.get("id") or ts_ms)
+        if journal.add_funding(session.now_ns(), ts_ms * 1_000_000, leg.account, leg.symbol, session.config_hash,
+                               float(f.get("amount") or 0.0), None, pid):
+            added += 1
+    if last:
+        journal.set_state(key, str(last - 60_000), session.now_ns())
+    return added
+
+
+async def reconcile_every(session: LiveSession, stop: asyncio.Event) -> None:
+    """Reconcile every ``live.reconcile_interval_seconds`` until ``stop`` is set."""
+    interval = session.cfg.live_settings.reconcile_interval_seconds
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except TimeoutError:
+            await reconcile(session, "periodic")
+

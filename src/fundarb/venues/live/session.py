@@ -1,0 +1,93 @@
+"""A live session: the configured venues' clients, request queues, market
+rules, the journal and the leg trader, opened and closed together."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import ccxt
+
+from fundarb.config import Config, config_hash
+from fundarb.venues.live.credentials import Credentials, load_credentials, require_credentials
+from fundarb.venues.live.exchange import MarketRules, Target, VenueSetupError, connect
+from fundarb.venues.live.journal import Journal
+from fundarb.venues.live.orders import LegTrader, LiveLeg
+from fundarb.venues.live.ratelimit import RequestQueue
+
+DEFAULT_JOURNAL = Path("state") / "fundarb.sqlite"
+
+
+@attrs.define
+class LiveSession:
+    cfg: Config
+    config_hash: str
+    journal: Journal
+    spot: LiveLeg
+    perp: LiveLeg
+    trader: LegTrader
+    clients: dict[str, Any]
+    now_ns: Callable[[], int] = time.time_ns
+
+    @property
+    def legs(self) -> tuple[LiveLeg, LiveLeg]:
+        return self.spot, self.perp
+
+    def alert(self, kind: str, message: str, severity: str = "warning") -> None:
+        self.journal.add_alert(self.now_ns(), kind, severity, self.config_hash, message)
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+        self.journal.close()
+
+
+async def open_session(cfg: Config, journal_path: Path, target: Target, *, trading: bool = True,
+                       env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env"),
+                       now_ns: Callable[[], int] = time.time_ns) -> LiveSession:
+    """Connect the config's venues (keys from the environment / .env), load
+    their markets, open the journal. ``trading`` requires keys on both venues."""
+    clients: dict[str, Any] = {}
+    queues: dict[str, RequestQueue] = {}
+    try:
+        for exchange_id in dict.fromkeys((cfg.spot.exchange, cfg.perp.exchange)):
+            creds: Credentials = load_credentials(exchange_id, env, dotenv)
+            if trading:
+                require_credentials(creds)
+            clients[exchange_id] = client = connect(exchange_id, creds, target)
+            queues[exchange_id] = queue = RequestQueue.for_exchange(client)
+            await _load_markets(client, queue, exchange_id)
+        legs = []
+        for leg, venue, account in (("spot", cfg.spot, cfg.spot_account), ("perp", cfg.perp, cfg.perp_account)):
+            client = clients[venue.exchange]
+            rules = MarketRules.of(client, account, venue.symbol)
+            market = client.market(venue.symbol)
+            wanted = market["spot"] if leg == "spot" else (market.get("swap") and market.get("linear"))
+            if not wanted:
+                raise VenueSetupError(f"{account}: {venue.symbol} on {venue.exchange} is not a "
+                                      f"{'spot market' if leg == 'spot' else 'linear perpetual'}")
+            legs.append(LiveLeg(leg, account, client, venue.symbol, queues[venue.exchange], rules))
+    except BaseException:
+        for client in clients.values():
+            await client.close()
+        raise
+    h = config_hash(cfg)
+    journal = Journal(journal_path)
+    return LiveSession(cfg, h, journal, legs[0], legs[1], LegTrader(journal, h, now_ns), clients, now_ns)
+
+
+async def _load_markets(client: Any, queue: RequestQueue, exchange_id: str) -> None:
+    try:
+        await queue.call(client.load_markets)
+    except ccxt.AuthenticationError as exc:
+        raise VenueSetupError(f"{exchange_id}: the venue refused the API key ({_short(exc)}); "
+                              f"check FUNDARB_{exchange_id.upper()}_API_KEY and _SECRET") from None
+    except ccxt.NetworkError as exc:
+        raise VenueSetupError(f"{exchange_id}: unreachable ({type(exc).__name__}: {_short(exc)})") from None
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc)[:300]
