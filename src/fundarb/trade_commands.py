@@ -247,7 +247,7 @@ async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float) ->
             err.print("[yellow]the venues and the trade log disagree after the trade; new entries are blocked "
                       "until `fundarb reconcile` finds them in agreement[/]")
             return 1
-        return 0 if outcome.status == "done" else 1
+        return 0 if outcome.status in ("done", "rebalanced") else 1
     finally:
         await session.close()
 

@@ -39,7 +39,7 @@ BLOCK_KEY = "entries_blocked"
 class PairOutcome:
     op_id: int
     kind: str
-    status: str  # done | naked | failed (nothing traded)
+    status: str  # done | rebalanced (a leg completed) | unwound (a leg traded back) | naked | failed (nothing traded)
     spot_change: float  # BTC bought (+) or sold (-) on the spot leg by this operation, gross of fees
     perp_change: float  # signed BTC on the perp leg
     residual: float  # spot_change + perp_change
@@ -178,7 +178,9 @@ def _conclude(session: LiveSession, op_id: int, kind: str, actions: list[str], t
         session.alert("naked_leg", message, "critical")
         journal.set_state(BLOCK_KEY, f"naked leg after operation {op_id}", now)
     else:
-        status = "done" if spot or perp else "failed"
+        roles = {r["role"] for r in journal.orders(op_id) if r["filled_qty"] > 0}
+        status = ("unwound" if "unwind" in roles else "rebalanced" if "hedge" in roles
+                  else "done" if spot or perp else "failed")
     journal.finish_operation(op_id, now, status, "; ".join(actions))
     orders = tuple(r["client_id"] for r in journal.orders(op_id))
     return PairOutcome(op_id, kind, status, spot, perp, residual, tuple(actions), orders)

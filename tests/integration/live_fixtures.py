@@ -1,0 +1,64 @@
+"""Shared set-up of the live-trading tests: the emulator's funded wallets,
+keys in an environment mapping (never the real environment), a session of
+the shipped baseline config pointed at the emulator, and the check that the
+trade log, the journal and the venue agree at the end of a test."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from fundarb.cli import default_config_path
+from fundarb.config import load
+from fundarb.venues.live.exchange import Target
+from fundarb.venues.live.journal import Journal
+from fundarb.venues.live.session import open_session
+
+KEYS = {f"FUNDARB_{venue}_{part}": value
+        for venue in ("BINANCE", "BINANCEUSDM", "BYBIT")
+        for part, value in (("API_KEY", "emulator-key"), ("SECRET", "emulator-secret-value"))}
+USDT = 100_000.0
+SPOT, PERP = ("binance", "spot"), ("binanceusdm", "perp")
+
+
+def fund(server, usdt: float = USDT) -> None:
+    for wallet in ("binance", "binanceusdm", "bybit"):
+        server.accounts.fund(wallet, "USDT", usdt)
+
+
+def baseline():
+    return load(default_config_path())
+
+
+async def session_on(server, journal: Path, timeout_ms: int = 5000, cfg=None):
+    return await open_session(cfg or baseline(), journal, Target(api_url=server.base_url, timeout_ms=timeout_ms),
+                              env=KEYS, dotenv=None)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def placed_orders(server, market=None) -> list:
+    markets = [market] if market else [SPOT, PERP]
+    return [o for m in markets for o in server.accounts.all_orders(*m)]
+
+
+def assert_agree(server, journal_path: Path) -> Journal:
+    """Trade log, journal and venue state agree: every venue trade is a fill
+    in the log (and no other), positions match, nothing is left in flight."""
+    j = Journal(journal_path)
+    fills = j.rows("fills")
+    for (venue, kind), account in ((SPOT, "binance:spot"), (PERP, "binanceusdm:perp")):
+        venue_ids = sorted(t.id for t in server.accounts.trade_list(venue, kind))
+        log_ids = sorted(f["trade_id"] for f in fills if f["account"] == account)
+        assert venue_ids == log_ids, (account, venue_ids, log_ids)
+        ours = {o["client_id"] for o in j.rows("orders") if o["account"] == account}
+        assert {o.client_id for o in server.accounts.all_orders(venue, kind)} <= ours
+    assert j.position("binanceusdm:perp") == pytest.approx(server.accounts.position("binanceusdm").qty, abs=1e-12)
+    assert j.position("binance:spot") == pytest.approx(server.accounts.wallets["binance"].get("BTC"), abs=1e-12)
+    assert j.orders(open_only=True) == []
+    assert j.operations("executing") == []
+    return j

@@ -1,0 +1,194 @@
+"""The live backend against the loopback emulator, through the real ccxt
+client: paired open and close, and each fault the issue of a live venue can
+throw at it. Every test ends by checking that the trade log, the journal and
+the emulator's accounts agree."""
+
+from __future__ import annotations
+
+import pytest
+from emulator_fixtures import emulator, hang_guard, loopback_only  # noqa: F401 (fixtures)
+from live_fixtures import KEYS, PERP, SPOT, assert_agree, fund, placed_orders, run, session_on
+from typer.testing import CliRunner
+
+from fundarb.cli import app
+from fundarb.core.model import Side
+from fundarb.venues.live.paired import execute_pair
+from fundarb.venues.live.reconcile import reconcile
+
+pytestmark = pytest.mark.usefixtures("hang_guard")
+
+
+def cli(server, journal, *args, env=KEYS, input=None):
+    result = CliRunner().invoke(app, [*args, "--api-url", server.base_url, "--journal", str(journal)],
+                                env={**env, "COLUMNS": "160"}, input=input)
+    return result
+
+
+def test_open_then_close_through_the_cli_leaves_log_and_venue_in_agreement(emulator, tmp_path):
+    fund(emulator)
+    journal = tmp_path / "trades.sqlite"
+    opened = cli(emulator, journal, "trade", "open", "--size", "0.01", "--yes")
+    assert opened.exit_code == 0, opened.output
+    assert "operation 1: open -> done" in opened.output and "venues and trade log agree" in opened.output
+    j = assert_agree(emulator, journal)
+    assert j.position("binanceusdm:perp") == pytest.approx(-0.01)
+    spot_fill = next(f for f in j.rows("fills") if f["account"] == "binance:spot")
+    # Binance charges a spot buy's fee in BTC: the carry holds the rest
+    assert j.position("binance:spot") == pytest.approx(0.01 - spot_fill["fee"])
+    assert spot_fill["fee_currency"] == "BTC" and spot_fill["fee_quote"] == pytest.approx(spot_fill["fee"] * spot_fill["price"])
+    assert {r["config_hash"][:12] for t in ("orders", "fills") for r in j.rows(t)} == {"6649f67dfb02"}
+    assert [o["client_id"] for o in j.rows("orders")] == ["fa6649f67dfb02-1", "fa6649f67dfb02-2"]
+    j.close()
+
+    emulator.advance_hours(8)  # across the 16:00 settlement: the short is paid funding
+    closed = cli(emulator, journal, "trade", "close", "--yes")
+    assert closed.exit_code == 0, closed.output
+    j = assert_agree(emulator, journal)
+    assert j.position("binanceusdm:perp") == 0 and abs(j.position("binance:spot")) < 1e-5
+    (paid,) = j.rows("funding")
+    (venue_paid,) = emulator.accounts.funding_list("binanceusdm")
+    assert paid["amount"] == pytest.approx(venue_paid.amount) and paid["amount"] > 0
+    assert [o["client_id"][-2:] for o in j.rows("orders")] == ["-1", "-2", "-3", "-4"]
+
+
+def test_dry_run_and_failed_preflight_send_nothing(emulator, tmp_path):
+    fund(emulator)
+    journal = tmp_path / "trades.sqlite"
+    dry = cli(emulator, journal, "trade", "open", "--size", "0.01", "--dry-run")
+    assert dry.exit_code == 0 and "dry run: nothing was sent" in dry.output
+    too_small = cli(emulator, journal, "trade", "open", "--size", "0.001", "--yes")  # 0.001 BTC perp < 100 USDT
+    assert too_small.exit_code == 2
+    assert "minimum notional 100.00 USDT" in too_small.output and "nothing was sent" in too_small.output
+    odd = cli(emulator, journal, "trade", "open", "--size", "0.0123", "--yes")
+    assert odd.exit_code == 2 and "use 0.012" in odd.output
+    assert placed_orders(emulator) == []
+
+
+def test_a_429_storm_is_waited_out_and_each_leg_is_placed_once(emulator, tmp_path):
+    fund(emulator)
+    journal = tmp_path / "trades.sqlite"
+    emulator.faults.add("rate_limit", venue="binanceusdm", times=4, retry_after_s=1)
+    emulator.faults.add("rate_limit", venue="binance", times=2, retry_after_s=1)
+    result = cli(emulator, journal, "trade", "open", "--size", "0.01", "--yes")
+    assert result.exit_code == 0, result.output
+    assert sum(e.status == 429 for e in emulator.log.entries) == 6
+    assert len(placed_orders(emulator, SPOT)) == 1 and len(placed_orders(emulator, PERP)) == 1
+    assert_agree(emulator, journal)
+
+
+def test_server_errors_are_retried(emulator, tmp_path):
+    fund(emulator)
+    journal = tmp_path / "trades.sqlite"
+    emulator.faults.add("server_error", venue="binance", times=3)
+    emulator.faults.add("server_error", venue="binanceusdm", path="/fapi/v1/order", times=1)
+    result = cli(emulator, journal, "trade", "open", "--size", "0.01", "--yes")
+    assert result.exit_code == 0, result.output
+    assert sum(e.status is not None and e.status >= 500 for e in emulator.log.entries) == 4
+    assert len(placed_orders(emulator, PERP)) == 1
+    assert_agree(emulator, journal)
+
+
+def test_a_timeout_after_the_venue_placed_the_order_finds_it_and_sends_no_duplicate(emulator, tmp_path):
+    fund(emulator)
+    journal = tmp_path / "trades.sqlite"
+    emulator.faults.add("timeout_after_place", venue="binanceusdm", delay_s=1.5)
+
+    async def scenario():
+        session = await session_on(emulator, journal, timeout_ms=500)
+        try:
+            return await execute_pair(session, "open", 0.01, {})
+        finally:
+            await session.close()
+
+    outcome = run(scenario())
+    assert outcome.status == "done" and outcome.perp_change == pytest.approx(-0.01)
+    (perp_order,) = placed_orders(emulator, PERP)
+    j = assert_agree(emulator, journal)
+    events = [e["detail"] for e in j.rows("order_events") if e["client_id"] == perp_order.client_id]
+    assert "found after a failed placement" in events
+
+
+def test_one_leg_refused_unwinds_the_other(emulator, tmp_path):
+    emulator.accounts.fund("binance", "USDT", 100_000)
+    emulator.accounts.fund("binanceusdm", "USDT", 20)  # not enough margin for 0.01 BTC short
+    journal = tmp_path / "trades.sqlite"
+
+    async def scenario():
+        session = await session_on(emulator, journal)
+        try:
+            outcome = await execute_pair(session, "open", 0.01, {})
+            return outcome, await reconcile(session, "after open")
+        finally:
+            await session.close()
+
+    outcome, rec = run(scenario())
+    assert outcome.status == "unwound", outcome
+    j = assert_agree(emulator, journal)
+    roles = [(o["leg"], o["role"], o["side"], o["status"]) for o in j.rows("orders")]
+    assert roles == [("spot", "entry", "buy", "filled"), ("perp", "entry", "sell", "rejected"),
+                     ("spot", "unwind", "sell", "filled")]
+    assert "-2019" in j.rows("orders")[1]["status_reason"]
+    # the spot bought and sold back: what is left is the buy's fee dust, under the lot
+    assert emulator.accounts.wallets["binance"].get("BTC") == pytest.approx(0.0, abs=1e-5)
+    assert rec.ok and j.blocked() is None
+
+
+def test_a_partial_fill_is_completed_to_an_equal_pair(emulator, tmp_path):
+    fund(emulator)
+    journal = tmp_path / "trades.sqlite"
+    emulator.faults.add("partial_fill", venue="binanceusdm", fill_ratio=0.4)
+
+    async def scenario():
+        session = await session_on(emulator, journal)
+        try:
+            return await execute_pair(session, "open", 0.01, {})
+        finally:
+            await session.close()
+
+    outcome = run(scenario())
+    assert outcome.status == "rebalanced"
+    j = assert_agree(emulator, journal)
+    perp = [(o["role"], o["qty"], o["filled_qty"], o["status"]) for o in j.rows("orders") if o["leg"] == "perp"]
+    assert perp == [("entry", 0.01, pytest.approx(0.004), "expired"), ("hedge", pytest.approx(0.006),
+                                                                        pytest.approx(0.006), "filled")]
+    assert emulator.accounts.position("binanceusdm").qty == pytest.approx(-0.01)
+
+
+def test_a_wrong_api_key_is_one_clear_error_and_nothing_is_sent(emulator, tmp_path):
+    fund(emulator)
+    emulator.accounts.api_keys = {"the-right-key"}
+    journal = tmp_path / "trades.sqlite"
+    result = cli(emulator, journal, "trade", "open", "--size", "0.01", "--yes")
+    assert result.exit_code == 2
+    assert "refused the API key" in result.output and "FUNDARB_" in result.output
+    assert "emulator-secret-value" not in result.output and "emulator-key" not in result.output
+    missing = cli(emulator, journal, "trade", "open", "--size", "0.01", "--yes", env={})
+    assert missing.exit_code == 2 and "FUNDARB_BINANCE_API_KEY and FUNDARB_BINANCE_SECRET" in missing.output
+    assert placed_orders(emulator) == []
+
+
+def test_saying_no_at_the_confirmation_sends_nothing(emulator, tmp_path):
+    fund(emulator)
+    journal = tmp_path / "trades.sqlite"
+    result = cli(emulator, journal, "trade", "open", "--size", "0.01", input="n\n")
+    assert result.exit_code == 1 and "nothing was sent" in result.output
+    assert placed_orders(emulator) == []
+
+
+def test_trade_log_filters_by_venue_date_and_exports_csv(emulator, tmp_path):
+    fund(emulator)
+    journal = tmp_path / "trades.sqlite"
+    assert cli(emulator, journal, "trade", "open", "--size", "0.01", "--yes").exit_code == 0
+    emulator.advance_hours(30)
+    assert cli(emulator, journal, "trade", "close", "--yes").exit_code == 0
+    runner = CliRunner()
+    csv = tmp_path / "fills.csv"
+    args = ["trade", "log", "--journal", str(journal)]
+    later = runner.invoke(app, [*args, "--since", "2024-01-11", "--csv", str(csv)])
+    assert later.exit_code == 0, later.output
+    lines = csv.read_text().splitlines()
+    assert lines[0].startswith("seq,ts,venue_ts,exchange,trade_id") and len(lines) == 1 + 2  # the close's two fills
+    everything = runner.invoke(app, [*args, "--csv", str(csv)])
+    assert everything.exit_code == 0 and len(csv.read_text().splitlines()) == 1 + 4
+    bad = runner.invoke(app, [*args, "--since", "yesterday-ish"])
+    assert bad.exit_code == 2 and "--since" in bad.output
