@@ -198,13 +198,14 @@ def _print_plan(session, plan) -> None:
     cfg = session.cfg
     out.print(f"\n[bold]{plan.kind}: spot {plan.spot.qty:g} BTC, perp {plan.qty:g} BTC[/]  config {cfg.name} ({session.config_hash[:12]}), "
               f"trade log {session.journal.path}")
-    t = Table(show_edge=False, pad_edge=False)
-    for col in ("leg", "market", "side", "BTC", "mid", "expected price", "notional USDT", "fee USDT", "slippage USDT"):
-        t.add_column(col, justify="right" if col not in ("leg", "market", "side") else "left")
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("leg", "side", "BTC", "mid", "expected", "notional", "fee", "slippage"):
+        t.add_column(col, justify="left" if col in ("leg", "side") else "right", no_wrap=True)
     for leg in (plan.spot, plan.perp):
-        t.add_row(leg.account, leg.symbol, leg.side.value, f"{leg.qty:g}", f"{leg.mid:,.2f}", f"{leg.price:,.2f}",
-                  f"{leg.notional:,.2f}", f"{leg.fee:,.4f}", f"{leg.slippage:,.4f}")
+        t.add_row(f"{leg.account} {leg.symbol}", leg.side.value, f"{leg.qty:g}", f"{leg.mid:,.2f}",
+                  f"{leg.price:,.2f}", f"{leg.notional:,.2f}", f"{leg.fee:,.4f}", f"{leg.slippage:,.4f}")
     out.print(t)
+    out.print("[dim](prices, notional, fee and slippage in USDT; slippage against the mid)[/]")
     nxt = (f"next settlement {_time(plan.next_funding_ts)} UTC" if plan.next_funding_ts else "next settlement unknown")
     pred = f", predicted {plan.predicted_apr:.2%}" if plan.predicted_apr is not None else ""
     out.print(f"expected costs: fees {plan.fees:,.4f} USDT, slippage {plan.slippage:,.4f} USDT")
@@ -265,12 +266,13 @@ async def _cap_venue_leverage(session) -> None:
 
 
 def _print_outcome(session, outcome) -> None:
-    t = Table(show_edge=False, pad_edge=False, title=f"operation {outcome.op_id}: {outcome.kind} -> {outcome.status}")
-    for col in ("client id", "account", "role", "side", "BTC", "filled", "avg price", "fees USDT", "status"):
-        t.add_column(col)
+    out.print(f"[bold]operation {outcome.op_id}: {outcome.kind} -> {outcome.status}[/]")
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("client id", "account", "order", "filled", "avg price", "fee USDT", "status"):
+        t.add_column(col, no_wrap=col != "status", justify="right" if col in ("avg price", "fee USDT") else "left")
     for row in session.journal.orders(outcome.op_id):
-        t.add_row(row["client_id"], row["account"], row["role"], row["side"], f"{row['qty']:g}",
-                  f"{row['filled_qty']:g}", f"{row['avg_price']:,.2f}", f"{row['fees']:,.4f}",
+        t.add_row(row["client_id"], row["account"], f"{row['role']} {row['side']}",
+                  f"{row['filled_qty']:g}/{row['qty']:g}", f"{row['avg_price']:,.2f}", f"{row['fees']:,.4f}",
                   row["status"] + (f" ({escape(row['status_reason'][:60])})" if row["status_reason"] else ""))
     out.print(t)
     for a in outcome.actions:
@@ -311,9 +313,10 @@ async def _positions(cfg, path, target) -> None:
             session.perp.call("fetch_funding_rate", session.perp.symbol))
         js, jp = j.position(session.spot.account, session.spot.base), j.position(session.perp.account)
         mark = float(funding.get("markPrice") or 0.0)
-        t = Table(show_edge=False, pad_edge=False, title=f"{cfg.name} ({session.config_hash[:12]})")
-        for col in ("leg", "venue position BTC", "trade log BTC", "value USDT", "free USDT"):
-            t.add_column(col, justify="right" if col != "leg" else "left")
+        out.print(f"[bold]{cfg.name}[/] ({session.config_hash[:12]}), trade log {session.journal.path}")
+        t = Table(box=None, pad_edge=False, header_style="bold")
+        for col in ("leg", "venue BTC", "trade log BTC", "value USDT", "free USDT"):
+            t.add_column(col, justify="right" if col != "leg" else "left", no_wrap=True)
         t.add_row(f"spot {session.spot.account}", f"{_bal(spot_bal, session.spot.base, 'total'):.8g}",
                   f"{js:+.8g}", f"{js * mark:,.2f}", f"{_bal(spot_bal, session.spot.quote, 'free'):,.2f}")
         t.add_row(f"perp {session.perp.account}", f"{pos['qty']:+.8g}", f"{jp:+.8g}", f"{pos['qty'] * mark:,.2f}",
@@ -444,16 +447,17 @@ def _print_rows(rows: list[dict], table: str) -> None:
     if not rows:
         out.print(f"no {table} in that window")
         return
-    t = Table(show_edge=False, pad_edge=False, title=f"{table}: {len(rows)} rows")
+    out.print(f"[bold]{table}: {len(rows)} rows[/]")
+    t = Table(box=None, pad_edge=False, header_style="bold")
     if table == "fills":
-        for col in ("venue time", "account", "side", "BTC", "price", "fee", "fee USDT", "client id", "config"):
-            t.add_column(col, no_wrap=col in ("venue time", "client id"))
+        for col in ("venue time", "client id", "account", "side", "BTC", "price", "fee USDT"):
+            t.add_column(col, no_wrap=True, justify="right" if col in ("BTC", "price", "fee USDT") else "left")
         for r in rows:
-            t.add_row(_time(r["venue_ts"]), r["account"], r["side"], f"{r['qty']:g}", f"{r['price']:,.2f}",
-                      f"{r['fee']:.8g} {r['fee_currency']}", f"{r['fee_quote'] or 0:,.4f}", r["client_id"],
-                      r["config_hash"][:12])
+            t.add_row(_time(r["venue_ts"]), r["client_id"], r["account"], r["side"], f"{r['qty']:g}",
+                      f"{r['price']:,.2f}", f"{r['fee_quote'] or 0:,.4f}" if r["fee_quote"] is not None
+                      else f"{r['fee']:.8g} {r['fee_currency']}")
         out.print(t)
-        out.print(f"fees {sum(r['fee_quote'] or 0 for r in rows):,.4f} USDT; bought "
+        out.print(f"fees {sum(r['fee_quote'] or 0 for r in rows):,.4f} USDT (as charged, in BTC or USDT: --csv); bought "
                   f"{sum(r['qty'] for r in rows if r['side'] == 'buy'):g} BTC, sold "
                   f"{sum(r['qty'] for r in rows if r['side'] == 'sell'):g} BTC")
         return

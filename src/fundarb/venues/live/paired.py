@@ -65,12 +65,16 @@ async def execute_pair(session: LiveSession, kind: str, qty: float, plan: dict[s
                        spot_qty: float | None = None) -> PairOutcome:
     """Trade ``qty`` BTC on the perp leg and ``spot_qty`` (default the same)
     on the spot leg, both at once, then balance them."""
+    async with session.lock:
+        return await _run_pair(session, kind, qty, qty if spot_qty is None else spot_qty, plan)
+
+
+async def _run_pair(session: LiveSession, kind: str, qty: float, spot_qty: float,
+                    plan: dict[str, Any]) -> PairOutcome:
     opening = kind == "open"
-    spot_qty = qty if spot_qty is None else spot_qty
     journal, now = session.journal, session.now_ns()
-    live = session.cfg.live_settings
     op_id = journal.begin_operation(now, kind, session.config_hash, qty, plan)
-    deadline = now + int(live.order_timeout_seconds * NS_PER_SECOND)
+    deadline = now + int(session.cfg.live_settings.order_timeout_seconds * NS_PER_SECOND)
     role = "entry" if opening else "exit"
     await asyncio.gather(
         session.trader.send(session.spot, op_id, role, Side.BUY if opening else Side.SELL, spot_qty, deadline),

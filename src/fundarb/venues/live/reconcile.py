@@ -58,10 +58,17 @@ class Reconciliation:
     @property
     def drift(self) -> float:
         big = max(abs(self.journal_spot), abs(self.journal_perp))
-        return abs(self.journal_spot + self.journal_perp) / big if big > 0 else 0.0
+        return abs(self.journal_spot + self.journal_perp) / big if big > QTY_TOL else 0.0
 
 
 async def reconcile(session: LiveSession, trigger: str, accept: str | None = None) -> Reconciliation:
+    """Compare (and on ``start``/``manual`` first recover); waits for a paired
+    operation in flight to end, so the venue is never ahead of the journal."""
+    async with session.lock:
+        return await _reconcile(session, trigger, accept)
+
+
+async def _reconcile(session: LiveSession, trigger: str, accept: str | None) -> Reconciliation:
     notes: list[str] = []
     mismatches: list[str] = []
     journal = session.journal

@@ -3,6 +3,7 @@ rules, the journal and the leg trader, opened and closed together."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,6 +32,9 @@ class LiveSession:
     trader: LegTrader
     clients: dict[str, Any]
     now_ns: Callable[[], int] = time.time_ns
+    # one paired operation or one reconciliation at a time: a reconciliation
+    # running while an order is in flight would see the venue ahead of the journal
+    lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
 
     @property
     def legs(self) -> tuple[LiveLeg, LiveLeg]:

@@ -1,0 +1,47 @@
+"""The long-running side of the live backend: both legs' market feeds
+(websockets where the venue has them, REST polling otherwise) and the
+reconciliation that runs every ``live.reconcile_interval_seconds`` and after
+every websocket reconnect. Market events go to ``on_event`` as core events
+(Quote, MarkPrice, FundingRate); the monitor and the runner consume them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import attrs
+
+from fundarb.core.model import MarketKind
+from fundarb.venues.live.feed import MarketFeed
+from fundarb.venues.live.reconcile import Reconciliation, reconcile, reconcile_every
+from fundarb.venues.live.session import LiveSession
+
+
+@attrs.define
+class LiveWatch:
+    session: LiveSession
+    on_event: Callable[[object], None]
+    use_websocket: bool | None = None
+    feeds: list[MarketFeed] = attrs.field(factory=list)
+    reconciliations: list[Reconciliation] = attrs.field(factory=list)
+
+    async def _after_reconnect(self, account: str) -> None:
+        # a reconnect may have hidden fills, cancels or funding: look again at once
+        self.reconciliations.append(await reconcile(self.session, "reconnect"))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Feed both legs and reconcile until ``stop`` is set."""
+        s = self.session
+        self.feeds = [MarketFeed(leg.exchange, account=leg.account, symbol=leg.symbol,
+                                 kind=MarketKind.SPOT if leg.leg == "spot" else MarketKind.PERP,
+                                 on_event=self.on_event, on_reconnect=self._after_reconnect,
+                                 use_websocket=self.use_websocket, call=leg.queue.call)
+                      for leg in s.legs]
+        tasks = [asyncio.create_task(f.run()) for f in self.feeds]
+        tasks.append(asyncio.create_task(reconcile_every(s, stop)))
+        try:
+            await stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
