@@ -192,3 +192,35 @@ def test_trade_log_filters_by_venue_date_and_exports_csv(emulator, tmp_path):
     assert everything.exit_code == 0 and len(csv.read_text().splitlines()) == 1 + 4
     bad = runner.invoke(app, [*args, "--since", "yesterday-ish"])
     assert bad.exit_code == 2 and "--since" in bad.output
+
+
+def test_one_venue_for_both_legs_bybit_spot_and_linear_share_one_client(emulator, tmp_path):
+    import attrs
+
+    from live_fixtures import baseline
+
+    fund(emulator)
+    base = baseline()
+    cfg = attrs.evolve(base, spot=attrs.evolve(base.spot, exchange="bybit", symbol="BTC/USDT"),
+                       perp=attrs.evolve(base.perp, exchange="bybit", symbol="BTC/USDT:USDT"))
+    journal = tmp_path / "trades.sqlite"
+    emulator.faults.add("partial_fill", venue="bybit", fill_ratio=0.5)  # hits the first order: completed after
+
+    async def scenario():
+        session = await session_on(emulator, journal, cfg=cfg)
+        try:
+            assert session.spot.exchange is session.perp.exchange and session.spot.queue is session.perp.queue
+            outcome = await execute_pair(session, "open", 0.01, {})
+            return outcome, await reconcile(session, "after open")
+        finally:
+            await session.close()
+
+    outcome, rec = run(scenario())
+    assert outcome.status == "rebalanced" and rec.ok, (outcome, rec)
+    from fundarb.venues.live.journal import Journal
+
+    j = Journal(journal)
+    assert j.position("bybit:perp") == pytest.approx(emulator.accounts.position("bybit").qty) == pytest.approx(-0.01)
+    assert j.position("bybit:spot") == pytest.approx(emulator.accounts.wallets["bybit"].get("BTC"), abs=1e-12)
+    venue_ids = sorted(t.id for kind in ("spot", "perp") for t in emulator.accounts.trade_list("bybit", kind))
+    assert sorted(f["trade_id"] for f in j.rows("fills")) == venue_ids
