@@ -11,6 +11,7 @@ from live_fixtures import KEYS, PERP, SPOT, assert_agree, fund, placed_orders, r
 from typer.testing import CliRunner
 
 from fundarb.cli import app
+from fundarb.venues.emulator_accounts import BUY, MARKET, SELL
 from fundarb.core.model import Side
 from fundarb.venues.live.paired import execute_pair
 from fundarb.venues.live.reconcile import reconcile
@@ -224,3 +225,35 @@ def test_one_venue_for_both_legs_bybit_spot_and_linear_share_one_client(emulator
     assert j.position("bybit:spot") == pytest.approx(emulator.accounts.wallets["bybit"].get("BTC"), abs=1e-12)
     venue_ids = sorted(t.id for kind in ("spot", "perp") for t in emulator.accounts.trade_list("bybit", kind))
     assert sorted(f["trade_id"] for f in j.rows("fills")) == venue_ids
+
+
+def test_a_reconciliation_mismatch_blocks_entries_until_the_venues_agree_again(emulator, tmp_path):
+    fund(emulator)
+    journal = tmp_path / "trades.sqlite"
+    assert cli(emulator, journal, "trade", "open", "--size", "0.01", "--yes").exit_code == 0
+    # someone sells 0.01 BTC perp on the carry's account outside fundarb
+    emulator.accounts.place("binanceusdm", "perp", SELL, MARKET, 0.01)
+    found = cli(emulator, journal, "reconcile")
+    assert found.exit_code == 1, found.output
+    assert "the venue holds -0.02 BTC perp, the journal's fills -0.01" in found.output
+    assert "blocked" in found.output
+    refused = cli(emulator, journal, "trade", "open", "--size", "0.01", "--yes")
+    assert refused.exit_code == 2 and "new entries are blocked" in refused.output
+    assert len(placed_orders(emulator, PERP)) == 2  # the carry's and the stray one: nothing new sent
+    # closing is still allowed while entries are blocked (it only reduces), but first undo the stray order
+    emulator.accounts.place("binanceusdm", "perp", BUY, MARKET, 0.01, reduce_only=True)
+    again = cli(emulator, journal, "reconcile")
+    assert again.exit_code == 0, again.output
+    assert "new entries: allowed" in again.output
+
+    # BTC moved into the spot account by hand: a mismatch until accepted with a reason
+    emulator.accounts.fund("binance", "BTC", 0.5)
+    moved = cli(emulator, journal, "reconcile")
+    assert moved.exit_code == 1 and "BTC outside the carry went from 0 to 0.5" in moved.output
+    accepted = cli(emulator, journal, "reconcile", "--accept", "deposit from cold storage")
+    assert accepted.exit_code == 0 and "new entries: allowed" in accepted.output
+    from fundarb.venues.live.journal import Journal
+
+    kinds = [a["kind"] for a in Journal(journal).rows("alerts")]
+    # reconcile, the refused open's own start reconciliation, and the moved BTC
+    assert kinds.count("reconciliation_mismatch") == 3 and "reconciliation_accepted" in kinds

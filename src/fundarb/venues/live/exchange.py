@@ -126,8 +126,10 @@ class MarketRules:
         return float((Decimal(str(qty)) / step).to_integral_value(ROUND_FLOOR) * step)
 
     def amount(self, qty_btc: float) -> float:
-        """BTC -> the venue's amount unit (contracts for perps)."""
-        return qty_btc / self.contract_size
+        """BTC -> the venue's amount unit (contracts for perps), in decimal:
+        0.29 BTC at 0.01 BTC a contract is 29 contracts, not 28.999999999999996
+        (which ccxt's precision rounding would send as 28.99)."""
+        return float(Decimal(str(qty_btc)) / Decimal(str(self.contract_size)))
 
     def problems(self, qty_btc: float, price: float) -> list[str]:
         """Why the venue would refuse a market order of ``qty_btc`` at about ``price``."""
@@ -146,5 +148,12 @@ class MarketRules:
 
 def common_lot(a: MarketRules, b: MarketRules, qty: float) -> float:
     """The largest quantity <= ``qty`` that both markets accept as a lot (the
-    legs must be equal for the pair to be delta neutral)."""
-    return min(a.floor_btc(b.floor_btc(qty)), b.floor_btc(a.floor_btc(qty)))
+    legs must be equal for the pair to be delta neutral): a multiple of the
+    least common multiple of the two lot steps."""
+    steps = [s for s in (a.step_btc, b.step_btc) if s > 0]
+    if not steps:
+        return qty
+    places = max(-s.normalize().as_tuple().exponent for s in steps)
+    scale = Decimal(10) ** max(places, 0)
+    step = Decimal(math.lcm(*(int(s * scale) for s in steps))) / scale
+    return float((Decimal(str(qty)) / step).to_integral_value(ROUND_FLOOR) * step)

@@ -212,11 +212,21 @@ class LegTrader:
         for t in trades:
             if str(t.get("order")) != venue_id:
                 continue
-            fill = self.fill_of(leg, order.client_id, t)
-            if self.journal.add_fill(self.now_ns(), fill.ts, leg.exchange.id, str(t["id"]), leg.account,
-                                     order.client_id, self.config_hash, fill.side, fill.qty, fill.price,
-                                     *_fee_raw(t), None if math.isnan(fill.fee) else fill.fee, fill.liquidity.value):
-                order.apply_fill(fill if not math.isnan(fill.fee) else attrs.evolve(fill, fee=0.0))
+            fill = self.record_fill(leg, order.client_id, t)
+            if fill is not None:
+                order.apply_fill(fill)
+
+    def record_fill(self, leg: LiveLeg, client_id: str, t: dict) -> Fill | None:
+        """Journal the venue trade ``t`` of ``client_id`` once; the core fill
+        when it was new (a fee in a third asset counts 0 here, kept raw in
+        the journal), None when the trade id was already known."""
+        fill = self.fill_of(leg, client_id, t)
+        priced = not math.isnan(fill.fee)
+        if not self.journal.add_fill(self.now_ns(), fill.ts, leg.exchange.id, str(t["id"]), leg.account, client_id,
+                                     self.config_hash, fill.side, fill.qty, fill.price, *_fee_raw(t),
+                                     fill.fee if priced else None, fill.liquidity.value):
+            return None
+        return fill if priced else attrs.evolve(fill, fee=0.0)
 
     def fill_of(self, leg: LiveLeg, client_id: str, t: dict) -> Fill:
         qty = float(t["amount"]) * leg.rules.contract_size

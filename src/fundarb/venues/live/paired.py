@@ -76,10 +76,14 @@ async def _run_pair(session: LiveSession, kind: str, qty: float, spot_qty: float
     op_id = journal.begin_operation(now, kind, session.config_hash, qty, plan)
     deadline = now + int(session.cfg.live_settings.order_timeout_seconds * NS_PER_SECOND)
     role = "entry" if opening else "exit"
-    await asyncio.gather(
-        session.trader.send(session.spot, op_id, role, Side.BUY if opening else Side.SELL, spot_qty, deadline),
-        session.trader.send(session.perp, op_id, role, Side.SELL if opening else Side.BUY, qty, deadline,
-                            reduce_only=not opening))
+    legs = []
+    if spot_qty > 0:
+        legs.append(session.trader.send(session.spot, op_id, role, Side.BUY if opening else Side.SELL, spot_qty,
+                                        deadline))
+    if qty > 0:  # closing a lone leg (the other already gone) sends one order
+        legs.append(session.trader.send(session.perp, op_id, role, Side.SELL if opening else Side.BUY, qty,
+                                        deadline, reduce_only=not opening))
+    await asyncio.gather(*legs)
     return await balance_pair(session, op_id, kind, plan.get("prices", {}), unwind_only=False)
 
 

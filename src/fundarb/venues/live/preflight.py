@@ -126,6 +126,8 @@ class TradePlan:
 
 def walk(levels: Levels, qty: float) -> float:
     """Average price of taking ``qty`` BTC from ``levels``; nan if the book is too thin."""
+    if qty <= 0:  # a leg with nothing to trade: its price is the touch
+        return levels[0][0] if levels else math.nan
     left, cost = qty, 0.0
     for price, size in levels:
         take = min(left, size)
@@ -162,7 +164,8 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
 
     if opening and blocked:
         check("entries", False, f"new entries are blocked: {blocked} (run `fundarb reconcile`)")
-    for leg in (spot, perp):
+    traded = [leg for leg in (spot, perp) if leg.qty > 0]  # closing a lone leg trades one market only
+    for leg in traded:
         check(f"{leg.account} book", leg.price == leg.price,
               f"{leg.qty:g} BTC {'fills' if leg.price == leg.price else 'does NOT fill'} within the top {BOOK_LEVELS} levels")
         check(f"{leg.account} spread", leg.spread_bp <= live.max_spread_bp,
@@ -170,6 +173,8 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
         check(f"{leg.account} slippage", leg.slippage_bp <= live.max_slippage_bp,
               f"expected slippage {leg.slippage_bp:.2f} bp vs mid (limit {live.max_slippage_bp:g} bp)")
     for rules, leg in ((spot_rules, spot), (perp_rules, perp)):
+        if leg.qty <= 0:
+            continue
         problems = rules.problems(leg.qty, leg.price if leg.price == leg.price else leg.mid)
         check(f"{leg.account} lot and notional", not problems,
               "; ".join(problems) or f"lot {float(rules.step_btc):g} BTC, minimum notional {rules.min_cost:,.2f} USDT")

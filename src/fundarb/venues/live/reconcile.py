@@ -23,7 +23,6 @@ finds everything in agreement lifts the block and says so.
 from __future__ import annotations
 
 import asyncio
-import math
 
 import attrs
 
@@ -147,6 +146,20 @@ async def _stray_orders(leg: LiveLeg, journal: Journal) -> list[str]:
     return out
 
 
+OVERLAP_MS = 60_000  # re-read a minute before the last row seen: venue ids de-duplicate
+
+
+def _cursor(session: LiveSession, key: str) -> int | None:
+    since = session.journal.get_state(key)
+    return int(since) if since else None
+
+
+def _advance(session: LiveSession, key: str, rows: list[dict]) -> None:
+    last = max((int(r.get("timestamp") or 0) for r in rows), default=0)
+    if last:
+        session.journal.set_state(key, str(last - OVERLAP_MS), session.now_ns())
+
+
 async def _missed_fills(session: LiveSession, leg: LiveLeg) -> int:
     """Add the venue's trades of our orders the journal does not have."""
     journal = session.journal
@@ -154,29 +167,22 @@ async def _missed_fills(session: LiveSession, leg: LiveLeg) -> int:
     if not ours:
         return 0
     key = f"trades_since:{leg.account}"
-    since = journal.get_state(key)
-    trades = await leg.call("fetch_my_trades", leg.symbol, int(since) if since else None)
-    added, last = 0, int(since or 0)
+    trades = await leg.call("fetch_my_trades", leg.symbol, _cursor(session, key))
+    added = 0
     for t in trades:
-        last = max(last, int(t.get("timestamp") or 0))
         row = ours.get(str(t.get("order")))
-        if row is None:
+        fill = session.trader.record_fill(leg, row["client_id"], t) if row is not None else None
+        if fill is None:
             continue
-        fill = session.trader.fill_of(leg, row["client_id"], t)
-        fee, currency = float((t.get("fee") or {}).get("cost") or 0.0), str((t.get("fee") or {}).get("currency") or "")
-        if journal.add_fill(session.now_ns(), fill.ts, leg.exchange.id, str(t["id"]), leg.account, row["client_id"],
-                            session.config_hash, fill.side, fill.qty, fill.price, fee, currency,
-                            None if math.isnan(fill.fee) else fill.fee, fill.liquidity.value):
-            added += 1
-            order = Journal.order_of(journal.order_row(row["client_id"]))
-            if order.is_open:
-                order.apply_fill(attrs.evolve(fill, fee=0.0 if math.isnan(fill.fee) else fill.fee))
-            else:  # a terminal order that missed a fill: the row's totals are corrected, the state kept
-                order.filled_qty += fill.qty
-                order.notional += fill.qty * fill.price
-            journal.save_order(order, session.config_hash, f"fill {t['id']} learned by reconciliation")
-    if last:
-        journal.set_state(key, str(last - 60_000), session.now_ns())  # a minute of overlap: ids de-duplicate
+        added += 1
+        order = Journal.order_of(journal.order_row(row["client_id"]))
+        if order.is_open:
+            order.apply_fill(fill)
+        else:  # a terminal order that missed a fill: the row's totals are corrected, the state kept
+            order.filled_qty += fill.qty
+            order.notional += fill.qty * fill.price
+        journal.save_order(order, session.config_hash, f"fill {t['id']} learned by reconciliation")
+    _advance(session, key, trades)
     return added
 
 
@@ -186,18 +192,13 @@ async def _funding(session: LiveSession, leg: LiveLeg) -> int:
     if not journal.orders():
         return 0
     key = f"funding_since:{leg.account}"
-    since = journal.get_state(key)
-    rows = await leg.call("fetch_funding_history", leg.symbol, int(since) if since else None)
-    added, last = 0, int(since or 0)
+    rows = await leg.call("fetch_funding_history", leg.symbol, _cursor(session, key))
+    added = 0
     for f in rows:
         ts_ms = int(f.get("timestamp") or 0)
-        last = max(last, ts_ms)
-        pid = str(f.get("id") or ts_ms)
-        if journal.add_funding(session.now_ns(), ts_ms * 1_000_000, leg.account, leg.symbol, session.config_hash,
-                               float(f.get("amount") or 0.0), None, pid):
-            added += 1
-    if last:
-        journal.set_state(key, str(last - 60_000), session.now_ns())
+        added += journal.add_funding(session.now_ns(), ts_ms * 1_000_000, leg.account, leg.symbol,
+                                     session.config_hash, float(f.get("amount") or 0.0), None, str(f.get("id") or ts_ms))
+    _advance(session, key, rows)
     return added
 
 
