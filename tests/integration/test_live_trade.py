@@ -257,3 +257,33 @@ def test_a_reconciliation_mismatch_blocks_entries_until_the_venues_agree_again(e
     kinds = [a["kind"] for a in Journal(journal).rows("alerts")]
     # reconcile, the refused open's own start reconciliation, and the moved BTC
     assert kinds.count("reconciliation_mismatch") == 3 and "reconciliation_accepted" in kinds
+
+
+def test_two_venues_binance_spot_with_a_bybit_perp(emulator, tmp_path):
+    import attrs
+
+    from live_fixtures import baseline
+
+    fund(emulator)
+    base = baseline()
+    cfg = attrs.evolve(base, perp=attrs.evolve(base.perp, exchange="bybit", symbol="BTC/USDT:USDT"))
+    journal = tmp_path / "trades.sqlite"
+
+    async def scenario():
+        session = await session_on(emulator, journal, cfg=cfg)
+        try:
+            opened = await execute_pair(session, "open", 0.02, {})
+            closed = await execute_pair(session, "close", 0.02, {}, spot_qty=session.journal.position("binance:spot"))
+            return opened, closed, await reconcile(session, "after close")
+        finally:
+            await session.close()
+
+    opened, closed, rec = run(scenario())
+    assert (opened.status, closed.status, rec.ok) == ("done", "done", True), (opened, closed, rec)
+    assert emulator.accounts.position("bybit").qty == 0 and emulator.accounts.wallets["binance"].get("BTC") == 0
+    from fundarb.venues.live.journal import Journal
+
+    j = Journal(journal)
+    assert [(o["account"], o["side"]) for o in j.rows("orders")] == [
+        ("binance:spot", "buy"), ("bybit:perp", "sell"), ("binance:spot", "sell"), ("bybit:perp", "buy")]
+    assert all(o["status"] == "filled" for o in j.rows("orders"))

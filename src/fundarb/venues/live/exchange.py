@@ -56,10 +56,10 @@ def connect(exchange_id: str, creds: Credentials, target: Target) -> Any:
         return _pointed(cls, exchange_id, config, target.api_url)
     exchange = cls(config)
     if target.sandbox:
-        try:
-            exchange.set_sandbox_mode(True)
-        except Exception as exc:  # ccxt raises NotSupported for venues without a testnet
-            raise VenueSetupError(f"{exchange_id} has no sandbox in ccxt: {exc}") from None
+        if not exchange.urls.get("test"):  # ccxt knows no testnet URLs for it
+            raise VenueSetupError(f"{exchange_id} has no sandbox (testnet) in ccxt; trade it without --sandbox "
+                                  "or use the emulator (--api-url)")
+        exchange.set_sandbox_mode(True)
     return exchange
 
 

@@ -54,6 +54,7 @@ async def open_session(cfg: Config, journal_path: Path, target: Target, *, tradi
                        now_ns: Callable[[], int] = time.time_ns) -> LiveSession:
     """Connect the config's venues (keys from the environment / .env), load
     their markets, open the journal. ``trading`` requires keys on both venues."""
+    journal = Journal(journal_path)  # first: a bad file is refused before any venue is asked
     clients: dict[str, Any] = {}
     queues: dict[str, RequestQueue] = {}
     try:
@@ -77,9 +78,9 @@ async def open_session(cfg: Config, journal_path: Path, target: Target, *, tradi
     except BaseException:
         for client in clients.values():
             await client.close()
+        journal.close()
         raise
     h = config_hash(cfg)
-    journal = Journal(journal_path)
     return LiveSession(cfg, h, journal, legs[0], legs[1], LegTrader(journal, h, now_ns), clients, now_ns)
 
 
