@@ -4,11 +4,13 @@
 the same moment, and then ``balance_pair`` brings the two legs' fills back to
 equal (delta neutral) within ``live.hedge_timeout_seconds``:
 
-- a leg the venue refused outright (or a leg already retried once) gets its
-  partner UNWOUND: the excess of the other leg is traded back;
-- a leg that filled partly, or whose rest expired or was cancelled, is
-  COMPLETED with a new order for the difference (``hedge``);
-- an order whose placement is unknown is looked up by its client id first.
+- an order whose placement is unknown is looked up by its client id first;
+- each leg that filled short of its size (a partial fill, a rest that
+  expired or was cancelled) is COMPLETED with an order for the rest
+  (``hedge``), unless the venue refused that leg outright;
+- whatever difference is left (a refused leg, a completion that failed) is
+  UNWOUND: traded back on the leading leg (``unwind``), or, if that leg
+  cannot trade it (under its lot), completed on the other.
 
 A difference under the smaller market's lot or minimum order cannot be
 traded and is reported as residual drift. If the time runs out with a gap
@@ -101,38 +103,62 @@ async def balance_pair(session: LiveSession, op_id: int, kind: str, prices: dict
 
 async def _equalise(session: LiveSession, op_id: int, prices: dict[str, float], unwind_only: bool,
                     actions: list[str]) -> None:
-    journal, trader = session.journal, session.trader
-    deadline_s = session.cfg.live_settings.order_timeout_seconds
-    for attempt in range(4):
+    """Complete each leg that filled short (unless refused or recovering),
+    then trade back whatever difference is left, on the leading leg first."""
+    await resolve_unknown(session, op_id, actions)
+    if not unwind_only:
+        await asyncio.gather(*(_complete(session, op_id, name, prices, actions) for name in ("spot", "perp")))
+    journal = session.journal
+    for _ in range(3):
         await resolve_unknown(session, op_id, actions)
         spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
-        gap = spot + perp  # > 0: more spot bought than perp sold
+        gap = spot + perp  # > 0: more spot bought (or less sold) than perp sold
         if gap == 0:
             return
-        legs = {"spot": session.spot, "perp": session.perp}
-        lagging = "perp" if abs(perp) < abs(spot) else "spot"
-        leading = "spot" if lagging == "perp" else "perp"
-        refused = _refused(journal, op_id, lagging)
-        unwind = unwind_only or refused or attempt > 0
-        leg_name = leading if unwind else lagging
-        leg = legs[leg_name]
+        lead, lag = ("spot", "perp") if abs(spot) > abs(perp) else ("perp", "spot")
         side = Side.SELL if gap > 0 else Side.BUY
-        price = prices.get(leg_name) or _last_price(journal, op_id, leg_name)
-        qty = abs(gap)
-        if leg_name == "spot" and side is Side.SELL:
-            qty = min(qty, journal.position(leg.account))  # fees in BTC: sell what is held
-        q = _tradeable(leg, qty, price)
-        if q == 0:
+        choices = [(lead, "unwind")] + ([] if unwind_only or _refused(journal, op_id, lag) else [(lag, "hedge")])
+        for name, role in choices:
+            qty = _sized(session, op_id, name, side, abs(gap), prices)
+            if qty > 0:
+                await _send(session, op_id, name, role, side, qty, actions, "the legs differ")
+                break
+        else:
             actions.append(f"{abs(gap):g} BTC left between the legs is under the lot / minimum order: not traded")
             return
-        role = "unwind" if unwind else "hedge"
-        reduce_only = leg_name == "perp" and side is Side.BUY  # the carry is short perp: buying only reduces
-        why = ("the other leg was refused" if refused else "a retry did not close the gap") if unwind else \
-            "the leg filled short"
-        deadline = session.now_ns() + int(deadline_s * NS_PER_SECOND)
-        order = await trader.send(leg, op_id, role, side, q, deadline, reduce_only=reduce_only)
-        actions.append(f"{role} {leg.account}: {side.value} {q:g} BTC ({why}) -> {order.status.value}"
-                       f" {order.filled_qty:g}" + (f" ({order.status_reason[:120]})" if order.status_reason else ""))
+
+
+async def _complete(session: LiveSession, op_id: int, name: str, prices: dict[str, float],
+                    actions: list[str]) -> None:
+    journal = session.journal
+    rows = [r for r in journal.orders(op_id) if r["leg"] == name and r["role"] in ("entry", "exit")]
+    target = sum((1 if r["side"] == "buy" else -1) * r["qty"] for r in rows)
+    short = target - _net(journal, op_id, name)
+    if not rows or _refused(journal, op_id, name) or short * target <= 0:
+        return
+    side = Side.BUY if short > 0 else Side.SELL
+    qty = _sized(session, op_id, name, side, abs(short), prices)
+    if qty > 0:
+        await _send(session, op_id, name, "hedge", side, qty, actions, "the leg filled short")
+
+
+def _sized(session: LiveSession, op_id: int, name: str, side: Side, qty: float, prices: dict[str, float]) -> float:
+    """What of ``qty`` the leg can trade: a spot sell no more than is held
+    (a buy's fee was taken in BTC), floored to the lot, 0 under the minimum."""
+    leg = session.spot if name == "spot" else session.perp
+    if name == "spot" and side is Side.SELL:
+        qty = min(qty, session.journal.position(leg.account, leg.base))
+    return _tradeable(leg, qty, prices.get(name) or _last_price(session.journal, op_id, name))
+
+
+async def _send(session: LiveSession, op_id: int, name: str, role: str, side: Side, qty: float,
+                actions: list[str], why: str) -> None:
+    leg = session.spot if name == "spot" else session.perp
+    deadline = session.now_ns() + int(session.cfg.live_settings.order_timeout_seconds * NS_PER_SECOND)
+    reduce_only = name == "perp" and side is Side.BUY  # the carry is short perp: buying only reduces
+    order = await session.trader.send(leg, op_id, role, side, qty, deadline, reduce_only=reduce_only)
+    actions.append(f"{role} {leg.account}: {side.value} {qty:g} BTC ({why}) -> {order.status.value} "
+                   f"{order.filled_qty:g}" + (f" ({order.status_reason[:120]})" if order.status_reason else ""))
 
 
 def _refused(journal: Journal, op_id: int, leg: str) -> bool:
