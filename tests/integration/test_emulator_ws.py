@@ -79,6 +79,12 @@ async def after_move(watch, move):
     return await step(task)
 
 
+async def until_nonce(ex, symbol: str, nonce: int) -> None:
+    """Wait until the client's cached book has reached update id ``nonce``."""
+    while (ex.orderbooks.get(symbol) or {}).get("nonce") != nonce:
+        await asyncio.sleep(0.01)
+
+
 def levels(side, n: int) -> list[tuple[float, float]]:
     return [(float(p), float(q)) for p, q, *_ in side[:n]]
 
@@ -319,7 +325,9 @@ def test_drop_now_and_time_going_back(emulator):
             await step(bybit.watch_order_book(PERP_SYM))
             later = ms(EMULATOR_START) + 5 * MS_H
             emulator.set_time(later * 1_000_000)
-            await asyncio.sleep(0.2)
+            # let the forward move's diff land first (under load 0.2 s was not always enough): a watch
+            # started before it would resolve with that diff instead of seeing the drop below
+            await step(until_nonce(binance, SPOT_SYM, later))
             # back in time: Bybit sends a new snapshot, Binance (ids cannot go back) drops its depth stream
             task = asyncio.ensure_future(binance.watch_order_book(SPOT_SYM))
             book = await after_move(bybit.watch_order_book(PERP_SYM), lambda: emulator.set_time(EMULATOR_START))
