@@ -199,13 +199,16 @@ def _print_plan(session, plan) -> None:
     out.print(f"\n[bold]{plan.kind}: spot {plan.spot.qty:g} BTC, perp {plan.qty:g} BTC[/]  config {cfg.name} ({session.config_hash[:12]}), "
               f"trade log {session.journal.path}")
     t = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("leg", "side", "BTC", "mid", "expected", "notional", "fee", "slippage"):
-        t.add_column(col, justify="left" if col in ("leg", "side") else "right", no_wrap=True)
+    t.add_column("")
     for leg in (plan.spot, plan.perp):
-        t.add_row(f"{leg.account} {leg.symbol}", leg.side.value, f"{leg.qty:g}", f"{leg.mid:,.2f}",
-                  f"{leg.price:,.2f}", f"{leg.notional:,.2f}", f"{leg.fee:,.4f}", f"{leg.slippage:,.4f}")
+        t.add_column(leg.account, justify="right", no_wrap=True)
+    rows = (("market", lambda leg: leg.symbol), ("side", lambda leg: leg.side.value),
+            ("BTC", lambda leg: f"{leg.qty:g}"), ("mid", lambda leg: f"{leg.mid:,.2f}"),
+            ("expected price", lambda leg: f"{leg.price:,.2f}"), ("notional USDT", lambda leg: f"{leg.notional:,.2f}"),
+            ("fee USDT", lambda leg: f"{leg.fee:,.4f}"), ("slippage USDT (vs mid)", lambda leg: f"{leg.slippage:,.4f}"))
+    for name, cell in rows:
+        t.add_row(name, *(cell(leg) for leg in (plan.spot, plan.perp)))
     out.print(t)
-    out.print("[dim](prices, notional, fee and slippage in USDT; slippage against the mid)[/]")
     nxt = (f"next settlement {_time(plan.next_funding_ts)} UTC" if plan.next_funding_ts else "next settlement unknown")
     pred = f", predicted {plan.predicted_apr:.2%}" if plan.predicted_apr is not None else ""
     out.print(f"expected costs: fees {plan.fees:,.4f} USDT, slippage {plan.slippage:,.4f} USDT")
@@ -268,10 +271,10 @@ async def _cap_venue_leverage(session) -> None:
 def _print_outcome(session, outcome) -> None:
     out.print(f"[bold]operation {outcome.op_id}: {outcome.kind} -> {outcome.status}[/]")
     t = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("client id", "account", "order", "filled", "avg price", "fee USDT", "status"):
+    for col in ("client id", "leg", "order", "filled/BTC", "avg price", "fee USDT", "status"):
         t.add_column(col, no_wrap=col != "status", justify="right" if col in ("avg price", "fee USDT") else "left")
     for row in session.journal.orders(outcome.op_id):
-        t.add_row(row["client_id"], row["account"], f"{row['role']} {row['side']}",
+        t.add_row(row["client_id"], row["leg"], f"{row['role']} {row['side']}",
                   f"{row['filled_qty']:g}/{row['qty']:g}", f"{row['avg_price']:,.2f}", f"{row['fees']:,.4f}",
                   row["status"] + (f" ({escape(row['status_reason'][:60])})" if row["status_reason"] else ""))
     out.print(t)
@@ -447,13 +450,14 @@ def _print_rows(rows: list[dict], table: str) -> None:
     if not rows:
         out.print(f"no {table} in that window")
         return
-    out.print(f"[bold]{table}: {len(rows)} rows[/]")
+    accounts = sorted({r["account"] for r in rows if "account" in r})
+    out.print(f"[bold]{table}: {len(rows)} rows[/]" + (f" ({', '.join(accounts)})" if accounts else ""))
     t = Table(box=None, pad_edge=False, header_style="bold")
     if table == "fills":
-        for col in ("venue time", "client id", "account", "side", "BTC", "price", "fee USDT"):
+        for col in ("venue time", "client id", "leg", "side", "BTC", "price", "fee USDT"):
             t.add_column(col, no_wrap=True, justify="right" if col in ("BTC", "price", "fee USDT") else "left")
         for r in rows:
-            t.add_row(_time(r["venue_ts"]), r["client_id"], r["account"], r["side"], f"{r['qty']:g}",
+            t.add_row(_time(r["venue_ts"]), r["client_id"], r["account"].split(":")[-1], r["side"], f"{r['qty']:g}",
                       f"{r['price']:,.2f}", f"{r['fee_quote'] or 0:,.4f}" if r["fee_quote"] is not None
                       else f"{r['fee']:.8g} {r['fee_currency']}")
         out.print(t)

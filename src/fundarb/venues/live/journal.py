@@ -223,7 +223,7 @@ class Journal:
             "SELECT COALESCE(SUM(CASE side WHEN 'buy' THEN qty ELSE -qty END), 0), "
             "COALESCE(SUM(CASE WHEN fee_currency=? THEN fee ELSE 0 END), 0) FROM fills WHERE account=?",
             (base, account)).fetchone()
-        return round(float(row[0]) - float(row[1]), 12)  # sums of decimal lots: drop float dust
+        return round(float(row[0]) - float(row[1]), 12) + 0.0  # sums of decimal lots: drop float dust (and -0.0)
 
     # --- state, reconciliations, alerts ------------------------------------------
     def get_state(self, key: str) -> str | None:

@@ -221,7 +221,7 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
         check("funding", net > cfg.strategy.entry_apr,
               f"funding {funding_apr:.2%} APR{pred}; net of the round trip over "
               f"{cfg.strategy.expected_holding_days:g} days {net:.2%} (entry threshold {cfg.strategy.entry_apr:.2%})")
-    per_settlement = -perp_after * snap.mark * snap.funding_rate
+    per_settlement = -perp_after * snap.mark * snap.funding_rate + 0.0  # + 0.0: no "-0.0000" when flat
     return TradePlan(kind, qty, spot, perp, tuple(checks), per_settlement, funding_apr, predicted_apr, net,
                      snap.next_funding_ts, leverage, buffer, liq, venue_lev)
 
