@@ -54,7 +54,7 @@ def _net(journal: Journal, op_id: int, leg: str) -> float:
     for row in journal.orders(op_id):
         if row["leg"] == leg:
             total += (1 if row["side"] == "buy" else -1) * row["filled_qty"]
-    return total
+    return round(total, 12) + 0.0  # sums of decimal lots: -0.005 + 0.003 must be -0.002, not -0.0019999999999999996
 
 
 def _tradeable(leg: LiveLeg, qty: float, price: float) -> float:
@@ -112,7 +112,7 @@ async def _equalise(session: LiveSession, op_id: int, prices: dict[str, float], 
     for _ in range(3):
         await resolve_unknown(session, op_id, actions)
         spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
-        gap = spot + perp  # > 0: more spot bought (or less sold) than perp sold
+        gap = round(spot + perp, 12)  # > 0: more spot bought (or less sold) than perp sold
         if gap == 0:
             return
         lead, lag = ("spot", "perp") if abs(spot) > abs(perp) else ("perp", "spot")
@@ -133,7 +133,7 @@ async def _complete(session: LiveSession, op_id: int, name: str, prices: dict[st
     journal = session.journal
     rows = [r for r in journal.orders(op_id) if r["leg"] == name and r["role"] in ("entry", "exit")]
     target = sum((1 if r["side"] == "buy" else -1) * r["qty"] for r in rows)
-    short = target - _net(journal, op_id, name)
+    short = round(target - _net(journal, op_id, name), 12)
     if not rows or _refused(journal, op_id, name) or short * target <= 0:
         return
     side = Side.BUY if short > 0 else Side.SELL
