@@ -167,6 +167,28 @@ class LiveSettings:
     max_slippage_bp: float = attrs.field(default=15.0, validator=_positive)
 
 
+def _alerts_positive(inst: Any, attr: attrs.Attribute, value: float) -> None:
+    _finite(inst, attr, value)
+    if value <= 0:
+        raise ValueError(f"alerts.{attr.name} must be > 0, got {value}")
+
+
+@attrs.frozen
+class AlertSettings:
+    """How alerts are rate-limited (``fundarb.alerts``). Where they go is not
+    here: apprise URLs carry secrets, so they come from ``FUNDARB_ALERT_URLS``.
+    Without the section the defaults apply and the config hash is unchanged."""
+
+    dedup_minutes: float = attrs.field(default=30.0, validator=_alerts_positive)
+    max_per_hour: int = attrs.field(default=20, validator=_alerts_positive)
+    drawdown_warning: float = attrs.field(default=0.8, validator=_alerts_positive)
+    unreachable_seconds: float = attrs.field(default=60.0, validator=_alerts_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.drawdown_warning > 1:
+            raise ValueError(f"alerts.drawdown_warning is a share of risk.max_drawdown, at most 1, got {self.drawdown_warning}")
+
+
 @attrs.frozen
 class Config:
     name: str = attrs.field(validator=_run_name)
@@ -182,6 +204,7 @@ class Config:
     transfer: TransferConfig = TransferConfig()
     scenario: Scenario | None = None
     live: LiveSettings | None = None
+    alerts: AlertSettings | None = None
 
     def __attrs_post_init__(self) -> None:
         if not (self.capital > 0 and math.isfinite(self.capital)):
@@ -192,6 +215,10 @@ class Config:
     @property
     def live_settings(self) -> LiveSettings:
         return self.live or LiveSettings()
+
+    @property
+    def alert_settings(self) -> AlertSettings:
+        return self.alerts or AlertSettings()
 
     @property
     def spot_account(self) -> str:
@@ -215,7 +242,7 @@ _converter = cattrs.Converter(forbid_extra_keys=True)
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     raw = _converter.unstructure(cfg)
-    for optional in ("scenario", "live"):
+    for optional in ("scenario", "live", "alerts"):
         if raw.get(optional) is None:
             # no key rather than null: TOML has no null, and a config without
             # the section keeps the identity (hash) it had before it existed
@@ -231,7 +258,7 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()
 
 
-_SECTIONS = ("data", "spot", "perp", "strategy", "risk", "transfer", "scenario", "live")
+_SECTIONS = ("data", "spot", "perp", "strategy", "risk", "transfer", "scenario", "live", "alerts")
 
 
 def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:

@@ -57,7 +57,7 @@ CREATE TABLE reconciliations (
     ok INTEGER NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE alerts (
     seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL,
-    config_hash TEXT NOT NULL, message TEXT NOT NULL);
+    config_hash TEXT NOT NULL, message TEXT NOT NULL, key TEXT NOT NULL, outcome TEXT NOT NULL);
 CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL, ts INTEGER NOT NULL);
 CREATE INDEX fills_ts ON fills (ts);
 CREATE INDEX orders_op ON orders (op_id);
@@ -246,10 +246,14 @@ class Journal:
             db.execute("INSERT INTO reconciliations (ts, trigger, config_hash, ok, detail) VALUES (?,?,?,?,?)",
                        (ts, trigger, config_hash, int(ok), detail))
 
-    def add_alert(self, ts: int, kind: str, severity: str, config_hash: str, message: str) -> None:
+    def add_alert(self, ts: int, kind: str, severity: str, config_hash: str, message: str,
+                  key: str = "", outcome: str = "recorded") -> None:
+        """Store an alert; ``outcome`` says what became of it (``fundarb.alerts``:
+        sent, failed, deduplicated, rate_limited, paused, no_channel; recorded:
+        not offered to a channel)."""
         with self.tx() as db:
-            db.execute("INSERT INTO alerts (ts, kind, severity, config_hash, message) VALUES (?,?,?,?,?)",
-                       (ts, kind, severity, config_hash, message))
+            db.execute("INSERT INTO alerts (ts, kind, severity, config_hash, message, key, outcome) "
+                       "VALUES (?,?,?,?,?,?,?)", (ts, kind, severity, config_hash, message, key or kind, outcome))
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         if table not in TABLES:

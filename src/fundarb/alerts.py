@@ -1,0 +1,246 @@
+"""Alerts: the conditions a desk must hear about, de-duplicated,
+rate-limited, stored, and sent through apprise (Telegram, email over SMTP,
+webhooks, Slack ... each configured by an apprise URL).
+
+Three small parts, each testable on a simulated clock:
+
+- ``AlertConditions.check(state)`` (pure, no I/O) turns a ``DeskState``
+  snapshot into ``Notice``s. Funding is edge-triggered (a notice when the
+  annualised rate crosses ``strategy.entry_apr`` upwards while flat, or
+  ``strategy.exit_apr`` downwards while in position); the rest hold while
+  their condition holds: drift over ``risk.max_drift``, margin buffer under
+  ``risk.min_margin_buffer``, drawdown at ``alerts.drawdown_warning`` of
+  ``risk.max_drawdown`` or more, a reconciliation mismatch, a venue not
+  answering for ``alerts.unreachable_seconds``, a missed funding settlement
+  (each new one), the kill switch (when it fires).
+- ``Alerter.raise_notice`` decides what is sent. De-duplication: a notice
+  with the key of one sent less than ``alerts.dedup_minutes`` ago is held
+  back (a flapping condition is heard once per window), unless its severity
+  is higher than what was sent. Rate limit: at most ``alerts.max_per_hour``
+  sent in any rolling hour; critical notices (kill switch, naked leg) are
+  never rate-limited. ``pause`` holds back all but critical notices. Every
+  notice is stored with its outcome (``sent``, ``failed``, ``deduplicated``,
+  ``rate_limited``, ``paused``, ``no_channel``), sent or not.
+- ``AppriseChannel`` delivers. The URLs carry secrets (bot tokens, SMTP
+  passwords), so they come only from ``FUNDARB_ALERT_URLS`` (whitespace or
+  comma separated) in the environment or ``.env``, and are never stored or
+  printed: a failure is reported by the URL's scheme alone.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+from fundarb.config import AlertSettings
+from fundarb.core.model import NS_PER_SECOND
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+NS_PER_MINUTE = 60 * NS_PER_SECOND
+NS_PER_HOUR_ = 60 * NS_PER_MINUTE
+ENV_URLS = "FUNDARB_ALERT_URLS"
+
+
+@attrs.frozen
+class Notice:
+    ts: int
+    kind: str
+    key: str  # de-duplication key: the kind, and the venue where one is named
+    severity: str
+    title: str
+    body: str
+
+
+@attrs.frozen
+class DeskState:
+    """What the monitor knows at ``ts`` (filled from the engine, a live
+    session, a replay or a running simulation)."""
+
+    ts: int
+    in_position: bool
+    funding_apr: float | None = None  # the signal, annualised
+    predicted_apr: float | None = None
+    drift: float = 0.0
+    margin_buffer: float = math.inf  # inf when flat
+    drawdown: float = 0.0
+    reconciliation_mismatch: str | None = None
+    unreachable: tuple[tuple[str, float], ...] = ()  # (venue, seconds without an answer)
+    missed_settlements: int = 0
+    halted: str | None = None  # the kill switch's reason
+
+
+@attrs.frozen
+class AlertThresholds:
+    entry_apr: float
+    exit_apr: float
+    max_drift: float
+    min_margin_buffer: float
+    max_drawdown: float
+    drawdown_warning: float = 0.8
+    unreachable_seconds: float = 60.0
+
+    @classmethod
+    def of(cls, cfg: Any) -> "AlertThresholds":
+        a = cfg.alert_settings
+        return cls(cfg.strategy.entry_apr, cfg.strategy.exit_apr, cfg.risk.max_drift, cfg.risk.min_margin_buffer,
+                   cfg.risk.max_drawdown, a.drawdown_warning, a.unreachable_seconds)
+
+
+def _apr(x: float) -> str:
+    return f"{x:.2%} APR"
+
+
+@attrs.define
+class AlertConditions:
+    limits: AlertThresholds
+    label: str = "fundarb"  # config name and hash, in every title
+    _funding_side: str | None = None  # "above_entry" | "below_exit" | "between"
+    _missed_seen: int = 0
+    _halted_seen: str | None = None
+
+    def check(self, s: DeskState) -> list[Notice]:
+        out: list[Notice] = []
+        L = self.limits
+
+        def add(kind: str, severity: str, title: str, body: str, key: str | None = None) -> None:
+            out.append(Notice(s.ts, kind, key or kind, severity, f"[{self.label}] {title}", body))
+
+        if s.funding_apr is not None:
+            self._funding(s, add)
+        if s.drift > L.max_drift:
+            add("drift", "warning", f"delta drift {s.drift:.2%}",
+                f"drift {s.drift:.2%} is over the {L.max_drift:.0%} limit: rebalance the legs")
+        if s.in_position and s.margin_buffer < L.min_margin_buffer:
+            add("margin_buffer", "critical" if s.margin_buffer < L.min_margin_buffer / 2 else "warning",
+                f"margin buffer {s.margin_buffer:.1%}",
+                f"the short's margin buffer {s.margin_buffer:.1%} is under {L.min_margin_buffer:.0%}: "
+                "top up the perp collateral or reduce both legs")
+        if s.drawdown >= L.drawdown_warning * L.max_drawdown:
+            add("drawdown", "critical" if s.drawdown >= L.max_drawdown else "warning", f"drawdown {s.drawdown:.2%}",
+                f"drawdown {s.drawdown:.2%} of the {L.max_drawdown:.0%} stop")
+        if s.reconciliation_mismatch:
+            add("reconciliation_mismatch", "critical", "reconciliation mismatch",
+                f"{s.reconciliation_mismatch}; new entries are blocked until the venues agree")
+        for venue, seconds in s.unreachable:
+            if seconds >= L.unreachable_seconds:
+                add("venue_unreachable", "critical", f"{venue} unreachable",
+                    f"{venue} has not answered for {seconds:.0f} s", key=f"venue_unreachable:{venue}")
+        if s.missed_settlements > self._missed_seen:
+            add("missed_settlement", "critical", "missed funding settlement",
+                f"{s.missed_settlements - self._missed_seen} settlement(s) not in the funding ledger "
+                f"({s.missed_settlements} in all)", key=f"missed_settlement:{s.missed_settlements}")
+        self._missed_seen = max(self._missed_seen, s.missed_settlements)
+        if s.halted and s.halted != self._halted_seen:
+            add("kill_switch", "critical", "kill switch fired", f"new orders halted: {s.halted}")
+        self._halted_seen = s.halted
+        return out
+
+    def _funding(self, s: DeskState, add: Callable[..., None]) -> None:
+        L, apr = self.limits, s.funding_apr
+        assert apr is not None
+        side = "above_entry" if apr > L.entry_apr else "below_exit" if apr < L.exit_apr else "between"
+        before, self._funding_side = self._funding_side, side
+        if before is None or before == side:
+            return  # edges only: the first look sets the side
+        pred = f", predicted {_apr(s.predicted_apr)}" if s.predicted_apr is not None else ""
+        if side == "above_entry" and not s.in_position:
+            add("funding_above_entry", "info", f"funding {_apr(apr)} above entry",
+                f"funding {_apr(apr)}{pred} crossed the entry threshold {_apr(L.entry_apr)}")
+        elif side == "below_exit" and s.in_position:
+            add("funding_below_exit", "warning", f"funding {_apr(apr)} below exit",
+                f"funding {_apr(apr)}{pred} crossed under the exit threshold {_apr(L.exit_apr)}")
+
+
+class Channel(Protocol):
+    def send(self, title: str, body: str) -> tuple[bool, str]: ...
+
+
+class AlertLog(Protocol):
+    def add_alert(self, ts: int, kind: str, severity: str, config_hash: str, message: str,
+                  key: str = "", outcome: str = "recorded") -> None: ...
+
+
+@attrs.define
+class Alerter:
+    channel: Channel | None
+    log: AlertLog
+    config_hash: str
+    policy: AlertSettings = AlertSettings()
+    paused: bool = False
+    _last_sent: dict[str, tuple[int, int]] = attrs.field(factory=dict)  # key -> (ts, severity rank)
+    _sent_times: deque = attrs.field(factory=deque)
+
+    def raise_notice(self, n: Notice) -> str:
+        """Decide, send and store one notice; returns its outcome."""
+        outcome, detail = self._decide(n)
+        if outcome == "send":
+            ok, detail = self.channel.send(n.title, n.body) if self.channel is not None else (False, "")
+            outcome = "sent" if ok else "failed"
+            if ok:
+                self._last_sent[n.key] = (n.ts, SEVERITY_RANK[n.severity])
+                if n.severity != "critical":  # critical notices neither wait for nor use the budget
+                    self._sent_times.append(n.ts)
+        message = n.body + (f" ({detail})" if detail else "")
+        self.log.add_alert(n.ts, n.kind, n.severity, self.config_hash, message, n.key, outcome)
+        return outcome
+
+    def _decide(self, n: Notice) -> tuple[str, str]:
+        critical = n.severity == "critical"
+        if self.channel is None:
+            return "no_channel", ""
+        if self.paused and not critical:
+            return "paused", ""
+        last = self._last_sent.get(n.key)
+        window = int(self.policy.dedup_minutes * NS_PER_MINUTE)
+        if last is not None and n.ts - last[0] < window and SEVERITY_RANK[n.severity] <= last[1]:
+            return "deduplicated", ""
+        while self._sent_times and n.ts - self._sent_times[0] >= NS_PER_HOUR_:
+            self._sent_times.popleft()
+        if not critical and len(self._sent_times) >= self.policy.max_per_hour:
+            return "rate_limited", ""
+        return "send", ""
+
+
+class AppriseChannel:
+    """Every configured apprise URL; a notice is sent when at least one
+    channel took it. Failures name the URL scheme, never the URL."""
+
+    def __init__(self, urls: list[str]) -> None:
+        import apprise
+
+        self._apprise = apprise.Apprise()
+        self.schemes: list[str] = []
+        for url in urls:
+            scheme = url.split("://", 1)[0]
+            if not self._apprise.add(url):
+                raise ValueError(f"{ENV_URLS}: an alert URL of scheme {scheme!r} is not a valid apprise URL")
+            self.schemes.append(scheme)
+
+    def send(self, title: str, body: str) -> tuple[bool, str]:
+        try:
+            ok = bool(self._apprise.notify(title=title, body=body))
+        except Exception as exc:  # a channel must never take the process down
+            return False, f"delivery raised {type(exc).__name__}"
+        return ok, "" if ok else f"delivery failed on {', '.join(self.schemes)}"
+
+
+def alert_urls(env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> list[str]:
+    """Apprise URLs from ``FUNDARB_ALERT_URLS`` (environment first, then .env)."""
+    text = (os.environ if env is None else env).get(ENV_URLS)
+    if text is None and dotenv is not None and dotenv.is_file():
+        from dotenv import dotenv_values
+
+        text = dotenv_values(dotenv).get(ENV_URLS)
+    return [u for u in re.split(r"[\s,]+", text or "") if u]
+
+
+def channel_from_env(env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> AppriseChannel | None:
+    urls = alert_urls(env, dotenv)
+    return AppriseChannel(urls) if urls else None
