@@ -120,3 +120,40 @@ def test_an_unreachable_channel_is_stored_as_failed_without_its_secret(tmp_path,
     (row,) = journal.rows("alerts")
     assert row["outcome"] == "failed" and "delivery failed on mailto" in row["message"]
     assert "hunter2" not in json.dumps(journal.rows("alerts"))
+
+
+def test_a_reconciliation_mismatch_of_the_live_backend_reaches_the_webhook(webhook, tmp_path, loopback_only):
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from emulator_fixtures import running_emulator
+    from live_fixtures import KEYS, baseline, fund
+
+    from fundarb.venues.emulator_accounts import MARKET, SELL
+    from fundarb.venues.live.exchange import Target
+    from fundarb.venues.live.reconcile import reconcile
+    from fundarb.venues.live.session import open_session
+
+    received, port = webhook
+    env = {**KEYS, "FUNDARB_ALERT_URLS": f"json://127.0.0.1:{port}/desk"}
+    with running_emulator() as server:
+        fund(server)
+        server.accounts.place("binanceusdm", "perp", SELL, MARKET, 0.01)  # a position fundarb did not open
+
+        async def scenario():
+            session = await open_session(baseline(), tmp_path / "trades.sqlite", Target(api_url=server.base_url),
+                                         env=env, dotenv=None)
+            try:
+                return await reconcile(session, "manual"), session.journal.rows("alerts")
+            finally:
+                await session.close()
+
+        rec, alerts = asyncio.run(scenario())
+    assert not rec.ok
+    ((path, payload),) = received
+    assert path == "/desk" and payload["title"] == "[baseline 6649f67dfb02] reconciliation mismatch"
+    assert "the venue holds -0.01 BTC perp, the journal's fills +0" in payload["message"]
+    assert [(a["kind"], a["outcome"]) for a in alerts] == [("reconciliation_mismatch", "sent")]
+    assert not loopback_only

@@ -35,13 +35,22 @@ class LiveSession:
     # one paired operation or one reconciliation at a time: a reconciliation
     # running while an order is in flight would see the venue ahead of the journal
     lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
+    alerter: Any = None  # fundarb.alerts.Alerter when FUNDARB_ALERT_URLS names channels
 
     @property
     def legs(self) -> tuple[LiveLeg, LiveLeg]:
         return self.spot, self.perp
 
     def alert(self, kind: str, message: str, severity: str = "warning") -> None:
-        self.journal.add_alert(self.now_ns(), kind, severity, self.config_hash, message)
+        """Journal an alert and, when alert channels are configured, send it
+        (de-duplicated and rate-limited by ``fundarb.alerts``)."""
+        if self.alerter is None:
+            self.journal.add_alert(self.now_ns(), kind, severity, self.config_hash, message)
+            return
+        from fundarb.alerts import Notice
+
+        title = f"[{self.cfg.name} {self.config_hash[:12]}] {kind.replace('_', ' ')}"
+        self.alerter.raise_notice(Notice(self.now_ns(), kind, kind, severity, title, message))
 
     async def close(self) -> None:
         for client in self.clients.values():
@@ -81,7 +90,16 @@ async def open_session(cfg: Config, journal_path: Path, target: Target, *, tradi
         journal.close()
         raise
     h = config_hash(cfg)
-    return LiveSession(cfg, h, journal, legs[0], legs[1], LegTrader(journal, h, now_ns), clients, now_ns)
+    session = LiveSession(cfg, h, journal, legs[0], legs[1], LegTrader(journal, h, now_ns), clients, now_ns)
+    session.alerter = _alerter(cfg, h, journal, env, dotenv)
+    return session
+
+
+def _alerter(cfg: Config, h: str, journal: Journal, env: Mapping[str, str] | None, dotenv: Path | None) -> Any:
+    from fundarb.alerts import Alerter, channel_from_env
+
+    channel = channel_from_env(env, dotenv)
+    return Alerter(channel, journal, h, cfg.alert_settings) if channel is not None else None
 
 
 async def _load_markets(client: Any, queue: RequestQueue, exchange_id: str) -> None:
