@@ -132,6 +132,16 @@ def _mid_at(tape: list, venue: str, ts: int) -> float:
 
 
 def run_replay(rec: Recording, cfg: Config, cache_dir: Path | None = None, data_dir: Path | None = None) -> tuple[BacktestResult, dict]:
+    engine, sim, window, cached = prepare_replay(rec, cfg, cache_dir, data_dir)
+    engine.run()
+    m = compute_metrics(cfg, window, engine, sim)
+    result = BacktestResult(cfg, engine.config_hash, window, m, evaluate_gates(m), engine.curve, engine.recorder.rows)
+    return result, cached
+
+
+def prepare_replay(rec: Recording, cfg: Config, cache_dir: Path | None = None, data_dir: Path | None = None):
+    """The engine and simulator wired to a recording's events, not yet run
+    (``run_replay`` runs it; the monitor steps through it)."""
     parsed = {f.role: parse_feed(rec, f, cache_dir) for f in rec.feeds}
     spot, perp = parsed.get("spot"), parsed.get("perp")
     lo = min(int(p.events["ts"].min()) for p in parsed.values())
@@ -150,10 +160,7 @@ def run_replay(rec: Recording, cfg: Config, cache_dir: Path | None = None, data_
     first = (prior[0][0], prior[0][2]) if prior else ((settlements[0][0], settlements[0][2]) if settlements else None)
     spot_mid = float(((spot or perp).events.filter(pl.col("kind") == "quote")[0].select((pl.col("bid") + pl.col("ask")) / 2)).item())
     engine, sim = build_engine(cfg, tape, first, min(lo, prior[0][0] if prior else lo) - NS, spot_mid)
-    engine.run()
-    m = compute_metrics(cfg, window, engine, sim)
-    result = BacktestResult(cfg, engine.config_hash, window, m, evaluate_gates(m), engine.curve, engine.recorder.rows)
-    return result, {role: p.cached for role, p in parsed.items()}
+    return engine, sim, window, {role: p.cached for role, p in parsed.items()}
 
 
 def _window(cfg: Config, rec: Recording, parsed: dict[str, ParsedFeed], lo: int, hi: int, timers: np.ndarray,

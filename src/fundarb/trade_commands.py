@@ -481,3 +481,73 @@ def _cell(col: str, value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.8g}"
     return escape(str(value)[:80])
+
+
+# ---------------------------------------------------------------------------------- the dashboard
+
+def monitor_command(
+    config: Optional[Path] = typer.Argument(None, help="TOML config (default: sims/baseline.toml; a replay: the recording's own)"),
+    replay: Optional[str] = typer.Option(None, "--replay", help="watch a recording replayed (a name under recordings/ or a folder)"),
+    simulate: bool = typer.Option(False, "--simulate", help="watch a simulation of the config over its history"),
+    speed: Optional[float] = typer.Option(None, "--speed", help="replay / simulation: data seconds per second (default: 60 replay, 86400 simulation)"),
+    journal: Optional[Path] = JournalOpt, api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
+) -> None:
+    """The terminal dashboard: funding, both legs, delta, margin, PnL, payments, trades, alerts, connections."""
+    from fundarb.monitor import MonitorApp, engine_driver, live_driver
+
+    if replay and simulate:
+        _fail("--replay and --simulate exclude each other")
+    if speed is not None and not (math.isfinite(speed) and speed > 0):
+        _fail(f"--speed must be a positive number of data seconds per second, got {speed}")
+    if replay or simulate:
+        source = _engine_source(config, replay, simulate)
+        app = MonitorApp(source, engine_driver(speed or (60.0 if replay else 86_400.0)))
+        app.run()
+        return
+    cfg, path, target = _context(config, journal, api_url, sandbox)
+    if _run(_monitor_check(cfg, path, target)) is None:
+        return
+    label = f"emulator {api_url}" if api_url else ("sandbox" if sandbox else "live")
+    MonitorApp(None, live_driver(cfg, path, target, label)).run()
+
+
+async def _monitor_check(cfg, path, target) -> bool:
+    """Connect and reconcile once before the screen opens, so a bad key or an
+    unreachable venue is one plain error line; the dashboard then opens its
+    own clients inside its event loop."""
+    from fundarb.venues.live.session import open_session
+
+    session = await open_session(cfg, path, target)
+    try:
+        await _start(session)
+    finally:
+        await session.close()
+    return True
+
+
+def _engine_source(config: Optional[Path], replay: Optional[str], simulate: bool):
+    from fundarb.cli import _beside_package, _history, default_config_path
+    from fundarb.config import ConfigError, load
+    from fundarb.data.history import DataError
+    from fundarb.monitor_sources import EngineSource
+    from fundarb.venues.replay import ReplayError, load_recording
+
+    try:
+        if replay:
+            from fundarb.recorded import prepare_replay
+
+            folder = Path(replay) if Path(replay).is_dir() else _beside_package(Path("recordings") / replay)
+            if not folder.is_dir():
+                raise ReplayError(f"no recording {replay!r} (not a folder, and no recordings/{replay})")
+            rec = load_recording(folder)
+            cfg = load(config or _beside_package(Path("sims") / rec.config))
+            engine, _, _, _ = prepare_replay(rec, cfg)
+            return EngineSource(cfg, engine, f"replay {rec.name}")
+        from fundarb.backtest import build_simulation
+        from fundarb.data.scenario import apply_scenario
+
+        cfg = load(config or default_config_path())
+        engine, _ = build_simulation(cfg, apply_scenario(_history(cfg, None), cfg.scenario))
+        return EngineSource(cfg, engine, "simulation")
+    except (ConfigError, DataError, ReplayError, ValueError) as exc:
+        _fail(str(exc))

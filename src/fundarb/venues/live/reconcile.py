@@ -202,6 +202,13 @@ async def _funding(session: LiveSession, leg: LiveLeg) -> int:
     return added
 
 
+async def learn_funding(session: LiveSession) -> int:
+    """Only the perp's new funding payments into the trade log (the dashboard
+    asks this often; a full reconciliation runs on its own interval)."""
+    async with session.lock:
+        return await _funding(session, session.perp)
+
+
 async def reconcile_every(session: LiveSession, stop: asyncio.Event) -> None:
     """Reconcile every ``live.reconcile_interval_seconds`` until ``stop`` is set."""
     interval = session.cfg.live_settings.reconcile_interval_seconds
