@@ -179,6 +179,36 @@ class EngineSource:
 
 # ------------------------------------------------------------------------------------ live venues
 
+@attrs.define
+class SettlementWatch:
+    """Missed funding on live venues: every settlement instant the venue
+    announced (``next_funding_ts``) that passes while the carry holds a perp
+    position must show up as a payment in the trade log within ``grace_ns``
+    of venue time (the trade log learns payments on each poll)."""
+
+    grace_ns: int = 15 * 60 * NS_PER_SECOND
+    announced: set[int] = attrs.field(factory=set)
+    pending: set[int] = attrs.field(factory=set)
+    missed: set[int] = attrs.field(factory=set)
+
+    def announce(self, settlement_ts: int) -> None:
+        if settlement_ts:
+            self.announced.add(settlement_ts)
+
+    def update(self, venue_ts: int, in_position: bool, paid: set[int]) -> int:
+        for t in [t for t in self.announced if t <= venue_ts]:
+            self.announced.discard(t)
+            if in_position:
+                self.pending.add(t)
+        for t in list(self.pending):
+            if any(abs(p - t) <= 60 * NS_PER_SECOND for p in paid):
+                self.pending.discard(t)
+            elif venue_ts - t > self.grace_ns:
+                self.pending.discard(t)
+                self.missed.add(t)
+        return len(self.missed)
+
+
 class LiveSource:
     """Live venues (or the emulator) through the live backend: the feeds for
     prices and funding, the venues' own balances and positions polled every
@@ -202,6 +232,8 @@ class LiveSource:
         if session.alerter is None:
             session.alerter = Alerter(None, session.journal, h, self.cfg.alert_settings)
         self.conditions = AlertConditions(AlertThresholds.of(self.cfg), label=f"{self.cfg.name} {h[:12]}")
+        self.settlements = SettlementWatch()
+        self._down_since: dict[str, float] = {}  # venue -> monotonic time it was first seen down
         self._peak = 0.0
 
     def _on_event(self, ev: Any) -> None:
@@ -215,6 +247,7 @@ class LiveSource:
         elif isinstance(ev, FundingRate):
             self.rates[ev.venue] = ev
             self.venue_ts = max(self.venue_ts, ev.ts)
+            self.settlements.announce(ev.next_funding_ts)
 
     async def poll(self) -> None:
         """Positions and balances from the venues; a failure is shown, not raised."""
@@ -263,14 +296,32 @@ class LiveSource:
         mark = self.marks.get(s.perp.account, math.nan)
         liq = self.position.get("liquidation", math.nan)
         buffer = (liq - mark) / mark if jp < 0 and mark == mark and liq == liq else math.inf
-        unreachable = tuple((f.account, f.reconnects and 60.0 or 0.0) for f in self.watch.feeds if f.is_stale(s.now_ns()))
         blocked = s.journal.blocked() or ""
+        paid = {f["venue_ts"] for f in s.journal.rows("funding")}
+        missed = self.settlements.update(self.venue_ts, jp != 0, paid)
         state = DeskState(s.now_ns(), big > 0, rate.rate * 8760 / rate.interval_hours if rate else None,
                           None, abs(js + jp) / big if big > 1e-12 else 0.0, buffer, (self._peak - equity) / capital,
-                          blocked if blocked.startswith("reconciliation") else None, unreachable,
+                          blocked if blocked.startswith("reconciliation") else None, self.unreachable(), missed,
                           halted=blocked if blocked.startswith("kill switch") else None)
         for n in self.conditions.check(state):
             s.alerter.raise_notice(n)
+
+    def unreachable(self) -> tuple[tuple[str, float], ...]:
+        """(venue, seconds down) of each feed that cannot (re)connect and of
+        the venues' REST while its polls fail. A quiet feed is not down: the
+        emulator, or a calm market, may send nothing for a while."""
+        from fundarb.venues.live.feed import FeedState
+
+        now = time.monotonic()
+        down = {f.account for f in self.watch.feeds if f.state in (FeedState.RECONNECTING, FeedState.CONNECTING)}
+        if self.poll_error:
+            down.add("REST")
+        for name in down:
+            self._down_since.setdefault(name, now)
+        for name in list(self._down_since):
+            if name not in down:
+                del self._down_since[name]
+        return tuple((name, now - since) for name, since in sorted(self._down_since.items()))
 
     def snapshot(self) -> DeskSnapshot:
         s, cfg = self.session, self.cfg

@@ -195,3 +195,20 @@ def test_an_invalid_alert_url_is_refused_naming_its_scheme_not_its_secret():
     with pytest.raises(ValueError) as err:
         AppriseChannel(["nosuchscheme://user:s3cret@host"])
     assert "'nosuchscheme'" in str(err.value) and "s3cret" not in str(err.value)
+
+
+# ------------------------------------------------------------------ missed settlements on live venues
+
+def test_a_settlement_passed_in_position_without_a_payment_is_missed_after_the_grace():
+    from fundarb.monitor_sources import SettlementWatch
+
+    H = 60 * MIN
+    w = SettlementWatch(grace_ns=15 * MIN)
+    w.announce(T0 + 8 * H)
+    assert w.update(T0 + 7 * H, True, set()) == 0  # not yet due
+    assert w.update(T0 + 8 * H + 5 * MIN, True, set()) == 0  # due, within the grace
+    assert w.update(T0 + 8 * H + 16 * MIN, True, set()) == 1  # no payment learned: missed
+    w.announce(T0 + 16 * H)
+    assert w.update(T0 + 16 * H + 20 * MIN, True, {T0 + 16 * H}) == 1  # paid: not missed
+    w.announce(T0 + 24 * H)
+    assert w.update(T0 + 24 * H + 30 * MIN, False, set()) == 1  # flat at the instant: nothing owed
