@@ -139,10 +139,16 @@ class Scenario:
             raise ValueError("scenario.shock_after_days is set but scenario.shock_return is 0: no shock would happen")
 
 
-def _positive(inst: Any, attr: attrs.Attribute, value: float) -> None:
-    _finite(inst, attr, value)
-    if value <= 0:
-        raise ValueError(f"live.{attr.name} must be > 0, got {value}")
+def _positive_in(section: str) -> Any:
+    """A validator: a finite number > 0, named ``section.field`` when not."""
+    def check(inst: Any, attr: attrs.Attribute, value: float) -> None:
+        _finite(inst, attr, value)
+        if value <= 0:
+            raise ValueError(f"{section}.{attr.name} must be > 0, got {value}")
+    return check
+
+
+_positive = _positive_in("live")
 
 
 @attrs.frozen
@@ -167,10 +173,7 @@ class LiveSettings:
     max_slippage_bp: float = attrs.field(default=15.0, validator=_positive)
 
 
-def _alerts_positive(inst: Any, attr: attrs.Attribute, value: float) -> None:
-    _finite(inst, attr, value)
-    if value <= 0:
-        raise ValueError(f"alerts.{attr.name} must be > 0, got {value}")
+_alerts_positive = _positive_in("alerts")
 
 
 @attrs.frozen
