@@ -19,8 +19,10 @@ Three small parts, each testable on a simulated clock:
   is higher than what was sent. Rate limit: at most ``alerts.max_per_hour``
   sent in any rolling hour; critical notices (kill switch, naked leg) are
   never rate-limited. ``pause`` holds back all but critical notices. Every
-  notice is stored with its outcome (``sent``, ``failed``, ``deduplicated``,
-  ``rate_limited``, ``paused``, ``no_channel``), sent or not.
+  alert is stored with its outcome (``sent``, ``failed``, ``rate_limited``,
+  ``paused``, ``no_channel``), sent or not; repeats of a condition that holds
+  are counted into the next stored row ("N repeats held back") rather than
+  stored one by one.
 - ``AppriseChannel`` delivers. The URLs carry secrets (bot tokens, SMTP
   passwords), so they come only from ``FUNDARB_ALERT_URLS`` (whitespace or
   comma separated) in the environment or ``.env``, and are never stored or
@@ -175,20 +177,39 @@ class Alerter:
     policy: AlertSettings = AlertSettings()
     paused: bool = False
     _last_sent: dict[str, tuple[int, int]] = attrs.field(factory=dict)  # key -> (ts, severity rank)
+    _last_stored: dict[str, tuple[int, int, str]] = attrs.field(factory=dict)  # key -> (ts, rank, outcome)
+    _held: dict[str, int] = attrs.field(factory=dict)  # key -> repeats not stored since its last row
     _sent_times: deque = attrs.field(factory=deque)
 
     def raise_notice(self, n: Notice) -> str:
-        """Decide, send and store one notice; returns its outcome."""
+        """Decide, send and store one notice; returns its outcome. A repeat of
+        what was just stored for the key (same outcome, no worse, within the
+        window) is counted, not stored again: a condition that holds is checked
+        every few seconds, and the table must not fill with copies."""
         outcome, detail = self._decide(n)
+        rank = SEVERITY_RANK[n.severity]
+        window = int(self.policy.dedup_minutes * NS_PER_MINUTE)
+        last = self._last_stored.get(n.key)
+        repeat = outcome == "deduplicated" or (
+            outcome != "send" and last is not None and last[2] == outcome and rank <= last[1] and n.ts - last[0] < window)
+        if repeat:
+            self._held[n.key] = self._held.get(n.key, 0) + 1
+            return outcome
         if outcome == "send":
             ok, detail = self.channel.send(n.title, n.body) if self.channel is not None else (False, "")
             outcome = "sent" if ok else "failed"
             if ok:
-                self._last_sent[n.key] = (n.ts, SEVERITY_RANK[n.severity])
+                self._last_sent[n.key] = (n.ts, rank)
                 if n.severity != "critical":  # critical notices neither wait for nor use the budget
                     self._sent_times.append(n.ts)
-        message = n.body + (f" ({detail})" if detail else "")
+        held = self._held.pop(n.key, 0)
+        notes = [detail] if detail else []
+        if held:
+            notes.append(f"{held} repeat{'s' if held != 1 else ''} held back since the last")
+        message = n.body + (f" ({'; '.join(notes)})" if notes else "")
         self.log.add_alert(n.ts, n.kind, n.severity, self.config_hash, message, n.key, outcome)
+        if outcome != "failed":  # a failed delivery is tried again next time
+            self._last_stored[n.key] = (n.ts, rank, outcome)
         return outcome
 
     def _decide(self, n: Notice) -> tuple[str, str]:

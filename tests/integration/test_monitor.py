@@ -128,3 +128,41 @@ def test_the_dashboard_on_the_emulator_shows_the_venues_and_the_kill_switch_bloc
         j = Journal(journal)
         assert j.get_state(BLOCK_KEY) == "kill switch: fired from the monitor"
         assert any(a["kind"] == "kill_switch" and a["severity"] == "critical" for a in j.rows("alerts"))
+
+
+def test_a_venue_that_stops_answering_raises_one_unreachable_alert(tmp_path):
+    import attrs
+
+    from fundarb.config import AlertSettings
+
+    journal = tmp_path / "trades.sqlite"
+    cfg = attrs.evolve(baseline(), alerts=AlertSettings(unreachable_seconds=1.0))
+    with running_emulator() as server:
+        fund(server)
+        app = MonitorApp(None, live_driver(cfg, journal, Target(api_url=server.base_url, timeout_ms=1000), "emulator",
+                                           env=KEYS, dotenv=None))
+
+        async def drive():
+            async with app.run_test(size=SIZE) as pilot:
+                for _ in range(100):
+                    await pilot.pause(0.1)
+                    if app.source is not None and app.source.last_poll_ok:
+                        break
+                app.source.poll_seconds = 0.3
+                server.faults.add("server_error", venue="binanceusdm", times=None)  # every perp request fails
+                for _ in range(150):  # bounded: 15 s
+                    await pilot.pause(0.1)
+                    rows = app.source.session.journal.rows("alerts")
+                    if any(r["kind"] == "venue_unreachable" for r in rows):
+                        break
+                app.refresh_panels()
+                await pilot.pause()
+                assert "failing" in panel(app, "connections")
+                assert "venue_unreachable: REST has not answered" in panel(app, "alerts")
+                server.faults.clear()
+                await app.action_quit()
+
+        asyncio.run(drive())
+    rows = [r for r in Journal(journal).rows("alerts") if r["kind"] == "venue_unreachable"]
+    assert len(rows) == 1 and rows[0]["severity"] == "critical" and rows[0]["key"] == "venue_unreachable:REST"
+    assert rows[0]["outcome"] == "no_channel"  # stored; no channel configured in this test
