@@ -280,12 +280,19 @@ _data_commands()
 
 
 def _trade_commands() -> None:
-    from fundarb.trade_commands import monitor_command, positions_command, reconcile_command, trade_app
+    from fundarb.trade_commands import (
+        monitor_command,
+        positions_command,
+        reconcile_command,
+        resume_command,
+        trade_app,
+    )
 
     app.add_typer(trade_app, name="trade")
     app.command("positions")(positions_command)
     app.command("reconcile")(reconcile_command)
     app.command("monitor")(monitor_command)
+    app.command("resume")(resume_command)
 
 
 _trade_commands()

@@ -140,13 +140,16 @@ def render_connections(s: DeskSnapshot) -> Text:
 
 
 def render_header(s: DeskSnapshot) -> Text:
+    """The states that matter most come first, so a narrow terminal keeps them."""
     out = Text()
-    out.append(f"{_t(s.ts, seconds=True)} UTC  ", style="bold")
-    out.append(f"{s.source}  {s.config}")
+    out.append(f"{_t(s.ts, seconds=True)} UTC ", style="bold")
     if s.halted:
-        out.append(f"  HALTED: {s.halted}", style="bold white on red")
+        out.append(f" HALTED: {s.halted} ", style="bold white on red")
+        out.append(" ")
     if s.alerts_paused:
-        out.append("  ALERTS PAUSED", style="bold black on yellow")
+        out.append(" ALERTS PAUSED ", style="bold black on yellow")
+        out.append(" ")
+    out.append(f" {s.source}  {s.config}")
     if s.finished:
         out.append("  (end of data)", style="dim")
     return out

@@ -551,3 +551,37 @@ def _engine_source(config: Optional[Path], replay: Optional[str], simulate: bool
         return EngineSource(cfg, engine, "simulation")
     except (ConfigError, DataError, ReplayError, ValueError) as exc:
         _fail(str(exc))
+
+
+def resume_command(
+    reason: str = typer.Argument(..., help="why trading may go on (kept in the trade log)"),
+    journal: Optional[Path] = JournalOpt,
+) -> None:
+    """Lift the kill switch (it holds across restarts until this), giving the reason."""
+    import time
+
+    from fundarb.venues.live.journal import Journal, JournalError
+    from fundarb.venues.live.paired import BLOCK_KEY
+    from fundarb.venues.live.reconcile import KILL_SWITCH_PREFIX
+
+    if not reason.strip():
+        _fail("resume needs a reason")
+    path = journal or Path(os.environ.get("FUNDARB_JOURNAL") or DEFAULT_JOURNAL)
+    if not path.is_file():
+        _fail(f"no trade log at {path} (--journal names another)")
+    try:
+        j = Journal(path)
+    except JournalError as exc:
+        _fail(str(exc))
+    try:
+        blocked = j.blocked() or ""
+        if not blocked.startswith(KILL_SWITCH_PREFIX):
+            out.print(f"the kill switch is not on ({'entries blocked: ' + blocked if blocked else 'nothing is blocked'})")
+            raise typer.Exit(1)
+        now = time.time_ns()
+        j.add_alert(now, "kill_switch_resumed", "warning", "", f"resumed: {reason} (was: {blocked})",
+                    "kill_switch_resumed", "recorded")
+        j.set_state(BLOCK_KEY, None, now)
+        out.print(f"kill switch lifted: {escape(reason)}")
+    finally:
+        j.close()

@@ -125,9 +125,32 @@ def test_the_dashboard_on_the_emulator_shows_the_venues_and_the_kill_switch_bloc
                 await app.action_quit()
 
         asyncio.run(drive())
+
+        async def reconcile_again():  # a restart: the venues agree, but the kill switch holds
+            from fundarb.venues.live.reconcile import reconcile
+
+            session = await session_on(server, journal)
+            try:
+                return await reconcile(session, "start")
+            finally:
+                await session.close()
+
+        assert asyncio.run(reconcile_again()).ok
         j = Journal(journal)
         assert j.get_state(BLOCK_KEY) == "kill switch: fired from the monitor"
         assert any(a["kind"] == "kill_switch" and a["severity"] == "critical" for a in j.rows("alerts"))
+        j.close()
+        from typer.testing import CliRunner
+
+        from fundarb.cli import app as cli_app
+
+        resumed = CliRunner().invoke(cli_app, ["resume", "checked the legs by hand", "--journal", str(journal)])
+        assert resumed.exit_code == 0 and "kill switch lifted" in resumed.output
+        j = Journal(journal)
+        assert j.blocked() is None
+        assert "checked the legs by hand" in j.rows("alerts")[-1]["message"]
+        again = CliRunner().invoke(cli_app, ["resume", "twice", "--journal", str(journal)])
+        assert again.exit_code == 1 and "not on" in again.output
 
 
 def test_a_venue_that_stops_answering_raises_one_unreachable_alert(tmp_path):

@@ -33,6 +33,7 @@ from fundarb.venues.live.paired import BLOCK_KEY, recover, resolve_unknown
 from fundarb.venues.live.preflight import perp_position
 from fundarb.venues.live.session import LiveSession
 
+KILL_SWITCH_PREFIX = "kill switch"  # a block the kill switch set (see fundarb.monitor_sources.LiveSource.kill)
 CLIENT_PREFIX = "fa"  # core.orders.client_order_id: "fa<config hash[:12]>-<seq>"
 QTY_TOL = 1e-8
 
@@ -103,11 +104,14 @@ def _record(session: LiveSession, result: Reconciliation) -> None:
     detail = "; ".join(result.mismatches) or "venues and journal agree"
     journal.add_reconciliation(now, result.trigger, session.config_hash, result.ok,
                                detail + ("; " + "; ".join(result.notes) if result.notes else ""))
+    blocked = journal.blocked() or ""
+    if blocked.startswith(KILL_SWITCH_PREFIX):
+        return  # the kill switch holds until resumed on purpose; agreement does not lift it
     if not result.ok:
         session.alert("reconciliation_mismatch", detail, "critical")
         journal.set_state(BLOCK_KEY, f"reconciliation mismatch: {detail}", now)
-    elif journal.blocked():
-        session.alert("entries_unblocked", f"was blocked ({journal.blocked()}); venues and journal now agree", "info")
+    elif blocked:
+        session.alert("entries_unblocked", f"was blocked ({blocked}); venues and journal now agree", "info")
         journal.set_state(BLOCK_KEY, None, now)
 
 
