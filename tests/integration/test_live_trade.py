@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from fundarb.cli import app
 from fundarb.venues.emulator_accounts import BUY, MARKET, SELL
-from fundarb.core.model import Side
 from fundarb.venues.live.paired import execute_pair
 from fundarb.venues.live.reconcile import reconcile
 
