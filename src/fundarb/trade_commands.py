@@ -132,7 +132,13 @@ def _trade(kind: str, size: float | None, dry_run: bool, yes: bool, config, jour
         if not go:
             out.print("not confirmed: nothing was sent")
             raise typer.Exit(1)
-    code = _run(_execute(cfg, path, target, kind, plan.qty, plan.spot.qty))
+    try:
+        code = _run(_execute(cfg, path, target, kind, plan.qty, plan.spot.qty))
+    except KeyboardInterrupt:
+        # orders may be out: the journal has them, and the next start finishes the operation
+        err.print("\n[yellow]interrupted while trading:[/] orders may have been sent; "
+                  "run `fundarb reconcile` to finish the operation (it unwinds a leg left alone)")
+        raise typer.Exit(130) from None
     if code:
         raise typer.Exit(code)
 

@@ -104,3 +104,25 @@ def test_ctrl_c_at_the_confirmation_sends_nothing(emulator, tmp_path):
     assert placed_orders(emulator) == []
     j = assert_agree(emulator, journal)
     assert j.operations() == [] and j.rows("orders") == []
+
+
+def test_ctrl_c_while_trading_says_what_to_do_and_reconcile_finishes_it(emulator, tmp_path):
+    fund(emulator)
+    journal = tmp_path / "trades.sqlite"
+    hang = emulator.faults.add("timeout", venue="binanceusdm", path="/fapi/v1/order", delay_s=60)
+    child = spawn(emulator, journal, "trade", "open", "--size", "0.01", "--yes")
+    try:
+        wait_for(lambda: emulator.accounts.trade_list(*SPOT) and hang.hits == 1, "the spot fill and the hung perp order")
+        child.send_signal(signal.SIGINT)
+        shown, _ = child.communicate(timeout=WAIT_S)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130, shown
+    assert "orders may have been sent; run `fundarb reconcile`" in shown.decode()
+    restart = CliRunner().invoke(app, ["reconcile", "--api-url", emulator.base_url, "--journal", str(journal)],
+                                 env={**KEYS, "COLUMNS": "160"})
+    assert restart.exit_code == 0, restart.output
+    j = assert_agree(emulator, journal)
+    assert [op["status"] for op in j.operations()] == ["unwound"]
+    assert placed_orders(emulator, PERP) == []
