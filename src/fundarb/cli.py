@@ -31,9 +31,9 @@ def default_config_path() -> Path:
     return DEFAULT_CONFIG
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = 2) -> None:
     err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 def effective_config(path: Path, start: str | None, end: str | None, seed: int | None) -> Config:

@@ -301,16 +301,15 @@ def engine_driver(data_seconds_per_second: float, tick_seconds: float = 0.25):
 
 def live_driver(cfg: Any, journal_path: Any, target: Any, label: str, **session_options: Any):
     """Open the live session in the dashboard's event loop, then run the
-    feeds and reconciliation and poll the venues' positions."""
+    feeds and reconciliation and poll the venues' positions and funding
+    payments. The start-up reconciliation (and any recovery) is the caller's:
+    ``fundarb monitor`` runs it before the screen opens, where it can print."""
     async def drive(app: MonitorApp) -> None:
         from fundarb.monitor_sources import LiveSource
         from fundarb.venues.live.session import open_session
 
-        from fundarb.venues.live.reconcile import reconcile
-
         session = await open_session(cfg, journal_path, target, **session_options)
         app.closers.append(session.close)
-        await reconcile(session, "start")  # learn fills and funding payments before the first picture
         src = app.source = LiveSource(session, label)
         stop = asyncio.Event()
         watching = asyncio.create_task(src.watch.run(stop))

@@ -15,6 +15,7 @@ import attrs
 
 from fundarb.alerts import AlertConditions, Alerter, AlertThresholds, DeskState, channel_from_env
 from fundarb.config import Config, config_hash
+from fundarb.core.book import drift_of
 from fundarb.core.model import NS_PER_SECOND, FundingRate
 
 RECENT = 8  # rows kept for the trades and alerts panels
@@ -69,8 +70,7 @@ class DeskSnapshot:
 
     @property
     def drift(self) -> float:
-        big = max(abs(self.spot_qty), abs(self.perp_qty))
-        return abs(self.delta) / big if big > 1e-12 else 0.0
+        return drift_of(self.spot_qty, self.perp_qty)
 
     @property
     def pnl_total(self) -> float:
@@ -224,7 +224,6 @@ class LiveSource:
         self.mids: dict[str, float] = {}
         self.marks: dict[str, float] = {}
         self.position: dict[str, float] = {"qty": 0.0, "liquidation": math.nan, "entry": 0.0}
-        self.spot_btc = 0.0
         self.venue_ts = 0  # the perp venue's latest event time: "now" on the venue's clock (the emulator's runs on data time)
         self.last_poll_ok: float = 0.0
         self.poll_error = ""
@@ -258,8 +257,7 @@ class LiveSource:
         try:
             await learn_funding(s)
             self.position = await perp_position(s.perp)
-            bal = await s.spot.call("fetch_balance")
-            self.spot_btc = float((bal.get(s.spot.base) or {}).get("total") or 0.0)
+            await s.spot.call("fetch_balance")  # the spot venue's REST must answer too (its health, not its numbers)
             self.last_poll_ok, self.poll_error = time.monotonic(), ""
         except Exception as exc:  # shown on the connections panel
             self.poll_error = f"{type(exc).__name__}"
@@ -292,19 +290,22 @@ class LiveSource:
         capital = self.cfg.capital
         rate = self.rates.get(s.perp.account)
         js, jp = s.journal.position(s.spot.account, s.spot.base), s.journal.position(s.perp.account)
-        big = max(abs(js), abs(jp))
-        mark = self.marks.get(s.perp.account, math.nan)
-        liq = self.position.get("liquidation", math.nan)
-        buffer = (liq - mark) / mark if jp < 0 and mark == mark and liq == liq else math.inf
         blocked = s.journal.blocked() or ""
         paid = {f["venue_ts"] for f in s.journal.rows("funding")}
         missed = self.settlements.update(self.venue_ts, jp != 0, paid)
-        state = DeskState(s.now_ns(), big > 0, rate.rate * 8760 / rate.interval_hours if rate else None,
-                          None, abs(js + jp) / big if big > 1e-12 else 0.0, buffer, (self._peak - equity) / capital,
+        state = DeskState(s.now_ns(), max(abs(js), abs(jp)) > 0, rate.rate * 8760 / rate.interval_hours if rate else None,
+                          None, drift_of(js, jp), self._buffer(jp), (self._peak - equity) / capital,
                           blocked if blocked.startswith("reconciliation") else None, self.unreachable(), missed,
                           halted=blocked if blocked.startswith("kill switch") else None)
         for n in self.conditions.check(state):
             s.alerter.raise_notice(n)
+
+    def _buffer(self, perp_qty: float) -> float:
+        """The short's margin buffer from the venue's liquidation price and the
+        streamed mark; inf without a short or either number."""
+        mark = self.marks.get(self.session.perp.account, math.nan)
+        liq = self.position.get("liquidation", math.nan)
+        return (liq - mark) / mark if perp_qty < 0 and mark == mark and liq == liq else math.inf
 
     def unreachable(self) -> tuple[tuple[str, float], ...]:
         """(venue, seconds down) of each feed that cannot (re)connect and of
@@ -340,7 +341,7 @@ class LiveSource:
             self.venue_ts or s.now_ns(), self.label, f"{cfg.name} {s.config_hash[:12]}", lines, s.spot.account,
             s.perp.account,
             j.position(s.spot.account, s.spot.base), jp, self.mids.get(s.spot.account, math.nan), mark,
-            (liq - mark) / mark if jp < 0 and liq == liq and mark == mark else math.inf, liq if jp else math.nan,
+            self._buffer(jp), liq if jp else math.nan,
             funding, fees, price,
             tuple((f["venue_ts"], f["amount"]) for f in j.rows("funding")[-HISTORY:]),
             tuple((f["venue_ts"], f["account"], f["side"], f["qty"], f["price"], f["fee_quote"] or 0.0) for f in fills),

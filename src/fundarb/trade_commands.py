@@ -37,8 +37,9 @@ class Stop(Exception):
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(code)
+    from fundarb.cli import fail
+
+    fail(message, code)
 
 
 def _context(config: Optional[Path], journal: Optional[Path], api_url: Optional[str], sandbox: bool):
@@ -311,7 +312,8 @@ def positions_command(
 
 
 async def _positions(cfg, path, target) -> None:
-    from fundarb.venues.live.preflight import perp_position
+    from fundarb.core.book import drift_of
+    from fundarb.venues.live.preflight import balance_of, perp_position
     from fundarb.venues.live.session import open_session
 
     session = await open_session(cfg, path, target)
@@ -326,13 +328,12 @@ async def _positions(cfg, path, target) -> None:
         t = Table(box=None, pad_edge=False, header_style="bold")
         for col in ("leg", "venue BTC", "trade log BTC", "value USDT", "free USDT"):
             t.add_column(col, justify="right" if col != "leg" else "left", no_wrap=True)
-        t.add_row(f"spot {session.spot.account}", f"{_bal(spot_bal, session.spot.base, 'total'):.8g}",
-                  f"{js:+.8g}", f"{js * mark:,.2f}", f"{_bal(spot_bal, session.spot.quote, 'free'):,.2f}")
+        t.add_row(f"spot {session.spot.account}", f"{balance_of(spot_bal, session.spot.base, 'total'):.8g}",
+                  f"{js:+.8g}", f"{js * mark:,.2f}", f"{balance_of(spot_bal, session.spot.quote, 'free'):,.2f}")
         t.add_row(f"perp {session.perp.account}", f"{pos['qty']:+.8g}", f"{jp:+.8g}", f"{pos['qty'] * mark:,.2f}",
-                  f"{_bal(perp_bal, session.perp.quote, 'free'):,.2f}")
+                  f"{balance_of(perp_bal, session.perp.quote, 'free'):,.2f}")
         out.print(t)
-        big = max(abs(js), abs(jp))
-        drift = abs(js + jp) / big if big else 0.0
+        drift = drift_of(js, jp, 0.0)
         out.print(f"delta {js + jp:+.8g} BTC, drift {drift:.3%} (limit {cfg.risk.max_drift:.0%})")
         if pos["qty"]:
             buffer = (pos["liquidation"] - mark) / mark if mark else math.nan
@@ -353,10 +354,6 @@ async def _positions(cfg, path, target) -> None:
             err.print(f"[yellow]operation {op['op_id']} ({op['kind']}) was left unfinished: run `fundarb reconcile`[/]")
     finally:
         await session.close()
-
-
-def _bal(reply: dict, asset: str, field: str) -> float:
-    return float((reply.get(asset) or {}).get(field) or 0.0)
 
 
 def reconcile_command(

@@ -117,7 +117,7 @@ def test_the_dashboard_on_the_emulator_shows_the_venues_and_the_kill_switch_bloc
                 assert f"{rate.rate:.4%}" in panel(app, "funding")
                 trades = panel(app, "trades")
                 assert trades.count("sell") == 1 and trades.count("buy") == 1
-                assert "1 payment: " in panel(app, "payments")  # learned by the reconciliation on start
+                assert "1 payment: " in panel(app, "payments")  # learned by the first poll
                 await pilot.press("k")
                 await pilot.press("y")
                 await pilot.pause()

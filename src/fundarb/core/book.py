@@ -37,6 +37,13 @@ def liquidation_price(cash: float, qty: float, entry: float, mmr: float) -> floa
     return max((size * entry - cash) / (size * (1.0 - mmr)), 0.0)
 
 
+def drift_of(spot_qty: float, perp_qty: float, floor: float = 1e-12) -> float:
+    """|delta| / max(|spot|, |perp|); 0 when both legs are under ``floor``.
+    (``PositionBook.drift`` inlines the same rule on its hot path.)"""
+    size = max(abs(spot_qty), abs(perp_qty))
+    return abs(spot_qty + perp_qty) / size if size > floor else 0.0
+
+
 def margin_buffer(liq: float, mark: float, qty: float) -> float:
     """Distance from mark to liquidation as a fraction of mark, positive while
     safe: (liq - mark)/mark for a short, (mark - liq)/mark for a long."""

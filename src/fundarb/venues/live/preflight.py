@@ -259,7 +259,8 @@ async def perp_position(leg: LiveLeg) -> dict[str, float]:
     return out
 
 
-def _balance(reply: dict, asset: str, field: str) -> float:
+def balance_of(reply: dict, asset: str, field: str) -> float:
+    """``field`` (free, total) of ``asset`` in a ccxt fetch_balance reply; 0 when absent."""
     return float((reply.get(asset) or {}).get(field) or 0.0)
 
 
@@ -278,8 +279,8 @@ async def snapshot(spot: LiveLeg, perp: LiveLeg, journal_spot: float, journal_pe
     return Snapshot(
         ts, _levels(spot_book["bids"], 1.0), _levels(spot_book["asks"], 1.0),
         _levels(perp_book["bids"], perp.rules.contract_size), _levels(perp_book["asks"], perp.rules.contract_size),
-        _balance(spot_bal, spot.quote, "free"), _balance(spot_bal, spot.base, "free"),
-        _balance(perp_bal, perp.quote, "free"), _balance(perp_bal, perp.quote, "total"),
+        balance_of(spot_bal, spot.quote, "free"), balance_of(spot_bal, spot.base, "free"),
+        balance_of(perp_bal, perp.quote, "free"), balance_of(perp_bal, perp.quote, "total"),
         pos["qty"], pos["entry"], pos["collateral"], lev, mark,
         float(funding.get("fundingRate") or 0.0), float(predicted) if predicted is not None else None, interval,
         int(funding.get("fundingTimestamp") or funding.get("nextFundingTimestamp") or 0) * 1_000_000,

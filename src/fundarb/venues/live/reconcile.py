@@ -26,11 +26,12 @@ import asyncio
 
 import attrs
 
+from fundarb.core.book import drift_of
 from fundarb.core.orders import OrderStatus
 from fundarb.venues.live.journal import Journal
 from fundarb.venues.live.orders import LiveLeg
 from fundarb.venues.live.paired import BLOCK_KEY, recover, resolve_unknown
-from fundarb.venues.live.preflight import perp_position
+from fundarb.venues.live.preflight import balance_of, perp_position
 from fundarb.venues.live.session import LiveSession
 
 KILL_SWITCH_PREFIX = "kill switch"  # a block the kill switch set (see fundarb.monitor_sources.LiveSource.kill)
@@ -57,8 +58,7 @@ class Reconciliation:
 
     @property
     def drift(self) -> float:
-        big = max(abs(self.journal_spot), abs(self.journal_perp))
-        return abs(self.journal_spot + self.journal_perp) / big if big > QTY_TOL else 0.0
+        return drift_of(self.journal_spot, self.journal_perp, QTY_TOL)
 
 
 async def reconcile(session: LiveSession, trigger: str, accept: str | None = None) -> Reconciliation:
@@ -82,7 +82,7 @@ async def _reconcile(session: LiveSession, trigger: str, accept: str | None) -> 
     fills = sum([await _missed_fills(session, leg) for leg in session.legs])
     funding = await _funding(session, session.perp)
     spot_bal, perp_pos = await asyncio.gather(session.spot.call("fetch_balance"), perp_position(session.perp))
-    venue_spot = float((spot_bal.get(session.spot.base) or {}).get("total") or 0.0)
+    venue_spot = balance_of(spot_bal, session.spot.base, "total")
     js, jp = journal.position(session.spot.account, session.spot.base), journal.position(session.perp.account)
     if abs(perp_pos["qty"] - jp) > QTY_TOL:
         mismatches.append(f"{session.perp.account}: the venue holds {perp_pos['qty']:+.8g} BTC perp, "
