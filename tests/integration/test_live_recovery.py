@@ -37,24 +37,35 @@ def wait_for(condition, what: str) -> None:
         time.sleep(0.05)
 
 
-def test_killed_between_the_legs_the_restart_unwinds_the_naked_leg(emulator, tmp_path):
-    fund(emulator)
-    journal = tmp_path / "trades.sqlite"
-    # the perp order request hangs (the venue never sees it) while the spot leg fills
-    hang = emulator.faults.add("timeout", venue="binanceusdm", path="/fapi/v1/order", delay_s=60)
-    child = spawn(emulator, journal, "trade", "open", "--size", "0.01", "--yes")
+def interrupt_between_the_legs(server, journal, stop) -> tuple[int, bytes]:
+    """A child `fundarb trade open` whose perp order request hangs (the venue
+    never sees it) while the spot leg fills; ``stop(child)`` interrupts it
+    there. Returns the child's exit code and what it printed."""
+    fund(server)
+    hang = server.faults.add("timeout", venue="binanceusdm", path="/fapi/v1/order", delay_s=60)
+    child = spawn(server, journal, "trade", "open", "--size", "0.01", "--yes")
     try:
-        wait_for(lambda: emulator.accounts.trade_list(*SPOT) and hang.hits == 1, "the spot fill and the hung perp order")
-        child.kill()  # SIGKILL: no clean-up runs
-        child.wait(WAIT_S)
+        wait_for(lambda: server.accounts.trade_list(*SPOT) and hang.hits == 1, "the spot fill and the hung perp order")
+        stop(child)
+        shown, _ = child.communicate(timeout=WAIT_S)
     finally:
         if child.poll() is None:
             child.kill()
-    assert placed_orders(emulator, PERP) == [] and emulator.accounts.wallets["binance"].get("BTC") > 0  # naked
+    assert placed_orders(server, PERP) == [] and server.accounts.wallets["binance"].get("BTC") > 0  # naked
+    return child.returncode, shown
 
-    restart = CliRunner().invoke(app, ["reconcile", "--api-url", emulator.base_url, "--journal", str(journal)],
+
+def restart_with_reconcile(server, journal):
+    restart = CliRunner().invoke(app, ["reconcile", "--api-url", server.base_url, "--journal", str(journal)],
                                  env={**KEYS, "COLUMNS": "160"})
     assert restart.exit_code == 0, restart.output
+    return restart
+
+
+def test_killed_between_the_legs_the_restart_unwinds_the_naked_leg(emulator, tmp_path):
+    journal = tmp_path / "trades.sqlite"
+    interrupt_between_the_legs(emulator, journal, lambda child: child.kill())  # SIGKILL: no clean-up runs
+    restart = restart_with_reconcile(emulator, journal)
     assert "recovering operation 1 (open)" in restart.output
     j = assert_agree(emulator, journal)
     orders = [(o["leg"], o["role"], o["side"], o["status"]) for o in j.rows("orders")]
@@ -107,22 +118,11 @@ def test_ctrl_c_at_the_confirmation_sends_nothing(emulator, tmp_path):
 
 
 def test_ctrl_c_while_trading_says_what_to_do_and_reconcile_finishes_it(emulator, tmp_path):
-    fund(emulator)
     journal = tmp_path / "trades.sqlite"
-    hang = emulator.faults.add("timeout", venue="binanceusdm", path="/fapi/v1/order", delay_s=60)
-    child = spawn(emulator, journal, "trade", "open", "--size", "0.01", "--yes")
-    try:
-        wait_for(lambda: emulator.accounts.trade_list(*SPOT) and hang.hits == 1, "the spot fill and the hung perp order")
-        child.send_signal(signal.SIGINT)
-        shown, _ = child.communicate(timeout=WAIT_S)
-    finally:
-        if child.poll() is None:
-            child.kill()
-    assert child.returncode == 130, shown
+    code, shown = interrupt_between_the_legs(emulator, journal, lambda child: child.send_signal(signal.SIGINT))
+    assert code == 130, shown
     assert "orders may have been sent; run `fundarb reconcile`" in shown.decode()
-    restart = CliRunner().invoke(app, ["reconcile", "--api-url", emulator.base_url, "--journal", str(journal)],
-                                 env={**KEYS, "COLUMNS": "160"})
-    assert restart.exit_code == 0, restart.output
+    restart_with_reconcile(emulator, journal)
     j = assert_agree(emulator, journal)
     assert [op["status"] for op in j.operations()] == ["unwound"]
     assert placed_orders(emulator, PERP) == []
