@@ -10,6 +10,7 @@ every await bounded, closes its client, and may reach 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 
 import ccxt
 import ccxt.pro
@@ -56,6 +57,17 @@ def pro_trader(server, exchange_id: str):
     if exchange_id == "bybit":  # FACTS: skip account-type detection
         config["options"].update({"enableUnifiedAccount": True, "enableUnifiedMargin": False})
     return point_ccxt_pro(getattr(ccxt.pro, exchange_id)(config), server.base_url)
+
+
+@asynccontextmanager
+async def loaded_trader(server, exchange_id: str):
+    """``pro_trader`` with its markets loaded, closed on the way out."""
+    ex = pro_trader(server, exchange_id)
+    try:
+        await step(ex.load_markets())
+        yield ex
+    finally:
+        await ex.close()
 
 
 def fund_all(server) -> None:
@@ -124,9 +136,7 @@ def test_watch_orders_and_my_trades_see_a_market_order_from_new_to_filled(emulat
     fund_all(emulator)
 
     async def main():
-        ex = pro_trader(emulator, venue)
-        try:
-            await step(ex.load_markets())
+        async with loaded_trader(emulator, venue) as ex:
             seen = spy_orders(ex)
             first = asyncio.ensure_future(ex.watch_orders(symbol))
             trades_task = asyncio.ensure_future(ex.watch_my_trades(symbol))
@@ -155,8 +165,6 @@ def test_watch_orders_and_my_trades_see_a_market_order_from_new_to_filled(emulat
             assert trade["fee"]["cost"] == pytest.approx(rest_trade["fee"]["cost"], abs=1e-12)
             assert trade["fee"]["currency"] == rest_trade["fee"]["currency"]
             assert trade["takerOrMaker"] == "taker"
-        finally:
-            await ex.close()
 
     run(main())
 
@@ -170,9 +178,7 @@ def test_a_resting_limit_fills_when_the_clock_moves_and_the_watcher_sees_it(emul
     limit = round((current + nxt) / 2)
 
     async def main():
-        ex = pro_trader(emulator, venue)
-        try:
-            await step(ex.load_markets())
+        async with loaded_trader(emulator, venue) as ex:
             first = asyncio.ensure_future(ex.watch_orders(symbol))
             await subscribed(emulator, venue, "order")
             placed = await step(ex.create_order(symbol, "limit", "buy", 0.01, limit,
@@ -194,8 +200,6 @@ def test_a_resting_limit_fills_when_the_clock_moves_and_the_watcher_sees_it(emul
             rest = await step(ex.fetch_order(placed["id"], symbol,
                                              params={"acknowledged": True} if venue == "bybit" else {}))
             assert (rest["status"], rest["filled"], rest["average"]) == ("closed", 0.01, limit)
-        finally:
-            await ex.close()
 
     run(main())
 
@@ -208,9 +212,7 @@ def test_watch_balance_after_a_spot_fill_is_what_rest_answers(emulator, venue, s
     taker = MARKETS[(venue, "spot")].costs.taker_fee
 
     async def main():
-        ex = pro_trader(emulator, venue)
-        try:
-            await step(ex.load_markets())
+        async with loaded_trader(emulator, venue) as ex:
             watch = asyncio.ensure_future(ex.watch_balance())
             await subscribed(emulator, venue, "wallet")
             placed = await step(ex.create_order(symbol, "market", "buy", 0.01))
@@ -224,8 +226,6 @@ def test_watch_balance_after_a_spot_fill_is_what_rest_answers(emulator, venue, s
             # the fill and its fee, to the 8-decimal unit the venues book
             assert streamed["USDT"]["total"] == pytest.approx(START_USDT - order["cost"], abs=1e-8)
             assert streamed["BTC"]["total"] == pytest.approx(0.01 * (1 - taker), abs=1e-12)
-        finally:
-            await ex.close()
 
     run(main())
 
@@ -240,9 +240,7 @@ def test_watch_balance_and_positions_after_a_perp_sell(emulator, venue):
     taker = MARKETS[(venue, "perp")].costs.taker_fee
 
     async def main():
-        ex = pro_trader(emulator, venue)
-        try:
-            await step(ex.load_markets())
+        async with loaded_trader(emulator, venue) as ex:
             snapshot = await step(ex.watch_positions([PERP_SYM]))  # ccxt's REST snapshot first
             assert all(p["contracts"] == 0 for p in snapshot)
             positions = asyncio.ensure_future(ex.watch_positions([PERP_SYM]))
@@ -270,8 +268,6 @@ def test_watch_balance_and_positions_after_a_perp_sell(emulator, venue):
                 assert float(coin["walletBalance"]) == rest["USDT"]["total"] == pytest.approx(wallet, abs=1e-8)
                 assert streamed["USDT"]["total"] == float(coin["equity"]) == pytest.approx(
                     wallet + float(coin["unrealisedPnl"]), abs=1e-8)
-        finally:
-            await ex.close()
 
     run(main())
 
@@ -283,9 +279,7 @@ def test_a_partial_fill_streams_partially_filled_then_expired(emulator, venue, s
     fund_all(emulator)
 
     async def main():
-        ex = pro_trader(emulator, venue)
-        try:
-            await step(ex.load_markets())
+        async with loaded_trader(emulator, venue) as ex:
             seen = spy_orders(ex)
             first = asyncio.ensure_future(ex.watch_orders(symbol))
             await subscribed(emulator, venue, "order")
@@ -298,8 +292,6 @@ def test_a_partial_fill_streams_partially_filled_then_expired(emulator, venue, s
             steps = [(status, filled) for oid, status, filled in seen if oid == placed["id"]]
             assert ("open", pytest.approx(0.02)) in steps, steps  # partially filled, still open
             assert steps[-1] == (final, pytest.approx(0.02)), steps
-        finally:
-            await ex.close()
 
     run(main())
 
@@ -312,9 +304,7 @@ def test_after_a_dropped_private_stream_a_new_watch_reconnects(emulator, venue, 
     hub = websockets(emulator)
 
     async def main():
-        ex = pro_trader(emulator, venue)
-        try:
-            await step(ex.load_markets())
+        async with loaded_trader(emulator, venue) as ex:
             first = asyncio.ensure_future(ex.watch_orders(symbol))
             await subscribed(emulator, venue, "order")
             hub.faults.add("dropped_websocket", venue=venue, path=PRIVATE_PATH[venue], mode=mode)
@@ -330,8 +320,6 @@ def test_after_a_dropped_private_stream_a_new_watch_reconnects(emulator, venue, 
             order = await until_order(ex, symbol, placed["id"], lambda o: o["status"] == "closed")
             assert (order["filled"], order["clientOrderId"]) == (0.01, "after")
             assert lost["id"] not in ex.orders.hashmap.get(symbol, {})  # told while nobody was connected
-        finally:
-            await ex.close()
 
     run(main())
     connects = [e for e in hub.events if e.what == "connect" and e.venue == venue]
