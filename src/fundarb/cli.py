@@ -281,6 +281,7 @@ _data_commands()
 
 def _trade_commands() -> None:
     from fundarb.trade_commands import (
+        kill_command,
         monitor_command,
         positions_command,
         reconcile_command,
@@ -293,6 +294,7 @@ def _trade_commands() -> None:
     app.command("reconcile")(reconcile_command)
     app.command("monitor")(monitor_command)
     app.command("resume")(resume_command)
+    app.command("kill")(kill_command)
 
 
 _trade_commands()

@@ -1,4 +1,5 @@
-"""`fundarb trade open|close|log`, `fundarb positions`, `fundarb reconcile`:
+"""`fundarb trade open|close|log`, `fundarb positions`, `fundarb reconcile`,
+`fundarb kill|resume`:
 the manual paired-trade tool on live venues (or their sandbox, or the
 loopback emulator with ``--api-url``), logged to the SQLite trade log."""
 
@@ -8,6 +9,7 @@ import asyncio
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -117,31 +119,53 @@ def _trade(kind: str, size: float | None, dry_run: bool, yes: bool, config, jour
     if size is not None and not (math.isfinite(size) and size > 0):
         _fail(f"--size must be a positive number of BTC, got {size}")
     cfg, path, target = _context(config, journal, api_url, sandbox)
+    _refuse_if_runner(path)
     plan = _run(_prepare(cfg, path, target, kind, size))
     if plan is None:
         return
     if dry_run:
         out.print("dry run: nothing was sent")
         return
-    if not yes:
-        try:
-            go = typer.confirm(f"Send these two orders ({kind}: spot {plan.spot.qty:g} BTC, perp {plan.qty:g} BTC)?",
-                               default=False)
-        except (KeyboardInterrupt, EOFError, typer.Abort):
-            out.print("\naborted at the confirmation: nothing was sent")
-            raise typer.Exit(130 if not sys.stdin.closed else 1)
-        if not go:
-            out.print("not confirmed: nothing was sent")
-            raise typer.Exit(1)
+    _confirm(kind, plan, yes)
+    code = _send_plan(cfg, path, target, kind, plan)
+    if code:
+        raise typer.Exit(code)
+
+
+def _refuse_if_runner(path: Path) -> None:
+    """The manual trade commands stay off a trade log another process trades
+    (checked before any venue is contacted)."""
+    from fundarb.venues.live.runlock import RunnerLock
+
+    pid = RunnerLock.holder(path)
+    if pid is not None and pid != os.getpid():
+        _fail(f"a strategy runner (pid {pid}) is trading this trade log; stop it or use `fundarb kill`")
+
+
+def _confirm(kind: str, plan, yes: bool) -> None:
+    """Ask before sending (unless ``yes``); a no or Ctrl-C exits having sent nothing."""
+    if yes:
+        return
     try:
-        code = _run(_execute(cfg, path, target, kind, plan.qty, plan.spot.qty))
+        go = typer.confirm(f"Send these two orders ({kind}: spot {plan.spot.qty:g} BTC, perp {plan.qty:g} BTC)?",
+                           default=False)
+    except (KeyboardInterrupt, EOFError, typer.Abort):
+        out.print("\naborted at the confirmation: nothing was sent")
+        raise typer.Exit(130 if not sys.stdin.closed else 1) from None
+    if not go:
+        out.print("not confirmed: nothing was sent")
+        raise typer.Exit(1)
+
+
+def _send_plan(cfg, path, target, kind: str, plan) -> int:
+    """Send the confirmed plan's two orders; 0 when both legs traded and the venues agree."""
+    try:
+        return _run(_execute(cfg, path, target, kind, plan.qty, plan.spot.qty)) or 0
     except KeyboardInterrupt:
         # orders may be out: the journal has them, and the next start finishes the operation
         err.print("\n[yellow]interrupted while trading:[/] orders may have been sent; "
                   "run `fundarb reconcile` to finish the operation (it unwinds a leg left alone)")
         raise typer.Exit(130) from None
-    if code:
-        raise typer.Exit(code)
 
 
 async def _prepare(cfg, path, target, kind: str, size: float | None):
@@ -556,35 +580,169 @@ def _engine_source(config: Optional[Path], replay: Optional[str], simulate: bool
         _fail(str(exc))
 
 
+# ---------------------------------------------------------------------------------- the kill switch
+
+def kill_command(
+    reason: str = typer.Argument("manual", help="why trading stops (kept in the trade log)"),
+    flatten: bool = typer.Option(False, "--flatten", help="also close both legs, paired: now, or by the strategy runner when one is trading"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="flatten without asking for confirmation (for scripts)"),
+    config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
+) -> None:
+    """Kill switch: halt new orders (across restarts, until `fundarb resume`); --flatten also closes both legs."""
+    from fundarb.config import config_hash
+    from fundarb.venues.live.paired import BLOCK_KEY, FLATTEN_KEY
+    from fundarb.venues.live.reconcile import KILL_SWITCH_PREFIX
+    from fundarb.venues.live.runlock import RunnerBusy, RunnerLock
+
+    reason = reason.strip()
+    if not reason:
+        _fail('kill needs a reason (leave it out for "manual")')
+    cfg, path, target = _context(config, journal, api_url, sandbox)
+    j = _open_trade_log(path)
+    try:  # the halt is written first: whatever happens after, no new order goes out
+        was = j.blocked() or ""
+        now = time.time_ns()
+        j.set_state(BLOCK_KEY, f"{KILL_SWITCH_PREFIX}: {reason}", now)
+        if flatten:
+            j.set_state(FLATTEN_KEY, reason, now)
+        _journal_alert(j, cfg, config_hash(cfg), "kill_switch",
+                       f"new orders halted: {reason}" + ("; both legs to be flattened" if flatten else ""), "critical")
+    finally:
+        j.close()
+    out.print(f"[bold red]kill switch on:[/] new orders are halted ({escape(reason)})"
+              + (f"; was blocked: {escape(was)}" if was else ""))
+    out.print('It holds across restarts and reconciliations until `fundarb resume "reason"`.')
+    if not flatten:
+        runner = RunnerLock.holder(path)
+        if runner is not None:
+            out.print(f"The strategy runner (pid {runner}) sends no new orders from now on.")
+        out.print("Open positions are left as they are (`fundarb kill --flatten` closes both legs).")
+        return
+    try:
+        lock = RunnerLock(path).acquire()
+    except RunnerBusy as busy:
+        out.print(f"The strategy runner (pid {busy.pid}) halts new orders and flattens both legs itself; "
+                  "follow it with `fundarb positions`.")
+        return
+    try:
+        _flatten_now(cfg, path, target, yes)
+    except typer.Exit as stop:
+        if stop.exit_code and _state(path, FLATTEN_KEY) is not None:
+            err.print("[yellow]not flat:[/] the flatten request stays in the trade log (a strategy runner started on it "
+                      "flattens); `fundarb kill --flatten` tries again")
+        raise
+    finally:
+        lock.release()
+
+
+def _flatten_now(cfg, path: Path, target, yes: bool) -> None:
+    """Close both legs as `trade close` does (reconcile, size, plan, confirm,
+    paired orders, position check), then withdraw the flatten request."""
+    from fundarb.venues.live.paired import FLATTEN_KEY
+
+    plan = _run(_prepare(cfg, path, target, "close", None))
+    if plan is None:  # the trade log holds no carry
+        if not _last_reconciliation_ok(path):
+            err.print("[red]the venues disagree with the trade log[/] (see the mismatches above): nothing was sent; "
+                      "close what the venues hold by hand, then `fundarb reconcile`")
+            raise typer.Exit(1)
+        _set_state(path, FLATTEN_KEY, None)
+        out.print("already flat: nothing to close; the flatten request is cleared")
+        return
+    try:
+        _confirm("close", plan, yes)
+    except typer.Exit:
+        _set_state(path, FLATTEN_KEY, None)
+        out.print("the flatten request is withdrawn; the kill switch stays on")
+        raise
+    code = _send_plan(cfg, path, target, "close", plan)
+    if code:
+        raise typer.Exit(code)
+    _set_state(path, FLATTEN_KEY, None)
+    out.print("[bold]flat:[/] both legs closed; the flatten request is cleared, the kill switch stays on")
+
+
+def _open_trade_log(path: Path):
+    """An existing trade log, or one error line (nothing is created or written)."""
+    from fundarb.venues.live.journal import Journal, JournalError
+
+    if not path.is_file():
+        _fail(f"no trade log at {path} (--journal names another)")
+    try:
+        return Journal(path)
+    except JournalError as exc:
+        _fail(str(exc))
+
+
+def _state(path: Path, key: str) -> str | None:
+    j = _open_trade_log(path)
+    try:
+        return j.get_state(key)
+    finally:
+        j.close()
+
+
+def _set_state(path: Path, key: str, value: str | None) -> None:
+    j = _open_trade_log(path)
+    try:
+        j.set_state(key, value, time.time_ns())
+    finally:
+        j.close()
+
+
+def _last_reconciliation_ok(path: Path) -> bool:
+    j = _open_trade_log(path)
+    try:
+        rows = j.rows("reconciliations")
+        return bool(rows[-1]["ok"]) if rows else True
+    finally:
+        j.close()
+
+
+def _journal_alert(j, cfg, h: str, kind: str, message: str, severity: str) -> None:
+    """What ``LiveSession.alert`` does, without a session (no venue is
+    contacted): journal the alert, and send it when alert channels are configured."""
+    from fundarb.alerts import Alerter, Notice, channel_from_env
+
+    now = time.time_ns()
+    try:
+        channel = channel_from_env()
+    except ValueError as exc:  # a malformed alert URL must not stop the kill switch
+        err.print(f"[yellow]alert not sent:[/] {escape(str(exc))}")
+        channel = None
+    if channel is None:
+        j.add_alert(now, kind, severity, h, message)
+        return
+    title = f"[{cfg.name} {h[:12]}] {kind.replace('_', ' ')}"
+    Alerter(channel, j, h, cfg.alert_settings).raise_notice(Notice(now, kind, kind, severity, title, message))
+
+
 def resume_command(
     reason: str = typer.Argument(..., help="why trading may go on (kept in the trade log)"),
     journal: Optional[Path] = JournalOpt,
 ) -> None:
     """Lift the kill switch (it holds across restarts until this), giving the reason."""
-    import time
-
-    from fundarb.venues.live.journal import Journal, JournalError
-    from fundarb.venues.live.paired import BLOCK_KEY
+    from fundarb.venues.live.paired import BLOCK_KEY, FLATTEN_KEY
     from fundarb.venues.live.reconcile import KILL_SWITCH_PREFIX
 
     if not reason.strip():
         _fail("resume needs a reason")
     path = journal or Path(os.environ.get("FUNDARB_JOURNAL") or DEFAULT_JOURNAL)
-    if not path.is_file():
-        _fail(f"no trade log at {path} (--journal names another)")
-    try:
-        j = Journal(path)
-    except JournalError as exc:
-        _fail(str(exc))
+    j = _open_trade_log(path)
     try:
         blocked = j.blocked() or ""
+        now = time.time_ns()
         if not blocked.startswith(KILL_SWITCH_PREFIX):
             out.print(f"the kill switch is not on ({'entries blocked: ' + blocked if blocked else 'nothing is blocked'})")
+            if j.get_state(FLATTEN_KEY) is not None:
+                j.set_state(FLATTEN_KEY, None, now)
+                out.print("a leftover flatten request is cleared")
             raise typer.Exit(1)
-        now = time.time_ns()
         j.add_alert(now, "kill_switch_resumed", "warning", "", f"resumed: {reason} (was: {blocked})",
                     "kill_switch_resumed", "recorded")
         j.set_state(BLOCK_KEY, None, now)
+        j.set_state(FLATTEN_KEY, None, now)
         out.print(f"kill switch lifted: {escape(reason)}")
     finally:
         j.close()

@@ -35,6 +35,7 @@ from fundarb.venues.live.session import LiveSession
 
 S = OrderStatus
 BLOCK_KEY = "entries_blocked"
+FLATTEN_KEY = "flatten_requested"  # journal state: the kill switch asked for both legs to be closed (value: the reason)
 
 
 @attrs.frozen
