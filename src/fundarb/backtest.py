@@ -13,7 +13,7 @@ from fundarb.core import metrics
 from fundarb.core.book import PositionBook
 from fundarb.core.clock import SimClock
 from fundarb.core.funding import annualize, missed_settlements
-from fundarb.core.model import NS_PER_HOUR, MarketKind
+from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, MarketKind
 from fundarb.core.risk import RiskMonitor, VenueCosts
 from fundarb.core.strategy import CarryStrategy
 from fundarb.data.history import MarketHistory
@@ -106,7 +106,8 @@ def build_engine(
     schedule = {perp_name: first_funding} if first_funding is not None else {}
     sim = SimExchange(specs, tape, sim_seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee, schedule)
     book = PositionBook.open(spot_name, perp_name, cfg.spot_cash, cfg.perp_cash)
-    strategy = CarryStrategy(cfg.strategy, round_trip_cost(cfg, spot_price), spot_name, perp_name)
+    strategy = CarryStrategy(cfg.strategy, round_trip_cost(cfg, spot_price), spot_name, perp_name,
+                             quiet_ns=int(cfg.runner_settings.settlement_quiet_minutes * 60 * NS_PER_SECOND))
     monitor = RiskMonitor(cfg.risk, venue_costs(cfg))
     engine = Engine(sim, book, strategy, monitor, chash, SimClock(start_ns), MemoryRecorder())
     return engine, sim

@@ -300,6 +300,15 @@ def _trade_commands() -> None:
 _trade_commands()
 
 
+def _run_command() -> None:
+    from fundarb.run_commands import run_command
+
+    app.command("run")(run_command)
+
+
+_run_command()
+
+
 @app.command()
 def emulator(
     port: int = typer.Option(8765, "--port", help="port on 127.0.0.1"),

@@ -192,6 +192,37 @@ class AlertSettings:
             raise ValueError(f"alerts.drawdown_warning is a share of risk.max_drawdown, at most 1, got {self.drawdown_warning}")
 
 
+_runner_positive = _positive_in("runner")
+
+
+def _runner_nonneg(inst: Any, attr: attrs.Attribute, value: float) -> None:
+    _finite(inst, attr, value)
+    if value < 0:
+        raise ValueError(f"runner.{attr.name} must be >= 0, got {value}")
+
+
+@attrs.frozen
+class RunnerSettings:
+    """How the strategy runner (``fundarb run``) behaves around the core.
+
+    No entry or exit is started within ``settlement_quiet_minutes`` of a
+    funding settlement (before or after it): prices and the funding estimate
+    jump around the instant. Risk actions (margin, drift, the kill switch)
+    are not held back. The window applies wherever the engine runs, so a
+    backtest of the same config makes the decisions the runner would. A
+    venue that has not answered for ``alerts.unreachable_seconds`` within
+    ``unreachable_alert_minutes`` of a settlement raises a critical alert.
+    The runner logs a heartbeat every ``heartbeat_seconds`` and checks the
+    trade log for a kill switch every ``kill_poll_seconds``. Without the
+    section the defaults apply and the config hash is unchanged.
+    """
+
+    settlement_quiet_minutes: float = attrs.field(default=0.0, validator=_runner_nonneg)
+    unreachable_alert_minutes: float = attrs.field(default=30.0, validator=_runner_positive)
+    heartbeat_seconds: float = attrs.field(default=30.0, validator=_runner_positive)
+    kill_poll_seconds: float = attrs.field(default=1.0, validator=_runner_positive)
+
+
 @attrs.frozen
 class Config:
     name: str = attrs.field(validator=_run_name)
@@ -208,6 +239,7 @@ class Config:
     scenario: Scenario | None = None
     live: LiveSettings | None = None
     alerts: AlertSettings | None = None
+    runner: RunnerSettings | None = None
 
     def __attrs_post_init__(self) -> None:
         if not (self.capital > 0 and math.isfinite(self.capital)):
@@ -222,6 +254,10 @@ class Config:
     @property
     def alert_settings(self) -> AlertSettings:
         return self.alerts or AlertSettings()
+
+    @property
+    def runner_settings(self) -> RunnerSettings:
+        return self.runner or RunnerSettings()
 
     @property
     def spot_account(self) -> str:
@@ -245,7 +281,7 @@ _converter = cattrs.Converter(forbid_extra_keys=True)
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     raw = _converter.unstructure(cfg)
-    for optional in ("scenario", "live", "alerts"):
+    for optional in ("scenario", "live", "alerts", "runner"):
         if raw.get(optional) is None:
             # no key rather than null: TOML has no null, and a config without
             # the section keeps the identity (hash) it had before it existed
@@ -261,7 +297,7 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()
 
 
-_SECTIONS = ("data", "spot", "perp", "strategy", "risk", "transfer", "scenario", "live", "alerts")
+_SECTIONS = ("data", "spot", "perp", "strategy", "risk", "transfer", "scenario", "live", "alerts", "runner")
 
 
 def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:

@@ -30,7 +30,7 @@ from fundarb.core.model import (
     TransferRequest,
 )
 from fundarb.core.orders import Order, OrderStatus, client_order_id
-from fundarb.core.strategy import CarryStrategy
+from fundarb.core.strategy import CarryStrategy, close_intents
 from fundarb.venues.base import Venue
 
 
@@ -133,7 +133,7 @@ class Engine:
         return entry is not None
 
     def _on_rate(self, r: FundingRate) -> bool:
-        self.strategy.signal.on_rate(r.predicted_rate, r.interval_hours)
+        self.strategy.signal.on_rate(r.predicted_rate, r.interval_hours, r.next_funding_ts)
         return False
 
     def _on_fill(self, f: Fill) -> bool:
@@ -195,6 +195,15 @@ class Engine:
         intents = self.strategy.decide(self.book, self.spot_mid, now)
         if intents:
             self._submit_checked(intents, now)
+
+    def halt(self, reason: str, now: int, flatten: bool) -> None:
+        """The kill switch from outside the core (a command, a reconciliation
+        mismatch): no new entries; with ``flatten`` both legs are closed now,
+        whatever ``risk.flatten_on_kill`` says."""
+        if self.monitor.kill.halt(reason, now):
+            self._alert(Alert(now, "kill_switch", f"halted: {reason}", "critical"))
+        if flatten and not self.book.is_flat and not self.open_orders:
+            self._submit_checked(close_intents(self.book, "kill_flatten", 0), now)
 
     def _monitor(self, now: int) -> None:
         actions = self.monitor.evaluate(self.book, now, bool(self.open_orders), self.transfer_pending > 0)

@@ -64,6 +64,7 @@ class FundingSignal:
     rates: deque = attrs.field(factory=deque)
     predicted: float | None = None
     last_settlement_ts: int = 0
+    next_settlement_ts: int = 0  # the venue's announced next instant (0: not known)
     _current_apr: float = 0.0  # cached: decide() runs on every tick
 
     def on_settlement(self, ts: int, rate: float, interval_hours: float) -> None:
@@ -75,9 +76,21 @@ class FundingSignal:
         self.predicted = None  # a prediction is for the settlement just made
         self._current_apr = annualize(sum(self.rates) / len(self.rates), interval_hours)
 
-    def on_rate(self, predicted: float | None, interval_hours: float) -> None:
+    def on_rate(self, predicted: float | None, interval_hours: float, next_settlement_ts: int = 0) -> None:
         self.predicted = predicted
         self.interval_hours = interval_hours
+        if next_settlement_ts:
+            self.next_settlement_ts = next_settlement_ts
+
+    def near_settlement(self, now: int, window_ns: int) -> bool:
+        """Within ``window_ns`` of the last settlement or of the next one (the
+        announced instant, else the last plus the interval)."""
+        last = self.last_settlement_ts
+        if last and 0 <= now - last < window_ns:
+            return True
+        nxt = self.next_settlement_ts if self.next_settlement_ts > now else (
+            last + int(self.interval_hours * NS_PER_HOUR) if last else 0)
+        return bool(nxt) and 0 <= nxt - now < window_ns
 
     @property
     def ready(self) -> bool:
@@ -106,6 +119,7 @@ class CarryStrategy:
     cooldown_until: int = 0
     pair_seq: int = 0
     entries: int = 0  # entries sent (vetoed ones are taken back by `abandon`)
+    quiet_ns: int = 0  # no entry or exit this close to a settlement (risk actions are not held back)
 
     def __attrs_post_init__(self) -> None:
         self.signal = FundingSignal(self.params.signal_settlements)
@@ -124,6 +138,8 @@ class CarryStrategy:
 
     def decide(self, book: PositionBook, spot_mid: float, now: int) -> list[OrderIntent]:
         """Called on every event; cheap when nothing changes."""
+        if self.quiet_ns and self.signal.near_settlement(now, self.quiet_ns):
+            return []
         if book.is_flat:
             if self.direction != 0:  # closed elsewhere (risk, liquidation unwind)
                 self._closed(now)

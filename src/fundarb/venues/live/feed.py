@@ -189,13 +189,17 @@ class MarketFeed:
                  stale_after_s: float = 30.0,
                  call: Callable[..., Awaitable[Any]] | None = None,
                  now_ns: Callable[[], int] = time.time_ns,
-                 ws_retry_s: float = WS_RETRY_S) -> None:
+                 ws_retry_s: float = WS_RETRY_S,
+                 unstamped_ns: Callable[[], int] | None = None) -> None:
         self.exchange, self.account, self.symbol, self.kind = exchange, account, symbol, MarketKind(kind)
         self._on_event, self._on_reconnect = on_event, on_reconnect
         self.poll_interval_s, self.reconnect_delay_s = poll_interval_s, reconnect_delay_s
         self.max_reconnect_delay_s, self.stale_after_s, self.ws_retry_s = max_reconnect_delay_s, stale_after_s, ws_retry_s
         self._call = call or _direct_call
         self._now = now_ns
+        # the time given to an answer the venue did not stamp (default: our clock;
+        # the runner, on the venue's clock, says "the last venue time")
+        self._unstamped = unstamped_ns or now_ns
         self.reconnects = 0
         self.last_event_ns = 0  # our clock (now_ns) at the last emit, not the venue's: staleness is ours to judge
         self.errors: list[str] = []
@@ -378,7 +382,7 @@ class MarketFeed:
 
     def _ts(self, answer: dict) -> int:
         ms = _int_ms(answer.get("timestamp"))
-        return ms * NS_PER_MS if ms is not None else self._now()
+        return ms * NS_PER_MS if ms is not None else self._unstamped()
 
     def _handle_quote(self, answer: Any, from_rest: bool) -> None:
         ticker = self._ticker_of(answer)

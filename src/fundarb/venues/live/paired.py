@@ -17,7 +17,9 @@ traded and is reported as residual drift. If the time runs out with a gap
 left, the operation ends ``naked``: an alert is journaled and new entries are
 blocked; it is never left silently. ``recover`` does the same on start for an
 operation a stopped process left ``executing``, always unwinding (the intent
-to open may no longer hold after a restart).
+to open may no longer hold after a restart). ``execute_adjust`` sends lone
+reduce-only orders (the runner's rebalance of one leg) as an ``adjust``
+operation, which recovery only resolves.
 """
 
 from __future__ import annotations
@@ -88,6 +90,33 @@ async def _run_pair(session: LiveSession, kind: str, qty: float, spot_qty: float
                                         deadline, reduce_only=not opening))
     await asyncio.gather(*legs)
     return await balance_pair(session, op_id, kind, plan.get("prices", {}), unwind_only=False)
+
+
+async def execute_adjust(session: LiveSession, orders: list[tuple[str, Side, float]], plan: dict[str, Any]) -> PairOutcome:
+    """Reduce-only orders on single legs (a rebalance of the larger leg, the
+    unwind of a naked one): one journaled ``adjust`` operation, nothing paired."""
+    async with session.lock:
+        journal, now = session.journal, session.now_ns()
+        op_id = journal.begin_operation(now, "adjust", session.config_hash, sum(q for _, _, q in orders), plan)
+        deadline = now + int(session.cfg.live_settings.order_timeout_seconds * NS_PER_SECOND)
+        for name, side, qty in orders:
+            leg = session.spot if name == "spot" else session.perp
+            if name == "spot" and side is Side.SELL:
+                qty = min(qty, journal.position(leg.account, leg.base))
+            if qty > 0:
+                await session.trader.send(leg, op_id, "exit", side, qty, deadline, reduce_only=name == "perp")
+        actions: list[str] = []
+        await resolve_unknown(session, op_id, actions)
+        return _finish_adjust(session, op_id, actions)
+
+
+def _finish_adjust(session: LiveSession, op_id: int, actions: list[str]) -> PairOutcome:
+    journal = session.journal
+    spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
+    status = "done" if spot or perp else "failed"
+    journal.finish_operation(op_id, session.now_ns(), status, "; ".join(actions))
+    orders = tuple(r["client_id"] for r in journal.orders(op_id))
+    return PairOutcome(op_id, "adjust", status, spot, perp, spot + perp, tuple(actions), orders)
 
 
 async def balance_pair(session: LiveSession, op_id: int, kind: str, prices: dict[str, float],
@@ -230,6 +259,9 @@ async def recover(session: LiveSession) -> list[PairOutcome]:
         await resolve_unknown(session, op["op_id"], actions)
         session.alert("recovery", f"operation {op['op_id']} ({op['kind']}) was left executing by a stopped process; "
                       "finishing it", "warning")
+        if op["kind"] == "adjust":  # single reduce-only orders: nothing to pair, nothing to trade back
+            outcomes.append(_finish_adjust(session, op["op_id"], actions))
+            continue
         outcome = await balance_pair(session, op["op_id"], op["kind"], {}, unwind_only=True)
         outcomes.append(attrs.evolve(outcome, actions=tuple(actions) + outcome.actions))
     return outcomes

@@ -22,6 +22,7 @@ class LiveWatch:
     session: LiveSession
     on_event: Callable[[object], None]
     use_websocket: bool | None = None
+    unstamped_ns: Callable[[], int] | None = None  # see MarketFeed
     feeds: list[MarketFeed] = attrs.field(factory=list)
     reconciliations: list[Reconciliation] = attrs.field(factory=list)
 
@@ -35,7 +36,8 @@ class LiveWatch:
         self.feeds = [MarketFeed(leg.exchange, account=leg.account, symbol=leg.symbol,
                                  kind=MarketKind.SPOT if leg.leg == "spot" else MarketKind.PERP,
                                  on_event=self.on_event, on_reconnect=self._after_reconnect,
-                                 use_websocket=self.use_websocket, call=leg.queue.call)
+                                 use_websocket=self.use_websocket, call=leg.queue.call,
+                                 unstamped_ns=self.unstamped_ns)
                       for leg in s.legs]
         tasks = [asyncio.create_task(f.run()) for f in self.feeds]
         tasks.append(asyncio.create_task(reconcile_every(s, stop)))

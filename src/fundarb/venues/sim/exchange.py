@@ -172,6 +172,25 @@ class SimExchange:
             else:
                 return
 
+    def feed(self, ts: int, prio: int, event: Any) -> Iterator[Any]:
+        """Push one market event from outside (paper trading on a live feed):
+        what falls due before it first, then the event, then what it caused.
+        The same order ``events`` keeps for a tape."""
+        out, heap = self._out, self._queue.heap
+        while True:
+            while out:
+                yield out.popleft()
+            if not (heap and heap[0][:2] < (ts, prio)):
+                break
+            t, p, item = self._queue.pop()
+            self._advance(t, p)
+            self._on_internal(item)
+        self._advance(ts, prio)
+        self._on_market(event)
+        yield event
+        while out:
+            yield out.popleft()
+
     # --- time and funding schedule ----------------------------------------
     def _advance(self, ts: int, prio: int) -> None:
         if ts < self.now:

@@ -1,0 +1,87 @@
+"""``fundarb run CONFIG --paper|--live``: the strategy runner's command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fundarb.trade_commands import ApiUrlOpt, SandboxOpt, _context, _fail, _run
+
+PAPER_JOURNAL = Path("state") / "paper.sqlite"
+DEFAULT_PROMOTIONS = Path("state") / "promotions.sqlite"
+
+
+def run_command(
+    config: Path = typer.Argument(..., help="the TOML config to run (its exact hash must be promoted for --live)"),
+    paper: bool = typer.Option(False, "--paper", help="live market data, the simulator's fills: nothing is sent"),
+    live: bool = typer.Option(False, "--live", help="trade for real (needs a passing `fundarb promote` record)"),
+    journal: Optional[Path] = typer.Option(
+        None, "--journal", help=f"the SQLite trade log (default: $FUNDARB_JOURNAL or state/fundarb.sqlite live, "
+        f"{PAPER_JOURNAL} paper)"),
+    promotions: Optional[Path] = typer.Option(
+        None, "--promotions", help=f"the promotion store (default: $FUNDARB_PROMOTIONS or {DEFAULT_PROMOTIONS})"),
+    log_file: Optional[Path] = typer.Option(None, "--log-file", help="also append the JSON log lines to this file"),
+    duration: Optional[float] = typer.Option(None, "--duration", help="stop after this many seconds (default: run until stopped)"),
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
+) -> None:
+    """Run the strategy: open when funding crosses the entry threshold, close at
+    the exit threshold, target profit or maximum holding time, keep the legs
+    neutral and the margin buffer up. JSON log lines on stdout; SIGTERM or
+    Ctrl-C stops it after the step in hand."""
+    if paper == live:
+        _fail("say --paper or --live (exactly one)")
+    if duration is not None and not duration > 0:
+        _fail(f"--duration must be a number of seconds > 0, got {duration}")
+    if journal is None and paper:
+        journal = PAPER_JOURNAL
+    cfg, path, target = _context(config, journal, api_url, sandbox)
+    if live:
+        from fundarb.promote import live_clearance
+
+        store = promotions or Path(os.environ.get("FUNDARB_PROMOTIONS") or DEFAULT_PROMOTIONS)
+        refusal = live_clearance(cfg, store)
+        if refusal:
+            _fail(f"refusing to trade live: {refusal}")
+    from fundarb.runner.loop import RunnerError
+    from fundarb.venues.live.runlock import RunnerBusy, RunnerLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = RunnerLock(path).acquire()
+    except RunnerBusy as exc:
+        _fail(str(exc))
+    try:
+        _run(_serve(cfg, "live" if live else "paper", path, target, log_file, duration))
+    except RunnerError as exc:
+        _fail(str(exc))
+    finally:
+        lock.release()
+
+
+async def _serve(cfg, mode: str, path: Path, target, log_file: Optional[Path], duration: Optional[float]) -> None:
+    from fundarb.config import config_hash
+    from fundarb.runner.logs import run_logger
+    from fundarb.runner.loop import Runner
+    from fundarb.venues.live.session import open_session
+
+    log = run_logger(config_hash(cfg), mode, log_file)
+    session = await open_session(cfg, path, target, trading=mode == "live")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if duration is not None:
+        loop.call_later(duration, stop.set)
+    try:
+        runner = Runner(cfg, mode, session, log)
+        log.info("starting", config=cfg.name, journal=str(path), spot=cfg.spot_account, perp=cfg.perp_account,
+                 target=target.api_url or ("sandbox" if target.sandbox else "live venues"))
+        await runner.start()
+        await runner.run(stop)
+    finally:
+        await session.close()

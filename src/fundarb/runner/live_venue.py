@@ -1,0 +1,186 @@
+"""The engine's orders on real venues: the `Venue` interface over a live session.
+
+The engine submits orders while it handles an event; ``flush`` then executes
+them and returns the venue's answers (fills, order updates, transfers) as
+core events for the engine, in order. Orders go out only through the paired
+execution of ``fundarb.venues.live.paired`` (journal first, client ids from
+the journal's sequence, legs completed or unwound within the hedge timeout):
+
+- a spot order and a perp order of one decision (entry, exit, margin cut,
+  kill-switch flatten) are ONE paired operation (``open`` or ``close``);
+- a lone order (a rebalance of the larger leg, the unwind of a naked leg)
+  is an ``adjust`` operation of one order.
+
+The engine's own client ids never reach a venue: each engine order is
+answered from the operation's first order on its leg (its fills carry the
+engine's id), and completions or unwinds the pair logic added come as fills
+under their journal ids, which the engine books without an order of its own.
+A spot buy whose fee the venue took in BTC is booked net of it (the BTC it
+left) with the fee valued in USDT, so the book holds what the venue holds.
+
+Transfers: between a Binance spot wallet and its USD-M wallet through the
+venue's transfer call (they arrive at once); between other venues there is no
+safe automatic path (a withdrawal), so the runner raises a critical alert
+asking for the transfer and answers the engine, after the configured transfer
+delay, that it was not made, so it asks again while the need stands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+
+from fundarb.core.model import NS_PER_SECOND, Fill, Liquidity, OrderUpdate, Side, TransferDone, TransferRejected, TransferRequest
+from fundarb.core.orders import Order, OrderStatus
+from fundarb.venues.live.paired import PairOutcome, execute_adjust, execute_pair
+from fundarb.venues.live.session import LiveSession
+
+S = OrderStatus
+BINANCE_WALLETS = {"binance": "spot", "binanceusdm": "future"}
+
+
+@attrs.define
+class LiveVenue:
+    session: LiveSession
+    now: Callable[[], int]  # the runner's clock (venue time of the last event)
+    pending: list[Order] = attrs.field(factory=list)
+    transfers: list[TransferRequest] = attrs.field(factory=list)
+    waiting_transfers: list[tuple[int, TransferRejected]] = attrs.field(factory=list)
+    outcomes: list[PairOutcome] = attrs.field(factory=list)
+
+    # --- Venue interface ----------------------------------------------------------
+    def events(self) -> Iterator[Any]:
+        return iter(())  # the runner pushes live events into the engine itself
+
+    def submit(self, order: Order) -> None:
+        self.pending.append(order)
+
+    def cancel(self, client_id: str) -> None:
+        pass  # market orders: the leg trader cancels what is left at the order timeout
+
+    def request_transfer(self, request: TransferRequest) -> None:
+        self.transfers.append(request)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.pending or self.transfers)
+
+    # --- execution ----------------------------------------------------------------
+    async def flush(self) -> list[Any]:
+        """Execute what the engine asked for; the answers, in order."""
+        out: list[Any] = []
+        orders, self.pending = self.pending, []
+        for group in _groups(orders, self.session.spot.account, self.session.perp.account):
+            out += await self._execute(group)
+        requests, self.transfers = self.transfers, []
+        for r in requests:
+            out += await self._transfer(r)
+        out += self.due_transfers()
+        return out
+
+    def due_transfers(self) -> list[Any]:
+        now = self.now()
+        due = [r for t, r in self.waiting_transfers if t <= now]
+        self.waiting_transfers = [(t, r) for t, r in self.waiting_transfers if t > now]
+        return [attrs.evolve(r, ts=now) for r in due]
+
+    async def _execute(self, group: list[Order]) -> list[Any]:
+        s = self.session
+        spot = next((o for o in group if o.venue == s.spot.account), None)
+        perp = next((o for o in group if o.venue == s.perp.account), None)
+        opening = spot is not None and spot.side is Side.BUY and not spot.reduce_only
+        kind = ("open" if opening else "close") if spot is not None and perp is not None else "adjust"
+        plan = {"engine_orders": [o.client_id for o in group], "reason": group[0].reason,
+                "prices": {}}
+        if kind == "adjust":
+            outcome = await execute_adjust(s, [("spot" if o is spot else "perp", o.side, o.qty) for o in group], plan)
+        else:
+            outcome = await execute_pair(s, kind, perp.qty, plan, spot_qty=spot.qty)
+        self.outcomes.append(outcome)
+        return self._answers(outcome, {"spot": spot, "perp": perp})
+
+    def _answers(self, outcome: PairOutcome, engine: dict[str, Order | None]) -> list[Any]:
+        """Fills of the operation (the engine's id on its own orders), then
+        each engine order's final state."""
+        s, journal, now = self.session, self.session.journal, self.now()
+        rows = journal.orders(outcome.op_id)
+        first = {}
+        for r in rows:
+            if r["role"] in ("entry", "exit") and r["leg"] not in first:
+                first[r["leg"]] = r["client_id"]
+        out: list[Any] = []
+        for r in rows:
+            leg = s.spot if r["leg"] == "spot" else s.perp
+            mine = engine.get(r["leg"])
+            cid = mine.client_id if mine is not None and first.get(r["leg"]) == r["client_id"] else r["client_id"]
+            for f in journal.fills(r["client_id"]):
+                out.append(_fill(f, cid, now, leg.base))
+        for name, order in engine.items():
+            if order is None:
+                continue
+            row = next((r for r in rows if r["client_id"] == first.get(name)), None)
+            filled = sum(e.qty for e in out if type(e) is Fill and e.client_id == order.client_id)
+            if filled < order.qty - 1e-9 * order.qty - 1e-12:  # else its fills already made it FILLED
+                out.append(_final(order, row, now))
+        return out
+
+    async def _transfer(self, r: TransferRequest) -> list[Any]:
+        s = self.session
+        src = s.spot if r.from_venue == s.spot.account else s.perp
+        dst = s.perp if src is s.spot else s.spot
+        wallets = BINANCE_WALLETS.get(src.exchange.id), BINANCE_WALLETS.get(dst.exchange.id)
+        now = self.now()
+        if None not in wallets and wallets[0] != wallets[1]:
+            client = s.clients.get("binance") or src.exchange
+            try:
+                reply = await src.queue.call(client.transfer, src.quote, round(r.amount, 2), wallets[0], wallets[1])
+            except Exception as exc:  # noqa: BLE001 - the venue's words go to the engine and the alert
+                return [TransferRejected(now, r.from_venue, r.to_venue, r.amount, f"{type(exc).__name__}: {exc}"[:300])]
+            return [TransferDone(now, str(reply.get("id") or ""), r.from_venue, r.to_venue, r.amount, 0.0)]
+        s.alert("transfer_needed", f"move {r.amount:,.2f} {src.quote} from {r.from_venue} to {r.to_venue} by hand: "
+                "there is no automatic transfer between these venues", "critical")
+        delay = int(s.cfg.transfer.delay_minutes * 60 * NS_PER_SECOND)
+        self.waiting_transfers.append((now + delay, TransferRejected(
+            now, r.from_venue, r.to_venue, r.amount, "no automatic transfer between these venues: asked by alert")))
+        return []
+
+
+def _groups(orders: list[Order], spot: str, perp: str) -> list[list[Order]]:
+    """One spot and one perp order of one decision form a pair; the rest go alone."""
+    out: list[list[Order]] = []
+    rest = list(orders)
+    while rest:
+        o = rest.pop(0)
+        other = spot if o.venue == perp else perp
+        mate = next((m for m in rest if m.venue == other and m.pair_id == o.pair_id and m.reason == o.reason), None)
+        if mate is not None:
+            rest.remove(mate)
+            out.append([o, mate])
+        else:
+            out.append([o])
+    return out
+
+
+def _fill(row: Any, client_id: str, now: int, base: str) -> Fill:
+    qty, price = float(row["qty"]), float(row["price"])
+    fee = float(row["fee_quote"]) if row["fee_quote"] is not None else 0.0
+    side = Side(row["side"])
+    if row["fee_currency"] == base and side is Side.BUY:
+        qty -= float(row["fee"])  # the venue kept that much of the BTC bought
+    return Fill(now, row["account"], client_id, side, qty, price, price, fee,
+                Liquidity.MAKER if row["liquidity"] == "maker" else Liquidity.TAKER)
+
+
+def _final(order: Order, row: Any, now: int) -> OrderUpdate:
+    if row is None:
+        return OrderUpdate(now, order.venue, order.client_id, S.REJECTED.value, "not sent: nothing to trade on this leg")
+    status = S(row["status"])
+    if status is S.CANCELED:
+        status = S.EXPIRED  # market orders: what was cancelled is what did not fill
+    if status in (S.FILLED, S.EXPIRED) and row["filled_qty"] == 0:
+        status = S.EXPIRED
+    if not status.terminal:
+        status = S.EXPIRED  # left open past the hedge timeout: the pair logic reported it
+    return OrderUpdate(now, order.venue, order.client_id, status.value, row["status_reason"] or "")

@@ -1,0 +1,463 @@
+"""The strategy runner: the one Engine on live market data, paper or live.
+
+``paper``: the venues' live feeds drive the discrete-event simulator, which
+fills the engine's orders with its fee, slippage and latency models (nothing
+is sent; the paper book starts from the config's capital and is not kept
+across restarts). ``live``: the engine's orders go to the venues through the
+journaled, paired execution of the live backend (``LiveVenue``), and the
+book starts from what the venues and the trade log hold.
+
+Either way the engine is the backtest's: the same strategy (entry and exit
+thresholds, target profit, maximum holding time, the quiet window around
+settlements) and the same risk monitor (delta drift, margin buffer and
+top-ups, drawdown). The engine's clock is the venues' time of the latest
+market event (``Pacer``), so a run against the emulator runs on its data
+time. Around the engine the runner keeps, on the wall clock:
+
+- the kill switch in the trade log (``fundarb kill``/``resume``), read every
+  ``runner.kill_poll_seconds``: halts the engine and, with ``--flatten`` or
+  ``risk.flatten_on_kill``, closes both legs paired. A halt from inside (the
+  drawdown stop, a naked leg, a broken invariant, a reconciliation mismatch)
+  is written there too, so it survives restarts until ``fundarb resume``;
+- live: reconciliation at start (recovering any operation a killed process
+  left), every ``live.reconcile_interval_seconds`` and after reconnects;
+  every settlement passed while in position must show up as the venue's
+  payment in the trade log, else a critical alert (``missed``);
+- an alert when a venue stops answering within ``runner.unreachable_alert_minutes``
+  of a settlement;
+- a heartbeat log line (and ``runner_heartbeat`` in the trade log) every
+  ``runner.heartbeat_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from typing import Any
+
+import attrs
+import numpy as np
+
+from fundarb.backtest import round_trip_cost, venue_costs
+from fundarb.config import Config
+from fundarb.core.book import PositionBook, drift_of
+from fundarb.core.clock import SimClock
+from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, FundingSettlement, MarketKind, Quote
+from fundarb.core.risk import RiskMonitor
+from fundarb.core.strategy import CarryStrategy
+from fundarb.engine import Engine
+from fundarb.runner.live_venue import LiveVenue
+from fundarb.runner.pacing import Pacer
+from fundarb.venues.live.feed import MarketFeed
+from fundarb.venues.live.paired import BLOCK_KEY, FLATTEN_KEY
+from fundarb.venues.live.preflight import balance_of, perp_position
+from fundarb.venues.live.reconcile import KILL_SWITCH_PREFIX, learn_funding, reconcile
+from fundarb.venues.live.session import LiveSession
+from fundarb.venues.sim import SimExchange, SimVenueSpec
+
+PEAK_KEY = "runner_peak_equity"
+HEARTBEAT_KEY = "runner_heartbeat"
+PAYMENT_ASKS = 3  # a settlement not in the trade log after this many successful asks is missed
+
+
+class RunnerError(RuntimeError):
+    """The runner cannot start; the message says why."""
+
+
+class SessionRecorder:
+    """Engine rows -> JSON log lines; alerts also to the trade log and channels."""
+
+    def __init__(self, session: LiveSession, log: Any) -> None:
+        self.session, self.log = session, log
+
+    def record(self, kind: str, row: dict[str, Any]) -> None:
+        self.log.info(kind, **row)
+        if kind == "alert":
+            self.session.alert(row["kind"], row["message"], row["severity"])
+
+
+@attrs.define
+class RunStats:
+    started: float = attrs.field(factory=time.time)
+    events: int = 0
+    heartbeats: int = 0
+    operations: int = 0
+    max_drift: float = 0.0  # after each operation settles, and at every heartbeat
+    settlements: list[dict] = attrs.field(factory=list)  # instants passed while in position
+    unreachable_alerts: int = 0
+
+
+class Runner:
+    def __init__(self, cfg: Config, mode: str, session: LiveSession, log: Any) -> None:
+        if mode not in ("paper", "live"):
+            raise ValueError(f"mode must be paper or live, got {mode!r}")
+        if cfg.strategy.allow_reverse:
+            raise RunnerError("strategy.allow_reverse: the reverse carry (short spot on margin) is backtest-only; "
+                              "the runner trades long spot / short perp")
+        self.cfg, self.mode, self.session, self.log = cfg, mode, session, log
+        self.journal = session.journal
+        self.stats = RunStats()
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.turn = asyncio.Lock()  # one engine step (event, orders, answers) at a time
+        self.pacer = Pacer(cfg.perp_account, self._settled_rate)
+        self.engine: Engine | None = None
+        self.sim: SimExchange | None = None
+        self.venue: LiveVenue | None = None
+        self.feeds: list[MarketFeed] = []
+        self.halt_written = ""  # the kill-switch text this runner wrote (to see a resume)
+        self.payments: dict[int, int] = {}  # settlement instant (in position) -> successful asks so far
+        self._unreachable_warned: set[tuple[str, int]] = set()
+
+    # --- start --------------------------------------------------------------------
+    @property
+    def now(self) -> int:
+        return self.pacer.now
+
+    async def start(self) -> None:
+        """Reconcile (live), build the book, strategy and engine, read the kill switch."""
+        s = self.session
+        if self.mode == "live":
+            rec = await reconcile(s, "start")
+            self.log.info("reconciliation", ok=rec.ok, mismatches=list(rec.mismatches), notes=list(rec.notes))
+        ticker, funding, venue_ms = await asyncio.gather(s.spot.call("fetch_ticker", s.spot.symbol),
+                                                         s.perp.call("fetch_funding_rate", s.perp.symbol),
+                                                         s.perp.call("fetch_time"))
+        spot_px = float(ticker.get("last") or ticker.get("close") or 0.0) or 0.5 * (
+            float(ticker["bid"]) + float(ticker["ask"]))
+        mark = float(funding.get("markPrice") or 0.0) or spot_px
+        start_ns = int(venue_ms) * 1_000_000  # the venue's clock: the emulator's runs on its data time
+        self.pacer.now = start_ns
+        book = await self._book(spot_px, mark)
+        strategy = CarryStrategy(self.cfg.strategy, round_trip_cost(self.cfg, spot_px), book.spot_venue,
+                                 book.perp_venue,
+                                 quiet_ns=int(self.cfg.runner_settings.settlement_quiet_minutes * 60 * NS_PER_SECOND))
+        monitor = RiskMonitor(self.cfg.risk, venue_costs(self.cfg))
+        venue: Any
+        if self.mode == "paper":
+            venue = self.sim = self._simulator()
+        else:
+            venue = self.venue = LiveVenue(s, lambda: self.pacer.now)
+        self.engine = Engine(venue, book, strategy, monitor, s.config_hash, SimClock(start_ns),
+                             SessionRecorder(s, self.log))
+        await self._prime_signal(strategy, start_ns)
+        if self.mode == "live":
+            self._restore_carry(strategy, book, start_ns)
+        peak = float(self.journal.get_state(PEAK_KEY) or 0.0) if self.mode == "live" else 0.0
+        monitor.peak_equity = max(peak, book.equity)
+        self.log.info("started", equity=book.equity, spot_qty=book.spot.qty, perp_qty=book.perp.qty,
+                      perp_entry=book.perp.entry, signal_apr=strategy.signal.current_apr(),
+                      in_carry=strategy.direction != 0, entry_ts=strategy.entry_ts)
+        await self._check_kill_switch()
+
+    async def _book(self, spot_px: float, mark: float) -> PositionBook:
+        cfg, s = self.cfg, self.session
+        if self.mode == "paper":
+            book = PositionBook.open(cfg.spot_account, cfg.perp_account, cfg.spot_cash, cfg.perp_cash)
+        else:
+            spot_bal, perp_bal, pos = await asyncio.gather(s.spot.call("fetch_balance"), s.perp.call("fetch_balance"),
+                                                           perp_position(s.perp))
+            spot_cash = balance_of(spot_bal, s.spot.quote, "total")
+            perp_cash = balance_of(perp_bal, s.perp.quote, "total") - pos["qty"] * (mark - pos["entry"])
+            if s.spot.exchange is s.perp.exchange:  # one account holds both legs' cash: split it as configured
+                total = spot_cash
+                spot_cash, perp_cash = total * (1 - cfg.perp_allocation), total * cfg.perp_allocation
+            book = PositionBook.open(cfg.spot_account, cfg.perp_account, spot_cash, perp_cash)
+            book.spot.qty = self.journal.position(s.spot.account, s.spot.base)
+            book.perp.qty, book.perp.entry = pos["qty"], pos["entry"]
+            if book.perp.qty:
+                book.perp_spans.append([self.pacer.now, None])
+        book.spot.price, book.perp.price = spot_px, mark
+        book.initial_equity = book.equity
+        return book
+
+    def _simulator(self) -> SimExchange:
+        cfg = self.cfg
+        specs = [SimVenueSpec(cfg.spot_account, MarketKind.SPOT, cfg.spot_cash, cfg.spot),
+                 SimVenueSpec(cfg.perp_account, MarketKind.PERP, cfg.perp_cash, cfg.perp)]
+        seed, = np.random.SeedSequence(cfg.seed).spawn(1)
+        return SimExchange(specs, iter(()), seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee)
+
+    async def _prime_signal(self, strategy: CarryStrategy, now: int) -> None:
+        """The last settled rates, as the backtest's signal would hold them."""
+        s, n = self.session, self.cfg.strategy.signal_settlements
+        since = (now - (n + 3) * 8 * NS_PER_HOUR) // 1_000_000
+        try:
+            rows = await s.perp.call("fetch_funding_rate_history", s.perp.symbol, since, n + 10)
+        except Exception as exc:  # noqa: BLE001 - the signal fills from the next settlements
+            self.log.warning("signal_history_unavailable", error=f"{type(exc).__name__}: {exc}"[:300])
+            return
+        rows = sorted((r for r in rows if int(r["timestamp"]) * 1_000_000 <= now), key=lambda r: r["timestamp"])
+        for r in rows[-n:]:
+            strategy.signal.on_settlement(int(r["timestamp"]) * 1_000_000, float(r["fundingRate"]), 8.0)
+        self.log.info("signal_primed", settlements=len(rows[-n:]), signal_apr=strategy.signal.current_apr())
+
+    def _restore_carry(self, strategy: CarryStrategy, book: PositionBook, now: int) -> None:
+        """A carry held before a restart is the strategy's again: its entry
+        time and the funding and fees it made so far count toward the exits."""
+        if book.is_flat:
+            return
+        strategy.direction = 1 if book.perp.qty < 0 else -1
+        opens = [o for o in self.journal.operations() if o["kind"] == "open" and o["status"] in ("done", "rebalanced")]
+        entry_ts = now
+        if opens:
+            fills = [f for r in self.journal.orders(opens[-1]["op_id"]) for f in self.journal.fills(r["client_id"])]
+            entry_ts = min((int(f["venue_ts"]) for f in fills), default=now)
+        funding = sum(f["amount"] for f in self.journal.rows("funding") if f["venue_ts"] >= entry_ts)
+        fees = sum(f["fee_quote"] or 0.0 for f in self.journal.rows("fills") if f["venue_ts"] >= entry_ts)
+        strategy.entry_ts = min(entry_ts, now)
+        strategy.entry_carry = -(funding - fees)
+
+    # --- the loop -------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.session
+        tasks = []
+        if self.mode == "live":
+            from fundarb.venues.live.watch import LiveWatch
+
+            watch = LiveWatch(s, self.inbox.put_nowait, unstamped_ns=_unstamped)
+            tasks.append(asyncio.create_task(watch.run(stop)))
+            self._watch = watch
+        else:
+            self.feeds = [MarketFeed(leg.exchange, account=leg.account, symbol=leg.symbol,
+                                     kind=MarketKind.SPOT if leg.leg == "spot" else MarketKind.PERP,
+                                     on_event=self.inbox.put_nowait, call=leg.queue.call, unstamped_ns=_unstamped)
+                          for leg in s.legs]
+            tasks += [asyncio.create_task(f.run()) for f in self.feeds]
+        tasks += [asyncio.create_task(self._every(self.cfg.runner_settings.kill_poll_seconds, self._tick, stop)),
+                  asyncio.create_task(self._every(self.cfg.runner_settings.heartbeat_seconds, self._heartbeat, stop))]
+        try:
+            while not stop.is_set():
+                try:
+                    event = await asyncio.wait_for(self.inbox.get(), 0.5)
+                except TimeoutError:
+                    continue
+                async with self.turn:
+                    await self._handle(event)
+        finally:
+            stop.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._heartbeat()
+            self.log.info("stopped", **self.summary())
+
+    @property
+    def _feeds(self) -> list[MarketFeed]:
+        return self._watch.feeds if self.mode == "live" else self.feeds
+
+    async def _every(self, seconds: float, fn: Any, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), seconds)
+            except TimeoutError:
+                try:
+                    await fn()
+                except Exception as exc:  # noqa: BLE001 - a failed tick is logged; the next one tries again
+                    self.log.warning("tick_failed", task=getattr(fn, "__name__", "?"),
+                                     error=f"{type(exc).__name__}: {exc}"[:300])
+
+    async def _handle(self, event: Any) -> None:
+        engine = self.engine
+        assert engine is not None
+        self.stats.events += 1
+        for ts, prio, ev in await self.pacer.pace(event):
+            if type(ev) is FundingSettlement and engine.book.perp.qty != 0:
+                self._settlement_in_position(ev)
+            if self.sim is not None:
+                if type(ev) is Quote:  # the simulator's depth model, not the venue's touch sizes
+                    depth = (self.cfg.spot if ev.venue == self.cfg.spot_account else self.cfg.perp).depth_btc
+                    ev = attrs.evolve(ev, bid_size=depth, ask_size=depth)
+                for out in self.sim.feed(ts, prio, ev):
+                    engine.on_event(out)
+            else:
+                engine.on_event(ev)
+                await self._execute()
+        await self._after_step()
+
+    async def _execute(self) -> None:
+        """Live: send what the engine asked for, feed the answers back, until it asks nothing more."""
+        venue, engine = self.venue, self.engine
+        assert venue is not None and engine is not None
+        for _ in range(10):  # an answer may make the engine ask again (a rebalance after a partial pair)
+            if not venue.busy and not venue.waiting_transfers:
+                return
+            done = len(venue.outcomes)
+            for answer in await venue.flush():
+                engine.on_event(answer)
+            for outcome in venue.outcomes[done:]:
+                self.stats.operations += 1
+                self.log.info("operation", op_id=outcome.op_id, kind=outcome.kind, status=outcome.status,
+                              spot=outcome.spot_change, perp=outcome.perp_change, actions=list(outcome.actions))
+                if outcome.status == "naked":
+                    self._halt(f"naked leg after operation {outcome.op_id}")
+            self._check_books()
+            if not venue.busy:
+                return
+
+    def _check_books(self) -> None:
+        """The engine's legs must be what the trade log's fills hold: anything
+        else is a broken invariant (the kill switch)."""
+        engine, s = self.engine, self.session
+        assert engine is not None
+        js, jp = self.journal.position(s.spot.account, s.spot.base), self.journal.position(s.perp.account)
+        b = engine.book
+        if abs(b.spot.qty - js) > 1e-8 or abs(b.perp.qty - jp) > 1e-8:
+            self._halt(f"broken invariant: the engine holds spot {b.spot.qty:+.8g} / perp {b.perp.qty:+.8g} BTC, "
+                       f"the trade log {js:+.8g} / {jp:+.8g}")
+
+    async def _after_step(self) -> None:
+        engine = self.engine
+        assert engine is not None
+        if not engine.open_orders:
+            self.stats.max_drift = max(self.stats.max_drift, engine.book.drift)
+        if engine.monitor.kill.halted and not self.halt_written:
+            self._write_halt(engine.monitor.kill.reason)
+
+    # --- kill switch ------------------------------------------------------------------
+    def _halt(self, reason: str) -> None:
+        engine = self.engine
+        assert engine is not None
+        engine.halt(reason, self.now, flatten=False)  # risk.flatten_on_kill decides, as in a backtest
+        self._write_halt(reason)
+
+    def _write_halt(self, reason: str) -> None:
+        text = reason if reason.startswith(KILL_SWITCH_PREFIX) else f"{KILL_SWITCH_PREFIX}: {reason}"
+        if (self.journal.blocked() or "") != text:
+            self.journal.set_state(BLOCK_KEY, text, self.session.now_ns())
+        self.halt_written = text
+        self.log.warning("halted", reason=reason)
+
+    async def _check_kill_switch(self) -> None:
+        engine = self.engine
+        assert engine is not None
+        blocked = self.journal.blocked() or ""
+        flatten = self.journal.get_state(FLATTEN_KEY)
+        if blocked and not blocked.startswith(KILL_SWITCH_PREFIX):
+            # a reconciliation mismatch or a naked leg: the kill switch, held until `fundarb resume`
+            blocked = f"{KILL_SWITCH_PREFIX}: {blocked}"
+            self.journal.set_state(BLOCK_KEY, blocked, self.session.now_ns())
+        if blocked:
+            if not engine.monitor.kill.halted:
+                engine.halt(blocked[len(KILL_SWITCH_PREFIX) + 2:] or blocked, self.now, flatten=False)
+                self.log.warning("halted", reason=blocked)
+            self.halt_written = blocked
+            if flatten and not engine.book.is_flat and not engine.open_orders:
+                engine.halt(blocked, self.now, flatten=True)
+        elif self.halt_written:  # lifted with `fundarb resume`
+            engine.monitor.kill.resume()
+            engine.monitor.peak_equity = engine.book.equity  # the drawdown stop counts from here again
+            self.halt_written = ""
+            self.log.warning("resumed")
+        if flatten and engine.book.is_flat:
+            self.journal.set_state(FLATTEN_KEY, None, self.session.now_ns())
+            self.log.info("flattened")
+
+    async def _tick(self) -> None:
+        async with self.turn:
+            await self._check_kill_switch()
+            if self.venue is not None:
+                await self._execute()
+            elif self.sim is not None and self.engine is not None and self.engine.book.is_flat is False:
+                pass  # paper orders complete on the next market event (the simulator's latency)
+        await self._settlement_payments()
+        self._unreachable_near_settlement()
+
+    # --- settlements ---------------------------------------------------------------
+    async def _settled_rate(self, at: int) -> float | None:
+        s = self.session
+        try:
+            rows = await asyncio.wait_for(
+                s.perp.call("fetch_funding_rate_history", s.perp.symbol, at // 1_000_000 - 60_000, 5), 10)
+        except Exception as exc:  # noqa: BLE001 - the announced rate stands in; the log says so
+            self.log.warning("settled_rate_unavailable", settlement=at, error=f"{type(exc).__name__}: {exc}"[:300])
+            return None
+        for r in rows:
+            if abs(int(r["timestamp"]) * 1_000_000 - at) <= 60 * NS_PER_SECOND:
+                return float(r["fundingRate"])
+        return None
+
+    def _settlement_in_position(self, s: FundingSettlement) -> None:
+        engine = self.engine
+        assert engine is not None
+        self.stats.settlements.append({"ts": s.ts, "rate": s.rate, "mark": s.mark, "mark_source": s.mark_source,
+                                       "perp_qty": engine.book.perp.qty, "paid": self.mode == "paper"})
+        if self.mode == "live":
+            self.payments[s.ts] = 0
+
+    async def _settlement_payments(self) -> None:
+        """Live: every settlement passed in position must be in the trade log as
+        the venue's payment; asked a few times, then a critical alert."""
+        if not self.payments:
+            return
+        await learn_funding(self.session)
+        paid = {int(f["venue_ts"]) for f in self.journal.rows("funding")}
+        for t in list(self.payments):
+            row = next(x for x in self.stats.settlements if x["ts"] == t)
+            if any(abs(p - t) <= 60 * NS_PER_SECOND for p in paid):
+                row["paid"] = True
+                del self.payments[t]
+                continue
+            self.payments[t] += 1
+            if self.payments[t] >= PAYMENT_ASKS:
+                del self.payments[t]
+                row["paid"] = False
+                self.session.alert("missed_settlement", f"no funding payment for the settlement at {_utc(t)} in the "
+                                   "trade log after " f"{PAYMENT_ASKS} asks", "critical")
+
+    def _unreachable_near_settlement(self) -> None:
+        nxt = self.pacer.next_settlement
+        window = self.cfg.runner_settings.unreachable_alert_minutes * 60 * NS_PER_SECOND
+        if not nxt or nxt - self.now > window:
+            return
+        wall = time.time_ns()
+        limit = self.cfg.alert_settings.unreachable_seconds
+        for f in self._feeds:
+            quiet_s = (wall - f.last_event_ns) / NS_PER_SECOND if f.last_event_ns else math.inf
+            key = (f.account, nxt)
+            if quiet_s >= limit and key not in self._unreachable_warned:
+                self._unreachable_warned.add(key)
+                self.stats.unreachable_alerts += 1
+                self.session.alert("venue_unreachable", f"{f.account} has not answered for {quiet_s:.0f} s, "
+                                   f"{(nxt - self.now) / 60e9:.0f} min before the {_utc(nxt)} settlement", "critical")
+
+    # --- heartbeat and summary ----------------------------------------------------
+    async def _heartbeat(self) -> None:
+        engine = self.engine
+        if engine is None:
+            return
+        self.stats.heartbeats += 1
+        beat = self.summary()
+        self.log.info("heartbeat", **beat)
+        self.journal.set_state(HEARTBEAT_KEY, json.dumps(beat, default=str), self.session.now_ns())
+        if self.mode == "live":
+            self.journal.set_state(PEAK_KEY, repr(engine.monitor.peak_equity), self.session.now_ns())
+            s = self.session
+            js, jp = self.journal.position(s.spot.account, s.spot.base), self.journal.position(s.perp.account)
+            self.stats.max_drift = max(self.stats.max_drift, drift_of(js, jp, 1e-9))
+
+    def summary(self) -> dict[str, Any]:
+        engine = self.engine
+        assert engine is not None
+        b, mmr = engine.book, self.cfg.perp.maintenance_margin_rate
+        buf = b.margin_buffer(mmr)
+        return {
+            "venue_time": _utc(self.now) if self.now else None, "uptime_s": round(time.time() - self.stats.started, 1),
+            "events": self.stats.events, "equity": round(b.equity, 4), "funding": round(b.funding, 4),
+            "fees": round(b.fees, 4), "spot_qty": b.spot.qty, "perp_qty": b.perp.qty, "drift": b.drift,
+            "max_drift": self.stats.max_drift, "margin_buffer": buf if math.isfinite(buf) else None,
+            "leverage": b.leverage(), "halted": engine.monitor.kill.reason or None,
+            "signal_apr": engine.strategy.signal.current_apr(), "operations": self.stats.operations,
+            "settlements_in_position": len(self.stats.settlements),
+            "settlements_paid": sum(1 for x in self.stats.settlements if x["paid"]),
+            "feeds": {f.account: f.state.value for f in self._feeds} if hasattr(self, "_watch") or self.feeds else {},
+        }
+
+
+def _unstamped() -> int:
+    return 0  # an answer without the venue's time: the pacer stamps it at the latest venue time
+
+
+def _utc(ns: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ns / 1e9)) + " UTC"
