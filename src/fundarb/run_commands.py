@@ -46,7 +46,7 @@ def run_command(
         store = promotions or Path(os.environ.get("FUNDARB_PROMOTIONS") or DEFAULT_PROMOTIONS)
         refusal = live_clearance(cfg, store)
         if refusal:
-            _fail(f"refusing to trade live: {refusal}")
+            _fail(refusal)
     from fundarb.runner.loop import RunnerError
     from fundarb.venues.live.runlock import RunnerBusy, RunnerLock
 

@@ -191,6 +191,13 @@ async def _send(session: LiveSession, op_id: int, name: str, role: str, side: Si
                    f"{order.filled_qty:g}" + (f" ({order.status_reason[:120]})" if order.status_reason else ""))
 
 
+def _base_fees(session: LiveSession, op_id: int) -> float:
+    """BTC the venue kept as fees on the spot leg's fills of ``op_id``."""
+    journal, base = session.journal, session.spot.base
+    return sum(f["fee"] for r in journal.orders(op_id) if r["leg"] == "spot"
+               for f in journal.fills(r["client_id"]) if f["fee_currency"] == base)
+
+
 def _refused(journal: Journal, op_id: int, leg: str) -> bool:
     rows = [r for r in journal.orders(op_id) if r["leg"] == leg]
     return bool(rows) and all(r["status"] == S.REJECTED.value for r in rows)
@@ -232,8 +239,13 @@ def _conclude(session: LiveSession, op_id: int, kind: str, actions: list[str], t
     journal, now = session.journal, session.now_ns()
     spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
     residual = spot + perp
+    # the gap by the fills, or by what the legs hold (a spot fee taken in BTC
+    # is bought but not held): an unwind sells what is held, so after it only
+    # the fee is left between the fills, and nothing between the holdings
+    held = residual - _base_fees(session, op_id)
+    gap = min(residual, held, key=abs)
     price = _last_price(journal, op_id, "spot") or _last_price(journal, op_id, "perp")
-    tradeable = price > 0 and any(_tradeable(leg, abs(residual), price) > 0 for leg in session.legs)
+    tradeable = price > 0 and any(_tradeable(leg, abs(gap), price) > 0 for leg in session.legs)
     unresolved = bool(journal.orders(op_id, open_only=True))
     if timed_out or unresolved or tradeable:
         status = "naked"

@@ -1,0 +1,100 @@
+"""Set-up shared by the strategy-runner tests: the emulator's clock played
+forward from a thread, a runner config written to disk, a passing promotion
+record for it (what `fundarb promote` would leave), and `fundarb run` as a
+separate process with the emulator's keys."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import attrs
+from live_fixtures import KEYS, baseline
+
+from fundarb.config import Config, LiveSettings, RunnerSettings, config_hash, dumps
+
+START = "2024-03-01T06:00"  # real Binance data: funding ~55% APR, the carry enters at once
+WAIT_S = 60.0
+
+
+def runner_config(**strategy) -> Config:
+    """The baseline with short live timings (a test's seconds are the venue's
+    minutes), and a quiet window around settlements."""
+    cfg = baseline()
+    return attrs.evolve(
+        cfg, name="runner-test",
+        strategy=attrs.evolve(cfg.strategy, **strategy),
+        live=LiveSettings(reconcile_interval_seconds=2.0, hedge_timeout_seconds=20.0, order_timeout_seconds=5.0),
+        runner=RunnerSettings(settlement_quiet_minutes=10.0, heartbeat_seconds=1.0, kill_poll_seconds=0.2,
+                              unreachable_alert_minutes=60.0))
+
+
+def write_config(cfg: Config, folder: Path) -> Path:
+    path = folder / f"{cfg.name}.toml"
+    path.write_text(dumps(cfg))
+    return path
+
+
+def promote_for_test(cfg: Config, store: Path) -> None:
+    """A passing promotion record for ``cfg``'s exact hash, so `run --live`
+    starts (what promotion checks is tested with `fundarb promote` itself)."""
+    from fundarb.promote import save_record
+
+    save_record(store, {"created_ns": time.time_ns(), "config_hash": config_hash(cfg), "config_name": cfg.name,
+                        "passed": True, "note": "written by the runner tests, not by fundarb promote"})
+
+
+@contextmanager
+def venue_clock(server, minutes_per_step: float = 5.0, every_s: float = 0.05) -> Iterator[threading.Event]:
+    """Play the emulator's data time forward (5 venue minutes every 50 ms:
+    about 100 minutes a second) until the block ends; set the yielded event
+    to pause it."""
+    stop, pause = threading.Event(), threading.Event()
+
+    def play() -> None:
+        while not stop.wait(every_s):
+            if not pause.is_set():
+                server.advance(int(minutes_per_step * 60e9))
+
+    thread = threading.Thread(target=play, daemon=True)
+    thread.start()
+    try:
+        yield pause
+    finally:
+        stop.set()
+        thread.join()
+
+
+def spawn_runner(server, journal: Path, config: Path, store: Path, mode: str = "--live",
+                 log: Path | None = None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNDARB_")}
+    env.update(KEYS, FUNDARB_PROMOTIONS=str(store))
+    cmd = [sys.executable, "-c", "from fundarb.cli import main; main()", "run", str(config), mode,
+           "--api-url", server.base_url, "--journal", str(journal)]
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, what: str, timeout: float = WAIT_S) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def stop_runner(child: subprocess.Popen) -> int:
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return child.returncode
