@@ -300,6 +300,15 @@ def _trade_commands() -> None:
 _trade_commands()
 
 
+def _promote_command() -> None:
+    from fundarb.promote_commands import promote_command
+
+    app.command("promote")(promote_command)
+
+
+_promote_command()
+
+
 def _run_command() -> None:
     from fundarb.run_commands import run_command
 
