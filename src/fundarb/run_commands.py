@@ -67,14 +67,15 @@ async def _serve(cfg, mode: str, path: Path, target, log_file: Optional[Path], d
     from fundarb.config import config_hash
     from fundarb.runner.logs import run_logger
     from fundarb.runner.loop import Runner
-    from fundarb.venues.live.session import open_session
 
     log = run_logger(config_hash(cfg), mode, log_file)
-    session = await open_session(cfg, path, target, trading=mode == "live")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    session = await _connect(cfg, path, target, mode, log, stop)
+    if session is None:
+        return
     if duration is not None:
         loop.call_later(duration, stop.set)
     try:
@@ -85,3 +86,23 @@ async def _serve(cfg, mode: str, path: Path, target, log_file: Optional[Path], d
         await runner.run(stop)
     finally:
         await session.close()
+
+
+async def _connect(cfg, path: Path, target, mode: str, log, stop: asyncio.Event):
+    """Open the session, waiting out a venue that does not answer (a restart
+    during an outage keeps trying, with back-off, until stopped); a bad key
+    or config fails at once."""
+    from fundarb.venues.live.exchange import VenueUnreachable
+    from fundarb.venues.live.session import open_session
+
+    delay = 1.0
+    while True:
+        try:
+            return await open_session(cfg, path, target, trading=mode == "live")
+        except VenueUnreachable as exc:
+            log.warning("venue_unreachable_at_start", error=str(exc)[:300], retry_in_s=delay)
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+            return None
+        except TimeoutError:
+            delay = min(delay * 2, 60.0)

@@ -38,7 +38,8 @@ from fundarb.venues.live.paired import PairOutcome, execute_adjust, execute_pair
 from fundarb.venues.live.session import LiveSession
 
 S = OrderStatus
-BINANCE_WALLETS = {"binance": "spot", "binanceusdm": "future"}
+# Binance universal transfer types between the spot wallet and the USD-M futures wallet
+BINANCE_TRANSFERS = {("binance", "binanceusdm"): "MAIN_UMFUTURE", ("binanceusdm", "binance"): "UMFUTURE_MAIN"}
 
 
 @attrs.define
@@ -130,20 +131,24 @@ class LiveVenue:
         s = self.session
         src = s.spot if r.from_venue == s.spot.account else s.perp
         dst = s.perp if src is s.spot else s.spot
-        wallets = BINANCE_WALLETS.get(src.exchange.id), BINANCE_WALLETS.get(dst.exchange.id)
+        kind = BINANCE_TRANSFERS.get((src.exchange.id, dst.exchange.id))
         now = self.now()
-        if None not in wallets and wallets[0] != wallets[1]:
+        if kind is not None:
             client = s.clients.get("binance") or src.exchange
             try:
-                reply = await src.queue.call(client.transfer, src.quote, round(r.amount, 2), wallets[0], wallets[1])
-            except Exception as exc:  # noqa: BLE001 - the venue's words go to the engine and the alert
-                return [TransferRejected(now, r.from_venue, r.to_venue, r.amount, f"{type(exc).__name__}: {exc}"[:300])]
-            return [TransferDone(now, str(reply.get("id") or ""), r.from_venue, r.to_venue, r.amount, 0.0)]
+                reply = await src.queue.call(client.transfer, src.quote, round(r.amount, 2), "spot", "future",
+                                             {"type": kind})
+                return [TransferDone(now, str(reply.get("id") or ""), r.from_venue, r.to_venue, r.amount, 0.0)]
+            except Exception as exc:  # noqa: BLE001 - the venue's words go to the alert
+                why = f"the transfer failed ({type(exc).__name__}: {str(exc)[:200]})"
+        else:
+            why = "there is no automatic transfer between these venues"
+        # one alert, then the engine hears "not made" after the transfer delay and
+        # asks again if the need still stands (not on every tick meanwhile)
         s.alert("transfer_needed", f"move {r.amount:,.2f} {src.quote} from {r.from_venue} to {r.to_venue} by hand: "
-                "there is no automatic transfer between these venues", "critical")
+                f"{why}", "critical")
         delay = int(s.cfg.transfer.delay_minutes * 60 * NS_PER_SECOND)
-        self.waiting_transfers.append((now + delay, TransferRejected(
-            now, r.from_venue, r.to_venue, r.amount, "no automatic transfer between these venues: asked by alert")))
+        self.waiting_transfers.append((now + delay, TransferRejected(now, r.from_venue, r.to_venue, r.amount, why)))
         return []
 
 

@@ -27,6 +27,10 @@ class VenueSetupError(ValueError):
     """A venue that cannot be reached as configured; the message names it."""
 
 
+class VenueUnreachable(VenueSetupError):
+    """The venue did not answer (network, 5xx, timeouts): worth trying again later."""
+
+
 @attrs.frozen
 class Target:
     """Where the venues are: real (default), their sandbox, or a server that

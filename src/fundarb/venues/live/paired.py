@@ -239,11 +239,15 @@ def _conclude(session: LiveSession, op_id: int, kind: str, actions: list[str], t
     journal, now = session.journal, session.now_ns()
     spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
     residual = spot + perp
-    # the gap by the fills, or by what the legs hold (a spot fee taken in BTC
-    # is bought but not held): an unwind sells what is held, so after it only
-    # the fee is left between the fills, and nothing between the holdings
+    # a spot fee taken in BTC is bought but never held, so the fills can
+    # differ by it while the legs are equal: after an unwind (it sells what is
+    # held) and after a close (it sells what the carry holds, short of what
+    # the perp buys back by the entry's fee). The gap that counts is the
+    # smallest of: by the fills, by what this operation left held, and
+    # between the carry's two legs as a whole.
     held = residual - _base_fees(session, op_id)
-    gap = min(residual, held, key=abs)
+    carry = journal.position(session.spot.account, session.spot.base) + journal.position(session.perp.account)
+    gap = min(residual, held, carry, key=abs)
     price = _last_price(journal, op_id, "spot") or _last_price(journal, op_id, "perp")
     tradeable = price > 0 and any(_tradeable(leg, abs(gap), price) > 0 for leg in session.legs)
     unresolved = bool(journal.orders(op_id, open_only=True))

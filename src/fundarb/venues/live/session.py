@@ -14,7 +14,7 @@ import ccxt
 
 from fundarb.config import Config, config_hash
 from fundarb.venues.live.credentials import Credentials, load_credentials, require_credentials
-from fundarb.venues.live.exchange import MarketRules, Target, VenueSetupError, connect
+from fundarb.venues.live.exchange import MarketRules, Target, VenueSetupError, VenueUnreachable, connect
 from fundarb.venues.live.journal import Journal
 from fundarb.venues.live.orders import LegTrader, LiveLeg
 from fundarb.venues.live.ratelimit import RequestQueue
@@ -109,7 +109,7 @@ async def _load_markets(client: Any, queue: RequestQueue, exchange_id: str) -> N
         raise VenueSetupError(f"{exchange_id}: the venue refused the API key ({_short(exc)}); "
                               f"check FUNDARB_{exchange_id.upper()}_API_KEY and _SECRET") from None
     except ccxt.NetworkError as exc:
-        raise VenueSetupError(f"{exchange_id}: unreachable ({type(exc).__name__}: {_short(exc)})") from None
+        raise VenueUnreachable(f"{exchange_id}: unreachable ({type(exc).__name__}: {_short(exc)})") from None
 
 
 def _short(exc: BaseException) -> str:
