@@ -162,8 +162,10 @@ class LiveSettings:
     and new entries are blocked. Pre-flight refuses a trade whose spread or
     expected slippage (walking the venue's book) exceeds the bp limits.
     Reconciliation runs every ``reconcile_interval_seconds`` in long-running
-    processes. Without the section the defaults apply and the config hash is
-    the one it had before the section existed.
+    processes. A venue request without an answer after
+    ``request_timeout_seconds`` is given up (and, where safe, retried).
+    Without the section the defaults apply and the config hash is the one it
+    had before the section existed.
     """
 
     order_timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
@@ -171,6 +173,7 @@ class LiveSettings:
     reconcile_interval_seconds: float = attrs.field(default=300.0, validator=_positive)
     max_spread_bp: float = attrs.field(default=10.0, validator=_positive)
     max_slippage_bp: float = attrs.field(default=15.0, validator=_positive)
+    request_timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
 
 
 _alerts_positive = _positive_in("alerts")

@@ -51,7 +51,8 @@ def _context(config: Optional[Path], journal: Optional[Path], api_url: Optional[
 
     try:
         cfg = load(config or default_config_path())
-        target = Target(api_url=api_url, sandbox=sandbox)
+        target = Target(api_url=api_url, sandbox=sandbox,
+                        timeout_ms=int(cfg.live_settings.request_timeout_seconds * 1000))
     except (ConfigError, VenueSetupError) as exc:
         _fail(str(exc))
     path = journal or Path(os.environ.get("FUNDARB_JOURNAL") or DEFAULT_JOURNAL)

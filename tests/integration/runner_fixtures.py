@@ -30,7 +30,8 @@ def runner_config(**strategy) -> Config:
     return attrs.evolve(
         cfg, name="runner-test",
         strategy=attrs.evolve(cfg.strategy, **strategy),
-        live=LiveSettings(reconcile_interval_seconds=2.0, hedge_timeout_seconds=20.0, order_timeout_seconds=5.0),
+        live=LiveSettings(reconcile_interval_seconds=2.0, hedge_timeout_seconds=20.0, order_timeout_seconds=5.0,
+                          request_timeout_seconds=2.0),
         runner=RunnerSettings(settlement_quiet_minutes=10.0, heartbeat_seconds=1.0, kill_poll_seconds=0.2,
                               unreachable_alert_minutes=60.0))
 

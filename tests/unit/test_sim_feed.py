@@ -9,7 +9,6 @@ from pathlib import Path
 
 import attrs
 import numpy as np
-import pytest
 from conftest import T0, synthetic_history
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -149,12 +148,7 @@ def test_feed_equals_events_over_random_real_windows(seed, day, days):
     a, sim_a, err_a = run_events(cfg, h)
     b, _, tape, _, err_b = run_feed(cfg, h)
     last = tape[-1][0]
-    if err_a is not None and sim_a.now > last:
-        # A failed while draining past the tape's end (see the xfail below);
-        # `feed` stops at the last event: up to there both runs are the same
-        assert err_b is None
-    else:
-        assert err_a == err_b
+    assert err_a == err_b
     if err_b is None:
         assert_same_run(a, b, last)
 
@@ -295,10 +289,6 @@ def test_something_due_at_the_fed_instant_keeps_its_priority():
     assert sim.accounts["sim:perp"].acct.cash == 10_000.0 + 499.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "events() drains the heap past the tape's end and checks the next settlement, which lies outside the "
-    "[data] window: a transfer requested at the last hour lands at the window end (a settlement instant) "
-    "and the backtest fails with MissingFundingSettlement for a settlement the window does not include"))
 def test_a_backtest_ending_at_a_settlement_with_a_transfer_in_flight_completes():
     # real history 2021-08-29 .. 2021-09-06 (end exclusive; any seed): in
     # carry, the monitor tops up the perp at 2021-09-05 23:00, the transfer

@@ -9,7 +9,8 @@ the journal's sequence, legs completed or unwound within the hedge timeout):
 - a spot order and a perp order of one decision (entry, exit, margin cut,
   kill-switch flatten) are ONE paired operation (``open`` or ``close``);
 - a lone order (a rebalance of the larger leg, the unwind of a naked leg)
-  is an ``adjust`` operation of one order.
+  is an ``adjust`` operation of one order; one the venue refused is not
+  sent again for a minute (the engine asks on every tick while it stands).
 
 The engine's own client ids never reach a venue: each engine order is
 answered from the operation's first order on its leg (its fills carry the
@@ -27,6 +28,7 @@ delay, that it was not made, so it asks again while the need stands.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -38,6 +40,7 @@ from fundarb.venues.live.paired import PairOutcome, execute_adjust, execute_pair
 from fundarb.venues.live.session import LiveSession
 
 S = OrderStatus
+RETRY_FAILED_ADJUST_S = 60.0
 # Binance universal transfer types between the spot wallet and the USD-M futures wallet
 BINANCE_TRANSFERS = {("binance", "binanceusdm"): "MAIN_UMFUTURE", ("binanceusdm", "binance"): "UMFUTURE_MAIN"}
 
@@ -50,6 +53,7 @@ class LiveVenue:
     transfers: list[TransferRequest] = attrs.field(factory=list)
     waiting_transfers: list[tuple[int, TransferRejected]] = attrs.field(factory=list)
     outcomes: list[PairOutcome] = attrs.field(factory=list)
+    held_back: dict[tuple, float] = attrs.field(factory=dict)  # a failed lone order -> not again before (monotonic s)
 
     # --- Venue interface ----------------------------------------------------------
     def events(self) -> Iterator[Any]:
@@ -96,7 +100,13 @@ class LiveVenue:
         plan = {"engine_orders": [o.client_id for o in group], "reason": group[0].reason,
                 "prices": {}}
         if kind == "adjust":
+            key = tuple((o.venue, o.side) for o in group)
+            if self.held_back.get(key, 0.0) > time.monotonic():
+                return [OrderUpdate(self.now(), o.venue, o.client_id, S.REJECTED.value,
+                                    "held back: the same order failed less than a minute ago") for o in group]
             outcome = await execute_adjust(s, [("spot" if o is spot else "perp", o.side, o.qty) for o in group], plan)
+            if outcome.status == "failed":  # the engine asks again on every tick: not the venue
+                self.held_back[key] = time.monotonic() + RETRY_FAILED_ADJUST_S
         else:
             outcome = await execute_pair(s, kind, perp.qty, plan, spot_qty=spot.qty)
         self.outcomes.append(outcome)

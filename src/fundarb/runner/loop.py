@@ -164,7 +164,8 @@ class Runner:
                 total = spot_cash
                 spot_cash, perp_cash = total * (1 - cfg.perp_allocation), total * cfg.perp_allocation
             book = PositionBook.open(cfg.spot_account, cfg.perp_account, spot_cash, perp_cash)
-            book.spot.qty = self.journal.position(s.spot.account, s.spot.base)
+            js = self.journal.position(s.spot.account, s.spot.base)
+            book.spot.qty = js - self._dust(js, pos["qty"], spot_px)
             book.perp.qty, book.perp.entry = pos["qty"], pos["entry"]
             if book.perp.qty:
                 book.perp_spans.append([self.pacer.now, None])
@@ -225,8 +226,10 @@ class Runner:
                                      on_event=self.inbox.put_nowait, call=leg.queue.call, unstamped_ns=_unstamped)
                           for leg in s.legs]
             tasks += [asyncio.create_task(f.run()) for f in self.feeds]
-        tasks += [asyncio.create_task(self._every(self.cfg.runner_settings.kill_poll_seconds, self._tick, stop)),
-                  asyncio.create_task(self._every(self.cfg.runner_settings.heartbeat_seconds, self._heartbeat, stop))]
+        rs = self.cfg.runner_settings
+        tasks += [asyncio.create_task(self._every(rs.kill_poll_seconds, self._tick, stop)),
+                  asyncio.create_task(self._every(rs.kill_poll_seconds, self._settlement_payments, stop)),
+                  asyncio.create_task(self._every(rs.heartbeat_seconds, self._heartbeat, stop))]
         try:
             while not stop.is_set():
                 try:
@@ -296,13 +299,28 @@ class Runner:
             if not venue.busy:
                 return
 
+    def _dust(self, spot_qty: float, perp_qty: float, price: float) -> float:
+        """Spot BTC left alone by a closed carry that the venue will not trade
+        (under its lot or minimum order; a spot fee taken in BTC leaves such a
+        remainder): not a leg, so not a naked one."""
+        if abs(perp_qty) > 1e-12 or abs(spot_qty) < 1e-12 or not price > 0:
+            return 0.0
+        rules = self.session.spot.rules
+        sellable = rules.floor_btc(abs(spot_qty))
+        return spot_qty if sellable == 0 or rules.problems(sellable, price) else 0.0
+
     def _check_books(self) -> None:
-        """The engine's legs must be what the trade log's fills hold: anything
-        else is a broken invariant (the kill switch)."""
+        """The engine's legs must be what the trade log's fills hold (less
+        spot dust): anything else is a broken invariant (the kill switch)."""
         engine, s = self.engine, self.session
         assert engine is not None
         js, jp = self.journal.position(s.spot.account, s.spot.base), self.journal.position(s.perp.account)
         b = engine.book
+        dust = self._dust(js, jp, b.spot.price)
+        if dust and abs(b.spot.qty - js) <= 1e-8:
+            b.spot.qty = 0.0  # written off: the carry is flat
+            self.log.info("dust", spot_btc=dust, note="left on the spot account, under what the venue trades")
+        js -= dust
         if abs(b.spot.qty - js) > 1e-8 or abs(b.perp.qty - jp) > 1e-8:
             self._halt(f"broken invariant: the engine holds spot {b.spot.qty:+.8g} / perp {b.perp.qty:+.8g} BTC, "
                        f"the trade log {js:+.8g} / {jp:+.8g}")
@@ -359,9 +377,7 @@ class Runner:
             await self._check_kill_switch()
             if self.venue is not None:
                 await self._execute()
-            elif self.sim is not None and self.engine is not None and self.engine.book.is_flat is False:
-                pass  # paper orders complete on the next market event (the simulator's latency)
-        await self._settlement_payments()
+        # paper orders complete on the next market event (the simulator's latency)
         self._unreachable_near_settlement()
 
     # --- settlements ---------------------------------------------------------------
@@ -388,7 +404,9 @@ class Runner:
 
     async def _settlement_payments(self) -> None:
         """Live: every settlement passed in position must be in the trade log as
-        the venue's payment; asked a few times, then a critical alert."""
+        the venue's payment; asked a few times, then a critical alert. (Its own
+        task: it waits for the session lock, which a slow reconciliation may
+        hold, and the kill switch must not wait with it.)"""
         if not self.payments:
             return
         await learn_funding(self.session)
@@ -435,6 +453,7 @@ class Runner:
             self.journal.set_state(PEAK_KEY, repr(engine.monitor.peak_equity), self.session.now_ns())
             s = self.session
             js, jp = self.journal.position(s.spot.account, s.spot.base), self.journal.position(s.perp.account)
+            js -= self._dust(js, jp, engine.book.spot.price)
             self.stats.max_drift = max(self.stats.max_drift, drift_of(js, jp, 1e-9))
 
     def summary(self) -> dict[str, Any]:
@@ -452,6 +471,11 @@ class Runner:
             "settlements_in_position": len(self.stats.settlements),
             "settlements_paid": sum(1 for x in self.stats.settlements if x["paid"]),
             "feeds": {f.account: f.state.value for f in self._feeds} if hasattr(self, "_watch") or self.feeds else {},
+            "requests": {leg.account: {"attempts": leg.queue.stats.attempts, "retries": leg.queue.stats.retries,
+                                       "paused_s": round(leg.queue.stats.paused_s, 1),
+                                       "last_error": leg.queue.stats.last_error[:120]}
+                         for leg in self.session.legs},
+            "reconciliations": len(self.journal.rows("reconciliations")) if self.mode == "live" else 0,
         }
 
 

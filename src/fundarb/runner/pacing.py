@@ -46,6 +46,7 @@ class Pacer:
     interval_hours: float = 8.0
     announced_rate: float | None = None
     last_mark: float = 0.0
+    last_timer: int = 0  # the last whole hour a Timer was given for
     settlements: list[FundingSettlement] = attrs.field(factory=list)
     unknown: list[int] = attrs.field(factory=list)  # settlement instants whose rate nobody could say
 
@@ -59,12 +60,13 @@ class Pacer:
         while self.next_settlement and ts >= self.next_settlement:
             at = self.next_settlement
             s = await self._settlement(at)
-            out += self._timers(at)
+            out += self._timers(at - 1)  # the hours before it; the instant's own timer comes after it
             if s is not None:
                 out.append((at, q.P_FUNDING, s))
                 self.settlements.append(s)
-                self.now = max(self.now, at)
+            self.now = max(self.now, at)
             self.next_settlement = next_settlement(at, self.interval_hours)
+            self.announced_rate = None  # an announcement stands in for its own instant only
         out += self._timers(ts)
         if type(event) is MarkPrice and event.venue == self.perp_venue:
             self.last_mark = event.mark
@@ -78,14 +80,18 @@ class Pacer:
         return out
 
     def _timers(self, upto: int) -> list[tuple[int, int, Any]]:
+        """Timers at the whole hours after the last one given, up to ``upto``."""
         if not self.now:
             return []  # the first event: the clock starts here, no hour was crossed
-        start = (self.now // NS_PER_HOUR + 1) * NS_PER_HOUR
+        if not self.last_timer:
+            self.last_timer = self.now // NS_PER_HOUR * NS_PER_HOUR
+        start = self.last_timer + NS_PER_HOUR
         if start > upto:
             return []
         start = max(start, (upto // NS_PER_HOUR - MAX_TIMERS + 1) * NS_PER_HOUR)
         out = [(h, q.P_TIMER, Timer(h)) for h in range(start, upto + 1, NS_PER_HOUR)]
-        self.now = out[-1][0]
+        self.last_timer = out[-1][0]
+        self.now = max(self.now, self.last_timer)
         return out
 
     async def _settlement(self, at: int) -> FundingSettlement | None:

@@ -23,6 +23,7 @@ finds everything in agreement lifts the block and says so.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import attrs
 
@@ -34,6 +35,7 @@ from fundarb.venues.live.paired import BLOCK_KEY, recover, resolve_unknown
 from fundarb.venues.live.preflight import balance_of, perp_position
 from fundarb.venues.live.session import LiveSession
 
+log = logging.getLogger(__name__)
 KILL_SWITCH_PREFIX = "kill switch"  # a block the kill switch set (see fundarb.monitor_sources.LiveSource.kill)
 CLIENT_PREFIX = "fa"  # core.orders.client_order_id: "fa<config hash[:12]>-<seq>"
 QTY_TOL = 1e-8
@@ -220,5 +222,9 @@ async def reconcile_every(session: LiveSession, stop: asyncio.Event) -> None:
         try:
             await asyncio.wait_for(stop.wait(), interval)
         except TimeoutError:
-            await reconcile(session, "periodic")
+            try:
+                await reconcile(session, "periodic")
+            except Exception as exc:  # noqa: BLE001 - a failed round must not end the periodic check
+                log.warning("periodic reconciliation failed: %s: %s", type(exc).__name__, str(exc)[:300])
+                session.alert("reconciliation_failed", f"could not reconcile: {type(exc).__name__}: {str(exc)[:300]}")
 

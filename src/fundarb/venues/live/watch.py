@@ -25,10 +25,21 @@ class LiveWatch:
     unstamped_ns: Callable[[], int] | None = None  # see MarketFeed
     feeds: list[MarketFeed] = attrs.field(factory=list)
     reconciliations: list[Reconciliation] = attrs.field(factory=list)
+    _pending: set = attrs.field(factory=set)
 
     async def _after_reconnect(self, account: str) -> None:
-        # a reconnect may have hidden fills, cancels or funding: look again at once
-        self.reconciliations.append(await reconcile(self.session, "reconnect"))
+        # a reconnect may have hidden fills, cancels or funding: look again at
+        # once, beside the feed (a reconciliation waits for any operation in
+        # flight, and the feed's prices must not wait with it)
+        task = asyncio.create_task(self._reconcile_after_reconnect())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _reconcile_after_reconnect(self) -> None:
+        try:
+            self.reconciliations.append(await reconcile(self.session, "reconnect"))
+        except Exception as exc:  # noqa: BLE001 - the periodic reconciliation tries again
+            self.session.alert("reconciliation_failed", f"after a reconnect: {type(exc).__name__}: {str(exc)[:300]}")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Feed both legs and reconcile until ``stop`` is set."""
@@ -44,6 +55,7 @@ class LiveWatch:
         try:
             await stop.wait()
         finally:
+            tasks += list(self._pending)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

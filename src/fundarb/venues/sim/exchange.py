@@ -166,6 +166,11 @@ class SimExchange:
                 self._on_market(event)
                 yield event  # the event itself goes before what it caused
             elif heap:
+                if tape_next is None:
+                    # past the tape's last event: its settlements are past the data, so
+                    # none can be missing (a transfer landing on the window's end must
+                    # not ask for a settlement the window does not hold)
+                    self._funding_due = 1 << 62
                 ts, prio, item = self._queue.pop()
                 self._advance(ts, prio)
                 self._on_internal(item)
