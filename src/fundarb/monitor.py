@@ -299,7 +299,8 @@ def engine_driver(data_seconds_per_second: float, tick_seconds: float = 0.25):
     return drive
 
 
-def live_driver(cfg: Any, journal_path: Any, target: Any, label: str, **session_options: Any):
+def live_driver(cfg: Any, journal_path: Any, target: Any, label: str, reconciling: bool = True,
+                **session_options: Any):
     """Open the live session in the dashboard's event loop, then run the
     feeds and reconciliation and poll the venues' positions and funding
     payments. The start-up reconciliation (and any recovery) is the caller's:
@@ -310,7 +311,7 @@ def live_driver(cfg: Any, journal_path: Any, target: Any, label: str, **session_
 
         session = await open_session(cfg, journal_path, target, **session_options)
         app.closers.append(session.close)
-        src = app.source = LiveSource(session, label)
+        src = app.source = LiveSource(session, label, reconciling=reconciling)
         stop = asyncio.Event()
         watching = asyncio.create_task(src.watch.run(stop))
         app.closers.insert(0, lambda: _stop(stop, watching))

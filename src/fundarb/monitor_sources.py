@@ -214,12 +214,13 @@ class LiveSource:
     prices and funding, the venues' own balances and positions polled every
     ``poll_seconds``, the trade log for fills, funding payments and alerts."""
 
-    def __init__(self, session: Any, label: str, poll_seconds: float = 5.0) -> None:
+    def __init__(self, session: Any, label: str, poll_seconds: float = 5.0, reconciling: bool = True) -> None:
         from fundarb.venues.live.watch import LiveWatch
 
         self.session, self.label, self.poll_seconds = session, label, poll_seconds
         self.cfg = session.cfg
-        self.watch = LiveWatch(session, self._on_event)
+        # a runner trading the same trade log reconciles it; a second process must only watch
+        self.watch = LiveWatch(session, self._on_event, reconciling=reconciling)
         self.rates: dict[str, FundingRate] = {}
         self.mids: dict[str, float] = {}
         self.marks: dict[str, float] = {}

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -14,7 +15,10 @@ from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "matplotlib.pyplot" not in sys.modules:
+    # files, not windows: but a notebook that already chose its backend
+    # (inline) keeps it when it imports fundarb
+    matplotlib.use("Agg")
 import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from rich.console import Console  # noqa: E402

@@ -390,6 +390,7 @@ def reconcile_command(
     cfg, path, target = _context(config, journal, api_url, sandbox)
     if accept is not None and not accept.strip():
         _fail("--accept needs a reason")
+    _refuse_if_runner(path)  # the runner reconciles (and recovers) its own trade log
     if _run(_reconcile(cfg, path, target, accept)):
         raise typer.Exit(1)
 
@@ -533,13 +534,18 @@ def monitor_command(
         app.run()
         return
     cfg, path, target = _context(config, journal, api_url, sandbox)
-    if _run(_monitor_check(cfg, path, target)) is None:
+    from fundarb.venues.live.runlock import RunnerLock
+
+    runner = RunnerLock.holder(path)  # a runner reconciles its trade log itself: watch only
+    if _run(_monitor_check(cfg, path, target, reconciling=runner is None)) is None:
         return
     label = f"emulator {api_url}" if api_url else ("sandbox" if sandbox else "live")
-    MonitorApp(None, live_driver(cfg, path, target, label)).run()
+    if runner is not None:
+        label += f", runner pid {runner}"
+    MonitorApp(None, live_driver(cfg, path, target, label, reconciling=runner is None)).run()
 
 
-async def _monitor_check(cfg, path, target) -> bool:
+async def _monitor_check(cfg, path, target, reconciling: bool = True) -> bool:
     """Connect and reconcile once before the screen opens, so a bad key or an
     unreachable venue is one plain error line; the dashboard then opens its
     own clients inside its event loop."""
@@ -547,7 +553,8 @@ async def _monitor_check(cfg, path, target) -> bool:
 
     session = await open_session(cfg, path, target)
     try:
-        await _start(session)
+        if reconciling:
+            await _start(session)
     finally:
         await session.close()
     return True

@@ -151,11 +151,11 @@ def test_a_runner_holding_the_lock_flattens_itself_and_trade_commands_keep_off(e
         assert (blocked, flatten) == ("kill switch: runner test", "runner test") and len(alerts) == 1
 
         message = f"a strategy runner (pid {runner.pid}) is trading this trade log; stop it or use `fundarb kill`"
-        for args in (("trade", "open", "--size", "0.01", "--yes"), ("trade", "close", "--yes")):
+        for args in (("trade", "open", "--size", "0.01", "--yes"), ("trade", "close", "--yes"), ("reconcile",)):
             refused = cli(emulator.base_url, journal, *args)
             assert refused.exit_code == 2, refused.output
             assert refused.output.strip() == f"error: {message}"
-        assert len(emulator.log.entries) == requests  # neither kill nor the refused trades asked a venue
+        assert len(emulator.log.entries) == requests  # neither kill nor the refused commands asked a venue
         assert emulator.accounts.position("binanceusdm").qty == pytest.approx(-0.01)  # the runner's job
         assert RunnerLock.holder(journal) == runner.pid
     finally:

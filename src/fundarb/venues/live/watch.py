@@ -23,11 +23,14 @@ class LiveWatch:
     on_event: Callable[[object], None]
     use_websocket: bool | None = None
     unstamped_ns: Callable[[], int] | None = None  # see MarketFeed
+    reconciling: bool = True  # False: feeds only (another process, the runner, owns the trade log)
     feeds: list[MarketFeed] = attrs.field(factory=list)
     reconciliations: list[Reconciliation] = attrs.field(factory=list)
     _pending: set = attrs.field(factory=set)
 
     async def _after_reconnect(self, account: str) -> None:
+        if not self.reconciling:
+            return
         # a reconnect may have hidden fills, cancels or funding: look again at
         # once, beside the feed (a reconciliation waits for any operation in
         # flight, and the feed's prices must not wait with it)
@@ -51,7 +54,8 @@ class LiveWatch:
                                  unstamped_ns=self.unstamped_ns)
                       for leg in s.legs]
         tasks = [asyncio.create_task(f.run()) for f in self.feeds]
-        tasks.append(asyncio.create_task(reconcile_every(s, stop)))
+        if self.reconciling:
+            tasks.append(asyncio.create_task(reconcile_every(s, stop)))
         try:
             await stop.wait()
         finally:
