@@ -27,15 +27,23 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the file and the field."""
 
 
-def _finite(inst: Any, attr: attrs.Attribute, value: float) -> None:
+def _finite(inst: Any, attr: attrs.Attribute, value: float, section: str = "") -> None:
     if not math.isfinite(value):
-        raise ValueError(f"{attr.name} must be a finite number, got {value}")
+        raise ValueError(f"{section}{attr.name} must be a finite number, got {value}")
 
 
-def _nonneg(inst: Any, attr: attrs.Attribute, value: float) -> None:
-    _finite(inst, attr, value)
-    if value < 0:
-        raise ValueError(f"{attr.name} must be >= 0, got {value}")
+def _nonneg_in(section: str) -> Any:
+    """A validator: a finite number >= 0, named ``section.field`` (top level: no prefix)."""
+    prefix = f"{section}." if section else ""
+
+    def check(inst: Any, attr: attrs.Attribute, value: float) -> None:
+        _finite(inst, attr, value, prefix)
+        if value < 0:
+            raise ValueError(f"{prefix}{attr.name} must be >= 0, got {value}")
+    return check
+
+
+_nonneg = _nonneg_in("")
 
 
 @attrs.frozen
@@ -142,7 +150,7 @@ class Scenario:
 def _positive_in(section: str) -> Any:
     """A validator: a finite number > 0, named ``section.field`` when not."""
     def check(inst: Any, attr: attrs.Attribute, value: float) -> None:
-        _finite(inst, attr, value)
+        _finite(inst, attr, value, f"{section}.")
         if value <= 0:
             raise ValueError(f"{section}.{attr.name} must be > 0, got {value}")
     return check
@@ -198,10 +206,7 @@ class AlertSettings:
 _runner_positive = _positive_in("runner")
 
 
-def _runner_nonneg(inst: Any, attr: attrs.Attribute, value: float) -> None:
-    _finite(inst, attr, value)
-    if value < 0:
-        raise ValueError(f"runner.{attr.name} must be >= 0, got {value}")
+_runner_nonneg = _nonneg_in("runner")
 
 
 @attrs.frozen

@@ -310,12 +310,10 @@ class LiveSource:
 
     def unreachable(self) -> tuple[tuple[str, float], ...]:
         """(venue, seconds down) of each feed that cannot (re)connect and of
-        the venues' REST while its polls fail. A quiet feed is not down: the
-        emulator, or a calm market, may send nothing for a while."""
-        from fundarb.venues.live.feed import FeedState
-
+        the venues' REST while its polls fail (``MarketFeed.is_down``)."""
         now = time.monotonic()
-        down = {f.account for f in self.watch.feeds if f.state in (FeedState.RECONNECTING, FeedState.CONNECTING)}
+        wall = time.time_ns()
+        down = {f.account for f in self.watch.feeds if f.is_down(wall)}
         if self.poll_error:
             down.add("REST")
         for name in down:

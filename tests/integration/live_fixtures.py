@@ -41,6 +41,17 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def until(condition, what: str, timeout: float = 20.0) -> None:
+    """Wait (bounded) until ``condition()`` holds; a broken run fails, never hangs."""
+    async def poll():
+        while not condition():
+            await asyncio.sleep(0.05)
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
 def placed_orders(server, market=None) -> list:
     markets = [market] if market else [SPOT, PERP]
     return [o for m in markets for o in server.accounts.all_orders(*m)]

@@ -5,7 +5,9 @@ separate process with the emulator's keys."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -79,7 +81,14 @@ def spawn_runner(server, journal: Path, config: Path, store: Path, mode: str = "
     cmd = [sys.executable, "-c", "from fundarb.cli import main; main()", "run", str(config), mode,
            "--api-url", server.base_url, "--journal", str(journal)]
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                            preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """Linux: the runner gets SIGKILL when the test process dies, so a test
+    killed by its hang guard leaves no runner behind."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def wait_for(condition, what: str, timeout: float = WAIT_S) -> None:

@@ -9,7 +9,7 @@ import asyncio
 import attrs
 import pytest
 from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noqa: F401 (fixtures)
-from live_fixtures import assert_agree, baseline, fund, session_on
+from live_fixtures import assert_agree, baseline, fund, session_on, until
 
 import fundarb.venues.emulator_ws as emulator_ws
 from fundarb.config import LiveSettings
@@ -18,16 +18,6 @@ from fundarb.venues.live.paired import execute_pair
 from fundarb.venues.live.watch import LiveWatch
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
-
-
-async def until(condition, what: str, timeout: float = 20.0) -> None:
-    async def poll():
-        while not condition():
-            await asyncio.sleep(0.05)
-    try:
-        await asyncio.wait_for(poll(), timeout)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 def test_a_dropped_websocket_reconnects_and_reconciles_with_the_position_open(tmp_path):

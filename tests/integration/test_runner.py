@@ -10,9 +10,11 @@ import io
 import json
 import signal
 
+import attrs
+
 import pytest
 from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noqa: F401 (fixtures)
-from live_fixtures import KEYS, PERP, SPOT, assert_agree, fund, session_on
+from live_fixtures import KEYS, PERP, SPOT, assert_agree, fund, session_on, until
 from runner_fixtures import (
     START,
     promote_for_test,
@@ -25,25 +27,15 @@ from runner_fixtures import (
 )
 from typer.testing import CliRunner
 
-import fundarb.venues.emulator_ws  # noqa: F401 (mounts the websocket streams)
+import fundarb.venues.emulator_ws as emulator_ws
 from fundarb.cli import app
-from fundarb.config import config_hash
+from fundarb.config import AlertSettings, config_hash
 from fundarb.runner.logs import run_logger
 from fundarb.runner.loop import Runner
 from fundarb.venues.live.journal import Journal
 from fundarb.venues.live.paired import BLOCK_KEY, FLATTEN_KEY
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
-
-
-async def until(condition, what: str, timeout: float = 40.0) -> None:
-    async def poll():
-        while not condition():
-            await asyncio.sleep(0.05)
-    try:
-        await asyncio.wait_for(poll(), timeout)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def start_runner(server, journal, cfg, mode: str, log_lines: io.StringIO) -> tuple[Runner, asyncio.Event, asyncio.Task]:
@@ -105,7 +97,7 @@ def test_live_run_trades_through_the_journal_and_a_restart_takes_the_carry_back(
         runner, stop, task = await start_runner(server, journal, cfg, "live", lines)
         try:
             await until(lambda: len(runner.stats.settlements) >= 2 and all(x["paid"] for x in runner.stats.settlements),
-                        "two settlements in position, paid by the venue and in the trade log")
+                        "two settlements in position, paid by the venue and in the trade log", timeout=40.0)
             return runner
         finally:
             await finish(runner, stop, task)
@@ -114,7 +106,7 @@ def test_live_run_trades_through_the_journal_and_a_restart_takes_the_carry_back(
         runner, stop, task = await start_runner(server, journal, cfg, "live", lines)
         try:
             restored = (runner.engine.strategy.direction, runner.engine.strategy.entry_ts, runner.engine.book.perp.qty)
-            await until(lambda: runner.stats.settlements and runner.stats.settlements[-1]["paid"], "a settlement after the restart")
+            await until(lambda: runner.stats.settlements and runner.stats.settlements[-1]["paid"], "a settlement after the restart", timeout=40.0)
             return runner, restored
         finally:
             await finish(runner, stop, task)
@@ -196,3 +188,35 @@ def test_sigkill_between_the_legs_then_restart_leaves_no_naked_leg_and_no_duplic
     assert lost and all(o["status"] == "rejected" for o in lost)
     assert any(a["kind"] == "recovery" for a in j.rows("alerts"))
     assert j.blocked() is None
+
+
+def test_a_venue_silent_near_a_settlement_raises_a_critical_alert(tmp_path):
+    """The perp venue stops answering (websocket reset on every frame, every
+    REST call past the client's timeout) two hours before a settlement; the
+    spot venue, quiet between its hourly prices, is not reported."""
+    base = runner_config()
+    cfg = attrs.evolve(base, alerts=AlertSettings(unreachable_seconds=1.0),
+                       runner=attrs.evolve(base.runner, unreachable_alert_minutes=180.0))
+    journal = tmp_path / "live.sqlite"
+
+    async def scenario(server, hub):
+        runner, stop, task = await start_runner(server, journal, cfg, "live", io.StringIO())
+        try:
+            await until(lambda: runner.pacer.next_settlement, "the next settlement announced")
+            hub.faults.add("dropped_websocket", venue="binanceusdm", times=None, mode="reset")
+            server.faults.add("timeout", venue="binanceusdm", times=None, delay_s=5)
+            await until(lambda: any(a["kind"] == "venue_unreachable" for a in runner.journal.rows("alerts")),
+                        "the unreachable alert")
+            return runner, [a for a in runner.journal.rows("alerts") if a["kind"] == "venue_unreachable"]
+        finally:
+            server.faults.clear()
+            hub.faults.clear()
+            await finish(runner, stop, task)
+
+    with running_emulator(START) as server, venue_clock(server, minutes_per_step=0.5):  # 08:00 is 2 h (24 s) away
+        fund(server)
+        runner, alerts = asyncio.run(scenario(server, emulator_ws.websockets(server)))
+    assert [a["severity"] for a in alerts] == ["critical"], [a["message"] for a in alerts]
+    assert "binanceusdm:perp has not answered" in alerts[0]["message"]
+    assert "before the 2024-03-01 08:00:00 UTC settlement" in alerts[0]["message"]
+    assert runner.stats.unreachable_alerts == 1

@@ -2,6 +2,9 @@
 three days of real Binance data (2024-03-01 .. 03-04, funding ~50% APR), with
 faults at and around every funding settlement, and one SIGKILL and restart.
 
+The perp wallet starts thin (22,500 USDT against a 65,000 USDT short,
+`perp_allocation` 0.18) so BTC's rise over these days calls for a margin
+top-up from the spot wallet (Binance's wallet transfer).
 The venue's clock runs 100 venue minutes per wall second, 20 within half an
 hour of a settlement (where the faults are). The config holds a carry at most
 one day, with a 4 h cooldown, so the soak enters, exits and enters again; the
@@ -28,9 +31,10 @@ import json
 import signal
 import time
 
+import attrs
 import pytest
 from emulator_fixtures import loopback_only, running_emulator  # noqa: F401 (fixtures)
-from live_fixtures import PERP, SPOT, assert_agree, fund
+from live_fixtures import PERP, SPOT, assert_agree
 from runner_fixtures import START, promote_for_test, runner_config, spawn_runner, stop_runner, wait_for, write_config
 
 import fundarb.venues.emulator_ws as emulator_ws
@@ -84,13 +88,16 @@ def _position_at(fills: list[dict], account: str, t: int) -> float:
 
 
 def test_soak_three_days_with_faults_at_settlements_and_a_kill(tmp_path):
-    cfg = runner_config(max_holding_days=1.0, cooldown_hours=4.0)
+    cfg = attrs.evolve(runner_config(max_holding_days=1.0, cooldown_hours=4.0), perp_allocation=0.18)
     config, store, journal = write_config(cfg, tmp_path), tmp_path / "promotions.sqlite", tmp_path / "live.sqlite"
     promote_for_test(cfg, store)
     log = tmp_path / "runner.log"
     faults: list[dict] = []
     with running_emulator(START) as server:
-        fund(server)
+        # thin perp collateral (leverage 2.6 at entry): BTC's rise over these days takes the
+        # short's margin buffer under 30%, and the runner must top it up from the spot wallet
+        server.accounts.fund("binance", "USDT", 102_500.0)
+        server.accounts.fund("binanceusdm", "USDT", 22_500.0)  # perp_allocation 0.18 of 125,000
         hub = emulator_ws.websockets(server)
         start = server.now_ns
         end = start + DAYS * 24 * NS_PER_HOUR
@@ -156,7 +163,10 @@ def test_soak_three_days_with_faults_at_settlements_and_a_kill(tmp_path):
                    for f in done if f["account"] == "binance:spot")
         perp = sum((1 if f["side"] == "buy" else -1) * f["qty"] for f in done if f["account"] == "binanceusdm:perp")
         drifts.append(drift_of(spot, perp, 1e-9))
-    beats = [json.loads(line) for line in log.read_text().splitlines() if '"heartbeat"' in line]
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    beats = [x for x in lines if x["event"] == "heartbeat"]
+    topups = [x for x in lines if x["event"] == "alert" and x["kind"] == "margin_topup"]
+    arrived = [x for x in lines if x["event"] == "transfer" and x["status"] == "arrived"]
     report = {
         "venue_days": DAYS, "wall_seconds": round(wall, 1), "uptime": round(alive / wall, 4),
         "runner_restarts": 1, "faults": faults,
@@ -170,6 +180,10 @@ def test_soak_three_days_with_faults_at_settlements_and_a_kill(tmp_path):
         "venue_payments_in_trade_log": f"{len(venue_payments & paid)}/{len(venue_payments)}",
         "funding_received": round(sum(f["amount"] for f in j.rows("funding")), 2),
         "fills": len(fills), "orders_on_venue": len(client_ids),
+        "margin_topups": [x["message"] for x in topups],
+        "transfers_arrived": [f'{x["amount"]:,.2f} {x["from_venue"]} -> {x["to_venue"]}' for x in arrived],
+        "min_margin_buffer_at_heartbeats": min((b["margin_buffer"] for b in beats if b["margin_buffer"] is not None),
+                                               default=None),
         "reconciliations": len(j.rows("reconciliations")),
         "reconciliation_mismatches": sum(1 for r in j.rows("reconciliations") if not r["ok"]),
         "alerts": sorted({a["kind"] for a in j.rows("alerts")}),
@@ -183,3 +197,5 @@ def test_soak_three_days_with_faults_at_settlements_and_a_kill(tmp_path):
     assert len(client_ids) == len(set(client_ids))  # no order doubled
     assert report["operations"]["open"] >= 2 and report["operations"]["close"] >= 1  # it exited and came back
     assert len(in_position) >= 5 and fill_rate > 0.95
+    assert topups and any(x["to_venue"] == "binanceusdm:perp" and x["ts"] >= topups[0]["ts"] for x in arrived)
+    assert report["min_margin_buffer_at_heartbeats"] > cfg.risk.hard_margin_buffer

@@ -109,6 +109,7 @@ class Runner:
         self.halt_written = ""  # the kill-switch text this runner wrote (to see a resume)
         self.payments: dict[int, int] = {}  # settlement instant (in position) -> successful asks so far
         self._unreachable_warned: set[tuple[str, int]] = set()
+        self._down_since: dict[str, float] = {}  # feed account -> monotonic time it was first seen down
 
     # --- start --------------------------------------------------------------------
     @property
@@ -425,19 +426,23 @@ class Runner:
                                    "trade log after " f"{PAYMENT_ASKS} asks", "critical")
 
     def _unreachable_near_settlement(self) -> None:
+        wall, mono = time.time_ns(), time.monotonic()
+        for f in self._feeds:  # how long each venue has been down (not merely quiet)
+            if f.is_down(wall):
+                self._down_since.setdefault(f.account, mono)
+            else:
+                self._down_since.pop(f.account, None)
         nxt = self.pacer.next_settlement
         window = self.cfg.runner_settings.unreachable_alert_minutes * 60 * NS_PER_SECOND
         if not nxt or nxt - self.now > window:
             return
-        wall = time.time_ns()
         limit = self.cfg.alert_settings.unreachable_seconds
-        for f in self._feeds:
-            quiet_s = (wall - f.last_event_ns) / NS_PER_SECOND if f.last_event_ns else math.inf
-            key = (f.account, nxt)
-            if quiet_s >= limit and key not in self._unreachable_warned:
-                self._unreachable_warned.add(key)
+        for account, since in self._down_since.items():
+            down_s = mono - since
+            if down_s >= limit and (account, nxt) not in self._unreachable_warned:
+                self._unreachable_warned.add((account, nxt))
                 self.stats.unreachable_alerts += 1
-                self.session.alert("venue_unreachable", f"{f.account} has not answered for {quiet_s:.0f} s, "
+                self.session.alert("venue_unreachable", f"{account} has not answered for {down_s:.0f} s, "
                                    f"{(nxt - self.now) / 60e9:.0f} min before the {_utc(nxt)} settlement", "critical")
 
     # --- heartbeat and summary ----------------------------------------------------

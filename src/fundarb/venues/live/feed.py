@@ -222,6 +222,14 @@ class MarketFeed:
                 return worst
         return FeedState.STREAMING
 
+    def is_down(self, now_ns: int) -> bool:
+        """Cannot (re)connect, or polling REST without an answer for
+        ``stale_after_s``. A quiet websocket is not down: a calm market (or
+        the emulator with its clock still) may send nothing for a while."""
+        state = self.state
+        return state in (FeedState.RECONNECTING, FeedState.CONNECTING) or (
+            state is FeedState.POLLING and self.is_stale(now_ns))
+
     def is_stale(self, now_ns: int) -> bool:
         """True when nothing was emitted for ``stale_after_s`` (or ever)."""
         return self.last_event_ns == 0 or now_ns - self.last_event_ns > self.stale_after_s * 1e9
