@@ -17,7 +17,9 @@ answered from the operation's first order on its leg (its fills carry the
 engine's id), and completions or unwinds the pair logic added come as fills
 under their journal ids, which the engine books without an order of its own.
 A spot buy whose fee the venue took in BTC is booked net of it (the BTC it
-left) with the fee valued in USDT, so the book holds what the venue holds.
+left) with the fee valued in USDT, so the book holds what the venue holds;
+the remainder a close leaves under the venue's lot is booked as sold with it
+(``dust``: it stays on the account, the carry is flat).
 
 Transfers: between a Binance spot wallet and its USD-M wallet through the
 venue's transfer call (they arrive at once); between other venues there is no
@@ -54,6 +56,7 @@ class LiveVenue:
     waiting_transfers: list[tuple[int, TransferRejected]] = attrs.field(factory=list)
     outcomes: list[PairOutcome] = attrs.field(factory=list)
     held_back: dict[tuple, float] = attrs.field(factory=dict)  # a failed lone order -> not again before (monotonic s)
+    dust: float = 0.0  # spot BTC closed carries left under what the venue trades (in the trade log, not the book)
 
     # --- Venue interface ----------------------------------------------------------
     def events(self) -> Iterator[Any]:
@@ -128,6 +131,7 @@ class LiveVenue:
             cid = mine.client_id if mine is not None and first.get(r["leg"]) == r["client_id"] else r["client_id"]
             for f in journal.fills(r["client_id"]):
                 out.append(_fill(f, cid, now, leg.base))
+        self._write_off_dust(out, journal)
         for name, order in engine.items():
             if order is None:
                 continue
@@ -136,6 +140,21 @@ class LiveVenue:
             if filled < order.qty - 1e-9 * order.qty - 1e-12:  # else its fills already made it FILLED
                 out.append(_final(order, row, now))
         return out
+
+    def _write_off_dust(self, fills: list[Any], journal: Any) -> None:
+        """A close that leaves the spot leg a remainder the venue will not
+        trade (under its lot or minimum order; a BTC fee leaves one) ends the
+        carry all the same: the remainder is booked as sold with the last
+        spot sell, so the engine sees a flat carry, not a naked leg; it stays
+        on the account and is counted in ``dust``."""
+        s = self.session
+        left = journal.position(s.spot.account, s.spot.base) - self.dust
+        sells = [i for i, f in enumerate(fills) if type(f) is Fill and f.venue == s.spot.account and f.side is Side.SELL]
+        remainder = dust_of(s.spot.rules, left, journal.position(s.perp.account), fills[sells[-1]].price if sells else 0.0)
+        if remainder and sells:
+            i = sells[-1]
+            fills[i] = attrs.evolve(fills[i], qty=fills[i].qty + remainder)
+            self.dust += remainder
 
     async def _transfer(self, r: TransferRequest) -> list[Any]:
         s = self.session
@@ -160,6 +179,16 @@ class LiveVenue:
         delay = int(s.cfg.transfer.delay_minutes * 60 * NS_PER_SECOND)
         self.waiting_transfers.append((now + delay, TransferRejected(now, r.from_venue, r.to_venue, r.amount, why)))
         return []
+
+
+def dust_of(rules: Any, spot_qty: float, perp_qty: float, price: float) -> float:
+    """``spot_qty`` when the perp leg is flat and the venue would not trade
+    that much spot (under its lot or minimum order): what a closed carry
+    leaves behind, not a leg. Else 0."""
+    if abs(perp_qty) > 1e-12 or abs(spot_qty) < 1e-12 or not price > 0:
+        return 0.0
+    sellable = rules.floor_btc(abs(spot_qty))
+    return spot_qty if sellable == 0 or rules.problems(sellable, price) else 0.0
 
 
 def _groups(orders: list[Order], spot: str, perp: str) -> list[list[Order]]:

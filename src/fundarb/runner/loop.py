@@ -48,11 +48,11 @@ from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, FundingSettlement, Ma
 from fundarb.core.risk import RiskMonitor
 from fundarb.core.strategy import CarryStrategy
 from fundarb.engine import Engine
-from fundarb.runner.live_venue import LiveVenue
+from fundarb.runner.live_venue import LiveVenue, dust_of
 from fundarb.runner.pacing import Pacer
 from fundarb.venues.live.feed import MarketFeed
 from fundarb.venues.live.paired import BLOCK_KEY, FLATTEN_KEY
-from fundarb.venues.live.preflight import balance_of, perp_position
+from fundarb.venues.live.preflight import balance_of, funding_interval_hours, perp_position
 from fundarb.venues.live.reconcile import KILL_SWITCH_PREFIX, learn_funding, reconcile
 from fundarb.venues.live.session import LiveSession
 from fundarb.venues.sim import SimExchange, SimVenueSpec
@@ -110,6 +110,7 @@ class Runner:
         self.payments: dict[int, int] = {}  # settlement instant (in position) -> successful asks so far
         self._unreachable_warned: set[tuple[str, int]] = set()
         self._down_since: dict[str, float] = {}  # feed account -> monotonic time it was first seen down
+        self._warm = False  # paper: both legs quoted in the simulator
 
     # --- start --------------------------------------------------------------------
     @property
@@ -130,19 +131,20 @@ class Runner:
         mark = float(funding.get("markPrice") or 0.0) or spot_px
         start_ns = int(venue_ms) * 1_000_000  # the venue's clock: the emulator's runs on its data time
         self.pacer.now = start_ns
+        if self.mode == "live":
+            self.venue = LiveVenue(s, lambda: self.pacer.now)
         book = await self._book(spot_px, mark)
         strategy = CarryStrategy(self.cfg.strategy, round_trip_cost(self.cfg, spot_px), book.spot_venue,
                                  book.perp_venue,
                                  quiet_ns=int(self.cfg.runner_settings.settlement_quiet_minutes * 60 * NS_PER_SECOND))
         monitor = RiskMonitor(self.cfg.risk, venue_costs(self.cfg))
         venue: Any
+        venue = self.venue if self.venue is not None else self._simulator()
         if self.mode == "paper":
-            venue = self.sim = self._simulator()
-        else:
-            venue = self.venue = LiveVenue(s, lambda: self.pacer.now)
+            self.sim = venue
         self.engine = Engine(venue, book, strategy, monitor, s.config_hash, SimClock(start_ns),
                              SessionRecorder(s, self.log))
-        await self._prime_signal(strategy, start_ns)
+        await self._prime_signal(strategy, start_ns, funding_interval_hours(funding))
         if self.mode == "live":
             self._restore_carry(strategy, book, start_ns)
         peak = float(self.journal.get_state(PEAK_KEY) or 0.0) if self.mode == "live" else 0.0
@@ -166,7 +168,9 @@ class Runner:
                 spot_cash, perp_cash = total * (1 - cfg.perp_allocation), total * cfg.perp_allocation
             book = PositionBook.open(cfg.spot_account, cfg.perp_account, spot_cash, perp_cash)
             js = self.journal.position(s.spot.account, s.spot.base)
-            book.spot.qty = js - self._dust(js, pos["qty"], spot_px)
+            assert self.venue is not None
+            self.venue.dust = dust_of(s.spot.rules, js, pos["qty"], spot_px)
+            book.spot.qty = js - self.venue.dust
             book.perp.qty, book.perp.entry = pos["qty"], pos["entry"]
             if book.perp.qty:
                 book.perp_spans.append([self.pacer.now, None])
@@ -181,10 +185,11 @@ class Runner:
         seed, = np.random.SeedSequence(cfg.seed).spawn(1)
         return SimExchange(specs, iter(()), seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee)
 
-    async def _prime_signal(self, strategy: CarryStrategy, now: int) -> None:
+    async def _prime_signal(self, strategy: CarryStrategy, now: int, interval_h: float) -> None:
         """The last settled rates, as the backtest's signal would hold them."""
         s, n = self.session, self.cfg.strategy.signal_settlements
-        since = (now - (n + 3) * 8 * NS_PER_HOUR) // 1_000_000
+        self.pacer.interval_hours = interval_h
+        since = (now - int((n + 3) * interval_h * NS_PER_HOUR)) // 1_000_000
         try:
             rows = await s.perp.call("fetch_funding_rate_history", s.perp.symbol, since, n + 10)
         except Exception as exc:  # noqa: BLE001 - the signal fills from the next settlements
@@ -192,7 +197,7 @@ class Runner:
             return
         rows = sorted((r for r in rows if int(r["timestamp"]) * 1_000_000 <= now), key=lambda r: r["timestamp"])
         for r in rows[-n:]:
-            strategy.signal.on_settlement(int(r["timestamp"]) * 1_000_000, float(r["fundingRate"]), 8.0)
+            strategy.signal.on_settlement(int(r["timestamp"]) * 1_000_000, float(r["fundingRate"]), interval_h)
         self.log.info("signal_primed", settlements=len(rows[-n:]), signal_apr=strategy.signal.current_apr())
 
     def _restore_carry(self, strategy: CarryStrategy, book: PositionBook, now: int) -> None:
@@ -273,7 +278,13 @@ class Runner:
                 if type(ev) is Quote:  # the simulator's depth model, not the venue's touch sizes
                     depth = (self.cfg.spot if ev.venue == self.cfg.spot_account else self.cfg.perp).depth_btc
                     ev = attrs.evolve(ev, bid_size=depth, ask_size=depth)
-                for out in self.sim.feed(ts, prio, ev):
+                answers = self.sim.feed(ts, prio, ev)
+                if not self._warm:  # the simulator fills against quotes: the engine waits for both legs'
+                    for _ in answers:
+                        pass
+                    self._warm = all(a.quote is not None for a in self.sim.accounts.values())
+                    continue
+                for out in answers:
                     engine.on_event(out)
             else:
                 engine.on_event(ev)
@@ -300,28 +311,15 @@ class Runner:
             if not venue.busy:
                 return
 
-    def _dust(self, spot_qty: float, perp_qty: float, price: float) -> float:
-        """Spot BTC left alone by a closed carry that the venue will not trade
-        (under its lot or minimum order; a spot fee taken in BTC leaves such a
-        remainder): not a leg, so not a naked one."""
-        if abs(perp_qty) > 1e-12 or abs(spot_qty) < 1e-12 or not price > 0:
-            return 0.0
-        rules = self.session.spot.rules
-        sellable = rules.floor_btc(abs(spot_qty))
-        return spot_qty if sellable == 0 or rules.problems(sellable, price) else 0.0
-
     def _check_books(self) -> None:
-        """The engine's legs must be what the trade log's fills hold (less
-        spot dust): anything else is a broken invariant (the kill switch)."""
-        engine, s = self.engine, self.session
-        assert engine is not None
-        js, jp = self.journal.position(s.spot.account, s.spot.base), self.journal.position(s.perp.account)
+        """The engine's legs must be what the trade log's fills hold (less the
+        spot dust closed carries left): anything else is a broken invariant
+        (the kill switch)."""
+        engine, s, venue = self.engine, self.session, self.venue
+        assert engine is not None and venue is not None
+        js = self.journal.position(s.spot.account, s.spot.base) - venue.dust
+        jp = self.journal.position(s.perp.account)
         b = engine.book
-        dust = self._dust(js, jp, b.spot.price)
-        if dust and abs(b.spot.qty - js) <= 1e-8:
-            b.spot.qty = 0.0  # written off: the carry is flat
-            self.log.info("dust", spot_btc=dust, note="left on the spot account, under what the venue trades")
-        js -= dust
         if abs(b.spot.qty - js) > 1e-8 or abs(b.perp.qty - jp) > 1e-8:
             self._halt(f"broken invariant: the engine holds spot {b.spot.qty:+.8g} / perp {b.perp.qty:+.8g} BTC, "
                        f"the trade log {js:+.8g} / {jp:+.8g}")
@@ -458,7 +456,7 @@ class Runner:
             self.journal.set_state(PEAK_KEY, repr(engine.monitor.peak_equity), self.session.now_ns())
             s = self.session
             js, jp = self.journal.position(s.spot.account, s.spot.base), self.journal.position(s.perp.account)
-            js -= self._dust(js, jp, engine.book.spot.price)
+            js -= self.venue.dust if self.venue is not None else 0.0
             self.stats.max_drift = max(self.stats.max_drift, drift_of(js, jp, 1e-9))
 
     def summary(self) -> dict[str, Any]:

@@ -272,7 +272,7 @@ async def snapshot(spot: LiveLeg, perp: LiveLeg, journal_spot: float, journal_pe
         perp.call("fetch_order_book", perp.symbol, BOOK_LEVELS),
         spot.call("fetch_balance"), perp.call("fetch_balance"),
         perp_position(perp), perp.call("fetch_funding_rate", perp.symbol))
-    interval = _interval_hours(funding)
+    interval = funding_interval_hours(funding)
     mark = float(funding.get("markPrice") or 0.0) or 0.5 * (perp_book["bids"][0][0] + perp_book["asks"][0][0])
     predicted = funding.get("nextFundingRate")
     lev = pos["leverage"] if pos["leverage"] == pos["leverage"] else default_leverage
@@ -288,7 +288,8 @@ async def snapshot(spot: LiveLeg, perp: LiveLeg, journal_spot: float, journal_pe
         journal_spot, journal_perp)
 
 
-def _interval_hours(funding: dict[str, Any]) -> float:
+def funding_interval_hours(funding: dict[str, Any]) -> float:
+    """The settlement interval of a ccxt funding-rate answer (``interval`` like "8h"; 8 when absent)."""
     text = str(funding.get("interval") or "8h")
     try:
         return float(text.rstrip("h")) if text.endswith("h") else 8.0
