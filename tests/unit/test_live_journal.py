@@ -346,3 +346,17 @@ def test_a_failed_transaction_leaves_nothing(journal):
         db.execute("INSERT INTO state VALUES ('k', 'v', 1)")
         raise RuntimeError("killed mid-way")
     assert journal.get_state("k") is None
+
+
+def test_another_sqlite_file_is_refused_and_left_byte_for_byte(tmp_path):
+    other = tmp_path / "other.sqlite"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE t (x)")
+    db.execute("INSERT INTO t VALUES (1)")
+    db.commit()
+    db.close()
+    before = hashlib.sha256(other.read_bytes()).hexdigest()
+    with pytest.raises(JournalError, match="not a fundarb live trade log"):
+        Journal(other)
+    assert hashlib.sha256(other.read_bytes()).hexdigest() == before  # not even switched to WAL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.sqlite"]

@@ -78,6 +78,8 @@ class Journal:
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
             self.db.row_factory = sqlite3.Row
+            if not fresh:
+                self._check_version()  # before anything is written: another file is left as it was
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")  # money: a committed row survives power loss
             self.db.execute("PRAGMA foreign_keys=ON")
@@ -87,7 +89,6 @@ class Journal:
                         self.db.execute(stmt)
                     self.db.executemany("INSERT INTO meta VALUES (?, ?)",
                                         [("schema_version", str(SCHEMA_VERSION)), ("kind", KIND)])
-            self._check_version()
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{self.path}: not a fundarb trade log ({exc})") from None
 
