@@ -220,3 +220,44 @@ def test_a_venue_silent_near_a_settlement_raises_a_critical_alert(tmp_path):
     assert "binanceusdm:perp has not answered" in alerts[0]["message"]
     assert "before the 2024-03-01 08:00:00 UTC settlement" in alerts[0]["message"]
     assert runner.stats.unreachable_alerts == 1
+
+
+def test_sigkill_in_the_middle_of_a_close_then_restart_ends_flat(tmp_path):
+    """The runner is killed -9 while its exit's perp buy hangs (the spot leg
+    already sold); the restarted runner recovers the close from the journal
+    (the lost order never re-sent; the spot sale traded back, so the carry is
+    whole again), takes the carry back, and closes it: flat, no naked leg."""
+    cfg = runner_config(max_holding_days=0.25)  # exits six venue hours after entry
+    config, store, journal = write_config(cfg, tmp_path), tmp_path / "promotions.sqlite", tmp_path / "live.sqlite"
+    promote_for_test(cfg, store)
+    with running_emulator(START) as server:
+        fund(server)
+        child = spawn_runner(server, journal, config, store, log=tmp_path / "first.log")
+        try:
+            wait_for(lambda: server.accounts.position("binanceusdm").qty < 0, "the entry")
+            hang = server.faults.add("timeout", venue="binanceusdm", path="/fapi/v1/order", delay_s=120)
+            with venue_clock(server):
+                wait_for(lambda: len(server.accounts.trade_list(*SPOT)) == 2 and hang.hits == 1,
+                         "the exit's spot sale and the hung perp buy")
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+        finally:
+            stop_runner(child)
+        server.faults.clear()
+        assert server.accounts.position("binanceusdm").qty < 0  # the short is still open: half a close
+        restart = spawn_runner(server, journal, config, store, log=tmp_path / "second.log")
+        try:
+            wait_for(lambda: server.accounts.position("binanceusdm").qty == 0
+                     and len(server.accounts.trade_list(*PERP)) == 2, "the close, finished after the restart")
+        finally:
+            assert stop_runner(restart) == 0
+        j = assert_agree(server, journal)
+        spot_left = server.accounts.wallets["binance"].get("BTC")
+        client_ids = [o.client_id for m in (SPOT, PERP) for o in server.accounts.all_orders(*m)]
+    assert len(client_ids) == len(set(client_ids))
+    ops = j.operations()
+    assert [o["kind"] for o in ops] == ["open", "close", "close"]
+    assert ops[1]["status"] == "unwound" and ops[2]["status"] == "done"  # recovered, then closed again
+    lost = [o for o in j.rows("orders") if o["op_id"] == ops[1]["op_id"] and o["leg"] == "perp"]
+    assert [o["status"] for o in lost] == ["rejected"]
+    assert spot_left < 1e-4 and j.blocked() is None  # only the entry fee's remainder (dust) is left
