@@ -12,6 +12,9 @@ equal (delta neutral) within ``live.hedge_timeout_seconds``:
   UNWOUND: traded back on the leading leg (``unwind``), or, if that leg
   cannot trade it (under its lot), completed on the other.
 
+A close is balanced on the carry's two legs when that gap is the smaller:
+the spot the carry holds is short of the perp by the BTC fees its buys paid,
+so a close that leaves both legs flat is done even though its fills differ.
 A difference under the smaller market's lot or minimum order cannot be
 traded and is reported as residual drift. If the time runs out with a gap
 left, the operation ends ``naked``: an alert is journaled and new entries are
