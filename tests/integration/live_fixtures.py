@@ -14,6 +14,7 @@ from fundarb.cli import default_config_path
 from fundarb.config import load
 from fundarb.venues.live.exchange import Target
 from fundarb.venues.live.journal import Journal
+from fundarb.venues.live.paired import execute_pair
 from fundarb.venues.live.session import open_session
 
 KEYS = {f"FUNDARB_{venue}_{part}": value
@@ -39,6 +40,18 @@ async def session_on(server, journal: Path, timeout_ms: int = 5000, cfg=None):
 
 def run(coro):
     return asyncio.run(coro)
+
+
+def open_pair(server, journal: Path, qty: float = 0.01, **session_options):
+    """One paired open of ``qty`` BTC through a session of its own (closed
+    afterwards); the operation's outcome."""
+    async def scenario():
+        session = await session_on(server, journal, **session_options)
+        try:
+            return await execute_pair(session, "open", qty, {})
+        finally:
+            await session.close()
+    return run(scenario())
 
 
 async def until(condition, what: str, timeout: float = 20.0) -> None:

@@ -9,9 +9,8 @@ import pytest
 from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noqa: F401 (fixtures)
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from live_fixtures import assert_agree, fund, run, session_on
+from live_fixtures import assert_agree, fund, open_pair
 
-from fundarb.venues.live.paired import execute_pair
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
@@ -32,14 +31,7 @@ def test_partial_fills_on_either_leg_end_in_an_equal_pair(tmp_path_factory, lots
         if perp_ratio is not None:
             server.faults.add("partial_fill", venue="binanceusdm", fill_ratio=perp_ratio)
 
-        async def scenario():
-            session = await session_on(server, journal)
-            try:
-                return await execute_pair(session, "open", qty, {})
-            finally:
-                await session.close()
-
-        outcome = run(scenario())
+        outcome = open_pair(server, journal, qty)
         j = assert_agree(server, journal)
         spot, perp = j.position("binance:spot"), j.position("binanceusdm:perp")
         entry = next(o for o in j.rows("orders") if o["leg"] == "perp")

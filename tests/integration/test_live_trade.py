@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from emulator_fixtures import emulator, hang_guard, loopback_only  # noqa: F401 (fixtures)
-from live_fixtures import KEYS, PERP, SPOT, assert_agree, fund, placed_orders, run, session_on
+from live_fixtures import KEYS, PERP, SPOT, assert_agree, fund, open_pair, placed_orders, run, session_on
 from typer.testing import CliRunner
 
 from fundarb.cli import app
@@ -93,14 +93,7 @@ def test_a_timeout_after_the_venue_placed_the_order_finds_it_and_sends_no_duplic
     journal = tmp_path / "trades.sqlite"
     emulator.faults.add("timeout_after_place", venue="binanceusdm", delay_s=1.5)
 
-    async def scenario():
-        session = await session_on(emulator, journal, timeout_ms=500)
-        try:
-            return await execute_pair(session, "open", 0.01, {})
-        finally:
-            await session.close()
-
-    outcome = run(scenario())
+    outcome = open_pair(emulator, journal, timeout_ms=500)
     assert outcome.status == "done" and outcome.perp_change == pytest.approx(-0.01)
     (perp_order,) = placed_orders(emulator, PERP)
     j = assert_agree(emulator, journal)
@@ -138,14 +131,7 @@ def test_a_partial_fill_is_completed_to_an_equal_pair(emulator, tmp_path):
     journal = tmp_path / "trades.sqlite"
     emulator.faults.add("partial_fill", venue="binanceusdm", fill_ratio=0.4)
 
-    async def scenario():
-        session = await session_on(emulator, journal)
-        try:
-            return await execute_pair(session, "open", 0.01, {})
-        finally:
-            await session.close()
-
-    outcome = run(scenario())
+    outcome = open_pair(emulator, journal)
     assert outcome.status == "rebalanced"
     j = assert_agree(emulator, journal)
     perp = [(o["role"], o["qty"], o["filled_qty"], o["status"]) for o in j.rows("orders") if o["leg"] == "perp"]

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noqa: F401 (fixtures)
-from live_fixtures import KEYS, baseline, fund, session_on
+from live_fixtures import KEYS, baseline, fund, open_pair, session_on
 from rich.console import Console
 
 import fundarb.venues.emulator_ws  # noqa: F401 (mounts the websockets)
@@ -18,7 +18,7 @@ from fundarb.monitor import MonitorApp, engine_driver, live_driver
 from fundarb.trade_commands import _engine_source
 from fundarb.venues.live.exchange import Target
 from fundarb.venues.live.journal import Journal
-from fundarb.venues.live.paired import BLOCK_KEY, execute_pair
+from fundarb.venues.live.paired import BLOCK_KEY
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 SIZE = (100, 30)
@@ -84,14 +84,7 @@ def test_the_dashboard_on_the_emulator_shows_the_venues_and_the_kill_switch_bloc
     with running_emulator() as server:
         fund(server)
 
-        async def open_position():
-            session = await session_on(server, journal)
-            try:
-                return await execute_pair(session, "open", 0.01, {})
-            finally:
-                await session.close()
-
-        assert asyncio.run(open_position()).status == "done"
+        assert open_pair(server, journal).status == "done"
         server.advance_hours(8)  # across a settlement: the short is paid
         app = MonitorApp(None, live_driver(baseline(), journal, Target(api_url=server.base_url), "emulator",
                                            env=KEYS, dotenv=None))

@@ -82,33 +82,29 @@ def _set_meta(path: Path, key: str, value: str) -> None:
     db.close()
 
 
-def test_other_schema_version_is_refused_naming_the_file(tmp_path):
+@pytest.mark.parametrize(("key", "value"), [("schema_version", "2"), ("kind", "someone else's log")])
+def test_a_trade_log_of_another_version_or_kind_is_refused_naming_the_file(tmp_path, key, value):
     path = tmp_path / "log.sqlite"
     Journal(path).close()
-    _set_meta(path, "schema_version", "2")
+    _set_meta(path, key, value)
     with pytest.raises(JournalError) as err:
         Journal(path)
-    assert str(path) in str(err.value) and "2" in str(err.value)
+    assert str(path) in str(err.value) and value in str(err.value)
 
 
-def test_sqlite_file_of_another_program_is_refused_naming_the_file(tmp_path):
+def test_sqlite_file_of_another_program_is_refused_naming_the_file_and_left_byte_for_byte(tmp_path):
     path = tmp_path / "other.sqlite"
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE things (x INTEGER)")
+    db.execute("INSERT INTO things VALUES (1)")
     db.commit()
     db.close()
-    with pytest.raises(JournalError) as err:
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(JournalError, match="not a fundarb live trade log") as err:
         Journal(path)
     assert str(path) in str(err.value)
-
-
-def test_sqlite_file_with_a_foreign_meta_kind_is_refused(tmp_path):
-    path = tmp_path / "log.sqlite"
-    Journal(path).close()
-    _set_meta(path, "kind", "someone else's log")
-    with pytest.raises(JournalError) as err:
-        Journal(path)
-    assert str(path) in str(err.value)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before  # not even switched to WAL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.sqlite"]
 
 
 def test_text_file_is_refused_naming_the_file(tmp_path):
@@ -346,17 +342,3 @@ def test_a_failed_transaction_leaves_nothing(journal):
         db.execute("INSERT INTO state VALUES ('k', 'v', 1)")
         raise RuntimeError("killed mid-way")
     assert journal.get_state("k") is None
-
-
-def test_another_sqlite_file_is_refused_and_left_byte_for_byte(tmp_path):
-    other = tmp_path / "other.sqlite"
-    db = sqlite3.connect(other)
-    db.execute("CREATE TABLE t (x)")
-    db.execute("INSERT INTO t VALUES (1)")
-    db.commit()
-    db.close()
-    before = hashlib.sha256(other.read_bytes()).hexdigest()
-    with pytest.raises(JournalError, match="not a fundarb live trade log"):
-        Journal(other)
-    assert hashlib.sha256(other.read_bytes()).hexdigest() == before  # not even switched to WAL
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.sqlite"]
