@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from fundarb.promote import DEFAULT_STORE, STORE_ENV
 from fundarb.trade_commands import ApiUrlOpt, SandboxOpt, _context, _fail, _run
 
 PAPER_JOURNAL = Path("state") / "paper.sqlite"
-DEFAULT_PROMOTIONS = Path("state") / "promotions.sqlite"
 
 
 def run_command(
@@ -24,7 +23,7 @@ def run_command(
         None, "--journal", help=f"the SQLite trade log (default: $FUNDARB_JOURNAL or state/fundarb.sqlite live, "
         f"{PAPER_JOURNAL} paper)"),
     promotions: Optional[Path] = typer.Option(
-        None, "--promotions", help=f"the promotion store (default: $FUNDARB_PROMOTIONS or {DEFAULT_PROMOTIONS})"),
+        None, "--promotions", help=f"the promotion store (default: ${STORE_ENV} or {DEFAULT_STORE})"),
     log_file: Optional[Path] = typer.Option(None, "--log-file", help="also append the JSON log lines to this file"),
     duration: Optional[float] = typer.Option(None, "--duration", help="stop after this many seconds (default: run until stopped)"),
     api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
@@ -41,10 +40,9 @@ def run_command(
         journal = PAPER_JOURNAL
     cfg, path, target = _context(config, journal, api_url, sandbox)
     if live:
-        from fundarb.promote import live_clearance
+        from fundarb.promote import live_clearance, store_path
 
-        store = promotions or Path(os.environ.get("FUNDARB_PROMOTIONS") or DEFAULT_PROMOTIONS)
-        refusal = live_clearance(cfg, store)
+        refusal = live_clearance(cfg, store_path(promotions))
         if refusal:
             _fail(refusal)
     from fundarb.runner.loop import RunnerError

@@ -55,6 +55,7 @@ from fundarb.venues.live.paired import BLOCK_KEY, FLATTEN_KEY
 from fundarb.venues.live.preflight import balance_of, funding_interval_hours, perp_position
 from fundarb.venues.live.reconcile import KILL_SWITCH_PREFIX, learn_funding, reconcile
 from fundarb.venues.live.session import LiveSession
+from fundarb.venues.live.watch import LiveWatch
 from fundarb.venues.sim import SimExchange, SimVenueSpec
 
 PEAK_KEY = "runner_peak_equity"
@@ -105,7 +106,7 @@ class Runner:
         self.engine: Engine | None = None
         self.sim: SimExchange | None = None
         self.venue: LiveVenue | None = None
-        self.feeds: list[MarketFeed] = []
+        self.feeds: list[MarketFeed] = []  # both legs', set when the runner runs
         self.halt_written = ""  # the kill-switch text this runner wrote (to see a resume)
         self.payments: dict[int, int] = {}  # settlement instant (in position) -> successful asks so far
         self._unreachable_warned: set[tuple[str, int]] = set()
@@ -219,23 +220,14 @@ class Runner:
     # --- the loop -------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         s = self.session
-        tasks = []
-        if self.mode == "live":
-            from fundarb.venues.live.watch import LiveWatch
-
-            watch = LiveWatch(s, self.inbox.put_nowait, unstamped_ns=_unstamped)
-            tasks.append(asyncio.create_task(watch.run(stop)))
-            self._watch = watch
-        else:
-            self.feeds = [MarketFeed(leg.exchange, account=leg.account, symbol=leg.symbol,
-                                     kind=MarketKind.SPOT if leg.leg == "spot" else MarketKind.PERP,
-                                     on_event=self.inbox.put_nowait, call=leg.queue.call, unstamped_ns=_unstamped)
-                          for leg in s.legs]
-            tasks += [asyncio.create_task(f.run()) for f in self.feeds]
+        # both legs' feeds; live, the watch also reconciles on its interval and after reconnects
+        watch = LiveWatch(s, self.inbox.put_nowait, unstamped_ns=_unstamped, reconciling=self.mode == "live")
+        self.feeds = watch.feeds
         rs = self.cfg.runner_settings
-        tasks += [asyncio.create_task(self._every(rs.kill_poll_seconds, self._tick, stop)),
-                  asyncio.create_task(self._every(rs.kill_poll_seconds, self._settlement_payments, stop)),
-                  asyncio.create_task(self._every(rs.heartbeat_seconds, self._heartbeat, stop))]
+        tasks = [asyncio.create_task(watch.run(stop)),
+                 asyncio.create_task(self._every(rs.kill_poll_seconds, self._tick, stop)),
+                 asyncio.create_task(self._every(rs.kill_poll_seconds, self._settlement_payments, stop)),
+                 asyncio.create_task(self._every(rs.heartbeat_seconds, self._heartbeat, stop))]
         try:
             while not stop.is_set():
                 try:
@@ -251,10 +243,6 @@ class Runner:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._heartbeat()
             self.log.info("stopped", **self.summary())
-
-    @property
-    def _feeds(self) -> list[MarketFeed]:
-        return self._watch.feeds if self.mode == "live" else self.feeds
 
     async def _every(self, seconds: float, fn: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -425,7 +413,7 @@ class Runner:
 
     def _unreachable_near_settlement(self) -> None:
         wall, mono = time.time_ns(), time.monotonic()
-        for f in self._feeds:  # how long each venue has been down (not merely quiet)
+        for f in self.feeds:  # how long each venue has been down (not merely quiet)
             if f.is_down(wall):
                 self._down_since.setdefault(f.account, mono)
             else:
@@ -473,12 +461,12 @@ class Runner:
             "signal_apr": engine.strategy.signal.current_apr(), "operations": self.stats.operations,
             "settlements_in_position": len(self.stats.settlements),
             "settlements_paid": sum(1 for x in self.stats.settlements if x["paid"]),
-            "feeds": {f.account: f.state.value for f in self._feeds} if hasattr(self, "_watch") or self.feeds else {},
+            "feeds": {f.account: f.state.value for f in self.feeds},
             "requests": {leg.account: {"attempts": leg.queue.stats.attempts, "retries": leg.queue.stats.retries,
                                        "paused_s": round(leg.queue.stats.paused_s, 1),
                                        "last_error": leg.queue.stats.last_error[:120]}
                          for leg in self.session.legs},
-            "reconciliations": len(self.journal.rows("reconciliations")) if self.mode == "live" else 0,
+            "reconciliations": self.journal.count("reconciliations"),
         }
 
 

@@ -257,6 +257,13 @@ class Journal:
                        "VALUES (?,?,?,?,?,?,?)", (ts, kind, severity, config_hash, message, key or kind, outcome))
 
     def rows(self, table: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute(f"SELECT * FROM {self._table(table)} ORDER BY rowid")]
+
+    def count(self, table: str) -> int:
+        return int(self.db.execute(f"SELECT COUNT(*) FROM {self._table(table)}").fetchone()[0])
+
+    @staticmethod
+    def _table(table: str) -> str:
         if table not in TABLES:
             raise ValueError(f"no table {table!r} in the trade log")
-        return [dict(r) for r in self.db.execute(f"SELECT * FROM {table} ORDER BY rowid")]
+        return table

@@ -44,15 +44,17 @@ class LiveWatch:
         except Exception as exc:  # noqa: BLE001 - the periodic reconciliation tries again
             self.session.alert("reconciliation_failed", f"after a reconnect: {type(exc).__name__}: {str(exc)[:300]}")
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Feed both legs and reconcile until ``stop`` is set."""
-        s = self.session
+    def __attrs_post_init__(self) -> None:
         self.feeds = [MarketFeed(leg.exchange, account=leg.account, symbol=leg.symbol,
                                  kind=MarketKind.SPOT if leg.leg == "spot" else MarketKind.PERP,
                                  on_event=self.on_event, on_reconnect=self._after_reconnect,
                                  use_websocket=self.use_websocket, call=leg.queue.call,
                                  unstamped_ns=self.unstamped_ns)
-                      for leg in s.legs]
+                      for leg in self.session.legs]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Feed both legs and reconcile until ``stop`` is set."""
+        s = self.session
         tasks = [asyncio.create_task(f.run()) for f in self.feeds]
         if self.reconciling:
             tasks.append(asyncio.create_task(reconcile_every(s, stop)))
