@@ -222,6 +222,16 @@ def test_a_venue_silent_near_a_settlement_raises_a_critical_alert(tmp_path):
     assert runner.stats.unreachable_alerts == 1
 
 
+def _operations(journal) -> list:
+    if not journal.exists():
+        return []
+    j = Journal(journal)
+    try:
+        return j.operations()
+    finally:
+        j.close()
+
+
 def test_sigkill_in_the_middle_of_a_close_then_restart_ends_flat(tmp_path):
     """The runner is killed -9 while its exit's perp buy hangs (the spot leg
     already sold); the restarted runner recovers the close from the journal
@@ -234,7 +244,8 @@ def test_sigkill_in_the_middle_of_a_close_then_restart_ends_flat(tmp_path):
         fund(server)
         child = spawn_runner(server, journal, config, store, log=tmp_path / "first.log")
         try:
-            wait_for(lambda: server.accounts.position("binanceusdm").qty < 0, "the entry")
+            # the entry finished (its orders no longer followed): the hang meets the exit's perp order
+            wait_for(lambda: [o["status"] for o in _operations(journal)] == ["done"], "the entry")
             hang = server.faults.add("timeout", venue="binanceusdm", path="/fapi/v1/order", delay_s=120)
             with venue_clock(server):
                 wait_for(lambda: len(server.accounts.trade_list(*SPOT)) == 2 and hang.hits == 1,
