@@ -6,11 +6,12 @@ import socket
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from fundarb.core.book import PositionBook
 from fundarb.core.model import NS_PER_HOUR, Fill, Side
-from fundarb.data.history import MarketHistory
+from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR, MarketHistory
 
 SPOT = "ex:spot"
 PERP = "ex:perp"
@@ -114,3 +115,36 @@ def loopback_only(monkeypatch) -> Blocked:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "*")
     return blocked
+
+
+# --- real rows re-shaped like a venue's own answers (SYNTHETIC changes) ------------------
+
+VENUE_SHAPED_LABEL = "SYNTHETIC test variation of shipped binance BTCUSDT rows"
+H_MS = 3_600_000
+MARCH_2024_MS = (1_709_251_200_000, 1_711_929_600_000)  # 2024-03-01 .. 2024-04-01
+
+
+def venue_shaped_folder(folder: Path, late_ms: int = 16, marks_from: int = 30, duplicate_every: int = 20) -> pl.DataFrame:
+    """The shipped March 2024 rows re-shaped like Binance's own answers: every
+    stamp 0..``late_ms`` ms late, the venue's mark on the rows from the
+    ``marks_from``-th on (older rows carry none), and every
+    ``duplicate_every``-th row sent twice. Marks are the perp close at the
+    settlement hour plus 1 bp: SYNTHETIC, and the source column says so."""
+    prices = pl.read_parquet(SHIPPED_DIR / PRICES_FILE).filter(
+        (pl.col("open_time_ms") >= MARCH_2024_MS[0] - 2 * H_MS) & (pl.col("open_time_ms") < MARCH_2024_MS[1]))
+    prices.write_parquet(folder / PRICES_FILE)
+    perp_close = dict(zip((prices.filter(pl.col("market") == "perp_linear")["open_time_ms"] + H_MS).to_list(),
+                          prices.filter(pl.col("market") == "perp_linear")["close"].to_list()))
+    f = pl.read_parquet(SHIPPED_DIR / FUNDING_FILE).filter(
+        (pl.col("venue") == "binance") & (pl.col("symbol") == "BTCUSDT")
+        & (pl.col("funding_time_ms") >= MARCH_2024_MS[0]) & (pl.col("funding_time_ms") <= MARCH_2024_MS[1])).sort("funding_time_ms")
+    t = f["funding_time_ms"].to_numpy()
+    late = (t // H_MS * 7919) % (late_ms + 1)
+    marks = [perp_close[int(x)] * 1.0001 if i >= marks_from else None for i, x in enumerate(t)]
+    shaped = f.with_columns(pl.Series("funding_time_ms", t + late), pl.Series("mark_price", marks, dtype=pl.Float64),
+                            pl.lit(VENUE_SHAPED_LABEL).alias("source"))
+    dupes = shaped[::duplicate_every]
+    pl.concat([shaped, dupes]).write_parquet(folder / FUNDING_FILE)
+    return f
+
+

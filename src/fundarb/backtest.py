@@ -172,6 +172,8 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
         "max_leverage": max(curve["leverage"]) if curve["leverage"] else 0.0,
         "settlements_in_window": len(expected),
         "settlements_accrued": len(book.funding_ledger),
+        "settlements_at_venue_mark": sum(1 for e in book.funding_ledger if e.mark_source == "venue"),
+        "settlements_at_perp_price": sum(1 for e in book.funding_ledger if e.mark_source == "perp_close"),
         "missed_settlements": len(missed),
         "hours_in_position": hours_in_position,
         "time_in_position": hours_in_position / max(len(curve["ts"]), 1),

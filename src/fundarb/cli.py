@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fundarb.config import Config, ConfigError, load
 from fundarb.core.funding import MissingFundingSettlement
-from fundarb.data.history import DataError, fmt_time, load_history, parse_time
+from fundarb.data.history import DataError, fmt_time, history_for, parse_time
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="BTC funding-rate carry: backtest, simulate, trade.")
 err = Console(stderr=True)
@@ -60,7 +60,7 @@ def backtest(
     end: Optional[str] = typer.Option(None, "--to", help="end instant, exclusive (default: config)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<config name>)"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="folder with prices_1h.parquet and funding_settlements.parquet (default: shipped data)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="folder with prices_1h.parquet and funding_settlements.parquet, or a `fundarb data fetch` store (default: shipped data)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or table"),
 ) -> None:
     """Run the carry strategy in the simulator over real history and write report.json, backtest.png and trades.sqlite."""
@@ -72,10 +72,7 @@ def backtest(
         cfg = effective_config(path, start, end, seed)
         out = out or Path("runs") / cfg.name
         check_output_folder(out)
-        history = load_history(
-            (cfg.spot.exchange, cfg.spot.symbol), (cfg.perp.exchange, cfg.perp.symbol),
-            cfg.data.start, cfg.data.end, cfg.data.max_price_gap_hours, data_dir,
-        )
+        history = history_for(cfg, data_dir)
         from fundarb.data.scenario import apply_scenario
 
         history = apply_scenario(history, cfg.scenario)
@@ -97,13 +94,6 @@ def backtest(
         return
     if not quiet:
         print_summary(result, console, paths)
-
-
-def _history(cfg: Config, data_dir: Path | None):
-    return load_history(
-        (cfg.spot.exchange, cfg.spot.symbol), (cfg.perp.exchange, cfg.perp.symbol),
-        cfg.data.start, cfg.data.end, cfg.data.max_price_gap_hours, data_dir,
-    )
 
 
 def _path_progress(quiet: bool, label: str) -> Progress:
@@ -149,7 +139,7 @@ def montecarlo(
         cfg = effective_config(config or default_config_path(), start, end, seed)
         out = out or Path("runs") / f"{cfg.name}-montecarlo"
         check_output_folder(out, STUDY_FILES)
-        history = _history(cfg, data_dir)
+        history = history_for(cfg, data_dir)
         with chunk_runner(workers, scheduler) as runner, _path_progress(quiet, "montecarlo") as bar:
             task = bar.add_task(cfg.name, total=spec.paths)
             result = run_study(cfg, history, spec, runner, progress=lambda n: bar.advance(task, n))
@@ -191,7 +181,7 @@ def sweep(
             apply_params(cfg, p)
         out = out or Path("runs") / f"{cfg.name}-sweep"
         check_output_folder(out, SWEEP_FILES)
-        history = _history(cfg, data_dir)
+        history = history_for(cfg, data_dir)
         with chunk_runner(workers, scheduler) as runner, _path_progress(quiet, "sweep") as bar:
             task = bar.add_task(f"{cfg.name}: {len(points)} configs", total=spec.paths * len(points))
             result = run_sweep(cfg, history, spec, parsed, runner, progress=lambda n: bar.advance(task, n))

@@ -81,11 +81,26 @@ class VenueConfig:
             raise ValueError("depth_btc must be > 0")
 
 
+def _settlement_tolerance(inst: Any, attr: attrs.Attribute, value: float) -> None:
+    _finite(inst, attr, value, "data.")
+    if not 0 <= value < 1800:
+        raise ValueError(f"data.{attr.name} must be >= 0 and under 1800 (half an hour), got {value}")
+
+
 @attrs.frozen
 class DataConfig:
+    """The history window and how raw venue data is taken in.
+
+    A funding stamp within ``settlement_tolerance_seconds`` of its scheduled
+    instant is that settlement (venues stamp a few ms late); further off, it
+    is an error naming the row. The default is left out of the canonical
+    JSON, so a config without the field keeps the hash it had before it existed.
+    """
+
     start: str = "2021-07-01"
     end: str = "2024-07-01"
     max_price_gap_hours: float = attrs.field(default=6.0, validator=_nonneg)
+    settlement_tolerance_seconds: float = attrs.field(default=1.0, validator=_settlement_tolerance)
 
 
 @attrs.frozen
@@ -294,7 +309,15 @@ def to_dict(cfg: Config) -> dict[str, Any]:
             # no key rather than null: TOML has no null, and a config without
             # the section keeps the identity (hash) it had before it existed
             raw.pop(optional, None)
+    for section, field, default in _OMITTED_DEFAULTS:
+        if raw[section].get(field) == default:
+            raw[section].pop(field)
     return raw
+
+
+# fields added after configs were hashed: at their default they are not part
+# of the config's identity (TOML dumps and hashes stay as they were)
+_OMITTED_DEFAULTS = (("data", "settlement_tolerance_seconds", 1.0),)
 
 
 def canonical_json(cfg: Config) -> str:

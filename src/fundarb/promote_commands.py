@@ -34,10 +34,10 @@ def promote_command(
 ) -> None:
     """Validate a config for live trading: replay regressions, backtest and Monte Carlo against the success gates; record the verdict."""
     from fundarb.backtest import run_backtest
-    from fundarb.cli import _beside_package, _history, fail
+    from fundarb.cli import _beside_package, fail
     from fundarb.config import ConfigError, load
     from fundarb.core.funding import MissingFundingSettlement
-    from fundarb.data.history import SHIPPED_DIR, DataError
+    from fundarb.data.history import SHIPPED_DIR, DataError, history_for
     from fundarb.data.scenario import apply_scenario
     from fundarb.montecarlo.cluster import ClusterError, chunk_runner
     from fundarb.montecarlo.study import StudyError, StudySpec, run_study
@@ -55,7 +55,7 @@ def promote_command(
         out_dir = out_dir or Path("runs") / f"{cfg.name}-promotion"
         check_out_folder(out_dir)
         folders = recording_folders(recordings or _beside_package(Path("recordings")))
-        history = _history(cfg, None)
+        history = history_for(cfg, None)
         data_files = data_file_hashes(SHIPPED_DIR)
         with chunk_runner(workers, scheduler) as runner, _progress() as bar:
             step = bar.add_task("replay regressions", total=len(folders))

@@ -16,7 +16,7 @@ import polars as pl
 from fundarb.backtest import BacktestResult, build_engine, compute_metrics, evaluate_gates
 from fundarb.config import Config
 from fundarb.core.model import FundingRate, FundingSettlement, MarkPrice, Quote, Side, Timer, Trade
-from fundarb.data.history import FUNDING_FILE, PERP_FUNDING, SHIPPED_DIR, MarketHistory
+from fundarb.data.history import MarketHistory, NoFundingSeries, load_settlements
 from fundarb.venues.replay import MARK_SAMPLE_NS, NS, ParsedFeed, Recording, ReplayError, parse_feed
 from fundarb.venues.sim import queue as q
 
@@ -52,16 +52,15 @@ class ReplayWindow(MarketHistory):
 
 def _funding_history(cfg: Config, lo: int, hi: int, before: int, data_dir: Path | None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Real settlements of the config's perp inside [lo, hi], and the
-    ``before`` latest ones ahead of lo (they seed the strategy's signal)."""
-    key = PERP_FUNDING.get((cfg.perp.exchange, cfg.perp.symbol))
+    ``before`` latest ones ahead of lo (they seed the strategy's signal),
+    snapped to the schedule by the data layer's one rule."""
     empty = pl.DataFrame({"ts": [], "rate": [], "interval": []}, schema={"ts": pl.Int64, "rate": pl.Float64, "interval": pl.Float64})
-    if key is None:
+    reach = lo - (before + 3) * 24 * 3_600 * NS  # wide enough for the slowest (24 h) schedule
+    try:
+        f = load_settlements((cfg.perp.exchange, cfg.perp.symbol), cfg.data.settlement_tolerance_seconds,
+                             reach, hi, data_dir).select("ts", "rate", "interval")
+    except NoFundingSeries:
         return empty, empty
-    venue, symbol = key
-    f = pl.read_parquet((data_dir or SHIPPED_DIR) / FUNDING_FILE).filter(
-        (pl.col("venue") == venue) & (pl.col("symbol") == symbol)
-    ).select((pl.col("funding_time_ms") * NS_PER_MS).alias("ts"), pl.col("funding_rate").alias("rate"),
-             pl.col("interval_hours").alias("interval")).sort("ts")
     inside = f.filter((pl.col("ts") >= lo) & (pl.col("ts") <= hi))
     prior = f.filter(pl.col("ts") < lo).tail(before)
     return inside, prior

@@ -50,8 +50,10 @@ def report_dict(r: BacktestResult) -> dict[str, Any]:
         "net_apr = net PnL / capital * 365 / days; sharpe uses daily excess returns over collateral_rate",
         "frictionless_hold_*: every settlement in the window earned on the configured notional, no costs",
     ]
-    if r.history.describe()["mark_price"].startswith("perp"):
-        notes.append("funding settled at the perp hourly close: the shipped history carries no mark price")
+    d = r.history.describe()
+    if d.get("funding_settlements_with_venue_mark", 0) < d["funding_settlements"]:
+        notes.append("funding settled at the perp hourly close where the history carries no venue mark price "
+                     "(metrics: settlements_at_venue_mark, settlements_at_perp_price)")
     return _clean({
         "fundarb_version": __version__,
         "config_name": r.config.name,
@@ -179,7 +181,8 @@ def _fmt(key: str, v: Any) -> str:
 SUMMARY_KEYS = (
     "net_pnl", "net_apr", "net_apr_over_collateral", "cagr", "sharpe", "max_drawdown", "funding_received", "funding_paid", "fees", "slippage",
     "price_pnl", "fill_rate", "entries", "orders", "fills", "liquidations", "delta_drift_max", "delta_drift_p99",
-    "min_margin_buffer", "max_leverage", "time_in_position", "settlements_accrued", "missed_settlements",
+    "min_margin_buffer", "max_leverage", "time_in_position", "settlements_accrued", "settlements_at_venue_mark",
+    "settlements_at_perp_price", "missed_settlements",
     "frictionless_hold_funding_apr_on_notional", "frictionless_hold_funding_apr_on_capital",
 )
 

@@ -561,9 +561,9 @@ async def _monitor_check(cfg, path, target, reconciling: bool = True) -> bool:
 
 
 def _engine_source(config: Optional[Path], replay: Optional[str], simulate: bool):
-    from fundarb.cli import _beside_package, _history, default_config_path
+    from fundarb.cli import _beside_package, default_config_path
     from fundarb.config import ConfigError, load
-    from fundarb.data.history import DataError
+    from fundarb.data.history import DataError, history_for
     from fundarb.monitor_sources import EngineSource
     from fundarb.venues.replay import ReplayError, load_recording
 
@@ -582,7 +582,7 @@ def _engine_source(config: Optional[Path], replay: Optional[str], simulate: bool
         from fundarb.data.scenario import apply_scenario
 
         cfg = load(config or default_config_path())
-        engine, _ = build_simulation(cfg, apply_scenario(_history(cfg, None), cfg.scenario))
+        engine, _ = build_simulation(cfg, apply_scenario(history_for(cfg, None), cfg.scenario))
         return EngineSource(cfg, engine, "simulation")
     except (ConfigError, DataError, ReplayError, ValueError) as exc:
         _fail(str(exc))

@@ -23,9 +23,10 @@ from fundarb.data.fetch import (
 H = 3_600_000
 
 
-def frame(ts, rates=None):
+def frame(ts, rates=None, marks=None):
     rates = rates if rates is not None else [0.0001] * len(ts)
-    return pl.DataFrame({"timestamp_ms": ts, "funding_rate": rates}, schema=FUNDING_SCHEMA)
+    marks = marks if marks is not None else [None] * len(ts)
+    return pl.DataFrame({"timestamp_ms": ts, "funding_rate": rates, "mark_price": marks}, schema=FUNDING_SCHEMA)
 
 
 @settings(max_examples=40, deadline=None)

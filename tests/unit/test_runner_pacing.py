@@ -222,10 +222,10 @@ def test_no_settlement_is_made_up_when_no_rate_is_known():
 def test_the_interval_the_feed_announces_sets_the_next_instant():
     rates = Rates({N: 0.0001, N + 4 * H: 0.0002})
     p = Pacer(PERP, rates, now=T0)
-    pace_all(p, [rate(T0 + S, 0.0001, N, interval=4.0), quote(N + S, 1.0)])
+    pace_all(p, [rate(T0 + S, 0.0001, N, interval=4.0), MarkPrice(T0 + 2 * S, PERP, 60_000.0), quote(N + S, 1.0)])
     assert p.next_settlement == N + 4 * H
     out = pace_all(p, [quote(N + 4 * H + S, 1.0)])
-    assert of(out, FundingSettlement) == [FundingSettlement(N + 4 * H, PERP, 0.0002, 4.0, 0.0, "last_mark")]
+    assert of(out, FundingSettlement) == [FundingSettlement(N + 4 * H, PERP, 0.0002, 4.0, 60_000.0, "last_mark")]
 
 
 def test_several_settlements_in_one_gap_each_once_in_order():
@@ -254,7 +254,7 @@ def test_settlements_once_each_in_order_before_the_first_event_at_or_after_them(
     # earlier than the last); the venue knows every instant's rate
     rates = Rates({N + k * 8 * H: 1e-5 * (k + 1) for k in range(200)})
     p = Pacer(PERP, rates, now=T0)
-    events = [rate(T0 + S, 1e-5, N)]
+    events = [rate(T0 + S, 1e-5, N), MarkPrice(T0 + S, PERP, 60_000.0)]
     ts = T0 + S
     for i, g in enumerate(gaps):
         ts += g
@@ -289,3 +289,43 @@ def test_an_announcement_stands_in_only_for_its_own_instant():
     out = pace_all(p, before_n() + [quote(N + 8 * H + S, 1.0)])  # no word from the feed after N
     assert [(x.ts, x.mark_source) for x in of(out, FundingSettlement)] == [(N, "announced_rate")]
     assert p.unknown == [N + 8 * H]
+
+
+# --- no silent zero, and the venue's late stamps ---------------------------------------
+
+def test_a_settlement_before_any_mark_waits_for_the_first_mark_and_is_never_booked_at_zero():
+    # the exact order of events that booked a settlement at mark 0 for 0 USDT:
+    # an announcement, the instant passing, and only then the first mark
+    rates = Rates({N: 0.0003})
+    p = Pacer(PERP, rates, now=T0)
+    out = pace_all(p, [rate(T0 + S, 0.0003, N), quote(N + S, 61_000.0, PERP)])
+    assert of(out, FundingSettlement) == [] and p.waiting and p.unknown == []
+    out = pace_all(p, [MarkPrice(N + 2 * S, PERP, 61_234.5)])
+    assert of(out, FundingSettlement) == [FundingSettlement(N, PERP, 0.0003, 8.0, 61_234.5, "first_mark_after")]
+    assert out[-1][0] == N + 2 * S and out[-2][2] == MarkPrice(N + 2 * S, PERP, 61_234.5)  # the mark, then what it settled
+    assert all(s.mark > 0 for s in p.settlements) and p.problems == []
+
+
+def test_no_mark_in_time_is_reported_and_nothing_is_made_up():
+    rates = Rates({N: 0.0003})
+    p = Pacer(PERP, rates, now=T0, mark_wait_ns=5 * 60 * S)
+    out = pace_all(p, [rate(T0 + S, 0.0003, N), quote(N + S, 61_000.0, PERP), quote(N + 6 * 60 * S, 61_000.0, PERP),
+                       MarkPrice(N + 7 * 60 * S, PERP, 61_100.0)])
+    assert of(out, FundingSettlement) == [] and p.settlements == []
+    assert p.unknown == [N] and len(p.problems) == 1 and "no perp mark price" in p.problems[0][1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(late_ms=st.integers(0, 999))
+def test_an_announced_next_funding_time_a_few_ms_late_is_the_settlement_instant(late_ms):
+    p = Pacer(PERP, Rates({N: 0.0001}), now=T0)
+    pace_all(p, [MarkPrice(T0 + S, PERP, 60_000.0), rate(T0 + 2 * S, 0.0001, N + late_ms * MS)])
+    assert p.next_settlement == N and p.problems == []
+    out = pace_all(p, [quote(N + S, 1.0, PERP)])
+    assert [s.ts for s in of(out, FundingSettlement)] == [N]
+
+
+def test_an_announced_time_beyond_the_tolerance_is_not_believed():
+    p = Pacer(PERP, Rates(), now=T0)
+    pace_all(p, [rate(T0 + S, 0.0001, N + 5 * S)])
+    assert p.next_settlement == 0 and p.problems and "off its settlement schedule" in p.problems[0][1]

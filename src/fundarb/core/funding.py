@@ -29,6 +29,26 @@ def next_settlement(last_ts: int, interval_hours: float) -> int:
     return last_ts + int(round(interval_hours * NS_PER_HOUR))
 
 
+def schedule_unit(interval_hours: float) -> int:
+    """The grid a venue's settlements sit on: whole UTC hours (every venue
+    fundarb reads settles on the hour, at 8 h, 4 h, 1 h or 24 h intervals,
+    at 00/08/16 or 04/12/20 ...), or the interval itself where it is shorter."""
+    return min(int(round(interval_hours * NS_PER_HOUR)), NS_PER_HOUR)
+
+
+def scheduled_instant(stamp: int, interval_hours: float, tolerance_ns: int) -> int | None:
+    """The settlement instant a venue's stamp stands for, or None when the
+    stamp is further than ``tolerance_ns`` from every instant of the schedule.
+
+    Venues stamp settlements a few milliseconds late (Binance's funding history
+    says ``16:00:00.002`` for the 16:00 settlement): the stamp is snapped to
+    the nearest instant of the grid (``schedule_unit``). One rule for history
+    at load and for the next funding time a live venue announces."""
+    unit = schedule_unit(interval_hours)
+    instant = (stamp + unit // 2) // unit * unit
+    return instant if abs(stamp - instant) <= tolerance_ns else None
+
+
 def schedule_gaps(times: Sequence[int], intervals: Sequence[float], slack: float = 1.5) -> list[tuple[int, int]]:
     """(previous settlement, first expected-but-missing settlement) for every
     spacing longer than ``slack`` times the venue's own interval."""

@@ -73,9 +73,17 @@ def fetch_command(
             problems.append(f"{len(c['out_of_range'])} rates beyond +-3% per settlement")
         if c.get("bad_bars"):
             problems.append(f"{len(c['bad_bars'])} bad bars")
+        if c.get("duplicates"):
+            problems.append(f"{c['duplicates']} settlements stored twice (identical ones are kept once at load)")
         if c.get("off_schedule"):
-            problems.append(f"{c['off_schedule']} settlements off the hour")
+            problems.append(f"{c['off_schedule']} stamps over 1 s from their settlement instant")
         out.print("  checks: " + ("; ".join(problems) if problems else "no gaps, duplicates or out-of-range values"), style="dim")
+        if "with_mark" in c:
+            late = c.get("late_stamps", 0)
+            out.print(f"  {late:,} stamps a few ms after the settlement instant (kept as the venue sent them; snapped when "
+                      f"loaded); {c['with_mark']:,} of {c['rows']:,} settlements carry the venue's mark price", style="dim")
+    out.print(f"backtest it: fundarb backtest --data-dir {store} --from {fmt_time(since_ms * 1_000_000)[:10]} "
+              f"--to {fmt_time(until_ms * 1_000_000)[:10]}", highlight=False)
 
 
 def _stats_command() -> None:

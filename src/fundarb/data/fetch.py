@@ -1,4 +1,11 @@
-"""Fetch funding history and OHLCV through ccxt into a parquet store.
+"""Fetch funding history and OHLCV through ccxt into a parquet store that
+``fundarb backtest --data-dir`` reads as it is.
+
+The store holds, per venue and ccxt symbol: funding settlements with the
+venue's raw stamps (kept for provenance: the loader snaps them to the
+schedule) and the venue's mark price where it returns one; OHLCV of the perp
+and of its spot counterpart; the perp's mark-price klines and, where the
+venue has them, its index-price klines.
 
 Pages are fetched by advancing ``since`` past the last row (ccxt's own
 ``paginate`` stops at 10 calls and steps in fixed windows), with overlap and
@@ -23,9 +30,10 @@ from typing import Any
 import attrs
 import polars as pl
 
-FUNDING_SCHEMA = {"timestamp_ms": pl.Int64, "funding_rate": pl.Float64}
+FUNDING_SCHEMA = {"timestamp_ms": pl.Int64, "funding_rate": pl.Float64, "mark_price": pl.Float64}
 OHLCV_SCHEMA = {"timestamp_ms": pl.Int64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
                 "close": pl.Float64, "volume": pl.Float64}
+STAMP_SLACK_MS = 1_000  # the default settlement tolerance: how late a stamp may be and still be its settlement
 MAX_ABS_RATE = 0.03  # per settlement: far beyond any BTC perp's cap; larger is a data error
 TIMEFRAME_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
 
@@ -91,8 +99,15 @@ def funding_path(store: Path, venue: str, symbol: str) -> Path:
     return store / "funding" / _safe(venue) / f"{_safe(symbol)}.parquet"
 
 
+KLINE_LABEL = {"ohlcv": "OHLCV", "mark": "mark-price klines", "index": "index-price klines"}
+
+
+def kline_path(store: Path, kind: str, venue: str, symbol: str, timeframe: str) -> Path:
+    return store / kind / _safe(venue) / f"{_safe(symbol)}_{timeframe}.parquet"
+
+
 def ohlcv_path(store: Path, venue: str, symbol: str, timeframe: str) -> Path:
-    return store / "ohlcv" / _safe(venue) / f"{_safe(symbol)}_{timeframe}.parquet"
+    return kline_path(store, "ohlcv", venue, symbol, timeframe)
 
 
 def read_store(path: Path, schema: dict) -> pl.DataFrame:
@@ -108,7 +123,8 @@ def merge_into_store(path: Path, rows: pl.DataFrame) -> tuple[int, int]:
     """Merge a page into the stored series, de-duplicated by timestamp (the
     stored row wins), sorted; written atomically. Returns (new rows, duplicates)."""
     old = read_store(path, dict(rows.schema))
-    both = pl.concat([old, rows], how="vertical_relaxed")
+    # diagonal: a store written before a column existed gets it as null
+    both = pl.concat([old, rows], how="diagonal_relaxed").select(rows.columns)
     merged = both.unique(subset="timestamp_ms", keep="first", maintain_order=True).sort("timestamp_ms")
     added = merged.height - old.height
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,8 +155,10 @@ def _resume_from(path: Path, schema: dict, since_ms: int) -> tuple[int, int | No
         return since_ms, None
     last = int(stored["timestamp_ms"].max())
     first = int(stored["timestamp_ms"].min())
-    if first <= since_ms <= last + 1:
-        return last + 1, last  # the stored series already covers since..last
+    # the stored series already covers since..last (a first row stamped a few
+    # ms after ``since`` still covers it: venues stamp settlements late)
+    if first <= since_ms + 2 * STAMP_SLACK_MS and since_ms <= last + 1:
+        return last + 1, last
     return since_ms, None
 
 
@@ -177,16 +195,30 @@ def page_through(
     return report
 
 
+def _mark_of(row: dict) -> float | None:
+    """The venue's mark at the settlement where its answer has one (Binance's
+    ``markPrice``; older rows say "" or nothing), else None."""
+    info = row.get("info") or {}
+    text = info.get("markPrice") if isinstance(info, dict) else None
+    try:
+        mark = float(text) if text not in (None, "") else None
+    except (TypeError, ValueError):
+        raise FetchError(f"funding row at {row.get('timestamp')} has a mark price that is not a number: {text!r}") from None
+    return mark if mark is not None and math.isfinite(mark) and mark > 0 else None
+
+
 def funding_rows(page: list[dict]) -> pl.DataFrame:
-    """ccxt funding-history entries -> rows; the interval is the spacing of
-    the stored series (``check_funding`` reports it), not guessed per page."""
+    """ccxt funding-history entries -> rows with the venue's own stamps (not
+    snapped: the loader does that) and its mark where it gives one; the
+    interval is the spacing of the stored series, not guessed per page."""
     rows = [r for r in page if r.get("timestamp") is not None]
     for r in rows:
         rate = r.get("fundingRate")
         if rate is None or not math.isfinite(float(rate)):
             raise FetchError(f"funding page has no usable rate at {r['timestamp']} (response: {r.get('info')})")
     frame = pl.DataFrame({"timestamp_ms": [int(r["timestamp"]) for r in rows],
-                          "funding_rate": [float(r["fundingRate"]) for r in rows]}, schema=FUNDING_SCHEMA)
+                          "funding_rate": [float(r["fundingRate"]) for r in rows],
+                          "mark_price": [_mark_of(r) for r in rows]}, schema=FUNDING_SCHEMA)
     return frame.unique(subset="timestamp_ms", keep="first", maintain_order=True).sort("timestamp_ms")
 
 
@@ -198,24 +230,43 @@ def ohlcv_rows(page: list[list]) -> pl.DataFrame:
 
 # --- validation -------------------------------------------------------------
 
-def check_funding(path: Path) -> dict[str, Any]:
+def check_funding(path: Path, tolerance_s: float = 1.0) -> dict[str, Any]:
+    """What the stored series holds: span, nominal interval, gaps, duplicate
+    settlements, out-of-range rates, stamps off the hour (``late_stamps``:
+    within ``tolerance_s``, snapped at load; ``off_schedule``: further off,
+    an error at load) and how many rows carry the venue's mark."""
+    from fundarb.core.funding import scheduled_instant
+
     f = read_store(path, FUNDING_SCHEMA)
     out: dict[str, Any] = {"rows": f.height}
     if f.height < 2:
         return out
-    ts = f["timestamp_ms"]
-    step = ts.diff().drop_nulls()
+    tol = int(round(tolerance_s * 1000))
+    stamps = f["timestamp_ms"].to_list()
+    instants = [_instant_ms(t, tol) for t in stamps]
+    snapped = pl.Series("instant", [t if t is not None else s for t, s in zip(instants, stamps)], dtype=pl.Int64)
+    step = snapped.diff().drop_nulls()
     nominal = float(step.median())
-    gaps = f.select(pl.col("timestamp_ms").shift(1).alias("after"), pl.col("timestamp_ms").alias("before"),
-                    pl.col("timestamp_ms").diff().alias("step")).filter(pl.col("step") > 1.5 * nominal)
+    gaps = pl.DataFrame({"after": snapped.shift(1), "before": snapped, "step": snapped.diff()}).filter(pl.col("step") > 1.5 * nominal)
     out.update({
-        "first_ms": int(ts.min()), "last_ms": int(ts.max()), "nominal_interval_hours": nominal / 3_600_000,
+        "first_ms": int(f["timestamp_ms"].min()), "last_ms": int(f["timestamp_ms"].max()),
+        "nominal_interval_hours": nominal / 3_600_000,
         "gaps": [[int(a), int(b)] for a, b in zip(gaps["after"], gaps["before"])],
-        "duplicates": int(f.height - f["timestamp_ms"].n_unique()),
+        "duplicates": int(f.height - snapped.n_unique()),
         "out_of_range": f.filter(pl.col("funding_rate").abs() > MAX_ABS_RATE)["timestamp_ms"].to_list(),
-        "off_schedule": int((step % 3_600_000 != 0).sum()),
+        "late_stamps": sum(1 for t, s in zip(instants, stamps) if t is not None and t != s),
+        "off_schedule": sum(1 for t in instants if t is None),
+        "with_mark": int(f["mark_price"].is_not_null().sum()) if "mark_price" in f.columns else 0,
     })
     return out
+
+
+def _instant_ms(stamp_ms: int, tolerance_ms: int) -> int | None:
+    """The settlement instant (ms) of a raw stamp, by the loader's rule."""
+    from fundarb.core.funding import scheduled_instant
+
+    at = scheduled_instant(stamp_ms * 1_000_000, 1.0, tolerance_ms * 1_000_000)
+    return None if at is None else at // 1_000_000
 
 
 def check_ohlcv(path: Path, timeframe: str) -> dict[str, Any]:
@@ -297,25 +348,38 @@ def fetch_all(plan: FetchPlan, store: Path, api_url: str | None = None, backoff:
 
     if market.get("swap") or market.get("future"):
         what = f"{plan.venue} {plan.symbol} funding"
-        r = page_through(ex, what, funding_path(store, plan.venue, plan.symbol), FUNDING_SCHEMA, plan.since_ms, plan.until_ms,
+        # stamps come a few ms late: a settlement at --until is stamped after it
+        r = page_through(ex, what, funding_path(store, plan.venue, plan.symbol), FUNDING_SCHEMA,
+                         plan.since_ms - STAMP_SLACK_MS, plan.until_ms + STAMP_SLACK_MS,
                          lambda c, e: ex.fetch_funding_rate_history(plan.symbol, since=c, limit=f_limit, params={"until": e}),
                          funding_rows, f_limit, 3_600_000, backoff, tick(what))
         r.checks = check_funding(r.path)
         reports.append(r)
-    targets = [(ex, plan.venue, plan.symbol)]
+    if plan.timeframe not in TIMEFRAME_MS:
+        raise FetchError(f"--timeframe {plan.timeframe!r}: use one of {', '.join(TIMEFRAME_MS)}")
+    # (client, venue, symbol, store kind, ccxt method): the perp's traded,
+    # mark and index klines where the venue has them, then the spot's
+    targets = [(ex, plan.venue, plan.symbol, "ohlcv", "fetch_ohlcv")]
+    if market.get("swap") or market.get("future"):
+        targets += [(ex, plan.venue, plan.symbol, kind, method)
+                    for kind, method, has in (("mark", "fetch_mark_ohlcv", "fetchMarkOHLCV"),
+                                              ("index", "fetch_index_ohlcv", "fetchIndexOHLCV")) if ex.has.get(has)]
     if plan.spot_venue and plan.spot_symbol:
         spot_ex = ex if plan.spot_venue == plan.venue else make_exchange(plan.spot_venue, api_url, rate_limit)
         spot_markets = call_with_retry(spot_ex, backoff, f"{plan.spot_venue} markets", spot_ex.load_markets)
         if plan.spot_symbol not in spot_markets:
             raise FetchError(f"{plan.spot_venue} has no market {plan.spot_symbol!r}")
-        targets.append((spot_ex, plan.spot_venue, plan.spot_symbol))
-    for client, venue, symbol in targets:
-        what = f"{venue} {symbol} {plan.timeframe} OHLCV"
-        if plan.timeframe not in TIMEFRAME_MS:
-            raise FetchError(f"--timeframe {plan.timeframe!r}: use one of {', '.join(TIMEFRAME_MS)}")
-        r = page_through(client, what, ohlcv_path(store, venue, symbol, plan.timeframe), OHLCV_SCHEMA, plan.since_ms, plan.until_ms,
-                         lambda c, e, client=client, symbol=symbol: client.fetch_ohlcv(symbol, plan.timeframe, since=c, limit=o_limit,
-                                                                                      params={"until": e}),
+        targets.append((spot_ex, plan.spot_venue, plan.spot_symbol, "ohlcv", "fetch_ohlcv"))
+    # a bar's close is the price at its open + one bar: the bar that opens one
+    # bar before ``since`` gives the price at ``since``
+    bars_from = plan.since_ms - TIMEFRAME_MS[plan.timeframe]
+    for client, venue, symbol, kind, method in targets:
+        what = f"{venue} {symbol} {plan.timeframe} {KLINE_LABEL[kind]}"
+        fetch = getattr(client, method)
+        r = page_through(client, what, kline_path(store, kind, venue, symbol, plan.timeframe), OHLCV_SCHEMA,
+                         bars_from, plan.until_ms,
+                         lambda c, e, fetch=fetch, symbol=symbol: fetch(symbol, plan.timeframe, since=c, limit=o_limit,
+                                                                      params={"until": e}),
                          ohlcv_rows, o_limit, TIMEFRAME_MS[plan.timeframe], backoff, tick(what))
         r.checks = check_ohlcv(r.path, plan.timeframe)
         reports.append(r)

@@ -65,17 +65,20 @@ def apply_scenario(history: MarketHistory, scenario: Scenario | None) -> MarketH
     if scenario is None:
         return history
     spot, perp, mark = history.spot, history.perp, history.funding_mark
+    hourly_mark = history.mark
     if scenario.shock_return != 0.0:
         k = shock_hour_index(history, scenario)
         level = np.ones_like(spot)
         level[k:] = 1.0 + scenario.shock_return
         spot, perp = spot * level, perp * level
+        hourly_mark = None if hourly_mark is None else hourly_mark * level
         after = history.funding_ts >= history.hours[k]
         mark = np.where(after, mark * (1.0 + scenario.shock_return), mark)
     return attrs.evolve(
         history,
         spot=spot,
         perp=perp,
+        mark=hourly_mark,
         funding_rate=scaled_funding(history, scenario),
         funding_mark=mark,
         sources=(*history.sources, summary(history, scenario)),

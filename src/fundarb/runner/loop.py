@@ -44,6 +44,7 @@ from fundarb.backtest import round_trip_cost, venue_costs
 from fundarb.config import Config
 from fundarb.core.book import PositionBook, drift_of
 from fundarb.core.clock import SimClock
+from fundarb.core.funding import scheduled_instant
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, FundingSettlement, MarketKind, Quote
 from fundarb.core.risk import RiskMonitor
 from fundarb.core.strategy import CarryStrategy
@@ -98,11 +99,12 @@ class Runner:
             raise RunnerError("strategy.allow_reverse: the reverse carry (short spot on margin) is backtest-only; "
                               "the runner trades long spot / short perp")
         self.cfg, self.mode, self.session, self.log = cfg, mode, session, log
+        self._tolerance_ns = int(round(cfg.data.settlement_tolerance_seconds * NS_PER_SECOND))
         self.journal = session.journal
         self.stats = RunStats()
         self.inbox: asyncio.Queue = asyncio.Queue()
         self.turn = asyncio.Lock()  # one engine step (event, orders, answers) at a time
-        self.pacer = Pacer(cfg.perp_account, self._settled_rate)
+        self.pacer = Pacer(cfg.perp_account, self._settled_rate, self._tolerance_ns)
         self.engine: Engine | None = None
         self.sim: SimExchange | None = None
         self.venue: LiveVenue | None = None
@@ -196,10 +198,12 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - the signal fills from the next settlements
             self.log.warning("signal_history_unavailable", error=f"{type(exc).__name__}: {exc}"[:300])
             return
-        rows = sorted((r for r in rows if int(r["timestamp"]) * 1_000_000 <= now), key=lambda r: r["timestamp"])
-        for r in rows[-n:]:
-            strategy.signal.on_settlement(int(r["timestamp"]) * 1_000_000, float(r["fundingRate"]), interval_h)
-        self.log.info("signal_primed", settlements=len(rows[-n:]), signal_apr=strategy.signal.current_apr())
+        settled = sorted({at: float(r["fundingRate"]) for r in rows
+                          if (at := self._instant(int(r["timestamp"]) * 1_000_000, interval_h)) is not None
+                          and at <= now}.items())
+        for at, rate in settled[-n:]:
+            strategy.signal.on_settlement(at, rate, interval_h)
+        self.log.info("signal_primed", settlements=len(settled[-n:]), signal_apr=strategy.signal.current_apr())
 
     def _restore_carry(self, strategy: CarryStrategy, book: PositionBook, now: int) -> None:
         """A carry held before a restart is the strategy's again: its entry
@@ -259,7 +263,11 @@ class Runner:
         engine = self.engine
         assert engine is not None
         self.stats.events += 1
-        for ts, prio, ev in await self.pacer.pace(event):
+        paced = await self.pacer.pace(event)
+        for at, what in self.pacer.problems:  # never a silent zero: say what could not be settled
+            self.session.alert("settlement_unknown", f"funding settlement at {_utc(at)}: {what}", "critical")
+        self.pacer.problems.clear()
+        for ts, prio, ev in paced:
             if type(ev) is FundingSettlement and engine.book.perp.qty != 0:
                 self._settlement_in_position(ev)
             if self.sim is not None:
@@ -376,10 +384,13 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - the announced rate stands in; the log says so
             self.log.warning("settled_rate_unavailable", settlement=at, error=f"{type(exc).__name__}: {exc}"[:300])
             return None
-        for r in rows:
-            if abs(int(r["timestamp"]) * 1_000_000 - at) <= 60 * NS_PER_SECOND:
+        for r in rows:  # the venue stamps a few ms late: its row for ``at`` is the one that snaps to it
+            if self._instant(int(r["timestamp"]) * 1_000_000, self.pacer.interval_hours) == at:
                 return float(r["fundingRate"])
         return None
+
+    def _instant(self, stamp: int, interval_h: float) -> int | None:
+        return scheduled_instant(stamp, interval_h, self._tolerance_ns)
 
     def _settlement_in_position(self, s: FundingSettlement) -> None:
         engine = self.engine

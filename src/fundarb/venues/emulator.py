@@ -145,9 +145,14 @@ class PriceSeries:
 class FundingSeries:
     venue: str
     symbol: str
-    time_ms: np.ndarray
+    time_ms: np.ndarray  # the settlement instants
     rate: np.ndarray
     interval_h: np.ndarray
+    stamp_ms: np.ndarray | None = None  # what the venue's funding history says (None: the instants)
+
+    @property
+    def stamps(self) -> np.ndarray:
+        return self.time_ms if self.stamp_ms is None else self.stamp_ms
 
     def count_upto(self, now_ms: int) -> int:
         """Number of settlements at or before now (they exist; later ones do not yet)."""
@@ -193,15 +198,28 @@ def _price_series(prices: pl.DataFrame, market: str) -> PriceSeries:
     return PriceSeries(open_ms, open_ms + MS_PER_HOUR, rows["close"].to_numpy().astype(np.float64))
 
 
-def _funding_series(funding: pl.DataFrame, venue: str, symbol: str) -> FundingSeries:
+# Binance USD-M's /fapi/v1/fundingRate stamps each settlement 0-16 ms after
+# its instant (measured on the venue's 2025-26 answers). The shipped history
+# has the exact instants, so the emulator adds a SYNTHETIC lateness of that
+# size, the same for the same instant on every run, to test what the venue sends.
+BINANCE_FUNDING_LATE_MS = 16
+
+
+def late_stamps(time_ms: np.ndarray, most_ms: int) -> np.ndarray:
+    """Each instant plus 0..``most_ms`` ms, fixed per instant (a hash of it)."""
+    return time_ms + (time_ms // MS_PER_HOUR * 2_654_435_761) % (most_ms + 1)
+
+
+def _funding_series(funding: pl.DataFrame, venue: str, symbol: str, late_ms: int = 0) -> FundingSeries:
     rows = funding.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol)).sort("funding_time_ms")
     if rows.height == 0:
         raise ValueError(f"no {venue} {symbol} funding in {FUNDING_FILE}")
+    time_ms = rows["funding_time_ms"].to_numpy().astype(np.int64)
     return FundingSeries(
-        venue, symbol,
-        rows["funding_time_ms"].to_numpy().astype(np.int64),
+        venue, symbol, time_ms,
         rows["funding_rate"].to_numpy().astype(np.float64),
         rows["interval_hours"].to_numpy().astype(np.float64),
+        late_stamps(time_ms, late_ms) if late_ms else None,
     )
 
 
@@ -213,7 +231,7 @@ def load_tape(data_dir: Path = SHIPPED_DIR) -> MarketTape:
     return MarketTape(
         prices={SPOT: _price_series(prices, "spot"), PERP: _price_series(prices, "perp_linear")},
         funding={
-            "binanceusdm": _funding_series(funding, "binance", "BTCUSDT"),
+            "binanceusdm": _funding_series(funding, "binance", "BTCUSDT", BINANCE_FUNDING_LATE_MS),
             "bybit": _funding_series(funding, "bybit", "BTCUSDT"),
         },
     )
@@ -670,17 +688,25 @@ def _binance_depth(ask: Ask, market: str) -> dict:
     return {"lastUpdateId": ask.now_ms, "E": ask.now_ms, "T": ask.now_ms, "bids": bids, "asks": asks}
 
 
-def _binance_klines(ask: Ask, market: str) -> list:
+def _binance_klines(ask: Ask, market: str, price: str = "last") -> list:
     """Binance klines: open times in [startTime, endTime]; with startTime the
     first ``limit`` from it, else the last ``limit`` up to endTime/now; ascending.
     Only complete hours exist (the close time is at or before now): the data
-    has closes, not the running hour. open = high = low = close (only closes exist)."""
-    _binance_symbol(ask, required=True)
+    has closes, not the running hour. open = high = low = close (only closes exist).
+    ``price`` "mark" (/fapi/v1/markPriceKlines) serves the perp closes and
+    "index" (/fapi/v1/indexPriceKlines, asked by ``pair``) the spot closes:
+    the shipped data has no mark or index series, so the same stand-ins as
+    premiumIndex."""
+    if price == "index":
+        if ask.params.get("pair") != SYMBOL:
+            raise VenueError(400, -1121, "Invalid symbol.")
+    else:
+        _binance_symbol(ask, required=True)
     if ask.params.get("interval") != "1h":
         raise VenueError(400, -1120, "Invalid interval.")  # only 1h closes are shipped
     limit = _limit(_binance_int(ask.params, "limit"), 500, 1000 if market == SPOT else 1500)
     start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
-    series = ask.tape.prices[market]
+    series = ask.tape.prices[SPOT if price == "index" else market]
     upto = series.index_at(ask.now_ms) + 1
     idx = _rows_window(series.open_ms, upto, start, end, limit, anchor_start=start is not None)
     places = 8 if market == SPOT else 2
@@ -722,10 +748,16 @@ def _binance_funding_history(ask: Ask) -> list:
     limit = _limit(_binance_int(ask.params, "limit"), 100, 1000)
     start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
     upto = funding.count_upto(ask.now_ms)
-    idx = _rows_window(funding.time_ms, upto, start, end, limit, anchor_start=start is not None)
-    # markPrice "": the shipped rows carry no mark (Binance prints "" where it has none)
-    return [{"symbol": SYMBOL, "fundingTime": int(funding.time_ms[i]), "fundingRate": _rate(funding.rate[i], 8),
-             "markPrice": ""} for i in idx]
+    idx = _rows_window(funding.stamps, upto, start, end, limit, anchor_start=start is not None)
+    # fundingTime: the venue's late stamp; markPrice: the perp close at the
+    # instant stands in for the venue's mark (the shipped rows carry none)
+    perp = ask.tape.prices[PERP]
+
+    def mark(at_ms: int) -> str:  # "" where the data has no close yet, as Binance prints where it has no mark
+        return _dec(perp.price_at(at_ms), 8) if perp.index_at(at_ms) >= 0 else ""
+
+    return [{"symbol": SYMBOL, "fundingTime": int(funding.stamps[i]), "fundingRate": _rate(funding.rate[i], 8),
+             "markPrice": mark(int(funding.time_ms[i]))} for i in idx]
 
 
 # ----------------------------------------------------------------- Bybit v5
@@ -857,25 +889,29 @@ def _bybit_orderbook(ask: Ask) -> dict:
             "cts": ask.now_ms}
 
 
-def _bybit_kline(ask: Ask) -> dict:
+def _bybit_kline(ask: Ask, price: str = "last") -> dict:
     """Bybit kline: [start, end] on open times; with start the first ``limit``
     from it, otherwise the last ``limit`` up to end/now (the emulator's reading
-    of the docs); newest first. Complete hours only; open = high = low = close."""
+    of the docs); newest first. Complete hours only; open = high = low = close.
+    ``price`` "mark" (/v5/market/mark-price-kline) serves the perp closes and
+    "index" (/v5/market/index-price-kline) the spot closes, as stand-ins (no
+    mark or index series is shipped); those rows have no volume fields."""
     category = ask.params.get("category", "linear")  # Bybit's default category for kline
-    if category not in ("spot", "linear"):
+    if category not in (("spot", "linear") if price == "last" else ("linear",)):
         raise VenueError(200, 10001, "params error: Category is invalid")
     _bybit_symbol(ask, required=True)
     if ask.params.get("interval") != "60":
         raise VenueError(200, 10001, "params error: Invalid period!")  # only 1h closes are shipped
     limit = _limit(_bybit_int(ask.params, "limit"), 200, 1000)
     start, end = _bybit_int(ask.params, "start"), _bybit_int(ask.params, "end")
-    series = ask.tape.prices[SPOT if category == "spot" else PERP]
+    series = ask.tape.prices[SPOT if category == "spot" or price == "index" else PERP]
     upto = series.index_at(ask.now_ms) + 1
     idx = _rows_window(series.open_ms, upto, start, end, limit, anchor_start=start is not None)
     rows = []
     for i in idx[::-1]:
         c = _dec(series.close[i], 2)
-        rows.append([str(int(series.open_ms[i])), c, c, c, c, "0", "0"])  # SYNTHETIC volume/turnover
+        row = [str(int(series.open_ms[i])), c, c, c, c]
+        rows.append(row + ["0", "0"] if price == "last" else row)  # SYNTHETIC volume/turnover
     return {"category": category, "symbol": SYMBOL, "list": rows}
 
 
@@ -1745,6 +1781,8 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
         ("GET", "/fapi/v1/ticker/price"): lambda a: _binance_price(a, PERP),
         ("GET", "/fapi/v1/depth"): lambda a: _binance_depth(a, PERP),
         ("GET", "/fapi/v1/klines"): lambda a: _binance_klines(a, PERP),
+        ("GET", "/fapi/v1/markPriceKlines"): lambda a: _binance_klines(a, PERP, "mark"),
+        ("GET", "/fapi/v1/indexPriceKlines"): lambda a: _binance_klines(a, PERP, "index"),
         ("GET", "/fapi/v3/account"): signed(_binance_futures_account),
         ("GET", "/fapi/v3/balance"): signed(_binance_futures_balance),
         ("GET", "/fapi/v3/positionRisk"): signed(_binance_position_risk),
@@ -1770,6 +1808,8 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
         ("GET", "/v5/market/tickers"): _bybit_tickers,
         ("GET", "/v5/market/orderbook"): _bybit_orderbook,
         ("GET", "/v5/market/kline"): _bybit_kline,
+        ("GET", "/v5/market/mark-price-kline"): lambda a: _bybit_kline(a, "mark"),
+        ("GET", "/v5/market/index-price-kline"): lambda a: _bybit_kline(a, "index"),
         ("GET", "/v5/market/funding/history"): _bybit_funding_history,
         ("GET", "/v5/asset/coin/query-info"): signed(_bybit_coin_info),
         ("GET", "/v5/account/wallet-balance"): signed(_bybit_wallet_balance),

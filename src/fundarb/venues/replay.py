@@ -69,12 +69,20 @@ class ReplayError(ValueError):
     """A recording that cannot be replayed; the message names the file (and line)."""
 
 
+def _one_of(*allowed: str) -> Any:
+    """A validator whose message a user can read: the field, the value, what is allowed."""
+    def check(inst: Any, attr: attrs.Attribute, value: str) -> None:
+        if value not in allowed:
+            raise ValueError(f"[[feeds]] {attr.name} {value!r} is not one of: {', '.join(allowed)}")
+    return check
+
+
 @attrs.frozen
 class CaptureFeed:
-    role: str = attrs.field(validator=attrs.validators.in_(ROLES))
-    exchange: str = attrs.field(validator=attrs.validators.in_(tuple(CRYPTOFEED_IDS)))
+    role: str = attrs.field(validator=_one_of(*ROLES))
+    exchange: str = attrs.field(validator=_one_of(*CRYPTOFEED_IDS))
     symbol: str
-    format: str = attrs.field(validator=attrs.validators.in_((FORMAT_CRYPTOFEED, FORMAT_BINANCE_LINES)))
+    format: str = attrs.field(validator=_one_of(FORMAT_CRYPTOFEED, FORMAT_BINANCE_LINES))
     files: tuple[str, ...]
 
 
