@@ -45,7 +45,7 @@ SHIPPED_DIR = Path(__file__).parent / "shipped"
 PRICES_FILE = "prices_1h.parquet"
 FUNDING_FILE = "funding_settlements.parquet"
 NS_PER_MS = 1_000_000
-MARK_MARKETS = ("perp_mark", "mark")  # the hourly mark of a perp in the long layout
+MARK_MARKETS = ("perp_mark", "mark", "mark_price")  # the hourly mark of a perp in the long layout
 
 # (ccxt exchange id, unified symbol) -> rows of the shipped files (kept for the
 # statistics, which prefer the config's own series)
@@ -428,7 +428,10 @@ def load_history(
     s = raw.spot.filter((pl.col("ts") >= lo) & (pl.col("ts") < hi)).sort("ts")
     p = raw.perp.filter((pl.col("ts") >= lo) & (pl.col("ts") < hi)).sort("ts")
     if s.height == 0 or p.height == 0:
-        raise DataError(f"no price history between {fmt_time(lo)} and {fmt_time(hi)} in {data_dir}")
+        both = raw.spot.join(raw.perp, on="ts")["ts"]
+        held = f" (it holds {fmt_time(both.min())} .. {fmt_time(both.max())} UTC: choose the window with --from/--to)" \
+            if both.len() else ""
+        raise DataError(f"no price history between {fmt_time(lo)} and {fmt_time(hi)} in {data_dir}{held}")
     for frame, label in ((s, "spot"), (p, "perp")):
         dup = frame.filter(pl.col("ts").is_duplicated())
         if dup.height:
