@@ -16,6 +16,7 @@ import attrs
 from fundarb.alerts import AlertConditions, Alerter, AlertThresholds, DeskState, channel_from_env
 from fundarb.config import Config, config_hash
 from fundarb.core.book import drift_of
+from fundarb.core.funding import scheduled_instant
 from fundarb.core.model import NS_PER_SECOND, FundingRate
 
 RECENT = 8  # rows kept for the trades and alerts panels
@@ -247,7 +248,9 @@ class LiveSource:
         elif isinstance(ev, FundingRate):
             self.rates[ev.venue] = ev
             self.venue_ts = max(self.venue_ts, ev.ts)
-            self.settlements.announce(ev.next_funding_ts)
+            # the venue's announced instant, snapped by the data layer's rule (None: off schedule, not believed)
+            tolerance = int(self.cfg.data.settlement_tolerance_seconds * NS_PER_SECOND)
+            self.settlements.announce(scheduled_instant(ev.next_funding_ts, ev.interval_hours, tolerance) or 0)
 
     async def poll(self) -> None:
         """Positions and balances from the venues; a failure is shown, not raised."""
