@@ -27,7 +27,7 @@ from emulator_fixtures import EMULATOR_START, ccxt_client, close_at, ms, running
 
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.data.history import FUNDING_FILE, SHIPPED_DIR
-from fundarb.venues.emulator import EmulatorServer, ccxt_config, point_ccxt
+from fundarb.venues.emulator import BINANCE_FUNDING_LATE_MS, EmulatorServer, ccxt_config, late_stamps, point_ccxt
 
 emulator = emulator_fixtures.emulator  # fixtures, requested by name below
 loopback_only = emulator_fixtures.loopback_only
@@ -48,8 +48,18 @@ closes = emulator_fixtures.closes
 @pytest.fixture(scope="module")
 def funding() -> dict[str, pl.DataFrame]:
     rows = pl.read_parquet(SHIPPED_DIR / FUNDING_FILE)
-    return {v: rows.filter((pl.col("venue") == src) & (pl.col("symbol") == "BTCUSDT")).sort("funding_time_ms")
-            for v, src in FUNDING_VENUE.items()}
+    out = {v: rows.filter((pl.col("venue") == src) & (pl.col("symbol") == "BTCUSDT")).sort("funding_time_ms")
+           for v, src in FUNDING_VENUE.items()}
+    # stamp_ms: what the venue's funding history says; Binance stamps each
+    # settlement 0-16 ms after its instant (the same lateness on every run)
+    return {v: f.with_columns(pl.Series("stamp_ms", late_stamps(f["funding_time_ms"].to_numpy(), BINANCE_FUNDING_LATE_MS)
+                                        if v == "binanceusdm" else f["funding_time_ms"].to_numpy()))
+            for v, f in out.items()}
+
+
+def stamp(funding: dict[str, pl.DataFrame], venue: str, instant_ms: int) -> int:
+    """The venue's stamp of the settlement at ``instant_ms``."""
+    return funding[venue].filter(pl.col("funding_time_ms") == instant_ms)["stamp_ms"][0]
 
 
 # ----------------------------------------------------------------- binding
@@ -207,12 +217,12 @@ def test_funding_history_since_limit_until(emulator, funding, venue):
     # so ask from just before a settlement
     got = ex.fetch_funding_rate_history(PERP_SYM, since=since - 1, limit=5)
     want = rows.filter(pl.col("funding_time_ms") >= since).head(5)
-    assert [r["timestamp"] for r in got] == want["funding_time_ms"].to_list()
+    assert [r["timestamp"] for r in got] == want["stamp_ms"].to_list()
     assert [r["fundingRate"] for r in got] == want["funding_rate"].to_list()
     got = ex.fetch_funding_rate_history(PERP_SYM, limit=1000 if venue == "binanceusdm" else 200,
                                         params={"until": until})
-    want = rows.filter(pl.col("funding_time_ms") <= until)
-    assert got[-1]["timestamp"] == want["funding_time_ms"][-1]
+    want = rows.filter(pl.col("stamp_ms") <= until)  # a settlement stamped after `until` is not in it
+    assert got[-1]["timestamp"] == want["stamp_ms"][-1]
     assert [r["fundingRate"] for r in got] == want["funding_rate"].to_list()[-len(got):]
     assert len(got) == (1000 if venue == "binanceusdm" else 200)
 
@@ -229,7 +239,8 @@ def test_binance_funding_history_pages_forward_without_gaps(emulator, funding):
             break
         cursor = page[-1]["timestamp"] + 1
     want = funding["binanceusdm"].filter((pl.col("funding_time_ms") >= since) & (pl.col("funding_time_ms") <= now))
-    assert [r["timestamp"] for r in got] == want["funding_time_ms"].to_list()
+    assert [r["timestamp"] for r in got] == want["stamp_ms"].to_list()
+    assert any(r["timestamp"] % MS_H for r in got) and all(r["timestamp"] % MS_H <= 16 for r in got)
     assert [r["fundingRate"] for r in got] == want["funding_rate"].to_list()
     asked = [e for e in emulator.log.entries if e.path == "/fapi/v1/fundingRate"]
     assert len(asked) > 5 and all(e.query["limit"] == "200" for e in asked)
@@ -282,7 +293,7 @@ def test_the_clock_hides_the_future(emulator, closes, funding, venue):
     emulator.set_time("2023-06-01T07:30")
     now = ms("2023-06-01T07:30")
     history = ex.fetch_funding_rate_history(PERP_SYM, limit=50)
-    assert history[-1]["timestamp"] == ms("2023-06-01T00:00")
+    assert history[-1]["timestamp"] == stamp(funding, venue, ms("2023-06-01T00:00"))
     later = ex.fetch_funding_rate_history(PERP_SYM, since=now - 1, limit=10, params={"until": now + 100 * MS_H})
     assert later == []
     assert ex.fetch_ohlcv(PERP_SYM, "1h", limit=2)[-1][0] + MS_H <= now
@@ -291,7 +302,7 @@ def test_the_clock_hides_the_future(emulator, closes, funding, venue):
     emulator.advance(NS_PER_HOUR)  # 08:30: the 08:00 settlement and a new close now exist
     now += MS_H
     history = ex.fetch_funding_rate_history(PERP_SYM, limit=50)
-    assert history[-1]["timestamp"] == ms("2023-06-01T08:00")
+    assert history[-1]["timestamp"] == stamp(funding, venue, ms("2023-06-01T08:00"))
     assert history[-1]["fundingRate"] == funding[venue].filter(
         pl.col("funding_time_ms") == ms("2023-06-01T08:00"))["funding_rate"][0]
     assert ex.fetch_funding_rate(PERP_SYM)["fundingTimestamp"] == ms("2023-06-01T16:00")
@@ -401,12 +412,12 @@ def test_stale_funding_keeps_answering_the_old_data(emulator, funding, venue):
     as_of = ms(EMULATOR_START)
     emulator.advance(24 * NS_PER_HOUR)
     history = ex.fetch_funding_rate_history(PERP_SYM, limit=10)
-    assert history[-1]["timestamp"] == funding[venue].filter(pl.col("funding_time_ms") <= as_of)["funding_time_ms"][-1]
+    assert history[-1]["timestamp"] == funding[venue].filter(pl.col("funding_time_ms") <= as_of)["stamp_ms"][-1]
     rate = ex.fetch_funding_rate(PERP_SYM)
     assert rate["fundingTimestamp"] == ms("2024-01-10T16:00")  # still the one due after the old time
     assert [e.fault for e in emulator.log.entries[before:]] == ["stale", "stale"]
     emulator.faults.remove(fault)
-    assert ex.fetch_funding_rate_history(PERP_SYM, limit=10)[-1]["timestamp"] == ms("2024-01-11T08:00")
+    assert ex.fetch_funding_rate_history(PERP_SYM, limit=10)[-1]["timestamp"] == stamp(funding, venue, ms("2024-01-11T08:00"))
 
 
 def test_faults_count_down_filter_by_path_and_draw_from_the_seed(emulator):

@@ -179,17 +179,22 @@ def test_capture_without_btc_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (('exchange = "binanceusdm"', 'exchange = "mtgox"'), "mtgox"),
+    (('exchange = "binanceusdm"', 'exchange = "mtgox"'), "[[feeds]] exchange 'mtgox' is not one of: binance, binanceusdm"),
     (('files = ["usdm_btcusdt_20240808.gz"]', 'files = ["missing.gz"]'), "capture file missing"),
-    (('role = "perp"', 'role = "option"'), "option"),
+    (('role = "perp"', 'role = "option"'), "[[feeds]] role 'option' is not one of: spot, perp"),
+    (('format = "binance_lines"', 'format = "csv"'), "[[feeds]] format 'csv' is not one of: cryptofeed, binance_lines"),
 ])
 def test_bad_manifest_is_one_clear_error(tmp_path, edit, message):
     folder = copy_binance(tmp_path)
     manifest = folder / "recording.toml"
-    manifest.write_text(manifest.read_text().replace(*edit))
-    res = runner.invoke(app, ["replay", str(folder), "--out", str(tmp_path / "o")])
+    text = manifest.read_text()
+    assert edit[0] in text
+    manifest.write_text(text.replace(*edit))
+    res = runner.invoke(app, ["replay", str(folder), "--out", str(tmp_path / "o")], env={"COLUMNS": "300"})
     assert res.exit_code == 2 and message in res.output and res.output.count("error:") == 1
-    assert "recording.toml" in res.output
+    assert "recording.toml" in res.output and len(res.output.strip().splitlines()) == 1
+    for internals in ("Attribute(", "validator=", "<in_", "NOTHING"):  # attrs' own repr never reaches the user
+        assert internals not in res.output
     assert not (tmp_path / "o").exists()
 
 
