@@ -115,7 +115,7 @@ def _garbage_dir(tmp_path: Path) -> Path:
     (["--since", "last tuesday"], "is not an ISO date"),
     (["--threshold-apr", "10"], "--threshold-apr 10 is not an APR fraction"),
     (["--data-dir", "GARBAGE"], "is not readable parquet"),
-    (["--data-dir", "EMPTY"], "data file missing"),
+    (["--data-dir", "EMPTY"], "history file missing"),
 ])
 def test_bad_input_is_one_error_exit_2_and_nothing_written(args, message, tmp_path):
     if "GARBAGE" in args:

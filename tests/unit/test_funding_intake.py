@@ -113,3 +113,25 @@ def test_a_venue_shaped_folder_loads_each_settlement_once_at_its_instant_with_it
     assert d["mark_price"].startswith(f"venue mark price at {with_mark} of {n} settlements")
     assert d["funding_intake"]["duplicate_rows_dropped"] == len(range(0, real.height, 20))
     assert d["funding_intake"]["stamps_snapped_to_schedule"] > 0
+
+
+def test_the_statistics_read_every_series_of_a_table_by_the_same_rules(tmp_path):
+    from fundarb.data.history import snap_table
+
+    h = 3_600_000
+    table = pl.DataFrame({
+        "venue": ["binance"] * 3 + ["hyperliquid"] * 3,
+        "symbol": ["BTCUSDT"] * 3 + ["BTC"] * 3,
+        "funding_time_ms": [LO_MS + 2, LO_MS + 8 * h + 16, LO_MS + 8 * h + 16, LO_MS + 7, LO_MS + h - 3, LO_MS + 2 * h],
+        "funding_rate": [1e-4, 2e-4, 2e-4, 1e-5, 2e-5, 3e-5],
+        "interval_hours": [8.0, 8.0, 8.0, 1.0, 1.0, 1.0],
+        "source": [LABEL] * 6,
+    })
+    out = snap_table(table, tmp_path / "f.parquet", 1.0)
+    assert out.columns == table.columns
+    assert out.sort("venue", "funding_time_ms")["funding_time_ms"].to_list() == [
+        LO_MS, LO_MS + 8 * h, LO_MS, LO_MS + h, LO_MS + 2 * h]
+    bad = table.with_columns(pl.when(pl.col("venue") == "hyperliquid").then(pl.col("funding_time_ms") + 4000)
+                             .otherwise(pl.col("funding_time_ms")).alias("funding_time_ms"))
+    with pytest.raises(DataError, match=r"hyperliquid BTC: funding stamp .* \(row 4 of"):
+        snap_table(bad, tmp_path / "f.parquet", 1.0)

@@ -402,6 +402,30 @@ def load_settlements(perp: tuple[str, str], tolerance_s: float, lo: int, hi: int
     return f.filter((pl.col("ts") >= lo) & (pl.col("ts") <= hi)).select("ts", "rate", "interval", "mark", "source")
 
 
+def snap_table(funding: pl.DataFrame, file: Path, tolerance_s: float) -> pl.DataFrame:
+    """A whole long funding table (every venue and symbol in it) with each
+    series' stamps snapped to their instants and repeated rows kept once,
+    by the same rules as a backtest's series: what the statistics read."""
+    rows = funding.with_columns(pl.int_range(1, pl.len() + 1).alias("row"))
+    null_f64 = pl.lit(None, dtype=pl.Float64)
+    out = []
+    for (venue, symbol), part in rows.group_by(["venue", "symbol"], maintain_order=True):
+        f = part.select(
+            pl.col("row"), (pl.col("funding_time_ms").cast(pl.Int64) * NS_PER_MS).alias("stamp"),
+            pl.col("funding_rate").cast(pl.Float64).alias("rate"),
+            (pl.col("interval_hours").cast(pl.Float64) if "interval_hours" in part.columns else null_f64).alias("interval"),
+            (pl.col("mark_price").cast(pl.Float64) if "mark_price" in part.columns else null_f64).alias("mark"),
+            (pl.col("source").cast(pl.Utf8) if "source" in part.columns else pl.lit(str(file))).alias("source"))
+        snapped, _, _ = snap_settlements(f, f"{venue} {symbol}", file, tolerance_s)
+        out.append(part.filter(pl.col("row").is_in(snapped["row"].implode())).join(
+            snapped.select("row", (pl.col("ts") // NS_PER_MS).alias("instant_ms")), on="row"))
+    if not out:
+        return funding
+    both = pl.concat(out)
+    return both.with_columns(pl.col("instant_ms").cast(funding.schema["funding_time_ms"]).alias("funding_time_ms")).select(
+        funding.columns)
+
+
 # --- the aligned history ---------------------------------------------------------------
 
 def history_for(cfg: Config, data_dir: Path | None = None) -> MarketHistory:

@@ -35,9 +35,10 @@ import polars as pl
 import typer
 
 from fundarb.core.model import HOURS_PER_YEAR
-from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR, DataError, parse_time
+from fundarb.data.history import FUNDING_FILE, NUMERIC, PRICES_FILE, SHIPPED_DIR, TEXT, DataError, parse_time, read_table, snap_table
 
 MS_PER_HOUR = 3_600_000
+SETTLEMENT_TOLERANCE_S = 1.0  # the config's default data.settlement_tolerance_seconds
 MS_PER_DAY = 24 * MS_PER_HOUR
 
 REGIME_LOOKBACK_DAYS = 90
@@ -962,19 +963,6 @@ def write_stats(frame: pl.DataFrame, out: Path, venues: Sequence[str] | None = N
     return st, {name: out / name for name in STATS_FILES}
 
 
-def read_table(path: Path, needed: Sequence[str]) -> pl.DataFrame:
-    if not path.is_file():
-        raise DataError(f"data file missing: {path}")
-    try:
-        frame = pl.read_parquet(path)
-    except Exception as exc:  # polars raises several kinds for a bad file
-        raise DataError(f"data file {path} is not readable parquet: {str(exc).splitlines()[0]}") from None
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise DataError(f"data file {path} lacks column(s) {', '.join(missing)}")
-    return frame
-
-
 def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -1027,8 +1015,11 @@ def run_stats(venues: Sequence[str] | None, since: str | None, until: str | None
     check_output_folder(out, STATS_FILES)
     data_dir = data_dir or SHIPPED_DIR
     fpath, ppath = data_dir / FUNDING_FILE, data_dir / PRICES_FILE
-    funding = read_table(fpath, FUNDING_COLUMNS)
-    prices = read_table(ppath, PRICE_COLUMNS)
+    numbers = ("funding_time_ms", "funding_rate", "interval_hours", "open_time_ms", "close")
+    funding = read_table(fpath, {c: NUMERIC if c in numbers else TEXT for c in FUNDING_COLUMNS})
+    # venue stamps a few ms late, rows sent twice: one settlement per instant, as a backtest reads them
+    funding = snap_table(funding, fpath, SETTLEMENT_TOLERANCE_S)
+    prices = read_table(ppath, {c: NUMERIC if c in numbers else TEXT for c in PRICE_COLUMNS})
     inputs = {FUNDING_FILE: {"rows": funding.height, "sha256": file_digest(fpath)},
               PRICES_FILE: {"rows": prices.height, "sha256": file_digest(ppath)}}
     return write_stats(funding, out, list(venues) if venues else None, prices=prices, since=since, until=until,
