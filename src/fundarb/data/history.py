@@ -245,16 +245,21 @@ def _long_funding(data_dir: Path, perp: tuple[str, str]) -> tuple[pl.DataFrame, 
         known = ", ".join(f"{a} {b}" for a, b in held.iter_rows()) or "none"
         raise NoFundingSeries(f"no funding history for exchange {perp[0]!r} symbol {perp[1]!r} (venue {pv} symbol {ps}) "
                               f"in {file} (it holds: {known})")
+    return _funding_rows(f, "funding_time_ms", str(file)), f"{pv} {ps}", file
+
+
+def _funding_rows(f: pl.DataFrame, stamp_col: str, source: str) -> pl.DataFrame:
+    """A funding table's rows (with ``row`` numbers) in the loader's columns:
+    row, stamp (ns), rate, interval (null: infer), mark (null: none), source."""
     null_f64 = pl.lit(None, dtype=pl.Float64)
-    f = f.select(
+    return f.select(
         pl.col("row"),
-        (pl.col("funding_time_ms").cast(pl.Int64) * NS_PER_MS).alias("stamp"),
+        (pl.col(stamp_col).cast(pl.Int64) * NS_PER_MS).alias("stamp"),
         pl.col("funding_rate").cast(pl.Float64).alias("rate"),
         (pl.col("interval_hours").cast(pl.Float64) if "interval_hours" in f.columns else null_f64).alias("interval"),
         (pl.col("mark_price").cast(pl.Float64) if "mark_price" in f.columns else null_f64).alias("mark"),
-        (pl.col("source") if "source" in f.columns else pl.lit(str(file))).alias("source"),
+        (pl.col("source").cast(pl.Utf8) if "source" in f.columns else pl.lit(source)).alias("source"),
     )
-    return f, f"{pv} {ps}", file
 
 
 def _store_funding(store: Path, perp: tuple[str, str]) -> tuple[pl.DataFrame, str, Path]:
@@ -265,14 +270,8 @@ def _store_funding(store: Path, perp: tuple[str, str]) -> tuple[pl.DataFrame, st
         raise NoFundingSeries(f"history file missing: {path}; fetch it with "
                               f"`fundarb data fetch --venue {perp[0]} --symbol {perp[1]} --store {store}`")
     raw = read_table(path, {"timestamp_ms": NUMERIC, "funding_rate": NUMERIC}, {"mark_price": NUMERIC})
-    f = raw.with_columns(pl.int_range(1, pl.len() + 1).alias("row")).select(
-        pl.col("row"),
-        (pl.col("timestamp_ms").cast(pl.Int64) * NS_PER_MS).alias("stamp"),
-        pl.col("funding_rate").cast(pl.Float64).alias("rate"),
-        pl.lit(None, dtype=pl.Float64).alias("interval"),
-        (pl.col("mark_price").cast(pl.Float64) if "mark_price" in raw.columns else pl.lit(None, dtype=pl.Float64)).alias("mark"),
-        pl.lit(f"{perp[0]} {perp[1]} funding via ccxt: {path}").alias("source"),
-    )
+    f = _funding_rows(raw.with_columns(pl.int_range(1, pl.len() + 1).alias("row")).drop("source", strict=False),
+                      "timestamp_ms", f"{perp[0]} {perp[1]} funding via ccxt: {path}")
     return f, f"{perp[0]} {perp[1]}", path
 
 
@@ -407,15 +406,9 @@ def snap_table(funding: pl.DataFrame, file: Path, tolerance_s: float) -> pl.Data
     series' stamps snapped to their instants and repeated rows kept once,
     by the same rules as a backtest's series: what the statistics read."""
     rows = funding.with_columns(pl.int_range(1, pl.len() + 1).alias("row"))
-    null_f64 = pl.lit(None, dtype=pl.Float64)
     out = []
     for (venue, symbol), part in rows.group_by(["venue", "symbol"], maintain_order=True):
-        f = part.select(
-            pl.col("row"), (pl.col("funding_time_ms").cast(pl.Int64) * NS_PER_MS).alias("stamp"),
-            pl.col("funding_rate").cast(pl.Float64).alias("rate"),
-            (pl.col("interval_hours").cast(pl.Float64) if "interval_hours" in part.columns else null_f64).alias("interval"),
-            (pl.col("mark_price").cast(pl.Float64) if "mark_price" in part.columns else null_f64).alias("mark"),
-            (pl.col("source").cast(pl.Utf8) if "source" in part.columns else pl.lit(str(file))).alias("source"))
+        f = _funding_rows(part, "funding_time_ms", str(file))
         snapped, _, _ = snap_settlements(f, f"{venue} {symbol}", file, tolerance_s)
         out.append(part.filter(pl.col("row").is_in(snapped["row"].implode())).join(
             snapped.select("row", (pl.col("ts") // NS_PER_MS).alias("instant_ms")), on="row"))
