@@ -13,11 +13,13 @@ from fundarb.core import metrics
 from fundarb.core.book import PositionBook
 from fundarb.core.clock import SimClock
 from fundarb.core.funding import annualize, missed_settlements
+from fundarb.core.liquidation import MarginRule
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, MarketKind
 from fundarb.core.risk import RiskMonitor, VenueCosts
 from fundarb.core.strategy import CarryStrategy
 from fundarb.data.history import MarketHistory
 from fundarb.engine import Engine
+from fundarb.venues.margin_tiers import shipped_rule
 from fundarb.venues.sim import SimExchange, SimVenueSpec
 from fundarb.venues.sim.tape import history_tape
 
@@ -69,11 +71,14 @@ def round_trip_cost(cfg: Config, price: float) -> float:
     return 2 * per_side + 2 * cfg.transfer.fee / cfg.strategy.notional
 
 
-def venue_costs(cfg: Config) -> VenueCosts:
+def venue_costs(cfg: Config, margin: MarginRule | None = None) -> VenueCosts:
+    """What the risk checks know of the venues: the configured fees and, for
+    the perp, ``margin`` (the venue's liquidation rule; default the shipped
+    snapshot's for the configured exchange and symbol)."""
     slip = max(cfg.spot.half_spread_bp_max, cfg.perp.half_spread_bp_max) / 1e4 + 0.001
-    return VenueCosts(
-        cfg.spot.taker_fee, cfg.perp.taker_fee, slip, cfg.perp.maintenance_margin_rate, cfg.transfer.fee, cfg.perp_allocation
-    )
+    if margin is None:
+        margin = shipped_rule(cfg.perp.exchange, cfg.perp.symbol)
+    return VenueCosts(cfg.spot.taker_fee, cfg.perp.taker_fee, slip, margin, cfg.transfer.fee, cfg.perp_allocation)
 
 
 def build_simulation(
@@ -99,16 +104,17 @@ def build_engine(
     spot_name, perp_name = cfg.spot_account, cfg.perp_account
     if sim_seed is None:
         sim_seed, = np.random.SeedSequence(cfg.seed).spawn(1)
+    costs = venue_costs(cfg)
     specs = [
         SimVenueSpec(spot_name, MarketKind.SPOT, cfg.spot_cash, cfg.spot, allow_short=cfg.strategy.allow_reverse),
-        SimVenueSpec(perp_name, MarketKind.PERP, cfg.perp_cash, cfg.perp),
+        SimVenueSpec(perp_name, MarketKind.PERP, cfg.perp_cash, cfg.perp, margin=costs.margin),
     ]
     schedule = {perp_name: first_funding} if first_funding is not None else {}
     sim = SimExchange(specs, tape, sim_seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee, schedule)
     book = PositionBook.open(spot_name, perp_name, cfg.spot_cash, cfg.perp_cash)
     strategy = CarryStrategy(cfg.strategy, round_trip_cost(cfg, spot_price), spot_name, perp_name,
                              quiet_ns=int(cfg.runner_settings.settlement_quiet_minutes * 60 * NS_PER_SECOND))
-    monitor = RiskMonitor(cfg.risk, venue_costs(cfg))
+    monitor = RiskMonitor(cfg.risk, costs)
     engine = Engine(sim, book, strategy, monitor, chash, SimClock(start_ns), MemoryRecorder())
     return engine, sim
 

@@ -56,6 +56,8 @@ class VenueConfig:
     ``depth_btc`` is what one quote offers; larger orders fill partly and the
     rest waits for the next quotes until ``order_ttl_seconds``. Latency is
     lognormal with median ``latency_ms_median`` and log-sd ``latency_sigma``.
+    Maintenance margin is not set here: the venue's margin tiers define it
+    (``fundarb.venues.margin_tiers``, docs/margin.md).
     """
 
     exchange: str
@@ -69,7 +71,6 @@ class VenueConfig:
     latency_ms_median: float = attrs.field(default=50.0, validator=_nonneg)
     latency_sigma: float = attrs.field(default=0.5, validator=_nonneg)
     order_ttl_seconds: float = attrs.field(default=600.0, validator=_nonneg)
-    maintenance_margin_rate: float = attrs.field(default=0.004, validator=_nonneg)
     liquidation_fee_rate: float = attrs.field(default=0.0125, validator=_nonneg)
     max_venue_leverage: float = attrs.field(default=20.0, validator=_nonneg)
     borrow_rate_annual: float = attrs.field(default=0.05, validator=_nonneg)
@@ -335,6 +336,10 @@ def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
     for key in _SECTIONS:  # cattrs would only say "'str' object has no attribute 'keys'"
         if key in raw and not isinstance(raw[key], dict):
             raise ConfigError(f"{source}: {key} must be a [{key}] section (a table), got {raw[key]!r}")
+    for leg in ("spot", "perp"):
+        if "maintenance_margin_rate" in raw.get(leg, {}):
+            raise ConfigError(f"{source}: {leg}.maintenance_margin_rate is no longer a setting: the maintenance "
+                              "margin rate now comes from the venue's margin tiers (docs/margin.md); remove the line")
     try:
         return _converter.structure(raw, Config)
     except Exception as exc:  # cattrs groups nested errors: flatten to one line

@@ -272,8 +272,7 @@ class Engine:
 
     def _snapshot(self, ts: int) -> None:
         b, c = self.book, self.curve
-        mmr = self.monitor.costs.maintenance_margin_rate
-        buf = b.margin_buffer(mmr)
+        buf = b.margin_buffer(self.monitor.costs.margin)
         c["ts"].append(ts)
         c["equity"].append(b.equity)
         c["funding"].append(b.funding)

@@ -143,9 +143,9 @@ class EngineSource:
         self._alerts_seen = len(e.alerts)
         self._peak = max(self._peak, b.equity)
         sig = e.strategy.signal
-        mmr = e.monitor.costs.maintenance_margin_rate
+        rule = e.monitor.costs.margin
         state = DeskState(e.clock.now_ns(), not b.is_flat, sig.current_apr() if sig.rates else None,
-                          sig.predicted_apr(), b.drift, b.margin_buffer(mmr) if not b.is_flat else math.inf,
+                          sig.predicted_apr(), b.drift, b.margin_buffer(rule) if not b.is_flat else math.inf,
                           1 - b.equity / self._peak if self._peak > 0 else 0.0,
                           halted=e.monitor.kill.reason if e.monitor.kill.halted else None)
         for n in self.conditions.check(state):
@@ -154,7 +154,7 @@ class EngineSource:
     def snapshot(self) -> DeskSnapshot:
         e, b, cfg = self.engine, self.engine.book, self.cfg
         sig = e.strategy.signal
-        mmr = e.monitor.costs.maintenance_margin_rate
+        rule = e.monitor.costs.margin
         seen = self.rates.get(cfg.perp_account)
         if seen is not None:
             line = FundingLine(cfg.perp_account, seen.rate, seen.predicted_rate, seen.interval_hours, seen.next_funding_ts)
@@ -167,7 +167,7 @@ class EngineSource:
         return DeskSnapshot(
             e.clock.now_ns(), self.label, f"{cfg.name} {e.config_hash[:12]}", (line,),
             cfg.spot_account, cfg.perp_account, b.spot.qty, b.perp.qty, b.spot.price, b.perp.price,
-            math.inf if flat else b.margin_buffer(mmr), math.nan if flat else b.liquidation_price(mmr),
+            math.inf if flat else b.margin_buffer(rule), math.nan if flat else b.liquidation_price(rule),
             b.funding, b.fees + b.slippage, b.pnl - b.funding + b.fees + b.slippage,
             tuple((f.ts, f.amount) for f in b.funding_ledger[-HISTORY:]),
             tuple((r["ts"], r["venue"], r["side"], r["qty"], r["price"], r["fee"]) for r in fills),

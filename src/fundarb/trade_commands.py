@@ -249,6 +249,8 @@ def _print_plan(session, plan) -> None:
     if plan.kind == "open":
         out.print(f"after the trade: perp leverage {plan.leverage_after:.2f}x, margin buffer {plan.buffer_after:.1%}, "
                   f"liquidation {plan.liquidation_after:,.1f} (venue leverage {plan.venue_leverage:g}x)")
+    if plan.margin_note:
+        out.print(f"[yellow]note:[/] {escape(plan.margin_note)}")
     out.print("pre-flight:")
     for c in plan.checks:
         mark = "[green]ok  [/]" if c.ok else "[red]FAIL[/]"
@@ -338,15 +340,15 @@ def positions_command(
 
 async def _positions(cfg, path, target) -> None:
     from fundarb.core.book import drift_of
-    from fundarb.venues.live.preflight import balance_of, perp_position
+    from fundarb.venues.live.preflight import balance_of, perp_position, venue_margin_rule
     from fundarb.venues.live.session import open_session
 
     session = await open_session(cfg, path, target)
     try:
         j = session.journal
-        spot_bal, perp_bal, pos, funding = await asyncio.gather(
+        spot_bal, perp_bal, pos, funding, (rule, rule_note) = await asyncio.gather(
             session.spot.call("fetch_balance"), session.perp.call("fetch_balance"), perp_position(session.perp),
-            session.perp.call("fetch_funding_rate", session.perp.symbol))
+            session.perp.call("fetch_funding_rate", session.perp.symbol), venue_margin_rule(session.perp, session.now_ns()))
         js, jp = j.position(session.spot.account, session.spot.base), j.position(session.perp.account)
         mark = float(funding.get("markPrice") or 0.0)
         out.print(f"[bold]{cfg.name}[/] ({session.config_hash[:12]}), trade log {session.journal.path}")
@@ -365,6 +367,9 @@ async def _positions(cfg, path, target) -> None:
             out.print(f"perp: entry {pos['entry']:,.2f}, mark {mark:,.2f}, liquidation {pos['liquidation']:,.2f}, "
                       f"margin buffer {buffer:.1%} (floor {cfg.risk.min_margin_buffer:.0%}), collateral "
                       f"{pos['collateral']:,.2f} USDT" + (f", venue leverage {pos['leverage']:g}x" if pos["leverage"] == pos["leverage"] else ""))
+            out.print(_margin_line(rule, pos, mark))
+        if rule_note:
+            out.print(f"[yellow]note:[/] {escape(rule_note)}")
         rate = float(funding.get("fundingRate") or 0.0)
         nxt = int(funding.get("fundingTimestamp") or 0) * 1_000_000
         out.print(f"funding now {rate:.6%} per settlement ({rate * 3 * 365:.2%} APR at 8 h), next {_time(nxt)} UTC; "
@@ -379,6 +384,24 @@ async def _positions(cfg, path, target) -> None:
             err.print(f"[yellow]operation {op['op_id']} ({op['kind']}) was left unfinished: run `fundarb reconcile`[/]")
     finally:
         await session.close()
+
+
+def _margin_line(rule, pos: dict, mark: float) -> str:
+    """The maintenance margin of the venue's position by the venue's tiers, and
+    the liquidation price the venue's rule gives (isolated: the collateral is
+    the wallet; a cross position's wallet is the whole account's, not shown)."""
+    from fundarb.core.liquidation import ISOLATED, MODES, LiquidationRuleMissing, NotionalBeyondTiers
+
+    mode = pos["mode"] if pos["mode"] in MODES else ISOLATED
+    try:
+        mm = rule.maintenance_for(pos["qty"], pos["entry"], mark, mode)
+        text = f"maintenance margin {mm:,.2f} USDT by {rule.venue}'s tiers ({mode}"
+        if mode == ISOLATED:  # the isolated wallet: ccxt's collateral less the unrealised PnL in it
+            liq = rule.liquidation_price(pos["collateral"] - pos["unrealized"], pos["qty"], pos["entry"], ISOLATED)
+            text += f"; liquidation by its rule {liq:,.2f}"
+        return escape(text + f"; tiers {rule.as_of or 'undated'})")
+    except (LiquidationRuleMissing, NotionalBeyondTiers) as exc:
+        return f"[yellow]{escape(str(exc))}[/]"
 
 
 def reconcile_command(

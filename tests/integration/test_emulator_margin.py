@@ -4,13 +4,15 @@ the venues' real settlements and liquidation at a real price rise.
 Expected numbers come from the shipped parquet files, not from the emulator:
 each venue's own BTCUSDT settlements (binance for Binance USD-M, bybit for
 Bybit), the Binance perp closes as the mark (the simulator's ``perp_close``
-stand-in), ``core.book.liquidation_price`` and the baseline ``VenueConfig``
-(maintenance 0.4%, liquidation penalty 1.25%). Everything goes to 127.0.0.1.
+stand-in), each venue's isolated liquidation formula written out here with
+its BTCUSDT tier (Binance bracket 1: 0.4%; Bybit risk limit tier 1: 0.5% of
+the entry value) and the baseline ``VenueConfig`` (liquidation penalty
+1.25%). Everything goes to 127.0.0.1.
 
 The window, 2022-02-24: settlements at 08:00, 16:00 and 00:00 with rates of
 both signs on both venues, and BTC rising from 35,892 (16:00 close) to over
 38,000 by 21:00, about +7%: enough to liquidate a 20x short (liquidation
-about +4.6% above entry) before the next settlement.
+about +4.6% above entry on Binance, +4.5% on Bybit) before the next settlement.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ import pytest
 from emulator_fixtures import ms, trading_client
 
 from fundarb.config import VenueConfig
-from fundarb.core.book import liquidation_price
 from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR
 from fundarb.venues.emulator import ccxt_config
 from fundarb.venues.emulator_accounts import MARKETS
+from fundarb.venues.margin_tiers import rule_from_ccxt_tiers, shipped_rule
 from fundarb.venues.emulator_ws import point_ccxt_pro, websockets
 
 emulator = emulator_fixtures.emulator  # fixtures, requested by name below
@@ -41,7 +43,7 @@ START_USDT = 10_000.0
 QTY = 0.01
 VENUES = ["binanceusdm", "bybit"]
 SERIES = {"binanceusdm": "binance", "bybit": "bybit"}  # whose real settlements each venue pays
-BASELINE = VenueConfig("baseline", PERP_SYM)  # maintenance_margin_rate 0.004, liquidation_fee_rate 0.0125
+BASELINE = VenueConfig("baseline", PERP_SYM)  # liquidation_fee_rate 0.0125
 STEP = 5.0  # bound of every single await in the stream tests
 
 
@@ -201,12 +203,24 @@ def test_a_clock_jump_over_several_settlements_applies_each_once_in_order(emulat
 
 # ----------------------------------------------------------------- liquidation
 
-def liquidation_case(history, entry: float, leverage: int, after_ms: int, collateral: float | None = None):
-    """What the simulator's rule says for a short of QTY at ``entry``: the hour the real close first
+def isolated_short_liquidation(venue: str, margin: float, entry: float) -> float:
+    """The venue's published isolated formula for a short of QTY, written out (both sizes here
+    sit in each venue's first tier): Binance LP = (WB + cum + Q EP) / (Q MMR + Q) with bracket 1's
+    0.4% and cum 0; Bybit LP = EP + (PM - MM) / Q with MM = Q EP 0.5% (valued at entry)."""
+    if venue == "binanceusdm":
+        return (margin + QTY * entry) / (QTY * (1 + 0.004))
+    return entry + (margin - QTY * entry * 0.005) / QTY
+
+
+def liquidation_case(history, venue: str, entry: float, leverage: int, after_ms: int,
+                     collateral: float | None = None):
+    """What the venue's rule says for a short of QTY at ``entry``: the hour the real close first
     reaches the liquidation price, the (tick-rounded) price, realised PnL, penalty fee, and what
     is left of the collateral."""
     margin = round(QTY * entry / leverage, 8) if collateral is None else collateral
-    liq = liquidation_price(margin, -QTY, entry, BASELINE.maintenance_margin_rate)
+    liq = isolated_short_liquidation(venue, margin, entry)
+    assert liq == pytest.approx(MARKETS[(venue, "perp")].margin.liquidation_price(margin, -QTY, entry, "isolated"),
+                                rel=1e-12)
     tick = MARKETS[("bybit", "perp")].tick
     price = round(math.ceil(liq / tick - 1e-9) * tick, 10)
     closes = history["closes"].filter((pl.col("close_ms") > after_ms) & (pl.col("close") >= liq))
@@ -222,8 +236,9 @@ def test_a_leveraged_short_is_liquidated_when_the_clock_reaches_a_real_rise(emul
     ex = open_short(emulator, venue, "2022-02-24T16:30", leverage=20)  # after the 16:00 settlement
     (opened,) = ex.fetch_my_trades(PERP_SYM)
     entry, open_fee = opened["price"], opened["fee"]["cost"]
-    case = liquidation_case(history, entry, 20, ms("2022-02-24T16:30"))
-    assert case["liq"] / entry - 1 == pytest.approx(0.0458, abs=0.001)  # 20x: about +4.6% liquidates
+    case = liquidation_case(history, venue, entry, 20, ms("2022-02-24T16:30"))
+    # 20x: Binance about +4.6% ((1 + 1/20) / 1.004 - 1), Bybit +4.5% (1/20 - 0.5%) liquidates
+    assert case["liq"] / entry - 1 == pytest.approx(0.0458 if venue == "binanceusdm" else 0.045, abs=0.0001)
     assert ms("2022-02-24T17:00") < case["hit_ms"] < ms("2022-02-25T00:00")  # before the next settlement
     (pos,) = ex.fetch_positions([PERP_SYM])
     assert pos["liquidationPrice"] == pytest.approx(case["liq"], abs=0.1)
@@ -235,7 +250,7 @@ def test_a_leveraged_short_is_liquidated_when_the_clock_reaches_a_real_rise(emul
     assert ex.fetch_positions([PERP_SYM]) == [] or ex.fetch_positions([PERP_SYM])[0]["contracts"] in (0, None)
     assert funding_seen(ex) == []  # gone before 00:00: nothing paid or received
 
-    # the money: the collateral is lost down to what the penalty leaves (0 here: 1.25% > 0.4% maintenance)
+    # the money: the collateral is lost down to what the penalty leaves (0 here: 1.25% > the 0.4% / 0.5% maintenance)
     total = wallet_total(ex)
     assert total == pytest.approx(START_USDT - open_fee + case["pnl"] - case["fee"], abs=1e-9)
     loss = START_USDT - open_fee - total
@@ -285,7 +300,7 @@ def test_funding_moves_the_collateral_and_so_the_liquidation_price(emulator, his
     ((_, _, paid),) = expected_funding(history, venue, -QTY, ms("2022-02-24T15:30"), ms("2022-02-24T16:30"))
     margin = round(round(QTY * entry / 20, 8) + paid, 8)
     assert emulator.accounts.position(venue).margin == pytest.approx(margin, abs=1e-9)
-    case = liquidation_case(history, entry, 20, ms("2022-02-24T16:30"), collateral=margin)
+    case = liquidation_case(history, venue, entry, 20, ms("2022-02-24T16:30"), collateral=margin)
     (pos,) = ex.fetch_positions([PERP_SYM])
     assert pos["liquidationPrice"] == pytest.approx(case["liq"], abs=0.1)
     emulator.set_time("2022-02-24T23:30")
@@ -294,6 +309,50 @@ def test_funding_moves_the_collateral_and_so_the_liquidation_price(emulator, his
     assert wallet_total(ex) == pytest.approx(START_USDT - opened["fee"]["cost"] + paid + case["pnl"] - case["fee"],
                                              abs=1e-9)
     assert_money_conserves(emulator, history, venue)
+
+
+# ----------------------------------------------------------------- margin tiers
+
+SHIPPED_TIERS = {  # data/shipped/margin_tiers.json: (floor, cap, mmr, amount, max leverage)
+    "binanceusdm": [(0, 50_000, 0.004, 0, 125), (50_000, 600_000, 0.005, 50, 100),
+                    (600_000, 3_000_000, 0.0065, 950, 75), (3_000_000, 12_000_000, 0.01, 11_450, 50)],
+    "bybit": [(0, 2_000_000, 0.005, 0, 100)],
+}
+
+
+@pytest.mark.parametrize("venue", VENUES)
+@pytest.mark.parametrize("call", ["fetch_market_leverage_tiers", "fetch_leverage_tiers"])
+def test_ccxt_reads_the_shipped_margin_tiers_from_the_emulator(emulator, venue, call):
+    ex = trading_client(emulator, venue)
+    ex.load_markets()
+    tiers = ex.fetch_market_leverage_tiers(PERP_SYM) if call == "fetch_market_leverage_tiers" else \
+        ex.fetch_leverage_tiers([PERP_SYM])[PERP_SYM]
+    assert [(t["minNotional"], t["maxNotional"], t["maintenanceMarginRate"], t["maxLeverage"]) for t in tiers] == [
+        (f, c, m, lev) for f, c, m, _, lev in SHIPPED_TIERS[venue]]
+    if venue == "binanceusdm":
+        assert [t["info"]["cum"] for t in tiers] == [float(a) for _, _, _, a, _ in SHIPPED_TIERS[venue]]
+        assert any(e.path == "/fapi/v1/leverageBracket" for e in emulator.log.entries)
+    else:
+        assert [t["info"]["mmDeduction"] for t in tiers] == [""]
+        assert any(e.path == "/v5/market/risk-limit" for e in emulator.log.entries)
+    rule = rule_from_ccxt_tiers(venue, PERP_SYM, tiers)
+    assert rule.tiers == MARKETS[(venue, "perp")].margin.tiers == shipped_rule(venue, PERP_SYM).tiers
+
+
+@pytest.mark.parametrize("venue", VENUES)
+def test_the_position_answers_carry_the_venues_maintenance_margin(emulator, history, venue):
+    ex = open_short(emulator, venue, "2022-02-24T16:30", leverage=4)
+    (opened,) = ex.fetch_my_trades(PERP_SYM)
+    entry = opened["price"]
+    mark = mark_at(history, ms("2022-02-24T16:30"))
+    (pos,) = ex.fetch_positions([PERP_SYM])
+    if venue == "binanceusdm":  # valued at the mark, bracket 1
+        assert float(pos["info"]["maintMargin"]) == pytest.approx(QTY * mark * 0.004, abs=1e-8)
+        usdt = [a for a in ex.fetch_balance()["info"]["assets"] if a["asset"] == "USDT"][0]
+        assert float(usdt["maintMargin"]) == pytest.approx(QTY * mark * 0.004, abs=1e-8)
+    else:  # isolated: valued at the entry, risk limit tier 1
+        assert float(pos["info"]["positionMM"]) == pytest.approx(QTY * entry * 0.005, abs=1e-8)
+        assert (pos["info"]["riskId"], pos["info"]["riskLimitValue"]) == (1, "2000000")
 
 
 # ----------------------------------------------------------------- private streams

@@ -17,7 +17,6 @@ import emulator_fixtures
 import pytest
 from emulator_fixtures import EMULATOR_START, close_at, ms, running_emulator, trading_client
 
-from fundarb.core.book import liquidation_price
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.venues.emulator_accounts import MARKETS
 
@@ -119,7 +118,12 @@ def test_market_order_round_trip_and_money_conserves(emulator, closes, venue, sy
         assert pos["unrealizedPnl"] == pytest.approx(-qty * (close - price), abs=1e-9)
         leverage = emulator.accounts.position(key[0]).leverage
         margin = round(qty * price / leverage, 8)
-        assert pos["liquidationPrice"] == pytest.approx(liquidation_price(margin, -qty, price, 0.004), abs=0.01)
+        # the venue's rule, isolated, written out: Binance (bracket 1 at this size)
+        # (margin + q entry) / (q (1 + 0.4%)); Bybit (MM = 0.5% of the entry value) entry + (margin - MM) / q
+        want = ((margin + qty * price) / (qty * 1.004) if venue == "binanceusdm"
+                else price + (margin - 0.005 * qty * price) / qty)
+        assert pos["liquidationPrice"] == pytest.approx(want, abs=0.01)
+        assert want == pytest.approx(MARKETS[key].margin.liquidation_price(margin, -qty, price, "isolated"), abs=1e-6)
         assert after["USDT"]["free"] == pytest.approx(wallet - margin, abs=1e-9)
 
         # close it: the wallet gains the realised PnL and pays a second fee

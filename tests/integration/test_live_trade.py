@@ -11,7 +11,7 @@ from live_fixtures import KEYS, PERP, SPOT, assert_agree, fund, open_pair, place
 from typer.testing import CliRunner
 
 from fundarb.cli import app
-from fundarb.venues.emulator_accounts import BUY, MARKET, SELL
+from fundarb.venues.emulator_accounts import BUY, MARKET, MARKETS, SELL
 from fundarb.venues.live.paired import execute_pair
 from fundarb.venues.live.reconcile import reconcile
 
@@ -36,8 +36,8 @@ def test_open_then_close_through_the_cli_leaves_log_and_venue_in_agreement(emula
     # Binance charges a spot buy's fee in BTC: the carry holds the rest
     assert j.position("binance:spot") == pytest.approx(0.01 - spot_fill["fee"])
     assert spot_fill["fee_currency"] == "BTC" and spot_fill["fee_quote"] == pytest.approx(spot_fill["fee"] * spot_fill["price"])
-    assert {r["config_hash"][:12] for t in ("orders", "fills") for r in j.rows(t)} == {"6649f67dfb02"}
-    assert [o["client_id"] for o in j.rows("orders")] == ["fa6649f67dfb02-1", "fa6649f67dfb02-2"]
+    assert {r["config_hash"][:12] for t in ("orders", "fills") for r in j.rows(t)} == {"42e4dd2a4dd5"}
+    assert [o["client_id"] for o in j.rows("orders")] == ["fa42e4dd2a4dd5-1", "fa42e4dd2a4dd5-2"]
     j.close()
 
     emulator.advance_hours(8)  # across the 16:00 settlement: the short is paid funding
@@ -62,6 +62,34 @@ def test_dry_run_and_failed_preflight_send_nothing(emulator, tmp_path):
     odd = cli(emulator, journal, "trade", "open", "--size", "0.0123", "--yes")
     assert odd.exit_code == 2 and "use 0.012" in odd.output
     assert placed_orders(emulator) == []
+
+
+def test_the_preflight_and_positions_use_the_venues_tiers_and_say_when_they_fall_back(emulator, tmp_path):
+    fund(emulator)
+    journal = tmp_path / "trades.sqlite"
+    dry = cli(emulator, journal, "trade", "open", "--size", "0.01", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    # asked of the venue (ccxt's own fetch_positions loads the brackets too, once per client)
+    assert {e.status for e in emulator.log.entries if e.path == "/fapi/v1/leverageBracket"} == {200}
+    assert "note:" not in dry.output and "shipped snapshot" not in dry.output
+    # the venue does not answer its brackets: the shipped snapshot stands in, and the plan says so
+    emulator.faults.add("non_json", venue="binanceusdm", path="/fapi/v1/leverageBracket", times=None)
+    dry = cli(emulator, journal, "trade", "open", "--size", "0.01", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "binanceusdm margin tiers could not be fetched" in dry.output
+    assert "using the shipped snapshot of 2026-11-25" in " ".join(dry.output.split())
+    emulator.faults.clear()
+
+    opened = cli(emulator, journal, "trade", "open", "--size", "0.01", "--yes")
+    assert opened.exit_code == 0, opened.output
+    pos = cli(emulator, journal, "positions")
+    assert pos.exit_code == 0, pos.output
+    short = emulator.accounts.position("binanceusdm")
+    liq = MARKETS[("binanceusdm", "perp")].margin.liquidation_price(short.margin, short.qty, short.entry, "isolated")
+    text = " ".join(pos.output.split())
+    assert f"liquidation by its rule {liq:,.2f}" in text and "binanceusdm's tiers (isolated" in text
+    assert f"liquidation {liq:,.2f}," in text  # what the venue (the emulator) says: the same rule
+    assert "note:" not in text
 
 
 def test_a_429_storm_is_waited_out_and_each_leg_is_placed_once(emulator, tmp_path):

@@ -8,8 +8,19 @@ import math
 import pytest
 
 from conftest import PERP, SPOT, T0, make_fill
-from fundarb.core.book import PositionBook, VenueAccount, liquidation_price, margin_buffer
+from fundarb.core.book import PositionBook, VenueAccount, margin_buffer
+from fundarb.core.liquidation import BINANCE_USDM, CROSS, MarginRule, MarginTier
 from fundarb.core.model import MarketKind, Side, TransferDone
+from fundarb.venues.margin_tiers import shipped_rule
+
+
+def flat(mmr: float) -> MarginRule:
+    """A one-tier table (no maintenance amount): maintenance margin mmr * notional at every size."""
+    return MarginRule("test", "BTC/USDT:USDT", (MarginTier(0.0, 1e12, mmr, 0.0, 100.0),), BINANCE_USDM)
+
+
+def liquidation_price(cash: float, qty: float, entry: float, mmr: float) -> float:
+    return flat(mmr).liquidation_price(cash, qty, entry, CROSS)
 
 
 def identity_gap(b: PositionBook) -> float:
@@ -164,18 +175,30 @@ def test_margin_buffer_sign():
 
 
 def test_book_liquidation_price_margin_buffer_and_leverage():
+    rule = flat(0.005)
     b = PositionBook.open(SPOT, PERP, 0.0, 20_000.0)
-    assert b.margin_buffer(0.005) == math.inf
+    assert b.margin_buffer(rule) == math.inf
     b.apply_fill(make_fill(PERP, Side.SELL, 1.0, 60_000.0))
-    assert b.liquidation_price(0.005) == pytest.approx(80_000.0 / 1.005)
-    assert b.margin_buffer(0.005) == pytest.approx((80_000.0 / 1.005 - 60_000.0) / 60_000.0)
+    assert b.liquidation_price(rule) == pytest.approx(80_000.0 / 1.005)
+    assert b.margin_buffer(rule) == pytest.approx((80_000.0 / 1.005 - 60_000.0) / 60_000.0)
     assert b.leverage() == pytest.approx(3.0)  # 60,000 notional / 20,000 equity
     b.revalue(PERP, 66_000.0)
     assert b.leverage() == pytest.approx(66_000.0 / 14_000.0)
-    assert b.margin_buffer(0.005) == pytest.approx((80_000.0 / 1.005 - 66_000.0) / 66_000.0)
+    assert b.margin_buffer(rule) == pytest.approx((80_000.0 / 1.005 - 66_000.0) / 66_000.0)
     b.revalue(PERP, 81_000.0)  # equity -1,000
     assert b.leverage() == math.inf
-    assert b.margin_buffer(0.005) < 0
+    assert b.margin_buffer(rule) < 0
+
+
+def test_book_liquidation_price_is_the_venues_cross_rule_on_the_perp_cash():
+    # Binance USD-M: short 1 at 60,000 on 20,000 cash liquidates at a notional of ~79.7k, in bracket 2
+    # (0.5%, maintenance amount 50): (20,000 + 50 + 60,000) / 1.005
+    rule = shipped_rule("binanceusdm", "BTC/USDT:USDT")
+    b = PositionBook.open(SPOT, PERP, 0.0, 20_000.0)
+    b.apply_fill(make_fill(PERP, Side.SELL, 1.0, 60_000.0))
+    assert b.liquidation_price(rule) == pytest.approx(80_050.0 / 1.005, rel=1e-12)
+    assert b.margin_buffer(rule) == pytest.approx((80_050.0 / 1.005 - 60_000.0) / 60_000.0, rel=1e-12)
+    assert b.liquidation_price(rule) == rule.liquidation_price(b.perp.cash, -1.0, 60_000.0, CROSS)
 
 
 def test_venue_account_spot_equity():

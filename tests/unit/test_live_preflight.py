@@ -12,10 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fundarb import config
-from fundarb.core.book import liquidation_price
+from fundarb.core.liquidation import ISOLATED
 from fundarb.core.model import Side
 from fundarb.venues.live.exchange import MarketRules
 from fundarb.venues.live.preflight import Snapshot, plan_trade, walk
+from fundarb.venues.margin_tiers import shipped_rule
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = config.load(ROOT / "sims" / "baseline.toml")
@@ -23,6 +24,18 @@ SPOT_ACC, PERP_ACC = CFG.spot_account, CFG.perp_account
 SPOT_RULES = MarketRules(SPOT_ACC, CFG.spot.symbol, Decimal("0.00001"), 0.00001, 86.5, 5.0)
 PERP_RULES = MarketRules(PERP_ACC, CFG.perp.symbol, Decimal("0.001"), 0.001, 120.0, 100.0)
 MARK = 60_010.0
+RULE = shipped_rule(CFG.perp.exchange, CFG.perp.symbol)  # Binance USD-M BTCUSDT brackets
+
+
+def liquidation_price(collateral: float, qty: float, entry: float) -> float:
+    """Binance USD-M, isolated: LP = (WB + cum - side Q EP) / (Q MMR - side Q), written out here
+    for a short (side -1) with the bracket of the notional at LP: under 50,000 bracket 1 (0.4%,
+    cum 0), else bracket 2 (0.5%, cum 50)."""
+    q = abs(qty)
+    lp = (collateral + q * entry) / (q * 1.004)
+    if q * lp >= 50_000:
+        lp = (collateral + 50.0 + q * entry) / (q * 1.005)
+    return lp
 
 # A SYNTHETIC snapshot (made up here, not read from any venue): tight deep books,
 # plenty of cash on both venues, no position, funding 0.03% per 8 h (about 33% APR).
@@ -37,6 +50,7 @@ HEALTHY = Snapshot(
     perp_qty=0.0, perp_entry=0.0, perp_collateral=0.0, perp_leverage=3.0,
     mark=MARK, funding_rate=0.0003, predicted_rate=0.0003, interval_hours=8.0, next_funding_ts=99,
     spot_taker_fee=0.001, perp_taker_fee=0.0005, journal_spot=0.0, journal_perp=0.0,
+    margin=RULE,
 )
 OPEN_CHECKS = {f"{SPOT_ACC} book", f"{SPOT_ACC} spread", f"{SPOT_ACC} slippage", f"{PERP_ACC} book",
                f"{PERP_ACC} spread", f"{PERP_ACC} slippage", f"{SPOT_ACC} lot and notional",
@@ -191,7 +205,8 @@ def test_blocked_entries_fail_an_open():
 def test_margin_buffer_matches_liquidation_price_with_notional_over_venue_leverage(venue_leverage, used):
     p = plan(snap(perp_leverage=venue_leverage))
     price = HEALTHY.perp_bids[0][0]  # 0.01 BTC fills at the best bid
-    liq = liquidation_price(0.01 * price / used, -0.01, price, CFG.perp.maintenance_margin_rate)
+    liq = liquidation_price(0.01 * price / used, -0.01, price)
+    assert liq == RULE.liquidation_price(0.01 * price / used, -0.01, price, ISOLATED)
     assert p.venue_leverage == used
     assert p.liquidation_after == pytest.approx(liq, rel=1e-12)
     assert p.buffer_after == pytest.approx((liq - MARK) / MARK, rel=1e-12)
@@ -202,9 +217,34 @@ def test_margin_buffer_of_an_addition_to_an_existing_short():
     p = plan(s)
     price = 60_009.0
     entry = (0.5 * 58_000.0 + 0.01 * price) / 0.51
-    liq = liquidation_price(10_000.0 + 0.01 * price / 3.0, -0.51, entry, CFG.perp.maintenance_margin_rate)
+    liq = liquidation_price(10_000.0 + 0.01 * price / 3.0, -0.51, entry)
+    assert 0.51 * liq < 50_000  # bracket 1 at the liquidation price as at entry
     assert p.liquidation_after == pytest.approx(liq, rel=1e-12)
     assert p.buffer_after == pytest.approx((liq - MARK) / MARK, rel=1e-12)
+
+
+def test_the_liquidation_after_the_trade_takes_the_bracket_at_the_liquidation_price():
+    # 0.81 BTC short after the trade: 48,600 at entry (bracket 1), but its liquidation notional is
+    # over 50,000, so bracket 2's 0.5% and maintenance amount 50 set the price
+    s = snap(perp_qty=-0.8, perp_entry=60_000.0, perp_collateral=20_000.0, journal_perp=-0.8)
+    p = plan(s)
+    price = 60_009.0
+    entry = (0.8 * 60_000.0 + 0.01 * price) / 0.81
+    collateral = 20_000.0 + 0.01 * price / 3.0
+    assert 0.81 * entry < 50_000 <= 0.81 * p.liquidation_after
+    assert p.liquidation_after == pytest.approx((collateral + 50.0 + 0.81 * entry) / (0.81 * 1.005), rel=1e-12)
+    assert p.liquidation_after != pytest.approx((collateral + 0.81 * entry) / (0.81 * 1.004), rel=1e-6)
+
+
+def test_an_unmodelled_perp_venue_fails_the_margin_check_of_an_open_and_not_a_close():
+    s = snap(margin=shipped_rule("bitmex", "BTC/USD:BTC"), perp_qty=-0.5, perp_entry=60_000.0,
+             perp_collateral=10_000.0, journal_perp=-0.5, journal_spot=0.5, spot_base_free=0.5)
+    opening = plan(s)
+    (check,) = [c for c in opening.checks if c.name == "margin buffer"]
+    assert not check.ok and check.detail == ("no liquidation price: liquidation rule of bitmex BTC/USD:BTC is not "
+                                             "modelled (modelled: binanceusdm BTC/USDT:USDT, bybit BTC/USDT:USDT)")
+    closing = plan(s, kind="close", qty=0.2)  # 0.3 BTC left short: a close is never held back by it
+    assert closing.ok and math.isnan(closing.liquidation_after)
 
 
 def test_leverage_after_is_the_short_notional_over_equity_less_the_fee():

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import PERP, SPOT, make_fill
 from fundarb.core.book import PositionBook
+from fundarb.core.liquidation import BINANCE_USDM, MarginRule, MarginTier
 from fundarb.core.model import OrderIntent, Side
 from fundarb.core.risk import (
     NO_ACTION,
@@ -19,11 +20,15 @@ from fundarb.core.risk import (
     target_leverage,
     topup_needed,
 )
+from fundarb.venues.margin_tiers import shipped_rule
 
 MID = 60_000.0
+# Binance USD-M BTCUSDT brackets: a 1 BTC short's liquidation notional (60k..120k) is in
+# bracket 2, MMR 0.5% and maintenance amount 50: liq = (cash + 50 + 60,000) / 1.005
+BINANCE = shipped_rule("binanceusdm", "BTC/USDT:USDT")
 COSTS = VenueCosts(spot_taker_fee=0.001, perp_taker_fee=0.0005, slippage_allowance=0.001,
-                   maintenance_margin_rate=0.004, transfer_fee=1.0)
-FREE = VenueCosts(0.0, 0.0, 0.0, 0.004, 1.0)
+                   margin=BINANCE, transfer_fee=1.0)
+FREE = VenueCosts(0.0, 0.0, 0.0, BINANCE, 1.0)
 
 
 def pair(qty: float = 1.0, pair_id: int = 1) -> list[OrderIntent]:
@@ -101,15 +106,29 @@ def test_veto_over_max_leverage_vetoes_the_pair(book):
     assert len(approved) == 2 and vetoes == []
 
 
-def test_veto_margin_buffer_after_trade_below_30_percent():
-    # no fees; mmr 5%; short 1 at 60,000 with 21,000 collateral:
-    # leverage 2.857 <= 3, liq = 81,000 / 1.05 = 77,142.86, buffer 28.6% < 30%
-    costs = attrs.evolve(FREE, maintenance_margin_rate=0.05)
+def test_veto_margin_buffer_after_trade_below_the_floor():
+    # no fees; floor 35%; short 1 at 60,000 with 21,000 collateral: leverage 2.857 <= 3,
+    # liq = (21,000 + 50 + 60,000) / 1.005 = 80,646.77, buffer 34.4% < 35%
+    b = PositionBook.open(SPOT, PERP, 65_000.0, 21_000.0)
+    limits = RiskLimits(min_margin_buffer=0.35)
+    approved, vetoes = check(pair(), b, MID, limits, FREE, KillSwitch())
+    assert approved == []
+    assert "margin buffer after trade 34.4% below 35%" in {v.intent.venue: v.reason for v in vetoes}[PERP]
+    # 22,000 collateral: liq = 82,050 / 1.005 = 81,641.79, buffer 36.1%
+    b = PositionBook.open(SPOT, PERP, 65_000.0, 22_000.0)
+    approved, vetoes = check(pair(), b, MID, limits, FREE, KillSwitch())
+    assert len(approved) == 2 and vetoes == []
+
+
+def test_veto_by_a_venue_table_with_a_higher_rate():
+    # a venue whose one tier holds every size to 5%: short 1 at 60,000 with 21,000:
+    # liq = 81,000 / 1.05 = 77,142.86, buffer 28.6% < 30%; 24,000: liq = 80,000, buffer 33.3%
+    five = MarginRule("test", "BTC/USDT:USDT", (MarginTier(0.0, 1e9, 0.05, 0.0, 20.0),), BINANCE_USDM)
+    costs = attrs.evolve(FREE, margin=five)
     b = PositionBook.open(SPOT, PERP, 65_000.0, 21_000.0)
     approved, vetoes = check(pair(), b, MID, RiskLimits(), costs, KillSwitch())
     assert approved == []
-    assert "margin buffer" in {v.intent.venue: v.reason for v in vetoes}[PERP]
-    # 24,000 collateral: liq = 84,000 / 1.05 = 80,000, buffer 33.3%
+    assert "margin buffer after trade 28.6% below 30%" in {v.intent.venue: v.reason for v in vetoes}[PERP]
     b = PositionBook.open(SPOT, PERP, 65_000.0, 24_000.0)
     approved, vetoes = check(pair(), b, MID, RiskLimits(), costs, KillSwitch())
     assert len(approved) == 2 and vetoes == []
@@ -250,35 +269,36 @@ def test_busy_waits():
 
 
 def test_margin_topup_restores_the_target_buffer():
-    # short 1 at 60,000 with 35,000; mark 75,000: liq = 95,000 / 1.004 = 94,621.5,
-    # buffer 26.2% (< 30%, >= 15%). To 50%: cash with (cash + 60,000) / 1.004 = 112,500
-    # -> 52,950: top up 17,950 plus the 1.0 transfer fee.
+    # short 1 at 60,000 with 35,000; mark 75,000: liq = 95,050 / 1.005 = 94,577.1,
+    # buffer 26.1% (< 30%, >= 15%). To 50%: cash with (cash + 50 + 60,000) / 1.005 = 112,500
+    # (bracket 2 at 112,500) -> 53,012.5: top up 18,012.5 plus the 1.0 transfer fee.
     b = hedged(spot_cash=100_000.0)
     b.revalue(PERP, 75_000.0)
     m = monitor()
     act = m.evaluate(b, 1, False, False)
-    assert act.transfer_to_perp == pytest.approx(17_951.0)
+    assert act.transfer_to_perp == pytest.approx(18_013.5)
     assert [a.kind for a in act.alerts] == ["margin_topup"]
+    assert "margin buffer 26.1%" in act.alerts[0].message
     # the leverage target (0.75 * 3 = 2.25) needs less: 75,000 / 2.25 + 15,000 - 35,000
     assert target_leverage(RiskLimits()) == pytest.approx(2.25)
-    assert topup_needed(b, 0.004, 0.5, 2.25) == pytest.approx(17_950.0)
-    b.perp.cash += 17_950.0
-    assert b.margin_buffer(0.004) == pytest.approx(0.5)
+    assert topup_needed(b, BINANCE, 0.5, 2.25) == pytest.approx(18_012.5)
+    b.perp.cash += 18_012.5
+    assert b.margin_buffer(BINANCE) == pytest.approx(0.5)
     assert b.leverage() <= 2.25
     # a transfer on its way: wait for it
-    b.perp.cash -= 17_950.0
+    b.perp.cash -= 18_012.5
     assert m.evaluate(b, 2, False, True) is NO_ACTION
 
 
 def test_leverage_above_the_cap_alone_triggers_a_topup():
     # short 1 at 60,000 with 60,000 / 3.1 collateral: leverage 3.1 > 3 while the
-    # buffer is (1 / 3.1 + 1) / 1.004 - 1 = 31.7% >= 30%. The buffer target wants
-    # 1.5 * 60,000 * 1.004 - 60,000 = 30,360 on the venue; leverage 2.25 wants 26,666.67.
+    # buffer is ((1 / 3.1 + 1) 60,000 + 50) / 1.005 / 60,000 - 1 = 31.7% >= 30%. The buffer
+    # target wants 90,000 * 0.005 - 50 + 30,000 = 30,400 on the venue; leverage 2.25 wants 26,666.67.
     cash = 60_000.0 / 3.1
     b = hedged(spot_cash=100_000.0, perp_cash=cash)
-    assert b.margin_buffer(0.004) == pytest.approx((1 / 3.1 + 1) / 1.004 - 1)
+    assert b.margin_buffer(BINANCE) == pytest.approx(((1 / 3.1 + 1) * 60_000.0 + 50.0) / 1.005 / 60_000.0 - 1)
     act = monitor().evaluate(b, 1, False, False)
-    assert act.transfer_to_perp == pytest.approx(30_360.0 - cash + 1.0)
+    assert act.transfer_to_perp == pytest.approx(30_400.0 - cash + 1.0)
     # at 2.9x nothing is wrong
     assert monitor().evaluate(hedged(perp_cash=60_000.0 / 2.9), 1, False, False) is NO_ACTION
 
@@ -292,11 +312,11 @@ def test_margin_topup_moves_what_there_is_when_short_of_cash():
 
 
 def test_margin_below_hard_floor_reduces_both_legs():
-    # mark 85,000: buffer 94,621.5 / 85,000 - 1 = 11.3% < 15%: cut now, on
+    # mark 85,000: buffer 94,577.1 / 85,000 - 1 = 11.3% < 15%: cut now, on
     # the perp venue's own cash (a transfer would take too long). Cutting x
-    # from both legs: perp cash 35,000 - 25,000 x; liq = (95,000 - 85,000 x)
-    # / ((1 - x) 1.004) >= 1.15 * 85,000 -> x >= 3,141 / 13,141 = 0.239:
-    # the 5% step that gets there is 0.25.
+    # from both legs: perp cash 35,000 - 25,000 x; liq = (95,050 - 85,000 x)
+    # / ((1 - x) 1.005) >= 1.15 * 85,000 (bracket 2) -> x >= 3,188.75 / 13,238.75
+    # = 0.241: the 5% step that gets there is 0.25.
     b = hedged()
     b.revalue(PERP, 85_000.0)
     act = monitor().evaluate(b, 1, False, False)

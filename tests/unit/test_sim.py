@@ -34,6 +34,8 @@ from fundarb.core.model import (
 )
 from fundarb.config import VenueConfig
 from fundarb.core.orders import Order, OrderStatus
+from fundarb.core.liquidation import BINANCE_USDM, LiquidationRuleMissing, MarginRule, MarginTier
+from fundarb.venues.margin_tiers import shipped_rule
 from fundarb.venues.sim import SimExchange, SimVenueSpec
 from fundarb.venues.sim import queue as q
 from fundarb.venues.sim.tape import history_tape
@@ -43,12 +45,22 @@ MS = 1_000_000
 S = NS_PER_SECOND
 
 
+# Binance USD-M's BTCUSDT brackets, given to the "sim" venue's perp (a venue the shipped
+# snapshot does not model: its own rule would raise when asked for a liquidation price)
+BINANCE = shipped_rule("binanceusdm", "BTC/USDT:USDT")
+# a venue whose one tier holds every size to 5% and no maintenance amount
+FIVE_PCT = MarginRule("test", "BTC/USDT:USDT", (MarginTier(0.0, 1e9, 0.05, 0.0, 20.0),), BINANCE_USDM)
+
+
 def spec(name: str, kind: MarketKind, cash: float, latency_ms: float = 100.0, sigma: float = 0.0,
-         ttl_s: float = 600.0, taker: float = 0.0, impact: float = 0.0, **kw) -> SimVenueSpec:
+         ttl_s: float = 600.0, taker: float = 0.0, impact: float = 0.0, margin: MarginRule = BINANCE,
+         **kw) -> SimVenueSpec:
     venue = VenueConfig(exchange="sim", symbol="BTC/USDT", taker_fee=taker, maker_fee=0.0,
                         half_spread_bp_min=0.0, half_spread_bp_max=0.0, impact_bp_per_btc=impact,
                         latency_ms_median=latency_ms, latency_sigma=sigma, order_ttl_seconds=ttl_s, **kw)
-    return SimVenueSpec(name=name, kind=kind, cash=cash, venue=venue)
+    if kind is MarketKind.SPOT:
+        return SimVenueSpec(name=name, kind=kind, cash=cash, venue=venue)
+    return SimVenueSpec(name=name, kind=kind, cash=cash, venue=venue, margin=margin)
 
 
 def quote(ts: int, venue: str, price: float, size: float = 10.0, ask: float | None = None) -> tuple:
@@ -260,10 +272,11 @@ def test_reduce_only_that_would_open_is_rejected():
 
 # --- liquidation -----------------------------------------------------------------
 
-def liquidation_run(mark_after: float, cash: float = 10_000.0, mmr: float = 0.05, fee_rate: float = 0.0125):
+def liquidation_run(mark_after: float, cash: float = 10_000.0, margin: MarginRule = FIVE_PCT,
+                    fee_rate: float = 0.0125):
     t1 = T0 + H
     tape = [quote(T0, PERP, 60_000.0), mark(T0, PERP, 60_000.0), mark(t1, PERP, mark_after)]
-    sim = SimExchange([spec(PERP, MarketKind.PERP, cash, maintenance_margin_rate=mmr,
+    sim = SimExchange([spec(PERP, MarketKind.PERP, cash, margin=margin,
                             liquidation_fee_rate=fee_rate)], tape, np.random.SeedSequence(1))
     events = drive(sim, {tape[1][2]: [order(PERP, Side.SELL, 1.0)]})
     return sim, events
@@ -298,12 +311,29 @@ def test_liquidation_when_the_mark_crosses_with_penalty():
 
 
 def test_liquidation_penalty_is_capped_at_what_is_left():
-    # mmr 0.4%: liq = 70,000 / 1.004 = 69,721.1; closed there, equity left is
-    # mmr * liq = 278.88 < penalty 1.25% * liq = 871.5, so the penalty takes it all
-    sim, events = liquidation_run(69_800.0, mmr=0.004)
+    # Binance USD-M brackets: the liquidation notional ~69.7k is in bracket 2 (0.5%, amount 50):
+    # liq = (10,000 + 50 + 60,000) / 1.005 = 69,701.49; closed there, equity left is the
+    # maintenance margin 0.5% * liq - 50 = 298.51 < penalty 1.25% * liq = 871.27, so the penalty takes it all
+    liq = 70_050.0 / 1.005
+    sim, events = liquidation_run(69_701.0, margin=BINANCE)
+    assert sim.liquidations == 0  # one dollar short of it: still open
+    sim, events = liquidation_run(69_800.0, margin=BINANCE)
     liq_fill, = [f for f in of(events, Fill) if f.liquidation]
-    assert liq_fill.fee == pytest.approx(0.004 * 70_000.0 / 1.004)
+    assert liq_fill.price == pytest.approx(liq, rel=1e-12)
+    assert liq_fill.fee == pytest.approx(0.005 * liq - 50.0)
     assert sim.accounts[PERP].acct.cash == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_perp_of_an_unmodelled_venue_raises_when_its_liquidation_price_is_asked_for():
+    t1 = T0 + H
+    tape = [quote(T0, PERP, 60_000.0), mark(T0, PERP, 60_000.0), mark(t1, PERP, 61_000.0)]
+    venue = VenueConfig(exchange="sim", symbol="BTC/USDT", half_spread_bp_min=0.0, half_spread_bp_max=0.0)
+    unmodelled = SimVenueSpec(PERP, MarketKind.PERP, 10_000.0, venue)  # the shipped snapshot's rule for "sim"
+    sim = SimExchange([unmodelled], tape, np.random.SeedSequence(1))
+    with pytest.raises(LiquidationRuleMissing, match="liquidation rule of sim BTC/USDT is not modelled"):
+        drive(sim, {tape[1][2]: [order(PERP, Side.SELL, 1.0)]})
+    with pytest.raises(ValueError, match="perp account .* needs its venue's margin rule"):
+        SimVenueSpec(PERP, MarketKind.PERP, 10_000.0, venue, margin=None)
 
 
 # --- funding ----------------------------------------------------------------------

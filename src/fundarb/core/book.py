@@ -16,25 +16,13 @@ import math
 
 import attrs
 
+from fundarb.core.liquidation import CROSS, MarginRule
 from fundarb.core.model import Fill, FundingSettlement, MarketKind, TransferDone
 
 INF = float("inf")
-
-
-def liquidation_price(cash: float, qty: float, entry: float, mmr: float) -> float:
-    """Price at which a linear perp account's equity falls to maintenance margin.
-
-    Solves ``cash + qty * (P - entry) == mmr * |qty| * P`` for P:
-    short (qty < 0): P = (cash + |q| entry) / (|q| (1 + mmr));
-    long  (qty > 0): P = (|q| entry - cash) / (|q| (1 - mmr)), floored at 0.
-    No position -> nan.
-    """
-    if qty == 0:
-        return math.nan
-    size = abs(qty)
-    if qty < 0:
-        return (cash + size * entry) / (size * (1.0 + mmr))
-    return max((size * entry - cash) / (size * (1.0 - mmr)), 0.0)
+# The book's perp account is one wallet backing one position: the venue's
+# cross-margin rule with that account's cash as the cross wallet balance.
+BOOK_MARGIN_MODE = CROSS
 
 
 def drift_of(spot_qty: float, perp_qty: float, floor: float = 1e-12) -> float:
@@ -199,13 +187,15 @@ class PositionBook:
             return 0.0
         return self.perp.notional / eq if eq > 0 else INF
 
-    def liquidation_price(self, mmr: float) -> float:
+    def liquidation_price(self, rule: MarginRule) -> float:
+        """The perp's liquidation price by the venue's ``rule`` (cross: the
+        account's cash is the wallet); nan while flat."""
         p = self.perp
-        return liquidation_price(p.cash, p.qty, p.entry, mmr)
+        return rule.liquidation_price(p.cash, p.qty, p.entry, BOOK_MARGIN_MODE)
 
-    def margin_buffer(self, mmr: float) -> float:
+    def margin_buffer(self, rule: MarginRule) -> float:
         p = self.perp
-        return margin_buffer(self.liquidation_price(mmr), p.price, p.qty)
+        return margin_buffer(self.liquidation_price(rule), p.price, p.qty)
 
     # --- updates -------------------------------------------------------
     def revalue(self, venue: str, price: float) -> None:

@@ -18,7 +18,8 @@ import math
 
 import attrs
 
-from fundarb.core.book import PositionBook, liquidation_price, margin_buffer
+from fundarb.core.book import BOOK_MARGIN_MODE, PositionBook, margin_buffer
+from fundarb.core.liquidation import MarginRule, NotionalBeyondTiers
 from fundarb.core.model import Alert, OrderIntent, Side, require
 from fundarb.core.strategy import close_intents
 
@@ -82,7 +83,7 @@ class VenueCosts:
     spot_taker_fee: float
     perp_taker_fee: float
     slippage_allowance: float  # fraction of price kept back for spread + impact
-    maintenance_margin_rate: float
+    margin: MarginRule  # the perp venue's liquidation rule and tiers
     transfer_fee: float
     perp_allocation: float = 0.35  # share of equity the perp venue holds while flat
     rebalance_tolerance: float = 0.01  # of equity, before cash is moved back to that split
@@ -154,7 +155,11 @@ def _entry_veto(
     lev = abs(new_qty) * price / equity
     if lev > limits.max_leverage + 1e-12:
         return f"leverage after trade {lev:.2f} above max {limits.max_leverage}"
-    buf = margin_buffer(liquidation_price(cash, new_qty, entry, costs.maintenance_margin_rate), price, new_qty)
+    try:
+        liq = costs.margin.liquidation_price(cash, new_qty, entry, BOOK_MARGIN_MODE)
+    except NotionalBeyondTiers as exc:
+        return f"liquidation outside the venue's margin tiers: {exc}"
+    buf = margin_buffer(liq, price, new_qty)
     if buf < limits.min_margin_buffer:
         return f"margin buffer after trade {buf:.1%} below {limits.min_margin_buffer:.0%}"
     return ""
@@ -178,22 +183,22 @@ def target_leverage(limits: RiskLimits) -> float:
     return 0.75 * limits.max_leverage
 
 
-def topup_needed(book: PositionBook, mmr: float, target_buffer: float, target_lev: float) -> float:
+def topup_needed(book: PositionBook, rule: MarginRule, target_buffer: float, target_lev: float) -> float:
     """Collateral to add on the perp venue so its buffer reaches
-    ``target_buffer`` and its leverage falls to ``target_lev``."""
+    ``target_buffer`` and its leverage falls to ``target_lev``: the cash that
+    puts the liquidation price (venue ``rule``) at (1 + target) mark for a
+    short, (1 - target) mark for a long (``MarginRule.wallet_for``)."""
     p = book.perp
     if p.qty == 0:
         return 0.0
     size, mark = abs(p.qty), p.price
-    if p.qty < 0:  # liq >= (1 + target) mark
-        cash = (1 + target_buffer) * mark * size * (1 + mmr) - size * p.entry
-    else:  # liq <= (1 - target) mark
-        cash = size * p.entry - (1 - target_buffer) * mark * size * (1 - mmr)
+    target_liq = (1 + target_buffer) * mark if p.qty < 0 else (1 - target_buffer) * mark
+    cash = rule.wallet_for(target_liq, p.qty, p.entry, BOOK_MARGIN_MODE)
     by_leverage = size * mark / target_lev - p.unrealized  # equity = cash + unrealized
     return max(cash - p.cash, by_leverage - p.cash, 0.0)
 
 
-def reduction_needed(book: PositionBook, mmr: float, target_buffer: float, target_lev: float, fee: float,
+def reduction_needed(book: PositionBook, rule: MarginRule, target_buffer: float, target_lev: float, fee: float,
                      move_spot_cash: bool = True) -> float:
     """Smallest size (BTC, in 5% steps of the position) to cut from both legs
     so that the perp venue meets the targets: with the freed spot cash moved
@@ -210,7 +215,7 @@ def reduction_needed(book: PositionBook, mmr: float, target_buffer: float, targe
         q = sign * (size - x)
         equity = cash + q * (mark - p.entry)
         ok_lev = equity > 0 and abs(q) * mark / equity <= target_lev
-        if ok_lev and margin_buffer(liquidation_price(cash, q, p.entry, mmr), mark, q) >= target_buffer:
+        if ok_lev and margin_buffer(rule.liquidation_price(cash, q, p.entry, BOOK_MARGIN_MODE), mark, q) >= target_buffer:
             return x
     return size
 
@@ -276,8 +281,8 @@ class RiskMonitor:
     def _margin(self, book: PositionBook, now: int, transfer_pending: bool) -> RiskActions:
         if book.perp.qty == 0:
             return NO_ACTION
-        mmr = self.costs.maintenance_margin_rate
-        buf = book.margin_buffer(mmr)
+        rule = self.costs.margin
+        buf = book.margin_buffer(rule)
         lev = book.leverage()
         if buf >= self.limits.min_margin_buffer and lev <= self.limits.max_leverage:
             return NO_ACTION
@@ -287,7 +292,7 @@ class RiskMonitor:
             # top-up (pending or next) then restores the buffer target and the
             # leverage cap (cutting alone cannot lower leverage much: equity
             # stays put while the size shrinks)
-            x = reduction_needed(book, mmr, self.limits.hard_margin_buffer, math.inf,
+            x = reduction_needed(book, rule, self.limits.hard_margin_buffer, math.inf,
                                  self.costs.transfer_fee, move_spot_cash=False)
             alert = Alert(now, "margin_reduce", f"margin buffer {buf:.1%} under the hard floor, leverage {lev:.2f}: "
                           f"reducing both legs by {x:.4f} BTC", "critical")
@@ -295,7 +300,7 @@ class RiskMonitor:
         if transfer_pending:
             return NO_ACTION  # a top-up is on its way
         target, target_lev = self.limits.topup_target_buffer, target_leverage(self.limits)
-        need = topup_needed(book, mmr, target, target_lev) + self.costs.transfer_fee
+        need = topup_needed(book, rule, target, target_lev) + self.costs.transfer_fee
         spot_cash = book.spot.cash
         if spot_cash >= need:
             return RiskActions(
@@ -305,7 +310,7 @@ class RiskMonitor:
         if spot_cash > self.costs.transfer_fee * 10:
             # not enough for the whole top-up: move what there is, reduce the rest next
             return RiskActions(transfer_to_perp=spot_cash)
-        x = reduction_needed(book, mmr, target, target_lev, self.costs.transfer_fee)
+        x = reduction_needed(book, rule, target, target_lev, self.costs.transfer_fee)
         alert = Alert(now, "margin_reduce", f"margin buffer {buf:.1%}, leverage {lev:.2f}: reducing both legs by {x:.4f} BTC")
         return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
 

@@ -45,6 +45,7 @@ from fundarb.config import Config
 from fundarb.core.book import PositionBook, drift_of
 from fundarb.core.clock import SimClock
 from fundarb.core.funding import scheduled_instant
+from fundarb.core.liquidation import MarginRule
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, FundingSettlement, MarketKind, Quote
 from fundarb.core.risk import RiskMonitor
 from fundarb.core.strategy import CarryStrategy
@@ -53,7 +54,7 @@ from fundarb.runner.live_venue import LiveVenue, dust_of
 from fundarb.runner.pacing import Pacer
 from fundarb.venues.live.feed import MarketFeed
 from fundarb.venues.live.paired import BLOCK_KEY, FLATTEN_KEY
-from fundarb.venues.live.preflight import balance_of, funding_interval_hours, perp_position
+from fundarb.venues.live.preflight import balance_of, funding_interval_hours, perp_position, venue_margin_rule
 from fundarb.venues.live.reconcile import KILL_SWITCH_PREFIX, learn_funding, reconcile
 from fundarb.venues.live.session import LiveSession
 from fundarb.venues.live.watch import LiveWatch
@@ -140,9 +141,15 @@ class Runner:
         strategy = CarryStrategy(self.cfg.strategy, round_trip_cost(self.cfg, spot_px), book.spot_venue,
                                  book.perp_venue,
                                  quiet_ns=int(self.cfg.runner_settings.settlement_quiet_minutes * 60 * NS_PER_SECOND))
-        monitor = RiskMonitor(self.cfg.risk, venue_costs(self.cfg))
+        margin, margin_note = await venue_margin_rule(s.perp, start_ns)
+        if margin_note:
+            self.log.warning("margin_tiers", note=margin_note)
+        else:
+            self.log.info("margin_tiers", venue=margin.venue, symbol=margin.symbol, tiers=len(margin.tiers),
+                          as_of=margin.as_of)
+        monitor = RiskMonitor(self.cfg.risk, venue_costs(self.cfg, margin))
         venue: Any
-        venue = self.venue if self.venue is not None else self._simulator()
+        venue = self.venue if self.venue is not None else self._simulator(monitor.costs.margin)
         if self.mode == "paper":
             self.sim = venue
         self.engine = Engine(venue, book, strategy, monitor, s.config_hash, SimClock(start_ns),
@@ -181,10 +188,10 @@ class Runner:
         book.initial_equity = book.equity
         return book
 
-    def _simulator(self) -> SimExchange:
+    def _simulator(self, margin: MarginRule) -> SimExchange:
         cfg = self.cfg
         specs = [SimVenueSpec(cfg.spot_account, MarketKind.SPOT, cfg.spot_cash, cfg.spot),
-                 SimVenueSpec(cfg.perp_account, MarketKind.PERP, cfg.perp_cash, cfg.perp)]
+                 SimVenueSpec(cfg.perp_account, MarketKind.PERP, cfg.perp_cash, cfg.perp, margin=margin)]
         seed, = np.random.SeedSequence(cfg.seed).spawn(1)
         return SimExchange(specs, iter(()), seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee)
 
@@ -461,8 +468,8 @@ class Runner:
     def summary(self) -> dict[str, Any]:
         engine = self.engine
         assert engine is not None
-        b, mmr = engine.book, self.cfg.perp.maintenance_margin_rate
-        buf = b.margin_buffer(mmr)
+        b = engine.book
+        buf = b.margin_buffer(engine.monitor.costs.margin)
         return {
             "venue_time": _utc(self.now) if self.now else None, "uptime_s": round(time.time() - self.stats.started, 1),
             "events": self.stats.events, "equity": round(b.equity, 4), "funding": round(b.funding, 4),

@@ -25,7 +25,10 @@ What is served, and where each number comes from:
   close), volumes/turnover/open interest/trade counts (zero), kline
   open/high/low (set to the close: only closes exist), update ids. Venue
   metadata (tick size, lot size, limits) is the venue's published contract
-  spec, written down below, not market data.
+  spec, written down below, not market data. The margin tiers (Binance
+  ``/fapi/v1/leverageBracket``, Bybit ``/v5/market/risk-limit``) are the
+  shipped snapshot ``data/shipped/margin_tiers.json``, the same table its
+  liquidation prices use.
 - **Clock.** The emulator's now is set by the caller (``set_time``,
   ``advance``); it never follows the wall clock. Nothing after now exists:
   funding rows, klines and prices are cut at now.
@@ -1260,7 +1263,6 @@ def _binance_position_row(acc: Accounts, ask: Ask) -> dict:
     mark = acc.mark(venue)
     upnl = acc.unrealized(venue)
     notional = pos.qty * mark
-    mmr = MARKETS[(venue, PERP)].costs.maintenance_margin_rate
     liq = acc.liquidation(venue) if pos.qty else 0.0
     return {
         "symbol": SYMBOL, "positionSide": "BOTH", "positionAmt": _dec(pos.qty, 3),
@@ -1269,7 +1271,7 @@ def _binance_position_row(acc: Accounts, ask: Ask) -> dict:
         "isolatedMargin": _amt(round(pos.margin + upnl, 8)), "notional": _amt(round(notional, 8)),
         "marginAsset": "USDT", "isolatedWallet": _amt(pos.margin),
         "initialMargin": _amt(round(abs(notional) / pos.leverage, 8)),
-        "maintMargin": _amt(round(abs(notional) * mmr, 8)),
+        "maintMargin": _amt(round(acc.maintenance(venue), 8)),
         "positionInitialMargin": _amt(round(abs(notional) / pos.leverage, 8)),
         "openOrderInitialMargin": _amt(acc.order_margin(venue)), "adl": 0,
         "bidNotional": "0", "askNotional": "0", "updateTime": pos.updated_ms,
@@ -1294,7 +1296,7 @@ def _binance_futures_balances(ask: Ask) -> tuple[dict, list[dict]]:
     pos = acc.position("binanceusdm")
     usdt = {
         "asset": "USDT", "walletBalance": _amt(wallet), "unrealizedProfit": _amt(round(upnl, 8)),
-        "marginBalance": _amt(round(wallet + upnl, 8)), "maintMargin": _amt(round(abs(pos.qty) * acc.mark("binanceusdm") * 0.004, 8)),
+        "marginBalance": _amt(round(wallet + upnl, 8)), "maintMargin": _amt(round(acc.maintenance("binanceusdm"), 8)),
         "initialMargin": _amt(round(pos.margin + acc.order_margin("binanceusdm"), 8)),
         "positionInitialMargin": _amt(pos.margin), "openOrderInitialMargin": _amt(acc.order_margin("binanceusdm")),
         "crossWalletBalance": _amt(round(wallet - pos.margin, 8)), "crossUnPnl": "0.00000000",
@@ -1332,13 +1334,17 @@ def _binance_futures_balance(ask: Ask) -> list:
              "marginAvailable": True, "updateTime": r["updateTime"]} for r in (usdt, *others)]
 
 
-# Venue metadata: Binance's published BTCUSDT notional brackets (first tiers), not market data.
-# The emulator's liquidation price uses the first tier's maintenance rate throughout.
+def _whole(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else x
+
+
+# Venue metadata, not market data: Binance's BTCUSDT notional brackets as the
+# shipped margin tier snapshot holds them (fundarb/data/shipped/margin_tiers.json),
+# the same table the emulator's liquidation prices use.
 _BINANCE_BTC_BRACKETS = [
-    {"bracket": 1, "initialLeverage": 125, "notionalCap": 50000, "notionalFloor": 0, "maintMarginRatio": 0.004, "cum": 0.0},
-    {"bracket": 2, "initialLeverage": 100, "notionalCap": 600000, "notionalFloor": 50000, "maintMarginRatio": 0.005, "cum": 50.0},
-    {"bracket": 3, "initialLeverage": 75, "notionalCap": 3000000, "notionalFloor": 600000, "maintMarginRatio": 0.0065, "cum": 950.0},
-    {"bracket": 4, "initialLeverage": 50, "notionalCap": 12000000, "notionalFloor": 3000000, "maintMarginRatio": 0.01, "cum": 11450.0},
+    {"bracket": i + 1, "initialLeverage": _whole(t.max_leverage), "notionalCap": _whole(t.cap),
+     "notionalFloor": _whole(t.floor), "maintMarginRatio": t.mmr, "cum": float(t.amount)}
+    for i, t in enumerate(MARKETS[("binanceusdm", PERP)].margin.tiers)
 ]
 
 
@@ -1613,15 +1619,16 @@ def _bybit_position_row(acc: Accounts) -> dict:
     """The BTCUSDT linear position (REST /v5/position/list and the private ``position`` topic)."""
     pos = acc.position("bybit")
     mark = acc.mark("bybit")
-    mmr = MARKETS[("bybit", PERP)].costs.maintenance_margin_rate
     value = abs(pos.qty) * pos.entry
+    tiers = acc.margin_rule("bybit").tiers
+    risk_id = next((i for i, t in enumerate(tiers) if value < t.cap), len(tiers) - 1) + 1
     row = {
-        "positionIdx": 0, "riskId": 1, "riskLimitValue": "2000000", "symbol": SYMBOL,
+        "positionIdx": 0, "riskId": risk_id, "riskLimitValue": f"{tiers[risk_id - 1].cap:.0f}", "symbol": SYMBOL,
         "side": "" if pos.qty == 0 else ("Buy" if pos.qty > 0 else "Sell"), "size": _dec(abs(pos.qty), 3),
         "avgPrice": _amt(pos.entry, 1), "positionValue": _amt(round(value, 8), 0), "tradeMode": 1,  # isolated
         "autoAddMargin": 0, "positionStatus": "Normal", "leverage": str(pos.leverage), "markPrice": _dec(mark, 2),
         "liqPrice": _amt(round(acc.liquidation("bybit"), 2), 1) if pos.qty else "",
-        "bustPrice": "", "positionIM": _amt(pos.margin, 0), "positionMM": _amt(round(abs(pos.qty) * mark * mmr, 8), 0),
+        "bustPrice": "", "positionIM": _amt(pos.margin, 0), "positionMM": _amt(round(acc.maintenance("bybit"), 8), 0),
         "positionBalance": _amt(pos.margin, 0), "tpslMode": "Full", "takeProfit": "0.00", "stopLoss": "0.00",
         "trailingStop": "0.00", "unrealisedPnl": _amt(round(acc.unrealized("bybit"), 8), 0),
         "curRealisedPnl": _amt(pos.realized, 0), "cumRealisedPnl": _amt(pos.realized, 0), "adlRankIndicator": 0,
@@ -1629,6 +1636,22 @@ def _bybit_position_row(acc: Accounts) -> dict:
         "isReduceOnly": False, "mmrSysUpdatedTime": "", "leverageSysUpdatedTime": "",
     }
     return row
+
+
+def _bybit_risk_limit(ask: Ask) -> dict:
+    """/v5/market/risk-limit: BTCUSDT's risk limit tiers from the shipped margin tier
+    snapshot (the table the emulator's liquidation prices use), in v5's shape
+    (rates as fractions, riskLimitValue the tier's cap); inverse: empty."""
+    category = _bybit_category(ask, ("linear", "inverse"))
+    _bybit_symbol(ask, required=False)
+    rows = []
+    if category == "linear":
+        rule = MARKETS[("bybit", PERP)].margin
+        rows = [{"id": i + 1, "symbol": SYMBOL, "riskLimitValue": f"{t.cap:.0f}", "maintenanceMargin": f"{t.mmr:g}",
+                 "initialMargin": f"{1 / t.max_leverage:g}", "isLowestRisk": int(i == 0),
+                 "maxLeverage": f"{t.max_leverage:.2f}", "mmDeduction": "" if i == 0 else f"{t.amount:g}"}
+                for i, t in enumerate(rule.tiers)]
+    return {"category": category, "list": rows, "nextPageCursor": ""}
 
 
 def _bybit_set_leverage(ask: Ask) -> dict:
@@ -1811,6 +1834,7 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
         ("GET", "/v5/market/mark-price-kline"): lambda a: _bybit_kline(a, "mark"),
         ("GET", "/v5/market/index-price-kline"): lambda a: _bybit_kline(a, "index"),
         ("GET", "/v5/market/funding/history"): _bybit_funding_history,
+        ("GET", "/v5/market/risk-limit"): _bybit_risk_limit,
         ("GET", "/v5/asset/coin/query-info"): signed(_bybit_coin_info),
         ("GET", "/v5/account/wallet-balance"): signed(_bybit_wallet_balance),
         ("GET", "/v5/asset/transfer/query-account-coins-balance"): signed(_bybit_fund_balance),

@@ -33,8 +33,11 @@ Money rules (what the tests hold to 1e-9):
   fee available; reducing realises ``closed * (p - entry) * sign`` into the
   wallet and releases collateral pro rata. Wallet balance + fees paid ==
   deposits + realised PnL (+ funding, below); equity = wallet balance +
-  unrealised PnL. Liquidation price:
-  ``fundarb.core.book.liquidation_price(margin, qty, entry, mmr)``.
+  unrealised PnL. Liquidation price: the venue's own rule
+  (``fundarb.core.liquidation.MarginRule``, isolated mode, the collateral
+  as the isolated wallet) with its tiers from the shipped snapshot
+  (``fundarb.venues.margin_tiers``): Binance USD-M bracket at the
+  liquidation price, Bybit maintenance margin valued at entry.
 - **Funding.** When the clock crosses a real settlement of the venue's own
   series (binance BTCUSDT for USD-M, bybit BTCUSDT for Bybit; ``settlements``),
   an open perp position of signed size q receives ``-q * mark * rate``
@@ -49,7 +52,7 @@ Money rules (what the tests hold to 1e-9):
   ``fundings``.
 - **Liquidation.** The clock walks the hourly perp closes it crosses
   (``marks_between``); at the first close at or past the position's
-  liquidation price (``liquidation_price(margin, qty, entry, mmr)``) the whole
+  liquidation price (``MarketSpec.margin``, isolated) the whole
   position is closed at that price, rounded one tick against the account, as
   the simulator's ``_check_liquidation``: realised ``q (price - entry)`` and a
   penalty fee ``min(liquidation_fee_rate * |q| * price, what is left of the
@@ -88,8 +91,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fundarb.config import VenueConfig
-from fundarb.core.book import liquidation_price, margin_buffer
+from fundarb.core.book import margin_buffer
+from fundarb.core.liquidation import ISOLATED, MarginRule
 from fundarb.core.model import Quote
+from fundarb.venues.margin_tiers import shipped_rule
 from fundarb.venues.sim.models import SlippageModel
 
 SPOT, PERP = "spot", "perp"
@@ -111,24 +116,28 @@ class MarketSpec:
     tick: float
     step: float
     min_notional: float
-    costs: VenueConfig  # maker/taker fees, slippage, maintenance margin rate
+    costs: VenueConfig  # maker/taker fees, slippage, liquidation penalty
     base: str = "BTC"
     quote: str = "USDT"
+    margin: MarginRule | None = None  # a perp's liquidation rule and tiers
 
 
 # Fees: Binance spot 0.1%/0.1% and USD-M 0.02%/0.05% as sims/baseline.toml;
 # Bybit's published non-VIP rates (spot 0.1%/0.1%, linear 0.02%/0.055%).
-# Slippage and maintenance margin: VenueConfig defaults (half spread 0.1..0.5 bp,
-# 0.5 bp per BTC, mmr 0.4% = both venues' first BTCUSDT tier).
+# Slippage: VenueConfig defaults (half spread 0.1..0.5 bp, 0.5 bp per BTC).
+# Maintenance margin: each venue's BTCUSDT tiers from the shipped snapshot
+# (Binance brackets from 0.4%; Bybit risk limit tier 1, 0.5%).
 MARKETS: dict[tuple[str, str], MarketSpec] = {
     ("binance", SPOT): MarketSpec("binance", SPOT, "binance", 0.01, 0.00001, 5.0,
                                   VenueConfig("binance", "BTC/USDT", taker_fee=0.001, maker_fee=0.001)),
     ("binanceusdm", PERP): MarketSpec("binanceusdm", PERP, "binanceusdm", 0.1, 0.001, 100.0,
-                                      VenueConfig("binanceusdm", "BTC/USDT:USDT", taker_fee=0.0005, maker_fee=0.0002)),
+                                      VenueConfig("binanceusdm", "BTC/USDT:USDT", taker_fee=0.0005, maker_fee=0.0002),
+                                      margin=shipped_rule("binanceusdm", "BTC/USDT:USDT")),
     ("bybit", SPOT): MarketSpec("bybit", SPOT, "bybit", 0.01, 0.000001, 1.0,
                                 VenueConfig("bybit", "BTC/USDT", taker_fee=0.001, maker_fee=0.001)),
     ("bybit", PERP): MarketSpec("bybit", PERP, "bybit", 0.1, 0.001, 5.0,
-                                VenueConfig("bybit", "BTC/USDT:USDT", taker_fee=0.00055, maker_fee=0.0002)),
+                                VenueConfig("bybit", "BTC/USDT:USDT", taker_fee=0.00055, maker_fee=0.0002),
+                                margin=shipped_rule("bybit", "BTC/USDT:USDT")),
 }
 WALLETS = ("binance", "binanceusdm", "bybit", "bybit:FUND")
 DEFAULT_LEVERAGE = {"binanceusdm": 20, "bybit": 10}  # each venue's default for a new BTCUSDT account
@@ -177,7 +186,9 @@ class Order:
 
     @property
     def avg_price(self) -> float:
-        return self.cost / self.filled if self.filled > 0 else 0.0
+        # rounded past any price's precision: one fill at 37211.8 averages to 37211.8, not
+        # the 37211.799999999996 that cost / filled leaves in binary floating point
+        return round(self.cost / self.filled, 10) if self.filled > 0 else 0.0
 
     @property
     def sign(self) -> int:
@@ -415,9 +426,21 @@ class Accounts:
                 free -= self.positions[wallet].margin + self.order_margin(wallet)
             return free
 
+    def margin_rule(self, venue: str) -> MarginRule:
+        rule = MARKETS[(venue, PERP)].margin
+        assert rule is not None  # every perp market of MARKETS has one
+        return rule
+
     def liquidation(self, venue: str) -> float:
+        """The position's liquidation price by the venue's rule, isolated: the collateral is the wallet."""
         pos = self.positions[venue]
-        return liquidation_price(pos.margin, pos.qty, pos.entry, MARKETS[(venue, PERP)].costs.maintenance_margin_rate)
+        return self.margin_rule(venue).liquidation_price(pos.margin, pos.qty, pos.entry, ISOLATED)
+
+    def maintenance(self, venue: str) -> float:
+        """The maintenance margin the liquidation price holds the position to
+        (Binance: at the mark; Bybit isolated: at the entry)."""
+        pos = self.positions[venue]
+        return self.margin_rule(venue).maintenance_for(pos.qty, pos.entry, self.mark(venue), ISOLATED)
 
     def buffer(self, venue: str) -> float:
         pos = self.positions[venue]

@@ -6,7 +6,9 @@ Checks, each one line naming the number and the limit:
 balances on both venues; size limits (``risk.max_position_btc``,
 ``risk.max_notional``); perp leverage (notional / perp equity) and margin
 buffer ((liquidation - mark) / mark, isolated collateral = notional / venue
-leverage) after the trade; current and predicted funding, annualised, less
+leverage, the liquidation price by the venue's own rule and tiers in
+isolated mode: ``Snapshot.margin``, fetched at run time by
+``venue_margin_rule``, the shipped snapshot only with a note) after the trade; current and predicted funding, annualised, less
 the round trip amortised over ``strategy.expected_holding_days``, against
 ``strategy.entry_apr`` (opens only); spread and expected slippage (walking
 the venue's book) against ``live.max_spread_bp`` / ``live.max_slippage_bp``;
@@ -17,16 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from typing import Any
 
 import attrs
 
 from fundarb.config import Config
-from fundarb.core.book import liquidation_price
 from fundarb.core.funding import annualize
+from fundarb.core.liquidation import ISOLATED, LiquidationRuleMissing, MarginRule, NotionalBeyondTiers
 from fundarb.core.model import Side
 from fundarb.venues.live.exchange import MarketRules
 from fundarb.venues.live.orders import LiveLeg
+from fundarb.venues.margin_tiers import is_modelled, rule_from_ccxt_tiers, shipped_rule
 
 BOOK_LEVELS = 20
 Levels = tuple[tuple[float, float], ...]  # (price, BTC) best first
@@ -45,7 +49,7 @@ class Snapshot:
     perp_equity: float
     perp_qty: float  # signed BTC
     perp_entry: float
-    perp_collateral: float
+    perp_collateral: float  # the isolated wallet of the position (its margin, unrealised PnL not included)
     perp_leverage: float  # the venue's leverage setting for the symbol
     mark: float
     funding_rate: float
@@ -56,6 +60,8 @@ class Snapshot:
     perp_taker_fee: float
     journal_spot: float
     journal_perp: float
+    margin: MarginRule  # the perp venue's liquidation rule and tiers
+    margin_note: str = ""  # set when the tiers are not the venue's own of now (the shipped snapshot)
 
 
 @attrs.frozen
@@ -106,6 +112,7 @@ class TradePlan:
     buffer_after: float
     liquidation_after: float
     venue_leverage: float
+    margin_note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -201,15 +208,23 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
     entry_after = _entry_after(snap, perp, perp_after)
     collateral = snap.perp_collateral + (perp.notional / venue_lev if opening else
                                          -snap.perp_collateral * qty / abs(snap.perp_qty) if snap.perp_qty else 0.0)
-    liq = liquidation_price(collateral, perp_after, entry_after, cfg.perp.maintenance_margin_rate)
-    buffer = (liq - snap.mark) / snap.mark if perp_after < 0 else math.inf
+    unmodelled = ""
+    try:
+        liq = snap.margin.liquidation_price(collateral, perp_after, entry_after, ISOLATED)
+    except (LiquidationRuleMissing, NotionalBeyondTiers) as exc:
+        liq, unmodelled = math.nan, str(exc)
+    buffer = (liq - snap.mark) / snap.mark if perp_after < 0 and not unmodelled else math.inf
     equity = snap.perp_equity - perp.fee
     leverage = abs(perp_after) * snap.mark / equity if equity > 0 else math.inf
     if opening:
         check("leverage", leverage <= limits.max_leverage,
               f"perp leverage {leverage:.2f}x after the trade (limit {limits.max_leverage:g}x)")
-        check("margin buffer", buffer >= limits.min_margin_buffer,
-              f"margin buffer {buffer:.1%} after the trade, liquidation at {liq:,.1f} (floor {limits.min_margin_buffer:.0%})")
+        if unmodelled:
+            check("margin buffer", False, f"no liquidation price: {unmodelled}")
+        else:
+            check("margin buffer", buffer >= limits.min_margin_buffer,
+                  f"margin buffer {buffer:.1%} after the trade, liquidation at {liq:,.1f} "
+                  f"(floor {limits.min_margin_buffer:.0%})")
 
     funding_apr = annualize(snap.funding_rate, snap.interval_hours)
     predicted_apr = annualize(snap.predicted_rate, snap.interval_hours) if snap.predicted_rate is not None else None
@@ -223,7 +238,7 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
               f"{cfg.strategy.expected_holding_days:g} days {net:.2%} (entry threshold {cfg.strategy.entry_apr:.2%})")
     per_settlement = -perp_after * snap.mark * snap.funding_rate + 0.0  # + 0.0: no "-0.0000" when flat
     return TradePlan(kind, qty, spot, perp, tuple(checks), per_settlement, funding_apr, predicted_apr, net,
-                     snap.next_funding_ts, leverage, buffer, liq, venue_lev)
+                     snap.next_funding_ts, leverage, buffer, liq, venue_lev, snap.margin_note)
 
 
 def _entry_after(snap: Snapshot, perp: LegPlan, perp_after: float) -> float:
@@ -241,11 +256,15 @@ def _levels(side: list, contract_size: float) -> Levels:
     return tuple((float(p), float(q) * contract_size) for p, q, *_ in side)
 
 
-async def perp_position(leg: LiveLeg) -> dict[str, float]:
+async def perp_position(leg: LiveLeg) -> dict[str, Any]:
     """The venue's own view of the perp position: signed BTC, entry,
-    collateral, leverage setting, liquidation price."""
+    collateral (ccxt's: the position's margin with its unrealised PnL),
+    unrealised PnL, leverage setting, liquidation price, margin mode ('' when
+    not said). ``collateral - unrealized`` is the isolated wallet a
+    liquidation formula takes."""
     rows = await leg.call("fetch_positions", [leg.symbol])
-    out = {"qty": 0.0, "entry": 0.0, "collateral": 0.0, "leverage": math.nan, "liquidation": math.nan}
+    out: dict[str, Any] = {"qty": 0.0, "entry": 0.0, "collateral": 0.0, "unrealized": 0.0, "leverage": math.nan,
+                           "liquidation": math.nan, "mode": ""}
     for p in rows:
         if p.get("symbol") != leg.symbol:
             continue
@@ -255,8 +274,30 @@ async def perp_position(leg: LiveLeg) -> dict[str, float]:
         if contracts:
             out.update(qty=sign * contracts, entry=float(p.get("entryPrice") or 0.0),
                        collateral=float(p.get("collateral") or p.get("initialMargin") or 0.0),
-                       liquidation=float(p.get("liquidationPrice") or math.nan))
+                       unrealized=float(p.get("unrealizedPnl") or 0.0) if p.get("collateral") else 0.0,
+                       liquidation=float(p.get("liquidationPrice") or math.nan), mode=str(p.get("marginMode") or ""))
     return out
+
+
+async def venue_margin_rule(leg: LiveLeg, now_ns: int) -> tuple[MarginRule, str]:
+    """The perp venue's liquidation rule with its tiers as the venue publishes
+    them now (ccxt ``fetch_market_leverage_tiers``: Binance USD-M
+    ``/fapi/v1/leverageBracket``, Bybit ``/v5/market/risk-limit``), and a
+    note: empty when the tiers are the venue's own, else why the shipped
+    snapshot (with its date) stands in. A venue whose formula is not modelled
+    gets the rule that raises when used."""
+    venue, symbol = leg.exchange.id, leg.symbol
+    fallback = shipped_rule(venue, symbol)
+    if not is_modelled(venue):
+        return fallback, f"the liquidation rule of {venue} is not modelled"
+    try:
+        tiers = await leg.call("fetch_market_leverage_tiers", symbol)
+        as_of = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now_ns / 1e9))
+        return rule_from_ccxt_tiers(venue, symbol, tiers, as_of), ""
+    except Exception as exc:  # noqa: BLE001 - any failure: the shipped snapshot, said out loud
+        why = f"{type(exc).__name__}: {exc}"[:200]
+        return fallback, (f"{venue} margin tiers could not be fetched ({why}); using the shipped snapshot "
+                          f"of {fallback.as_of or 'no date'} (docs/margin.md)")
 
 
 def balance_of(reply: dict, asset: str, field: str) -> float:
@@ -267,11 +308,11 @@ def balance_of(reply: dict, asset: str, field: str) -> float:
 async def snapshot(spot: LiveLeg, perp: LiveLeg, journal_spot: float, journal_perp: float, ts: int,
                    default_leverage: float) -> Snapshot:
     """Read both venues at once (books, balances, the perp position, funding)."""
-    spot_book, perp_book, spot_bal, perp_bal, pos, funding = await asyncio.gather(
+    spot_book, perp_book, spot_bal, perp_bal, pos, funding, (margin, margin_note) = await asyncio.gather(
         spot.call("fetch_order_book", spot.symbol, BOOK_LEVELS),
         perp.call("fetch_order_book", perp.symbol, BOOK_LEVELS),
         spot.call("fetch_balance"), perp.call("fetch_balance"),
-        perp_position(perp), perp.call("fetch_funding_rate", perp.symbol))
+        perp_position(perp), perp.call("fetch_funding_rate", perp.symbol), venue_margin_rule(perp, ts))
     interval = funding_interval_hours(funding)
     mark = float(funding.get("markPrice") or 0.0) or 0.5 * (perp_book["bids"][0][0] + perp_book["asks"][0][0])
     predicted = funding.get("nextFundingRate")
@@ -281,11 +322,11 @@ async def snapshot(spot: LiveLeg, perp: LiveLeg, journal_spot: float, journal_pe
         _levels(perp_book["bids"], perp.rules.contract_size), _levels(perp_book["asks"], perp.rules.contract_size),
         balance_of(spot_bal, spot.quote, "free"), balance_of(spot_bal, spot.base, "free"),
         balance_of(perp_bal, perp.quote, "free"), balance_of(perp_bal, perp.quote, "total"),
-        pos["qty"], pos["entry"], pos["collateral"], lev, mark,
+        pos["qty"], pos["entry"], pos["collateral"] - pos["unrealized"], lev, mark,
         float(funding.get("fundingRate") or 0.0), float(predicted) if predicted is not None else None, interval,
         int(funding.get("fundingTimestamp") or funding.get("nextFundingTimestamp") or 0) * 1_000_000,
         float(spot.market.get("taker") or 0.0), float(perp.market.get("taker") or 0.0),
-        journal_spot, journal_perp)
+        journal_spot, journal_perp, margin, margin_note)
 
 
 def funding_interval_hours(funding: dict[str, Any]) -> float:

@@ -20,8 +20,9 @@ import attrs
 import numpy as np
 
 from fundarb.config import VenueConfig
-from fundarb.core.book import VenueAccount, liquidation_price
+from fundarb.core.book import BOOK_MARGIN_MODE, VenueAccount
 from fundarb.core.funding import MissingFundingSettlement, next_settlement
+from fundarb.core.liquidation import MarginRule
 from fundarb.core.model import (
     HOURS_PER_YEAR,
     NS_PER_HOUR,
@@ -41,20 +42,34 @@ from fundarb.core.model import (
     TransferRequest,
 )
 from fundarb.core.orders import Order, OrderStatus
+from fundarb.venues.margin_tiers import shipped_rule
 from fundarb.venues.sim import queue as q
 from fundarb.venues.sim.models import FeeModel, LatencyModel, SlippageModel, seconds
 
 
+def _shipped_margin(spec: "SimVenueSpec") -> MarginRule | None:
+    return shipped_rule(spec.venue.exchange, spec.venue.symbol) if spec.kind is MarketKind.PERP else None
+
+
 @attrs.frozen
 class SimVenueSpec:
-    """One simulated account: its name, market kind, starting cash and the
-    venue's cost and margin parameters (a `VenueConfig`)."""
+    """One simulated account: its name, market kind, starting cash, the
+    venue's cost parameters (a `VenueConfig`) and, for a perp, the venue's
+    liquidation rule (``margin``; default: the shipped snapshot's rule of the
+    configured exchange and symbol, which raises when used on a market it
+    does not model). The account is one wallet backing one position: the
+    rule's cross mode."""
 
     name: str
     kind: MarketKind
     cash: float
     venue: VenueConfig
     allow_short: bool = False  # spot margin short (reverse carry)
+    margin: MarginRule | None = attrs.field(default=attrs.Factory(_shipped_margin, takes_self=True))
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind is MarketKind.PERP and self.margin is None:
+            raise ValueError(f"perp account {self.name} needs its venue's margin rule")
 
     @property
     def symbol(self) -> str:
@@ -275,7 +290,8 @@ class SimExchange:
 
     def _check_liquidation(self, sim: _SimAccount) -> None:
         a, spec = sim.acct, sim.spec
-        liq = liquidation_price(a.cash, a.qty, a.entry, spec.venue.maintenance_margin_rate)
+        assert spec.margin is not None  # a perp's: checked when the spec was made
+        liq = spec.margin.liquidation_price(a.cash, a.qty, a.entry, BOOK_MARGIN_MODE)
         mark = a.price
         if not ((a.qty < 0 and mark >= liq) or (a.qty > 0 and mark <= liq)):
             return

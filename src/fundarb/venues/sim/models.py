@@ -8,8 +8,9 @@ Slippage: buy price  = ref * (1 + (hs + impact_bp_per_btc * qty) / 1e4),
           (ask for buys, bid for sells) and hs = 0.
 Latency:  decision -> arrival delay = median_ms * exp(sigma * N(0, 1)),
           i.e. lognormal with the given median.
-Margin:   see ``fundarb.core.book.liquidation_price``; when the mark reaches
-          it, liquidation closes the whole perp at the liquidation price with
+Margin:   the venue's rule, ``fundarb.core.liquidation.MarginRule`` (cross:
+          the account's cash backs its one position); when the mark reaches
+          its liquidation price, liquidation closes the whole perp at the liquidation price with
           a penalty = liquidation_fee_rate * notional, capped at what is left.
 """
 
