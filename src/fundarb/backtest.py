@@ -12,7 +12,7 @@ from fundarb.config import Config, config_hash
 from fundarb.core import metrics
 from fundarb.core.book import PositionBook
 from fundarb.core.clock import SimClock
-from fundarb.core.funding import annualize, missed_settlements
+from fundarb.core.funding import PERP_PRICE_SOURCES, VENUE_MARK_SOURCES, annualize, missed_settlements
 from fundarb.core.liquidation import MarginRule
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, MarketKind
 from fundarb.core.risk import RiskMonitor, VenueCosts
@@ -178,8 +178,8 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
         "max_leverage": max(curve["leverage"]) if curve["leverage"] else 0.0,
         "settlements_in_window": len(expected),
         "settlements_accrued": len(book.funding_ledger),
-        "settlements_at_venue_mark": sum(1 for e in book.funding_ledger if e.mark_source == "venue"),
-        "settlements_at_perp_price": sum(1 for e in book.funding_ledger if e.mark_source == "perp_close"),
+        "settlements_at_venue_mark": sum(1 for e in book.funding_ledger if e.mark_source in VENUE_MARK_SOURCES),
+        "settlements_at_perp_price": sum(1 for e in book.funding_ledger if e.mark_source in PERP_PRICE_SOURCES),
         "missed_settlements": len(missed),
         "hours_in_position": hours_in_position,
         "time_in_position": hours_in_position / max(len(curve["ts"]), 1),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,11 @@ def _funding_history(cfg: Config, lo: int, hi: int, before: int, data_dir: Path 
     """Real settlements of the config's perp inside [lo, hi], and the
     ``before`` latest ones ahead of lo (they seed the strategy's signal),
     snapped to the schedule by the data layer's one rule."""
-    empty = pl.DataFrame({"ts": [], "rate": [], "interval": []}, schema={"ts": pl.Int64, "rate": pl.Float64, "interval": pl.Float64})
+    empty = pl.DataFrame(schema={"ts": pl.Int64, "rate": pl.Float64, "interval": pl.Float64, "mark": pl.Float64})
     reach = lo - (before + 3) * 24 * 3_600 * NS  # wide enough for the slowest (24 h) schedule
     try:
         f = load_settlements((cfg.perp.exchange, cfg.perp.symbol), cfg.data.settlement_tolerance_seconds,
-                             reach, hi, data_dir).select("ts", "rate", "interval")
+                             reach, hi, data_dir).select("ts", "rate", "interval", "mark")
     except NoFundingSeries:
         return empty, empty
     inside = f.filter((pl.col("ts") >= lo) & (pl.col("ts") <= hi))
@@ -66,15 +67,17 @@ def _funding_history(cfg: Config, lo: int, hi: int, before: int, data_dir: Path 
     return inside, prior
 
 
-def _capture_settlements(perp: ParsedFeed, lo: int, hi: int) -> list[tuple[int, float, float]]:
+def _capture_settlements(perp: ParsedFeed, lo: int, hi: int) -> list[tuple[int, float, float, float]]:
     """Settlements a capture's own funding messages imply: the last rate
-    published before each next-funding time inside the window."""
+    published before each next-funding time inside the window, at the
+    venue's last mark before it where the messages carry one (else nan:
+    the perp mid stands in)."""
     f = perp.events.filter((pl.col("kind") == "funding") & pl.col("next_funding_ts").is_not_null())
-    out: dict[int, float] = {}
-    for ts, rate, nxt in zip(f["ts"], f["rate"], f["next_funding_ts"]):
+    out: dict[int, tuple[float, float]] = {}
+    for ts, rate, nxt, mark in zip(f["ts"], f["rate"], f["next_funding_ts"], f["mark"]):
         if ts < nxt and lo <= nxt <= hi:
-            out[nxt] = rate
-    return [(t, r, 8.0) for t, r in sorted(out.items())]
+            out[nxt] = (rate, mark if mark is not None else out.get(nxt, (0.0, math.nan))[1])
+    return [(t, r, 8.0, m) for t, (r, m) in sorted(out.items())]
 
 
 def replay_tape(cfg: Config, spot: ParsedFeed | None, perp: ParsedFeed | None, settlements: list, prior: list,
@@ -109,10 +112,14 @@ def replay_tape(cfg: Config, spot: ParsedFeed | None, perp: ParsedFeed | None, s
                 if row["next_funding_ts"] is not None and row["rate"] is not None:
                     tape.append((ts, q.P_RATE, FundingRate(ts, venue, row["rate"], 8.0, row["next_funding_ts"], row["predicted_rate"])))
     tape.sort(key=lambda e: (e[0], e[1]))
-    # settlements go in at their instant with the perp mid then standing
-    for ts, rate, interval in settlements:
-        mark = _mid_at(tape, cfg.perp_account, ts)
-        tape.append((ts, q.P_FUNDING, FundingSettlement(ts, cfg.perp_account, rate, interval, mark, "perp_mid")))
+    # settlements go in at their instant, at the venue's mark where the
+    # history has it, else with the perp mid then standing
+    for ts, rate, interval, mark in settlements:
+        if mark != mark:
+            settle = FundingSettlement(ts, cfg.perp_account, rate, interval, _mid_at(tape, cfg.perp_account, ts), "perp_mid")
+        else:
+            settle = FundingSettlement(ts, cfg.perp_account, rate, interval, mark, "venue")
+        tape.append((ts, q.P_FUNDING, settle))
     tape.extend((int(t), q.P_TIMER, Timer(int(t))) for t in timers)
     tape.sort(key=lambda e: (e[0], e[1]))
     return tape
@@ -150,7 +157,8 @@ def prepare_replay(rec: Recording, cfg: Config, cache_dir: Path | None = None, d
     if own:
         settlements, source = own, "the capture's own funding messages"
     else:
-        settlements = list(zip(inside["ts"].to_list(), inside["rate"].to_list(), inside["interval"].to_list()))
+        settlements = list(zip(inside["ts"].to_list(), inside["rate"].to_list(), inside["interval"].to_list(),
+                               inside["mark"].fill_null(math.nan).to_list()))
         source = "the real funding history (the capture has no funding messages)" if settlements else "none: no settlement falls in the window"
     prior = list(zip(prior_df["ts"].to_list(), prior_df["rate"].to_list(), prior_df["interval"].to_list()))
     timers = np.arange(-(-lo // TIMER_NS) * TIMER_NS, hi + 1, TIMER_NS, dtype=np.int64)
@@ -196,7 +204,7 @@ def _window(cfg: Config, rec: Recording, parsed: dict[str, ParsedFeed], lo: int,
         funding_ts=np.array([s[0] for s in settlements], dtype=np.int64),
         funding_rate=np.array([s[1] for s in settlements], dtype=np.float64),
         funding_interval=np.array([s[2] for s in settlements], dtype=np.float64),
-        funding_mark=np.full(len(settlements), np.nan),
+        funding_mark=np.array([s[3] for s in settlements], dtype=np.float64),
         sources=(f"recording {rec.name}",),
         capture=capture,
     )

@@ -59,14 +59,19 @@ def test_funding_messages_become_rate_updates_marks_and_settlements():
         quote(T0 + 70 * S, 100.0, 101.0),
     ])
     settlements = _capture_settlements(perp, T0, T0 + 70 * S)
-    assert settlements == [(nxt, 0.00011, 8.0)]  # the last rate published before the settlement
+    assert settlements == [(nxt, 0.00011, 8.0, 100.9)]  # the last rate and venue mark published before the settlement
     tape = replay_tape(CFG, None, perp, settlements, [], np.array([], dtype=np.int64))
     rates = [e for _, _, e in tape if type(e) is FundingRate]
     assert [(r.rate, r.predicted_rate, r.next_funding_ts) for r in rates] == [(0.0001, 0.00012, nxt), (0.00011, None, nxt)]
     marks = [e.mark for _, _, e in tape if type(e) is MarkPrice]
     assert marks == [100.7, 100.9]  # the venue's mark: the mid does not stand in
     (settle,) = [e for _, _, e in tape if type(e) is FundingSettlement]
-    assert (settle.ts, settle.rate, settle.mark) == (nxt, 0.00011, 100.5)
+    assert (settle.ts, settle.rate, settle.mark, settle.mark_source) == (nxt, 0.00011, 100.9, "venue")
+    # without a mark in the capture, the perp mid then standing is the mark
+    bare = [(nxt, 0.00011, 8.0, float("nan"))]
+    (settle,) = [e for _, _, e in replay_tape(CFG, None, perp, bare, [], np.array([], dtype=np.int64))
+                 if type(e) is FundingSettlement]
+    assert (settle.mark, settle.mark_source) == (100.5, "perp_mid")
 
 
 def test_prior_settlements_seed_the_signal_and_settlement_needs_a_quote():
@@ -77,7 +82,7 @@ def test_prior_settlements_seed_the_signal_and_settlement_needs_a_quote():
     from fundarb.venues.replay import ReplayError
 
     with pytest.raises(ReplayError, match="no binanceusdm:perp quote before the settlement"):
-        replay_tape(CFG, None, perp, [(T0, 0.0001, 8.0)], [], np.array([], dtype=np.int64))
+        replay_tape(CFG, None, perp, [(T0, 0.0001, 8.0, float("nan"))], [], np.array([], dtype=np.int64))
 
 
 def test_tape_is_time_then_priority_ordered():

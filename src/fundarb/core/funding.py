@@ -12,6 +12,12 @@ from collections.abc import Sequence
 from fundarb.core.model import HOURS_PER_YEAR, NS_PER_HOUR
 
 
+# ``FundingSettlement.mark_source``: the venue's own mark (history, mark
+# klines, the live mark feed) or the perp's price standing in for it
+VENUE_MARK_SOURCES = frozenset({"venue", "last_mark", "first_mark_after", "announced_rate"})
+PERP_PRICE_SOURCES = frozenset({"perp_close", "perp_mid"})
+
+
 class MissingFundingSettlement(RuntimeError):
     """A settlement that should exist while a position was open does not."""
 
