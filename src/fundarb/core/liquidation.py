@@ -153,8 +153,19 @@ class MarginRule:
         """The maintenance margin the liquidation rule holds the position to now:
         valued at the entry for Bybit isolated, at the mark otherwise."""
         _check_mode(mode)
-        valued_at = entry if self.style == BYBIT_LINEAR and mode == ISOLATED else mark
-        return self.maintenance_margin(qty, valued_at)
+        return self.maintenance_margin(qty, entry if self._at_entry(mode) else mark)
+
+    def _at_entry(self, mode: str) -> bool:
+        """Bybit values an isolated position's maintenance margin at entry; every other rule at the mark."""
+        return self.style == BYBIT_LINEAR and mode == ISOLATED
+
+    def _position(self, qty: float, mode: str) -> tuple[float, float] | None:
+        """(side, Q) of a position the rule is asked about; None without one."""
+        _check_mode(mode)
+        if qty == 0:
+            return None
+        self._modelled()
+        return (1.0 if qty > 0 else -1.0), abs(qty)
 
     # --- liquidation -------------------------------------------------------------
     def liquidation_price(self, wallet: float, qty: float, entry: float, mode: str) -> float:
@@ -164,13 +175,11 @@ class MarginRule:
         binance_usdm, and bybit_linear cross: LP = (WB + cum - side*Q*EP) / (Q*MMR - side*Q),
         tier of the notional at LP; bybit_linear isolated: LP = EP - side*(PM - MM)/Q,
         MM = Q*EP*MMR - deduction (tier of the notional at entry)."""
-        _check_mode(mode)
-        if qty == 0:
+        position = self._position(qty, mode)
+        if position is None:
             return math.nan
-        self._modelled()
-        side = 1.0 if qty > 0 else -1.0
-        size = abs(qty)
-        if self.style == BYBIT_LINEAR and mode == ISOLATED:
+        side, size = position
+        if self._at_entry(mode):
             mm = self.maintenance_margin(qty, entry)
             lp = entry - side * (wallet - mm) / size
         else:
@@ -206,13 +215,11 @@ class MarginRule:
         puts the liquidation price at ``liq``; the inverse of ``liquidation_price``
         for liq > 0: WB = MM - side*Q*(liq - EP), MM valued at liq (at entry for
         bybit_linear isolated). nan without a position."""
-        _check_mode(mode)
-        if qty == 0:
+        position = self._position(qty, mode)
+        if position is None:
             return math.nan
-        self._modelled()
-        side = 1.0 if qty > 0 else -1.0
-        size = abs(qty)
-        mm = self.maintenance_margin(qty, entry if self.style == BYBIT_LINEAR and mode == ISOLATED else liq)
+        side, size = position
+        mm = self.maintenance_margin(qty, entry if self._at_entry(mode) else liq)
         return mm - side * size * (liq - entry)
 
 
