@@ -19,7 +19,8 @@ A difference under the smaller market's lot or minimum order cannot be
 traded and is reported as residual drift. If the time runs out with a gap
 left, the operation ends ``naked``: an alert is journaled and new entries are
 blocked; it is never left silently. ``recover`` does the same on start for an
-operation a stopped process left ``executing``, always unwinding (the intent
+operation a stopped process left ``executing`` or a network error left
+``needs_recovery`` (a timeout inside a pair never escapes it), always unwinding (the intent
 to open may no longer hold after a restart). ``execute_adjust`` sends lone
 reduce-only orders (the runner's rebalance of one leg) as an ``adjust``
 operation, which recovery only resolves.
@@ -31,6 +32,7 @@ import asyncio
 from typing import Any
 
 import attrs
+import ccxt
 
 from fundarb.core.model import NS_PER_SECOND, Side
 from fundarb.core.orders import Order, OrderStatus
@@ -41,13 +43,18 @@ from fundarb.venues.live.session import LiveSession
 S = OrderStatus
 BLOCK_KEY = "entries_blocked"
 FLATTEN_KEY = "flatten_requested"  # journal state: the kill switch asked for both legs to be closed (value: the reason)
+NEEDS_RECOVERY = "needs_recovery"  # an operation a network error cut short: ``recover`` finishes it
+# what cuts a pair short without a word from the venue: timeouts, dropped connections, 5xx
+INTERRUPTIONS = (ccxt.NetworkError, TimeoutError, ConnectionError)
 
 
 @attrs.frozen
 class PairOutcome:
     op_id: int
     kind: str
-    status: str  # done | rebalanced (a leg completed) | unwound (a leg traded back) | naked | failed (nothing traded)
+    # done | rebalanced (a leg completed) | unwound (a leg traded back) | naked | failed (nothing traded)
+    # | needs_recovery (a timeout or network error cut it short: entries blocked until ``recover``)
+    status: str
     spot_change: float  # BTC bought (+) or sold (-) on the spot leg by this operation, gross of fees
     perp_change: float  # signed BTC on the perp leg
     residual: float  # spot_change + perp_change
@@ -91,8 +98,32 @@ async def _run_pair(session: LiveSession, kind: str, qty: float, spot_qty: float
     if qty > 0:  # closing a lone leg (the other already gone) sends one order
         legs.append(session.trader.send(session.perp, op_id, role, Side.SELL if opening else Side.BUY, qty,
                                         deadline, reduce_only=not opening))
-    await asyncio.gather(*legs)
-    return await balance_pair(session, op_id, kind, plan.get("prices", {}), unwind_only=False)
+    try:
+        # both legs run to their end even when one of them fails: what was sent must be known
+        for result in await asyncio.gather(*legs, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
+        return await balance_pair(session, op_id, kind, plan.get("prices", {}), unwind_only=False)
+    except INTERRUPTIONS as exc:
+        return _interrupted(session, op_id, kind, exc)
+
+
+def _interrupted(session: LiveSession, op_id: int, kind: str, exc: BaseException) -> PairOutcome:
+    """A timeout or network error cut operation ``op_id`` short: record it as
+    ``needs_recovery`` with exactly what was sent, block entries and alert once."""
+    journal, now = session.journal, session.now_ns()
+    sent = [f"{r['client_id']} {r['leg']} {r['role']} {r['side']} {float(r['qty']):g} BTC: "
+            f"{r['status']} {float(r['filled_qty']):g}" for r in journal.orders(op_id)]
+    spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
+    what = "; ".join(sent) if sent else "no order was sent"
+    message = (f"operation {op_id} ({kind}) was cut short by {type(exc).__name__}: {str(exc)[:160]}; "
+               f"sent: {what}; as journaled: spot {spot:+g} BTC, perp {perp:+g} BTC (orders still open may "
+               "fill): new entries blocked; run `fundarb reconcile`")
+    session.alert("pair_interrupted", message, "critical")
+    journal.set_state(BLOCK_KEY, f"operation {op_id} interrupted by a network error", now)
+    journal.finish_operation(op_id, now, NEEDS_RECOVERY, message)
+    orders = tuple(r["client_id"] for r in journal.orders(op_id))
+    return PairOutcome(op_id, kind, NEEDS_RECOVERY, spot, perp, spot + perp, (message,), orders)
 
 
 async def execute_adjust(session: LiveSession, orders: list[tuple[str, Side, float]], plan: dict[str, Any]) -> PairOutcome:
@@ -281,7 +312,8 @@ async def recover(session: LiveSession) -> list[PairOutcome]:
     """Finish every operation a stopped process left ``executing``: learn
     each order's fate from the venue, then unwind any difference."""
     outcomes = []
-    for op in session.journal.operations("executing"):
+    ops = session.journal.operations("executing") + session.journal.operations(NEEDS_RECOVERY)
+    for op in sorted(ops, key=lambda o: o["op_id"]):
         actions: list[str] = [f"recovering operation {op['op_id']} ({op['kind']}) left executing"]
         await resolve_unknown(session, op["op_id"], actions)
         session.alert("recovery", f"operation {op['op_id']} ({op['kind']}) was left executing by a stopped process; "
