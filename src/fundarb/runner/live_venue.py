@@ -56,6 +56,7 @@ class LiveVenue:
     waiting_transfers: list[tuple[int, TransferRejected]] = attrs.field(factory=list)
     outcomes: list[PairOutcome] = attrs.field(factory=list)
     held_back: dict[tuple, float] = attrs.field(factory=dict)  # a failed lone order -> not again before (monotonic s)
+    failed_flatten: tuple[float, float] | None = None  # positions when a kill flatten failed: none again until they move
     dust: float = 0.0  # spot BTC closed carries left under what the venue trades (in the trade log, not the book)
 
     # --- Venue interface ----------------------------------------------------------
@@ -111,9 +112,34 @@ class LiveVenue:
             if outcome.status == "failed":  # the engine asks again on every tick: not the venue
                 self.held_back[key] = time.monotonic() + RETRY_FAILED_ADJUST_S
         else:
+            flatten = group[0].reason == "kill_flatten"
+            if flatten and self._flatten_held_back():
+                return [OrderUpdate(self.now(), o.venue, o.client_id, S.REJECTED.value,
+                                    "held back: a flatten failed in this halt; waiting for the venue's position "
+                                    "to change or for a human to resume") for o in group]
             outcome = await execute_pair(s, kind, perp.qty, plan, spot_qty=spot.qty)
+            if flatten and outcome.status not in ("done", "rebalanced"):
+                self.failed_flatten = self._positions()
+                s.alert("flatten_failed", f"the kill switch's flatten (operation {outcome.op_id}) ended "
+                        f"{outcome.status}: no other flatten is sent in this halt until the venue's position "
+                        "changes or a human resumes", "critical")
         self.outcomes.append(outcome)
         return self._answers(outcome, {"spot": spot, "perp": perp})
+
+    def _positions(self) -> tuple[float, float]:
+        s = self.session
+        return (s.journal.position(s.spot.account, s.spot.base), s.journal.position(s.perp.account))
+
+    def _flatten_held_back(self) -> bool:
+        """At most one flatten attempt per halt: after one failed, another only
+        once the position changed (the venue or a human moved it) or the block
+        was lifted (a human resumed)."""
+        if self.failed_flatten is None:
+            return False
+        if self.session.journal.blocked() is None or self._positions() != self.failed_flatten:
+            self.failed_flatten = None
+            return False
+        return True
 
     def _answers(self, outcome: PairOutcome, engine: dict[str, Order | None]) -> list[Any]:
         """Fills of the operation (the engine's id on its own orders), then
