@@ -245,6 +245,13 @@ class RunnerSettings:
     unreachable_alert_minutes: float = attrs.field(default=30.0, validator=_runner_positive)
     heartbeat_seconds: float = attrs.field(default=30.0, validator=_runner_positive)
     kill_poll_seconds: float = attrs.field(default=1.0, validator=_runner_positive)
+    # a feed event this far behind the runner's clock is refused and alerted (a venue clock that went back)
+    max_clock_backstep_seconds: float = attrs.field(default=5.0, validator=_runner_positive)
+    # a feed with no event for this long is stale: resubscribed, polled over REST, alerted
+    max_feed_silence_seconds: float = attrs.field(default=60.0, validator=_runner_positive)
+    # the tighter limit within settlement_window_minutes of a settlement (the alert is critical there)
+    settlement_feed_silence_seconds: float = attrs.field(default=15.0, validator=_runner_positive)
+    settlement_window_minutes: float = attrs.field(default=10.0, validator=_runner_nonneg)
 
 
 @attrs.frozen

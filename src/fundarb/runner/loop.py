@@ -90,6 +90,7 @@ class RunStats:
     max_drift: float = 0.0  # after each operation settles, and at every heartbeat
     settlements: list[dict] = attrs.field(factory=list)  # instants passed while in position
     unreachable_alerts: int = 0
+    stale_feeds: int = 0  # streams the watchdog on data age declared stale
 
 
 class Runner:
@@ -105,7 +106,8 @@ class Runner:
         self.stats = RunStats()
         self.inbox: asyncio.Queue = asyncio.Queue()
         self.turn = asyncio.Lock()  # one engine step (event, orders, answers) at a time
-        self.pacer = Pacer(cfg.perp_account, self._settled_rate, self._tolerance_ns)
+        self.pacer = Pacer(cfg.perp_account, self._settled_rate, self._tolerance_ns,
+                           max_backstep_ns=int(cfg.runner_settings.max_clock_backstep_seconds * NS_PER_SECOND))
         self.engine: Engine | None = None
         self.sim: SimExchange | None = None
         self.venue: LiveVenue | None = None
@@ -232,7 +234,8 @@ class Runner:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.session
         # both legs' feeds; live, the watch also reconciles on its interval and after reconnects
-        watch = LiveWatch(s, self.inbox.put_nowait, unstamped_ns=_unstamped, reconciling=self.mode == "live")
+        watch = LiveWatch(s, self.inbox.put_nowait, unstamped_ns=_unstamped, reconciling=self.mode == "live",
+                          max_silence_s=self._feed_silence_limit, on_stale=self._feed_stale)
         self.feeds = watch.feeds
         rs = self.cfg.runner_settings
         tasks = [asyncio.create_task(watch.run(stop)),
@@ -274,6 +277,9 @@ class Runner:
         for at, what in self.pacer.problems:  # never a silent zero: say what could not be settled
             self.session.alert("settlement_unknown", f"funding settlement at {_utc(at)}: {what}", "critical")
         self.pacer.problems.clear()
+        for what in self.pacer.clock_problems:  # a venue clock that went back: its old prices are not fed
+            self.session.alert("clock_backwards", what, "critical")
+        self.pacer.clock_problems.clear()
         for ts, prio, ev in paced:
             if type(ev) is FundingSettlement and engine.book.perp.qty != 0:
                 self._settlement_in_position(ev)
@@ -429,6 +435,31 @@ class Runner:
                 self.session.alert("missed_settlement", f"no funding payment for the settlement at {_utc(t)} in the "
                                    "trade log after " f"{PAYMENT_ASKS} asks", "critical")
 
+    def _near_settlement(self) -> bool:
+        """Within ``runner.settlement_window_minutes`` of a settlement, before or after it."""
+        nxt = self.pacer.next_settlement
+        if not nxt:
+            return False
+        now = max(self.now, self.session.now_ns())  # the pacer's clock stops with a stalled feed
+        window = self.cfg.runner_settings.settlement_window_minutes * 60 * NS_PER_SECOND
+        prev = nxt - int(self.pacer.interval_hours * NS_PER_HOUR)
+        return abs(nxt - now) <= window or abs(now - prev) <= window
+
+    def _feed_silence_limit(self) -> float:
+        """The watchdog on data age: how long a feed's stream may bring nothing."""
+        rs = self.cfg.runner_settings
+        if self._near_settlement():
+            return min(rs.settlement_feed_silence_seconds, rs.max_feed_silence_seconds)
+        return rs.max_feed_silence_seconds
+
+    def _feed_stale(self, account: str, stream: str, seconds: float) -> None:
+        near = self._near_settlement()
+        self.stats.stale_feeds += 1
+        self.log.warning("feed_stale", account=account, stream=stream, silent_s=seconds, near_settlement=near)
+        self.session.alert("feed_stale", f"{account} {stream} websocket brought nothing for {seconds:g} s: declared "
+                           "stale, resubscribing and polling REST meanwhile"
+                           + (" (near a funding settlement)" if near else ""), "critical" if near else "warning")
+
     def _unreachable_near_settlement(self) -> None:
         wall, mono = time.time_ns(), time.monotonic()
         for f in self.feeds:  # how long each venue has been down (not merely quiet)
@@ -480,6 +511,7 @@ class Runner:
             "settlements_in_position": len(self.stats.settlements),
             "settlements_paid": sum(1 for x in self.stats.settlements if x["paid"]),
             "feeds": {f.account: f.state.value for f in self.feeds},
+            "stale_feeds": self.stats.stale_feeds, "refused_events": self.pacer.refused,
             "requests": {leg.account: {"attempts": leg.queue.stats.attempts, "retries": leg.queue.stats.retries,
                                        "paused_s": round(leg.queue.stats.paused_s, 1),
                                        "last_error": leg.queue.stats.last_error[:120]}

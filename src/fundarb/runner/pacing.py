@@ -3,7 +3,12 @@
 Two feeds (spot and perp, possibly two venues) deliver events whose venue
 timestamps interleave out of order by a few milliseconds; the engine's clock
 never goes back, so an event older than the last one is stamped at the last
-one's time. Live feeds carry no settlements and no hourly timer, which the
+one's time. That is for jitter only: an event whose venue time is more than
+``max_backstep_ns`` (``runner.max_clock_backstep_seconds``) behind the
+pacer's clock is refused, never fed as current (a venue clock that jumped
+back would otherwise replay old prices as today's). The first refusal from a
+venue goes to ``clock_problems`` for the runner to alert on, once until that
+venue's events are back in step. Live feeds carry no settlements and no hourly timer, which the
 history tape has: the pacer adds both.
 
 - A ``Timer`` at each whole hour the stream crosses (the engine marks its
@@ -59,10 +64,26 @@ class Pacer:
     # settlements waiting for a first mark: (instant, rate, interval, what the rate is)
     waiting: list[tuple[int, float, float, str]] = attrs.field(factory=list)
     problems: list[tuple[int, str]] = attrs.field(factory=list)  # (instant, what): the runner alerts and clears
+    max_backstep_ns: int = 5 * NS_PER_SECOND  # runner.max_clock_backstep_seconds
+    refused: int = 0  # events refused for a venue time too far behind the clock
+    behind: set[str] = attrs.field(factory=set)  # venues whose time is behind now (alerted once)
+    clock_problems: list[str] = attrs.field(factory=list)  # the runner alerts and clears
 
     async def pace(self, event: Any) -> list[tuple[int, int, Any]]:
         """``(ts, priority, event)`` for the engine, in order: due timers and
-        settlements first, then ``event`` stamped no earlier than the last."""
+        settlements first, then ``event`` stamped no earlier than the last;
+        nothing for an event further behind the clock than ``max_backstep_ns``."""
+        venue = getattr(event, "venue", "")
+        if self.now and 0 < event.ts < self.now - self.max_backstep_ns:  # ts 0: unstamped, at the last time
+            self.refused += 1
+            if venue not in self.behind:
+                self.behind.add(venue)
+                self.clock_problems.append(
+                    f"{venue} sent an event stamped {(self.now - event.ts) / NS_PER_SECOND:,.1f} s behind the "
+                    f"clock (limit {self.max_backstep_ns / NS_PER_SECOND:g} s): its clock went back; its events "
+                    "are refused, not fed as current, until they are back in step")
+            return []
+        self.behind.discard(venue)
         ts = max(event.ts, self.now)
         if ts != event.ts:
             event = attrs.evolve(event, ts=ts)

@@ -56,6 +56,16 @@ stream that had delivered delivers over the websocket again, it is STREAMING;
 once every dropped stream is back (a shared connection drops both streams at
 once, and that is one outage), ``reconnects += 1`` and ``on_reconnect(account)``
 is awaited, once per recovery; its failure is recorded, never raised.
+A socket can also stay open while its watches stop resolving (seen after a
+burst of non-JSON frames; ccxt.pro's keep-alive still gets its pongs). The
+watchdog on data age catches it: with ``max_silence_s`` (seconds, or a
+callable giving the limit now, e.g. tighter near a settlement; None: off), a
+watch that brings nothing for that long declares the stream stale:
+``stale += 1``, ``on_stale(account, stream, seconds)`` is called, the
+exchange's websocket clients are torn down (the next watch opens a new
+connection and subscribes again), and the stream polls REST (POLLING, so it
+is no longer reported as streaming) while it retries the websocket, as
+after failed reconnects. Its return counts as a recovery (``on_reconnect``).
 REST failures while polling are recorded and retried with the same back-off
 (never faster than ``poll_interval_s``). ``run`` raises only for errors that no
 retry can heal (bad symbol, bad keys, unsupported call) and for exceptions from
@@ -99,6 +109,14 @@ class FeedState(str, Enum):
     POLLING = "polling"
     RECONNECTING = "reconnecting"
     STOPPED = "stopped"
+
+
+class _Silent(Exception):
+    """A watch brought nothing within the feed's silence limit."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no data for {seconds:.1f} s")
+        self.seconds = seconds
 
 
 # a ccxt method with its positional arguments
@@ -190,7 +208,9 @@ class MarketFeed:
                  call: Callable[..., Awaitable[Any]] | None = None,
                  now_ns: Callable[[], int] = time.time_ns,
                  ws_retry_s: float = WS_RETRY_S,
-                 unstamped_ns: Callable[[], int] | None = None) -> None:
+                 unstamped_ns: Callable[[], int] | None = None,
+                 max_silence_s: float | Callable[[], float | None] | None = None,
+                 on_stale: Callable[[str, str, float], None] | None = None) -> None:
         self.exchange, self.account, self.symbol, self.kind = exchange, account, symbol, MarketKind(kind)
         self._on_event, self._on_reconnect = on_event, on_reconnect
         self.poll_interval_s, self.reconnect_delay_s = poll_interval_s, reconnect_delay_s
@@ -201,6 +221,8 @@ class MarketFeed:
         # the runner, on the venue's clock, says "the last venue time")
         self._unstamped = unstamped_ns or now_ns
         self.reconnects = 0
+        self._max_silence, self._on_stale = max_silence_s, on_stale
+        self.stale = 0  # times a stream was declared stale by the watchdog on data age
         self.last_event_ns = 0  # our clock (now_ns) at the last emit, not the venue's: staleness is ours to judge
         self.errors: list[str] = []
         self._interval_h = DEFAULT_FUNDING_INTERVAL_H
@@ -290,7 +312,11 @@ class MarketFeed:
         failures = 0  # the drop, then each failed reconnect
         while True:
             try:
-                answer = await fn(*args)
+                answer = await self._bounded(fn, args)
+            except _Silent as silent:
+                failures = 0
+                await self._declare_stale(s, silent.seconds)
+                answer = await self._fall_back(s)
             except Exception as exc:  # noqa: BLE001 - any failure of a watch is a drop; fatal ones re-raised
                 _raise_if_fatal(exc)
                 failures += 1
@@ -315,13 +341,60 @@ class MarketFeed:
                 if done:
                     poller.result()  # only a fatal error ends the poller: raise it here
                 try:
-                    return await fn(*args)
+                    return await self._bounded(fn, args)
+                except _Silent as silent:
+                    self._error(f"{s.name} websocket retry: no data for {silent.seconds:.1f} s")
+                    await self._restart_sockets()
                 except Exception as exc:  # noqa: BLE001 - still down: keep polling; fatal ones re-raised
                     _raise_if_fatal(exc)
                     self._error(f"{s.name} websocket retry: {_describe(exc)}")
         finally:
             poller.cancel()
             await asyncio.wait({poller})  # unlike awaiting it, this never swallows our own cancellation
+
+    def _silence_limit(self) -> float | None:
+        limit = self._max_silence() if callable(self._max_silence) else self._max_silence
+        return limit if limit and limit > 0 else None
+
+    async def _bounded(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
+        """One watch, raising ``_Silent`` when it brings nothing within the silence limit."""
+        limit = self._silence_limit()
+        if limit is None:
+            return await fn(*args)
+        task = asyncio.ensure_future(fn(*args))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=limit)
+        except BaseException:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            await asyncio.wait({task})
+            raise _Silent(limit)
+        return task.result()
+
+    async def _declare_stale(self, s: _Stream, seconds: float) -> None:
+        """The watchdog: the stream's websocket brought nothing for ``seconds``."""
+        self.stale += 1
+        s.state = FeedState.POLLING
+        self._down.add(s.name)  # its return is a recovery: the caller reconciles
+        self._error(f"{s.name} websocket: stale, no data for {seconds:.1f} s; resubscribing, polling REST meanwhile")
+        if self._on_stale is not None:
+            try:
+                self._on_stale(self.account, s.name, seconds)
+            except Exception as exc:  # noqa: BLE001 - a failed alert must not stop the prices
+                self._error(f"on_stale: {_describe(exc)}")
+        await self._restart_sockets()
+
+    async def _restart_sockets(self) -> None:
+        """Tear down the exchange's websocket connections as a keep-alive timeout
+        would: pending watches fail, the next watch connects and subscribes anew."""
+        for client in list((getattr(self.exchange, "clients", None) or {}).values()):
+            try:
+                client.on_error(ccxt.RequestTimeout("no data within the feed's silence limit"))
+            except Exception as exc:  # noqa: BLE001 - best effort: the fallback polls anyway
+                self._error(f"websocket restart: {_describe(exc)}")
+        await asyncio.sleep(0)
 
     async def _poll(self, s: _Stream) -> None:
         """Poll REST for ever, backing off while it fails."""

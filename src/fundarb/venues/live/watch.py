@@ -24,6 +24,8 @@ class LiveWatch:
     use_websocket: bool | None = None
     unstamped_ns: Callable[[], int] | None = None  # see MarketFeed
     reconciling: bool = True  # False: feeds only (another process, the runner, owns the trade log)
+    max_silence_s: float | Callable[[], float | None] | None = None  # the watchdog on data age (see MarketFeed)
+    on_stale: Callable[[str, str, float], None] | None = None
     feeds: list[MarketFeed] = attrs.field(factory=list)
     reconciliations: list[Reconciliation] = attrs.field(factory=list)
     _pending: set = attrs.field(factory=set)
@@ -49,7 +51,8 @@ class LiveWatch:
                                  kind=MarketKind.SPOT if leg.leg == "spot" else MarketKind.PERP,
                                  on_event=self.on_event, on_reconnect=self._after_reconnect,
                                  use_websocket=self.use_websocket, call=leg.queue.call,
-                                 unstamped_ns=self.unstamped_ns)
+                                 unstamped_ns=self.unstamped_ns, max_silence_s=self.max_silence_s,
+                                 on_stale=self.on_stale)
                       for leg in self.session.legs]
 
     async def run(self, stop: asyncio.Event) -> None:
