@@ -42,7 +42,7 @@ import numpy as np
 
 from fundarb.backtest import round_trip_cost, venue_costs
 from fundarb.config import Config
-from fundarb.core.book import PositionBook, drift_of
+from fundarb.core.book import PositionBook, drift_of, margin_buffer
 from fundarb.core.clock import SimClock
 from fundarb.core.funding import scheduled_instant
 from fundarb.core.liquidation import MarginRule
@@ -63,6 +63,9 @@ from fundarb.venues.sim import SimExchange, SimVenueSpec
 PEAK_KEY = "runner_peak_equity"
 HEARTBEAT_KEY = "runner_heartbeat"
 PAYMENT_ASKS = 3  # a settlement not in the trade log after this many successful asks is missed
+
+
+MARGIN_MODE = "isolated"  # the perp's margin mode the runner sets and verifies at the venue
 
 
 class RunnerError(RuntimeError):
@@ -117,6 +120,8 @@ class Runner:
         self._unreachable_warned: set[tuple[str, int]] = set()
         self._down_since: dict[str, float] = {}  # feed account -> monotonic time it was first seen down
         self._warm = False  # paper: both legs quoted in the simulator
+        self.margin_setting: dict[str, Any] = {}  # live: the venue's leverage and margin mode as read back
+        self.margin_view: dict[str, Any] = {}  # live: the heartbeat's margin figures by the venue's model
 
     # --- start --------------------------------------------------------------------
     @property
@@ -138,6 +143,7 @@ class Runner:
         start_ns = int(venue_ms) * 1_000_000  # the venue's clock: the emulator's runs on its data time
         self.pacer.now = start_ns
         if self.mode == "live":
+            await self._set_venue_margin()  # before the first order, or not at all
             self.venue = LiveVenue(s, lambda: self.pacer.now)
         book = await self._book(spot_px, mark)
         strategy = CarryStrategy(self.cfg.strategy, round_trip_cost(self.cfg, spot_px), book.spot_venue,
@@ -480,12 +486,83 @@ class Runner:
                 self.session.alert("venue_unreachable", f"{account} has not answered for {down_s:.0f} s, "
                                    f"{(nxt - self.now) / 60e9:.0f} min before the {_utc(nxt)} settlement", "critical")
 
+    # --- the venue's leverage and margin mode ------------------------------------
+    async def _venue_setting(self) -> tuple[float, str]:
+        """The perp venue's leverage setting and margin mode for the symbol, as
+        it reads them back (nan, '' where it does not say)."""
+        leg = self.session.perp
+        lev, mode = math.nan, ""
+        try:
+            got = await leg.call("fetch_leverage", leg.symbol)
+            lev = float(got.get("shortLeverage") or got.get("longLeverage") or math.nan)
+            mode = str(got.get("marginMode") or "")
+        except Exception as exc:  # noqa: BLE001 - the position's own fields are asked next
+            self.log.info("venue_leverage", note=f"fetch_leverage: {type(exc).__name__}: {str(exc)[:200]}")
+        if lev != lev or not mode:
+            pos = await perp_position(leg)
+            lev = lev if lev == lev else pos["leverage"]
+            mode = mode or pos["mode"]
+        return lev, mode
+
+    async def _set_venue_margin(self) -> None:
+        """Set the perp venue's leverage to the config's cap
+        (``floor(risk.max_leverage)``) and its margin mode to isolated (the
+        collateral model the pre-flight and the heartbeat use), then read both
+        back. Anything else refuses to trade, with one alert."""
+        leg = self.session.perp
+        cap = max(1, math.floor(self.cfg.risk.max_leverage))
+        try:
+            lev, mode = await self._venue_setting()
+            if mode != MARGIN_MODE:
+                await leg.call("set_margin_mode", MARGIN_MODE, leg.symbol)
+            if lev != cap:
+                await leg.call("set_leverage", cap, leg.symbol)
+            lev, mode = await self._venue_setting()
+        except Exception as exc:  # noqa: BLE001 - any failure: no trading on a margin setting not known
+            lev, mode = math.nan, f"not read ({type(exc).__name__}: {str(exc)[:200]})"
+        if lev != cap or mode != MARGIN_MODE:
+            text = (f"{leg.account} {leg.symbol}: the venue's leverage/margin mode could not be set to {cap}x "
+                    f"{MARGIN_MODE} (it reads {lev:g}x, {mode or 'mode not said'}); not trading")
+            self.session.alert("venue_margin", text, "critical")
+            raise RunnerError(text)
+        self.margin_setting = {"venue_leverage": lev, "margin_mode": mode}
+        self.log.info("venue_margin", account=leg.account, leverage=lev, margin_mode=mode)
+
+    async def _venue_margin_view(self) -> None:
+        """The heartbeat's margin figures by the venue's collateral model: the
+        liquidation price by the venue's rule in its margin mode (isolated: the
+        position's own margin is the wallet), beside the venue's own figure."""
+        engine = self.engine
+        assert engine is not None
+        pos = await perp_position(self.session.perp)
+        mode = pos["mode"] or self.margin_setting.get("margin_mode") or MARGIN_MODE
+        rule = engine.monitor.costs.margin
+        if mode == MARGIN_MODE:
+            wallet = pos["collateral"] - pos["unrealized"]
+        else:  # cross: the perp wallet backs the position
+            wallet = engine.book.perp.cash
+        liq = rule.liquidation_price(wallet, pos["qty"], pos["entry"], mode) if pos["qty"] else math.nan
+        mark = engine.book.perp.price
+        buf = margin_buffer(liq, mark, pos["qty"]) if pos["qty"] and mark == mark else math.inf
+        self.margin_view = {
+            "margin_mode": mode, "venue_leverage": pos["leverage"] if pos["leverage"] == pos["leverage"]
+            else self.margin_setting.get("venue_leverage"),
+            "margin_buffer": buf if math.isfinite(buf) else None,
+            "liquidation": round(liq, 2) if liq == liq else None,
+            "venue_liquidation": pos["liquidation"] if pos["liquidation"] == pos["liquidation"] else None,
+        }
+
     # --- heartbeat and summary ----------------------------------------------------
     async def _heartbeat(self) -> None:
         engine = self.engine
         if engine is None:
             return
         self.stats.heartbeats += 1
+        if self.mode == "live":
+            try:
+                await self._venue_margin_view()
+            except Exception as exc:  # noqa: BLE001 - the heartbeat goes out; the figures say they are stale
+                self.log.warning("venue_margin_view", error=f"{type(exc).__name__}: {exc}"[:300])
         beat = self.summary()
         self.log.info("heartbeat", **beat)
         self.journal.set_state(HEARTBEAT_KEY, json.dumps(beat, default=str), self.session.now_ns())
@@ -517,7 +594,8 @@ class Runner:
                                        "last_error": leg.queue.stats.last_error[:120]}
                          for leg in self.session.legs},
             "reconciliations": self.journal.count("reconciliations"),
-        }
+        } | ({"margin_buffer_book": buf if math.isfinite(buf) else None} | self.margin_view if self.margin_view
+             else {})
 
 
 def _unstamped() -> int:

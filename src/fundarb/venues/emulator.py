@@ -1353,6 +1353,15 @@ def _binance_leverage_bracket(ask: Ask) -> list | dict:
     return row if _binance_symbol(ask, required=False) else [row]
 
 
+def _binance_symbol_config(ask: Ask) -> list:
+    """/fapi/v1/symbolConfig: the symbol's margin type and leverage setting,
+    with or without a position (the emulator's perps are isolated)."""
+    _binance_symbol(ask, required=False)
+    lev = _accounts(ask).position("binanceusdm").leverage
+    return [{"symbol": SYMBOL, "marginType": "ISOLATED", "isAutoAddMargin": "false", "leverage": lev,
+             "maxNotionalValue": "1000000"}]
+
+
 def _binance_set_leverage(ask: Ask) -> dict:
     _binance_symbol(ask, required=True)
     lev = _binance_int(ask.params, "leverage")
@@ -1811,6 +1820,7 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
         ("GET", "/fapi/v3/positionRisk"): signed(_binance_position_risk),
         ("GET", "/fapi/v1/leverageBracket"): signed(_binance_leverage_bracket),
         ("POST", "/fapi/v1/leverage"): signed(_binance_set_leverage),
+        ("GET", "/fapi/v1/symbolConfig"): signed(_binance_symbol_config),
         ("POST", "/fapi/v1/order"): signed(_binance_futures_create),
         ("GET", "/fapi/v1/order"): signed(
             lambda a: _binance_futures_order_row(_binance_get_order(a, "binanceusdm", PERP))),
