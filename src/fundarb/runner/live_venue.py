@@ -38,6 +38,7 @@ import attrs
 
 from fundarb.core.model import NS_PER_SECOND, Fill, Liquidity, OrderUpdate, Side, TransferDone, TransferRejected, TransferRequest
 from fundarb.core.orders import Order, OrderStatus
+from fundarb.venues.live.orders import superseded
 from fundarb.venues.live.paired import PairOutcome, execute_adjust, execute_pair
 from fundarb.venues.live.session import LiveSession
 
@@ -148,7 +149,7 @@ class LiveVenue:
         rows = journal.orders(outcome.op_id)
         first = {}
         for r in rows:
-            if r["role"] in ("entry", "exit") and r["leg"] not in first:
+            if r["role"] in ("entry", "exit") and r["leg"] not in first and not superseded(r):
                 first[r["leg"]] = r["client_id"]
         out: list[Any] = []
         for r in rows:

@@ -31,6 +31,21 @@ class VenueUnreachable(VenueSetupError):
     """The venue did not answer (network, 5xx, timeouts): worth trying again later."""
 
 
+# The venue refuses a signed request older than its receive window (Binance and
+# Bybit ``recvWindow``, 5000 ms by default; at most 60000 ms). Past the window
+# since a placement was sent, that placement can no longer land, so a re-send
+# is safe. The window sent is this, or the request timeout plus a margin if
+# that is longer: the request timeout always stays below it.
+RECV_WINDOW_MS = 5_000
+MAX_RECV_WINDOW_MS = 60_000
+RECV_WINDOW_MARGIN_MS = 1_000
+
+
+def recv_window_ms(timeout_ms: int) -> int:
+    """The receive window to send with requests that time out after ``timeout_ms``."""
+    return max(RECV_WINDOW_MS, int(timeout_ms) + RECV_WINDOW_MARGIN_MS)
+
+
 @attrs.frozen
 class Target:
     """Where the venues are: real (default), their sandbox, or a server that
@@ -41,6 +56,10 @@ class Target:
     timeout_ms: int = 10_000
 
     def __attrs_post_init__(self) -> None:
+        if recv_window_ms(self.timeout_ms) > MAX_RECV_WINDOW_MS:
+            raise VenueSetupError(f"a request timeout of {self.timeout_ms} ms leaves no receive window above it: "
+                                  f"the venues accept at most {MAX_RECV_WINDOW_MS} ms; use "
+                                  f"{MAX_RECV_WINDOW_MS - RECV_WINDOW_MARGIN_MS} ms or less")
         if self.api_url and self.sandbox:
             raise VenueSetupError("--api-url and --sandbox exclude each other: the sandbox is the venue's own testnet")
 
@@ -53,7 +72,8 @@ def connect(exchange_id: str, creds: Credentials, target: Target) -> Any:
     cls = getattr(ccxt_pro, exchange_id, None) or getattr(ccxt_async, exchange_id, None)
     if cls is None or exchange_id not in ccxt_async.exchanges:
         raise VenueSetupError(f"unknown exchange {exchange_id!r}: not a ccxt exchange id")
-    config: dict[str, Any] = {"enableRateLimit": False, "timeout": target.timeout_ms, **creds.ccxt_fields()}
+    config: dict[str, Any] = {"enableRateLimit": False, "timeout": target.timeout_ms,
+                              "options": {"recvWindow": recv_window_ms(target.timeout_ms)}, **creds.ccxt_fields()}
     if not creds.present:
         config.pop("apiKey"), config.pop("secret")
     if target.api_url:
@@ -74,7 +94,7 @@ def _pointed(cls: Any, exchange_id: str, config: dict[str, Any], api_url: str) -
     if exchange_id not in CCXT_OPTIONS:
         raise VenueSetupError(f"--api-url serves {', '.join(CCXT_OPTIONS)}; {exchange_id!r} is not one of them")
     if exchange_id == "bybit":  # FACTS: skip the account-type probe the emulator does not serve
-        config["options"] = {"enableUnifiedAccount": True, "enableUnifiedMargin": False}
+        config["options"] = {**config.get("options", {}), "enableUnifiedAccount": True, "enableUnifiedMargin": False}
     return point_ccxt_pro(cls(ccxt_config(exchange_id, **config)), api_url)
 
 

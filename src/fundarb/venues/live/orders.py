@@ -5,9 +5,13 @@ the intent sequence) before it goes out, places it through the venue's
 request queue, and follows it to a terminal state, recording every fill
 under the venue's trade id. Placement is never retried blindly: after a
 timeout or a network error the order is looked up by its client id (twice,
-a moment apart, since a venue may still be processing it), and sent again
-with the SAME client id only when the venue does not know it; a venue that
-then says "duplicate" is asked again. A refusal (insufficient funds,
+a moment apart, since a venue may still be processing it); when the venue
+does not know it, it is looked up once more after the venue's receive window
+(``recvWindow``) has passed since it was sent, since until then the request
+may still land. Only then is it REJECTED and sent again, as a NEW order with
+a new client id (a venue refuses a duplicate client id only among its open
+orders: a late original and a re-send under one id would both fill). A venue
+that says "duplicate" is asked again. A refusal (insufficient funds,
 invalid order, bad key) is final: the order is REJECTED with the venue's
 words.
 """
@@ -25,7 +29,7 @@ import ccxt
 
 from fundarb.core.model import Fill, Liquidity, Side
 from fundarb.core.orders import QTY_EPS, Order, OrderStatus
-from fundarb.venues.live.exchange import MarketRules
+from fundarb.venues.live.exchange import RECV_WINDOW_MS, MarketRules
 from fundarb.venues.live.journal import Journal
 from fundarb.venues.live.ratelimit import RequestQueue
 
@@ -39,6 +43,24 @@ class OrderRefused(Exception):
 
 class PlacementUnknown(Exception):
     """We could not learn whether the venue has the order (the network kept failing)."""
+
+
+class NeverLanded(Exception):
+    """The venue does not know the order a receive window after it was sent: it never will."""
+
+
+SUPERSEDED = "sent again under a new client id"  # in the reason of an order that never landed
+
+
+def superseded(row: Any) -> bool:
+    """An order row that never landed and was sent again as a new order: its size is the new one's."""
+    return row["status"] == S.REJECTED.value and SUPERSEDED in str(row["status_reason"] or "")
+
+
+def recv_window_s(leg: "LiveLeg") -> float:
+    """The receive window the leg's requests are sent with, in seconds."""
+    options = getattr(leg.exchange, "options", None) or {}
+    return float(options.get("recvWindow") or RECV_WINDOW_MS) / 1000.0
 
 
 @attrs.define
@@ -80,25 +102,32 @@ class LegTrader:
     poll_s: float = 0.2
     lookup_pause_s: float = 0.5
     place_attempts: int = 3
+    window_margin_s: float = 0.25  # past the receive window, before the last look-up
 
     # --- sending ------------------------------------------------------------------
     async def send(self, leg: LiveLeg, op_id: int, role: str, side: Side, qty: float,
                    deadline_ns: int, reduce_only: bool = False) -> Order:
-        order = self.journal.reserve_order(self.now_ns(), op_id, self.config_hash, leg.account, leg.exchange.id,
-                                           leg.symbol, leg.leg, role, side, qty, reduce_only)
-        order.transition(S.SUBMITTED, self.now_ns())
-        self.journal.save_order(order, self.config_hash, "sending")
-        try:
-            venue_id = await self._place(leg, order)
-        except OrderRefused as exc:
-            order.transition(S.REJECTED, self.now_ns(), str(exc)[:500])
-            self.journal.save_order(order, self.config_hash, "refused by the venue")
+        for attempt in range(self.place_attempts):
+            order = self.journal.reserve_order(self.now_ns(), op_id, self.config_hash, leg.account, leg.exchange.id,
+                                               leg.symbol, leg.leg, role, side, qty, reduce_only)
+            order.transition(S.SUBMITTED, self.now_ns())
+            self.journal.save_order(order, self.config_hash, "sending" if not attempt else "sending again")
+            try:
+                venue_id = await self._place(leg, order)
+            except NeverLanded as exc:  # it can no longer land: a new order, under a new client id
+                order.transition(S.REJECTED, self.now_ns(), f"{SUPERSEDED}: {str(exc)[:400]}")
+                self.journal.save_order(order, self.config_hash, "not on the venue after its receive window")
+                continue
+            except OrderRefused as exc:
+                order.transition(S.REJECTED, self.now_ns(), str(exc)[:500])
+                self.journal.save_order(order, self.config_hash, "refused by the venue")
+                return order
+            except PlacementUnknown as exc:
+                order.status_reason = str(exc)[:500]
+                self.journal.save_order(order, self.config_hash, "placement unknown")
+                return order
+            await self.follow(leg, order, venue_id, deadline_ns)
             return order
-        except PlacementUnknown as exc:
-            order.status_reason = str(exc)[:500]
-            self.journal.save_order(order, self.config_hash, "placement unknown")
-            return order
-        await self.follow(leg, order, venue_id, deadline_ns)
         return order
 
     def _params(self, leg: LiveLeg, order: Order) -> dict[str, Any]:
@@ -111,12 +140,19 @@ class LegTrader:
         amount = leg.rules.amount(order.qty)
         last: Exception | None = None
         for _ in range(self.place_attempts):
+            sent = time.monotonic()
             try:
                 reply = await leg.call("create_order", leg.symbol, "market", order.side.value, amount, None,
                                        self._params(leg, order), retry=False)
                 self.journal.save_order(order, self.config_hash, "placed", venue_order_id=str(reply["id"]))
                 return str(reply["id"])
-            except ccxt.NetworkError as exc:  # timeout, 429, 5xx: it may or may not be there
+            except ccxt.DDoSProtection as exc:  # 429/418: turned away before it was read, the same order again
+                last = exc
+                found = await self.lookup(leg, order.client_id, patient=True)
+                if found is not None:
+                    return self._found(order, found)
+                continue
+            except ccxt.NetworkError as exc:  # timeout, 5xx: it may or may not be there, or land later
                 last = exc
             except (ccxt.InvalidOrder, ccxt.ExchangeError) as exc:
                 if not _duplicate(exc):
@@ -124,10 +160,26 @@ class LegTrader:
                 last = exc  # the venue already has this client id: find it
             found = await self.lookup(leg, order.client_id, patient=True)
             if found is not None:
-                self.journal.save_order(order, self.config_hash, "found after a failed placement",
-                                        venue_order_id=str(found["id"]))
-                return str(found["id"])
+                return self._found(order, found)
+            if _duplicate(last):
+                break
+            # until the receive window has passed since it was sent, the request may still land
+            window = recv_window_s(leg)
+            wait = sent + window + self.window_margin_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            found = await self._lookup_once(leg, order.client_id)
+            if found is not None:
+                return self._found(order, found)
+            raise NeverLanded(f"{leg.account}: the venue has no order {order.client_id} {window:g} s (its receive "
+                              f"window) after it was sent; it can no longer land ({type(last).__name__}: "
+                              f"{str(last)[:200]})")
         raise PlacementUnknown(f"{leg.account}: no answer after {self.place_attempts} tries: {last}")
+
+    def _found(self, order: Order, found: dict) -> str:
+        self.journal.save_order(order, self.config_hash, "found after a failed placement",
+                                venue_order_id=str(found["id"]))
+        return str(found["id"])
 
     # --- looking up ---------------------------------------------------------------
     async def lookup(self, leg: LiveLeg, client_id: str, patient: bool = False) -> dict | None:

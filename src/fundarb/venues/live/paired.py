@@ -37,7 +37,7 @@ import ccxt
 from fundarb.core.model import NS_PER_SECOND, Side
 from fundarb.core.orders import Order, OrderStatus
 from fundarb.venues.live.journal import Journal
-from fundarb.venues.live.orders import LiveLeg
+from fundarb.venues.live.orders import LiveLeg, recv_window_s, superseded
 from fundarb.venues.live.session import LiveSession
 
 S = OrderStatus
@@ -203,7 +203,8 @@ async def _equalise(session: LiveSession, op_id: int, kind: str, prices: dict[st
 async def _complete(session: LiveSession, op_id: int, name: str, prices: dict[str, float],
                     actions: list[str]) -> None:
     journal = session.journal
-    rows = [r for r in journal.orders(op_id) if r["leg"] == name and r["role"] in ("entry", "exit")]
+    rows = [r for r in journal.orders(op_id) if r["leg"] == name and r["role"] in ("entry", "exit")
+            and not superseded(r)]
     target = sum((1 if r["side"] == "buy" else -1) * r["qty"] for r in rows)
     short = round(target - _net(journal, op_id, name), 12)
     if not rows or _refused(journal, op_id, name) or short * target <= 0:
@@ -262,6 +263,12 @@ async def resolve_unknown(session: LiveSession, op_id: int, actions: list[str]) 
         leg = legs[row["leg"]]
         order = Journal.order_of(row)
         found = await trader.lookup(leg, order.client_id, patient=True)
+        if found is None:  # it may still land until the venue's receive window has passed since it was sent
+            window = recv_window_s(leg)
+            wait = min(window, (order.ts_created - session.now_ns()) / NS_PER_SECOND + window + trader.window_margin_s)
+            if wait > 0:
+                await asyncio.sleep(wait)
+                found = await trader.lookup(leg, order.client_id)
         now = session.now_ns()
         if found is None:
             reason = "the venue has no order with this client id: it never reached the venue"
