@@ -76,6 +76,15 @@ def _tradeable(leg: LiveLeg, qty: float, price: float) -> float:
     return q if q > 0 and not leg.rules.problems(q, price) else 0.0
 
 
+def naked_gap(session: LiveSession, gap: float, price: float) -> bool:
+    """The one rule for a naked leg, for the executor and reconciliation
+    alike: a gap between the legs that some leg can trade (its lot and its
+    minimum order at ``price``; by the lot alone when no price is known)."""
+    if price <= 0:
+        return any(leg.rules.floor_btc(abs(gap)) > 0 for leg in session.legs)
+    return any(_tradeable(leg, abs(gap), price) > 0 for leg in session.legs)
+
+
 async def execute_pair(session: LiveSession, kind: str, qty: float, plan: dict[str, Any],
                        spot_qty: float | None = None) -> PairOutcome:
     """Trade ``qty`` BTC on the perp leg and ``spot_qty`` (default the same)
@@ -298,7 +307,7 @@ def _conclude(session: LiveSession, op_id: int, kind: str, actions: list[str], t
     carry = journal.position(session.spot.account, session.spot.base) + journal.position(session.perp.account)
     gap = min(residual, held, carry, key=abs)
     price = _last_price(journal, op_id, "spot") or _last_price(journal, op_id, "perp")
-    tradeable = price > 0 and any(_tradeable(leg, abs(gap), price) > 0 for leg in session.legs)
+    tradeable = price > 0 and naked_gap(session, gap, price)
     unresolved = bool(journal.orders(op_id, open_only=True))
     if timed_out or unresolved or tradeable:
         status = "naked"

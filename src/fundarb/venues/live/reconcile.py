@@ -31,7 +31,7 @@ from fundarb.core.book import drift_of
 from fundarb.core.orders import OrderStatus
 from fundarb.venues.live.journal import Journal
 from fundarb.venues.live.orders import LiveLeg
-from fundarb.venues.live.paired import BLOCK_KEY, recover, resolve_unknown
+from fundarb.venues.live.paired import BLOCK_KEY, naked_gap, recover, resolve_unknown
 from fundarb.venues.live.preflight import balance_of, perp_position
 from fundarb.venues.live.session import LiveSession
 
@@ -81,7 +81,7 @@ async def _reconcile(session: LiveSession, trigger: str, accept: str | None) -> 
             await resolve_unknown(session, op_id, notes)
     for leg in session.legs:
         mismatches += await _stray_orders(leg, journal)
-    fills = sum([await _missed_fills(session, leg) for leg in session.legs])
+    fills = sum([await _missed_fills(session, leg, mismatches) for leg in session.legs])
     funding = await _funding(session, session.perp)
     spot_bal, perp_pos = await asyncio.gather(session.spot.call("fetch_balance"), perp_position(session.perp))
     venue_spot = balance_of(spot_bal, session.spot.base, "total")
@@ -92,8 +92,9 @@ async def _reconcile(session: LiveSession, trigger: str, accept: str | None) -> 
     _check_spot(session, venue_spot, js, accept, notes, mismatches)
     result = Reconciliation(session.now_ns(), trigger, tuple(mismatches), tuple(notes), venue_spot,
                             perp_pos["qty"], js, jp, fills, funding)
-    lot = max(float(session.spot.rules.step_btc), float(session.perp.rules.step_btc))
-    if result.drift > session.cfg.risk.max_drift and abs(js + jp) >= lot:
+    fills_seen = journal.fills()
+    price = float(perp_pos.get("entry") or 0.0) or (float(fills_seen[-1]["price"]) if fills_seen else 0.0)
+    if result.drift > session.cfg.risk.max_drift and naked_gap(session, js + jp, price):
         mismatches.append(f"naked leg: spot {js:+.8g} BTC, perp {jp:+.8g} BTC, drift {result.drift:.2%} "
                           f"(limit {session.cfg.risk.max_drift:.0%})")
         result = attrs.evolve(result, mismatches=tuple(mismatches))
@@ -166,9 +167,34 @@ def _advance(session: LiveSession, key: str, rows: list[dict]) -> None:
         session.journal.set_state(key, str(last - OVERLAP_MS), session.now_ns())
 
 
-async def _missed_fills(session: LiveSession, leg: LiveLeg) -> int:
-    """Add the venue's trades of our orders the journal does not have."""
+LATE_ARRIVAL_NS = 86_400 * 1_000_000_000  # orders declared absent this recently are asked for again
+
+
+async def _late_arrivals(session: LiveSession, leg: LiveLeg, mismatches: list[str]) -> None:
+    """Orders of fundarb declared absent (never on the venue) that the venue
+    has after all: their venue id is journaled, so their trades are learned,
+    and each is a mismatch (a leg the executor did not balance)."""
+    journal, now = session.journal, session.now_ns()
+    for row in journal.orders():
+        if (row["account"] != leg.account or row["venue_order_id"] or row["filled_qty"] > 0
+                or row["status"] not in (OrderStatus.REJECTED.value, OrderStatus.EXPIRED.value)
+                or "-20" in str(row["status_reason"] or "") or now - int(row["ts_created"]) > LATE_ARRIVAL_NS):
+            continue  # a venue refusal (Binance -20xx) has an answer: it is not a late arrival
+        found = await session.trader.lookup(leg, row["client_id"])
+        if found is None:
+            continue
+        order = Journal.order_of(row)
+        journal.save_order(order, session.config_hash, "on the venue after it was declared absent",
+                           venue_order_id=str(found["id"]))
+        mismatches.append(f"{leg.account}: order {row['client_id']} reached the venue after it was declared absent "
+                          f"({found.get('status')}, {float(found.get('filled') or 0):g} BTC)")
+
+
+async def _missed_fills(session: LiveSession, leg: LiveLeg, mismatches: list[str]) -> int:
+    """Add the venue's trades of our orders the journal does not have; a trade
+    of an order id the journal does not know is a mismatch."""
     journal = session.journal
+    await _late_arrivals(session, leg, mismatches)
     ours = {r["venue_order_id"]: r for r in journal.orders() if r["account"] == leg.account and r["venue_order_id"]}
     if not ours:
         return 0
@@ -177,6 +203,12 @@ async def _missed_fills(session: LiveSession, leg: LiveLeg) -> int:
     added = 0
     for t in trades:
         row = ours.get(str(t.get("order")))
+        if row is None and leg.leg == "perp":  # surfaced and alerted once; the position check blocks entries
+            seen = f"foreign_trade:{leg.account}:{t.get('id')}"
+            if journal.get_state(seen) is None:
+                journal.set_state(seen, str(t.get("order")), session.now_ns())
+                session.alert("foreign_order", f"{leg.account}: trade {t.get('id')} of order {t.get('order')} "
+                              f"({t.get('side')} {t.get('amount')} BTC) is not an order fundarb sent", "critical")
         fill = session.trader.record_fill(leg, row["client_id"], t) if row is not None else None
         if fill is None:
             continue
