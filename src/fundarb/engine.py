@@ -30,7 +30,7 @@ from fundarb.core.model import (
     TransferRequest,
 )
 from fundarb.core.orders import Order, OrderStatus, client_order_id
-from fundarb.core.strategy import CarryStrategy, close_intents
+from fundarb.core.strategy import CarryStrategy
 from fundarb.venues.base import Venue
 
 
@@ -203,7 +203,11 @@ class Engine:
         if self.monitor.kill.halt(reason, now):
             self._alert(Alert(now, "kill_switch", f"halted: {reason}", "critical"))
         if flatten and not self.book.is_flat and not self.open_orders:
-            self._submit_checked(close_intents(self.book, "kill_flatten", 0), now)
+            # one attempt, shared with the monitor's own flatten: a refused close
+            # is not re-sent on the next call, only after the positions change
+            intents = self.monitor.begin_flatten(self.book)
+            if intents:
+                self._submit_checked(intents, now)
 
     def _monitor(self, now: int) -> None:
         actions = self.monitor.evaluate(self.book, now, bool(self.open_orders), self.transfer_pending > 0)

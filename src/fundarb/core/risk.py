@@ -10,6 +10,14 @@ Monitors (``RiskMonitor.evaluate``): drawdown from peak equity (halts at
 ``max_drawdown``), delta drift (alert and, if enabled, rebalance above
 ``max_drift``), margin buffer (top up collateral below ``min_margin_buffer``,
 reduce size at once below ``hard_margin_buffer``).
+
+A flatten (kill switch with ``flatten_on_kill``, or asked for from outside) is
+one attempt: once its orders have ended (filled, refused or vetoed) and the
+book is still not flat, the monitor alerts once (critical: what is left, and
+that it waits) and sends nothing more. Only a change of the book's positions
+not made by that attempt (reconciliation learning the venue's position, a
+liquidation fill) or a resume of the kill switch allows one new attempt. A
+refused reduce-only close never turns into a loop of paired trades.
 """
 
 from __future__ import annotations
@@ -228,6 +236,37 @@ class RiskMonitor:
     peak_equity: float = 0.0
     drawdown: float = 0.0
     drift_alerted: bool = False
+    # the flatten in progress: "" none, "sent" its orders are out, "stuck" it
+    # ended with the book not flat (positions in ``flatten_left``)
+    flatten_state: str = ""
+    flatten_left: tuple[float, float] = (0.0, 0.0)
+
+    def begin_flatten(self, book: PositionBook) -> list[OrderIntent]:
+        """The closing orders of one flatten attempt, or none while an attempt
+        is out or has failed on the positions the book holds now. Each leg is
+        closed by what it holds: a leg already at zero is not traded."""
+        if book.is_flat:
+            self.flatten_state = ""
+            return []
+        if self.flatten_state == "sent":
+            return []
+        if self.flatten_state == "stuck" and _same_positions(self.flatten_left, book):
+            return []
+        self.flatten_state = "sent"
+        return close_intents(book, "kill_flatten", 0)
+
+    def _flatten_step(self, book: PositionBook, now: int) -> RiskActions:
+        """Halted with ``flatten_on_kill``, not flat and no order in flight."""
+        if self.flatten_state == "sent":  # the attempt has ended and left a position
+            self.flatten_state = "stuck"
+            self.flatten_left = (book.spot.qty, book.perp.qty)
+            alert = Alert(now, "flatten_failed",
+                          f"flatten ended with spot {book.spot.qty:+.6f} BTC and perp {book.perp.qty:+.6f} BTC "
+                          "still held; no further attempt: waiting for `fundarb resume` or for the venue's "
+                          "position to change", "critical")
+            return RiskActions(alerts=(alert,))
+        intents = self.begin_flatten(book)
+        return RiskActions(intents=tuple(intents)) if intents else NO_ACTION
 
     def evaluate(self, book: PositionBook, now: int, busy: bool, transfer_pending: bool) -> RiskActions:
         """``busy``: orders in flight; no new corrective orders until they end."""
@@ -235,14 +274,17 @@ class RiskMonitor:
         if eq > self.peak_equity:
             self.peak_equity = eq
         self.drawdown = 1.0 - eq / self.peak_equity if self.peak_equity > 0 else 0.0
+        if not self.kill.halted:
+            self.flatten_state = ""  # resumed: a later halt makes a new attempt
         if self.drawdown >= self.limits.max_drawdown and not self.kill.halted:
             return self._halt(book, now, f"drawdown {self.drawdown:.2%} >= {self.limits.max_drawdown:.2%}")
         if busy:
             return NO_ACTION
         if book.is_flat:
+            self.flatten_state = ""
             return NO_ACTION if transfer_pending else self._allocation(book, now)
-        if self.kill.halted and self.limits.flatten_on_kill:
-            return RiskActions(intents=tuple(close_intents(book, "kill_flatten", 0)))
+        if self.kill.halted and (self.limits.flatten_on_kill or self.flatten_state):
+            return self._flatten_step(book, now)
         drift_actions = self._drift(book, now)
         if drift_actions is not None:
             return drift_actions
@@ -263,7 +305,8 @@ class RiskMonitor:
     def _halt(self, book: PositionBook, now: int, reason: str) -> RiskActions:
         self.kill.halt(reason, now)
         alert = Alert(now, "kill_switch", f"halted: {reason}", "critical")
-        intents = close_intents(book, "kill_flatten", 0) if self.limits.flatten_on_kill and not book.is_flat else []
+        self.flatten_state = ""
+        intents = self.begin_flatten(book) if self.limits.flatten_on_kill and not book.is_flat else []
         return RiskActions(alerts=(alert,), intents=tuple(intents), halted=True)
 
     def _drift(self, book: PositionBook, now: int) -> RiskActions | None:
@@ -313,6 +356,10 @@ class RiskMonitor:
         x = reduction_needed(book, rule, target, target_lev, self.costs.transfer_fee)
         alert = Alert(now, "margin_reduce", f"margin buffer {buf:.1%}, leverage {lev:.2f}: reducing both legs by {x:.4f} BTC")
         return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
+
+
+def _same_positions(left: tuple[float, float], book: PositionBook) -> bool:
+    return abs(left[0] - book.spot.qty) <= 1e-12 and abs(left[1] - book.perp.qty) <= 1e-12
 
 
 def rebalance_intents(book: PositionBook) -> list[OrderIntent]:
