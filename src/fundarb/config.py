@@ -318,14 +318,18 @@ def to_dict(cfg: Config) -> dict[str, Any]:
             # the section keeps the identity (hash) it had before it existed
             raw.pop(optional, None)
     for section, field, default in _OMITTED_DEFAULTS:
-        if raw[section].get(field) == default:
+        if section in raw and raw[section].get(field) == default:
             raw[section].pop(field)
     return raw
 
 
 # fields added after configs were hashed: at their default they are not part
 # of the config's identity (TOML dumps and hashes stay as they were)
-_OMITTED_DEFAULTS = (("data", "settlement_tolerance_seconds", 1.0),)
+_OMITTED_DEFAULTS = (("data", "settlement_tolerance_seconds", 1.0),
+                     ("runner", "max_clock_backstep_seconds", 5.0),
+                     ("runner", "max_feed_silence_seconds", 60.0),
+                     ("runner", "settlement_feed_silence_seconds", 15.0),
+                     ("runner", "settlement_window_minutes", 10.0))
 
 
 def canonical_json(cfg: Config) -> str:
