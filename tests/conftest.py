@@ -18,6 +18,13 @@ PERP = "ex:perp"
 T0 = 1_700_000_000 * 1_000_000_000 // NS_PER_HOUR * NS_PER_HOUR  # an hour boundary
 
 
+@pytest.fixture(autouse=True)
+def _own_lock_dir(tmp_path_factory, monkeypatch):
+    """Each test's venue-account locks in a folder of its own (subprocesses
+    inherit it): never the user's, and no test sees another's lock."""
+    monkeypatch.setenv("FUNDARB_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))
+
+
 def make_fill(venue: str, side: Side, qty: float, price: float, mid: float | None = None,
               fee: float = 0.0, ts: int = T0, client_id: str = "c1") -> Fill:
     return Fill(ts, venue, client_id, side, qty, price, price if mid is None else mid, fee)

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from fundarb.promote import DEFAULT_STORE, STORE_ENV
-from fundarb.trade_commands import ApiUrlOpt, SandboxOpt, _context, _fail, _run
+from fundarb.trade_commands import ApiUrlOpt, SandboxOpt, _context, _fail, _run, actor_lock
 
 PAPER_JOURNAL = Path("state") / "paper.sqlite"
 
@@ -46,13 +46,9 @@ def run_command(
         if refusal:
             _fail(refusal)
     from fundarb.runner.loop import RunnerError
-    from fundarb.venues.live.runlock import RunnerBusy, RunnerLock
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        lock = RunnerLock(path).acquire()
-    except RunnerBusy as exc:
-        _fail(str(exc))
+    # the whole run holds the trade log, and live the venue accounts: no second actor on them
+    lock = actor_lock(cfg, path, target, f"fundarb run --{'live' if live else 'paper'}", venues=live)
     try:
         _run(_serve(cfg, "live" if live else "paper", path, target, log_file, duration))
     except RunnerError as exc:

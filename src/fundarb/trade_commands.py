@@ -66,6 +66,7 @@ def _run(coro: Any) -> Any:
     from fundarb.venues.live.credentials import CredentialsError
     from fundarb.venues.live.exchange import VenueSetupError
     from fundarb.venues.live.journal import JournalError
+    from fundarb.venues.live.orders import VenueDisagrees
 
     try:
         return asyncio.run(coro)
@@ -75,6 +76,8 @@ def _run(coro: Any) -> Any:
         out.print(escape(str(stop)))
     except (CredentialsError, VenueSetupError, JournalError) as exc:
         _fail(str(exc))
+    except VenueDisagrees as exc:
+        _fail(f"{exc}; new entries stay blocked until `fundarb reconcile` finds the venue and the trade log agree")
     except ccxt.AuthenticationError as exc:
         _fail(f"the venue refused the API key: {str(exc)[:200]}; check the FUNDARB_<EXCHANGE>_API_KEY / _SECRET variables")
     except ccxt.NetworkError as exc:
@@ -120,27 +123,36 @@ def _trade(kind: str, size: float | None, dry_run: bool, yes: bool, config, jour
     if size is not None and not (math.isfinite(size) and size > 0):
         _fail(f"--size must be a positive number of BTC, got {size}")
     cfg, path, target = _context(config, journal, api_url, sandbox)
-    _refuse_if_runner(path)
-    plan = _run(_prepare(cfg, path, target, kind, size))
-    if plan is None:
-        return
-    if dry_run:
-        out.print("dry run: nothing was sent")
-        return
-    _confirm(kind, plan, yes)
-    code = _send_plan(cfg, path, target, kind, plan)
+    lock = actor_lock(cfg, path, target, f"fundarb trade {kind}", venues=True)  # from reconcile to the last order
+    try:
+        plan = _run(_prepare(cfg, path, target, kind, size))
+        if plan is None:
+            return
+        if dry_run:
+            out.print("dry run: nothing was sent")
+            return
+        _confirm(kind, plan, yes)
+        code = _send_plan(cfg, path, target, kind, plan)
+    finally:
+        lock.release()
     if code:
         raise typer.Exit(code)
 
 
-def _refuse_if_runner(path: Path) -> None:
-    """The manual trade commands stay off a trade log another process trades
-    (checked before any venue is contacted)."""
-    from fundarb.venues.live.runlock import RunnerLock
+def actor_lock(cfg, path: Path, target, doing: str, venues: bool):
+    """Take the one-actor lock of the trade log and (``venues``) of each
+    venue account the config trades, before any venue is contacted; one
+    error line naming the holder when another process has it."""
+    from fundarb.venues.live.credentials import CredentialsError
+    from fundarb.venues.live.identity import session_identities
+    from fundarb.venues.live.runlock import ActorLock, RunnerBusy
 
-    pid = RunnerLock.holder(path)
-    if pid is not None and pid != os.getpid():
-        _fail(f"a strategy runner (pid {pid}) is trading this trade log; stop it or use `fundarb kill`")
+    try:
+        identities = session_identities(cfg, target.api_url, target.sandbox).values() if venues else ()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return ActorLock(path, identities, doing).acquire()
+    except (RunnerBusy, CredentialsError) as exc:
+        _fail(str(exc))
 
 
 def _confirm(kind: str, plan, yes: bool) -> None:
@@ -413,8 +425,12 @@ def reconcile_command(
     cfg, path, target = _context(config, journal, api_url, sandbox)
     if accept is not None and not accept.strip():
         _fail("--accept needs a reason")
-    _refuse_if_runner(path)  # the runner reconciles (and recovers) its own trade log
-    if _run(_reconcile(cfg, path, target, accept)):
+    lock = actor_lock(cfg, path, target, "fundarb reconcile", venues=True)  # a runner reconciles its own
+    try:
+        code = _run(_reconcile(cfg, path, target, accept))
+    finally:
+        lock.release()
+    if code:
         raise typer.Exit(1)
 
 
@@ -560,7 +576,7 @@ def monitor_command(
     from fundarb.venues.live.runlock import RunnerLock
 
     runner = RunnerLock.holder(path)  # a runner reconciles its trade log itself: watch only
-    if _run(_monitor_check(cfg, path, target, reconciling=runner is None)) is None:
+    if not _run(_monitor_check(cfg, path, target, reconciling=runner is None)):
         return
     label = f"emulator {api_url}" if api_url else ("sandbox" if sandbox else "live")
     if runner is not None:
@@ -574,12 +590,26 @@ async def _monitor_check(cfg, path, target, reconciling: bool = True) -> bool:
     own clients inside its event loop."""
     from fundarb.venues.live.session import open_session
 
-    session = await open_session(cfg, path, target)
+    from fundarb.venues.live.identity import session_identities
+    from fundarb.venues.live.runlock import ActorLock, RunnerBusy
+
+    lock = None
+    if reconciling:  # reconciling may recover an operation: only while no other actor is on the account
+        try:
+            lock = ActorLock(path, session_identities(cfg, target.api_url, target.sandbox).values(),
+                             "fundarb monitor (its first reconciliation)").acquire()
+        except RunnerBusy as busy:
+            err.print(f"[yellow]not reconciling now:[/] {escape(str(busy))}")
     try:
-        if reconciling:
-            await _start(session)
+        session = await open_session(cfg, path, target)
+        try:
+            if lock is not None:
+                await _start(session)
+        finally:
+            await session.close()
     finally:
-        await session.close()
+        if lock is not None:
+            lock.release()
     return True
 
 
@@ -624,7 +654,8 @@ def kill_command(
     from fundarb.config import config_hash
     from fundarb.venues.live.paired import BLOCK_KEY, FLATTEN_KEY
     from fundarb.venues.live.reconcile import KILL_SWITCH_PREFIX
-    from fundarb.venues.live.runlock import RunnerBusy, RunnerLock
+    from fundarb.venues.live.identity import session_identities
+    from fundarb.venues.live.runlock import ActorLock, RunnerBusy, RunnerLock
 
     reason = reason.strip()
     if not reason:
@@ -650,12 +681,17 @@ def kill_command(
             out.print(f"The strategy runner (pid {runner}) sends no new orders from now on.")
         out.print("Open positions are left as they are (`fundarb kill --flatten` closes both legs).")
         return
-    try:
-        lock = RunnerLock(path).acquire()
-    except RunnerBusy as busy:
-        out.print(f"The strategy runner (pid {busy.pid}) halts new orders and flattens both legs itself; "
+    runner = RunnerLock.holder(path)
+    if runner is not None and runner != os.getpid():
+        out.print(f"The strategy runner (pid {runner}) halts new orders and flattens both legs itself; "
                   "follow it with `fundarb positions`.")
         return
+    try:
+        lock = ActorLock(path, session_identities(cfg, target.api_url, target.sandbox).values(),
+                         "fundarb kill --flatten").acquire()
+    except RunnerBusy as busy:
+        _fail(f"the halt is on, but nothing was flattened: {busy}; `fundarb kill --flatten` again once it has "
+              "ended (a runner on the trade log flattens by itself)")
     try:
         _flatten_now(cfg, path, target, yes)
     except typer.Exit as stop:

@@ -33,8 +33,8 @@ EMULATOR_START = "2024-01-10T08:30"  # inside both venues' funding and the price
 
 
 @contextmanager
-def running_emulator(start: str | int | None = EMULATOR_START, seed: int = 0) -> Iterator[EmulatorServer]:
-    server = EmulatorServer(port=0, start=start, seed=seed)
+def running_emulator(start: str | int | None = EMULATOR_START, seed: int = 0, port: int = 0) -> Iterator[EmulatorServer]:
+    server = EmulatorServer(port=port, start=start, seed=seed)
     server.start()
     try:
         yield server

@@ -120,8 +120,16 @@ def test_kill_without_flatten_contacts_no_venue(emulator, tmp_path):
     assert [a["message"] for a in alerts] == ["new orders halted: manual", "new orders halted: a second look"]
     assert emulator.accounts.position("binanceusdm").qty == pytest.approx(-0.01)  # the carry is left open
 
-    # flattening with the venues out of reach: the halt and the request are written, the request stays
-    unreachable = cli(closed_port_url(), journal, "kill", "venue down", "--flatten", "--yes")
+    # flattening on another host than the trade log's venue: refused before any request, the request stays
+    elsewhere = cli(closed_port_url(), journal, "kill", "venue elsewhere", "--flatten", "--yes")
+    assert elsewhere.exit_code == 2, elsewhere.output
+    assert "another venue or account" in elsewhere.output and "the flatten request stays" in elsewhere.output
+    assert state(journal)[:2] == ("kill switch: venue elsewhere", "venue elsewhere")
+
+    # flattening with the venue out of reach (every request a 503): the halt and the request stay
+    outage = emulator.faults.add("server_error", times=None, status=503)
+    unreachable = cli(emulator.base_url, journal, "kill", "venue down", "--flatten", "--yes")
+    emulator.faults.remove(outage)
     assert unreachable.exit_code == 2, unreachable.output
     assert "unreachable" in unreachable.output and "the flatten request stays" in unreachable.output
     assert state(journal)[:2] == ("kill switch: venue down", "venue down")
@@ -150,11 +158,11 @@ def test_a_runner_holding_the_lock_flattens_itself_and_trade_commands_keep_off(e
         blocked, flatten, alerts = state(journal)
         assert (blocked, flatten) == ("kill switch: runner test", "runner test") and len(alerts) == 1
 
-        message = f"a strategy runner (pid {runner.pid}) is trading this trade log; stop it or use `fundarb kill`"
+        message = f"error: the trade log {journal} is in use by process {runner.pid}; it holds {journal}.lock"
         for args in (("trade", "open", "--size", "0.01", "--yes"), ("trade", "close", "--yes"), ("reconcile",)):
             refused = cli(emulator.base_url, journal, *args)
             assert refused.exit_code == 2, refused.output
-            assert refused.output.strip() == f"error: {message}"
+            assert refused.output.startswith(message) and len(refused.output.strip().splitlines()) == 1
         assert len(emulator.log.entries) == requests  # neither kill nor the refused commands asked a venue
         assert emulator.accounts.position("binanceusdm").qty == pytest.approx(-0.01)  # the runner's job
         assert RunnerLock.holder(journal) == runner.pid
@@ -195,7 +203,7 @@ def test_bad_input_is_one_line_and_writes_nothing(emulator, tmp_path):
     assert other.read_text() == "ts,price\n1,60000\n"
     missing = cli(None, tmp_path / "nowhere" / "trades.sqlite", "kill", "x")
     assert missing.exit_code == 2 and "no trade log at" in missing.output
-    # no lock file, no folder, no SQLite side files were made for the bad paths
+    # no lock file, no folder, no SQLite side files were made for the bad paths (the trade's own lock stays)
     assert {p.name for p in tmp_path.iterdir()} - {"trades.sqlite-wal", "trades.sqlite-shm"} == {
-        "prices.csv", "trades.sqlite"}
+        "prices.csv", "trades.sqlite", "trades.sqlite.lock"}
     assert len(placed_orders(emulator, SPOT)) == len(placed_orders(emulator, PERP)) == 1

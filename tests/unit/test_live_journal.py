@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from fundarb.core.model import Fill, Side
 from fundarb.core.orders import Order, OrderStatus, client_order_id
-from fundarb.venues.live.journal import Journal, JournalError
+from fundarb.venues.live.identity import VenueIdentity
+from fundarb.venues.live.journal import Journal, JournalError, VenueTrade
 
 H1 = hashlib.sha256(b"config one").hexdigest()
 H2 = hashlib.sha256(b"config two").hexdigest()
@@ -40,10 +41,32 @@ def op(j: Journal, config_hash: str = H1) -> int:
     return j.begin_operation(1, "open", config_hash, 0.01, {"qty": 0.01})
 
 
+def venue_id(exchange: str, host: str = "api.example", key: str = "k1") -> str:
+    return VenueIdentity(exchange, "mainnet", host, hashlib.sha256(key.encode()).hexdigest()[:16]).key
+
+
+def sent(j: Journal, order: Order) -> Order:
+    order.transition(OrderStatus.SUBMITTED, order.ts_created)
+    j.save_order(order, H1, "sending")
+    return order
+
+
+def _order_for(j: Journal, account: str, side: Side, client_id: str | None = None) -> Order:
+    """One roomy order per (account, side) of the journal, reserved on first use."""
+    cache = j.__dict__.setdefault("_test_orders", {})
+    key = (account, side, client_id)
+    if key not in cache:
+        cache[key] = sent(j, reserve(j, op(j), side=side, qty=1000.0, account=account))
+    return cache[key]
+
+
 def fill(j: Journal, trade_id: str, side: Side = Side.BUY, qty: float = 0.01, fee: float = 0.0,
-         fee_currency: str = "USDT", account: str = SPOT, exchange: str = "binance") -> bool:
-    return j.add_fill(5, 4, exchange, trade_id, account, "cid", H1, side, qty, 60_000.0, fee, fee_currency,
-                      None, "taker")
+         fee_currency: str = "USDT", account: str = SPOT, exchange: str = "binance", order_id: str = "O1",
+         vid: str | None = None) -> bool:
+    order = _order_for(j, account, side)
+    trade = VenueTrade(4, venue_id(exchange) if vid is None else vid, exchange, order_id, trade_id, account, order.client_id, side,
+                       qty, 60_000.0, fee, fee_currency, None, "taker")
+    return j.record_fill(order, trade, 5, H1)
 
 
 # --- the file --------------------------------------------------------------------------
@@ -82,7 +105,7 @@ def _set_meta(path: Path, key: str, value: str) -> None:
     db.close()
 
 
-@pytest.mark.parametrize(("key", "value"), [("schema_version", "2"), ("kind", "someone else's log")])
+@pytest.mark.parametrize(("key", "value"), [("schema_version", "3"), ("kind", "someone else's log")])
 def test_a_trade_log_of_another_version_or_kind_is_refused_naming_the_file(tmp_path, key, value):
     path = tmp_path / "log.sqlite"
     Journal(path).close()
@@ -251,17 +274,143 @@ def test_same_trade_id_on_another_exchange_is_another_fill(journal):
     assert len(journal.fills()) == 2
 
 
+def test_a_venue_that_numbers_trades_afresh_has_its_fills_kept(journal):
+    """A testnet, another account or a restarted venue re-uses trade ids: under
+    another order id or venue identity the trade is a fill of its own."""
+    assert fill(journal, "1", order_id="4000000001")
+    assert fill(journal, "1", order_id="4000000007")  # the same venue, a new order numbering its trades from 1
+    assert fill(journal, "1", order_id="4000000001", vid=venue_id("binance", host="testnet.example"))
+    assert fill(journal, "1", order_id="4000000001", vid=venue_id("binance", key="another account"))
+    assert not fill(journal, "1", order_id="4000000001")  # the very same report again
+    assert len(journal.fills()) == 4
+
+
 def test_fills_filter_by_client_id(journal):
-    journal.add_fill(1, 1, "binance", "A", SPOT, "c-a", H1, Side.BUY, 0.1, 1.0, 0.0, "USDT", None, "taker")
-    journal.add_fill(1, 1, "binance", "B", SPOT, "c-b", H1, Side.BUY, 0.2, 1.0, 0.0, "USDT", None, "taker")
-    assert [r["trade_id"] for r in journal.fills("c-b")] == ["B"]
+    a = _order_for(journal, SPOT, Side.BUY)
+    b = _order_for(journal, SPOT, Side.SELL)
+    for order, tid in ((a, "A"), (b, "B")):
+        journal.record_fill(order, VenueTrade(1, venue_id("binance"), "binance", "O", tid, SPOT, order.client_id,
+                                              order.side, 0.1, 1.0, 0.0, "USDT", None, "taker"), 1, H1)
+    assert [r["trade_id"] for r in journal.fills(b.client_id)] == ["B"]
+
+
+def test_the_order_row_is_summed_from_its_fills_in_the_fills_transaction(journal):
+    order = sent(journal, reserve(journal, op(journal), qty=0.03))
+    vid = venue_id("binance")
+    for tid, qty, price, fee in (("T1", 0.01, 60_000.0, 0.6), ("T2", 0.02, 60_300.0, 1.2)):
+        assert journal.record_fill(order, VenueTrade(7, vid, "binance", "O9", tid, SPOT, order.client_id, Side.BUY,
+                                                     qty, price, fee, "USDT", fee, "taker"), 8, H1)
+    row = journal.order_row(order.client_id)
+    assert row["status"] == "filled" and order.status is OrderStatus.FILLED
+    assert row["filled_qty"] == pytest.approx(0.03) and row["fees"] == pytest.approx(1.8)
+    assert row["avg_price"] == pytest.approx((0.01 * 60_000 + 0.02 * 60_300) / 0.03)
+    assert row["venue_order_id"] == "O9"
+    assert (order.filled_qty, order.fees) == (row["filled_qty"], row["fees"])  # the caller's order is the row
+
+
+def test_a_fill_whose_order_row_cannot_be_written_is_not_written_either(journal):
+    """One transaction: a failure between the fill and its order row (a full
+    disk, a kill) leaves neither, so recovery learns the trade again."""
+    order = sent(journal, reserve(journal, op(journal), qty=0.01))
+    journal.db.execute("CREATE TRIGGER full_disk BEFORE UPDATE ON orders BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    trade = VenueTrade(7, venue_id("binance"), "binance", "O9", "T1", SPOT, order.client_id, Side.BUY, 0.01,
+                       60_000.0, 0.0, "USDT", 0.0, "taker")
+    with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+        journal.record_fill(order, trade, 8, H1)
+    assert journal.fills() == [] and order.filled_qty == 0 and order.status is not OrderStatus.FILLED
+    journal.db.execute("DROP TRIGGER full_disk")
+    assert journal.record_fill(order, trade, 9, H1)  # learned again, whole
+    assert journal.order_row(order.client_id)["filled_qty"] == pytest.approx(0.01)
+
+
+# --- the venue identity ------------------------------------------------------------------------
+
+def _ident(network: str = "mainnet", host: str = "fapi.binance.com", key: str = "k1") -> VenueIdentity:
+    return VenueIdentity("binanceusdm", network, host, hashlib.sha256(key.encode()).hexdigest()[:16] if key else "")
+
+
+def test_a_trade_log_is_bound_to_its_first_venue_and_refuses_another_in_one_line(tmp_path):
+    path = tmp_path / "log.sqlite"
+    j = Journal(path)
+    fill(j, "T1", account=PERP, exchange="binanceusdm", vid="")  # a fill from before the binding
+    j.bind_venues({PERP: _ident()})
+    assert j.venues() == {PERP: _ident()}
+    assert {r["venue_id"] for r in j.fills()} == {_ident().key}  # earlier fills take the identity
+    j.bind_venues({PERP: _ident()})  # the same: fine
+    j.bind_venues({PERP: _ident(key="")}, bind=False)  # a look without keys at the same host: fine
+    for other in (_ident("testnet", "testnet.binancefuture.com"), _ident(key="another account"),
+                  _ident("loopback", "127.0.0.1:8765")):
+        with pytest.raises(JournalError) as err:
+            j.bind_venues({PERP: other})
+        message = str(err.value)
+        assert "\n" not in message and str(path) in message and other.describe() in message
+        assert _ident().describe() in message and "--journal" in message
+    assert j.venues() == {PERP: _ident()}
+    j.close()
+
+
+def test_a_look_without_keys_binds_nothing(journal):
+    journal.bind_venues({PERP: _ident(key="")})
+    journal.bind_venues({PERP: _ident()}, bind=False)
+    assert journal.venues() == {}
+
+
+V1_FILLS = """CREATE TABLE fills (
+    seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, venue_ts INTEGER NOT NULL, exchange TEXT NOT NULL,
+    trade_id TEXT NOT NULL, account TEXT NOT NULL, client_id TEXT NOT NULL, config_hash TEXT NOT NULL,
+    side TEXT NOT NULL, qty REAL NOT NULL, price REAL NOT NULL, fee REAL NOT NULL, fee_currency TEXT NOT NULL,
+    fee_quote REAL, liquidity TEXT NOT NULL, UNIQUE (exchange, trade_id))"""
+V1_FUNDING = """CREATE TABLE funding (
+    seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, venue_ts INTEGER NOT NULL, account TEXT NOT NULL,
+    symbol TEXT NOT NULL, config_hash TEXT NOT NULL, amount REAL NOT NULL, rate REAL, payment_id TEXT NOT NULL,
+    UNIQUE (account, payment_id))"""
+
+
+def _version_1_file(path: Path) -> str:
+    """A trade log as version 1 wrote it: one order with its fill and a funding payment."""
+    j = Journal(path)
+    order = reserve(j, op(j), qty=0.01, account=PERP)
+    j.save_order(order, H1, "placed", venue_order_id="4000000001")
+    j.close()
+    db = sqlite3.connect(path)
+    db.executescript(f"""DROP TABLE fills; DROP TABLE funding; {V1_FILLS}; {V1_FUNDING};
+        INSERT INTO fills VALUES (1, 5, 4, 'binanceusdm', '300000001', '{PERP}', '{order.client_id}', '{H1}', 'buy',
+                                  0.01, 60000.0, 0.24, 'USDT', 0.24, 'taker');
+        INSERT INTO funding VALUES (1, 6, 6, '{PERP}', 'BTC/USDT:USDT', '{H1}', 1.5, NULL, 'P1');
+        UPDATE meta SET value='1' WHERE key='schema_version';""")
+    db.commit()
+    db.close()
+    return order.client_id
+
+
+def test_a_version_1_trade_log_is_migrated_whole_with_a_copy_kept(tmp_path):
+    path = tmp_path / "log.sqlite"
+    cid = _version_1_file(path)
+    j = Journal(path)
+    assert j.migrated
+    assert (tmp_path / "log.sqlite.v1.bak").is_file()
+    assert dict(j.db.execute("SELECT key, value FROM meta").fetchall())["schema_version"] == "2"
+    [f] = j.fills()
+    assert (f["trade_id"], f["venue_order_id"], f["venue_id"], f["client_id"]) == ("300000001", "4000000001", "", cid)
+    assert j.position(PERP) == pytest.approx(0.01)
+    assert [r["payment_id"] for r in j.rows("funding")] == ["P1"]
+    j.bind_venues({PERP: _ident()})
+    assert j.fills()[0]["venue_id"] == j.rows("funding")[0]["venue_id"] == _ident().key
+    j.close()
+    again = Journal(path)  # version 2 now: opened as it is
+    assert not again.migrated and len(again.fills()) == 1
+    again.close()
+    old = sqlite3.connect(tmp_path / "log.sqlite.v1.bak")
+    assert old.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
+    old.close()
 
 
 def test_funding_payment_is_recorded_once_per_account(journal):
-    assert journal.add_funding(1, 1, PERP, "BTC/USDT:USDT", H1, 1.5, 0.0001, "P1")
-    assert not journal.add_funding(2, 2, PERP, "BTC/USDT:USDT", H1, 9.9, 0.0001, "P1")
-    assert journal.add_funding(2, 2, "other:perp", "BTC/USDT:USDT", H1, 2.0, None, "P1")
-    assert [r["amount"] for r in journal.rows("funding")] == [1.5, 2.0]
+    assert journal.add_funding(1, 1, PERP, "BTC/USDT:USDT", H1, 1.5, 0.0001, "P1", "v1")
+    assert not journal.add_funding(2, 2, PERP, "BTC/USDT:USDT", H1, 9.9, 0.0001, "P1", "v1")
+    assert journal.add_funding(2, 2, "other:perp", "BTC/USDT:USDT", H1, 2.0, None, "P1", "v1")
+    assert journal.add_funding(2, 2, PERP, "BTC/USDT:USDT", H1, 3.0, None, "P1", "testnet")
+    assert [r["amount"] for r in journal.rows("funding")] == [1.5, 2.0, 3.0]
 
 
 fill_events = st.lists(
@@ -282,8 +431,7 @@ def test_position_is_buys_less_sells_less_btc_fees_of_distinct_fills(events):
         j = Journal(Path(tmp) / "log.sqlite")
         for trade_id, account, side, qty, fee, ccy in events:
             exchange = account.split(":")[0]
-            recorded = j.add_fill(1, 1, exchange, trade_id, account, "cid", H1, side, qty, 60_000.0, fee, ccy,
-                                  None, "taker")
+            recorded = fill(j, trade_id, side, qty, fee, ccy, account, exchange)
             assert recorded == ((exchange, trade_id) not in first)
             first.setdefault((exchange, trade_id), (account, side, qty, fee, ccy))
         got = {acct: j.position(acct) for acct in (SPOT, PERP)}
@@ -342,3 +490,16 @@ def test_a_failed_transaction_leaves_nothing(journal):
         db.execute("INSERT INTO state VALUES ('k', 'v', 1)")
         raise RuntimeError("killed mid-way")
     assert journal.get_state("k") is None
+
+
+def test_a_file_another_process_is_creating_this_instant_is_opened_not_refused(tmp_path):
+    """The creator has switched the file to WAL but not yet committed the
+    schema: a reader (the dashboard, a test) opens it as a new trade log."""
+    path = tmp_path / "log.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.close()
+    assert path.stat().st_size > 0
+    j = Journal(path)
+    assert j.orders() == [] and j.count("fills") == 0
+    j.close()

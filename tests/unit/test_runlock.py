@@ -48,7 +48,8 @@ def test_acquire_writes_pid_and_start_and_release_frees_it(tmp_path):
     assert not (tmp_path / "state").exists()  # probing creates nothing
     lock = RunnerLock(journal)
     assert lock.acquire() is lock and lock.held
-    pid, started = (tmp_path / "state" / "trades.sqlite.lock").read_text().splitlines()
+    pid, started, doing = (tmp_path / "state" / "trades.sqlite.lock").read_text().splitlines()
+    assert doing == ""  # a bare lock says nothing more
     assert int(pid) == os.getpid() and started.endswith("Z") and started[:2] == "20"
     assert RunnerLock.holder(journal) == os.getpid()
     lock.release()
@@ -105,3 +106,54 @@ def test_a_child_refused_while_we_hold_it(tmp_path):
         assert time.monotonic() - t0 < 30  # refused, not waited for
     done = subprocess.run([sys.executable, "-c", probe, str(journal)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "acquired"
+
+
+# --- the one-actor lock: the trade log and each venue account ----------------------------
+
+def _ident(host: str = "127.0.0.1:8765", key: str = "k1"):
+    from fundarb.venues.live.identity import VenueIdentity, key_digest
+
+    return VenueIdentity("binanceusdm", "loopback", host, key_digest(key))
+
+
+def test_two_trade_logs_on_one_venue_account_exclude_each_other(tmp_path):
+    from fundarb.venues.live.runlock import ActorLock
+
+    with ActorLock(tmp_path / "a.sqlite", [_ident()], "fundarb trade open"):
+        with pytest.raises(RunnerBusy) as busy:
+            ActorLock(tmp_path / "b.sqlite", [_ident()], "fundarb reconcile").acquire()
+        message = str(busy.value)
+        assert "\n" not in message and _ident().describe() in message
+        assert f"in use by process {os.getpid()} (fundarb trade open, trade log {tmp_path / 'a.sqlite'})" in message
+        # all or none: the refused lock let go of b's trade log lock it took first
+        assert RunnerLock.holder(tmp_path / "b.sqlite") is None
+        # another account, or another host, is another lock
+        with ActorLock(tmp_path / "c.sqlite", [_ident(key="other account")], "x"), \
+                ActorLock(tmp_path / "d.sqlite", [_ident(host="127.0.0.1:9999")], "y"):
+            pass
+    with ActorLock(tmp_path / "b.sqlite", [_ident()], "fundarb reconcile") as lock:  # free again
+        assert lock.held
+
+
+def test_the_account_lock_dies_with_its_holder(tmp_path):
+    from fundarb.venues.live.runlock import ActorLock
+
+    script = ("import sys, time\nfrom pathlib import Path\n"
+              "from fundarb.venues.live.identity import VenueIdentity\n"
+              "from fundarb.venues.live.runlock import ActorLock\n"
+              f"ActorLock(Path(sys.argv[1]), [VenueIdentity.parse({_ident().key!r})], 'fundarb run --live').acquire()\n"
+              "print('held', flush=True)\ntime.sleep(120)\n")
+    child = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "theirs.sqlite")], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(RunnerBusy, match=f"process {child.pid} \\(fundarb run --live"):
+            ActorLock(tmp_path / "mine.sqlite", [_ident()], "fundarb trade close").acquire()
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        with ActorLock(tmp_path / "mine.sqlite", [_ident()], "fundarb trade close") as lock:
+            assert lock.held
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(10)

@@ -85,6 +85,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -294,6 +295,9 @@ class AccountEvent:
 WALLET_VENUE = {"binance": "binance", "binanceusdm": "binanceusdm", "bybit": "bybit", "bybit:FUND": "bybit"}
 
 
+ID_EPOCH_S = 1_704_067_200  # 2024-01-01T00:00:00Z
+
+
 class Accounts:
     """Every wallet, order and trade of the emulator. Thread-safe: the test
     thread funds accounts and moves the clock while the server thread trades.
@@ -320,7 +324,9 @@ class Accounts:
         self.orders: dict[tuple[str, str], list[Order]] = {key: [] for key in MARKETS}
         self.trades: dict[tuple[str, str], list[Trade]] = {key: [] for key in MARKETS}
         self.deposits: dict[str, dict[str, float]] = {name: {} for name in WALLETS}
-        self._seq = 0
+        # ids go on from one emulator start to the next, as a venue's never repeat:
+        # numbered from the wall clock's seconds since 2024 (10,000 ids a second)
+        self._seq = max(0, int(time.time()) - ID_EPOCH_S) * 10_000
         # told every change (AccountEvent), under the lock; a failing listener never stops trading
         self.listeners: list[Callable[[AccountEvent], None]] = []
         self.listener_errors: list[BaseException] = []

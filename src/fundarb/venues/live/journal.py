@@ -3,28 +3,41 @@
 Write-ahead: an order's row (with its client id) is written before the
 order is sent, and every transition after it, each in its own committed
 transaction, so a process killed at any instant leaves a journal that says
-what may have reached a venue. Fills and funding payments are keyed by the
-venue's own ids, so learning them twice (from the order path and from a
-reconciliation) records them once. Every row carries the config hash.
+what may have reached a venue. Fills are keyed by the venue identity, the
+venue's order id and its trade id, and funding payments by the venue
+identity and the payment id, so learning them twice (from the order path and
+from a reconciliation) records them once, and a venue that numbers its trades
+afresh (a testnet, another account, a restarted emulator) never has a real
+fill taken for a known one. A fill and the order row it changes are written
+in one transaction: the row's filled size, average price and fees are summed
+from the fills table, never written apart from them. Every row carries the
+config hash.
+
+A trade log is bound to the venue identities (``fundarb.venues.live.identity``)
+it was first traded with, in ``meta``; any other is refused with one line.
 
 The schema is versioned (``meta.schema_version``) and documented in
-``docs/trade_log.md``; a file of another version is refused, not migrated
-silently.
+``docs/trade_log.md``. A version 1 file is migrated to version 2 in one
+transaction, after a copy of it is kept beside it (``<file>.v1.bak``); any
+other version is refused.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fundarb.core.model import Side
-from fundarb.core.orders import Order, OrderStatus, client_order_id
+import attrs
 
-SCHEMA_VERSION = 1
+from fundarb.core.model import Fill, Side
+from fundarb.core.orders import Order, OrderStatus, client_order_id
+from fundarb.venues.live.identity import VenueIdentity
+
+SCHEMA_VERSION = 2
 KIND = "fundarb live trade log"
 
 SCHEMA = """
@@ -47,11 +60,12 @@ CREATE TABLE fills (
     seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, venue_ts INTEGER NOT NULL, exchange TEXT NOT NULL,
     trade_id TEXT NOT NULL, account TEXT NOT NULL, client_id TEXT NOT NULL, config_hash TEXT NOT NULL,
     side TEXT NOT NULL, qty REAL NOT NULL, price REAL NOT NULL, fee REAL NOT NULL, fee_currency TEXT NOT NULL,
-    fee_quote REAL, liquidity TEXT NOT NULL, UNIQUE (exchange, trade_id));
+    fee_quote REAL, liquidity TEXT NOT NULL, venue_id TEXT NOT NULL, venue_order_id TEXT NOT NULL,
+    UNIQUE (venue_id, venue_order_id, trade_id));
 CREATE TABLE funding (
     seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, venue_ts INTEGER NOT NULL, account TEXT NOT NULL,
     symbol TEXT NOT NULL, config_hash TEXT NOT NULL, amount REAL NOT NULL, rate REAL, payment_id TEXT NOT NULL,
-    UNIQUE (account, payment_id));
+    venue_id TEXT NOT NULL, UNIQUE (venue_id, account, payment_id));
 CREATE TABLE reconciliations (
     seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, trigger TEXT NOT NULL, config_hash TEXT NOT NULL,
     ok INTEGER NOT NULL, detail TEXT NOT NULL);
@@ -66,8 +80,56 @@ CREATE INDEX funding_ts ON funding (ts);
 TABLES = ("operations", "orders", "order_events", "fills", "funding", "reconciliations", "alerts", "state")
 
 
+FILL_COLUMNS = ("ts", "venue_ts", "exchange", "trade_id", "account", "client_id", "config_hash", "side", "qty",
+                "price", "fee", "fee_currency", "fee_quote", "liquidity", "venue_id", "venue_order_id")
+VENUE_KEY = "venue:"  # meta: venue:<account> -> the VenueIdentity key the trade log is bound to
+
+# version 1 -> 2: fills keyed by (venue identity, order id, trade id), funding by
+# (venue identity, account, payment id); rows from before carry venue_id '' until
+# the trade log is bound, and the order id their order row has
+_MIGRATE_V1 = """
+ALTER TABLE fills RENAME TO fills_v1;
+ALTER TABLE funding RENAME TO funding_v1;
+DROP INDEX IF EXISTS fills_ts;
+DROP INDEX IF EXISTS funding_ts;
+{fills};
+{funding};
+CREATE INDEX fills_ts ON fills (ts);
+CREATE INDEX funding_ts ON funding (ts);
+INSERT INTO fills SELECT f.seq, f.ts, f.venue_ts, f.exchange, f.trade_id, f.account, f.client_id, f.config_hash,
+    f.side, f.qty, f.price, f.fee, f.fee_currency, f.fee_quote, f.liquidity, '',
+    COALESCE((SELECT o.venue_order_id FROM orders o WHERE o.client_id = f.client_id), '')
+    FROM fills_v1 f ORDER BY f.seq;
+INSERT INTO funding SELECT seq, ts, venue_ts, account, symbol, config_hash, amount, rate, payment_id, ''
+    FROM funding_v1 ORDER BY seq;
+DROP TABLE fills_v1;
+DROP TABLE funding_v1;
+UPDATE meta SET value = '2' WHERE key = 'schema_version'
+"""
+
+
 class JournalError(RuntimeError):
     """A journal file that cannot be used; the message names the file."""
+
+
+@attrs.frozen
+class VenueTrade:
+    """One trade of one of our orders as the venue reports it, ready for the fills table."""
+
+    venue_ts: int
+    venue_id: str
+    exchange: str
+    venue_order_id: str
+    trade_id: str
+    account: str
+    client_id: str
+    side: Side
+    qty: float
+    price: float
+    fee: float  # as charged, in fee_currency
+    fee_currency: str
+    fee_quote: float | None  # in the quote currency; None for a fee in a third asset
+    liquidity: str
 
 
 class Journal:
@@ -75,33 +137,85 @@ class Journal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not self.path.exists() or self.path.stat().st_size == 0
+        self.migrated = False
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
             self.db.row_factory = sqlite3.Row
+            # a file with no table yet is one another process is creating this instant
+            fresh = fresh or not self.db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
             if not fresh:
-                self._check_version()  # before anything is written: another file is left as it was
+                if self._check_version() == 1:  # before anything is written: another file is left as it was
+                    self._migrate_v1()
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")  # money: a committed row survives power loss
             self.db.execute("PRAGMA foreign_keys=ON")
             if fresh:
-                with self.tx():
-                    for stmt in filter(str.strip, SCHEMA.split(";")):
-                        self.db.execute(stmt)
-                    self.db.executemany("INSERT INTO meta VALUES (?, ?)",
-                                        [("schema_version", str(SCHEMA_VERSION)), ("kind", KIND)])
+                with self.tx():  # whoever takes the write lock first creates it; the other reads it
+                    if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone():
+                        for stmt in filter(str.strip, SCHEMA.split(";")):
+                            self.db.execute(stmt)
+                        self.db.executemany("INSERT INTO meta VALUES (?, ?)",
+                                            [("schema_version", str(SCHEMA_VERSION)), ("kind", KIND)])
+                self._check_version()
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{self.path}: not a fundarb trade log ({exc})") from None
 
-    def _check_version(self) -> None:
+    def _check_version(self) -> int:
         try:
             meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.OperationalError:
             raise JournalError(f"{self.path}: not a fundarb live trade log (no meta table)") from None
         if meta.get("kind") != KIND:
             raise JournalError(f"{self.path}: not a fundarb live trade log (kind {meta.get('kind')!r})")
-        if meta.get("schema_version") != str(SCHEMA_VERSION):
+        if meta.get("schema_version") not in ("1", str(SCHEMA_VERSION)):
             raise JournalError(f"{self.path}: trade log schema version {meta.get('schema_version')}, "
-                               f"this fundarb reads version {SCHEMA_VERSION}")
+                               f"this fundarb reads versions 1 (migrated) and {SCHEMA_VERSION}")
+        return int(meta["schema_version"])
+
+    def _migrate_v1(self) -> None:
+        """Version 1 to 2 in one transaction, a copy of the old file kept first."""
+        backup = self.path.with_name(self.path.name + ".v1.bak")
+        if not backup.exists():
+            target = sqlite3.connect(backup)
+            try:
+                self.db.backup(target)
+            finally:
+                target.close()
+        create = {name: stmt.strip() for name in ("fills", "funding")
+                  for stmt in SCHEMA.split(";") if stmt.strip().startswith(f"CREATE TABLE {name} (")}
+        script = _MIGRATE_V1.format(**create)
+        with self.tx() as db:
+            for stmt in filter(str.strip, script.split(";")):
+                db.execute(stmt)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('migrated_from', '1')")
+        self.migrated = True
+
+    # --- venue identity -------------------------------------------------------------
+    def venues(self) -> dict[str, VenueIdentity]:
+        """The venue identity of each account the trade log is bound to."""
+        rows = self.db.execute("SELECT key, value FROM meta WHERE key LIKE ?", (VENUE_KEY + "%",)).fetchall()
+        return {r["key"][len(VENUE_KEY):]: VenueIdentity.parse(r["value"]) for r in rows}
+
+    def bind_venues(self, identities: Mapping[str, VenueIdentity], bind: bool = True) -> None:
+        """Refuse venue identities other than those the trade log was made
+        with (one line naming both); bind the accounts not yet bound (when
+        ``bind`` and the identity has a key), giving their earlier fills and
+        payments the identity."""
+        bound = self.venues()
+        for account, ident in identities.items():
+            known = bound.get(account)
+            if known is not None and not known.same_account(ident):
+                raise JournalError(
+                    f"{self.path} is the trade log of {known.describe()} for {account}; this run reaches "
+                    f"{ident.describe()}: another venue or account; use another trade log (--journal)")
+        fresh = {a: i for a, i in identities.items() if a not in bound and i.key_digest}
+        if not bind or not fresh:
+            return
+        with self.tx() as db:
+            for account, ident in fresh.items():
+                db.execute("INSERT INTO meta VALUES (?, ?)", (VENUE_KEY + account, ident.key))
+                db.execute("UPDATE fills SET venue_id=? WHERE account=? AND venue_id=''", (ident.key, account))
+                db.execute("UPDATE funding SET venue_id=? WHERE account=? AND venue_id=''", (ident.key, account))
 
     def close(self) -> None:
         self.db.close()
@@ -151,12 +265,18 @@ class Journal:
         return order
 
     def save_order(self, order: Order, config_hash: str, detail: str = "", venue_order_id: str | None = None) -> None:
+        """A change of the order's state (placed, found, ended); its filled
+        size, price and fees stay what its fills say (``record_fill``)."""
         with self.tx() as db:
-            db.execute("UPDATE orders SET status=?, filled_qty=?, avg_price=?, fees=?, status_reason=?, ts_updated=?, "
-                       "venue_order_id=COALESCE(?, venue_order_id) WHERE client_id=?",
-                       (order.status.value, order.filled_qty, order.avg_price, order.fees, order.status_reason,
-                        order.ts_updated, venue_order_id, order.client_id))
+            self._write_order(db, order, venue_order_id)
             self._event(db, order.ts_updated, order, config_hash, detail)
+
+    @staticmethod
+    def _write_order(db: sqlite3.Connection, order: Order, venue_order_id: str | None) -> None:
+        db.execute("UPDATE orders SET status=?, filled_qty=?, avg_price=?, fees=?, status_reason=?, ts_updated=?, "
+                   "venue_order_id=COALESCE(?, venue_order_id) WHERE client_id=?",
+                   (order.status.value, order.filled_qty, order.avg_price, order.fees, order.status_reason,
+                    order.ts_updated, venue_order_id, order.client_id))
 
     @staticmethod
     def _event(db: sqlite3.Connection, ts: int, order: Order, config_hash: str, detail: str) -> None:
@@ -192,17 +312,37 @@ class Journal:
         return order
 
     # --- fills and funding ------------------------------------------------------
-    def add_fill(self, ts: int, venue_ts: int, exchange: str, trade_id: str, account: str, client_id: str,
-                 config_hash: str, side: Side, qty: float, price: float, fee: float, fee_currency: str,
-                 fee_quote: float | None, liquidity: str) -> bool:
-        """Record a fill once; False when the venue's trade id is already known."""
+    def record_fill(self, order: Order, trade: VenueTrade, ts: int, config_hash: str) -> bool:
+        """Journal ``trade`` of ``order`` once and, in the same transaction,
+        the order row it changes: its filled size, notional and fees summed
+        from the fills table. ``order`` is brought to the row (an open order
+        through the core state machine; a terminal order that missed a fill
+        keeps its state with corrected totals). False (nothing written) when
+        the venue's (identity, order id, trade id) is already known."""
+        if trade.client_id != order.client_id:
+            raise ValueError(f"trade of {trade.client_id} recorded against order {order.client_id}")
+        values = (ts, trade.venue_ts, trade.exchange, trade.trade_id, trade.account, trade.client_id, config_hash,
+                  trade.side.value, trade.qty, trade.price, trade.fee, trade.fee_currency, trade.fee_quote,
+                  trade.liquidity, trade.venue_id, trade.venue_order_id)
+        after = attrs.evolve(order)
         with self.tx() as db:
-            cur = db.execute("INSERT OR IGNORE INTO fills (ts, venue_ts, exchange, trade_id, account, client_id, "
-                             "config_hash, side, qty, price, fee, fee_currency, fee_quote, liquidity) "
-                             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                             (ts, venue_ts, exchange, trade_id, account, client_id, config_hash, side.value, qty,
-                              price, fee, fee_currency, fee_quote, liquidity))
-            return cur.rowcount == 1
+            cur = db.execute(f"INSERT OR IGNORE INTO fills ({', '.join(FILL_COLUMNS)}) "
+                             f"VALUES ({','.join('?' * len(FILL_COLUMNS))})", values)
+            if cur.rowcount != 1:
+                return False
+            if after.is_open:
+                after.apply_fill(Fill(trade.venue_ts, trade.account, trade.client_id, trade.side, trade.qty,
+                                      trade.price, trade.price, trade.fee_quote or 0.0))
+            qty, notional, fees = db.execute(
+                "SELECT COALESCE(SUM(qty), 0), COALESCE(SUM(qty * price), 0), COALESCE(SUM(fee_quote), 0) "
+                "FROM fills WHERE client_id=?", (order.client_id,)).fetchone()
+            after.filled_qty, after.notional, after.fees = float(qty), float(notional), float(fees)
+            after.ts_updated = max(after.ts_updated, ts)
+            self._write_order(db, after, trade.venue_order_id)
+            self._event(db, ts, after, config_hash, f"fill {trade.trade_id}")
+        for field in attrs.fields(Order):  # committed: the caller's order is the row
+            setattr(order, field.name, getattr(after, field.name))
+        return True
 
     def fills(self, client_id: str | None = None) -> list[sqlite3.Row]:
         if client_id is None:
@@ -210,11 +350,11 @@ class Journal:
         return self.db.execute("SELECT * FROM fills WHERE client_id=? ORDER BY seq", (client_id,)).fetchall()
 
     def add_funding(self, ts: int, venue_ts: int, account: str, symbol: str, config_hash: str, amount: float,
-                    rate: float | None, payment_id: str) -> bool:
+                    rate: float | None, payment_id: str, venue_id: str = "") -> bool:
         with self.tx() as db:
             cur = db.execute("INSERT OR IGNORE INTO funding (ts, venue_ts, account, symbol, config_hash, amount, "
-                             "rate, payment_id) VALUES (?,?,?,?,?,?,?,?)",
-                             (ts, venue_ts, account, symbol, config_hash, amount, rate, payment_id))
+                             "rate, payment_id, venue_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                             (ts, venue_ts, account, symbol, config_hash, amount, rate, payment_id, venue_id))
             return cur.rowcount == 1
 
     def position(self, account: str, base: str = "BTC") -> float:

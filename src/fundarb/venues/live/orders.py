@@ -28,9 +28,9 @@ import attrs
 import ccxt
 
 from fundarb.core.model import Fill, Liquidity, Side
-from fundarb.core.orders import QTY_EPS, Order, OrderStatus
+from fundarb.core.orders import QTY_EPS, IllegalTransition, Order, OrderStatus
 from fundarb.venues.live.exchange import RECV_WINDOW_MS, MarketRules
-from fundarb.venues.live.journal import Journal
+from fundarb.venues.live.journal import Journal, VenueTrade
 from fundarb.venues.live.ratelimit import RequestQueue
 
 S = OrderStatus
@@ -43,6 +43,10 @@ class OrderRefused(Exception):
 
 class PlacementUnknown(Exception):
     """We could not learn whether the venue has the order (the network kept failing)."""
+
+
+class VenueDisagrees(Exception):
+    """The venue's order and its trades (or the journal) tell two sizes: nothing is sized from either."""
 
 
 class NeverLanded(Exception):
@@ -73,6 +77,7 @@ class LiveLeg:
     symbol: str
     queue: RequestQueue
     rules: MarketRules
+    venue_id: str = ""  # the account's VenueIdentity key: fills are keyed by it
 
     @property
     def market(self) -> dict:
@@ -244,11 +249,17 @@ class LegTrader:
         (from the venue's trades, each once), then the final status."""
         venue_id = str(reply["id"])
         filled_btc = float(reply.get("filled") or 0.0) * leg.rules.contract_size
+        tol = QTY_EPS + 1e-9 * order.qty
         for _ in range(20):  # a venue may list trades a moment after the order shows them
-            await self._record_trades(leg, order, venue_id, reply)
-            if order.filled_qty >= filled_btc - QTY_EPS - 1e-9 * order.qty:
+            try:
+                await self._record_trades(leg, order, venue_id, reply)
+            except IllegalTransition as exc:  # its trades add up to more than the order's size
+                raise self._disagree(leg, order, filled_btc, f"its trades overfill it ({exc})") from None
+            if order.filled_qty >= filled_btc - tol:
                 break
             await asyncio.sleep(self.poll_s)
+        if abs(order.filled_qty - filled_btc) > tol:
+            raise self._disagree(leg, order, filled_btc, f"its trades listed add up to {order.filled_qty:g} BTC")
         now = self.now_ns()
         status = venue_status(reply)
         if order.status is S.SUBMITTED and status in ("open", "closed", "canceled", "expired"):
@@ -258,27 +269,31 @@ class LegTrader:
             _finish(order, status, now, reply)
         self.journal.save_order(order, self.config_hash, f"venue status {status or 'unknown'}", venue_order_id=venue_id)
 
+    def _disagree(self, leg: LiveLeg, order: Order, filled_btc: float, why: str) -> "VenueDisagrees":
+        self.journal.save_order(order, self.config_hash, f"the venue says filled {filled_btc:g} BTC; {why}")
+        return VenueDisagrees(f"{leg.account}: order {order.client_id}: the venue says {filled_btc:g} BTC filled, "
+                              f"{why}; nothing is traded on a guess")
+
     async def _record_trades(self, leg: LiveLeg, order: Order, venue_id: str, reply: dict) -> None:
         since = reply.get("timestamp")
         trades = await leg.call("fetch_my_trades", leg.symbol, int(since) - 60_000 if since else None)
         for t in trades:
-            if str(t.get("order")) != venue_id:
-                continue
-            fill = self.record_fill(leg, order.client_id, t)
-            if fill is not None:
-                order.apply_fill(fill)
+            if str(t.get("order")) == venue_id:
+                self.record_fill(leg, order, t)
 
-    def record_fill(self, leg: LiveLeg, client_id: str, t: dict) -> Fill | None:
-        """Journal the venue trade ``t`` of ``client_id`` once; the core fill
-        when it was new (a fee in a third asset counts 0 here, kept raw in
-        the journal), None when the trade id was already known."""
-        fill = self.fill_of(leg, client_id, t)
+    def record_fill(self, leg: LiveLeg, order: Order, t: dict) -> bool:
+        """Journal the venue trade ``t`` of ``order`` once, and the order row
+        with it in one transaction (``order`` is brought to the row); False
+        when the venue's (identity, order id, trade id) is already known. A
+        fee in a third asset counts 0 in the order's fees, kept raw in the
+        fills table."""
+        fill = self.fill_of(leg, order.client_id, t)
         priced = not math.isnan(fill.fee)
-        if not self.journal.add_fill(self.now_ns(), fill.ts, leg.exchange.id, str(t["id"]), leg.account, client_id,
-                                     self.config_hash, fill.side, fill.qty, fill.price, *_fee_raw(t),
-                                     fill.fee if priced else None, fill.liquidity.value):
-            return None
-        return fill if priced else attrs.evolve(fill, fee=0.0)
+        cost, currency = _fee_raw(t)
+        trade = VenueTrade(fill.ts, leg.venue_id, leg.exchange.id, str(t.get("order") or ""), str(t["id"]),
+                           leg.account, order.client_id, fill.side, fill.qty, fill.price, cost, currency,
+                           fill.fee if priced else None, fill.liquidity.value)
+        return self.journal.record_fill(order, trade, self.now_ns(), self.config_hash)
 
     def fill_of(self, leg: LiveLeg, client_id: str, t: dict) -> Fill:
         qty = float(t["amount"]) * leg.rules.contract_size

@@ -37,15 +37,17 @@ import ccxt
 from fundarb.core.model import NS_PER_SECOND, Side
 from fundarb.core.orders import Order, OrderStatus
 from fundarb.venues.live.journal import Journal
-from fundarb.venues.live.orders import LiveLeg, recv_window_s, superseded
+from fundarb.venues.live.orders import LiveLeg, VenueDisagrees, recv_window_s, superseded
 from fundarb.venues.live.session import LiveSession
 
 S = OrderStatus
 BLOCK_KEY = "entries_blocked"
 FLATTEN_KEY = "flatten_requested"  # journal state: the kill switch asked for both legs to be closed (value: the reason)
 NEEDS_RECOVERY = "needs_recovery"  # an operation a network error cut short: ``recover`` finishes it
-# what cuts a pair short without a word from the venue: timeouts, dropped connections, 5xx
-INTERRUPTIONS = (ccxt.NetworkError, TimeoutError, ConnectionError)
+# what cuts a pair short without a word from the venue (timeouts, dropped connections,
+# 5xx), or with two words (an order's size and its trades disagree): nothing more is
+# sized until recovery learns what the venue holds
+INTERRUPTIONS = (ccxt.NetworkError, TimeoutError, ConnectionError, VenueDisagrees)
 
 
 @attrs.frozen
@@ -129,7 +131,7 @@ def _interrupted(session: LiveSession, op_id: int, kind: str, exc: BaseException
                f"sent: {what}; as journaled: spot {spot:+g} BTC, perp {perp:+g} BTC (orders still open may "
                "fill): new entries blocked; run `fundarb reconcile`")
     session.alert("pair_interrupted", message, "critical")
-    journal.set_state(BLOCK_KEY, f"operation {op_id} interrupted by a network error", now)
+    journal.set_state(BLOCK_KEY, f"operation {op_id} interrupted ({type(exc).__name__})", now)
     journal.finish_operation(op_id, now, NEEDS_RECOVERY, message)
     orders = tuple(r["client_id"] for r in journal.orders(op_id))
     return PairOutcome(op_id, kind, NEEDS_RECOVERY, spot, perp, spot + perp, (message,), orders)

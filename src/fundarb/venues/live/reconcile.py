@@ -209,17 +209,11 @@ async def _missed_fills(session: LiveSession, leg: LiveLeg, mismatches: list[str
                 journal.set_state(seen, str(t.get("order")), session.now_ns())
                 session.alert("foreign_order", f"{leg.account}: trade {t.get('id')} of order {t.get('order')} "
                               f"({t.get('side')} {t.get('amount')} BTC) is not an order fundarb sent", "critical")
-        fill = session.trader.record_fill(leg, row["client_id"], t) if row is not None else None
-        if fill is None:
+        if row is None:
             continue
-        added += 1
+        # a terminal order that missed a fill keeps its state with corrected totals (Journal.record_fill)
         order = Journal.order_of(journal.order_row(row["client_id"]))
-        if order.is_open:
-            order.apply_fill(fill)
-        else:  # a terminal order that missed a fill: the row's totals are corrected, the state kept
-            order.filled_qty += fill.qty
-            order.notional += fill.qty * fill.price
-        journal.save_order(order, session.config_hash, f"fill {t['id']} learned by reconciliation")
+        added += session.trader.record_fill(leg, order, t)
     _advance(session, key, trades)
     return added
 
@@ -235,7 +229,8 @@ async def _funding(session: LiveSession, leg: LiveLeg) -> int:
     for f in rows:
         ts_ms = int(f.get("timestamp") or 0)
         added += journal.add_funding(session.now_ns(), ts_ms * 1_000_000, leg.account, leg.symbol,
-                                     session.config_hash, float(f.get("amount") or 0.0), None, str(f.get("id") or ts_ms))
+                                     session.config_hash, float(f.get("amount") or 0.0), None, str(f.get("id") or ts_ms),
+                                     leg.venue_id)
     _advance(session, key, rows)
     return added
 

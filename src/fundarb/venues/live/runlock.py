@@ -1,23 +1,30 @@
-"""One trading process per trade log.
+"""One actor per venue account (and per trade log).
 
-The strategy runner holds an exclusive ``fcntl.flock`` on ``<journal>.lock``
-for its whole life (and ``fundarb kill --flatten`` while it flattens), so a
-second runner on the same trade log is refused, and the manual commands can
-see that someone is trading. The kernel drops the lock when the holder's
-file is closed, which includes the process dying in any way (``kill -9``
-too): there is never a stale lock to clean up by hand.
+Every command that can send orders, recover or reconcile (``trade open``,
+``trade close``, ``reconcile``, ``kill --flatten``, ``run``) holds an
+``ActorLock`` for its whole life: an exclusive ``fcntl.flock`` on
+``<journal>.lock`` and one on a lock file per venue identity of the config's
+accounts (``fundarb.venues.live.identity``) in the lock folder
+(``$FUNDARB_LOCK_DIR``, by default ``~/.local/state/fundarb/locks``). So two
+trade logs on one account exclude each other as well as two processes on one
+trade log, and a second actor gets one line naming the holder. The kernel
+drops a lock when the holder's file is closed, which includes the process
+dying in any way (``kill -9`` too): there is never a stale lock to clean up
+by hand.
 
-The lock file holds the holder's pid and start time (rewritten on each
-acquire; left in place on release, as "the last holder"). The file is never
-deleted: deleting a lock file while another process waits on it would let
-two processes lock two different files of the same name.
+A lock file holds its holder's pid, start time and what it is doing
+(rewritten on each acquire; left in place on release, as "the last holder").
+The file is never deleted: deleting a lock file while another process waits
+on it would let two processes lock two different files of the same name.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,14 +48,23 @@ def lock_path_of(journal_path: Path) -> Path:
     return journal_path.with_name(journal_path.name + ".lock")
 
 
-class RunnerLock:
-    """An exclusive fcntl.flock on `<journal path>.lock`, held by the strategy
-    runner for its whole life; the file holds the holder's pid and start time
-    (rewritten on acquire). A killed process (even kill -9) releases it."""
+def lock_dir() -> Path:
+    """Where the venue accounts' lock files live."""
+    folder = os.environ.get("FUNDARB_LOCK_DIR")
+    return Path(folder) if folder else Path.home() / ".local" / "state" / "fundarb" / "locks"
 
-    def __init__(self, journal_path: Path) -> None:
+
+class RunnerLock:
+    """An exclusive fcntl.flock on `<journal path>.lock` (or on ``path``, a
+    venue account's lock file, described as ``what``); the file holds the
+    holder's pid, start time and doing (rewritten on acquire). A killed
+    process (even kill -9) releases it."""
+
+    def __init__(self, journal_path: Path, path: Path | None = None, what: str = "", doing: str = "") -> None:
         self.journal_path = Path(journal_path)
-        self.path = lock_path_of(self.journal_path)
+        self.path = path or lock_path_of(self.journal_path)
+        self.what = what or f"the trade log {self.journal_path}"
+        self.doing = doing
         self._fd: int | None = None
 
     @property
@@ -69,12 +85,15 @@ class RunnerLock:
                 except BlockingIOError:
                     if attempt == ACQUIRE_TRIES - 1:
                         pid = _read_pid(fd)
-                        raise RunnerBusy(f"the trade log {self.journal_path} is being traded by process "
-                                         f"{pid if pid else '(pid unknown)'} (it holds {self.path})",
+                        doing = _read_doing(fd)
+                        raise RunnerBusy(f"{self.what} is in use by process {pid if pid else '(pid unknown)'}"
+                                         + (f" ({doing})" if doing else "") + f"; it holds {self.path}. Wait "
+                                         "for it to end, or stop it (`fundarb kill` halts a runner)",
                                          pid, self.path) from None
                     time.sleep(ACQUIRE_PAUSE_S)
             started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            data = f"{os.getpid()}\n{started}\n".encode()
+            doing = f"{self.doing}, trade log {self.journal_path}" if self.doing else ""
+            data = f"{os.getpid()}\n{started}\n{doing}\n".encode()
             # empty it first: a reader then sees nothing (and reads again) or the
             # new holder's whole line, never the last holder's pid
             os.ftruncate(fd, 0)
@@ -119,6 +138,52 @@ class RunnerLock:
             return None
         finally:
             os.close(fd)
+
+
+class ActorLock:
+    """The one-actor lock of a command that can send orders, recover or
+    reconcile: the trade log's lock and each venue account's, taken in a
+    fixed order without waiting; all or none (RunnerBusy names the holder)."""
+
+    def __init__(self, journal_path: Path, identities: Iterable[object] = (), doing: str = "") -> None:
+        self.journal_path = Path(journal_path)
+        seen: dict[str, RunnerLock] = {}
+        for ident in identities:
+            key = ident.key  # type: ignore[attr-defined]
+            name = hashlib.sha256(key.encode()).hexdigest()[:24] + ".lock"
+            what = f"the venue account {ident.describe()}"  # type: ignore[attr-defined]
+            seen.setdefault(key, RunnerLock(journal_path, lock_dir() / name, what, doing))
+        self.locks = [RunnerLock(journal_path, doing=doing)] + [seen[k] for k in sorted(seen)]
+
+    @property
+    def held(self) -> bool:
+        return all(lock.held for lock in self.locks)
+
+    def acquire(self) -> ActorLock:
+        taken: list[RunnerLock] = []
+        try:
+            for lock in self.locks:
+                taken.append(lock.acquire())
+        except BaseException:
+            for lock in reversed(taken):
+                lock.release()
+            raise
+        return self
+
+    def release(self) -> None:
+        for lock in reversed(self.locks):
+            lock.release()
+
+    def __enter__(self) -> ActorLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_doing(fd: int) -> str:
+    lines = os.pread(fd, 4096, 0).decode(errors="replace").splitlines()
+    return lines[2] if len(lines) > 2 else ""
 
 
 def _read_pid(fd: int) -> int:

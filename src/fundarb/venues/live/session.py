@@ -15,6 +15,7 @@ import ccxt
 from fundarb.config import Config, config_hash
 from fundarb.venues.live.credentials import Credentials, load_credentials, require_credentials
 from fundarb.venues.live.exchange import MarketRules, Target, VenueSetupError, VenueUnreachable, connect
+from fundarb.venues.live.identity import session_identities
 from fundarb.venues.live.journal import Journal
 from fundarb.venues.live.orders import LegTrader, LiveLeg
 from fundarb.venues.live.ratelimit import RequestQueue
@@ -61,9 +62,16 @@ class LiveSession:
 async def open_session(cfg: Config, journal_path: Path, target: Target, *, trading: bool = True,
                        env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env"),
                        now_ns: Callable[[], int] = time.time_ns) -> LiveSession:
-    """Connect the config's venues (keys from the environment / .env), load
-    their markets, open the journal. ``trading`` requires keys on both venues."""
+    """Open the journal, check (and, trading, bind) the venue identities it
+    was made with, connect the config's venues (keys from the environment /
+    .env) and load their markets. ``trading`` requires keys on both venues."""
     journal = Journal(journal_path)  # first: a bad file is refused before any venue is asked
+    try:
+        identities = session_identities(cfg, target.api_url, target.sandbox, env, dotenv)
+        journal.bind_venues(identities, bind=trading)  # another venue or account: refused before any request
+    except BaseException:
+        journal.close()
+        raise
     clients: dict[str, Any] = {}
     queues: dict[str, RequestQueue] = {}
     try:
@@ -83,7 +91,8 @@ async def open_session(cfg: Config, journal_path: Path, target: Target, *, tradi
             if not wanted:
                 raise VenueSetupError(f"{account}: {venue.symbol} on {venue.exchange} is not a "
                                       f"{'spot market' if leg == 'spot' else 'linear perpetual'}")
-            legs.append(LiveLeg(leg, account, client, venue.symbol, queues[venue.exchange], rules))
+            legs.append(LiveLeg(leg, account, client, venue.symbol, queues[venue.exchange], rules,
+                                identities[account].key))
     except BaseException:
         for client in clients.values():
             await client.close()
