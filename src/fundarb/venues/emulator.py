@@ -109,10 +109,12 @@ VENUE_PREFIXES = {"binance": "/api/", "binanceusdm": "/fapi/", "bybit": "/v5/"}
 # other path prefixes a venue owns: Binance's wallet API (transfers between spot and USD-M)
 EXTRA_PREFIXES = {"/sapi/": "binance"}
 FAULT_KINDS = ("rate_limit", "ip_ban", "server_error", "timeout", "non_json", "stale",
-               "timeout_after_place", "partial_fill")
+               "timeout_after_place", "partial_fill", "refuse")
 # faults that act on order placement only: they match nothing but these requests
 ORDER_PLACEMENT = {("POST", "/api/v3/order"), ("POST", "/fapi/v1/order"), ("POST", "/v5/order/create")}
 PLACEMENT_FAULTS = ("timeout_after_place", "partial_fill")
+# "refuse": the venue turns the order down (insufficient balance) before placing it
+PLACEMENT_ONLY = (*PLACEMENT_FAULTS, "refuse")
 
 # SYNTHETIC: size of every level of the made-up book (BTC). There is no depth in the data.
 SYNTHETIC_LEVEL_QTY = "1.000"
@@ -308,7 +310,7 @@ class Fault:
     hits: int = 0
 
     def matches(self, venue: str, path: str, method: str = "GET") -> bool:
-        if self.kind in PLACEMENT_FAULTS and (method, path) not in ORDER_PLACEMENT:
+        if self.kind in PLACEMENT_ONLY and (method, path) not in ORDER_PLACEMENT:
             return False
         return (self.venue is None or self.venue == venue) and path.startswith(self.path)
 
@@ -1923,6 +1925,11 @@ def _fault_response(fault: Fault, venue: str | None, server_ms: int) -> web.Resp
     if fault.kind == "non_json":
         text = fault.body or "<html><body>The service is being upgraded. Please try again later.</body></html>"
         return web.Response(status=fault.status or 200, text=text, content_type="text/html")
+    if fault.kind == "refuse":  # the venues' own words for an order the account cannot pay for
+        if venue == "bybit":
+            return _json(fault.status or 200, _bybit_envelope({}, server_ms, 110007, "ab not enough for new order"))
+        return _json(fault.status or 400, {"code": -2010, "msg": fault.body or
+                                           "Account has insufficient balance for requested action."})
     raise AssertionError(f"fault {fault.kind} has no canned response")
 
 
