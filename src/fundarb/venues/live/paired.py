@@ -333,15 +333,29 @@ async def recover(session: LiveSession) -> list[PairOutcome]:
     ops = session.journal.operations("executing") + session.journal.operations(NEEDS_RECOVERY)
     for op in sorted(ops, key=lambda o: o["op_id"]):
         actions: list[str] = [f"recovering operation {op['op_id']} ({op['kind']}) left executing"]
-        await resolve_unknown(session, op["op_id"], actions)
-        session.alert("recovery", f"operation {op['op_id']} ({op['kind']}) was left executing by a stopped process; "
-                      "finishing it", "warning")
-        if op["kind"] == "adjust":  # single reduce-only orders: nothing to pair, nothing to trade back
-            outcomes.append(_finish_adjust(session, op["op_id"], actions))
-            continue
-        outcome = await balance_pair(session, op["op_id"], op["kind"], {}, unwind_only=True)
+        try:
+            await resolve_unknown(session, op["op_id"], actions)
+            session.alert("recovery", f"operation {op['op_id']} ({op['kind']}) was left executing by a stopped "
+                          "process; finishing it", "warning")
+            if op["kind"] == "adjust":  # single reduce-only orders: nothing to pair, nothing to trade back
+                outcomes.append(_finish_adjust(session, op["op_id"], actions))
+                continue
+            outcome = await balance_pair(session, op["op_id"], op["kind"], {}, unwind_only=True)
+        except VenueDisagrees as exc:  # still two sizes: it waits, blocked, for the venue's trades to agree
+            outcome = _still_disagreeing(session, op["op_id"], op["kind"], exc)
         outcomes.append(attrs.evolve(outcome, actions=tuple(actions) + outcome.actions))
     return outcomes
+
+
+def _still_disagreeing(session: LiveSession, op_id: int, kind: str, exc: VenueDisagrees) -> PairOutcome:
+    journal, now = session.journal, session.now_ns()
+    message = f"operation {op_id} ({kind}) cannot be finished yet: {exc}"
+    session.alert("venue_disagrees", message, "critical")
+    journal.set_state(BLOCK_KEY, f"operation {op_id}: the venue's order and trades disagree", now)
+    journal.finish_operation(op_id, now, NEEDS_RECOVERY, message)
+    spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
+    orders = tuple(r["client_id"] for r in journal.orders(op_id))
+    return PairOutcome(op_id, kind, NEEDS_RECOVERY, spot, perp, spot + perp, (message,), orders)
 
 
 def order_summary(order: Order) -> str:

@@ -30,8 +30,8 @@ import attrs
 from fundarb.core.book import drift_of
 from fundarb.core.orders import OrderStatus
 from fundarb.venues.live.journal import Journal
-from fundarb.venues.live.orders import LiveLeg
-from fundarb.venues.live.paired import BLOCK_KEY, naked_gap, recover, resolve_unknown
+from fundarb.venues.live.orders import LiveLeg, VenueDisagrees
+from fundarb.venues.live.paired import BLOCK_KEY, NEEDS_RECOVERY, naked_gap, recover, resolve_unknown
 from fundarb.venues.live.preflight import balance_of, perp_position
 from fundarb.venues.live.session import LiveSession
 
@@ -77,8 +77,13 @@ async def _reconcile(session: LiveSession, trigger: str, accept: str | None) -> 
     if trigger in ("start", "manual"):
         for outcome in await recover(session):
             notes.append(f"operation {outcome.op_id}: {outcome.status}; " + "; ".join(outcome.actions))
+            if outcome.status == NEEDS_RECOVERY:
+                mismatches.append(f"operation {outcome.op_id} is not finished: {outcome.actions[-1]}")
         for op_id in sorted({r["op_id"] for r in journal.orders(open_only=True)}):
-            await resolve_unknown(session, op_id, notes)
+            try:
+                await resolve_unknown(session, op_id, notes)
+            except VenueDisagrees as exc:
+                mismatches.append(str(exc))
     for leg in session.legs:
         mismatches += await _stray_orders(leg, journal)
     fills = sum([await _missed_fills(session, leg, mismatches) for leg in session.legs])
