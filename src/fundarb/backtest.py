@@ -12,6 +12,7 @@ from fundarb.config import Config, config_hash
 from fundarb.core import metrics
 from fundarb.core.book import PositionBook
 from fundarb.core.clock import SimClock
+from fundarb.core.market_guard import MarketGuard
 from fundarb.core.funding import PERP_PRICE_SOURCES, VENUE_MARK_SOURCES, annualize, missed_settlements
 from fundarb.core.liquidation import MarginRule
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, MarketKind
@@ -115,7 +116,8 @@ def build_engine(
     strategy = CarryStrategy(cfg.strategy, round_trip_cost(cfg, spot_price), spot_name, perp_name,
                              quiet_ns=int(cfg.runner_settings.settlement_quiet_minutes * 60 * NS_PER_SECOND))
     monitor = RiskMonitor(cfg.risk, costs)
-    engine = Engine(sim, book, strategy, monitor, chash, SimClock(start_ns), MemoryRecorder())
+    engine = Engine(sim, book, strategy, monitor, chash, SimClock(start_ns), MemoryRecorder(),
+                    MarketGuard(cfg.market_data_settings.limits()))
     return engine, sim
 
 

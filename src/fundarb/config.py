@@ -19,6 +19,7 @@ import cattrs
 import tomli_w
 from cattrs.v import format_exception
 
+from fundarb.core.market_guard import GuardLimits
 from fundarb.core.risk import RiskLimits
 from fundarb.core.strategy import CarryParams
 
@@ -254,6 +255,42 @@ class RunnerSettings:
     settlement_window_minutes: float = attrs.field(default=10.0, validator=_runner_nonneg)
 
 
+_market_positive = _positive_in("market_data")
+
+
+def _confirm_count(inst: Any, attr: attrs.Attribute, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise ValueError(f"market_data.{attr.name} must be a whole number >= 2 (one observation confirms "
+                         f"nothing), got {value!r}")
+
+
+@attrs.frozen
+class MarketDataSettings:
+    """When a market price is believed (``fundarb.core.market_guard``).
+
+    A price more than ``max_jump`` from the last accepted price of its own
+    series (a ratio: above ``last * (1 + max_jump)`` or below
+    ``last / (1 + max_jump)``), or more than ``max_gap`` from another series
+    (the other leg, the mark) accepted within ``reference_seconds``, is held:
+    not applied to the book, so it never moves the drawdown the kill switch
+    measures, and alerted once. It is accepted when it persists for
+    ``confirm_count`` observations or ``confirm_seconds``, or when another
+    source moves the same way. The guard runs wherever the engine runs
+    (backtest, replay, runner). Without the section the defaults apply and
+    the config hash is unchanged.
+    """
+
+    max_jump: float = attrs.field(default=1.0, validator=_market_positive)
+    max_gap: float = attrs.field(default=0.10, validator=_market_positive)
+    reference_seconds: float = attrs.field(default=60.0, validator=_market_positive)
+    confirm_count: int = attrs.field(default=3, validator=_confirm_count)
+    confirm_seconds: float = attrs.field(default=60.0, validator=_market_positive)
+
+    def limits(self) -> GuardLimits:
+        return GuardLimits(self.max_jump, self.max_gap, self.reference_seconds, self.confirm_count,
+                           self.confirm_seconds)
+
+
 @attrs.frozen
 class Config:
     name: str = attrs.field(validator=_run_name)
@@ -271,6 +308,7 @@ class Config:
     live: LiveSettings | None = None
     alerts: AlertSettings | None = None
     runner: RunnerSettings | None = None
+    market_data: MarketDataSettings | None = None
 
     def __attrs_post_init__(self) -> None:
         if not (self.capital > 0 and math.isfinite(self.capital)):
@@ -289,6 +327,10 @@ class Config:
     @property
     def runner_settings(self) -> RunnerSettings:
         return self.runner or RunnerSettings()
+
+    @property
+    def market_data_settings(self) -> MarketDataSettings:
+        return self.market_data or MarketDataSettings()
 
     @property
     def spot_account(self) -> str:
@@ -312,7 +354,7 @@ _converter = cattrs.Converter(forbid_extra_keys=True)
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     raw = _converter.unstructure(cfg)
-    for optional in ("scenario", "live", "alerts", "runner"):
+    for optional in ("scenario", "live", "alerts", "runner", "market_data"):
         if raw.get(optional) is None:
             # no key rather than null: TOML has no null, and a config without
             # the section keeps the identity (hash) it had before it existed
@@ -340,7 +382,8 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()
 
 
-_SECTIONS = ("data", "spot", "perp", "strategy", "risk", "transfer", "scenario", "live", "alerts", "runner")
+_SECTIONS = ("data", "spot", "perp", "strategy", "risk", "transfer", "scenario", "live", "alerts", "runner",
+             "market_data")
 
 
 def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
@@ -351,6 +394,9 @@ def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
         if "maintenance_margin_rate" in raw.get(leg, {}):
             raise ConfigError(f"{source}: {leg}.maintenance_margin_rate is no longer a setting: the maintenance "
                               "margin rate now comes from the venue's margin tiers (docs/margin.md); remove the line")
+    count = raw.get("market_data", {}).get("confirm_count", 3)
+    if isinstance(count, bool) or not isinstance(count, int):  # cattrs would cut 2.5 to 2 and read "3" as 3
+        raise ConfigError(f"{source}: market_data.confirm_count must be a whole number >= 2, got {count!r}")
     try:
         return _converter.structure(raw, Config)
     except Exception as exc:  # cattrs groups nested errors: flatten to one line

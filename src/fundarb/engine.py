@@ -10,9 +10,12 @@ import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import attrs
+
 from fundarb.core import risk
 from fundarb.core.book import PositionBook
 from fundarb.core.clock import SimClock
+from fundarb.core.market_guard import MarketGuard
 from fundarb.core.model import (
     Alert,
     Charge,
@@ -58,6 +61,7 @@ class Engine:
         config_hash: str,
         clock: SimClock | None = None,
         recorder: Recorder | None = None,
+        guard: MarketGuard | None = None,
     ) -> None:
         self.venue = venue
         self.book = book
@@ -79,6 +83,15 @@ class Engine:
         # where a partial fill or a rejected leg shows as exposure
         self.settled_drift_max = 0.0
         self.on_timer: Callable[[int], None] | None = None
+        # every market price passes the guard before it reaches the book (and
+        # so the drawdown the kill switch measures); prices the book already
+        # holds (a runner's start from the venues) are its first references
+        self.guard = guard or MarketGuard()
+        self._keys: dict[tuple[type, str], str] = {}
+        for venue, kind in ((book.spot_venue, Quote), (book.perp_venue, MarkPrice)):
+            self.guard.seed(self._key(kind, venue), self.clock.now_ns(), book.accounts[venue].price)
+        # what the guard did (held, accepted, dropped, ...), for a runner to log and count
+        self.price_notes: list = []
         self._handlers = {
             Quote: self._on_quote,
             MarkPrice: self._on_mark,
@@ -106,23 +119,67 @@ class Engine:
         if not self.open_orders:
             self._decide(event.ts)
 
+    # --- market prices: only what the guard accepts reaches the book -----------
+    def _key(self, kind: type, venue: str) -> str:
+        key = self._keys.get((kind, venue))
+        if key is None:
+            key = self._keys[(kind, venue)] = f"{'mark' if kind is MarkPrice else 'quote'} {venue}"
+        return key
+
+    def screen(self, event: Any) -> tuple[Any, ...]:
+        """The market events to pass on now for ``event``: itself when its
+        price is accepted, nothing while it is held, a held event before it
+        when this one confirms it. Other events pass as they are. A venue
+        that acts on prices (the paper runner's simulator) is fed through
+        this; the engine screens every price itself again, and an accepted
+        price seen again is accepted at once."""
+        t = type(event)
+        if t is Quote:
+            out = self.guard.observe(self._key(t, event.venue), event.ts, event.mid, event)
+        elif t is MarkPrice:
+            out = self.guard.observe(self._key(t, event.venue), event.ts, event.mark, event)
+        elif t is FundingSettlement:  # settled at the last accepted mark when its own is not plausible
+            mark = self.guard.settlement_price(self._key(MarkPrice, event.venue), event.ts, event.mark)
+            out = (event if mark == event.mark else attrs.evolve(event, mark=mark, mark_source="last_accepted_mark"),)
+        else:
+            return (event,)
+        if self.guard.notes:
+            self._guard_notes()
+        return out
+
+    def _guard_notes(self) -> None:
+        for n in self.guard.notes:
+            self.price_notes.append(n)
+            if n.what in ("held", "refused", "replaced"):  # once per episode: a repeat is not a new problem
+                self._alert(Alert(n.ts, "implausible_price", n.message, "warning"))
+        self.guard.notes.clear()
+
+    def _apply_prices(self, events: tuple[Any, ...]) -> bool:
+        risk_again = False
+        for ev in events:
+            if type(ev) is Quote:
+                if ev.venue == self.book.spot_venue:
+                    mid = ev.mid
+                    self.spot_mid = mid
+                    self.book.revalue(ev.venue, mid)
+            else:
+                self.book.revalue(ev.venue, ev.mark)
+                risk_again = not self.book.is_flat
+        return risk_again
+
     # --- handlers: return True when risk should look again ------------------
     def _on_quote(self, q: Quote) -> bool:
-        if q.venue == self.book.spot_venue:
-            mid = q.mid
-            self.spot_mid = mid
-            self.book.revalue(q.venue, mid)
-        return False
+        return self._apply_prices(self.screen(q))
 
     def _on_trade(self, t: Trade) -> bool:
         self.last_trade[t.venue] = t.price
         return False
 
     def _on_mark(self, m: MarkPrice) -> bool:
-        self.book.revalue(m.venue, m.mark)
-        return not self.book.is_flat
+        return self._apply_prices(self.screen(m))
 
     def _on_settlement(self, s: FundingSettlement) -> bool:
+        s, = self.screen(s)
         entry = self.book.apply_funding(s)
         self.strategy.signal.on_settlement(s.ts, s.rate, s.interval_hours)
         if entry is not None:

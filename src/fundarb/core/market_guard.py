@@ -1,0 +1,271 @@
+"""Plausible market data: a price is applied to the book only once it is believable.
+
+Every market price the engine receives (the spot and perp quotes' mids, the
+perp's mark) belongs to a *series* (one per kind and venue). An observation
+is plausible when it is
+
+- within ``max_jump`` of the last accepted price of its own series (a ratio:
+  at most ``last * (1 + max_jump)`` and at least ``last / (1 + max_jump)``),
+  and
+- within ``max_gap`` (the same kind of ratio) of the last accepted price of
+  every other series accepted in the last ``reference_seconds`` (the other
+  leg, the mark; an older reference says nothing about now).
+
+A plausible observation is accepted. One that is not is HELD: not applied,
+reported once (a ``held`` note) however many implausible observations follow
+in the same episode. A held price is accepted later when
+
+- it persists: ``confirm_count`` observations in a row at the held level
+  (within ``max_gap`` of each other), or observations at that level spanning
+  ``confirm_seconds`` (at least two);
+- it is confirmed across sources: another series moves the same way to the
+  same level (within ``max_gap``), either already accepted there or held there
+  itself (both are then accepted, the earlier one first); an observation
+  whose own series has not caught up yet but that agrees with every other
+  recent series is accepted the same way.
+
+A plausible observation of a series whose price is held ends the episode:
+the held price is ``dropped``. Only accepted prices reach the book, so the
+drawdown the kill switch measures never rests on a held price.
+
+Pure: no I/O and no clock; time is the observations' own ``ts``. The caller
+hands in an opaque ``payload`` with each observation (the engine: the event)
+and gets back the payloads to apply, in order.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+
+NS_PER_SECOND = 1_000_000_000
+
+
+@attrs.frozen
+class GuardLimits:
+    """The bounds of the guard (config ``[market_data]``). The defaults sit
+    far outside anything real BTC data does (an hour's move of 100%, a perp
+    10% away from spot at the same moment) and still catch a price off by a
+    factor of 10 or a misplaced decimal point."""
+
+    max_jump: float = 1.0
+    max_gap: float = 0.10
+    reference_seconds: float = 60.0
+    confirm_count: int = 3
+    confirm_seconds: float = 60.0
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("max_jump", "max_gap", "reference_seconds", "confirm_seconds"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"market guard: {name} must be a finite number > 0, got {value}")
+        if self.confirm_count < 2:
+            raise ValueError(f"market guard: confirm_count must be >= 2, got {self.confirm_count}")
+
+
+@attrs.frozen(slots=True)
+class GuardNote:
+    """What the guard did with a series: ``held`` (an episode began),
+    ``accepted`` (a held price was confirmed), ``dropped`` (a held price was
+    never confirmed: a plausible price came back), ``refused`` (not a
+    positive finite number: never applied), ``replaced`` (a settlement's mark
+    that was not plausible: the last accepted mark stands in)."""
+
+    ts: int
+    series: str
+    what: str
+    price: float
+    reference: float  # the series' last accepted price (nan: none yet)
+    message: str
+
+
+@attrs.define(slots=True)
+class _Series:
+    key: str
+    price: float = math.nan  # last accepted
+    ts: int = 0
+    held: float = math.nan  # the newest held price of the episode (nan: none held)
+    held_first: float = math.nan
+    held_ts: int = 0  # the first observation at the held level
+    held_count: int = 0
+    held_payload: Any = None
+
+
+def _fmt(p: float) -> str:
+    return f"{p:,.2f}" if p == p else "none"
+
+
+class MarketGuard:
+    """Per-series state of the checks above; ``notes`` collects what happened
+    for the caller to report and clear."""
+
+    __slots__ = ("limits", "series", "notes", "_jump", "_gap", "_ref_ns", "_confirm_ns", "held_total")
+
+    def __init__(self, limits: GuardLimits | None = None) -> None:
+        self.limits = limits or GuardLimits()
+        self.series: dict[str, _Series] = {}
+        self.notes: list[GuardNote] = []
+        self._jump = math.log1p(self.limits.max_jump)
+        self._gap = math.log1p(self.limits.max_gap)
+        self._ref_ns = int(round(self.limits.reference_seconds * NS_PER_SECOND))
+        self._confirm_ns = int(round(self.limits.confirm_seconds * NS_PER_SECOND))
+        self.held_total = 0  # episodes begun
+
+    # --- reading ---------------------------------------------------------------
+    def last(self, key: str) -> float:
+        """The last accepted price of ``key`` (nan: none yet)."""
+        s = self.series.get(key)
+        return s.price if s is not None else math.nan
+
+    def is_held(self, key: str) -> bool:
+        s = self.series.get(key)
+        return s is not None and s.held == s.held
+
+    def seed(self, key: str, ts: int, price: float) -> None:
+        """A price known to be right (read from the venue at start): the first
+        observations of ``key`` are judged against it."""
+        if price > 0 and math.isfinite(price):
+            s = self._get(key)
+            s.price, s.ts = price, ts
+
+    def _get(self, key: str) -> _Series:
+        s = self.series.get(key)
+        if s is None:
+            s = self.series[key] = _Series(key)
+        return s
+
+    # --- judging ---------------------------------------------------------------
+    def observe(self, key: str, ts: int, price: float, payload: Any = None) -> tuple[Any, ...]:
+        """Judge one observation; the payloads to apply now, in order (``()``
+        while the price is held)."""
+        s = self.series.get(key)
+        if s is None:
+            s = self.series[key] = _Series(key)
+        last = s.price
+        if price == last:  # the accepted price again (also a re-observation of what was accepted)
+            s.ts = ts
+            if s.held == s.held:
+                self._drop(s, ts, price)
+            return (payload,)
+        if not (price > 0 and price < math.inf):
+            self.notes.append(GuardNote(ts, key, "refused", price, last,
+                                        f"{key}: price {price!r} is not a positive finite number; not applied"))
+            return ()
+        move = math.log(price / last) if last == last else 0.0
+        jump_ok = -self._jump <= move <= self._jump
+        breach, fresh_agree = self._references(s, ts, price)
+        if jump_ok and breach is None:
+            if s.held == s.held:
+                self._drop(s, ts, price)
+            s.price, s.ts = price, ts
+            return (payload,)
+        if not jump_ok and breach is None and fresh_agree:
+            # the other series are already there: the market moved, this series is catching up
+            self._confirm(s, ts, price, "confirmed across sources (the other series had moved there)")
+            return (payload,)
+        partner = self._held_partner(s, ts, price, move)
+        if partner is not None:
+            released = partner.held_payload
+            self._confirm(partner, ts, partner.held, f"confirmed across sources by {key} at {_fmt(price)}")
+            self._confirm(s, ts, price, f"confirmed across sources by {partner.key}")
+            return (released, payload)
+        return self._hold(s, ts, price, payload, move, breach)
+
+    def _references(self, s: _Series, ts: int, price: float) -> tuple[tuple[str, float] | None, bool]:
+        """The first recent other series ``price`` is too far from (None: none),
+        and whether some recent series moved since this one's last accepted
+        price and agrees with ``price``."""
+        breach, agree = None, False
+        for other in self.series.values():
+            if other is s or other.price != other.price or ts - other.ts > self._ref_ns:
+                continue
+            gap = math.log(price / other.price)
+            if not -self._gap <= gap <= self._gap:
+                if breach is None:
+                    breach = (other.key, other.price)
+            elif other.ts > s.ts:
+                agree = True
+        return breach, agree
+
+    def _held_partner(self, s: _Series, ts: int, price: float, move: float) -> _Series | None:
+        """Another series holding a price at the same level, moved the same way
+        and held recently: the two confirm each other."""
+        for other in self.series.values():
+            if other is s or other.held != other.held or ts - other.held_ts > self._ref_ns:
+                continue
+            if not -self._gap <= math.log(price / other.held) <= self._gap:
+                continue
+            their = math.log(other.held / other.price) if other.price == other.price else 0.0
+            if move == 0.0 or their == 0.0 or (move > 0) == (their > 0):
+                return other
+        return None
+
+    def _hold(self, s: _Series, ts: int, price: float, payload: Any, move: float,
+              breach: tuple[str, float] | None) -> tuple[Any, ...]:
+        lim = self.limits
+        if s.held == s.held and -self._gap <= math.log(price / s.held) <= self._gap:
+            s.held_count += 1
+            s.held, s.held_payload = price, payload
+            span = ts - s.held_ts
+            if s.held_count >= lim.confirm_count or span >= self._confirm_ns:
+                self._confirm(s, ts, price, f"persisted: {s.held_count} observations over {span / NS_PER_SECOND:g} s")
+                return (payload,)
+            return ()
+        new_episode = s.held != s.held
+        s.held, s.held_ts, s.held_count, s.held_payload = price, ts, 1, payload
+        if new_episode:
+            s.held_first = price
+            self.held_total += 1
+            if not -self._jump <= move <= self._jump:
+                why = (f"{move_pct(move)} from the last accepted {_fmt(s.price)} (limit "
+                       f"{self.limits.max_jump:.0%})")
+            else:
+                assert breach is not None
+                why = (f"{move_pct(math.log(price / breach[1]))} away from {breach[0]} at {_fmt(breach[1])} "
+                       f"(limit {self.limits.max_gap:.0%})")
+            self.notes.append(GuardNote(
+                ts, s.key, "held", price, s.price,
+                f"{s.key}: price {_fmt(price)} is {why}: held, not applied to the book; accepted only if it "
+                f"persists ({lim.confirm_count} observations or {lim.confirm_seconds:g} s) or another "
+                "source moves the same way"))
+        return ()
+
+    def _confirm(self, s: _Series, ts: int, price: float, how: str) -> None:
+        if s.held == s.held:
+            self.notes.append(GuardNote(ts, s.key, "accepted", price, s.price,
+                                        f"{s.key}: price {_fmt(price)} (held since {_fmt(s.held_first)}) accepted: {how}"))
+        s.price, s.ts = price, ts
+        s.held = math.nan
+        s.held_payload = None
+        s.held_count = 0
+
+    def _drop(self, s: _Series, ts: int, price: float) -> None:
+        self.notes.append(GuardNote(ts, s.key, "dropped", s.held, s.price,
+                                    f"{s.key}: held price {_fmt(s.held_first)} dropped after {s.held_count} "
+                                    f"observation(s): a plausible price {_fmt(price)} came back"))
+        s.held = math.nan
+        s.held_payload = None
+        s.held_count = 0
+
+    # --- a price used once -------------------------------------------------------
+    def settlement_price(self, key: str, ts: int, price: float) -> float:
+        """The price a one-off use (a funding settlement's mark) should take:
+        ``price`` when it is plausible against the last accepted price of
+        ``key`` (or there is none), else that accepted price (noted)."""
+        last = self.last(key)
+        if last != last or price == last:
+            return price
+        ok = price > 0 and price < math.inf and -self._jump <= math.log(price / last) <= self._jump
+        if ok:
+            return price
+        self.notes.append(GuardNote(ts, key, "replaced", price, last,
+                                    f"{key}: settlement price {_fmt(price)} is not plausible against the last "
+                                    f"accepted {_fmt(last)}; the accepted price stands in"))
+        return last
+
+
+def move_pct(log_move: float) -> str:
+    """A log move as a signed percentage (+900% for a price ten times the reference)."""
+    return f"{math.expm1(log_move):+.0%}"
