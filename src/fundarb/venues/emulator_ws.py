@@ -54,7 +54,11 @@ next request: ``mode="close"`` sends a close frame (1001, going away) and ends
 the connection, ``"reset"`` drops the TCP connection without a close frame,
 ``"silent"`` keeps the socket open but sends nothing more (no data, no pong:
 the client notices through its keep-alive). ``WsHub.drop`` does the same to
-the live connections at once. Handshakes are logged in ``server.log`` with
+the live connections at once. ``faults.add("bad_mark", venue=..., factor=10)``
+multiplies the mark price of the next perp frame that carries one (Binance
+``markPriceUpdate`` ``p``, Bybit linear ``tickers`` ``markPrice``) by
+``factor``, once by default: a finite, positive and wrong price; the frame
+after it carries the real mark again. Handshakes are logged in ``server.log`` with
 status 101; frames and drops in ``WsHub.events``.
 
 **Private streams** (user data), built from the account model
@@ -154,7 +158,7 @@ POLL_S = 0.02  # how often the pusher looks at the clock when nothing wakes it
 # Binance diffs keep this many levels a side: the REST depth maximum, so every REST snapshot stays exact
 BINANCE_STREAM_DEPTH = {SPOT: 5000, PERP: 1000}
 BYBIT_DEPTHS = {SPOT: (1, 50, 200, 1000), PERP: (1, 50, 200, 500, 1000)}
-WS_FAULT_KINDS = ("dropped_websocket",)
+WS_FAULT_KINDS = ("dropped_websocket", "bad_mark")
 DROP_MODES = ("close", "reset", "silent")
 GOING_AWAY = 1001
 
@@ -183,7 +187,9 @@ BYBIT_PRIVATE_TOPICS = {"order": ("order", ""), "order.spot": ("order", "spot"),
 class WsFault:
     """A programmed websocket fault: it hits the next frame the server sends
     to a connection of ``venue`` (None: any) whose path starts with ``path``;
-    ``times`` frames (None: until removed); ``probability`` per frame."""
+    ``times`` frames (None: until removed); ``probability`` per frame.
+    ``dropped_websocket`` hits any frame; ``bad_mark`` only a perp frame
+    carrying the mark price, whose mark it multiplies by ``factor``."""
 
     kind: str
     venue: str | None = None
@@ -192,9 +198,10 @@ class WsFault:
     probability: float = 1.0
     mode: str = "close"
     hits: int = 0
+    factor: float = 10.0
 
-    def matches(self, venue: str, path: str) -> bool:
-        return (self.venue is None or self.venue == venue) and path.startswith(self.path)
+    def matches(self, venue: str, path: str, kind: str = "dropped_websocket") -> bool:
+        return self.kind == kind and (self.venue is None or self.venue == venue) and path.startswith(self.path)
 
 
 class WsFaultPlan(emu.FaultRegistry):
@@ -204,13 +211,16 @@ class WsFaultPlan(emu.FaultRegistry):
         super().__init__(random.Random(seed))
 
     def add(self, kind: str = "dropped_websocket", *, venue: str | None = None, path: str = "",
-            times: int | None = 1, probability: float = 1.0, mode: str = "close") -> WsFault:
+            times: int | None = 1, probability: float = 1.0, mode: str = "close",
+            factor: float = 10.0) -> WsFault:
         if kind not in WS_FAULT_KINDS:
             raise ValueError(f"unknown websocket fault kind {kind!r} (known: {', '.join(WS_FAULT_KINDS)})")
         if mode not in DROP_MODES:
             raise ValueError(f"unknown drop mode {mode!r} (known: {', '.join(DROP_MODES)})")
+        if not (0 < factor < float("inf")):
+            raise ValueError(f"bad_mark factor must be a positive finite number, got {factor}")
         self.check(venue, times, probability)
-        return self.register(WsFault(kind, venue, path, times, probability, mode))
+        return self.register(WsFault(kind, venue, path, times, probability, mode, factor=factor))
 
 
 @dataclass(frozen=True)
@@ -525,6 +535,8 @@ class _Conn:
                 frame = binance_depth_event(tape, self.market, sub.last_ms if sub.last_ms is not None else ms, ms)
             else:
                 event = binance_event(tape, self.market, sub.channel, ms)
+                if sub.channel == "markPrice":
+                    event["p"] = self._bad_mark(event["p"], 8)
                 frame = [event] if sub.all_market else event
             sub.last_ms = ms
             if self.combined:
@@ -533,6 +545,8 @@ class _Conn:
             return
         if sub.channel == "tickers":
             data = bybit_ticker_data(tape, self.market, ms)
+            if self.market == PERP:  # the next delta carries the real mark again: it differs from this one
+                data["markPrice"] = self._bad_mark(data["markPrice"], 2)
             kind = "snapshot"
             if self.market == PERP and sub.last_fields:  # linear: only what changed
                 delta = {k: v for k, v in data.items() if sub.last_fields.get(k) != v}
@@ -554,6 +568,15 @@ class _Conn:
                      "data": {"s": SYMBOL, "b": b, "a": a, "u": ms, "seq": ms}, "cts": ms}
         sub.last_ms = ms
         await self.send(frame)
+
+    def _bad_mark(self, mark: str, places: int) -> str:
+        """The mark a ``bad_mark`` fault puts in this frame (``mark`` when none hits it)."""
+        fault = self.hub.faults.take(self.venue, self.path, "bad_mark")
+        if fault is None:
+            return mark
+        bad = emu._dec(float(mark) * fault.factor, places)
+        self.hub.record(self, "bad_mark", f"{mark} -> {bad}")
+        return bad
 
     async def catch_up(self, ms: int) -> None:
         for sub in list(self.subs.values()):
