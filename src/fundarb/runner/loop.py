@@ -46,6 +46,7 @@ from fundarb.core.book import PositionBook, drift_of, margin_buffer
 from fundarb.core.clock import SimClock
 from fundarb.core.funding import scheduled_instant
 from fundarb.core.liquidation import MarginRule
+from fundarb.core.market_guard import MarketGuard
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, FundingSettlement, MarketKind, Quote
 from fundarb.core.risk import RiskMonitor
 from fundarb.core.strategy import CarryStrategy
@@ -94,6 +95,7 @@ class RunStats:
     settlements: list[dict] = attrs.field(factory=list)  # instants passed while in position
     unreachable_alerts: int = 0
     stale_feeds: int = 0  # streams the watchdog on data age declared stale
+    prices: dict[str, int] = attrs.field(factory=dict)  # the market guard's outcomes: held, accepted, dropped, ...
 
 
 class Runner:
@@ -161,7 +163,7 @@ class Runner:
         if self.mode == "paper":
             self.sim = venue
         self.engine = Engine(venue, book, strategy, monitor, s.config_hash, SimClock(start_ns),
-                             SessionRecorder(s, self.log))
+                             SessionRecorder(s, self.log), MarketGuard(self.cfg.market_data_settings.limits()))
         await self._prime_signal(strategy, start_ns, funding_interval_hours(funding))
         if self.mode == "live":
             self._restore_carry(strategy, book, start_ns)
@@ -290,21 +292,28 @@ class Runner:
             if type(ev) is FundingSettlement and engine.book.perp.qty != 0:
                 self._settlement_in_position(ev)
             if self.sim is not None:
-                if type(ev) is Quote:  # the simulator's depth model, not the venue's touch sizes
-                    depth = (self.cfg.spot if ev.venue == self.cfg.spot_account else self.cfg.perp).depth_btc
-                    ev = attrs.evolve(ev, bid_size=depth, ask_size=depth)
-                answers = self.sim.feed(ts, prio, ev)
-                if not self._warm:  # the simulator fills against quotes: the engine waits for both legs'
-                    for _ in answers:
-                        pass
-                    self._warm = all(a.quote is not None for a in self.sim.accounts.values())
-                    continue
-                for out in answers:
-                    engine.on_event(out)
+                # the simulator stands in for the venue: a price the engine's guard holds never reaches it
+                # (it would liquidate on it); a held price confirmed now is fed now
+                for passed in engine.screen(ev):
+                    self._paper(engine, ts, prio, passed if passed.ts == ts else attrs.evolve(passed, ts=ts))
             else:
                 engine.on_event(ev)
                 await self._execute()
         await self._after_step()
+
+    def _paper(self, engine: Engine, ts: int, prio: int, ev: Any) -> None:
+        assert self.sim is not None
+        if type(ev) is Quote:  # the simulator's depth model, not the venue's touch sizes
+            depth = (self.cfg.spot if ev.venue == self.cfg.spot_account else self.cfg.perp).depth_btc
+            ev = attrs.evolve(ev, bid_size=depth, ask_size=depth)
+        answers = self.sim.feed(ts, prio, ev)
+        if not self._warm:  # the simulator fills against quotes: the engine waits for both legs'
+            for _ in answers:
+                pass
+            self._warm = all(a.quote is not None for a in self.sim.accounts.values())
+            return
+        for out in answers:
+            engine.on_event(out)
 
     async def _execute(self) -> None:
         """Live: send what the engine asked for, feed the answers back, until it asks nothing more."""
@@ -342,10 +351,25 @@ class Runner:
     async def _after_step(self) -> None:
         engine = self.engine
         assert engine is not None
+        self._price_notes()
         if not engine.open_orders:
             self.stats.max_drift = max(self.stats.max_drift, engine.book.drift)
         if engine.monitor.kill.halted and not self.halt_written:
             self._write_halt(engine.monitor.kill.reason)
+
+    def _price_notes(self) -> None:
+        """What the engine's guard did with implausible prices: a held one was
+        alerted by the engine (``implausible_price``, through the session's
+        alerter like every engine alert); here each outcome is logged and
+        counted for the heartbeat."""
+        engine = self.engine
+        assert engine is not None
+        for n in engine.price_notes:
+            self.stats.prices[n.what] = self.stats.prices.get(n.what, 0) + 1
+            log = self.log.warning if n.what in ("held", "refused", "replaced") else self.log.info
+            log("price_guard", what=n.what, series=n.series, price=n.price, accepted_before=n.reference,
+                data_ts=n.ts, message=n.message)
+        engine.price_notes.clear()
 
     # --- kill switch ------------------------------------------------------------------
     def _halt(self, reason: str) -> None:
@@ -589,6 +613,7 @@ class Runner:
             "settlements_paid": sum(1 for x in self.stats.settlements if x["paid"]),
             "feeds": {f.account: f.state.value for f in self.feeds},
             "stale_feeds": self.stats.stale_feeds, "refused_events": self.pacer.refused,
+            "implausible_prices": dict(self.stats.prices),
             "requests": {leg.account: {"attempts": leg.queue.stats.attempts, "retries": leg.queue.stats.retries,
                                        "paused_s": round(leg.queue.stats.paused_s, 1),
                                        "last_error": leg.queue.stats.last_error[:120]}
