@@ -27,6 +27,11 @@ time. Around the engine the runner keeps, on the wall clock:
   of a settlement;
 - a heartbeat log line (and ``runner_heartbeat`` in the trade log) every
   ``runner.heartbeat_seconds``.
+
+Market prices pass the engine's guard (``core.market_guard``, the config's
+``[market_data]``) before the book sees them, in paper before the simulator
+too: an implausible one is held, alerted once (``implausible_price``), and
+logged again when it is accepted or dropped.
 """
 
 from __future__ import annotations
