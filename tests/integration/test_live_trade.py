@@ -248,13 +248,17 @@ def test_a_reconciliation_mismatch_blocks_entries_until_the_venues_agree_again(e
     emulator.accounts.place("binanceusdm", "perp", SELL, MARKET, 0.01)
     found = cli(emulator, journal, "reconcile")
     assert found.exit_code == 1, found.output
-    assert "the venue holds -0.02 BTC perp, the journal's fills -0.01" in found.output
+    # the venue's trade is learned into the trade log (the position is the venue's), and it blocks
+    assert "was not sent by fundarb" in found.output and "learned into the trade log" in found.output
+    assert "naked leg: spot +0.00999 BTC, perp -0.02 BTC" in found.output
     assert "blocked" in found.output
     refused = cli(emulator, journal, "trade", "open", "--size", "0.01", "--yes")
     assert refused.exit_code == 2 and "new entries are blocked" in refused.output
     assert len(placed_orders(emulator, PERP)) == 2  # the carry's and the stray one: nothing new sent
     # closing is still allowed while entries are blocked (it only reduces), but first undo the stray order
     emulator.accounts.place("binanceusdm", "perp", BUY, MARKET, 0.01, reduce_only=True)
+    undone = cli(emulator, journal, "reconcile")  # that trade is learned and reported too
+    assert undone.exit_code == 1 and "was not sent by fundarb" in undone.output, undone.output
     again = cli(emulator, journal, "reconcile")
     assert again.exit_code == 0, again.output
     assert "new entries: allowed" in again.output
@@ -268,8 +272,9 @@ def test_a_reconciliation_mismatch_blocks_entries_until_the_venues_agree_again(e
     from fundarb.venues.live.journal import Journal
 
     kinds = [a["kind"] for a in Journal(journal).rows("alerts")]
-    # reconcile, the refused open's own start reconciliation, and the moved BTC
-    assert kinds.count("reconciliation_mismatch") == 3 and "reconciliation_accepted" in kinds
+    # reconcile, the refused open's own start reconciliation, the undoing trade, and the moved BTC
+    assert kinds.count("reconciliation_mismatch") == 4 and "reconciliation_accepted" in kinds
+    assert kinds.count("external_trade") == 2
 
 
 def test_two_venues_binance_spot_with_a_bybit_perp(emulator, tmp_path):

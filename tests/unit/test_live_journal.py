@@ -8,6 +8,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -503,3 +504,22 @@ def test_a_file_another_process_is_creating_this_instant_is_opened_not_refused(t
     j = Journal(path)
     assert j.orders() == [] and j.count("fills") == 0
     j.close()
+
+
+def test_a_trade_fundarb_did_not_send_is_learned_under_an_external_order(journal):
+    """A liquidation in two trades: one external operation and order row,
+    filled by its fills, in the position; each trade once."""
+    vid = venue_id("binanceusdm")
+    for tid, qty in (("L1", 0.6), ("L2", 0.4)):
+        trade = VenueTrade(9, vid, "binanceusdm", "777", tid, PERP, "ext:777", Side.BUY, qty, 70_000.0, 14.0, "USDT",
+                           14.0, "taker")
+        assert journal.record_external(trade, "perp", "BTC/USDT:USDT", 10, H1)
+        assert not journal.record_external(trade, "perp", "BTC/USDT:USDT", 11, H1)  # known: once
+    [op] = [o for o in journal.operations() if o["kind"] == "external"]
+    [row] = [r for r in journal.orders() if r["client_id"] == "ext:777"]
+    assert (row["role"], row["status"], row["op_id"], row["venue_order_id"]) == ("external", "filled", op["op_id"], "777")
+    assert row["qty"] == row["filled_qty"] == pytest.approx(1.0) and row["fees"] == pytest.approx(28.0)
+    assert row["intent_seq"] < 0  # never one of fundarb's own client id sequence
+    assert journal.position(PERP) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="ext:777"):
+        journal.record_external(attrs.evolve(trade, client_id="fa1-1"), "perp", "BTC/USDT:USDT", 12, H1)

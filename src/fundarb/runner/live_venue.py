@@ -59,6 +59,25 @@ class LiveVenue:
     held_back: dict[tuple, float] = attrs.field(factory=dict)  # a failed lone order -> not again before (monotonic s)
     failed_flatten: tuple[float, float] | None = None  # positions when a kill flatten failed: none again until they move
     dust: float = 0.0  # spot BTC closed carries left under what the venue trades (in the trade log, not the book)
+    # the last trade log fill the book has: external trades learned later are booked from here
+    fills_seen: int = attrs.field(default=-1)
+
+    def __attrs_post_init__(self) -> None:
+        if self.fills_seen < 0:  # the book is built from the trade log as it is now
+            rows = self.session.journal.fills()
+            self.fills_seen = int(rows[-1]["seq"]) if rows else 0
+
+    def external_fills(self) -> list[Fill]:
+        """Trades on the accounts that fundarb did not send and the trade log
+        has learned since (``ext:`` orders: a liquidation, auto-deleveraging,
+        a manual trade), as fills for the engine's book: the book holds what
+        the venue holds."""
+        j, s = self.session.journal, self.session
+        rows = j.db.execute("SELECT * FROM fills WHERE seq > ? AND client_id LIKE 'ext:%' ORDER BY seq",
+                            (self.fills_seen,)).fetchall()
+        last = j.db.execute("SELECT COALESCE(MAX(seq), 0) FROM fills").fetchone()[0]
+        self.fills_seen = max(self.fills_seen, int(last))
+        return [_fill(r, r["client_id"], self.now(), s.spot.base) for r in rows]
 
     # --- Venue interface ----------------------------------------------------------
     def events(self) -> Iterator[Any]:
@@ -118,7 +137,13 @@ class LiveVenue:
                 return [OrderUpdate(self.now(), o.venue, o.client_id, S.REJECTED.value,
                                     "held back: a flatten failed in this halt; waiting for the venue's position "
                                     "to change or for a human to resume") for o in group]
-            outcome = await execute_pair(s, kind, perp.qty, plan, spot_qty=spot.qty)
+            perp_qty, spot_qty = perp.qty, spot.qty
+            if kind == "close":  # sized from what the venue holds (the trade log learns what others traded)
+                perp_qty, spot_qty = self._held(perp_qty, spot_qty)
+                if perp_qty <= 0 and spot_qty <= 0:
+                    return [OrderUpdate(self.now(), o.venue, o.client_id, S.REJECTED.value,
+                                        "nothing of it is held on the venue") for o in group]
+            outcome = await execute_pair(s, kind, perp_qty, plan, spot_qty=spot_qty)
             if flatten and outcome.status not in ("done", "rebalanced"):
                 self.failed_flatten = self._positions()
                 s.alert("flatten_failed", f"the kill switch's flatten (operation {outcome.op_id}) ended "
@@ -126,6 +151,16 @@ class LiveVenue:
                         "changes or a human resumes", "critical")
         self.outcomes.append(outcome)
         return self._answers(outcome, {"spot": spot, "perp": perp})
+
+    def _held(self, perp_qty: float, spot_qty: float) -> tuple[float, float]:
+        """A close's (perp, spot) sizes no larger than what the venue holds by
+        the trade log: a perp short closed outside fundarb (a liquidation, a
+        manual trade) is not bought back, only the spot is sold."""
+        s = self.session
+        spot_held, perp_held = self._positions()
+        perp = min(perp_qty, s.perp.rules.floor_btc(max(-perp_held, 0.0)))
+        spot = min(spot_qty, max(spot_held - self.dust, 0.0))
+        return perp, spot
 
     def _positions(self) -> tuple[float, float]:
         s = self.session

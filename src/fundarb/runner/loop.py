@@ -135,6 +135,9 @@ class Runner:
     def now(self) -> int:
         return self.pacer.now
 
+    def _engine_now(self) -> int:
+        return self.engine.clock.now_ns() if self.engine is not None else self.pacer.now
+
     async def start(self) -> None:
         """Reconcile (live), build the book, strategy and engine, read the kill switch."""
         s = self.session
@@ -151,7 +154,9 @@ class Runner:
         self.pacer.now = start_ns
         if self.mode == "live":
             await self._set_venue_margin()  # before the first order, or not at all
-            self.venue = LiveVenue(s, lambda: self.pacer.now)
+            # the venue's answers are stamped at the event in hand (the engine's clock), not at the
+            # pacer's clock, which has already moved past the timers of that event's step
+            self.venue = LiveVenue(s, self._engine_now)
         book = await self._book(spot_px, mark)
         strategy = CarryStrategy(self.cfg.strategy, round_trip_cost(self.cfg, spot_px), book.spot_venue,
                                  book.perp_venue,
@@ -393,6 +398,11 @@ class Runner:
     async def _check_kill_switch(self) -> None:
         engine = self.engine
         assert engine is not None
+        if self.venue is not None:  # what others traded on the account (a liquidation, a manual close)
+            for fill in self.venue.external_fills():
+                engine.on_event(fill)
+                self.log.warning("external_fill", account=fill.venue, side=fill.side.value, qty=fill.qty,
+                                 price=fill.price, client_id=fill.client_id)
         blocked = self.journal.blocked() or ""
         flatten = self.journal.get_state(FLATTEN_KEY)
         if blocked and not blocked.startswith(KILL_SWITCH_PREFIX):

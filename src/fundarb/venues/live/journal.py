@@ -344,6 +344,46 @@ class Journal:
             setattr(order, field.name, getattr(after, field.name))
         return True
 
+    def record_external(self, trade: VenueTrade, leg: str, symbol: str, ts: int, config_hash: str) -> bool:
+        """Learn a trade on the account that fundarb did not send (a
+        liquidation, an auto-deleveraging, a manual trade): in one
+        transaction, the fill under an ``external`` order row (client id
+        ``ext:<venue order id>``, a negative intent sequence, filled by its
+        fills) of an ``external`` operation, so the trade log's position is
+        the venue's. False when the trade is already known."""
+        cid = f"ext:{trade.venue_order_id}"
+        if trade.client_id != cid:
+            raise ValueError(f"an external trade is recorded under {cid}, not {trade.client_id}")
+        values = (ts, trade.venue_ts, trade.exchange, trade.trade_id, trade.account, cid, config_hash,
+                  trade.side.value, trade.qty, trade.price, trade.fee, trade.fee_currency, trade.fee_quote,
+                  trade.liquidity, trade.venue_id, trade.venue_order_id)
+        with self.tx() as db:
+            cur = db.execute(f"INSERT OR IGNORE INTO fills ({', '.join(FILL_COLUMNS)}) "
+                             f"VALUES ({','.join('?' * len(FILL_COLUMNS))})", values)
+            if cur.rowcount != 1:
+                return False
+            if db.execute("SELECT 1 FROM orders WHERE client_id=?", (cid,)).fetchone() is None:
+                op = db.execute("INSERT INTO operations (ts, kind, config_hash, qty, status, plan, result, ts_done) "
+                                "VALUES (?,?,?,?,?,?,?,?)",
+                                (ts, "external", config_hash, trade.qty, "done",
+                                 json.dumps({"venue_order_id": trade.venue_order_id}, sort_keys=True),
+                                 "a trade on the account that fundarb did not send, learned from the venue", ts))
+                seq = db.execute("SELECT COALESCE(MIN(intent_seq), 0) FROM orders WHERE config_hash=? AND intent_seq < 0",
+                                 (config_hash,)).fetchone()[0] - 1
+                db.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           (cid, op.lastrowid, config_hash, seq, trade.account, trade.exchange, symbol, leg, "external",
+                            trade.side.value, 0.0, 0, OrderStatus.FILLED.value, trade.venue_order_id, 0.0, 0.0, 0.0,
+                            "not sent by fundarb", ts, ts))
+            qty, notional, fees = db.execute(
+                "SELECT COALESCE(SUM(qty), 0), COALESCE(SUM(qty * price), 0), COALESCE(SUM(fee_quote), 0) "
+                "FROM fills WHERE client_id=?", (cid,)).fetchone()
+            db.execute("UPDATE orders SET qty=?, filled_qty=?, avg_price=?, fees=?, ts_updated=? WHERE client_id=?",
+                       (qty, qty, notional / qty if qty else 0.0, fees, ts, cid))
+            db.execute("INSERT INTO order_events (ts, client_id, config_hash, status, filled_qty, detail) "
+                       "VALUES (?,?,?,?,?,?)", (ts, cid, config_hash, OrderStatus.FILLED.value, qty,
+                                                f"external trade {trade.trade_id} learned"))
+        return True
+
     def fills(self, client_id: str | None = None) -> list[sqlite3.Row]:
         if client_id is None:
             return self.db.execute("SELECT * FROM fills ORDER BY seq").fetchall()

@@ -149,6 +149,9 @@ async def _stray_orders(leg: LiveLeg, journal: Journal) -> list[str]:
     for o in await leg.call("fetch_open_orders", leg.symbol):
         cid = str(o.get("clientOrderId") or "")
         if not cid.startswith(CLIENT_PREFIX):
+            if leg.leg == "perp":  # the perp account is the carry's alone: nobody else's order belongs there
+                out.append(f"{leg.account}: open order {o.get('id')} ({cid or 'no client id'}, {o.get('side')} "
+                           f"{o.get('amount')}) on the venue was not sent by fundarb")
             continue
         row = journal.order_row(cid)
         if row is None:
@@ -208,12 +211,9 @@ async def _missed_fills(session: LiveSession, leg: LiveLeg, mismatches: list[str
     added = 0
     for t in trades:
         row = ours.get(str(t.get("order")))
-        if row is None and leg.leg == "perp":  # surfaced and alerted once; the position check blocks entries
-            seen = f"foreign_trade:{leg.account}:{t.get('id')}"
-            if journal.get_state(seen) is None:
-                journal.set_state(seen, str(t.get("order")), session.now_ns())
-                session.alert("foreign_order", f"{leg.account}: trade {t.get('id')} of order {t.get('order')} "
-                              f"({t.get('side')} {t.get('amount')} BTC) is not an order fundarb sent", "critical")
+        if (row is None or row["role"] == "external") and leg.leg == "perp":
+            _external(session, leg, t, mismatches)
+            continue
         if row is None:
             continue
         # a terminal order that missed a fill keeps its state with corrected totals (Journal.record_fill)
@@ -221,6 +221,29 @@ async def _missed_fills(session: LiveSession, leg: LiveLeg, mismatches: list[str
         added += session.trader.record_fill(leg, order, t)
     _advance(session, key, trades)
     return added
+
+
+def _external(session: LiveSession, leg: LiveLeg, t: dict, mismatches: list[str]) -> None:
+    """A perp trade of an order fundarb did not send (a liquidation, an
+    auto-deleveraging, a manual trade): the perp account is the carry's
+    alone, so the trade log learns it (the position becomes the venue's, so
+    a flatten is sized from what is really held), and it is alerted once and
+    blocks entries until a human has looked (``fundarb resume`` after the
+    kill switch it sets in a runner, or the next agreeing reconciliation)."""
+    from fundarb.venues.live.journal import VenueTrade
+
+    fill = session.trader.fill_of(leg, f"ext:{t.get('order')}", t)
+    cost, currency = float((t.get("fee") or {}).get("cost") or 0.0), str((t.get("fee") or {}).get("currency") or "")
+    trade = VenueTrade(fill.ts, leg.venue_id, leg.exchange.id, str(t.get("order")), str(t["id"]), leg.account,
+                       fill.client_id, fill.side, fill.qty, fill.price, cost, currency,
+                       None if fill.fee != fill.fee else fill.fee, fill.liquidity.value)
+    if not session.journal.record_external(trade, leg.leg, leg.symbol, session.now_ns(), session.config_hash):
+        return
+    what = (f"{leg.account}: trade {t.get('id')} of order {t.get('order')} ({fill.side.value} {fill.qty:g} BTC at "
+            f"{fill.price:,.2f}) was not sent by fundarb (a liquidation, auto-deleveraging or manual trade); "
+            "learned into the trade log")
+    session.alert("external_trade", what, "critical")
+    mismatches.append(what)
 
 
 async def _funding(session: LiveSession, leg: LiveLeg) -> int:
