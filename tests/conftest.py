@@ -25,6 +25,23 @@ def _own_lock_dir(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FUNDARB_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))
 
 
+class QuietStrategy:
+    """A strategy that never trades (for tests of what the engine does without one)."""
+
+    class signal:  # noqa: N801
+        @staticmethod
+        def on_settlement(*a): pass
+
+        @staticmethod
+        def on_rate(*a): pass
+
+    def decide(self, book, mid, now):
+        return []
+
+    def abandon(self, now):
+        pass
+
+
 def make_fill(venue: str, side: Side, qty: float, price: float, mid: float | None = None,
               fee: float = 0.0, ts: int = T0, client_id: str = "c1") -> Fill:
     return Fill(ts, venue, client_id, side, qty, price, price if mid is None else mid, fee)

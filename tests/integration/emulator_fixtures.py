@@ -75,16 +75,23 @@ def emulator() -> Iterator[EmulatorServer]:
 from conftest import loopback_only  # noqa: E402, F401
 
 
-@pytest.fixture
-def hang_guard(loopback_only):
-    """Kill the run with tracebacks if a test hangs a minute; fail a test
+@contextmanager
+def guarded(loopback_attempts: list, seconds: float) -> Iterator[None]:
+    """Kill the run with tracebacks if the test hangs ``seconds``; fail a test
     that tried to leave loopback even if it swallowed the error."""
     import faulthandler
 
-    faulthandler.dump_traceback_later(60, exit=True)
+    faulthandler.dump_traceback_later(seconds, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
-    assert not loopback_only, f"a test tried to leave loopback: {loopback_only}"
+    assert not loopback_attempts, f"a test tried to leave loopback: {loopback_attempts}"
+
+
+@pytest.fixture
+def hang_guard(loopback_only):
+    """The suite's hang guard: a minute."""
+    with guarded(loopback_only, 60):
+        yield
 
 
 # ---------------------------------------------------------------- the oracle: the parquet as shipped

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import attrs
 import pytest
-from emulator_fixtures import loopback_only, running_emulator  # noqa: F401 (fixtures)
+from emulator_fixtures import guarded, loopback_only, running_emulator  # noqa: F401 (fixtures)
 from live_fixtures import KEYS, PERP, SPOT, assert_agree, fund
 from runner_fixtures import runner_config, write_config
 from typer.testing import CliRunner
@@ -51,12 +51,9 @@ SITUATIONS = ("open", "close", "partial_fill", "leg_refused", "late_arrival")
 
 @pytest.fixture
 def sweep_guard(loopback_only):
-    import faulthandler
-
-    faulthandler.dump_traceback_later(600, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
-    assert not loopback_only, f"a test tried to leave loopback: {loopback_only}"
+    """The suite's hang guard, with a longer bound for this long test."""
+    with guarded(loopback_only, 600):
+        yield
 
 
 pytestmark = pytest.mark.usefixtures("sweep_guard")

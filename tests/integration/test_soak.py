@@ -33,7 +33,7 @@ import time
 
 import attrs
 import pytest
-from emulator_fixtures import loopback_only, running_emulator  # noqa: F401 (fixtures)
+from emulator_fixtures import guarded, loopback_only, running_emulator  # noqa: F401 (fixtures)
 from live_fixtures import PERP, SPOT, assert_agree
 from runner_fixtures import START, promote_for_test, runner_config, spawn_runner, stop_runner, wait_for, write_config
 
@@ -45,13 +45,9 @@ from fundarb.core.model import NS_PER_HOUR
 
 @pytest.fixture
 def soak_guard(loopback_only):
-    """The suite's hang guard, with the soak's longer bound (it runs about 80 s)."""
-    import faulthandler
-
-    faulthandler.dump_traceback_later(300, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
-    assert not loopback_only, f"a test tried to leave loopback: {loopback_only}"
+    """The suite's hang guard, with a longer bound for this long test."""
+    with guarded(loopback_only, 300):
+        yield
 
 
 pytestmark = pytest.mark.usefixtures("soak_guard")

@@ -10,6 +10,7 @@ from fundarb.core.model import Fill, MarkPrice, OrderUpdate, Quote, Side
 from fundarb.core.risk import NO_ACTION, RiskLimits, RiskMonitor, VenueCosts
 from fundarb.engine import Engine
 from fundarb.venues.margin_tiers import shipped_rule
+from conftest import QuietStrategy
 
 MID = 60_000.0
 COSTS = VenueCosts(spot_taker_fee=0.001, perp_taker_fee=0.0005, slippage_allowance=0.001,
@@ -97,25 +98,10 @@ class RefusingPerpVenue:
             self.engine.on_event(self.queue.pop(0))
 
 
-class Quiet:
-    class signal:  # noqa: N801
-        @staticmethod
-        def on_settlement(*a): pass
-
-        @staticmethod
-        def on_rate(*a): pass
-
-    def decide(self, book, mid, now):
-        return []
-
-    def abandon(self, now):
-        pass
-
-
 def test_engine_refused_perp_close_sends_one_flatten_and_one_alert_over_many_events():
     venue = RefusingPerpVenue()
     book = hedged()
-    engine = Engine(venue, book, Quiet(), RiskMonitor(RiskLimits(), COSTS), "cfghash")
+    engine = Engine(venue, book, QuietStrategy(), RiskMonitor(RiskLimits(), COSTS), "cfghash")
     venue.engine = engine
     engine.halt("reconciliation mismatch: perp leg", 10, flatten=False)
     for k in range(2, 300):

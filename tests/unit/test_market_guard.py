@@ -18,6 +18,7 @@ from fundarb.core.model import NS_PER_SECOND, FundingSettlement, MarkPrice, Quot
 from fundarb.core.risk import RiskLimits, RiskMonitor, VenueCosts
 from fundarb.engine import Engine
 from fundarb.venues.margin_tiers import shipped_rule
+from conftest import QuietStrategy
 
 S = NS_PER_SECOND
 MID = 60_000.0
@@ -159,21 +160,6 @@ class Venue:
         pass
 
 
-class Quiet:
-    class signal:  # noqa: N801
-        @staticmethod
-        def on_settlement(*a): pass
-
-        @staticmethod
-        def on_rate(*a): pass
-
-    def decide(self, book, mid, now):
-        return []
-
-    def abandon(self, now):
-        pass
-
-
 def carry_engine(limits: GuardLimits | None = None) -> tuple[Engine, Venue]:
     """A 1 BTC carry (long spot, short perp) at MID; the book holds MID as its prices."""
     b = PositionBook.open(SPOT, PERP, 65_000.0, 35_000.0)
@@ -182,7 +168,7 @@ def carry_engine(limits: GuardLimits | None = None) -> tuple[Engine, Venue]:
     venue = Venue()
     monitor = RiskMonitor(RiskLimits(), COSTS)
     monitor.peak_equity = b.equity
-    return Engine(venue, b, Quiet(), monitor, "cfghash", guard=MarketGuard(limits) if limits else None), venue
+    return Engine(venue, b, QuietStrategy(), monitor, "cfghash", guard=MarketGuard(limits) if limits else None), venue
 
 
 def test_engine_a_ten_times_mark_never_reaches_the_book_or_the_kill_switch():
