@@ -22,6 +22,7 @@ from fundarb.core.model import (
     Fill,
     FundingRate,
     FundingSettlement,
+    IndexPrice,
     MarkPrice,
     OrderIntent,
     OrderUpdate,
@@ -47,6 +48,9 @@ class NullRecorder:
     def record(self, kind: str, row: dict[str, Any]) -> None:
         pass
 
+
+# the guard's series name per kind of price: "<series> <venue>"
+SERIES = {Quote: "quote", MarkPrice: "mark", IndexPrice: "index"}
 
 CURVE_FIELDS = ("ts", "equity", "funding", "fees", "delta", "drift", "margin_buffer", "leverage", "spot", "mark", "in_position")
 
@@ -95,6 +99,7 @@ class Engine:
         self._handlers = {
             Quote: self._on_quote,
             MarkPrice: self._on_mark,
+            IndexPrice: self._on_index,
             FundingSettlement: self._on_settlement,
             FundingRate: self._on_rate,
             Fill: self._on_fill,
@@ -123,7 +128,7 @@ class Engine:
     def _key(self, kind: type, venue: str) -> str:
         key = self._keys.get((kind, venue))
         if key is None:
-            key = self._keys[(kind, venue)] = f"{'mark' if kind is MarkPrice else 'quote'} {venue}"
+            key = self._keys[(kind, venue)] = f"{SERIES[kind]} {venue}"
         return key
 
     def screen(self, event: Any) -> tuple[Any, ...]:
@@ -138,6 +143,8 @@ class Engine:
             out = self.guard.observe(self._key(t, event.venue), event.ts, event.mid, event)
         elif t is MarkPrice:
             out = self.guard.observe(self._key(t, event.venue), event.ts, event.mark, event)
+        elif t is IndexPrice:  # a series of its own: judged like a price, and a reference for the others
+            out = self.guard.observe(self._key(t, event.venue), event.ts, event.index, event)
         elif t is FundingSettlement:  # settled at the last accepted mark when its own is not plausible
             mark = self.guard.settlement_price(self._key(MarkPrice, event.venue), event.ts, event.mark)
             out = (event if mark == event.mark else attrs.evolve(event, mark=mark, mark_source="last_accepted_mark"),)
@@ -157,14 +164,16 @@ class Engine:
     def _apply_prices(self, events: tuple[Any, ...]) -> bool:
         risk_again = False
         for ev in events:
-            if type(ev) is Quote:
+            t = type(ev)
+            if t is Quote:
                 if ev.venue == self.book.spot_venue:
                     mid = ev.mid
                     self.spot_mid = mid
                     self.book.revalue(ev.venue, mid)
-            else:
+            elif t is MarkPrice:
                 self.book.revalue(ev.venue, ev.mark)
                 risk_again = not self.book.is_flat
+            # an IndexPrice values nothing: the guard keeps it as a reference
         return risk_again
 
     # --- handlers: return True when risk should look again ------------------
@@ -177,6 +186,10 @@ class Engine:
 
     def _on_mark(self, m: MarkPrice) -> bool:
         return self._apply_prices(self.screen(m))
+
+    def _on_index(self, i: IndexPrice) -> bool:
+        # not applied to the book, but it may confirm a held mark or quote, which is
+        return self._apply_prices(self.screen(i))
 
     def _on_settlement(self, s: FundingSettlement) -> bool:
         s, = self.screen(s)

@@ -1,15 +1,19 @@
 """Plausible market data: a price is applied to the book only once it is believable.
 
 Every market price the engine receives (the spot and perp quotes' mids, the
-perp's mark) belongs to a *series* (one per kind and venue). An observation
-is plausible when it is
+perp's mark, the perp venue's index where its feed carries one) belongs to a
+*series* (one per kind and venue). An observation is plausible when it is
 
 - within ``max_jump`` of the last accepted price of its own series (a ratio:
   at most ``last * (1 + max_jump)`` and at least ``last / (1 + max_jump)``),
   and
 - within ``max_gap`` (the same kind of ratio) of the last accepted price of
   every other series accepted in the last ``reference_seconds`` (the other
-  leg, the mark; an older reference says nothing about now).
+  leg, the mark, the index; an older reference says nothing about now).
+
+The index is judged like any series and, once accepted, is one more
+reference: a mark that agrees with the spot quote but not with the venue's
+own index is held, and an index that moved with a held mark confirms it.
 
 A plausible observation is accepted. One that is not is HELD: not applied,
 reported once (a ``held`` note) however many implausible observations follow

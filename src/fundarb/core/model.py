@@ -83,6 +83,17 @@ class MarkPrice:
 
 
 @attrs.frozen(slots=True)
+class IndexPrice:
+    """A perp venue's index price (its spot composite, the reference its
+    mark is built on). Only the market guard uses it: a mark far from the
+    index is not believed. Histories and recordings carry none."""
+
+    ts: int
+    venue: str
+    index: float
+
+
+@attrs.frozen(slots=True)
 class Trade:
     """A print on a venue's tape (recorded feeds carry them; bars do not)."""
 

@@ -36,11 +36,13 @@ from typing import Any
 import attrs
 
 from fundarb.core.funding import next_settlement, scheduled_instant
-from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, FundingRate, FundingSettlement, MarkPrice, Quote, Timer
+from fundarb.core.model import (NS_PER_HOUR, NS_PER_SECOND, FundingRate, FundingSettlement, IndexPrice, MarkPrice,
+                                Quote, Timer)
 from fundarb.venues.sim import queue as q
 
-PRIORITY = {Quote: q.P_QUOTE, MarkPrice: q.P_MARK, FundingSettlement: q.P_FUNDING, FundingRate: q.P_RATE,
-            Timer: q.P_TIMER}
+# an index sorts like the mark it comes with: market data before the settlement of the instant
+PRIORITY = {Quote: q.P_QUOTE, MarkPrice: q.P_MARK, IndexPrice: q.P_MARK, FundingSettlement: q.P_FUNDING,
+            FundingRate: q.P_RATE, Timer: q.P_TIMER}
 MAX_TIMERS = 48  # after a long outage: mark the curve at most two days of missed hours
 
 
