@@ -58,7 +58,9 @@ the live connections at once. ``faults.add("bad_mark", venue=..., factor=10)``
 multiplies the mark price of the next perp frame that carries one (Binance
 ``markPriceUpdate`` ``p``, Bybit linear ``tickers`` ``markPrice``) by
 ``factor``, once by default: a finite, positive and wrong price; the frame
-after it carries the real mark again. Handshakes are logged in ``server.log`` with
+after it carries the real mark again. ``bad_index`` does the same to the
+index price of such a frame (``markPriceUpdate`` ``i``, ``tickers``
+``indexPrice``). Handshakes are logged in ``server.log`` with
 status 101; frames and drops in ``WsHub.events``.
 
 **Private streams** (user data), built from the account model
@@ -158,7 +160,7 @@ POLL_S = 0.02  # how often the pusher looks at the clock when nothing wakes it
 # Binance diffs keep this many levels a side: the REST depth maximum, so every REST snapshot stays exact
 BINANCE_STREAM_DEPTH = {SPOT: 5000, PERP: 1000}
 BYBIT_DEPTHS = {SPOT: (1, 50, 200, 1000), PERP: (1, 50, 200, 500, 1000)}
-WS_FAULT_KINDS = ("dropped_websocket", "bad_mark")
+WS_FAULT_KINDS = ("dropped_websocket", "bad_mark", "bad_index")
 DROP_MODES = ("close", "reset", "silent")
 GOING_AWAY = 1001
 
@@ -188,8 +190,9 @@ class WsFault:
     """A programmed websocket fault: it hits the next frame the server sends
     to a connection of ``venue`` (None: any) whose path starts with ``path``;
     ``times`` frames (None: until removed); ``probability`` per frame.
-    ``dropped_websocket`` hits any frame; ``bad_mark`` only a perp frame
-    carrying the mark price, whose mark it multiplies by ``factor``."""
+    ``dropped_websocket`` hits any frame; ``bad_mark`` (``bad_index``) only a
+    perp frame carrying the mark price, whose mark (index) it multiplies by
+    ``factor``."""
 
     kind: str
     venue: str | None = None
@@ -218,7 +221,7 @@ class WsFaultPlan(emu.FaultRegistry):
         if mode not in DROP_MODES:
             raise ValueError(f"unknown drop mode {mode!r} (known: {', '.join(DROP_MODES)})")
         if not (0 < factor < float("inf")):
-            raise ValueError(f"bad_mark factor must be a positive finite number, got {factor}")
+            raise ValueError(f"{kind} factor must be a positive finite number, got {factor}")
         self.check(venue, times, probability)
         return self.register(WsFault(kind, venue, path, times, probability, mode, factor=factor))
 
@@ -536,7 +539,8 @@ class _Conn:
             else:
                 event = binance_event(tape, self.market, sub.channel, ms)
                 if sub.channel == "markPrice":
-                    event["p"] = self._bad_mark(event["p"], 8)
+                    event["p"] = self._bad_price(event["p"], 8)
+                    event["i"] = self._bad_price(event["i"], 8, "bad_index")
                 frame = [event] if sub.all_market else event
             sub.last_ms = ms
             if self.combined:
@@ -546,7 +550,8 @@ class _Conn:
         if sub.channel == "tickers":
             data = bybit_ticker_data(tape, self.market, ms)
             if self.market == PERP:  # the next delta carries the real mark again: it differs from this one
-                data["markPrice"] = self._bad_mark(data["markPrice"], 2)
+                data["markPrice"] = self._bad_price(data["markPrice"], 2)
+                data["indexPrice"] = self._bad_price(data["indexPrice"], 2, "bad_index")
             kind = "snapshot"
             if self.market == PERP and sub.last_fields:  # linear: only what changed
                 delta = {k: v for k, v in data.items() if sub.last_fields.get(k) != v}
@@ -569,13 +574,13 @@ class _Conn:
         sub.last_ms = ms
         await self.send(frame)
 
-    def _bad_mark(self, mark: str, places: int) -> str:
-        """The mark a ``bad_mark`` fault puts in this frame (``mark`` when none hits it)."""
-        fault = self.hub.faults.take(self.venue, self.path, "bad_mark")
+    def _bad_price(self, price: str, places: int, kind: str = "bad_mark") -> str:
+        """The price a ``bad_mark`` (``bad_index``) fault puts in this frame (``price`` when none hits it)."""
+        fault = self.hub.faults.take(self.venue, self.path, kind)
         if fault is None:
-            return mark
-        bad = emu._dec(float(mark) * fault.factor, places)
-        self.hub.record(self, "bad_mark", f"{mark} -> {bad}")
+            return price
+        bad = emu._dec(float(price) * fault.factor, places)
+        self.hub.record(self, kind, f"{price} -> {bad}")
         return bad
 
     async def catch_up(self, ms: int) -> None:
