@@ -34,9 +34,14 @@ Two streams run side by side as tasks: **quote** (every instrument) and
   ``predicted_rate`` equals ``rate``: on both venues the live funding field is
   the running estimate of the next settlement, which is what the strategy's
   predicted-rate signal wants.
+- ``IndexPrice(index)`` for perps, from the same message when it carries the
+  venue's index: Binance ``markPriceUpdate`` ``i`` (ccxt ``indexPrice``),
+  Bybit linear ``tickers`` ``indexPrice``, REST ``fetch_funding_rate``
+  ``indexPrice`` (Binance ``premiumIndex``). Emitted before the mark of the
+  same message, so the mark is judged against it (the engine's market guard).
 
 Values are checked before they are emitted (FACTS: an HTTP 200 with a
-non-JSON body gives ``None`` fields): prices finite and > 0, bid <= ask, sizes
+non-JSON body gives ``None`` fields): prices (the index too) finite and > 0, bid <= ask, sizes
 finite and >= 0 (a missing size is sent as 0.0), a finite rate under 100 % and
 a next funding time. A bad value is dropped and recorded in ``errors``; a websocket
 message without bid/ask (another ticker kind) is skipped quietly, a REST answer
@@ -87,7 +92,7 @@ from typing import Any
 
 import ccxt
 
-from fundarb.core.model import FundingRate, MarketKind, MarkPrice, Quote
+from fundarb.core.model import FundingRate, IndexPrice, MarketKind, MarkPrice, Quote
 
 log = logging.getLogger(__name__)
 
@@ -488,6 +493,7 @@ class MarketFeed:
             return
         info, ts = _info(ticker), self._ts(ticker)
         mark = _first(_num(ticker.get("markPrice")), _num(info.get("markPrice")), _num(info.get("p")))
+        index = _first(_num(ticker.get("indexPrice")), _num(info.get("indexPrice")), _num(info.get("i")))
         rate = _first(_num(ticker.get("fundingRate")), _num(info.get("r")), _num(info.get("fundingRate")))
         # the venue's own next-settlement field first: ccxt's fundingTimestamp means it on Binance and Bybit
         next_ms = _first(_int_ms(info.get("T")), _int_ms(info.get("nextFundingTime")),
@@ -496,6 +502,7 @@ class MarketFeed:
             if from_rest:
                 self._error(f"funding: the {self.exchange.id} answer has no mark price or rate")
             return
+        self._emit_index(ts, index)
         self._emit_mark(ts, mark)
         self._emit_rate(ts, rate, next_ms, self._funding_interval(ticker))
 
@@ -506,6 +513,14 @@ class MarketFeed:
             self._error(f"mark price dropped: {mark!r} is not a finite positive price")
             return
         self._emit(MarkPrice(ts, self.account, mark))
+
+    def _emit_index(self, ts: int, index: float | None) -> None:
+        if index is None:  # not every message carries it: nothing to say
+            return
+        if not math.isfinite(index) or index <= 0:
+            self._error(f"index price dropped: {index!r} is not a finite positive price")
+            return
+        self._emit(IndexPrice(ts, self.account, index))
 
     def _emit_rate(self, ts: int, rate: float | None, next_ms: int | None, interval_h: float) -> None:
         if rate is None:
