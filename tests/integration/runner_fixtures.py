@@ -16,8 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import asyncio
+import io
+import json
+
 import attrs
-from live_fixtures import KEYS, baseline
+from live_fixtures import KEYS, baseline, session_on
 
 from fundarb.config import Config, LiveSettings, RunnerSettings, config_hash, dumps
 
@@ -108,3 +112,27 @@ def stop_runner(child: subprocess.Popen) -> int:
             child.kill()
             child.wait()
     return child.returncode
+
+
+async def start_runner(server, journal: Path, cfg: Config, mode: str, log_lines: io.StringIO):
+    """A runner in this process on ``server``: started (reconciled, book
+    built) and running until ``finish``; (runner, stop event, task)."""
+    from fundarb.runner.logs import run_logger
+    from fundarb.runner.loop import Runner
+
+    session = await session_on(server, journal, cfg=cfg)
+    runner = Runner(cfg, mode, session, run_logger(session.config_hash, mode, stream=log_lines))
+    await runner.start()
+    stop = asyncio.Event()
+    return runner, stop, asyncio.create_task(runner.run(stop))
+
+
+async def finish(runner, stop: asyncio.Event, task: asyncio.Task) -> None:
+    stop.set()
+    await task
+    await runner.session.close()
+
+
+def logged(lines: io.StringIO, event: str) -> list[dict]:
+    """The runner's JSON log lines of ``event``."""
+    return [r for r in map(json.loads, lines.getvalue().splitlines()) if r["event"] == event]

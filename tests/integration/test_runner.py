@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import signal
 
 import attrs
 
 import pytest
 from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noqa: F401 (fixtures)
-from live_fixtures import KEYS, PERP, SPOT, assert_agree, fund, session_on, until
+from live_fixtures import KEYS, PERP, SPOT, assert_agree, fund, until
 from runner_fixtures import (
     START,
+    finish,
+    logged,
     promote_for_test,
     runner_config,
     spawn_runner,
+    start_runner,
     stop_runner,
     venue_clock,
     wait_for,
@@ -30,30 +32,10 @@ from typer.testing import CliRunner
 import fundarb.venues.emulator_ws as emulator_ws
 from fundarb.cli import app
 from fundarb.config import AlertSettings, config_hash
-from fundarb.runner.logs import run_logger
-from fundarb.runner.loop import Runner
 from fundarb.venues.live.journal import Journal
 from fundarb.venues.live.paired import BLOCK_KEY, FLATTEN_KEY
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
-
-
-async def start_runner(server, journal, cfg, mode: str, log_lines: io.StringIO) -> tuple[Runner, asyncio.Event, asyncio.Task]:
-    session = await session_on(server, journal, cfg=cfg)
-    runner = Runner(cfg, mode, session, run_logger(session.config_hash, mode, stream=log_lines))
-    await runner.start()
-    stop = asyncio.Event()
-    return runner, stop, asyncio.create_task(runner.run(stop))
-
-
-async def finish(runner: Runner, stop: asyncio.Event, task: asyncio.Task) -> None:
-    stop.set()
-    await task
-    await runner.session.close()
-
-
-def logged(lines: io.StringIO, event: str) -> list[dict]:
-    return [r for r in map(json.loads, lines.getvalue().splitlines()) if r["event"] == event]
 
 
 def test_paper_run_enters_on_real_funding_collects_settlements_and_flattens_on_kill(tmp_path):

@@ -9,24 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 
 import pytest
 from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noqa: F401 (fixtures)
-from live_fixtures import PERP, fund, session_on, until
-from runner_fixtures import START, runner_config, venue_clock
+from live_fixtures import PERP, fund, until
+from runner_fixtures import START, finish, logged, runner_config, start_runner, venue_clock
 
 import fundarb.venues.emulator_ws as emulator_ws
 from fundarb.core.model import NS_PER_SECOND
-from fundarb.runner.logs import run_logger
-from fundarb.runner.loop import Runner
 from fundarb.venues.live.journal import Journal
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
-
-
-def logged(lines: io.StringIO, event: str) -> list[dict]:
-    return [r for r in map(json.loads, lines.getvalue().splitlines()) if r["event"] == event]
 
 
 @pytest.mark.parametrize("mode", ["paper", "live"])
@@ -34,11 +27,7 @@ def test_one_mark_frame_at_ten_times_the_price_is_held_alerted_once_and_never_ha
     journal, cfg, lines = tmp_path / f"{mode}.sqlite", runner_config(), io.StringIO()
 
     async def scenario(server, pause):
-        session = await session_on(server, journal, cfg=cfg)
-        runner = Runner(cfg, mode, session, run_logger(session.config_hash, mode, stream=lines))
-        await runner.start()
-        stop = asyncio.Event()
-        task = asyncio.create_task(runner.run(stop))
+        runner, stop, task = await start_runner(server, journal, cfg, mode, lines)
         hub = emulator_ws.websockets(server)
         engine = runner.engine
         try:
@@ -62,9 +51,7 @@ def test_one_mark_frame_at_ten_times_the_price_is_held_alerted_once_and_never_ha
             await until(lambda: runner.now >= end, "an hour of data time after it", timeout=40.0)
             return runner, held_qty
         finally:
-            stop.set()
-            await task
-            await session.close()
+            await finish(runner, stop, task)
 
     with running_emulator(START) as server, venue_clock(server) as pause:
         if mode == "live":

@@ -20,13 +20,10 @@ import time
 
 import pytest
 from emulator_fixtures import loopback_only, running_emulator  # noqa: F401 (fixtures)
-from live_fixtures import fund, session_on, until
-from runner_fixtures import START, runner_config, venue_clock
+from live_fixtures import fund, until
+from runner_fixtures import START, finish, runner_config, start_runner, venue_clock
 
-from fundarb.runner.logs import run_logger
-from fundarb.runner.loop import Runner
 from fundarb.venues.emulator_accounts import BUY, MARKET
-from fundarb.venues.live.paired import BLOCK_KEY
 
 TAKER = 0.001  # Binance spot taker fee in the emulator's cost model (asserted below from the fills)
 
@@ -51,11 +48,8 @@ def test_perp_leg_closed_outside_fundarb_ends_in_one_flatten_one_alert_and_a_blo
     journal, cfg, lines = tmp_path / "live.sqlite", runner_config(), io.StringIO()
 
     async def scenario(server, pause):
-        session = await session_on(server, journal, cfg=cfg)
-        runner = Runner(cfg, "live", session, run_logger(session.config_hash, "live", stream=lines))
-        await runner.start()
-        stop = asyncio.Event()
-        task = asyncio.create_task(runner.run(stop))
+        runner, stop, task = await start_runner(server, journal, cfg, "live", lines)
+        session = runner.session
         try:
             j = runner.journal
             await until(lambda: j.position(session.perp.account) < 0 and not runner.engine.open_orders,
@@ -77,9 +71,7 @@ def test_perp_leg_closed_outside_fundarb_ends_in_one_flatten_one_alert_and_a_blo
             return (j.operations()[ops_before:], j.fills()[fills_before:], j.rows("alerts"), j.blocked(), held_spot,
                     runner.engine.monitor.kill.halted)
         finally:
-            stop.set()
-            await task
-            await session.close()
+            await finish(runner, stop, task)
 
     with running_emulator(START) as server, venue_clock(server) as pause:
         fund(server)

@@ -13,14 +13,12 @@ import io
 
 import pytest
 from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noqa: F401 (fixtures)
-from live_fixtures import fund, session_on, until
-from runner_fixtures import START, runner_config, venue_clock
+from live_fixtures import fund, until
+from runner_fixtures import START, finish, logged, runner_config, start_runner, venue_clock
 from test_runner_bad_mark import logged
 
 import fundarb.venues.emulator_ws as emulator_ws
 from fundarb.core.model import NS_PER_SECOND
-from fundarb.runner.logs import run_logger
-from fundarb.runner.loop import Runner
 from fundarb.venues.live.journal import Journal
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
@@ -33,11 +31,7 @@ def test_the_runner_keeps_the_venue_index_and_holds_one_index_frame_at_ten_times
     journal, cfg, lines = tmp_path / f"{mode}.sqlite", runner_config(), io.StringIO()
 
     async def scenario(server, pause):
-        session = await session_on(server, journal, cfg=cfg)
-        runner = Runner(cfg, mode, session, run_logger(session.config_hash, mode, stream=lines))
-        await runner.start()
-        stop = asyncio.Event()
-        task = asyncio.create_task(runner.run(stop))
+        runner, stop, task = await start_runner(server, journal, cfg, mode, lines)
         hub = emulator_ws.websockets(server)
         engine = runner.engine
         try:
@@ -64,9 +58,7 @@ def test_the_runner_keeps_the_venue_index_and_holds_one_index_frame_at_ten_times
             await until(lambda: runner.now >= end, "an hour of data time after it", timeout=40.0)
             return runner, held_qty
         finally:
-            stop.set()
-            await task
-            await session.close()
+            await finish(runner, stop, task)
 
     with running_emulator(START) as server, venue_clock(server) as pause:
         if mode == "live":
