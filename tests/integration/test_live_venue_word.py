@@ -163,3 +163,39 @@ def _lock_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k in ("FUNDARB_LOCK_DIR", "PYTHONPATH", "HOME")}
+
+
+def test_the_dashboard_reconciles_only_while_no_other_actor_is_on_the_account(tmp_path):
+    """The monitor is not the account's actor: each of its reconciliations
+    takes the lock if it can, and is skipped (writing nothing) while a trade
+    or another reconcile holds it."""
+    import asyncio
+
+    from live_fixtures import session_on
+
+    from fundarb.venues.live.identity import session_identities
+    from fundarb.venues.live.reconcile import reconcile_if_alone
+    from fundarb.venues.live.runlock import ActorLock, try_actor
+
+    journal = tmp_path / "fundarb.sqlite"
+    with running_emulator() as server:
+        fund(server)
+        assert cli(server.base_url, journal, "trade", "open", "--size", "0.01", "--yes").exit_code == 0
+
+        async def scenario():
+            session = await session_on(server, journal)
+            try:
+                ids = list(session_identities(session.cfg, server.base_url, False, env=KEYS, dotenv=None).values())
+                session.alone = lambda: try_actor(journal, ids, "fundarb monitor")
+                before = session.journal.count("reconciliations")
+                with ActorLock(tmp_path / "other.sqlite", ids, "fundarb trade close"):
+                    skipped = await reconcile_if_alone(session, "periodic")
+                    during = session.journal.count("reconciliations")
+                done = await reconcile_if_alone(session, "periodic")
+                return skipped, before, during, done, session.journal.count("reconciliations")
+            finally:
+                await session.close()
+
+        skipped, before, during, done, after = asyncio.run(scenario())
+    assert skipped is None and during == before  # nothing written while another actor held the account
+    assert done is not None and done.ok and after == before + 1

@@ -270,6 +270,15 @@ async def learn_funding(session: LiveSession) -> int:
         return await _funding(session, session.perp)
 
 
+async def reconcile_if_alone(session: LiveSession, trigger: str) -> Reconciliation | None:
+    """Reconcile, unless the session is not its account's actor
+    (``session.alone``) and another process is: then nothing (None)."""
+    if session.alone is None:
+        return await reconcile(session, trigger)
+    with session.alone() as alone:
+        return await reconcile(session, trigger) if alone else None
+
+
 async def reconcile_every(session: LiveSession, stop: asyncio.Event) -> None:
     """Reconcile every ``live.reconcile_interval_seconds`` until ``stop`` is set."""
     interval = session.cfg.live_settings.reconcile_interval_seconds
@@ -278,7 +287,7 @@ async def reconcile_every(session: LiveSession, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), interval)
         except TimeoutError:
             try:
-                await reconcile(session, "periodic")
+                await reconcile_if_alone(session, "periodic")
             except Exception as exc:  # noqa: BLE001 - a failed round must not end the periodic check
                 log.warning("periodic reconciliation failed: %s: %s", type(exc).__name__, str(exc)[:300])
                 session.alert("reconciliation_failed", f"could not reconcile: {type(exc).__name__}: {str(exc)[:300]}")

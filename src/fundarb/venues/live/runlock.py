@@ -24,7 +24,8 @@ import fcntl
 import hashlib
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -179,6 +180,23 @@ class ActorLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextmanager
+def try_actor(journal_path: Path, identities: Iterable[object], doing: str) -> Iterator[bool]:
+    """The one-actor lock for the block if nobody else holds it (yields
+    True), else nothing (yields False): for a process that acts only now and
+    then (the dashboard's reconciliation)."""
+    lock = ActorLock(journal_path, identities, doing)
+    try:
+        lock.acquire()
+    except RunnerBusy:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 def _read_doing(fd: int) -> str:

@@ -37,6 +37,9 @@ class LiveSession:
     # running while an order is in flight would see the venue ahead of the journal
     lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
     alerter: Any = None  # fundarb.alerts.Alerter when FUNDARB_ALERT_URLS names channels
+    # a process that is not the account's actor for its whole life (the dashboard): a context
+    # manager that takes the one-actor lock for one reconciliation if it can (yields whether it did)
+    alone: Callable[[], Any] | None = None
 
     @property
     def legs(self) -> tuple[LiveLeg, LiveLeg]:

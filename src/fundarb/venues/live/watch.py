@@ -13,7 +13,7 @@ import attrs
 
 from fundarb.core.model import MarketKind
 from fundarb.venues.live.feed import MarketFeed
-from fundarb.venues.live.reconcile import Reconciliation, reconcile, reconcile_every
+from fundarb.venues.live.reconcile import Reconciliation, reconcile_every, reconcile_if_alone
 from fundarb.venues.live.session import LiveSession
 
 
@@ -42,7 +42,9 @@ class LiveWatch:
 
     async def _reconcile_after_reconnect(self) -> None:
         try:
-            self.reconciliations.append(await reconcile(self.session, "reconnect"))
+            rec = await reconcile_if_alone(self.session, "reconnect")
+            if rec is not None:
+                self.reconciliations.append(rec)
         except Exception as exc:  # noqa: BLE001 - the periodic reconciliation tries again
             self.session.alert("reconciliation_failed", f"after a reconnect: {type(exc).__name__}: {str(exc)[:300]}")
 
