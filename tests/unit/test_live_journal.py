@@ -184,6 +184,7 @@ def test_save_order_writes_one_event_per_transition(journal):
     assert [e["status"] for e in events] == ["new", "submitted", "accepted", "partially_filled"]
     assert [e["filled_qty"] for e in events] == [0.0, 0.0, 0.0, 0.004]
     assert journal.order_row(order.client_id)["venue_order_id"] == "V-1"  # kept when not given again
+    assert journal.order_row(order.client_id)["filled_qty"] == 0.0  # only a recorded fill moves the row's size
 
 
 def test_orders_open_only_excludes_terminal_statuses(journal):
@@ -217,8 +218,10 @@ def test_order_of_round_trips_an_order(fills, side, cancel):
         order = j.reserve_order(7, op_id, H1, PERP, "binanceusdm", "BTC/USDT:USDT", "perp", "exit", side,
                                 sum(q for q, _, _ in fills), reduce_only=True)
         order.transition(OrderStatus.SUBMITTED, 8)
-        for i, (q, price, fee) in enumerate(fills[:-1] if cancel else fills):
-            order.apply_fill(Fill(9 + i, PERP, order.client_id, side, q, price, price, fee))
+        j.save_order(order, H1, "sending")
+        for i, (q, price, fee) in enumerate(fills[:-1] if cancel else fills):  # fills reach the row with the fill
+            j.record_fill(order, VenueTrade(9 + i, venue_id("binanceusdm"), "binanceusdm", "O1", f"T{i}", PERP,
+                                            order.client_id, side, q, price, fee, "USDT", fee, "taker"), 9 + i, H1)
         if cancel:
             order.transition(OrderStatus.CANCEL_PENDING, 50)
             order.transition(OrderStatus.CANCELED, 51, "timeout")

@@ -268,7 +268,9 @@ class Journal:
         """A change of the order's state (placed, found, ended); its filled
         size, price and fees stay what its fills say (``record_fill``)."""
         with self.tx() as db:
-            self._write_order(db, order, venue_order_id)
+            db.execute("UPDATE orders SET status=?, status_reason=?, ts_updated=?, "
+                       "venue_order_id=COALESCE(?, venue_order_id) WHERE client_id=?",
+                       (order.status.value, order.status_reason, order.ts_updated, venue_order_id, order.client_id))
             self._event(db, order.ts_updated, order, config_hash, detail)
 
     @staticmethod
