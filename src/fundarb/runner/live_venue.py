@@ -64,20 +64,17 @@ class LiveVenue:
 
     def __attrs_post_init__(self) -> None:
         if self.fills_seen < 0:  # the book is built from the trade log as it is now
-            rows = self.session.journal.fills()
-            self.fills_seen = int(rows[-1]["seq"]) if rows else 0
+            self.fills_seen = self.session.journal.last_fill_seq()
 
     def external_fills(self) -> list[Fill]:
         """Trades on the accounts that fundarb did not send and the trade log
         has learned since (``ext:`` orders: a liquidation, auto-deleveraging,
         a manual trade), as fills for the engine's book: the book holds what
         the venue holds."""
-        j, s = self.session.journal, self.session
-        rows = j.db.execute("SELECT * FROM fills WHERE seq > ? AND client_id LIKE 'ext:%' ORDER BY seq",
-                            (self.fills_seen,)).fetchall()
-        last = j.db.execute("SELECT COALESCE(MAX(seq), 0) FROM fills").fetchone()[0]
-        self.fills_seen = max(self.fills_seen, int(last))
-        return [_fill(r, r["client_id"], self.now(), s.spot.base) for r in rows]
+        j = self.session.journal
+        rows = j.external_fills_after(self.fills_seen)
+        self.fills_seen = max(self.fills_seen, j.last_fill_seq())
+        return [_fill(r, r["client_id"], self.now(), self.session.spot.base) for r in rows]
 
     # --- Venue interface ----------------------------------------------------------
     def events(self) -> Iterator[Any]:

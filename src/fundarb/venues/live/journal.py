@@ -323,22 +323,14 @@ class Journal:
         the venue's (identity, order id, trade id) is already known."""
         if trade.client_id != order.client_id:
             raise ValueError(f"trade of {trade.client_id} recorded against order {order.client_id}")
-        values = (ts, trade.venue_ts, trade.exchange, trade.trade_id, trade.account, trade.client_id, config_hash,
-                  trade.side.value, trade.qty, trade.price, trade.fee, trade.fee_currency, trade.fee_quote,
-                  trade.liquidity, trade.venue_id, trade.venue_order_id)
         after = attrs.evolve(order)
         with self.tx() as db:
-            cur = db.execute(f"INSERT OR IGNORE INTO fills ({', '.join(FILL_COLUMNS)}) "
-                             f"VALUES ({','.join('?' * len(FILL_COLUMNS))})", values)
-            if cur.rowcount != 1:
+            if not self._insert_fill(db, trade, ts, config_hash):
                 return False
             if after.is_open:
                 after.apply_fill(Fill(trade.venue_ts, trade.account, trade.client_id, trade.side, trade.qty,
                                       trade.price, trade.price, trade.fee_quote or 0.0))
-            qty, notional, fees = db.execute(
-                "SELECT COALESCE(SUM(qty), 0), COALESCE(SUM(qty * price), 0), COALESCE(SUM(fee_quote), 0) "
-                "FROM fills WHERE client_id=?", (order.client_id,)).fetchone()
-            after.filled_qty, after.notional, after.fees = float(qty), float(notional), float(fees)
+            after.filled_qty, after.notional, after.fees = self._fill_totals(db, order.client_id)
             after.ts_updated = max(after.ts_updated, ts)
             self._write_order(db, after, trade.venue_order_id)
             self._event(db, ts, after, config_hash, f"fill {trade.trade_id}")
@@ -356,13 +348,8 @@ class Journal:
         cid = f"ext:{trade.venue_order_id}"
         if trade.client_id != cid:
             raise ValueError(f"an external trade is recorded under {cid}, not {trade.client_id}")
-        values = (ts, trade.venue_ts, trade.exchange, trade.trade_id, trade.account, cid, config_hash,
-                  trade.side.value, trade.qty, trade.price, trade.fee, trade.fee_currency, trade.fee_quote,
-                  trade.liquidity, trade.venue_id, trade.venue_order_id)
         with self.tx() as db:
-            cur = db.execute(f"INSERT OR IGNORE INTO fills ({', '.join(FILL_COLUMNS)}) "
-                             f"VALUES ({','.join('?' * len(FILL_COLUMNS))})", values)
-            if cur.rowcount != 1:
+            if not self._insert_fill(db, trade, ts, config_hash):
                 return False
             if db.execute("SELECT 1 FROM orders WHERE client_id=?", (cid,)).fetchone() is None:
                 op = db.execute("INSERT INTO operations (ts, kind, config_hash, qty, status, plan, result, ts_done) "
@@ -370,21 +357,45 @@ class Journal:
                                 (ts, "external", config_hash, trade.qty, "done",
                                  json.dumps({"venue_order_id": trade.venue_order_id}, sort_keys=True),
                                  "a trade on the account that fundarb did not send, learned from the venue", ts))
-                seq = db.execute("SELECT COALESCE(MIN(intent_seq), 0) FROM orders WHERE config_hash=? AND intent_seq < 0",
-                                 (config_hash,)).fetchone()[0] - 1
+                seq = db.execute("SELECT COALESCE(MIN(intent_seq), 0) FROM orders "
+                                 "WHERE config_hash=? AND intent_seq < 0", (config_hash,)).fetchone()[0] - 1
                 db.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                            (cid, op.lastrowid, config_hash, seq, trade.account, trade.exchange, symbol, leg, "external",
                             trade.side.value, 0.0, 0, OrderStatus.FILLED.value, trade.venue_order_id, 0.0, 0.0, 0.0,
                             "not sent by fundarb", ts, ts))
-            qty, notional, fees = db.execute(
-                "SELECT COALESCE(SUM(qty), 0), COALESCE(SUM(qty * price), 0), COALESCE(SUM(fee_quote), 0) "
-                "FROM fills WHERE client_id=?", (cid,)).fetchone()
+            qty, notional, fees = self._fill_totals(db, cid)
             db.execute("UPDATE orders SET qty=?, filled_qty=?, avg_price=?, fees=?, ts_updated=? WHERE client_id=?",
                        (qty, qty, notional / qty if qty else 0.0, fees, ts, cid))
             db.execute("INSERT INTO order_events (ts, client_id, config_hash, status, filled_qty, detail) "
                        "VALUES (?,?,?,?,?,?)", (ts, cid, config_hash, OrderStatus.FILLED.value, qty,
                                                 f"external trade {trade.trade_id} learned"))
         return True
+
+    @staticmethod
+    def _insert_fill(db: sqlite3.Connection, trade: VenueTrade, ts: int, config_hash: str) -> bool:
+        """The fills row of ``trade``, once: False when its (identity, order id, trade id) is known."""
+        values = (ts, trade.venue_ts, trade.exchange, trade.trade_id, trade.account, trade.client_id, config_hash,
+                  trade.side.value, trade.qty, trade.price, trade.fee, trade.fee_currency, trade.fee_quote,
+                  trade.liquidity, trade.venue_id, trade.venue_order_id)
+        cur = db.execute(f"INSERT OR IGNORE INTO fills ({', '.join(FILL_COLUMNS)}) "
+                         f"VALUES ({','.join('?' * len(FILL_COLUMNS))})", values)
+        return cur.rowcount == 1
+
+    @staticmethod
+    def _fill_totals(db: sqlite3.Connection, client_id: str) -> tuple[float, float, float]:
+        """(BTC, notional, quote fees) of an order's fills: what its row says."""
+        qty, notional, fees = db.execute(
+            "SELECT COALESCE(SUM(qty), 0), COALESCE(SUM(qty * price), 0), COALESCE(SUM(fee_quote), 0) "
+            "FROM fills WHERE client_id=?", (client_id,)).fetchone()
+        return float(qty), float(notional), float(fees)
+
+    def last_fill_seq(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM fills").fetchone()[0])
+
+    def external_fills_after(self, seq: int) -> list[sqlite3.Row]:
+        """Fills of trades fundarb did not send (``ext:`` orders) recorded after row ``seq``."""
+        return self.db.execute("SELECT * FROM fills WHERE seq > ? AND client_id LIKE 'ext:%' ORDER BY seq",
+                               (seq,)).fetchall()
 
     def fills(self, client_id: str | None = None) -> list[sqlite3.Row]:
         if client_id is None:
