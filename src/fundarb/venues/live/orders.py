@@ -287,13 +287,17 @@ class LegTrader:
         when the venue's (identity, order id, trade id) is already known. A
         fee in a third asset counts 0 in the order's fees, kept raw in the
         fills table."""
-        fill = self.fill_of(leg, order.client_id, t)
-        priced = not math.isnan(fill.fee)
+        return self.journal.record_fill(order, self.venue_trade(leg, order.client_id, t), self.now_ns(),
+                                        self.config_hash)
+
+    def venue_trade(self, leg: LiveLeg, client_id: str, t: dict) -> VenueTrade:
+        """The fills row of the venue trade ``t`` (ccxt's shape) under ``client_id``:
+        the fee raw as charged, and in the quote currency (None for a third asset)."""
+        fill = self.fill_of(leg, client_id, t)
         cost, currency = _fee_raw(t)
-        trade = VenueTrade(fill.ts, leg.venue_id, leg.exchange.id, str(t.get("order") or ""), str(t["id"]),
-                           leg.account, order.client_id, fill.side, fill.qty, fill.price, cost, currency,
-                           fill.fee if priced else None, fill.liquidity.value)
-        return self.journal.record_fill(order, trade, self.now_ns(), self.config_hash)
+        return VenueTrade(fill.ts, leg.venue_id, leg.exchange.id, str(t.get("order") or ""), str(t["id"]),
+                          leg.account, client_id, fill.side, fill.qty, fill.price, cost, currency,
+                          None if math.isnan(fill.fee) else fill.fee, fill.liquidity.value)
 
     def fill_of(self, leg: LiveLeg, client_id: str, t: dict) -> Fill:
         qty = float(t["amount"]) * leg.rules.contract_size

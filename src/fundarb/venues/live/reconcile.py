@@ -230,17 +230,11 @@ def _external(session: LiveSession, leg: LiveLeg, t: dict, mismatches: list[str]
     a flatten is sized from what is really held), and it is alerted once and
     blocks entries until a human has looked (``fundarb resume`` after the
     kill switch it sets in a runner, or the next agreeing reconciliation)."""
-    from fundarb.venues.live.journal import VenueTrade
-
-    fill = session.trader.fill_of(leg, f"ext:{t.get('order')}", t)
-    cost, currency = float((t.get("fee") or {}).get("cost") or 0.0), str((t.get("fee") or {}).get("currency") or "")
-    trade = VenueTrade(fill.ts, leg.venue_id, leg.exchange.id, str(t.get("order")), str(t["id"]), leg.account,
-                       fill.client_id, fill.side, fill.qty, fill.price, cost, currency,
-                       None if fill.fee != fill.fee else fill.fee, fill.liquidity.value)
+    trade = session.trader.venue_trade(leg, f"ext:{t.get('order') or ''}", t)
     if not session.journal.record_external(trade, leg.leg, leg.symbol, session.now_ns(), session.config_hash):
         return
-    what = (f"{leg.account}: trade {t.get('id')} of order {t.get('order')} ({fill.side.value} {fill.qty:g} BTC at "
-            f"{fill.price:,.2f}) was not sent by fundarb (a liquidation, auto-deleveraging or manual trade); "
+    what = (f"{leg.account}: trade {t.get('id')} of order {t.get('order')} ({trade.side.value} {trade.qty:g} BTC "
+            f"at {trade.price:,.2f}) was not sent by fundarb (a liquidation, auto-deleveraging or manual trade); "
             "learned into the trade log")
     session.alert("external_trade", what, "critical")
     mismatches.append(what)
