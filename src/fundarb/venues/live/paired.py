@@ -122,7 +122,7 @@ async def _run_pair(session: LiveSession, kind: str, qty: float, spot_qty: float
 def _interrupted(session: LiveSession, op_id: int, kind: str, exc: BaseException) -> PairOutcome:
     """A timeout or network error cut operation ``op_id`` short: record it as
     ``needs_recovery`` with exactly what was sent, block entries and alert once."""
-    journal, now = session.journal, session.now_ns()
+    journal = session.journal
     sent = [f"{r['client_id']} {r['leg']} {r['role']} {r['side']} {float(r['qty']):g} BTC: "
             f"{r['status']} {float(r['filled_qty']):g}" for r in journal.orders(op_id)]
     spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
@@ -130,9 +130,17 @@ def _interrupted(session: LiveSession, op_id: int, kind: str, exc: BaseException
     message = (f"operation {op_id} ({kind}) was cut short by {type(exc).__name__}: {str(exc)[:160]}; "
                f"sent: {what}; as journaled: spot {spot:+g} BTC, perp {perp:+g} BTC (orders still open may "
                "fill): new entries blocked; run `fundarb reconcile`")
-    session.alert("pair_interrupted", message, "critical")
-    journal.set_state(BLOCK_KEY, f"operation {op_id} interrupted ({type(exc).__name__})", now)
+    return _park(session, op_id, kind, "pair_interrupted", message,
+                 f"operation {op_id} interrupted ({type(exc).__name__})")
+
+
+def _park(session: LiveSession, op_id: int, kind: str, alert: str, message: str, block: str) -> PairOutcome:
+    """Leave operation ``op_id`` ``needs_recovery``: alert once, block entries, nothing more sent."""
+    journal, now = session.journal, session.now_ns()
+    session.alert(alert, message, "critical")
+    journal.set_state(BLOCK_KEY, block, now)
     journal.finish_operation(op_id, now, NEEDS_RECOVERY, message)
+    spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
     orders = tuple(r["client_id"] for r in journal.orders(op_id))
     return PairOutcome(op_id, kind, NEEDS_RECOVERY, spot, perp, spot + perp, (message,), orders)
 
@@ -348,14 +356,8 @@ async def recover(session: LiveSession) -> list[PairOutcome]:
 
 
 def _still_disagreeing(session: LiveSession, op_id: int, kind: str, exc: VenueDisagrees) -> PairOutcome:
-    journal, now = session.journal, session.now_ns()
-    message = f"operation {op_id} ({kind}) cannot be finished yet: {exc}"
-    session.alert("venue_disagrees", message, "critical")
-    journal.set_state(BLOCK_KEY, f"operation {op_id}: the venue's order and trades disagree", now)
-    journal.finish_operation(op_id, now, NEEDS_RECOVERY, message)
-    spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
-    orders = tuple(r["client_id"] for r in journal.orders(op_id))
-    return PairOutcome(op_id, kind, NEEDS_RECOVERY, spot, perp, spot + perp, (message,), orders)
+    return _park(session, op_id, kind, "venue_disagrees", f"operation {op_id} ({kind}) cannot be finished yet: {exc}",
+                 f"operation {op_id}: the venue's order and trades disagree")
 
 
 def order_summary(order: Order) -> str:
