@@ -313,12 +313,12 @@ def live_driver(cfg: Any, journal_path: Any, target: Any, label: str, reconcilin
         session = await open_session(cfg, journal_path, target, **session_options)
         app.closers.append(session.close)
         if reconciling:  # only while no other actor (a trade, a reconcile) is on the account
-            from fundarb.venues.live.identity import session_identities
-            from fundarb.venues.live.runlock import try_actor
+            from fundarb.venues.live.runlock import ActorLock, try_actor
 
-            ids = list(session_identities(cfg, target.api_url, target.sandbox, session_options.get("env"),
-                                          session_options.get("dotenv", Path(".env"))).values())
-            session.alone = lambda: try_actor(Path(journal_path), ids, "fundarb monitor (a reconciliation)")
+            lock = ActorLock.of_config(Path(journal_path), cfg, target, "fundarb monitor (a reconciliation)",
+                                       env=session_options.get("env"),
+                                       dotenv=session_options.get("dotenv", Path(".env")))
+            session.alone = lambda: try_actor(lock)
         src = app.source = LiveSource(session, label, reconciling=reconciling)
         stop = asyncio.Event()
         watching = asyncio.create_task(src.watch.run(stop))

@@ -144,13 +144,12 @@ def actor_lock(cfg, path: Path, target, doing: str, venues: bool):
     venue account the config trades, before any venue is contacted; one
     error line naming the holder when another process has it."""
     from fundarb.venues.live.credentials import CredentialsError
-    from fundarb.venues.live.identity import session_identities
     from fundarb.venues.live.runlock import ActorLock, RunnerBusy
 
     try:
-        identities = session_identities(cfg, target.api_url, target.sandbox).values() if venues else ()
+        lock = ActorLock.of_config(path, cfg, target, doing, venues)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return ActorLock(path, identities, doing).acquire()
+        return lock.acquire()
     except (RunnerBusy, CredentialsError) as exc:
         _fail(str(exc))
 
@@ -590,14 +589,12 @@ async def _monitor_check(cfg, path, target, reconciling: bool = True) -> bool:
     own clients inside its event loop."""
     from fundarb.venues.live.session import open_session
 
-    from fundarb.venues.live.identity import session_identities
     from fundarb.venues.live.runlock import ActorLock, RunnerBusy
 
     lock = None
     if reconciling:  # reconciling may recover an operation: only while no other actor is on the account
         try:
-            lock = ActorLock(path, session_identities(cfg, target.api_url, target.sandbox).values(),
-                             "fundarb monitor (its first reconciliation)").acquire()
+            lock = ActorLock.of_config(path, cfg, target, "fundarb monitor (its first reconciliation)").acquire()
         except RunnerBusy as busy:
             err.print(f"[yellow]not reconciling now:[/] {escape(str(busy))}")
     try:
@@ -654,7 +651,6 @@ def kill_command(
     from fundarb.config import config_hash
     from fundarb.venues.live.paired import BLOCK_KEY, FLATTEN_KEY
     from fundarb.venues.live.reconcile import KILL_SWITCH_PREFIX
-    from fundarb.venues.live.identity import session_identities
     from fundarb.venues.live.runlock import ActorLock, RunnerBusy, RunnerLock
 
     reason = reason.strip()
@@ -687,8 +683,7 @@ def kill_command(
                   "follow it with `fundarb positions`.")
         return
     try:
-        lock = ActorLock(path, session_identities(cfg, target.api_url, target.sandbox).values(),
-                         "fundarb kill --flatten").acquire()
+        lock = ActorLock.of_config(path, cfg, target, "fundarb kill --flatten").acquire()
     except RunnerBusy as busy:
         _fail(f"the halt is on, but nothing was flattened: {busy}; `fundarb kill --flatten` again once it has "
               "ended (a runner on the trade log flattens by itself)")

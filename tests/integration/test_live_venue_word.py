@@ -186,7 +186,8 @@ def test_the_dashboard_reconciles_only_while_no_other_actor_is_on_the_account(tm
             session = await session_on(server, journal)
             try:
                 ids = list(session_identities(session.cfg, server.base_url, False, env=KEYS, dotenv=None).values())
-                session.alone = lambda: try_actor(journal, ids, "fundarb monitor")
+                dashboard = ActorLock(journal, ids, "fundarb monitor")
+                session.alone = lambda: try_actor(dashboard)
                 before = session.journal.count("reconciliations")
                 with ActorLock(tmp_path / "other.sqlite", ids, "fundarb trade close"):
                     skipped = await reconcile_if_alone(session, "periodic")

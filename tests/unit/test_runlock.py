@@ -162,10 +162,10 @@ def test_the_account_lock_dies_with_its_holder(tmp_path):
 def test_try_actor_takes_the_lock_for_its_block_only_when_nobody_holds_it(tmp_path):
     from fundarb.venues.live.runlock import ActorLock, try_actor
 
-    with try_actor(tmp_path / "dash.sqlite", [_ident()], "fundarb monitor") as alone:
+    with try_actor(ActorLock(tmp_path / "dash.sqlite", [_ident()], "fundarb monitor")) as alone:
         assert alone and RunnerLock.holder(tmp_path / "dash.sqlite") == os.getpid()
     assert RunnerLock.holder(tmp_path / "dash.sqlite") is None  # released after the block
     with ActorLock(tmp_path / "trade.sqlite", [_ident()], "fundarb trade open"):
-        with try_actor(tmp_path / "dash.sqlite", [_ident()], "fundarb monitor") as alone:
+        with try_actor(ActorLock(tmp_path / "dash.sqlite", [_ident()], "fundarb monitor")) as alone:
             assert not alone
             assert RunnerLock.holder(tmp_path / "dash.sqlite") is None  # took nothing

@@ -156,6 +156,17 @@ class ActorLock:
             seen.setdefault(key, RunnerLock(journal_path, lock_dir() / name, what, doing))
         self.locks = [RunnerLock(journal_path, doing=doing)] + [seen[k] for k in sorted(seen)]
 
+    @classmethod
+    def of_config(cls, journal_path: Path, cfg: object, target: object, doing: str, venues: bool = True,
+                  env: object = None, dotenv: Path | None = Path(".env")) -> ActorLock:
+        """The lock of ``journal_path`` and (``venues``) of each account the
+        config trades as ``target`` reaches it (not taken yet)."""
+        from fundarb.venues.live.identity import session_identities
+
+        identities = session_identities(cfg, target.api_url, target.sandbox, env,  # type: ignore[attr-defined]
+                                        dotenv).values() if venues else ()
+        return cls(journal_path, identities, doing)
+
     @property
     def held(self) -> bool:
         return all(lock.held for lock in self.locks)
@@ -183,11 +194,10 @@ class ActorLock:
 
 
 @contextmanager
-def try_actor(journal_path: Path, identities: Iterable[object], doing: str) -> Iterator[bool]:
-    """The one-actor lock for the block if nobody else holds it (yields
-    True), else nothing (yields False): for a process that acts only now and
-    then (the dashboard's reconciliation)."""
-    lock = ActorLock(journal_path, identities, doing)
+def try_actor(lock: ActorLock) -> Iterator[bool]:
+    """``lock`` for the block if nobody else holds it (yields True), else
+    nothing (yields False): for a process that acts only now and then (the
+    dashboard's reconciliation)."""
     try:
         lock.acquire()
     except RunnerBusy:
