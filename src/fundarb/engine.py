@@ -49,8 +49,9 @@ class NullRecorder:
         pass
 
 
-# the guard's series name per kind of price: "<series> <venue>"
+# the guard's series name per kind of price ("<series> <venue>"), and the field with its price
 SERIES = {Quote: "quote", MarkPrice: "mark", IndexPrice: "index"}
+PRICE_FIELD = {Quote: "mid", MarkPrice: "mark", IndexPrice: "index"}
 
 CURVE_FIELDS = ("ts", "equity", "funding", "fees", "delta", "drift", "margin_buffer", "leverage", "spot", "mark", "in_position")
 
@@ -139,12 +140,8 @@ class Engine:
         this; the engine screens every price itself again, and an accepted
         price seen again is accepted at once."""
         t = type(event)
-        if t is Quote:
-            out = self.guard.observe(self._key(t, event.venue), event.ts, event.mid, event)
-        elif t is MarkPrice:
-            out = self.guard.observe(self._key(t, event.venue), event.ts, event.mark, event)
-        elif t is IndexPrice:  # a series of its own: judged like a price, and a reference for the others
-            out = self.guard.observe(self._key(t, event.venue), event.ts, event.index, event)
+        if t in PRICE_FIELD:  # an index too: a series of its own, judged like a price, a reference for the others
+            out = self.guard.observe(self._key(t, event.venue), event.ts, getattr(event, PRICE_FIELD[t]), event)
         elif t is FundingSettlement:  # settled at the last accepted mark when its own is not plausible
             mark = self.guard.settlement_price(self._key(MarkPrice, event.venue), event.ts, event.mark)
             out = (event if mark == event.mark else attrs.evolve(event, mark=mark, mark_source="last_accepted_mark"),)
