@@ -72,11 +72,73 @@ def fill(j: Journal, trade_id: str, side: Side = Side.BUY, qty: float = 0.01, fe
 
 # --- the file --------------------------------------------------------------------------
 
-def test_journal_is_in_wal_mode(journal):
-    assert journal.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    other = sqlite3.connect(journal.path)
-    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent, seen by other readers
-    other.close()
+def test_a_commit_is_in_the_database_file_itself(journal):
+    """A rollback journal, not WAL: a committed fill never lives only in a
+    -wal file that a crash or a copy could cut short."""
+    assert journal.db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    for n in range(40):
+        assert fill(journal, f"T{n}")
+    assert not Path(str(journal.path) + "-wal").exists()
+    copy = journal.path.with_name("copy.sqlite")
+    copy.write_bytes(journal.path.read_bytes())  # the file alone, as a backup tool takes it
+    assert len(Journal(copy).fills()) == 40
+
+
+def test_a_trade_log_is_created_private_and_whole(tmp_path):
+    j = Journal(tmp_path / "state" / "t.sqlite")
+    j.close()
+    assert (j.path.stat().st_mode & 0o777) == 0o600
+    assert [p.name for p in j.path.parent.iterdir()] == ["t.sqlite"]  # no half-made file left beside it
+
+
+def test_an_empty_file_is_refused_not_reinitialised(tmp_path):
+    path = tmp_path / "t.sqlite"
+    path.write_bytes(b"")
+    with pytest.raises(JournalError, match="empty file.*backup"):
+        Journal(path)
+    assert path.read_bytes() == b""  # left as it was
+
+
+def test_a_damaged_file_is_refused_with_the_way_to_recover(tmp_path):
+    path = tmp_path / "t.sqlite"
+    j = Journal(path)
+    for n in range(200):
+        fill(j, f"T{n}")
+    j.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[2 * page:3 * page] = bytes(page)  # one page zeroed
+    path.write_bytes(bytes(data))
+    before = path.read_bytes()
+    with pytest.raises(JournalError, match="damaged|not a usable") as exc:
+        Journal(path)
+    assert "\n" not in str(exc.value) and str(path) in str(exc.value)
+    assert path.read_bytes() == before
+
+
+def test_a_write_that_fails_names_the_file_and_keeps_nothing(journal):
+    fill(journal, "T1")
+    journal.db.execute("PRAGMA max_page_count=1")  # stands in for a full disk: every growth fails
+    with pytest.raises(JournalError, match=f"{journal.path}.*cannot write"):
+        with journal.tx() as db:
+            for n in range(500):
+                db.execute("INSERT INTO state VALUES (?, ?, ?)", (f"k{n}", "x" * 1000, 1))
+    assert journal.get_state("k0") is None
+    assert len(journal.fills()) == 1
+
+
+def test_a_transaction_inside_another_joins_it(journal):
+    with pytest.raises(RuntimeError):
+        with journal.tx():
+            journal.set_state("a", "1", 1)
+            with journal.tx():
+                journal.set_state("b", "2", 1)
+            raise RuntimeError("the outer block fails")
+    assert journal.get_state("a") is None and journal.get_state("b") is None
+    with journal.tx():
+        journal.set_state("a", "1", 1)
+        journal.set_state("b", "2", 1)
+    assert journal.get_state("a") == "1" and journal.get_state("b") == "2"
 
 
 def test_reopening_a_journal_keeps_its_rows(tmp_path):
@@ -88,14 +150,6 @@ def test_reopening_a_journal_keeps_its_rows(tmp_path):
     j = Journal(path)
     assert [r["client_id"] for r in j.orders()] == [order.client_id]
     assert [r["op_id"] for r in j.operations()] == [op_id]
-    j.close()
-
-
-def test_empty_file_is_initialised(tmp_path):
-    path = tmp_path / "empty.sqlite"
-    path.touch()
-    j = Journal(path)
-    assert j.orders() == []
     j.close()
 
 
@@ -168,7 +222,7 @@ def test_reserve_order_writes_the_row_before_sending(journal):
 
 
 def test_order_needs_an_existing_operation(journal):
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(JournalError, match="FOREIGN KEY"):
         reserve(journal, op_id=999)
 
 
@@ -319,7 +373,7 @@ def test_a_fill_whose_order_row_cannot_be_written_is_not_written_either(journal)
     journal.db.execute("CREATE TRIGGER full_disk BEFORE UPDATE ON orders BEGIN SELECT RAISE(ABORT, 'disk full'); END")
     trade = VenueTrade(7, venue_id("binance"), "binance", "O9", "T1", SPOT, order.client_id, Side.BUY, 0.01,
                        60_000.0, 0.0, "USDT", 0.0, "taker")
-    with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+    with pytest.raises(JournalError, match="disk full.*nothing of this change was kept"):
         journal.record_fill(order, trade, 8, H1)
     assert journal.fills() == [] and order.filled_qty == 0 and order.status is not OrderStatus.FILLED
     journal.db.execute("DROP TRIGGER full_disk")
@@ -496,17 +550,25 @@ def test_a_failed_transaction_leaves_nothing(journal):
     assert journal.get_state("k") is None
 
 
-def test_a_file_another_process_is_creating_this_instant_is_opened_not_refused(tmp_path):
-    """The creator has switched the file to WAL but not yet committed the
-    schema: a reader (the dashboard, a test) opens it as a new trade log."""
+def test_a_database_without_tables_is_refused_not_taken_for_a_new_trade_log(tmp_path):
+    """fundarb creates a trade log whole (linked in under its name once its
+    schema is written), so a SQLite file without tables is somebody else's."""
     path = tmp_path / "log.sqlite"
     db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode=WAL")
     db.close()
-    assert path.stat().st_size > 0
-    j = Journal(path)
-    assert j.orders() == [] and j.count("fills") == 0
-    j.close()
+    with pytest.raises(JournalError, match="not a fundarb live trade log"):
+        Journal(path)
+
+
+def test_two_processes_creating_one_trade_log_end_with_one(tmp_path):
+    path = tmp_path / "log.sqlite"
+    a, b = Journal(path), Journal(path)
+    assert a.reserve_order(1, a.begin_operation(1, "open", H1, 1.0, {}), H1, SPOT, "binance", "BTC/USDT", "spot",
+                           "open", Side.BUY, 1.0, False)
+    assert len(b.orders()) == 1
+    a.close()
+    b.close()
 
 
 def test_a_trade_fundarb_did_not_send_is_learned_under_an_external_order(journal):

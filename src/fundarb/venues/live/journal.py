@@ -1,4 +1,5 @@
-"""The live journal and trade log: one SQLite file in WAL mode.
+"""The live journal and trade log: one SQLite file (rollback journal,
+``synchronous=FULL``: a committed row is in the file when the commit returns).
 
 Write-ahead: an order's row (with its client id) is written before the
 order is sent, and every transition after it, each in its own committed
@@ -16,6 +17,13 @@ config hash.
 A trade log is bound to the venue identities (``fundarb.venues.live.identity``)
 it was first traded with, in ``meta``; any other is refused with one line.
 
+A trade log is created whole (made aside with mode 0600, then linked in
+under its name). An existing file is checked when it is opened (``PRAGMA
+quick_check``): an empty or damaged file is refused with one line, never
+re-initialised. A write that fails (a full disk, a read-only folder) is a
+``JournalError`` naming the file and the cause, with nothing of its
+transaction kept.
+
 The schema is versioned (``meta.schema_version``) and documented in
 ``docs/trade_log.md``. A version 1 file is migrated to version 2 in one
 transaction, after a copy of it is kept beside it (``<file>.v1.bak``); any
@@ -25,6 +33,7 @@ other version is refused.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -134,31 +143,54 @@ class VenueTrade:
 
 class Journal:
     def __init__(self, path: Path | str) -> None:
+        """Open the trade log at ``path``, creating it when no file is there.
+        An existing file is checked before anything is written: an empty
+        (zero-byte) or damaged file, or one that is not a trade log, is
+        refused with one line saying how to recover, never re-initialised."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
         self.migrated = False
+        self._depth = 0  # nested ``tx`` blocks join the outermost transaction
         try:
+            if not self.path.exists():
+                _create(self.path)
+            elif self.path.is_dir():
+                raise JournalError(f"{self.path}: is a folder, not a trade log (--journal names the file)")
+            elif self.path.stat().st_size == 0:
+                raise JournalError(
+                    f"{self.path}: empty file (0 bytes), not a trade log; nothing in it can be read. Restore it "
+                    "from a backup, or, if nothing was ever traded with it, remove it and run the command again")
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+        except OSError as exc:
+            raise JournalError(f"{self.path}: cannot open the trade log ({exc.strerror or exc})") from None
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: cannot open the trade log ({exc})") from None
+        try:
             self.db.row_factory = sqlite3.Row
-            # a file with no table yet is one another process is creating this instant
-            fresh = fresh or not self.db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
-            if not fresh:
-                if self._check_version() == 1:  # before anything is written: another file is left as it was
-                    self._migrate_v1()
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._check_integrity()
+            if self._check_version() == 1:  # before anything is written: another file is left as it was
+                self._migrate_v1()
+            # a rollback journal, not WAL: a commit is in the database file itself once it returns,
+            # so no committed row can be lost with a -wal file that was cut short or removed
+            self.db.execute("PRAGMA journal_mode=DELETE")
             self.db.execute("PRAGMA synchronous=FULL")  # money: a committed row survives power loss
             self.db.execute("PRAGMA foreign_keys=ON")
-            if fresh:
-                with self.tx():  # whoever takes the write lock first creates it; the other reads it
-                    if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone():
-                        for stmt in filter(str.strip, SCHEMA.split(";")):
-                            self.db.execute(stmt)
-                        self.db.executemany("INSERT INTO meta VALUES (?, ?)",
-                                            [("schema_version", str(SCHEMA_VERSION)), ("kind", KIND)])
-                self._check_version()
+        except JournalError:
+            self.db.close()
+            raise
         except sqlite3.DatabaseError as exc:
-            raise JournalError(f"{self.path}: not a fundarb trade log ({exc})") from None
+            self.db.close()
+            raise JournalError(f"{self.path}: not a usable fundarb trade log ({exc}); restore it from a backup "
+                               "(`sqlite3 FILE .recover` may save its rows)") from None
+
+    def _check_integrity(self) -> None:
+        """``PRAGMA quick_check``: a damaged file is refused before it is read or written."""
+        try:
+            problems = [r[0] for r in self.db.execute("PRAGMA quick_check(5)").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            raise JournalError(f"{self.path}: the trade log is damaged ({' '.join('; '.join(problems).split())[:300]}); nothing was "
+                               "read or written. Restore it from a backup (`sqlite3 FILE .recover` may save its rows)")
 
     def _check_version(self) -> int:
         try:
@@ -222,13 +254,33 @@ class Journal:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+        """One transaction; a ``tx`` inside another joins it (all or nothing).
+        A failing write (a full disk, a read-only file) is a JournalError
+        naming the file and the cause, with nothing of the transaction kept."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.db
+            finally:
+                self._depth -= 1
+            return
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: cannot write the trade log ({exc})") from None
+        self._depth = 1
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute("COMMIT")
+        except BaseException as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise JournalError(f"{self.path}: cannot write the trade log ({exc}); nothing of this change "
+                                   "was kept") from None
             raise
-        self.db.execute("COMMIT")
+        finally:
+            self._depth = 0
 
     # --- operations -----------------------------------------------------------
     def begin_operation(self, ts: int, kind: str, config_hash: str, qty: float, plan: dict[str, Any]) -> int:
@@ -254,15 +306,29 @@ class Journal:
         with self.tx() as db:
             row = db.execute("SELECT COALESCE(MAX(intent_seq), 0) FROM orders WHERE config_hash=?",
                              (config_hash,)).fetchone()
-            seq = int(row[0]) + 1
-            cid = client_order_id(config_hash, seq)
-            order = Order(client_id=cid, venue=account, side=side, qty=qty, ts_created=ts, reason=role,
-                          pair_id=op_id, reduce_only=reduce_only, ts_updated=ts)
+            return self.add_order(ts, op_id, config_hash, int(row[0]) + 1, account, exchange, symbol, leg, role,
+                                  side, qty, reduce_only)
+
+    def add_order(self, ts: int, op_id: int, config_hash: str, seq: int, account: str, exchange: str, symbol: str,
+                  leg: str, role: str, side: Side, qty: float, reduce_only: bool) -> Order:
+        """Write the order row of intent ``seq`` of ``config_hash`` (client id
+        ``client_order_id(config_hash, seq)``); an intent sequence already used
+        is refused by the table's key."""
+        cid = client_order_id(config_hash, seq)
+        order = Order(client_id=cid, venue=account, side=side, qty=qty, ts_created=ts, reason=role,
+                      pair_id=op_id, reduce_only=reduce_only, ts_updated=ts)
+        with self.tx() as db:
             db.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        (cid, op_id, config_hash, seq, account, exchange, symbol, leg, role, side.value, qty,
                         int(reduce_only), order.status.value, None, 0.0, 0.0, 0.0, "", ts, ts))
             self._event(db, ts, order, config_hash, "reserved")
         return order
+
+    def max_intent_seq(self, config_hash: str) -> int:
+        """The highest intent sequence of ``config_hash``'s orders (0 for none)."""
+        row = self.db.execute("SELECT COALESCE(MAX(intent_seq), 0) FROM orders WHERE config_hash=?",
+                              (config_hash,)).fetchone()
+        return int(row[0])
 
     def save_order(self, order: Order, config_hash: str, detail: str = "", venue_order_id: str | None = None) -> None:
         """A change of the order's state (placed, found, ended); its filled
@@ -449,6 +515,10 @@ class Journal:
             db.execute("INSERT INTO alerts (ts, kind, severity, config_hash, message, key, outcome) "
                        "VALUES (?,?,?,?,?,?,?)", (ts, kind, severity, config_hash, message, key or kind, outcome))
 
+    def last_seq(self, table: str) -> int:
+        """The row number of ``table``'s last row (0 when empty)."""
+        return int(self.db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {self._table(table)}").fetchone()[0])
+
     def rows(self, table: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute(f"SELECT * FROM {self._table(table)} ORDER BY rowid")]
 
@@ -460,3 +530,36 @@ class Journal:
         if table not in TABLES:
             raise ValueError(f"no table {table!r} in the trade log")
         return table
+
+
+def _create(path: Path) -> None:
+    """A new trade log at ``path``, whole or not at all: the schema is
+    written to a private file (mode 0600) beside it, which is then linked in
+    under its name, so no reader ever sees a half-made file and two processes
+    creating it at once end with one of them (the other opens it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=DELETE")
+            db.execute("BEGIN IMMEDIATE")
+            for stmt in filter(str.strip, SCHEMA.split(";")):
+                db.execute(stmt)
+            db.executemany("INSERT INTO meta VALUES (?, ?)", [("schema_version", str(SCHEMA_VERSION)), ("kind", KIND)])
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it first: that one is the trade log
+    finally:
+        tmp.unlink(missing_ok=True)
