@@ -47,13 +47,18 @@ def run_command(
             _fail(refusal)
     from fundarb.runner.loop import RunnerError
 
+    from fundarb.runner.registry import registration
+
+    mode = "live" if live else "paper"
     # the whole run holds the trade log, and live the venue accounts: no second actor on them
-    lock = actor_lock(cfg, path, target, f"fundarb run --{'live' if live else 'paper'}", venues=live)
+    lock = actor_lock(cfg, path, target, f"fundarb run --{mode}", venues=live)
+    listed = registration(path, mode).acquire()  # how `kill`, `resume` and `monitor` find this runner
     try:
-        _run(_serve(cfg, "live" if live else "paper", path, target, log_file, duration))
+        _run(_serve(cfg, mode, path, target, log_file, duration))
     except RunnerError as exc:
         _fail(str(exc))
     finally:
+        listed.release()
         lock.release()
 
 
@@ -67,36 +72,61 @@ async def _serve(cfg, mode: str, path: Path, target, log_file: Optional[Path], d
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if duration is not None:  # bounds the whole run, the wait for an unreachable venue included
+        loop.call_later(duration, stop.set)
     session = await _connect(cfg, path, target, mode, log, stop)
     if session is None:
+        log.info("stopped", reason="stopped before the venues answered")
         return
-    if duration is not None:
-        loop.call_later(duration, stop.set)
     try:
         runner = Runner(cfg, mode, session, log)
         log.info("starting", config=cfg.name, journal=str(path), spot=cfg.spot_account, perp=cfg.perp_account,
                  target=target.api_url or ("sandbox" if target.sandbox else "live venues"))
-        await runner.start()
-        await runner.run(stop)
+        await _until(runner.start(), stop)
+        if not stop.is_set():
+            await runner.run(stop)
     finally:
         await session.close()
+
+
+async def _until(coro, stop: asyncio.Event):
+    """``coro``, abandoned (cancelled) if ``stop`` is set first; its result or None."""
+    task = asyncio.ensure_future(coro)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+    return task.result()
 
 
 async def _connect(cfg, path: Path, target, mode: str, log, stop: asyncio.Event):
     """Open the session, waiting out a venue that does not answer (a restart
     during an outage keeps trying, with back-off, until stopped); a bad key
-    or config fails at once."""
+    or config fails at once. Each attempt and each pause ends when ``stop``
+    is set (Ctrl-C, SIGTERM, ``--duration``)."""
     from fundarb.venues.live.exchange import VenueUnreachable
     from fundarb.venues.live.session import open_session
 
-    delay = 1.0
-    while True:
+    delay, attempt = 1.0, 0
+    while not stop.is_set():
+        attempt += 1
         try:
-            return await open_session(cfg, path, target, trading=mode == "live")
+            session = await _until(open_session(cfg, path, target, trading=mode == "live", paper=mode == "paper"),
+                                   stop)
+            if session is not None and stop.is_set():
+                await session.close()
+                return None
+            return session
         except VenueUnreachable as exc:
-            log.warning("venue_unreachable_at_start", error=str(exc)[:300], retry_in_s=delay)
+            log.warning("venue_unreachable_at_start", error=str(exc)[:300], attempt=attempt, retry_in_s=delay)
         try:
             await asyncio.wait_for(stop.wait(), delay)
             return None
         except TimeoutError:
             delay = min(delay * 2, 60.0)
+    return None

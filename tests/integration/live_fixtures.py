@@ -33,9 +33,9 @@ def baseline():
     return load(default_config_path())
 
 
-async def session_on(server, journal: Path, timeout_ms: int = 5000, cfg=None):
+async def session_on(server, journal: Path, timeout_ms: int = 5000, cfg=None, paper: bool = False):
     return await open_session(cfg or baseline(), journal, Target(api_url=server.base_url, timeout_ms=timeout_ms),
-                              env=KEYS, dotenv=None)
+                              env=KEYS, dotenv=None, trading=not paper, paper=paper)
 
 
 def run(coro):

@@ -120,7 +120,7 @@ async def start_runner(server, journal: Path, cfg: Config, mode: str, log_lines:
     from fundarb.runner.logs import run_logger
     from fundarb.runner.loop import Runner
 
-    session = await session_on(server, journal, cfg=cfg)
+    session = await session_on(server, journal, cfg=cfg, paper=mode == "paper")
     runner = Runner(cfg, mode, session, run_logger(session.config_hash, mode, stream=log_lines))
     await runner.start()
     stop = asyncio.Event()

@@ -2,8 +2,10 @@
 
 ``paper``: the venues' live feeds drive the discrete-event simulator, which
 fills the engine's orders with its fee, slippage and latency models (nothing
-is sent; the paper book starts from the config's capital and is not kept
-across restarts). ``live``: the engine's orders go to the venues through the
+is sent). The trade log records it as it records live trading
+(``fundarb.runner.paper``): orders, fills and funding under the paper venue
+identity, alerts and heartbeats; a first run starts from the config's
+capital, a restart from the trade log's last step. ``live``: the engine's orders go to the venues through the
 journaled, paired execution of the live backend (``LiveVenue``), and the
 book starts from what the venues and the trade log hold.
 
@@ -58,6 +60,7 @@ from fundarb.core.strategy import CarryStrategy
 from fundarb.engine import Engine
 from fundarb.runner.live_venue import LiveVenue, dust_of
 from fundarb.runner.pacing import Pacer
+from fundarb.runner.paper import PaperLedger
 from fundarb.venues.live.feed import MarketFeed
 from fundarb.venues.live.paired import BLOCK_KEY, FLATTEN_KEY
 from fundarb.venues.live.preflight import balance_of, funding_interval_hours, perp_position, venue_margin_rule
@@ -79,13 +82,16 @@ class RunnerError(RuntimeError):
 
 
 class SessionRecorder:
-    """Engine rows -> JSON log lines; alerts also to the trade log and channels."""
+    """Engine rows -> JSON log lines; alerts also to the trade log and
+    channels; paper, the orders, fills and funding to the trade log too."""
 
-    def __init__(self, session: LiveSession, log: Any) -> None:
-        self.session, self.log = session, log
+    def __init__(self, session: LiveSession, log: Any, paper: PaperLedger | None = None) -> None:
+        self.session, self.log, self.paper = session, log, paper
 
     def record(self, kind: str, row: dict[str, Any]) -> None:
         self.log.info(kind, **row)
+        if self.paper is not None:
+            self.paper.record(kind, row)
         if kind == "alert":
             self.session.alert(row["kind"], row["message"], row["severity"])
 
@@ -121,6 +127,7 @@ class Runner:
         self.engine: Engine | None = None
         self.sim: SimExchange | None = None
         self.venue: LiveVenue | None = None
+        self.paper: PaperLedger | None = None  # paper: the simulator's word, written to the trade log
         self.feeds: list[MarketFeed] = []  # both legs', set when the runner runs
         self.halt_written = ""  # the kill-switch text this runner wrote (to see a resume)
         self.payments: dict[int, int] = {}  # settlement instant (in position) -> successful asks so far
@@ -170,14 +177,20 @@ class Runner:
         monitor = RiskMonitor(self.cfg.risk, venue_costs(self.cfg, margin))
         venue: Any
         venue = self.venue if self.venue is not None else self._simulator(monitor.costs.margin)
+        resumed = self.mode == "live"
         if self.mode == "paper":
             self.sim = venue
+            self.paper = PaperLedger(s, venue)
+            resumed = self._resume_paper(book, start_ns)
         self.engine = Engine(venue, book, strategy, monitor, s.config_hash, SimClock(start_ns),
-                             SessionRecorder(s, self.log), MarketGuard(self.cfg.market_data_settings.limits()))
+                             SessionRecorder(s, self.log, self.paper),
+                             MarketGuard(self.cfg.market_data_settings.limits()))
+        # client ids carry on from the trade log's: never one used before
+        self.engine.intent_seq = self.journal.max_intent_seq(s.config_hash)
         await self._prime_signal(strategy, start_ns, funding_interval_hours(funding))
-        if self.mode == "live":
+        if resumed:
             self._restore_carry(strategy, book, start_ns)
-        peak = float(self.journal.get_state(PEAK_KEY) or 0.0) if self.mode == "live" else 0.0
+        peak = float(self.journal.get_state(PEAK_KEY) or 0.0) if resumed else 0.0
         monitor.peak_equity = max(peak, book.equity)
         self.log.info("started", equity=book.equity, spot_qty=book.spot.qty, perp_qty=book.perp.qty,
                       perp_entry=book.perp.entry, signal_apr=strategy.signal.current_apr(),
@@ -207,6 +220,25 @@ class Runner:
         book.spot.price, book.perp.price = spot_px, mark
         book.initial_equity = book.equity
         return book
+
+    def _resume_paper(self, book: PositionBook, now: int) -> bool:
+        """A paper trade log with steps in it: the simulator and the book take
+        its last step's accounts back (the capital stays the config's, so the
+        PnL counts from the first run). False for a new one."""
+        assert self.paper is not None
+        if not self.paper.restore(book, now):
+            return False
+        book.initial_equity = self.cfg.capital
+        book.fees = sum(a.fees for a in book.accounts.values())
+        paid = [f["amount"] for f in self.journal.rows("funding")]
+        book.funding_received = sum(a for a in paid if a > 0)
+        book.funding_paid = sum(a for a in paid if a < 0)
+        if book.perp.qty:
+            book.perp_spans.append([now, None])
+        self.log.info("paper_resumed", journal=str(self.journal.path), spot_qty=book.spot.qty, perp_qty=book.perp.qty,
+                      perp_entry=book.perp.entry, equity=book.equity, fills=self.journal.count("fills"),
+                      funding_payments=len(paid))
+        return True
 
     def _simulator(self, margin: MarginRule) -> SimExchange:
         cfg = self.cfg
@@ -273,6 +305,7 @@ class Runner:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self._record_paper()
             await self._heartbeat()
             self.log.info("stopped", **self.summary())
 
@@ -358,9 +391,23 @@ class Runner:
             self._halt(f"broken invariant: the engine holds spot {b.spot.qty:+.8g} / perp {b.perp.qty:+.8g} BTC, "
                        f"the trade log {js:+.8g} / {jp:+.8g}")
 
+    def _record_paper(self) -> None:
+        """Paper: the step's orders, fills and funding and the simulator's
+        accounts to the trade log, in one transaction."""
+        if self.paper is None or not self.paper.rows:
+            return
+        self.paper.commit(self.session.now_ns())
+        assert self.sim is not None
+        for name, sim in self.sim.accounts.items():  # the trade log holds what the simulator holds
+            held = self.journal.position(name)
+            if abs(held - sim.acct.qty) > 1e-8 and not self.halt_written:
+                self._halt(f"broken invariant: the paper simulator holds {sim.acct.qty:+.8g} BTC on {name}, "
+                           f"the trade log {held:+.8g}")
+
     async def _after_step(self) -> None:
         engine = self.engine
         assert engine is not None
+        self._record_paper()
         self._price_notes()
         if not engine.open_orders:
             self.stats.max_drift = max(self.stats.max_drift, engine.book.drift)
@@ -414,7 +461,8 @@ class Runner:
                 engine.halt(blocked[len(KILL_SWITCH_PREFIX) + 2:] or blocked, self.now, flatten=False)
                 self.log.warning("halted", reason=blocked)
             self.halt_written = blocked
-            if flatten and not engine.book.is_flat and not engine.open_orders:
+            # paper: the simulator fills against quotes, so its orders wait until both legs have one
+            if flatten and not engine.book.is_flat and not engine.open_orders and (self.sim is None or self._warm):
                 engine.halt(blocked, self.now, flatten=True)
         elif self.halt_written:  # lifted with `fundarb resume`
             engine.monitor.kill.resume()
@@ -430,6 +478,7 @@ class Runner:
             await self._check_kill_switch()
             if self.venue is not None:
                 await self._execute()
+            self._record_paper()
         # paper orders complete on the next market event (the simulator's latency)
         self._unreachable_near_settlement()
 
@@ -605,8 +654,8 @@ class Runner:
         beat = self.summary()
         self.log.info("heartbeat", **beat)
         self.journal.set_state(HEARTBEAT_KEY, json.dumps(beat, default=str), self.session.now_ns())
+        self.journal.set_state(PEAK_KEY, repr(engine.monitor.peak_equity), self.session.now_ns())
         if self.mode == "live":
-            self.journal.set_state(PEAK_KEY, repr(engine.monitor.peak_equity), self.session.now_ns())
             s = self.session
             js, jp = self.journal.position(s.spot.account, s.spot.base), self.journal.position(s.perp.account)
             js -= self.venue.dust if self.venue is not None else 0.0

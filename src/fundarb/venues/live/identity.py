@@ -12,6 +12,11 @@ It keys two things:
 - the trade log: a trade log is bound to the identities it was first traded
   with (``Journal.bind_venues``) and refuses any other with one line, so the
   fills of a testnet and of mainnet, or of two accounts, never share a log;
+A paper run has identities of its own (``VenueIdentity.as_paper``: network
+``paper``, the host whose market data it watches, no key), so its trade log
+is bound to paper trading on that venue and refuses live trading, and a live
+trade log refuses a paper run.
+
 - the one-actor lock (``fundarb.venues.live.runlock.ActorLock``): one lock
   per identity, so two trade logs on one account still exclude each other.
 """
@@ -29,12 +34,13 @@ import attrs
 from fundarb.venues.live.credentials import Credentials, load_credentials
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+PAPER = "paper"  # the network of a paper-trading identity
 
 
 @attrs.frozen
 class VenueIdentity:
     exchange: str
-    network: str  # mainnet | testnet | loopback | custom
+    network: str  # mainnet | testnet | loopback | custom | paper
     host: str  # host[:port] the orders are sent to
     key_digest: str  # first 16 hex digits of sha256(API key); "" without a key
 
@@ -44,8 +50,20 @@ class VenueIdentity:
         return f"{self.exchange}|{self.network}|{self.host}|{self.key_digest or '-'}"
 
     def describe(self) -> str:
+        if self.network == PAPER:
+            return f"{self.exchange} paper trading on the market data of {self.host}"
         key = f"API key #{self.key_digest[:8]}" if self.key_digest else "no API key"
         return f"{self.exchange} {self.network} at {self.host} ({key})"
+
+    @property
+    def paper(self) -> bool:
+        return self.network == PAPER
+
+    def as_paper(self) -> VenueIdentity:
+        """Paper trading on top of this venue: its market data, the simulator's
+        fills. Its own identity (no key: nothing is sent), so a paper trade log
+        never mixes with a live one of the same account."""
+        return VenueIdentity(self.exchange, PAPER, self.host, "")
 
     @classmethod
     def parse(cls, key: str) -> VenueIdentity:

@@ -231,7 +231,7 @@ class Journal:
     def bind_venues(self, identities: Mapping[str, VenueIdentity], bind: bool = True) -> None:
         """Refuse venue identities other than those the trade log was made
         with (one line naming both); bind the accounts not yet bound (when
-        ``bind`` and the identity has a key), giving their earlier fills and
+        ``bind`` and the identity has a key or is a paper one), giving their earlier fills and
         payments the identity."""
         bound = self.venues()
         for account, ident in identities.items():
@@ -240,7 +240,7 @@ class Journal:
                 raise JournalError(
                     f"{self.path} is the trade log of {known.describe()} for {account}; this run reaches "
                     f"{ident.describe()}: another venue or account; use another trade log (--journal)")
-        fresh = {a: i for a, i in identities.items() if a not in bound and i.key_digest}
+        fresh = {a: i for a, i in identities.items() if a not in bound and (i.key_digest or i.paper)}
         if not bind or not fresh:
             return
         with self.tx() as db:

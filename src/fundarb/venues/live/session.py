@@ -40,6 +40,7 @@ class LiveSession:
     # a process that is not the account's actor for its whole life (the dashboard): a context
     # manager that takes the one-actor lock for one reconciliation if it can (yields whether it did)
     alone: Callable[[], Any] | None = None
+    paper: bool = False  # a paper trade log: the simulator's fills, nothing sent to the venues
 
     @property
     def legs(self) -> tuple[LiveLeg, LiveLeg]:
@@ -63,15 +64,20 @@ class LiveSession:
 
 
 async def open_session(cfg: Config, journal_path: Path, target: Target, *, trading: bool = True,
-                       env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env"),
+                       paper: bool = False, env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env"),
                        now_ns: Callable[[], int] = time.time_ns) -> LiveSession:
-    """Open the journal, check (and, trading, bind) the venue identities it
-    was made with, connect the config's venues (keys from the environment /
-    .env) and load their markets. ``trading`` requires keys on both venues."""
+    """Open the journal, check (and, trading or ``paper``, bind) the venue
+    identities it was made with, connect the config's venues (keys from the
+    environment / .env) and load their markets. ``trading`` requires keys on
+    both venues. ``paper``: the identities are paper ones on top of the
+    venues (no key needed: nothing is sent); a session that does not trade
+    on a paper trade log (the dashboard, ``positions``) watches it as paper."""
     journal = Journal(journal_path)  # first: a bad file is refused before any venue is asked
     try:
         identities = session_identities(cfg, target.api_url, target.sandbox, env, dotenv)
-        journal.bind_venues(identities, bind=trading)  # another venue or account: refused before any request
+        if paper or (not trading and any(i.paper for i in journal.venues().values())):
+            paper, identities = True, {a: i.as_paper() for a, i in identities.items()}
+        journal.bind_venues(identities, bind=trading or paper)  # another venue or account: refused before any request
     except BaseException:
         journal.close()
         raise
@@ -80,7 +86,7 @@ async def open_session(cfg: Config, journal_path: Path, target: Target, *, tradi
     try:
         for exchange_id in dict.fromkeys((cfg.spot.exchange, cfg.perp.exchange)):
             creds: Credentials = load_credentials(exchange_id, env, dotenv)
-            if trading:
+            if trading and not paper:
                 require_credentials(creds)
             clients[exchange_id] = client = connect(exchange_id, creds, target)
             queues[exchange_id] = queue = RequestQueue.for_exchange(client)
@@ -102,7 +108,8 @@ async def open_session(cfg: Config, journal_path: Path, target: Target, *, tradi
         journal.close()
         raise
     h = config_hash(cfg)
-    session = LiveSession(cfg, h, journal, legs[0], legs[1], LegTrader(journal, h, now_ns), clients, now_ns)
+    session = LiveSession(cfg, h, journal, legs[0], legs[1], LegTrader(journal, h, now_ns), clients, now_ns,
+                          paper=paper)
     session.alerter = _alerter(cfg, h, journal, env, dotenv)
     return session
 
