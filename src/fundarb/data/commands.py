@@ -26,11 +26,15 @@ def fetch_command(
     no_spot: bool = typer.Option(False, "--no-spot", help="skip the spot OHLCV"),
     api_url: Optional[str] = typer.Option(None, "--api-url", help="send every REST call to this base URL instead (e.g. a local emulator, http://127.0.0.1:8900)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
+    attempts: int = typer.Option(8, "--attempts", min=1, help="tries of one request before giving up on a venue that "
+                                 "does not answer (waits between them: 0.5, 1, 2, 4, 8, 8 ... s, or the venue's "
+                                 "Retry-After; at most 120 s in all)"),
 ) -> None:
     """Fetch funding history and spot/perp OHLCV into a parquet store; resumes where a previous fetch stopped."""
     from fundarb.cli import fail
-    from fundarb.data.fetch import FetchError, FetchPlan, fetch_all, spot_counterpart
+    from fundarb.data.fetch import Backoff, FetchError, FetchPlan, fetch_all, spot_counterpart
     from fundarb.data.history import DataError, fmt_time, parse_time
+    from fundarb.waits import WaitReporter
 
     err = Console(stderr=True)
     try:
@@ -45,7 +49,8 @@ def fetch_command(
             sv, ss = spot_venue or dv, spot_symbol or ds
         plan = FetchPlan(venue, symbol, since_ms, until_ms, timeframe, sv, ss)
         with Progress(TextColumn("[bold]fetch[/] {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
+                      console=err, transient=True, disable=quiet or not err.is_terminal) as bar, \
+                WaitReporter(err) as waits:  # retries show even with --quiet: they explain a slow or failed fetch
             tasks: dict[str, int] = {}
 
             def progress(what: str, ts: int) -> None:
@@ -53,9 +58,17 @@ def fetch_command(
                     tasks[what] = bar.add_task(what, total=until_ms - since_ms)
                 bar.update(tasks[what], completed=max(0, ts - since_ms))
 
-            reports = fetch_all(plan, store, api_url, progress=progress)
+            reports = fetch_all(plan, store, api_url, Backoff(attempts=attempts, waits=waits), progress=progress)
     except (FetchError, DataError) as exc:
         fail(str(exc))
+        return
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        fail(f"the store cannot be written: {exc}")  # full disk, permissions
+        return
+    except KeyboardInterrupt:
+        fail(f"interrupted; {store} keeps every page that arrived and the next fetch resumes after it", 130)
         return
     if quiet:
         return

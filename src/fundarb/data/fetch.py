@@ -12,8 +12,13 @@ Pages are fetched by advancing ``since`` past the last row (ccxt's own
 de-duplication. Every page is merged into the store at once (written to a
 temporary file, then renamed), so an interrupted fetch loses at most the page
 in flight and the next run resumes after the last stored row. Network errors
-(429/418, 5xx, timeouts) are retried with exponential back-off and jitter,
-honouring Retry-After where the venue sends it.
+(429/418, 5xx, timeouts, a refused connection) are retried with exponential
+back-off and jitter, honouring Retry-After where the venue sends it, within a
+bound: at most ``Backoff.attempts`` (8) attempts of one request and
+``Backoff.budget_s`` (120 s) of waiting between them; back-off alone waits
+0.5, 1, 2, 4, 8, 8, 8 s (+ up to 25%), so an unreachable venue fails after
+8 attempts and 31.5-39.4 s. A wait longer than 2 s is shown while it lasts
+(``Backoff.waits``, a ``fundarb.waits.WaitReporter``).
 """
 
 from __future__ import annotations
@@ -45,14 +50,20 @@ class FetchError(RuntimeError):
 @attrs.define
 class Backoff:
     """Retries for network errors: ``base * 2**attempt`` seconds (at most
-    ``cap``), or the venue's Retry-After if longer, plus up to 25% jitter."""
+    ``cap``), or the venue's Retry-After if longer, plus up to 25% jitter; at
+    most ``attempts`` attempts of one request, and no more than ``budget_s``
+    seconds of waiting between them (a Retry-After that would go beyond it
+    gives up at once). ``waits`` (a ``fundarb.waits.WaitReporter``) is told
+    of each retry and of the end of each wait."""
 
     attempts: int = 8
     base: float = 0.5
-    cap: float = 60.0
+    cap: float = 8.0
+    budget_s: float = 120.0
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = attrs.field(factory=lambda: random.Random(0))
     waited: list[float] = attrs.field(factory=list)
+    waits: Any = None
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         d = min(self.cap, self.base * 2**attempt)
@@ -75,18 +86,45 @@ def retry_after(exchange: Any) -> float | None:
 def call_with_retry(exchange: Any, backoff: Backoff, what: str, fn: Callable[[], Any]) -> Any:
     import ccxt
 
-    for attempt in range(backoff.attempts):
-        try:
-            return fn()
-        except ccxt.NetworkError as exc:  # 429/418, 5xx, timeouts: worth another try
-            if attempt == backoff.attempts - 1:
-                raise FetchError(f"{what}: gave up after {backoff.attempts} attempts: {type(exc).__name__}: {exc}") from None
-            d = backoff.delay(attempt, retry_after(exchange))
-            backoff.waited.append(d)
-            backoff.sleep(d)
-        except ccxt.BaseError as exc:
-            raise FetchError(f"{what}: {type(exc).__name__}: {exc}") from None
+    from fundarb.waits import error_reason
+
+    waited = 0.0
+    try:
+        for attempt in range(1, backoff.attempts + 1):
+            try:
+                return fn()
+            except ccxt.NetworkError as exc:  # 429/418, 5xx, timeouts, refused connections: worth another try
+                why = _why(exc, error_reason(exc))
+                if attempt == backoff.attempts:
+                    raise FetchError(f"{what}: gave up after {_attempts(attempt)}: {why}") from None
+                asked = retry_after(exchange)
+                d = backoff.delay(attempt - 1, asked)
+                if waited + d > backoff.budget_s:  # a long Retry-After: say so rather than wait it out
+                    told = f"the venue asks to wait {asked:g} s (Retry-After), " if asked is not None else ""
+                    raise FetchError(f"{what}: gave up after {_attempts(attempt)}: {told}beyond the {backoff.budget_s:g} s "
+                                     f"one request may wait in all: {why}") from None
+                if backoff.waits is not None:
+                    backoff.waits.on_retry(what, attempt, d, exc, attempts=backoff.attempts)
+                waited += d
+                backoff.waited.append(d)
+                backoff.sleep(d)
+            except ccxt.BaseError as exc:
+                raise FetchError(f"{what}: {type(exc).__name__}: {exc}") from None
+    finally:
+        if backoff.waits is not None:
+            backoff.waits.done(what)
     raise AssertionError("unreachable")
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt{'s' if n != 1 else ''}"
+
+
+def _why(exc: Exception, reason: str) -> str:
+    """The error's type and text, with the socket's reason when the text lacks one."""
+    text = f"{type(exc).__name__}: {exc}"
+    extra = reason.partition(": ")[2]
+    return f"{text} ({extra})" if extra and extra not in text.lower() else text
 
 
 # --- the store --------------------------------------------------------------
@@ -173,12 +211,15 @@ def page_through(
     window starts after the last row received (a venue may cap pages below
     ``limit``), or after an empty window (a gap). Each page is merged into the
     store as it arrives."""
+    from fundarb.data.history import fmt_stamp
+
     cursor, resumed = _resume_from(path, schema, since_ms)
     report = FetchReport(what, path, resumed_from_ms=resumed)
     window = limit * step_ms
     while cursor <= until_ms:
         end = min(cursor + window - 1, until_ms)
-        page = call_with_retry(exchange, backoff, f"{what} from {cursor}", lambda: fetch_page(cursor, end))
+        page = call_with_retry(exchange, backoff, f"{what} from {fmt_stamp(cursor * 1_000_000)} UTC",
+                               lambda: fetch_page(cursor, end))
         rows = to_rows(page).filter((pl.col("timestamp_ms") >= cursor) & (pl.col("timestamp_ms") <= end))
         report.pages += 1
         if rows.height:

@@ -84,6 +84,9 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
 
 
 class RequestQueue:
+    # told before each retry's pause: (what, failed attempt, seconds to the next, error); see fundarb.waits
+    on_retry: Callable[[str, int, float, BaseException], None] | None = None
+
     def __init__(self, venue: str, *, rate_per_second: float, burst: float,
                  max_attempts: int = 5, base_delay_s: float = 0.25, max_delay_s: float = 8.0,
                  headers: Callable[[], Mapping[str, str] | None] = lambda: None,
@@ -139,6 +142,8 @@ class RequestQueue:
                 delay = self._on_retryable(err, name, attempt)
                 if not retry or attempt >= self.max_attempts:
                     raise
+                if self.on_retry is not None:
+                    self.on_retry(f"{self.venue} {name}", attempt, max(delay, self._paused_until - self._monotonic()), err)
             except Exception as err:
                 self._note(err, name, attempt)
                 raise
