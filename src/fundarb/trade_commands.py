@@ -55,8 +55,44 @@ def _context(config: Optional[Path], journal: Optional[Path], api_url: Optional[
                         timeout_ms=int(cfg.live_settings.request_timeout_seconds * 1000))
     except (ConfigError, VenueSetupError) as exc:
         _fail(str(exc))
-    path = journal or Path(os.environ.get("FUNDARB_JOURNAL") or DEFAULT_JOURNAL)
-    return cfg, path, target
+    return cfg, journal_for(journal), target
+
+
+def journal_for(journal: Optional[Path]) -> Path:
+    """The trade log a command acts on: the one the user names (--journal,
+    $FUNDARB_JOURNAL); else the trade log of the strategy runner running on
+    this machine, found through its lock (and said on stderr); else the
+    default. Two runners and no name: one error line, never a guess."""
+    if journal is not None:
+        return journal
+    if os.environ.get("FUNDARB_JOURNAL"):
+        return Path(os.environ["FUNDARB_JOURNAL"])
+    from fundarb.runner.registry import running
+
+    found = running()
+    if len(found) > 1:
+        _fail("several strategy runners are running: " + "; ".join(r.describe() for r in found)
+              + "; name the trade log with --journal")
+    if found:
+        err.print(f"[dim]trade log of {escape(found[0].describe())} (--journal names another)[/]")
+        return found[0].journal
+    return DEFAULT_JOURNAL
+
+
+def is_paper(path: Path) -> bool:
+    """Whether ``path`` is a paper run's trade log (bound to paper identities)."""
+    from fundarb.venues.live.journal import Journal, JournalError
+
+    if not path.is_file():
+        return False
+    try:
+        j = Journal(path)
+    except JournalError as exc:
+        _fail(str(exc))
+    try:
+        return any(i.paper for i in j.venues().values())
+    finally:
+        j.close()
 
 
 def _run(coro: Any) -> Any:
@@ -346,7 +382,57 @@ def positions_command(
 ) -> None:
     """Both legs as the venues report them, next to the trade log: position, delta, margin, funding."""
     cfg, path, target = _context(config, journal, api_url, sandbox)
+    if is_paper(path):
+        _paper_positions(cfg, path)
+        return
     _run(_positions(cfg, path, target))
+
+
+def _paper_positions(cfg, path: Path) -> None:
+    """A paper trade log's positions: the paper venue is the runner's
+    simulator, so its word is the trade log (fills, funding, the simulator's
+    accounts at the last step) and the runner's last heartbeat; the venues'
+    own accounts are not asked."""
+    import json
+
+    from fundarb.core.book import drift_of
+    from fundarb.runner.loop import HEARTBEAT_KEY
+    from fundarb.runner.paper import ACCOUNTS_KEY
+    from fundarb.runner.registry import running
+
+    j = _open_trade_log(path)
+    try:
+        venues = j.venues()
+        accounts = json.loads(j.get_state(ACCOUNTS_KEY) or "{}").get("accounts", {})
+        beat = json.loads(j.get_state(HEARTBEAT_KEY) or "{}")
+        spot, perp = cfg.spot_account, cfg.perp_account
+        js, jp = j.position(spot), j.position(perp)
+        fills, paid = j.rows("fills"), j.rows("funding")
+        blocked = j.blocked()
+    finally:
+        j.close()
+    runner = next((r for r in running() if r.journal.resolve() == path.resolve()), None)
+    watched = next(iter(venues.values())).host if venues else "?"
+    out.print(f"[bold]{cfg.name}[/], paper trade log {path} (paper trading on the market data of {watched}; "
+              + (f"runner pid {runner.pid} running)" if runner else "no runner running)"))
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("leg", "trade log BTC", "cash USDT", "entry"):
+        t.add_column(col, justify="right" if col != "leg" else "left", no_wrap=True)
+    for leg, name, qty in (("spot", spot, js), ("perp", perp, jp)):
+        a = accounts.get(name, {})
+        t.add_row(f"{leg} {name}", f"{qty:+.8g}", f"{a.get('cash', math.nan):,.2f}",
+                  f"{a['entry']:,.2f}" if a.get("entry") else "-")
+    out.print(t)
+    out.print(f"delta {js + jp:+.8g} BTC, drift {drift_of(js, jp, 0.0):.3%} (limit {cfg.risk.max_drift:.0%})")
+    if beat:
+        buf = beat.get("margin_buffer")
+        out.print(f"last heartbeat {escape(str(beat.get('venue_time')))}: equity {beat.get('equity', math.nan):,.2f} "
+                  f"USDT, margin buffer {'-' if buf is None else f'{buf:.1%}'}, leverage {beat.get('leverage', 0):.2f}")
+    fees = sum(f["fee_quote"] or 0.0 for f in fills)
+    out.print(f"trade log: {len(fills)} fills, fees {fees:,.4f} USDT; {len(paid)} funding payments, "
+              f"{sum(f['amount'] for f in paid):+,.4f} USDT")
+    if blocked:
+        err.print(f"[red]new entries blocked:[/] {escape(blocked)}")
 
 
 async def _positions(cfg, path, target) -> None:
@@ -470,7 +556,7 @@ def log_command(
 
     if table not in LOG_TABLES:
         _fail(f"--table must be one of {', '.join(LOG_TABLES)}, got {table!r}")
-    path = journal or Path(os.environ.get("FUNDARB_JOURNAL") or DEFAULT_JOURNAL)
+    path = journal_for(journal)
     if not path.is_file():
         _fail(f"no trade log at {path} (trades write it; --journal names another)")
     try:
@@ -495,59 +581,122 @@ def _filtered(rows: list[dict], table: str, lo: int | None, hi: int | None) -> l
     return [r for r in rows if (lo is None or r[key] >= lo) and (hi is None or r[key] < hi)]
 
 
+TIME_COLUMNS = ("ts", "venue_ts", "ts_created", "ts_updated", "ts_done")
+
+
 def _write_csv(path: Path, rows: list[dict], table: str) -> None:
+    """Every column, and beside each time in ns its ISO 8601 UTC form (``<column>_utc``)."""
     import polars as pl
 
     from fundarb.venues.live.journal import SCHEMA
 
+    columns = _columns(SCHEMA, table)
+    wide = []
+    for col in columns:
+        wide.append(col)
+        if col in TIME_COLUMNS:
+            wide.append(f"{col}_utc")
+    records = [{c: (_iso(r[c[:-4]]) if c.endswith("_utc") and c[:-4] in TIME_COLUMNS else r[c]) for c in wide}
+               for r in rows]
+    frame = pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame({c: [] for c in wide})
     tmp = path.with_name(path.name + ".partial")
-    frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(
-        {c: [] for c in _columns(SCHEMA, table)})
-    frame.write_csv(tmp)
-    os.replace(tmp, path)
+    try:
+        frame.select(wide).write_csv(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        _fail(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _iso(ns: Any) -> str | None:
+    """ns since the epoch -> ISO 8601 UTC with microseconds (None stays None)."""
+    from datetime import UTC, datetime
+
+    if ns is None:
+        return None
+    sec, rest = divmod(int(ns), 1_000_000_000)
+    return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest // 1000:06d}Z"
 
 
 def _columns(schema: str, table: str) -> list[str]:
+    """``table``'s columns in the schema's order (a column is a name followed by its type)."""
+    import re
+
     body = schema.split(f"CREATE TABLE {table} (", 1)[1].split(");", 1)[0]
-    return [part.split()[0] for part in body.replace("\n", " ").split(",")
-            if part.split() and part.split()[0].islower() and part.split()[0] not in ("unique",)]
+    return re.findall(r"(?:^|,)\s*([a-z_]+) (?:INTEGER|TEXT|REAL)", body)
+
+
+def short_id(client_id: str) -> str:
+    """A client id as a person reads it: fundarb's ``fa<config hash>-<n>`` is
+    ``#n`` (the config hash is in the heading); a trade fundarb did not send
+    keeps ``ext:`` and the end of the venue's order id."""
+    if client_id.startswith("ext:"):
+        return "ext:" + client_id[4:][-10:]
+    head, _, n = client_id.rpartition("-")
+    return f"#{n}" if head.startswith("fa") and n.isdigit() else client_id[-12:]
+
+
+def _leg(account: str) -> str:
+    return account.split(":")[-1]
+
+
+def _num(x: Any, fmt: str = ",.2f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+# each table as columns that fit 100 terminal columns: (heading, cell of a row, right-aligned, max width)
+LOG_VIEWS: dict[str, tuple[tuple[str, Any, bool, int | None], ...]] = {
+    "fills": (("venue time UTC", lambda r: _time(r["venue_ts"]), False, None),
+              ("order", lambda r: short_id(r["client_id"]), False, 14), ("leg", lambda r: _leg(r["account"]), False, None),
+              ("side", lambda r: r["side"], False, None), ("BTC", lambda r: f"{r['qty']:g}", True, None),
+              ("price", lambda r: _num(r["price"]), True, None),
+              ("fee", lambda r: _num(r["fee_quote"], ",.4f") if r["fee_quote"] is not None
+               else f"{r['fee']:.8g} {r['fee_currency']}", True, None)),
+    "orders": (("updated UTC", lambda r: _time(r["ts_updated"]), False, None),
+               ("order", lambda r: short_id(r["client_id"]), False, 14), ("op", lambda r: str(r["op_id"]), True, None),
+               ("leg", lambda r: r["leg"], False, None), ("role", lambda r: r["role"], False, 12),
+               ("side", lambda r: r["side"], False, None), ("BTC", lambda r: f"{r['qty']:g}", True, None),
+               ("filled", lambda r: f"{r['filled_qty']:g}", True, None),
+               ("avg price", lambda r: _num(r["avg_price"]) if r["filled_qty"] else "-", True, None),
+               ("status", lambda r: r["status"], False, 16)),
+    "funding": (("venue time UTC", lambda r: _time(r["venue_ts"]), False, None),
+                ("leg", lambda r: _leg(r["account"]), False, None), ("symbol", lambda r: r["symbol"], False, 16),
+                ("rate", lambda r: "-" if r["rate"] is None else f"{r['rate']:.6%}", True, None),
+                ("amount USDT", lambda r: f"{r['amount']:+,.4f}", True, None)),
+    "operations": (("op", lambda r: str(r["op_id"]), True, None), ("started UTC", lambda r: _time(r["ts"]), False, None),
+                   ("kind", lambda r: r["kind"], False, None), ("BTC", lambda r: f"{r['qty']:g}", True, None),
+                   ("status", lambda r: r["status"], False, 14), ("result", lambda r: r["result"], False, 36)),
+    "alerts": (("time UTC", lambda r: _time(r["ts"]), False, None), ("severity", lambda r: r["severity"], False, None),
+               ("kind", lambda r: r["kind"], False, 18), ("outcome", lambda r: r["outcome"], False, 12),
+               ("message", lambda r: r["message"], False, 36)),
+    "reconciliations": (("time UTC", lambda r: _time(r["ts"]), False, None),
+                        ("trigger", lambda r: r["trigger"], False, 10), ("ok", lambda r: "yes" if r["ok"] else "NO", False, None),
+                        ("detail", lambda r: r["detail"], False, 56)),
+}
 
 
 def _print_rows(rows: list[dict], table: str) -> None:
+    """The table in at most 100 columns: short ids, UTC times, long texts cut
+    (``--csv`` has every column whole)."""
     if not rows:
         out.print(f"no {table} in that window")
         return
     accounts = sorted({r["account"] for r in rows if "account" in r})
-    out.print(f"[bold]{table}: {len(rows)} rows[/]" + (f" ({', '.join(accounts)})" if accounts else ""))
+    hashes = sorted({r["config_hash"][:12] for r in rows if r.get("config_hash")})
+    out.print(f"[bold]{table}: {len(rows)} rows[/]" + (f" ({', '.join(accounts)})" if accounts else "")
+              + (f"; config {', '.join(hashes)}" if hashes else ""))
     t = Table(box=None, pad_edge=False, header_style="bold")
+    view = LOG_VIEWS[table]
+    for heading, _, right, width in view:
+        t.add_column(heading, no_wrap=True, justify="right" if right else "left", max_width=width,
+                     overflow="ellipsis")
+    for r in rows:
+        t.add_row(*(escape(str(cell(r))) for _, cell, _, _ in view))
+    out.print(t)
     if table == "fills":
-        for col in ("venue time", "client id", "leg", "side", "BTC", "price", "fee USDT"):
-            t.add_column(col, no_wrap=True, justify="right" if col in ("BTC", "price", "fee USDT") else "left")
-        for r in rows:
-            t.add_row(_time(r["venue_ts"]), r["client_id"], r["account"].split(":")[-1], r["side"], f"{r['qty']:g}",
-                      f"{r['price']:,.2f}", f"{r['fee_quote'] or 0:,.4f}" if r["fee_quote"] is not None
-                      else f"{r['fee']:.8g} {r['fee_currency']}")
-        out.print(t)
         out.print(f"fees {sum(r['fee_quote'] or 0 for r in rows):,.4f} USDT (as charged, in BTC or USDT: --csv); bought "
                   f"{sum(r['qty'] for r in rows if r['side'] == 'buy'):g} BTC, sold "
                   f"{sum(r['qty'] for r in rows if r['side'] == 'sell'):g} BTC")
-        return
-    cols = [c for c in rows[0] if c not in ("plan", "config_hash")]
-    for c in cols:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*(_cell(c, r[c]) for c in cols))
-    out.print(t)
-
-
-def _cell(col: str, value: Any) -> str:
-    if value is None:
-        return "-"
-    if col in ("ts", "venue_ts", "ts_created", "ts_updated", "ts_done") and isinstance(value, int):
-        return _time(value)
-    if isinstance(value, float):
-        return f"{value:,.8g}"
-    return escape(str(value)[:80])
 
 
 # ---------------------------------------------------------------------------------- the dashboard
@@ -682,6 +831,10 @@ def kill_command(
         out.print(f"The strategy runner (pid {runner}) halts new orders and flattens both legs itself; "
                   "follow it with `fundarb positions`.")
         return
+    if is_paper(path):  # the paper venue is a runner's simulator: nothing to send orders to now
+        out.print("This is a paper trade log and no runner is running on it: the flatten request stays in it, and "
+                  "the next `fundarb run --paper` on it flattens both legs first.")
+        return
     try:
         lock = ActorLock.of_config(path, cfg, target, "fundarb kill --flatten").acquire()
     except RunnerBusy as busy:
@@ -782,15 +935,16 @@ def _journal_alert(j, cfg, h: str, kind: str, message: str, severity: str) -> No
 
 def resume_command(
     reason: str = typer.Argument(..., help="why trading may go on (kept in the trade log)"),
-    journal: Optional[Path] = JournalOpt,
+    config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
 ) -> None:
     """Lift the kill switch (it holds across restarts until this), giving the reason."""
+    from fundarb.config import config_hash
     from fundarb.venues.live.paired import BLOCK_KEY, FLATTEN_KEY
     from fundarb.venues.live.reconcile import KILL_SWITCH_PREFIX
 
     if not reason.strip():
         _fail("resume needs a reason")
-    path = journal or Path(os.environ.get("FUNDARB_JOURNAL") or DEFAULT_JOURNAL)
+    cfg, path, _ = _context(config, journal, None, False)
     j = _open_trade_log(path)
     try:
         blocked = j.blocked() or ""
@@ -801,10 +955,11 @@ def resume_command(
                 j.set_state(FLATTEN_KEY, None, now)
                 out.print("a leftover flatten request is cleared")
             raise typer.Exit(1)
-        j.add_alert(now, "kill_switch_resumed", "warning", "", f"resumed: {reason} (was: {blocked})",
-                    "kill_switch_resumed", "recorded")
-        j.set_state(BLOCK_KEY, None, now)
-        j.set_state(FLATTEN_KEY, None, now)
+        with j.tx():  # lifted and said together
+            j.set_state(BLOCK_KEY, None, now)
+            j.set_state(FLATTEN_KEY, None, now)
+        # said like the kill switch: journaled, and sent when alert channels are set
+        _journal_alert(j, cfg, config_hash(cfg), "kill_switch_resumed", f"resumed: {reason} (was: {blocked})", "warning")
         out.print(f"kill switch lifted: {escape(reason)}")
     finally:
         j.close()

@@ -27,6 +27,7 @@ from fundarb.config import Config, LiveSettings, RunnerSettings, config_hash, du
 
 START = "2024-03-01T06:00"  # real Binance data: funding ~55% APR, the carry enters at once
 WAIT_S = 60.0
+KEEP_ENV = ("FUNDARB_LOCK_DIR", "FUNDARB_PROMOTION_KEY_FILE")  # the test's own lock folder and promotion key
 
 
 def runner_config(**strategy) -> Config:
@@ -80,7 +81,7 @@ def venue_clock(server, minutes_per_step: float = 5.0, every_s: float = 0.05) ->
 
 def spawn_runner(server, journal: Path, config: Path, store: Path, mode: str = "--live",
                  log: Path | None = None) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNDARB_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNDARB_") or k in KEEP_ENV}
     env.update(KEYS, FUNDARB_PROMOTIONS=str(store))
     cmd = [sys.executable, "-c", "from fundarb.cli import main; main()", "run", str(config), mode,
            "--api-url", server.base_url, "--journal", str(journal)]

@@ -196,7 +196,13 @@ def test_qty_off_the_lot_fails_lot_and_notional_of_the_coarser_market():
 def test_blocked_entries_fail_an_open():
     p = plan(blocked="naked leg")
     assert failed(p) == {"entries"}
-    assert "naked leg" in p.failed[0].detail
+    assert "naked leg" in p.failed[0].detail and "`fundarb reconcile`" in p.failed[0].detail
+
+
+def test_an_entry_refused_under_the_kill_switch_names_resume_which_lifts_it():
+    p = plan(blocked="kill switch: manual")
+    assert failed(p) == {"entries"}
+    assert "`fundarb resume" in p.failed[0].detail and "reconcile" not in p.failed[0].detail
 
 
 # --- margin, leverage and funding numbers --------------------------------------------------

@@ -91,6 +91,7 @@ TABLES = ("operations", "orders", "order_events", "fills", "funding", "reconcili
 
 FILL_COLUMNS = ("ts", "venue_ts", "exchange", "trade_id", "account", "client_id", "config_hash", "side", "qty",
                 "price", "fee", "fee_currency", "fee_quote", "liquidity", "venue_id", "venue_order_id")
+KILL_SWITCH_PREFIX = "kill switch"  # an entries block the kill switch set (held until `fundarb resume`)
 VENUE_KEY = "venue:"  # meta: venue:<account> -> the VenueIdentity key the trade log is bound to
 
 # version 1 -> 2: fills keyed by (venue identity, order id, trade id), funding by
@@ -115,6 +116,14 @@ DROP TABLE fills_v1;
 DROP TABLE funding_v1;
 UPDATE meta SET value = '2' WHERE key = 'schema_version'
 """
+
+
+def lift_hint(blocked: str) -> str:
+    """The command that lifts an entries block: the kill switch's is lifted
+    by ``fundarb resume`` only, any other by a reconciliation that agrees."""
+    if blocked.startswith(KILL_SWITCH_PREFIX):
+        return '`fundarb resume "reason"` lifts the kill switch'
+    return "`fundarb reconcile` lifts the block once the venues and the trade log agree"
 
 
 class JournalError(RuntimeError):

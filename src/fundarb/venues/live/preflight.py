@@ -29,6 +29,7 @@ from fundarb.core.funding import annualize
 from fundarb.core.liquidation import ISOLATED, LiquidationRuleMissing, MarginRule, NotionalBeyondTiers
 from fundarb.core.model import Side
 from fundarb.venues.live.exchange import MarketRules
+from fundarb.venues.live.journal import lift_hint
 from fundarb.venues.live.orders import LiveLeg
 from fundarb.venues.margin_tiers import is_modelled, rule_from_ccxt_tiers, shipped_rule
 
@@ -170,7 +171,7 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
         checks.append(Check(name, bool(ok), detail))
 
     if opening and blocked:
-        check("entries", False, f"new entries are blocked: {blocked} (run `fundarb reconcile`)")
+        check("entries", False, f"new entries are blocked: {blocked} ({lift_hint(blocked)})")
     traded = [leg for leg in (spot, perp) if leg.qty > 0]  # closing a lone leg trades one market only
     for leg in traded:
         check(f"{leg.account} book", leg.price == leg.price,

@@ -29,14 +29,13 @@ import attrs
 
 from fundarb.core.book import drift_of
 from fundarb.core.orders import OrderStatus
-from fundarb.venues.live.journal import Journal
+from fundarb.venues.live.journal import KILL_SWITCH_PREFIX, Journal
 from fundarb.venues.live.orders import LiveLeg, VenueDisagrees
 from fundarb.venues.live.paired import BLOCK_KEY, NEEDS_RECOVERY, naked_gap, recover, resolve_unknown
 from fundarb.venues.live.preflight import balance_of, perp_position
 from fundarb.venues.live.session import LiveSession
 
 log = logging.getLogger(__name__)
-KILL_SWITCH_PREFIX = "kill switch"  # a block the kill switch set (see fundarb.monitor_sources.LiveSource.kill)
 CLIENT_PREFIX = "fa"  # core.orders.client_order_id: "fa<config hash[:12]>-<seq>"
 QTY_TOL = 1e-8
 

@@ -78,6 +78,8 @@ async def open_session(cfg: Config, journal_path: Path, target: Target, *, tradi
         if paper or (not trading and any(i.paper for i in journal.venues().values())):
             paper, identities = True, {a: i.as_paper() for a, i in identities.items()}
         journal.bind_venues(identities, bind=trading or paper)  # another venue or account: refused before any request
+        h = config_hash(cfg)
+        alerter = _alerter(cfg, h, journal, env, dotenv)  # a malformed alert URL: refused before any client is made
     except BaseException:
         journal.close()
         raise
@@ -107,17 +109,19 @@ async def open_session(cfg: Config, journal_path: Path, target: Target, *, tradi
             await client.close()
         journal.close()
         raise
-    h = config_hash(cfg)
     session = LiveSession(cfg, h, journal, legs[0], legs[1], LegTrader(journal, h, now_ns), clients, now_ns,
                           paper=paper)
-    session.alerter = _alerter(cfg, h, journal, env, dotenv)
+    session.alerter = alerter
     return session
 
 
 def _alerter(cfg: Config, h: str, journal: Journal, env: Mapping[str, str] | None, dotenv: Path | None) -> Any:
     from fundarb.alerts import Alerter, channel_from_env
 
-    channel = channel_from_env(env, dotenv)
+    try:
+        channel = channel_from_env(env, dotenv)
+    except ValueError as exc:  # one line (the URL itself is never echoed), before anything is opened
+        raise VenueSetupError(str(exc)) from None
     return Alerter(channel, journal, h, cfg.alert_settings) if channel is not None else None
 
 
