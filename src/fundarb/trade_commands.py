@@ -588,9 +588,9 @@ def _write_csv(path: Path, rows: list[dict], table: str) -> None:
     """Every column, and beside each time in ns its ISO 8601 UTC form (``<column>_utc``)."""
     import polars as pl
 
-    from fundarb.venues.live.journal import SCHEMA
+    from fundarb.venues.live.journal import schema_columns
 
-    columns = _columns(SCHEMA, table)
+    columns = schema_columns(table)
     wide = []
     for col in columns:
         wide.append(col)
@@ -616,14 +616,6 @@ def _iso(ns: Any) -> str | None:
         return None
     sec, rest = divmod(int(ns), 1_000_000_000)
     return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest // 1000:06d}Z"
-
-
-def _columns(schema: str, table: str) -> list[str]:
-    """``table``'s columns in the schema's order (a column is a name followed by its type)."""
-    import re
-
-    body = schema.split(f"CREATE TABLE {table} (", 1)[1].split(");", 1)[0]
-    return re.findall(r"(?:^|,)\s*([a-z_]+) (?:INTEGER|TEXT|REAL)", body)
 
 
 def short_id(client_id: str) -> str:

@@ -588,3 +588,90 @@ def test_a_trade_fundarb_did_not_send_is_learned_under_an_external_order(journal
     assert journal.position(PERP) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="ext:777"):
         journal.record_external(attrs.evolve(trade, client_id="fa1-1"), "perp", "BTC/USDT:USDT", 12, H1)
+
+
+# --- rows changed in place --------------------------------------------------------------
+
+def _sealed_log(path: Path) -> tuple[list, list]:
+    j = Journal(path)
+    for n in range(30):
+        fill(j, f"T{n}", qty=0.001 * (n + 1))
+    for n in range(10):
+        j.add_funding(n, n * 8 * 3600 * 10**9, PERP, "BTC/USDT:USDT", H1, 1.5 + n, 0.0001, f"P{n}", "vid")
+    rows = (j.rows("fills"), j.rows("funding"))
+    j.close()
+    return rows
+
+
+def test_a_size_changed_in_place_is_refused(tmp_path):
+    """A damaged byte inside a row's value passes SQLite's own check; the
+    digest chained with every fill and funding row catches it."""
+    import struct
+
+    path = tmp_path / "t.sqlite"
+    _sealed_log(path)
+    data = bytearray(path.read_bytes())
+    value = struct.pack(">d", 0.001 * 3)
+    spots = [i for i in range(len(data)) if data.startswith(value, i)]
+    assert spots
+    for at in spots:  # the fill's size (and any copy of it elsewhere) now reads another size
+        data[at + 1] ^= 0x10
+    path.write_bytes(bytes(data))
+    assert sqlite3.connect(path).execute("PRAGMA quick_check").fetchone()[0] == "ok"  # SQLite sees nothing
+    with pytest.raises(JournalError, match="fills rows are not what was written"):
+        Journal(path)
+
+
+_SEALED_LOG: dict[str, tuple] = {}
+
+
+def _sealed_bytes() -> tuple[bytes, list, list]:
+    """One sealed trade log's bytes and rows, made once for the property below."""
+    if not _SEALED_LOG:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "t.sqlite"
+            fills, funding = _sealed_log(path)
+            _SEALED_LOG["log"] = (path.read_bytes(), fills, funding)
+    return _SEALED_LOG["log"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_any_damaged_byte_is_refused_or_changes_no_fill_and_no_payment(data):
+    """Never silently wrong: one byte anywhere in the file either makes the
+    trade log refuse to open (one line naming it) or leaves every fill and
+    funding payment as written."""
+    clean, fills, funding = _sealed_bytes()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.sqlite"
+        raw = bytearray(clean)
+        at = data.draw(st.integers(0, len(raw) - 1), label="offset")
+        raw[at] ^= data.draw(st.integers(1, 255), label="xor")
+        path.write_bytes(bytes(raw))
+        try:
+            j = Journal(path)
+        except JournalError as exc:
+            assert str(path) in str(exc) and "\n" not in str(exc)
+            return
+        try:
+            assert j.rows("fills") == fills and j.rows("funding") == funding
+        finally:
+            j.close()
+
+
+def test_a_log_from_before_the_digests_is_sealed_as_it_is(tmp_path):
+    path = tmp_path / "t.sqlite"
+    fills, _ = _sealed_log(path)
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM meta WHERE key LIKE 'digest:%'")
+    db.commit()
+    db.close()
+    j = Journal(path)
+    assert j.rows("fills") == fills
+    j.close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE fills SET qty = 9 WHERE seq = 1")  # now a change is caught
+    db.commit()
+    db.close()
+    with pytest.raises(JournalError, match="not what was written"):
+        Journal(path)

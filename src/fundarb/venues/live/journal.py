@@ -32,8 +32,10 @@ other version is refused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -118,6 +120,20 @@ UPDATE meta SET value = '2' WHERE key = 'schema_version'
 """
 
 
+SEALED = ("fills", "funding")  # the tables whose rows are the money: chained digests in meta
+DIGEST_KEY = "digest:"  # meta: digest:<table> -> sha256 chain over the table's rows, in row order
+
+
+def schema_columns(table: str) -> list[str]:
+    """``table``'s columns in the schema's order (a column is a name followed by its type)."""
+    body = SCHEMA.split(f"CREATE TABLE {table} (", 1)[1].split(");", 1)[0]
+    return re.findall(r"(?:^|,)\s*([a-z_]+) (?:INTEGER|TEXT|REAL)", body)
+
+
+def _chain(prev: str, row: sqlite3.Row | tuple) -> str:
+    return hashlib.sha256((prev + json.dumps(list(row), separators=(",", ":"))).encode()).hexdigest()
+
+
 def lift_hint(blocked: str) -> str:
     """The command that lifts an entries block: the kill switch's is lifted
     by ``fundarb resume`` only, any other by a reconciliation that agrees."""
@@ -178,6 +194,7 @@ class Journal:
             self._check_integrity()
             if self._check_version() == 1:  # before anything is written: another file is left as it was
                 self._migrate_v1()
+            self._check_digests()
             # a rollback journal, not WAL: a commit is in the database file itself once it returns,
             # so no committed row can be lost with a -wal file that was cut short or removed
             self.db.execute("PRAGMA journal_mode=DELETE")
@@ -186,10 +203,59 @@ class Journal:
         except JournalError:
             self.db.close()
             raise
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError, ValueError) as exc:
             self.db.close()
-            raise JournalError(f"{self.path}: not a usable fundarb trade log ({exc}); restore it from a backup "
+            raise JournalError(f"{self.path}: not a usable fundarb trade log ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())[:200]}); restore it from a backup "
                                "(`sqlite3 FILE .recover` may save its rows)") from None
+
+    def _check_digests(self) -> None:
+        """The fills and funding rows must be what was written: each table's
+        rows, in order, hash to the chain kept in ``meta`` with every insert.
+        A row changed in place (a damaged byte that SQLite's own check cannot
+        see, an edit outside fundarb) is refused. A file from before the
+        digests gets them now, from its rows as they are."""
+        meta = dict(self.db.execute("SELECT key, value FROM meta WHERE key LIKE ?", (DIGEST_KEY + "%",)).fetchall())
+        missing = [t for t in SEALED if DIGEST_KEY + t not in meta]
+        for table in SEALED:
+            if table in missing:
+                continue
+            if self._digest(table) != meta[DIGEST_KEY + table]:
+                raise JournalError(
+                    f"{self.path}: the trade log's {table} rows are not what was written (a row was changed outside "
+                    "fundarb, or the file is damaged); nothing was read or written. Restore it from a backup")
+        for table in TABLES:
+            # the columns are the schema's (a damaged byte in the schema's text renames one) ...
+            have = [r[1] for r in self.db.execute(f"PRAGMA table_info({table})")]
+            if have != schema_columns(table):
+                raise JournalError(f"{self.path}: the trade log's {table} table is not fundarb's (columns {have}); "
+                                   "the file is damaged or was changed outside fundarb. Restore it from a backup")
+            if table not in SEALED:  # ... and every text reads back: a damaged one is refused now, not mid-command
+                self.db.execute(f"SELECT * FROM {table}").fetchall()
+        if missing:
+            with self.tx():
+                self._seal(*missing)
+
+    def _digest(self, table: str) -> str:
+        digest = ""
+        for row in self.db.execute(f"SELECT * FROM {table} ORDER BY seq"):
+            digest = _chain(digest, row)
+        return digest
+
+    def _seal(self, *tables: str) -> None:
+        """Store the digest of ``tables`` as they are (inside a transaction)."""
+        for table in tables:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (DIGEST_KEY + table, self._digest(table)))
+
+    def _sealed_insert(self, table: str, cur: sqlite3.Cursor) -> bool:
+        """Chain the row ``cur`` inserted (if it did) onto ``table``'s digest."""
+        if cur.rowcount != 1:
+            return False
+        row = self.db.execute(f"SELECT * FROM {table} WHERE rowid=?", (cur.lastrowid,)).fetchone()
+        prev = self.db.execute("SELECT value FROM meta WHERE key=?", (DIGEST_KEY + table,)).fetchone()
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                        (DIGEST_KEY + table, _chain(prev[0] if prev else "", row)))
+        return True
 
     def _check_integrity(self) -> None:
         """``PRAGMA quick_check``: a damaged file is refused before it is read or written."""
@@ -229,6 +295,7 @@ class Journal:
             for stmt in filter(str.strip, script.split(";")):
                 db.execute(stmt)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('migrated_from', '1')")
+            self._seal(*SEALED)
         self.migrated = True
 
     # --- venue identity -------------------------------------------------------------
@@ -257,6 +324,7 @@ class Journal:
                 db.execute("INSERT INTO meta VALUES (?, ?)", (VENUE_KEY + account, ident.key))
                 db.execute("UPDATE fills SET venue_id=? WHERE account=? AND venue_id=''", (ident.key, account))
                 db.execute("UPDATE funding SET venue_id=? WHERE account=? AND venue_id=''", (ident.key, account))
+            self._seal(*SEALED)
 
     def close(self) -> None:
         self.db.close()
@@ -446,15 +514,14 @@ class Journal:
                                                 f"external trade {trade.trade_id} learned"))
         return True
 
-    @staticmethod
-    def _insert_fill(db: sqlite3.Connection, trade: VenueTrade, ts: int, config_hash: str) -> bool:
+    def _insert_fill(self, db: sqlite3.Connection, trade: VenueTrade, ts: int, config_hash: str) -> bool:
         """The fills row of ``trade``, once: False when its (identity, order id, trade id) is known."""
         values = (ts, trade.venue_ts, trade.exchange, trade.trade_id, trade.account, trade.client_id, config_hash,
                   trade.side.value, trade.qty, trade.price, trade.fee, trade.fee_currency, trade.fee_quote,
                   trade.liquidity, trade.venue_id, trade.venue_order_id)
         cur = db.execute(f"INSERT OR IGNORE INTO fills ({', '.join(FILL_COLUMNS)}) "
                          f"VALUES ({','.join('?' * len(FILL_COLUMNS))})", values)
-        return cur.rowcount == 1
+        return self._sealed_insert("fills", cur)
 
     @staticmethod
     def _fill_totals(db: sqlite3.Connection, client_id: str) -> tuple[float, float, float]:
@@ -483,7 +550,7 @@ class Journal:
             cur = db.execute("INSERT OR IGNORE INTO funding (ts, venue_ts, account, symbol, config_hash, amount, "
                              "rate, payment_id, venue_id) VALUES (?,?,?,?,?,?,?,?,?)",
                              (ts, venue_ts, account, symbol, config_hash, amount, rate, payment_id, venue_id))
-            return cur.rowcount == 1
+            return self._sealed_insert("funding", cur)
 
     def position(self, account: str, base: str = "BTC") -> float:
         """Net BTC the journal's fills hold on ``account``: buys less fees
@@ -557,7 +624,8 @@ def _create(path: Path) -> None:
             db.execute("BEGIN IMMEDIATE")
             for stmt in filter(str.strip, SCHEMA.split(";")):
                 db.execute(stmt)
-            db.executemany("INSERT INTO meta VALUES (?, ?)", [("schema_version", str(SCHEMA_VERSION)), ("kind", KIND)])
+            db.executemany("INSERT INTO meta VALUES (?, ?)", [("schema_version", str(SCHEMA_VERSION)), ("kind", KIND)]
+                           + [(DIGEST_KEY + t, "") for t in SEALED])
             db.execute("COMMIT")
         finally:
             db.close()
