@@ -2,49 +2,208 @@
 
 A config's identity is the sha256 of its canonical JSON (sorted keys, no
 whitespace); reports, trade logs and promotion records carry it.
+
+Fields are strictly typed and ranged. A float field takes a TOML float or
+integer, a whole-number field only an integer, a flag only ``true`` or
+``false``, a text field only a string: nothing else is converted (cattrs'
+own hooks would read ``true`` as 1.0, ``7`` as True, ``1.5`` as 1 and
+``"3"`` as 3). Every number has a :class:`FieldRule` with a finite range of
+what a venue really charges or a user could mean (docs/config.md lists
+them). The same rule checks a value when a file is read (cattrs structure
+hooks, which know the field's path) and when a section is built in code
+(attrs validators); the sections of ``fundarb.core`` (``[strategy]``,
+``[risk]``) get their rules at structure time only, since the core keeps
+its own invariants. Every refusal is one :class:`ConfigError` line naming
+the file and the field.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 import cattrs
 import tomli_w
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.gen import make_dict_structure_fn, override
 from cattrs.v import format_exception
 
 from fundarb.core.market_guard import GuardLimits
-from fundarb.core.risk import RiskLimits
+from fundarb.core.risk import HARD_MAX_LEVERAGE, RiskLimits
 from fundarb.core.strategy import CarryParams
 
 
 class ConfigError(ValueError):
-    """A config that cannot be used; the message names the file and the field."""
+    """A config that cannot be used; the message (one line) names the file and the field."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_one_line(message))
 
 
-def _finite(inst: Any, attr: attrs.Attribute, value: float, section: str = "") -> None:
-    if not math.isfinite(value):
-        raise ValueError(f"{section}{attr.name} must be a finite number, got {value}")
+class FieldError(ConfigError):
+    """One field refused: its name in its section (empty when the path that
+    cattrs reports already ends with it) and what is wrong. Where the file
+    is read, the section's path is put in front: ``spot.taker_fee must ...``."""
+
+    def __init__(self, field: str, text: str) -> None:
+        ValueError.__init__(self, field, text)  # both in args: it pickles
+        self.field, self.text = field, _one_line(text)
+
+    def __str__(self) -> str:
+        return f"{self.field} {self.text}" if self.field else self.text
 
 
-def _nonneg_in(section: str) -> Any:
-    """A validator: a finite number >= 0, named ``section.field`` (top level: no prefix)."""
-    prefix = f"{section}." if section else ""
-
-    def check(inst: Any, attr: attrs.Attribute, value: float) -> None:
-        _finite(inst, attr, value, prefix)
-        if value < 0:
-            raise ValueError(f"{prefix}{attr.name} must be >= 0, got {value}")
-    return check
+def _one_line(text: str) -> str:
+    return " ".join(str(text).splitlines())
 
 
-_nonneg = _nonneg_in("")
+def _show(value: Any) -> str:
+    """A value as a message shows it: short, one line, and never walking a
+    structure nested deeper than a few levels (repr of a list nested
+    thousands deep is a RecursionError)."""
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        if abs(value) < 10**30:
+            return repr(value)
+        return f"a{' negative' if value < 0 else 'n'} integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
+    if isinstance(value, (dt.date, dt.time)):  # datetime is a date
+        return f"{value.isoformat()} (a TOML date or time)"
+    if isinstance(value, (list, dict)):
+        if _shallow(value):
+            text = repr(value)
+            if len(text) <= 80:
+                return text
+        if isinstance(value, list):
+            return f"an array of {len(value)} item{'s' if len(value) != 1 else ''}"
+        return f"a table of {len(value)} key{'s' if len(value) != 1 else ''}"
+    return f"a {type(value).__name__}"
+
+
+def _shallow(value: Any, depth: int = 3, most: int = 20) -> bool:
+    stack, seen = [(value, 0)], 0
+    while stack:
+        item, level = stack.pop()
+        seen += 1
+        if seen > most:
+            return False
+        if isinstance(item, (list, dict)):
+            if level >= depth:
+                return False
+            stack.extend((x, level + 1) for x in (item.values() if isinstance(item, dict) else item))
+    return True
+
+
+def _num(x: float) -> str:
+    """A bound as the messages and docs/config.md write it: 0.02, 3600000, 1e12."""
+    if isinstance(x, float) and x.is_integer():
+        x = int(x)
+    if isinstance(x, int):
+        digits = str(abs(x))
+        if len(digits) > 7 and digits.rstrip("0") == digits[0]:
+            return f"{'-' if x < 0 else ''}{digits[0]}e{len(digits) - 1}"
+        return str(x)
+    return repr(x)
+
+
+@attrs.frozen
+class FieldRule:
+    """What a number or flag field takes: its TOML type (a float field also
+    takes an integer; nothing else is converted) and, for numbers, a range
+    ``lo <= x <= hi`` (``<`` where open). ``hint`` says the unit, shown
+    when a value is out of range (a percent typed where a fraction is meant).
+
+    The rule is an attrs validator (sections built in code) and gives the
+    cattrs structure hook of its field (files): one check, both ways.
+    """
+
+    kind: type  # float, int or bool
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    hint: str = ""
+    hi_text: str = ""  # how hi is written, when not as a number ("2**63")
+
+    def complaint(self, value: Any) -> str | None:
+        """What is wrong with ``value`` ("must be ..., got ..."), or None."""
+        got = f", got {_show(value)}"
+        hint = f" ({self.hint})" if self.hint else ""
+        if self.kind is bool:
+            return None if isinstance(value, bool) else f"must be true or false{got}"
+        if self.kind is int:
+            whole = "must be a whole number" + (f" >{'' if self.lo_open else '='} {_num(self.lo)}" if self.lo is not None else "")
+            if isinstance(value, bool) or not isinstance(value, int) or (self.lo is not None and self._below(value)):
+                return f"{whole}{got}"
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f"must be a number (a TOML float or integer){got}"
+            try:
+                finite = math.isfinite(value)
+            except OverflowError:  # an integer too large for a float
+                finite = False
+            if not finite:
+                return f"must be a finite number{got}"
+            if self.lo is not None and self._below(value):
+                return f"must be >{'' if self.lo_open else '='} {_num(self.lo)}{hint}{got}"
+        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
+            return f"must be <{'' if self.hi_open else '='} {self.hi_text or _num(self.hi)}{hint}{got}"
+        return None
+
+    def _below(self, value: float) -> bool:
+        return value <= self.lo if self.lo_open else value < self.lo
+
+    def text(self) -> str:
+        """The range as docs/config.md writes it: ``0 <= x <= 0.02``, ``whole, x >= 1``."""
+        if self.kind is bool:
+            return "true or false"
+        lo = f"{_num(self.lo)} <{'' if self.lo_open else '='} " if self.lo is not None else ""
+        hi = f" <{'' if self.hi_open else '='} {self.hi_text or _num(self.hi)}" if self.hi is not None else ""
+        core = f"{lo}x{hi}" if lo or hi else "any"
+        return f"whole, {core}" if self.kind is int else core
+
+    def structure(self, value: Any, _: Any = None) -> Any:
+        """The cattrs hook: the value checked, an integer for a float field made a float."""
+        why = self.complaint(value)
+        if why:
+            raise FieldError("", why)
+        return float(value) if self.kind is float else value
+
+    def __call__(self, inst: Any, attr: attrs.Attribute, value: Any) -> None:
+        why = self.complaint(value)
+        if why:
+            raise FieldError(attr.name, why)
+
+
+def _between(lo: float | None, hi: float | None, **kw: Any) -> FieldRule:
+    return FieldRule(float, lo, hi, **kw)
+
+
+def _above(lo: float, hi: float, **kw: Any) -> FieldRule:
+    """lo < x <= hi."""
+    return FieldRule(float, lo, hi, lo_open=True, **kw)
+
+
+def _whole(lo: int, hi: int, **kw: Any) -> FieldRule:
+    return FieldRule(int, lo, hi, **kw)
+
+
+_FLAG = FieldRule(bool)
+_APR = "a fraction of a year: 0.06 means 6% APR"
+# below 0 a maker rebate (BitMEX and Bybit paid makers 0.00025); 2% is above
+# what any BTC order book charges a taker
+_FEE = _between(-0.001, 0.02, hint="a fraction of notional: 0.001 means 0.1%")
+_SECONDS_HOUR = _above(0, 3600)
+_SECONDS_DAY = _above(0, 86400)
 
 
 @attrs.frozen
@@ -63,30 +222,38 @@ class VenueConfig:
 
     exchange: str
     symbol: str
-    taker_fee: float = attrs.field(default=0.001, validator=_nonneg)
-    maker_fee: float = attrs.field(default=0.001, validator=_nonneg)
-    half_spread_bp_min: float = attrs.field(default=0.1, validator=_nonneg)
-    half_spread_bp_max: float = attrs.field(default=0.5, validator=_nonneg)
-    impact_bp_per_btc: float = attrs.field(default=0.5, validator=_nonneg)
-    depth_btc: float = attrs.field(default=5.0, validator=_nonneg)
-    latency_ms_median: float = attrs.field(default=50.0, validator=_nonneg)
-    latency_sigma: float = attrs.field(default=0.5, validator=_nonneg)
-    order_ttl_seconds: float = attrs.field(default=600.0, validator=_nonneg)
-    liquidation_fee_rate: float = attrs.field(default=0.0125, validator=_nonneg)
-    max_venue_leverage: float = attrs.field(default=20.0, validator=_nonneg)
-    borrow_rate_annual: float = attrs.field(default=0.05, validator=_nonneg)
+    taker_fee: float = attrs.field(default=0.001, validator=_FEE)
+    maker_fee: float = attrs.field(default=0.001, validator=_FEE)
+    # a BTC book's half spread is a fraction of a bp on the big venues; 1% is no market to trade
+    half_spread_bp_min: float = attrs.field(default=0.1, validator=_between(0, 100))
+    half_spread_bp_max: float = attrs.field(default=0.5, validator=_between(0, 100))
+    impact_bp_per_btc: float = attrs.field(default=0.5, validator=_between(0, 100))
+    depth_btc: float = attrs.field(default=5.0, validator=_above(0, 10_000))
+    # an hour: a backtest may model a venue that answers that late (tests do)
+    latency_ms_median: float = attrs.field(default=50.0, validator=_between(0, 3_600_000))
+    latency_sigma: float = attrs.field(default=0.5, validator=_between(0, 3))
+    order_ttl_seconds: float = attrs.field(default=600.0, validator=_between(0, 604_800))
+    liquidation_fee_rate: float = attrs.field(default=0.0125, validator=_between(
+        0, 0.1, hint="a fraction of the position's notional: 0.0125 means 1.25%"))
+    # Binance offers 125x on BTC, a few venues 200x and more
+    max_venue_leverage: float = attrs.field(default=20.0, validator=_between(1, 500))
+    borrow_rate_annual: float = attrs.field(default=0.05, validator=_between(
+        0, 2, hint="a fraction of a year: 0.05 means 5% APR"))
 
     def __attrs_post_init__(self) -> None:
         if self.half_spread_bp_max < self.half_spread_bp_min:
-            raise ValueError("half_spread_bp_max must be >= half_spread_bp_min")
-        if self.depth_btc <= 0:
-            raise ValueError("depth_btc must be > 0")
+            raise FieldError("half_spread_bp_max", f"must be >= half_spread_bp_min ({self.half_spread_bp_min}), "
+                                                   f"got {self.half_spread_bp_max}")
 
 
-def _settlement_tolerance(inst: Any, attr: attrs.Attribute, value: float) -> None:
-    _finite(inst, attr, value, "data.")
-    if not 0 <= value < 1800:
-        raise ValueError(f"data.{attr.name} must be >= 0 and under 1800 (half an hour), got {value}")
+def _date_text(value: Any, _: Any = None) -> str:
+    """data.start / data.end: a string, or a TOML date or date-time (read as its
+    text, as it always was: the same config hash as the quoted form)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dt.date, dt.datetime)):
+        return str(value)
+    raise FieldError("", f"must be a date, quoted (\"2021-07-01\") or not, got {_show(value)}")
 
 
 @attrs.frozen
@@ -101,42 +268,26 @@ class DataConfig:
 
     start: str = "2021-07-01"
     end: str = "2024-07-01"
-    max_price_gap_hours: float = attrs.field(default=6.0, validator=_nonneg)
-    settlement_tolerance_seconds: float = attrs.field(default=1.0, validator=_settlement_tolerance)
+    max_price_gap_hours: float = attrs.field(default=6.0, validator=_between(0, 720))
+    settlement_tolerance_seconds: float = attrs.field(default=1.0, validator=_between(
+        0, 1800, hi_open=True, hint="seconds: 1800 is half an hour"))
 
 
 @attrs.frozen
 class TransferConfig:
-    delay_minutes: float = attrs.field(default=60.0, validator=_nonneg)
-    fee: float = attrs.field(default=1.0, validator=_nonneg)
+    delay_minutes: float = attrs.field(default=60.0, validator=_between(0, 10_080))
+    fee: float = attrs.field(default=1.0, validator=_between(0, 1000, hint="USDT per transfer"))
 
 
 def _run_name(inst: Any, attr: attrs.Attribute, value: str) -> None:
     # the name becomes a folder under runs/: keep it a plain file name
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value or ""):
-        raise ValueError(f"name must be letters, digits, '_', '.', '-' (at most 64), got {value!r}")
-
-
-def _scenario_finite(inst: Any, attr: attrs.Attribute, value: float) -> None:
-    if not math.isfinite(value):
-        raise ValueError(f"scenario.{attr.name} must be a finite number, got {value}")
-
-
-def _shock_return(inst: Any, attr: attrs.Attribute, value: float) -> None:
-    _scenario_finite(inst, attr, value)
-    if value <= -1:
-        raise ValueError(f"scenario.{attr.name} must be > -1 (a fall of 100% leaves no price), got {value}")
-
-
-def _shock_after_days(inst: Any, attr: attrs.Attribute, value: float) -> None:
-    _scenario_finite(inst, attr, value)
-    if value < 0:
-        raise ValueError(f"scenario.{attr.name} must be >= 0 (days after the first hour of the history), got {value}")
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value):
+        raise FieldError("name", f"must be letters, digits, '_', '.', '-' (at most 64), got {_show(value)}")
 
 
 def _description(inst: Any, attr: attrs.Attribute, value: str) -> None:
     if not value.strip():
-        raise ValueError(f"scenario.{attr.name} must not be empty (say what is real and what is changed)")
+        raise FieldError(attr.name, "must not be empty (say what is real and what is changed)")
 
 
 @attrs.frozen
@@ -154,26 +305,16 @@ class Scenario:
     """
 
     description: str = attrs.field(validator=_description)
-    funding_scale: float = attrs.field(default=1.0, validator=_scenario_finite)
-    funding_shift_apr: float = attrs.field(default=0.0, validator=_scenario_finite)
-    shock_return: float = attrs.field(default=0.0, validator=_shock_return)
-    shock_after_days: float = attrs.field(default=0.0, validator=_shock_after_days)
+    funding_scale: float = attrs.field(default=1.0, validator=_between(-10, 10))
+    funding_shift_apr: float = attrs.field(default=0.0, validator=_between(
+        -1, 1, hint="a fraction of a year: -0.15 means -15% APR"))
+    shock_return: float = attrs.field(default=0.0, validator=_above(
+        -1, 10, hint="a return: 0.30 means +30%, and a fall of 100% leaves no price"))
+    shock_after_days: float = attrs.field(default=0.0, validator=_between(0, 3650))
 
     def __attrs_post_init__(self) -> None:
         if self.shock_after_days > 0 and self.shock_return == 0:
-            raise ValueError("scenario.shock_after_days is set but scenario.shock_return is 0: no shock would happen")
-
-
-def _positive_in(section: str) -> Any:
-    """A validator: a finite number > 0, named ``section.field`` when not."""
-    def check(inst: Any, attr: attrs.Attribute, value: float) -> None:
-        _finite(inst, attr, value, f"{section}.")
-        if value <= 0:
-            raise ValueError(f"{section}.{attr.name} must be > 0, got {value}")
-    return check
-
-
-_positive = _positive_in("live")
+            raise FieldError("shock_after_days", "is set but scenario.shock_return is 0: no shock would happen")
 
 
 @attrs.frozen
@@ -193,15 +334,12 @@ class LiveSettings:
     had before the section existed.
     """
 
-    order_timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
-    hedge_timeout_seconds: float = attrs.field(default=30.0, validator=_positive)
-    reconcile_interval_seconds: float = attrs.field(default=300.0, validator=_positive)
-    max_spread_bp: float = attrs.field(default=10.0, validator=_positive)
-    max_slippage_bp: float = attrs.field(default=15.0, validator=_positive)
-    request_timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
-
-
-_alerts_positive = _positive_in("alerts")
+    order_timeout_seconds: float = attrs.field(default=10.0, validator=_SECONDS_HOUR)
+    hedge_timeout_seconds: float = attrs.field(default=30.0, validator=_SECONDS_HOUR)
+    reconcile_interval_seconds: float = attrs.field(default=300.0, validator=_SECONDS_DAY)
+    max_spread_bp: float = attrs.field(default=10.0, validator=_above(0, 1000))
+    max_slippage_bp: float = attrs.field(default=15.0, validator=_above(0, 1000))
+    request_timeout_seconds: float = attrs.field(default=10.0, validator=_above(0, 300))
 
 
 @attrs.frozen
@@ -210,20 +348,10 @@ class AlertSettings:
     here: apprise URLs carry secrets, so they come from ``FUNDARB_ALERT_URLS``.
     Without the section the defaults apply and the config hash is unchanged."""
 
-    dedup_minutes: float = attrs.field(default=30.0, validator=_alerts_positive)
-    max_per_hour: int = attrs.field(default=20, validator=_alerts_positive)
-    drawdown_warning: float = attrs.field(default=0.8, validator=_alerts_positive)
-    unreachable_seconds: float = attrs.field(default=60.0, validator=_alerts_positive)
-
-    def __attrs_post_init__(self) -> None:
-        if self.drawdown_warning > 1:
-            raise ValueError(f"alerts.drawdown_warning is a share of risk.max_drawdown, at most 1, got {self.drawdown_warning}")
-
-
-_runner_positive = _positive_in("runner")
-
-
-_runner_nonneg = _nonneg_in("runner")
+    dedup_minutes: float = attrs.field(default=30.0, validator=_above(0, 10_080))
+    max_per_hour: int = attrs.field(default=20, validator=_whole(1, 3600))
+    drawdown_warning: float = attrs.field(default=0.8, validator=_above(0, 1, hint="a share of risk.max_drawdown"))
+    unreachable_seconds: float = attrs.field(default=60.0, validator=_SECONDS_DAY)
 
 
 @attrs.frozen
@@ -242,26 +370,20 @@ class RunnerSettings:
     section the defaults apply and the config hash is unchanged.
     """
 
-    settlement_quiet_minutes: float = attrs.field(default=0.0, validator=_runner_nonneg)
-    unreachable_alert_minutes: float = attrs.field(default=30.0, validator=_runner_positive)
-    heartbeat_seconds: float = attrs.field(default=30.0, validator=_runner_positive)
-    kill_poll_seconds: float = attrs.field(default=1.0, validator=_runner_positive)
+    # any window is valid (one of half the funding interval or more holds back every entry);
+    # the bound only catches a number typed wildly wrong
+    settlement_quiet_minutes: float = attrs.field(default=0.0, validator=_between(0, 1_000_000))
+    unreachable_alert_minutes: float = attrs.field(default=30.0, validator=_above(0, 1440))
+    heartbeat_seconds: float = attrs.field(default=30.0, validator=_SECONDS_HOUR)
+    # a kill switch read less often than once a minute is no kill switch
+    kill_poll_seconds: float = attrs.field(default=1.0, validator=_above(0, 60))
     # a feed event this far behind the runner's clock is refused and alerted (a venue clock that went back)
-    max_clock_backstep_seconds: float = attrs.field(default=5.0, validator=_runner_positive)
+    max_clock_backstep_seconds: float = attrs.field(default=5.0, validator=_SECONDS_HOUR)
     # a feed with no event for this long is stale: resubscribed, polled over REST, alerted
-    max_feed_silence_seconds: float = attrs.field(default=60.0, validator=_runner_positive)
+    max_feed_silence_seconds: float = attrs.field(default=60.0, validator=_SECONDS_HOUR)
     # the tighter limit within settlement_window_minutes of a settlement (the alert is critical there)
-    settlement_feed_silence_seconds: float = attrs.field(default=15.0, validator=_runner_positive)
-    settlement_window_minutes: float = attrs.field(default=10.0, validator=_runner_nonneg)
-
-
-_market_positive = _positive_in("market_data")
-
-
-def _confirm_count(inst: Any, attr: attrs.Attribute, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-        raise ValueError(f"market_data.{attr.name} must be a whole number >= 2 (one observation confirms "
-                         f"nothing), got {value!r}")
+    settlement_feed_silence_seconds: float = attrs.field(default=15.0, validator=_SECONDS_HOUR)
+    settlement_window_minutes: float = attrs.field(default=10.0, validator=_between(0, 240))
 
 
 @attrs.frozen
@@ -280,15 +402,49 @@ class MarketDataSettings:
     the config hash is unchanged.
     """
 
-    max_jump: float = attrs.field(default=1.0, validator=_market_positive)
-    max_gap: float = attrs.field(default=0.10, validator=_market_positive)
-    reference_seconds: float = attrs.field(default=60.0, validator=_market_positive)
-    confirm_count: int = attrs.field(default=3, validator=_confirm_count)
-    confirm_seconds: float = attrs.field(default=60.0, validator=_market_positive)
+    max_jump: float = attrs.field(default=1.0, validator=_above(0, 100))
+    max_gap: float = attrs.field(default=0.10, validator=_above(0, 10))
+    reference_seconds: float = attrs.field(default=60.0, validator=_SECONDS_DAY)
+    # one observation confirms nothing
+    confirm_count: int = attrs.field(default=3, validator=_whole(2, 1000))
+    confirm_seconds: float = attrs.field(default=60.0, validator=_SECONDS_DAY)
 
     def limits(self) -> GuardLimits:
         return GuardLimits(self.max_jump, self.max_gap, self.reference_seconds, self.confirm_count,
                            self.confirm_seconds)
+
+
+# [strategy] and [risk] are classes of fundarb.core, which checks its own
+# invariants (notional > 0, exit_apr <= entry_apr, max_leverage <= 3, ...);
+# what a config file may say is ruled here, at structure time
+_CORE_RULES: dict[type, dict[str, FieldRule]] = {
+    CarryParams: {
+        "notional": _above(0, 1e12),
+        # BTC funding has been above 100% APR only at the peaks of 2021: a bar above it would all but never trade
+        "entry_apr": _between(-1, 1, hint=_APR),
+        "exit_apr": _between(-1, 1, hint=_APR),
+        "signal_settlements": _whole(1, 1000),
+        "expected_holding_days": _above(0, 3650),
+        "max_holding_days": _above(0, 3650),
+        "target_profit": _above(0, 1, hint="a fraction of notional: 0.10 means 10%"),
+        "cooldown_hours": _between(0, 8760),
+        "allow_reverse": _FLAG,
+        "lot_size": _above(0, 1, hint="BTC"),
+    },
+    RiskLimits: {
+        "max_position_btc": _above(0, 10_000),
+        "max_notional": _above(0, 1e12),
+        "max_leverage": _above(0, HARD_MAX_LEVERAGE),
+        # (liquidation - mark) / mark of the short: 1 / leverage, roughly; 10 is a tenth of 1x
+        "min_margin_buffer": _between(0.30, 10),
+        "topup_target_buffer": _above(0.30, 10),
+        "hard_margin_buffer": _above(0, 10),
+        "max_drawdown": FieldRule(float, 0, 1, lo_open=True, hi_open=True, hint="a fraction of peak equity"),
+        "max_drift": FieldRule(float, 0, 1, lo_open=True, hi_open=True, hint="a fraction of the position"),
+        "auto_rebalance": _FLAG,
+        "flatten_on_kill": _FLAG,
+    },
+}
 
 
 @attrs.frozen
@@ -296,10 +452,13 @@ class Config:
     name: str = attrs.field(validator=_run_name)
     spot: VenueConfig
     perp: VenueConfig
-    seed: int = 0
-    capital: float = 100_000.0
-    perp_allocation: float = 0.35
-    collateral_rate: float = 0.03
+    # numpy's SeedSequence takes no negative seed; a 64-bit one is plenty
+    seed: int = attrs.field(default=0, validator=_whole(0, 2**63, hi_open=True, hi_text="2**63"))
+    capital: float = attrs.field(default=100_000.0, validator=_above(0, 1e12, hint="USDT"))
+    perp_allocation: float = attrs.field(default=0.35, validator=FieldRule(
+        float, 0, 1, lo_open=True, hi_open=True, hint="a share of capital: 0.35 means 35%"))
+    collateral_rate: float = attrs.field(default=0.03, validator=_between(
+        -0.1, 1, hint="a fraction of a year: 0.03 means 3%"))
     data: DataConfig = DataConfig()
     strategy: CarryParams = CarryParams()
     risk: RiskLimits = RiskLimits()
@@ -309,12 +468,6 @@ class Config:
     alerts: AlertSettings | None = None
     runner: RunnerSettings | None = None
     market_data: MarketDataSettings | None = None
-
-    def __attrs_post_init__(self) -> None:
-        if not (self.capital > 0 and math.isfinite(self.capital)):
-            raise ValueError("capital must be a positive number")
-        if not 0 < self.perp_allocation < 1:
-            raise ValueError("perp_allocation must be between 0 and 1")
 
     @property
     def live_settings(self) -> LiveSettings:
@@ -352,6 +505,53 @@ class Config:
 _converter = cattrs.Converter(forbid_extra_keys=True)
 
 
+def _text(value: Any, _: Any = None) -> str:
+    if not isinstance(value, str):
+        raise FieldError("", f"must be a string (in quotes), got {_show(value)}")
+    return value
+
+
+def _rules_of(cls: type) -> dict[str, FieldRule]:
+    if cls in _CORE_RULES:
+        return _CORE_RULES[cls]
+    return {f.name: f.validator for f in attrs.fields(cls) if isinstance(f.validator, FieldRule)}
+
+
+def _register_hooks() -> None:
+    """Each section's fields structured by their rules (a field without one
+    by the strict hook of its type). Sections before Config: its hook is
+    built from theirs."""
+    for kind in (float, int, bool):
+        _converter.register_structure_hook(kind, FieldRule(kind).structure)
+    _converter.register_structure_hook(str, _text)
+    sections = (VenueConfig, DataConfig, TransferConfig, Scenario, LiveSettings, AlertSettings, RunnerSettings,
+                MarketDataSettings, CarryParams, RiskLimits, Config)
+    for cls in sections:
+        hooks: dict[str, Callable[[Any, Any], Any]] = {name: rule.structure for name, rule in _rules_of(cls).items()}
+        if cls is DataConfig:
+            hooks.update(start=_date_text, end=_date_text)
+        fn = make_dict_structure_fn(cls, _converter, _cattrs_forbid_extra_keys=True,
+                                    **{name: override(struct_hook=hook) for name, hook in hooks.items()})
+        _converter.register_structure_hook(cls, fn)
+
+
+_register_hooks()
+
+
+def field_rules() -> dict[str, FieldRule]:
+    """Every ruled field of a config by its path (``seed``, ``spot.taker_fee``,
+    ``market_data.confirm_count``), optional sections included."""
+    out: dict[str, FieldRule] = {}
+    for f in attrs.fields(attrs.resolve_types(Config)):
+        section = next((t for t in (f.type, *getattr(f.type, "__args__", ())) if attrs.has(t)), None)
+        if section is None:
+            if isinstance(f.validator, FieldRule):
+                out[f.name] = f.validator
+        else:
+            out.update({f"{f.name}.{name}": rule for name, rule in _rules_of(section).items()})
+    return out
+
+
 def to_dict(cfg: Config) -> dict[str, Any]:
     raw = _converter.unstructure(cfg)
     for optional in ("scenario", "live", "alerts", "runner", "market_data"):
@@ -387,16 +587,15 @@ _SECTIONS = ("data", "spot", "perp", "strategy", "risk", "transfer", "scenario",
 
 
 def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a config must be a table of keys, got {_show(raw)}")
     for key in _SECTIONS:  # cattrs would only say "'str' object has no attribute 'keys'"
         if key in raw and not isinstance(raw[key], dict):
-            raise ConfigError(f"{source}: {key} must be a [{key}] section (a table), got {raw[key]!r}")
+            raise ConfigError(f"{source}: {key} must be a [{key}] section (a table), got {_show(raw[key])}")
     for leg in ("spot", "perp"):
         if "maintenance_margin_rate" in raw.get(leg, {}):
             raise ConfigError(f"{source}: {leg}.maintenance_margin_rate is no longer a setting: the maintenance "
                               "margin rate now comes from the venue's margin tiers (docs/margin.md); remove the line")
-    count = raw.get("market_data", {}).get("confirm_count", 3)
-    if isinstance(count, bool) or not isinstance(count, int):  # cattrs would cut 2.5 to 2 and read "3" as 3
-        raise ConfigError(f"{source}: market_data.confirm_count must be a whole number >= 2, got {count!r}")
     try:
         return _converter.structure(raw, Config)
     except Exception as exc:  # cattrs groups nested errors: flatten to one line
@@ -404,31 +603,103 @@ def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
 
 
 def describe_error(exc: BaseException) -> str:
-    if not isinstance(exc, cattrs.BaseValidationError):
-        return str(exc)
+    """A structuring error as one line: each failure after the path of its
+    field (``spot.taker_fee must be ...``), several joined with "; "."""
+    return "; ".join(_messages(exc, "", None))
 
-    def fmt(e: BaseException, typ: Any) -> str:
-        if isinstance(e, KeyError):
-            return f"required field missing {e}"
-        if type(e) is ValueError:  # our validators' messages say what is wrong
-            return str(e)
-        return format_exception(e, typ)
 
-    msgs = cattrs.transform_error(exc, format_exception=fmt)
-    return "; ".join(m.replace("@ $.", "at ").replace("@ $", "") for m in msgs)
+def _messages(exc: BaseException, path: str, typ: Any) -> list[str]:
+    if isinstance(exc, (ClassValidationError, IterableValidationError)):
+        with_notes, without = exc.group_exceptions()
+        out: list[str] = []
+        for inner, note in with_notes:
+            where = f"{path}[{note.index!r}]" if isinstance(exc, IterableValidationError) else (
+                f"{path}.{note.name}" if path else note.name)
+            out += _messages(inner, where, note.type)
+        for inner in without:
+            out += _messages(inner, path, None)
+        return out
+    return [_message(exc, path, typ)]
+
+
+def _message(exc: BaseException, path: str, typ: Any) -> str:
+    if isinstance(exc, FieldError):
+        name = ".".join(p for p in (path, exc.field) if p)
+        return f"{name} {exc.text}" if name else exc.text
+    if isinstance(exc, KeyError):
+        return f"{path or 'a key'} is missing (required)"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        keys = sorted(exc.extra_fields)
+        names = ", ".join(k if re.fullmatch(r"[A-Za-z0-9_-]{1,40}", k) else json.dumps(k[:40]) for k in keys)
+        return f"unknown key{'s' if len(keys) > 1 else ''} {names} " + (f"in [{path}]" if path else "at the top level")
+    if isinstance(exc, RecursionError):
+        return f"{path or 'a value'} is nested too deeply to read"
+    if isinstance(exc, ValueError) and type(exc) in (ValueError, ConfigError):  # messages that say what is wrong
+        text = _one_line(str(exc))
+        return text if not path or text.startswith(path) else f"{path}: {text}"
+    text = _one_line(format_exception(exc, typ))
+    return f"{path}: {text}" if path else text
 
 
 def load(path: str | Path) -> Config:
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
     try:
-        raw = tomllib.loads(p.read_text())
+        folder = p.is_dir()
+        special = not folder and p.exists() and not p.is_file()  # a pipe or a device: reading might never end
+        data = b"" if folder or special else p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except (OSError, ValueError) as exc:  # permissions, a vanished mount, a NUL in the name
+        raise ConfigError(f"{p}: cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    if folder or special:
+        raise ConfigError(f"{p}: a folder, not a config file" if folder else f"{p}: not a regular file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
+                          "a TOML file is UTF-8") from None
+    try:
+        raw = tomllib.loads(text)
+    except RecursionError:
+        where = _too_deep(text)
+        raise ConfigError(f"{p}: {where + ': ' if where else ''}arrays or tables nested too deeply to read") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: not a text file") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise ConfigError(f"{p}: not valid TOML: {str(exc).split(';')[0]}") from None
     return from_dict(raw, str(p))
+
+
+def _too_deep(text: str, most: int = 100) -> str:
+    """Where a TOML text first nests arrays or inline tables more than
+    ``most`` deep, as ``line 31 (perp.taker_fee)``: tomllib's RecursionError
+    says nothing of where. A plain scan: strings and comments skipped,
+    multi-line strings not told apart (it names a line, it proves nothing)."""
+    section, key, depth = "", "", 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if depth == 0:
+            header = re.fullmatch(r"\s*\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(#.*)?", line)
+            if header:
+                section = header.group(1)
+                continue
+            assignment = re.match(r"\s*([^=\[\]{}]+?)\s*=", line)
+            key = assignment.group(1) if assignment else ""
+        quote = ""
+        for ch in line:
+            if quote:
+                quote = "" if ch == quote else quote
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in "[{":
+                depth += 1
+                if depth > most:
+                    name = ".".join(x for x in (section, key) if x)
+                    return f"line {number}" + (f" ({name})" if name else "")
+            elif ch in "]}":
+                depth -= 1
+    return ""
 
 
 def dumps(cfg: Config) -> str:
