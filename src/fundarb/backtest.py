@@ -36,6 +36,16 @@ GATES: tuple[tuple[str, str, str, float], ...] = (
 )
 
 
+# metrics that scale the window to a year: not given for a window shorter
+# than metrics.MIN_ANNUALISE_DAYS
+ANNUALISED_METRICS = (
+    "net_apr", "net_apr_over_collateral", "cagr", "sharpe", "frictionless_hold_funding_apr_on_notional",
+    "frictionless_hold_funding_apr_on_capital", "mean_funding_apr_in_window",
+)
+TOO_SHORT = "window too short"
+NO_ORDERS = "no orders"
+
+
 class MemoryRecorder:
     """Keeps the decision log in order, for the trade log and golden files."""
 
@@ -55,10 +65,47 @@ class BacktestResult:
     gates: list[dict[str, Any]]
     curve: dict[str, list]
     log: list[tuple[str, dict[str, Any]]]
+    # metrics left out of ``metrics`` because they mean nothing for this run
+    # -> why (TOO_SHORT, NO_ORDERS)
+    not_applicable: dict[str, str] = attrs.field(factory=dict)
 
     @property
-    def passed(self) -> bool:
-        return all(g["passed"] for g in self.gates)
+    def passed(self) -> bool | None:
+        """True if every gate passes, False if any fails, None if none fails
+        but some cannot be judged on this run."""
+        if any(g["passed"] is False for g in self.gates):
+            return False
+        return None if any(g["passed"] is None for g in self.gates) else True
+
+    @property
+    def window_note(self) -> str | None:
+        """Why the annualised figures are missing, or None when they are given."""
+        return short_window_note(self.metrics["days"]) if TOO_SHORT in self.not_applicable.values() else None
+
+
+def short_window_note(days: float) -> str:
+    return f"window {metrics.span_text(days)}: too short to annualise"
+
+
+def result_of(cfg: Config, history: MarketHistory, engine: Engine, sim: SimExchange) -> BacktestResult:
+    """A finished run as the backtest and replay outputs show it: the metrics
+    that apply to it, and gates judged on those (the others read n/a)."""
+    m = compute_metrics(cfg, history, engine, sim)
+    na = not_applicable(m)
+    shown = {k: v for k, v in m.items() if k not in na}
+    return BacktestResult(cfg, engine.config_hash, history, shown, evaluate_gates(shown, na), engine.curve,
+                          engine.recorder.rows, na)
+
+
+def not_applicable(m: dict[str, Any]) -> dict[str, str]:
+    """Metrics with no meaning for this run: the annualised ones on a window
+    too short to annualise, the fill rate when no order was sent."""
+    out = {}
+    if not metrics.can_annualise(m["days"]):
+        out.update(dict.fromkeys(ANNUALISED_METRICS, TOO_SHORT))
+    if m["orders"] == 0:
+        out["fill_rate"] = NO_ORDERS
+    return out
 
 
 def round_trip_cost(cfg: Config, price: float) -> float:
@@ -128,8 +175,7 @@ def run_backtest(
     if progress is not None:
         engine.on_timer = progress
     engine.run()
-    m = compute_metrics(cfg, history, engine, sim)
-    return BacktestResult(cfg, engine.config_hash, history, m, evaluate_gates(m), engine.curve, engine.recorder.rows)
+    return result_of(cfg, history, engine, sim)
 
 
 def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExchange) -> dict[str, Any]:
@@ -194,10 +240,18 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
     }
 
 
-def evaluate_gates(m: dict[str, Any]) -> list[dict[str, Any]]:
+def evaluate_gates(m: dict[str, Any], not_applicable: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Each gate judged on ``m``; a gate whose metric is in
+    ``not_applicable`` is neither passed nor failed: passed None, and
+    ``result`` says why (``n/a (window too short)``)."""
     out = []
+    na = not_applicable or {}
     for name, key, op, threshold in GATES:
+        gate = {"gate": name, "metric": key, "threshold": threshold, "op": op}
+        if key in na:
+            out.append({**gate, "value": None, "passed": None, "result": f"n/a ({na[key]})"})
+            continue
         value = m[key]
-        passed = {">": value > threshold, "<": value < threshold, "==": value == threshold}[op]
-        out.append({"gate": name, "metric": key, "value": value, "threshold": threshold, "op": op, "passed": bool(passed)})
+        passed = bool({">": value > threshold, "<": value < threshold, "==": value == threshold}[op])
+        out.append({**gate, "value": value, "passed": passed, "result": "PASS" if passed else "FAIL"})
     return out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,9 +15,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from fundarb import __version__
 from fundarb.config import Config, ConfigError, load
 from fundarb.core.funding import MissingFundingSettlement
 from fundarb.data.history import DataError, fmt_time, history_for, parse_time
+from fundarb.errors import FundarbError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="BTC funding-rate carry: backtest, simulate, trade.")
 err = Console(stderr=True)
@@ -211,8 +216,8 @@ def replay(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no summary table"),
 ) -> None:
     """Replay a recorded feed through the engine and simulator: same summary, report and PNG as backtest; checks the recording's golden file."""
-    from fundarb.recorded import GOLDEN_FILE, golden_diff, golden_text, run_replay
-    from fundarb.report import OutputError, check_output_folder, print_summary, write_outputs
+    from fundarb.recorded import GOLDEN_FILE, compare_golden, golden_diff, golden_text, read_golden, run_replay
+    from fundarb.report import OutputError, check_output_folder, print_summary, write_outputs, writing
     from fundarb.venues.replay import ReplayError, load_recording
 
     try:
@@ -224,6 +229,9 @@ def replay(
         cfg = load(config or _beside_package(Path("sims") / rec.config))
         if update_golden and not own_config:
             raise ReplayError(f"--update-golden uses the recording's own config ({rec.config}); drop the CONFIG argument")
+        golden = folder / GOLDEN_FILE
+        # checked before the replay runs: a replay with no golden to compare is no regression test
+        expected = read_golden(golden) if own_config and not update_golden else None
         out = out or Path("runs") / f"replay-{rec.name}"
         check_output_folder(out)
         result, cached = run_replay(rec, cfg, cache_dir, data_dir)
@@ -235,19 +243,35 @@ def replay(
     if not quiet:
         print_summary(result, console, paths)
         console.print(f"parsed captures {'from cache' if all(cached.values()) else 'from the capture files'}", style="dim")
-    golden = folder / GOLDEN_FILE
     actual = golden_text(result)
-    expected = golden.read_text() if golden.is_file() else ""
     if update_golden:
-        tmp = golden.with_name(f".{GOLDEN_FILE}.tmp")
-        tmp.write_text(actual)
-        tmp.replace(golden)
-        console.print(f"golden {golden}: " + ("unchanged" if actual == expected else "rewritten; what changed:"), highlight=False)
-        if actual != expected:
-            console.print(escape(golden_diff(expected, actual)), highlight=False, soft_wrap=True)
-    elif own_config and expected:
-        verdict = "matches" if actual == expected else "[red]differs[/] (replay with --update-golden to accept)"
+        try:
+            previous = golden.read_text()
+        except (OSError, UnicodeDecodeError):
+            previous = ""
+        try:
+            with writing(golden):
+                tmp = golden.with_name(f".{GOLDEN_FILE}.tmp")
+                try:
+                    tmp.write_text(actual)
+                    tmp.replace(golden)
+                finally:
+                    tmp.unlink(missing_ok=True)
+        except OutputError as exc:
+            fail(str(exc))
+        console.print(f"golden {golden}: " + ("unchanged" if actual == previous else "rewritten; what changed:"), highlight=False)
+        if actual != previous:
+            console.print(escape(golden_diff(previous, actual)), highlight=False, soft_wrap=True)
+    elif expected is not None:
+        same, ignored = compare_golden(expected, result)
+        verdict = "matches" if same else "[red]differs[/] (replay with --update-golden to accept)"
         console.print(f"golden {golden}: {verdict}", highlight=False)
+        if ignored:
+            console.print(f"  ignored what the golden file holds of {', '.join(ignored)}: n/a on this run; "
+                          "--update-golden drops them", style="dim", highlight=False)
+    else:
+        console.print(f"golden {golden}: not checked (CONFIG given; the golden file is for the recording's own, {rec.config})",
+                      style="dim", highlight=False)
 
 
 def _record_command() -> None:
@@ -330,9 +354,55 @@ def _root() -> None:
     """fundarb: funding-rate carry, simulation first."""
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _save_traceback(exc: BaseException) -> str:
+    """Write the traceback of an internal error to a file under the system
+    temp folder; its path, or why it could not be written."""
+    import tempfile
+    import traceback
+
+    try:
+        fd, name = tempfile.mkstemp(prefix="fundarb-internal-error-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"fundarb {__version__}: {' '.join(sys.argv)}\n")
+            fh.write("".join(traceback.format_exception(exc)))
+        return f"the traceback is in {name}"
+    except OSError as write_exc:
+        return f"the traceback could not be saved ({write_exc.strerror or write_exc})"
+
+
 def main() -> None:
+    """The one error boundary: an error meant for the user is one line and
+    exit 2, a failed read or write names the path, and anything else is an
+    internal error whose traceback goes to a file, never to the terminal."""
+    if hasattr(signal, "SIGXFSZ"):
+        # past a file-size limit a write then fails with EFBIG (an OSError
+        # named with its path) instead of the signal killing the process
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         app()
     except KeyboardInterrupt:
         err.print("interrupted; nothing was written")
         sys.exit(130)
+    except FundarbError as exc:
+        _error_line(str(exc))
+        sys.exit(2)
+    except OSError as exc:
+        cause = exc.strerror or str(exc) or type(exc).__name__
+        _error_line(cause if exc.filename is None else f"{exc.filename}: {cause}")
+        sys.exit(2)
+    except sqlite3.Error as exc:
+        _error_line(f"SQLite: {exc}")
+        sys.exit(2)
+    except Exception as exc:
+        where = _save_traceback(exc)
+        what = f": {exc}" if str(exc) else ""
+        _error_line(f"internal error ({type(exc).__name__}){what}; {where}")
+        sys.exit(1)
+
+
+def _error_line(message: str) -> None:
+    err.print(f"[red]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)

@@ -14,7 +14,7 @@ import attrs
 import numpy as np
 import polars as pl
 
-from fundarb.backtest import BacktestResult, build_engine, compute_metrics, evaluate_gates
+from fundarb.backtest import BacktestResult, build_engine, result_of
 from fundarb.config import Config
 from fundarb.core.model import FundingRate, FundingSettlement, MarkPrice, Quote, Side, Timer, Trade
 from fundarb.data.history import MarketHistory, NoFundingSeries, load_settlements
@@ -140,9 +140,7 @@ def _mid_at(tape: list, venue: str, ts: int) -> float:
 def run_replay(rec: Recording, cfg: Config, cache_dir: Path | None = None, data_dir: Path | None = None) -> tuple[BacktestResult, dict]:
     engine, sim, window, cached = prepare_replay(rec, cfg, cache_dir, data_dir)
     engine.run()
-    m = compute_metrics(cfg, window, engine, sim)
-    result = BacktestResult(cfg, engine.config_hash, window, m, evaluate_gates(m), engine.curve, engine.recorder.rows)
-    return result, cached
+    return result_of(cfg, window, engine, sim), cached
 
 
 def prepare_replay(rec: Recording, cfg: Config, cache_dir: Path | None = None, data_dir: Path | None = None):
@@ -212,9 +210,51 @@ def _window(cfg: Config, rec: Recording, parsed: dict[str, ParsedFeed], lo: int,
 
 # --- golden files -------------------------------------------------------------
 
+def read_golden(path: Path) -> str:
+    """A recording's golden file as text, checked to be one: a missing,
+    empty, non-UTF-8 or non-JSON file is a ReplayError naming the way out."""
+    again = "replay with --update-golden to write it from this replay"
+    if not path.is_file():
+        raise ReplayError(f"no golden file {path}: {again}")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise ReplayError(f"golden file {path} is empty: {again}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReplayError(f"golden file {path} is not UTF-8 text (byte {exc.start}): restore it, or {again}") from None
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        raise ReplayError(f"golden file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}): "
+                          f"restore it, or {again}") from None
+    return text
+
+
+def compare_golden(expected: str, result: BacktestResult) -> tuple[bool, list[str]]:
+    """(whether the replay matches the golden text, the metrics the golden
+    holds that this run leaves out as not applicable). A golden written
+    before short windows stopped being annualised still holds their APR,
+    CAGR and Sharpe: those are ignored, everything else must be equal."""
+    actual = golden_text(result)
+    if expected == actual:
+        return True, []
+    try:
+        old, new = json.loads(expected), json.loads(actual)
+    except ValueError:
+        return False, []
+    if not (isinstance(old, dict) and isinstance(old.get("metrics"), dict)):
+        return False, []
+    ignored = sorted(k for k in old["metrics"] if k in result.not_applicable and k not in new["metrics"])
+    old["metrics"] = {k: v for k, v in old["metrics"].items() if k not in ignored}
+    return old == new, ignored
+
+
 def golden_text(result: BacktestResult) -> str:
     """The decision log and metrics, one log row per line so a change reads
-    as a short diff."""
+    as a short diff. Metrics that do not apply to the run (the annualised
+    ones on a short window, the fill rate with no orders) are left out, as
+    in report.json."""
     d = result.history.describe()
     parsed = {role: {"messages": f["messages"], "events": f["events"]} for role, f in d["replay"]["feeds"].items()}
     lines = ["{", f' "config_hash": {json.dumps(result.config_hash)},',

@@ -3,6 +3,10 @@
 Sharpe = mean daily excess return over the collateral rate / std * sqrt(365);
 MaxDD = largest fall from a running peak; APR = net PnL / capital * 365 / days;
 fill rate = filled / requested quantity.
+
+A window shorter than ``MIN_ANNUALISE_DAYS`` is not annualised: scaling
+minutes or a few days of PnL to a year gives figures like -8,988% APR that
+say nothing about the strategy, and a Sharpe ratio needs daily returns.
 """
 
 from __future__ import annotations
@@ -14,6 +18,24 @@ import numpy as np
 from fundarb.core.model import NS_PER_HOUR
 
 NS_PER_DAY = 24 * NS_PER_HOUR
+# the least data (in days) an APR, CAGR or Sharpe ratio is given for
+MIN_ANNUALISE_DAYS = 7.0
+
+
+def can_annualise(days: float) -> bool:
+    return days >= MIN_ANNUALISE_DAYS
+
+
+def span_text(days: float) -> str:
+    """A window's length the way a person says it: 28 s, 11 min, 36 h, 6.5 days."""
+    seconds = days * 86_400.0
+    if seconds < 59.5:
+        return f"{seconds:.0f} s"
+    if seconds < 3_570.0:
+        return f"{seconds / 60:.0f} min"
+    if days < 2.0:
+        return f"{seconds / 3_600:.0f} h"
+    return f"{days:.1f} days"
 
 
 def daily_closes(ts: Sequence[int], equity: Sequence[float]) -> np.ndarray:

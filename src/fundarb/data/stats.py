@@ -36,6 +36,7 @@ import typer
 
 from fundarb.core.model import HOURS_PER_YEAR
 from fundarb.data.history import FUNDING_FILE, NUMERIC, PRICES_FILE, SHIPPED_DIR, TEXT, DataError, parse_time, read_table, snap_table
+from fundarb.errors import FundarbError
 
 MS_PER_HOUR = 3_600_000
 SETTLEMENT_TOLERANCE_S = 1.0  # the config's default data.settlement_tolerance_seconds
@@ -97,7 +98,7 @@ RULES = {
 }
 
 
-class StatsError(ValueError):
+class StatsError(FundarbError, ValueError):
     """A selection or input the statistics cannot be computed on; the message says which."""
 
 

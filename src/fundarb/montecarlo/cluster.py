@@ -13,12 +13,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+from fundarb.errors import FundarbError
+
 MAX_LOCAL_WORKERS = 64
 CONNECT_TIMEOUT = "5s"
 _SCHEDULER = re.compile(r"(tcp|tls)://[A-Za-z0-9.\-\[\]:]+:(\d{1,5})")
 
 
-class ClusterError(ValueError):
+class ClusterError(FundarbError, ValueError):
     """A cluster that cannot be started or reached; the message says which."""
 
 

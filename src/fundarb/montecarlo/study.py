@@ -20,6 +20,7 @@ from fundarb.backtest import GATES, build_simulation, compute_metrics, evaluate_
 from fundarb.config import Config
 from fundarb.core.metrics import daily_closes
 from fundarb.data.history import MarketHistory
+from fundarb.errors import FundarbError
 from fundarb.montecarlo.bootstrap import SourcePeriods, auto_block_periods, bootstrap_history, cut_periods
 from fundarb.montecarlo.cluster import ChunkRunner
 
@@ -35,7 +36,7 @@ DISTRIBUTION_METRICS = ("net_apr", "sharpe", "max_drawdown", "fill_rate", "liqui
 PERCENTILES = (5, 25, 50, 75, 95)
 
 
-class StudyError(ValueError):
+class StudyError(FundarbError, ValueError):
     """A study that cannot run as asked; the message names the input."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from fundarb.config import Config, ConfigError, config_hash, from_dict, to_dict
 from fundarb.data.history import MarketHistory
+from fundarb.errors import FundarbError
 from fundarb.montecarlo.bootstrap import SourcePeriods, cut_periods
 from fundarb.montecarlo.cluster import ChunkRunner
 from fundarb.montecarlo.study import StudySpec, chunk_size, chunks, column, resolve_block, run_chunk
@@ -47,7 +48,7 @@ MIN_P_MAXDD_OK = 0.95
 MIN_P_TRADED = 0.5
 
 
-class GridError(ValueError):
+class GridError(FundarbError, ValueError):
     """A --grid that cannot be read; the message quotes the offending part."""
 
 

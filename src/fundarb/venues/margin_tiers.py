@@ -32,13 +32,14 @@ from fundarb.core.liquidation import (
     expected_amount,
     rule_for,
 )
+from fundarb.errors import FundarbError
 
 SHIPPED_FILE = Path(__file__).resolve().parents[1] / "data" / "shipped" / "margin_tiers.json"
 # ccxt exchange id -> the formula its linear USDT perpetuals follow
 STYLE_OF_VENUE = {"binanceusdm": BINANCE_USDM, "bybit": BYBIT_LINEAR}
 
 
-class MarginTableError(ValueError):
+class MarginTableError(FundarbError, ValueError):
     """A tier table that cannot be used; the message names where it came from and the tier."""
 
 

@@ -30,6 +30,8 @@ from typing import Any, List, Optional
 
 import typer
 
+from fundarb.errors import FundarbError
+
 # fundarb/ccxt exchange id -> (cryptofeed feed class in cryptofeed.exchanges, what it carries)
 EXCHANGES: dict[str, tuple[str, str]] = {
     "binance": ("Binance", "Binance spot"),
@@ -53,7 +55,7 @@ CRYPTOFEED_CONFIG: dict[str, Any] = {"uvloop": False, "log": {"disabled": True}}
 _RECEIVED = re.compile(r"^\d+(\.\d*)?: ")
 
 
-class RecordError(ValueError):
+class RecordError(FundarbError, ValueError):
     """A recording that cannot be started; the message names the bad input."""
 
 

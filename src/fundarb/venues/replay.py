@@ -32,6 +32,8 @@ import cattrs
 import numpy as np
 import polars as pl
 
+from fundarb.errors import FundarbError
+
 PARSER_VERSION = "2"
 FORMAT_CRYPTOFEED = "cryptofeed"
 FORMAT_BINANCE_LINES = "binance_lines"
@@ -65,7 +67,7 @@ COLUMNS = {
 }
 
 
-class ReplayError(ValueError):
+class ReplayError(FundarbError, ValueError):
     """A recording that cannot be replayed; the message names the file (and line)."""
 
 
