@@ -35,12 +35,13 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 from cattrs.gen import make_dict_structure_fn, override
 from cattrs.v import format_exception
 
+from fundarb.errors import FundarbError
 from fundarb.core.market_guard import GuardLimits
 from fundarb.core.risk import HARD_MAX_LEVERAGE, RiskLimits
 from fundarb.core.strategy import CarryParams
 
 
-class ConfigError(ValueError):
+class ConfigError(FundarbError, ValueError):
     """A config that cannot be used; the message (one line) names the file and the field."""
 
     def __init__(self, message: str) -> None:

@@ -33,6 +33,8 @@ from collections.abc import Mapping
 
 import attrs
 
+from fundarb.errors import FundarbError
+
 BINANCE_USDM = "binance_usdm"
 BYBIT_LINEAR = "bybit_linear"
 UNMODELLED = "unmodelled"
@@ -43,11 +45,11 @@ MODES = (ISOLATED, CROSS)
 AMOUNT_TOLERANCE = 1e-6
 
 
-class LiquidationRuleMissing(ValueError):
+class LiquidationRuleMissing(FundarbError, ValueError):
     """A liquidation price or maintenance margin asked of a venue whose rule is not modelled."""
 
 
-class NotionalBeyondTiers(ValueError):
+class NotionalBeyondTiers(FundarbError, ValueError):
     """A notional above the last tier of a venue's table."""
 
 

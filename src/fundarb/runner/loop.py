@@ -47,6 +47,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from fundarb.errors import FundarbError
 from fundarb.backtest import round_trip_cost, venue_costs
 from fundarb.config import Config
 from fundarb.core.book import PositionBook, drift_of, margin_buffer
@@ -77,7 +78,7 @@ PAYMENT_ASKS = 3  # a settlement not in the trade log after this many successful
 MARGIN_MODE = "isolated"  # the perp's margin mode the runner sets and verifies at the venue
 
 
-class RunnerError(RuntimeError):
+class RunnerError(FundarbError, RuntimeError):
     """The runner cannot start; the message says why."""
 
 

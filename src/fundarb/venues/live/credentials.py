@@ -15,8 +15,10 @@ from pathlib import Path
 import attrs
 from dotenv import dotenv_values
 
+from fundarb.errors import FundarbError
 
-class CredentialsError(ValueError):
+
+class CredentialsError(FundarbError, ValueError):
     """Keys that are missing or unusable; the message names the variables, never their values."""
 
 

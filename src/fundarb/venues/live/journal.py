@@ -44,6 +44,7 @@ from typing import Any
 
 import attrs
 
+from fundarb.errors import FundarbError
 from fundarb.core.model import Fill, Side
 from fundarb.core.orders import Order, OrderStatus, client_order_id
 from fundarb.venues.live.identity import VenueIdentity
@@ -142,7 +143,7 @@ def lift_hint(blocked: str) -> str:
     return "`fundarb reconcile` lifts the block once the venues and the trade log agree"
 
 
-class JournalError(RuntimeError):
+class JournalError(FundarbError, RuntimeError):
     """A journal file that cannot be used; the message names the file."""
 
 
