@@ -23,14 +23,21 @@ Three small parts, each testable on a simulated clock:
   ``paused``, ``no_channel``), sent or not; repeats of a condition that holds
   are counted into the next stored row ("N repeats held back") rather than
   stored one by one.
-- ``AppriseChannel`` delivers. The URLs carry secrets (bot tokens, SMTP
-  passwords), so they come only from ``FUNDARB_ALERT_URLS`` (whitespace or
-  comma separated) in the environment or ``.env``, and are never stored or
-  printed: a failure is reported by the URL's scheme alone.
+- ``AppriseChannel`` delivers, with apprise's notify type of the severity
+  (critical -> failure, warning -> warning, info -> info). The URLs carry
+  secrets (bot tokens, SMTP passwords), so they come only from
+  ``FUNDARB_ALERT_URLS`` (whitespace or comma separated) in the environment
+  or ``.env``, and are never stored or printed: a failure names a URL by its
+  place in the list (1st, 2nd ...) and by its scheme only when that is a
+  scheme apprise knows, never by anything else of it.
+
+Every title, body and stored message goes through ``fundarb.scrub`` first:
+a notice made from a venue's error text cannot carry a key out.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -43,11 +50,13 @@ import attrs
 
 from fundarb.config import AlertSettings
 from fundarb.core.model import NS_PER_SECOND
+from fundarb.scrub import alert_url_parts, scrub
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 NS_PER_MINUTE = 60 * NS_PER_SECOND
 NS_PER_HOUR_ = 60 * NS_PER_MINUTE
 ENV_URLS = "FUNDARB_ALERT_URLS"
+NOTIFY_TYPES = {"critical": "failure", "warning": "warning", "info": "info"}  # severity -> apprise's notify type
 
 
 @attrs.frozen
@@ -161,7 +170,7 @@ class AlertConditions:
 
 
 class Channel(Protocol):
-    def send(self, title: str, body: str) -> tuple[bool, str]: ...
+    def send(self, title: str, body: str, severity: str = "info") -> tuple[bool, str]: ...
 
 
 class AlertLog(Protocol):
@@ -195,8 +204,10 @@ class Alerter:
         if repeat:
             self._held[n.key] = self._held.get(n.key, 0) + 1
             return outcome
+        secrets = getattr(self.channel, "secrets", ())  # the channel's own URLs, wherever they came from
         if outcome == "send":
-            ok, detail = self.channel.send(n.title, n.body) if self.channel is not None else (False, "")
+            ok, detail = (self.channel.send(scrub(n.title, secrets), scrub(n.body, secrets), n.severity)
+                          if self.channel is not None else (False, ""))
             outcome = "sent" if ok else "failed"
             if ok:
                 self._last_sent[n.key] = (n.ts, rank)
@@ -206,7 +217,7 @@ class Alerter:
         notes = [detail] if detail else []
         if held:
             notes.append(f"{held} repeat{'s' if held != 1 else ''} held back since the last")
-        message = n.body + (f" ({'; '.join(notes)})" if notes else "")
+        message = scrub(n.body + (f" ({'; '.join(notes)})" if notes else ""), secrets)
         self.log.add_alert(n.ts, n.kind, n.severity, self.config_hash, message, n.key, outcome)
         if outcome != "failed":  # a failed delivery is tried again next time
             self._last_stored[n.key] = (n.ts, rank, outcome)
@@ -229,27 +240,79 @@ class Alerter:
         return "send", ""
 
 
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th ... 11th, 12th, 13th ... 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def known_scheme(url: str) -> str | None:
+    """The URL's scheme when it is one apprise knows (a name safe to print), else None."""
+    from apprise.manager_plugins import NotificationManager
+
+    scheme, sep, _ = url.partition("://")
+    scheme = scheme.lower()
+    return scheme if sep and re.fullmatch(r"[a-z0-9+.-]{1,32}", scheme) and scheme in NotificationManager() else None
+
+
 class AppriseChannel:
     """Every configured apprise URL; a notice is sent when at least one
-    channel took it. Failures name the URL scheme, never the URL."""
+    channel took it. Errors name a URL by its place in the list and a scheme
+    apprise knows, never by anything else of the URL."""
 
     def __init__(self, urls: list[str]) -> None:
         import apprise
 
+        self.secrets = frozenset(p for url in urls for p in alert_url_parts(url))  # masked in all it sends
+        _scrub_apprise_log(self.secrets)
         self._apprise = apprise.Apprise()
         self.schemes: list[str] = []
-        for url in urls:
-            scheme = url.split("://", 1)[0]
+        for i, url in enumerate(urls, 1):
+            which = f"the {ordinal(i)} alert URL" + (f" of {len(urls)}" if len(urls) > 1 else "")
+            scheme = known_scheme(url)
+            if "://" not in url:
+                raise ValueError(f"{ENV_URLS}: {which} is malformed: no '://' after its scheme")
+            if scheme is None:
+                raise ValueError(f"{ENV_URLS}: {which} has a scheme apprise does not know")
             if not self._apprise.add(url):
-                raise ValueError(f"{ENV_URLS}: an alert URL of scheme {scheme!r} is not a valid apprise URL")
+                raise ValueError(f"{ENV_URLS}: {which} (scheme {scheme!r}) is not a valid apprise URL")
             self.schemes.append(scheme)
 
-    def send(self, title: str, body: str) -> tuple[bool, str]:
+    def send(self, title: str, body: str, severity: str = "info") -> tuple[bool, str]:
+        title, body = scrub(title, self.secrets), scrub(body, self.secrets)
         try:
-            ok = bool(self._apprise.notify(title=title, body=body))
+            ok = bool(self._apprise.notify(title=title, body=body, notify_type=NOTIFY_TYPES.get(severity, "info")))
         except Exception as exc:  # a channel must never take the process down
             return False, f"delivery raised {type(exc).__name__}"
         return ok, "" if ok else f"delivery failed on {', '.join(self.schemes)}"
+
+
+class _ScrubRecords(logging.Filter):
+    """Apprise logs what its plugins say (a request's error can name the URL
+    it went to): every record of its logger is scrubbed before any handler
+    sees it, also of the URLs of channels given in a mapping rather than the
+    environment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record that cannot be formatted is dropped, not printed raw
+            return False
+        record.msg, record.args = scrub(message, self.secrets), ()
+        return True
+
+
+def _scrub_apprise_log(secrets: frozenset[str]) -> None:
+    log = logging.getLogger("apprise")
+    found = [f for f in log.filters if isinstance(f, _ScrubRecords)]
+    if not found:
+        found = [_ScrubRecords()]
+        log.addFilter(found[0])
+    found[0].secrets |= secrets
 
 
 def alert_urls(env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> list[str]:

@@ -7,12 +7,16 @@ the Monte Carlo paths; a promotion passes when every gate passes and every
 recording replays to its golden file. Every record, passing or failing, goes
 to the promotions store (SQLite, ``docs/promotion.md``) and to a JSON file,
 so the history of attempts is kept. Live trading is cleared only for a config
-hash that has a passing record.
+hash that has a passing record whose HMAC verifies: each row carries an
+HMAC-SHA256 of its content keyed with a local key file (``key_path``,
+created 0600 on first use), so a row written into the store by anything but
+``fundarb promote`` on a machine holding the key clears nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import os
@@ -33,24 +37,31 @@ from fundarb.data.history import FUNDING_FILE, PRICES_FILE
 from fundarb.montecarlo.study import StudyResult, summarize
 from fundarb.recorded import GOLDEN_FILE, golden_diff, golden_text, run_replay
 from fundarb.report import _clean
+from fundarb.scrub import scrub
 from fundarb.venues.replay import MANIFEST, Recording, ReplayError, load_recording
 
 DEFAULT_STORE = Path("state/promotions.sqlite")
 STORE_ENV = "FUNDARB_PROMOTIONS"
 RECORD_FILE = "promotion.json"
 DEFAULT_MIN_SHARE = 0.90
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = ("1", "2")  # version 1 (no hmac column) is migrated on the next write
 KIND = "fundarb promotions"
 SQLITE_HEADER = b"SQLite format 3\x00"
 PROMOTE_HINT = "run `fundarb promote CONFIG` on this config"
+STORE_MODE = 0o600
+KEY_ENV = "FUNDARB_PROMOTION_KEY_FILE"
+KEY_BYTES = 32
+KEY_FOLDER_MODE = 0o700
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE promotions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, created_ns INTEGER NOT NULL, config_hash TEXT NOT NULL,
-    config_name TEXT NOT NULL, passed INTEGER NOT NULL, record_json TEXT NOT NULL);
+    config_name TEXT NOT NULL, passed INTEGER NOT NULL, record_json TEXT NOT NULL, hmac TEXT);
 CREATE INDEX promotions_by_hash ON promotions (config_hash, id);
 """
+COLUMNS = ("id", "created_ns", "config_hash", "config_name", "passed", "record_json")
 
 
 class PromotionError(ValueError):
@@ -115,7 +126,7 @@ def check_recording(folder: Path, sims: Path, cache_dir: Path | None = None) -> 
         combined, files = capture_hashes(rec)
         result, _ = run_replay(rec, load(sims / rec.config), cache_dir)
     except (ReplayError, ConfigError, ValueError, OSError) as exc:
-        return Regression(folder.name, "", {}, golden_sha, False, f"cannot replay: {exc}")
+        return Regression(folder.name, "", {}, golden_sha, False, f"cannot replay: {scrub(str(exc))}")
     if golden_sha is None:
         return Regression(folder.name, combined, files, None, False, f"no golden file {golden}")
     expected, actual = golden.read_text(), golden_text(result)
@@ -240,19 +251,23 @@ def check_store(path: Path) -> None:
     try:
         _check_schema(db, path)
     except sqlite3.DatabaseError as exc:
-        raise PromotionError(f"{path} is not a fundarb promotions store ({exc}); choose another --store") from None
+        raise PromotionError(f"{path} is not a fundarb promotions store ({scrub(str(exc))}); choose another --store") from None
     finally:
         db.close()
 
 
-def _check_schema(db: sqlite3.Connection, path: Path) -> None:
+def _check_schema(db: sqlite3.Connection, path: Path) -> str:
+    """The store's schema version (one this fundarb reads), else PromotionError."""
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
     if meta.get("kind") != KIND:
         raise PromotionError(f"{path} is not a fundarb promotions store (kind {meta.get('kind')!r}); choose another --store")
-    if meta.get("schema_version") != str(SCHEMA_VERSION):
-        raise PromotionError(f"{path}: promotions store schema version {meta.get('schema_version')}, "
-                             f"this fundarb reads version {SCHEMA_VERSION}")
-    db.execute("SELECT id, created_ns, config_hash, config_name, passed, record_json FROM promotions LIMIT 0")
+    version = meta.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        raise PromotionError(f"{path}: promotions store schema version {version}, "
+                             f"this fundarb reads version {SCHEMA_VERSION} (and migrates 1)")
+    columns = COLUMNS + (("hmac",) if version != "1" else ())
+    db.execute(f"SELECT {', '.join(columns)} FROM promotions LIMIT 0")
+    return str(version)
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
@@ -285,7 +300,7 @@ def _create_store(path: Path) -> None:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             db.close()
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, STORE_MODE)  # mkstemp's mode already; said here because the store is the desk's alone
         try:
             os.link(tmp, path)  # never replaces a store another process made meanwhile
         except FileExistsError:
@@ -296,21 +311,36 @@ def _create_store(path: Path) -> None:
                 os.unlink(p)
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Version 1 -> 2 inside the caller's transaction: the ``hmac`` column,
+    NULL on the old rows (unverified: they clear nothing)."""
+    version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    if version == "1":
+        db.execute("ALTER TABLE promotions ADD COLUMN hmac TEXT")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+
 def save_record(path: Path, record: dict[str, Any], text: str | None = None) -> int:
-    """Append a record to the store in one transaction; its row id."""
+    """Append a record, with its HMAC under the promotion key (made on first
+    use), to the store in one transaction (migrating a version 1 store in the
+    same one); its row id."""
+    check_store(path)  # before the key is made: a refused store leaves nothing behind
+    key = promotion_key(create=True)
+    text = text if text is not None else record_text(record)
+    row = (int(record["created_ns"]), record["config_hash"], record["config_name"], int(bool(record["passed"])), text)
     if not path.exists():
         _create_store(path)
-    check_store(path)
+        check_store(path)
     db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("BEGIN IMMEDIATE")
         try:
+            _migrate(db)
             cur = db.execute(
-                "INSERT INTO promotions (created_ns, config_hash, config_name, passed, record_json) VALUES (?, ?, ?, ?, ?)",
-                (record["created_ns"], record["config_hash"], record["config_name"], int(record["passed"]),
-                 text if text is not None else record_text(record)))
+                "INSERT INTO promotions (created_ns, config_hash, config_name, passed, record_json, hmac) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (*row, record_mac(key, *row)))
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -321,13 +351,109 @@ def save_record(path: Path, record: dict[str, Any], text: str | None = None) -> 
 
 
 def records_for(path: Path, chash: str) -> list[sqlite3.Row]:
-    """The store's rows for one config hash, oldest first."""
+    """The store's rows for one config hash, oldest first (a version 1
+    store's rows have no ``hmac``)."""
     db = _connect_read_only(path)
     db.row_factory = sqlite3.Row
     try:
         return db.execute("SELECT * FROM promotions WHERE config_hash = ? ORDER BY id", (chash,)).fetchall()
     finally:
         db.close()
+
+
+# --- the records' HMAC ------------------------------------------------------------
+
+def key_path() -> Path:
+    """The promotion key file: ``$FUNDARB_PROMOTION_KEY_FILE``, else
+    ``~/.local/state/fundarb/promotion.key``."""
+    return Path(os.environ.get(KEY_ENV) or Path.home() / ".local" / "state" / "fundarb" / "promotion.key")
+
+
+def _make_private_folder(folder: Path) -> None:
+    missing = []
+    for p in (folder, *folder.parents):
+        if p.is_dir():
+            break
+        missing.append(p)
+    for p in reversed(missing):
+        try:
+            p.mkdir(mode=KEY_FOLDER_MODE)
+        except FileExistsError:
+            if not p.is_dir():
+                raise
+
+
+def _new_key(path: Path) -> None:
+    """A random key written beside ``path`` (0600) and linked into place: a
+    key file is either absent or whole, and one another process made
+    meanwhile is kept."""
+    _make_private_folder(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)  # 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(os.urandom(KEY_BYTES).hex() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+
+
+def promotion_key(create: bool = False) -> bytes | None:
+    """The promotion key (``key_path()``); None when there is none and
+    ``create`` is false. PromotionError for a file that is not a key or that
+    others can read (a key they can read lets them forge records)."""
+    path = key_path()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if not create:
+            return None
+        try:
+            _new_key(path)
+        except OSError as exc:
+            raise PromotionError(f"cannot create the promotion key {path} ({exc.strerror or type(exc).__name__})") from None
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise PromotionError(f"cannot read the promotion key {path} ({exc.strerror or type(exc).__name__})") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode & 0o777
+        if mode & 0o077:
+            raise PromotionError(f"the promotion key {path} is readable by others (mode {mode:o}): "
+                                 f"`chmod 600 {path}`, or delete it and promote again")
+        text = f.read(4 * KEY_BYTES).decode("ascii", errors="replace").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise PromotionError(f"{path} is not a fundarb promotion key ({2 * KEY_BYTES} hex digits)")
+    return key
+
+
+def record_mac(key: bytes, created_ns: int, chash: str, name: str, passed: int, record_json: str) -> str:
+    """HMAC-SHA256 (hex) of a row's canonical content: its columns and its
+    record text, as one sorted, compact JSON object."""
+    content = json.dumps({"kind": KIND, "created_ns": int(created_ns), "config_hash": chash, "config_name": name,
+                          "passed": bool(passed), "record_json": record_json},
+                         sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hmac.new(key, content.encode(), hashlib.sha256).hexdigest()
+
+
+def verified(row: sqlite3.Row, key: bytes | None) -> bool:
+    """The row's HMAC is there and matches its content under ``key``."""
+    mac = row["hmac"] if "hmac" in row.keys() else None
+    if key is None or not isinstance(mac, str):
+        return False
+    try:
+        expected = record_mac(key, row["created_ns"], row["config_hash"], row["config_name"], row["passed"],
+                              row["record_json"])
+    except (TypeError, ValueError):  # a column of the wrong type: altered
+        return False
+    return hmac.compare_digest(mac, expected)
 
 
 # --- the JSON file ---------------------------------------------------------------
@@ -379,8 +505,11 @@ def publish(record: dict[str, Any], store: Path, out: Path) -> tuple[int, Path]:
 
 def live_clearance(cfg: Config, store: Path) -> str | None:
     """None when the store holds a passing promotion record for this exact
-    config hash; otherwise the reason live trading is refused, one line naming
-    the hash (first 12 chars) and what to run (`fundarb promote CONFIG`)."""
+    config hash whose HMAC verifies under this machine's promotion key;
+    otherwise the reason live trading is refused, one line naming the hash
+    (first 12 chars) and what to run (`fundarb promote CONFIG`). A passing
+    record without a valid HMAC (altered, written by hand, made under another
+    key, or older than the HMAC) clears nothing."""
     chash = config_hash(cfg)
     who = f"config {cfg.name!r} ({chash[:12]})"
     if not store.exists():
@@ -389,12 +518,20 @@ def live_clearance(cfg: Config, store: Path) -> str | None:
         check_store(store)
         rows = records_for(store, chash)
     except (PromotionError, sqlite3.DatabaseError) as exc:
-        return f"live trading refused for {who}: {exc}; {PROMOTE_HINT}"
+        return f"live trading refused for {who}: {scrub(str(exc))}; {PROMOTE_HINT}"
     if not rows:
         return (f"live trading refused: {who} has no promotion record in {store} "
                 f"(a changed config has a new hash); {PROMOTE_HINT}")
-    if any(r["passed"] for r in rows):
-        return None  # a record made by another fundarb version still clears: the config is what was tested
+    passing = [r for r in rows if r["passed"]]
+    if passing:
+        try:
+            key = promotion_key(create=False)
+        except PromotionError as exc:
+            return f"live trading refused for {who}: {exc}; {PROMOTE_HINT}"
+        if any(verified(r, key) for r in passing):
+            return None  # a record made by another fundarb version still clears: the config is what was tested
+        return (f"live trading refused: the passing promotion record of {who} in {store} was altered or made "
+                f"without this machine's promotion key ({key_path()}); {PROMOTE_HINT} again")
     latest = json.loads(rows[-1]["record_json"])
     failed = [g["gate"] for g in latest.get("gates", []) if not g.get("passed")]
     failed += [f"replay {r['name']}" for r in latest.get("recordings", []) if not r.get("matched")]

@@ -43,8 +43,9 @@ def promote_command(
     from fundarb.montecarlo.study import StudyError, StudySpec, run_study
     from fundarb.promote import (
         MonteCarloSettings, PromotionError, build_record, check_min_share, check_out_folder, check_store,
-        data_file_hashes, publish, recording_folders, run_regressions, store_path,
+        data_file_hashes, promotion_key, publish, recording_folders, run_regressions, store_path,
     )
+    from fundarb.scrub import describe, scrub
 
     try:  # every input is checked before any work, and nothing is written on bad input
         check_min_share(min_path_share)
@@ -52,6 +53,7 @@ def promote_command(
         cfg = load(config)
         store = store_path(store)
         check_store(store)
+        promotion_key()  # an existing key others can read, or not a key, is refused now (a missing one is made at the end)
         out_dir = out_dir or Path("runs") / f"{cfg.name}-promotion"
         check_out_folder(out_dir)
         folders = recording_folders(recordings or _beside_package(Path("recordings")))
@@ -70,10 +72,10 @@ def promote_command(
         record = build_record(cfg, backtest, study, regressions, data_files, settings, time.time_ns())
         row_id, json_path = publish(record, store, out_dir)
     except (ConfigError, DataError, MissingFundingSettlement, StudyError, ClusterError, PromotionError) as exc:
-        fail(str(exc))
+        fail(scrub(str(exc)))
         return
     except OSError as exc:
-        fail(f"cannot write the promotion record: {exc}")
+        fail(f"cannot write the promotion record: {describe(exc)}")
         return
     print_promotion(record, out, store, row_id, json_path)
     if not record["passed"]:
@@ -113,5 +115,7 @@ def print_promotion(record: dict[str, Any], console: Console, store: Path, row_i
         console.print(f"[bold green]PROMOTED[/]: config {record['config_hash'][:12]} is cleared for live trading")
     else:
         console.print(f"[bold red]NOT PROMOTED[/]: {escape(record['reason'])}", soft_wrap=True)
-    console.print(f"recorded in {store} (promotion {row_id})")
+    from fundarb.promote import key_path
+
+    console.print(f"recorded in {store} (promotion {row_id}, its HMAC under the promotion key {key_path()})")
     console.print(f"wrote {json_path}")

@@ -10,16 +10,27 @@ has a pro class, else plain ccxt.async_support (REST polling only).
 the paths (the loopback emulator: ``fundarb emulator``); ``sandbox`` switches
 to the venue's testnet through ccxt's own ``set_sandbox_mode``. ccxt's own
 rate limiter is off: requests go through ``RequestQueue`` instead.
+``check_api_url`` is the rule for where signed requests may go.
+
+ccxt writes the request's URL (its signed query string) and the venue's
+answer into its error messages, and a 5xx body may echo the request's
+headers: every error a client's REST call raises is scrubbed in place
+(``fundarb.scrub``: the query string, credential headers and the client's
+own keys masked) before anyone can print it; its type is kept.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import math
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
+from fundarb.scrub import scrub, scrub_exception
 from fundarb.venues.live.credentials import Credentials
 
 
@@ -64,6 +75,51 @@ class Target:
             raise VenueSetupError("--api-url and --sandbox exclude each other: the sandbox is the venue's own testnet")
 
 
+API_URL_SCHEMES = ("http", "https", "ws", "wss")
+
+
+def _loopback(host: str) -> bool:
+    host = host.rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def check_api_url(url: str, confirmed: bool) -> None:
+    """Refuse (VenueSetupError, one line) an ``--api-url`` that would send
+    signed requests where they should not go. Allowed: a loopback host
+    (127.0.0.0/8, localhost, ::1) over http, https, ws or wss; another host
+    only over https and only when ``confirmed`` (the operator said it is a
+    server of theirs). Never allowed: a user or password in the URL (it would
+    be sent and printed), a missing host. The message never repeats the URL."""
+    try:
+        parts = urlsplit(url.strip())
+        host, _ = parts.hostname, parts.port  # .port raises on a port that is not a number
+    except ValueError:
+        raise VenueSetupError("--api-url is not a URL (scheme://host[:port][/path])") from None
+    scheme = parts.scheme.lower()
+    if scheme not in API_URL_SCHEMES:
+        raise VenueSetupError("--api-url must be an http, https, ws or wss URL")
+    if "@" in parts.netloc:
+        raise VenueSetupError("--api-url must not carry a user or password: credentials come from "
+                              "FUNDARB_<EXCHANGE>_API_KEY / _SECRET only")
+    if not host:
+        raise VenueSetupError("--api-url has no host")
+    if _loopback(host):
+        return
+    if scheme != "https":
+        raise VenueSetupError(f"--api-url: signed requests would go to {host}, not this machine, over plain "
+                              f"{scheme}: a remote server must be reached over https")
+    if not confirmed:
+        raise VenueSetupError(f"--api-url: signed requests would go to {host}, not this machine; pass "
+                              "--i-know-remote-api-url if it is a server you run and trust with the keys")
+
+
 def connect(exchange_id: str, creds: Credentials, target: Target) -> Any:
     """An async ccxt client for ``exchange_id`` (not yet loaded)."""
     import ccxt.async_support as ccxt_async
@@ -76,14 +132,58 @@ def connect(exchange_id: str, creds: Credentials, target: Target) -> Any:
                               "options": {"recvWindow": recv_window_ms(target.timeout_ms)}, **creds.ccxt_fields()}
     if not creds.present:
         config.pop("apiKey"), config.pop("secret")
+    secrets = (creds.api_key, creds.secret, creds.password)
     if target.api_url:
-        return _pointed(cls, exchange_id, config, target.api_url)
+        return scrubbed_errors(_pointed(cls, exchange_id, config, target.api_url), secrets)
     exchange = cls(config)
     if target.sandbox:
         if not exchange.urls.get("test"):  # ccxt knows no testnet URLs for it
             raise VenueSetupError(f"{exchange_id} has no sandbox (testnet) in ccxt; trade it without --sandbox "
                                   "or use the emulator (--api-url)")
         exchange.set_sandbox_mode(True)
+    return scrubbed_errors(exchange, secrets)
+
+
+class _ScrubRecords(logging.Filter):
+    """ccxt logs each request and answer (headers with the API key among
+    them) at debug level: scrubbed before any handler sees them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record that cannot be formatted is dropped, not printed raw
+            return False
+        record.msg, record.args = scrub(message, self.secrets), ()
+        return True
+
+
+def scrubbed_errors(exchange: Any, secrets: tuple[str, ...] = ()) -> Any:
+    """``exchange`` whose REST calls raise their errors scrubbed in place (same
+    object, same type: callers still catch ``ccxt.NetworkError`` and read the
+    venue's error code), with ``secrets`` masked besides the configured ones;
+    its logger scrubbed too."""
+    secrets = tuple(s for s in secrets if s)
+    fetch = exchange.fetch
+
+    async def fetch_scrubbed(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+        try:
+            return await fetch(url, method, headers, body)
+        except Exception as exc:
+            scrub_exception(exc, secrets)
+            raise
+
+    exchange.fetch = fetch_scrubbed
+    log = getattr(exchange, "logger", None)
+    if isinstance(log, logging.Logger):
+        found = [f for f in log.filters if isinstance(f, _ScrubRecords)]
+        if not found:
+            found = [_ScrubRecords()]
+            log.addFilter(found[0])
+        found[0].secrets.update(secrets)
     return exchange
 
 

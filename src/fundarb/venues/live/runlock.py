@@ -16,6 +16,8 @@ A lock file holds its holder's pid, start time and what it is doing
 (rewritten on each acquire; left in place on release, as "the last holder").
 The file is never deleted: deleting a lock file while another process waits
 on it would let two processes lock two different files of the same name.
+Lock files are created readable by their owner only (0600), and the folders
+made for them 0700: what the desk is doing is nobody else's business.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ ACQUIRE_TRIES = 5  # a holder() probe holds the lock for microseconds: do not ta
 ACQUIRE_PAUSE_S = 0.02
 READ_TRIES = 50  # a fresh holder writes its pid just after locking: wait that long for it
 READ_PAUSE_S = 0.02
+LOCK_FILE_MODE = 0o600
+LOCK_FOLDER_MODE = 0o700
 
 
 class RunnerBusy(RuntimeError):
@@ -53,6 +57,21 @@ def lock_dir() -> Path:
     """Where the venue accounts' lock files live."""
     folder = os.environ.get("FUNDARB_LOCK_DIR")
     return Path(folder) if folder else Path.home() / ".local" / "state" / "fundarb" / "locks"
+
+
+def make_folder(folder: Path) -> None:
+    """``folder`` and any missing parent, each created 0700 (existing ones are left as they are)."""
+    missing = []
+    for p in (folder, *folder.parents):
+        if p.is_dir():
+            break
+        missing.append(p)
+    for p in reversed(missing):
+        try:
+            p.mkdir(mode=LOCK_FOLDER_MODE)
+        except FileExistsError:
+            if not p.is_dir():
+                raise
 
 
 class RunnerLock:
@@ -76,8 +95,8 @@ class RunnerLock:
         """Take the lock without waiting for it; RunnerBusy if another holds it."""
         if self._fd is not None:
             raise RuntimeError(f"{self.path}: this RunnerLock is already held")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        make_folder(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, LOCK_FILE_MODE)
         try:
             for attempt in range(ACQUIRE_TRIES):
                 try:
