@@ -8,13 +8,22 @@ margin buffer, liquidation price), PnL (funding, fees, price, total), the
 funding payments (a chart and the last few), recent trades, alerts (with what
 became of each: sent, held back, paused ...) and the connection state of each
 venue. Keys: p pauses alerts (critical ones still go out), t shows the trade
-log, k the kill switch (after a confirmation), q quits.
+log, k the kill switch (after a confirmation), q quits. Live venues without
+API keys show their public side: the position panel names the variables to
+set, and the PnL panel gives way to the market (both books and the mark).
+
+It needs a terminal on stdin, stdout and stderr (Textual reads keys from
+stdin, sizes the screen from stdout and draws on stderr). Without one (output
+to a file or a pipe, input from /dev/null) it refuses in one line
+(``require_terminal``) rather than write escape codes into a file, draw at a
+guessed size, or spin on an input that is always at its end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -79,7 +88,10 @@ def render_funding(s: DeskSnapshot) -> Group:
     return Group(t, Text(f"\n{signal}entry {_pct(s.entry_apr)} · exit {_pct(s.exit_apr)}", style="dim"))
 
 
-def render_position(s: DeskSnapshot) -> Table:
+def render_position(s: DeskSnapshot) -> Table | Text:
+    if s.keys_needed:  # public data only: the venues tell positions to their account's keys
+        return Text("positions need API keys: set\n" + "\n".join(s.keys_needed)
+                    + ("\n(environment or .env)" if len(s.keys_needed) < 4 else ""))
     t = _grid("leg", "BTC", "price", "USDT")
     t.add_row("spot", f"{s.spot_qty:+.5f}", _num(s.spot_price), _num(s.spot_qty * s.spot_price, 0))
     t.add_row("perp", f"{s.perp_qty:+.5f}", _num(s.mark), _num(s.perp_qty * s.mark, 0))
@@ -88,7 +100,20 @@ def render_position(s: DeskSnapshot) -> Table:
     return t
 
 
+def render_market(s: DeskSnapshot) -> Table:
+    """The top of each leg's book and the perp's mark (in place of the PnL
+    when there are no keys to know it)."""
+    t = _grid("", "bid", "ask", "mark")
+    for account, bid, ask in s.books:
+        t.add_row(account.split(":")[-1], _num(bid), _num(ask), _num(s.mark) if account == s.perp_account else "")
+    if not s.books:
+        t.add_row("waiting for the books", "", "", _num(s.mark))
+    return t
+
+
 def render_pnl(s: DeskSnapshot) -> Table:
+    if s.keys_needed:
+        return render_market(s)
     t = _grid("", "")
     t.show_header = False
     t.add_row("funding", _num(s.pnl_funding, 2, True))
@@ -151,6 +176,8 @@ def render_header(s: DeskSnapshot) -> Text:
         out.append(" ALERTS PAUSED ", style="bold black on yellow")
         out.append(" ")
     out.append(f" {s.source}  {s.config}")
+    if s.keys_needed:
+        out.append("  public data only (no API keys)", style="yellow")
     if s.finished:
         out.append("  (end of data)", style="dim")
     return out
@@ -165,6 +192,39 @@ PANELS = {
     "connections": ("Venues", render_connections),
     "alerts": ("Alerts", render_alerts),
 }
+
+
+def terminal_refusal(stdin: Any = None, stdout: Any = None, stderr: Any = None) -> str | None:
+    """Why the dashboard cannot run here, or None. Textual reads keys from
+    stdin, sizes the screen from stdout and draws on stderr: without a
+    terminal on each it would spin on an input always at its end, draw at a
+    guessed 80x24, or write escape codes into a file."""
+    streams = {"stdin": sys.__stdin__ if stdin is None else stdin,
+               "stdout": sys.__stdout__ if stdout is None else stdout,
+               "stderr": sys.__stderr__ if stderr is None else stderr}
+    lacking = [name for name, stream in streams.items() if not _is_tty(stream)]
+    if not lacking:
+        return None
+    which = (f"{lacking[0]} is not one" if len(lacking) == 1 else
+             f"{lacking[0]} and {lacking[1]} are not" if len(lacking) == 2 else "none of them is one")
+    return (f"the dashboard needs a terminal on stdin, stdout and stderr; {which} (run it in a "
+            "terminal, or in tmux or screen to keep it running; `fundarb positions` prints the desk once, as text)")
+
+
+def require_terminal() -> None:
+    """Stop with one ``error:`` line (exit 2) when there is no terminal to draw on."""
+    why = terminal_refusal()
+    if why is not None:
+        from fundarb.cli import fail
+
+        fail(why)
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
 
 
 # ------------------------------------------------------------------------------------ screens
@@ -237,6 +297,10 @@ class MonitorApp(App):
         self.set_interval(self.refresh_seconds, self.refresh_panels)
         self.refresh_panels()
 
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        require_terminal()
+        return super().run(*args, **kwargs)
+
     async def on_unmount(self) -> None:
         for close in self.closers:
             await close()
@@ -249,7 +313,8 @@ class MonitorApp(App):
         self.query_one("#head", Static).update(render_header(s))
         for key, (_, render) in PANELS.items():
             self.query_one(f"#{key}", Static).update(render(s))
-        self.query_one("#chart", Sparkline).data = [a for _, a in s.funding_history] or [0.0]
+        self.query_one("#pnl").border_title = "Market" if s.keys_needed else PANELS["pnl"][0]
+        self.query_one("#chart", Sparkline).data = [a for _, a in s.funding_history]  # none yet: an empty chart
 
     def action_pause_alerts(self) -> None:
         if self.source is None:
@@ -305,21 +370,26 @@ def live_driver(cfg: Any, journal_path: Any, target: Any, label: str, reconcilin
     """Open the live session in the dashboard's event loop, then run the
     feeds and reconciliation and poll the venues' positions and funding
     payments. The start-up reconciliation (and any recovery) is the caller's:
-    ``fundarb monitor`` runs it before the screen opens, where it can print."""
+    ``fundarb monitor`` runs it before the screen opens, where it can print.
+    Without API keys on a venue it watches the public side only: funding,
+    marks and books, no reconciliation (``monitor_sources.keys_needed``)."""
     async def drive(app: MonitorApp) -> None:
-        from fundarb.monitor_sources import LiveSource
+        from fundarb.monitor_sources import LiveSource, keys_needed
         from fundarb.venues.live.session import open_session
 
-        session = await open_session(cfg, journal_path, target, **session_options)
+        missing = keys_needed(cfg, session_options.get("env"), session_options.get("dotenv", Path(".env")))
+        options = {**session_options, "trading": False} if missing else session_options
+        session = await open_session(cfg, journal_path, target, **options)
         app.closers.append(session.close)
-        if reconciling:  # only while no other actor (a trade, a reconcile) is on the account
+        reconciling_now = reconciling and not missing
+        if reconciling_now:  # only while no other actor (a trade, a reconcile) is on the account
             from fundarb.venues.live.runlock import ActorLock, try_actor
 
             lock = ActorLock.of_config(Path(journal_path), cfg, target, "fundarb monitor (a reconciliation)",
                                        env=session_options.get("env"),
                                        dotenv=session_options.get("dotenv", Path(".env")))
             session.alone = lambda: try_actor(lock)
-        src = app.source = LiveSource(session, label, reconciling=reconciling)
+        src = app.source = LiveSource(session, label, reconciling=reconciling_now, keys_needed=missing)
         stop = asyncio.Event()
         watching = asyncio.create_task(src.watch.run(stop))
         app.closers.insert(0, lambda: _stop(stop, watching))

@@ -2,13 +2,18 @@
 picture; ``EngineSource`` builds it from an engine stepping through a
 simulation or a replay, ``LiveSource`` from live venues (or the emulator)
 through the live backend. The alert conditions of ``fundarb.alerts`` run on
-every snapshot, so the dashboard and the channels see the same alerts."""
+every snapshot, so the dashboard and the channels see the same alerts.
+
+Watching funding needs no API key: without keys on a venue (``keys_needed``)
+the live source shows the public side only (funding, marks, books, the next
+settlement) and names the variables that would show the positions."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -64,6 +69,8 @@ class DeskSnapshot:
     entry_apr: float = math.nan
     exit_apr: float = math.nan
     funding_count: int = 0  # all payments so far (funding_history keeps the latest HISTORY)
+    books: tuple[tuple[str, float, float], ...] = ()  # (account, bid, ask): the top of each leg's book, where known
+    keys_needed: tuple[str, ...] = ()  # public data only: the variables to set to see positions and PnL
 
     @property
     def delta(self) -> float:
@@ -180,6 +187,19 @@ class EngineSource:
 
 # ------------------------------------------------------------------------------------ live venues
 
+def keys_needed(cfg: Config, env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> tuple[str, ...]:
+    """The API key and secret variables of each of the config's venues that has
+    no key (``FUNDARB_<EXCHANGE>_API_KEY``, ``_SECRET``); empty when all have
+    keys. A half-set pair is a ``CredentialsError`` naming the missing half."""
+    from fundarb.venues.live.credentials import env_names, load_credentials
+
+    names: list[str] = []
+    for exchange in dict.fromkeys((cfg.spot.exchange, cfg.perp.exchange)):
+        if not load_credentials(exchange, env, dotenv).present:
+            names += env_names(exchange)[:2]
+    return tuple(names)
+
+
 @attrs.define
 class SettlementWatch:
     """Missed funding on live venues: every settlement instant the venue
@@ -213,16 +233,23 @@ class SettlementWatch:
 class LiveSource:
     """Live venues (or the emulator) through the live backend: the feeds for
     prices and funding, the venues' own balances and positions polled every
-    ``poll_seconds``, the trade log for fills, funding payments and alerts."""
+    ``poll_seconds``, the trade log for fills, funding payments and alerts.
 
-    def __init__(self, session: Any, label: str, poll_seconds: float = 5.0, reconciling: bool = True) -> None:
+    ``keys_needed`` (the variables ``keys_needed()`` names): a session
+    without keys. Only public data then: the feeds, and as the REST check the
+    venues' public funding and ticker; no reconciliation, no account polls."""
+
+    def __init__(self, session: Any, label: str, poll_seconds: float = 5.0, reconciling: bool = True,
+                 keys_needed: tuple[str, ...] = ()) -> None:
         from fundarb.venues.live.watch import LiveWatch
 
         self.session, self.label, self.poll_seconds = session, label, poll_seconds
         self.cfg = session.cfg
-        # a runner trading the same trade log reconciles it; a second process must only watch
-        self.watch = LiveWatch(session, self._on_event, reconciling=reconciling)
+        self.keys_needed = tuple(keys_needed)
+        # a runner trading the same trade log reconciles it; a second process must only watch; without keys nobody can
+        self.watch = LiveWatch(session, self._on_event, reconciling=reconciling and not self.keys_needed)
         self.rates: dict[str, FundingRate] = {}
+        self.books: dict[str, tuple[float, float]] = {}
         self.mids: dict[str, float] = {}
         self.marks: dict[str, float] = {}
         self.position: dict[str, float] = {"qty": 0.0, "liquidation": math.nan, "entry": 0.0}
@@ -242,6 +269,7 @@ class LiveSource:
 
         if isinstance(ev, Quote):
             self.mids[ev.venue] = ev.mid
+            self.books[ev.venue] = (ev.bid, ev.ask)
         elif isinstance(ev, MarkPrice):
             self.marks[ev.venue] = ev.mark
             self.venue_ts = max(self.venue_ts, ev.ts)
@@ -259,9 +287,13 @@ class LiveSource:
 
         s = self.session
         try:
-            await learn_funding(s)
-            self.position = await perp_position(s.perp)
-            await s.spot.call("fetch_balance")  # the spot venue's REST must answer too (its health, not its numbers)
+            if self.keys_needed:  # public data: both venues' REST must answer (their health, not their numbers)
+                await s.perp.call("fetch_funding_rate", s.perp.symbol)
+                await s.spot.call("fetch_ticker", s.spot.symbol)
+            else:
+                await learn_funding(s)
+                self.position = await perp_position(s.perp)
+                await s.spot.call("fetch_balance")  # the spot venue's REST must answer too (its health, not its numbers)
             self.last_poll_ok, self.poll_error = time.monotonic(), ""
         except Exception as exc:  # shown on the connections panel
             self.poll_error = f"{type(exc).__name__}"
@@ -296,7 +328,8 @@ class LiveSource:
         js, jp = s.journal.position(s.spot.account, s.spot.base), s.journal.position(s.perp.account)
         blocked = s.journal.blocked() or ""
         paid = {f["venue_ts"] for f in s.journal.rows("funding")}
-        missed = self.settlements.update(self.venue_ts, jp != 0, paid)
+        # without keys no payment is learned from the venue: a settlement cannot be told missed
+        missed = self.settlements.update(self.venue_ts, jp != 0 and not self.keys_needed, paid)
         state = DeskState(s.now_ns(), max(abs(js), abs(jp)) > 0, rate.rate * 8760 / rate.interval_hours if rate else None,
                           None, drift_of(js, jp), self._buffer(jp), (self._peak - equity) / capital,
                           blocked if blocked.startswith("reconciliation") else None, self.unreachable(), missed,
@@ -349,4 +382,6 @@ class LiveSource:
             tuple((f["venue_ts"], f["account"], f["side"], f["qty"], f["price"], f["fee_quote"] or 0.0) for f in fills),
             _alert_rows(j.rows("alerts")), tuple(conns),
             blocked if blocked and blocked.startswith("kill switch") else None, s.alerter.paused,
-            entry_apr=cfg.strategy.entry_apr, exit_apr=cfg.strategy.exit_apr, funding_count=len(j.rows("funding")))
+            entry_apr=cfg.strategy.entry_apr, exit_apr=cfg.strategy.exit_apr, funding_count=len(j.rows("funding")),
+            books=tuple((leg.account, *self.books[leg.account]) for leg in s.legs if leg.account in self.books),
+            keys_needed=self.keys_needed)
