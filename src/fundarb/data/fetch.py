@@ -211,14 +211,14 @@ def page_through(
     window starts after the last row received (a venue may cap pages below
     ``limit``), or after an empty window (a gap). Each page is merged into the
     store as it arrives."""
-    from fundarb.data.history import fmt_stamp
+    from fundarb.data.history import fmt_time
 
     cursor, resumed = _resume_from(path, schema, since_ms)
     report = FetchReport(what, path, resumed_from_ms=resumed)
     window = limit * step_ms
     while cursor <= until_ms:
         end = min(cursor + window - 1, until_ms)
-        page = call_with_retry(exchange, backoff, f"{what} from {fmt_stamp(cursor * 1_000_000)} UTC",
+        page = call_with_retry(exchange, backoff, f"{what} from {fmt_time(cursor * 1_000_000)} UTC",
                                lambda: fetch_page(cursor, end))
         rows = to_rows(page).filter((pl.col("timestamp_ms") >= cursor) & (pl.col("timestamp_ms") <= end))
         report.pages += 1
