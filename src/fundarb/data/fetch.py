@@ -35,6 +35,8 @@ from typing import Any
 import attrs
 import polars as pl
 
+from fundarb.errors import FundarbError
+
 FUNDING_SCHEMA = {"timestamp_ms": pl.Int64, "funding_rate": pl.Float64, "mark_price": pl.Float64}
 OHLCV_SCHEMA = {"timestamp_ms": pl.Int64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
                 "close": pl.Float64, "volume": pl.Float64}
@@ -43,7 +45,7 @@ MAX_ABS_RATE = 0.03  # per settlement: far beyond any BTC perp's cap; larger is 
 TIMEFRAME_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
 
 
-class FetchError(RuntimeError):
+class FetchError(FundarbError, RuntimeError):
     """A fetch that cannot go on; the message says where it stopped."""
 
 
