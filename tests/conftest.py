@@ -25,6 +25,16 @@ def _own_lock_dir(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FUNDARB_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_promotion_key(tmp_path_factory):
+    """One promotion key for the whole run, in a folder of its own
+    (subprocesses inherit it): never the user's. Session scope, so records a
+    module-scoped fixture promotes verify in every test of the module."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FUNDARB_PROMOTION_KEY_FILE", str(tmp_path_factory.mktemp("promotion-key") / "promotion.key"))
+        yield
+
+
 class QuietStrategy:
     """A strategy that never trades (for tests of what the engine does without one)."""
 

@@ -109,7 +109,7 @@ def test_a_webhook_alert_posts_json(webhook, tmp_path, loopback_only):
     ((path, payload),) = received
     assert path == "/fundarb-alerts"
     assert payload["title"] == "[baseline 42e4dd2a4dd5] delta drift 3.10%"
-    assert "over the 2% limit" in payload["message"] and payload["type"] == "info"
+    assert "over the 2% limit" in payload["message"] and payload["type"] == "warning"  # the drift notice's severity
 
 
 def test_an_unreachable_channel_is_stored_as_failed_without_its_secret(tmp_path, loopback_only):

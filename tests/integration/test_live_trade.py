@@ -201,7 +201,8 @@ def test_trade_log_filters_by_venue_date_and_exports_csv(emulator, tmp_path):
     later = runner.invoke(app, [*args, "--since", "2024-01-11", "--csv", str(csv)])
     assert later.exit_code == 0, later.output
     lines = csv.read_text().splitlines()
-    assert lines[0].startswith("seq,ts,venue_ts,exchange,trade_id") and len(lines) == 1 + 2  # the close's two fills
+    # every column, and an ISO 8601 UTC column beside each time in ns
+    assert lines[0].startswith("seq,ts,ts_utc,venue_ts,venue_ts_utc,exchange,trade_id") and len(lines) == 1 + 2
     everything = runner.invoke(app, [*args, "--csv", str(csv)])
     assert everything.exit_code == 0 and len(csv.read_text().splitlines()) == 1 + 4
     bad = runner.invoke(app, [*args, "--since", "yesterday-ish"])

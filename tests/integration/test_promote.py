@@ -145,7 +145,7 @@ def test_a_config_that_misses_the_apr_gate_is_recorded_as_failing(failing):
 
 def test_the_json_file_and_the_store_row_agree(work, passing, failing):
     db = sqlite3.connect(work["store"])
-    assert dict(db.execute("SELECT key, value FROM meta")) == {"schema_version": "1", "kind": "fundarb promotions"}
+    assert dict(db.execute("SELECT key, value FROM meta")) == {"schema_version": "2", "kind": "fundarb promotions"}
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     rows = db.execute("SELECT id, created_ns, config_hash, config_name, passed, record_json FROM promotions ORDER BY id").fetchall()
     assert len(rows) == 2
@@ -181,13 +181,22 @@ def test_live_clearance(work, passing, failing):
 
 
 def test_a_record_from_another_fundarb_version_still_clears(work, passing, tmp_path):
+    from fundarb.promote import records_for, save_record
+
+    bull = load(work["bull"])
+    (row,) = records_for(work["store"], config_hash(bull))
     store = tmp_path / "promotions.sqlite"
-    shutil.copy(work["store"], store)
-    db = sqlite3.connect(store)
+    save_record(store, {**json.loads(row["record_json"]), "fundarb_version": "0.0.1"})
+    assert live_clearance(bull, store) is None
+    # the same change made in the store behind fundarb's back clears nothing
+    edited = tmp_path / "edited.sqlite"
+    shutil.copy(work["store"], edited)
+    db = sqlite3.connect(edited)
     with db:
         db.execute("UPDATE promotions SET record_json = json_set(record_json, '$.fundarb_version', '0.0.1')")
     db.close()
-    assert live_clearance(load(work["bull"]), store) is None
+    refusal = live_clearance(bull, edited)
+    assert refusal is not None and "was altered or made without this machine's promotion key" in refusal
 
 
 def test_a_store_that_is_a_text_file_is_refused_and_left_alone(work, tmp_path):

@@ -24,7 +24,7 @@ class Recorded:
         self.sent: list[tuple[str, str]] = []
         self.ok = ok
 
-    def send(self, title: str, body: str) -> tuple[bool, str]:
+    def send(self, title: str, body: str, severity: str = "info") -> tuple[bool, str]:
         self.sent.append((title, body))
         return self.ok, "" if self.ok else "delivery failed on mailto"
 
@@ -197,10 +197,11 @@ def test_alert_urls_come_from_the_environment_then_dotenv(tmp_path):
     assert alert_urls({}, None) == []
 
 
-def test_an_invalid_alert_url_is_refused_naming_its_scheme_not_its_secret():
+def test_an_invalid_alert_url_is_refused_naming_its_place_not_its_text():
     with pytest.raises(ValueError) as err:
         AppriseChannel(["nosuchscheme://user:s3cret@host"])
-    assert "'nosuchscheme'" in str(err.value) and "s3cret" not in str(err.value)
+    assert "the 1st alert URL has a scheme apprise does not know" in str(err.value)
+    assert "nosuchscheme" not in str(err.value) and "s3cret" not in str(err.value)
 
 
 # ------------------------------------------------------------------ missed settlements on live venues

@@ -77,9 +77,9 @@ def test_the_store_is_created_with_its_schema_and_appends(tmp_path, cfg):
     check_store(store)
     db = sqlite3.connect(store)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert dict(db.execute("SELECT key, value FROM meta")) == {"schema_version": "1", "kind": "fundarb promotions"}
+    assert dict(db.execute("SELECT key, value FROM meta")) == {"schema_version": "2", "kind": "fundarb promotions"}
     cols = [r[1] for r in db.execute("PRAGMA table_info(promotions)")]
-    assert cols == ["id", "created_ns", "config_hash", "config_name", "passed", "record_json"]
+    assert cols == ["id", "created_ns", "config_hash", "config_name", "passed", "record_json", "hmac"]
     rows = records_for(store, config_hash(cfg))
     assert [(r["created_ns"], r["passed"]) for r in rows] == [(1, 0), (2, 1)]
     assert json.loads(rows[1]["record_json"])["config_hash"] == config_hash(cfg)

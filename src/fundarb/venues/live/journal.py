@@ -263,7 +263,8 @@ class Journal:
         try:
             problems = [r[0] for r in self.db.execute("PRAGMA quick_check(5)").fetchall()]
         except sqlite3.DatabaseError as exc:
-            problems = [str(exc)]
+            raise JournalError(f"{self.path}: not a fundarb trade log ({exc}); if it is one, it is damaged: restore "
+                               "it from a backup (`sqlite3 FILE .recover` may save its rows)") from None
         if problems != ["ok"]:
             raise JournalError(f"{self.path}: the trade log is damaged ({' '.join('; '.join(problems).split())[:300]}); nothing was "
                                "read or written. Restore it from a backup (`sqlite3 FILE .recover` may save its rows)")
