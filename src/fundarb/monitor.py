@@ -378,10 +378,12 @@ def live_driver(cfg: Any, journal_path: Any, target: Any, label: str, reconcilin
         from fundarb.venues.live.session import open_session
 
         missing = keys_needed(cfg, session_options.get("env"), session_options.get("dotenv", Path(".env")))
-        options = {**session_options, "trading": False} if missing else session_options
+        paper = session_options.pop("paper", False)  # a paper trade log: its positions are the trade log's
+        options = {**session_options, "trading": False} if missing or paper else session_options
         session = await open_session(cfg, journal_path, target, **options)
         app.closers.append(session.close)
-        reconciling_now = reconciling and not missing
+        missing = () if session.paper else missing
+        reconciling_now = reconciling and not missing and not session.paper
         if reconciling_now:  # only while no other actor (a trade, a reconcile) is on the account
             from fundarb.venues.live.runlock import ActorLock, try_actor
 

@@ -287,9 +287,11 @@ class LiveSource:
 
         s = self.session
         try:
-            if self.keys_needed:  # public data: both venues' REST must answer (their health, not their numbers)
+            if self.keys_needed or s.paper:  # public data: both venues' REST must answer (their health, not their numbers)
                 await s.perp.call("fetch_funding_rate", s.perp.symbol)
                 await s.spot.call("fetch_ticker", s.spot.symbol)
+                if s.paper:  # the paper venue is the runner's simulator: its word is the trade log
+                    self.position = self._paper_position()
             else:
                 await learn_funding(s)
                 self.position = await perp_position(s.perp)
@@ -298,6 +300,24 @@ class LiveSource:
         except Exception as exc:  # shown on the connections panel
             self.poll_error = f"{type(exc).__name__}"
         self._check_alerts()
+
+    def _paper_position(self) -> dict[str, float]:
+        """A paper trade log's perp: the simulator's account at the runner's
+        last step, and the liquidation price its last heartbeat's margin
+        buffer gives at the mark streamed now."""
+        import json
+
+        from fundarb.runner.loop import HEARTBEAT_KEY
+        from fundarb.runner.paper import ACCOUNTS_KEY
+
+        j, s = self.session.journal, self.session
+        acct = json.loads(j.get_state(ACCOUNTS_KEY) or "{}").get("accounts", {}).get(s.perp.account, {})
+        beat = json.loads(j.get_state(HEARTBEAT_KEY) or "{}")
+        mark = self.marks.get(s.perp.account, math.nan)
+        buf = beat.get("margin_buffer")
+        qty = j.position(s.perp.account)
+        liq = mark * (1 + buf) if qty and buf is not None and mark == mark else math.nan
+        return {"qty": qty, "entry": float(acct.get("entry", 0.0)), "liquidation": liq}
 
     def kill(self, reason: str) -> None:
         from fundarb.venues.live.paired import BLOCK_KEY

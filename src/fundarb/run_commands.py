@@ -65,7 +65,6 @@ def run_command(
 async def _serve(cfg, mode: str, path: Path, target, log_file: Optional[Path], duration: Optional[float]) -> None:
     from fundarb.config import config_hash
     from fundarb.runner.logs import run_logger
-    from fundarb.runner.loop import Runner
 
     log = run_logger(config_hash(cfg), mode, log_file)
     stop = asyncio.Event()
@@ -74,10 +73,22 @@ async def _serve(cfg, mode: str, path: Path, target, log_file: Optional[Path], d
         loop.add_signal_handler(sig, stop.set)
     if duration is not None:  # bounds the whole run, the wait for an unreachable venue included
         loop.call_later(duration, stop.set)
-    session = await _connect(cfg, path, target, mode, log, stop)
-    if session is None:
-        log.info("stopped", reason="stopped before the venues answered")
-        return
+    from fundarb.waits import WaitReporter
+
+    waits = WaitReporter(live=False)  # plain lines on stderr; the JSON log stays on stdout
+    try:
+        session = await _connect(cfg, path, target, mode, log, stop, waits)
+        if session is None:
+            log.info("stopped", reason="stopped before the venues answered")
+            return
+        await _run_session(cfg, mode, session, target, path, log, stop)
+    finally:
+        waits.close()
+
+
+async def _run_session(cfg, mode: str, session, target, path: Path, log, stop: asyncio.Event) -> None:
+    from fundarb.runner.loop import Runner
+
     try:
         runner = Runner(cfg, mode, session, log)
         log.info("starting", config=cfg.name, journal=str(path), spot=cfg.spot_account, perp=cfg.perp_account,
@@ -104,7 +115,7 @@ async def _until(coro, stop: asyncio.Event):
     return task.result()
 
 
-async def _connect(cfg, path: Path, target, mode: str, log, stop: asyncio.Event):
+async def _connect(cfg, path: Path, target, mode: str, log, stop: asyncio.Event, waits):
     """Open the session, waiting out a venue that does not answer (a restart
     during an outage keeps trying, with back-off, until stopped); a bad key
     or config fails at once. Each attempt and each pause ends when ``stop``
@@ -116,14 +127,15 @@ async def _connect(cfg, path: Path, target, mode: str, log, stop: asyncio.Event)
     while not stop.is_set():
         attempt += 1
         try:
-            session = await _until(open_session(cfg, path, target, trading=mode == "live", paper=mode == "paper"),
-                                   stop)
+            session = await _until(open_session(cfg, path, target, trading=mode == "live", paper=mode == "paper",
+                                                waits=waits), stop)
             if session is not None and stop.is_set():
                 await session.close()
                 return None
             return session
         except VenueUnreachable as exc:
             log.warning("venue_unreachable_at_start", error=str(exc)[:300], attempt=attempt, retry_in_s=delay)
+            waits.on_retry("the venues to answer", attempt, delay, str(exc)[:300])
         try:
             await asyncio.wait_for(stop.wait(), delay)
             return None

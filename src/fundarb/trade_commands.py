@@ -95,8 +95,29 @@ def is_paper(path: Path) -> bool:
         j.close()
 
 
+_WAITS: list[Any] = []  # the command's one WaitReporter, made when a session first needs it
+
+
+def _waits() -> Any:
+    """What the command waits for on a venue, shown once a wait passes 2 s
+    (a status line on a terminal, a plain line per retry otherwise)."""
+    if not _WAITS:
+        from fundarb.waits import WaitReporter
+
+        _WAITS.append(WaitReporter())
+    return _WAITS[0]
+
+
 def _run(coro: Any) -> Any:
     """Run a live coroutine; every expected failure becomes one error line."""
+    try:
+        return _run_live(coro)
+    finally:
+        while _WAITS:
+            _WAITS.pop().close()
+
+
+def _run_live(coro: Any) -> Any:
     import ccxt
 
     from fundarb.venues.live.credentials import CredentialsError
@@ -219,7 +240,7 @@ def _send_plan(cfg, path, target, kind: str, plan) -> int:
 async def _prepare(cfg, path, target, kind: str, size: float | None):
     from fundarb.venues.live.session import open_session
 
-    session = await open_session(cfg, path, target)
+    session = await open_session(cfg, path, target, waits=_waits())
     try:
         await _start(session)
         qty, spot_qty = _size(session, kind, size)
@@ -309,7 +330,7 @@ async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float) ->
     from fundarb.venues.live.reconcile import reconcile
     from fundarb.venues.live.session import open_session
 
-    session = await open_session(cfg, path, target)
+    session = await open_session(cfg, path, target, waits=_waits())
     try:
         plan = await _plan(session, kind, qty, spot_qty)  # the prompt may have waited: check again before sending
         if not plan.ok:
@@ -440,7 +461,7 @@ async def _positions(cfg, path, target) -> None:
     from fundarb.venues.live.preflight import balance_of, perp_position, venue_margin_rule
     from fundarb.venues.live.session import open_session
 
-    session = await open_session(cfg, path, target)
+    session = await open_session(cfg, path, target, waits=_waits())
     try:
         j = session.journal
         spot_bal, perp_bal, pos, funding, (rule, rule_note) = await asyncio.gather(
@@ -523,7 +544,7 @@ async def _reconcile(cfg, path, target, accept: str | None) -> int:
     from fundarb.venues.live.reconcile import reconcile
     from fundarb.venues.live.session import open_session
 
-    session = await open_session(cfg, path, target)
+    session = await open_session(cfg, path, target, waits=_waits())
     try:
         rec = await reconcile(session, "manual", accept)
         for note in rec.notes:
@@ -701,8 +722,9 @@ def monitor_command(
     journal: Optional[Path] = JournalOpt, api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
 ) -> None:
     """The terminal dashboard: funding, both legs, delta, margin, PnL, payments, trades, alerts, connections."""
-    from fundarb.monitor import MonitorApp, engine_driver, live_driver
+    from fundarb.monitor import MonitorApp, engine_driver, live_driver, require_terminal
 
+    require_terminal()  # before a simulation is built or a venue asked
     if replay and simulate:
         _fail("--replay and --simulate exclude each other")
     if speed is not None and not (math.isfinite(speed) and speed > 0):
@@ -716,22 +738,30 @@ def monitor_command(
     from fundarb.venues.live.runlock import RunnerLock
 
     runner = RunnerLock.holder(path)  # a runner reconciles its trade log itself: watch only
-    if not _run(_monitor_check(cfg, path, target, reconciling=runner is None)):
+    paper = is_paper(path)  # a paper run's trade log: nothing to reconcile with the venues
+    if not _run(_monitor_check(cfg, path, target, reconciling=runner is None and not paper)):
         return
     label = f"emulator {api_url}" if api_url else ("sandbox" if sandbox else "live")
+    if paper:
+        label = f"paper on {label} market data"
     if runner is not None:
         label += f", runner pid {runner}"
-    MonitorApp(None, live_driver(cfg, path, target, label, reconciling=runner is None)).run()
+    MonitorApp(None, live_driver(cfg, path, target, label, reconciling=runner is None and not paper,
+                                 paper=paper)).run()
 
 
 async def _monitor_check(cfg, path, target, reconciling: bool = True) -> bool:
     """Connect and reconcile once before the screen opens, so a bad key or an
     unreachable venue is one plain error line; the dashboard then opens its
     own clients inside its event loop."""
+    from fundarb.monitor_sources import keys_needed
+    from fundarb.venues.live.runlock import ActorLock, RunnerBusy
     from fundarb.venues.live.session import open_session
 
-    from fundarb.venues.live.runlock import ActorLock, RunnerBusy
-
+    if keys_needed(cfg) or not reconciling:  # public data (or a paper log): the venues answer; nothing to reconcile
+        session = await open_session(cfg, path, target, trading=False, waits=_waits())
+        await session.close()
+        return True
     lock = None
     if reconciling:  # reconciling may recover an operation: only while no other actor is on the account
         try:
@@ -739,7 +769,7 @@ async def _monitor_check(cfg, path, target, reconciling: bool = True) -> bool:
         except RunnerBusy as busy:
             err.print(f"[yellow]not reconciling now:[/] {escape(str(busy))}")
     try:
-        session = await open_session(cfg, path, target)
+        session = await open_session(cfg, path, target, waits=_waits())
         try:
             if lock is not None:
                 await _start(session)

@@ -65,7 +65,7 @@ class LiveSession:
 
 async def open_session(cfg: Config, journal_path: Path, target: Target, *, trading: bool = True,
                        paper: bool = False, env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env"),
-                       now_ns: Callable[[], int] = time.time_ns) -> LiveSession:
+                       now_ns: Callable[[], int] = time.time_ns, waits: Any = None) -> LiveSession:
     """Open the journal, check (and, trading or ``paper``, bind) the venue
     identities it was made with, connect the config's venues (keys from the
     environment / .env) and load their markets. ``trading`` requires keys on
@@ -92,6 +92,8 @@ async def open_session(cfg: Config, journal_path: Path, target: Target, *, tradi
                 require_credentials(creds)
             clients[exchange_id] = client = connect(exchange_id, creds, target)
             queues[exchange_id] = queue = RequestQueue.for_exchange(client)
+            if waits is not None:
+                queue.on_retry = waits.on_retry
             await _load_markets(client, queue, exchange_id)
         legs = []
         for leg, venue, account in (("spot", cfg.spot, cfg.spot_account), ("perp", cfg.perp, cfg.perp_account)):
