@@ -95,6 +95,40 @@ def test_a_paper_run_is_recorded_and_a_restart_resumes_it(tmp_path):
         j.close()
 
 
+def test_the_dashboard_shows_a_paper_run_from_its_trade_log(tmp_path):
+    """The dashboard's source on a paper trade log (opened without keys, as
+    `fundarb monitor` opens it): the legs, funding and trades are the paper
+    run's, not the venue account's (which is flat: paper sends nothing)."""
+    from fundarb.monitor_sources import LiveSource
+    from fundarb.venues.live.exchange import Target
+    from fundarb.venues.live.session import open_session
+
+    journal, cfg, lines = tmp_path / "paper.sqlite", runner_config(), io.StringIO()
+
+    async def scenario(server):
+        runner, stop, task = await start_runner(server, journal, cfg, "paper", lines)
+        try:
+            await until(lambda: not runner.engine.book.is_flat and runner.engine.book.funding_ledger, "a paid carry")
+            await runner._heartbeat()
+            held = (runner.engine.book.spot.qty, runner.engine.book.perp.qty)
+            session = await open_session(cfg, journal, Target(api_url=server.base_url, timeout_ms=5000), trading=False,
+                                         env={}, dotenv=None)
+            try:
+                source = LiveSource(session, "paper", reconciling=False)
+                await source.poll()
+                return held, source.snapshot(), session.paper
+            finally:
+                await session.close()
+        finally:
+            await finish(runner, stop, task)
+
+    with running_emulator(START) as server, venue_clock(server):
+        (spot, perp), snap, paper = asyncio.run(scenario(server))
+    assert paper and snap.keys_needed == ()
+    assert (snap.spot_qty, snap.perp_qty) == (pytest.approx(spot), pytest.approx(perp)) and perp < 0
+    assert snap.funding_count >= 1 and snap.pnl_funding > 0 and len(snap.trades) >= 2
+
+
 def test_a_paper_trade_log_refuses_live_trading_and_a_live_one_refuses_paper(tmp_path):
     paper, live = tmp_path / "paper.sqlite", tmp_path / "live.sqlite"
 
