@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from fundarb.promote import DEFAULT_STORE, STORE_ENV
-from fundarb.trade_commands import ApiUrlOpt, SandboxOpt, _context, _fail, _run, actor_lock
+from fundarb.trade_commands import ApiUrlOpt, RemoteOpt, SandboxOpt, _context, _fail, _run, actor_lock
 
 PAPER_JOURNAL = Path("state") / "paper.sqlite"
 
@@ -26,7 +26,7 @@ def run_command(
         None, "--promotions", help=f"the promotion store (default: ${STORE_ENV} or {DEFAULT_STORE})"),
     log_file: Optional[Path] = typer.Option(None, "--log-file", help="also append the JSON log lines to this file"),
     duration: Optional[float] = typer.Option(None, "--duration", help="stop after this many seconds (default: run until stopped)"),
-    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
 ) -> None:
     """Run the strategy: open when funding crosses the entry threshold, close at
     the exit threshold, target profit or maximum holding time, keep the legs
@@ -38,7 +38,7 @@ def run_command(
         _fail(f"--duration must be a number of seconds > 0, got {duration}")
     if journal is None and paper:
         journal = PAPER_JOURNAL
-    cfg, path, target = _context(config, journal, api_url, sandbox)
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
     if live:
         from fundarb.promote import live_clearance, store_path
 

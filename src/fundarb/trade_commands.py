@@ -28,6 +28,8 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config naming the ve
 JournalOpt = typer.Option(None, "--journal", help=f"the SQLite trade log (default: $FUNDARB_JOURNAL or {DEFAULT_JOURNAL})")
 ApiUrlOpt = typer.Option(None, "--api-url", help="send every REST and websocket call to this base URL (the emulator, e.g. http://127.0.0.1:8765)")
 SandboxOpt = typer.Option(False, "--sandbox", help="use the venues' testnets (ccxt sandbox mode)")
+RemoteOpt = typer.Option(False, "--i-know-remote-api-url",
+                         help="allow an https --api-url on another machine (a server of yours trusted with the keys)")
 
 
 class Stop(Exception):
@@ -44,12 +46,15 @@ def _fail(message: str, code: int = 2) -> None:
     fail(message, code)
 
 
-def _context(config: Optional[Path], journal: Optional[Path], api_url: Optional[str], sandbox: bool):
+def _context(config: Optional[Path], journal: Optional[Path], api_url: Optional[str], sandbox: bool,
+             remote: bool = False):
     from fundarb.cli import default_config_path
     from fundarb.config import ConfigError, load
-    from fundarb.venues.live.exchange import Target, VenueSetupError
+    from fundarb.venues.live.exchange import Target, VenueSetupError, check_api_url
 
     try:
+        if api_url is not None:  # signed requests never go over plain http, nor elsewhere unasked
+            check_api_url(api_url, remote)
         cfg = load(config or default_config_path())
         target = Target(api_url=api_url, sandbox=sandbox,
                         timeout_ms=int(cfg.live_settings.request_timeout_seconds * 1000))
@@ -158,10 +163,10 @@ def open_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="run the pre-flight and print the plan; send nothing"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (for scripts)"),
     config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
-    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
 ) -> None:
     """Open the carry: buy spot and sell the perp, the same size, after pre-flight checks."""
-    _trade("open", size, dry_run, yes, config, journal, api_url, sandbox)
+    _trade("open", size, dry_run, yes, config, journal, api_url, sandbox, remote)
 
 
 @trade_app.command("close")
@@ -170,16 +175,17 @@ def close_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="run the pre-flight and print the plan; send nothing"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (for scripts)"),
     config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
-    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
 ) -> None:
     """Close the carry: sell spot and buy back the perp (reduce-only), the same size."""
-    _trade("close", size, dry_run, yes, config, journal, api_url, sandbox)
+    _trade("close", size, dry_run, yes, config, journal, api_url, sandbox, remote)
 
 
-def _trade(kind: str, size: float | None, dry_run: bool, yes: bool, config, journal, api_url, sandbox) -> None:
+def _trade(kind: str, size: float | None, dry_run: bool, yes: bool, config, journal, api_url, sandbox,
+           remote: bool = False) -> None:
     if size is not None and not (math.isfinite(size) and size > 0):
         _fail(f"--size must be a positive number of BTC, got {size}")
-    cfg, path, target = _context(config, journal, api_url, sandbox)
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
     lock = actor_lock(cfg, path, target, f"fundarb trade {kind}", venues=True)  # from reconcile to the last order
     try:
         plan = _run(_prepare(cfg, path, target, kind, size))
@@ -399,10 +405,10 @@ def _print_position(rec, session) -> None:
 
 def positions_command(
     config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
-    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
 ) -> None:
     """Both legs as the venues report them, next to the trade log: position, delta, margin, funding."""
-    cfg, path, target = _context(config, journal, api_url, sandbox)
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
     if is_paper(path):
         _paper_positions(cfg, path)
         return
@@ -525,10 +531,10 @@ def _margin_line(rule, pos: dict, mark: float) -> str:
 def reconcile_command(
     accept: Optional[str] = typer.Option(None, "--accept", help="record the spot BTC outside the carry as it is now, giving the reason (after you moved BTC yourself)"),
     config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
-    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
 ) -> None:
     """Finish interrupted operations and compare the trade log with the venues; a mismatch blocks new entries."""
-    cfg, path, target = _context(config, journal, api_url, sandbox)
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
     if accept is not None and not accept.strip():
         _fail("--accept needs a reason")
     lock = actor_lock(cfg, path, target, "fundarb reconcile", venues=True)  # a runner reconciles its own
@@ -719,7 +725,7 @@ def monitor_command(
     replay: Optional[str] = typer.Option(None, "--replay", help="watch a recording replayed (a name under recordings/ or a folder)"),
     simulate: bool = typer.Option(False, "--simulate", help="watch a simulation of the config over its history"),
     speed: Optional[float] = typer.Option(None, "--speed", help="replay / simulation: data seconds per second (default: 60 replay, 86400 simulation)"),
-    journal: Optional[Path] = JournalOpt, api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
+    journal: Optional[Path] = JournalOpt, api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
 ) -> None:
     """The terminal dashboard: funding, both legs, delta, margin, PnL, payments, trades, alerts, connections."""
     from fundarb.monitor import MonitorApp, engine_driver, live_driver, require_terminal
@@ -734,7 +740,7 @@ def monitor_command(
         app = MonitorApp(source, engine_driver(speed or (60.0 if replay else 86_400.0)))
         app.run()
         return
-    cfg, path, target = _context(config, journal, api_url, sandbox)
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
     from fundarb.venues.live.runlock import RunnerLock
 
     runner = RunnerLock.holder(path)  # a runner reconciles its trade log itself: watch only
@@ -816,7 +822,7 @@ def kill_command(
     flatten: bool = typer.Option(False, "--flatten", help="also close both legs, paired: now, or by the strategy runner when one is trading"),
     yes: bool = typer.Option(False, "--yes", "-y", help="flatten without asking for confirmation (for scripts)"),
     config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
-    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
 ) -> None:
     """Kill switch: halt new orders (across restarts, until `fundarb resume`); --flatten also closes both legs."""
     from fundarb.config import config_hash
@@ -827,7 +833,7 @@ def kill_command(
     reason = reason.strip()
     if not reason:
         _fail('kill needs a reason (leave it out for "manual")')
-    cfg, path, target = _context(config, journal, api_url, sandbox)
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
     j = _open_trade_log(path)
     try:  # the halt is written first: whatever happens after, no new order goes out
         was = j.blocked() or ""

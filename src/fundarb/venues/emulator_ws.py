@@ -1101,11 +1101,11 @@ def websockets(server: emu.EmulatorServer) -> WsHub:
 def point_ccxt_pro(exchange: Any, base_url: str) -> Any:
     """``point_ccxt`` for a ccxt.pro client: REST as ``point_ccxt`` does, and
     scheme and host of every (nested) ``urls['api']['ws']`` entry rewritten to
-    ``base_url`` as ``ws://``, each path kept (FACTS: ccxt.pro derives the
+    ``base_url`` as ``ws://`` (``wss://`` for an https base), each path kept (FACTS: ccxt.pro derives the
     USD-M category paths from a url that must end in ``/ws``)."""
     point_ccxt(exchange, base_url)
     target = urlsplit(base_url)
-    ws_root = f"ws://{target.netloc}"
+    ws_root = f"{'wss' if target.scheme == 'https' else 'ws'}://{target.netloc}"  # https: never a plain socket
 
     def rewrite(node: Any) -> Any:
         if isinstance(node, dict):
