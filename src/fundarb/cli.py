@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from fundarb.scrub import scrub
 from fundarb import __version__
 from fundarb.config import Config, ConfigError, load
 from fundarb.core.funding import MissingFundingSettlement
@@ -37,7 +38,7 @@ def default_config_path() -> Path:
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/] {escape(_one_line(scrub(message)))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -405,4 +406,4 @@ def main() -> None:
 
 
 def _error_line(message: str) -> None:
-    err.print(f"[red]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/] {escape(_one_line(scrub(message)))}", highlight=False, soft_wrap=True)

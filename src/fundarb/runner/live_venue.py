@@ -36,6 +36,7 @@ from typing import Any
 
 import attrs
 
+from fundarb.scrub import describe
 from fundarb.core.model import NS_PER_SECOND, Fill, Liquidity, OrderUpdate, Side, TransferDone, TransferRejected, TransferRequest
 from fundarb.core.orders import Order, OrderStatus
 from fundarb.venues.live.orders import superseded
@@ -228,7 +229,7 @@ class LiveVenue:
                                              {"type": kind})
                 return [TransferDone(now, str(reply.get("id") or ""), r.from_venue, r.to_venue, r.amount, 0.0)]
             except Exception as exc:  # noqa: BLE001 - the venue's words go to the alert
-                why = f"the transfer failed ({type(exc).__name__}: {str(exc)[:200]})"
+                why = f"the transfer failed ({describe(exc, 200)})"
         else:
             why = "there is no automatic transfer between these venues"
         # one alert, then the engine hears "not made" after the transfer delay and

@@ -92,6 +92,7 @@ from typing import Any
 
 import ccxt
 
+from fundarb.scrub import describe
 from fundarb.core.model import FundingRate, IndexPrice, MarketKind, MarkPrice, Quote
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ def _info(answer: dict) -> dict:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return describe(exc)
 
 
 # ----------------------------------------------------------------- the feed

@@ -44,6 +44,7 @@ from typing import Any
 
 import attrs
 
+from fundarb.scrub import scrub
 from fundarb.errors import FundarbError
 from fundarb.core.model import Fill, Side
 from fundarb.core.orders import Order, OrderStatus, client_order_id
@@ -589,6 +590,7 @@ class Journal:
         """Store an alert; ``outcome`` says what became of it (``fundarb.alerts``:
         sent, failed, deduplicated, rate_limited, paused, no_channel; recorded:
         not offered to a channel)."""
+        message = scrub(message)  # whatever raised it, no credential is kept in the trade log
         with self.tx() as db:
             db.execute("INSERT INTO alerts (ts, kind, severity, config_hash, message, key, outcome) "
                        "VALUES (?,?,?,?,?,?,?)", (ts, kind, severity, config_hash, message, key or kind, outcome))

@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 import ccxt
 
+from fundarb.scrub import describe, scrub
 from fundarb.core.model import Fill, Liquidity, Side
 from fundarb.core.orders import QTY_EPS, IllegalTransition, Order, OrderStatus
 from fundarb.venues.live.exchange import RECV_WINDOW_MS, MarketRules
@@ -120,15 +121,15 @@ class LegTrader:
             try:
                 venue_id = await self._place(leg, order)
             except NeverLanded as exc:  # it can no longer land: a new order, under a new client id
-                order.transition(S.REJECTED, self.now_ns(), f"{SUPERSEDED}: {str(exc)[:400]}")
+                order.transition(S.REJECTED, self.now_ns(), f"{SUPERSEDED}: {scrub(str(exc))[:400]}")
                 self.journal.save_order(order, self.config_hash, "not on the venue after its receive window")
                 continue
             except OrderRefused as exc:
-                order.transition(S.REJECTED, self.now_ns(), str(exc)[:500])
+                order.transition(S.REJECTED, self.now_ns(), scrub(str(exc))[:500])
                 self.journal.save_order(order, self.config_hash, "refused by the venue")
                 return order
             except PlacementUnknown as exc:
-                order.status_reason = str(exc)[:500]
+                order.status_reason = scrub(str(exc))[:500]
                 self.journal.save_order(order, self.config_hash, "placement unknown")
                 return order
             await self.follow(leg, order, venue_id, deadline_ns)
@@ -161,7 +162,7 @@ class LegTrader:
                 last = exc
             except (ccxt.InvalidOrder, ccxt.ExchangeError) as exc:
                 if not _duplicate(exc):
-                    raise OrderRefused(f"{leg.account}: {type(exc).__name__}: {exc}") from None
+                    raise OrderRefused(f"{leg.account}: {describe(exc)}") from None
                 last = exc  # the venue already has this client id: find it
             found = await self.lookup(leg, order.client_id, patient=True)
             if found is not None:
@@ -254,7 +255,7 @@ class LegTrader:
             try:
                 await self._record_trades(leg, order, venue_id, reply)
             except IllegalTransition as exc:  # its trades add up to more than the order's size
-                raise self._disagree(leg, order, filled_btc, f"its trades overfill it ({exc})") from None
+                raise self._disagree(leg, order, filled_btc, f"its trades overfill it ({describe(exc)})") from None
             if order.filled_qty >= filled_btc - tol:
                 break
             await asyncio.sleep(self.poll_s)

@@ -34,6 +34,7 @@ from typing import Any
 import attrs
 import ccxt
 
+from fundarb.scrub import describe
 from fundarb.core.model import NS_PER_SECOND, Side
 from fundarb.core.orders import Order, OrderStatus
 from fundarb.venues.live.journal import Journal
@@ -127,7 +128,7 @@ def _interrupted(session: LiveSession, op_id: int, kind: str, exc: BaseException
             f"{r['status']} {float(r['filled_qty']):g}" for r in journal.orders(op_id)]
     spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
     what = "; ".join(sent) if sent else "no order was sent"
-    message = (f"operation {op_id} ({kind}) was cut short by {type(exc).__name__}: {str(exc)[:160]}; "
+    message = (f"operation {op_id} ({kind}) was cut short by {describe(exc, 200)}; "
                f"sent: {what}; as journaled: spot {spot:+g} BTC, perp {perp:+g} BTC (orders still open may "
                "fill): new entries blocked; run `fundarb reconcile`")
     return _park(session, op_id, kind, "pair_interrupted", message,
@@ -356,7 +357,7 @@ async def recover(session: LiveSession) -> list[PairOutcome]:
 
 
 def _still_disagreeing(session: LiveSession, op_id: int, kind: str, exc: VenueDisagrees) -> PairOutcome:
-    return _park(session, op_id, kind, "venue_disagrees", f"operation {op_id} ({kind}) cannot be finished yet: {exc}",
+    return _park(session, op_id, kind, "venue_disagrees", f"operation {op_id} ({kind}) cannot be finished yet: {describe(exc)}",
                  f"operation {op_id}: the venue's order and trades disagree")
 
 

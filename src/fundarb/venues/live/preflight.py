@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from fundarb.scrub import describe
 from fundarb.config import Config
 from fundarb.core.funding import annualize
 from fundarb.core.liquidation import ISOLATED, LiquidationRuleMissing, MarginRule, NotionalBeyondTiers
@@ -296,7 +297,7 @@ async def venue_margin_rule(leg: LiveLeg, now_ns: int) -> tuple[MarginRule, str]
         as_of = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now_ns / 1e9))
         return rule_from_ccxt_tiers(venue, symbol, tiers, as_of), ""
     except Exception as exc:  # noqa: BLE001 - any failure: the shipped snapshot, said out loud
-        why = f"{type(exc).__name__}: {exc}"[:200]
+        why = describe(exc, 200)
         return fallback, (f"{venue} margin tiers could not be fetched ({why}); using the shipped snapshot "
                           f"of {fallback.as_of or 'no date'} (docs/margin.md)")
 

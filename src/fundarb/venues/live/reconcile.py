@@ -27,6 +27,7 @@ import logging
 
 import attrs
 
+from fundarb.scrub import describe, scrub
 from fundarb.core.book import drift_of
 from fundarb.core.orders import OrderStatus
 from fundarb.venues.live.journal import KILL_SWITCH_PREFIX, Journal
@@ -82,7 +83,7 @@ async def _reconcile(session: LiveSession, trigger: str, accept: str | None) -> 
             try:
                 await resolve_unknown(session, op_id, notes)
             except VenueDisagrees as exc:
-                mismatches.append(str(exc))
+                mismatches.append(scrub(str(exc)))
     for leg in session.legs:
         mismatches += await _stray_orders(leg, journal)
     fills = sum([await _missed_fills(session, leg, mismatches) for leg in session.legs])
@@ -282,6 +283,6 @@ async def reconcile_every(session: LiveSession, stop: asyncio.Event) -> None:
             try:
                 await reconcile_if_alone(session, "periodic")
             except Exception as exc:  # noqa: BLE001 - a failed round must not end the periodic check
-                log.warning("periodic reconciliation failed: %s: %s", type(exc).__name__, str(exc)[:300])
-                session.alert("reconciliation_failed", f"could not reconcile: {type(exc).__name__}: {str(exc)[:300]}")
+                log.warning("periodic reconciliation failed: %s", describe(exc))
+                session.alert("reconciliation_failed", f"could not reconcile: {describe(exc)}")
 

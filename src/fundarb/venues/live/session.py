@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import ccxt
 
+from fundarb.scrub import scrub
 from fundarb.config import Config, config_hash
 from fundarb.venues.live.credentials import Credentials, load_credentials, require_credentials
 from fundarb.venues.live.exchange import MarketRules, Target, VenueSetupError, VenueUnreachable, connect
@@ -55,7 +56,7 @@ class LiveSession:
         from fundarb.alerts import Notice
 
         title = f"[{self.cfg.name} {self.config_hash[:12]}] {kind.replace('_', ' ')}"
-        self.alerter.raise_notice(Notice(self.now_ns(), kind, kind, severity, title, message))
+        self.alerter.raise_notice(Notice(self.now_ns(), kind, kind, severity, title, scrub(message)))
 
     async def close(self) -> None:
         for client in self.clients.values():
@@ -138,4 +139,4 @@ async def _load_markets(client: Any, queue: RequestQueue, exchange_id: str) -> N
 
 
 def _short(exc: BaseException) -> str:
-    return str(exc)[:300]
+    return scrub(str(exc))[:300]

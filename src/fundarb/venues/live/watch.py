@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import attrs
 
+from fundarb.scrub import describe
 from fundarb.core.model import MarketKind
 from fundarb.venues.live.feed import MarketFeed
 from fundarb.venues.live.reconcile import Reconciliation, reconcile_every, reconcile_if_alone
@@ -46,7 +47,7 @@ class LiveWatch:
             if rec is not None:
                 self.reconciliations.append(rec)
         except Exception as exc:  # noqa: BLE001 - the periodic reconciliation tries again
-            self.session.alert("reconciliation_failed", f"after a reconnect: {type(exc).__name__}: {str(exc)[:300]}")
+            self.session.alert("reconciliation_failed", f"after a reconnect: {describe(exc)}")
 
     def __attrs_post_init__(self) -> None:
         self.feeds = [MarketFeed(leg.exchange, account=leg.account, symbol=leg.symbol,
