@@ -30,6 +30,7 @@ from typing import Any
 
 import attrs
 
+from fundarb.errors import FundarbError
 from fundarb import __version__
 from fundarb.backtest import BacktestResult
 from fundarb.config import Config, ConfigError, canonical_json, config_hash, load
@@ -64,7 +65,7 @@ CREATE INDEX promotions_by_hash ON promotions (config_hash, id);
 COLUMNS = ("id", "created_ns", "config_hash", "config_name", "passed", "record_json")
 
 
-class PromotionError(ValueError):
+class PromotionError(FundarbError, ValueError):
     """Input the promotion cannot use (an option, the store, the recordings);
     the message names it."""
 

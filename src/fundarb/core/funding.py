@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fundarb.errors import FundarbError
 from fundarb.core.model import HOURS_PER_YEAR, NS_PER_HOUR
 
 
@@ -18,7 +19,7 @@ VENUE_MARK_SOURCES = frozenset({"venue", "last_mark", "first_mark_after", "annou
 PERP_PRICE_SOURCES = frozenset({"perp_close", "perp_mid"})
 
 
-class MissingFundingSettlement(RuntimeError):
+class MissingFundingSettlement(FundarbError, RuntimeError):
     """A settlement that should exist while a position was open does not."""
 
 

@@ -30,11 +30,12 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from fundarb.errors import FundarbError
 from fundarb.scrub import scrub, scrub_exception
 from fundarb.venues.live.credentials import Credentials
 
 
-class VenueSetupError(ValueError):
+class VenueSetupError(FundarbError, ValueError):
     """A venue that cannot be reached as configured; the message names it."""
 
 

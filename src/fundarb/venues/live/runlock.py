@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fundarb.errors import FundarbError
+
 ACQUIRE_TRIES = 5  # a holder() probe holds the lock for microseconds: do not take it for a runner
 ACQUIRE_PAUSE_S = 0.02
 READ_TRIES = 50  # a fresh holder writes its pid just after locking: wait that long for it
@@ -39,7 +41,7 @@ LOCK_FILE_MODE = 0o600
 LOCK_FOLDER_MODE = 0o700
 
 
-class RunnerBusy(RuntimeError):
+class RunnerBusy(FundarbError, RuntimeError):
     """The trade log's lock is held by another process (the message names its pid and the lock file)."""
 
     def __init__(self, message: str, pid: int, lock_path: Path) -> None:
