@@ -301,6 +301,7 @@ def _trade_commands() -> None:
         positions_command,
         reconcile_command,
         resume_command,
+        statement_command,
         trade_app,
     )
 
@@ -310,6 +311,7 @@ def _trade_commands() -> None:
     app.command("monitor")(monitor_command)
     app.command("resume")(resume_command)
     app.command("kill")(kill_command)
+    app.command("statement")(statement_command)
 
 
 _trade_commands()

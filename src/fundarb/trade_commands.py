@@ -718,6 +718,64 @@ def _print_rows(rows: list[dict], table: str) -> None:
                   f"{sum(r['qty'] for r in rows if r['side'] == 'sell'):g} BTC")
 
 
+# ---------------------------------------------------------------------------------- the statement
+
+def statement_command(
+    by: str = typer.Option("day", "--by", help="one row per day or month (UTC)"),
+    config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
+) -> None:
+    """What a trade log (live or paper) traded, paid and was paid, by day or month: fills, BTC bought and sold,
+    traded notional, fees, funding, and the positions it holds now."""
+    from collections import defaultdict
+    from datetime import UTC, datetime
+
+    if by not in ("day", "month"):
+        _fail(f"--by must be day or month, got {by!r}")
+    cfg, path, _ = _context(config, journal, None, False)
+    j = _open_trade_log(path)
+    try:
+        fills, paid, venues = j.rows("fills"), j.rows("funding"), j.venues()
+        held = {cfg.spot_account: j.position(cfg.spot_account), cfg.perp_account: j.position(cfg.perp_account)}
+    finally:
+        j.close()
+    width = 10 if by == "day" else 7
+
+    def period(ns: int) -> str:
+        return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d")[:width]
+
+    rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for f in fills:
+        r = rows[period(f["venue_ts"])]
+        r["fills"] += 1
+        r["bought" if f["side"] == "buy" else "sold"] += f["qty"]
+        r["notional"] += f["qty"] * f["price"]
+        r["fees"] += f["fee_quote"] or 0.0
+    for f in paid:
+        rows[period(f["venue_ts"])]["funding"] += f["amount"]
+    kind = "paper" if any(i.paper for i in venues.values()) else "live"
+    out.print(f"[bold]statement[/] of the {kind} trade log {escape(str(path))}, by {by} (UTC)")
+    if not rows:
+        out.print("no fills and no funding payments yet")
+        return
+    t = Table(box=None, pad_edge=False, header_style="bold", show_footer=True)
+    totals = defaultdict(float)
+    for r in rows.values():
+        for k, v in r.items():
+            totals[k] += v
+    cols = (("period", "total", None), ("fills", "fills", "{:.0f}"), ("BTC bought", "bought", "{:.8g}"),
+            ("BTC sold", "sold", "{:.8g}"), ("notional USDT", "notional", "{:,.2f}"), ("fees USDT", "fees", "{:,.4f}"),
+            ("funding USDT", "funding", "{:+,.4f}"), ("funding - fees", None, "{:+,.4f}"))
+    for heading, key, fmt in cols:
+        foot = "total" if fmt is None else fmt.format(totals[key] if key else totals["funding"] - totals["fees"])
+        t.add_column(heading, footer=foot, justify="left" if fmt is None else "right", no_wrap=True)
+    for name in sorted(rows):
+        r = rows[name]
+        t.add_row(name, *(fmt.format(r[key] if key else r["funding"] - r["fees"]) for _, key, fmt in cols[1:]))
+    out.print(t)
+    out.print("held now: " + ", ".join(f"{a} {q:+.8g} BTC" for a, q in held.items())
+              + " (price PnL of what is held is not in this statement: `fundarb positions`)")
+
+
 # ---------------------------------------------------------------------------------- the dashboard
 
 def monitor_command(

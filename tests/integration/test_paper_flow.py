@@ -81,6 +81,12 @@ def test_the_readme_paper_flow(tmp_path):
             assert "paper trade log" in pos.stdout and "runner pid" in pos.stdout
             assert f"{_position(paper, 'binanceusdm:perp'):+.8g}" in pos.stdout
 
+            statement = fundarb(tmp_path, "statement", "-c", str(config))  # the running runner's trade log too
+            assert statement.returncode == 0, statement.stderr
+            assert "paper trade log" in statement.stdout and "total" in statement.stdout
+            paid = sum(r["amount"] for r in _rows(paper, "funding"))
+            assert max(map(len, statement.stdout.splitlines())) <= 100 and paid > 0
+
             kill = fundarb(tmp_path, "kill", "test", "--flatten", "--yes", "-c", str(config))
             assert kill.returncode == 0, kill.stderr
             assert f"pid {runner.pid}" in kill.stdout and "paper runner" in kill.stderr
