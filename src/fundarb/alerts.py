@@ -50,7 +50,7 @@ import attrs
 
 from fundarb.config import AlertSettings
 from fundarb.core.model import NS_PER_SECOND
-from fundarb.scrub import alert_url_parts, scrub
+from fundarb.scrub import alert_url_parts, scrub, scrub_logger
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 NS_PER_MINUTE = 60 * NS_PER_SECOND
@@ -287,32 +287,11 @@ class AppriseChannel:
         return ok, "" if ok else f"delivery failed on {', '.join(self.schemes)}"
 
 
-class _ScrubRecords(logging.Filter):
-    """Apprise logs what its plugins say (a request's error can name the URL
-    it went to): every record of its logger is scrubbed before any handler
-    sees it, also of the URLs of channels given in a mapping rather than the
-    environment."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a record that cannot be formatted is dropped, not printed raw
-            return False
-        record.msg, record.args = scrub(message, self.secrets), ()
-        return True
-
-
 def _scrub_apprise_log(secrets: frozenset[str]) -> None:
-    log = logging.getLogger("apprise")
-    found = [f for f in log.filters if isinstance(f, _ScrubRecords)]
-    if not found:
-        found = [_ScrubRecords()]
-        log.addFilter(found[0])
-    found[0].secrets |= secrets
+    """Apprise logs what its plugins say (a request's error can name the URL
+    it went to): scrubbed before any handler sees it, also of the URLs of
+    channels given in a mapping rather than the environment."""
+    scrub_logger(logging.getLogger("apprise"), secrets)
 
 
 def alert_urls(env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> list[str]:

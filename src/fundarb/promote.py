@@ -30,6 +30,7 @@ from typing import Any
 
 import attrs
 
+from fundarb.venues.live.runlock import make_folder
 from fundarb.errors import FundarbError
 from fundarb import __version__
 from fundarb.backtest import BacktestResult
@@ -53,7 +54,6 @@ PROMOTE_HINT = "run `fundarb promote CONFIG` on this config"
 STORE_MODE = 0o600
 KEY_ENV = "FUNDARB_PROMOTION_KEY_FILE"
 KEY_BYTES = 32
-KEY_FOLDER_MODE = 0o700
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -370,25 +370,11 @@ def key_path() -> Path:
     return Path(os.environ.get(KEY_ENV) or Path.home() / ".local" / "state" / "fundarb" / "promotion.key")
 
 
-def _make_private_folder(folder: Path) -> None:
-    missing = []
-    for p in (folder, *folder.parents):
-        if p.is_dir():
-            break
-        missing.append(p)
-    for p in reversed(missing):
-        try:
-            p.mkdir(mode=KEY_FOLDER_MODE)
-        except FileExistsError:
-            if not p.is_dir():
-                raise
-
-
 def _new_key(path: Path) -> None:
     """A random key written beside ``path`` (0600) and linked into place: a
     key file is either absent or whole, and one another process made
     meanwhile is kept."""
-    _make_private_folder(path.parent)
+    make_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)  # 0600
     try:
         with os.fdopen(fd, "w") as f:

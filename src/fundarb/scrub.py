@@ -33,6 +33,7 @@ secret behind the mask).
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -231,3 +232,31 @@ def scrub_exception(exc: BaseException, extra_secrets: Iterable[str] = ()) -> Ba
                 setattr(node, link, ScrubbedCause(describe(inner, extra_secrets=extra)))
         node = node.__cause__ or node.__context__
     return exc
+
+
+class ScrubRecords(logging.Filter):
+    """A log filter that scrubs every record before any handler sees it (the
+    libraries that log requests and answers: ccxt, apprise); ``secrets`` are
+    values to mask besides the configured ones. A record that cannot be
+    formatted is dropped, not printed raw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - dropped rather than printed unscrubbed
+            return False
+        record.msg, record.args = scrub(message, self.secrets), ()
+        return True
+
+
+def scrub_logger(log: logging.Logger, secrets: Iterable[str] = ()) -> None:
+    """Put the one ``ScrubRecords`` filter on ``log`` (once), knowing ``secrets`` too."""
+    found = [f for f in log.filters if isinstance(f, ScrubRecords)]
+    if not found:
+        found = [ScrubRecords()]
+        log.addFilter(found[0])
+    found[0].secrets.update(secrets)

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from fundarb.errors import FundarbError
-from fundarb.scrub import scrub, scrub_exception
+from fundarb.scrub import scrub, scrub_exception, scrub_logger
 from fundarb.venues.live.credentials import Credentials
 
 
@@ -145,23 +145,6 @@ def connect(exchange_id: str, creds: Credentials, target: Target) -> Any:
     return scrubbed_errors(exchange, secrets)
 
 
-class _ScrubRecords(logging.Filter):
-    """ccxt logs each request and answer (headers with the API key among
-    them) at debug level: scrubbed before any handler sees them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a record that cannot be formatted is dropped, not printed raw
-            return False
-        record.msg, record.args = scrub(message, self.secrets), ()
-        return True
-
-
 def scrubbed_errors(exchange: Any, secrets: tuple[str, ...] = ()) -> Any:
     """``exchange`` whose REST calls raise their errors scrubbed in place (same
     object, same type: callers still catch ``ccxt.NetworkError`` and read the
@@ -180,11 +163,7 @@ def scrubbed_errors(exchange: Any, secrets: tuple[str, ...] = ()) -> Any:
     exchange.fetch = fetch_scrubbed
     log = getattr(exchange, "logger", None)
     if isinstance(log, logging.Logger):
-        found = [f for f in log.filters if isinstance(f, _ScrubRecords)]
-        if not found:
-            found = [_ScrubRecords()]
-            log.addFilter(found[0])
-        found[0].secrets.update(secrets)
+        scrub_logger(log, secrets)  # ccxt logs each request and answer (the key among the headers) at debug
     return exchange
 
 
