@@ -2,6 +2,13 @@
 
 The engine never asks whether it is live: the venue, the clock and the
 recorder are what differ between the simulator, replay and live trading.
+
+A number that is not finite (inf, nan) is never acted on: a settlement with
+such a rate (or such a mark while a position accrues at it) is not booked
+and a transfer of such an amount is not asked for; either halts the kill
+switch, with one critical alert per kind.
+A transfer the venue refused is not asked for again at the same instant, so
+each event leads to a bounded number of requests.
 """
 
 from __future__ import annotations
@@ -79,6 +86,8 @@ class Engine:
         self.open_orders: set[str] = set()
         self.intent_seq = 0
         self.transfer_pending = 0
+        self._transfer_refused_at: int | None = None  # instant of the venue's last refusal of a transfer
+        self._refused: set[str] = set()  # kinds of non-finite input already alerted
         self.spot_mid = math.nan
         self.last_trade: dict[str, float] = {}
         self.curve: dict[str, list] = {k: [] for k in CURVE_FIELDS}
@@ -190,6 +199,12 @@ class Engine:
 
     def _on_settlement(self, s: FundingSettlement) -> bool:
         s, = self.screen(s)
+        # a rate feeds the signal and, with the mark, a position's funding: neither is taken from inf or nan
+        # (a mark no one has is harmless while the leg is flat: nothing accrues at it)
+        if not math.isfinite(s.rate) or (not math.isfinite(s.mark) and self.book.accounts[s.venue].qty != 0):
+            self._refuse_non_finite(s.ts, "settlement", f"{s.venue} funding settlement refused: rate {s.rate} and mark "
+                                    f"{s.mark} must be finite numbers")
+            return True
         entry = self.book.apply_funding(s)
         self.strategy.signal.on_settlement(s.ts, s.rate, s.interval_hours)
         if entry is not None:
@@ -233,6 +248,7 @@ class Engine:
     def _on_transfer_rejected(self, t: TransferRejected) -> bool:
         self.book.transfer_back(t.from_venue, t.amount)
         self.transfer_pending -= 1
+        self._transfer_refused_at = t.ts
         self.recorder.record("transfer", {
             "ts": t.ts, "transfer_id": "", "from_venue": t.from_venue, "to_venue": t.to_venue,
             "amount": t.amount, "fee": 0.0, "status": "rejected",
@@ -329,13 +345,28 @@ class Engine:
         })
 
     def _transfer(self, now: int, src: str, dst: str, amount: float) -> None:
+        if not math.isfinite(amount):
+            self._refuse_non_finite(now, "transfer", f"transfer of {amount} from {src} to {dst} refused: "
+                                    "not a finite amount")
+            return
         if amount <= 0 or self.book.accounts[src].cash < amount:
             return
+        if now == self._transfer_refused_at:
+            return  # the venue refused a transfer at this instant: ask again on a later event, not in a loop
         self.book.transfer_out(src, amount)
         self.transfer_pending += 1
         self.recorder.record("transfer", {"ts": now, "transfer_id": "", "from_venue": src, "to_venue": dst,
                                           "amount": amount, "fee": 0.0, "status": "requested"})
         self.venue.request_transfer(TransferRequest(now, src, dst, amount))
+
+    def _refuse_non_finite(self, now: int, kind: str, message: str) -> None:
+        """Something computed from an inf or nan reached an action: it is not
+        taken, the kill switch halts (no new entries), and each kind is
+        alerted once, however often it repeats."""
+        if kind not in self._refused:
+            self._refused.add(kind)
+            self._alert(Alert(now, "non_finite", message, "critical"))
+        self.halt(f"not a finite number: {message}", now, flatten=False)
 
     def _alert(self, a: Alert) -> None:
         self.alerts.append(a)
@@ -343,7 +374,9 @@ class Engine:
 
     def _snapshot(self, ts: int) -> None:
         b, c = self.book, self.curve
-        buf = b.margin_buffer(self.monitor.costs.margin)
+        # a book holding a non-finite number has no margin buffer to show (and
+        # the venue's tiers cannot place a liquidation for it)
+        buf = b.margin_buffer(self.monitor.costs.margin) if math.isfinite(b.equity) else math.nan
         c["ts"].append(ts)
         c["equity"].append(b.equity)
         c["funding"].append(b.funding)

@@ -18,6 +18,11 @@ that it waits) and sends nothing more. Only a change of the book's positions
 not made by that attempt (reconciliation learning the venue's position, a
 liquidation fill) or a resume of the kill switch allows one new attempt. A
 refused reduce-only close never turns into a loop of paired trades.
+
+A book whose equity is not a finite number (an inf or nan price, rate or
+amount reached it) halts the kill switch once; after that the monitor sends
+only the flatten attempt (sized by the positions, not by the bad number) and
+never a transfer, a top-up or a rebalance computed from it.
 """
 
 from __future__ import annotations
@@ -271,6 +276,8 @@ class RiskMonitor:
     def evaluate(self, book: PositionBook, now: int, busy: bool, transfer_pending: bool) -> RiskActions:
         """``busy``: orders in flight; no new corrective orders until they end."""
         eq = book.equity
+        if not math.isfinite(eq):
+            return self._not_finite(book, now, busy, eq)
         if eq > self.peak_equity:
             self.peak_equity = eq
         self.drawdown = 1.0 - eq / self.peak_equity if self.peak_equity > 0 else 0.0
@@ -290,13 +297,24 @@ class RiskMonitor:
             return drift_actions
         return self._margin(book, now, transfer_pending)
 
+    def _not_finite(self, book: PositionBook, now: int, busy: bool, eq: float) -> RiskActions:
+        """Nothing computed from a non-finite equity is acted on: halt once,
+        then only the one flatten attempt (``flatten_on_kill``)."""
+        if not self.kill.halted:
+            return self._halt(book, now, f"book equity is {eq}: a price, rate or amount in it is not a finite number")
+        if busy or book.is_flat:
+            return NO_ACTION
+        if self.limits.flatten_on_kill or self.flatten_state:
+            return self._flatten_step(book, now)
+        return NO_ACTION
+
     def _allocation(self, book: PositionBook, now: int) -> RiskActions:
         """While flat, move cash back to the configured split between venues:
         a closed carry leaves the spot venue's and perp venue's cash apart by
         the price move, and the next entry needs it back where it belongs."""
         eq = book.equity
         excess_perp = book.perp.cash - self.costs.perp_allocation * eq
-        if abs(excess_perp) <= self.costs.rebalance_tolerance * eq:
+        if not math.isfinite(excess_perp) or abs(excess_perp) <= self.costs.rebalance_tolerance * eq:
             return NO_ACTION
         src, dst = (book.perp_venue, book.spot_venue) if excess_perp > 0 else (book.spot_venue, book.perp_venue)
         alert = Alert(now, "cash_rebalance", f"moving {abs(excess_perp):,.2f} from {src} to {dst}", "info")

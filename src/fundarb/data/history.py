@@ -8,6 +8,15 @@ Two layouts are read, both as they are written:
 - a ``fundarb data fetch`` store (``ohlcv/``, ``mark/``, ``funding/``, one
   file per venue and ccxt symbol).
 
+Every file is checked whole as it is read (``check_prices``,
+``check_funding``): each number finite and in a plausible range (funding
+rates within ``MAX_ABS_FUNDING_RATE`` per interval, intervals in (0,
+``MAX_INTERVAL_HOURS``], prices above 0 and within ``MAX_PRICE_MOVE`` of the
+close before, times whole UTC ms in a sane span), no key missing, and one
+value per hour and market; anything else is one DataError naming the file,
+the row, its time and the value. The shipped files are also checked against
+the sha256 sums their README lists (``data.checksums``).
+
 Prices: hourly closes; a close belongs to ``open_time + 1h``. Gaps up to the
 config's tolerance carry the last price forward (counted in the report);
 longer gaps, NaN or non-positive prices are errors naming the hour. Where the
@@ -27,6 +36,7 @@ the perp close (the report counts which).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,11 +47,12 @@ import polars as pl
 
 from fundarb.core.funding import schedule_gaps, scheduled_instant
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND
+from fundarb.data import checksums
 
 if TYPE_CHECKING:
     from fundarb.config import Config
 
-SHIPPED_DIR = Path(__file__).parent / "shipped"
+SHIPPED_DIR = checksums.SHIPPED_DIR
 PRICES_FILE = "prices_1h.parquet"
 FUNDING_FILE = "funding_settlements.parquet"
 NS_PER_MS = 1_000_000
@@ -121,6 +132,7 @@ class MarketHistory:
     funding_gaps: tuple[tuple[int, int], ...] = ()
     mark: np.ndarray | None = None  # the venue's hourly mark; None: the perp close stands in
     intake: FundingIntake | None = None
+    price_duplicates: int = 0  # identical repeated price rows in the files read, kept once
 
     @property
     def start(self) -> int:
@@ -151,6 +163,8 @@ class MarketHistory:
         }
         if self.intake is not None:
             out["funding_intake"] = self.intake.describe()
+        if self.price_duplicates:
+            out["price_duplicate_rows_dropped"] = self.price_duplicates
         return out
 
 
@@ -173,6 +187,9 @@ def read_table(path: Path, columns: dict[str, str], optional: dict[str, str] | N
     DataError naming the file and what is wrong with it."""
     if not path.is_file():
         raise DataError(f"history file missing: {path}")
+    problem = checksums.shipped_problem(path)
+    if problem is not None:
+        raise DataError(problem)
     try:
         frame = pl.read_parquet(path)
     except Exception as exc:
@@ -192,6 +209,193 @@ def read_table(path: Path, columns: dict[str, str], optional: dict[str, str] | N
     return frame
 
 
+# --- plausible values ----------------------------------------------------------------
+# Every number a history file holds meets these, or the load fails naming the
+# file, the row, its time and the value. Each bound clears the real shipped
+# history by a wide margin: its largest |funding rate| is 0.01125 per interval
+# (BitMEX XBTUSD, 2016), its intervals are 1, 8 and 24 h, its largest move
+# between hourly closes is x1.067 / x0.929 (Binance, 2022-05 and 2022-11) and
+# Deribit's index moved at most x1.20 / x0.83 between hourly settlements
+# (2020-03-12).
+
+MAX_ABS_FUNDING_RATE = 0.05  # per settlement interval; venues cap far lower (Binance BTCUSDT +-0.3% .. +-3%)
+MAX_INTERVAL_HOURS = 24.0  # BitMEX's daily settlement before 2016-06, the longest any venue used
+MAX_PRICE_MOVE = 2.0  # a price above x2 or under /2 the one before it (within a day) is a bad print
+PRICE_MOVE_SPAN_HOURS = 24  # prices further apart than this are not compared
+EARLIEST_MS = 1_230_940_800_000  # 2009-01-03 00:00 UTC, the first bitcoin block
+LATEST_MS = 4_102_444_800_000  # 2100-01-01 00:00 UTC
+MS_PER_HOUR = 3_600_000
+
+
+def _num(v: object) -> str:
+    if v is None:
+        return "missing"
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def _first(frame: pl.DataFrame, mask: pl.Expr) -> dict | None:
+    hit = frame.filter(mask.fill_null(False)).head(1)
+    return hit.row(0, named=True) if hit.height else None
+
+
+def _check_keys(frame: pl.DataFrame, file: Path, keys: list[str]) -> None:
+    for col in keys:
+        r = _first(frame, pl.col(col).is_null())
+        if r is not None:
+            raise DataError(f"{file}: row {r['row']} has no {col} (null); every row needs {', '.join(keys)}")
+
+
+def _check_times(frame: pl.DataFrame, file: Path, col: str, hourly: bool) -> None:
+    """Whole UTC milliseconds in [2009-01-03, 2100-01-01); an hourly bar's open on the hour."""
+    x = pl.col(col).cast(pl.Float64)
+    checks = [
+        (pl.col(col).is_null(), "missing (null)"),
+        (~x.is_finite(), "not a finite number"),
+        (x != x.floor(), "not a whole number of milliseconds"),
+        ((x < EARLIEST_MS) | (x >= LATEST_MS), "not a UTC time in ms from 2009-01-03 to 2100-01-01"),
+    ]
+    if hourly:  # in integers: a float modulo is not exact at 1e12
+        checks.append((x.cast(pl.Int64, strict=False) % MS_PER_HOUR != 0,
+                       "not on a whole UTC hour (an hourly bar opens on the hour)"))
+    for mask, why in checks:  # in this order: each mask holds only for values the ones before passed
+        r = _first(frame, mask)
+        if r is not None:
+            value = "" if r[col] is None else f" {_num(r[col])}"
+            raise DataError(f"{file}: {col}{value} at row {r['row']} is {why}")
+
+
+def _check_positive(frame: pl.DataFrame, col: str, say: Callable[[dict, str], str]) -> None:
+    """Null is a missing value (left to the caller); any other value is a finite number above 0."""
+    x = pl.col(col).cast(pl.Float64)
+    for mask, why in ((~x.is_finite(), "not a finite number"), (x <= 0, "not above 0")):
+        r = _first(frame, mask)
+        if r is not None:
+            raise DataError(say(r, why))
+
+
+def _check_moves(frame: pl.DataFrame, keys: list[str], col: str,
+                 say: Callable[[dict, tuple, tuple | None], str]) -> None:
+    """No price more than ``MAX_PRICE_MOVE`` times (or under 1/that) the one
+    before it in its series, when the two are at most ``PRICE_MOVE_SPAN_HOURS``
+    apart. ``frame`` has ``row`` and ``t_ns``; ``say(row, before, after)``
+    words the error (``after`` is None unless the next price reverts: a spike)."""
+    x = frame.filter(pl.col(col).is_not_null()).select(*keys, "row", "t_ns", pl.col(col).cast(pl.Float64).alias("_v"))
+    if x.height < 2:
+        return
+    x = x.sort([*keys, "t_ns", "row"])
+
+    def shift(name: str, n: int) -> pl.Expr:
+        e = pl.col(name).shift(n)
+        return e.over(keys) if keys else e
+
+    x = x.with_columns(shift("_v", 1).alias("_pv"), shift("t_ns", 1).alias("_pt"), shift("row", 1).alias("_pr"),
+                       shift("_v", -1).alias("_nv"), shift("t_ns", -1).alias("_nt"), shift("row", -1).alias("_nr"))
+    span = PRICE_MOVE_SPAN_HOURS * NS_PER_HOUR
+    up = pl.col("_v") / pl.col("_pv")
+    r = _first(x, ((pl.col("t_ns") - pl.col("_pt")) <= span) & ((up > MAX_PRICE_MOVE) | (up < 1 / MAX_PRICE_MOVE)))
+    if r is None:
+        return
+    before = (r["_pv"], r["_pt"], r["_pr"])
+    after = None
+    if r["_nv"] is not None and r["_nt"] - r["t_ns"] <= span:
+        back = r["_nv"] / r["_v"]
+        if (r["_v"] > r["_pv"] and back < 1 / MAX_PRICE_MOVE) or (r["_v"] < r["_pv"] and back > MAX_PRICE_MOVE):
+            after = (r["_nv"], r["_nt"], r["_nr"])
+    raise DataError(say(r, before, after))
+
+
+def _move_text(what: str, r: dict, value: float, before: tuple, after: tuple | None, where: str) -> str:
+    pv, pt, pr = before
+    if after is None:
+        return (f"{what} jumps from {_num(pv)} at {fmt_time(pt)} UTC (row {pr}) to {_num(value)} at "
+                f"{fmt_time(r['t_ns'])} UTC (row {r['row']}) {where}: x{value / pv:.4g} within "
+                f"{(r['t_ns'] - pt) / NS_PER_HOUR:g} h, beyond the x{MAX_PRICE_MOVE:g} a price can move in a day")
+    nv, nt, nr = after
+    return (f"{what} at {fmt_time(r['t_ns'])} UTC is {_num(value)} (row {r['row']}) {where}: x{value / pv:.4g} the "
+            f"{_num(pv)} before it (row {pr}) and x{value / nv:.4g} the {_num(nv)} after it (row {nr}), a bad "
+            f"print (a price moves less than x{MAX_PRICE_MOVE:g} in a day)")
+
+
+def check_prices(frame: pl.DataFrame, file: Path, keys: list[str], time_col: str,
+                 name: Callable[[dict], tuple[str, str]]) -> tuple[pl.DataFrame, int]:
+    """Hourly closes (``time_col`` the bar's open, UTC ms; ``close``) checked
+    whole: keys present, times valid and on the hour, each close null (a
+    missing hour) or finite, above 0 and within ``MAX_PRICE_MOVE`` of the
+    close before; a repeated hour of one market kept once when its close is
+    the same, else an error naming both rows. ``name(row)`` gives (what,
+    series) for messages: ("spot", "binance spot BTCUSDT"). Returns the rows
+    (with ``row``, 1-based in the file) and how many repeats were dropped."""
+    frame = frame.with_columns(pl.int_range(1, pl.len() + 1).alias("row"))
+    _check_keys(frame, file, keys)
+    _check_times(frame, file, time_col, hourly=True)
+    f = frame.with_columns(((pl.col(time_col).cast(pl.Int64) + MS_PER_HOUR) * NS_PER_MS).alias("t_ns"))
+
+    def where(r: dict) -> str:
+        return f"({name(r)[1]}, row {r['row']} of {file})"
+
+    _check_positive(f, "close", lambda r, why: f"{name(r)[0]} price at {fmt_time(r['t_ns'])} UTC is {_num(r['close'])}: "
+                    f"not a usable price, {why} {where(r)}")
+    k = [*keys, time_col]
+    first = f.with_columns(pl.col("close").first().over(k).alias("_fc"), pl.col("row").first().over(k).alias("_fr"))
+    r = _first(first, pl.col("close").ne_missing(pl.col("_fc")))
+    if r is not None:
+        raise DataError(f"{name(r)[0]} price for the hour closing {fmt_time(r['t_ns'])} UTC appears twice with different "
+                        f"closes in {file} ({name(r)[1]}): row {r['_fr']} ({_num(r['_fc'])}) and row {r['row']} "
+                        f"({_num(r['close'])})")
+    kept = f.unique(subset=k, keep="first", maintain_order=True)
+    _check_moves(kept, keys, "close", lambda r, b, a: _move_text(f"{name(r)[0]} price", r, r["_v"], b, a,
+                                                                  f"in {file} ({name(r)[1]})"))
+    return kept.drop("t_ns"), f.height - kept.height
+
+
+def check_funding(frame: pl.DataFrame, file: Path, keys: list[str], stamp_col: str,
+                  name: Callable[[dict], str]) -> pl.DataFrame:
+    """A funding table (``stamp_col`` the venue's stamp, UTC ms;
+    ``funding_rate``; optional ``interval_hours``, ``mark_price``,
+    ``index_price``) checked whole: keys present, stamps valid, each rate
+    finite with |rate| <= ``MAX_ABS_FUNDING_RATE``, each interval null (infer
+    it) or in (0, ``MAX_INTERVAL_HOURS``], each mark and index null or a
+    price above 0 within ``MAX_PRICE_MOVE`` of the one before. ``name(row)``
+    is the series ("binance BTCUSDT"). Repeated settlements are judged after
+    snapping (``snap_settlements``). Returns the rows with ``row`` (1-based)."""
+    frame = frame.with_columns(pl.int_range(1, pl.len() + 1).alias("row"))
+    _check_keys(frame, file, keys)
+    _check_times(frame, file, stamp_col, hourly=False)
+    f = frame.with_columns((pl.col(stamp_col).cast(pl.Int64) * NS_PER_MS).alias("t_ns"))
+
+    def at(r: dict) -> str:
+        return f"at {fmt_stamp(r['t_ns'])} UTC (row {r['row']} of {file})"
+
+    rate = pl.col("funding_rate").cast(pl.Float64)
+    r = _first(f, pl.col("funding_rate").is_null())
+    if r is not None:
+        raise DataError(f"{name(r)} funding rate missing {at(r)}")
+    r = _first(f, ~rate.is_finite())
+    if r is not None:
+        raise DataError(f"{name(r)} funding rate {_num(r['funding_rate'])} {at(r)} is not a finite number")
+    r = _first(f, rate.abs() > MAX_ABS_FUNDING_RATE)
+    if r is not None:
+        raise DataError(f"{name(r)} funding rate {_num(float(r['funding_rate']))} {at(r)} is beyond "
+                        f"+-{MAX_ABS_FUNDING_RATE:g} per settlement interval, more than any venue allows "
+                        f"(Binance BTCUSDT caps at +-0.3% to +-3%): a bad row")
+    if "interval_hours" in f.columns:
+        iv = pl.col("interval_hours").cast(pl.Float64)
+        r = _first(f, pl.col("interval_hours").is_not_null() & ~((iv > 0) & (iv <= MAX_INTERVAL_HOURS)))
+        if r is not None:
+            raise DataError(f"{name(r)} interval_hours {_num(r['interval_hours'])} {at(r)} is not a settlement "
+                            f"interval: a number of hours above 0 and at most {MAX_INTERVAL_HOURS:g}")
+    for col, what in (("mark_price", "mark price"), ("index_price", "index price")):
+        if col not in f.columns:
+            continue
+        _check_positive(f, col, lambda r, why, col=col, what=what:
+                        f"{name(r)} {what} {_num(r[col])} {at(r)} is not a usable price: {why}")
+        _check_moves(f, keys, col, lambda r, b, a, what=what: _move_text(f"{name(r)} {what}", r, r["_v"], b, a,
+                                                                         f"in {file}"))
+    return f.drop("t_ns")
+
+
 @attrs.frozen
 class RawHistory:
     """What a layout holds for one spot/perp pair, before alignment."""
@@ -202,11 +406,14 @@ class RawHistory:
     funding: pl.DataFrame  # row (1-based), stamp (ns), rate, interval (null: infer), mark (null: none), source
     label: str  # the funding series in messages: "binance BTCUSDT"
     funding_file: Path
+    price_duplicates: int = 0  # identical repeated price rows, kept once
 
 
 def _long_layout(data_dir: Path, spot: tuple[str, str], perp: tuple[str, str]) -> RawHistory:
     prices = read_table(data_dir / PRICES_FILE, {"venue": TEXT, "market": TEXT, "symbol": TEXT,
                                                  "open_time_ms": NUMERIC, "close": NUMERIC}, {"source": TEXT})
+    prices, repeats = check_prices(prices, data_dir / PRICES_FILE, ["venue", "market", "symbol"], "open_time_ms",
+                                   lambda r: (r["market"], f"{r['venue']} {r['market']} {r['symbol']}"))
     if "source" not in prices.columns:
         prices = prices.with_columns(pl.lit(f"{data_dir / PRICES_FILE}").alias("source"))
 
@@ -226,7 +433,7 @@ def _long_layout(data_dir: Path, spot: tuple[str, str], perp: tuple[str, str]) -
                             f"in {data_dir / PRICES_FILE} (it holds: {known})")
     mark = series(pv, MARK_MARKETS, ps)
     f, label, file = _long_funding(data_dir, perp)
-    return RawHistory(s, p, mark if mark.height else None, f, label, file)
+    return RawHistory(s, p, mark if mark.height else None, f, label, file, repeats)
 
 
 class NoFundingSeries(DataError):
@@ -237,9 +444,9 @@ def _long_funding(data_dir: Path, perp: tuple[str, str]) -> tuple[pl.DataFrame, 
     pv, _, ps = venue_names(*perp)
     file = data_dir / FUNDING_FILE
     funding = read_table(file, {"venue": TEXT, "symbol": TEXT, "funding_time_ms": NUMERIC, "funding_rate": NUMERIC},
-                         {"interval_hours": NUMERIC, "mark_price": NUMERIC, "source": TEXT})
-    f = funding.with_columns(pl.int_range(1, pl.len() + 1).alias("row")).filter(
-        (pl.col("venue") == pv) & (pl.col("symbol") == ps))
+                         {"interval_hours": NUMERIC, "mark_price": NUMERIC, "index_price": NUMERIC, "source": TEXT})
+    f = check_funding(funding, file, ["venue", "symbol"], "funding_time_ms",
+                      lambda r: f"{r['venue']} {r['symbol']}").filter((pl.col("venue") == pv) & (pl.col("symbol") == ps))
     if f.height == 0:
         held = funding.select("venue", "symbol").unique().sort("venue", "symbol")
         known = ", ".join(f"{a} {b}" for a, b in held.iter_rows()) or "none"
@@ -269,10 +476,12 @@ def _store_funding(store: Path, perp: tuple[str, str]) -> tuple[pl.DataFrame, st
     if not path.is_file():
         raise NoFundingSeries(f"history file missing: {path}; fetch it with "
                               f"`fundarb data fetch --venue {perp[0]} --symbol {perp[1]} --store {store}`")
-    raw = read_table(path, {"timestamp_ms": NUMERIC, "funding_rate": NUMERIC}, {"mark_price": NUMERIC})
-    f = _funding_rows(raw.with_columns(pl.int_range(1, pl.len() + 1).alias("row")).drop("source", strict=False),
-                      "timestamp_ms", f"{perp[0]} {perp[1]} funding via ccxt: {path}")
-    return f, f"{perp[0]} {perp[1]}", path
+    raw = read_table(path, {"timestamp_ms": NUMERIC, "funding_rate": NUMERIC},
+                     {"mark_price": NUMERIC, "interval_hours": NUMERIC, "index_price": NUMERIC})
+    label = f"{perp[0]} {perp[1]}"
+    checked = check_funding(raw.drop("source", strict=False), path, [], "timestamp_ms", lambda r: label)
+    f = _funding_rows(checked, "timestamp_ms", f"{perp[0]} {perp[1]} funding via ccxt: {path}")
+    return f, label, path
 
 
 def _is_store(data_dir: Path) -> bool:
@@ -289,7 +498,10 @@ def _is_store(data_dir: Path) -> bool:
 def _store_layout(store: Path, spot: tuple[str, str], perp: tuple[str, str]) -> RawHistory:
     from fundarb.data.fetch import kline_path
 
-    def bars(kind: str, exchange: str, symbol: str, required: bool) -> pl.DataFrame | None:
+    repeats = 0
+
+    def bars(kind: str, exchange: str, symbol: str, required: bool, what: str) -> pl.DataFrame | None:
+        nonlocal repeats
         path = kline_path(store, kind, exchange, symbol, "1h")
         if not path.is_file():
             if not required:
@@ -299,16 +511,19 @@ def _store_layout(store: Path, spot: tuple[str, str], perp: tuple[str, str]) -> 
             raise DataError(f"history file missing: {path}{hint}; fetch it with "
                             f"`fundarb data fetch --venue {exchange} --symbol {symbol} --timeframe 1h --store {store}`")
         frame = read_table(path, {"timestamp_ms": NUMERIC, "close": NUMERIC})
+        frame, dropped = check_prices(frame.select("timestamp_ms", "close"), path, [], "timestamp_ms",
+                                      lambda r: (what, f"{exchange} {symbol} {kind} 1h"))
+        repeats += dropped
         return frame.select(((pl.col("timestamp_ms").cast(pl.Int64) + 3_600_000) * NS_PER_MS).alias("ts"),
                             pl.col("close").cast(pl.Float64),
                             pl.lit(f"{exchange} {symbol} {kind} 1h via ccxt: {path}").alias("source"))
 
-    s = bars("ohlcv", *spot, required=True)
-    p = bars("ohlcv", *perp, required=True)
-    mark = bars("mark", *perp, required=False)
+    s = bars("ohlcv", *spot, required=True, what="spot")
+    p = bars("ohlcv", *perp, required=True, what="perp")
+    mark = bars("mark", *perp, required=False, what="mark")
     f, label, path = _store_funding(store, perp)
     assert s is not None and p is not None
-    return RawHistory(s, p, mark, f, label, path)
+    return RawHistory(s, p, mark, f, label, path, repeats)
 
 
 def read_raw(data_dir: Path, spot: tuple[str, str], perp: tuple[str, str]) -> RawHistory:
@@ -366,19 +581,22 @@ def snap_settlements(f: pl.DataFrame, label: str, file: Path, tolerance_s: float
 def _dedupe(f: pl.DataFrame, label: str, file: Path) -> tuple[list[int], int]:
     """Indices to keep: one row per instant. Repeats with the same rate are
     the same settlement (the one that carries a mark is kept); a different
-    rate, or two different marks, is an error naming both rows."""
+    rate, two different marks or two different intervals is an error naming
+    both rows."""
     ts, rate, mark = f["ts"].to_list(), f["rate"].to_list(), f["mark"].to_list()
-    rows, stamps = f["row"].to_list(), f["stamp"].to_list()
+    rows, stamps, interval = f["row"].to_list(), f["stamp"].to_list(), f["interval"].to_list()
     keep: list[int] = []
     dropped = 0
     for i in range(len(ts)):
         if keep and ts[keep[-1]] == ts[i]:
             j = keep[-1]
             same_mark = mark[i] is None or mark[j] is None or mark[i] == mark[j]
-            if rate[i] != rate[j] or not same_mark:
+            same_interval = interval[i] is None or interval[j] is None or interval[i] == interval[j]
+            if rate[i] != rate[j] or not same_mark or not same_interval:
                 def say(k: int) -> str:
                     m = "no mark" if mark[k] is None else f"mark {mark[k]:,.2f}"
-                    return f"row {rows[k]} ({fmt_stamp(stamps[k])}, rate {rate[k]:.8g}, {m})"
+                    iv = "" if same_interval else f", interval {interval[k]:g} h"
+                    return f"row {rows[k]} ({fmt_stamp(stamps[k])}, rate {rate[k]:.8g}, {m}{iv})"
                 raise DataError(f"{label}: two different rows for the {fmt_time(ts[i])} UTC settlement in {file}: "
                                 f"{say(j)} and {say(i)}")
             dropped += 1
@@ -405,7 +623,7 @@ def snap_table(funding: pl.DataFrame, file: Path, tolerance_s: float) -> pl.Data
     """A whole long funding table (every venue and symbol in it) with each
     series' stamps snapped to their instants and repeated rows kept once,
     by the same rules as a backtest's series: what the statistics read."""
-    rows = funding.with_columns(pl.int_range(1, pl.len() + 1).alias("row"))
+    rows = check_funding(funding, file, ["venue", "symbol"], "funding_time_ms", lambda r: f"{r['venue']} {r['symbol']}")
     out = []
     for (venue, symbol), part in rows.group_by(["venue", "symbol"], maintain_order=True):
         f = _funding_rows(part, "funding_time_ms", str(file))
@@ -474,7 +692,12 @@ def load_history(
         )
     carried = (joined["spot"].is_null() | joined["perp"].is_null()).to_numpy()
     joined = joined.with_columns(pl.col("spot").forward_fill(), pl.col("perp").forward_fill())
+    grid_ts, perp_close = joined["ts"].to_numpy(), joined["perp"].to_numpy()
+    where = f"in {data_dir}"
+    _check_beside_perp(grid_ts, joined["spot"].to_numpy(), perp_close, "spot price", where)
     hourly_mark, mark_sources = _hourly_mark(raw, joined, lo, hi)
+    if hourly_mark is not None:
+        _check_beside_perp(grid_ts, hourly_mark, perp_close, "mark price", where)
 
     near = raw.funding.filter((pl.col("stamp") > first - NS_PER_HOUR) & (pl.col("stamp") <= last + NS_PER_HOUR))
     f, snapped, dropped = snap_settlements(near, raw.label, raw.funding_file, tolerance_s)
@@ -489,6 +712,10 @@ def load_history(
         on_grid = (at < n_hours) & (joined["ts"].to_numpy()[np.minimum(at, n_hours - 1)] == fts)
         kline = np.where(on_grid, hourly_mark[np.minimum(at, n_hours - 1)], np.nan)
         marks = np.where(np.isnan(marks), kline, marks)
+    at = np.minimum(np.searchsorted(grid_ts, fts), n_hours - 1)
+    on_grid = grid_ts[at] == fts
+    _check_beside_perp(fts[on_grid], marks[on_grid], perp_close[at[on_grid]], f"{raw.label} settlement mark",
+                       f"in {raw.funding_file}")
     gaps = tuple(schedule_gaps(fts.tolist(), intervals.tolist()))
     sources = tuple(sorted(set(s["source"].to_list()) | set(p["source"].to_list()) | set(f["source"].to_list())
                            | mark_sources))
@@ -506,7 +733,26 @@ def load_history(
         funding_gaps=gaps,
         mark=hourly_mark,
         intake=intake,
+        price_duplicates=raw.price_duplicates,
     )
+
+
+def _check_beside_perp(ts: np.ndarray, values: np.ndarray, perp: np.ndarray, what: str, where: str) -> None:
+    """A price of the perp's market (spot, mark) beyond ``MAX_PRICE_MOVE``
+    times the perp's close of the same hour is not that market's price: the
+    real basis stays within a few percent (shipped history: spot x0.997 ..
+    x1.019 the USD-M perp, the COIN-M perp x0.969 .. x1.037). NaN values
+    (none known) are skipped."""
+    known = np.flatnonzero(~np.isnan(values))
+    if known.size == 0:
+        return
+    ratio = values[known] / perp[known]
+    bad = (ratio > MAX_PRICE_MOVE) | (ratio < 1 / MAX_PRICE_MOVE)
+    if bad.any():
+        i = int(known[int(np.argmax(bad))])
+        raise DataError(f"{what} {_num(float(values[i]))} at {fmt_time(int(ts[i]))} UTC {where} is "
+                        f"x{values[i] / perp[i]:.4g} the perp's close {_num(float(perp[i]))} of that hour: "
+                        f"not a price of this market")
 
 
 def _hourly_mark(raw: RawHistory, joined: pl.DataFrame, lo: int, hi: int) -> tuple[np.ndarray | None, set[str]]:

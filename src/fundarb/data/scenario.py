@@ -12,6 +12,10 @@ so the hour-k return jumps by the shock, every other hourly return and the
 basis (perp / spot) stay as they were. Funding rates are unchanged by the
 shock; a settlement mark at or after the shock hour moves with the level (a
 missing mark stays missing and the shocked perp close stands in for it).
+
+The changed history must still hold finite numbers only (a missing mark stays
+NaN): anything else is a DataError naming the scenario and the instant, never
+a run on inf or nan.
 """
 
 from __future__ import annotations
@@ -42,8 +46,26 @@ def shock_hour_index(history: MarketHistory, scenario: Scenario) -> int:
 
 
 def scaled_funding(history: MarketHistory, scenario: Scenario) -> np.ndarray:
-    shift = scenario.funding_shift_apr * history.funding_interval / HOURS_PER_YEAR
-    return history.funding_rate * scenario.funding_scale + shift
+    with np.errstate(over="ignore", invalid="ignore"):  # judged by _require_finite
+        shift = scenario.funding_shift_apr * history.funding_interval / HOURS_PER_YEAR
+        return history.funding_rate * scenario.funding_scale + shift
+
+
+def _require_finite(history: MarketHistory, scenario: Scenario) -> None:
+    """Every price and rate of the changed history is a finite number (a
+    missing settlement mark stays NaN, an infinite one is refused)."""
+    marks = history.funding_mark
+    for name, values, times in (("spot price", history.spot, history.hours), ("perp price", history.perp, history.hours),
+                                ("hourly mark", history.mark, history.hours),
+                                ("funding rate", history.funding_rate, history.funding_ts),
+                                ("settlement mark", np.where(np.isnan(marks), 1.0, marks), history.funding_ts)):
+        if values is None:
+            continue
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(f"scenario {scenario.description!r} makes the {name} at {fmt_time(int(times[i]))} "
+                            f"{values[i]}: not a finite number")
 
 
 def summary(history: MarketHistory, scenario: Scenario) -> str:
@@ -70,11 +92,12 @@ def apply_scenario(history: MarketHistory, scenario: Scenario | None) -> MarketH
         k = shock_hour_index(history, scenario)
         level = np.ones_like(spot)
         level[k:] = 1.0 + scenario.shock_return
-        spot, perp = spot * level, perp * level
-        hourly_mark = None if hourly_mark is None else hourly_mark * level
-        after = history.funding_ts >= history.hours[k]
-        mark = np.where(after, mark * (1.0 + scenario.shock_return), mark)
-    return attrs.evolve(
+        with np.errstate(over="ignore", invalid="ignore"):  # judged by _require_finite
+            spot, perp = spot * level, perp * level
+            hourly_mark = None if hourly_mark is None else hourly_mark * level
+            after = history.funding_ts >= history.hours[k]
+            mark = np.where(after, mark * (1.0 + scenario.shock_return), mark)
+    out = attrs.evolve(
         history,
         spot=spot,
         perp=perp,
@@ -83,3 +106,5 @@ def apply_scenario(history: MarketHistory, scenario: Scenario | None) -> MarketH
         funding_mark=mark,
         sources=(*history.sources, summary(history, scenario)),
     )
+    _require_finite(out, scenario)
+    return out
