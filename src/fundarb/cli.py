@@ -270,6 +270,8 @@ def replay(
         if ignored:
             console.print(f"  ignored what the golden file holds of {', '.join(ignored)}: n/a on this run; "
                           "--update-golden drops them", style="dim", highlight=False)
+        if not same:  # a regression test that fails: a script or CI must see it in the exit code
+            raise typer.Exit(1)
     else:
         console.print(f"golden {golden}: not checked (CONFIG given; the golden file is for the recording's own, {rec.config})",
                       style="dim", highlight=False)

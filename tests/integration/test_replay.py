@@ -111,7 +111,7 @@ def test_update_golden_rewrites_and_says_what_changed(tmp_path, cache):
     golden = folder / GOLDEN_FILE
     golden.write_text(golden.read_text().replace('"orders": 0', '"orders": 7'))
     res = runner.invoke(app, ["replay", str(folder), "--out", str(tmp_path / "o"), "--cache-dir", str(cache), "-q"])
-    assert res.exit_code == 0 and "differs" in res.output
+    assert res.exit_code == 1 and "differs" in res.output  # the outputs are written; the verdict fails
     res = runner.invoke(app, ["replay", str(folder), "--update-golden", "--out", str(tmp_path / "o"), "--cache-dir", str(cache), "-q"])
     assert res.exit_code == 0, res.output
     assert "rewritten; what changed" in res.output and '-  "orders": 7,' in res.output and '+  "orders": 0,' in res.output

@@ -45,6 +45,7 @@ import attrs
 import numpy as np
 import polars as pl
 
+from fundarb.errors import FundarbError
 from fundarb.core.funding import schedule_gaps, scheduled_instant
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND
 from fundarb.data import checksums
@@ -63,7 +64,7 @@ MARK_MARKETS = ("perp_mark", "mark", "mark_price")  # the hourly mark of a perp 
 PERP_FUNDING = {("binanceusdm", "BTC/USDT:USDT"): ("binance", "BTCUSDT")}
 
 
-class DataError(ValueError):
+class DataError(FundarbError, ValueError):
     """History that cannot be used as asked; the message names what and where."""
 
 
