@@ -79,7 +79,7 @@ def journal_for(journal: Optional[Path]) -> Path:
         _fail("several strategy runners are running: " + "; ".join(r.describe() for r in found)
               + "; name the trade log with --journal")
     if found:
-        err.print(f"[dim]trade log of {escape(found[0].describe())} (--journal names another)[/]")
+        err.print(f"[dim]acting on {escape(found[0].describe())}; --journal names another[/]")
         return found[0].journal
     return DEFAULT_JOURNAL
 
@@ -440,8 +440,9 @@ def _paper_positions(cfg, path: Path) -> None:
         j.close()
     runner = next((r for r in running() if r.journal.resolve() == path.resolve()), None)
     watched = next(iter(venues.values())).host if venues else "?"
-    out.print(f"[bold]{cfg.name}[/], paper trade log {path} (paper trading on the market data of {watched}; "
-              + (f"runner pid {runner.pid} running)" if runner else "no runner running)"))
+    out.print(f"[bold]{cfg.name}[/], paper trade log {path}")
+    out.print(f"paper trading on the market data of {watched}; "
+              + (f"runner pid {runner.pid} running" if runner else "no runner running"))
     t = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("leg", "trade log BTC", "cash USDT", "entry"):
         t.add_column(col, justify="right" if col != "leg" else "left", no_wrap=True)

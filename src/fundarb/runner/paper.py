@@ -83,7 +83,7 @@ class PaperLedger:
             self.ops[key], self.op_orders[op] = op, []
         leg = self.legs[row["venue"]]
         seq = int(row["client_id"].rsplit("-", 1)[1])
-        order = self.journal.add_order(int(row["ts"]), op, self.h, seq, leg.account, leg.exchange.id, leg.symbol,
+        order = self.journal.add_order(now_ns, op, self.h, seq, leg.account, leg.exchange.id, leg.symbol,
                                        leg.leg, row["reason"], Side(row["side"]), float(row["qty"]),
                                        bool(row["reduce_only"]))
         if order.client_id != row["client_id"]:
@@ -104,7 +104,7 @@ class PaperLedger:
             return
         order = Journal.order_of(stored)
         order.status, order.status_reason = OrderStatus(row["status"]), row["status_reason"] or ""
-        order.ts_updated = max(order.ts_updated, int(row["ts"]))
+        order.ts_updated = max(order.ts_updated, now_ns)  # the trade log's times are its own clock's, as live
         self.journal.save_order(order, self.h, "paper")
 
     def _finish(self, op: int, now_ns: int) -> None:
