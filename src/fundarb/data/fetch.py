@@ -35,6 +35,7 @@ from typing import Any
 import attrs
 import polars as pl
 
+from fundarb.data.parquet import ParquetUnreadable, read_parquet
 from fundarb.errors import FundarbError
 
 FUNDING_SCHEMA = {"timestamp_ms": pl.Int64, "funding_rate": pl.Float64, "mark_price": pl.Float64}
@@ -154,8 +155,8 @@ def read_store(path: Path, schema: dict) -> pl.DataFrame:
     if not path.is_file():
         return pl.DataFrame(schema=schema)
     try:
-        return pl.read_parquet(path)
-    except Exception as exc:
+        return read_parquet(path)
+    except ParquetUnreadable as exc:
         raise FetchError(f"store file {path} is not readable parquet ({exc}); move it aside to refetch") from None
 
 

@@ -45,6 +45,7 @@ import attrs
 import numpy as np
 import polars as pl
 
+from fundarb.data.parquet import ParquetUnreadable, read_parquet
 from fundarb.errors import FundarbError
 from fundarb.core.funding import schedule_gaps, scheduled_instant
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND
@@ -191,11 +192,10 @@ def read_table(path: Path, columns: dict[str, str], optional: dict[str, str] | N
     problem = checksums.shipped_problem(path)
     if problem is not None:
         raise DataError(problem)
-    try:
-        frame = pl.read_parquet(path)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"history file {path} is not readable parquet: {first}") from None
+    try:  # a file that is not a checksummed shipped one is read first where its damage cannot crash us
+        frame = read_parquet(path, vouched=checksums.is_shipped(path))
+    except ParquetUnreadable as exc:
+        raise DataError(f"history file {path} is not readable parquet: {exc}") from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"history file {path} has no column {', '.join(repr(c) for c in missing)} "
