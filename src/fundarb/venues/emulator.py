@@ -228,11 +228,22 @@ def _funding_series(funding: pl.DataFrame, venue: str, symbol: str, late_ms: int
     )
 
 
+def _read_history(path: Path) -> pl.DataFrame:
+    """A history file as the backtest reads it: a shipped one only if its
+    checksum holds, any other through the bounded reader."""
+    from fundarb.data import checksums
+    from fundarb.data.parquet import read_parquet
+
+    problem = checksums.shipped_problem(path)
+    if problem is not None:
+        raise ValueError(problem)
+    return read_parquet(path, vouched=checksums.is_shipped(path))
+
+
 @lru_cache(maxsize=4)
 def load_tape(data_dir: Path = SHIPPED_DIR) -> MarketTape:
     """Read the shipped files once per process (the tape is immutable)."""
-    prices = pl.read_parquet(data_dir / PRICES_FILE)
-    funding = pl.read_parquet(data_dir / FUNDING_FILE)
+    prices, funding = (_read_history(data_dir / name) for name in (PRICES_FILE, FUNDING_FILE))
     return MarketTape(
         prices={SPOT: _price_series(prices, "spot"), PERP: _price_series(prices, "perp_linear")},
         funding={

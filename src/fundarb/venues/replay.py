@@ -32,6 +32,7 @@ import cattrs
 import numpy as np
 import polars as pl
 
+from fundarb.data.parquet import read_parquet
 from fundarb.errors import FundarbError
 
 PARSER_VERSION = "2"
@@ -342,8 +343,8 @@ def parse_feed(rec: Recording, feed: CaptureFeed, cache_dir: Path | None = None)
     key = capture_key(feed, paths)
     cache = (cache_dir or default_cache_dir()) / f"{key}.parquet"
     if cache.is_file():
-        try:
-            return ParsedFeed(feed, pl.read_parquet(cache), _read_counts(cache), key, True)
+        try:  # read where a damaged entry cannot crash this process
+            return ParsedFeed(feed, read_parquet(cache), _read_counts(cache), key, True)
         except (OSError, ValueError, pl.exceptions.PolarsError):
             pass  # an unreadable cache entry is parsed again and replaced
     parse = _parse_binance_lines if feed.format == FORMAT_BINANCE_LINES else _parse_cryptofeed
