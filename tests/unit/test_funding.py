@@ -134,3 +134,12 @@ def test_missed_settlements_interval_semantics():
     assert missed_settlements(expected, [], []) == []
     assert missed_settlements(expected, [], [(T0, T0 + 8 * H), (T0 + 20 * H, T0 + 30 * H)]) == [
         T0 + 8 * H, T0 + 24 * H]
+
+
+@pytest.mark.parametrize("interval", [0.0, -8.0, float("nan"), float("inf"), 1e-15])
+def test_a_funding_interval_that_would_never_advance_is_refused(interval):
+    """A schedule stepped by it would loop for ever (a negative interval once hung the simulator)."""
+    from fundarb.core.funding import next_settlement
+
+    with pytest.raises(ValueError, match="positive number of hours"):
+        next_settlement(0, interval)

@@ -33,7 +33,12 @@ def annualize(rate: float, interval_hours: float) -> float:
 
 
 def next_settlement(last_ts: int, interval_hours: float) -> int:
-    return last_ts + int(round(interval_hours * NS_PER_HOUR))
+    """The settlement after ``last_ts``; an interval that is not a positive
+    finite number of hours is refused (a loop stepping by it would never end)."""
+    step = int(round(interval_hours * NS_PER_HOUR)) if interval_hours == interval_hours and abs(interval_hours) < 1e6 else 0
+    if step <= 0:
+        raise ValueError(f"a funding interval must be a positive number of hours, got {interval_hours}")
+    return last_ts + step
 
 
 def schedule_unit(interval_hours: float) -> int:
