@@ -82,9 +82,13 @@ def synthetic_frames(hours: int = HOURS) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def write(folder: Path, prices: pl.DataFrame, funding: pl.DataFrame) -> Path:
+    """The files whole and sealed (their values are what these tests damage,
+    not their bytes: a damaged file's bytes are test_damaged_parquet's)."""
+    from fundarb.data.parquet import write_sealed
+
     folder.mkdir(parents=True, exist_ok=True)
-    prices.write_parquet(folder / PRICES_FILE)
-    funding.write_parquet(folder / FUNDING_FILE)
+    write_sealed(prices, folder / PRICES_FILE)
+    write_sealed(funding, folder / FUNDING_FILE)
     return folder
 
 

@@ -24,7 +24,6 @@ bound: at most ``Backoff.attempts`` (8) attempts of one request and
 from __future__ import annotations
 
 import math
-import os
 import random
 import re
 import time
@@ -35,7 +34,7 @@ from typing import Any
 import attrs
 import polars as pl
 
-from fundarb.data.parquet import ParquetUnreadable, read_parquet
+from fundarb.data.parquet import ParquetUnreadable, read_parquet, write_sealed
 from fundarb.errors import FundarbError
 
 FUNDING_SCHEMA = {"timestamp_ms": pl.Int64, "funding_rate": pl.Float64, "mark_price": pl.Float64}
@@ -169,9 +168,7 @@ def merge_into_store(path: Path, rows: pl.DataFrame) -> tuple[int, int]:
     merged = both.unique(subset="timestamp_ms", keep="first", maintain_order=True).sort("timestamp_ms")
     added = merged.height - old.height
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    merged.write_parquet(tmp)
-    os.replace(tmp, path)
+    write_sealed(merged, path)  # sealed: read back directly while its bytes are the ones written
     return added, rows.height - added
 
 

@@ -32,7 +32,7 @@ import cattrs
 import numpy as np
 import polars as pl
 
-from fundarb.data.parquet import read_parquet
+from fundarb.data.parquet import read_parquet, write_sealed
 from fundarb.errors import FundarbError
 
 PARSER_VERSION = "2"
@@ -343,7 +343,7 @@ def parse_feed(rec: Recording, feed: CaptureFeed, cache_dir: Path | None = None)
     key = capture_key(feed, paths)
     cache = (cache_dir or default_cache_dir()) / f"{key}.parquet"
     if cache.is_file():
-        try:  # read where a damaged entry cannot crash this process
+        try:  # a sealed entry is read here; any other where its damage cannot crash us
             return ParsedFeed(feed, read_parquet(cache), _read_counts(cache), key, True)
         except (OSError, ValueError, pl.exceptions.PolarsError):
             pass  # an unreadable cache entry is parsed again and replaced
@@ -363,10 +363,9 @@ def _write_cache(path: Path, table: pl.DataFrame, counts: dict[str, int]) -> Non
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        table.write_parquet(tmp)
         tmp.with_suffix(".counts.json").write_text(json.dumps(counts, sort_keys=True))
         os.replace(tmp.with_suffix(".counts.json"), path.with_suffix(".counts.json"))
-        os.replace(tmp, path)
+        write_sealed(table, path)  # read back directly while its bytes are the ones written
     except OSError:
         pass  # a cache that cannot be written only costs time
 
