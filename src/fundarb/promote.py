@@ -30,6 +30,7 @@ from typing import Any
 
 import attrs
 
+from fundarb.sqlite_files import create_whole
 from fundarb.venues.live.runlock import make_folder
 from fundarb.errors import FundarbError
 from fundarb import __version__
@@ -51,7 +52,6 @@ READABLE_VERSIONS = ("1", "2")  # version 1 (no hmac column) is migrated on the 
 KIND = "fundarb promotions"
 SQLITE_HEADER = b"SQLite format 3\x00"
 PROMOTE_HINT = "run `fundarb promote CONFIG` on this config"
-STORE_MODE = 0o600
 KEY_ENV = "FUNDARB_PROMOTION_KEY_FILE"
 KEY_BYTES = 32
 
@@ -284,32 +284,8 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
 
 
 def _create_store(path: Path) -> None:
-    """Build an empty store beside ``path`` and link it into place, so a
-    store is either absent or complete (never a half-made schema)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
-    os.close(fd)
-    try:
-        db = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("BEGIN IMMEDIATE")
-            for stmt in filter(str.strip, SCHEMA.split(";")):
-                db.execute(stmt)
-            db.executemany("INSERT INTO meta VALUES (?, ?)", [("schema_version", str(SCHEMA_VERSION)), ("kind", KIND)])
-            db.execute("COMMIT")
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            db.close()
-        os.chmod(tmp, STORE_MODE)  # mkstemp's mode already; said here because the store is the desk's alone
-        try:
-            os.link(tmp, path)  # never replaces a store another process made meanwhile
-        except FileExistsError:
-            pass
-    finally:
-        for p in (tmp, tmp + "-wal", tmp + "-shm"):
-            if os.path.exists(p):
-                os.unlink(p)
+    """An empty store at ``path``, either absent or complete (never a half-made schema)."""
+    create_whole(path, SCHEMA, [("schema_version", str(SCHEMA_VERSION)), ("kind", KIND)])
 
 
 def _migrate(db: sqlite3.Connection) -> None:

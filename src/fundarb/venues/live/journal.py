@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -44,6 +43,7 @@ from typing import Any
 
 import attrs
 
+from fundarb.sqlite_files import create_whole
 from fundarb.scrub import scrub
 from fundarb.errors import FundarbError
 from fundarb.core.model import Fill, Side
@@ -613,34 +613,6 @@ class Journal:
 
 
 def _create(path: Path) -> None:
-    """A new trade log at ``path``, whole or not at all: the schema is
-    written to a private file (mode 0600) beside it, which is then linked in
-    under its name, so no reader ever sees a half-made file and two processes
-    creating it at once end with one of them (the other opens it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        db = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=DELETE")
-            db.execute("BEGIN IMMEDIATE")
-            for stmt in filter(str.strip, SCHEMA.split(";")):
-                db.execute(stmt)
-            db.executemany("INSERT INTO meta VALUES (?, ?)", [("schema_version", str(SCHEMA_VERSION)), ("kind", KIND)]
-                           + [(DIGEST_KEY + t, "") for t in SEALED])
-            db.execute("COMMIT")
-        finally:
-            db.close()
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process made it first: that one is the trade log
-    finally:
-        tmp.unlink(missing_ok=True)
+    """A new trade log at ``path``, whole or not at all (``create_whole``)."""
+    create_whole(path, SCHEMA, [("schema_version", str(SCHEMA_VERSION)), ("kind", KIND)]
+                 + [(DIGEST_KEY + t, "") for t in SEALED])
