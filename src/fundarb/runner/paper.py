@@ -148,10 +148,8 @@ class PaperLedger:
         out: dict[str, Any] = {"accounts": {}, "in_flight": []}
         for name, sim in self.sim.accounts.items():
             out["accounts"][name] = {f: getattr(sim.acct, f) for f in ACCOUNT_FIELDS}
-        for _, _, _, item in self.sim._queue.heap:  # transfers on their way land at the restart
-            tag, what = item
-            if tag == "transfer":
-                out["in_flight"].append({"to": what.to_venue, "amount": what.amount - what.fee})
+        for t in self.sim.transfers_in_flight():  # transfers on their way land at the restart
+            out["in_flight"].append({"to": t.to_venue, "amount": t.amount - t.fee})
         return out
 
     def restore(self, book: PositionBook, now_ns: int) -> bool:

@@ -166,6 +166,10 @@ class SimExchange:
         done = TransferDone(self.now + self.transfer_delay, tid, request.from_venue, request.to_venue, request.amount, self.transfer_fee)
         self._queue.push(done.ts, q.P_TRANSFER, ("transfer", done))
 
+    def transfers_in_flight(self) -> list[TransferDone]:
+        """The transfers requested and not yet arrived (each as it will arrive)."""
+        return [what for _, _, _, (tag, what) in sorted(self._queue.heap) if tag == "transfer"]
+
     def events(self) -> Iterator[Any]:
         out = self._out
         heap = self._queue.heap
