@@ -305,14 +305,11 @@ class LiveSource:
         """A paper trade log's perp: the simulator's account at the runner's
         last step, and the liquidation price its last heartbeat's margin
         buffer gives at the mark streamed now."""
-        import json
-
-        from fundarb.runner.loop import HEARTBEAT_KEY
-        from fundarb.runner.paper import ACCOUNTS_KEY
+        from fundarb.runner.paper import last_step
 
         j, s = self.session.journal, self.session
-        acct = json.loads(j.get_state(ACCOUNTS_KEY) or "{}").get("accounts", {}).get(s.perp.account, {})
-        beat = json.loads(j.get_state(HEARTBEAT_KEY) or "{}")
+        accounts, beat = last_step(j)
+        acct = accounts.get(s.perp.account, {})
         mark = self.marks.get(s.perp.account, math.nan)
         buf = beat.get("margin_buffer")
         qty = j.position(s.perp.account)

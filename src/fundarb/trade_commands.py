@@ -420,18 +420,14 @@ def _paper_positions(cfg, path: Path) -> None:
     simulator, so its word is the trade log (fills, funding, the simulator's
     accounts at the last step) and the runner's last heartbeat; the venues'
     own accounts are not asked."""
-    import json
-
     from fundarb.core.book import drift_of
-    from fundarb.runner.loop import HEARTBEAT_KEY
-    from fundarb.runner.paper import ACCOUNTS_KEY
+    from fundarb.runner.paper import last_step
     from fundarb.runner.registry import running
 
     j = _open_trade_log(path)
     try:
         venues = j.venues()
-        accounts = json.loads(j.get_state(ACCOUNTS_KEY) or "{}").get("accounts", {})
-        beat = json.loads(j.get_state(HEARTBEAT_KEY) or "{}")
+        accounts, beat = last_step(j)
         spot, perp = cfg.spot_account, cfg.perp_account
         js, jp = j.position(spot), j.position(perp)
         fills, paid = j.rows("fills"), j.rows("funding")

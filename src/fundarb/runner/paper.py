@@ -192,6 +192,15 @@ class PaperLedger:
                 self._finish(op, now_ns)
 
 
+def last_step(journal: Journal) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """What a paper trade log says of its runner's last step: the simulator's
+    accounts by name, and the runner's last heartbeat (empty when none)."""
+    from fundarb.runner.loop import HEARTBEAT_KEY  # the runner imports this module
+
+    accounts = json.loads(journal.get_state(ACCOUNTS_KEY) or "{}").get("accounts", {})
+    return accounts, json.loads(journal.get_state(HEARTBEAT_KEY) or "{}")
+
+
 def _set(acct: VenueAccount, fields: dict[str, float]) -> None:
     for f in ACCOUNT_FIELDS:
         setattr(acct, f, float(fields[f]))
