@@ -4,7 +4,7 @@ process and on local Dask clusters of 1 and 2 workers.
     .venv/bin/python benchmarks/montecarlo.py [--paths 40] [--days 365] [--workers 1,2]
 
 Each path is a block-bootstrapped year of the shipped real history run through
-the full simulator (`fundarb.montecarlo.study.run_path`). The cluster numbers
+the full simulator (`fundarb.research.study.run_path`). The cluster numbers
 include shipping the market source to the workers and gathering results, but
 not starting the cluster (timed separately). Measures only; never asserts.
 """
@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from fundarb.config import load
     from fundarb.data.history import load_history
-    from fundarb.montecarlo.cluster import InProcess, chunk_runner
-    from fundarb.montecarlo.study import StudySpec, run_study
+    from fundarb.research.cluster import InProcess, chunk_runner
+    from fundarb.research.study import StudySpec, run_study
 
     cfg = load(args.config)
     history = load_history((cfg.spot.exchange, cfg.spot.symbol), (cfg.perp.exchange, cfg.perp.symbol),

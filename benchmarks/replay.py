@@ -27,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("recordings", nargs="*", help="recording folders (default: every one in recordings/)")
     args = ap.parse_args(argv)
 
+    from fundarb.app.replay import run_replay
     from fundarb.config import load
-    from fundarb.recorded import run_replay
-    from fundarb.venues.replay import load_recording, parse_feed
+    from fundarb.replay.parse import load_recording, parse_feed
 
     folders = [Path(p) for p in args.recordings] or sorted(p.parent for p in (ROOT / "recordings").glob("*/recording.toml"))
     results = []

@@ -25,8 +25,9 @@ import json
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 import cattrs
@@ -35,7 +36,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 from cattrs.gen import make_dict_structure_fn, override
 from cattrs.v import format_exception
 
-from fundarb.errors import FundarbError
+from fundarb.core.errors import FundarbError
 from fundarb.core.market_guard import GuardLimits
 from fundarb.core.risk import HARD_MAX_LEVERAGE, RiskLimits
 from fundarb.core.strategy import CarryParams
@@ -218,7 +219,7 @@ class VenueConfig:
     rest waits for the next quotes until ``order_ttl_seconds``. Latency is
     lognormal with median ``latency_ms_median`` and log-sd ``latency_sigma``.
     Maintenance margin is not set here: the venue's margin tiers define it
-    (``fundarb.venues.margin_tiers``, docs/margin.md).
+    (``fundarb.data.margin_tiers``, docs/margin.md).
     """
 
     exchange: str
@@ -345,7 +346,7 @@ class LiveSettings:
 
 @attrs.frozen
 class AlertSettings:
-    """How alerts are rate-limited (``fundarb.alerts``). Where they go is not
+    """How alerts are rate-limited (``fundarb.live.alerts``). Where they go is not
     here: apprise URLs carry secrets, so they come from ``FUNDARB_ALERT_URLS``.
     Without the section the defaults apply and the config hash is unchanged."""
 
@@ -640,6 +641,19 @@ def _message(exc: BaseException, path: str, typ: Any) -> str:
         return text if not path or text.startswith(path) else f"{path}: {text}"
     text = _one_line(format_exception(exc, typ))
     return f"{path}: {text}" if path else text
+
+
+DEFAULT_CONFIG = Path("sims/baseline.toml")
+
+
+def default_config_path() -> Path:
+    """sims/baseline.toml in the working folder, else the one beside the
+    package source (editable install), else the copy inside the wheel."""
+    package = Path(__file__).resolve().parent
+    for p in (DEFAULT_CONFIG, package.parent.parent / DEFAULT_CONFIG, package / "sims" / "baseline.toml"):
+        if p.is_file():
+            return p
+    return DEFAULT_CONFIG
 
 
 def load(path: str | Path) -> Config:

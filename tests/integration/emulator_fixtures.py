@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from fundarb.venues.emulator import EmulatorServer, ccxt_config, point_ccxt
+from fundarb.testkit.emulator.server import EmulatorServer, ccxt_config, point_ccxt
 
 EMULATOR_START = "2024-01-10T08:30"  # inside both venues' funding and the price window
 

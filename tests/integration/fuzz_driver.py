@@ -1,4 +1,4 @@
-"""Malformed inputs through the CLI as a user runs it (``fundarb.cli.main``):
+"""Malformed inputs through the CLI as a user runs it (``fundarb.cli.main.main``):
 configs, history files, recorded captures and trade logs, each damaged by
 hypothesis in the ways real files go wrong (a field of another type or out of
 range, inf/NaN, a value x1000, a duplicated row, a dropped or retyped column,
@@ -49,7 +49,7 @@ def _alarm(*_: object) -> None:
 
 def invoke(args: list[str]) -> tuple[int, str, str]:
     """``fundarb ARGS`` in this process: (exit code, stdout, stderr)."""
-    from fundarb.cli import main
+    from fundarb.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     argv = sys.argv
@@ -323,7 +323,7 @@ def _trade_log(path: Path) -> None:
     """A small trade log written through the journal (synthetic fills)."""
     from fundarb.core.model import Side
     from fundarb.core.orders import OrderStatus
-    from fundarb.venues.live.journal import Journal, VenueTrade
+    from fundarb.live.journal import Journal, VenueTrade
 
     j = Journal(path)
     h = "ab" * 32

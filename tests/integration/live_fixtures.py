@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from fundarb.cli import default_config_path
-from fundarb.config import load
-from fundarb.venues.live.exchange import Target
-from fundarb.venues.live.journal import Journal
-from fundarb.venues.live.paired import execute_pair
-from fundarb.venues.live.session import open_session
+from fundarb.config import default_config_path, load
+from fundarb.live.ccxt.client import Target
+from fundarb.live.execution.paired import execute_pair
+from fundarb.live.execution.session import open_session
+from fundarb.live.journal import Journal
 
 KEYS = {f"FUNDARB_{venue}_{part}": value
         for venue in ("BINANCE", "BINANCEUSDM", "BYBIT")

@@ -5,7 +5,10 @@ separate process with the emulator's keys."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import io
+import json
 import os
 import signal
 import subprocess
@@ -15,10 +18,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import asyncio
-import io
-import json
 
 import attrs
 from live_fixtures import KEYS, baseline, session_on
@@ -52,7 +51,7 @@ def write_config(cfg: Config, folder: Path) -> Path:
 def promote_for_test(cfg: Config, store: Path) -> None:
     """A passing promotion record for ``cfg``'s exact hash, so `run --live`
     starts (what promotion checks is tested with `fundarb promote` itself)."""
-    from fundarb.promote import save_record
+    from fundarb.app.promote import save_record
 
     save_record(store, {"created_ns": time.time_ns(), "config_hash": config_hash(cfg), "config_name": cfg.name,
                         "passed": True, "note": "written by the runner tests, not by fundarb promote"})
@@ -83,7 +82,7 @@ def spawn_runner(server, journal: Path, config: Path, store: Path, mode: str = "
                  log: Path | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FUNDARB_") or k in KEEP_ENV}
     env.update(KEYS, FUNDARB_PROMOTIONS=str(store))
-    cmd = [sys.executable, "-c", "from fundarb.cli import main; main()", "run", str(config), mode,
+    cmd = [sys.executable, "-c", "from fundarb.cli.main import main; main()", "run", str(config), mode,
            "--api-url", server.base_url, "--journal", str(journal)]
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
     return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -118,8 +117,8 @@ def stop_runner(child: subprocess.Popen) -> int:
 async def start_runner(server, journal: Path, cfg: Config, mode: str, log_lines: io.StringIO):
     """A runner in this process on ``server``: started (reconciled, book
     built) and running until ``finish``; (runner, stop event, task)."""
-    from fundarb.runner.logs import run_logger
-    from fundarb.runner.loop import Runner
+    from fundarb.app.runner.logs import run_logger
+    from fundarb.app.runner.loop import Runner
 
     session = await session_on(server, journal, cfg=cfg, paper=mode == "paper")
     runner = Runner(cfg, mode, session, run_logger(session.config_hash, mode, stream=log_lines))

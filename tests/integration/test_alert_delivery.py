@@ -16,10 +16,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from conftest import loopback_only  # noqa: F401 (fixture)
-from fundarb.alerts import AlertConditions, Alerter, AlertThresholds, AppriseChannel, DeskState
-from fundarb.cli import default_config_path
-from fundarb.config import config_hash, load
-from fundarb.venues.live.journal import Journal
+from fundarb.config import config_hash, default_config_path, load
+from fundarb.live.alerts import AlertConditions, Alerter, AlertThresholds, AppriseChannel, DeskState
+from fundarb.live.journal import Journal
 
 T0 = 1_700_000_000 * 1_000_000_000
 
@@ -131,10 +130,10 @@ def test_a_reconciliation_mismatch_of_the_live_backend_reaches_the_webhook(webho
     from emulator_fixtures import running_emulator
     from live_fixtures import KEYS, baseline, fund
 
-    from fundarb.venues.emulator_accounts import MARKET, SELL
-    from fundarb.venues.live.exchange import Target
-    from fundarb.venues.live.reconcile import reconcile
-    from fundarb.venues.live.session import open_session
+    from fundarb.live.ccxt.client import Target
+    from fundarb.live.execution.reconcile import reconcile
+    from fundarb.live.execution.session import open_session
+    from fundarb.testkit.emulator.accounts import MARKET, SELL
 
     received, port = webhook
     env = {**KEYS, "FUNDARB_ALERT_URLS": f"json://127.0.0.1:{port}/desk"}

@@ -24,7 +24,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from fundarb.cli import app
+from fundarb.cli.main import app
 from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def one_error_line(res, out: Path) -> str:
     return lines[0]
 
 
-CLI = "import sys; from fundarb.cli import main; sys.argv[0] = 'fundarb'; main()"
+CLI = "import sys; from fundarb.cli.main import main; sys.argv[0] = 'fundarb'; main()"
 
 
 def limited() -> None:
@@ -197,11 +197,12 @@ def test_a_missing_column_a_wrong_dtype_or_a_missing_time_is_one_line(tmp_path, 
 SHIPPED_STAND_IN = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from fundarb.data import checksums, history
+    from fundarb.data import history
+    from fundarb.data import checksums
     copy = Path(sys.argv.pop(1))
     checksums.SHIPPED_DIR = history.SHIPPED_DIR = copy  # a copy stands in for the package's own folder
     sys.argv[0] = "fundarb"
-    from fundarb.cli import main
+    from fundarb.cli.main import main
     main()
 """)
 

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from fundarb.cli import app
+from fundarb.cli.main import app
 from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -233,7 +233,7 @@ def test_byte_identical_across_processes_with_different_hash_seeds(tmp_path):
         out = tmp_path / f"run{hash_seed}"
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         subprocess.run(
-            [sys.executable, "-c", "from fundarb.cli import main; main()", "backtest", str(BASELINE), *WINDOW,
+            [sys.executable, "-c", "from fundarb.cli.main import main; main()", "backtest", str(BASELINE), *WINDOW,
              "--out", str(out), "-q"],
             check=True, env=env, cwd=tmp_path, timeout=300,
         )

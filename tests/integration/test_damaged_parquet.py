@@ -5,8 +5,6 @@ a damaged footer or page header."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 import pytest
 

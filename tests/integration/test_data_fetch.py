@@ -8,7 +8,8 @@ import pytest
 from emulator_fixtures import emulator, loopback_only  # noqa: F401 (fixtures)
 from typer.testing import CliRunner
 
-from fundarb.cli import app
+from fundarb.cli.main import app
+from fundarb.core.funding import scheduled_instant
 from fundarb.data.fetch import (
     FUNDING_SCHEMA,
     OHLCV_SCHEMA,
@@ -20,7 +21,6 @@ from fundarb.data.fetch import (
     ohlcv_path,
     read_store,
 )
-from fundarb.core.funding import scheduled_instant
 from fundarb.data.history import SHIPPED_DIR, parse_time
 
 MS = 1_000_000

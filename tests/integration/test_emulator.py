@@ -27,7 +27,7 @@ from emulator_fixtures import EMULATOR_START, ccxt_client, close_at, ms, running
 
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.data.history import FUNDING_FILE, SHIPPED_DIR
-from fundarb.venues.emulator import BINANCE_FUNDING_LATE_MS, EmulatorServer, ccxt_config, late_stamps, point_ccxt
+from fundarb.testkit.emulator.server import BINANCE_FUNDING_LATE_MS, EmulatorServer, ccxt_config, late_stamps, point_ccxt
 
 emulator = emulator_fixtures.emulator  # fixtures, requested by name below
 loopback_only = emulator_fixtures.loopback_only
@@ -90,7 +90,7 @@ def test_a_taken_port_is_one_clear_error(emulator):
 def emulator_process(call: str) -> Iterator[tuple[subprocess.Popen, str, str]]:
     """``run_emulator`` in a child process: (process, its first line, its base URL);
     killed at the end if the test has not stopped it."""
-    code = f"from fundarb.venues.emulator import run_emulator; {call}"
+    code = f"from fundarb.testkit.emulator.main import run_emulator; {call}"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()

@@ -29,10 +29,10 @@ from emulator_fixtures import ms, trading_client
 
 from fundarb.config import VenueConfig
 from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR
-from fundarb.venues.emulator import ccxt_config
-from fundarb.venues.emulator_accounts import MARKETS
-from fundarb.venues.margin_tiers import rule_from_ccxt_tiers, shipped_rule
-from fundarb.venues.emulator_ws import point_ccxt_pro, websockets
+from fundarb.data.margin_tiers import rule_from_ccxt_tiers, shipped_rule
+from fundarb.testkit.emulator.accounts import MARKETS
+from fundarb.testkit.emulator.server import ccxt_config
+from fundarb.testkit.emulator.ws import point_ccxt_pro, websockets
 
 emulator = emulator_fixtures.emulator  # fixtures, requested by name below
 loopback_only = emulator_fixtures.loopback_only

@@ -21,9 +21,9 @@ from emulator_fixtures import EMULATOR_START, ms
 
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.data.history import PRICES_FILE, SHIPPED_DIR
-from fundarb.venues.emulator import ccxt_config
-from fundarb.venues.emulator_accounts import MARKETS
-from fundarb.venues.emulator_ws import point_ccxt_pro, websockets
+from fundarb.testkit.emulator.accounts import MARKETS
+from fundarb.testkit.emulator.server import ccxt_config
+from fundarb.testkit.emulator.ws import point_ccxt_pro, websockets
 
 emulator = emulator_fixtures.emulator  # fixtures, requested by name below
 loopback_only = emulator_fixtures.loopback_only
@@ -336,7 +336,7 @@ def test_listen_keys_over_rest(emulator):
     """The listenKey endpoints Binance clients call: create (the live key again), keep alive, close."""
     import ccxt as sync_ccxt
 
-    from fundarb.venues.emulator import point_ccxt
+    from fundarb.testkit.emulator.server import point_ccxt
 
     spot = point_ccxt(sync_ccxt.binance(ccxt_config("binance", apiKey="k", secret="s", enableRateLimit=False)),
                       emulator.base_url)

@@ -18,7 +18,7 @@ import pytest
 from emulator_fixtures import EMULATOR_START, close_at, ms, running_emulator, trading_client
 
 from fundarb.core.model import NS_PER_HOUR
-from fundarb.venues.emulator_accounts import MARKETS
+from fundarb.testkit.emulator.accounts import MARKETS
 
 emulator = emulator_fixtures.emulator  # fixtures, requested by name below
 loopback_only = emulator_fixtures.loopback_only

@@ -21,8 +21,8 @@ import pytest
 from emulator_fixtures import EMULATOR_START, ms
 
 from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR
-from fundarb.venues.emulator import ccxt_config
-from fundarb.venues.emulator_ws import point_ccxt_pro, websockets
+from fundarb.testkit.emulator.server import ccxt_config
+from fundarb.testkit.emulator.ws import point_ccxt_pro, websockets
 
 emulator = emulator_fixtures.emulator  # fixtures, requested by name below
 loopback_only = emulator_fixtures.loopback_only

@@ -8,10 +8,10 @@ from pathlib import Path
 import attrs
 import pytest
 
-from fundarb.backtest import build_simulation, compute_metrics
 from fundarb.config import load
 from fundarb.data.history import load_history
-from fundarb.venues.sim.exchange import SimExchange
+from fundarb.sim.backtest import build_simulation, compute_metrics
+from fundarb.sim.exchange import SimExchange
 
 BASELINE = Path(__file__).resolve().parents[2] / "sims" / "baseline.toml"
 
@@ -61,7 +61,7 @@ class RejectFirstSpotEntry(SimExchange):
 
 def test_a_rejected_leg_is_unwound_not_left_naked(base, monkeypatch):
     cfg, hist = base
-    import fundarb.backtest as bt
+    import fundarb.sim.backtest as bt
 
     monkeypatch.setattr(bt, "SimExchange", RejectFirstSpotEntry)
     engine, sim = build_simulation(cfg, hist)
@@ -131,7 +131,7 @@ class RefuseFirstTransfer(SimExchange):
 
 def test_a_refused_transfer_is_booked_back_and_later_ones_go_through(base, monkeypatch):
     cfg, hist = base
-    import fundarb.backtest as bt
+    import fundarb.sim.backtest as bt
 
     monkeypatch.setattr(bt, "SimExchange", RefuseFirstTransfer)
     engine, sim = build_simulation(cfg, hist)

@@ -16,8 +16,8 @@ from emulator_fixtures import SPOT_SYM
 from test_live_feed import check_events_at, move, pro_client, run, running
 
 from fundarb.core.model import MarketKind, Quote
-from fundarb.venues.emulator_ws import websockets
-from fundarb.venues.live.feed import FeedState
+from fundarb.live.ccxt.feed import FeedState
+from fundarb.testkit.emulator.ws import websockets
 
 emulator = emulator_fixtures.emulator
 closes = emulator_fixtures.closes
@@ -64,7 +64,7 @@ def test_a_silent_websocket_is_declared_stale_polled_alerted_and_resubscribed(em
 
 def test_without_a_limit_the_watchdog_is_off():
     """A quiet websocket is not stale by itself: the limit is the caller's (the runner's config)."""
-    from fundarb.venues.live.feed import MarketFeed
+    from fundarb.live.ccxt.feed import MarketFeed
 
     class Ex:
         id = "stub"

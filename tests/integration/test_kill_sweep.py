@@ -39,10 +39,10 @@ from live_fixtures import KEYS, PERP, SPOT, assert_agree, fund
 from runner_fixtures import runner_config, write_config
 from typer.testing import CliRunner
 
-import fundarb.venues.live.exchange as exchange_module
-from fundarb.cli import app
+import fundarb.live.ccxt.client as exchange_module
+from fundarb.cli.main import app
 from fundarb.config import LiveSettings
-from fundarb.venues.live.journal import Journal
+from fundarb.live.journal import Journal
 
 SIZE = 0.01
 PERP_LOT = 0.001
@@ -122,11 +122,11 @@ def _killed_run(server, journal: Path, config: Path, args: tuple[str, ...], kill
 
 def _recover_by_runner_start(server, journal: Path, config: Path) -> None:
     """What a restarted `fundarb run --live` does before its first event."""
+    from fundarb.app.runner.logs import run_logger
+    from fundarb.app.runner.loop import Runner
     from fundarb.config import load
-    from fundarb.runner.logs import run_logger
-    from fundarb.runner.loop import Runner
-    from fundarb.venues.live.exchange import Target
-    from fundarb.venues.live.session import open_session
+    from fundarb.live.ccxt.client import Target
+    from fundarb.live.execution.session import open_session
 
     cfg = load(config)
 

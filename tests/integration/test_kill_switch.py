@@ -16,17 +16,17 @@ from emulator_fixtures import emulator, hang_guard, loopback_only  # noqa: F401 
 from live_fixtures import KEYS, PERP, SPOT, assert_agree, fund, placed_orders
 from typer.testing import CliRunner
 
-from fundarb.cli import app
-from fundarb.venues.live.journal import Journal
-from fundarb.venues.live.paired import FLATTEN_KEY
-from fundarb.venues.live.runlock import RunnerLock
+from fundarb.cli.main import app
+from fundarb.live.execution.paired import FLATTEN_KEY
+from fundarb.live.journal import Journal
+from fundarb.live.runlock import RunnerLock
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from fundarb.venues.live.runlock import RunnerLock
+from fundarb.live.runlock import RunnerLock
 lock = RunnerLock(Path(sys.argv[1])).acquire()
 print("held", flush=True)
 time.sleep(120)

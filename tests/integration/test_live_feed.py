@@ -1,4 +1,4 @@
-"""The live market feed (``fundarb.venues.live.feed``) through REAL ccxt.pro
+"""The live market feed (``fundarb.live.ccxt.feed``) through REAL ccxt.pro
 clients pointed at the loopback emulator.
 
 Quotes are checked against the shipped closes (the emulator's one-tick book
@@ -30,14 +30,14 @@ from emulator_fixtures import PERP_SYM, SPOT_SYM, close_at
 
 from fundarb.core.model import FundingRate, MarketKind, MarkPrice, Quote
 from fundarb.data.history import FUNDING_FILE, SHIPPED_DIR
-from fundarb.venues.emulator import ccxt_config
-from fundarb.venues.emulator_ws import point_ccxt_pro, websockets
-from fundarb.venues.live.feed import (
+from fundarb.live.ccxt.feed import (
     MAX_FAILED_RECONNECTS,
     FeedState,
     MarketFeed,
     quote_problem,
 )
+from fundarb.testkit.emulator.server import ccxt_config
+from fundarb.testkit.emulator.ws import point_ccxt_pro, websockets
 
 emulator = emulator_fixtures.emulator  # fixtures, requested by name below
 closes = emulator_fixtures.closes
@@ -96,11 +96,13 @@ class Running:
         try:
             await asyncio.wait_for(poll(), STEP)
         except TimeoutError:
-            raise AssertionError(f"no {what} within {STEP} s; state {self.feed.state}, errors {self.feed.errors}")
+            raise AssertionError(f"no {what} within {STEP} s; state {self.feed.state}, errors {self.feed.errors}") from None
 
     async def event(self, kind: type, ts: int) -> Any:
         """The latest event of ``kind`` stamped ``ts``, waiting for it."""
-        found = lambda: [e for e in self.events if isinstance(e, kind) and e.ts == ts]
+        def found() -> list:
+            return [e for e in self.events if isinstance(e, kind) and e.ts == ts]
+
         await self.until(lambda: bool(found()), f"{kind.__name__} at {ts}")
         return found()[-1]
 

@@ -19,8 +19,8 @@ from emulator_fixtures import SPOT_SYM, close_at
 from test_live_feed import INSTRUMENTS, PERPS, STEP, move, pro_client, run, running
 
 from fundarb.core.model import FundingRate, IndexPrice, MarketKind, MarkPrice
-from fundarb.venues.emulator_ws import websockets
-from fundarb.venues.live.feed import MarketFeed
+from fundarb.live.ccxt.feed import MarketFeed
+from fundarb.testkit.emulator.ws import websockets
 
 emulator = emulator_fixtures.emulator  # fixtures, requested by name below
 closes = emulator_fixtures.closes

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from live_fixtures import fund, session_on
 
-from fundarb.venues.live.paired import execute_pair
-from fundarb.venues.live.reconcile import reconcile
+from fundarb.live.execution.paired import execute_pair
+from fundarb.live.execution.reconcile import reconcile
 
 SIZE = 0.01
 REPORTS = ("true", "lost", "lost_all", "duplicated", "delayed", "renumbered", "renumbered_extra")

@@ -11,9 +11,9 @@ from live_fixtures import fund, open_pair, placed_orders, run, session_on
 
 from fundarb.core.model import Side
 from fundarb.core.orders import Order, OrderStatus
-from fundarb.runner.live_venue import LiveVenue
-from fundarb.venues.emulator_accounts import BUY, MARKET
-from fundarb.venues.live.paired import BLOCK_KEY
+from fundarb.live.execution.paired import BLOCK_KEY
+from fundarb.live.venue import LiveVenue
+from fundarb.testkit.emulator.accounts import BUY, MARKET
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 

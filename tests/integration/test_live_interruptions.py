@@ -7,7 +7,7 @@ import pytest
 from emulator_fixtures import emulator, hang_guard, loopback_only  # noqa: F401 (fixtures)
 from live_fixtures import PERP, SPOT, assert_agree, fund, placed_orders, run, session_on
 
-from fundarb.venues.live.paired import execute_pair, recover
+from fundarb.live.execution.paired import execute_pair, recover
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 

@@ -9,8 +9,8 @@ from live_fixtures import fund, open_pair, run, session_on
 
 from fundarb.core.model import Side
 from fundarb.core.orders import OrderStatus
-from fundarb.venues.emulator_accounts import MARKET, SELL
-from fundarb.venues.live.reconcile import reconcile
+from fundarb.live.execution.reconcile import reconcile
+from fundarb.testkit.emulator.accounts import MARKET, SELL
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 

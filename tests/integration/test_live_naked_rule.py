@@ -9,9 +9,9 @@ import pytest
 from emulator_fixtures import emulator, hang_guard, loopback_only  # noqa: F401 (fixtures)
 from live_fixtures import fund, open_pair, run, session_on
 
-from fundarb.venues.live.orders import LegTrader
-from fundarb.venues.live.paired import execute_pair
-from fundarb.venues.live.reconcile import reconcile
+from fundarb.live.execution.orders import LegTrader
+from fundarb.live.execution.paired import execute_pair
+from fundarb.live.execution.reconcile import reconcile
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
@@ -54,6 +54,6 @@ def test_a_gap_under_the_perp_lot_but_tradeable_on_spot_stays_blocked_after_reco
 
 
 def session_lots(server) -> tuple[float, float]:
-    from fundarb.venues.emulator_accounts import MARKETS
+    from fundarb.testkit.emulator.accounts import MARKETS
 
     return (float(MARKETS[("binance", "spot")].step), float(MARKETS[("binanceusdm", "perp")].step))

@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from live_fixtures import assert_agree, fund, open_pair
 
-
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
 ratios = st.one_of(st.none(), st.floats(min_value=0.1, max_value=0.9))

@@ -15,7 +15,7 @@ from emulator_fixtures import emulator, hang_guard, loopback_only  # noqa: F401 
 from live_fixtures import KEYS, PERP, SPOT, assert_agree, fund, placed_orders
 from typer.testing import CliRunner
 
-from fundarb.cli import app
+from fundarb.cli.main import app
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 WAIT_S = 30.0  # bound on every wait for the child; a broken run fails, never hangs
@@ -24,7 +24,7 @@ WAIT_S = 30.0  # bound on every wait for the child; a broken run fails, never ha
 def spawn(server, journal, *args) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FUNDARB_")}
     env.update(KEYS, COLUMNS="160", NO_COLOR="1")
-    cmd = [sys.executable, "-c", "from fundarb.cli import main; main()", *args,
+    cmd = [sys.executable, "-c", "from fundarb.cli.main import main; main()", *args,
            "--api-url", server.base_url, "--journal", str(journal)]
     return subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 

@@ -8,8 +8,8 @@ import pytest
 from emulator_fixtures import emulator, hang_guard, loopback_only  # noqa: F401 (fixtures)
 from live_fixtures import PERP, assert_agree, fund, placed_orders, run, session_on
 
-from fundarb.venues.live.exchange import RECV_WINDOW_MS, Target, VenueSetupError, recv_window_ms
-from fundarb.venues.live.paired import execute_pair
+from fundarb.live.ccxt.client import RECV_WINDOW_MS, Target, VenueSetupError, recv_window_ms
+from fundarb.live.execution.paired import execute_pair
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 

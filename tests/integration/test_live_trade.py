@@ -10,10 +10,10 @@ from emulator_fixtures import emulator, hang_guard, loopback_only  # noqa: F401 
 from live_fixtures import KEYS, PERP, SPOT, assert_agree, fund, open_pair, placed_orders, run, session_on
 from typer.testing import CliRunner
 
-from fundarb.cli import app
-from fundarb.venues.emulator_accounts import BUY, MARKET, MARKETS, SELL
-from fundarb.venues.live.paired import execute_pair
-from fundarb.venues.live.reconcile import reconcile
+from fundarb.cli.main import app
+from fundarb.live.execution.paired import execute_pair
+from fundarb.live.execution.reconcile import reconcile
+from fundarb.testkit.emulator.accounts import BUY, MARKET, MARKETS, SELL
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
@@ -211,7 +211,6 @@ def test_trade_log_filters_by_venue_date_and_exports_csv(emulator, tmp_path):
 
 def test_one_venue_for_both_legs_bybit_spot_and_linear_share_one_client(emulator, tmp_path):
     import attrs
-
     from live_fixtures import baseline
 
     fund(emulator)
@@ -232,7 +231,7 @@ def test_one_venue_for_both_legs_bybit_spot_and_linear_share_one_client(emulator
 
     outcome, rec = run(scenario())
     assert outcome.status == "rebalanced" and rec.ok, (outcome, rec)
-    from fundarb.venues.live.journal import Journal
+    from fundarb.live.journal import Journal
 
     j = Journal(journal)
     assert j.position("bybit:perp") == pytest.approx(emulator.accounts.position("bybit").qty) == pytest.approx(-0.01)
@@ -270,7 +269,7 @@ def test_a_reconciliation_mismatch_blocks_entries_until_the_venues_agree_again(e
     assert moved.exit_code == 1 and "BTC outside the carry went from 0 to 0.5" in moved.output
     accepted = cli(emulator, journal, "reconcile", "--accept", "deposit from cold storage")
     assert accepted.exit_code == 0 and "new entries: allowed" in accepted.output
-    from fundarb.venues.live.journal import Journal
+    from fundarb.live.journal import Journal
 
     kinds = [a["kind"] for a in Journal(journal).rows("alerts")]
     # reconcile, the refused open's own start reconciliation, the undoing trade, and the moved BTC
@@ -280,7 +279,6 @@ def test_a_reconciliation_mismatch_blocks_entries_until_the_venues_agree_again(e
 
 def test_two_venues_binance_spot_with_a_bybit_perp(emulator, tmp_path):
     import attrs
-
     from live_fixtures import baseline
 
     fund(emulator)
@@ -300,7 +298,7 @@ def test_two_venues_binance_spot_with_a_bybit_perp(emulator, tmp_path):
     opened, closed, rec = run(scenario())
     assert (opened.status, closed.status, rec.ok) == ("done", "done", True), (opened, closed, rec)
     assert emulator.accounts.position("bybit").qty == 0 and emulator.accounts.wallets["binance"].get("BTC") == 0
-    from fundarb.venues.live.journal import Journal
+    from fundarb.live.journal import Journal
 
     j = Journal(journal)
     assert [(o["account"], o["side"]) for o in j.rows("orders")] == [

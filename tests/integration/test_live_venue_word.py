@@ -20,8 +20,8 @@ from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noq
 from live_fixtures import KEYS, PERP, SPOT, fund, placed_orders
 from typer.testing import CliRunner
 
-from fundarb.cli import app
-from fundarb.venues.live.journal import Journal
+from fundarb.cli.main import app
+from fundarb.live.journal import Journal
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
@@ -118,9 +118,9 @@ HOLD = """
 import os, sys, time
 from pathlib import Path
 from fundarb.config import load
-from fundarb.cli import default_config_path
-from fundarb.venues.live.identity import session_identities
-from fundarb.venues.live.runlock import ActorLock
+from fundarb.config import default_config_path
+from fundarb.live.identity import session_identities
+from fundarb.live.runlock import ActorLock
 ids = session_identities(load(default_config_path()), sys.argv[2], False, env=dict(os.environ), dotenv=None)
 lock = ActorLock(Path(sys.argv[1]), ids.values(), "fundarb trade open").acquire()
 print("held", flush=True)
@@ -173,9 +173,9 @@ def test_the_dashboard_reconciles_only_while_no_other_actor_is_on_the_account(tm
 
     from live_fixtures import session_on
 
-    from fundarb.venues.live.identity import session_identities
-    from fundarb.venues.live.reconcile import reconcile_if_alone
-    from fundarb.venues.live.runlock import ActorLock, try_actor
+    from fundarb.live.execution.reconcile import reconcile_if_alone
+    from fundarb.live.identity import session_identities
+    from fundarb.live.runlock import ActorLock, try_actor
 
     journal = tmp_path / "fundarb.sqlite"
     with running_emulator() as server:

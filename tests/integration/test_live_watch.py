@@ -11,11 +11,11 @@ import pytest
 from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noqa: F401 (fixtures)
 from live_fixtures import assert_agree, baseline, fund, session_on, until
 
-import fundarb.venues.emulator_ws as emulator_ws
+import fundarb.testkit.emulator.ws as emulator_ws
 from fundarb.config import LiveSettings
 from fundarb.core.model import FundingRate, MarkPrice, Quote
-from fundarb.venues.live.paired import execute_pair
-from fundarb.venues.live.watch import LiveWatch
+from fundarb.live.execution.paired import execute_pair
+from fundarb.live.execution.watch import LiveWatch
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 

@@ -13,12 +13,12 @@ from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noq
 from live_fixtures import KEYS, baseline, fund, open_pair, session_on
 from rich.console import Console
 
-import fundarb.venues.emulator_ws  # noqa: F401 (mounts the websockets)
-from fundarb.monitor import MonitorApp, engine_driver, live_driver
-from fundarb.trade_commands import _engine_source
-from fundarb.venues.live.exchange import Target
-from fundarb.venues.live.journal import Journal
-from fundarb.venues.live.paired import BLOCK_KEY
+import fundarb.testkit.emulator.ws  # noqa: F401 (mounts the websockets)
+from fundarb.cli.trade import _engine_source
+from fundarb.live.ccxt.client import Target
+from fundarb.live.execution.paired import BLOCK_KEY
+from fundarb.live.journal import Journal
+from fundarb.ops.monitor import MonitorApp, engine_driver, live_driver
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 SIZE = (100, 30)
@@ -120,7 +120,7 @@ def test_the_dashboard_on_the_emulator_shows_the_venues_and_the_kill_switch_bloc
         asyncio.run(drive())
 
         async def reconcile_again():  # a restart: the venues agree, but the kill switch holds
-            from fundarb.venues.live.reconcile import reconcile
+            from fundarb.live.execution.reconcile import reconcile
 
             session = await session_on(server, journal)
             try:
@@ -135,7 +135,7 @@ def test_the_dashboard_on_the_emulator_shows_the_venues_and_the_kill_switch_bloc
         j.close()
         from typer.testing import CliRunner
 
-        from fundarb.cli import app as cli_app
+        from fundarb.cli.main import app as cli_app
 
         resumed = CliRunner().invoke(cli_app, ["resume", "checked the legs by hand", "--journal", str(journal)])
         assert resumed.exit_code == 0 and "kill switch lifted" in resumed.output

@@ -15,7 +15,7 @@ import re
 import select
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,11 +23,11 @@ from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noq
 from live_fixtures import baseline
 from rich.console import Console
 
-import fundarb.venues.emulator_ws  # noqa: F401 (mounts the websockets)
-from fundarb.monitor import MonitorApp, _countdown, live_driver, terminal_refusal
-from fundarb.monitor_sources import keys_needed
-from fundarb.venues.live.credentials import CredentialsError
-from fundarb.venues.live.exchange import Target
+import fundarb.testkit.emulator.ws  # noqa: F401 (mounts the websockets)
+from fundarb.live.ccxt.client import Target
+from fundarb.live.ccxt.credentials import CredentialsError
+from fundarb.ops.monitor import MonitorApp, _countdown, live_driver, terminal_refusal
+from fundarb.ops.sources import keys_needed
 
 SIZE = (100, 30)
 FUNDARB = Path(sys.executable).with_name("fundarb")
@@ -71,7 +71,7 @@ def test_without_keys_the_dashboard_shows_funding_marks_and_books_and_names_the_
                 assert f"{rate.rate:.4%}/8h" in funding and f"{apr:.2%}" in funding
                 # the next settlement (the venue's announced instant) and the time to it on the venue's clock
                 (line,) = app.snapshot.funding
-                nxt = datetime.fromtimestamp(line.next_ts / 1e9, tz=timezone.utc).strftime("%H:%M")
+                nxt = datetime.fromtimestamp(line.next_ts / 1e9, tz=UTC).strftime("%H:%M")
                 countdown = _countdown(app.snapshot.ts, line.next_ts)
                 assert line.next_ts > app.snapshot.ts and f"{nxt} {countdown}" in funding
                 position = panel(app, "position")

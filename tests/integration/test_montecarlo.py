@@ -13,12 +13,12 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from fundarb.cli import app
+from fundarb.cli.main import app
 from fundarb.config import load
-from fundarb.montecarlo.cluster import ClusterError, InProcess, chunk_runner
-from fundarb.montecarlo.output import STUDY_FILES, render_study_json, write_study
-from fundarb.montecarlo.study import StudySpec, run_path, run_study
-from fundarb.montecarlo.bootstrap import cut_periods
+from fundarb.output.montecarlo import STUDY_FILES, render_study_json, write_study
+from fundarb.research.bootstrap import cut_periods
+from fundarb.research.cluster import ClusterError, InProcess, chunk_runner
+from fundarb.research.study import StudySpec, run_path, run_study
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = ROOT / "sims" / "baseline.toml"

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BASELINE = ROOT / "sims" / "baseline.toml"
 SHORT = ["backtest", str(BASELINE), "--from", "2024-01-01", "--to", "2024-01-04", "-q"]
 LONG = ["backtest", str(BASELINE), "--from", "2021-08-01", "--to", "2021-11-01", "-q"]
-MAIN = "from fundarb.cli import main; main()"
+MAIN = "from fundarb.cli.main import main; main()"
 PR_CAPBSET_DROP = 24
 
 
@@ -138,7 +138,7 @@ FULL_DISK_SCRIPT = r'''
 import hashlib, json, os, subprocess, sys
 mnt, result, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 def run(extra):
-    p = subprocess.run([sys.executable, "-c", "from fundarb.cli import main; main()", *args, *extra],
+    p = subprocess.run([sys.executable, "-c", "from fundarb.cli.main import main; main()", *args, *extra],
                        capture_output=True, text=True)
     return {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr}
 def digest(folder):

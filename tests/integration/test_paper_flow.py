@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noqa: F401 (fixtures)
-from runner_fixtures import KEEP_ENV, START, _die_with_parent, runner_config, stop_runner, venue_clock, wait_for, \
-    write_config
+from runner_fixtures import KEEP_ENV, START, _die_with_parent, runner_config, stop_runner, venue_clock, wait_for, write_config
 
-from fundarb.venues.live.journal import Journal, JournalError
+from fundarb.live.journal import Journal, JournalError
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
-CLI = [sys.executable, "-c", "from fundarb.cli import main; main()"]
+CLI = [sys.executable, "-c", "from fundarb.cli.main import main; main()"]
 
 
 def _env() -> dict[str, str]:

@@ -13,9 +13,8 @@ from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noq
 from live_fixtures import PERP, SPOT, session_on, until
 from runner_fixtures import START, finish, logged, runner_config, start_runner, venue_clock
 
-from fundarb.runner.paper import ACCOUNTS_KEY
-from fundarb.venues.live.journal import Journal, JournalError
-from fundarb.venues.live.paired import BLOCK_KEY, FLATTEN_KEY
+from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
+from fundarb.live.journal import PAPER_ACCOUNTS_KEY, Journal, JournalError
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
@@ -69,7 +68,7 @@ def test_a_paper_run_is_recorded_and_a_restart_resumes_it(tmp_path):
             assert [(o["kind"], o["status"]) for o in ops][:1] == [("open", "done")]
             assert {o["client_id"] for o in orders} == {f["client_id"] for f in fills}
             assert all(o["status"] == "filled" and o["filled_qty"] == pytest.approx(o["qty"]) for o in orders)
-            assert j.get_state(ACCOUNTS_KEY) is not None
+            assert j.get_state(PAPER_ACCOUNTS_KEY) is not None
         finally:
             j.close()
         held = asyncio.run(second(server))
@@ -99,9 +98,9 @@ def test_the_dashboard_shows_a_paper_run_from_its_trade_log(tmp_path):
     """The dashboard's source on a paper trade log (opened without keys, as
     `fundarb monitor` opens it): the legs, funding and trades are the paper
     run's, not the venue account's (which is flat: paper sends nothing)."""
-    from fundarb.monitor_sources import LiveSource
-    from fundarb.venues.live.exchange import Target
-    from fundarb.venues.live.session import open_session
+    from fundarb.live.ccxt.client import Target
+    from fundarb.live.execution.session import open_session
+    from fundarb.ops.sources import LiveSource
 
     journal, cfg, lines = tmp_path / "paper.sqlite", runner_config(), io.StringIO()
 

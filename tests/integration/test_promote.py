@@ -20,10 +20,10 @@ import attrs
 import pytest
 from typer.testing import CliRunner
 
-from fundarb.cli import app
+from fundarb.app.promote import RECORD_FILE, check_recording, live_clearance
+from fundarb.cli.main import app
 from fundarb.config import canonical_json, config_hash, load
 from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR
-from fundarb.promote import RECORD_FILE, check_recording, live_clearance
 
 ROOT = Path(__file__).resolve().parents[2]
 SIMS = ROOT / "sims"
@@ -181,7 +181,7 @@ def test_live_clearance(work, passing, failing):
 
 
 def test_a_record_from_another_fundarb_version_still_clears(work, passing, tmp_path):
-    from fundarb.promote import records_for, save_record
+    from fundarb.app.promote import records_for, save_record
 
     bull = load(work["bull"])
     (row,) = records_for(work["store"], config_hash(bull))

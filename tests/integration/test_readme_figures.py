@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fundarb.cli import app
+from fundarb.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 

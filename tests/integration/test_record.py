@@ -31,7 +31,7 @@ import requests
 import typer
 from typer.testing import CliRunner
 
-from fundarb.venues.record import (
+from fundarb.replay.record import (
     CRYPTOFEED_CONFIG,
     EXCHANGES,
     RecordError,
@@ -562,7 +562,7 @@ def test_capture_of_real_binance_messages_replays_through_cryptofeed_playback(tm
     assert result["callbacks"] == {"ticker": 5, "l2_book": 3}
 
     # and what fundarb's replay venue reads from it: the same tickers, as quotes
-    from fundarb.venues.replay import load_recording, parse_feed
+    from fundarb.replay.parse import load_recording, parse_feed
 
     files = sorted(p.name for p in out.iterdir() if p.name.startswith("BINANCE."))
     (out / "recording.toml").write_text(

@@ -13,10 +13,10 @@ import attrs
 import pytest
 from typer.testing import CliRunner
 
-from fundarb.cli import app
+from fundarb.app.replay import GOLDEN_FILE, golden_diff, golden_text, run_replay
+from fundarb.cli.main import app
 from fundarb.config import load
-from fundarb.recorded import GOLDEN_FILE, golden_diff, golden_text, run_replay
-from fundarb.venues.replay import ReplayError, load_recording, parse_feed
+from fundarb.replay.parse import ReplayError, load_recording, parse_feed
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDINGS = sorted(p.parent for p in (ROOT / "recordings").glob("*/recording.toml"))
@@ -211,7 +211,7 @@ def test_raw_trade_events_parse_as_cryptofeed_parses_agg_trades():
     from cryptofeed.defines import TRADES
     from cryptofeed.exchanges import BinanceFutures
 
-    from fundarb.venues.replay import _offline_feed, _Rows, binance_trade
+    from fundarb.replay.parse import _offline_feed, _Rows, binance_trade
 
     feed = _offline_feed("binanceusdm", "BTC-USDT-PERP", _Rows(), [0])
     got = []

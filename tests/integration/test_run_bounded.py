@@ -22,7 +22,7 @@ def _closed_port() -> int:
 def test_a_paper_run_against_an_unreachable_venue_stops_at_its_duration(tmp_path):
     config = write_config(runner_config(), tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FUNDARB_") or k in KEEP_ENV}
-    cmd = [sys.executable, "-c", "from fundarb.cli import main; main()", "run", str(config), "--paper",
+    cmd = [sys.executable, "-c", "from fundarb.cli.main import main; main()", "run", str(config), "--paper",
            "--api-url", f"http://127.0.0.1:{_closed_port()}", "--duration", "8"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=90)  # the bound of this test, far above the run's own 8 s

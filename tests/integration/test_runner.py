@@ -10,7 +10,6 @@ import io
 import signal
 
 import attrs
-
 import pytest
 from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noqa: F401 (fixtures)
 from live_fixtures import KEYS, PERP, SPOT, assert_agree, fund, until
@@ -29,11 +28,11 @@ from runner_fixtures import (
 )
 from typer.testing import CliRunner
 
-import fundarb.venues.emulator_ws as emulator_ws
-from fundarb.cli import app
+import fundarb.testkit.emulator.ws as emulator_ws
+from fundarb.cli.main import app
 from fundarb.config import AlertSettings, config_hash
-from fundarb.venues.live.journal import Journal
-from fundarb.venues.live.paired import BLOCK_KEY, FLATTEN_KEY
+from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
+from fundarb.live.journal import Journal
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 

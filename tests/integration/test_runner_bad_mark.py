@@ -15,9 +15,9 @@ from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noq
 from live_fixtures import PERP, fund, until
 from runner_fixtures import START, finish, logged, runner_config, start_runner, venue_clock
 
-import fundarb.venues.emulator_ws as emulator_ws
+import fundarb.testkit.emulator.ws as emulator_ws
 from fundarb.core.model import NS_PER_SECOND
-from fundarb.venues.live.journal import Journal
+from fundarb.live.journal import Journal
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 

@@ -23,7 +23,7 @@ from emulator_fixtures import loopback_only, running_emulator  # noqa: F401 (fix
 from live_fixtures import fund, until
 from runner_fixtures import START, finish, runner_config, start_runner, venue_clock
 
-from fundarb.venues.emulator_accounts import BUY, MARKET
+from fundarb.testkit.emulator.accounts import BUY, MARKET
 
 TAKER = 0.001  # Binance spot taker fee in the emulator's cost model (asserted below from the fills)
 

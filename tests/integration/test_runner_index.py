@@ -17,9 +17,9 @@ from live_fixtures import fund, until
 from runner_fixtures import START, finish, logged, runner_config, start_runner, venue_clock
 from test_runner_bad_mark import logged
 
-import fundarb.venues.emulator_ws as emulator_ws
+import fundarb.testkit.emulator.ws as emulator_ws
 from fundarb.core.model import NS_PER_SECOND
-from fundarb.venues.live.journal import Journal
+from fundarb.live.journal import Journal
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 

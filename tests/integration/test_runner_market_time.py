@@ -14,12 +14,12 @@ from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noq
 from live_fixtures import session_on, until
 from runner_fixtures import START, runner_config
 
-import fundarb.venues.emulator_ws as emulator_ws
+import fundarb.testkit.emulator.ws as emulator_ws
+from fundarb.app.runner.logs import run_logger
+from fundarb.app.runner.loop import Runner
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND
-from fundarb.runner.logs import run_logger
-from fundarb.runner.loop import Runner
-from fundarb.venues.live.feed import FeedState
-from fundarb.venues.live.journal import Journal
+from fundarb.live.ccxt.feed import FeedState
+from fundarb.live.journal import Journal
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 

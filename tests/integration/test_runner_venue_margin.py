@@ -17,11 +17,11 @@ from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noq
 from live_fixtures import PERP, SPOT, fund, session_on, until
 from runner_fixtures import START, runner_config, venue_clock
 
+from fundarb.app.runner.logs import run_logger
+from fundarb.app.runner.loop import Runner, RunnerError
 from fundarb.core.book import margin_buffer
-from fundarb.runner.logs import run_logger
-from fundarb.runner.loop import Runner, RunnerError
-from fundarb.venues.emulator_accounts import DEFAULT_LEVERAGE
-from fundarb.venues.live.journal import Journal
+from fundarb.live.journal import Journal
+from fundarb.testkit.emulator.accounts import DEFAULT_LEVERAGE
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 

@@ -144,7 +144,7 @@ def fundarb(desk: Path, *args: str, env: dict[str, str] | None = None, timeout: 
     base.update(KEYS_ENV, FUNDARB_LOCK_DIR=str(desk / "locks"),
                 FUNDARB_PROMOTION_KEY_FILE=str(desk / "key" / "promotion.key"), COLUMNS="200")
     base.update(env or {})
-    return subprocess.run([sys.executable, "-c", "from fundarb.cli import main; main()", *args], cwd=desk, env=base,
+    return subprocess.run([sys.executable, "-c", "from fundarb.cli.main import main; main()", *args], cwd=desk, env=base,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -238,7 +238,7 @@ def test_a_venue_error_echoing_the_signed_request_leaks_nothing(desk, fails, com
     ("planted+PLANTEDTOKEN://x/y", "the 1st alert URL has a scheme apprise does not know"),
 ], ids=["no-scheme-separator", "second-entry", "bad-token", "unknown-scheme"])
 def test_a_malformed_alert_url_is_named_by_its_place_never_echoed(desk, urls, says):
-    from fundarb.venues.live.journal import Journal
+    from fundarb.live.journal import Journal
 
     (desk / "state").mkdir()
     Journal(desk / "state" / "trades.sqlite").close()
@@ -249,7 +249,7 @@ def test_a_malformed_alert_url_is_named_by_its_place_never_echoed(desk, urls, sa
 
 
 def test_an_alert_reaches_apprise_with_its_severity():
-    from fundarb.alerts import AppriseChannel
+    from fundarb.live.alerts import AppriseChannel
 
     received: list[dict] = []
     with serving(webhook(received)) as port:
@@ -260,8 +260,8 @@ def test_an_alert_reaches_apprise_with_its_severity():
 
 
 def test_the_alerter_sends_and_stores_scrubbed_text(tmp_path, monkeypatch):
-    from fundarb.alerts import Alerter, AppriseChannel, Notice
-    from fundarb.venues.live.journal import Journal
+    from fundarb.live.alerts import Alerter, AppriseChannel, Notice
+    from fundarb.live.journal import Journal
 
     monkeypatch.setenv("FUNDARB_BINANCE_API_KEY", KEYS_ENV["FUNDARB_BINANCE_API_KEY"])
     received: list[dict] = []
@@ -302,7 +302,7 @@ def test_a_promotion_leaks_nothing_and_its_store_and_key_are_private(desk):
 def test_the_runner_log_scrubs_every_field_and_its_file_is_private(tmp_path, monkeypatch):
     import io
 
-    from fundarb.runner.logs import run_logger
+    from fundarb.app.runner.logs import run_logger
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text(f"FUNDARB_BINANCE_SECRET={DOTENV_SECRET}\n")
@@ -328,7 +328,7 @@ def test_the_runner_log_scrubs_every_field_and_its_file_is_private(tmp_path, mon
 # ------------------------------------------------------------------ lock files
 
 def test_lock_files_are_private_and_their_folder_too(tmp_path, monkeypatch):
-    from fundarb.venues.live.runlock import ActorLock
+    from fundarb.live.runlock import ActorLock
 
     class Ident:
         key, text = "binance|test-account", "binance account"

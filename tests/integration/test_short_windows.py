@@ -6,7 +6,7 @@ extrapolating minutes to a year or drawing empty panels over 1970."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib.dates as mdates
@@ -14,13 +14,13 @@ import pytest
 from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
-from fundarb.backtest import ANNUALISED_METRICS, GATES
-from fundarb.cli import app
+from fundarb.app.replay import GOLDEN_FILE, compare_golden, golden_text, run_replay
+from fundarb.cli.main import app
 from fundarb.config import load
 from fundarb.core.metrics import MIN_ANNUALISE_DAYS, span_text
-from fundarb.recorded import GOLDEN_FILE, compare_golden, golden_text, run_replay
-from fundarb.report import plot
-from fundarb.venues.replay import load_recording
+from fundarb.output.report import plot
+from fundarb.replay.parse import load_recording
+from fundarb.sim.backtest import ANNUALISED_METRICS, GATES
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = ROOT / "sims" / "baseline.toml"
@@ -138,7 +138,7 @@ def test_the_png_of_a_run_without_orders_shows_its_window_and_a_note(monkeypatch
     assert len(fig.axes) == 1  # one panel with the note, not four empty ones
     assert "no orders" in texts(fig)
     lo, hi = (mdates.num2date(x) for x in fig.axes[0].get_xlim())
-    start = datetime(2021, 7, 22, 22, 36, 10, tzinfo=timezone.utc)
+    start = datetime(2021, 7, 22, 22, 36, 10, tzinfo=UTC)
     assert abs((lo - start).total_seconds()) < 1 and abs((hi - start).total_seconds() - 28) < 1
 
 

@@ -37,11 +37,10 @@ from emulator_fixtures import guarded, loopback_only, running_emulator  # noqa: 
 from live_fixtures import PERP, SPOT, assert_agree
 from runner_fixtures import START, promote_for_test, runner_config, spawn_runner, stop_runner, wait_for, write_config
 
-import fundarb.venues.emulator_ws as emulator_ws
+import fundarb.testkit.emulator.ws as emulator_ws
 from fundarb.core.book import drift_of
 from fundarb.core.model import NS_PER_HOUR
-from fundarb.venues.live.orders import superseded
-
+from fundarb.live.execution.orders import superseded
 
 
 @pytest.fixture
@@ -133,7 +132,7 @@ def test_soak_three_days_with_faults_at_settlements_and_a_kill(tmp_path):
                         alive_since = time.monotonic()
                         # the venue waits for the restarted process to be up (a slow machine
                         # must not turn a restart into a run of missed faults and settlements)
-                        wait_for(lambda: log.read_bytes().count(b'"started"') > starts, "the restarted runner")
+                        wait_for(lambda n=starts: log.read_bytes().count(b'"started"') > n, "the restarted runner")
                         continue
                     fault = inject(server, hub, what)
                     live.append((what, fault))

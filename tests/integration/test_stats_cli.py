@@ -12,8 +12,9 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from fundarb.cli.data import stats_command
 from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR
-from fundarb.data.stats import STATS_FILES, stats_command
+from fundarb.output.funding_stats import STATS_FILES
 
 runner = CliRunner()
 app = typer.Typer()

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fundarb.backtest import run_backtest
-from fundarb.cli import app
+from fundarb.cli.main import app
 from fundarb.config import Config, load
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.data.history import MarketHistory, load_history, parse_time
 from fundarb.data.scenario import apply_scenario
+from fundarb.sim.backtest import run_backtest
 
 SIMS = Path(__file__).resolve().parents[2] / "sims"
 

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from fundarb.cli import app
+from fundarb.cli.main import app
 from fundarb.config import config_hash, load
 
 BASELINE = Path(__file__).resolve().parents[2] / "sims" / "baseline.toml"

@@ -14,7 +14,7 @@ from emulator_fixtures import hang_guard, loopback_only, running_emulator  # noq
 from live_fixtures import KEYS
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
-CLI = [sys.executable, "-X", "dev", "-c", "from fundarb.cli import main; main()"]  # dev mode: unclosed things warn
+CLI = [sys.executable, "-X", "dev", "-c", "from fundarb.cli.main import main; main()"]  # dev mode: unclosed things warn
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -41,7 +41,7 @@ def test_a_trade_log_that_cannot_be_created_names_the_file_and_the_cause(tmp_pat
     """A file-size limit of 0 stands in for a full disk: the new trade log
     cannot be written, which is said as such (not "not a trade log"), and no
     half-made file is left under its name."""
-    code = ("from fundarb.venues.live.journal import Journal, JournalError\n"
+    code = ("from fundarb.live.journal import Journal, JournalError\n"
             "try:\n    Journal('state/t.sqlite')\nexcept JournalError as exc:\n    print(exc)\n")
 
     def limit() -> None:

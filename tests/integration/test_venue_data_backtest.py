@@ -11,11 +11,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import venue_shaped_folder
 from emulator_fixtures import emulator, loopback_only  # noqa: F401 (fixtures)
 from typer.testing import CliRunner
 
-from fundarb.cli import app
+from conftest import venue_shaped_folder
+from fundarb.cli.main import app
 from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR
 
 ROOT = Path(__file__).resolve().parents[2]

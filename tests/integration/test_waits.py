@@ -1,4 +1,4 @@
-"""Waits on a venue are shown while they last (``fundarb.waits``), and
+"""Waits on a venue are shown while they last (``fundarb.support.waits``), and
 `data fetch` against a venue that does not answer ends with one error line
 after a bounded number of attempts instead of a silent minute and more."""
 
@@ -18,7 +18,7 @@ from rich.console import Console
 
 from fundarb.data.fetch import Backoff, FetchError, FetchPlan, fetch_all
 from fundarb.data.history import parse_time
-from fundarb.waits import WaitReporter, error_reason
+from fundarb.support.waits import WaitReporter, error_reason
 
 MS = 1_000_000
 FUNDARB = Path(sys.executable).with_name("fundarb")
@@ -153,7 +153,7 @@ def test_the_request_queue_tells_the_reporter_of_its_retries_and_venue_pauses():
     import asyncio
     import random
 
-    from fundarb.venues.live.ratelimit import RequestQueue
+    from fundarb.live.ccxt.ratelimit import RequestQueue
 
     clock = FakeTime()
     waits, out = plain_reporter(clock)

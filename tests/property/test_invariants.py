@@ -10,13 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import PERP, SPOT, T0, synthetic_history
-from fundarb.backtest import build_simulation, run_backtest
 from fundarb.config import Config, TransferConfig, VenueConfig
 from fundarb.core import metrics
 from fundarb.core.book import PositionBook
 from fundarb.core.model import NS_PER_HOUR, Fill, FundingSettlement, Side, TransferDone
 from fundarb.core.risk import RiskLimits
 from fundarb.core.strategy import CarryParams
+from fundarb.sim.backtest import build_simulation, run_backtest
 
 
 def identity_gap(b: PositionBook) -> float:

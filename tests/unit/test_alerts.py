@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fundarb.alerts import AlertConditions, Alerter, AlertThresholds, AppriseChannel, DeskState, Notice, alert_urls
-from fundarb.cli import default_config_path
-from fundarb.config import AlertSettings, load
+from fundarb.config import AlertSettings, default_config_path, load
+from fundarb.live.alerts import AlertConditions, Alerter, AlertThresholds, AppriseChannel, DeskState, Notice, alert_urls
 
 MIN = 60 * 1_000_000_000
 T0 = 1_700_000_000 * 1_000_000_000
@@ -207,7 +206,7 @@ def test_an_invalid_alert_url_is_refused_naming_its_place_not_its_text():
 # ------------------------------------------------------------------ missed settlements on live venues
 
 def test_a_settlement_passed_in_position_without_a_payment_is_missed_after_the_grace():
-    from fundarb.monitor_sources import SettlementWatch
+    from fundarb.ops.sources import SettlementWatch
 
     H = 60 * MIN
     w = SettlementWatch(grace_ns=15 * MIN)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from fundarb.cli import app
+from fundarb.cli.main import app
 
 COMMANDS = [["trade", "open", "--size", "0.01"], ["trade", "close"], ["positions"], ["reconcile"],
             ["kill", "x", "--flatten"], ["run", "sims/baseline.toml", "--paper"]]
@@ -19,7 +19,7 @@ COMMANDS = [["trade", "open", "--size", "0.01"], ["trade", "close"], ["positions
 def test_a_remote_or_plain_text_api_url_is_refused_in_one_line(command, url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sims").mkdir()
-    from fundarb.cli import default_config_path
+    from fundarb.config import default_config_path
 
     (tmp_path / "sims" / "baseline.toml").write_text(default_config_path().read_text())
     result = CliRunner().invoke(app, [*command, "--api-url", url, "--journal", str(tmp_path / "t.sqlite")])
@@ -31,7 +31,7 @@ def test_a_remote_or_plain_text_api_url_is_refused_in_one_line(command, url, tmp
 
 
 def test_a_remote_https_url_passes_only_when_the_operator_says_so(tmp_path):
-    from fundarb.trade_commands import _context
+    from fundarb.cli.trade import _context
 
     cfg, path, target = _context(None, tmp_path / "t.sqlite", "https://venue.example.net", False, True)
     assert target.api_url == "https://venue.example.net"
@@ -42,7 +42,7 @@ def test_a_remote_https_url_passes_only_when_the_operator_says_so(tmp_path):
 def test_the_websocket_of_an_https_base_is_wss_never_plain():
     import ccxt.pro
 
-    from fundarb.venues.emulator_ws import point_ccxt_pro
+    from fundarb.testkit.emulator.ws import point_ccxt_pro
 
     client = point_ccxt_pro(ccxt.pro.binanceusdm(), "https://venue.example.net")
     urls = [u for u in _strings(client.urls["api"]["ws"])]

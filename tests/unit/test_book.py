@@ -11,7 +11,7 @@ from conftest import PERP, SPOT, T0, make_fill
 from fundarb.core.book import PositionBook, VenueAccount, margin_buffer
 from fundarb.core.liquidation import BINANCE_USDM, CROSS, MarginRule, MarginTier
 from fundarb.core.model import MarketKind, Side, TransferDone
-from fundarb.venues.margin_tiers import shipped_rule
+from fundarb.data.margin_tiers import shipped_rule
 
 
 def flat(mmr: float) -> MarginRule:

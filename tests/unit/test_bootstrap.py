@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import synthetic_history
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.data.history import DataError, MarketHistory
-from fundarb.montecarlo.bootstrap import (
+from fundarb.research.bootstrap import (
     auto_block_periods,
     block_indices,
     bootstrap_history,
@@ -18,7 +19,6 @@ from fundarb.montecarlo.bootstrap import (
     optimal_block_length,
     period_series,
 )
-from conftest import synthetic_history
 
 
 def coded_history(periods: int = 40) -> MarketHistory:

@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from fundarb import config
-from fundarb.config import (AlertSettings, Config, ConfigError, LiveSettings, MarketDataSettings, RunnerSettings,
-                            Scenario, config_hash, from_dict, load)
+from fundarb.config import AlertSettings, Config, ConfigError, LiveSettings, MarketDataSettings, RunnerSettings, Scenario, config_hash, from_dict, load
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = ROOT / "sims" / "baseline.toml"
@@ -373,7 +372,7 @@ def test_any_section_replaced_by_any_value_is_one_config_error_line(section, val
     (None, ["--seed", "-1"]),
 ])
 def test_backtest_of_a_bad_config_exits_2_with_one_error_line(replace, extra, tmp_path):
-    from fundarb.cli import app
+    from fundarb.cli.main import app
 
     path = tmp_path / "bad.toml"
     text = BASELINE.read_text()
@@ -389,7 +388,7 @@ def test_backtest_of_a_bad_config_exits_2_with_one_error_line(replace, extra, tm
 # --- what ships still loads, unchanged --------------------------------------------------------
 
 def test_every_shipped_config_and_recording_still_loads():
-    from fundarb.venues.replay import load_recording
+    from fundarb.replay.parse import load_recording
 
     sims = sorted((ROOT / "sims").glob("*.toml"))
     assert len(sims) >= 6

@@ -50,8 +50,8 @@ from fundarb.data.history import (
     load_history,
     snap_table,
 )
+from fundarb.data.margin_tiers import shipped_rule
 from fundarb.data.scenario import apply_scenario
-from fundarb.venues.margin_tiers import shipped_rule
 
 PAIR = (("binance", "BTC/USDT"), ("binanceusdm", "BTC/USDT:USDT"))
 START_MS = 1_640_995_200_000  # 2022-01-01 00:00 UTC
@@ -84,7 +84,7 @@ def synthetic_frames(hours: int = HOURS) -> tuple[pl.DataFrame, pl.DataFrame]:
 def write(folder: Path, prices: pl.DataFrame, funding: pl.DataFrame) -> Path:
     """The files whole and sealed (their values are what these tests damage,
     not their bytes: a damaged file's bytes are test_damaged_parquet's)."""
-    from fundarb.data.parquet import write_sealed
+    from fundarb.support.parquet import write_sealed
 
     folder.mkdir(parents=True, exist_ok=True)
     write_sealed(prices, folder / PRICES_FILE)
@@ -445,7 +445,7 @@ ENGINE_RUN = textwrap.dedent("""
     from fundarb.config import load
     from fundarb.core.model import NS_PER_HOUR, TransferRejected
     from fundarb.data.history import MarketHistory
-    import fundarb.backtest as bt
+    import fundarb.sim.backtest as bt
 
     bad, refuse = float(sys.argv[1]), sys.argv[2] == "refuse"
     n = 24 * 40

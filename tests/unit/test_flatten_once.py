@@ -4,13 +4,12 @@ alerts once and waits instead of re-sending a paired close on every event."""
 
 from __future__ import annotations
 
-from conftest import PERP, SPOT, make_fill
+from conftest import PERP, SPOT, QuietStrategy, make_fill
 from fundarb.core.book import PositionBook
+from fundarb.core.engine import Engine
 from fundarb.core.model import Fill, MarkPrice, OrderUpdate, Quote, Side
 from fundarb.core.risk import NO_ACTION, RiskLimits, RiskMonitor, VenueCosts
-from fundarb.engine import Engine
-from fundarb.venues.margin_tiers import shipped_rule
-from conftest import QuietStrategy
+from fundarb.data.margin_tiers import shipped_rule
 
 MID = 60_000.0
 COSTS = VenueCosts(spot_taker_fee=0.001, perp_taker_fee=0.0005, slippage_allowance=0.001,

@@ -13,10 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import venue_shaped_folder
 from fundarb.core.funding import scheduled_instant
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND
-from conftest import venue_shaped_folder
-
 from fundarb.data.history import (
     DataError,
     load_history,

@@ -10,9 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from fundarb.backtest import round_trip_cost
 from fundarb.config import load
-from fundarb.data import stats as S
+from fundarb.output import funding_stats as O
+from fundarb.research import funding_stats as S
+from fundarb.sim.backtest import round_trip_cost
 
 BASELINE = Path(__file__).resolve().parents[2] / "sims" / "baseline.toml"
 MS_H = 3_600_000
@@ -234,11 +235,11 @@ def test_write_stats_is_byte_identical_on_the_same_inputs(tmp_path):
     outs = []
     for name in ("one", "two"):
         out = tmp_path / name
-        st, _ = S.write_stats(funding, out, None, prices=prices, cfg=cfg)
-        assert sorted(p.name for p in out.iterdir()) == sorted(S.STATS_FILES)
+        st, _ = O.write_stats(funding, out, None, prices=prices, cfg=cfg)
+        assert sorted(p.name for p in out.iterdir()) == sorted(O.STATS_FILES)
         outs.append({p.name: p.read_bytes() for p in out.iterdir()})
     assert outs[0] == outs[1]
-    assert outs[0][S.VENUE_PNG][:8] == b"\x89PNG\r\n\x1a\n"
+    assert outs[0][O.VENUE_PNG][:8] == b"\x89PNG\r\n\x1a\n"
     assert st.cost["round_trip_cost"] == round_trip_cost(cfg, float(S.spot_closes(prices)["close"].median()))
     assert st.reference == ("alpha", "PERP")  # the config's perp is absent: the longest-running series
 
@@ -247,7 +248,7 @@ def test_write_stats_refuses_an_empty_selection_and_writes_nothing(tmp_path):
     funding, prices = _synthetic_inputs()
     out = tmp_path / "out"
     with pytest.raises(S.StatsError, match="no funding settlements of alpha PERP"):
-        S.write_stats(funding, out, ["alpha"], prices=prices, until="2021-01-01", cfg=load(BASELINE))
+        O.write_stats(funding, out, ["alpha"], prices=prices, until="2021-01-01", cfg=load(BASELINE))
     with pytest.raises(S.StatsError, match="is not before"):
-        S.write_stats(funding, out, None, prices=prices, since="2022-03-01", until="2022-02-01", cfg=load(BASELINE))
+        O.write_stats(funding, out, None, prices=prices, since="2022-03-01", until="2022-02-01", cfg=load(BASELINE))
     assert not out.exists()

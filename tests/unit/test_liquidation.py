@@ -25,7 +25,7 @@ from fundarb.core.liquidation import (
     expected_amount,
     rule_for,
 )
-from fundarb.venues.margin_tiers import (
+from fundarb.data.margin_tiers import (
     SHIPPED_FILE,
     MarginTableError,
     load_tables,

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from fundarb.venues.live.credentials import Credentials
-from fundarb.venues.live.exchange import Target, VenueSetupError, connect
+from fundarb.live.ccxt.client import Target, VenueSetupError, connect
+from fundarb.live.ccxt.credentials import Credentials
 
 
 def built(exchange_id: str, target: Target, creds: Credentials | None = None):

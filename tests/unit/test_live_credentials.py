@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fundarb.venues.live.credentials import (
+from fundarb.live.ccxt.credentials import (
     Credentials,
     CredentialsError,
     env_names,

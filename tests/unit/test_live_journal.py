@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from fundarb.core.model import Fill, Side
 from fundarb.core.orders import Order, OrderStatus, client_order_id
-from fundarb.venues.live.identity import VenueIdentity
-from fundarb.venues.live.journal import Journal, JournalError, VenueTrade
+from fundarb.live.identity import VenueIdentity
+from fundarb.live.journal import Journal, JournalError, VenueTrade
 
 H1 = hashlib.sha256(b"config one").hexdigest()
 H2 = hashlib.sha256(b"config two").hexdigest()

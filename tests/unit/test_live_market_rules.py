@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from fundarb.venues.live.exchange import MarketRules, VenueSetupError, common_lot
+from fundarb.live.ccxt.client import MarketRules, VenueSetupError, common_lot
 
 SPOT_ACCOUNT, PERP_ACCOUNT = "binance:spot", "binanceusdm:perp"
 

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from fundarb import config
 from fundarb.core.liquidation import ISOLATED
 from fundarb.core.model import Side
-from fundarb.venues.live.exchange import MarketRules
-from fundarb.venues.live.preflight import Snapshot, plan_trade, walk
-from fundarb.venues.margin_tiers import shipped_rule
+from fundarb.data.margin_tiers import shipped_rule
+from fundarb.live.ccxt.client import MarketRules
+from fundarb.live.execution.preflight import Snapshot, plan_trade, walk
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = config.load(ROOT / "sims" / "baseline.toml")

@@ -7,14 +7,14 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from conftest import T0
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import T0
 from fundarb.core.book import PositionBook
 from fundarb.core.model import Fill, Liquidity, Side
 from fundarb.core.orders import TRANSITIONS, Order, OrderStatus
-from fundarb.runner.live_venue import _fill, _final, _groups
+from fundarb.live.venue import _fill, _final, _groups
 
 SPOT, PERP = "binance:spot", "binanceusdm:perp"
 S = OrderStatus

@@ -11,14 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import PERP, SPOT, T0, make_fill
+from conftest import PERP, SPOT, T0, QuietStrategy, make_fill
 from fundarb.core.book import PositionBook
+from fundarb.core.engine import Engine
 from fundarb.core.market_guard import GuardLimits, MarketGuard
 from fundarb.core.model import NS_PER_SECOND, FundingSettlement, MarkPrice, Quote, Side
 from fundarb.core.risk import RiskLimits, RiskMonitor, VenueCosts
-from fundarb.engine import Engine
-from fundarb.venues.margin_tiers import shipped_rule
-from conftest import QuietStrategy
+from fundarb.data.margin_tiers import shipped_rule
 
 S = NS_PER_SECOND
 MID = 60_000.0

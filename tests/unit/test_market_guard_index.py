@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import PERP, SPOT, T0
 from test_market_guard import carry_engine
 from test_sim_feed import SPOT as SIM_SPOT
 from test_sim_feed import bare_sim, buy, push
 from test_sim_feed import quote as sim_quote
 
+from conftest import PERP, SPOT, T0
+from fundarb.app.runner.pacing import Pacer
 from fundarb.core.market_guard import MarketGuard
 from fundarb.core.model import NS_PER_SECOND, Fill, IndexPrice, MarkPrice, OrderUpdate, Quote
-from fundarb.runner.pacing import Pacer
-from fundarb.venues.sim import queue as q
+from fundarb.sim import queue as q
 
 S = NS_PER_SECOND
 MID = 60_000.0

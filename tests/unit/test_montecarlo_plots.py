@@ -11,8 +11,8 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from fundarb.backtest import GATES
-from fundarb.montecarlo import plots
+from fundarb.output import plots
+from fundarb.sim.backtest import GATES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GATE_THRESHOLDS = {"net_apr": 0.10, "sharpe": 1.0, "max_drawdown": 0.05}

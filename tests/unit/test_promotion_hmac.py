@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fundarb.config import config_hash, load
-from fundarb.promote import (
+from fundarb.app.promote import (
     KEY_ENV,
     PromotionError,
     check_store,
@@ -25,6 +24,7 @@ from fundarb.promote import (
     records_for,
     save_record,
 )
+from fundarb.config import config_hash, load
 
 BASELINE = Path(__file__).resolve().parents[2] / "sims" / "baseline.toml"
 ALTERED = "was altered or made without this machine's promotion key"

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fundarb.backtest import GATES
-from fundarb.config import config_hash, from_dict, load, to_dict
-from fundarb.promote import (
+from fundarb.app.promote import (
     RECORD_FILE,
     PromotionError,
     Regression,
@@ -24,7 +22,9 @@ from fundarb.promote import (
     records_for,
     save_record,
 )
-from fundarb.venues.live.journal import Journal
+from fundarb.config import config_hash, from_dict, load, to_dict
+from fundarb.live.journal import Journal
+from fundarb.sim.backtest import GATES
 
 BASELINE = Path(__file__).resolve().parents[2] / "sims" / "baseline.toml"
 

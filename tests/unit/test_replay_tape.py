@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from fundarb.app.replay import _capture_settlements, replay_tape
 from fundarb.config import load
 from fundarb.core.model import FundingRate, FundingSettlement, MarkPrice, Quote, Timer, Trade
-from fundarb.recorded import _capture_settlements, replay_tape
-from fundarb.venues.replay import COLUMNS, CaptureFeed, ParsedFeed
+from fundarb.replay.parse import COLUMNS, CaptureFeed, ParsedFeed
 
 CFG = load(Path(__file__).resolve().parents[2] / "sims" / "baseline.toml")
 S = 1_000_000_000
@@ -79,7 +79,7 @@ def test_prior_settlements_seed_the_signal_and_settlement_needs_a_quote():
     prior = [(T0 - 8 * 3600 * S, 0.0001, 8.0)]
     tape = replay_tape(CFG, None, perp, [], prior, np.array([], dtype=np.int64))
     assert type(tape[0][2]) is FundingSettlement and tape[0][0] == prior[0][0]
-    from fundarb.venues.replay import ReplayError
+    from fundarb.replay.parse import ReplayError
 
     with pytest.raises(ReplayError, match="no binanceusdm:perp quote before the settlement"):
         replay_tape(CFG, None, perp, [(T0, 0.0001, 8.0, float("nan"))], [], np.array([], dtype=np.int64))

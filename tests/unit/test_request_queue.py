@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fundarb.venues.live.ratelimit import MAX_PAUSE_S, RequestQueue, parse_retry_after
+from fundarb.live.ccxt.ratelimit import MAX_PAUSE_S, RequestQueue, parse_retry_after
 
 
 class FakeClock:

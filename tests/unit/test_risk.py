@@ -20,7 +20,7 @@ from fundarb.core.risk import (
     target_leverage,
     topup_needed,
 )
-from fundarb.venues.margin_tiers import shipped_rule
+from fundarb.data.margin_tiers import shipped_rule
 
 MID = 60_000.0
 # Binance USD-M BTCUSDT brackets: a 1 BTC short's liquidation notional (60k..120k) is in

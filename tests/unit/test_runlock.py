@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from fundarb.venues.live.runlock import RunnerBusy, RunnerLock
+from fundarb.live.runlock import RunnerBusy, RunnerLock
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from fundarb.venues.live.runlock import RunnerLock
+from fundarb.live.runlock import RunnerLock
 lock = RunnerLock(Path(sys.argv[1])).acquire()
 print("held", flush=True)
 time.sleep(120)
@@ -95,7 +95,7 @@ def test_sigkill_of_the_holder_releases_the_lock(child_holding):
 
 def test_a_child_refused_while_we_hold_it(tmp_path):
     journal = tmp_path / "trades.sqlite"
-    probe = ("import sys; from pathlib import Path; from fundarb.venues.live.runlock import RunnerLock, RunnerBusy\n"
+    probe = ("import sys; from pathlib import Path; from fundarb.live.runlock import RunnerLock, RunnerBusy\n"
              "try:\n    RunnerLock(Path(sys.argv[1])).acquire()\nexcept RunnerBusy as e:\n"
              "    print('busy', e.pid); sys.exit(3)\nprint('acquired')")
     with RunnerLock(journal):
@@ -111,13 +111,13 @@ def test_a_child_refused_while_we_hold_it(tmp_path):
 # --- the one-actor lock: the trade log and each venue account ----------------------------
 
 def _ident(host: str = "127.0.0.1:8765", key: str = "k1"):
-    from fundarb.venues.live.identity import VenueIdentity, key_digest
+    from fundarb.live.identity import VenueIdentity, key_digest
 
     return VenueIdentity("binanceusdm", "loopback", host, key_digest(key))
 
 
 def test_two_trade_logs_on_one_venue_account_exclude_each_other(tmp_path):
-    from fundarb.venues.live.runlock import ActorLock
+    from fundarb.live.runlock import ActorLock
 
     with ActorLock(tmp_path / "a.sqlite", [_ident()], "fundarb trade open"):
         with pytest.raises(RunnerBusy) as busy:
@@ -136,11 +136,11 @@ def test_two_trade_logs_on_one_venue_account_exclude_each_other(tmp_path):
 
 
 def test_the_account_lock_dies_with_its_holder(tmp_path):
-    from fundarb.venues.live.runlock import ActorLock
+    from fundarb.live.runlock import ActorLock
 
     script = ("import sys, time\nfrom pathlib import Path\n"
-              "from fundarb.venues.live.identity import VenueIdentity\n"
-              "from fundarb.venues.live.runlock import ActorLock\n"
+              "from fundarb.live.identity import VenueIdentity\n"
+              "from fundarb.live.runlock import ActorLock\n"
               f"ActorLock(Path(sys.argv[1]), [VenueIdentity.parse({_ident().key!r})], 'fundarb run --live').acquire()\n"
               "print('held', flush=True)\ntime.sleep(120)\n")
     child = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "theirs.sqlite")], stdout=subprocess.PIPE,
@@ -160,7 +160,7 @@ def test_the_account_lock_dies_with_its_holder(tmp_path):
 
 
 def test_try_actor_takes_the_lock_for_its_block_only_when_nobody_holds_it(tmp_path):
-    from fundarb.venues.live.runlock import ActorLock, try_actor
+    from fundarb.live.runlock import ActorLock, try_actor
 
     with try_actor(ActorLock(tmp_path / "dash.sqlite", [_ident()], "fundarb monitor")) as alone:
         assert alone and RunnerLock.holder(tmp_path / "dash.sqlite") == os.getpid()

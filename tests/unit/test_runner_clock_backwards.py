@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 
 from conftest import T0
-
+from fundarb.app.runner.pacing import Pacer
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, MarkPrice, Quote
-from fundarb.runner.pacing import Pacer
 
 S = NS_PER_SECOND
 SPOT, PERP = "ex:spot", "ex:perp"

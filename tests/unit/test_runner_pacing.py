@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import T0
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import T0
+from fundarb.app.runner.pacing import MAX_TIMERS, Pacer
 from fundarb.core.model import (
     NS_PER_HOUR,
     FundingRate,
@@ -19,8 +20,7 @@ from fundarb.core.model import (
     Timer,
     Trade,
 )
-from fundarb.runner.pacing import MAX_TIMERS, Pacer
-from fundarb.venues.sim import queue as q
+from fundarb.sim import queue as q
 
 H = NS_PER_HOUR
 S = 1_000_000_000

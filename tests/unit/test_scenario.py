@@ -13,12 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import T0, synthetic_history
 from fundarb.config import ConfigError, Scenario, canonical_json, config_hash, dumps, from_dict, load
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.data.history import DataError, fmt_time
 from fundarb.data.scenario import apply_scenario
-
-from conftest import T0, synthetic_history
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = ROOT / "sims" / "baseline.toml"

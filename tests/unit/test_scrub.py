@@ -1,5 +1,5 @@
 """The scrubber every error text goes through before it is printed, logged,
-stored or sent (``fundarb.scrub``), the live clients that raise their errors
+stored or sent (``fundarb.support.scrub``), the live clients that raise their errors
 scrubbed, and the rule for where ``--api-url`` may send signed requests."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import logging
 import ccxt
 import pytest
 
-from fundarb.scrub import MASK, describe, scrub, scrub_exception
-from fundarb.venues.live.credentials import Credentials
-from fundarb.venues.live.exchange import Target, VenueSetupError, check_api_url, connect, scrubbed_errors
+from fundarb.live.ccxt.client import Target, VenueSetupError, check_api_url, connect, scrubbed_errors
+from fundarb.live.ccxt.credentials import Credentials
+from fundarb.support.scrub import MASK, describe, scrub, scrub_exception
 
 KEY = "PLANTEDKEY4f1c9a7e3b5d"
 SECRET = "PLANTEDSECRET0a2c4e6f8b"

@@ -7,15 +7,16 @@ from __future__ import annotations
 import itertools
 
 import attrs
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import PERP, SPOT, T0, synthetic_history
+from fundarb.config import VenueConfig
 from fundarb.core.book import PositionBook
 from fundarb.core.funding import MissingFundingSettlement
+from fundarb.core.liquidation import BINANCE_USDM, LiquidationRuleMissing, MarginRule, MarginTier
 from fundarb.core.model import (
     NS_PER_HOUR,
     NS_PER_SECOND,
@@ -32,13 +33,11 @@ from fundarb.core.model import (
     TransferRejected,
     TransferRequest,
 )
-from fundarb.config import VenueConfig
 from fundarb.core.orders import Order, OrderStatus
-from fundarb.core.liquidation import BINANCE_USDM, LiquidationRuleMissing, MarginRule, MarginTier
-from fundarb.venues.margin_tiers import shipped_rule
-from fundarb.venues.sim import SimExchange, SimVenueSpec
-from fundarb.venues.sim import queue as q
-from fundarb.venues.sim.tape import history_tape
+from fundarb.data.margin_tiers import shipped_rule
+from fundarb.sim import SimExchange, SimVenueSpec
+from fundarb.sim import queue as q
+from fundarb.sim.tape import history_tape
 
 H = NS_PER_HOUR
 MS = 1_000_000

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import attrs
 import numpy as np
-from conftest import T0, synthetic_history
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fundarb.backtest import build_engine, build_simulation
+from conftest import T0, synthetic_history
 from fundarb.config import VenueConfig, load
 from fundarb.core.funding import MissingFundingSettlement
 from fundarb.core.model import (
@@ -29,9 +28,10 @@ from fundarb.core.model import (
 )
 from fundarb.core.orders import Order, OrderStatus
 from fundarb.data.history import DataError, load_history
-from fundarb.venues.sim import SimExchange, SimVenueSpec
-from fundarb.venues.sim import queue as q
-from fundarb.venues.sim.tape import history_tape
+from fundarb.sim import SimExchange, SimVenueSpec
+from fundarb.sim import queue as q
+from fundarb.sim.backtest import build_engine, build_simulation
+from fundarb.sim.tape import history_tape
 
 H = NS_PER_HOUR
 MS = 1_000_000
@@ -293,7 +293,7 @@ def test_a_backtest_ending_at_a_settlement_with_a_transfer_in_flight_completes()
     # real history 2021-08-29 .. 2021-09-06 (end exclusive; any seed): in
     # carry, the monitor tops up the perp at 2021-09-05 23:00, the transfer
     # (60 min) lands at 2021-09-06 00:00, a settlement instant past the data
-    from fundarb.backtest import run_backtest
+    from fundarb.sim.backtest import run_backtest
 
     cfg, h = window(BASELINE, "2021-08-29", "2021-09-06", 0)
     result = run_backtest(cfg, h)

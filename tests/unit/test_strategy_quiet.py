@@ -10,11 +10,10 @@ from pathlib import Path
 
 import attrs
 import pytest
-from conftest import PERP, SPOT, T0, make_fill
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from fundarb.backtest import build_simulation, run_backtest
+from conftest import PERP, SPOT, T0, make_fill
 from fundarb.config import (
     ConfigError,
     RunnerSettings,
@@ -28,6 +27,7 @@ from fundarb.core.book import PositionBook
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.core.strategy import CarryParams, CarryStrategy, FundingSignal
 from fundarb.data.history import load_history
+from fundarb.sim.backtest import build_simulation, run_backtest
 
 H = NS_PER_HOUR
 MIN = 60_000_000_000

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fundarb.config import ConfigError, load
-from fundarb.montecarlo.sweep import (
+from fundarb.research.sweep import (
     MIN_P_MAXDD_OK,
     GridError,
     apply_params,

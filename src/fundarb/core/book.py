@@ -138,7 +138,7 @@ class PositionBook:
         self.perp = self.accounts[self.perp_venue]
 
     @classmethod
-    def open(cls, spot_venue: str, perp_venue: str, spot_cash: float, perp_cash: float) -> "PositionBook":
+    def open(cls, spot_venue: str, perp_venue: str, spot_cash: float, perp_cash: float) -> PositionBook:
         if spot_venue == perp_venue:
             raise ValueError("spot and perp accounts need distinct names")
         accounts = {

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fundarb.errors import FundarbError
+from fundarb.core.errors import FundarbError
 from fundarb.core.model import HOURS_PER_YEAR, NS_PER_HOUR
-
 
 # ``FundingSettlement.mark_source``: the venue's own mark (history, mark
 # klines, the live mark feed) or the perp's price standing in for it

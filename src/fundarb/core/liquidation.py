@@ -3,7 +3,7 @@ price at which a linear (USDT-margined) perp position is liquidated.
 
 One implementation for every caller (the simulator, the risk monitor, the
 emulator, the pre-flight checks, the engine's curve and the dashboards).
-Pure: the tier tables come in as arguments (``fundarb.venues.margin_tiers``
+Pure: the tier tables come in as arguments (``fundarb.data.margin_tiers``
 reads the shipped snapshot and turns a venue's run-time tiers into a rule).
 
 Notation: Q = |qty| (BTC), side = +1 long / -1 short, EP = entry price,
@@ -33,7 +33,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from fundarb.errors import FundarbError
+from fundarb.core.errors import FundarbError
 
 BINANCE_USDM = "binance_usdm"
 BYBIT_LINEAR = "bybit_linear"

@@ -77,7 +77,7 @@ class Order:
     status_reason: str = ""
 
     @classmethod
-    def from_intent(cls, intent: OrderIntent, client_id: str, ts: int) -> "Order":
+    def from_intent(cls, intent: OrderIntent, client_id: str, ts: int) -> Order:
         return cls(
             client_id=client_id,
             venue=intent.venue,

@@ -18,14 +18,13 @@ bound: at most ``Backoff.attempts`` (8) attempts of one request and
 ``Backoff.budget_s`` (120 s) of waiting between them; back-off alone waits
 0.5, 1, 2, 4, 8, 8, 8 s (+ up to 25%), so an unreachable venue fails after
 8 attempts and 31.5-39.4 s. A wait longer than 2 s is shown while it lasts
-(``Backoff.waits``, a ``fundarb.waits.WaitReporter``).
+(``Backoff.waits``, a ``fundarb.support.waits.WaitReporter``).
 """
 
 from __future__ import annotations
 
 import math
 import random
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,8 +33,9 @@ from typing import Any
 import attrs
 import polars as pl
 
-from fundarb.data.parquet import ParquetUnreadable, read_parquet, write_sealed
-from fundarb.errors import FundarbError
+from fundarb.core.errors import FundarbError
+from fundarb.data.store_layout import KLINE_LABEL, funding_path, kline_path
+from fundarb.support.parquet import ParquetUnreadable, read_parquet, write_sealed
 
 FUNDING_SCHEMA = {"timestamp_ms": pl.Int64, "funding_rate": pl.Float64, "mark_price": pl.Float64}
 OHLCV_SCHEMA = {"timestamp_ms": pl.Int64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
@@ -55,7 +55,7 @@ class Backoff:
     ``cap``), or the venue's Retry-After if longer, plus up to 25% jitter; at
     most ``attempts`` attempts of one request, and no more than ``budget_s``
     seconds of waiting between them (a Retry-After that would go beyond it
-    gives up at once). ``waits`` (a ``fundarb.waits.WaitReporter``) is told
+    gives up at once). ``waits`` (a ``fundarb.support.waits.WaitReporter``) is told
     of each retry and of the end of each wait."""
 
     attempts: int = 8
@@ -88,7 +88,7 @@ def retry_after(exchange: Any) -> float | None:
 def call_with_retry(exchange: Any, backoff: Backoff, what: str, fn: Callable[[], Any]) -> Any:
     import ccxt
 
-    from fundarb.waits import error_reason
+    from fundarb.support.waits import error_reason
 
     waited = 0.0
     try:
@@ -130,25 +130,6 @@ def _why(exc: Exception, reason: str) -> str:
 
 
 # --- the store --------------------------------------------------------------
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def funding_path(store: Path, venue: str, symbol: str) -> Path:
-    return store / "funding" / _safe(venue) / f"{_safe(symbol)}.parquet"
-
-
-KLINE_LABEL = {"ohlcv": "OHLCV", "mark": "mark-price klines", "index": "index-price klines"}
-
-
-def kline_path(store: Path, kind: str, venue: str, symbol: str, timeframe: str) -> Path:
-    return store / kind / _safe(venue) / f"{_safe(symbol)}_{timeframe}.parquet"
-
-
-def ohlcv_path(store: Path, venue: str, symbol: str, timeframe: str) -> Path:
-    return kline_path(store, "ohlcv", venue, symbol, timeframe)
-
 
 def read_store(path: Path, schema: dict) -> pl.DataFrame:
     if not path.is_file():
@@ -219,7 +200,7 @@ def page_through(
     while cursor <= until_ms:
         end = min(cursor + window - 1, until_ms)
         page = call_with_retry(exchange, backoff, f"{what} from {fmt_time(cursor * 1_000_000)} UTC",
-                               lambda: fetch_page(cursor, end))
+                               lambda c=cursor, e=end: fetch_page(c, e))
         rows = to_rows(page).filter((pl.col("timestamp_ms") >= cursor) & (pl.col("timestamp_ms") <= end))
         report.pages += 1
         if rows.height:
@@ -276,7 +257,6 @@ def check_funding(path: Path, tolerance_s: float = 1.0) -> dict[str, Any]:
     settlements, out-of-range rates, stamps off the hour (``late_stamps``:
     within ``tolerance_s``, snapped at load; ``off_schedule``: further off,
     an error at load) and how many rows carry the venue's mark."""
-    from fundarb.core.funding import scheduled_instant
 
     f = read_store(path, FUNDING_SCHEMA)
     out: dict[str, Any] = {"rows": f.height}
@@ -353,7 +333,7 @@ def make_exchange(venue: str, api_url: str | None = None, rate_limit: bool = Tru
         fm = opts.get("fetchMarkets")
         opts["fetchMarkets"] = {**fm, "types": ["spot", "linear"]} if isinstance(fm, dict) else ["spot", "linear"]
     if api_url:
-        from fundarb.venues.emulator import point_ccxt
+        from fundarb.support.ccxt_urls import point_ccxt
 
         point_ccxt(ex, api_url)
     return ex

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,11 +45,12 @@ import attrs
 import numpy as np
 import polars as pl
 
-from fundarb.data.parquet import ParquetUnreadable, read_parquet
-from fundarb.errors import FundarbError
+from fundarb.core.errors import FundarbError
 from fundarb.core.funding import schedule_gaps, scheduled_instant
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND
 from fundarb.data import checksums
+from fundarb.data.store_layout import funding_path, kline_path
+from fundarb.support.parquet import ParquetUnreadable, read_parquet
 
 if TYPE_CHECKING:
     from fundarb.config import Config
@@ -76,17 +77,17 @@ def parse_time(text: str, what: str) -> int:
     except ValueError:
         raise DataError(f"{what}: {text!r} is not an ISO date like 2022-01-31 or 2022-01-31T08:00") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
 
 
 def fmt_time(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def fmt_stamp(ns: int) -> str:
     """A raw venue stamp to the millisecond."""
-    return datetime.fromtimestamp(ns // NS_PER_MS / 1e3, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return datetime.fromtimestamp(ns // NS_PER_MS / 1e3, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def venue_names(exchange: str, symbol: str) -> tuple[str, str, str]:
@@ -471,8 +472,6 @@ def _funding_rows(f: pl.DataFrame, stamp_col: str, source: str) -> pl.DataFrame:
 
 
 def _store_funding(store: Path, perp: tuple[str, str]) -> tuple[pl.DataFrame, str, Path]:
-    from fundarb.data.fetch import funding_path
-
     path = funding_path(store, *perp)
     if not path.is_file():
         raise NoFundingSeries(f"history file missing: {path}; fetch it with "
@@ -497,8 +496,6 @@ def _is_store(data_dir: Path) -> bool:
 
 
 def _store_layout(store: Path, spot: tuple[str, str], perp: tuple[str, str]) -> RawHistory:
-    from fundarb.data.fetch import kline_path
-
     repeats = 0
 
     def bars(kind: str, exchange: str, symbol: str, required: bool, what: str) -> pl.DataFrame | None:
@@ -594,7 +591,7 @@ def _dedupe(f: pl.DataFrame, label: str, file: Path) -> tuple[list[int], int]:
             same_mark = mark[i] is None or mark[j] is None or mark[i] == mark[j]
             same_interval = interval[i] is None or interval[j] is None or interval[i] == interval[j]
             if rate[i] != rate[j] or not same_mark or not same_interval:
-                def say(k: int) -> str:
+                def say(k: int, same_interval: bool = same_interval) -> str:
                     m = "no mark" if mark[k] is None else f"mark {mark[k]:,.2f}"
                     iv = "" if same_interval else f", interval {interval[k]:g} h"
                     return f"row {rows[k]} ({fmt_stamp(stamps[k])}, rate {rate[k]:.8g}, {m}{iv})"

@@ -1,0 +1,1 @@
+"""The command line (typer and rich only). Nothing in the package imports it."""

@@ -1,0 +1,380 @@
+"""`fundarb ...` subcommands."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import attrs
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from fundarb import __version__
+from fundarb.cli.common import beside_package, err, error_line, fail
+from fundarb.config import Config, ConfigError, default_config_path, load
+from fundarb.core.errors import FundarbError
+from fundarb.core.funding import MissingFundingSettlement
+from fundarb.data.history import DataError, fmt_time, history_for, parse_time
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="BTC funding-rate carry: backtest, simulate, trade.")
+
+def effective_config(path: Path, start: str | None, end: str | None, seed: int | None) -> Config:
+    cfg = load(path)
+    data = cfg.data
+    if start is not None:
+        parse_time(start, "--from")
+        data = attrs.evolve(data, start=start)
+    if end is not None:
+        parse_time(end, "--to")
+        data = attrs.evolve(data, end=end)
+    if parse_time(data.start, "start") >= parse_time(data.end, "end"):
+        raise DataError(f"--from {data.start} is not before --to {data.end}")
+    changes = {"data": data}
+    if seed is not None:
+        changes["seed"] = seed
+    return attrs.evolve(cfg, **changes)
+
+
+@app.command()
+def backtest(
+    config: Optional[Path] = typer.Argument(None, help="TOML config (default: sims/baseline.toml)"),
+    start: Optional[str] = typer.Option(None, "--from", help="first instant, UTC ISO date/time (default: config)"),
+    end: Optional[str] = typer.Option(None, "--to", help="end instant, exclusive (default: config)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<config name>)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="folder with prices_1h.parquet and funding_settlements.parquet, or a `fundarb data fetch` store (default: shipped data)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or table"),
+) -> None:
+    """Run the carry strategy in the simulator over real history and write report.json, backtest.png and trades.sqlite."""
+    from fundarb.output.report import OutputError, check_output_folder, print_summary, write_outputs
+    from fundarb.sim.backtest import run_backtest
+
+    path = config or default_config_path()
+    try:
+        cfg = effective_config(path, start, end, seed)
+        out = out or Path("runs") / cfg.name
+        check_output_folder(out)
+        history = history_for(cfg, data_dir)
+        from fundarb.data.scenario import apply_scenario
+
+        history = apply_scenario(history, cfg.scenario)
+        console = Console()
+        with Progress(TextColumn("[bold]backtest[/] {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeRemainingColumn(), console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
+            task = bar.add_task(cfg.name, total=int(history.hours.size))
+            t0 = history.start
+            step = 500 * 3_600_000_000_000
+
+            def tick(ts: int) -> None:
+                if (ts - t0) % step == 0:
+                    bar.update(task, completed=(ts - t0) // 3_600_000_000_000, description=fmt_time(ts))
+
+            result = run_backtest(cfg, history, progress=tick)
+        paths = write_outputs(result, out)
+    except (ConfigError, DataError, MissingFundingSettlement, OutputError) as exc:
+        fail(str(exc))
+        return
+    if not quiet:
+        print_summary(result, console, paths)
+
+
+def _path_progress(quiet: bool, label: str) -> Progress:
+    return Progress(TextColumn(f"[bold]{label}[/] {{task.description}}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total} paths"), TimeRemainingColumn(),
+                    console=err, transient=True, disable=quiet or not err.is_terminal)
+
+
+# options the study commands share
+Days = Annotated[float, typer.Option("--days", help="length of each path in days")]
+BlockPeriods = Annotated[Optional[float], typer.Option(
+    "--block-periods", help="mean bootstrap block length in funding periods (default: Politis-White automatic)")]
+StudySeed = Annotated[Optional[int], typer.Option("--seed", help="study seed (default: the config's)")]
+Workers = Annotated[Optional[int], typer.Option("--workers", help="start a local Dask cluster with this many worker processes")]
+Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="use a running Dask cluster, e.g. tcp://10.0.0.5:8786")]
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="folder with the history parquet files (default: shipped data)")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or table")]
+
+
+@app.command()
+def montecarlo(
+    config: Optional[Path] = typer.Argument(None, help="TOML config (default: sims/baseline.toml)"),
+    paths: int = typer.Option(1000, "--paths", help="number of bootstrapped paths"),
+    days: Days = 365.0,
+    block_periods: BlockPeriods = None,
+    start: Optional[str] = typer.Option(None, "--from", help="first instant of the real window to resample (default: config)"),
+    end: Optional[str] = typer.Option(None, "--to", help="end of the real window to resample (default: config)"),
+    seed: StudySeed = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<config name>-montecarlo)"),
+    data_dir: DataDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Bootstrap paths from the real history and run each through the simulator: distributions of APR, Sharpe, MaxDD, fill rate, liquidations and P(all gates pass)."""
+    from fundarb.output.montecarlo import STUDY_FILES, print_study, write_study
+    from fundarb.output.report import OutputError, check_output_folder
+    from fundarb.research.cluster import ClusterError, chunk_runner
+    from fundarb.research.study import StudyError, StudySpec, run_study
+
+    try:
+        spec = StudySpec(paths=paths, days=days, block_periods=block_periods)
+        cfg = effective_config(config or default_config_path(), start, end, seed)
+        out = out or Path("runs") / f"{cfg.name}-montecarlo"
+        check_output_folder(out, STUDY_FILES)
+        history = history_for(cfg, data_dir)
+        with chunk_runner(workers, scheduler) as runner, _path_progress(quiet, "montecarlo") as bar:
+            task = bar.add_task(cfg.name, total=spec.paths)
+            result = run_study(cfg, history, spec, runner, progress=lambda n: bar.advance(task, n))
+        written = write_study(result, out)
+    except (ConfigError, DataError, MissingFundingSettlement, OutputError, StudyError, ClusterError) as exc:
+        fail(str(exc))
+        return
+    if not quiet:
+        print_study(result, Console(), written)
+
+
+@app.command()
+def sweep(
+    config: Optional[Path] = typer.Argument(None, help="base TOML config (default: sims/baseline.toml)"),
+    grid: list[str] = typer.Option(..., "--grid", help="name=v1,v2,... or name=start:stop:step; several names comma-separated or --grid repeated. Names: entry, exit, leverage, notional, signal, holding, cooldown, buffer, or a config field like strategy.cooldown_hours"),
+    paths: int = typer.Option(100, "--paths", help="bootstrapped paths per grid point"),
+    days: Days = 365.0,
+    block_periods: BlockPeriods = None,
+    seed: StudySeed = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<config name>-sweep)"),
+    data_dir: DataDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run every grid point over the same bootstrapped paths; rank them, draw a heatmap per metric and write the recommended config as TOML."""
+    from fundarb.output.montecarlo import SWEEP_FILES, print_sweep, write_sweep
+    from fundarb.output.report import OutputError, check_output_folder
+    from fundarb.research.cluster import ClusterError, chunk_runner
+    from fundarb.research.study import StudyError, StudySpec
+    from fundarb.research.sweep import GridError, apply_params, grid_points, parse_grid, run_sweep
+
+    try:
+        spec = StudySpec(paths=paths, days=days, block_periods=block_periods)
+        cfg = effective_config(config or default_config_path(), None, None, seed)
+        parsed = parse_grid(grid, cfg)
+        points = grid_points(parsed)
+        for p in points:
+            apply_params(cfg, p)
+        out = out or Path("runs") / f"{cfg.name}-sweep"
+        check_output_folder(out, SWEEP_FILES)
+        history = history_for(cfg, data_dir)
+        with chunk_runner(workers, scheduler) as runner, _path_progress(quiet, "sweep") as bar:
+            task = bar.add_task(f"{cfg.name}: {len(points)} configs", total=spec.paths * len(points))
+            result = run_sweep(cfg, history, spec, parsed, runner, progress=lambda n: bar.advance(task, n))
+        written = write_sweep(result, out)
+    except (ConfigError, DataError, MissingFundingSettlement, OutputError, StudyError, ClusterError, GridError) as exc:
+        fail(str(exc))
+        return
+    if not quiet:
+        print_sweep(result, Console(), written)
+
+
+@app.command()
+def replay(
+    recording: str = typer.Argument(..., help="a recording name under recordings/, or a recording folder"),
+    config: Optional[Path] = typer.Argument(None, help="TOML config (default: the recording's own, in sims/)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/replay-<recording>)"),
+    update_golden: bool = typer.Option(False, "--update-golden", help="rewrite the recording's golden file with this replay and print what changed"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="parsed-capture cache (default: $FUNDARB_CACHE or ~/.cache/fundarb)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="folder with funding_settlements.parquet (default: shipped data)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no summary table"),
+) -> None:
+    """Replay a recorded feed through the engine and simulator: same summary, report and PNG as backtest; checks the recording's golden file."""
+    from fundarb.app.replay import GOLDEN_FILE, compare_golden, golden_diff, golden_text, read_golden, run_replay
+    from fundarb.output.report import OutputError, check_output_folder, print_summary, write_outputs, writing
+    from fundarb.replay.parse import ReplayError, load_recording
+
+    try:
+        folder = Path(recording) if Path(recording).is_dir() else beside_package(Path("recordings") / recording)
+        if not folder.is_dir():
+            raise ReplayError(f"no recording {recording!r} (not a folder, and no recordings/{recording})")
+        rec = load_recording(folder)
+        own_config = config is None
+        cfg = load(config or beside_package(Path("sims") / rec.config))
+        if update_golden and not own_config:
+            raise ReplayError(f"--update-golden uses the recording's own config ({rec.config}); drop the CONFIG argument")
+        golden = folder / GOLDEN_FILE
+        # checked before the replay runs: a replay with no golden to compare is no regression test
+        expected = read_golden(golden) if own_config and not update_golden else None
+        out = out or Path("runs") / f"replay-{rec.name}"
+        check_output_folder(out)
+        result, cached = run_replay(rec, cfg, cache_dir, data_dir)
+        paths = write_outputs(result, out)
+    except (ConfigError, DataError, MissingFundingSettlement, OutputError, ReplayError) as exc:
+        fail(str(exc))
+        return
+    console = Console()
+    if not quiet:
+        print_summary(result, console, paths)
+        console.print(f"parsed captures {'from cache' if all(cached.values()) else 'from the capture files'}", style="dim")
+    actual = golden_text(result)
+    if update_golden:
+        try:
+            previous = golden.read_text()
+        except (OSError, UnicodeDecodeError):
+            previous = ""
+        try:
+            with writing(golden):
+                tmp = golden.with_name(f".{GOLDEN_FILE}.tmp")
+                try:
+                    tmp.write_text(actual)
+                    tmp.replace(golden)
+                finally:
+                    tmp.unlink(missing_ok=True)
+        except OutputError as exc:
+            fail(str(exc))
+        console.print(f"golden {golden}: " + ("unchanged" if actual == previous else "rewritten; what changed:"), highlight=False)
+        if actual != previous:
+            console.print(escape(golden_diff(previous, actual)), highlight=False, soft_wrap=True)
+    elif expected is not None:
+        same, ignored = compare_golden(expected, result)
+        verdict = "matches" if same else "[red]differs[/] (replay with --update-golden to accept)"
+        console.print(f"golden {golden}: {verdict}", highlight=False)
+        if ignored:
+            console.print(f"  ignored what the golden file holds of {', '.join(ignored)}: n/a on this run; "
+                          "--update-golden drops them", style="dim", highlight=False)
+        if not same:  # a regression test that fails: a script or CI must see it in the exit code
+            raise typer.Exit(1)
+    else:
+        console.print(f"golden {golden}: not checked (CONFIG given; the golden file is for the recording's own, {rec.config})",
+                      style="dim", highlight=False)
+
+
+def _record_command() -> None:
+    # the command lives beside the recorder; cryptofeed is imported only when a recording starts
+    from fundarb.cli.record import record_command
+
+    app.command("record", help="Record raw BTC feed messages with cryptofeed's own capture, until Ctrl-C or --duration.")(record_command)
+
+
+_record_command()
+
+
+def _data_commands() -> None:
+    from fundarb.cli.data import data_app
+
+    app.add_typer(data_app, name="data")
+
+
+_data_commands()
+
+
+def _trade_commands() -> None:
+    from fundarb.cli.trade import (
+        kill_command,
+        monitor_command,
+        positions_command,
+        reconcile_command,
+        resume_command,
+        statement_command,
+        trade_app,
+    )
+
+    app.add_typer(trade_app, name="trade")
+    app.command("positions")(positions_command)
+    app.command("reconcile")(reconcile_command)
+    app.command("monitor")(monitor_command)
+    app.command("resume")(resume_command)
+    app.command("kill")(kill_command)
+    app.command("statement")(statement_command)
+
+
+_trade_commands()
+
+
+def _promote_command() -> None:
+    from fundarb.cli.promote import promote_command
+
+    app.command("promote")(promote_command)
+
+
+_promote_command()
+
+
+def _run_command() -> None:
+    from fundarb.cli.run import run_command
+
+    app.command("run")(run_command)
+
+
+_run_command()
+
+
+@app.command()
+def emulator(
+    port: int = typer.Option(8765, "--port", help="port on 127.0.0.1"),
+    start: Optional[str] = typer.Option(None, "--start", help="the emulator clock, UTC ISO time inside the shipped data (default: its start)"),
+    speed: float = typer.Option(0.0, "--speed", help="play the data forward this many seconds per second (default 0: the clock stays)"),
+    fund: float = typer.Option(0.0, "--fund", help="USDT to put in each trading wallet (a synthetic balance), e.g. 100000"),
+    api_key: Optional[list[str]] = typer.Option(None, "--api-key", help="accept only this API key (repeat for several; default: any key)"),
+) -> None:
+    """Serve Binance spot, Binance USD-M and Bybit v5 (REST and websockets, market data and trading) on 127.0.0.1 from the shipped real data, until Ctrl-C."""
+    from fundarb.testkit.emulator.main import run_emulator
+
+    try:
+        run_emulator(port, start, speed, fund, api_key)
+    except (ValueError, RuntimeError) as exc:
+        fail(str(exc))
+
+
+@app.callback()
+def _root() -> None:
+    """fundarb: funding-rate carry, simulation first."""
+
+
+def _save_traceback(exc: BaseException) -> str:
+    """Write the traceback of an internal error to a file under the system
+    temp folder; its path, or why it could not be written."""
+    import tempfile
+    import traceback
+
+    try:
+        fd, name = tempfile.mkstemp(prefix="fundarb-internal-error-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"fundarb {__version__}: {' '.join(sys.argv)}\n")
+            fh.write("".join(traceback.format_exception(exc)))
+        return f"the traceback is in {name}"
+    except OSError as write_exc:
+        return f"the traceback could not be saved ({write_exc.strerror or write_exc})"
+
+
+def main() -> None:
+    """The one error boundary: an error meant for the user is one line and
+    exit 2, a failed read or write names the path, and anything else is an
+    internal error whose traceback goes to a file, never to the terminal."""
+    if hasattr(signal, "SIGXFSZ"):
+        # past a file-size limit a write then fails with EFBIG (an OSError
+        # named with its path) instead of the signal killing the process
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; nothing was written")
+        sys.exit(130)
+    except FundarbError as exc:
+        error_line(str(exc))
+        sys.exit(2)
+    except OSError as exc:
+        cause = exc.strerror or str(exc) or type(exc).__name__
+        error_line(cause if exc.filename is None else f"{exc.filename}: {cause}")
+        sys.exit(2)
+    except sqlite3.Error as exc:
+        error_line(f"SQLite: {exc}")
+        sys.exit(2)
+    except Exception as exc:
+        where = _save_traceback(exc)
+        what = f": {exc}" if str(exc) else ""
+        error_line(f"internal error ({type(exc).__name__}){what}; {where}")
+        sys.exit(1)

@@ -1,0 +1,1047 @@
+"""`fundarb trade open|close|log`, `fundarb positions`, `fundarb reconcile`,
+`fundarb kill|resume`:
+the manual paired-trade tool on live venues (or their sandbox, or the
+loopback emulator with ``--api-url``), logged to the SQLite trade log."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from fundarb.live.execution.session import DEFAULT_JOURNAL
+
+trade_app = typer.Typer(no_args_is_help=True, help="Paired trades on live venues: open, close, the trade log.")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config naming the venues (default: sims/baseline.toml)")
+JournalOpt = typer.Option(None, "--journal", help=f"the SQLite trade log (default: $FUNDARB_JOURNAL or {DEFAULT_JOURNAL})")
+ApiUrlOpt = typer.Option(None, "--api-url", help="send every REST and websocket call to this base URL (the emulator, e.g. http://127.0.0.1:8765)")
+SandboxOpt = typer.Option(False, "--sandbox", help="use the venues' testnets (ccxt sandbox mode)")
+RemoteOpt = typer.Option(False, "--i-know-remote-api-url",
+                         help="allow an https --api-url on another machine (a server of yours trusted with the keys)")
+
+
+class Stop(Exception):
+    """A reason to stop with exit code ``code`` after printing ``message``."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _fail(message: str, code: int = 2) -> None:
+    from fundarb.cli.common import fail
+
+    fail(message, code)
+
+
+def _context(config: Optional[Path], journal: Optional[Path], api_url: Optional[str], sandbox: bool,
+             remote: bool = False):
+    from fundarb.config import ConfigError, default_config_path, load
+    from fundarb.live.ccxt.client import Target, VenueSetupError, check_api_url
+
+    try:
+        if api_url is not None:  # signed requests never go over plain http, nor elsewhere unasked
+            check_api_url(api_url, remote)
+        cfg = load(config or default_config_path())
+        target = Target(api_url=api_url, sandbox=sandbox,
+                        timeout_ms=int(cfg.live_settings.request_timeout_seconds * 1000))
+    except (ConfigError, VenueSetupError) as exc:
+        _fail(str(exc))
+    return cfg, journal_for(journal), target
+
+
+def journal_for(journal: Optional[Path]) -> Path:
+    """The trade log a command acts on: the one the user names (--journal,
+    $FUNDARB_JOURNAL); else the trade log of the strategy runner running on
+    this machine, found through its lock (and said on stderr); else the
+    default. Two runners and no name: one error line, never a guess."""
+    if journal is not None:
+        return journal
+    if os.environ.get("FUNDARB_JOURNAL"):
+        return Path(os.environ["FUNDARB_JOURNAL"])
+    from fundarb.app.runner.registry import running
+
+    found = running()
+    if len(found) > 1:
+        _fail("several strategy runners are running: " + "; ".join(r.describe() for r in found)
+              + "; name the trade log with --journal")
+    if found:
+        err.print(f"[dim]acting on {escape(found[0].describe())}; --journal names another[/]")
+        return found[0].journal
+    return DEFAULT_JOURNAL
+
+
+def is_paper(path: Path) -> bool:
+    """Whether ``path`` is a paper run's trade log (bound to paper identities)."""
+    from fundarb.live.journal import Journal, JournalError
+
+    if not path.is_file():
+        return False
+    try:
+        j = Journal(path)
+    except JournalError as exc:
+        _fail(str(exc))
+    try:
+        return any(i.paper for i in j.venues().values())
+    finally:
+        j.close()
+
+
+_WAITS: list[Any] = []  # the command's one WaitReporter, made when a session first needs it
+
+
+def _waits() -> Any:
+    """What the command waits for on a venue, shown once a wait passes 2 s
+    (a status line on a terminal, a plain line per retry otherwise)."""
+    if not _WAITS:
+        from fundarb.support.waits import WaitReporter
+
+        _WAITS.append(WaitReporter())
+    return _WAITS[0]
+
+
+def _run(coro: Any) -> Any:
+    """Run a live coroutine; every expected failure becomes one error line."""
+    try:
+        return _run_live(coro)
+    finally:
+        while _WAITS:
+            _WAITS.pop().close()
+
+
+def _run_live(coro: Any) -> Any:
+    import ccxt
+
+    from fundarb.live.ccxt.client import VenueSetupError
+    from fundarb.live.ccxt.credentials import CredentialsError
+    from fundarb.live.execution.orders import VenueDisagrees
+    from fundarb.live.journal import JournalError
+
+    try:
+        return asyncio.run(coro)
+    except Stop as stop:
+        if stop.code:
+            _fail(str(stop), stop.code)
+        out.print(escape(str(stop)))
+    except (CredentialsError, VenueSetupError, JournalError) as exc:
+        _fail(str(exc))
+    except VenueDisagrees as exc:
+        _fail(f"{exc}; new entries stay blocked until `fundarb reconcile` finds the venue and the trade log agree")
+    except ccxt.AuthenticationError as exc:
+        _fail(f"the venue refused the API key: {str(exc)[:200]}; check the FUNDARB_<EXCHANGE>_API_KEY / _SECRET variables")
+    except ccxt.NetworkError as exc:
+        _fail(f"a venue is unreachable ({type(exc).__name__}: {str(exc)[:200]}); nothing more was sent")
+    except ccxt.ExchangeError as exc:
+        _fail(f"a venue answered with an error: {type(exc).__name__}: {str(exc)[:300]}")
+    return None
+
+
+def _time(ns: int) -> str:
+    from fundarb.data.history import fmt_time
+
+    return fmt_time(ns) if ns else "-"
+
+
+# ---------------------------------------------------------------------------------- open / close
+
+@trade_app.command("open")
+def open_command(
+    size: float = typer.Option(..., "--size", help="BTC per leg: buy this much spot, sell this much perp"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="run the pre-flight and print the plan; send nothing"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (for scripts)"),
+    config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
+) -> None:
+    """Open the carry: buy spot and sell the perp, the same size, after pre-flight checks."""
+    _trade("open", size, dry_run, yes, config, journal, api_url, sandbox, remote)
+
+
+@trade_app.command("close")
+def close_command(
+    size: Optional[float] = typer.Option(None, "--size", help="BTC per leg to close (default: the whole carry)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="run the pre-flight and print the plan; send nothing"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (for scripts)"),
+    config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
+) -> None:
+    """Close the carry: sell spot and buy back the perp (reduce-only), the same size."""
+    _trade("close", size, dry_run, yes, config, journal, api_url, sandbox, remote)
+
+
+def _trade(kind: str, size: float | None, dry_run: bool, yes: bool, config, journal, api_url, sandbox,
+           remote: bool = False) -> None:
+    if size is not None and not (math.isfinite(size) and size > 0):
+        _fail(f"--size must be a positive number of BTC, got {size}")
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
+    lock = actor_lock(cfg, path, target, f"fundarb trade {kind}", venues=True)  # from reconcile to the last order
+    try:
+        plan = _run(_prepare(cfg, path, target, kind, size))
+        if plan is None:
+            return
+        if dry_run:
+            out.print("dry run: nothing was sent")
+            return
+        _confirm(kind, plan, yes)
+        code = _send_plan(cfg, path, target, kind, plan)
+    finally:
+        lock.release()
+    if code:
+        raise typer.Exit(code)
+
+
+def actor_lock(cfg, path: Path, target, doing: str, venues: bool):
+    """Take the one-actor lock of the trade log and (``venues``) of each
+    venue account the config trades, before any venue is contacted; one
+    error line naming the holder when another process has it."""
+    from fundarb.live.ccxt.credentials import CredentialsError
+    from fundarb.live.runlock import ActorLock, RunnerBusy
+
+    try:
+        lock = ActorLock.of_config(path, cfg, target, doing, venues)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return lock.acquire()
+    except (RunnerBusy, CredentialsError) as exc:
+        _fail(str(exc))
+
+
+def _confirm(kind: str, plan, yes: bool) -> None:
+    """Ask before sending (unless ``yes``); a no or Ctrl-C exits having sent nothing."""
+    if yes:
+        return
+    try:
+        go = typer.confirm(f"Send these two orders ({kind}: spot {plan.spot.qty:g} BTC, perp {plan.qty:g} BTC)?",
+                           default=False)
+    except (KeyboardInterrupt, EOFError, typer.Abort):
+        out.print("\naborted at the confirmation: nothing was sent")
+        raise typer.Exit(130 if not sys.stdin.closed else 1) from None
+    if not go:
+        out.print("not confirmed: nothing was sent")
+        raise typer.Exit(1)
+
+
+def _send_plan(cfg, path, target, kind: str, plan) -> int:
+    """Send the confirmed plan's two orders; 0 when both legs traded and the venues agree."""
+    try:
+        return _run(_execute(cfg, path, target, kind, plan.qty, plan.spot.qty)) or 0
+    except KeyboardInterrupt:
+        # orders may be out: the journal has them, and the next start finishes the operation
+        err.print("\n[yellow]interrupted while trading:[/] orders may have been sent; "
+                  "run `fundarb reconcile` to finish the operation (it unwinds a leg left alone)")
+        raise typer.Exit(130) from None
+
+
+async def _prepare(cfg, path, target, kind: str, size: float | None):
+    from fundarb.live.execution.session import open_session
+
+    session = await open_session(cfg, path, target, waits=_waits())
+    try:
+        await _start(session)
+        qty, spot_qty = _size(session, kind, size)
+        plan = await _plan(session, kind, qty, spot_qty)
+        _print_plan(session, plan)
+        if not plan.ok:
+            raise Stop(f"pre-flight failed ({', '.join(c.name for c in plan.failed)}): nothing was sent")
+        return plan
+    finally:
+        await session.close()
+
+
+async def _start(session) -> None:
+    """What every trading command does first: finish what a stopped process
+    left, and reconcile the journal with the venues."""
+    from fundarb.live.execution.reconcile import reconcile
+
+    rec = await reconcile(session, "start")
+    for note in rec.notes:
+        out.print(f"[dim]reconcile:[/] {escape(note)}")
+    for m in rec.mismatches:
+        err.print(f"[yellow]reconciliation mismatch:[/] {escape(m)}")
+
+
+def _size(session, kind: str, size: float | None) -> tuple[float, float]:
+    """(perp BTC, spot BTC) of the trade. Closing everything: the whole short,
+    and all the spot the carry holds (the buy's fee in BTC makes it a little
+    less), each rounded to its own market's lot."""
+    from fundarb.live.ccxt.client import common_lot
+
+    if size is None:
+        perp = session.perp.rules.floor_btc(max(-session.journal.position(session.perp.account), 0.0))
+        spot = session.spot.rules.floor_btc(max(session.journal.position(session.spot.account, session.spot.base), 0.0))
+        if perp <= 0 and spot <= 0:
+            raise Stop("the trade log shows no carry position to close", 0)
+        return perp, spot
+    qty = common_lot(session.spot.rules, session.perp.rules, size)
+    if abs(qty - size) > 1e-12:
+        lot = max(session.spot.rules.step_btc, session.perp.rules.step_btc)
+        raise Stop(f"--size {size:g} is not a multiple of the lot {float(lot):g} BTC that both legs accept "
+                   f"(the legs must be equal); use {qty:g}")
+    return qty, qty
+
+
+async def _plan(session, kind: str, qty: float, spot_qty: float):
+    from fundarb.live.execution.preflight import plan_trade, snapshot
+
+    j = session.journal
+    snap = await snapshot(session.spot, session.perp, j.position(session.spot.account, session.spot.base),
+                          j.position(session.perp.account), session.now_ns(), math.floor(session.cfg.risk.max_leverage))
+    return plan_trade(session.cfg, snap, kind, qty, session.spot.rules, session.perp.rules, j.blocked(), spot_qty)
+
+
+def _print_plan(session, plan) -> None:
+    cfg = session.cfg
+    out.print(f"\n[bold]{plan.kind}: spot {plan.spot.qty:g} BTC, perp {plan.qty:g} BTC[/]  config {cfg.name} ({session.config_hash[:12]}), "
+              f"trade log {session.journal.path}")
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    t.add_column("")
+    for leg in (plan.spot, plan.perp):
+        t.add_column(leg.account, justify="right", no_wrap=True)
+    rows = (("market", lambda leg: leg.symbol), ("side", lambda leg: leg.side.value),
+            ("BTC", lambda leg: f"{leg.qty:g}"), ("mid", lambda leg: f"{leg.mid:,.2f}"),
+            ("expected price", lambda leg: f"{leg.price:,.2f}"), ("notional USDT", lambda leg: f"{leg.notional:,.2f}"),
+            ("fee USDT", lambda leg: f"{leg.fee:,.4f}"), ("slippage USDT (vs mid)", lambda leg: f"{leg.slippage:,.4f}"))
+    for name, cell in rows:
+        t.add_row(name, *(cell(leg) for leg in (plan.spot, plan.perp)))
+    out.print(t)
+    nxt = (f"next settlement {_time(plan.next_funding_ts)} UTC" if plan.next_funding_ts else "next settlement unknown")
+    pred = f", predicted {plan.predicted_apr:.2%}" if plan.predicted_apr is not None else ""
+    out.print(f"expected costs: fees {plan.fees:,.4f} USDT, slippage {plan.slippage:,.4f} USDT")
+    out.print(f"funding: {plan.funding_apr:.2%} APR{pred}; about {plan.funding_per_settlement:+,.4f} USDT per settlement "
+              f"on the position after the trade; {nxt}")
+    if plan.kind == "open":
+        out.print(f"after the trade: perp leverage {plan.leverage_after:.2f}x, margin buffer {plan.buffer_after:.1%}, "
+                  f"liquidation {plan.liquidation_after:,.1f} (venue leverage {plan.venue_leverage:g}x)")
+    if plan.margin_note:
+        out.print(f"[yellow]note:[/] {escape(plan.margin_note)}")
+    out.print("pre-flight:")
+    for c in plan.checks:
+        mark = "[green]ok  [/]" if c.ok else "[red]FAIL[/]"
+        out.print(f"  {mark} {escape(c.name)}: {escape(c.detail)}")
+
+
+async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float) -> int:
+    from fundarb.live.execution.paired import execute_pair
+    from fundarb.live.execution.reconcile import reconcile
+    from fundarb.live.execution.session import open_session
+
+    session = await open_session(cfg, path, target, waits=_waits())
+    try:
+        plan = await _plan(session, kind, qty, spot_qty)  # the prompt may have waited: check again before sending
+        if not plan.ok:
+            _print_plan(session, plan)
+            raise Stop(f"conditions changed since the plan ({', '.join(c.name for c in plan.failed)}): nothing was sent")
+        if kind == "open":
+            await _cap_venue_leverage(session)
+        prices = {"spot": plan.spot.price, "perp": plan.perp.price}
+        outcome = await execute_pair(session, kind, qty, {"qty": qty, "spot_qty": spot_qty, "prices": prices, "checks": [
+            [c.name, c.ok, c.detail] for c in plan.checks], "fees": plan.fees, "slippage": plan.slippage}, spot_qty)
+        _print_outcome(session, outcome)
+        rec = await reconcile(session, f"after {kind}")
+        _print_position(rec, session)
+        if outcome.status == "naked":
+            err.print(f"[red]NAKED LEG:[/] the legs differ by {outcome.residual:+g} BTC after "
+                      f"{cfg.live_settings.hedge_timeout_seconds:g} s; new entries are blocked. "
+                      "Run `fundarb reconcile`, and close the difference by hand if it stays.")
+            return 1
+        if not rec.ok:
+            err.print("[yellow]the venues and the trade log disagree after the trade; new entries are blocked "
+                      "until `fundarb reconcile` finds them in agreement[/]")
+            return 1
+        return 0 if outcome.status in ("done", "rebalanced") else 1
+    finally:
+        await session.close()
+
+
+async def _cap_venue_leverage(session) -> None:
+    """Keep the perp venue's leverage setting at or under the config's limit:
+    the margin buffer the pre-flight promised depends on it."""
+    from fundarb.live.execution.preflight import perp_position
+
+    cap = math.floor(session.cfg.risk.max_leverage)
+    pos = await perp_position(session.perp)
+    if not pos["leverage"] == pos["leverage"] or pos["leverage"] > cap:
+        await session.perp.call("set_leverage", cap, session.perp.symbol)
+        out.print(f"perp venue leverage set to {cap}x")
+
+
+def _print_outcome(session, outcome) -> None:
+    out.print(f"[bold]operation {outcome.op_id}: {outcome.kind} -> {outcome.status}[/]")
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("client id", "leg", "order", "filled/BTC", "avg price", "fee USDT", "status"):
+        t.add_column(col, no_wrap=col != "status", justify="right" if col in ("avg price", "fee USDT") else "left")
+    for row in session.journal.orders(outcome.op_id):
+        t.add_row(row["client_id"], row["leg"], f"{row['role']} {row['side']}",
+                  f"{row['filled_qty']:g}/{row['qty']:g}", f"{row['avg_price']:,.2f}", f"{row['fees']:,.4f}",
+                  row["status"] + (f" ({escape(row['status_reason'][:60])})" if row["status_reason"] else ""))
+    out.print(t)
+    for a in outcome.actions:
+        out.print(f"  {escape(a)}")
+
+
+def _print_position(rec, session) -> None:
+    state = "[green]agree[/]" if rec.ok else "[red]DISAGREE[/]"
+    out.print(f"position check ({rec.trigger}): venues and trade log {state}")
+    out.print(f"  spot {session.spot.account}: carry {rec.journal_spot:+.8g} BTC (venue balance {rec.venue_spot_btc:.8g})")
+    out.print(f"  perp {session.perp.account}: venue {rec.venue_perp_qty:+.8g} BTC, trade log {rec.journal_perp:+.8g}")
+    out.print(f"  delta {rec.journal_spot + rec.journal_perp:+.8g} BTC, drift {rec.drift:.3%} "
+              f"(limit {session.cfg.risk.max_drift:.0%})")
+    for m in rec.mismatches:
+        out.print(f"  [red]mismatch:[/] {escape(m)}")
+
+
+# ---------------------------------------------------------------------------------- positions / reconcile
+
+def positions_command(
+    config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
+) -> None:
+    """Both legs as the venues report them, next to the trade log: position, delta, margin, funding."""
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
+    if is_paper(path):
+        _paper_positions(cfg, path)
+        return
+    _run(_positions(cfg, path, target))
+
+
+def _paper_positions(cfg, path: Path) -> None:
+    """A paper trade log's positions: the paper venue is the runner's
+    simulator, so its word is the trade log (fills, funding, the simulator's
+    accounts at the last step) and the runner's last heartbeat; the venues'
+    own accounts are not asked."""
+    from fundarb.app.runner.registry import running
+    from fundarb.core.book import drift_of
+    from fundarb.live.journal import last_step
+
+    j = _open_trade_log(path)
+    try:
+        venues = j.venues()
+        accounts, beat = last_step(j)
+        spot, perp = cfg.spot_account, cfg.perp_account
+        js, jp = j.position(spot), j.position(perp)
+        fills, paid = j.rows("fills"), j.rows("funding")
+        blocked = j.blocked()
+    finally:
+        j.close()
+    runner = next((r for r in running() if r.journal.resolve() == path.resolve()), None)
+    watched = next(iter(venues.values())).host if venues else "?"
+    out.print(f"[bold]{cfg.name}[/], paper trade log {path}")
+    out.print(f"paper trading on the market data of {watched}; "
+              + (f"runner pid {runner.pid} running" if runner else "no runner running"))
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("leg", "trade log BTC", "cash USDT", "entry"):
+        t.add_column(col, justify="right" if col != "leg" else "left", no_wrap=True)
+    for leg, name, qty in (("spot", spot, js), ("perp", perp, jp)):
+        a = accounts.get(name, {})
+        t.add_row(f"{leg} {name}", f"{qty:+.8g}", f"{a.get('cash', math.nan):,.2f}",
+                  f"{a['entry']:,.2f}" if a.get("entry") else "-")
+    out.print(t)
+    out.print(f"delta {js + jp:+.8g} BTC, drift {drift_of(js, jp, 0.0):.3%} (limit {cfg.risk.max_drift:.0%})")
+    if beat:
+        buf = beat.get("margin_buffer")
+        out.print(f"last heartbeat {escape(str(beat.get('venue_time')))}: equity {beat.get('equity', math.nan):,.2f} "
+                  f"USDT, margin buffer {'-' if buf is None else f'{buf:.1%}'}, leverage {beat.get('leverage', 0):.2f}")
+    fees = sum(f["fee_quote"] or 0.0 for f in fills)
+    out.print(f"trade log: {len(fills)} fills, fees {fees:,.4f} USDT; {len(paid)} funding payments, "
+              f"{sum(f['amount'] for f in paid):+,.4f} USDT")
+    if blocked:
+        err.print(f"[red]new entries blocked:[/] {escape(blocked)}")
+
+
+async def _positions(cfg, path, target) -> None:
+    from fundarb.core.book import drift_of
+    from fundarb.live.execution.preflight import balance_of, perp_position, venue_margin_rule
+    from fundarb.live.execution.session import open_session
+
+    session = await open_session(cfg, path, target, waits=_waits())
+    try:
+        j = session.journal
+        spot_bal, perp_bal, pos, funding, (rule, rule_note) = await asyncio.gather(
+            session.spot.call("fetch_balance"), session.perp.call("fetch_balance"), perp_position(session.perp),
+            session.perp.call("fetch_funding_rate", session.perp.symbol), venue_margin_rule(session.perp, session.now_ns()))
+        js, jp = j.position(session.spot.account, session.spot.base), j.position(session.perp.account)
+        mark = float(funding.get("markPrice") or 0.0)
+        out.print(f"[bold]{cfg.name}[/] ({session.config_hash[:12]}), trade log {session.journal.path}")
+        t = Table(box=None, pad_edge=False, header_style="bold")
+        for col in ("leg", "venue BTC", "trade log BTC", "value USDT", "free USDT"):
+            t.add_column(col, justify="right" if col != "leg" else "left", no_wrap=True)
+        t.add_row(f"spot {session.spot.account}", f"{balance_of(spot_bal, session.spot.base, 'total'):.8g}",
+                  f"{js:+.8g}", f"{js * mark:,.2f}", f"{balance_of(spot_bal, session.spot.quote, 'free'):,.2f}")
+        t.add_row(f"perp {session.perp.account}", f"{pos['qty']:+.8g}", f"{jp:+.8g}", f"{pos['qty'] * mark:,.2f}",
+                  f"{balance_of(perp_bal, session.perp.quote, 'free'):,.2f}")
+        out.print(t)
+        drift = drift_of(js, jp, 0.0)
+        out.print(f"delta {js + jp:+.8g} BTC, drift {drift:.3%} (limit {cfg.risk.max_drift:.0%})")
+        if pos["qty"]:
+            buffer = (pos["liquidation"] - mark) / mark if mark else math.nan
+            out.print(f"perp: entry {pos['entry']:,.2f}, mark {mark:,.2f}, liquidation {pos['liquidation']:,.2f}, "
+                      f"margin buffer {buffer:.1%} (floor {cfg.risk.min_margin_buffer:.0%}), collateral "
+                      f"{pos['collateral']:,.2f} USDT" + (f", venue leverage {pos['leverage']:g}x" if pos["leverage"] == pos["leverage"] else ""))
+            out.print(_margin_line(rule, pos, mark))
+        if rule_note:
+            out.print(f"[yellow]note:[/] {escape(rule_note)}")
+        rate = float(funding.get("fundingRate") or 0.0)
+        nxt = int(funding.get("fundingTimestamp") or 0) * 1_000_000
+        out.print(f"funding now {rate:.6%} per settlement ({rate * 3 * 365:.2%} APR at 8 h), next {_time(nxt)} UTC; "
+                  f"expected {-pos['qty'] * mark * rate:+,.4f} USDT")
+        fills, paid = j.rows("fills"), j.rows("funding")
+        fees = sum(f["fee_quote"] or 0.0 for f in fills)
+        out.print(f"trade log: {len(fills)} fills, fees {fees:,.4f} USDT; {len(paid)} funding payments, "
+                  f"{sum(f['amount'] for f in paid):+,.4f} USDT")
+        if j.blocked():
+            err.print(f"[red]new entries blocked:[/] {escape(j.blocked())}")
+        for op in j.operations("executing"):
+            err.print(f"[yellow]operation {op['op_id']} ({op['kind']}) was left unfinished: run `fundarb reconcile`[/]")
+    finally:
+        await session.close()
+
+
+def _margin_line(rule, pos: dict, mark: float) -> str:
+    """The maintenance margin of the venue's position by the venue's tiers, and
+    the liquidation price the venue's rule gives (isolated: the collateral is
+    the wallet; a cross position's wallet is the whole account's, not shown)."""
+    from fundarb.core.liquidation import ISOLATED, MODES, LiquidationRuleMissing, NotionalBeyondTiers
+
+    mode = pos["mode"] if pos["mode"] in MODES else ISOLATED
+    try:
+        mm = rule.maintenance_for(pos["qty"], pos["entry"], mark, mode)
+        text = f"maintenance margin {mm:,.2f} USDT by {rule.venue}'s tiers ({mode}"
+        if mode == ISOLATED:  # the isolated wallet: ccxt's collateral less the unrealised PnL in it
+            liq = rule.liquidation_price(pos["collateral"] - pos["unrealized"], pos["qty"], pos["entry"], ISOLATED)
+            text += f"; liquidation by its rule {liq:,.2f}"
+        return escape(text + f"; tiers {rule.as_of or 'undated'})")
+    except (LiquidationRuleMissing, NotionalBeyondTiers) as exc:
+        return f"[yellow]{escape(str(exc))}[/]"
+
+
+def reconcile_command(
+    accept: Optional[str] = typer.Option(None, "--accept", help="record the spot BTC outside the carry as it is now, giving the reason (after you moved BTC yourself)"),
+    config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
+) -> None:
+    """Finish interrupted operations and compare the trade log with the venues; a mismatch blocks new entries."""
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
+    if accept is not None and not accept.strip():
+        _fail("--accept needs a reason")
+    lock = actor_lock(cfg, path, target, "fundarb reconcile", venues=True)  # a runner reconciles its own
+    try:
+        code = _run(_reconcile(cfg, path, target, accept))
+    finally:
+        lock.release()
+    if code:
+        raise typer.Exit(1)
+
+
+async def _reconcile(cfg, path, target, accept: str | None) -> int:
+    from fundarb.live.execution.reconcile import reconcile
+    from fundarb.live.execution.session import open_session
+
+    session = await open_session(cfg, path, target, waits=_waits())
+    try:
+        rec = await reconcile(session, "manual", accept)
+        for note in rec.notes:
+            out.print(f"[dim]note:[/] {escape(note)}")
+        out.print(f"fills learned: {rec.fills_added}, funding payments learned: {rec.funding_added}")
+        _print_position(rec, session)
+        blocked = session.journal.blocked()
+        out.print(f"new entries: {'[red]blocked[/] (' + escape(blocked) + ')' if blocked else 'allowed'}")
+        return 0 if rec.ok else 1
+    finally:
+        await session.close()
+
+
+# ---------------------------------------------------------------------------------- the trade log
+
+LOG_TABLES = ("fills", "orders", "funding", "operations", "alerts", "reconciliations")
+
+
+@trade_app.command("log")
+def log_command(
+    table: str = typer.Option("fills", "--table", help=f"what to list: {', '.join(LOG_TABLES)}"),
+    since: Optional[str] = typer.Option(None, "--since", help="from this UTC date/time (fills and funding: the venue's time)"),
+    until: Optional[str] = typer.Option(None, "--until", help="before this UTC date/time"),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="write the rows, every column, to this CSV file"),
+    journal: Optional[Path] = JournalOpt,
+) -> None:
+    """List the trade log (fills by default), filtered by date; --csv exports it."""
+    from fundarb.data.history import DataError, parse_time
+    from fundarb.live.journal import Journal, JournalError
+
+    if table not in LOG_TABLES:
+        _fail(f"--table must be one of {', '.join(LOG_TABLES)}, got {table!r}")
+    path = journal_for(journal)
+    if not path.is_file():
+        _fail(f"no trade log at {path} (trades write it; --journal names another)")
+    try:
+        lo = parse_time(since, "--since") if since else None
+        hi = parse_time(until, "--until") if until else None
+        j = Journal(path)
+    except (DataError, JournalError) as exc:
+        _fail(str(exc))
+    try:
+        rows = _filtered(j.rows(table), table, lo, hi)
+    finally:
+        j.close()
+    if csv is not None:
+        _write_csv(csv, rows, table)
+        out.print(f"{len(rows)} {table} rows written to {csv}")
+        return
+    _print_rows(rows, table)
+
+
+def _filtered(rows: list[dict], table: str, lo: int | None, hi: int | None) -> list[dict]:
+    key = "venue_ts" if table in ("fills", "funding") else "ts"
+    return [r for r in rows if (lo is None or r[key] >= lo) and (hi is None or r[key] < hi)]
+
+
+TIME_COLUMNS = ("ts", "venue_ts", "ts_created", "ts_updated", "ts_done")
+
+
+def _write_csv(path: Path, rows: list[dict], table: str) -> None:
+    """Every column, and beside each time in ns its ISO 8601 UTC form (``<column>_utc``)."""
+    import polars as pl
+
+    from fundarb.live.journal import schema_columns
+
+    columns = schema_columns(table)
+    wide = []
+    for col in columns:
+        wide.append(col)
+        if col in TIME_COLUMNS:
+            wide.append(f"{col}_utc")
+    records = [{c: (_iso(r[c[:-4]]) if c.endswith("_utc") and c[:-4] in TIME_COLUMNS else r[c]) for c in wide}
+               for r in rows]
+    frame = pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame({c: [] for c in wide})
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        frame.select(wide).write_csv(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        _fail(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _iso(ns: Any) -> str | None:
+    """ns since the epoch -> ISO 8601 UTC with microseconds (None stays None)."""
+    from datetime import UTC, datetime
+
+    if ns is None:
+        return None
+    sec, rest = divmod(int(ns), 1_000_000_000)
+    return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest // 1000:06d}Z"
+
+
+def short_id(client_id: str) -> str:
+    """A client id as a person reads it: fundarb's ``fa<config hash>-<n>`` is
+    ``#n`` (the config hash is in the heading); a trade fundarb did not send
+    keeps ``ext:`` and the end of the venue's order id."""
+    if client_id.startswith("ext:"):
+        return "ext:" + client_id[4:][-10:]
+    head, _, n = client_id.rpartition("-")
+    return f"#{n}" if head.startswith("fa") and n.isdigit() else client_id[-12:]
+
+
+def _leg(account: str) -> str:
+    return account.split(":")[-1]
+
+
+def _num(x: Any, fmt: str = ",.2f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+# each table as columns that fit 100 terminal columns: (heading, cell of a row, right-aligned, max width)
+LOG_VIEWS: dict[str, tuple[tuple[str, Any, bool, int | None], ...]] = {
+    "fills": (("venue time UTC", lambda r: _time(r["venue_ts"]), False, None),
+              ("order", lambda r: short_id(r["client_id"]), False, 14), ("leg", lambda r: _leg(r["account"]), False, None),
+              ("side", lambda r: r["side"], False, None), ("BTC", lambda r: f"{r['qty']:g}", True, None),
+              ("price", lambda r: _num(r["price"]), True, None),
+              ("fee", lambda r: _num(r["fee_quote"], ",.4f") if r["fee_quote"] is not None
+               else f"{r['fee']:.8g} {r['fee_currency']}", True, None)),
+    "orders": (("updated UTC", lambda r: _time(r["ts_updated"]), False, None),
+               ("order", lambda r: short_id(r["client_id"]), False, 14), ("op", lambda r: str(r["op_id"]), True, None),
+               ("leg", lambda r: r["leg"], False, None), ("role", lambda r: r["role"], False, 12),
+               ("side", lambda r: r["side"], False, None), ("BTC", lambda r: f"{r['qty']:g}", True, None),
+               ("filled", lambda r: f"{r['filled_qty']:g}", True, None),
+               ("avg price", lambda r: _num(r["avg_price"]) if r["filled_qty"] else "-", True, None),
+               ("status", lambda r: r["status"], False, 16)),
+    "funding": (("venue time UTC", lambda r: _time(r["venue_ts"]), False, None),
+                ("leg", lambda r: _leg(r["account"]), False, None), ("symbol", lambda r: r["symbol"], False, 16),
+                ("rate", lambda r: "-" if r["rate"] is None else f"{r['rate']:.6%}", True, None),
+                ("amount USDT", lambda r: f"{r['amount']:+,.4f}", True, None)),
+    "operations": (("op", lambda r: str(r["op_id"]), True, None), ("started UTC", lambda r: _time(r["ts"]), False, None),
+                   ("kind", lambda r: r["kind"], False, None), ("BTC", lambda r: f"{r['qty']:g}", True, None),
+                   ("status", lambda r: r["status"], False, 14), ("result", lambda r: r["result"], False, 36)),
+    "alerts": (("time UTC", lambda r: _time(r["ts"]), False, None), ("severity", lambda r: r["severity"], False, None),
+               ("kind", lambda r: r["kind"], False, 18), ("outcome", lambda r: r["outcome"], False, 12),
+               ("message", lambda r: r["message"], False, 36)),
+    "reconciliations": (("time UTC", lambda r: _time(r["ts"]), False, None),
+                        ("trigger", lambda r: r["trigger"], False, 10), ("ok", lambda r: "yes" if r["ok"] else "NO", False, None),
+                        ("detail", lambda r: r["detail"], False, 56)),
+}
+
+
+def _print_rows(rows: list[dict], table: str) -> None:
+    """The table in at most 100 columns: short ids, UTC times, long texts cut
+    (``--csv`` has every column whole)."""
+    if not rows:
+        out.print(f"no {table} in that window")
+        return
+    accounts = sorted({r["account"] for r in rows if "account" in r})
+    hashes = sorted({r["config_hash"][:12] for r in rows if r.get("config_hash")})
+    out.print(f"[bold]{table}: {len(rows)} rows[/]" + (f" ({', '.join(accounts)})" if accounts else "")
+              + (f"; config {', '.join(hashes)}" if hashes else ""))
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    view = LOG_VIEWS[table]
+    for heading, _, right, width in view:
+        t.add_column(heading, no_wrap=True, justify="right" if right else "left", max_width=width,
+                     overflow="ellipsis")
+    for r in rows:
+        t.add_row(*(escape(str(cell(r))) for _, cell, _, _ in view))
+    out.print(t)
+    if table == "fills":
+        out.print(f"fees {sum(r['fee_quote'] or 0 for r in rows):,.4f} USDT (as charged, in BTC or USDT: --csv); bought "
+                  f"{sum(r['qty'] for r in rows if r['side'] == 'buy'):g} BTC, sold "
+                  f"{sum(r['qty'] for r in rows if r['side'] == 'sell'):g} BTC")
+
+
+# ---------------------------------------------------------------------------------- the statement
+
+def statement_command(
+    by: str = typer.Option("day", "--by", help="one row per day or month (UTC)"),
+    config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
+) -> None:
+    """What a trade log (live or paper) traded, paid and was paid, by day or month: fills, BTC bought and sold,
+    traded notional, fees, funding, and the positions it holds now."""
+    from collections import defaultdict
+    from datetime import UTC, datetime
+
+    if by not in ("day", "month"):
+        _fail(f"--by must be day or month, got {by!r}")
+    cfg, path, _ = _context(config, journal, None, False)
+    j = _open_trade_log(path)
+    try:
+        fills, paid, venues = j.rows("fills"), j.rows("funding"), j.venues()
+        held = {cfg.spot_account: j.position(cfg.spot_account), cfg.perp_account: j.position(cfg.perp_account)}
+    finally:
+        j.close()
+    width = 10 if by == "day" else 7
+
+    def period(ns: int) -> str:
+        return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d")[:width]
+
+    rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for f in fills:
+        r = rows[period(f["venue_ts"])]
+        r["fills"] += 1
+        r["bought" if f["side"] == "buy" else "sold"] += f["qty"]
+        r["notional"] += f["qty"] * f["price"]
+        r["fees"] += f["fee_quote"] or 0.0
+    for f in paid:
+        rows[period(f["venue_ts"])]["funding"] += f["amount"]
+    kind = "paper" if any(i.paper for i in venues.values()) else "live"
+    out.print(f"[bold]statement[/] of the {kind} trade log {escape(str(path))}, by {by} (UTC)")
+    if not rows:
+        out.print("no fills and no funding payments yet")
+        return
+    t = Table(box=None, pad_edge=False, header_style="bold", show_footer=True)
+    totals = defaultdict(float)
+    for r in rows.values():
+        for k, v in r.items():
+            totals[k] += v
+    cols = (("period", "total", None), ("fills", "fills", "{:.0f}"), ("BTC bought", "bought", "{:.8g}"),
+            ("BTC sold", "sold", "{:.8g}"), ("notional USDT", "notional", "{:,.2f}"), ("fees USDT", "fees", "{:,.4f}"),
+            ("funding USDT", "funding", "{:+,.4f}"), ("funding - fees", None, "{:+,.4f}"))
+    for heading, key, fmt in cols:
+        foot = "total" if fmt is None else fmt.format(totals[key] if key else totals["funding"] - totals["fees"])
+        t.add_column(heading, footer=foot, justify="left" if fmt is None else "right", no_wrap=True)
+    for name in sorted(rows):
+        r = rows[name]
+        t.add_row(name, *(fmt.format(r[key] if key else r["funding"] - r["fees"]) for _, key, fmt in cols[1:]))
+    out.print(t)
+    out.print("held now: " + ", ".join(f"{a} {q:+.8g} BTC" for a, q in held.items())
+              + " (price PnL of what is held is not in this statement: `fundarb positions`)")
+
+
+# ---------------------------------------------------------------------------------- the dashboard
+
+def monitor_command(
+    config: Optional[Path] = typer.Argument(None, help="TOML config (default: sims/baseline.toml; a replay: the recording's own)"),
+    replay: Optional[str] = typer.Option(None, "--replay", help="watch a recording replayed (a name under recordings/ or a folder)"),
+    simulate: bool = typer.Option(False, "--simulate", help="watch a simulation of the config over its history"),
+    speed: Optional[float] = typer.Option(None, "--speed", help="replay / simulation: data seconds per second (default: 60 replay, 86400 simulation)"),
+    journal: Optional[Path] = JournalOpt, api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
+) -> None:
+    """The terminal dashboard: funding, both legs, delta, margin, PnL, payments, trades, alerts, connections."""
+    from fundarb.ops.monitor import MonitorApp, engine_driver, live_driver, require_terminal
+
+    require_terminal()  # before a simulation is built or a venue asked
+    if replay and simulate:
+        _fail("--replay and --simulate exclude each other")
+    if speed is not None and not (math.isfinite(speed) and speed > 0):
+        _fail(f"--speed must be a positive number of data seconds per second, got {speed}")
+    if replay or simulate:
+        source = _engine_source(config, replay, simulate)
+        app = MonitorApp(source, engine_driver(speed or (60.0 if replay else 86_400.0)))
+        app.run()
+        return
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
+    from fundarb.live.runlock import RunnerLock
+
+    runner = RunnerLock.holder(path)  # a runner reconciles its trade log itself: watch only
+    paper = is_paper(path)  # a paper run's trade log: nothing to reconcile with the venues
+    if not _run(_monitor_check(cfg, path, target, reconciling=runner is None and not paper)):
+        return
+    label = f"emulator {api_url}" if api_url else ("sandbox" if sandbox else "live")
+    if paper:
+        label = f"paper on {label} market data"
+    if runner is not None:
+        label += f", runner pid {runner}"
+    MonitorApp(None, live_driver(cfg, path, target, label, reconciling=runner is None and not paper,
+                                 paper=paper)).run()
+
+
+async def _monitor_check(cfg, path, target, reconciling: bool = True) -> bool:
+    """Connect and reconcile once before the screen opens, so a bad key or an
+    unreachable venue is one plain error line; the dashboard then opens its
+    own clients inside its event loop."""
+    from fundarb.live.execution.session import open_session
+    from fundarb.live.runlock import ActorLock, RunnerBusy
+    from fundarb.ops.sources import keys_needed
+
+    if keys_needed(cfg) or not reconciling:  # public data (or a paper log): the venues answer; nothing to reconcile
+        session = await open_session(cfg, path, target, trading=False, waits=_waits())
+        await session.close()
+        return True
+    lock = None
+    if reconciling:  # reconciling may recover an operation: only while no other actor is on the account
+        try:
+            lock = ActorLock.of_config(path, cfg, target, "fundarb monitor (its first reconciliation)").acquire()
+        except RunnerBusy as busy:
+            err.print(f"[yellow]not reconciling now:[/] {escape(str(busy))}")
+    try:
+        session = await open_session(cfg, path, target, waits=_waits())
+        try:
+            if lock is not None:
+                await _start(session)
+        finally:
+            await session.close()
+    finally:
+        if lock is not None:
+            lock.release()
+    return True
+
+
+def _engine_source(config: Optional[Path], replay: Optional[str], simulate: bool):
+    from fundarb.cli.common import beside_package
+    from fundarb.config import ConfigError, default_config_path, load
+    from fundarb.data.history import DataError, history_for
+    from fundarb.ops.sources import EngineSource
+    from fundarb.replay.parse import ReplayError, load_recording
+
+    try:
+        if replay:
+            from fundarb.app.replay import prepare_replay
+
+            folder = Path(replay) if Path(replay).is_dir() else beside_package(Path("recordings") / replay)
+            if not folder.is_dir():
+                raise ReplayError(f"no recording {replay!r} (not a folder, and no recordings/{replay})")
+            rec = load_recording(folder)
+            cfg = load(config or beside_package(Path("sims") / rec.config))
+            engine, _, _, _ = prepare_replay(rec, cfg)
+            return EngineSource(cfg, engine, f"replay {rec.name}")
+        from fundarb.data.scenario import apply_scenario
+        from fundarb.sim.backtest import build_simulation
+
+        cfg = load(config or default_config_path())
+        engine, _ = build_simulation(cfg, apply_scenario(history_for(cfg, None), cfg.scenario))
+        return EngineSource(cfg, engine, "simulation")
+    except (ConfigError, DataError, ReplayError, ValueError) as exc:
+        _fail(str(exc))
+
+
+# ---------------------------------------------------------------------------------- the kill switch
+
+def kill_command(
+    reason: str = typer.Argument("manual", help="why trading stops (kept in the trade log)"),
+    flatten: bool = typer.Option(False, "--flatten", help="also close both legs, paired: now, or by the strategy runner when one is trading"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="flatten without asking for confirmation (for scripts)"),
+    config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
+) -> None:
+    """Kill switch: halt new orders (across restarts, until `fundarb resume`); --flatten also closes both legs."""
+    from fundarb.config import config_hash
+    from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
+    from fundarb.live.execution.reconcile import KILL_SWITCH_PREFIX
+    from fundarb.live.runlock import ActorLock, RunnerBusy, RunnerLock
+
+    reason = reason.strip()
+    if not reason:
+        _fail('kill needs a reason (leave it out for "manual")')
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
+    j = _open_trade_log(path)
+    try:  # the halt is written first: whatever happens after, no new order goes out
+        was = j.blocked() or ""
+        now = time.time_ns()
+        j.set_state(BLOCK_KEY, f"{KILL_SWITCH_PREFIX}: {reason}", now)
+        if flatten:
+            j.set_state(FLATTEN_KEY, reason, now)
+        _journal_alert(j, cfg, config_hash(cfg), "kill_switch",
+                       f"new orders halted: {reason}" + ("; both legs to be flattened" if flatten else ""), "critical")
+    finally:
+        j.close()
+    out.print(f"[bold red]kill switch on:[/] new orders are halted ({escape(reason)})"
+              + (f"; was blocked: {escape(was)}" if was else ""))
+    out.print('It holds across restarts and reconciliations until `fundarb resume "reason"`.')
+    if not flatten:
+        runner = RunnerLock.holder(path)
+        if runner is not None:
+            out.print(f"The strategy runner (pid {runner}) sends no new orders from now on.")
+        out.print("Open positions are left as they are (`fundarb kill --flatten` closes both legs).")
+        return
+    runner = RunnerLock.holder(path)
+    if runner is not None and runner != os.getpid():
+        out.print(f"The strategy runner (pid {runner}) halts new orders and flattens both legs itself; "
+                  "follow it with `fundarb positions`.")
+        return
+    if is_paper(path):  # the paper venue is a runner's simulator: nothing to send orders to now
+        out.print("This is a paper trade log and no runner is running on it: the flatten request stays in it, and "
+                  "the next `fundarb run --paper` on it flattens both legs first.")
+        return
+    try:
+        lock = ActorLock.of_config(path, cfg, target, "fundarb kill --flatten").acquire()
+    except RunnerBusy as busy:
+        _fail(f"the halt is on, but nothing was flattened: {busy}; `fundarb kill --flatten` again once it has "
+              "ended (a runner on the trade log flattens by itself)")
+    try:
+        _flatten_now(cfg, path, target, yes)
+    except typer.Exit as stop:
+        if stop.exit_code and _state(path, FLATTEN_KEY) is not None:
+            err.print("[yellow]not flat:[/] the flatten request stays in the trade log (a strategy runner started on it "
+                      "flattens); `fundarb kill --flatten` tries again")
+        raise
+    finally:
+        lock.release()
+
+
+def _flatten_now(cfg, path: Path, target, yes: bool) -> None:
+    """Close both legs as `trade close` does (reconcile, size, plan, confirm,
+    paired orders, position check), then withdraw the flatten request."""
+    from fundarb.live.execution.paired import FLATTEN_KEY
+
+    plan = _run(_prepare(cfg, path, target, "close", None))
+    if plan is None:  # the trade log holds no carry
+        if not _last_reconciliation_ok(path):
+            err.print("[red]the venues disagree with the trade log[/] (see the mismatches above): nothing was sent; "
+                      "close what the venues hold by hand, then `fundarb reconcile`")
+            raise typer.Exit(1)
+        _set_state(path, FLATTEN_KEY, None)
+        out.print("already flat: nothing to close; the flatten request is cleared")
+        return
+    try:
+        _confirm("close", plan, yes)
+    except typer.Exit:
+        _set_state(path, FLATTEN_KEY, None)
+        out.print("the flatten request is withdrawn; the kill switch stays on")
+        raise
+    code = _send_plan(cfg, path, target, "close", plan)
+    if code:
+        raise typer.Exit(code)
+    _set_state(path, FLATTEN_KEY, None)
+    out.print("[bold]flat:[/] both legs closed; the flatten request is cleared, the kill switch stays on")
+
+
+def _open_trade_log(path: Path):
+    """An existing trade log, or one error line (nothing is created or written)."""
+    from fundarb.live.journal import Journal, JournalError
+
+    if not path.is_file():
+        _fail(f"no trade log at {path} (--journal names another)")
+    try:
+        return Journal(path)
+    except JournalError as exc:
+        _fail(str(exc))
+
+
+def _state(path: Path, key: str) -> str | None:
+    j = _open_trade_log(path)
+    try:
+        return j.get_state(key)
+    finally:
+        j.close()
+
+
+def _set_state(path: Path, key: str, value: str | None) -> None:
+    j = _open_trade_log(path)
+    try:
+        j.set_state(key, value, time.time_ns())
+    finally:
+        j.close()
+
+
+def _last_reconciliation_ok(path: Path) -> bool:
+    j = _open_trade_log(path)
+    try:
+        rows = j.rows("reconciliations")
+        return bool(rows[-1]["ok"]) if rows else True
+    finally:
+        j.close()
+
+
+def _journal_alert(j, cfg, h: str, kind: str, message: str, severity: str) -> None:
+    """What ``LiveSession.alert`` does, without a session (no venue is
+    contacted): journal the alert, and send it when alert channels are configured."""
+    from fundarb.live.alerts import Alerter, Notice, channel_from_env
+
+    now = time.time_ns()
+    try:
+        channel = channel_from_env()
+    except ValueError as exc:  # a malformed alert URL must not stop the kill switch
+        err.print(f"[yellow]alert not sent:[/] {escape(str(exc))}")
+        channel = None
+    if channel is None:
+        j.add_alert(now, kind, severity, h, message)
+        return
+    title = f"[{cfg.name} {h[:12]}] {kind.replace('_', ' ')}"
+    Alerter(channel, j, h, cfg.alert_settings).raise_notice(Notice(now, kind, kind, severity, title, message))
+
+
+def resume_command(
+    reason: str = typer.Argument(..., help="why trading may go on (kept in the trade log)"),
+    config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
+) -> None:
+    """Lift the kill switch (it holds across restarts until this), giving the reason."""
+    from fundarb.config import config_hash
+    from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
+    from fundarb.live.execution.reconcile import KILL_SWITCH_PREFIX
+
+    if not reason.strip():
+        _fail("resume needs a reason")
+    cfg, path, _ = _context(config, journal, None, False)
+    j = _open_trade_log(path)
+    try:
+        blocked = j.blocked() or ""
+        now = time.time_ns()
+        if not blocked.startswith(KILL_SWITCH_PREFIX):
+            out.print(f"the kill switch is not on ({'entries blocked: ' + blocked if blocked else 'nothing is blocked'})")
+            if j.get_state(FLATTEN_KEY) is not None:
+                j.set_state(FLATTEN_KEY, None, now)
+                out.print("a leftover flatten request is cleared")
+            raise typer.Exit(1)
+        with j.tx():  # lifted and said together
+            j.set_state(BLOCK_KEY, None, now)
+            j.set_state(FLATTEN_KEY, None, now)
+        # said like the kill switch: journaled, and sent when alert channels are set
+        _journal_alert(j, cfg, config_hash(cfg), "kill_switch_resumed", f"resumed: {reason} (was: {blocked})", "warning")
+        out.print(f"kill switch lifted: {escape(reason)}")
+    finally:
+        j.close()

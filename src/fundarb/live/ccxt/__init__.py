@@ -1,0 +1,1 @@
+"""The venues through ccxt: one client per venue, its rate-limited request queue, the feeds, credentials."""

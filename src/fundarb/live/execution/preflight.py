@@ -1,0 +1,340 @@
+"""Pre-flight of a paired trade: what the venues say now (``Snapshot``), and
+the plan and checks a trade of a given size gets against it (``plan_trade``,
+pure: the same snapshot always gives the same plan).
+
+Checks, each one line naming the number and the limit:
+balances on both venues; size limits (``risk.max_position_btc``,
+``risk.max_notional``); perp leverage (notional / perp equity) and margin
+buffer ((liquidation - mark) / mark, isolated collateral = notional / venue
+leverage, the liquidation price by the venue's own rule and tiers in
+isolated mode: ``Snapshot.margin``, fetched at run time by
+``venue_margin_rule``, the shipped snapshot only with a note) after the trade; current and predicted funding, annualised, less
+the round trip amortised over ``strategy.expected_holding_days``, against
+``strategy.entry_apr`` (opens only); spread and expected slippage (walking
+the venue's book) against ``live.max_spread_bp`` / ``live.max_slippage_bp``;
+lot size and minimum notional of both markets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+import attrs
+
+from fundarb.config import Config
+from fundarb.core.funding import annualize
+from fundarb.core.liquidation import ISOLATED, LiquidationRuleMissing, MarginRule, NotionalBeyondTiers
+from fundarb.core.model import Side
+from fundarb.data.margin_tiers import is_modelled, rule_from_ccxt_tiers, shipped_rule
+from fundarb.live.ccxt.client import MarketRules
+from fundarb.live.execution.orders import LiveLeg
+from fundarb.live.journal import lift_hint
+from fundarb.support.scrub import describe
+
+BOOK_LEVELS = 20
+Levels = tuple[tuple[float, float], ...]  # (price, BTC) best first
+
+
+@attrs.frozen
+class Snapshot:
+    ts: int
+    spot_bids: Levels
+    spot_asks: Levels
+    perp_bids: Levels
+    perp_asks: Levels
+    spot_quote_free: float
+    spot_base_free: float
+    perp_quote_free: float
+    perp_equity: float
+    perp_qty: float  # signed BTC
+    perp_entry: float
+    perp_collateral: float  # the isolated wallet of the position (its margin, unrealised PnL not included)
+    perp_leverage: float  # the venue's leverage setting for the symbol
+    mark: float
+    funding_rate: float
+    predicted_rate: float | None
+    interval_hours: float
+    next_funding_ts: int
+    spot_taker_fee: float
+    perp_taker_fee: float
+    journal_spot: float
+    journal_perp: float
+    margin: MarginRule  # the perp venue's liquidation rule and tiers
+    margin_note: str = ""  # set when the tiers are not the venue's own of now (the shipped snapshot)
+
+
+@attrs.frozen
+class LegPlan:
+    account: str
+    symbol: str
+    side: Side
+    qty: float
+    mid: float
+    price: float  # expected average fill, walking the book
+    fee: float  # USDT
+    spread_bp: float
+
+    @property
+    def notional(self) -> float:
+        return self.qty * self.price
+
+    @property
+    def slippage(self) -> float:
+        """USDT lost to the spread and depth against the mid."""
+        return self.side.sign * self.qty * (self.price - self.mid)
+
+    @property
+    def slippage_bp(self) -> float:
+        return abs(self.price - self.mid) / self.mid * 1e4 if self.mid > 0 else math.inf
+
+
+@attrs.frozen
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@attrs.frozen
+class TradePlan:
+    kind: str  # "open" | "close"
+    qty: float
+    spot: LegPlan
+    perp: LegPlan
+    checks: tuple[Check, ...]
+    funding_per_settlement: float  # USDT the short receives at the next settlement at today's rate
+    funding_apr: float
+    predicted_apr: float | None
+    net_apr: float
+    next_funding_ts: int
+    leverage_after: float
+    buffer_after: float
+    liquidation_after: float
+    venue_leverage: float
+    margin_note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    @property
+    def fees(self) -> float:
+        return self.spot.fee + self.perp.fee
+
+    @property
+    def slippage(self) -> float:
+        return self.spot.slippage + self.perp.slippage
+
+
+def walk(levels: Levels, qty: float) -> float:
+    """Average price of taking ``qty`` BTC from ``levels``; nan if the book is too thin."""
+    if qty <= 0:  # a leg with nothing to trade: its price is the touch
+        return levels[0][0] if levels else math.nan
+    left, cost = qty, 0.0
+    for price, size in levels:
+        take = min(left, size)
+        cost += take * price
+        left -= take
+        if left <= 1e-12:
+            return cost / qty
+    return math.nan
+
+
+def _leg(account: str, symbol: str, side: Side, qty: float, bids: Levels, asks: Levels, fee_rate: float) -> LegPlan:
+    mid = 0.5 * (bids[0][0] + asks[0][0]) if bids and asks else math.nan
+    price = walk(asks if side is Side.BUY else bids, qty)
+    spread = (asks[0][0] - bids[0][0]) / mid * 1e4 if bids and asks else math.inf
+    return LegPlan(account, symbol, side, qty, mid, price, fee_rate * qty * (price if price == price else mid), spread)
+
+
+def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: MarketRules,
+               perp_rules: MarketRules, blocked: str | None = None, spot_qty: float | None = None) -> TradePlan:
+    """``qty`` BTC on the perp leg, and on the spot leg unless ``spot_qty`` says
+    otherwise (closing everything: the spot leg holds the buy's fee less)."""
+    opening = kind == "open"
+    spot_qty = qty if spot_qty is None else spot_qty
+    spot = _leg(cfg.spot_account, cfg.spot.symbol, Side.BUY if opening else Side.SELL, spot_qty,
+                snap.spot_bids, snap.spot_asks, snap.spot_taker_fee)
+    perp = _leg(cfg.perp_account, cfg.perp.symbol, Side.SELL if opening else Side.BUY, qty,
+                snap.perp_bids, snap.perp_asks, snap.perp_taker_fee)
+    live, limits = cfg.live_settings, cfg.risk
+    venue_lev = min(snap.perp_leverage, float(math.floor(limits.max_leverage))) or 1.0
+    checks: list[Check] = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append(Check(name, bool(ok), detail))
+
+    if opening and blocked:
+        check("entries", False, f"new entries are blocked: {blocked} ({lift_hint(blocked)})")
+    traded = [leg for leg in (spot, perp) if leg.qty > 0]  # closing a lone leg trades one market only
+    for leg in traded:
+        check(f"{leg.account} book", leg.price == leg.price,
+              f"{leg.qty:g} BTC {'fills' if leg.price == leg.price else 'does NOT fill'} within the top {BOOK_LEVELS} levels")
+        check(f"{leg.account} spread", leg.spread_bp <= live.max_spread_bp,
+              f"spread {leg.spread_bp:.2f} bp (limit {live.max_spread_bp:g} bp)")
+        check(f"{leg.account} slippage", leg.slippage_bp <= live.max_slippage_bp,
+              f"expected slippage {leg.slippage_bp:.2f} bp vs mid (limit {live.max_slippage_bp:g} bp)")
+    for rules, leg in ((spot_rules, spot), (perp_rules, perp)):
+        if leg.qty <= 0:
+            continue
+        problems = rules.problems(leg.qty, leg.price if leg.price == leg.price else leg.mid)
+        check(f"{leg.account} lot and notional", not problems,
+              "; ".join(problems) or f"lot {float(rules.step_btc):g} BTC, minimum notional {rules.min_cost:,.2f} USDT")
+
+    perp_after = snap.perp_qty + perp.side.sign * qty
+    if opening:
+        need = spot.qty * spot.price * 1.002  # 0.2%: the price may move between plan and fill
+        check("spot balance", snap.spot_quote_free >= need,
+              f"{snap.spot_quote_free:,.2f} USDT free, the buy needs about {need:,.2f}")
+        margin = perp.notional / venue_lev + perp.fee
+        check("perp balance", snap.perp_quote_free >= margin,
+              f"{snap.perp_quote_free:,.2f} USDT free, the short needs {margin:,.2f} margin and fee at {venue_lev:g}x")
+        check("position size", abs(perp_after) <= limits.max_position_btc,
+              f"{abs(perp_after):g} BTC short after the trade (limit {limits.max_position_btc:g})")
+        check("notional", abs(perp_after) * snap.mark <= limits.max_notional,
+              f"{abs(perp_after) * snap.mark:,.0f} USDT after the trade (limit {limits.max_notional:,.0f})")
+    else:
+        check("spot holding", snap.journal_spot >= spot_qty - 1e-12 and snap.spot_base_free >= spot_qty - 1e-12,
+              f"the carry holds {snap.journal_spot:g} BTC spot ({snap.spot_base_free:g} free on the venue); "
+              f"selling {spot_qty:g}")
+        check("perp short", -snap.perp_qty >= qty - 1e-12 and -snap.journal_perp >= qty - 1e-12,
+              f"the venue shows {snap.perp_qty:g} BTC perp (journal {snap.journal_perp:g}); buying back {qty:g}")
+
+    entry_after = _entry_after(snap, perp, perp_after)
+    collateral = snap.perp_collateral + (perp.notional / venue_lev if opening else
+                                         -snap.perp_collateral * qty / abs(snap.perp_qty) if snap.perp_qty else 0.0)
+    unmodelled = ""
+    try:
+        liq = snap.margin.liquidation_price(collateral, perp_after, entry_after, ISOLATED)
+    except (LiquidationRuleMissing, NotionalBeyondTiers) as exc:
+        liq, unmodelled = math.nan, str(exc)
+    buffer = (liq - snap.mark) / snap.mark if perp_after < 0 and not unmodelled else math.inf
+    equity = snap.perp_equity - perp.fee
+    leverage = abs(perp_after) * snap.mark / equity if equity > 0 else math.inf
+    if opening:
+        check("leverage", leverage <= limits.max_leverage,
+              f"perp leverage {leverage:.2f}x after the trade (limit {limits.max_leverage:g}x)")
+        if unmodelled:
+            check("margin buffer", False, f"no liquidation price: {unmodelled}")
+        else:
+            check("margin buffer", buffer >= limits.min_margin_buffer,
+                  f"margin buffer {buffer:.1%} after the trade, liquidation at {liq:,.1f} "
+                  f"(floor {limits.min_margin_buffer:.0%})")
+
+    funding_apr = annualize(snap.funding_rate, snap.interval_hours)
+    predicted_apr = annualize(snap.predicted_rate, snap.interval_hours) if snap.predicted_rate is not None else None
+    round_trip = 2 * (snap.spot_taker_fee + snap.perp_taker_fee) + 2 * (spot.slippage_bp + perp.slippage_bp) / 1e4
+    signal = min(funding_apr, predicted_apr) if predicted_apr is not None else funding_apr
+    net = signal - round_trip * 365.0 / cfg.strategy.expected_holding_days
+    if opening:
+        pred = f", predicted {predicted_apr:.2%}" if predicted_apr is not None else ", no predicted rate published"
+        check("funding", net > cfg.strategy.entry_apr,
+              f"funding {funding_apr:.2%} APR{pred}; net of the round trip over "
+              f"{cfg.strategy.expected_holding_days:g} days {net:.2%} (entry threshold {cfg.strategy.entry_apr:.2%})")
+    per_settlement = -perp_after * snap.mark * snap.funding_rate + 0.0  # + 0.0: no "-0.0000" when flat
+    return TradePlan(kind, qty, spot, perp, tuple(checks), per_settlement, funding_apr, predicted_apr, net,
+                     snap.next_funding_ts, leverage, buffer, liq, venue_lev, snap.margin_note)
+
+
+def _entry_after(snap: Snapshot, perp: LegPlan, perp_after: float) -> float:
+    if perp_after == 0:
+        return 0.0
+    if snap.perp_qty == 0 or (snap.perp_qty < 0) != (perp.side is Side.SELL):
+        return perp.price if snap.perp_qty == 0 else snap.perp_entry
+    size = abs(snap.perp_qty) + perp.qty
+    return (abs(snap.perp_qty) * snap.perp_entry + perp.qty * perp.price) / size
+
+
+# ---------------------------------------------------------------------- reading the venues
+
+def _levels(side: list, contract_size: float) -> Levels:
+    return tuple((float(p), float(q) * contract_size) for p, q, *_ in side)
+
+
+async def perp_position(leg: LiveLeg) -> dict[str, Any]:
+    """The venue's own view of the perp position: signed BTC, entry,
+    collateral (ccxt's: the position's margin with its unrealised PnL),
+    unrealised PnL, leverage setting, liquidation price, margin mode ('' when
+    not said). ``collateral - unrealized`` is the isolated wallet a
+    liquidation formula takes."""
+    rows = await leg.call("fetch_positions", [leg.symbol])
+    out: dict[str, Any] = {"qty": 0.0, "entry": 0.0, "collateral": 0.0, "unrealized": 0.0, "leverage": math.nan,
+                           "liquidation": math.nan, "mode": ""}
+    for p in rows:
+        if p.get("symbol") != leg.symbol:
+            continue
+        contracts = float(p.get("contracts") or 0.0) * leg.rules.contract_size
+        sign = -1.0 if p.get("side") == "short" else 1.0
+        out["leverage"] = float(p.get("leverage") or math.nan)
+        if contracts:
+            out.update(qty=sign * contracts, entry=float(p.get("entryPrice") or 0.0),
+                       collateral=float(p.get("collateral") or p.get("initialMargin") or 0.0),
+                       unrealized=float(p.get("unrealizedPnl") or 0.0) if p.get("collateral") else 0.0,
+                       liquidation=float(p.get("liquidationPrice") or math.nan), mode=str(p.get("marginMode") or ""))
+    return out
+
+
+async def venue_margin_rule(leg: LiveLeg, now_ns: int) -> tuple[MarginRule, str]:
+    """The perp venue's liquidation rule with its tiers as the venue publishes
+    them now (ccxt ``fetch_market_leverage_tiers``: Binance USD-M
+    ``/fapi/v1/leverageBracket``, Bybit ``/v5/market/risk-limit``), and a
+    note: empty when the tiers are the venue's own, else why the shipped
+    snapshot (with its date) stands in. A venue whose formula is not modelled
+    gets the rule that raises when used."""
+    venue, symbol = leg.exchange.id, leg.symbol
+    fallback = shipped_rule(venue, symbol)
+    if not is_modelled(venue):
+        return fallback, f"the liquidation rule of {venue} is not modelled"
+    try:
+        tiers = await leg.call("fetch_market_leverage_tiers", symbol)
+        as_of = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now_ns / 1e9))
+        return rule_from_ccxt_tiers(venue, symbol, tiers, as_of), ""
+    except Exception as exc:  # noqa: BLE001 - any failure: the shipped snapshot, said out loud
+        why = describe(exc, 200)
+        return fallback, (f"{venue} margin tiers could not be fetched ({why}); using the shipped snapshot "
+                          f"of {fallback.as_of or 'no date'} (docs/margin.md)")
+
+
+def balance_of(reply: dict, asset: str, field: str) -> float:
+    """``field`` (free, total) of ``asset`` in a ccxt fetch_balance reply; 0 when absent."""
+    return float((reply.get(asset) or {}).get(field) or 0.0)
+
+
+async def snapshot(spot: LiveLeg, perp: LiveLeg, journal_spot: float, journal_perp: float, ts: int,
+                   default_leverage: float) -> Snapshot:
+    """Read both venues at once (books, balances, the perp position, funding)."""
+    spot_book, perp_book, spot_bal, perp_bal, pos, funding, (margin, margin_note) = await asyncio.gather(
+        spot.call("fetch_order_book", spot.symbol, BOOK_LEVELS),
+        perp.call("fetch_order_book", perp.symbol, BOOK_LEVELS),
+        spot.call("fetch_balance"), perp.call("fetch_balance"),
+        perp_position(perp), perp.call("fetch_funding_rate", perp.symbol), venue_margin_rule(perp, ts))
+    interval = funding_interval_hours(funding)
+    mark = float(funding.get("markPrice") or 0.0) or 0.5 * (perp_book["bids"][0][0] + perp_book["asks"][0][0])
+    predicted = funding.get("nextFundingRate")
+    lev = pos["leverage"] if pos["leverage"] == pos["leverage"] else default_leverage
+    return Snapshot(
+        ts, _levels(spot_book["bids"], 1.0), _levels(spot_book["asks"], 1.0),
+        _levels(perp_book["bids"], perp.rules.contract_size), _levels(perp_book["asks"], perp.rules.contract_size),
+        balance_of(spot_bal, spot.quote, "free"), balance_of(spot_bal, spot.base, "free"),
+        balance_of(perp_bal, perp.quote, "free"), balance_of(perp_bal, perp.quote, "total"),
+        pos["qty"], pos["entry"], pos["collateral"] - pos["unrealized"], lev, mark,
+        float(funding.get("fundingRate") or 0.0), float(predicted) if predicted is not None else None, interval,
+        int(funding.get("fundingTimestamp") or funding.get("nextFundingTimestamp") or 0) * 1_000_000,
+        float(spot.market.get("taker") or 0.0), float(perp.market.get("taker") or 0.0),
+        journal_spot, journal_perp, margin, margin_note)
+
+
+def funding_interval_hours(funding: dict[str, Any]) -> float:
+    """The settlement interval of a ccxt funding-rate answer (``interval`` like "8h"; 8 when absent)."""
+    text = str(funding.get("interval") or "8h")
+    try:
+        return float(text.rstrip("h")) if text.endswith("h") else 8.0
+    except ValueError:
+        return 8.0

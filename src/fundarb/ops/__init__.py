@@ -1,0 +1,1 @@
+"""Operating a desk: alerts and the monitor dashboard."""

@@ -1,0 +1,1 @@
+"""What runs leave behind: report.json and plots, the backtest trade log, Monte Carlo outputs."""

@@ -1,0 +1,1 @@
+"""Recorded cryptofeed captures: parse them into market events, and record new ones."""

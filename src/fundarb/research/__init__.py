@@ -1,0 +1,1 @@
+"""Studies over many paths: bootstrap of history, Monte Carlo, sweeps, funding statistics."""

@@ -1,0 +1,193 @@
+"""A Monte Carlo study: N bootstrapped market paths, each run through the real
+simulator with its own execution randomness, summarised as distributions.
+
+Path i's market draws and simulator draws come from
+``SeedSequence(seed, spawn_key=(i, 0))`` and ``(i, 1)``: a path is the same
+whatever chunk or worker runs it, and path i of one config meets the same
+market as path i of another (common random numbers in sweeps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+from fundarb.config import Config
+from fundarb.core.errors import FundarbError
+from fundarb.core.metrics import daily_closes
+from fundarb.data.history import MarketHistory
+from fundarb.research.bootstrap import SourcePeriods, auto_block_periods, bootstrap_history, cut_periods
+from fundarb.research.cluster import ChunkRunner
+from fundarb.sim.backtest import GATES, build_simulation, compute_metrics, evaluate_gates
+
+MAX_PATHS = 1_000_000
+MAX_CHUNK = 50
+# per-path metrics kept in the study's table (all from compute_metrics)
+PATH_METRICS = (
+    "net_apr", "sharpe", "max_drawdown", "fill_rate", "liquidations", "net_pnl", "funding_net", "fees",
+    "slippage", "net_funding_after_fees", "entries", "orders", "delta_drift_max", "missed_settlements",
+    "min_margin_buffer", "time_in_position", "alerts",
+)
+DISTRIBUTION_METRICS = ("net_apr", "sharpe", "max_drawdown", "fill_rate", "liquidations", "delta_drift_max", "time_in_position")
+PERCENTILES = (5, 25, 50, 75, 95)
+
+
+class StudyError(FundarbError, ValueError):
+    """A study that cannot run as asked; the message names the input."""
+
+
+def _positive(inst: Any, attr: attrs.Attribute, value: float | None) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise StudyError(f"{attr.name} must be a positive number, got {value}")
+
+
+@attrs.frozen
+class StudySpec:
+    """What to simulate: how many paths, how long, and the bootstrap's mean
+    block length in funding periods (None: Politis-White automatic)."""
+
+    paths: int
+    days: float = attrs.field(default=365.0, converter=float)
+    block_periods: float | None = attrs.field(default=None, converter=attrs.converters.optional(float), validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.paths, bool) or not isinstance(self.paths, int) or not 1 <= self.paths <= MAX_PATHS:
+            raise StudyError(f"--paths must be a whole number from 1 to {MAX_PATHS:,}, got {self.paths}")
+        if not (math.isfinite(self.days) and 1 <= self.days <= 3650):
+            raise StudyError(f"--days must be between 1 and 3650, got {self.days}")
+        if self.block_periods is not None and self.block_periods < 1:
+            raise StudyError(f"--block-periods must be >= 1 funding period, got {self.block_periods}")
+
+    @property
+    def hours(self) -> int:
+        return int(round(self.days * 24))
+
+
+def path_seeds(seed: int, index: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
+    """(market draws, simulator draws) of path ``index``."""
+    return np.random.SeedSequence(seed, spawn_key=(index, 0)), np.random.SeedSequence(seed, spawn_key=(index, 1))
+
+
+def path_history(cfg: Config, src: SourcePeriods, hours: int, block: float, index: int) -> MarketHistory:
+    market_seed, _ = path_seeds(cfg.seed, index)
+    h = bootstrap_history(src, hours, block, np.random.default_rng(market_seed))
+    return _with_scenario(h, cfg)
+
+
+def _with_scenario(h: MarketHistory, cfg: Config) -> MarketHistory:
+    scenario = getattr(cfg, "scenario", None)
+    if scenario is None:
+        return h
+    from fundarb.data.scenario import apply_scenario
+
+    return apply_scenario(h, scenario)
+
+
+def run_path(cfg: Config, src: SourcePeriods, hours: int, block: float, index: int) -> tuple[dict[str, Any], np.ndarray]:
+    """One path through the simulator: its metrics row and daily equity."""
+    h = path_history(cfg, src, hours, block, index)
+    _, sim_seed = path_seeds(cfg.seed, index)
+    engine, sim = build_simulation(cfg, h, sim_seed)
+    engine.run()
+    m = compute_metrics(cfg, h, engine, sim)
+    gates = evaluate_gates(m)
+    row: dict[str, Any] = {"path": index}
+    row.update({k: m[k] for k in PATH_METRICS})
+    row.update({f"gate_{g['metric']}": g["passed"] for g in gates})
+    row["all_gates_passed"] = all(g["passed"] for g in gates)
+    equity = daily_closes(engine.curve["ts"], engine.curve["equity"])
+    return row, equity
+
+
+def run_chunk(
+    src: SourcePeriods, cfg: Config, hours: int, block: float, indices: Sequence[int], keep_equity: bool = True
+) -> list[tuple[dict[str, Any], np.ndarray | None]]:
+    """The unit of work shipped to a worker: several paths of one config."""
+    out = []
+    for i in indices:
+        row, equity = run_path(cfg, src, hours, block, i)
+        out.append((row, equity if keep_equity else None))
+    return out
+
+
+def chunk_size(paths: int, workers: int) -> int:
+    """About eight chunks per worker (for balance), at most MAX_CHUNK paths
+    each, so a 10,000-path study is a few hundred tasks, not 10,000."""
+    return max(1, min(MAX_CHUNK, math.ceil(paths / (8 * max(workers, 1)))))
+
+
+def chunks(paths: int, size: int) -> list[range]:
+    return [range(a, min(a + size, paths)) for a in range(0, paths, size)]
+
+
+@attrs.frozen
+class StudyResult:
+    config: Config
+    spec: StudySpec
+    block_periods: float
+    block_auto: bool
+    source: SourcePeriods
+    rows: list[dict[str, Any]]
+    equity: np.ndarray  # (paths, days + 1) daily closes
+    day_offsets: np.ndarray
+
+
+def resolve_block(spec: StudySpec, src: SourcePeriods) -> tuple[float, bool]:
+    if spec.block_periods is not None:
+        return float(spec.block_periods), False
+    return auto_block_periods(src), True
+
+
+def run_study(
+    cfg: Config, history: MarketHistory, spec: StudySpec, runner: ChunkRunner,
+    progress: Callable[[int], None] | None = None,
+) -> StudyResult:
+    src = cut_periods(history)
+    block, auto = resolve_block(spec, src)
+    parts = chunks(spec.paths, chunk_size(spec.paths, runner.workers))
+    tasks = [(cfg, spec.hours, block, list(r)) for r in parts]
+    done: dict[int, list] = {}
+    for task_no, result in runner.run(run_chunk, src, tasks):
+        done[task_no] = result
+        if progress is not None:
+            progress(len(result))
+    pairs = [pair for t in range(len(parts)) for pair in done[t]]
+    rows = [r for r, _ in pairs]
+    equity = np.vstack([e for _, e in pairs])
+    day_offsets = np.arange(equity.shape[1], dtype=np.float64)
+    return StudyResult(cfg, spec, block, auto, src, rows, equity, day_offsets)
+
+
+def distribution(values: np.ndarray) -> dict[str, Any]:
+    v = np.asarray(values, dtype=np.float64)
+    finite = v[np.isfinite(v)]
+    out: dict[str, Any] = {"n": int(finite.size), "missing": int(v.size - finite.size)}
+    if finite.size == 0:
+        return out
+    out.update({"mean": float(finite.mean()), "std": float(finite.std()), "min": float(finite.min()), "max": float(finite.max())})
+    for p, q in zip(PERCENTILES, np.percentile(finite, PERCENTILES)):
+        out[f"p{p}"] = float(q)
+    return out
+
+
+def column(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray:
+    return np.array([np.nan if r[key] is None else float(r[key]) for r in rows], dtype=np.float64)
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Distributions of the path metrics and the gate pass probabilities."""
+    n = len(rows)
+    liq = column(rows, "liquidations")
+    return {
+        "paths": n,
+        "distributions": {k: distribution(column(rows, k)) for k in DISTRIBUTION_METRICS},
+        "p_all_gates_pass": sum(r["all_gates_passed"] for r in rows) / n,
+        "gate_pass_rates": {name: sum(r[f"gate_{key}"] for r in rows) / n for name, key, _, _ in GATES},
+        "liquidations": {"total": int(liq.sum()), "paths_with_liquidation": int((liq > 0).sum())},
+        "missed_settlements_total": int(column(rows, "missed_settlements").sum()),
+    }
+

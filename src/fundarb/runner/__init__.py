@@ -1,1 +1,0 @@
-"""The strategy runner: the engine on live market data, paper or live (see loop.py)."""

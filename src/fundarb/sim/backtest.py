@@ -1,0 +1,257 @@
+"""Backtest: a config + real history -> simulator + engine -> metrics and gates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import numpy as np
+
+from fundarb.config import Config, config_hash
+from fundarb.core import metrics
+from fundarb.core.book import PositionBook
+from fundarb.core.clock import SimClock
+from fundarb.core.engine import Engine
+from fundarb.core.funding import PERP_PRICE_SOURCES, VENUE_MARK_SOURCES, annualize, missed_settlements
+from fundarb.core.liquidation import MarginRule
+from fundarb.core.market_guard import MarketGuard
+from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, MarketKind
+from fundarb.core.risk import RiskMonitor, VenueCosts
+from fundarb.core.strategy import CarryStrategy
+from fundarb.data.history import MarketHistory
+from fundarb.data.margin_tiers import shipped_rule
+from fundarb.sim import SimExchange, SimVenueSpec
+from fundarb.sim.tape import history_tape
+
+# DESIGN "Success gates": name -> (metric, comparison, threshold)
+GATES: tuple[tuple[str, str, str, float], ...] = (
+    ("net funding after fees > 0", "net_funding_after_fees", ">", 0.0),
+    ("Sharpe > 1", "sharpe", ">", 1.0),
+    ("MaxDD < 5%", "max_drawdown", "<", 0.05),
+    ("APR > 10%", "net_apr", ">", 0.10),
+    ("fill rate > 95%", "fill_rate", ">", 0.95),
+    ("delta drift < 2%", "delta_drift_max", "<", 0.02),
+    ("zero missed funding", "missed_settlements", "==", 0),
+)
+
+
+# metrics that scale the window to a year: not given for a window shorter
+# than metrics.MIN_ANNUALISE_DAYS
+ANNUALISED_METRICS = (
+    "net_apr", "net_apr_over_collateral", "cagr", "sharpe", "frictionless_hold_funding_apr_on_notional",
+    "frictionless_hold_funding_apr_on_capital", "mean_funding_apr_in_window",
+)
+TOO_SHORT = "window too short"
+NO_ORDERS = "no orders"
+
+
+class MemoryRecorder:
+    """Keeps the decision log in order, for the trade log and golden files."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, dict[str, Any]]] = []
+
+    def record(self, kind: str, row: dict[str, Any]) -> None:
+        self.rows.append((kind, row))
+
+
+@attrs.frozen
+class BacktestResult:
+    config: Config
+    config_hash: str
+    history: MarketHistory
+    metrics: dict[str, Any]
+    gates: list[dict[str, Any]]
+    curve: dict[str, list]
+    log: list[tuple[str, dict[str, Any]]]
+    # metrics left out of ``metrics`` because they mean nothing for this run
+    # -> why (TOO_SHORT, NO_ORDERS)
+    not_applicable: dict[str, str] = attrs.field(factory=dict)
+
+    @property
+    def passed(self) -> bool | None:
+        """True if every gate passes, False if any fails, None if none fails
+        but some cannot be judged on this run."""
+        if any(g["passed"] is False for g in self.gates):
+            return False
+        return None if any(g["passed"] is None for g in self.gates) else True
+
+    @property
+    def window_note(self) -> str | None:
+        """Why the annualised figures are missing, or None when they are given."""
+        return short_window_note(self.metrics["days"]) if TOO_SHORT in self.not_applicable.values() else None
+
+
+def short_window_note(days: float) -> str:
+    return f"window {metrics.span_text(days)}: too short to annualise"
+
+
+def result_of(cfg: Config, history: MarketHistory, engine: Engine, sim: SimExchange) -> BacktestResult:
+    """A finished run as the backtest and replay outputs show it: the metrics
+    that apply to it, and gates judged on those (the others read n/a)."""
+    m = compute_metrics(cfg, history, engine, sim)
+    na = not_applicable(m)
+    shown = {k: v for k, v in m.items() if k not in na}
+    return BacktestResult(cfg, engine.config_hash, history, shown, evaluate_gates(shown, na), engine.curve,
+                          engine.recorder.rows, na)
+
+
+def not_applicable(m: dict[str, Any]) -> dict[str, str]:
+    """Metrics with no meaning for this run: the annualised ones on a window
+    too short to annualise, the fill rate when no order was sent."""
+    out = {}
+    if not metrics.can_annualise(m["days"]):
+        out.update(dict.fromkeys(ANNUALISED_METRICS, TOO_SHORT))
+    if m["orders"] == 0:
+        out["fill_rate"] = NO_ORDERS
+    return out
+
+
+def round_trip_cost(cfg: Config, price: float) -> float:
+    """Expected cost of opening and closing both legs, as a fraction of notional:
+    fees, mean half spread and impact at the configured size, and two transfers."""
+    qty = cfg.strategy.notional / price
+    per_side = 0.0
+    for v in (cfg.spot, cfg.perp):
+        half_spread = 0.5 * (v.half_spread_bp_min + v.half_spread_bp_max)
+        per_side += v.taker_fee + (half_spread + v.impact_bp_per_btc * qty) / 1e4
+    return 2 * per_side + 2 * cfg.transfer.fee / cfg.strategy.notional
+
+
+def venue_costs(cfg: Config, margin: MarginRule | None = None) -> VenueCosts:
+    """What the risk checks know of the venues: the configured fees and, for
+    the perp, ``margin`` (the venue's liquidation rule; default the shipped
+    snapshot's for the configured exchange and symbol)."""
+    slip = max(cfg.spot.half_spread_bp_max, cfg.perp.half_spread_bp_max) / 1e4 + 0.001
+    if margin is None:
+        margin = shipped_rule(cfg.perp.exchange, cfg.perp.symbol)
+    return VenueCosts(cfg.spot.taker_fee, cfg.perp.taker_fee, slip, margin, cfg.transfer.fee, cfg.perp_allocation)
+
+
+def build_simulation(
+    cfg: Config, history: MarketHistory, sim_seed: np.random.SeedSequence | None = None
+) -> tuple[Engine, SimExchange]:
+    """Wire the simulator, book, strategy, risk and engine for one run over a
+    history. The simulator's draws come from ``sim_seed`` (a Monte Carlo
+    path's own seed), else from the config's seed."""
+    first_funding = (int(history.funding_ts[0]), float(history.funding_interval[0]))
+    tape = history_tape(history, cfg.spot_account, cfg.perp_account, cfg.spot.depth_btc, cfg.perp.depth_btc)
+    return build_engine(cfg, tape, first_funding, history.start - NS_PER_HOUR, float(history.spot[0]), sim_seed)
+
+
+def build_engine(
+    cfg: Config, tape: Iterable[tuple[int, int, Any]], first_funding: tuple[int, float] | None, start_ns: int,
+    spot_price: float, sim_seed: np.random.SeedSequence | None = None,
+) -> tuple[Engine, SimExchange]:
+    """The engine on a simulator fed by any market tape (history bars or a
+    replayed capture): ``first_funding`` is the perp's first expected
+    settlement (ts, interval hours), ``spot_price`` sizes the strategy's
+    round-trip cost estimate."""
+    chash = config_hash(cfg)
+    spot_name, perp_name = cfg.spot_account, cfg.perp_account
+    if sim_seed is None:
+        sim_seed, = np.random.SeedSequence(cfg.seed).spawn(1)
+    costs = venue_costs(cfg)
+    specs = [
+        SimVenueSpec(spot_name, MarketKind.SPOT, cfg.spot_cash, cfg.spot, allow_short=cfg.strategy.allow_reverse),
+        SimVenueSpec(perp_name, MarketKind.PERP, cfg.perp_cash, cfg.perp, margin=costs.margin),
+    ]
+    schedule = {perp_name: first_funding} if first_funding is not None else {}
+    sim = SimExchange(specs, tape, sim_seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee, schedule)
+    book = PositionBook.open(spot_name, perp_name, cfg.spot_cash, cfg.perp_cash)
+    strategy = CarryStrategy(cfg.strategy, round_trip_cost(cfg, spot_price), spot_name, perp_name,
+                             quiet_ns=int(cfg.runner_settings.settlement_quiet_minutes * 60 * NS_PER_SECOND))
+    monitor = RiskMonitor(cfg.risk, costs)
+    engine = Engine(sim, book, strategy, monitor, chash, SimClock(start_ns), MemoryRecorder(),
+                    MarketGuard(cfg.market_data_settings.limits()))
+    return engine, sim
+
+
+def run_backtest(
+    cfg: Config, history: MarketHistory, progress: Callable[[int], None] | None = None
+) -> BacktestResult:
+    engine, sim = build_simulation(cfg, history)
+    if progress is not None:
+        engine.on_timer = progress
+    engine.run()
+    return result_of(cfg, history, engine, sim)
+
+
+def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExchange) -> dict[str, Any]:
+    book, curve = engine.book, engine.curve
+    days = h.days
+    drift_max, drift_p99 = metrics.drift_stats(curve["drift"], curve["in_position"])
+    drift_max = max(drift_max, engine.settled_drift_max)
+    buffers = [b for b, pos in zip(curve["margin_buffer"], curve["in_position"]) if pos]
+    now = engine.clock.now_ns()
+    open_intervals = [(a, now if b is None else b) for a, b in book.perp_spans]
+    expected = [int(t) for t in h.funding_ts.tolist()]
+    missed = missed_settlements(expected, [e.ts for e in book.funding_ledger], open_intervals)
+    rate_sum = float(h.funding_rate.sum())
+    mean_interval = float(h.funding_interval.mean()) if h.funding_interval.size else 8.0
+    frictionless = rate_sum * 365.0 / days if days > 0 else 0.0
+    hours_in_position = int(sum(curve["in_position"]))
+    net_apr = metrics.apr(book.pnl, cfg.capital, days)
+    return {
+        "capital": cfg.capital,
+        "days": round(days, 6),
+        "final_equity": book.equity,
+        "net_pnl": book.pnl,
+        "net_apr": net_apr,
+        # what the same capital would have earned at collateral_rate (not
+        # deducted from PnL: it is the hurdle, and Sharpe is measured over it)
+        "collateral_cost": cfg.capital * cfg.collateral_rate * days / 365.0,
+        "net_apr_over_collateral": net_apr - cfg.collateral_rate,
+        "cagr": metrics.cagr(book.initial_equity, book.equity, days),
+        "sharpe": metrics.sharpe(curve["ts"], curve["equity"], cfg.collateral_rate),
+        "max_drawdown": metrics.max_drawdown(curve["equity"]),
+        "funding_received": book.funding_received,
+        "funding_paid": book.funding_paid,
+        "funding_net": book.funding,
+        "fees": book.fees,
+        "slippage": book.slippage,
+        "price_pnl": book.price_pnl,
+        "net_funding_after_fees": book.funding - book.fees - book.slippage,
+        "fill_rate": metrics.fill_rate(sim.filled_qty, sim.requested_qty),
+        "requested_qty": sim.requested_qty,
+        "filled_qty": sim.filled_qty,
+        "orders": len(engine.orders),
+        "fills": sum(1 for kind, _ in engine.recorder.rows if kind == "fill"),
+        "entries": engine.strategy.entries,
+        "liquidations": sim.liquidations,
+        "delta_drift_max": drift_max,
+        "delta_drift_p99": drift_p99,
+        "min_margin_buffer": min(buffers) if buffers else None,
+        "max_leverage": max(curve["leverage"]) if curve["leverage"] else 0.0,
+        "settlements_in_window": len(expected),
+        "settlements_accrued": len(book.funding_ledger),
+        "settlements_at_venue_mark": sum(1 for e in book.funding_ledger if e.mark_source in VENUE_MARK_SOURCES),
+        "settlements_at_perp_price": sum(1 for e in book.funding_ledger if e.mark_source in PERP_PRICE_SOURCES),
+        "missed_settlements": len(missed),
+        "hours_in_position": hours_in_position,
+        "time_in_position": hours_in_position / max(len(curve["ts"]), 1),
+        "alerts": len(engine.alerts),
+        "vetoes": engine.vetoes,
+        "kill_switch": engine.monitor.kill.reason or None,
+        "frictionless_hold_funding_apr_on_notional": frictionless,
+        "frictionless_hold_funding_apr_on_capital": frictionless * cfg.strategy.notional / cfg.capital,
+        "mean_funding_apr_in_window": annualize(float(h.funding_rate.mean()), mean_interval) if h.funding_rate.size else None,
+    }
+
+
+def evaluate_gates(m: dict[str, Any], not_applicable: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Each gate judged on ``m``; a gate whose metric is in
+    ``not_applicable`` is neither passed nor failed: passed None, and
+    ``result`` says why (``n/a (window too short)``)."""
+    out = []
+    na = not_applicable or {}
+    for name, key, op, threshold in GATES:
+        gate = {"gate": name, "metric": key, "threshold": threshold, "op": op}
+        if key in na:
+            out.append({**gate, "value": None, "passed": None, "result": f"n/a ({na[key]})"})
+            continue
+        value = m[key]
+        passed = bool({">": value > threshold, "<": value < threshold, "==": value == threshold}[op])
+        out.append({**gate, "value": value, "passed": passed, "result": "PASS" if passed else "FAIL"})
+    return out

@@ -1,0 +1,1 @@
+"""Helpers with no trading knowledge: secret scrubbing, bounded waits, whole-or-absent files, sealed parquet."""

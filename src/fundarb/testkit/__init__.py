@@ -1,0 +1,1 @@
+"""Test equipment that production code never imports: the loopback exchange emulator."""

@@ -1,0 +1,804 @@
+"""Account state behind the loopback exchange's trading endpoints.
+
+Pure bookkeeping: no I/O, no HTTP shapes (``emulator.py`` renders these in
+each venue's own JSON). One ``Accounts`` holds every wallet of the emulator:
+
+- ``binance``      Binance spot wallet (assets, free/locked).
+- ``binanceusdm``  Binance USD-M futures wallet (USDT) and the BTCUSDT position.
+- ``bybit``        Bybit unified (UNIFIED) wallet: spot assets AND the linear
+                   BTCUSDT position share it, as on the real unified account.
+- ``bybit:FUND``   Bybit funding wallet (transfers only).
+
+Money rules (what the tests hold to 1e-9):
+
+- **Fills.** A market order fills at the real close "at now" (spot close for
+  spot, perp close for perps) moved by fundarb's own simulator slippage model
+  (``fundarb.sim.models.SlippageModel``, mid-only quote: half spread
+  drawn uniformly in [half_spread_bp_min, half_spread_bp_max] plus
+  ``impact_bp_per_btc`` per BTC, from the ``VenueConfig`` defaults below),
+  drawn from a Generator seeded by the emulator seed, then rounded to the tick
+  against the taker (buys up, sells down). A limit order that would fill at or
+  better than its price on arrival takes that price as a taker; otherwise it
+  rests and fills at its own price, as a maker, when the clock moves the real
+  close to or through it (``on_clock``).
+- **Fees.** ``fee = rate * qty * price`` with the venue's maker/taker rates
+  (``MARKETS``; Binance's match sims/baseline.toml). Spot fees are charged in
+  the asset received (BTC on a buy, USDT on a sell), as both venues do without
+  a fee-discount token; perp fees are charged in USDT.
+- **Spot.** buy q at p: USDT -= q p, BTC += q - fee. sell: BTC -= q,
+  USDT += q p - fee. A resting buy locks q * limit USDT, a resting sell q BTC.
+  So USDT + BTC * p + fee_value == start for one fill at p.
+- **Perps (isolated-style).** Opening |q| at p moves |q| p / leverage of the
+  wallet into the position's collateral (``margin``) and needs that plus the
+  fee available; reducing realises ``closed * (p - entry) * sign`` into the
+  wallet and releases collateral pro rata. Wallet balance + fees paid ==
+  deposits + realised PnL (+ funding, below); equity = wallet balance +
+  unrealised PnL. Liquidation price: the venue's own rule
+  (``fundarb.core.liquidation.MarginRule``, isolated mode, the collateral
+  as the isolated wallet) with its tiers from the shipped snapshot
+  (``fundarb.data.margin_tiers``): Binance USD-M bracket at the
+  liquidation price, Bybit maintenance margin valued at entry.
+- **Funding.** When the clock crosses a real settlement of the venue's own
+  series (binance BTCUSDT for USD-M, bybit BTCUSDT for Bybit; ``settlements``),
+  an open perp position of signed size q receives ``-q * mark * rate``
+  (``core.book``'s rule; mark = the perp close at the settlement instant, the
+  simulator's ``perp_close`` stand-in), booked once, in time order, however
+  far the clock jumps: into the wallet and the position's isolated collateral
+  (isolated venues credit the isolated wallet; the simulator's liquidation
+  price likewise counts funding in the collateral). Only positions open at the
+  instant accrue: a settlement at or before the time a position opened is not
+  paid to it, and each settlement is paid at most once (a clock moved back and
+  forward again does not pay it twice; moving back pays nothing). Recorded in
+  ``fundings``.
+- **Liquidation.** The clock walks the hourly perp closes it crosses
+  (``marks_between``); at the first close at or past the position's
+  liquidation price (``MarketSpec.margin``, isolated) the whole
+  position is closed at that price, rounded one tick against the account, as
+  the simulator's ``_check_liquidation``: realised ``q (price - entry)`` and a
+  penalty fee ``min(liquidation_fee_rate * |q| * price, what is left of the
+  collateral)`` (never below 0). What is left after both stays in the wallet.
+  Open perp orders of the venue are cancelled first. The order is marked
+  ``liquidation`` (Binance: a LIMIT IOC with clientOrderId ``autoclose-...``;
+  Bybit: a Market order, createType CreateByLiq, execType BustTrade).
+  Marks and settlements at one instant go mark first, then funding (the
+  simulator's event priorities), so a position liquidated at the settlement
+  hour is not paid.
+- **The ledger.** Per perp wallet, to 1e-9, across fills, settlements and
+  liquidations: free balance + collateral (together the wallet balance) +
+  fees paid (liquidation penalties included) == deposits + realised PnL +
+  funding; so equity (wallet + unrealised ``q (mark - entry)``) + fees paid ==
+  deposits + realised + unrealised + funding.
+- **Events.** Every change is told to ``Accounts.listeners`` (callables taking
+  an :class:`AccountEvent`), called inside the account lock right after the
+  change, so a listener reads the state as of that step: an order's ``NEW``
+  (booked), each ``TRADE`` (one fill), ``CANCELED``, ``EXPIRED`` (the unfilled
+  rest of a market/IOC order), and after each operation one ``BALANCE`` per
+  wallet it touched (``reason`` ORDER, DEPOSIT or TRANSFER; ``traded`` when a
+  fill moved money). The private websocket streams are built from these.
+- **Refusals.** More than the available balance -> ``AccountError('insufficient')``;
+  a client order id already used (Binance: among OPEN orders, as its docs say
+  "a unique id among open orders"; Bybit: among all orders) -> 'duplicate';
+  under the venue's minimum notional -> 'min_notional'.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fundarb.config import VenueConfig
+from fundarb.core.book import margin_buffer
+from fundarb.core.liquidation import ISOLATED, MarginRule
+from fundarb.core.model import Quote
+from fundarb.data.margin_tiers import shipped_rule
+from fundarb.sim.models import SlippageModel
+
+SPOT, PERP = "spot", "perp"
+BUY, SELL = "buy", "sell"
+MARKET, LIMIT = "market", "limit"
+# order states, in the emulator's neutral words; the venues print their own
+NEW, PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED = "NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED"
+OPEN_STATES = (NEW, PARTIALLY_FILLED)
+EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class MarketSpec:
+    """One tradable market of one venue: its wallet, steps and cost models."""
+
+    venue: str  # the ccxt id whose routes trade it
+    kind: str  # SPOT or PERP
+    wallet: str
+    tick: float
+    step: float
+    min_notional: float
+    costs: VenueConfig  # maker/taker fees, slippage, liquidation penalty
+    base: str = "BTC"
+    quote: str = "USDT"
+    margin: MarginRule | None = None  # a perp's liquidation rule and tiers
+
+
+# Fees: Binance spot 0.1%/0.1% and USD-M 0.02%/0.05% as sims/baseline.toml;
+# Bybit's published non-VIP rates (spot 0.1%/0.1%, linear 0.02%/0.055%).
+# Slippage: VenueConfig defaults (half spread 0.1..0.5 bp, 0.5 bp per BTC).
+# Maintenance margin: each venue's BTCUSDT tiers from the shipped snapshot
+# (Binance brackets from 0.4%; Bybit risk limit tier 1, 0.5%).
+MARKETS: dict[tuple[str, str], MarketSpec] = {
+    ("binance", SPOT): MarketSpec("binance", SPOT, "binance", 0.01, 0.00001, 5.0,
+                                  VenueConfig("binance", "BTC/USDT", taker_fee=0.001, maker_fee=0.001)),
+    ("binanceusdm", PERP): MarketSpec("binanceusdm", PERP, "binanceusdm", 0.1, 0.001, 100.0,
+                                      VenueConfig("binanceusdm", "BTC/USDT:USDT", taker_fee=0.0005, maker_fee=0.0002),
+                                      margin=shipped_rule("binanceusdm", "BTC/USDT:USDT")),
+    ("bybit", SPOT): MarketSpec("bybit", SPOT, "bybit", 0.01, 0.000001, 1.0,
+                                VenueConfig("bybit", "BTC/USDT", taker_fee=0.001, maker_fee=0.001)),
+    ("bybit", PERP): MarketSpec("bybit", PERP, "bybit", 0.1, 0.001, 5.0,
+                                VenueConfig("bybit", "BTC/USDT:USDT", taker_fee=0.00055, maker_fee=0.0002),
+                                margin=shipped_rule("bybit", "BTC/USDT:USDT")),
+}
+WALLETS = ("binance", "binanceusdm", "bybit", "bybit:FUND")
+DEFAULT_LEVERAGE = {"binanceusdm": 20, "bybit": 10}  # each venue's default for a new BTCUSDT account
+MAX_LEVERAGE = {"binanceusdm": 125, "bybit": 100}
+
+
+class AccountError(Exception):
+    """A refusal; ``reason`` is one of: insufficient, duplicate, unknown_order,
+    min_notional, bad_param. The routes turn it into the venue's code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass
+class Order:
+    id: str
+    client_id: str
+    venue: str
+    kind: str
+    side: str
+    type: str
+    qty: float
+    price: float | None  # limit price; None for market
+    time_in_force: str
+    reduce_only: bool
+    created_ms: int
+    updated_ms: int
+    status: str = NEW
+    filled: float = 0.0
+    cost: float = 0.0  # sum of qty * price over fills
+    fee: float = 0.0
+    fee_asset: str = ""
+    reserved: float = 0.0  # spot: asset locked; perp: order initial margin (USDT)
+    quote_qty: float | None = None  # a spot market buy sized in quote (Bybit marketUnit=quoteCoin)
+    liquidation: bool = False  # the venue's forced close of a position
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATES
+
+    @property
+    def remaining(self) -> float:
+        return max(self.qty - self.filled, 0.0)
+
+    @property
+    def avg_price(self) -> float:
+        # rounded past any price's precision: one fill at 37211.8 averages to 37211.8, not
+        # the 37211.799999999996 that cost / filled leaves in binary floating point
+        return round(self.cost / self.filled, 10) if self.filled > 0 else 0.0
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.side == BUY else -1
+
+
+@dataclass
+class Trade:
+    id: str
+    order_id: str
+    client_id: str
+    venue: str
+    kind: str
+    side: str
+    qty: float
+    price: float
+    fee: float
+    fee_asset: str
+    fee_rate: float
+    maker: bool
+    time_ms: int
+    realized_pnl: float = 0.0
+    liquidation: bool = False  # the fill of a liquidation order
+
+
+@dataclass(frozen=True)
+class FundingPayment:
+    """One settlement paid to (amount > 0) or by (amount < 0) an open position."""
+
+    id: str
+    venue: str
+    time_ms: int  # the settlement instant
+    qty: float  # signed position size at the instant
+    rate: float
+    mark: float  # perp close at the instant
+    amount: float  # -qty * mark * rate, in 8-decimal units
+
+
+@dataclass
+class Position:
+    qty: float = 0.0  # signed BTC; short < 0
+    entry: float = 0.0
+    margin: float = 0.0  # isolated collateral (USDT), part of the wallet balance
+    leverage: int = 10
+    realized: float = 0.0
+    updated_ms: int = 0
+
+
+@dataclass
+class Wallet:
+    total: dict[str, float] = field(default_factory=dict)
+    locked: dict[str, float] = field(default_factory=dict)  # spot orders
+
+    def get(self, asset: str) -> float:
+        return self.total.get(asset, 0.0)
+
+    def add(self, asset: str, amount: float) -> None:
+        self.total[asset] = money(self.total.get(asset, 0.0) + amount)
+
+    def lock(self, asset: str, amount: float) -> None:
+        self.locked[asset] = money(self.locked.get(asset, 0.0) + amount)
+
+
+def money(x: float) -> float:
+    """Balances move in 8-decimal units, as both venues book them: every cash,
+    fee and PnL amount is rounded once, where it is booked, so what the
+    endpoints print (8 decimals) is exactly what the account holds."""
+    return round(x, 8)
+
+
+def floor_step(x: float, step: float) -> float:
+    return round(math.floor(x / step + 1e-9) * step, 12)
+
+
+def round_tick(price: float, tick: float, up: bool) -> float:
+    n = price / tick
+    return round((math.ceil(n - 1e-9) if up else math.floor(n + 1e-9)) * tick, 10)
+
+
+# what an AccountEvent says happened (the order ones are Binance's execution types)
+TRADE, BALANCE, FUNDING = "TRADE", "BALANCE", "FUNDING"
+
+
+@dataclass(frozen=True)
+class AccountEvent:
+    """One change, told to ``Accounts.listeners`` while the account lock is
+    held. ``order`` and ``trade`` are the live objects: read them in the
+    listener (a later step of the same operation changes the order)."""
+
+    what: str  # NEW, TRADE, CANCELED, EXPIRED (an order), BALANCE (a wallet) or FUNDING (a settlement paid)
+    venue: str  # the ccxt id whose routes trade the wallet
+    kind: str  # SPOT or PERP ('' for a deposit or transfer)
+    wallet: str
+    time_ms: int
+    order: Order | None = None
+    trade: Trade | None = None
+    reason: str = "ORDER"  # BALANCE: ORDER, DEPOSIT, TRANSFER or FUNDING_FEE
+    traded: bool = False  # BALANCE: a fill or a settlement moved money (or a position)
+    funding: FundingPayment | None = None  # FUNDING: the payment
+
+
+# wallet -> the venue whose private streams tell its changes
+WALLET_VENUE = {"binance": "binance", "binanceusdm": "binanceusdm", "bybit": "bybit", "bybit:FUND": "bybit"}
+
+
+ID_EPOCH_S = 1_704_067_200  # 2024-01-01T00:00:00Z
+
+
+class Accounts:
+    """Every wallet, order and trade of the emulator. Thread-safe: the test
+    thread funds accounts and moves the clock while the server thread trades.
+
+    ``price_at(kind, now_ms)`` is the real close of the spot or perp market at
+    ``now_ms``; ``now_ms()`` the emulator's now. ``settlements(venue, after,
+    upto)``: the venue's real (time_ms, rate) settlements in (after, upto],
+    ascending; ``marks_between(after, upto)``: the real (close_ms, perp close)
+    hours in (after, upto], ascending. Without them no funding is paid and
+    liquidation looks at the mark at the new now only."""
+
+    def __init__(self, price_at: Callable[[str, int], float], now_ms: Callable[[], int], seed: int = 0, *,
+                 settlements: Callable[[str, int, int], list[tuple[int, float]]] | None = None,
+                 marks_between: Callable[[int, int], list[tuple[int, float]]] | None = None) -> None:
+        self._price_at, self._now_ms = price_at, now_ms
+        self._settlements, self._marks_between = settlements, marks_between
+        self._clock_ms = now_ms()  # the clock time the walk has reached
+        # per venue: the settlement instants already paid (a clock moved back and forward again must not repay)
+        self._paid: dict[str, set[int]] = {venue: set() for venue in DEFAULT_LEVERAGE}
+        self.fundings: dict[str, list[FundingPayment]] = {venue: [] for venue in DEFAULT_LEVERAGE}
+        self._lock = threading.RLock()
+        self.wallets = {name: Wallet() for name in WALLETS}
+        self.positions = {venue: Position(leverage=lev) for venue, lev in DEFAULT_LEVERAGE.items()}
+        self.orders: dict[tuple[str, str], list[Order]] = {key: [] for key in MARKETS}
+        self.trades: dict[tuple[str, str], list[Trade]] = {key: [] for key in MARKETS}
+        self.deposits: dict[str, dict[str, float]] = {name: {} for name in WALLETS}
+        # ids go on from one emulator start to the next, as a venue's never repeat:
+        # numbered from the wall clock's seconds since 2024 (10,000 ids a second)
+        self._seq = max(0, int(time.time()) - ID_EPOCH_S) * 10_000
+        # told every change (AccountEvent), under the lock; a failing listener never stops trading
+        self.listeners: list[Callable[[AccountEvent], None]] = []
+        self.listener_errors: list[BaseException] = []
+        # user-data stream keys (Binance listenKey): key -> venue; one live key per venue
+        self.listen_keys: dict[str, str] = {}
+        # API keys the signed endpoints accept; None: any key (the HMAC is never checked)
+        self.api_keys: set[str] | None = None
+        seeds = np.random.SeedSequence(seed).spawn(len(MARKETS))
+        self._slippage = {
+            key: SlippageModel(spec.costs.half_spread_bp_min, spec.costs.half_spread_bp_max,
+                               spec.costs.impact_bp_per_btc, np.random.default_rng(s))
+            for (key, spec), s in zip(MARKETS.items(), seeds)
+        }
+
+    # ------------------------------------------------------------ set-up by tests
+    def fund(self, wallet: str, asset: str, amount: float) -> None:
+        """Deposit ``amount`` of ``asset`` (negative withdraws)."""
+        if wallet not in self.wallets:
+            raise ValueError(f"unknown wallet {wallet!r} (known: {', '.join(WALLETS)})")
+        if not math.isfinite(amount):
+            raise ValueError(f"deposit must be finite, got {amount}")
+        with self._lock:
+            self.wallets[wallet].add(asset, float(amount))
+            dep = self.deposits[wallet]
+            dep[asset] = dep.get(asset, 0.0) + float(amount)
+            self._balance_event(wallet, "", "DEPOSIT", False)
+
+    # ------------------------------------------------------------ events
+    def _emit(self, event: AccountEvent) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception as exc:  # noqa: BLE001 - a stream's bug must not undo a booked trade
+                self.listener_errors.append(exc)
+
+    def _order_event(self, what: str, order: Order, trade: Trade | None = None) -> None:
+        if self.listeners:
+            self._emit(AccountEvent(what, order.venue, order.kind, MARKETS[(order.venue, order.kind)].wallet,
+                                    order.updated_ms, order, trade))
+
+    def _balance_event(self, wallet: str, kind: str, reason: str, traded: bool, time_ms: int | None = None) -> None:
+        if self.listeners:
+            self._emit(AccountEvent(BALANCE, WALLET_VENUE[wallet], kind, wallet,
+                                    self._now_ms() if time_ms is None else time_ms, reason=reason, traded=traded))
+
+    # ------------------------------------------------------------ user-data stream keys
+    def open_listen_key(self, venue: str) -> str:
+        """The venue's live listenKey, made on first use (Binance answers the
+        active key again while it lives)."""
+        import uuid
+
+        with self._lock:
+            for key, owner in self.listen_keys.items():
+                if owner == venue:
+                    return key
+            key = uuid.uuid4().hex + uuid.uuid4().hex
+            self.listen_keys[key] = venue
+            return key
+
+    def listen_key_venue(self, key: str | None) -> str | None:
+        with self._lock:
+            return self.listen_keys.get(key or "")
+
+    def close_listen_key(self, venue: str, key: str | None = None) -> bool:
+        with self._lock:
+            hit = [k for k, v in self.listen_keys.items() if v == venue and (key is None or k == key)]
+            for k in hit:
+                del self.listen_keys[k]
+            return bool(hit)
+
+    # ------------------------------------------------------------ views
+    def spec(self, venue: str, kind: str) -> MarketSpec:
+        try:
+            return MARKETS[(venue, kind)]
+        except KeyError:
+            raise AccountError("bad_param", f"{venue} has no {kind} market") from None
+
+    def mark(self, venue: str) -> float:
+        return self._price_at(PERP, self._now_ms())
+
+    def mark_at(self, time_ms: int) -> float:
+        """The perp mark (the real perp close) at ``time_ms``."""
+        return self._price_at(PERP, time_ms)
+
+    def position(self, venue: str) -> Position:
+        return self.positions[venue]
+
+    def unrealized(self, venue: str) -> float:
+        pos = self.positions[venue]
+        return pos.qty * (self.mark(venue) - pos.entry) if pos.qty else 0.0
+
+    def order_margin(self, venue: str) -> float:
+        key = (venue, PERP)
+        return sum(o.reserved for o in self.orders.get(key, []) if o.is_open)
+
+    def available(self, wallet: str, asset: str) -> float:
+        """What a new order or transfer may use: total - locked by spot orders
+        - (USDT of a margin wallet) position collateral and order margin."""
+        with self._lock:
+            w = self.wallets[wallet]
+            free = w.get(asset) - w.locked.get(asset, 0.0)
+            if wallet in self.positions and asset == "USDT":
+                free -= self.positions[wallet].margin + self.order_margin(wallet)
+            return free
+
+    def margin_rule(self, venue: str) -> MarginRule:
+        rule = MARKETS[(venue, PERP)].margin
+        assert rule is not None  # every perp market of MARKETS has one
+        return rule
+
+    def liquidation(self, venue: str) -> float:
+        """The position's liquidation price by the venue's rule, isolated: the collateral is the wallet."""
+        pos = self.positions[venue]
+        return self.margin_rule(venue).liquidation_price(pos.margin, pos.qty, pos.entry, ISOLATED)
+
+    def maintenance(self, venue: str) -> float:
+        """The maintenance margin the liquidation price holds the position to
+        (Binance: at the mark; Bybit isolated: at the entry)."""
+        pos = self.positions[venue]
+        return self.margin_rule(venue).maintenance_for(pos.qty, pos.entry, self.mark(venue), ISOLATED)
+
+    def buffer(self, venue: str) -> float:
+        pos = self.positions[venue]
+        return margin_buffer(self.liquidation(venue), self.mark(venue), pos.qty)
+
+    def funding(self, venue: str) -> float:
+        """Funding received (positive) less paid, over the account's life."""
+        with self._lock:
+            return sum(f.amount for f in self.fundings[venue])
+
+    def funding_list(self, venue: str) -> list[FundingPayment]:
+        with self._lock:
+            return list(self.fundings[venue])
+
+    def fees_paid(self, wallet: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for (venue, kind), trades in self.trades.items():
+            if MARKETS[(venue, kind)].wallet == wallet:
+                for t in trades:
+                    out[t.fee_asset] = out.get(t.fee_asset, 0.0) + t.fee
+        return out
+
+    # ------------------------------------------------------------ ids
+    def _next(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _order_id(self, venue: str, n: int) -> str:
+        # Binance: integers; Bybit: UUID-shaped strings (deterministic here)
+        if venue == "bybit":
+            return f"{n:08x}-e0e0-4000-8000-{n:012x}"
+        return str(4_000_000_000 + n)
+
+    def _trade_id(self, venue: str, n: int) -> str:
+        if venue == "bybit":
+            return f"{n:08x}-7ade-5000-9000-{n:012x}"
+        return str(300_000_000 + n)
+
+    # ------------------------------------------------------------ orders
+    def find(self, venue: str, kind: str, order_id: str | None = None, client_id: str | None = None) -> Order:
+        with self._lock:
+            for o in reversed(self.orders[(venue, kind)]):
+                if (order_id is not None and o.id == str(order_id)) or (
+                        order_id is None and client_id is not None and o.client_id == client_id):
+                    return o
+        raise AccountError("unknown_order", f"no order id={order_id} clientOrderId={client_id}")
+
+    def open_orders(self, venue: str, kind: str) -> list[Order]:
+        with self._lock:
+            return [o for o in self.orders[(venue, kind)] if o.is_open]
+
+    def all_orders(self, venue: str, kind: str) -> list[Order]:
+        with self._lock:
+            return list(self.orders[(venue, kind)])
+
+    def trade_list(self, venue: str, kind: str) -> list[Trade]:
+        with self._lock:
+            return list(self.trades[(venue, kind)])
+
+    def place(self, venue: str, kind: str, side: str, type_: str, qty: float, price: float | None = None, *,
+              client_id: str | None = None, time_in_force: str = "GTC", reduce_only: bool = False,
+              quote_qty: float | None = None, fill_ratio: float = 1.0) -> Order:
+        """Validate, book and (market or marketable limit) fill an order.
+        ``fill_ratio`` < 1: only that share of the quantity fills now (the
+        partial_fill fault); a market order's rest expires, a limit's rests."""
+        spec = self.spec(venue, kind)
+        if side not in (BUY, SELL) or type_ not in (MARKET, LIMIT):
+            raise AccountError("bad_param", f"side {side!r} type {type_!r}")
+        if type_ == LIMIT and (price is None or not price > 0):
+            raise AccountError("bad_param", "a limit order needs a positive price")
+        with self._lock:
+            now = self._now_ms()
+            if now > self._clock_ms:  # the clock moved and its listener has not run yet: what it crossed comes first
+                self._walk(self._clock_ms, now)
+                self._clock_ms = now
+            if client_id is not None:
+                clash = [o for o in self.orders[(venue, kind)] if o.client_id == client_id
+                         and (venue == "bybit" or o.is_open)]
+                if clash:
+                    raise AccountError("duplicate", client_id)
+            touch = self._fill_price(spec, side, qty if quote_qty is None else 0.0, now)
+            if quote_qty is not None:  # a quote-sized market buy: the base it buys at the touch
+                qty = floor_step(quote_qty / touch, spec.step)
+            if not qty > 0:
+                raise AccountError("bad_param", f"quantity must be positive, got {qty}")
+            ref = price if type_ == LIMIT else touch
+            if qty * ref < spec.min_notional and not reduce_only:
+                raise AccountError("min_notional", f"{qty * ref:.2f} < {spec.min_notional}")
+            crosses = type_ == MARKET or (touch <= price if side == BUY else touch >= price)
+            n = self._next()
+            oid = self._order_id(venue, n)
+            order = Order(oid, client_id or f"emu-{venue}-{n}", venue, kind, side, type_, qty, price,
+                          time_in_force if type_ == LIMIT else "GTC", reduce_only, now, now,
+                          quote_qty=quote_qty)
+            now_qty = floor_step(qty * fill_ratio, spec.step) if fill_ratio < 1 else qty
+            if not crosses:
+                now_qty = 0.0
+            self._check_funds(spec, order, touch, now_qty)
+            self.orders[(venue, kind)].append(order)
+            self._order_event(NEW, order)
+            if now_qty > 0:
+                self._fill(spec, order, now_qty, touch, maker=False, now=now)
+            if order.remaining > EPS:
+                if type_ == MARKET or time_in_force in ("IOC", "FOK"):
+                    order.status = EXPIRED
+                    self._order_event(EXPIRED, order)
+                else:
+                    self._reserve(spec, order)
+            self._balance_event(spec.wallet, kind, "ORDER", now_qty > 0)
+            return order
+
+    def cancel(self, venue: str, kind: str, order_id: str | None = None, client_id: str | None = None) -> Order:
+        with self._lock:
+            order = self.find(venue, kind, order_id, client_id)
+            if not order.is_open:
+                raise AccountError("unknown_order", f"order {order.id} is {order.status}")
+            spec = self.spec(venue, kind)
+            self._release(spec, order)
+            order.status = CANCELED
+            order.updated_ms = self._now_ms()
+            self._order_event(CANCELED, order)
+            self._balance_event(spec.wallet, kind, "ORDER", False)
+            return order
+
+    def set_leverage(self, venue: str, leverage: int) -> Position:
+        if venue not in self.positions:
+            raise AccountError("bad_param", f"{venue} has no perp")
+        if not 1 <= leverage <= MAX_LEVERAGE[venue]:
+            raise AccountError("bad_param", f"leverage {leverage} outside 1..{MAX_LEVERAGE[venue]}")
+        with self._lock:
+            self.positions[venue].leverage = int(leverage)
+            return self.positions[venue]
+
+    def transfer(self, src: str, dst: str, asset: str, amount: float) -> int:
+        """Move ``amount`` between two wallets at once; returns a transfer id."""
+        if src not in self.wallets or dst not in self.wallets or src == dst:
+            raise AccountError("bad_param", f"transfer {src} -> {dst}")
+        if not amount > 0:
+            raise AccountError("bad_param", f"amount must be positive, got {amount}")
+        with self._lock:
+            if amount > self.available(src, asset) + 1e-9:
+                raise AccountError("insufficient", f"{amount} {asset} > available in {src}")
+            self.wallets[src].add(asset, -amount)
+            self.wallets[dst].add(asset, amount)
+            self._balance_event(src, "", "TRANSFER", False)
+            self._balance_event(dst, "", "TRANSFER", False)
+            return 100_000_000_000 + self._next()
+
+    # ------------------------------------------------------------ the clock moved
+    def on_clock(self, now_ms: int) -> list[Order]:
+        """Walk the time the clock crossed (hourly marks: liquidations;
+        settlements: funding; in time order), then fill resting limit orders
+        the real close has reached (at their own price, as makers). Returns
+        the orders that filled."""
+        done = []
+        with self._lock:
+            if now_ms > self._clock_ms:
+                self._walk(self._clock_ms, now_ms)
+            self._clock_ms = now_ms
+            for (venue, kind), orders in self.orders.items():
+                resting = [o for o in orders if o.is_open and o.type == LIMIT]
+                if not resting:
+                    continue
+                spec = MARKETS[(venue, kind)]
+                price = self._price_at(kind, now_ms)
+                filled = False
+                for o in resting:
+                    if (o.side == BUY and price <= o.price) or (o.side == SELL and price >= o.price):
+                        self._release(spec, o)
+                        self._fill(spec, o, o.remaining, o.price, maker=True, now=now_ms)
+                        done.append(o)
+                        filled = True
+                if filled:
+                    self._balance_event(spec.wallet, kind, "ORDER", True)
+        return done
+
+    # ------------------------------------------------------------ funding and liquidation
+    def _walk(self, after: int, upto: int) -> None:
+        """Apply, in time order, what happened in (after, upto]: at each hourly
+        close the liquidation check, at each real settlement the funding. At
+        one instant the mark goes first (the simulator's P_MARK < P_FUNDING)."""
+        steps: list[tuple[int, int, str, float]] = []  # (time, 0 mark / 1 settlement, venue, price / rate)
+        if self._settlements is not None:
+            for venue in self.positions:
+                steps += [(int(t), 1, venue, float(rate)) for t, rate in self._settlements(venue, after, upto)
+                          if int(t) not in self._paid[venue]]
+        if any(p.qty for p in self.positions.values()):
+            marks = (self._marks_between(after, upto) if self._marks_between is not None
+                     else [(upto, self._price_at(PERP, upto))])
+            steps += [(int(t), 0, "", float(price)) for t, price in marks]
+        steps.sort(key=lambda s: (s[0], s[1]))
+        for t, what, venue, x in steps:
+            if what == 0:
+                for v, pos in self.positions.items():
+                    if pos.qty:
+                        self._check_liquidation(v, x, t)
+            elif self.positions[venue].qty:
+                self._paid[venue].add(t)
+                self._settle(venue, t, x)
+
+    def _settle(self, venue: str, t: int, rate: float) -> None:
+        """Pay one settlement to the open position: ``-q * mark * rate``."""
+        pos, spec = self.positions[venue], MARKETS[(venue, PERP)]
+        mark = self._price_at(PERP, t)
+        amount = money(-pos.qty * mark * rate)
+        pos.margin = money(pos.margin + amount)  # the isolated collateral (part of the wallet) takes it
+        self.wallets[spec.wallet].add(spec.quote, amount)
+        n = self._next()
+        pay = FundingPayment(self._trade_id(venue, n) if venue == "bybit" else str(8_000_000_000 + n),
+                             venue, t, pos.qty, rate, mark, amount)
+        self.fundings[venue].append(pay)
+        if self.listeners:
+            self._emit(AccountEvent(FUNDING, venue, PERP, spec.wallet, t, funding=pay))
+        self._balance_event(spec.wallet, PERP, "FUNDING_FEE", True, t)
+
+    def _check_liquidation(self, venue: str, mark: float, t: int) -> None:
+        """The simulator's rule: at a mark at or past the liquidation price,
+        close everything at that price with the penalty fee, capped at what is
+        left of the collateral."""
+        pos, spec = self.positions[venue], MARKETS[(venue, PERP)]
+        liq = self.liquidation(venue)
+        if not ((pos.qty < 0 and mark >= liq) or (pos.qty > 0 and mark <= liq)):
+            return
+        for o in [o for o in self.orders[(venue, PERP)] if o.is_open]:  # the venue cancels them first
+            self._release(spec, o)
+            o.status, o.updated_ms = CANCELED, t
+            self._order_event(CANCELED, o)
+        price = round_tick(liq, spec.tick, up=pos.qty < 0)
+        qty, side, collateral = abs(pos.qty), (BUY if pos.qty < 0 else SELL), pos.margin
+        n = self._next()
+        binance = venue == "binanceusdm"
+        order = Order(self._order_id(venue, n), f"autoclose-{t}{n:07d}" if binance else "", venue, PERP, side,
+                      LIMIT if binance else MARKET, qty, price, "IOC", False, t, t, liquidation=True)
+        self.orders[(venue, PERP)].append(order)
+        pnl = self._trade_perp(venue, order.sign * qty, price, t)  # releases the collateral
+        rate = spec.costs.liquidation_fee_rate
+        fee = money(max(min(rate * qty * price, collateral + pnl), 0.0))  # capped at what is left
+        self.wallets[spec.wallet].add(spec.quote, pnl - fee)
+        order.filled, order.cost, order.fee, order.fee_asset = qty, money(qty * price), fee, spec.quote
+        order.status = FILLED
+        trade = Trade(self._trade_id(venue, self._next()), order.id, order.client_id, venue, PERP, side, qty, price,
+                      fee, spec.quote, rate, False, t, pnl, liquidation=True)
+        self.trades[(venue, PERP)].append(trade)
+        self._order_event(TRADE, order, trade)
+        self._balance_event(spec.wallet, PERP, "ORDER", True, t)
+
+    # ------------------------------------------------------------ internals
+    def _fill_price(self, spec: MarketSpec, side: str, qty: float, now: int) -> float:
+        close = self._price_at(spec.kind, now)
+        quote = Quote(now, spec.venue, close, close, 0.0, 0.0)  # mid only: the model draws the half spread
+        sign = 1 if side == BUY else -1
+        raw = self._slippage[(spec.venue, spec.kind)].price(quote, sign, qty)
+        return round_tick(raw, spec.tick, up=side == BUY)
+
+    def _opening(self, venue: str, signed: float) -> float:
+        """The part of a signed perp quantity that opens or adds exposure."""
+        q = self.positions[venue].qty
+        if q == 0 or (q > 0) == (signed > 0):
+            return abs(signed)
+        return max(abs(signed) - abs(q), 0.0)
+
+    def _check_funds(self, spec: MarketSpec, order: Order, touch: float, now_qty: float) -> None:
+        """Refuse what the wallet cannot pay: the immediate fill at the touch
+        plus what a resting remainder would lock."""
+        rest = order.qty - now_qty if order.type == LIMIT else 0.0
+        if spec.kind == SPOT:
+            if order.side == BUY:
+                need, asset = now_qty * touch + rest * (order.price or 0.0), spec.quote
+            else:
+                need, asset = order.qty if order.type == LIMIT else now_qty, spec.base
+        else:
+            if order.reduce_only and self._opening(spec.venue, order.sign * order.qty) > EPS:
+                raise AccountError("bad_param", "ReduceOnly Order is rejected")
+            lev = self.positions[spec.venue].leverage
+            opening = self._opening(spec.venue, order.sign * (now_qty + rest))
+            px = touch if now_qty > 0 else (order.price or touch)
+            need = opening * px / lev + spec.costs.taker_fee * now_qty * touch
+            asset = spec.quote
+        if need > self.available(spec.wallet, asset) + 1e-9:
+            raise AccountError("insufficient", f"needs {need:.8f} {asset}, available "
+                                               f"{self.available(spec.wallet, asset):.8f}")
+
+    def _reserve(self, spec: MarketSpec, order: Order) -> None:
+        w = self.wallets[spec.wallet]
+        if spec.kind == SPOT:
+            if order.side == BUY:
+                order.reserved = money(order.remaining * order.price)
+                w.lock(spec.quote, order.reserved)
+            else:
+                order.reserved = order.remaining
+                w.lock(spec.base, order.reserved)
+        else:
+            lev = self.positions[spec.venue].leverage
+            order.reserved = money(self._opening(spec.venue, order.sign * order.remaining) * order.price / lev)
+
+    def _release(self, spec: MarketSpec, order: Order) -> None:
+        if spec.kind == SPOT and order.reserved:
+            self.wallets[spec.wallet].lock(spec.quote if order.side == BUY else spec.base, -order.reserved)
+        order.reserved = 0.0
+
+    def _fill(self, spec: MarketSpec, order: Order, qty: float, price: float, maker: bool, now: int) -> Trade:
+        rate = spec.costs.maker_fee if maker else spec.costs.taker_fee
+        w = self.wallets[spec.wallet]
+        pnl = 0.0
+        if spec.kind == SPOT:
+            value = money(qty * price)
+            if order.side == BUY:
+                fee, fee_asset = money(rate * qty), spec.base
+                w.add(spec.quote, -value)
+                w.add(spec.base, qty - fee)
+            else:
+                fee, fee_asset = money(rate * value), spec.quote
+                w.add(spec.base, -qty)
+                w.add(spec.quote, value - fee)
+        else:
+            fee, fee_asset = money(rate * qty * price), spec.quote
+            pnl = self._trade_perp(spec.venue, order.sign * qty, price, now)
+            w.add(spec.quote, pnl - fee)
+        order.filled = round(order.filled + qty, 12)
+        order.cost = money(order.cost + qty * price)
+        order.fee += fee
+        order.fee_asset = fee_asset
+        order.updated_ms = now
+        order.status = FILLED if order.remaining <= EPS else PARTIALLY_FILLED
+        trade = Trade(self._trade_id(spec.venue, self._next()), order.id, order.client_id, spec.venue, spec.kind,
+                      order.side, qty, price, fee, fee_asset, rate, maker, now, pnl)
+        self.trades[(spec.venue, spec.kind)].append(trade)
+        self._order_event(TRADE, order, trade)
+        return trade
+
+    def _trade_perp(self, venue: str, signed: float, price: float, now: int) -> float:
+        """Move the position; return the realised PnL (collateral moves inside the wallet)."""
+        pos = self.positions[venue]
+        pos.updated_ms = now
+        q = pos.qty
+        if q == 0 or (q > 0) == (signed > 0):
+            new_q = q + signed
+            pos.entry = (abs(q) * pos.entry + abs(signed) * price) / abs(new_q)
+            pos.margin = money(pos.margin + abs(signed) * price / pos.leverage)
+            pos.qty = new_q
+            return 0.0
+        closed = min(abs(signed), abs(q))
+        pnl = money(closed * (price - pos.entry) * (1.0 if q > 0 else -1.0))
+        pos.realized += pnl
+        pos.margin = money(pos.margin - pos.margin * closed / abs(q))
+        rest = abs(signed) - closed
+        if rest > EPS:  # through zero: the rest opens at this price
+            pos.qty = math.copysign(rest, signed)
+            pos.entry = price
+            pos.margin = money(rest * price / pos.leverage)
+        else:
+            pos.qty = round(q + signed, 12)
+            if abs(pos.qty) < EPS:
+                pos.qty, pos.entry, pos.margin = 0.0, 0.0, 0.0
+        return pnl

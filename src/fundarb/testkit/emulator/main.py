@@ -1,0 +1,53 @@
+"""`fundarb emulator`: serve the emulator, REST and websockets, on 127.0.0.1 until Ctrl-C."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import fundarb.testkit.emulator.ws  # noqa: F401  (mounts the websocket streams)
+from fundarb.data.history import fmt_time
+from fundarb.testkit.emulator.server import EmulatorServer
+
+TRADING_WALLETS = ("binance", "binanceusdm", "bybit")
+
+
+def run_emulator(port: int = 8765, start: str | None = None, speed: float = 0.0, fund: float = 0.0,
+                 api_keys: list[str] | None = None) -> None:
+    """Serve on 127.0.0.1:``port`` until Ctrl-C, with the clock at ``start``;
+    ``speed`` > 0 plays the real data forward that many seconds per second
+    (0: the clock stays where it is). ``fund`` puts that many USDT (a
+    SYNTHETIC balance) in each trading wallet; ``api_keys``, when given, are
+    the only keys the signed endpoints accept."""
+    if not (speed >= 0 and math.isfinite(speed)):
+        raise ValueError(f"--speed must be a number >= 0, got {speed}")
+    if not (fund >= 0 and math.isfinite(fund)):
+        raise ValueError(f"--fund must be a number of USDT >= 0, got {fund}")
+    server = EmulatorServer(port=port, start=start).start()
+    if api_keys:
+        server.accounts.api_keys = set(api_keys)
+    for wallet in TRADING_WALLETS if fund else ():
+        server.accounts.fund(wallet, "USDT", fund)
+    clock = f"{speed:g} s per second" if speed else "clock fixed"
+    try:
+        print(f"fundarb exchange emulator on {server.base_url}  (now {fmt_time(server.now_ns)} UTC, {clock})")
+        print("venues: binance (/api/v3, /sapi), binanceusdm (/fapi), bybit (/v5); market data and trading, REST and websockets")
+        if fund:
+            print(f"wallets {', '.join(TRADING_WALLETS)}: {fund:,.2f} USDT each (synthetic balances)")
+        print(f"API keys: {'only the ' + str(len(api_keys)) + ' given with --api-key' if api_keys else 'any (the signature is not checked)'}")
+        print("point ccxt at it:")
+        print("    from fundarb.support.ccxt_urls import ccxt_config, point_ccxt")
+        print(f"    ex = point_ccxt(ccxt.binanceusdm(ccxt_config('binanceusdm')), '{server.base_url}')")
+        print("Ctrl-C stops it.", flush=True)
+        while True:
+            time.sleep(1.0 if speed else 3600)
+            if speed:
+                try:
+                    server.advance(int(speed * 1e9))
+                except ValueError:  # the end of the shipped data
+                    print(f"the data ends at {fmt_time(server.now_ns)} UTC; the clock stops here", flush=True)
+                    speed = 0.0
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

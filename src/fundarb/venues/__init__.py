@@ -1,1 +1,0 @@
-"""Exchange backends behind one interface (`base.Venue`)."""
