@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     write_results(args.out, {
         "config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
         "runs": runs,
-        "note": "full simulator per path (no vectorised fast path); DESIGN's 10M path-steps/s budget is for such a fast path",
+        "note": "full simulator per path (no vectorised fast path); the design's 10M path-steps/s budget is for such a fast path",
     })
     return 0
 

@@ -7,7 +7,7 @@ Measures, in one process and one run (see benchmarks/README.md):
 1. the real-data backtest (``fundarb.sim.backtest.run_backtest`` on
    sims/baseline.toml over the shipped history, and over its last 365 days):
    events/s through the engine loop and wall time;
-2. the DESIGN reference workload (SYNTHETIC): 1,000,000 seeded BTC quotes
+2. the design's reference workload (SYNTHETIC): 1,000,000 seeded BTC quotes
    through Engine + SimExchange driving the carry strategy, one order decision
    per 10,000 quotes; quotes/s, plus a bare Python heap loop over the very
    same tape tuples and the ratio between the two;
@@ -15,7 +15,7 @@ Measures, in one process and one run (see benchmarks/README.md):
    and tick-to-order-submitted latency on sparse orders, on the same tape.
 
 Nothing here asserts anything: it measures and reports. Budgets come from
-DESIGN.md "Performance budget" and are shown next to each number.
+docs/design.md, "Performance budget" and are shown next to each number.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ TICK = 0.1
 NS_PER_US = 1_000
 NS_PER_DAY = 24 * NS_PER_HOUR
 
-# DESIGN.md "Performance budget"
+# docs/design.md, "Performance budget"
 BUDGET_QUOTES_PER_S = 300_000
 BUDGET_DECISION_P50_US = 2.0
 BUDGET_DECISION_P99_US = 10.0
@@ -211,12 +211,12 @@ def last_days(cfg: Config, days: int) -> Config:
 
 
 # --------------------------------------------------------------------------
-# 2. the DESIGN reference workload (synthetic)
+# 2. the design's reference workload (synthetic)
 # --------------------------------------------------------------------------
 @attrs.frozen
 class SyntheticTape:
     tape: list[tuple[int, int, Any]]
-    quotes: int  # spot quotes, the DESIGN "quotes"
+    quotes: int  # spot quotes, the design's "quotes"
     perp_quotes: int
     marks: int
     settlements: int
@@ -314,7 +314,7 @@ def build_engine(cfg: Config, st: SyntheticTape, seed: int, period_ns: int, fund
 
 
 def heap_loop(tape: list[tuple[int, int, Any]]) -> float:
-    """The bare Python heap loop the DESIGN compares against: every tape tuple
+    """The bare Python heap loop the design compares against: every tape tuple
     pushed on one heapq with a sequence number, then all popped in (ts,
     priority, seq) order, reading each event's ts. No book, strategy, risk or
     venue: what any heap-ordered Python event loop pays at least."""
@@ -511,7 +511,7 @@ def print_report(res: dict[str, Any]) -> None:
     t.add_column("benchmark", style="bold", max_width=34)
     t.add_column("metric")
     t.add_column("value", justify="right")
-    t.add_column("DESIGN budget", justify="right")
+    t.add_column("design budget", justify="right")
     t.add_column("", justify="left")
 
     for b in res["backtests"]:

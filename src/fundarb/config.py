@@ -646,14 +646,20 @@ def _message(exc: BaseException, path: str, typ: Any) -> str:
 DEFAULT_CONFIG = Path("sims/baseline.toml")
 
 
-def default_config_path() -> Path:
-    """sims/baseline.toml in the working folder, else the one beside the
-    package source (editable install), else the copy inside the wheel."""
+def project_file(relative: Path) -> Path:
+    """A file or folder of the project (``sims/...``, ``recordings/...``): in
+    the working folder, else beside the package source (a checkout), else the
+    copy the wheel ships inside the package; the working-folder path when
+    there is none, so the error names what was looked for."""
     package = Path(__file__).resolve().parent
-    for p in (DEFAULT_CONFIG, package.parent.parent / DEFAULT_CONFIG, package / "sims" / "baseline.toml"):
-        if p.is_file():
+    for p in (relative, package.parent.parent / relative, package / relative):
+        if p.exists():
             return p
-    return DEFAULT_CONFIG
+    return relative
+
+
+def default_config_path() -> Path:
+    return project_file(DEFAULT_CONFIG)
 
 
 def load(path: str | Path) -> Config:

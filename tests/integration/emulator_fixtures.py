@@ -44,7 +44,7 @@ def running_emulator(start: str | int | None = EMULATOR_START, seed: int = 0, po
 
 def ccxt_client(server: EmulatorServer, exchange_id: str, **config: Any):
     """A real ccxt client for ``exchange_id`` talking only to ``server``:
-    rate limiter off (FACTS: it throttles loopback too), options that avoid
+    rate limiter off (it throttles loopback too), options that avoid
     endpoints the emulator does not serve, a short timeout."""
     import ccxt
 
@@ -57,7 +57,7 @@ def ccxt_client(server: EmulatorServer, exchange_id: str, **config: Any):
 def trading_client(server: EmulatorServer, exchange_id: str, **config: Any):
     """A real ccxt client with (fake) keys, for the signed endpoints. The
     emulator checks that calls are signed, not the HMAC. Bybit: preset the
-    unified-account flags so ccxt skips account-type detection (FACTS)."""
+    unified-account flags so ccxt skips account-type detection."""
     config.setdefault("apiKey", "emulator-key")
     config.setdefault("secret", "emulator-secret")
     if exchange_id == "bybit":

@@ -17,11 +17,10 @@ from fundarb.data.fetch import (
     FetchError,
     FetchPlan,
     fetch_all,
-    funding_path,
-    ohlcv_path,
     read_store,
 )
 from fundarb.data.history import SHIPPED_DIR, parse_time
+from fundarb.data.store_layout import funding_path, ohlcv_path
 
 MS = 1_000_000
 SINCE, UNTIL = "2021-07-01", "2024-06-01"

@@ -333,7 +333,7 @@ def test_unknown_paths_and_bad_symbols_raise_meaningful_errors(emulator):
 # ----------------------------------------------------------------- faults
 
 FAULT_CASES = [
-    # venue, fault kind, settings, the ccxt exception FACTS lists
+    # venue, fault kind, settings, the ccxt exception ccxt 4.5.90 raises
     ("binanceusdm", "rate_limit", {}, ccxt.DDoSProtection),
     ("binanceusdm", "rate_limit", {"status": 200}, ccxt.RateLimitExceeded),
     ("binanceusdm", "ip_ban", {}, ccxt.DDoSProtection),
@@ -390,7 +390,7 @@ def test_timeout_fault_raises_request_timeout(emulator):
 
 
 def test_non_json_body_raises_nothing_and_parses_to_none(emulator):
-    # FACTS: an HTTP 200 with a non-JSON body raises nothing; fields come back None
+    # ccxt 4.5.90: an HTTP 200 with a non-JSON body raises nothing; fields come back None
     for venue in ("binanceusdm", "bybit"):
         ex = ccxt_client(emulator, venue)
         emulator.faults.add("non_json", venue=venue, path=VENUE_PATH_TIME[venue])

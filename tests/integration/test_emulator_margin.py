@@ -80,7 +80,7 @@ def expected_funding(history, venue: str, qty: float, after_ms: int, upto_ms: in
 
 
 def funding_seen(ex) -> list[tuple[int, float]]:
-    """(time, amount received) as ccxt's fetch_funding_history reports it. FACTS: ccxt 4.5.90 hands
+    """(time, amount received) as ccxt's fetch_funding_history reports it. ccxt 4.5.90 hands
     Bybit's execFee through as the amount, and Bybit's execFee is the funding as a FEE (positive
     when paid), so the amount received is minus ccxt's amount there; Binance's income is already
     signed as received."""
@@ -359,7 +359,7 @@ def test_the_position_answers_carry_the_venues_maintenance_margin(emulator, hist
 
 def pro_trader(server, exchange_id: str):
     config = ccxt_config(exchange_id, enableRateLimit=False, timeout=5000, apiKey="k", secret="s")
-    if exchange_id == "bybit":  # FACTS: skip account-type detection
+    if exchange_id == "bybit":  # skip ccxt's account-type detection
         config["options"].update({"enableUnifiedAccount": True, "enableUnifiedMargin": False})
     return point_ccxt_pro(getattr(ccxt.pro, exchange_id)(config), server.base_url)
 

@@ -54,7 +54,7 @@ def close_at(symbol: str, now_ms: int) -> float:
 def pro_trader(server, exchange_id: str):
     """A ccxt.pro client with keys 'k'/'s', REST and ws pointed at the emulator."""
     config = ccxt_config(exchange_id, enableRateLimit=False, timeout=5000, apiKey="k", secret="s")
-    if exchange_id == "bybit":  # FACTS: skip account-type detection
+    if exchange_id == "bybit":  # skip ccxt's account-type detection
         config["options"].update({"enableUnifiedAccount": True, "enableUnifiedMargin": False})
     return point_ccxt_pro(getattr(ccxt.pro, exchange_id)(config), server.base_url)
 

@@ -85,7 +85,7 @@ def test_market_order_round_trip_and_money_conserves(emulator, closes, venue, sy
     qty = 0.01
     placed = ex.create_order(symbol, "market", "buy" if spot else "sell", qty, params={"clientOrderId": "carry-1"})
     assert placed["clientOrderId"] == "carry-1" and placed["id"]
-    if venue == "bybit":  # FACTS: Bybit's create answers ids only
+    if venue == "bybit":  # ccxt 4.5.90: Bybit's create answers ids only
         assert placed["status"] is None
     order = fetch_order(ex, placed["id"], symbol)
     assert order_by_client_id(ex, symbol, "carry-1")["id"] == order["id"]
@@ -242,7 +242,7 @@ def test_insufficient_balance_and_margin_map_to_the_venue_codes(emulator):
 
     perp = trading_client(emulator, "binanceusdm")
     perp.set_leverage(2, PERP_SYM)
-    # FACTS: ccxt maps -2019 by hostname; through 127.0.0.1 it is a plain ExchangeError, so check the code
+    # ccxt maps -2019 by hostname; through 127.0.0.1 it is a plain ExchangeError, so check the code
     with pytest.raises(ccxt.ExchangeError, match='"code":-2019') as caught:
         perp.create_order(PERP_SYM, "market", "sell", 0.01)
     assert not isinstance(caught.value, ccxt.InsufficientFunds)

@@ -31,12 +31,12 @@ import requests
 import typer
 from typer.testing import CliRunner
 
+from fundarb.cli.record import record_command
 from fundarb.replay.record import (
     CRYPTOFEED_CONFIG,
     EXCHANGES,
     RecordError,
     plan_recording,
-    record_command,
     start_recording,
 )
 

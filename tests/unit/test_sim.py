@@ -289,7 +289,7 @@ def test_no_liquidation_short_of_the_liquidation_price():
 
 
 def test_liquidation_when_the_mark_crosses_with_penalty():
-    # mark 66,700 >= 66,666.67: closed at the liquidation price 66,666.67 (DESIGN);
+    # mark 66,700 >= 66,666.67: closed at the liquidation price 66,666.67 (docs/design.md);
     # equity left 10,000 - 6,666.67 = 3,333.33; penalty 1.25% * 66,666.67 = 833.33 (below the cap)
     sim, events = liquidation_run(66_700.0)
     liq_fill, = [f for f in of(events, Fill) if f.liquidation]

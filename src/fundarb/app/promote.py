@@ -1,6 +1,6 @@
 """The promotion gate from simulation to live: the recordings' replay
 regressions, the config's backtest and Monte Carlo study judged against the
-DESIGN success gates, and the promotion record that the live runner asks for.
+success gates (docs/design.md), and the promotion record that the live runner asks for.
 
 A gate passes when it passes on the backtest AND on at least ``min_share`` of
 the Monte Carlo paths; a promotion passes when every gate passes and every

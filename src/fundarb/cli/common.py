@@ -3,7 +3,6 @@ where the source checkout's files are."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -27,10 +26,3 @@ def error_line(message: str) -> None:
 def fail(message: str, code: int = 2) -> NoReturn:
     error_line(message)
     raise typer.Exit(code)
-
-
-def beside_package(relative: Path) -> Path:
-    """A path in the working folder, else beside the package source (editable install)."""
-    if relative.exists():
-        return relative
-    return Path(__file__).resolve().parents[3] / relative

@@ -16,8 +16,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fundarb import __version__
-from fundarb.cli.common import beside_package, err, error_line, fail
-from fundarb.config import Config, ConfigError, default_config_path, load
+from fundarb.cli.common import err, error_line, fail
+from fundarb.config import Config, ConfigError, default_config_path, load, project_file
 from fundarb.core.errors import FundarbError
 from fundarb.core.funding import MissingFundingSettlement
 from fundarb.data.history import DataError, fmt_time, history_for, parse_time
@@ -197,12 +197,12 @@ def replay(
     from fundarb.replay.parse import ReplayError, load_recording
 
     try:
-        folder = Path(recording) if Path(recording).is_dir() else beside_package(Path("recordings") / recording)
+        folder = Path(recording) if Path(recording).is_dir() else project_file(Path("recordings") / recording)
         if not folder.is_dir():
             raise ReplayError(f"no recording {recording!r} (not a folder, and no recordings/{recording})")
         rec = load_recording(folder)
         own_config = config is None
-        cfg = load(config or beside_package(Path("sims") / rec.config))
+        cfg = load(config or project_file(Path("sims") / rec.config))
         if update_golden and not own_config:
             raise ReplayError(f"--update-golden uses the recording's own config ({rec.config}); drop the CONFIG argument")
         golden = folder / GOLDEN_FILE

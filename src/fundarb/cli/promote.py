@@ -47,8 +47,8 @@ def promote_command(
         run_regressions,
         store_path,
     )
-    from fundarb.cli.common import beside_package, fail
-    from fundarb.config import ConfigError, load
+    from fundarb.cli.common import fail
+    from fundarb.config import ConfigError, load, project_file
     from fundarb.core.funding import MissingFundingSettlement
     from fundarb.data.history import SHIPPED_DIR, DataError, history_for
     from fundarb.data.scenario import apply_scenario
@@ -66,12 +66,12 @@ def promote_command(
         promotion_key()  # an existing key others can read, or not a key, is refused now (a missing one is made at the end)
         out_dir = out_dir or Path("runs") / f"{cfg.name}-promotion"
         check_out_folder(out_dir)
-        folders = recording_folders(recordings or beside_package(Path("recordings")))
+        folders = recording_folders(recordings or project_file(Path("recordings")))
         history = history_for(cfg, None)
         data_files = data_file_hashes(SHIPPED_DIR)
         with chunk_runner(workers, scheduler) as runner, _progress() as bar:
             step = bar.add_task("replay regressions", total=len(folders))
-            regressions = run_regressions(folders, beside_package(Path("sims")), cache_dir,
+            regressions = run_regressions(folders, project_file(Path("sims")), cache_dir,
                                           progress=lambda name: bar.update(step, description=f"replay {name}"))
             bar.update(step, completed=len(folders))
             bar.add_task("backtest", total=None)

@@ -842,8 +842,7 @@ async def _monitor_check(cfg, path, target, reconciling: bool = True) -> bool:
 
 
 def _engine_source(config: Optional[Path], replay: Optional[str], simulate: bool):
-    from fundarb.cli.common import beside_package
-    from fundarb.config import ConfigError, default_config_path, load
+    from fundarb.config import ConfigError, default_config_path, load, project_file
     from fundarb.data.history import DataError, history_for
     from fundarb.ops.sources import EngineSource
     from fundarb.replay.parse import ReplayError, load_recording
@@ -852,11 +851,11 @@ def _engine_source(config: Optional[Path], replay: Optional[str], simulate: bool
         if replay:
             from fundarb.app.replay import prepare_replay
 
-            folder = Path(replay) if Path(replay).is_dir() else beside_package(Path("recordings") / replay)
+            folder = Path(replay) if Path(replay).is_dir() else project_file(Path("recordings") / replay)
             if not folder.is_dir():
                 raise ReplayError(f"no recording {replay!r} (not a folder, and no recordings/{replay})")
             rec = load_recording(folder)
-            cfg = load(config or beside_package(Path("sims") / rec.config))
+            cfg = load(config or project_file(Path("sims") / rec.config))
             engine, _, _, _ = prepare_replay(rec, cfg)
             return EngineSource(cfg, engine, f"replay {rec.name}")
         from fundarb.data.scenario import apply_scenario

@@ -1,4 +1,4 @@
-"""Performance metrics over the hourly equity curve (DESIGN: Metrics).
+"""Performance metrics over the hourly equity curve (docs/design.md, "Metrics and success gates").
 
 Sharpe = mean daily excess return over the collateral rate / std * sqrt(365);
 MaxDD = largest fall from a running peak; APR = net PnL / capital * 365 / days;

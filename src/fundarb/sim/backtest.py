@@ -24,7 +24,7 @@ from fundarb.data.margin_tiers import shipped_rule
 from fundarb.sim import SimExchange, SimVenueSpec
 from fundarb.sim.tape import history_tape
 
-# DESIGN "Success gates": name -> (metric, comparison, threshold)
+# the success gates (docs/design.md): name -> (metric, comparison, threshold)
 GATES: tuple[tuple[str, str, str, float], ...] = (
     ("net funding after fees > 0", "net_funding_after_fees", ">", 0.0),
     ("Sharpe > 1", "sharpe", ">", 1.0),

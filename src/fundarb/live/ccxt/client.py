@@ -172,7 +172,7 @@ def _pointed(cls: Any, exchange_id: str, config: dict[str, Any], api_url: str) -
 
     if exchange_id not in CCXT_OPTIONS:
         raise VenueSetupError(f"--api-url serves {', '.join(CCXT_OPTIONS)}; {exchange_id!r} is not one of them")
-    if exchange_id == "bybit":  # FACTS: skip the account-type probe the emulator does not serve
+    if exchange_id == "bybit":  # skip the account-type probe a pointed host does not serve
         config["options"] = {**config.get("options", {}), "enableUnifiedAccount": True, "enableUnifiedMargin": False}
     return point_ccxt_pro(cls(ccxt_config(exchange_id, **config)), api_url)
 

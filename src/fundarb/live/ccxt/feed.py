@@ -24,7 +24,7 @@ Two streams run side by side as tasks: **quote** (every instrument) and
 - ``MarkPrice(mark)`` and ``FundingRate(rate, interval_hours,
   next_funding_ts, predicted_rate)`` for perps. Websocket: Binance USD-M
   ``watch_mark_price`` (``<sym>@markPrice@1s``; there is no
-  ``watch_funding_rate``, FACTS: the rate is ``info['r']``, the next
+  ``watch_funding_rate`` (ccxt 4.5.90): the rate is ``info['r']``, the next
   settlement ``info['T']``); Bybit ``watch_ticker`` (``tickers.<sym>``: info
   ``markPrice``, ``fundingRate``, ``nextFundingTime``). REST polling:
   ``fetch_funding_rate`` (``markPrice``, ``fundingRate``, the venue's next
@@ -40,7 +40,7 @@ Two streams run side by side as tasks: **quote** (every instrument) and
   ``indexPrice`` (Binance ``premiumIndex``). Emitted before the mark of the
   same message, so the mark is judged against it (the engine's market guard).
 
-Values are checked before they are emitted (FACTS: an HTTP 200 with a
+Values are checked before they are emitted (ccxt 4.5.90: an HTTP 200 with a
 non-JSON body gives ``None`` fields): prices (the index too) finite and > 0, bid <= ask, sizes
 finite and >= 0 (a missing size is sent as 0.0), a finite rate under 100 % and
 a next funding time. A bad value is dropped and recorded in ``errors``; a websocket
@@ -475,7 +475,7 @@ class MarketFeed:
         ticker = self._ticker_of(answer)
         bid, ask = (None, None) if ticker is None else (_num(ticker.get("bid")), _num(ticker.get("ask")))
         if bid is None or ask is None:
-            if from_rest:  # the REST call is meant to answer them (FACTS: a non-JSON 200 gives None)
+            if from_rest:  # the REST call is meant to answer them (ccxt 4.5.90: a non-JSON 200 gives None)
                 self._error(f"quote: the {self.exchange.id} answer has no bid/ask")
             return
         bid_size, ask_size = _num(ticker.get("bidVolume")), _num(ticker.get("askVolume"))

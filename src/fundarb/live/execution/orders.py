@@ -216,7 +216,7 @@ class LegTrader:
             return await leg.call("fetch_order", None, leg.symbol, {key: client_id})
         except ccxt.OrderNotFound:
             return None
-        except ccxt.ExchangeError as exc:  # Binance -2013 on a loopback host is not mapped (FACTS)
+        except ccxt.ExchangeError as exc:  # ccxt maps Binance -2013 by hostname: on another host it is a plain ExchangeError
             if "-2013" in str(exc) or "does not exist" in str(exc).lower():
                 return None
             raise

@@ -3,7 +3,7 @@ data first), from the shipped REAL history, with programmable faults.
 
 Point an unmodified ccxt client at it with :func:`point_ccxt` (it rewrites
 scheme and host of every ``urls['api']`` entry and keeps each path; see
-FACTS "ccxt against a loopback emulator") and the live code paths (parsing,
+docs/design.md, "Venue and library behaviour the code relies on") and the live code paths (parsing,
 error mapping, pagination, back-off) run against known data and known faults.
 
 What is served, and where each number comes from:
@@ -2159,5 +2159,5 @@ class EmulatorServer:
 
 # ----------------------------------------------------------------- pointing ccxt at it
 
-# Options that keep ccxt to the endpoints the emulator serves (FACTS): no sapi
+# Options that keep ccxt to the endpoints the emulator serves: no sapi
 # currency/margin calls, no COIN-M or option market lists.
