@@ -59,7 +59,8 @@ from fundarb.core.strategy import CarryStrategy, carry, close_intents
 from fundarb.data.history import fmt_time, load_history
 from fundarb.sim import SimExchange, SimVenueSpec
 from fundarb.sim import queue as q
-from fundarb.sim.backtest import MemoryRecorder, round_trip_cost, run_backtest, venue_costs
+from fundarb.sim.backtest import MemoryRecorder, run_backtest
+from fundarb.wiring import round_trip_cost, venue_costs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "sims" / "baseline.toml"

@@ -13,7 +13,7 @@ import pytest
 from fundarb.config import load
 from fundarb.output import funding_stats as O
 from fundarb.research import funding_stats as S
-from fundarb.sim.backtest import round_trip_cost
+from fundarb.wiring import round_trip_cost
 
 BASELINE = Path(__file__).resolve().parents[2] / "sims" / "baseline.toml"
 MS_H = 3_600_000

@@ -147,6 +147,23 @@ class PositionBook:
         }
         return cls(spot_venue, perp_venue, accounts, spot_cash + perp_cash)
 
+    @classmethod
+    def restore(cls, spot: VenueAccount, perp: VenueAccount, now: int, initial_equity: float | None = None,
+                funding_received: float = 0.0, funding_paid: float = 0.0) -> PositionBook:
+        """A book taken back from what is held: both accounts as they stand
+        (cash, position, entry, valuation price and what they have paid), the
+        book's fees theirs, a perp position's span open from ``now``. The
+        initial equity is ``initial_equity`` (the capital the PnL counts
+        from), else the equity now."""
+        if spot.venue == perp.venue:
+            raise ValueError("spot and perp accounts need distinct names")
+        book = cls(spot.venue, perp.venue, {spot.venue: spot, perp.venue: perp}, 0.0,
+                   fees=spot.fees + perp.fees, funding_received=funding_received, funding_paid=funding_paid)
+        book.initial_equity = book.equity if initial_equity is None else initial_equity
+        if perp.qty:
+            book.perp_spans.append([now, None])
+        return book
+
     # --- views ---------------------------------------------------------
     @property
     def funding(self) -> float:

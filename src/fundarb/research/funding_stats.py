@@ -529,7 +529,7 @@ def build_stats(funding: pl.DataFrame, venues: Sequence[str] | None = None, *, p
     sims/baseline.toml) at ``cost_price`` (default: median spot close)."""
     from fundarb.config import config_hash, default_config_path, load
     from fundarb.data.history import PERP_FUNDING
-    from fundarb.sim.backtest import round_trip_cost
+    from fundarb.wiring import round_trip_cost
 
     since_ms, until_ms = _window(since, until)
     check_thresholds(thresholds, holding_days)

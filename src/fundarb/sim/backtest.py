@@ -14,15 +14,11 @@ from fundarb.core.book import PositionBook
 from fundarb.core.clock import SimClock
 from fundarb.core.engine import Engine
 from fundarb.core.funding import PERP_PRICE_SOURCES, VENUE_MARK_SOURCES, annualize, missed_settlements
-from fundarb.core.liquidation import MarginRule
-from fundarb.core.market_guard import MarketGuard
-from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, MarketKind
-from fundarb.core.risk import RiskMonitor, VenueCosts
-from fundarb.core.strategy import CarryStrategy
+from fundarb.core.model import NS_PER_HOUR, MarketKind
 from fundarb.data.history import MarketHistory
-from fundarb.data.margin_tiers import shipped_rule
 from fundarb.sim import SimExchange, SimVenueSpec
 from fundarb.sim.tape import history_tape
+from fundarb.wiring import venue_costs, wire_engine
 
 # the success gates (docs/design.md): name -> (metric, comparison, threshold)
 GATES: tuple[tuple[str, str, str, float], ...] = (
@@ -108,27 +104,6 @@ def not_applicable(m: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def round_trip_cost(cfg: Config, price: float) -> float:
-    """Expected cost of opening and closing both legs, as a fraction of notional:
-    fees, mean half spread and impact at the configured size, and two transfers."""
-    qty = cfg.strategy.notional / price
-    per_side = 0.0
-    for v in (cfg.spot, cfg.perp):
-        half_spread = 0.5 * (v.half_spread_bp_min + v.half_spread_bp_max)
-        per_side += v.taker_fee + (half_spread + v.impact_bp_per_btc * qty) / 1e4
-    return 2 * per_side + 2 * cfg.transfer.fee / cfg.strategy.notional
-
-
-def venue_costs(cfg: Config, margin: MarginRule | None = None) -> VenueCosts:
-    """What the risk checks know of the venues: the configured fees and, for
-    the perp, ``margin`` (the venue's liquidation rule; default the shipped
-    snapshot's for the configured exchange and symbol)."""
-    slip = max(cfg.spot.half_spread_bp_max, cfg.perp.half_spread_bp_max) / 1e4 + 0.001
-    if margin is None:
-        margin = shipped_rule(cfg.perp.exchange, cfg.perp.symbol)
-    return VenueCosts(cfg.spot.taker_fee, cfg.perp.taker_fee, slip, margin, cfg.transfer.fee, cfg.perp_allocation)
-
-
 def build_simulation(
     cfg: Config, history: MarketHistory, sim_seed: np.random.SeedSequence | None = None
 ) -> tuple[Engine, SimExchange]:
@@ -160,11 +135,8 @@ def build_engine(
     schedule = {perp_name: first_funding} if first_funding is not None else {}
     sim = SimExchange(specs, tape, sim_seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee, schedule)
     book = PositionBook.open(spot_name, perp_name, cfg.spot_cash, cfg.perp_cash)
-    strategy = CarryStrategy(cfg.strategy, round_trip_cost(cfg, spot_price), spot_name, perp_name,
-                             quiet_ns=int(cfg.runner_settings.settlement_quiet_minutes * 60 * NS_PER_SECOND))
-    monitor = RiskMonitor(cfg.risk, costs)
-    engine = Engine(sim, book, strategy, monitor, chash, SimClock(start_ns), MemoryRecorder(),
-                    MarketGuard(cfg.market_data_settings.limits()))
+    engine = wire_engine(cfg, sim, book, SimClock(start_ns), MemoryRecorder(), costs=costs, spot_price=spot_price,
+                         config_hash=chash)
     return engine, sim
 
 

@@ -50,15 +50,13 @@ import numpy as np
 from fundarb.app.runner.pacing import Pacer
 from fundarb.app.runner.paper import PaperLedger
 from fundarb.config import Config
-from fundarb.core.book import PositionBook, drift_of, margin_buffer
+from fundarb.core.book import PositionBook, VenueAccount, drift_of, margin_buffer
 from fundarb.core.clock import SimClock
 from fundarb.core.engine import Engine
 from fundarb.core.errors import FundarbError
 from fundarb.core.funding import scheduled_instant
 from fundarb.core.liquidation import MarginRule
-from fundarb.core.market_guard import MarketGuard
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, FundingSettlement, MarketKind, Quote
-from fundarb.core.risk import RiskMonitor
 from fundarb.core.strategy import CarryStrategy
 from fundarb.live.ccxt.feed import MarketFeed
 from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
@@ -69,7 +67,7 @@ from fundarb.live.execution.watch import LiveWatch
 from fundarb.live.journal import HEARTBEAT_KEY
 from fundarb.live.venue import LiveVenue, dust_of
 from fundarb.sim import SimExchange, SimVenueSpec
-from fundarb.sim.backtest import round_trip_cost, venue_costs
+from fundarb.wiring import venue_costs, wire_engine
 
 PEAK_KEY = "runner_peak_equity"
 PAYMENT_ASKS = 3  # a settlement not in the trade log after this many successful asks is missed
@@ -165,27 +163,20 @@ class Runner:
             # the venue's answers are stamped at the event in hand (the engine's clock), not at the
             # pacer's clock, which has already moved past the timers of that event's step
             self.venue = LiveVenue(s, self._engine_now)
-        book = await self._book(spot_px, mark)
-        strategy = CarryStrategy(self.cfg.strategy, round_trip_cost(self.cfg, spot_px), book.spot_venue,
-                                 book.perp_venue,
-                                 quiet_ns=int(self.cfg.runner_settings.settlement_quiet_minutes * 60 * NS_PER_SECOND))
         margin, margin_note = await venue_margin_rule(s.perp, start_ns)
         if margin_note:
             self.log.warning("margin_tiers", note=margin_note)
         else:
             self.log.info("margin_tiers", venue=margin.venue, symbol=margin.symbol, tiers=len(margin.tiers),
                           as_of=margin.as_of)
-        monitor = RiskMonitor(self.cfg.risk, venue_costs(self.cfg, margin))
-        venue: Any
-        venue = self.venue if self.venue is not None else self._simulator(monitor.costs.margin)
-        resumed = self.mode == "live"
+        venue: Any = self.venue
         if self.mode == "paper":
-            self.sim = venue
-            self.paper = PaperLedger(s, venue)
-            resumed = self._resume_paper(book, start_ns)
-        self.engine = Engine(venue, book, strategy, monitor, s.config_hash, SimClock(start_ns),
-                             SessionRecorder(s, self.log, self.paper),
-                             MarketGuard(self.cfg.market_data_settings.limits()))
+            self.sim = venue = self._simulator(margin)
+            self.paper = PaperLedger(s, self.sim)
+        book, resumed = await self._book(spot_px, mark, start_ns)
+        self.engine = wire_engine(self.cfg, venue, book, SimClock(start_ns), SessionRecorder(s, self.log, self.paper),
+                                  costs=venue_costs(self.cfg, margin), spot_price=spot_px, config_hash=s.config_hash)
+        strategy, monitor = self.engine.strategy, self.engine.monitor
         # client ids carry on from the trade log's: never one used before
         self.engine.intent_seq = self.journal.max_intent_seq(s.config_hash)
         await self._prime_signal(strategy, start_ns, funding_interval_hours(funding))
@@ -198,48 +189,43 @@ class Runner:
                       in_carry=strategy.direction != 0, entry_ts=strategy.entry_ts)
         await self._check_kill_switch()
 
-    async def _book(self, spot_px: float, mark: float) -> PositionBook:
+    async def _book(self, spot_px: float, mark: float, now: int) -> tuple[PositionBook, bool]:
+        """The book the engine starts from, and whether it carries on from
+        before: live, what the venues hold (the spot leg as the trade log
+        has it, less dust); paper, the paper trade log's last step, else the
+        config's cash."""
         cfg, s = self.cfg, self.session
         if self.mode == "paper":
-            book = PositionBook.open(cfg.spot_account, cfg.perp_account, cfg.spot_cash, cfg.perp_cash)
-        else:
-            spot_bal, perp_bal, pos = await asyncio.gather(s.spot.call("fetch_balance"), s.perp.call("fetch_balance"),
-                                                           perp_position(s.perp))
-            spot_cash = balance_of(spot_bal, s.spot.quote, "total")
-            perp_cash = balance_of(perp_bal, s.perp.quote, "total") - pos["qty"] * (mark - pos["entry"])
-            if s.spot.exchange is s.perp.exchange:  # one account holds both legs' cash: split it as configured
-                total = spot_cash
-                spot_cash, perp_cash = total * (1 - cfg.perp_allocation), total * cfg.perp_allocation
-            book = PositionBook.open(cfg.spot_account, cfg.perp_account, spot_cash, perp_cash)
-            js = self.journal.position(s.spot.account, s.spot.base)
-            assert self.venue is not None
-            self.venue.dust = dust_of(s.spot.rules, js, pos["qty"], spot_px)
-            book.spot.qty = js - self.venue.dust
-            book.perp.qty, book.perp.entry = pos["qty"], pos["entry"]
-            if book.perp.qty:
-                book.perp_spans.append([self.pacer.now, None])
-        book.spot.price, book.perp.price = spot_px, mark
-        book.initial_equity = book.equity
-        return book
-
-    def _resume_paper(self, book: PositionBook, now: int) -> bool:
-        """A paper trade log with steps in it: the simulator and the book take
-        its last step's accounts back (the capital stays the config's, so the
-        PnL counts from the first run). False for a new one."""
-        assert self.paper is not None
-        if not self.paper.restore(book, now):
-            return False
-        book.initial_equity = self.cfg.capital
-        book.fees = sum(a.fees for a in book.accounts.values())
-        paid = [f["amount"] for f in self.journal.rows("funding")]
-        book.funding_received = sum(a for a in paid if a > 0)
-        book.funding_paid = sum(a for a in paid if a < 0)
-        if book.perp.qty:
-            book.perp_spans.append([now, None])
-        self.log.info("paper_resumed", journal=str(self.journal.path), spot_qty=book.spot.qty, perp_qty=book.perp.qty,
-                      perp_entry=book.perp.entry, equity=book.equity, fills=self.journal.count("fills"),
-                      funding_payments=len(paid))
-        return True
+            assert self.paper is not None
+            saved = self.paper.restore(now)
+            if saved is None:
+                spot = VenueAccount(cfg.spot_account, MarketKind.SPOT, cfg.spot_cash, price=spot_px)
+                perp = VenueAccount(cfg.perp_account, MarketKind.PERP, cfg.perp_cash, price=mark)
+                return PositionBook.restore(spot, perp, now), False
+            spot = VenueAccount(cfg.spot_account, MarketKind.SPOT, price=spot_px, **saved[cfg.spot_account])
+            perp = VenueAccount(cfg.perp_account, MarketKind.PERP, price=mark, **saved[cfg.perp_account])
+            paid = [f["amount"] for f in self.journal.rows("funding")]
+            # the capital stays the config's, so the PnL counts from the first run
+            book = PositionBook.restore(spot, perp, now, initial_equity=cfg.capital,
+                                        funding_received=sum(a for a in paid if a > 0),
+                                        funding_paid=sum(a for a in paid if a < 0))
+            self.log.info("paper_resumed", journal=str(self.journal.path), spot_qty=book.spot.qty,
+                          perp_qty=book.perp.qty, perp_entry=book.perp.entry, equity=book.equity,
+                          fills=self.journal.count("fills"), funding_payments=len(paid))
+            return book, True
+        spot_bal, perp_bal, pos = await asyncio.gather(s.spot.call("fetch_balance"), s.perp.call("fetch_balance"),
+                                                       perp_position(s.perp))
+        spot_cash = balance_of(spot_bal, s.spot.quote, "total")
+        perp_cash = balance_of(perp_bal, s.perp.quote, "total") - pos["qty"] * (mark - pos["entry"])
+        if s.spot.exchange is s.perp.exchange:  # one account holds both legs' cash: split it as configured
+            total = spot_cash
+            spot_cash, perp_cash = total * (1 - cfg.perp_allocation), total * cfg.perp_allocation
+        js = self.journal.position(s.spot.account, s.spot.base)
+        assert self.venue is not None
+        self.venue.dust = dust_of(s.spot.rules, js, pos["qty"], spot_px)
+        spot = VenueAccount(cfg.spot_account, MarketKind.SPOT, spot_cash, qty=js - self.venue.dust, price=spot_px)
+        perp = VenueAccount(cfg.perp_account, MarketKind.PERP, perp_cash, qty=pos["qty"], entry=pos["entry"], price=mark)
+        return PositionBook.restore(spot, perp, now), True
 
     def _simulator(self, margin: MarginRule) -> SimExchange:
         cfg = self.cfg

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fundarb.core.book import PositionBook, VenueAccount
+from fundarb.core.book import VenueAccount
 from fundarb.core.model import Side
 from fundarb.core.orders import OrderStatus
 from fundarb.live.execution.session import LiveSession
@@ -151,33 +151,35 @@ class PaperLedger:
             out["in_flight"].append({"to": t.to_venue, "amount": t.amount - t.fee})
         return out
 
-    def restore(self, book: PositionBook, now_ns: int) -> bool:
-        """Put the last recorded step's accounts back into the simulator and
-        the book, end the orders that died with the last process, and carry
-        the engine's order numbering on. False for a new paper trade log."""
+    def restore(self, now_ns: int) -> dict[str, dict[str, float]] | None:
+        """Put the last recorded step's accounts back into the simulator, end
+        the orders that died with the last process, and give those accounts
+        (``ACCOUNT_FIELDS`` by account name, transfers in flight landed) for
+        the book. None for a new paper trade log."""
         text = self.journal.get_state(PAPER_ACCOUNTS_KEY)
         self._end_stopped_orders(now_ns)
         if text is None:
             if self.journal.count("fills"):
                 raise JournalError(f"{self.journal.path}: the paper trade log has fills but not the simulator's "
                                    "accounts; it was not written by a paper run of this fundarb")
-            return False
+            return None
         saved = json.loads(text)
+        accounts: dict[str, dict[str, float]] = {}
         for name, fields in saved["accounts"].items():
-            if name not in self.sim.accounts or name not in book.accounts:
+            if name not in self.sim.accounts:
                 raise JournalError(f"{self.journal.path}: the paper trade log holds account {name}, this config "
-                                   f"trades {sorted(book.accounts)}; use another trade log (--journal)")
-            for acct in (self.sim.accounts[name].acct, book.accounts[name]):
-                _set(acct, fields)
+                                   f"trades {sorted(self.sim.accounts)}; use another trade log (--journal)")
+            accounts[name] = {f: float(fields[f]) for f in ACCOUNT_FIELDS}
         for t in saved.get("in_flight", []):
-            for acct in (self.sim.accounts[t["to"]].acct, book.accounts[t["to"]]):
-                acct.cash += t["amount"]
+            accounts[t["to"]]["cash"] += t["amount"]
+        for name, fields in accounts.items():
+            _set(self.sim.accounts[name].acct, fields)
         for name, sim in self.sim.accounts.items():  # the position is what the trade log's fills hold
             held = self.journal.position(name)
             if abs(held - sim.acct.qty) > 1e-9:
                 raise JournalError(f"{self.journal.path}: {name} holds {sim.acct.qty:+.8g} BTC by the paper accounts "
                                    f"and {held:+.8g} by the fills; the paper trade log was changed outside fundarb")
-        return True
+        return accounts
 
     def _end_stopped_orders(self, now_ns: int) -> None:
         self.touched = set()

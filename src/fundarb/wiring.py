@@ -1,0 +1,52 @@
+"""The one place an engine is put together, for a backtest, a replay, paper
+and live alike: the strategy with its round-trip cost estimate, the risk
+monitor with what it knows of the venues' costs, and the market guard, around
+whatever venue, book, clock and recorder the caller brings."""
+
+from __future__ import annotations
+
+from fundarb.config import Config
+from fundarb.config import config_hash as hash_of
+from fundarb.core.book import PositionBook
+from fundarb.core.clock import Clock
+from fundarb.core.engine import Engine, Recorder
+from fundarb.core.liquidation import MarginRule
+from fundarb.core.market_guard import MarketGuard
+from fundarb.core.model import NS_PER_SECOND
+from fundarb.core.risk import RiskMonitor, VenueCosts
+from fundarb.core.strategy import CarryStrategy
+from fundarb.core.venue import Venue
+from fundarb.data.margin_tiers import shipped_rule
+
+
+def round_trip_cost(cfg: Config, price: float) -> float:
+    """Expected cost of opening and closing both legs, as a fraction of notional:
+    fees, mean half spread and impact at the configured size, and two transfers."""
+    qty = cfg.strategy.notional / price
+    per_side = 0.0
+    for v in (cfg.spot, cfg.perp):
+        half_spread = 0.5 * (v.half_spread_bp_min + v.half_spread_bp_max)
+        per_side += v.taker_fee + (half_spread + v.impact_bp_per_btc * qty) / 1e4
+    return 2 * per_side + 2 * cfg.transfer.fee / cfg.strategy.notional
+
+
+def venue_costs(cfg: Config, margin: MarginRule | None = None) -> VenueCosts:
+    """What the risk checks know of the venues: the configured fees and, for
+    the perp, ``margin`` (the venue's liquidation rule; default the shipped
+    snapshot's for the configured exchange and symbol)."""
+    slip = max(cfg.spot.half_spread_bp_max, cfg.perp.half_spread_bp_max) / 1e4 + 0.001
+    if margin is None:
+        margin = shipped_rule(cfg.perp.exchange, cfg.perp.symbol)
+    return VenueCosts(cfg.spot.taker_fee, cfg.perp.taker_fee, slip, margin, cfg.transfer.fee, cfg.perp_allocation)
+
+
+def wire_engine(cfg: Config, venue: Venue, book: PositionBook, clock: Clock, recorder: Recorder, *,
+                costs: VenueCosts, spot_price: float, config_hash: str | None = None) -> Engine:
+    """The engine over ``venue`` and ``book``: the config's strategy, its
+    round-trip cost sized at ``spot_price``, the risk monitor with ``costs``,
+    and the market guard's limits."""
+    strategy = CarryStrategy(cfg.strategy, round_trip_cost(cfg, spot_price), book.spot_venue, book.perp_venue,
+                             quiet_ns=int(cfg.runner_settings.settlement_quiet_minutes * 60 * NS_PER_SECOND))
+    return Engine(venue, book, strategy, RiskMonitor(cfg.risk, costs), config_hash or hash_of(cfg), clock, recorder,
+                  MarketGuard(cfg.market_data_settings.limits()))
+
