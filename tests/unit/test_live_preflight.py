@@ -8,15 +8,18 @@ from pathlib import Path
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from fundarb import config
+from fundarb.core.book import PositionBook
 from fundarb.core.liquidation import ISOLATED
-from fundarb.core.model import Side
+from fundarb.core.model import NS_PER_HOUR, Side
+from fundarb.core.strategy import CarryStrategy
 from fundarb.data.margin_tiers import shipped_rule
 from fundarb.live.ccxt.client import MarketRules
 from fundarb.live.execution.preflight import Snapshot, plan_trade, walk
+from fundarb.wiring import round_trip_cost
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = config.load(ROOT / "sims" / "baseline.toml")
@@ -170,10 +173,45 @@ def test_without_a_predicted_rate_the_current_rate_decides():
 
 
 @given(st.floats(-0.001, 0.002), st.floats(-0.001, 0.002))
-def test_the_smaller_of_current_and_predicted_is_the_signal(current, predicted):
+def test_a_positive_rate_is_tempered_by_the_smaller_prediction_a_negative_one_by_the_larger(current, predicted):
     both = plan(snap(funding_rate=current, predicted_rate=predicted))
-    smaller_alone = plan(snap(funding_rate=min(current, predicted), predicted_rate=None))
-    assert both.net_apr == pytest.approx(smaller_alone.net_apr, abs=1e-12)
+    pick = min(current, predicted) if current > 0 else max(current, predicted)
+    alone = plan(snap(funding_rate=pick, predicted_rate=None))
+    assert both.net_apr == pytest.approx(alone.net_apr, abs=1e-12)
+
+
+# the 8-hourly rate at which the baseline's entry rule is on the edge, at the healthy snapshot's spot mid
+EDGE_RATE = (CFG.strategy.entry_apr + round_trip_cost(CFG, 60_000.0) * 365.0 / CFG.strategy.expected_holding_days) * 8 / 8760
+
+
+@given(st.one_of(st.floats(-0.001, 0.002), st.floats(0.7, 1.3).map(lambda f: f * EDGE_RATE)),
+       st.one_of(st.none(), st.floats(-0.001, 0.002), st.floats(0.7, 1.3).map(lambda f: f * EDGE_RATE)))
+def test_the_funding_check_is_the_backtest_strategys_entry_decision(rate, predicted):
+    """Both sides fed the same funding (the rate settled over the signal's
+    whole window, and the same prediction), also close to the entry edge:
+    the pre-flight passes the funding check exactly when the strategy the
+    backtest runs would enter."""
+    p = plan(snap(funding_rate=rate, predicted_rate=predicted))
+    price = p.spot.mid
+    strategy = CarryStrategy(CFG.strategy, round_trip_cost(CFG, price), SPOT_ACC, PERP_ACC)
+    for i in range(CFG.strategy.signal_settlements):
+        strategy.signal.on_settlement((i + 1) * 8 * NS_PER_HOUR, rate, 8.0)
+    strategy.signal.on_rate(predicted, 8.0)
+    book = PositionBook.open(SPOT_ACC, PERP_ACC, 50_000.0, 30_000.0)
+    book.spot.price, book.perp.price = price, MARK
+    enters = bool(strategy.decide(book, price, 100 * 8 * NS_PER_HOUR))
+    funding = {c.name: c.ok for c in p.checks}["funding"]
+    assume(abs(p.net_apr - CFG.strategy.entry_apr) > 1e-12)  # on the edge itself the mean's rounding decides
+    assert funding == enters
+
+
+@pytest.mark.parametrize("factor", [0.999, 1.001])
+def test_the_funding_checks_edge_is_the_backtests_round_trip_amortised(factor):
+    """Just under the edge of the backtest's entry rule (its round trip:
+    fees, half spread, impact and transfers) the check fails, just over it
+    passes."""
+    p = plan(snap(funding_rate=EDGE_RATE * factor, predicted_rate=None))
+    assert {c.name: c.ok for c in p.checks}["funding"] is (factor > 1)
 
 
 def test_funding_apr_is_the_rate_annualised_over_the_interval():

@@ -145,10 +145,9 @@ def _entry_veto(
     acct = book.accounts[intent.venue]
     price = acct.price if acct.price == acct.price else spot_mid
     new_qty = acct.qty + intent.side.sign * intent.qty
-    if abs(new_qty) > limits.max_position_btc + 1e-12:
-        return f"position {abs(new_qty):.4f} BTC above max_position_btc {limits.max_position_btc}"
-    if abs(new_qty) * price > limits.max_notional:
-        return f"notional {abs(new_qty) * price:,.0f} above max_notional {limits.max_notional:,.0f}"
+    why = position_veto(new_qty, limits) or notional_veto(new_qty, price, limits)
+    if why:
+        return why
     if intent.venue == book.spot_venue:
         need = intent.qty * price * (1 + costs.spot_taker_fee + costs.slippage_allowance)
         if acct.cash < need:  # buys pay cash; a margin short is held fully collateralised
@@ -165,16 +164,41 @@ def _entry_veto(
     equity = cash + acct.qty * (price - acct.entry)
     if equity <= 0:
         return "perp venue equity is not positive"
-    lev = abs(new_qty) * price / equity
-    if lev > limits.max_leverage + 1e-12:
-        return f"leverage after trade {lev:.2f} above max {limits.max_leverage}"
+    why = leverage_veto(abs(new_qty) * price / equity, limits)
+    if why:
+        return why
     try:
         liq = costs.margin.liquidation_price(cash, new_qty, entry, BOOK_MARGIN_MODE)
     except NotionalBeyondTiers as exc:
         return f"liquidation outside the venue's margin tiers: {exc}"
-    buf = margin_buffer(liq, price, new_qty)
-    if buf < limits.min_margin_buffer:
-        return f"margin buffer after trade {buf:.1%} below {limits.min_margin_buffer:.0%}"
+    return buffer_veto(margin_buffer(liq, price, new_qty), limits)
+
+
+# The pre-trade limits, one function each: the engine's check above and the
+# live pre-flight of a paired trade both judge a trade by these. Each gives
+# the reason a trade is refused, or "" when the limit holds.
+
+def position_veto(qty_after: float, limits: RiskLimits) -> str:
+    if abs(qty_after) > limits.max_position_btc + 1e-12:
+        return f"position {abs(qty_after):.4f} BTC above max_position_btc {limits.max_position_btc}"
+    return ""
+
+
+def notional_veto(qty_after: float, price: float, limits: RiskLimits) -> str:
+    if abs(qty_after) * price > limits.max_notional:
+        return f"notional {abs(qty_after) * price:,.0f} above max_notional {limits.max_notional:,.0f}"
+    return ""
+
+
+def leverage_veto(leverage_after: float, limits: RiskLimits) -> str:
+    if leverage_after > limits.max_leverage + 1e-12:
+        return f"leverage after trade {leverage_after:.2f} above max {limits.max_leverage}"
+    return ""
+
+
+def buffer_veto(buffer_after: float, limits: RiskLimits) -> str:
+    if buffer_after < limits.min_margin_buffer:
+        return f"margin buffer after trade {buffer_after:.1%} below {limits.min_margin_buffer:.0%}"
     return ""
 
 

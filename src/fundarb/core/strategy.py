@@ -106,6 +106,26 @@ class FundingSignal:
         return annualize(self.predicted, self.interval_hours)
 
 
+def entry_edge(current_apr: float, predicted_apr: float | None) -> float:
+    """The funding signal an entry is judged on, signed in favour of normal
+    carry: the current APR, and when the venue publishes a predicted next
+    rate, the one of the two nearer zero while the current one is positive
+    (both must clear the bar), the larger while it is not."""
+    if predicted_apr is None:
+        return current_apr
+    return min(current_apr, predicted_apr) if current_apr > 0 else max(current_apr, predicted_apr)
+
+
+def amortised_cost_apr(round_trip_cost: float, expected_holding_days: float) -> float:
+    """The round trip (fraction of notional) spread over the expected holding period, as an APR."""
+    return round_trip_cost * 365.0 / expected_holding_days
+
+
+def clears_entry(edge: float, cost_apr: float, entry_apr: float) -> bool:
+    """The entry rule of a normal carry: the signal net of the amortised round trip beats ``entry_apr``."""
+    return edge - cost_apr > entry_apr
+
+
 @attrs.define(slots=True)
 class CarryStrategy:
     params: CarryParams
@@ -126,15 +146,11 @@ class CarryStrategy:
 
     @property
     def amortised_cost_apr(self) -> float:
-        return self.round_trip_cost * 365.0 / self.params.expected_holding_days
+        return amortised_cost_apr(self.round_trip_cost, self.params.expected_holding_days)
 
     def entry_edge(self) -> float:
-        """Signal APR net of amortised cost, signed in favour of normal carry."""
-        cur = self.signal.current_apr()
-        pred = self.signal.predicted_apr()
-        if pred is None:
-            return cur
-        return min(cur, pred) if cur > 0 else max(cur, pred)
+        """The signal APR an entry is judged on (``entry_edge``)."""
+        return entry_edge(self.signal.current_apr(), self.signal.predicted_apr())
 
     def decide(self, book: PositionBook, spot_mid: float, now: int) -> list[OrderIntent]:
         """Called on every event; cheap when nothing changes."""
@@ -156,7 +172,7 @@ class CarryStrategy:
             return []  # no perp market seen yet: the short leg could not be placed
         edge = self.entry_edge()
         cost = self.amortised_cost_apr
-        if edge - cost > self.params.entry_apr:
+        if clears_entry(edge, cost, self.params.entry_apr):
             direction = 1
         elif self.params.allow_reverse and -edge - cost > self.params.entry_apr:
             direction = -1

@@ -2,17 +2,21 @@
 the plan and checks a trade of a given size gets against it (``plan_trade``,
 pure: the same snapshot always gives the same plan).
 
-Checks, each one line naming the number and the limit:
-balances on both venues; size limits (``risk.max_position_btc``,
-``risk.max_notional``); perp leverage (notional / perp equity) and margin
-buffer ((liquidation - mark) / mark, isolated collateral = notional / venue
-leverage, the liquidation price by the venue's own rule and tiers in
-isolated mode: ``Snapshot.margin``, fetched at run time by
-``venue_margin_rule``, the shipped snapshot only with a note) after the trade; current and predicted funding, annualised, less
-the round trip amortised over ``strategy.expected_holding_days``, against
-``strategy.entry_apr`` (opens only); spread and expected slippage (walking
-the venue's book) against ``live.max_spread_bp`` / ``live.max_slippage_bp``;
-lot size and minimum notional of both markets.
+The rules are the ones the engine trades by, applied to the venues' numbers:
+size, notional, leverage and margin-buffer limits are ``fundarb.core.risk``'s
+(``position_veto``, ``notional_veto``, ``leverage_veto``, ``buffer_veto``),
+and the funding check is the strategy's entry rule
+(``fundarb.core.strategy.entry_edge`` of the current and predicted rate, less
+the backtest's round trip, ``fundarb.wiring.round_trip_cost``, amortised over
+``strategy.expected_holding_days``, against ``strategy.entry_apr``). What
+only the venue can say is checked here: depth (the size fills within the top
+levels), spread and expected slippage (walking the book) against
+``live.max_spread_bp`` / ``live.max_slippage_bp``, lot size and minimum
+notional of both markets, free balances, and, for a close, what the venue
+and the trade log hold. The margin buffer is the venue's: the liquidation
+price by its own rule and tiers in isolated mode (``Snapshot.margin``,
+fetched at run time by ``venue_margin_rule``, the shipped snapshot only with
+a note), the collateral the notional over the venue's leverage setting.
 """
 
 from __future__ import annotations
@@ -28,11 +32,14 @@ from fundarb.config import Config
 from fundarb.core.funding import annualize
 from fundarb.core.liquidation import ISOLATED, LiquidationRuleMissing, MarginRule, NotionalBeyondTiers
 from fundarb.core.model import Side
+from fundarb.core.risk import buffer_veto, leverage_veto, notional_veto, position_veto
+from fundarb.core.strategy import amortised_cost_apr, clears_entry, entry_edge
 from fundarb.data.margin_tiers import is_modelled, rule_from_ccxt_tiers, shipped_rule
 from fundarb.live.ccxt.client import MarketRules
 from fundarb.live.execution.orders import LiveLeg
 from fundarb.live.journal import lift_hint
 from fundarb.support.scrub import describe
+from fundarb.wiring import round_trip_cost
 
 BOOK_LEVELS = 20
 Levels = tuple[tuple[float, float], ...]  # (price, BTC) best first
@@ -196,9 +203,9 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
         margin = perp.notional / venue_lev + perp.fee
         check("perp balance", snap.perp_quote_free >= margin,
               f"{snap.perp_quote_free:,.2f} USDT free, the short needs {margin:,.2f} margin and fee at {venue_lev:g}x")
-        check("position size", abs(perp_after) <= limits.max_position_btc,
+        check("position size", not position_veto(perp_after, limits),
               f"{abs(perp_after):g} BTC short after the trade (limit {limits.max_position_btc:g})")
-        check("notional", abs(perp_after) * snap.mark <= limits.max_notional,
+        check("notional", not notional_veto(perp_after, snap.mark, limits),
               f"{abs(perp_after) * snap.mark:,.0f} USDT after the trade (limit {limits.max_notional:,.0f})")
     else:
         check("spot holding", snap.journal_spot >= spot_qty - 1e-12 and snap.spot_base_free >= spot_qty - 1e-12,
@@ -219,23 +226,25 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
     equity = snap.perp_equity - perp.fee
     leverage = abs(perp_after) * snap.mark / equity if equity > 0 else math.inf
     if opening:
-        check("leverage", leverage <= limits.max_leverage,
+        check("leverage", not leverage_veto(leverage, limits),
               f"perp leverage {leverage:.2f}x after the trade (limit {limits.max_leverage:g}x)")
         if unmodelled:
             check("margin buffer", False, f"no liquidation price: {unmodelled}")
         else:
-            check("margin buffer", buffer >= limits.min_margin_buffer,
+            check("margin buffer", not buffer_veto(buffer, limits),
                   f"margin buffer {buffer:.1%} after the trade, liquidation at {liq:,.1f} "
                   f"(floor {limits.min_margin_buffer:.0%})")
 
     funding_apr = annualize(snap.funding_rate, snap.interval_hours)
     predicted_apr = annualize(snap.predicted_rate, snap.interval_hours) if snap.predicted_rate is not None else None
-    round_trip = 2 * (snap.spot_taker_fee + snap.perp_taker_fee) + 2 * (spot.slippage_bp + perp.slippage_bp) / 1e4
-    signal = min(funding_apr, predicted_apr) if predicted_apr is not None else funding_apr
-    net = signal - round_trip * 365.0 / cfg.strategy.expected_holding_days
+    # the backtest's entry rule: its signal, its round-trip cost (fees, half spread, impact and transfers at
+    # the configured size), amortised over the expected holding period
+    cost_apr = amortised_cost_apr(round_trip_cost(cfg, spot.mid), cfg.strategy.expected_holding_days)
+    signal = entry_edge(funding_apr, predicted_apr)
+    net = signal - cost_apr
     if opening:
         pred = f", predicted {predicted_apr:.2%}" if predicted_apr is not None else ", no predicted rate published"
-        check("funding", net > cfg.strategy.entry_apr,
+        check("funding", clears_entry(signal, cost_apr, cfg.strategy.entry_apr),
               f"funding {funding_apr:.2%} APR{pred}; net of the round trip over "
               f"{cfg.strategy.expected_holding_days:g} days {net:.2%} (entry threshold {cfg.strategy.entry_apr:.2%})")
     per_settlement = -perp_after * snap.mark * snap.funding_rate + 0.0  # + 0.0: no "-0.0000" when flat
