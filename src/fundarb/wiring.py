@@ -8,7 +8,7 @@ from __future__ import annotations
 from fundarb.config import Config
 from fundarb.config import config_hash as hash_of
 from fundarb.core.book import PositionBook
-from fundarb.core.clock import Clock
+from fundarb.core.clock import SimClock
 from fundarb.core.engine import Engine, Recorder
 from fundarb.core.liquidation import MarginRule
 from fundarb.core.market_guard import MarketGuard
@@ -40,7 +40,7 @@ def venue_costs(cfg: Config, margin: MarginRule | None = None) -> VenueCosts:
     return VenueCosts(cfg.spot.taker_fee, cfg.perp.taker_fee, slip, margin, cfg.transfer.fee, cfg.perp_allocation)
 
 
-def wire_engine(cfg: Config, venue: Venue, book: PositionBook, clock: Clock, recorder: Recorder, *,
+def wire_engine(cfg: Config, venue: Venue, book: PositionBook, clock: SimClock, recorder: Recorder, *,
                 costs: VenueCosts, spot_price: float, config_hash: str | None = None) -> Engine:
     """The engine over ``venue`` and ``book``: the config's strategy, its
     round-trip cost sized at ``spot_price``, the risk monitor with ``costs``,

@@ -13,6 +13,7 @@ Valuation price: the mid for spot, the mark for a perp.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import attrs
 
@@ -128,7 +129,7 @@ class PositionBook:
     funding_ledger: list[FundingEntry] = attrs.field(factory=list)
     # [opened, closed] instants of the perp leg (closed None while open): the
     # spans during which every settlement must appear in the funding ledger
-    perp_spans: list[list] = attrs.field(factory=list)
+    perp_spans: list[list[Any]] = attrs.field(factory=list)  # [opened ns, closed ns or None]
     # direct references to the two accounts: read on every tick
     spot: VenueAccount = attrs.field(init=False)
     perp: VenueAccount = attrs.field(init=False)

@@ -90,7 +90,7 @@ class Engine:
         self._refused: set[str] = set()  # kinds of non-finite input already alerted
         self.spot_mid = math.nan
         self.last_trade: dict[str, float] = {}
-        self.curve: dict[str, list] = {k: [] for k in CURVE_FIELDS}
+        self.curve: dict[str, list[Any]] = {k: [] for k in CURVE_FIELDS}
         self.alerts: list[Alert] = []
         self.vetoes = 0
         # drift when the last order in flight ends: between hourly marks this is
@@ -102,11 +102,11 @@ class Engine:
         # holds (a runner's start from the venues) are its first references
         self.guard = guard or MarketGuard()
         self._keys: dict[tuple[type, str], str] = {}
-        for venue, kind in ((book.spot_venue, Quote), (book.perp_venue, MarkPrice)):
-            self.guard.seed(self._key(kind, venue), self.clock.now_ns(), book.accounts[venue].price)
+        for account, kind in ((book.spot_venue, Quote), (book.perp_venue, MarkPrice)):
+            self.guard.seed(self._key(kind, account), self.clock.now_ns(), book.accounts[account].price)
         # what the guard did (held, accepted, dropped, ...), for a runner to log and count
-        self.price_notes: list = []
-        self._handlers = {
+        self.price_notes: list[Any] = []
+        self._handlers: dict[type, Callable[[Any], bool]] = {
             Quote: self._on_quote,
             MarkPrice: self._on_mark,
             IndexPrice: self._on_index,

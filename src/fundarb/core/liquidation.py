@@ -53,7 +53,7 @@ class NotionalBeyondTiers(FundarbError, ValueError):
     """A notional above the last tier of a venue's table."""
 
 
-def _finite_nonneg(inst: object, attr: attrs.Attribute, value: float) -> None:
+def _finite_nonneg(inst: object, attr: attrs.Attribute[float], value: float) -> None:
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"margin tier {attr.name} must be a finite number >= 0, got {value}")
 

@@ -74,7 +74,7 @@ def apr(pnl: float, capital: float, days: float) -> float:
 def cagr(start_equity: float, end_equity: float, days: float) -> float:
     if days <= 0 or start_equity <= 0 or end_equity <= 0:
         return 0.0
-    return (end_equity / start_equity) ** (365.0 / days) - 1.0
+    return float((end_equity / start_equity) ** (365.0 / days)) - 1.0
 
 
 def fill_rate(filled: float, requested: float) -> float:

@@ -61,7 +61,7 @@ class FundingSignal:
 
     window: int
     interval_hours: float = 8.0
-    rates: deque = attrs.field(factory=deque)
+    rates: deque[float] = attrs.field(factory=deque)
     predicted: float | None = None
     last_settlement_ts: int = 0
     next_settlement_ts: int = 0  # the venue's announced next instant (0: not known)

@@ -59,7 +59,7 @@ class BacktestResult:
     history: MarketHistory
     metrics: dict[str, Any]
     gates: list[dict[str, Any]]
-    curve: dict[str, list]
+    curve: dict[str, list[Any]]
     log: list[tuple[str, dict[str, Any]]]
     # metrics left out of ``metrics`` because they mean nothing for this run
     # -> why (TOO_SHORT, NO_ORDERS)
@@ -90,7 +90,13 @@ def result_of(cfg: Config, history: MarketHistory, engine: Engine, sim: SimExcha
     na = not_applicable(m)
     shown = {k: v for k, v in m.items() if k not in na}
     return BacktestResult(cfg, engine.config_hash, history, shown, evaluate_gates(shown, na), engine.curve,
-                          engine.recorder.rows, na)
+                          recorded(engine), na)
+
+
+def recorded(engine: Engine) -> list[tuple[str, dict[str, Any]]]:
+    """The decision log of an engine built here (its recorder keeps it in memory)."""
+    assert isinstance(engine.recorder, MemoryRecorder)
+    return engine.recorder.rows
 
 
 def not_applicable(m: dict[str, Any]) -> dict[str, str]:
@@ -189,7 +195,7 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
         "requested_qty": sim.requested_qty,
         "filled_qty": sim.filled_qty,
         "orders": len(engine.orders),
-        "fills": sum(1 for kind, _ in engine.recorder.rows if kind == "fill"),
+        "fills": sum(1 for kind, _ in recorded(engine) if kind == "fill"),
         "entries": engine.strategy.entries,
         "liquidations": sim.liquidations,
         "delta_drift_max": drift_max,

@@ -121,7 +121,7 @@ class SimExchange:
         self.accounts = {s.name: _SimAccount(s, c) for s, c in zip(specs, children)}
         self._tape = iter(tape)
         self._queue = q.EventQueue()
-        self._out: deque = deque()
+        self._out: deque[Any] = deque()
         self._working: dict[str, _Working] = {}
         self.now = 0
         self.transfer_delay = seconds(transfer_delay_s)
@@ -371,6 +371,7 @@ class SimExchange:
 
     def _fill_against_quote(self, sim: _SimAccount, w: _Working, at_arrival: bool) -> None:
         quote = sim.quote
+        assert quote is not None, "an order fills only against a quote"
         order = w.order
         sign = order.side.sign
         depth = sim.depth_buy if sign > 0 else sim.depth_sell

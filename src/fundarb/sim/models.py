@@ -17,6 +17,7 @@ Margin:   the venue's rule, ``fundarb.core.liquidation.MarginRule`` (cross:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class Draws:
 
     __slots__ = ("_draw", "_buf", "_i")
 
-    def __init__(self, draw) -> None:  # draw(n) -> ndarray of the next n values
+    def __init__(self, draw: Callable[[int], np.ndarray]) -> None:  # draw(n) -> ndarray of the next n values
         self._draw = draw
         self._buf: list[float] = []
         self._i = 0
