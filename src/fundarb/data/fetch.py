@@ -13,12 +13,13 @@ de-duplication. Every page is merged into the store at once (written to a
 temporary file, then renamed), so an interrupted fetch loses at most the page
 in flight and the next run resumes after the last stored row. Network errors
 (429/418, 5xx, timeouts, a refused connection) are retried with exponential
-back-off and jitter, honouring Retry-After where the venue sends it, within a
-bound: at most ``Backoff.attempts`` (8) attempts of one request and
-``Backoff.budget_s`` (120 s) of waiting between them; back-off alone waits
-0.5, 1, 2, 4, 8, 8, 8 s (+ up to 25%), so an unreachable venue fails after
-8 attempts and 31.5-39.4 s. A wait longer than 2 s is shown while it lasts
-(``Backoff.waits``, a ``fundarb.support.waits.WaitReporter``).
+back-off and jitter (``fundarb.support.backoff``), honouring Retry-After
+where the venue sends it, within a bound: at most ``Backoff.attempts`` (8)
+attempts of one request and ``Backoff.budget_s`` (120 s) of waiting between
+them; back-off alone waits 0.5, 1, 2, 4, 8, 8, 8 s (+ up to 25%), so an
+unreachable venue fails after 8 attempts and 31.5-39.4 s. A wait longer
+than 2 s is shown while it lasts (``Backoff.waits``, a
+``fundarb.support.waits.WaitReporter``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import polars as pl
 
 from fundarb.core.errors import FundarbError
 from fundarb.data.store_layout import KLINE_LABEL, funding_path, kline_path
+from fundarb.support.backoff import BackoffPolicy, parse_retry_after
 from fundarb.support.parquet import ParquetUnreadable, read_parquet, write_sealed
 
 FUNDING_SCHEMA = {"timestamp_ms": pl.Int64, "funding_rate": pl.Float64, "mark_price": pl.Float64}
@@ -52,11 +54,14 @@ class FetchError(FundarbError, RuntimeError):
 @attrs.define
 class Backoff:
     """Retries for network errors: ``base * 2**attempt`` seconds (at most
-    ``cap``), or the venue's Retry-After if longer, plus up to 25% jitter; at
-    most ``attempts`` attempts of one request, and no more than ``budget_s``
-    seconds of waiting between them (a Retry-After that would go beyond it
-    gives up at once). ``waits`` (a ``fundarb.support.waits.WaitReporter``) is told
-    of each retry and of the end of each wait."""
+    ``cap``), or the venue's Retry-After if longer, plus up to ``jitter``
+    (25%) more; at most ``attempts`` attempts of one request, and no more
+    than ``budget_s`` seconds of waiting between them (a Retry-After that
+    would go beyond it gives up at once). The arithmetic is
+    ``fundarb.support.backoff.BackoffPolicy`` (``policy``); this holds the
+    fetch's own bounds and what it waited. ``waits`` (a
+    ``fundarb.support.waits.WaitReporter``) is told of each retry and of the
+    end of each wait."""
 
     attempts: int = 8
     base: float = 0.5
@@ -66,23 +71,14 @@ class Backoff:
     rng: random.Random = attrs.field(factory=lambda: random.Random(0))
     waited: list[float] = attrs.field(factory=list)
     waits: Any = None
+    jitter: float = 0.25
+
+    @property
+    def policy(self) -> BackoffPolicy:
+        return BackoffPolicy(base=self.base, cap=self.cap, jitter=self.jitter, budget=self.budget_s, rng=self.rng)
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        d = min(self.cap, self.base * 2**attempt)
-        if retry_after is not None:
-            d = max(d, retry_after)
-        return d * (1.0 + 0.25 * self.rng.random())
-
-
-def retry_after(exchange: Any) -> float | None:
-    headers = getattr(exchange, "last_response_headers", None) or {}
-    for k, v in headers.items():
-        if k.lower() == "retry-after":
-            try:
-                return float(v)
-            except (TypeError, ValueError):
-                return None
-    return None
+        return self.policy.delay(attempt, retry_after)
 
 
 def call_with_retry(exchange: Any, backoff: Backoff, what: str, fn: Callable[[], Any]) -> Any:
@@ -99,9 +95,10 @@ def call_with_retry(exchange: Any, backoff: Backoff, what: str, fn: Callable[[],
                 why = _why(exc, error_reason(exc))
                 if attempt == backoff.attempts:
                     raise FetchError(f"{what}: gave up after {_attempts(attempt)}: {why}") from None
-                asked = retry_after(exchange)
-                d = backoff.delay(attempt - 1, asked)
-                if waited + d > backoff.budget_s:  # a long Retry-After: say so rather than wait it out
+                asked = parse_retry_after(getattr(exchange, "last_response_headers", None))
+                policy = backoff.policy
+                d = policy.delay(attempt - 1, asked)
+                if policy.over_budget(waited, d):  # a long Retry-After: say so rather than wait it out
                     told = f"the venue asks to wait {asked:g} s (Retry-After), " if asked is not None else ""
                     raise FetchError(f"{what}: gave up after {_attempts(attempt)}: {told}beyond the {backoff.budget_s:g} s "
                                      f"one request may wait in all: {why}") from None

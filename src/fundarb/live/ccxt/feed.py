@@ -52,8 +52,9 @@ Reconnect policy
 Any exception from a ``watch_*`` call is a drop (ccxt.pro raises
 ``NetworkError`` on a close or reset, ``RequestTimeout`` when its keep-alive
 finds a silent socket). The stream goes RECONNECTING, waits
-``reconnect_delay_s * 2**(n-1)`` capped at ``max_reconnect_delay_s``, and
-watches again (ccxt.pro reconnects and resubscribes). After the drop and
+``reconnect_delay_s * 2**(n-1)`` capped at ``max_reconnect_delay_s`` (no
+jitter; ``fundarb.support.backoff.BackoffPolicy``), and watches again
+(ccxt.pro reconnects and resubscribes). After the drop and
 ``MAX_FAILED_RECONNECTS`` (3) failed reconnects in a row it polls REST
 (POLLING) and tries the websocket again every ``ws_retry_s`` (60 s), polling
 on while it tries (a connect may hang until its timeout). When a
@@ -93,9 +94,11 @@ from typing import Any
 import ccxt
 
 from fundarb.core.model import FundingRate, IndexPrice, MarketKind, MarkPrice, Quote
-from fundarb.support.scrub import describe
+from fundarb.support.backoff import BackoffPolicy
+from fundarb.support.scrub import describe, scrub_logger
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)  # the runner's JSON log when it runs (app.runner.logs)
+scrub_logger(log)  # whatever handler takes its records gets them scrubbed
 
 NS_PER_MS = 1_000_000
 MAX_FAILED_RECONNECTS = 3
@@ -221,6 +224,7 @@ class MarketFeed:
         self._on_event, self._on_reconnect = on_event, on_reconnect
         self.poll_interval_s, self.reconnect_delay_s = poll_interval_s, reconnect_delay_s
         self.max_reconnect_delay_s, self.stale_after_s, self.ws_retry_s = max_reconnect_delay_s, stale_after_s, ws_retry_s
+        BackoffPolicy(base=reconnect_delay_s, cap=max_reconnect_delay_s)  # bad delays fail here, not at the first drop
         self._call = call or _direct_call
         self._now = now_ns
         # the time given to an answer the venue did not stamp (default: our clock;
@@ -328,7 +332,7 @@ class MarketFeed:
                 failures += 1
                 self._went_down(s, exc)
                 if failures <= MAX_FAILED_RECONNECTS:
-                    await asyncio.sleep(self._backoff(failures))
+                    await asyncio.sleep(self.backoff.delay(failures - 1))
                     continue
                 answer = await self._fall_back(s)
             failures = 0
@@ -408,7 +412,7 @@ class MarketFeed:
         failures = 0
         while True:
             failures = await self._poll_once(s, failures)
-            await asyncio.sleep(max(self.poll_interval_s, self._backoff(failures)) if failures else self.poll_interval_s)
+            await asyncio.sleep(max(self.poll_interval_s, self.backoff.delay(failures - 1)) if failures else self.poll_interval_s)
 
     async def _poll_once(self, s: _Stream, failures: int) -> int:
         """One REST read; returns the count of failures in a row."""
@@ -422,8 +426,10 @@ class MarketFeed:
         s.handle(answer, True)
         return 0
 
-    def _backoff(self, failures: int) -> float:
-        return min(self.reconnect_delay_s * 2 ** max(failures - 1, 0), self.max_reconnect_delay_s)
+    @property
+    def backoff(self) -> BackoffPolicy:
+        """The wait after the n-th failure in a row is ``backoff.delay(n - 1)``."""
+        return BackoffPolicy(base=self.reconnect_delay_s, cap=self.max_reconnect_delay_s)
 
     # ------------------------------------------------------------- drops and recoveries
 

@@ -18,13 +18,15 @@ Rules (``RequestQueue.call(fn, *args, weight=w, retry=r, **kwargs)``):
   Anything else is raised at once. ``retry=False`` (order placement: the
   caller looks the order up before resending) raises retryable errors at once
   too, but a rate-limit error still pauses the venue for later calls.
-- Back-off (full jitter): retry ``n`` (n=1 for the first retry) waits
-  ``delay_n = rng.uniform(0, min(max_delay_s, base_delay_s * 2**(n-1)))``.
+- Back-off (full jitter, ``fundarb.support.backoff.BackoffPolicy`` with
+  ``jitter=-1``): retry ``n`` (n=1 for the first retry) waits
+  ``delay_n = min(max_delay_s, base_delay_s * 2**(n-1)) * rng.uniform(0, 1)``.
   At most ``max_attempts`` attempts; then the last error is re-raised as is
   (same object, same type: a timeout stays a timeout).
 - Rate-limit errors (``ccxt.DDoSProtection``, ``ccxt.RateLimitExceeded``; HTTP
   429, Binance 418): ccxt ignores ``Retry-After`` on REST, so it is read from
-  ``headers()`` (key case-insensitive, seconds, int or float; garbage, missing,
+  ``headers()`` (``fundarb.support.backoff.parse_retry_after``: key
+  case-insensitive, seconds, int or float, or an HTTP-date; garbage, missing,
   negative or non-finite values are ignored). The whole venue pauses:
   ``pause = min(MAX_PAUSE_S, max(retry_after, delay_n))`` and every call of the
   queue waits until ``now + pause``; the bucket restarts empty at the end of
@@ -49,6 +51,8 @@ from typing import Any, TypeVar
 import attrs
 import ccxt
 
+from fundarb.support.backoff import BackoffPolicy, parse_retry_after
+
 T = TypeVar("T")
 
 MAX_PAUSE_S = 120.0
@@ -67,20 +71,6 @@ class QueueStats:
     throttled: int = 0  # acquires that had to wait for tokens
     paused_s: float = 0.0  # seconds slept for back-off or a venue pause
     last_error: str = ""
-
-
-def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (any case), or None when absent or unusable."""
-    if not headers:
-        return None
-    for key, value in headers.items():
-        if isinstance(key, str) and key.lower() == "retry-after":
-            try:
-                seconds = float(str(value).strip())
-            except ValueError:
-                return None  # HTTP-date form or garbage: fall back to back-off
-            return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    return None
 
 
 class RequestQueue:
@@ -104,6 +94,10 @@ class RequestQueue:
         self.stats = QueueStats()
         self._headers = headers
         self._rng = rng if rng is not None else random.Random()
+        # a rate-limit error asks for a pause even without a header: it is given
+        # a Retry-After of at least 0, so its pause never exceeds MAX_PAUSE_S
+        self.backoff = BackoffPolicy(base=base_delay_s, cap=max_delay_s, jitter=-1.0,
+                                     retry_after_cap=MAX_PAUSE_S, rng=self._rng)
         self._monotonic = monotonic
         self._sleep = sleep
         self._lock = asyncio.Lock()  # FIFO waiters: arrival order is service order
@@ -155,23 +149,19 @@ class RequestQueue:
         self._note(err, name, attempt)
         # Headers are read before any await: another call's response would
         # overwrite exchange.last_response_headers once we yield.
-        retry_after = parse_retry_after(self._headers()) if isinstance(err, RATE_LIMIT_ERRORS) else None
-        delay = self._backoff(attempt)
         if not isinstance(err, RATE_LIMIT_ERRORS):
-            return delay
-        self._pause_venue(err, name, retry_after, delay)
+            return self.backoff.delay(attempt - 1)
+        retry_after = parse_retry_after(self._headers())
+        pause = self.backoff.delay(attempt - 1, retry_after or 0.0)
+        self._pause_venue(err, name, retry_after, pause)
         return 0.0  # the pause is taken in _acquire, shared by every call
 
-    def _backoff(self, n: int) -> float:
-        return self._rng.uniform(0.0, min(self.max_delay_s, self.base_delay_s * 2 ** (n - 1)))
-
-    def _pause_venue(self, err: Exception, name: str, retry_after: float | None, delay: float) -> None:
+    def _pause_venue(self, err: Exception, name: str, retry_after: float | None, pause: float) -> None:
         now = self._monotonic()
         if retry_after is not None and retry_after > MAX_PAUSE_S:
             self._ban_until, self._ban_error = now + retry_after, type(err)
             raise type(err)(f"{self.venue} {name}: Retry-After {retry_after:g} s exceeds "
                             f"the {MAX_PAUSE_S:g} s pause cap; venue banned") from err
-        pause = min(MAX_PAUSE_S, max(retry_after or 0.0, delay))
         self._paused_until = max(self._paused_until, now + pause)
         # The venue says we are over its limit: resuming with a full burst
         # would invite the next 429, so refill starts from empty after the pause.

@@ -34,9 +34,10 @@ from fundarb.live.execution.paired import BLOCK_KEY, NEEDS_RECOVERY, naked_gap, 
 from fundarb.live.execution.preflight import balance_of, perp_position
 from fundarb.live.execution.session import LiveSession
 from fundarb.live.journal import KILL_SWITCH_PREFIX, Journal
-from fundarb.support.scrub import describe, scrub
+from fundarb.support.scrub import describe, scrub, scrub_logger
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)  # the runner's JSON log when it runs (app.runner.logs)
+scrub_logger(log)  # whatever handler takes its records gets them scrubbed
 CLIENT_PREFIX = "fa"  # core.orders.client_order_id: "fa<config hash[:12]>-<seq>"
 QTY_TOL = 1e-8
 
