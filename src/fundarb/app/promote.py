@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -206,7 +206,7 @@ def build_record(cfg: Config, backtest: BacktestResult, study: StudyResult, regr
     summary = summarize(study.rows)
     gates = gate_verdicts(backtest.gates, summary, settings.min_path_share)
     reason = failure_reason(gates, regressions, settings.min_path_share)
-    return _clean({
+    return cast(dict[str, Any], _clean({
         "config_name": cfg.name,
         "config_hash": config_hash(cfg),
         "config_json": canonical_json(cfg),
@@ -223,7 +223,7 @@ def build_record(cfg: Config, backtest: BacktestResult, study: StudyResult, regr
         "recordings": [attrs.asdict(r) for r in regressions],
         "passed": reason is None,
         "reason": reason,
-    })
+    }))
 
 
 def record_text(record: dict[str, Any]) -> str:
@@ -303,6 +303,7 @@ def save_record(path: Path, record: dict[str, Any], text: str | None = None) -> 
     same one); its row id."""
     check_store(path)  # before the key is made: a refused store leaves nothing behind
     key = promotion_key(create=True)
+    assert key is not None, "promotion_key(create=True) makes the key when there is none"
     text = text if text is not None else record_text(record)
     row = (int(record["created_ns"]), record["config_hash"], record["config_name"], int(bool(record["passed"])), text)
     if not path.exists():
@@ -322,7 +323,8 @@ def save_record(path: Path, record: dict[str, Any], text: str | None = None) -> 
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        return int(cur.lastrowid)
+        assert cur.lastrowid is not None
+        return cur.lastrowid
     finally:
         db.close()
 

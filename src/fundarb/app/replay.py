@@ -8,18 +8,20 @@ import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import numpy as np
 import polars as pl
 
 from fundarb.config import Config
+from fundarb.core.engine import Engine
 from fundarb.core.model import FundingRate, FundingSettlement, MarkPrice, Quote, Side, Timer, Trade
 from fundarb.data.history import MarketHistory, NoFundingSeries, load_settlements
 from fundarb.replay.parse import MARK_SAMPLE_NS, NS, ParsedFeed, Recording, ReplayError, parse_feed
 from fundarb.sim import queue as q
 from fundarb.sim.backtest import BacktestResult, build_engine, result_of
+from fundarb.sim.exchange import SimExchange
 
 TIMER_NS = 60 * NS  # equity is marked every minute on a replay
 GOLDEN_FILE = "golden.json"
@@ -35,9 +37,9 @@ class ReplayWindow(MarketHistory):
     """The span of a replay, shaped like a history so metrics and reports
     read it the same way; ``capture`` describes what was replayed."""
 
-    capture: dict = attrs.field(factory=dict)
+    capture: dict[str, Any] = attrs.field(factory=dict)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             "start": fmt_ns(self.start),
             "end": fmt_ns(self.end),
@@ -80,7 +82,7 @@ def _capture_settlements(perp: ParsedFeed, lo: int, hi: int) -> list[tuple[int, 
     return [(t, r, 8.0, m) for t, (r, m) in sorted(out.items())]
 
 
-def replay_tape(cfg: Config, spot: ParsedFeed | None, perp: ParsedFeed | None, settlements: list, prior: list,
+def replay_tape(cfg: Config, spot: ParsedFeed | None, perp: ParsedFeed | None, settlements: list[Any], prior: list[Any],
                 timers: np.ndarray) -> list[tuple[int, int, Any]]:
     """Every replayed event as the simulator's market tape, in (time,
     priority) order; within one instant spot before perp, file order kept."""
@@ -125,7 +127,7 @@ def replay_tape(cfg: Config, spot: ParsedFeed | None, perp: ParsedFeed | None, s
     return tape
 
 
-def _mid_at(tape: list, venue: str, ts: int) -> float:
+def _mid_at(tape: list[Any], venue: str, ts: int) -> float:
     mid = float("nan")
     for t, _, ev in tape:
         if t > ts:
@@ -137,19 +139,20 @@ def _mid_at(tape: list, venue: str, ts: int) -> float:
     return mid
 
 
-def run_replay(rec: Recording, cfg: Config, cache_dir: Path | None = None, data_dir: Path | None = None) -> tuple[BacktestResult, dict]:
+def run_replay(rec: Recording, cfg: Config, cache_dir: Path | None = None, data_dir: Path | None = None) -> tuple[BacktestResult, dict[str, Any]]:
     engine, sim, window, cached = prepare_replay(rec, cfg, cache_dir, data_dir)
     engine.run()
     return result_of(cfg, window, engine, sim), cached
 
 
-def prepare_replay(rec: Recording, cfg: Config, cache_dir: Path | None = None, data_dir: Path | None = None):
+def prepare_replay(rec: Recording, cfg: Config, cache_dir: Path | None = None,
+                   data_dir: Path | None = None) -> tuple[Engine, SimExchange, ReplayWindow, dict[str, Any]]:
     """The engine and simulator wired to a recording's events, not yet run
     (``run_replay`` runs it; the monitor steps through it)."""
     parsed = {f.role: parse_feed(rec, f, cache_dir) for f in rec.feeds}
     spot, perp = parsed.get("spot"), parsed.get("perp")
-    lo = min(int(p.events["ts"].min()) for p in parsed.values())
-    hi = max(int(p.events["ts"].max()) for p in parsed.values())
+    lo = min(int(cast(int, p.events["ts"].min())) for p in parsed.values())
+    hi = max(int(cast(int, p.events["ts"].max())) for p in parsed.values())
     own = _capture_settlements(perp, lo, hi) if perp is not None else []
     inside, prior_df = _funding_history(cfg, lo, hi, cfg.strategy.signal_settlements, data_dir)
     if own:
@@ -163,13 +166,15 @@ def prepare_replay(rec: Recording, cfg: Config, cache_dir: Path | None = None, d
     tape = replay_tape(cfg, spot, perp, settlements, prior, timers)
     window = _window(cfg, rec, parsed, lo, hi, timers, settlements, prior, source)
     first = (prior[0][0], prior[0][2]) if prior else ((settlements[0][0], settlements[0][2]) if settlements else None)
-    spot_mid = float(((spot or perp).events.filter(pl.col("kind") == "quote")[0].select((pl.col("bid") + pl.col("ask")) / 2)).item())
+    quoted = spot or perp
+    assert quoted is not None, "a recording has a spot or a perp feed"
+    spot_mid = float((quoted.events.filter(pl.col("kind") == "quote")[0].select((pl.col("bid") + pl.col("ask")) / 2)).item())
     engine, sim = build_engine(cfg, tape, first, min(lo, prior[0][0] if prior else lo) - NS, spot_mid)
     return engine, sim, window, {role: p.cached for role, p in parsed.items()}
 
 
 def _window(cfg: Config, rec: Recording, parsed: dict[str, ParsedFeed], lo: int, hi: int, timers: np.ndarray,
-            settlements: list, prior: list, source: str) -> ReplayWindow:
+            settlements: list[Any], prior: list[Any], source: str) -> ReplayWindow:
     def at(role: str) -> np.ndarray:
         p = parsed.get(role)
         if p is None:
@@ -225,7 +230,7 @@ def read_golden(path: Path) -> str:
         raise ReplayError(f"golden file {path} is not UTF-8 text (byte {exc.start}): restore it, or {again}") from None
     try:
         json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ReplayError(f"golden file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}): "
                           f"restore it, or {again}") from None
     return text

@@ -102,7 +102,7 @@ class RunStats:
     heartbeats: int = 0
     operations: int = 0
     max_drift: float = 0.0  # after each operation settles, and at every heartbeat
-    settlements: list[dict] = attrs.field(factory=list)  # instants passed while in position
+    settlements: list[dict[str, Any]] = attrs.field(factory=list)  # instants passed while in position
     unreachable_alerts: int = 0
     stale_feeds: int = 0  # streams the watchdog on data age declared stale
     prices: dict[str, int] = attrs.field(factory=dict)  # the market guard's outcomes: held, accepted, dropped, ...
@@ -119,7 +119,7 @@ class Runner:
         self._tolerance_ns = int(round(cfg.data.settlement_tolerance_seconds * NS_PER_SECOND))
         self.journal = session.journal
         self.stats = RunStats()
-        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         self.turn = asyncio.Lock()  # one engine step (event, orders, answers) at a time
         self.pacer = Pacer(cfg.perp_account, self._settled_rate, self._tolerance_ns,
                            max_backstep_ns=int(cfg.runner_settings.max_clock_backstep_seconds * NS_PER_SECOND))

@@ -63,7 +63,7 @@ class PaperLedger:
         the other changes of state, then funding; an operation ends when its
         last order does."""
         rows, self.rows = sorted(self.rows, key=lambda r: STEP_ORDER[r[0]]), []
-        self.touched: set[int] = set()
+        self.touched = set()
         with self.journal.tx():
             for kind, row in rows:
                 getattr(self, f"_{kind}")(row, now_ns)
@@ -129,6 +129,7 @@ class PaperLedger:
         self.fills_of[cid] = n
         trade = self._trade(row, leg, f"paper-{cid}", f"{cid}-{n}", cid, side)
         stored = self.journal.order_row(cid)
+        assert stored is not None, f"the order row of {cid} was written before its fills"
         self.journal.record_fill(Journal.order_of(stored), trade, now_ns, self.h)
         self.touched.add(int(stored["op_id"]))
 
