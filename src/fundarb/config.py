@@ -32,7 +32,7 @@ from typing import Any
 import attrs
 import cattrs
 import tomli_w
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, override
 from cattrs.v import format_exception
 
@@ -162,6 +162,7 @@ class FieldRule:
         return None
 
     def _below(self, value: float) -> bool:
+        assert self.lo is not None
         return value <= self.lo if self.lo_open else value < self.lo
 
     def text(self) -> str:
@@ -532,8 +533,9 @@ def _register_hooks() -> None:
         hooks: dict[str, Callable[[Any, Any], Any]] = {name: rule.structure for name, rule in _rules_of(cls).items()}
         if cls is DataConfig:
             hooks.update(start=_date_text, end=_date_text)
-        fn = make_dict_structure_fn(cls, _converter, _cattrs_forbid_extra_keys=True,
-                                    **{name: override(struct_hook=hook) for name, hook in hooks.items()})
+        overrides = {name: override(struct_hook=hook) for name, hook in hooks.items()}
+        # cattrs takes the per-attribute overrides as keyword arguments beside its own flags
+        fn = make_dict_structure_fn(cls, _converter, _cattrs_forbid_extra_keys=True, **overrides)  # type: ignore[arg-type]
         _converter.register_structure_hook(cls, fn)
 
 
@@ -615,8 +617,10 @@ def _messages(exc: BaseException, path: str, typ: Any) -> list[str]:
         with_notes, without = exc.group_exceptions()
         out: list[str] = []
         for inner, note in with_notes:
-            where = f"{path}[{note.index!r}]" if isinstance(exc, IterableValidationError) else (
-                f"{path}.{note.name}" if path else note.name)
+            if isinstance(note, IterableValidationNote):
+                where = f"{path}[{note.index!r}]"
+            else:
+                where = f"{path}.{note.name}" if path else note.name
             out += _messages(inner, where, note.type)
         for inner in without:
             out += _messages(inner, path, None)

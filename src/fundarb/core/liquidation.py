@@ -29,7 +29,7 @@ venue whose formula is not modelled (``rule_for``) raises
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -82,6 +82,10 @@ class MarginTier:
         return notional * self.mmr - self.amount
 
 
+def _tier_tuple(tiers: Iterable[MarginTier]) -> tuple[MarginTier, ...]:
+    return tuple(tiers)
+
+
 def expected_amount(tiers: tuple[MarginTier, ...], i: int) -> float:
     """The maintenance amount rule: cum_n = floor_n * (mmr_n - mmr_(n-1)) + cum_(n-1),
     cum_1 = floor_1 * mmr_1 (0 for a first tier from 0): it keeps MM continuous
@@ -99,7 +103,7 @@ class MarginRule:
 
     venue: str
     symbol: str
-    tiers: tuple[MarginTier, ...] = attrs.field(converter=tuple)
+    tiers: tuple[MarginTier, ...] = attrs.field(converter=_tier_tuple)
     style: str
     as_of: str = ""
     source: str = ""

@@ -75,6 +75,7 @@ def shipped_problem(path: Path) -> str | None:
     if cached is not None and cached[0] == version:
         return cached[1]
     expected = listed_sums(SHIPPED_DIR).get(path.name)
+    problem: str | None
     if expected is None:
         problem = (f"shipped data file {path} has no sha256 listed in {SHIPPED_DIR / SUMS_FILE}: "
                    "the shipped data was changed or the README lost its checksum")

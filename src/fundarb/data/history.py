@@ -39,7 +39,7 @@ import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import numpy as np
@@ -391,10 +391,14 @@ def check_funding(frame: pl.DataFrame, file: Path, keys: list[str], stamp_col: s
     for col, what in (("mark_price", "mark price"), ("index_price", "index price")):
         if col not in f.columns:
             continue
-        _check_positive(f, col, lambda r, why, col=col, what=what:
-                        f"{name(r)} {what} {_num(r[col])} {at(r)} is not a usable price: {why}")
-        _check_moves(f, keys, col, lambda r, b, a, what=what: _move_text(f"{name(r)} {what}", r, r["_v"], b, a,
-                                                                         f"in {file}"))
+        def unusable(r: dict[str, Any], why: str, col: str = col, what: str = what) -> str:
+            return f"{name(r)} {what} {_num(r[col])} {at(r)} is not a usable price: {why}"
+
+        def moved(r: dict[str, Any], b: Any, a: Any, what: str = what) -> str:
+            return _move_text(f"{name(r)} {what}", r, r["_v"], b, a, f"in {file}")
+
+        _check_positive(f, col, unusable)
+        _check_moves(f, keys, col, moved)
     return f.drop("t_ns")
 
 
@@ -562,6 +566,7 @@ def snap_settlements(f: pl.DataFrame, label: str, file: Path, tolerance_s: float
         at = scheduled_instant(stamp, hours, tol)
         if at is None:
             near = scheduled_instant(stamp, hours, 1 << 62)
+            assert near is not None  # within an unbounded tolerance every stamp has an instant
             raise DataError(f"{label}: funding stamp {fmt_stamp(stamp)} UTC (row {row} of {file}) is "
                             f"{abs(stamp - near) / NS_PER_SECOND:.3f} s from its scheduled instant {fmt_time(near)}, "
                             f"beyond data.settlement_tolerance_seconds = {tolerance_s:g}")
@@ -662,7 +667,7 @@ def load_history(
     p = raw.perp.filter((pl.col("ts") >= lo) & (pl.col("ts") < hi)).sort("ts")
     if s.height == 0 or p.height == 0:
         both = raw.spot.join(raw.perp, on="ts")["ts"]
-        held = f" (it holds {fmt_time(both.min())} .. {fmt_time(both.max())} UTC: choose the window with --from/--to)" \
+        held = f" (it holds {fmt_time(cast(int, both.min()))} .. {fmt_time(cast(int, both.max()))} UTC: choose the window with --from/--to)" \
             if both.len() else ""
         raise DataError(f"no price history between {fmt_time(lo)} and {fmt_time(hi)} in {data_dir}{held}")
     for frame, label in ((s, "spot"), (p, "perp")):

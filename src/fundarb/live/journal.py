@@ -369,7 +369,8 @@ class Journal:
         with self.tx() as db:
             cur = db.execute("INSERT INTO operations (ts, kind, config_hash, qty, status, plan) VALUES (?,?,?,?,?,?)",
                              (ts, kind, config_hash, qty, "executing", json.dumps(plan, sort_keys=True)))
-            return int(cur.lastrowid)
+            assert cur.lastrowid is not None
+            return cur.lastrowid
 
     def finish_operation(self, op_id: int, ts: int, status: str, result: str) -> None:
         with self.tx() as db:
@@ -438,7 +439,8 @@ class Journal:
         return self.db.execute("SELECT * FROM orders WHERE client_id=?", (client_id,)).fetchone()
 
     def orders(self, op_id: int | None = None, open_only: bool = False) -> list[sqlite3.Row]:
-        sql, args = "SELECT * FROM orders", []
+        sql = "SELECT * FROM orders"
+        args: list[object] = []
         where = []
         if op_id is not None:
             where.append("op_id=?")

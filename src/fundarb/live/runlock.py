@@ -26,7 +26,7 @@ import fcntl
 import hashlib
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,7 +179,7 @@ class ActorLock:
 
     @classmethod
     def of_config(cls, journal_path: Path, cfg: object, target: object, doing: str, venues: bool = True,
-                  env: object = None, dotenv: Path | None = Path(".env")) -> ActorLock:
+                  env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> ActorLock:
         """The lock of ``journal_path`` and (``venues``) of each account the
         config trades as ``target`` reaches it (not taken yet)."""
         from fundarb.live.identity import session_identities

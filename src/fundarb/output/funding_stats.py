@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import polars as pl
@@ -86,7 +86,7 @@ def stats_dict(st: FundingStats, inputs: dict[str, Any] | None = None, selection
     closes_range = None
     regime_rows = st.frame.filter(pl.col("regime") != NO_PRICE)
     if regime_rows.height:
-        closes_range = [fmt_ms(int(regime_rows["ts_ms"].min())), fmt_ms(int(regime_rows["ts_ms"].max()))]
+        closes_range = [fmt_ms(int(cast(int, regime_rows["ts_ms"].min()))), fmt_ms(int(cast(int, regime_rows["ts_ms"].max())))]
     return _clean({
         "fundarb_version": __version__,
         "rules": RULES,
@@ -306,13 +306,13 @@ def plot_thresholds(st: FundingStats, path: Path) -> None:
         ax.legend(fontsize=8, loc="upper left")
         ax.grid(alpha=0.3)
     first = t.filter(pl.col("holding_days") == holds[0])
-    x = first["threshold_apr"].to_list()
+    thresholds = first["threshold_apr"].to_list()
     sh = first["share_above"].fill_null(0.0).to_numpy() * 100
-    pos = np.arange(len(x))
+    pos = np.arange(len(thresholds))
     share.bar(pos, sh, width=0.6, color="#9fb8d4", edgecolor="#3d6a99")
     for xi, si in zip(pos, sh) if not first["share_above"].is_null().all() else ():
         share.annotate(f"{si:.0f}%", (xi, si), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8)
-    share.set_xticks(pos, [f"{th * 100:g}" for th in x])
+    share.set_xticks(pos, [f"{th * 100:g}" for th in thresholds])
     if first["share_above"].is_null().all():
         share.text(0.5, 0.5, f"fewer than {SIGNAL_SETTLEMENTS} settlements:\nno signal", transform=share.transAxes,
                    ha="center", va="center", fontsize=10, color="grey")
@@ -420,8 +420,9 @@ def print_headline(st: FundingStats, console: Any, paths: dict[str, Path]) -> No
     from rich.table import Table
 
     t = Table(title="funding APR by venue (neg. = share of settlements < 0)")
-    for col, just in (("series", "left"), ("span", "left"), ("n", "right"), ("mean", "right"),
-                      ("median", "right"), ("neg.", "right")):
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("series", "left"), ("span", "left"), ("n", "right"), ("mean", "right"), ("median", "right"), ("neg.", "right"))
+    for col, just in columns:
         t.add_column(col, justify=just, no_wrap=col in ("series", "span"))
     for r in st.by_venue.rows(named=True):
         t.add_row(series_label(r["venue"], r["symbol"]), f"{r['first'][:7]}..{r['last'][:7]}", f"{r['count']:,}",

@@ -237,15 +237,15 @@ def plot_heatmaps(out_dir: Path, rows: list[dict], params: list[str], metrics: l
         p = row.get("params")
         if not isinstance(p, dict):
             raise ValueError(f"rows[{i}] has no 'params' dict")
-        c = []
+        point: list[float] = []
         for name in params:
             if name not in p:
                 raise ValueError(f"rows[{i}]['params'] lacks {name!r}")
             v = _as_float(p[name])
             if not math.isfinite(v):
                 raise ValueError(f"rows[{i}]['params'][{name!r}] = {p[name]!r} is not a finite number")
-            c.append(v)
-        coords.append(tuple(c))
+            point.append(v)
+        coords.append(tuple(point))
     seen: dict[tuple[float, ...], int] = {}
     for i, c in enumerate(coords):
         if c in seen:
@@ -254,7 +254,7 @@ def plot_heatmaps(out_dir: Path, rows: list[dict], params: list[str], metrics: l
     levels = [sorted({c[j] for c in coords}) for j in range(len(params))]
 
     x_vals = levels[0]
-    y_vals = levels[1] if len(params) > 1 else [None]
+    y_vals: list[float | None] = list(levels[1]) if len(params) > 1 else [None]
     panels = list(itertools.product(*levels[2:]))  # [()] with fewer than 3 params
     ncols = min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
@@ -292,9 +292,9 @@ def plot_heatmaps(out_dir: Path, rows: list[dict], params: list[str], metrics: l
             for yi, y in enumerate(y_vals):
                 for xi, x in enumerate(x_vals):
                     c = (x,) + ((y,) if y is not None else ()) + tuple(rest)
-                    i = seen.get(c)
-                    if i is not None:
-                        grid[yi, xi], present[yi, xi], index[yi, xi] = values[i], True, i
+                    found = seen.get(c)
+                    if found is not None:
+                        grid[yi, xi], present[yi, xi], index[yi, xi] = values[found], True, found
             image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, origin="lower", aspect="auto",
                               interpolation="nearest")
             for yi in range(len(y_vals)):
@@ -314,7 +314,7 @@ def plot_heatmaps(out_dir: Path, rows: list[dict], params: list[str], metrics: l
             ax.set_xticks(range(len(x_vals)), [_tick(v) for v in x_vals])
             ax.set_xlabel(params[0])
             if len(params) > 1:
-                ax.set_yticks(range(len(y_vals)), [_tick(v) for v in y_vals])
+                ax.set_yticks(range(len(y_vals)), [_tick(v) for v in levels[1]])
                 ax.set_ylabel(params[1])
             else:
                 ax.set_yticks([])
@@ -324,6 +324,7 @@ def plot_heatmaps(out_dir: Path, rows: list[dict], params: list[str], metrics: l
             for spine in ax.spines.values():
                 spine.set_visible(False)
 
+        assert image is not None  # at least one panel is drawn
         cbar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9 if nrows > 1 else 1.0, pad=0.02)
         cbar.ax.yaxis.set_major_formatter(FuncFormatter(
             (lambda v, _: f"{v:.1%}") if fmt == "pct" else (lambda v, _: f"{v:.2f}")))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import matplotlib
 
@@ -51,7 +51,8 @@ def _clean(value: Any) -> Any:
 
 def not_applicable_text(r: BacktestResult) -> dict[str, str]:
     """Each metric the run leaves out, with why, in words."""
-    return {k: r.window_note if v != NO_ORDERS else "no orders" for k, v in sorted(r.not_applicable.items())}
+    # a metric is left out for a short window only when the window has its note
+    return {k: cast(str, r.window_note) if v != NO_ORDERS else "no orders" for k, v in sorted(r.not_applicable.items())}
 
 
 def report_dict(r: BacktestResult) -> dict[str, Any]:
@@ -115,7 +116,7 @@ def plot(r: BacktestResult, path: Path) -> None:
         fig, ax = plt.subplots(1, 1, figsize=(11, 4), constrained_layout=True)
         axes = [ax]
         fig.suptitle(title)
-        ax.plot(t, c["equity"], color="tab:blue", lw=1)
+        ax.plot(t, c["equity"], color="tab:blue", lw=1)  # type: ignore[arg-type]  # matplotlib plots datetimes
         ax.axhline(r.config.capital, color="grey", lw=0.6, ls="--")
         ax.set_ylabel("equity (USDT)")
         ax.set_title(_figures_line(r), fontsize=9, loc="left")
@@ -128,7 +129,7 @@ def plot(r: BacktestResult, path: Path) -> None:
         fig, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True, constrained_layout=True)
         fig.suptitle(title)
         ax = axes[0]
-        ax.plot(t, c["equity"], color="tab:blue", lw=1)
+        ax.plot(t, c["equity"], color="tab:blue", lw=1)  # type: ignore[arg-type]  # matplotlib plots datetimes
         ax.axhline(r.config.capital, color="grey", lw=0.6, ls="--")
         ax.set_ylabel("equity (USDT)")
         ax.set_title(_figures_line(r), fontsize=9, loc="left")
@@ -148,7 +149,7 @@ def plot(r: BacktestResult, path: Path) -> None:
         ax.set_ylabel("margin buffer (%)")
         ax.legend(loc="upper left", fontsize=8)
     ax = axes[-1]
-    ax.set_xlim(lo, hi)
+    ax.set_xlim(lo, hi)  # type: ignore[arg-type]  # matplotlib takes datetimes as limits
     locator = mdates.AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))

@@ -274,10 +274,11 @@ def _parse_cryptofeed(feed_spec: CaptureFeed, paths: list[Path]) -> _Rows:
     async def on_ticker(t: Any, receipt: Any) -> None:
         if keep(t):
             raw = t.raw if isinstance(t.raw, dict) else {}
-            sizes = (raw.get("bidSize"), raw.get("askSize"))
-            if feed_spec.exchange == "bitmex" and None not in sizes:  # contracts of 1 USD
+            bid_size, ask_size = raw.get("bidSize"), raw.get("askSize")
+            sizes = (bid_size, ask_size)
+            if feed_spec.exchange == "bitmex" and bid_size is not None and ask_size is not None:  # contracts of 1 USD
                 mid = 0.5 * float(t.bid + t.ask)
-                sizes = (float(sizes[0]) / mid, float(sizes[1]) / mid)
+                sizes = (float(bid_size) / mid, float(ask_size) / mid)
             _quote(rows, _ns(receipt), t, sizes)
 
     async def on_trade(t: Any, receipt: Any) -> None:

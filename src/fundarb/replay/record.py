@@ -60,7 +60,7 @@ class RecordError(FundarbError, ValueError):
 @dataclass(frozen=True)
 class RecordPlan:
     exchange: str
-    feed_class: type
+    feed_class: Any  # a cryptofeed Feed class
     symbols: tuple[str, ...]
     channels: tuple[str, ...]
     out: Path
@@ -97,7 +97,7 @@ def _split(values: str | Iterable[str] | None) -> list[str]:
     return out
 
 
-def _feed_class(exchange: str) -> type:
+def _feed_class(exchange: str) -> Any:
     import cryptofeed.exchanges
 
     cls = getattr(cryptofeed.exchanges, EXCHANGES[exchange][0], None)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import numpy as np
@@ -454,7 +454,7 @@ class FundingStats:
 def reference_series(series: Sequence[tuple[str, str]], preferred: tuple[str, str] | None, sp: pl.DataFrame) -> tuple[str, str]:
     """The series the headline threshold answer is for: the config's perp if
     selected, else the longest-running one."""
-    if preferred in series:
+    if preferred is not None and preferred in series:
         return preferred
     r = max(sp.rows(named=True), key=lambda r: (r["last_ms"] - r["first_ms"], r["venue"], r["symbol"]))
     return r["venue"], r["symbol"]
@@ -542,7 +542,7 @@ def build_stats(funding: pl.DataFrame, venues: Sequence[str] | None = None, *, p
     if cost_price is None:
         if closes is None or closes.height == 0:
             raise StatsError("no Binance spot BTCUSDT closes to size the round-trip cost (give prices or cost_price)")
-        cost_price = float(closes["close"].median())
+        cost_price = float(cast(float, closes["close"].median()))
     if cfg is None:
         cfg = load(default_config_path())
     rt = round_trip_cost(cfg, cost_price)

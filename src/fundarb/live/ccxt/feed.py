@@ -484,6 +484,7 @@ class MarketFeed:
             if from_rest:  # the REST call is meant to answer them (ccxt 4.5.90: a non-JSON 200 gives None)
                 self._error(f"quote: the {self.exchange.id} answer has no bid/ask")
             return
+        assert ticker is not None  # no ticker gives no bid and ask
         bid_size, ask_size = _num(ticker.get("bidVolume")), _num(ticker.get("askVolume"))
         problem = quote_problem(bid, ask, bid_size, ask_size)
         if problem:

@@ -218,7 +218,9 @@ async def _missed_fills(session: LiveSession, leg: LiveLeg, mismatches: list[str
         if row is None:
             continue
         # a terminal order that missed a fill keeps its state with corrected totals (Journal.record_fill)
-        order = Journal.order_of(journal.order_row(row["client_id"]))
+        stored = journal.order_row(row["client_id"])
+        assert stored is not None  # the row found above
+        order = Journal.order_of(stored)
         added += session.trader.record_fill(leg, order, t)
     _advance(session, key, trades)
     return added

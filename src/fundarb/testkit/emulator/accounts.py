@@ -182,6 +182,11 @@ class Order:
         return self.status in OPEN_STATES
 
     @property
+    def limit(self) -> float:
+        """The price of a limit order (the ones that rest and reserve)."""
+        return _limit(self.price)
+
+    @property
     def remaining(self) -> float:
         return max(self.qty - self.filled, 0.0)
 
@@ -532,10 +537,10 @@ class Accounts:
                 qty = floor_step(quote_qty / touch, spec.step)
             if not qty > 0:
                 raise AccountError("bad_param", f"quantity must be positive, got {qty}")
-            ref = price if type_ == LIMIT else touch
+            ref = _limit(price) if type_ == LIMIT else touch
             if qty * ref < spec.min_notional and not reduce_only:
                 raise AccountError("min_notional", f"{qty * ref:.2f} < {spec.min_notional}")
-            crosses = type_ == MARKET or (touch <= price if side == BUY else touch >= price)
+            crosses = type_ == MARKET or (touch <= _limit(price) if side == BUY else touch >= _limit(price))
             n = self._next()
             oid = self._order_id(venue, n)
             order = Order(oid, client_id or f"emu-{venue}-{n}", venue, kind, side, type_, qty, price,
@@ -614,9 +619,9 @@ class Accounts:
                 price = self._price_at(kind, now_ms)
                 filled = False
                 for o in resting:
-                    if (o.side == BUY and price <= o.price) or (o.side == SELL and price >= o.price):
+                    if (o.side == BUY and price <= o.limit) or (o.side == SELL and price >= o.limit):
                         self._release(spec, o)
-                        self._fill(spec, o, o.remaining, o.price, maker=True, now=now_ms)
+                        self._fill(spec, o, o.remaining, o.limit, maker=True, now=now_ms)
                         done.append(o)
                         filled = True
                 if filled:
@@ -733,14 +738,14 @@ class Accounts:
         w = self.wallets[spec.wallet]
         if spec.kind == SPOT:
             if order.side == BUY:
-                order.reserved = money(order.remaining * order.price)
+                order.reserved = money(order.remaining * order.limit)
                 w.lock(spec.quote, order.reserved)
             else:
                 order.reserved = order.remaining
                 w.lock(spec.base, order.reserved)
         else:
             lev = self.positions[spec.venue].leverage
-            order.reserved = money(self._opening(spec.venue, order.sign * order.remaining) * order.price / lev)
+            order.reserved = money(self._opening(spec.venue, order.sign * order.remaining) * order.limit / lev)
 
     def _release(self, spec: MarketSpec, order: Order) -> None:
         if spec.kind == SPOT and order.reserved:
@@ -802,3 +807,8 @@ class Accounts:
             if abs(pos.qty) < EPS:
                 pos.qty, pos.entry, pos.margin = 0.0, 0.0, 0.0
         return pnl
+
+
+def _limit(price: float | None) -> float:
+    assert price is not None, "a limit order has a price"
+    return price
