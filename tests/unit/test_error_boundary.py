@@ -1,19 +1,26 @@
 """The CLI's one error boundary (`fundarb.cli.main.main`): an error meant for the
 user is one line and exit 2, a failed read or write names its path, an
 unexpected exception is an internal error whose traceback goes to a file,
-and typer's own usage errors, help and exit codes are as they were. Also
-the golden file of a replay: missing, empty or unreadable is one line."""
+and typer's own usage errors, help and exit codes are as they were. A
+FundarbError is turned into its line by the app's command group, so typer's
+CliRunner sees the same, and no command keeps its own list of user errors.
+Also the golden file of a replay: missing, empty or unreadable is one line."""
 
 from __future__ import annotations
 
+import ast
+import builtins
 import importlib
 import shutil
 import signal
 import sqlite3
 import sys
+import types
 from pathlib import Path
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
 import fundarb.sim.backtest
 from fundarb.cli import main as cli
@@ -154,3 +161,141 @@ def test_update_golden_writes_a_missing_golden_file(monkeypatch, capsys, tmp_pat
                             "--cache-dir", str(tmp_path / "cache"), "-q")
     assert code == 0 and "rewritten" in out
     assert golden.read_text() == (BITMEX / "golden.json").read_text()
+
+
+# --- one conversion of a user error: the command group ----------------------------------
+
+CLI_DIR = ROOT / "src" / "fundarb" / "cli"
+
+# what the commands' own handlers used to list, and now leave to the group
+LEFT_TO_THE_GROUP = [
+    ("fundarb.config", "ConfigError"), ("fundarb.data.history", "DataError"), ("fundarb.data.fetch", "FetchError"),
+    ("fundarb.core.funding", "MissingFundingSettlement"), ("fundarb.output.report", "OutputError"),
+    ("fundarb.research.study", "StudyError"), ("fundarb.research.cluster", "ClusterError"),
+    ("fundarb.research.sweep", "GridError"), ("fundarb.research.funding_stats", "StatsError"),
+    ("fundarb.replay.parse", "ReplayError"), ("fundarb.app.promote", "PromotionError"),
+    ("fundarb.app.runner.loop", "RunnerError"), ("fundarb.live.ccxt.client", "VenueSetupError"),
+    ("fundarb.live.ccxt.credentials", "CredentialsError"), ("fundarb.live.journal", "JournalError"),
+    ("fundarb.live.runlock", "RunnerBusy"), ("fundarb.core.liquidation", "LiquidationRuleMissing"),
+    ("fundarb.core.liquidation", "NotionalBeyondTiers"),
+]
+
+
+@pytest.mark.parametrize("module, name", LEFT_TO_THE_GROUP)
+def test_the_errors_left_to_the_group_are_user_errors(module, name):
+    assert issubclass(getattr(importlib.import_module(module), name), FundarbError)
+
+
+def _bindings(tree: ast.Module) -> dict[str, tuple[str, str | None]]:
+    """What each import statement of a file binds, wherever it stands (commands
+    import lazily, inside their bodies): name -> (module, attribute or None)."""
+    bound: dict[str, tuple[str, str | None]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for a in node.names:
+                bound[a.asname or a.name] = (node.module, a.name)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                bound[a.asname or a.name.split(".")[0]] = (a.name if a.asname else a.name.split(".")[0], None)
+    return bound
+
+
+def _resolve(expr: ast.expr, module: types.ModuleType, bound: dict) -> object:
+    if isinstance(expr, ast.Attribute):
+        return getattr(_resolve(expr.value, module, bound), expr.attr)
+    assert isinstance(expr, ast.Name), f"{module.__name__}: cannot resolve {ast.unparse(expr)}"
+    if expr.id in vars(module):
+        return vars(module)[expr.id]
+    if expr.id in bound:
+        source, attr = bound[expr.id]
+        found = importlib.import_module(source)
+        if attr is None:
+            return found
+        try:
+            return getattr(found, attr)
+        except AttributeError:  # a submodule not imported yet
+            return importlib.import_module(f"{source}.{attr}")
+    assert hasattr(builtins, expr.id), f"{module.__name__}: cannot resolve {expr.id}"
+    return getattr(builtins, expr.id)
+
+
+def user_error_tuples(path: Path, module: types.ModuleType) -> list[str]:
+    """Every ``except (...)`` in ``path`` that names two or more FundarbError
+    subclasses, as ``file:line: except (...)``."""
+    tree = ast.parse(path.read_text(), str(path))
+    bound = _bindings(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ExceptHandler) and isinstance(node.type, ast.Tuple):
+            classes = [_resolve(e, module, bound) for e in node.type.elts]
+            if sum(isinstance(c, type) and issubclass(c, FundarbError) for c in classes) >= 2:
+                found.append(f"{path.name}:{node.lineno}: except {ast.unparse(node.type)}")
+    return found
+
+
+def test_the_tuple_check_sees_a_list_of_user_errors_however_imported(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "def f():\n"
+        "    from fundarb.config import ConfigError\n"
+        "    from fundarb.data import history\n"
+        "    try:\n"
+        "        pass\n"
+        "    except (ConfigError, history.DataError, OSError):\n"
+        "        pass\n"
+        "    except (OSError, ValueError, ConfigError):\n"
+        "        pass\n")
+    assert user_error_tuples(probe, types.ModuleType("probe")) == [
+        "probe.py:6: except (ConfigError, history.DataError, OSError)"]
+
+
+@pytest.mark.parametrize("path", sorted(CLI_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_no_command_lists_user_errors_the_group_turns_into_one_line(path):
+    name = "fundarb.cli" if path.stem == "__init__" else f"fundarb.cli.{path.stem}"
+    assert user_error_tuples(path, importlib.import_module(name)) == []
+
+
+def _groups(command, trail: str = "fundarb"):
+    yield trail, command
+    for name, sub in getattr(command, "commands", {}).items():
+        if hasattr(sub, "commands"):
+            yield from _groups(sub, f"{trail} {name}")
+
+
+def test_the_app_and_every_group_mounted_in_it_turn_user_errors_into_one_line():
+    from fundarb.cli.common import UserErrorGroup
+
+    groups = dict(_groups(typer.main.get_command(cli.app)))
+    assert {"fundarb", "fundarb data", "fundarb trade"} <= set(groups)
+    assert all(isinstance(g, UserErrorGroup) for g in groups.values()), groups
+
+
+FETCH = ["fetch", "--venue", "binanceusdm", "--symbol", "BTC/USDT:USDT", "--since", "2024-01-01",
+         "--until", "2024-01-02", "--no-spot", "-q"]
+
+
+@pytest.mark.parametrize("via", ["CliRunner, fundarb app", "CliRunner, data app alone", "main"])
+def test_a_user_error_in_a_sub_app_command_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, via):
+    import fundarb.data.fetch
+    from fundarb.cli.data import data_app
+
+    def fetch_all(*a, **k):
+        raise FundarbError("the venue's pages\nend early")
+
+    monkeypatch.setattr(fundarb.data.fetch, "fetch_all", fetch_all)
+    args = [*FETCH, "--store", str(tmp_path / "store")]
+    if via == "main":
+        code, out, err = run_main(monkeypatch, capsys, "data", *args)
+    else:
+        res = CliRunner().invoke(cli.app, ["data", *args]) if "fundarb" in via else CliRunner().invoke(data_app, args)
+        code, out, err = res.exit_code, res.stdout, res.stderr
+    assert code == 2 and out == "", err
+    assert err == "error: the venue's pages end early\n"
+
+
+def test_a_user_error_in_a_trade_command_is_one_line_and_exit_2_through_clirunner(tmp_path):
+    journal = tmp_path / "t.sqlite"
+    journal.touch()
+    res = CliRunner().invoke(cli.app, ["trade", "log", "--journal", str(journal), "--since", "last tuesday"])
+    assert res.exit_code == 2 and res.stdout == "", res.output
+    assert len(res.stderr.splitlines()) == 1 and res.stderr.startswith("error: ") and "last tuesday" in res.stderr

@@ -10,7 +10,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
-data_app = typer.Typer(no_args_is_help=True, help="Historical funding and prices: fetch through ccxt, statistics.")
+from fundarb.cli.common import UserErrorGroup, fail
+
+data_app = typer.Typer(cls=UserErrorGroup, no_args_is_help=True, help="Historical funding and prices: fetch through ccxt, statistics.")
 
 
 @data_app.command("fetch")
@@ -31,8 +33,7 @@ def fetch_command(
                                  "Retry-After; at most 120 s in all)"),
 ) -> None:
     """Fetch funding history and spot/perp OHLCV into a parquet store; resumes where a previous fetch stopped."""
-    from fundarb.cli.common import fail
-    from fundarb.data.fetch import Backoff, FetchError, FetchPlan, fetch_all, spot_counterpart
+    from fundarb.data.fetch import Backoff, FetchPlan, fetch_all, spot_counterpart
     from fundarb.data.history import DataError, fmt_time, parse_time
     from fundarb.support.waits import WaitReporter
 
@@ -59,17 +60,12 @@ def fetch_command(
                 bar.update(tasks[what], completed=max(0, ts - since_ms))
 
             reports = fetch_all(plan, store, api_url, Backoff(attempts=attempts, waits=waits), progress=progress)
-    except (FetchError, DataError) as exc:
-        fail(str(exc))
-        return
     except OSError as exc:
         if exc.filename is None:
             raise
         fail(f"the store cannot be written: {exc}")  # full disk, permissions
-        return
     except KeyboardInterrupt:
         fail(f"interrupted; {store} keeps every page that arrived and the next fetch resumes after it", 130)
-        return
     if quiet:
         return
     out = Console()
@@ -113,17 +109,12 @@ def stats_command(
     from rich.console import Console
 
     from fundarb.app.funding_stats import run_stats
-    from fundarb.cli.common import fail
-    from fundarb.config import ConfigError
-    from fundarb.data.history import DataError
+    from fundarb.core.errors import FundarbError
     from fundarb.output.funding_stats import print_headline
-    from fundarb.output.report import OutputError
-    from fundarb.research.funding_stats import StatsError
 
     try:
         st, paths = run_stats(venue, since, until, out, data_dir, threshold_apr)
-    except (ConfigError, DataError, StatsError, OutputError) as exc:
+    except FundarbError as exc:  # the line `data_app` would print, for an app that mounts this command alone
         fail(str(exc))
-        return
     if not quiet:
         print_headline(st, Console(), paths)

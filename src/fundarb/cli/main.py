@@ -16,13 +16,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fundarb import __version__
-from fundarb.cli.common import err, error_line, fail
-from fundarb.config import Config, ConfigError, default_config_path, load, project_file
+from fundarb.cli.common import UserErrorGroup, err, error_line, fail
+from fundarb.config import Config, default_config_path, load, project_file
 from fundarb.core.errors import FundarbError
-from fundarb.core.funding import MissingFundingSettlement
 from fundarb.data.history import DataError, fmt_time, history_for, parse_time
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="BTC funding-rate carry: backtest, simulate, trade.")
+app = typer.Typer(cls=UserErrorGroup, add_completion=False, no_args_is_help=True, help="BTC funding-rate carry: backtest, simulate, trade.")
 
 def effective_config(path: Path, start: str | None, end: str | None, seed: int | None) -> Config:
     cfg = load(path)
@@ -52,34 +51,27 @@ def backtest(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or table"),
 ) -> None:
     """Run the carry strategy in the simulator over real history and write report.json, backtest.png and trades.sqlite."""
-    from fundarb.output.report import OutputError, check_output_folder, print_summary, write_outputs
+    from fundarb.data.scenario import apply_scenario
+    from fundarb.output.report import check_output_folder, print_summary, write_outputs
     from fundarb.sim.backtest import run_backtest
 
-    path = config or default_config_path()
-    try:
-        cfg = effective_config(path, start, end, seed)
-        out = out or Path("runs") / cfg.name
-        check_output_folder(out)
-        history = history_for(cfg, data_dir)
-        from fundarb.data.scenario import apply_scenario
+    cfg = effective_config(config or default_config_path(), start, end, seed)
+    out = out or Path("runs") / cfg.name
+    check_output_folder(out)
+    history = apply_scenario(history_for(cfg, data_dir), cfg.scenario)
+    console = Console()
+    with Progress(TextColumn("[bold]backtest[/] {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeRemainingColumn(), console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
+        task = bar.add_task(cfg.name, total=int(history.hours.size))
+        t0 = history.start
+        step = 500 * 3_600_000_000_000
 
-        history = apply_scenario(history, cfg.scenario)
-        console = Console()
-        with Progress(TextColumn("[bold]backtest[/] {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TimeRemainingColumn(), console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
-            task = bar.add_task(cfg.name, total=int(history.hours.size))
-            t0 = history.start
-            step = 500 * 3_600_000_000_000
+        def tick(ts: int) -> None:
+            if (ts - t0) % step == 0:
+                bar.update(task, completed=(ts - t0) // 3_600_000_000_000, description=fmt_time(ts))
 
-            def tick(ts: int) -> None:
-                if (ts - t0) % step == 0:
-                    bar.update(task, completed=(ts - t0) // 3_600_000_000_000, description=fmt_time(ts))
-
-            result = run_backtest(cfg, history, progress=tick)
-        paths = write_outputs(result, out)
-    except (ConfigError, DataError, MissingFundingSettlement, OutputError) as exc:
-        fail(str(exc))
-        return
+        result = run_backtest(cfg, history, progress=tick)
+    paths = write_outputs(result, out)
     if not quiet:
         print_summary(result, console, paths)
 
@@ -118,23 +110,19 @@ def montecarlo(
 ) -> None:
     """Bootstrap paths from the real history and run each through the simulator: distributions of APR, Sharpe, MaxDD, fill rate, liquidations and P(all gates pass)."""
     from fundarb.output.montecarlo import STUDY_FILES, print_study, write_study
-    from fundarb.output.report import OutputError, check_output_folder
-    from fundarb.research.cluster import ClusterError, chunk_runner
-    from fundarb.research.study import StudyError, StudySpec, run_study
+    from fundarb.output.report import check_output_folder
+    from fundarb.research.cluster import chunk_runner
+    from fundarb.research.study import StudySpec, run_study
 
-    try:
-        spec = StudySpec(paths=paths, days=days, block_periods=block_periods)
-        cfg = effective_config(config or default_config_path(), start, end, seed)
-        out = out or Path("runs") / f"{cfg.name}-montecarlo"
-        check_output_folder(out, STUDY_FILES)
-        history = history_for(cfg, data_dir)
-        with chunk_runner(workers, scheduler) as runner, _path_progress(quiet, "montecarlo") as bar:
-            task = bar.add_task(cfg.name, total=spec.paths)
-            result = run_study(cfg, history, spec, runner, progress=lambda n: bar.advance(task, n))
-        written = write_study(result, out)
-    except (ConfigError, DataError, MissingFundingSettlement, OutputError, StudyError, ClusterError) as exc:
-        fail(str(exc))
-        return
+    spec = StudySpec(paths=paths, days=days, block_periods=block_periods)
+    cfg = effective_config(config or default_config_path(), start, end, seed)
+    out = out or Path("runs") / f"{cfg.name}-montecarlo"
+    check_output_folder(out, STUDY_FILES)
+    history = history_for(cfg, data_dir)
+    with chunk_runner(workers, scheduler) as runner, _path_progress(quiet, "montecarlo") as bar:
+        task = bar.add_task(cfg.name, total=spec.paths)
+        result = run_study(cfg, history, spec, runner, progress=lambda n: bar.advance(task, n))
+    written = write_study(result, out)
     if not quiet:
         print_study(result, Console(), written)
 
@@ -155,28 +143,24 @@ def sweep(
 ) -> None:
     """Run every grid point over the same bootstrapped paths; rank them, draw a heatmap per metric and write the recommended config as TOML."""
     from fundarb.output.montecarlo import SWEEP_FILES, print_sweep, write_sweep
-    from fundarb.output.report import OutputError, check_output_folder
-    from fundarb.research.cluster import ClusterError, chunk_runner
-    from fundarb.research.study import StudyError, StudySpec
-    from fundarb.research.sweep import GridError, apply_params, grid_points, parse_grid, run_sweep
+    from fundarb.output.report import check_output_folder
+    from fundarb.research.cluster import chunk_runner
+    from fundarb.research.study import StudySpec
+    from fundarb.research.sweep import apply_params, grid_points, parse_grid, run_sweep
 
-    try:
-        spec = StudySpec(paths=paths, days=days, block_periods=block_periods)
-        cfg = effective_config(config or default_config_path(), None, None, seed)
-        parsed = parse_grid(grid, cfg)
-        points = grid_points(parsed)
-        for p in points:
-            apply_params(cfg, p)
-        out = out or Path("runs") / f"{cfg.name}-sweep"
-        check_output_folder(out, SWEEP_FILES)
-        history = history_for(cfg, data_dir)
-        with chunk_runner(workers, scheduler) as runner, _path_progress(quiet, "sweep") as bar:
-            task = bar.add_task(f"{cfg.name}: {len(points)} configs", total=spec.paths * len(points))
-            result = run_sweep(cfg, history, spec, parsed, runner, progress=lambda n: bar.advance(task, n))
-        written = write_sweep(result, out)
-    except (ConfigError, DataError, MissingFundingSettlement, OutputError, StudyError, ClusterError, GridError) as exc:
-        fail(str(exc))
-        return
+    spec = StudySpec(paths=paths, days=days, block_periods=block_periods)
+    cfg = effective_config(config or default_config_path(), None, None, seed)
+    parsed = parse_grid(grid, cfg)
+    points = grid_points(parsed)
+    for p in points:
+        apply_params(cfg, p)
+    out = out or Path("runs") / f"{cfg.name}-sweep"
+    check_output_folder(out, SWEEP_FILES)
+    history = history_for(cfg, data_dir)
+    with chunk_runner(workers, scheduler) as runner, _path_progress(quiet, "sweep") as bar:
+        task = bar.add_task(f"{cfg.name}: {len(points)} configs", total=spec.paths * len(points))
+        result = run_sweep(cfg, history, spec, parsed, runner, progress=lambda n: bar.advance(task, n))
+    written = write_sweep(result, out)
     if not quiet:
         print_sweep(result, Console(), written)
 
@@ -193,28 +177,24 @@ def replay(
 ) -> None:
     """Replay a recorded feed through the engine and simulator: same summary, report and PNG as backtest; checks the recording's golden file."""
     from fundarb.app.replay import GOLDEN_FILE, compare_golden, golden_diff, golden_text, read_golden, run_replay
-    from fundarb.output.report import OutputError, check_output_folder, print_summary, write_outputs, writing
+    from fundarb.output.report import check_output_folder, print_summary, write_outputs, writing
     from fundarb.replay.parse import ReplayError, load_recording
 
-    try:
-        folder = Path(recording) if Path(recording).is_dir() else project_file(Path("recordings") / recording)
-        if not folder.is_dir():
-            raise ReplayError(f"no recording {recording!r} (not a folder, and no recordings/{recording})")
-        rec = load_recording(folder)
-        own_config = config is None
-        cfg = load(config or project_file(Path("sims") / rec.config))
-        if update_golden and not own_config:
-            raise ReplayError(f"--update-golden uses the recording's own config ({rec.config}); drop the CONFIG argument")
-        golden = folder / GOLDEN_FILE
-        # checked before the replay runs: a replay with no golden to compare is no regression test
-        expected = read_golden(golden) if own_config and not update_golden else None
-        out = out or Path("runs") / f"replay-{rec.name}"
-        check_output_folder(out)
-        result, cached = run_replay(rec, cfg, cache_dir, data_dir)
-        paths = write_outputs(result, out)
-    except (ConfigError, DataError, MissingFundingSettlement, OutputError, ReplayError) as exc:
-        fail(str(exc))
-        return
+    folder = Path(recording) if Path(recording).is_dir() else project_file(Path("recordings") / recording)
+    if not folder.is_dir():
+        raise ReplayError(f"no recording {recording!r} (not a folder, and no recordings/{recording})")
+    rec = load_recording(folder)
+    own_config = config is None
+    cfg = load(config or project_file(Path("sims") / rec.config))
+    if update_golden and not own_config:
+        raise ReplayError(f"--update-golden uses the recording's own config ({rec.config}); drop the CONFIG argument")
+    golden = folder / GOLDEN_FILE
+    # checked before the replay runs: a replay with no golden to compare is no regression test
+    expected = read_golden(golden) if own_config and not update_golden else None
+    out = out or Path("runs") / f"replay-{rec.name}"
+    check_output_folder(out)
+    result, cached = run_replay(rec, cfg, cache_dir, data_dir)
+    paths = write_outputs(result, out)
     console = Console()
     if not quiet:
         print_summary(result, console, paths)
@@ -225,16 +205,13 @@ def replay(
             previous = golden.read_text()
         except (OSError, UnicodeDecodeError):
             previous = ""
-        try:
-            with writing(golden):
-                tmp = golden.with_name(f".{GOLDEN_FILE}.tmp")
-                try:
-                    tmp.write_text(actual)
-                    tmp.replace(golden)
-                finally:
-                    tmp.unlink(missing_ok=True)
-        except OutputError as exc:
-            fail(str(exc))
+        with writing(golden):
+            tmp = golden.with_name(f".{GOLDEN_FILE}.tmp")
+            try:
+                tmp.write_text(actual)
+                tmp.replace(golden)
+            finally:
+                tmp.unlink(missing_ok=True)
         console.print(f"golden {golden}: " + ("unchanged" if actual == previous else "rewritten; what changed:"), highlight=False)
         if actual != previous:
             console.print(escape(golden_diff(previous, actual)), highlight=False, soft_wrap=True)
@@ -353,7 +330,12 @@ def _save_traceback(exc: BaseException) -> str:
 def main() -> None:
     """The one error boundary: an error meant for the user is one line and
     exit 2, a failed read or write names the path, and anything else is an
-    internal error whose traceback goes to a file, never to the terminal."""
+    internal error whose traceback goes to a file, never to the terminal.
+
+    A ``FundarbError`` from a command does not get here: ``app``'s group
+    (``UserErrorGroup``) has already made it that line and exit 2, so typer's
+    ``CliRunner`` sees the same; the clause below covers one raised outside a
+    command."""
     if hasattr(signal, "SIGXFSZ"):
         # past a file-size limit a write then fails with EFBIG (an OSError
         # named with its path) instead of the signal killing the process

@@ -35,7 +35,6 @@ def promote_command(
     """Validate a config for live trading: replay regressions, backtest and Monte Carlo against the success gates; record the verdict."""
     from fundarb.app.promote import (
         MonteCarloSettings,
-        PromotionError,
         build_record,
         check_min_share,
         check_out_folder,
@@ -48,14 +47,13 @@ def promote_command(
         store_path,
     )
     from fundarb.cli.common import fail
-    from fundarb.config import ConfigError, load, project_file
-    from fundarb.core.funding import MissingFundingSettlement
-    from fundarb.data.history import SHIPPED_DIR, DataError, history_for
+    from fundarb.config import load, project_file
+    from fundarb.data.history import SHIPPED_DIR, history_for
     from fundarb.data.scenario import apply_scenario
-    from fundarb.research.cluster import ClusterError, chunk_runner
-    from fundarb.research.study import StudyError, StudySpec, run_study
+    from fundarb.research.cluster import chunk_runner
+    from fundarb.research.study import StudySpec, run_study
     from fundarb.sim.backtest import run_backtest
-    from fundarb.support.scrub import describe, scrub
+    from fundarb.support.scrub import describe
 
     try:  # every input is checked before any work, and nothing is written on bad input
         check_min_share(min_path_share)
@@ -81,12 +79,8 @@ def promote_command(
         settings = MonteCarloSettings(spec.paths, spec.days, cfg.seed, min_path_share)
         record = build_record(cfg, backtest, study, regressions, data_files, settings, time.time_ns())
         row_id, json_path = publish(record, store, out_dir)
-    except (ConfigError, DataError, MissingFundingSettlement, StudyError, ClusterError, PromotionError) as exc:
-        fail(scrub(str(exc)))
-        return
     except OSError as exc:
         fail(f"cannot write the promotion record: {describe(exc)}")
-        return
     print_promotion(record, out, store, row_id, json_path)
     if not record["passed"]:
         raise typer.Exit(1)

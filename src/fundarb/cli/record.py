@@ -21,5 +21,5 @@ def record_command(
     """Record raw BTC websocket feeds with cryptofeed's raw capture, replayable with cryptofeed's playback."""
     try:
         start_recording(exchange, symbol, channels, out, duration)
-    except RecordError as e:
+    except RecordError as e:  # the line fundarb's app would print, for an app that mounts this command alone
         fail(str(e))

@@ -45,7 +45,6 @@ def run_command(
         refusal = live_clearance(cfg, store_path(promotions))
         if refusal:
             _fail(refusal)
-    from fundarb.app.runner.loop import RunnerError
     from fundarb.app.runner.registry import registration
 
     mode = "live" if live else "paper"
@@ -54,8 +53,6 @@ def run_command(
     listed = registration(path, mode).acquire()  # how `kill`, `resume` and `monitor` find this runner
     try:
         _run(_serve(cfg, mode, path, target, log_file, duration))
-    except RunnerError as exc:
-        _fail(str(exc))
     finally:
         listed.release()
         lock.release()

@@ -11,16 +11,17 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fundarb.cli.common import UserErrorGroup, error_line, fail
 from fundarb.live.execution.session import DEFAULT_JOURNAL
 
-trade_app = typer.Typer(no_args_is_help=True, help="Paired trades on live venues: open, close, the trade log.")
+trade_app = typer.Typer(cls=UserErrorGroup, no_args_is_help=True, help="Paired trades on live venues: open, close, the trade log.")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -40,25 +41,19 @@ class Stop(Exception):
         self.code = code
 
 
-def _fail(message: str, code: int = 2) -> None:
-    from fundarb.cli.common import fail
-
+def _fail(message: str, code: int = 2) -> NoReturn:
     fail(message, code)
 
 
 def _context(config: Optional[Path], journal: Optional[Path], api_url: Optional[str], sandbox: bool,
              remote: bool = False):
-    from fundarb.config import ConfigError, default_config_path, load
-    from fundarb.live.ccxt.client import Target, VenueSetupError, check_api_url
+    from fundarb.config import default_config_path, load
+    from fundarb.live.ccxt.client import Target, check_api_url
 
-    try:
-        if api_url is not None:  # signed requests never go over plain http, nor elsewhere unasked
-            check_api_url(api_url, remote)
-        cfg = load(config or default_config_path())
-        target = Target(api_url=api_url, sandbox=sandbox,
-                        timeout_ms=int(cfg.live_settings.request_timeout_seconds * 1000))
-    except (ConfigError, VenueSetupError) as exc:
-        _fail(str(exc))
+    if api_url is not None:  # signed requests never go over plain http, nor elsewhere unasked
+        check_api_url(api_url, remote)
+    cfg = load(config or default_config_path())
+    target = Target(api_url=api_url, sandbox=sandbox, timeout_ms=int(cfg.live_settings.request_timeout_seconds * 1000))
     return cfg, journal_for(journal), target
 
 
@@ -85,14 +80,11 @@ def journal_for(journal: Optional[Path]) -> Path:
 
 def is_paper(path: Path) -> bool:
     """Whether ``path`` is a paper run's trade log (bound to paper identities)."""
-    from fundarb.live.journal import Journal, JournalError
+    from fundarb.live.journal import Journal
 
     if not path.is_file():
         return False
-    try:
-        j = Journal(path)
-    except JournalError as exc:
-        _fail(str(exc))
+    j = Journal(path)
     try:
         return any(i.paper for i in j.venues().values())
     finally:
@@ -113,7 +105,8 @@ def _waits() -> Any:
 
 
 def _run(coro: Any) -> Any:
-    """Run a live coroutine; every expected failure becomes one error line."""
+    """Run a live coroutine; every expected failure becomes one error line
+    (a ``FundarbError`` by the command group, the venue's errors here)."""
     try:
         return _run_live(coro)
     finally:
@@ -124,10 +117,7 @@ def _run(coro: Any) -> Any:
 def _run_live(coro: Any) -> Any:
     import ccxt
 
-    from fundarb.live.ccxt.client import VenueSetupError
-    from fundarb.live.ccxt.credentials import CredentialsError
     from fundarb.live.execution.orders import VenueDisagrees
-    from fundarb.live.journal import JournalError
 
     try:
         return asyncio.run(coro)
@@ -135,8 +125,6 @@ def _run_live(coro: Any) -> Any:
         if stop.code:
             _fail(str(stop), stop.code)
         out.print(escape(str(stop)))
-    except (CredentialsError, VenueSetupError, JournalError) as exc:
-        _fail(str(exc))
     except VenueDisagrees as exc:
         _fail(f"{exc}; new entries stay blocked until `fundarb reconcile` finds the venue and the trade log agree")
     except ccxt.AuthenticationError as exc:
@@ -205,15 +193,11 @@ def actor_lock(cfg, path: Path, target, doing: str, venues: bool):
     """Take the one-actor lock of the trade log and (``venues``) of each
     venue account the config trades, before any venue is contacted; one
     error line naming the holder when another process has it."""
-    from fundarb.live.ccxt.credentials import CredentialsError
-    from fundarb.live.runlock import ActorLock, RunnerBusy
+    from fundarb.live.runlock import ActorLock
 
-    try:
-        lock = ActorLock.of_config(path, cfg, target, doing, venues)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return lock.acquire()
-    except (RunnerBusy, CredentialsError) as exc:
-        _fail(str(exc))
+    lock = ActorLock.of_config(path, cfg, target, doing, venues)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return lock.acquire()
 
 
 def _confirm(kind: str, plan, yes: bool) -> None:
@@ -510,7 +494,8 @@ def _margin_line(rule, pos: dict, mark: float) -> str:
     """The maintenance margin of the venue's position by the venue's tiers, and
     the liquidation price the venue's rule gives (isolated: the collateral is
     the wallet; a cross position's wallet is the whole account's, not shown)."""
-    from fundarb.core.liquidation import ISOLATED, MODES, LiquidationRuleMissing, NotionalBeyondTiers
+    from fundarb.core.errors import FundarbError
+    from fundarb.core.liquidation import ISOLATED, MODES
 
     mode = pos["mode"] if pos["mode"] in MODES else ISOLATED
     try:
@@ -520,7 +505,7 @@ def _margin_line(rule, pos: dict, mark: float) -> str:
             liq = rule.liquidation_price(pos["collateral"] - pos["unrealized"], pos["qty"], pos["entry"], ISOLATED)
             text += f"; liquidation by its rule {liq:,.2f}"
         return escape(text + f"; tiers {rule.as_of or 'undated'})")
-    except (LiquidationRuleMissing, NotionalBeyondTiers) as exc:
+    except FundarbError as exc:  # an unmodelled rule, a notional past the tiers: said in the line, the rest still shown
         return f"[yellow]{escape(str(exc))}[/]"
 
 
@@ -574,20 +559,17 @@ def log_command(
     journal: Optional[Path] = JournalOpt,
 ) -> None:
     """List the trade log (fills by default), filtered by date; --csv exports it."""
-    from fundarb.data.history import DataError, parse_time
-    from fundarb.live.journal import Journal, JournalError
+    from fundarb.data.history import parse_time
+    from fundarb.live.journal import Journal
 
     if table not in LOG_TABLES:
         _fail(f"--table must be one of {', '.join(LOG_TABLES)}, got {table!r}")
     path = journal_for(journal)
     if not path.is_file():
         _fail(f"no trade log at {path} (trades write it; --journal names another)")
-    try:
-        lo = parse_time(since, "--since") if since else None
-        hi = parse_time(until, "--until") if until else None
-        j = Journal(path)
-    except (DataError, JournalError) as exc:
-        _fail(str(exc))
+    lo = parse_time(since, "--since") if since else None
+    hi = parse_time(until, "--until") if until else None
+    j = Journal(path)
     try:
         rows = _filtered(j.rows(table), table, lo, hi)
     finally:
@@ -842,8 +824,9 @@ async def _monitor_check(cfg, path, target, reconciling: bool = True) -> bool:
 
 
 def _engine_source(config: Optional[Path], replay: Optional[str], simulate: bool):
-    from fundarb.config import ConfigError, default_config_path, load, project_file
-    from fundarb.data.history import DataError, history_for
+    from fundarb.config import default_config_path, load, project_file
+    from fundarb.core.errors import FundarbError
+    from fundarb.data.history import history_for
     from fundarb.ops.sources import EngineSource
     from fundarb.replay.parse import ReplayError, load_recording
 
@@ -864,7 +847,9 @@ def _engine_source(config: Optional[Path], replay: Optional[str], simulate: bool
         cfg = load(config or default_config_path())
         engine, _ = build_simulation(cfg, apply_scenario(history_for(cfg, None), cfg.scenario))
         return EngineSource(cfg, engine, "simulation")
-    except (ConfigError, DataError, ReplayError, ValueError) as exc:
+    except FundarbError:
+        raise
+    except ValueError as exc:  # the engine's own checks (a margin tier, a margin mode) refuse bad input with a plain ValueError
         _fail(str(exc))
 
 
@@ -879,6 +864,7 @@ def kill_command(
 ) -> None:
     """Kill switch: halt new orders (across restarts, until `fundarb resume`); --flatten also closes both legs."""
     from fundarb.config import config_hash
+    from fundarb.core.errors import FundarbError
     from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
     from fundarb.live.execution.reconcile import KILL_SWITCH_PREFIX
     from fundarb.live.runlock import ActorLock, RunnerBusy, RunnerLock
@@ -923,13 +909,24 @@ def kill_command(
               "ended (a runner on the trade log flattens by itself)")
     try:
         _flatten_now(cfg, path, target, yes)
+    except FundarbError as exc:  # its line first, then what the failed flatten leaves in the trade log
+        error_line(str(exc))
+        _say_if_not_flat(path)
+        raise typer.Exit(2) from exc
     except typer.Exit as stop:
-        if stop.exit_code and _state(path, FLATTEN_KEY) is not None:
-            err.print("[yellow]not flat:[/] the flatten request stays in the trade log (a strategy runner started on it "
-                      "flattens); `fundarb kill --flatten` tries again")
+        if stop.exit_code:
+            _say_if_not_flat(path)
         raise
     finally:
         lock.release()
+
+
+def _say_if_not_flat(path: Path) -> None:
+    from fundarb.live.execution.paired import FLATTEN_KEY
+
+    if _state(path, FLATTEN_KEY) is not None:
+        err.print("[yellow]not flat:[/] the flatten request stays in the trade log (a strategy runner started on it "
+                  "flattens); `fundarb kill --flatten` tries again")
 
 
 def _flatten_now(cfg, path: Path, target, yes: bool) -> None:
@@ -961,14 +958,11 @@ def _flatten_now(cfg, path: Path, target, yes: bool) -> None:
 
 def _open_trade_log(path: Path):
     """An existing trade log, or one error line (nothing is created or written)."""
-    from fundarb.live.journal import Journal, JournalError
+    from fundarb.live.journal import Journal
 
     if not path.is_file():
         _fail(f"no trade log at {path} (--journal names another)")
-    try:
-        return Journal(path)
-    except JournalError as exc:
-        _fail(str(exc))
+    return Journal(path)
 
 
 def _state(path: Path, key: str) -> str | None:
