@@ -38,6 +38,7 @@ from fundarb.core.errors import FundarbError
 from fundarb.data.store_layout import KLINE_LABEL, funding_path, kline_path
 from fundarb.support.backoff import BackoffPolicy, parse_retry_after
 from fundarb.support.parquet import ParquetUnreadable, read_parquet, write_sealed
+from fundarb.venues import load_only, quirks_or_plain
 
 FUNDING_SCHEMA = {"timestamp_ms": pl.Int64, "funding_rate": pl.Float64, "mark_price": pl.Float64}
 OHLCV_SCHEMA = {"timestamp_ms": pl.Int64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
@@ -306,10 +307,6 @@ def check_ohlcv(path: Path, timeframe: str) -> dict[str, Any]:
 
 # --- one venue, end to end ----------------------------------------------------
 
-PAGE_LIMITS = {"binanceusdm": (1000, 1500), "binance": (1000, 1000), "bybit": (200, 1000)}  # (funding, ohlcv)
-SPOT_OF = {"binanceusdm": "binance"}
-
-
 def make_exchange(venue: str, api_url: str | None = None, rate_limit: bool = True) -> Any:
     """A ccxt client; ``api_url`` (scheme://host:port) replaces the scheme and
     host of every REST endpoint, keeping paths (how tests and a local
@@ -322,13 +319,9 @@ def make_exchange(venue: str, api_url: str | None = None, rate_limit: bool = Tru
     opts = ex.options
     opts["fetchCurrencies"] = False
     opts["fetchMargins"] = False
-    if venue == "binance":
-        opts["fetchMarkets"] = {"types": ["spot"]} if isinstance(opts.get("fetchMarkets"), dict) else ["spot"]
-    elif venue == "binanceusdm":
-        opts["fetchMarkets"] = {"types": ["linear"]} if isinstance(opts.get("fetchMarkets"), dict) else ["linear"]
-    elif venue == "bybit":
-        fm = opts.get("fetchMarkets")
-        opts["fetchMarkets"] = {**fm, "types": ["spot", "linear"]} if isinstance(fm, dict) else ["spot", "linear"]
+    types = quirks_or_plain(venue).market_types
+    if types:  # a venue with a module: only the markets fundarb trades
+        load_only(opts, types)
     if api_url:
         from fundarb.support.ccxt_urls import point_ccxt
 
@@ -358,7 +351,7 @@ def fetch_all(plan: FetchPlan, store: Path, api_url: str | None = None, backoff:
         btc = sorted(s for s in markets if s.startswith("BTC/"))[:12]
         raise FetchError(f"{plan.venue} has no market {plan.symbol!r} (BTC markets: {', '.join(btc) or 'none'})")
     market = markets[plan.symbol]
-    f_limit, o_limit = PAGE_LIMITS.get(plan.venue, (100, 500))
+    f_limit, o_limit = quirks_or_plain(plan.venue).page_limits
     reports = []
 
     def tick(what: str) -> Callable[[int], None] | None:
@@ -406,4 +399,4 @@ def fetch_all(plan: FetchPlan, store: Path, api_url: str | None = None, backoff:
 
 def spot_counterpart(venue: str, symbol: str) -> tuple[str, str]:
     """binanceusdm BTC/USDT:USDT -> binance BTC/USDT; other venues keep their id."""
-    return SPOT_OF.get(venue, venue), symbol.split(":", 1)[0]
+    return quirks_or_plain(venue).spot_id, symbol.split(":", 1)[0]

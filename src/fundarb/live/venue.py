@@ -21,8 +21,9 @@ left) with the fee valued in USDT, so the book holds what the venue holds;
 the remainder a close leaves under the venue's lot is booked as sold with it
 (``dust``: it stays on the account, the carry is flat).
 
-Transfers: between a Binance spot wallet and its USD-M wallet through the
-venue's transfer call (they arrive at once); between other venues there is no
+Transfers: between two wallets of one venue that has a transfer type for them
+(``fundarb.venues``: Binance spot and USD-M) through the venue's transfer
+call (they arrive at once); between other venues there is no
 safe automatic path (a withdrawal), so the runner raises a critical alert
 asking for the transfer and answers the engine, after the configured transfer
 delay, that it was not made, so it asks again while the need stands.
@@ -42,11 +43,10 @@ from fundarb.live.execution.orders import superseded
 from fundarb.live.execution.paired import PairOutcome, execute_adjust, execute_pair
 from fundarb.live.execution.session import LiveSession
 from fundarb.support.scrub import describe
+from fundarb.venues import quirks_or_plain
 
 S = OrderStatus
 RETRY_FAILED_ADJUST_S = 60.0
-# Binance universal transfer types between the spot wallet and the USD-M futures wallet
-BINANCE_TRANSFERS = {("binance", "binanceusdm"): "MAIN_UMFUTURE", ("binanceusdm", "binance"): "UMFUTURE_MAIN"}
 
 
 @attrs.define
@@ -220,10 +220,11 @@ class LiveVenue:
         s = self.session
         src = s.spot if r.from_venue == s.spot.account else s.perp
         dst = s.perp if src is s.spot else s.spot
-        kind = BINANCE_TRANSFERS.get((src.exchange.id, dst.exchange.id))
+        venue = quirks_or_plain(src.exchange.id)
+        kind = venue.transfer_type(dst.exchange.id)  # the venue's transfer type between the two wallets
         now = self.now()
         if kind is not None:
-            client = s.clients.get("binance") or src.exchange
+            client = (s.clients.get(venue.transfer_client) if venue.transfer_client else None) or src.exchange
             try:
                 reply = await src.queue.call(client.transfer, src.quote, round(r.amount, 2), "spot", "future",
                                              {"type": kind})

@@ -1,27 +1,13 @@
 """Point an unmodified ccxt (or ccxt.pro) client at another base URL, such
 as the loopback emulator or a venue's test host: every REST entry of
 ``urls['api']`` (and every websocket entry for ccxt.pro) gets the new scheme
-and host, each path kept. ``CCXT_OPTIONS`` keeps each venue's market loading
-to the markets fundarb trades."""
+and host, each path kept. What each venue's client is built with (its
+``ccxt_config``) is the venue's own: ``fundarb.venues``."""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import urlsplit
-
-CCXT_OPTIONS: dict[str, dict[str, Any]] = {
-    "binance": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False},
-    "binanceusdm": {"fetchMarkets": {"types": ["linear"]}, "fetchCurrencies": False, "fetchMargins": False},
-    "bybit": {"fetchMarkets": {"types": ["spot", "linear"]}},
-}
-
-
-def ccxt_config(exchange_id: str, **extra: Any) -> dict[str, Any]:
-    """Constructor config for a ccxt client pointed at another base URL."""
-    if exchange_id not in CCXT_OPTIONS:
-        raise ValueError(f"a pointed client serves {', '.join(CCXT_OPTIONS)}, not {exchange_id!r}")
-    options = {**CCXT_OPTIONS[exchange_id], **extra.pop("options", {})}
-    return {"options": options, **extra}
 
 
 def point_ccxt(exchange: Any, base_url: str) -> Any:

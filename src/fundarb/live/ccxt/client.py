@@ -168,12 +168,13 @@ def scrubbed_errors(exchange: Any, secrets: tuple[str, ...] = ()) -> Any:
 
 
 def _pointed(cls: Any, exchange_id: str, config: dict[str, Any], api_url: str) -> Any:
-    from fundarb.support.ccxt_urls import CCXT_OPTIONS, ccxt_config, point_ccxt_pro
+    from fundarb.support.ccxt_urls import point_ccxt_pro
+    from fundarb.venues import SUPPORTED, ccxt_config, quirks
 
-    if exchange_id not in CCXT_OPTIONS:
-        raise VenueSetupError(f"--api-url serves {', '.join(CCXT_OPTIONS)}; {exchange_id!r} is not one of them")
-    if exchange_id == "bybit":  # skip the account-type probe a pointed host does not serve
-        config["options"] = {**config.get("options", {}), "enableUnifiedAccount": True, "enableUnifiedMargin": False}
+    if exchange_id not in SUPPORTED:
+        raise VenueSetupError(f"--api-url serves {', '.join(SUPPORTED)}; {exchange_id!r} is not one of them")
+    # e.g. skip a probe of the account type a pointed host does not serve
+    config["options"] = {**config.get("options", {}), **quirks(exchange_id).pointed_options}
     return point_ccxt_pro(cls(ccxt_config(exchange_id, **config)), api_url)
 
 

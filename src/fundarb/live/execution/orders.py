@@ -33,6 +33,7 @@ from fundarb.live.ccxt.client import RECV_WINDOW_MS, MarketRules
 from fundarb.live.ccxt.ratelimit import RequestQueue
 from fundarb.live.journal import Journal, VenueTrade
 from fundarb.support.scrub import describe, scrub
+from fundarb.venues import quirks_or_plain
 
 S = OrderStatus
 NS_PER_MS = 1_000_000
@@ -161,13 +162,13 @@ class LegTrader:
             except ccxt.NetworkError as exc:  # timeout, 5xx: it may or may not be there, or land later
                 last = exc
             except (ccxt.InvalidOrder, ccxt.ExchangeError) as exc:
-                if not _duplicate(exc):
+                if not _duplicate(leg, exc):
                     raise OrderRefused(f"{leg.account}: {describe(exc)}") from None
                 last = exc  # the venue already has this client id: find it
             found = await self.lookup(leg, order.client_id, patient=True)
             if found is not None:
                 return self._found(order, found)
-            if _duplicate(last):
+            if _duplicate(leg, last):
                 break
             # until the receive window has passed since it was sent, the request may still land
             window = recv_window_s(leg)
@@ -199,31 +200,10 @@ class LegTrader:
         return None
 
     async def _lookup_once(self, leg: LiveLeg, client_id: str) -> dict | None:
-        ex = leg.exchange
-        if ex.id == "bybit":
-            # ccxt's bybit fetch_order needs the venue id: ask by orderLinkId (open or recent)
-            market = leg.market
-            request = {"category": "spot" if market["spot"] else "linear", "symbol": market["id"],
-                       "orderLinkId": client_id}
-            for endpoint in ("privateGetV5OrderRealtime", "privateGetV5OrderHistory"):
-                reply = await leg.call(endpoint, request)
-                rows = ((reply or {}).get("result") or {}).get("list") or []
-                if rows:
-                    return ex.parse_order(rows[0], market)
-            return None
-        key = "origClientOrderId" if ex.id.startswith("binance") else "clientOrderId"
-        try:
-            return await leg.call("fetch_order", None, leg.symbol, {key: client_id})
-        except ccxt.OrderNotFound:
-            return None
-        except ccxt.ExchangeError as exc:  # ccxt maps Binance -2013 by hostname: on another host it is a plain ExchangeError
-            if "-2013" in str(exc) or "does not exist" in str(exc).lower():
-                return None
-            raise
+        return await quirks_or_plain(leg.exchange.id).find_order(leg, client_id)
 
     async def fetch(self, leg: LiveLeg, venue_id: str) -> dict:
-        params = {"acknowledged": True} if leg.exchange.id == "bybit" else {}
-        return await leg.call("fetch_order", venue_id, leg.symbol, params)
+        return await leg.call("fetch_order", venue_id, leg.symbol, quirks_or_plain(leg.exchange.id).fetch_params())
 
     # --- following to the end -------------------------------------------------------
     async def follow(self, leg: LiveLeg, order: Order, venue_id: str, deadline_ns: int) -> None:
@@ -320,10 +300,9 @@ def _fee_raw(t: dict) -> tuple[float, str]:
     return float(fee.get("cost") or 0.0), str(fee.get("currency") or "")
 
 
-def _duplicate(exc: Exception) -> bool:
-    text = str(exc).lower()
-    # Binance -2010 "Duplicate order sent."; -4015/-4116 client id used; Bybit 110072 orderLinkId used
-    return "duplicate" in text or "110072" in text or "-4116" in text or "-4015" in text
+def _duplicate(leg: LiveLeg, exc: Exception | None) -> bool:
+    """The venue refused the client id as already taken (its own code or words): the order is there."""
+    return exc is not None and quirks_or_plain(leg.exchange.id).duplicate_order(exc)
 
 
 def _finish(order: Order, status: str, now: int, reply: dict) -> None:

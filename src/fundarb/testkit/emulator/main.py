@@ -36,7 +36,7 @@ def run_emulator(port: int = 8765, start: str | None = None, speed: float = 0.0,
             print(f"wallets {', '.join(TRADING_WALLETS)}: {fund:,.2f} USDT each (synthetic balances)")
         print(f"API keys: {'only the ' + str(len(api_keys)) + ' given with --api-key' if api_keys else 'any (the signature is not checked)'}")
         print("point ccxt at it:")
-        print("    from fundarb.support.ccxt_urls import ccxt_config, point_ccxt")
+        print("    from fundarb.support.ccxt_urls import point_ccxt; from fundarb.venues import ccxt_config")
         print(f"    ex = point_ccxt(ccxt.binanceusdm(ccxt_config('binanceusdm')), '{server.base_url}')")
         print("Ctrl-C stops it.", flush=True)
         while True:

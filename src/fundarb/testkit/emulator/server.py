@@ -80,7 +80,7 @@ from fundarb.data.history import (
     fmt_time,
     parse_time,
 )
-from fundarb.support.ccxt_urls import CCXT_OPTIONS, ccxt_config, point_ccxt  # noqa: F401 (the emulator's usage)
+from fundarb.support.ccxt_urls import point_ccxt  # noqa: F401 (the emulator's usage)
 from fundarb.testkit.emulator.accounts import (
     BUY,
     CANCELED,
@@ -97,6 +97,7 @@ from fundarb.testkit.emulator.accounts import (
     Order,
     Trade,
 )
+from fundarb.venues import CCXT_OPTIONS, ccxt_config  # noqa: F401 (the emulator's usage)
 
 NS_PER_MS = 1_000_000
 MS_PER_HOUR = 3_600_000

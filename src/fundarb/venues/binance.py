@@ -1,0 +1,69 @@
+"""Binance: the spot venue (ccxt ``binance``) and the USD-M futures venue
+(ccxt ``binanceusdm``), one account with two wallets.
+
+- An order is found by its client id as ``origClientOrderId``.
+- "No such order" is code -2013 ("Order does not exist."). ccxt maps the
+  codes to its error classes by the venue's hostname: from another host
+  (the emulator, a proxy) every code arrives as a plain ``ExchangeError``, so
+  the code is read from the text.
+- A client id already taken: spot -2010 "Duplicate order sent.", USD-M -4116
+  "ClientOrderId is duplicated." (-4015 on older answers).
+- Money moves between the spot wallet and the USD-M wallet by the universal
+  transfer (``/sapi/v1/asset/transfer``, a spot endpoint: the spot client makes it).
+- History pages: funding 1000 rows, klines 1000 (spot) and 1500 (USD-M).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fundarb.venues.base import OrderLeg, VenueQuirks, duplicate_text, fetch_by_client_id, unknown_order_text
+
+SPOT, USDM = "binance", "binanceusdm"
+IDS = (SPOT, USDM)
+
+CLIENT_ID_KEY = "origClientOrderId"
+ORDER_UNKNOWN_CODE = "-2013"
+DUPLICATE_CODES = ("-4015", "-4116")  # spot's -2010 also refuses for want of funds: there the text says "Duplicate"
+# universal transfer types between the spot wallet and the USD-M futures wallet, by (from, to)
+TRANSFER_TYPES = {(SPOT, USDM): "MAIN_UMFUTURE", (USDM, SPOT): "UMFUTURE_MAIN"}
+MARKET_TYPES = {SPOT: ("spot",), USDM: ("linear",)}
+# neither the currencies (a wallet endpoint) nor the margin pairs are needed to trade
+LOAD_OPTIONS = {"fetchCurrencies": False, "fetchMargins": False}
+PAGE_LIMITS = {SPOT: (1000, 1000), USDM: (1000, 1500)}  # (funding, ohlcv)
+SPOT_OF = {SPOT: SPOT, USDM: SPOT}
+
+
+def order_unknown(exc: BaseException) -> bool:
+    """ccxt's OrderNotFound, or -2013 / "does not exist" in a plain exchange error (another host)."""
+    import ccxt
+
+    return unknown_order_text(exc) or (isinstance(exc, ccxt.ExchangeError) and ORDER_UNKNOWN_CODE in str(exc))
+
+
+def duplicate_order(exc: BaseException) -> bool:
+    """The venue refused the client id as already taken."""
+    return duplicate_text(exc) or any(code in str(exc) for code in DUPLICATE_CODES)
+
+
+async def find_order(leg: OrderLeg, client_id: str) -> dict[str, Any] | None:
+    """The order with ``client_id`` on ``leg``'s market (open or not), or None."""
+    return await fetch_by_client_id(leg, client_id, CLIENT_ID_KEY, order_unknown)
+
+
+def transfer_type(from_id: str, to_id: str) -> str | None:
+    """The universal transfer type from ``from_id``'s wallet to ``to_id``'s, or None."""
+    return TRANSFER_TYPES.get((from_id, to_id))
+
+
+def ccxt_options(exchange_id: str) -> dict[str, Any]:
+    return {"fetchMarkets": {"types": list(MARKET_TYPES[exchange_id])}, **LOAD_OPTIONS}
+
+
+def quirks_of(exchange_id: str) -> VenueQuirks:
+    return VenueQuirks(
+        exchange_id=exchange_id, venue="binance", find_order=find_order, order_unknown=order_unknown,
+        duplicate_order=duplicate_order, market_types=MARKET_TYPES[exchange_id], ccxt_options=ccxt_options(exchange_id),
+        page_limits=PAGE_LIMITS[exchange_id], spot_id=SPOT_OF[exchange_id],
+        transfer_types={to: kind for (src, to), kind in TRANSFER_TYPES.items() if src == exchange_id},
+        transfer_client=SPOT)

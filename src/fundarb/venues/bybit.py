@@ -1,0 +1,76 @@
+"""Bybit v5 (ccxt ``bybit``): spot and linear perpetuals on one unified account.
+
+- ccxt's ``fetch_order`` needs the venue's order id (without one it sends
+  ``orderId=None``) and Bybit has no ``fetch_orders``: an order is found by
+  its client id (``orderLinkId``) through ``/v5/order/realtime`` (open and
+  recent orders), then ``/v5/order/history``; ccxt parses the row.
+- ccxt refuses ``fetch_order`` by venue id unless told the caller knows it
+  reaches only the account's last 500 orders (``acknowledged``).
+- A client id already taken: retCode 110072 "OrderLinkedID is duplicate".
+- ccxt probes the account type (unified or not) through endpoints a pointed
+  host (the emulator) does not serve: a pointed client is told the answer.
+- Spot and perp share one unified wallet: there is nothing to transfer between them.
+- History pages: funding 200 rows, klines 1000.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fundarb.venues.base import OrderLeg, VenueQuirks, duplicate_text, unknown_order_text
+
+BYBIT = "bybit"
+IDS = (BYBIT,)
+
+LOOKUP_ENDPOINTS = ("privateGetV5OrderRealtime", "privateGetV5OrderHistory")
+FETCH_ORDER_PARAMS = {"acknowledged": True}
+DUPLICATE_CODE = "110072"
+MARKET_TYPES = ("spot", "linear")
+# the account-type probe is skipped: a unified trading account
+POINTED_OPTIONS = {"enableUnifiedAccount": True, "enableUnifiedMargin": False}
+PAGE_LIMITS = (200, 1000)  # (funding, ohlcv)
+
+
+def category(market: dict[str, Any]) -> str:
+    """The v5 ``category`` of a ccxt market."""
+    return "spot" if market["spot"] else "linear"
+
+
+async def find_order(leg: OrderLeg, client_id: str) -> dict[str, Any] | None:
+    """The order with ``client_id`` on ``leg``'s market (open or recent), or None."""
+    market = leg.market
+    request = {"category": category(market), "symbol": market["id"], "orderLinkId": client_id}
+    for endpoint in LOOKUP_ENDPOINTS:
+        reply = await leg.call(endpoint, request)
+        rows = ((reply or {}).get("result") or {}).get("list") or []
+        if rows:
+            found: dict[str, Any] = leg.exchange.parse_order(rows[0], market)
+            return found
+    return None
+
+
+def order_unknown(exc: BaseException) -> bool:
+    """ccxt's OrderNotFound, or an exchange error that says the order does not exist."""
+    return unknown_order_text(exc)
+
+
+def duplicate_order(exc: BaseException) -> bool:
+    """The venue refused the client id as already taken."""
+    return duplicate_text(exc) or DUPLICATE_CODE in str(exc)
+
+
+def transfer_type(from_id: str, to_id: str) -> str | None:
+    """None: spot and perp share the unified wallet."""
+    return None
+
+
+def ccxt_options(exchange_id: str = BYBIT) -> dict[str, Any]:
+    return {"fetchMarkets": {"types": list(MARKET_TYPES)}}
+
+
+def quirks_of(exchange_id: str) -> VenueQuirks:
+    return VenueQuirks(
+        exchange_id=exchange_id, venue="bybit", find_order=find_order, order_unknown=order_unknown,
+        duplicate_order=duplicate_order, fetch_order_params=FETCH_ORDER_PARAMS, market_types=MARKET_TYPES,
+        ccxt_options=ccxt_options(exchange_id), pointed_options=POINTED_OPTIONS, page_limits=PAGE_LIMITS,
+        spot_id=BYBIT)
