@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from fundarb.cli.common import UserErrorGroup, fail
 
@@ -52,7 +52,7 @@ def fetch_command(
         with Progress(TextColumn("[bold]fetch[/] {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                       console=err, transient=True, disable=quiet or not err.is_terminal) as bar, \
                 WaitReporter(err) as waits:  # retries show even with --quiet: they explain a slow or failed fetch
-            tasks: dict[str, int] = {}
+            tasks: dict[str, TaskID] = {}
 
             def progress(what: str, ts: int) -> None:
                 if what not in tasks:

@@ -34,10 +34,8 @@ def effective_config(path: Path, start: str | None, end: str | None, seed: int |
         data = attrs.evolve(data, end=end)
     if parse_time(data.start, "start") >= parse_time(data.end, "end"):
         raise DataError(f"--from {data.start} is not before --to {data.end}")
-    changes = {"data": data}
-    if seed is not None:
-        changes["seed"] = seed
-    return attrs.evolve(cfg, **changes)
+    cfg = attrs.evolve(cfg, data=data)
+    return cfg if seed is None else attrs.evolve(cfg, seed=seed)
 
 
 @app.command()

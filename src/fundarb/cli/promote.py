@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -105,7 +105,9 @@ def print_promotion(record: dict[str, Any], console: Console, store: Path, row_i
     console.print(f"backtest {bt['start']} .. {bt['end']} UTC; Monte Carlo {mc['paths']} paths x {mc['days']:g} days; "
                   f"a gate passes on the backtest and on >= {share_text(mc['min_path_share'])} of the paths", style="dim")
     t = Table(title="success gates")
-    for col, justify in (("gate", "left"), ("backtest", "right"), ("paths passing", "right"), ("result", "left")):
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("gate", "left"), ("backtest", "right"), ("paths passing", "right"), ("result", "left"))
+    for col, justify in columns:
         t.add_column(col, justify=justify)
     for g in record["gates"]:
         value = _fmt(g["metric"], g["backtest_value"]) + ("" if g["backtest_passed"] else " [red](fail)[/]")

@@ -482,8 +482,9 @@ async def _positions(cfg, path, target) -> None:
         fees = sum(f["fee_quote"] or 0.0 for f in fills)
         out.print(f"trade log: {len(fills)} fills, fees {fees:,.4f} USDT; {len(paid)} funding payments, "
                   f"{sum(f['amount'] for f in paid):+,.4f} USDT")
-        if j.blocked():
-            err.print(f"[red]new entries blocked:[/] {escape(j.blocked())}")
+        blocked = j.blocked()
+        if blocked:
+            err.print(f"[red]new entries blocked:[/] {escape(blocked)}")
         for op in j.operations("executing"):
             err.print(f"[yellow]operation {op['op_id']} ({op['kind']}) was left unfinished: run `fundarb reconcile`[/]")
     finally:
@@ -736,7 +737,7 @@ def statement_command(
         out.print("no fills and no funding payments yet")
         return
     t = Table(box=None, pad_edge=False, header_style="bold", show_footer=True)
-    totals = defaultdict(float)
+    totals: defaultdict[str, float] = defaultdict(float)
     for r in rows.values():
         for k, v in r.items():
             totals[k] += v

@@ -28,8 +28,9 @@ import math
 import random
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import polars as pl
@@ -170,8 +171,8 @@ def _resume_from(path: Path, schema: dict, since_ms: int) -> tuple[int, int | No
     stored = read_store(path, schema)
     if stored.height == 0:
         return since_ms, None
-    last = int(stored["timestamp_ms"].max())
-    first = int(stored["timestamp_ms"].min())
+    last = int(cast(int, stored["timestamp_ms"].max()))
+    first = int(cast(int, stored["timestamp_ms"].min()))
     # the stored series already covers since..last (a first row stamped a few
     # ms after ``since`` still covers it: venues stamp settlements late)
     if first <= since_ms + 2 * STAMP_SLACK_MS and since_ms <= last + 1:
@@ -198,7 +199,7 @@ def page_through(
     while cursor <= until_ms:
         end = min(cursor + window - 1, until_ms)
         page = call_with_retry(exchange, backoff, f"{what} from {fmt_time(cursor * 1_000_000)} UTC",
-                               lambda c=cursor, e=end: fetch_page(c, e))
+                               partial(fetch_page, cursor, end))
         rows = to_rows(page).filter((pl.col("timestamp_ms") >= cursor) & (pl.col("timestamp_ms") <= end))
         report.pages += 1
         if rows.height:
@@ -206,12 +207,12 @@ def page_through(
             report.added += added
             report.duplicates += dupes
         # after the last row (a venue may cap pages below ``limit``); past an empty window
-        cursor = int(rows["timestamp_ms"].max()) + 1 if rows.height else end + 1
+        cursor = int(cast(int, rows["timestamp_ms"].max())) + 1 if rows.height else end + 1
         if progress is not None:
             progress(cursor)
     stored = read_store(path, schema)
     if stored.height:
-        report.first_ms, report.last_ms = int(stored["timestamp_ms"].min()), int(stored["timestamp_ms"].max())
+        report.first_ms, report.last_ms = int(cast(int, stored["timestamp_ms"].min())), int(cast(int, stored["timestamp_ms"].max()))
     return report
 
 
@@ -242,8 +243,8 @@ def funding_rows(page: list[dict]) -> pl.DataFrame:
     return frame.unique(subset="timestamp_ms", keep="first", maintain_order=True).sort("timestamp_ms")
 
 
-def ohlcv_rows(page: list[list]) -> pl.DataFrame:
-    cols = list(zip(*page)) if page else [[] for _ in range(6)]
+def ohlcv_rows(page: list[list[Any]]) -> pl.DataFrame:
+    cols: list[Any] = list(zip(*page)) if page else [[] for _ in range(6)]
     frame = pl.DataFrame({k: list(v) for k, v in zip(OHLCV_SCHEMA, cols)}, schema=OHLCV_SCHEMA)
     return frame.unique(subset="timestamp_ms", keep="first", maintain_order=True).sort("timestamp_ms")
 
@@ -265,10 +266,10 @@ def check_funding(path: Path, tolerance_s: float = 1.0) -> dict[str, Any]:
     instants = [_instant_ms(t, tol) for t in stamps]
     snapped = pl.Series("instant", [t if t is not None else s for t, s in zip(instants, stamps)], dtype=pl.Int64)
     step = snapped.diff().drop_nulls()
-    nominal = float(step.median())
+    nominal = float(cast(float, step.median()))
     gaps = pl.DataFrame({"after": snapped.shift(1), "before": snapped, "step": snapped.diff()}).filter(pl.col("step") > 1.5 * nominal)
     out.update({
-        "first_ms": int(f["timestamp_ms"].min()), "last_ms": int(f["timestamp_ms"].max()),
+        "first_ms": int(cast(int, f["timestamp_ms"].min())), "last_ms": int(cast(int, f["timestamp_ms"].max())),
         "nominal_interval_hours": nominal / 3_600_000,
         "gaps": [[int(a), int(b)] for a, b in zip(gaps["after"], gaps["before"])],
         "duplicates": int(f.height - snapped.n_unique()),
@@ -298,7 +299,7 @@ def check_ohlcv(path: Path, timeframe: str) -> dict[str, Any]:
                  pl.col("timestamp_ms").diff().alias("step")).filter(pl.col("step") > (step or 0))
     bad = f.filter((pl.col("close") <= 0) | pl.col("close").is_nan() | (pl.col("high") < pl.col("low")))
     out.update({
-        "first_ms": int(f["timestamp_ms"].min()), "last_ms": int(f["timestamp_ms"].max()),
+        "first_ms": int(cast(int, f["timestamp_ms"].min())), "last_ms": int(cast(int, f["timestamp_ms"].max())),
         "gaps": [[int(a), int(b)] for a, b in zip(d["after"], d["before"])] if step else [],
         "bad_bars": bad["timestamp_ms"].to_list(),
     })
@@ -389,8 +390,7 @@ def fetch_all(plan: FetchPlan, store: Path, api_url: str | None = None, backoff:
         fetch = getattr(client, method)
         r = page_through(client, what, kline_path(store, kind, venue, symbol, plan.timeframe), OHLCV_SCHEMA,
                          bars_from, plan.until_ms,
-                         lambda c, e, fetch=fetch, symbol=symbol: fetch(symbol, plan.timeframe, since=c, limit=o_limit,
-                                                                      params={"until": e}),
+                         partial(_kline_page, fetch, symbol, plan.timeframe, o_limit),
                          ohlcv_rows, o_limit, TIMEFRAME_MS[plan.timeframe], backoff, tick(what))
         r.checks = check_ohlcv(r.path, plan.timeframe)
         reports.append(r)
@@ -400,3 +400,8 @@ def fetch_all(plan: FetchPlan, store: Path, api_url: str | None = None, backoff:
 def spot_counterpart(venue: str, symbol: str) -> tuple[str, str]:
     """binanceusdm BTC/USDT:USDT -> binance BTC/USDT; other venues keep their id."""
     return quirks_or_plain(venue).spot_id, symbol.split(":", 1)[0]
+
+
+def _kline_page(fetch: Callable[..., Any], symbol: str, timeframe: str, limit: int, since: int, until: int) -> Any:
+    """One page of klines from ``since`` to ``until`` (ms) through a ccxt fetch method."""
+    return fetch(symbol, timeframe, since=since, limit=limit, params={"until": until})

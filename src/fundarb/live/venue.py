@@ -135,6 +135,7 @@ class LiveVenue:
                 return [OrderUpdate(self.now(), o.venue, o.client_id, S.REJECTED.value,
                                     "held back: a flatten failed in this halt; waiting for the venue's position "
                                     "to change or for a human to resume") for o in group]
+            assert spot is not None and perp is not None  # a pair: not an adjust
             perp_qty, spot_qty = perp.qty, spot.qty
             if kind == "close":  # sized from what the venue holds (the trade log learns what others traded)
                 perp_qty, spot_qty = self._held(perp_qty, spot_qty)

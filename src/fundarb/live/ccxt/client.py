@@ -257,7 +257,7 @@ def common_lot(a: MarketRules, b: MarketRules, qty: float) -> float:
     steps = [s for s in (a.step_btc, b.step_btc) if s > 0]
     if not steps:
         return qty
-    places = max(-s.normalize().as_tuple().exponent for s in steps)
+    places = max(-int(s.normalize().as_tuple().exponent) for s in steps)  # a lot step is finite: an int exponent
     scale = Decimal(10) ** max(places, 0)
     step = Decimal(math.lcm(*(int(s * scale) for s in steps))) / scale
     return float((Decimal(str(qty)) / step).to_integral_value(ROUND_FLOOR) * step)

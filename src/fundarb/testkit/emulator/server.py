@@ -66,12 +66,13 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import numpy as np
 import polars as pl
 from aiohttp import web
 
+from fundarb.core.liquidation import MarginRule
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.data.history import (
     FUNDING_FILE,
@@ -1358,7 +1359,7 @@ def _whole(x: float) -> int | float:
 _BINANCE_BTC_BRACKETS = [
     {"bracket": i + 1, "initialLeverage": _whole(t.max_leverage), "notionalCap": _whole(t.cap),
      "notionalFloor": _whole(t.floor), "maintMarginRatio": t.mmr, "cum": float(t.amount)}
-    for i, t in enumerate(MARKETS[("binanceusdm", PERP)].margin.tiers)
+    for i, t in enumerate(cast(MarginRule, MARKETS[("binanceusdm", PERP)].margin).tiers)
 ]
 
 
@@ -1669,7 +1670,7 @@ def _bybit_risk_limit(ask: Ask) -> dict:
     _bybit_symbol(ask, required=False)
     rows = []
     if category == "linear":
-        rule = MARKETS[("bybit", PERP)].margin
+        rule = cast(MarginRule, MARKETS[("bybit", PERP)].margin)
         rows = [{"id": i + 1, "symbol": SYMBOL, "riskLimitValue": f"{t.cap:.0f}", "maintenanceMargin": f"{t.mmr:g}",
                  "initialMargin": f"{1 / t.max_leverage:g}", "isLowestRisk": int(i == 0),
                  "maxLeverage": f"{t.max_leverage:.2f}", "mmDeduction": "" if i == 0 else f"{t.amount:g}"}
@@ -1681,6 +1682,7 @@ def _bybit_set_leverage(ask: Ask) -> dict:
     _bybit_category(ask, ("linear",))
     _bybit_symbol(ask, required=True)
     buy, sell = _bybit_decimal(ask.params, "buyLeverage", True), _bybit_decimal(ask.params, "sellLeverage", True)
+    assert buy is not None and sell is not None  # required: absent ones were refused
     if buy != sell:
         raise VenueError(200, 10001, "params error: buy leverage must equal sell leverage in one-way mode")
     acc = _accounts(ask)
@@ -1980,6 +1982,7 @@ class EmulatorApp:
             self.log.append(LoggedRequest(method, path, params, venue, status, fault, server_ns))
 
         async def withheld() -> None:  # sleep past the client's timeout; a stopping server wakes it
+            assert fault is not None
             try:
                 await asyncio.wait_for(self.stopping.wait(), fault.delay_s)
             except TimeoutError:

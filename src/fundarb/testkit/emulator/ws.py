@@ -128,7 +128,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import WSMsgType, web
 
@@ -275,7 +275,7 @@ def binance_event(tape: emu.MarketTape, market: str, channel: str, ms: int) -> d
     """One Binance stream event at data time ``ms`` (not depth: see ``binance_depth_event``)."""
     path = "/api/v3" if market == SPOT else "/fapi/v1"
     if channel in ("ticker", "miniTicker"):
-        row = emu._binance_24hr(_ask(tape, ms, path + "/ticker/24hr"), market)
+        row = cast(dict[str, Any], emu._binance_24hr(_ask(tape, ms, path + "/ticker/24hr"), market))
         if channel == "miniTicker":
             return {"e": "24hrMiniTicker", "E": ms, "s": SYMBOL, "c": row["lastPrice"], "o": row["openPrice"],
                     "h": row["highPrice"], "l": row["lowPrice"], "v": row["volume"], "q": row["quoteVolume"]}
@@ -291,13 +291,13 @@ def binance_event(tape: emu.MarketTape, market: str, channel: str, ms: int) -> d
                       "L": row["lastId"], "n": row["count"]})
         return event
     if channel == "bookTicker":
-        row = emu._binance_book_ticker(_ask(tape, ms, path + "/ticker/bookTicker"), market)
+        row = cast(dict[str, Any], emu._binance_book_ticker(_ask(tape, ms, path + "/ticker/bookTicker"), market))
         quote = {"s": SYMBOL, "b": row["bidPrice"], "B": row["bidQty"], "a": row["askPrice"], "A": row["askQty"]}
         if market == SPOT:  # spot bookTicker frames carry no event type
             return {"u": ms, **quote}
         return {"e": "bookTicker", "u": ms, "E": ms, "T": ms, **quote}
     if channel == "markPrice":
-        row = emu._binance_premium_index(_ask(tape, ms, "/fapi/v1/premiumIndex"))
+        row = cast(dict[str, Any], emu._binance_premium_index(_ask(tape, ms, "/fapi/v1/premiumIndex")))
         return {"e": "markPriceUpdate", "E": ms, "s": SYMBOL, "p": row["markPrice"], "i": row["indexPrice"],
                 "P": row["estimatedSettlePrice"], "r": row["lastFundingRate"], "T": row["nextFundingTime"]}
     raise ValueError(f"no Binance {channel} stream")
@@ -534,7 +534,7 @@ class _Conn:
                 if sub.last_ms is not None and ms < sub.last_ms:
                     await self.drop("close")  # ids cannot go back: the client must re-sync
                     return
-                frame = binance_depth_event(tape, self.market, sub.last_ms if sub.last_ms is not None else ms, ms)
+                frame: Any = binance_depth_event(tape, self.market, sub.last_ms if sub.last_ms is not None else ms, ms)
             else:
                 event = binance_event(tape, self.market, sub.channel, ms)
                 if sub.channel == "markPrice":
