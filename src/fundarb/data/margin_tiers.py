@@ -27,16 +27,14 @@ from typing import Any
 from fundarb.core.errors import FundarbError
 from fundarb.core.liquidation import (
     BINANCE_USDM,
-    BYBIT_LINEAR,
     MarginRule,
     MarginTier,
     expected_amount,
     rule_for,
 )
+from fundarb.venues import quirks_or_plain
 
 SHIPPED_FILE = Path(__file__).resolve().parent / "shipped" / "margin_tiers.json"
-# ccxt exchange id -> the formula its linear USDT perpetuals follow
-STYLE_OF_VENUE = {"binanceusdm": BINANCE_USDM, "bybit": BYBIT_LINEAR}
 
 
 class MarginTableError(FundarbError, ValueError):
@@ -80,7 +78,7 @@ def shipped_rule(venue: str, symbol: str) -> MarginRule:
 
 def is_modelled(venue: str) -> bool:
     """Whether the venue's liquidation formula is modelled (its tiers may still come from the venue)."""
-    return venue in STYLE_OF_VENUE
+    return quirks_or_plain(venue).liquidation_style is not None
 
 
 def _number(x: Any) -> float | None:
@@ -94,7 +92,7 @@ def rule_from_ccxt_tiers(venue: str, symbol: str, tiers: Iterable[Mapping[str, A
     """A rule from ccxt leverage tier structures (minNotional, maxNotional,
     maintenanceMarginRate, maxLeverage, and the venue's row in ``info``).
     A venue whose formula is not modelled gets the rule that raises on use."""
-    style = STYLE_OF_VENUE.get(venue)
+    style = quirks_or_plain(venue).liquidation_style
     if style is None:
         return shipped_rule(venue, symbol)
     rows = sorted(tiers, key=lambda t: float(t.get("minNotional") or 0.0))

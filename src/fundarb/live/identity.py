@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from fundarb.live.ccxt.credentials import Credentials, load_credentials
+from fundarb.venues import quirks_or_plain
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 PAPER = "paper"  # the network of a paper-trading identity
@@ -104,7 +105,7 @@ def _venue_host(exchange_id: str, leg: str, sandbox: bool) -> str:
     urls = (client.urls.get("test") if sandbox else None) or client.urls.get("api") or {}
     if isinstance(urls, str):
         urls = {"private": urls}
-    names = ("fapiPrivate", "private") if leg == "perp" else ("private",)
+    names = quirks_or_plain(exchange_id).private_urls if leg == "perp" else ("private",)
     url = next((urls[n] for n in names if isinstance(urls.get(n), str)), None)
     if url is None:
         url = sorted(v for v in urls.values() if isinstance(v, str))[0] if urls else exchange_id

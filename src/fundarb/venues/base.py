@@ -58,6 +58,10 @@ class VenueQuirks:
     ``spot_id``: the ccxt id of the spot markets of this id's venue.
     ``transfer_types``: universal transfer type by destination ccxt id, from
     this id's wallet (made through the ``transfer_client`` id's client).
+    ``liquidation_style``: the liquidation formula its linear USDT perpetuals
+    follow (``fundarb.core.liquidation``), None when fundarb does not model it.
+    ``private_urls``: the names in ccxt's URL table of the hosts its private
+    (order) requests go to, perp first when they differ.
     """
 
     exchange_id: str
@@ -73,6 +77,8 @@ class VenueQuirks:
     spot_id: str = ""
     transfer_types: Mapping[str, str] = attrs.field(factory=dict)
     transfer_client: str | None = None
+    liquidation_style: str | None = None
+    private_urls: tuple[str, ...] = ("private",)
 
     def fetch_params(self) -> dict[str, Any]:
         """Params of ``fetch_order`` by venue order id (a fresh dict)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fundarb.core.liquidation import BINANCE_USDM
 from fundarb.venues.base import OrderLeg, VenueQuirks, duplicate_text, fetch_by_client_id, unknown_order_text
 
 SPOT, USDM = "binance", "binanceusdm"
@@ -66,4 +67,5 @@ def quirks_of(exchange_id: str) -> VenueQuirks:
         duplicate_order=duplicate_order, market_types=MARKET_TYPES[exchange_id], ccxt_options=ccxt_options(exchange_id),
         page_limits=PAGE_LIMITS[exchange_id], spot_id=SPOT_OF[exchange_id],
         transfer_types={to: kind for (src, to), kind in TRANSFER_TYPES.items() if src == exchange_id},
-        transfer_client=SPOT)
+        transfer_client=SPOT, liquidation_style=BINANCE_USDM if exchange_id == "binanceusdm" else None,
+        private_urls=("fapiPrivate", "private") if exchange_id == "binanceusdm" else ("private",))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fundarb.core.liquidation import BYBIT_LINEAR
 from fundarb.venues.base import OrderLeg, VenueQuirks, duplicate_text, unknown_order_text
 
 BYBIT = "bybit"
@@ -73,4 +74,4 @@ def quirks_of(exchange_id: str) -> VenueQuirks:
         exchange_id=exchange_id, venue="bybit", find_order=find_order, order_unknown=order_unknown,
         duplicate_order=duplicate_order, fetch_order_params=FETCH_ORDER_PARAMS, market_types=MARKET_TYPES,
         ccxt_options=ccxt_options(exchange_id), pointed_options=POINTED_OPTIONS, page_limits=PAGE_LIMITS,
-        spot_id=BYBIT)
+        spot_id=BYBIT, liquidation_style=BYBIT_LINEAR)
