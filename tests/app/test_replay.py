@@ -254,6 +254,11 @@ def test_corrupt_cryptofeed_capture_names_the_file(tmp_path):
     lines[40] = lines[40].split(": ", 1)[0] + ': {"table":"quote","action":"insert","data":[{"symbol":\n'  # SYNTHETIC damage
     ws.write_text("".join(lines))
     rec = load_recording(folder)
+    from cryptofeed.connection import HTTPAsyncConn, HTTPSync
+
+    reads = HTTPSync.read, HTTPAsyncConn.read
     with pytest.raises(ReplayError, match=r"BITMEX\.ws\.1\.0: cryptofeed playback failed"):
         parse_feed(rec, rec.feed("perp"), tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+    # the failed playback left cryptofeed's HTTP reads as they were (a later symbol lookup reads the network)
+    assert (HTTPSync.read, HTTPAsyncConn.read) == reads

@@ -255,6 +255,7 @@ async def _binance_file(path: Path, feed: Any, exchange_symbol: str, rows: _Rows
 # --- cryptofeed raw_data_collection captures ----------------------------------
 
 def _parse_cryptofeed(feed_spec: CaptureFeed, paths: list[Path]) -> _Rows:
+    from cryptofeed.connection import HTTPAsyncConn, HTTPSync
     from cryptofeed.defines import FUNDING, TICKER, TRADES
     from cryptofeed.raw_data_collection import playback
 
@@ -294,10 +295,15 @@ def _parse_cryptofeed(feed_spec: CaptureFeed, paths: list[Path]) -> _Rows:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "cryptofeed.yaml"
         cfg.write_text("log:\n  filename: " + str(Path(tmp) / "feed.log") + "\n  level: WARNING\n")
+        # playback swaps cryptofeed's HTTP reads for readers of the capture and puts them back only when it
+        # ends normally: a capture that fails to play must not leave the process's later lookups reading it
+        saved = HTTPSync.read, HTTPAsyncConn.read
         try:
             stats = playback(feed_id, [str(p.resolve()) for p in paths], callbacks=callbacks, config=str(cfg))
         except Exception as exc:
             raise ReplayError(f"{paths[-1]}: cryptofeed playback failed ({type(exc).__name__}: {exc})") from None
+        finally:
+            HTTPSync.read, HTTPAsyncConn.read = saved
     rows.counts["messages"] = int(stats.get("messages_processed", 0)) if isinstance(stats, dict) else 0
     return rows
 
