@@ -103,7 +103,7 @@ def test_another_fundarb_database_is_refused_untouched(tmp_path, cfg):
     path = tmp_path / "fundarb.sqlite"
     Journal(path).close()  # the live trade log: SQLite with a meta table of another kind
     before = path.read_bytes()
-    with pytest.raises(PromotionError, match="not a fundarb promotions store .kind 'fundarb live trade log'"):
+    with pytest.raises(PromotionError, match="not a fundarb promotions store .kind 'fundarb trade log'"):
         check_store(path)
     with pytest.raises(PromotionError):
         save_record(path, record(cfg, True, 1))

@@ -39,7 +39,7 @@ def test_backtest_writes_report_plot_and_trade_log(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     db = sqlite3.connect(out / "trades.sqlite")
     meta = dict(db.execute("select key, value from meta"))
-    assert meta["schema_version"] == "1" and meta["config_hash"] == report["config_hash"]
+    assert (meta["schema_version"], meta["source"]) == ("3", "backtest") and meta["config_hash"] == report["config_hash"]
     funding = db.execute("select sum(amount), count(*) from funding").fetchone()
     assert funding[0] == pytest.approx(m["funding_net"], rel=1e-9)
     assert funding[1] == m["settlements_accrued"]
@@ -214,11 +214,11 @@ def test_drawdown_stop_halts_flattens_and_stays_halted(tmp_path):
     assert report["metrics"]["kill_switch"].startswith("drawdown")
     db = sqlite3.connect(out / "trades.sqlite")
     (halt_ts,) = db.execute("select ts from alerts where kind='kill_switch'").fetchone()
-    after = db.execute("select reason from intents where ts >= ?", (halt_ts,)).fetchall()
+    after = db.execute("select role from orders where ts_created >= ?", (halt_ts,)).fetchall()
     assert after and {r for (r,) in after} == {"kill_flatten"}, after
     last = db.execute("select delta, equity from equity order by ts desc limit 1").fetchone()
     spot_qty = db.execute(
-        "select coalesce(sum(case side when 'buy' then qty else -qty end), 0) from fills where venue like '%:spot'"
+        "select coalesce(sum(case side when 'buy' then qty else -qty end), 0) from fills where account like '%:spot'"
     ).fetchone()[0]
     assert abs(spot_qty) < 1e-9 and last[0] == 0.0
 

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fundarb.live.journal as journal_module
 from fundarb.core.model import Fill, Side
 from fundarb.core.orders import Order, OrderStatus, client_order_id
 from fundarb.live.identity import VenueIdentity
@@ -160,7 +161,7 @@ def _set_meta(path: Path, key: str, value: str) -> None:
     db.close()
 
 
-@pytest.mark.parametrize(("key", "value"), [("schema_version", "3"), ("kind", "someone else's log")])
+@pytest.mark.parametrize(("key", "value"), [("schema_version", "4"), ("kind", "someone else's log")])
 def test_a_trade_log_of_another_version_or_kind_is_refused_naming_the_file(tmp_path, key, value):
     path = tmp_path / "log.sqlite"
     Journal(path).close()
@@ -178,7 +179,7 @@ def test_sqlite_file_of_another_program_is_refused_naming_the_file_and_left_byte
     db.commit()
     db.close()
     before = hashlib.sha256(path.read_bytes()).hexdigest()
-    with pytest.raises(JournalError, match="not a fundarb live trade log") as err:
+    with pytest.raises(JournalError, match="not a fundarb trade log") as err:
         Journal(path)
     assert str(path) in str(err.value)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before  # not even switched to WAL
@@ -435,6 +436,8 @@ def _version_1_file(path: Path) -> str:
         INSERT INTO fills VALUES (1, 5, 4, 'binanceusdm', '300000001', '{PERP}', '{order.client_id}', '{H1}', 'buy',
                                   0.01, 60000.0, 0.24, 'USDT', 0.24, 'taker');
         INSERT INTO funding VALUES (1, 6, 6, '{PERP}', 'BTC/USDT:USDT', '{H1}', 1.5, NULL, 'P1');
+        DROP TABLE transfers; DROP TABLE charges; DROP TABLE vetoes; DROP TABLE equity;
+        UPDATE meta SET value='fundarb live trade log' WHERE key='kind';
         UPDATE meta SET value='1' WHERE key='schema_version';""")
     db.commit()
     db.close()
@@ -446,8 +449,9 @@ def test_a_version_1_trade_log_is_migrated_whole_with_a_copy_kept(tmp_path):
     cid = _version_1_file(path)
     j = Journal(path)
     assert j.migrated
-    assert (tmp_path / "log.sqlite.v1.bak").is_file()
-    assert dict(j.db.execute("SELECT key, value FROM meta").fetchall())["schema_version"] == "2"
+    assert (tmp_path / "log.sqlite.v1.bak").is_file() and (tmp_path / "log.sqlite.v2.bak").is_file()
+    meta = dict(j.db.execute("SELECT key, value FROM meta").fetchall())
+    assert (meta["schema_version"], meta["kind"]) == ("3", "fundarb trade log")
     [f] = j.fills()
     assert (f["trade_id"], f["venue_order_id"], f["venue_id"], f["client_id"]) == ("300000001", "4000000001", "", cid)
     assert j.position(PERP) == pytest.approx(0.01)
@@ -455,12 +459,76 @@ def test_a_version_1_trade_log_is_migrated_whole_with_a_copy_kept(tmp_path):
     j.bind_venues({PERP: _ident()})
     assert j.fills()[0]["venue_id"] == j.rows("funding")[0]["venue_id"] == _ident().key
     j.close()
-    again = Journal(path)  # version 2 now: opened as it is
+    again = Journal(path)  # version 3 now: opened as it is
     assert not again.migrated and len(again.fills()) == 1
     again.close()
     old = sqlite3.connect(tmp_path / "log.sqlite.v1.bak")
     assert old.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
     old.close()
+
+
+def test_a_version_2_trade_log_becomes_the_one_schema_whole_with_a_copy_kept(tmp_path):
+    """Version 2 (live and paper only) to 3 (backtest, replay, paper, live):
+    the rows stay as they were, the new columns are empty for them, the new
+    tables are there, the money digests hold over the rows with their new
+    columns, and the old file is kept beside it."""
+    path = tmp_path / "log.sqlite"
+    cid = _version_1_file(path)
+    db = sqlite3.connect(path)  # the file as version 2 left it: its own migration of version 1, no digests yet
+    db.executescript(journal_module._MIGRATE_V1 + "; DELETE FROM meta WHERE key LIKE 'digest:%'")
+    db.commit()
+    db.close()
+    j = Journal(path)
+    assert j.migrated
+    meta = dict(j.db.execute("SELECT key, value FROM meta").fetchall())
+    assert (meta["schema_version"], meta["kind"], meta["migrated_from"]) == ("3", "fundarb trade log", "2")
+    [f] = j.fills()
+    assert (f["client_id"], f["qty"], f["price"], f["mid"]) == (cid, 0.01, 60000.0, None)
+    [pay] = j.rows("funding")
+    assert (pay["amount"], pay["payment_id"], pay["qty"], pay["mark"], pay["mark_source"]) == (1.5, "P1", None, None, None)
+    assert [j.count(t) for t in ("transfers", "charges", "vetoes", "equity")] == [0, 0, 0, 0]
+    j.add_transfer(7, H1, "t1", "binance:spot", PERP, 100.0, 1.0, "arrived")
+    j.close()
+    again = Journal(path)  # opened as it is: columns and digests check out
+    assert not again.migrated and again.count("transfers") == 1 and again.position(PERP) == pytest.approx(0.01)
+    again.close()
+    old = sqlite3.connect(tmp_path / "log.sqlite.v2.bak")
+    assert old.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    assert "transfers" not in {r[0] for r in old.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    old.close()
+
+
+def test_a_version_2_trade_log_changed_outside_fundarb_is_refused_before_it_is_migrated(tmp_path):
+    path = tmp_path / "log.sqlite"
+    _version_1_file(path)
+    Journal(path).close()  # now version 3 with digests; make it a sealed version 2 file again
+    for backup in tmp_path.glob("*.bak"):
+        backup.unlink()
+    db = sqlite3.connect(path)
+    db.executescript("""DROP TABLE transfers; DROP TABLE charges; DROP TABLE vetoes; DROP TABLE equity;
+        ALTER TABLE fills DROP COLUMN mid; ALTER TABLE funding DROP COLUMN qty;
+        ALTER TABLE funding DROP COLUMN mark; ALTER TABLE funding DROP COLUMN mark_source;
+        UPDATE meta SET value='2' WHERE key='schema_version';""")
+    for table in journal_module.SEALED:  # sealed as version 2 sealed its rows
+        chain = ""
+        for row in db.execute(f"SELECT * FROM {table} ORDER BY seq"):
+            chain = journal_module._chain(chain, row)
+        db.execute("UPDATE meta SET value=? WHERE key=?", (chain, journal_module.DIGEST_KEY + table))
+    db.commit()
+    db.close()
+    sealed = path.read_bytes()
+    Journal(path).close()  # a sealed version 2 file migrates
+    path.write_bytes(sealed)
+    for backup in tmp_path.glob("*.bak"):
+        backup.unlink()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE fills SET price = 61000.0")  # a price edited outside fundarb
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(JournalError, match="fills rows are not what was written"):
+        Journal(path)
+    assert path.read_bytes() == before and not (tmp_path / "log.sqlite.v2.bak").exists()
 
 
 def test_funding_payment_is_recorded_once_per_account(journal):
@@ -557,7 +625,7 @@ def test_a_database_without_tables_is_refused_not_taken_for_a_new_trade_log(tmp_
     db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode=WAL")
     db.close()
-    with pytest.raises(JournalError, match="not a fundarb live trade log"):
+    with pytest.raises(JournalError, match="not a fundarb trade log"):
         Journal(path)
 
 

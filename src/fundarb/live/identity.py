@@ -36,6 +36,7 @@ from fundarb.venues import quirks_or_plain
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 PAPER = "paper"  # the network of a paper-trading identity
+BACKTEST = "backtest"  # the network of a backtest's or a replay's simulated venue
 
 
 @attrs.frozen
@@ -51,10 +52,17 @@ class VenueIdentity:
         return f"{self.exchange}|{self.network}|{self.host}|{self.key_digest or '-'}"
 
     def describe(self) -> str:
+        if self.network == BACKTEST:
+            return f"{self.exchange} simulated in a {self.host}"
         if self.network == PAPER:
             return f"{self.exchange} paper trading on the market data of {self.host}"
         key = f"API key #{self.key_digest[:8]}" if self.key_digest else "no API key"
         return f"{self.exchange} {self.network} at {self.host} ({key})"
+
+    @property
+    def simulated_venue(self) -> bool:
+        """A backtest's or a replay's venue: the simulator."""
+        return self.network == BACKTEST
 
     @property
     def paper(self) -> bool:
@@ -65,6 +73,11 @@ class VenueIdentity:
         fills. Its own identity (no key: nothing is sent), so a paper trade log
         never mixes with a live one of the same account."""
         return VenueIdentity(self.exchange, PAPER, self.host, "")
+
+    @classmethod
+    def simulated(cls, exchange: str, run: str = "backtest") -> VenueIdentity:
+        """The venue of a backtest or a replay: the simulator, no key."""
+        return cls(exchange, BACKTEST, run, "")
 
     @classmethod
     def parse(cls, key: str) -> VenueIdentity:

@@ -36,7 +36,7 @@ import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,8 +50,9 @@ from fundarb.live.identity import VenueIdentity
 from fundarb.support.scrub import scrub
 from fundarb.support.sqlite_files import create_whole
 
-SCHEMA_VERSION = 2
-KIND = "fundarb live trade log"
+SCHEMA_VERSION = 3
+KIND = "fundarb trade log"  # backtest, replay, paper and live alike (meta ``source`` says which)
+KINDS_READ = (KIND, "fundarb live trade log")  # the second: versions 1 and 2, live and paper only
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,11 +75,11 @@ CREATE TABLE fills (
     trade_id TEXT NOT NULL, account TEXT NOT NULL, client_id TEXT NOT NULL, config_hash TEXT NOT NULL,
     side TEXT NOT NULL, qty REAL NOT NULL, price REAL NOT NULL, fee REAL NOT NULL, fee_currency TEXT NOT NULL,
     fee_quote REAL, liquidity TEXT NOT NULL, venue_id TEXT NOT NULL, venue_order_id TEXT NOT NULL,
-    UNIQUE (venue_id, venue_order_id, trade_id));
+    mid REAL, UNIQUE (venue_id, venue_order_id, trade_id));
 CREATE TABLE funding (
     seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, venue_ts INTEGER NOT NULL, account TEXT NOT NULL,
     symbol TEXT NOT NULL, config_hash TEXT NOT NULL, amount REAL NOT NULL, rate REAL, payment_id TEXT NOT NULL,
-    venue_id TEXT NOT NULL, UNIQUE (venue_id, account, payment_id));
+    venue_id TEXT NOT NULL, qty REAL, mark REAL, mark_source TEXT, UNIQUE (venue_id, account, payment_id));
 CREATE TABLE reconciliations (
     seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, trigger TEXT NOT NULL, config_hash TEXT NOT NULL,
     ok INTEGER NOT NULL, detail TEXT NOT NULL);
@@ -86,15 +87,31 @@ CREATE TABLE alerts (
     seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL,
     config_hash TEXT NOT NULL, message TEXT NOT NULL, key TEXT NOT NULL, outcome TEXT NOT NULL);
 CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL, ts INTEGER NOT NULL);
+CREATE TABLE transfers (
+    seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, config_hash TEXT NOT NULL, transfer_id TEXT NOT NULL,
+    from_account TEXT NOT NULL, to_account TEXT NOT NULL, amount REAL NOT NULL, fee REAL NOT NULL,
+    status TEXT NOT NULL);
+CREATE TABLE charges (
+    seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, config_hash TEXT NOT NULL, account TEXT NOT NULL,
+    amount REAL NOT NULL, kind TEXT NOT NULL);
+CREATE TABLE vetoes (
+    seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, config_hash TEXT NOT NULL, account TEXT NOT NULL,
+    side TEXT NOT NULL, qty REAL NOT NULL, reason TEXT NOT NULL, why TEXT NOT NULL);
+CREATE TABLE equity (
+    ts INTEGER PRIMARY KEY, equity REAL, funding REAL, fees REAL, delta REAL, drift REAL, margin_buffer REAL,
+    leverage REAL, spot REAL, mark REAL);
 CREATE INDEX fills_ts ON fills (ts);
 CREATE INDEX orders_op ON orders (op_id);
 CREATE INDEX funding_ts ON funding (ts);
 """
-TABLES = ("operations", "orders", "order_events", "fills", "funding", "reconciliations", "alerts", "state")
+TABLES = ("operations", "orders", "order_events", "fills", "funding", "reconciliations", "alerts", "state",
+          "transfers", "charges", "vetoes", "equity")
+# the engine's hourly marks, as its curve names them
+EQUITY_COLUMNS = ("ts", "equity", "funding", "fees", "delta", "drift", "margin_buffer", "leverage", "spot", "mark")
 
 
 FILL_COLUMNS = ("ts", "venue_ts", "exchange", "trade_id", "account", "client_id", "config_hash", "side", "qty",
-                "price", "fee", "fee_currency", "fee_quote", "liquidity", "venue_id", "venue_order_id")
+                "price", "fee", "fee_currency", "fee_quote", "liquidity", "venue_id", "venue_order_id", "mid")
 KILL_SWITCH_PREFIX = "kill switch"  # an entries block the kill switch set (held until `fundarb resume`)
 PAPER_ACCOUNTS_KEY = "paper_accounts"  # state: the simulator's accounts after a paper runner's last step
 HEARTBEAT_KEY = "runner_heartbeat"  # state: the runner's last heartbeat
@@ -108,8 +125,16 @@ ALTER TABLE fills RENAME TO fills_v1;
 ALTER TABLE funding RENAME TO funding_v1;
 DROP INDEX IF EXISTS fills_ts;
 DROP INDEX IF EXISTS funding_ts;
-{fills};
-{funding};
+CREATE TABLE fills (
+    seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, venue_ts INTEGER NOT NULL, exchange TEXT NOT NULL,
+    trade_id TEXT NOT NULL, account TEXT NOT NULL, client_id TEXT NOT NULL, config_hash TEXT NOT NULL,
+    side TEXT NOT NULL, qty REAL NOT NULL, price REAL NOT NULL, fee REAL NOT NULL, fee_currency TEXT NOT NULL,
+    fee_quote REAL, liquidity TEXT NOT NULL, venue_id TEXT NOT NULL, venue_order_id TEXT NOT NULL,
+    UNIQUE (venue_id, venue_order_id, trade_id));
+CREATE TABLE funding (
+    seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, venue_ts INTEGER NOT NULL, account TEXT NOT NULL,
+    symbol TEXT NOT NULL, config_hash TEXT NOT NULL, amount REAL NOT NULL, rate REAL, payment_id TEXT NOT NULL,
+    venue_id TEXT NOT NULL, UNIQUE (venue_id, account, payment_id));
 CREATE INDEX fills_ts ON fills (ts);
 CREATE INDEX funding_ts ON funding (ts);
 INSERT INTO fills SELECT f.seq, f.ts, f.venue_ts, f.exchange, f.trade_id, f.account, f.client_id, f.config_hash,
@@ -121,6 +146,23 @@ INSERT INTO funding SELECT seq, ts, venue_ts, account, symbol, config_hash, amou
 DROP TABLE fills_v1;
 DROP TABLE funding_v1;
 UPDATE meta SET value = '2' WHERE key = 'schema_version'
+"""
+
+# version 2 -> 3: one schema for backtest, replay, paper and live: the
+# simulator's reference mid of a fill and the position and mark of a funding
+# payment (empty where a venue does not say them), and the tables of what the
+# engine also records (transfers, charges, vetoes, the hourly equity curve)
+_MIGRATE_V2 = """
+ALTER TABLE fills ADD COLUMN mid REAL;
+ALTER TABLE funding ADD COLUMN qty REAL;
+ALTER TABLE funding ADD COLUMN mark REAL;
+ALTER TABLE funding ADD COLUMN mark_source TEXT;
+{transfers};
+{charges};
+{vetoes};
+{equity};
+UPDATE meta SET value = '3' WHERE key = 'schema_version';
+UPDATE meta SET value = '{kind}' WHERE key = 'kind'
 """
 
 
@@ -147,7 +189,13 @@ def lift_hint(blocked: str) -> str:
 
 
 class JournalError(FundarbError, RuntimeError):
-    """A journal file that cannot be used; the message names the file."""
+    """A journal file that cannot be used; the message names the file.
+    ``write_failure``: SQLite's reason when a write failed (a full disk, a
+    file-size limit), for a caller that names the file otherwise."""
+
+    def __init__(self, message: str, write_failure: str | None = None) -> None:
+        super().__init__(message)
+        self.write_failure = write_failure
 
 
 @attrs.frozen
@@ -168,6 +216,7 @@ class VenueTrade:
     fee_currency: str
     fee_quote: float | None  # in the quote currency; None for a fee in a third asset
     liquidity: str
+    mid: float | None = None  # the simulator's reference mid (backtest, replay, paper); a venue does not say it
 
 
 class Journal:
@@ -196,8 +245,13 @@ class Journal:
         try:
             self.db.row_factory = sqlite3.Row
             self._check_integrity()
-            if self._check_version() == 1:  # before anything is written: another file is left as it was
+            version = self._check_version()  # before anything is written: another file is left as it was
+            if version == 1:
                 self._migrate_v1()
+                version = 2
+            if version == 2:
+                self._verify_chains()  # the rows are what was written before they are carried over
+                self._migrate_v2()
             self._check_digests()
             # a rollback journal, not WAL: a commit is in the database file itself once it returns,
             # so no committed row can be lost with a -wal file that was cut short or removed
@@ -219,15 +273,7 @@ class Journal:
         A row changed in place (a damaged byte that SQLite's own check cannot
         see, an edit outside fundarb) is refused. A file from before the
         digests gets them now, from its rows as they are."""
-        meta = dict(self.db.execute("SELECT key, value FROM meta WHERE key LIKE ?", (DIGEST_KEY + "%",)).fetchall())
-        missing = [t for t in SEALED if DIGEST_KEY + t not in meta]
-        for table in SEALED:
-            if table in missing:
-                continue
-            if self._digest(table) != meta[DIGEST_KEY + table]:
-                raise JournalError(
-                    f"{self.path}: the trade log's {table} rows are not what was written (a row was changed outside "
-                    "fundarb, or the file is damaged); nothing was read or written. Restore it from a backup")
+        missing = self._verify_chains()
         for table in TABLES:
             # the columns are the schema's (a damaged byte in the schema's text renames one) ...
             have = [r[1] for r in self.db.execute(f"PRAGMA table_info({table})")]
@@ -239,6 +285,20 @@ class Journal:
         if missing:
             with self.tx():
                 self._seal(*missing)
+
+    def _verify_chains(self) -> list[str]:
+        """Each sealed table's rows hash to its chain in ``meta``; the tables
+        with no chain yet (a file from before the digests)."""
+        meta = dict(self.db.execute("SELECT key, value FROM meta WHERE key LIKE ?", (DIGEST_KEY + "%",)).fetchall())
+        missing = [t for t in SEALED if DIGEST_KEY + t not in meta]
+        for table in SEALED:
+            if table in missing:
+                continue
+            if self._digest(table) != meta[DIGEST_KEY + table]:
+                raise JournalError(
+                    f"{self.path}: the trade log's {table} rows are not what was written (a row was changed outside "
+                    "fundarb, or the file is damaged); nothing was read or written. Restore it from a backup")
+        return missing
 
     def _digest(self, table: str) -> str:
         digest = ""
@@ -276,32 +336,48 @@ class Journal:
         try:
             meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.OperationalError:
-            raise JournalError(f"{self.path}: not a fundarb live trade log (no meta table)") from None
-        if meta.get("kind") != KIND:
-            raise JournalError(f"{self.path}: not a fundarb live trade log (kind {meta.get('kind')!r})")
-        if meta.get("schema_version") not in ("1", str(SCHEMA_VERSION)):
+            raise JournalError(f"{self.path}: not a fundarb trade log (no meta table)") from None
+        if meta.get("kind") not in KINDS_READ:
+            raise JournalError(f"{self.path}: not a fundarb trade log (kind {meta.get('kind')!r})")
+        if meta.get("schema_version") not in ("1", "2", str(SCHEMA_VERSION)):
             raise JournalError(f"{self.path}: trade log schema version {meta.get('schema_version')}, "
-                               f"this fundarb reads versions 1 (migrated) and {SCHEMA_VERSION}")
+                               f"this fundarb reads versions 1 and 2 (migrated) and {SCHEMA_VERSION}")
         return int(meta["schema_version"])
 
     def _migrate_v1(self) -> None:
         """Version 1 to 2 in one transaction, a copy of the old file kept first."""
-        backup = self.path.with_name(self.path.name + ".v1.bak")
-        if not backup.exists():
-            target = sqlite3.connect(backup)
-            try:
-                self.db.backup(target)
-            finally:
-                target.close()
-        create = {name: stmt.strip() for name in ("fills", "funding")
-                  for stmt in SCHEMA.split(";") if stmt.strip().startswith(f"CREATE TABLE {name} (")}
-        script = _MIGRATE_V1.format(**create)
+        self._backup(".v1.bak")
+        script = _MIGRATE_V1
         with self.tx() as db:
             for stmt in filter(str.strip, script.split(";")):
                 db.execute(stmt)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('migrated_from', '1')")
             self._seal(*SEALED)
         self.migrated = True
+
+    def _migrate_v2(self) -> None:
+        """Version 2 to 3 in one transaction, a copy of the old file kept first:
+        the new columns are empty for the rows already written, and the digests
+        are taken again over the rows with them."""
+        self._backup(".v2.bak")
+        create = {name: stmt.strip() for name in ("transfers", "charges", "vetoes", "equity")
+                  for stmt in SCHEMA.split(";") if stmt.strip().startswith(f"CREATE TABLE {name} (")}
+        script = _MIGRATE_V2.format(kind=KIND, **create)
+        with self.tx() as db:
+            for stmt in filter(str.strip, script.split(";")):
+                db.execute(stmt)
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('migrated_from', '2')")
+            self._seal(*SEALED)
+        self.migrated = True
+
+    def _backup(self, suffix: str) -> None:
+        backup = self.path.with_name(self.path.name + suffix)
+        if not backup.exists():
+            target = sqlite3.connect(backup)
+            try:
+                self.db.backup(target)
+            finally:
+                target.close()
 
     # --- venue identity -------------------------------------------------------------
     def venues(self) -> dict[str, VenueIdentity]:
@@ -321,7 +397,7 @@ class Journal:
                 raise JournalError(
                     f"{self.path} is the trade log of {known.describe()} for {account}; this run reaches "
                     f"{ident.describe()}: another venue or account; use another trade log (--journal)")
-        fresh = {a: i for a, i in identities.items() if a not in bound and (i.key_digest or i.paper)}
+        fresh = {a: i for a, i in identities.items() if a not in bound and (i.key_digest or i.paper or i.simulated_venue)}
         if not bind or not fresh:
             return
         with self.tx() as db:
@@ -359,7 +435,7 @@ class Journal:
                 self.db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise JournalError(f"{self.path}: cannot write the trade log ({exc}); nothing of this change "
-                                   "was kept") from None
+                                   "was kept", write_failure=str(exc)) from None
             raise
         finally:
             self._depth = 0
@@ -525,7 +601,7 @@ class Journal:
         """The fills row of ``trade``, once: False when its (identity, order id, trade id) is known."""
         values = (ts, trade.venue_ts, trade.exchange, trade.trade_id, trade.account, trade.client_id, config_hash,
                   trade.side.value, trade.qty, trade.price, trade.fee, trade.fee_currency, trade.fee_quote,
-                  trade.liquidity, trade.venue_id, trade.venue_order_id)
+                  trade.liquidity, trade.venue_id, trade.venue_order_id, trade.mid)
         cur = db.execute(f"INSERT OR IGNORE INTO fills ({', '.join(FILL_COLUMNS)}) "
                          f"VALUES ({','.join('?' * len(FILL_COLUMNS))})", values)
         return self._sealed_insert("fills", cur)
@@ -552,12 +628,47 @@ class Journal:
         return self.db.execute("SELECT * FROM fills WHERE client_id=? ORDER BY seq", (client_id,)).fetchall()
 
     def add_funding(self, ts: int, venue_ts: int, account: str, symbol: str, config_hash: str, amount: float,
-                    rate: float | None, payment_id: str, venue_id: str = "") -> bool:
+                    rate: float | None, payment_id: str, venue_id: str = "", qty: float | None = None,
+                    mark: float | None = None, mark_source: str | None = None) -> bool:
+        """A funding payment once (False when its payment id is known); the
+        position and mark it was paid on when known (the simulator's)."""
         with self.tx() as db:
             cur = db.execute("INSERT OR IGNORE INTO funding (ts, venue_ts, account, symbol, config_hash, amount, "
-                             "rate, payment_id, venue_id) VALUES (?,?,?,?,?,?,?,?,?)",
-                             (ts, venue_ts, account, symbol, config_hash, amount, rate, payment_id, venue_id))
+                             "rate, payment_id, venue_id, qty, mark, mark_source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                             (ts, venue_ts, account, symbol, config_hash, amount, rate, payment_id, venue_id, qty,
+                              mark, mark_source))
             return self._sealed_insert("funding", cur)
+
+    # --- what the engine records besides orders, fills and funding -----------------
+    def add_transfer(self, ts: int, config_hash: str, transfer_id: str, from_account: str, to_account: str,
+                     amount: float, fee: float, status: str) -> None:
+        with self.tx() as db:
+            db.execute("INSERT INTO transfers (ts, config_hash, transfer_id, from_account, to_account, amount, fee, "
+                       "status) VALUES (?,?,?,?,?,?,?,?)",
+                       (ts, config_hash, transfer_id, from_account, to_account, amount, fee, status))
+
+    def add_charge(self, ts: int, config_hash: str, account: str, amount: float, kind: str) -> None:
+        with self.tx() as db:
+            db.execute("INSERT INTO charges (ts, config_hash, account, amount, kind) VALUES (?,?,?,?,?)",
+                       (ts, config_hash, account, amount, kind))
+
+    def add_veto(self, ts: int, config_hash: str, account: str, side: str, qty: float, reason: str, why: str) -> None:
+        with self.tx() as db:
+            db.execute("INSERT INTO vetoes (ts, config_hash, account, side, qty, reason, why) VALUES (?,?,?,?,?,?,?)",
+                       (ts, config_hash, account, side, qty, reason, why))
+
+    def add_equity(self, rows: Iterable[Sequence[float | int | None]]) -> None:
+        """Hourly marks of the engine's curve, columns ``EQUITY_COLUMNS``."""
+        with self.tx() as db:
+            db.executemany(f"INSERT INTO equity VALUES ({', '.join('?' * len(EQUITY_COLUMNS))})", rows)
+
+    def set_meta(self, items: Mapping[str, str]) -> None:
+        """Facts about the run that wrote the trade log (``source``, config name, data window, ...)."""
+        reserved = [k for k in items if k in ("schema_version", "kind") or k.startswith((VENUE_KEY, DIGEST_KEY))]
+        if reserved:
+            raise ValueError(f"meta keys {reserved} are the trade log's own")
+        with self.tx() as db:
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", sorted(items.items()))
 
     def position(self, account: str, base: str = "BTC") -> float:
         """Net BTC the journal's fills hold on ``account``: buys less fees

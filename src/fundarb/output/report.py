@@ -30,6 +30,7 @@ from fundarb import __version__  # noqa: E402
 from fundarb.config import to_dict  # noqa: E402
 from fundarb.core.errors import FundarbError  # noqa: E402
 from fundarb.core.metrics import MIN_ANNUALISE_DAYS  # noqa: E402
+from fundarb.live.journal import JournalError  # noqa: E402
 from fundarb.output.trades import write_trade_log  # noqa: E402
 from fundarb.sim.backtest import NO_ORDERS, BacktestResult  # noqa: E402
 
@@ -184,6 +185,10 @@ def writing(shown: Path) -> Iterator[None]:
         yield
     except (OSError, sqlite3.Error) as exc:
         raise OutputError(f"cannot write {shown}: {_cause(exc)}") from exc
+    except JournalError as exc:  # a trade log's write that SQLite refused
+        if exc.write_failure is None:
+            raise
+        raise OutputError(f"cannot write {shown}: {exc.write_failure}") from exc
 
 
 def check_output_folder(out: Path, allowed: tuple[str, ...] = OUTPUT_FILES) -> None:
@@ -234,10 +239,11 @@ def write_outputs(r: BacktestResult, out: Path) -> dict[str, Path]:
         with writing(out / PLOT_FILE):
             plot(r, tmp / PLOT_FILE)
         d = r.history.describe()
+        what = "replay" if "replay" in d else "backtest"
         meta = {"config_name": r.config.name, "seed": str(r.config.seed), "fundarb_version": __version__,
                 "data_start": d["start"], "data_end": d["end"]}
         with writing(out / TRADE_LOG_FILE):
-            write_trade_log(tmp / TRADE_LOG_FILE, r.config_hash, meta, r.log, r.curve)
+            write_trade_log(tmp / TRADE_LOG_FILE, r.config, r.config_hash, what, meta, r.log, r.curve)
 
     publish_folder(out, OUTPUT_FILES, build)
     return {name: out / name for name in OUTPUT_FILES}
