@@ -83,3 +83,13 @@ def test_one_query_reads_a_backtest_and_a_paper_or_live_log_alike(baseline_log):
     assert sides.keys() == by_ref.keys()
     for key, (q, n) in by_ref.items():
         assert sides[key] == (pytest.approx(q, rel=1e-12), n)
+
+
+def test_the_trade_log_commands_read_a_backtest_as_one(baseline_log):
+    runner = CliRunner()
+    fills = runner.invoke(app, ["trade", "log", "--journal", str(baseline_log)])
+    assert fills.exit_code == 0, fills.output
+    assert f"fills: {len(REFERENCE['fills'])} rows" in fills.output
+    statement = runner.invoke(app, ["statement", "--journal", str(baseline_log)])
+    assert statement.exit_code == 0, statement.output
+    assert "statement of the backtest trade log" in statement.output
