@@ -1,4 +1,4 @@
-"""The live journal and trade log: one SQLite file (rollback journal,
+"""The journal and trade log: one SQLite file (rollback journal,
 ``synchronous=FULL``: a committed row is in the file when the commit returns).
 
 Write-ahead: an order's row (with its client id) is written before the
@@ -25,9 +25,10 @@ re-initialised. A write that fails (a full disk, a read-only folder) is a
 transaction kept.
 
 The schema is versioned (``meta.schema_version``) and documented in
-``docs/trade_log.md``. A version 1 file is migrated to version 2 in one
-transaction, after a copy of it is kept beside it (``<file>.v1.bak``); any
-other version is refused.
+``docs/trade_log.md``; it is one schema for backtest, replay, paper and live
+runs (``meta.source``). A file of version 1 or 2 is migrated to 3 in one
+transaction per step, after a copy of it is kept beside it
+(``<file>.v1.bak``, ``<file>.v2.bak``); any other version is refused.
 """
 
 from __future__ import annotations
@@ -43,12 +44,16 @@ from typing import Any
 
 import attrs
 
+from fundarb.core.engine import CURVE_FIELDS
 from fundarb.core.errors import FundarbError
 from fundarb.core.model import Fill, Side
 from fundarb.core.orders import Order, OrderStatus, client_order_id
 from fundarb.live.identity import VenueIdentity
 from fundarb.support.scrub import scrub
 from fundarb.support.sqlite_files import create_whole
+
+# the engine's hourly marks as its curve names them (less the in-position flag the metrics use)
+EQUITY_COLUMNS = tuple(c for c in CURVE_FIELDS if c != "in_position")
 
 SCHEMA_VERSION = 3
 KIND = "fundarb trade log"  # backtest, replay, paper and live alike (meta ``source`` says which)
@@ -97,17 +102,13 @@ CREATE TABLE charges (
 CREATE TABLE vetoes (
     seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, config_hash TEXT NOT NULL, account TEXT NOT NULL,
     side TEXT NOT NULL, qty REAL NOT NULL, reason TEXT NOT NULL, why TEXT NOT NULL);
-CREATE TABLE equity (
-    ts INTEGER PRIMARY KEY, equity REAL, funding REAL, fees REAL, delta REAL, drift REAL, margin_buffer REAL,
-    leverage REAL, spot REAL, mark REAL);
+CREATE TABLE equity (ts INTEGER PRIMARY KEY, """ + ", ".join(f"{c} REAL" for c in EQUITY_COLUMNS[1:]) + """);
 CREATE INDEX fills_ts ON fills (ts);
 CREATE INDEX orders_op ON orders (op_id);
 CREATE INDEX funding_ts ON funding (ts);
 """
 TABLES = ("operations", "orders", "order_events", "fills", "funding", "reconciliations", "alerts", "state",
           "transfers", "charges", "vetoes", "equity")
-# the engine's hourly marks, as its curve names them
-EQUITY_COLUMNS = ("ts", "equity", "funding", "fees", "delta", "drift", "margin_buffer", "leverage", "spot", "mark")
 
 
 FILL_COLUMNS = ("ts", "venue_ts", "exchange", "trade_id", "account", "client_id", "config_hash", "side", "qty",
