@@ -140,13 +140,9 @@ class PositionBook:
 
     @classmethod
     def open(cls, spot_venue: str, perp_venue: str, spot_cash: float, perp_cash: float) -> PositionBook:
-        if spot_venue == perp_venue:
-            raise ValueError("spot and perp accounts need distinct names")
-        accounts = {
-            spot_venue: VenueAccount(spot_venue, MarketKind.SPOT, spot_cash),
-            perp_venue: VenueAccount(perp_venue, MarketKind.PERP, perp_cash),
-        }
-        return cls(spot_venue, perp_venue, accounts, spot_cash + perp_cash)
+        """A flat book with this cash on each account."""
+        return cls.restore(VenueAccount(spot_venue, MarketKind.SPOT, spot_cash),
+                           VenueAccount(perp_venue, MarketKind.PERP, perp_cash), 0, initial_equity=spot_cash + perp_cash)
 
     @classmethod
     def restore(cls, spot: VenueAccount, perp: VenueAccount, now: int, initial_equity: float | None = None,
