@@ -171,8 +171,8 @@ def _resume_from(path: Path, schema: dict, since_ms: int) -> tuple[int, int | No
     stored = read_store(path, schema)
     if stored.height == 0:
         return since_ms, None
-    last = int(cast(int, stored["timestamp_ms"].max()))
-    first = int(cast(int, stored["timestamp_ms"].min()))
+    last = _last_ms(stored)
+    first = _first_ms(stored)
     # the stored series already covers since..last (a first row stamped a few
     # ms after ``since`` still covers it: venues stamp settlements late)
     if first <= since_ms + 2 * STAMP_SLACK_MS and since_ms <= last + 1:
@@ -207,12 +207,12 @@ def page_through(
             report.added += added
             report.duplicates += dupes
         # after the last row (a venue may cap pages below ``limit``); past an empty window
-        cursor = int(cast(int, rows["timestamp_ms"].max())) + 1 if rows.height else end + 1
+        cursor = _last_ms(rows) + 1 if rows.height else end + 1
         if progress is not None:
             progress(cursor)
     stored = read_store(path, schema)
     if stored.height:
-        report.first_ms, report.last_ms = int(cast(int, stored["timestamp_ms"].min())), int(cast(int, stored["timestamp_ms"].max()))
+        report.first_ms, report.last_ms = _first_ms(stored), _last_ms(stored)
     return report
 
 
@@ -269,7 +269,7 @@ def check_funding(path: Path, tolerance_s: float = 1.0) -> dict[str, Any]:
     nominal = float(cast(float, step.median()))
     gaps = pl.DataFrame({"after": snapped.shift(1), "before": snapped, "step": snapped.diff()}).filter(pl.col("step") > 1.5 * nominal)
     out.update({
-        "first_ms": int(cast(int, f["timestamp_ms"].min())), "last_ms": int(cast(int, f["timestamp_ms"].max())),
+        "first_ms": _first_ms(f), "last_ms": _last_ms(f),
         "nominal_interval_hours": nominal / 3_600_000,
         "gaps": [[int(a), int(b)] for a, b in zip(gaps["after"], gaps["before"])],
         "duplicates": int(f.height - snapped.n_unique()),
@@ -299,7 +299,7 @@ def check_ohlcv(path: Path, timeframe: str) -> dict[str, Any]:
                  pl.col("timestamp_ms").diff().alias("step")).filter(pl.col("step") > (step or 0))
     bad = f.filter((pl.col("close") <= 0) | pl.col("close").is_nan() | (pl.col("high") < pl.col("low")))
     out.update({
-        "first_ms": int(cast(int, f["timestamp_ms"].min())), "last_ms": int(cast(int, f["timestamp_ms"].max())),
+        "first_ms": _first_ms(f), "last_ms": _last_ms(f),
         "gaps": [[int(a), int(b)] for a, b in zip(d["after"], d["before"])] if step else [],
         "bad_bars": bad["timestamp_ms"].to_list(),
     })
@@ -405,3 +405,13 @@ def spot_counterpart(venue: str, symbol: str) -> tuple[str, str]:
 def _kline_page(fetch: Callable[..., Any], symbol: str, timeframe: str, limit: int, since: int, until: int) -> Any:
     """One page of klines from ``since`` to ``until`` (ms) through a ccxt fetch method."""
     return fetch(symbol, timeframe, since=since, limit=limit, params={"until": until})
+
+
+def _first_ms(frame: pl.DataFrame) -> int:
+    """The earliest ``timestamp_ms`` of a non-empty frame."""
+    return int(cast(int, frame["timestamp_ms"].min()))
+
+
+def _last_ms(frame: pl.DataFrame) -> int:
+    """The latest ``timestamp_ms`` of a non-empty frame."""
+    return int(cast(int, frame["timestamp_ms"].max()))
