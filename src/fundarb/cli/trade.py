@@ -731,8 +731,7 @@ def statement_command(
         r["fees"] += f["fee_quote"] or 0.0
     for f in paid:
         rows[period(f["venue_ts"])]["funding"] += f["amount"]
-    # a backtest's or a replay's venue names the run; a paper one is paper trading
-    kind = next((i.host if i.simulated_venue else "paper" for i in venues.values() if i.paper or i.simulated_venue), "live")
+    kind = next((i.run for i in venues.values() if i.run != "live"), "live")
     out.print(f"[bold]statement[/] of the {kind} trade log {escape(str(path))}, by {by} (UTC)")
     if not rows:
         out.print("no fills and no funding payments yet")

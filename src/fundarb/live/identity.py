@@ -60,6 +60,11 @@ class VenueIdentity:
         return f"{self.exchange} {self.network} at {self.host} ({key})"
 
     @property
+    def run(self) -> str:
+        """What trades on this identity: ``live``, ``paper``, or the simulated run (``backtest``, ``replay``)."""
+        return self.host if self.simulated_venue else PAPER if self.paper else "live"
+
+    @property
     def simulated_venue(self) -> bool:
         """A backtest's or a replay's venue: the simulator."""
         return self.network == BACKTEST
