@@ -17,10 +17,13 @@ from typing import Any
 
 import attrs
 
-from fundarb.core.liquidation import CROSS, MarginRule
+from fundarb.core.liquidation import CROSS, MarginRule, collateral_value
 from fundarb.core.model import Fill, FundingSettlement, MarketKind, TransferDone
 
 INF = float("inf")
+# what margins the perp leg (``Collateral.mode``)
+OWN, COIN, UNIFIED = "own", "coin", "unified"
+COLLATERAL_MODES = (OWN, COIN, UNIFIED)
 # The book's perp account is one wallet backing one position: the venue's
 # cross-margin rule with that account's cash as the cross wallet balance.
 BOOK_MARGIN_MODE = CROSS
@@ -43,15 +46,63 @@ def margin_buffer(liq: float, mark: float, qty: float) -> float:
 
 @attrs.define(slots=True)
 class VenueAccount:
+    """One account's cash, position and what it has paid.
+
+    A linear perp's ``qty`` is BTC and its PnL settles in the quote currency
+    (``cash``). An inverse (coin-margined) perp (``contract_size`` > 0, USD per
+    contract) is traded in contracts of a USD face value and settles its PnL,
+    funding and fees in BTC (``coin``). Its ``qty`` is the BTC-equivalent of
+    its face at the entry price, ``face / entry``: valued in USD at a price P,
+    the short's BTC PnL ``face * (1/entry - 1/P)`` is worth exactly
+    ``qty * (P - entry)``, so equity, delta and every USD figure keep the
+    linear formulas while the BTC amounts stay exact. ``fees`` and
+    ``funding`` are in USD (BTC amounts valued when they were paid);
+    ``fees_coin`` and ``funding_coin`` keep an inverse account's BTC figures.
+    """
+
     venue: str
     kind: MarketKind
     cash: float
     qty: float = 0.0
-    entry: float = 0.0  # perp average entry price
+    entry: float = 0.0  # perp average entry price (an inverse perp's: the harmonic mean, as the venues keep it)
     price: float = math.nan  # valuation price: spot mid or perp mark
     fees: float = 0.0
     funding: float = 0.0
     realized: float = 0.0
+    contract_size: float = 0.0  # inverse perp: USD face of one contract; 0: a linear market traded in BTC
+    coin: float = 0.0  # inverse perp: the BTC its PnL, funding and fees have settled in
+    fees_coin: float = 0.0
+    funding_coin: float = 0.0
+
+    @property
+    def inverse(self) -> bool:
+        return self.contract_size > 0
+
+    @property
+    def face(self) -> float:
+        """Signed USD face value of an inverse position (contracts x size)."""
+        return self.qty * self.entry
+
+    @property
+    def units(self) -> float:
+        """The position in the venue's order unit, signed: contracts of an
+        inverse perp, BTC otherwise."""
+        if self.contract_size > 0:
+            return self.qty * self.entry / self.contract_size if self.qty != 0 else 0.0
+        return self.qty
+
+    def btc_of(self, units: float, price: float) -> float:
+        """BTC of ``units`` traded at ``price``: contracts x size / price for an
+        inverse perp (what an opening trade adds), the units otherwise."""
+        return units * self.contract_size / price if self.contract_size > 0 else units
+
+    def units_of(self, btc: float) -> float:
+        """Order units that take ``btc`` off the position: for an inverse perp
+        whole contracts at the entry price (a contract closes face / entry BTC),
+        rounded down; otherwise the BTC itself."""
+        if self.contract_size > 0:
+            return math.floor(btc * self.entry / self.contract_size + 1e-9) if self.entry > 0 else 0.0
+        return btc
 
     @property
     def unrealized(self) -> float:
@@ -63,40 +114,108 @@ class VenueAccount:
     def equity(self) -> float:
         if self.kind is MarketKind.SPOT:
             return self.cash + (self.qty * self.price if self.qty != 0 else 0.0)
-        return self.cash + self.unrealized
+        return self.cash + self.unrealized + (self.coin * self.price if self.coin != 0 else 0.0)
 
     @property
     def notional(self) -> float:
         return abs(self.qty) * self.price if self.qty != 0 else 0.0
 
-    def trade(self, signed_qty: float, price: float, fee: float) -> None:
-        """Book an execution; cash moves by fee and (spot) the paid price,
-        (perp) realized PnL of the part that reduces the position."""
+    def fee_for(self, rate: float, units: float, price: float) -> float:
+        """A trade's fee in the account's settlement currency: rate x qty x
+        price (quote), or rate x contracts x size / price (BTC, inverse)."""
+        if self.contract_size > 0:
+            return rate * units * self.contract_size / price
+        return rate * units * price
+
+    def trade(self, signed_units: float, price: float, fee: float) -> float:
+        """Book an execution of ``signed_units`` (the venue's order unit) with
+        ``fee`` in the settlement currency; cash moves by the fee and (spot)
+        the paid price, (perp) realized PnL of the part that reduces the
+        position. Returns the fee in the quote currency."""
+        if self.contract_size > 0:
+            return self._trade_inverse(signed_units, price, fee)
         self.fees += fee
         self.cash -= fee
         if self.kind is MarketKind.SPOT:
-            self.cash -= signed_qty * price
-            self.qty += signed_qty
-            return
+            self.cash -= signed_units * price
+            self.qty += signed_units
+            return fee
         q = self.qty
-        if q == 0 or (q > 0) == (signed_qty > 0):
-            new_q = q + signed_qty
-            self.entry = (abs(q) * self.entry + abs(signed_qty) * price) / abs(new_q)
+        if q == 0 or (q > 0) == (signed_units > 0):
+            new_q = q + signed_units
+            self.entry = (abs(q) * self.entry + abs(signed_units) * price) / abs(new_q)
             self.qty = new_q
-            return
-        closed = min(abs(signed_qty), abs(q))
+            return fee
+        closed = min(abs(signed_units), abs(q))
         pnl = closed * (price - self.entry) * (1.0 if q > 0 else -1.0)
         self.realized += pnl
         self.cash += pnl
-        rest = abs(signed_qty) - closed
+        rest = abs(signed_units) - closed
         if rest > 0:  # flipped through zero: the remainder opens at this price
-            self.qty = math.copysign(rest, signed_qty)
+            self.qty = math.copysign(rest, signed_units)
             self.entry = price
         else:
-            self.qty = q + signed_qty
+            self.qty = q + signed_units
             if abs(self.qty) < 1e-12:
                 self.qty = 0.0
                 self.entry = 0.0
+        return fee
+
+    def _trade_inverse(self, signed_contracts: float, price: float, fee_btc: float) -> float:
+        """Contracts of an inverse perp. An opening part adds face / price BTC
+        at this price (the entry becomes the harmonic mean of the faces); a
+        reducing part takes face / entry BTC off and realizes
+        face * (1/entry - 1/price) BTC for a long (the opposite for a short):
+        the linear PnL of those BTC divided by the price. The fee is BTC;
+        returned in the quote currency at the account's valuation price."""
+        face = signed_contracts * self.contract_size
+        q = self.qty
+        pnl = 0.0
+        if q == 0 or (q > 0) == (face > 0):
+            add = face / price
+            self.entry = (abs(q) * self.entry + abs(face)) / abs(q + add)
+            self.qty = q + add
+        else:
+            held = abs(q) * self.entry  # |face| of the position
+            closed_face = min(abs(face), held)
+            closed = closed_face / self.entry
+            pnl = closed * (price - self.entry) * (1.0 if q > 0 else -1.0)
+            rest = abs(face) - held
+            if rest > 1e-9 * self.contract_size:  # flipped through zero: the rest opens at this price
+                self.qty = math.copysign(rest / price, face)
+                self.entry = price
+            elif held - closed_face < 1e-9 * self.contract_size:
+                self.qty = 0.0
+                self.entry = 0.0
+            else:
+                self.qty = q + math.copysign(closed, face)
+        self.realized += pnl
+        self.coin += pnl / price - fee_btc
+        self.fees_coin += fee_btc
+        fee = fee_btc * (self.price if self.price == self.price else price)
+        self.fees += fee
+        return fee
+
+    def funding_due(self, mark: float, rate: float) -> float:
+        """What a settlement pays this position, in its settlement currency:
+        -qty * mark * rate (quote) for a linear perp, -face / mark * rate
+        (BTC) for an inverse one; positive r: longs pay shorts."""
+        if self.contract_size > 0:
+            return -self.face / mark * rate
+        return -self.qty * mark * rate
+
+    def settle_funding(self, mark: float, rate: float) -> float:
+        """Book a settlement; returns its value in the quote currency (an
+        inverse perp's BTC valued at the settlement's mark)."""
+        amount = self.funding_due(mark, rate)
+        if self.contract_size > 0:
+            self.coin += amount
+            self.funding_coin += amount
+            amount *= mark
+        else:
+            self.cash += amount
+        self.funding += amount
+        return amount
 
 
 @attrs.frozen(slots=True)
@@ -108,6 +227,74 @@ class FundingEntry:
     mark: float
     amount: float
     mark_source: str
+
+
+def _tier_pairs(tiers: Any) -> tuple[tuple[float, float], ...]:
+    return tuple((float(a), float(b)) for a, b in tiers)
+
+
+@attrs.frozen
+class Collateral:
+    """What margins the perp leg.
+
+    - ``own``: its own account's cash (spot and a linear perp in two accounts:
+      the perp venue's wallet is topped up by transfers);
+    - ``coin``: an inverse perp margined by the BTC the carry holds (the spot
+      leg's BTC sits in the coin-margined wallet, so it is the short's margin
+      at its full value; the perp's own BTC adds to it);
+    - ``unified``: one account whose spot BTC counts as collateral after the
+      venue's tiered haircut (``tiers``: (up to BTC, collateral value ratio)
+      pairs), beside the account's cash.
+    """
+
+    mode: str = OWN
+    tiers: tuple[tuple[float, float], ...] = attrs.field(default=(), converter=_tier_pairs)
+
+    def __attrs_post_init__(self) -> None:
+        if self.mode not in COLLATERAL_MODES:
+            raise ValueError(f"collateral mode must be one of {', '.join(COLLATERAL_MODES)}, got {self.mode!r}")
+        if self.mode == UNIFIED:
+            collateral_value(1.0, self.tiers)  # checks the tiers
+
+    @property
+    def transfers(self) -> bool:
+        """Whether the perp's margin is kept up by moving cash between accounts."""
+        return self.mode == OWN
+
+    def wallet(self, spot: VenueAccount, perp: VenueAccount) -> tuple[float, float]:
+        """(wallet, collateral) the perp venue's liquidation rule is given: the
+        wallet in the rule's settlement currency (quote, or BTC for an inverse
+        perp), and the BTC counted at the mark beside it (unified: after the
+        haircut; else 0)."""
+        if perp.contract_size > 0:
+            wallet = perp.coin + (perp.cash / perp.price if perp.cash else 0.0)
+            return (wallet + spot.qty if self.mode == COIN else wallet), 0.0
+        if self.mode == UNIFIED:
+            return perp.cash + spot.cash, collateral_value(spot.qty, self.tiers)
+        return perp.cash, 0.0
+
+    def margin_equity(self, spot: VenueAccount, perp: VenueAccount) -> float:
+        """The equity (quote) that margins the perp: the wallet and collateral
+        valued at the mark, plus the position's unrealized PnL."""
+        wallet, coll = self.wallet(spot, perp)
+        if perp.contract_size > 0:
+            return wallet * perp.price + perp.unrealized
+        return wallet + coll * perp.price + perp.unrealized
+
+
+OWN_COLLATERAL = Collateral()
+
+
+def liquidation_of(rule: MarginRule, collateral: Collateral, spot: VenueAccount, perp: VenueAccount) -> float:
+    """The perp's liquidation price by the venue's ``rule`` with what margins
+    it (cross: one account backs one position); nan while flat, inf for a
+    short no rise can liquidate."""
+    wallet, coll = collateral.wallet(spot, perp)
+    if perp.contract_size > 0:
+        return rule.liquidation_price(wallet, perp.face, perp.entry, BOOK_MARGIN_MODE)
+    if coll:
+        return rule.liquidation_price(wallet, perp.qty, perp.entry, BOOK_MARGIN_MODE, collateral=coll)
+    return rule.liquidation_price(wallet, perp.qty, perp.entry, BOOK_MARGIN_MODE)
 
 
 @attrs.define(slots=True)
@@ -130,6 +317,7 @@ class PositionBook:
     # [opened, closed] instants of the perp leg (closed None while open): the
     # spans during which every settlement must appear in the funding ledger
     perp_spans: list[list[Any]] = attrs.field(factory=list)  # [opened ns, closed ns or None]
+    collateral: Collateral = OWN_COLLATERAL
     # direct references to the two accounts: read on every tick
     spot: VenueAccount = attrs.field(init=False)
     perp: VenueAccount = attrs.field(init=False)
@@ -139,10 +327,15 @@ class PositionBook:
         self.perp = self.accounts[self.perp_venue]
 
     @classmethod
-    def open(cls, spot_venue: str, perp_venue: str, spot_cash: float, perp_cash: float) -> PositionBook:
-        """A flat book with this cash on each account."""
-        return cls.restore(VenueAccount(spot_venue, MarketKind.SPOT, spot_cash),
-                           VenueAccount(perp_venue, MarketKind.PERP, perp_cash), 0, initial_equity=spot_cash + perp_cash)
+    def open(cls, spot_venue: str, perp_venue: str, spot_cash: float, perp_cash: float, *,
+             contract_size: float = 0.0, collateral: Collateral = OWN_COLLATERAL) -> PositionBook:
+        """A flat book with this cash on each account (``contract_size``: an
+        inverse perp's USD per contract; ``collateral``: what margins it)."""
+        book = cls.restore(VenueAccount(spot_venue, MarketKind.SPOT, spot_cash),
+                           VenueAccount(perp_venue, MarketKind.PERP, perp_cash, contract_size=contract_size), 0,
+                           initial_equity=spot_cash + perp_cash)
+        book.collateral = collateral
+        return book
 
     @classmethod
     def restore(cls, spot: VenueAccount, perp: VenueAccount, now: int, initial_equity: float | None = None,
@@ -175,7 +368,15 @@ class PositionBook:
             eq += s.qty * s.price
         if p.qty != 0:
             eq += p.qty * (p.price - p.entry)
+        if p.coin != 0:
+            eq += p.coin * p.price
         return eq
+
+    @property
+    def equity_btc(self) -> float:
+        """Equity in BTC at the perp's mark (the spot mid while the mark is unknown)."""
+        price = self.perp.price if self.perp.price == self.perp.price else self.spot.price
+        return self.equity / price
 
     @property
     def pnl(self) -> float:
@@ -183,11 +384,13 @@ class PositionBook:
 
     @property
     def delta(self) -> float:
-        return self.spot.qty + self.perp.qty
+        """BTC the book's USD value moves with: the spot leg, the perp's
+        BTC-equivalent and the BTC an inverse perp has settled in."""
+        return self.spot.qty + self.perp.qty + self.perp.coin
 
     @property
     def drift(self) -> float:
-        sq, pq = self.spot.qty, self.perp.qty
+        sq, pq = self.spot.qty + self.perp.coin, self.perp.qty
         size = max(abs(sq), abs(pq))
         return abs(sq + pq) / size if size > 1e-12 else 0.0
 
@@ -196,16 +399,19 @@ class PositionBook:
         return -1e-12 < self.spot.qty < 1e-12 and -1e-12 < self.perp.qty < 1e-12
 
     def leverage(self) -> float:
-        eq = self.perp.equity
+        """Perp notional over the equity that margins it (``Collateral``)."""
         if self.perp.qty == 0:
             return 0.0
+        eq = self.perp.equity if self.collateral is OWN_COLLATERAL else self.collateral.margin_equity(self.spot, self.perp)
         return self.perp.notional / eq if eq > 0 else INF
 
     def liquidation_price(self, rule: MarginRule) -> float:
         """The perp's liquidation price by the venue's ``rule`` (cross: the
-        account's cash is the wallet); nan while flat."""
+        account's cash is the wallet; see ``Collateral``); nan while flat."""
         p = self.perp
-        return rule.liquidation_price(p.cash, p.qty, p.entry, BOOK_MARGIN_MODE)
+        if self.collateral is OWN_COLLATERAL and not p.contract_size:
+            return rule.liquidation_price(p.cash, p.qty, p.entry, BOOK_MARGIN_MODE)
+        return liquidation_of(rule, self.collateral, self.spot, p)
 
     def margin_buffer(self, rule: MarginRule) -> float:
         p = self.perp
@@ -217,6 +423,8 @@ class PositionBook:
         old = acct.price
         if acct.qty != 0 and old == old:  # old is not nan
             self.price_pnl += acct.qty * (price - old)
+        if acct.coin != 0 and old == old:
+            self.price_pnl += acct.coin * (price - old)
         acct.price = price
 
     def apply_fill(self, fill: Fill) -> None:
@@ -224,12 +432,12 @@ class PositionBook:
         # cost splits exactly into slippage (vs that price) and the fee.
         self.revalue(fill.venue, fill.mid)
         acct = self.accounts[fill.venue]
-        signed = fill.side.sign * fill.qty
-        self.slippage += signed * (fill.price - acct.price)
-        self.fees += fill.fee
-        self.traded_qty += fill.qty
+        signed = fill.side.sign * fill.qty  # the venue's unit: BTC, or an inverse perp's contracts
+        btc = acct.btc_of(fill.qty, fill.price)
+        self.slippage += fill.side.sign * btc * (fill.price - acct.price)
+        self.traded_qty += btc
         was_flat = acct.qty == 0
-        acct.trade(signed, fill.price, fill.fee)
+        self.fees += acct.trade(signed, fill.price, fill.fee)
         if fill.venue == self.perp_venue:
             if was_flat and acct.qty != 0:
                 self.perp_spans.append([fill.ts, None])
@@ -242,9 +450,9 @@ class PositionBook:
         acct = self.accounts[s.venue]
         if acct.qty == 0:
             return None
-        amount = -acct.qty * s.mark * s.rate
-        acct.cash += amount
-        acct.funding += amount
+        if acct.contract_size:  # paid in BTC: valued at the mark it settles at
+            self.revalue(s.venue, s.mark)
+        amount = acct.settle_funding(s.mark, s.rate)
         if amount >= 0:
             self.funding_received += amount
         else:

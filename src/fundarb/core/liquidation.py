@@ -1,5 +1,6 @@
 """Liquidation by each venue's own rule: tiered maintenance margin, and the
-price at which a linear (USDT-margined) perp position is liquidated.
+price at which a linear (USDT-margined) or inverse (coin-margined) perp
+position is liquidated.
 
 One implementation for every caller (the simulator, the risk monitor, the
 emulator, the pre-flight checks, the engine's curve and the dashboards).
@@ -21,15 +22,41 @@ maintenance margin MM(n) = n * mmr - amount.
   one position: MM valued at the mark, so the Binance-shaped formula with
   amount = the deduction.
 
-A long's liquidation price is floored at 0; no position -> nan. A rule of a
-venue whose formula is not modelled (``rule_for``) raises
-``LiquidationRuleMissing`` when it is used on a position, never before.
+Unified margin (linear rules, cross mode only): ``collateral`` C is a BTC
+quantity (after the venue's haircut, ``collateral_value``) counted as wallet
+valued at the mark: WB + C*P + side*Q*(P - EP) = MM(Q*P), so per tier
+LP = (WB + amount - side*Q*EP) / (Q*mmr - side*Q - C).
+
+Inverse (coin-margined) rules: B = |qty| is the face value in USD (contracts
+x contract size), qty = side*B, WB is in the coin (BTC), tiers' floor, cap
+and amount are in the coin and the notional at a price P is B / P. Margin at
+P: WB + side*B*(1/EP - 1/P); MM = (B/P)*mmr - amount.
+
+- ``binance_coinm`` (Binance COIN-M, one position in one-way mode, isolated
+  or cross): LP = (B*MMR + side*B) / (WB + cum + side*B/EP), MMR and cum of
+  the bracket holding the coin notional AT the liquidation price (B / LP).
+- ``bybit_inverse`` (Bybit inverse perpetual): isolated, MM valued at entry:
+  MM = (B/EP)*MMR - deduction, LP_long = B / [B/EP + (PM - MM)],
+  LP_short = B / [B/EP - (PM - MM)]; cross with one position: MM valued at
+  the mark, so the Binance COIN-M formula with amount = the deduction.
+
+A long's liquidation price is floored at 0; no position -> nan. A short no
+rise of the mark can liquidate gets ``math.inf`` (its margin buffer is
+infinite): an inverse short whose wallet covers it (mark-valued MM:
+WB + amount >= B/EP, e.g. a 1x short margined by its own BTC; bybit_inverse
+isolated: PM - MM >= B/EP, MM at entry), or a linear short whose unified
+collateral grows at least as fast as its loss plus maintenance margin in
+every tier of the table (Q*mmr + Q - C <= 0 in the last tier). An inverse
+long whose margin is below maintenance even at an infinite price also gets
+``math.inf`` (liquidated at every mark). A rule of a venue whose formula is
+not modelled (``rule_for``) raises ``LiquidationRuleMissing`` when it is
+used on a position, never before.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
@@ -37,8 +64,12 @@ from fundarb.core.errors import FundarbError
 
 BINANCE_USDM = "binance_usdm"
 BYBIT_LINEAR = "bybit_linear"
+BINANCE_COINM = "binance_coinm"
+BYBIT_INVERSE = "bybit_inverse"
 UNMODELLED = "unmodelled"
-STYLES = (BINANCE_USDM, BYBIT_LINEAR)
+LINEAR_STYLES = (BINANCE_USDM, BYBIT_LINEAR)
+INVERSE_STYLES = (BINANCE_COINM, BYBIT_INVERSE)
+STYLES = LINEAR_STYLES + INVERSE_STYLES
 ISOLATED, CROSS = "isolated", "cross"
 MODES = (ISOLATED, CROSS)
 # how far a tier table's maintenance amount may stray from the cum rule (rounding of published numbers)
@@ -61,7 +92,8 @@ def _finite_nonneg(inst: object, attr: attrs.Attribute[float], value: float) -> 
 @attrs.frozen(slots=True)
 class MarginTier:
     """One tier (Binance "bracket", Bybit "risk limit"): notionals in
-    [floor, cap) (quote currency) are held to MM = notional * mmr - amount.
+    [floor, cap) are held to MM = notional * mmr - amount (quote currency for
+    a linear rule; the coin, e.g. BTC, for an inverse rule).
     ``amount`` is Binance's maintenance amount ``cum``, Bybit's maintenance
     margin deduction; ``max_leverage`` the tier's highest leverage."""
 
@@ -98,8 +130,9 @@ def expected_amount(tiers: tuple[MarginTier, ...], i: int) -> float:
 @attrs.frozen
 class MarginRule:
     """A venue's liquidation rule for one symbol: its tier table and the
-    formula ``style`` (``binance_usdm`` or ``bybit_linear``), with the date
-    (``as_of``) and origin (``source``) of the table."""
+    formula ``style`` (``binance_usdm`` or ``bybit_linear`` for a linear
+    perp, ``binance_coinm`` or ``bybit_inverse`` for an inverse one), with the
+    date (``as_of``) and origin (``source``) of the table."""
 
     venue: str
     symbol: str
@@ -129,6 +162,11 @@ class MarginRule:
                 raise ValueError(f"{label}: maintenance amount {t.amount:,.6f} breaks the rule "
                                  f"cum_n = floor_n * (mmr_n - mmr_n-1) + cum_n-1 = {want:,.6f}")
 
+    @property
+    def inverse(self) -> bool:
+        """Whether the rule is of an inverse (coin-margined) perp: qty is USD face, wallet and tiers in the coin."""
+        return self.style in INVERSE_STYLES
+
     # --- the table -------------------------------------------------------------
     def _modelled(self) -> None:
         if self.style == UNMODELLED:
@@ -149,11 +187,21 @@ class MarginRule:
                                   f"(cap {last.cap:,.0f}, {self.as_of or 'undated'} table)")
 
     def maintenance_margin(self, qty: float, price: float) -> float:
-        """MM = Q * price * mmr - amount, with the tier of the notional Q * price (0 without a position)."""
+        """MM = Q * price * mmr - amount, with the tier of the notional Q * price
+        (0 without a position); for an inverse rule, in the coin:
+        MM = (|qty| / price) * mmr - amount, tier of the coin notional |qty| / price."""
         if qty == 0:
             return 0.0
-        n = abs(qty) * price
+        n = self._notional(abs(qty), price)
         return self.tier(n).maintenance(n)
+
+    def _notional(self, size: float, price: float) -> float:
+        """Q * price (linear), or the coin notional B / price (inverse)."""
+        if not self.inverse:
+            return size * price
+        if not price > 0:
+            raise ValueError(f"{self.venue} {self.symbol}: an inverse position's notional needs a price > 0, got {price}")
+        return size / price
 
     def maintenance_for(self, qty: float, entry: float, mark: float, mode: str) -> float:
         """The maintenance margin the liquidation rule holds the position to now:
@@ -163,7 +211,7 @@ class MarginRule:
 
     def _at_entry(self, mode: str) -> bool:
         """Bybit values an isolated position's maintenance margin at entry; every other rule at the mark."""
-        return self.style == BYBIT_LINEAR and mode == ISOLATED
+        return self.style in (BYBIT_LINEAR, BYBIT_INVERSE) and mode == ISOLATED
 
     def _position(self, qty: float, mode: str) -> tuple[float, float] | None:
         """(side, Q) of a position the rule is asked about; None without one."""
@@ -174,59 +222,138 @@ class MarginRule:
         return (1.0 if qty > 0 else -1.0), abs(qty)
 
     # --- liquidation -------------------------------------------------------------
-    def liquidation_price(self, wallet: float, qty: float, entry: float, mode: str) -> float:
-        """The mark at which equity (wallet + qty * (mark - entry)) falls to the
-        venue's maintenance margin; nan without a position, floored at 0 for a long.
+    def liquidation_price(self, wallet: float, qty: float, entry: float, mode: str, *,
+                          collateral: float = 0.0) -> float:
+        """The mark at which the margin (linear: wallet + qty * (mark - entry);
+        inverse: wallet + qty * (1/entry - 1/mark), in the coin) falls to the
+        venue's maintenance margin; nan without a position, floored at 0 for a
+        long, ``math.inf`` for a short no rise can liquidate.
 
         binance_usdm, and bybit_linear cross: LP = (WB + cum - side*Q*EP) / (Q*MMR - side*Q),
         tier of the notional at LP; bybit_linear isolated: LP = EP - side*(PM - MM)/Q,
-        MM = Q*EP*MMR - deduction (tier of the notional at entry)."""
+        MM = Q*EP*MMR - deduction (tier of the notional at entry).
+        binance_coinm, and bybit_inverse cross: LP = (B*MMR + side*B) / (WB + cum + side*B/EP),
+        tier of the coin notional B/LP; bybit_inverse isolated: LP = B / (B/EP + side*(PM - MM)),
+        MM = (B/EP)*MMR - deduction. A denominator of the wrong sign (side * it <= 0) is inf.
+
+        ``collateral``: BTC (after the venue's haircut) counted at the mark as
+        wallet, for a linear rule in cross mode only (a unified account):
+        LP = (WB + amount - side*Q*EP) / (Q*mmr - side*Q - C); inf for a
+        short when that denominator is <= 0 in every tier. ValueError in
+        isolated mode or on an inverse rule unless it is 0."""
+        self._check_collateral(collateral, mode)
         position = self._position(qty, mode)
         if position is None:
             return math.nan
         side, size = position
-        if self._at_entry(mode):
+        if self.inverse:
+            if not entry > 0:
+                raise ValueError(f"{self.venue} {self.symbol}: an inverse position's entry price must be > 0, got {entry}")
+            if self._at_entry(mode):
+                mm = self.maintenance_margin(qty, entry)
+                denom = size / entry + side * (wallet - mm)
+                lp = size / denom if denom > 0 else math.inf
+            else:
+                lp = self._inverse_at_mark(wallet, side, size, entry)
+        elif self._at_entry(mode):
             mm = self.maintenance_margin(qty, entry)
             lp = entry - side * (wallet - mm) / size
         else:
-            lp = self._at_mark(wallet, side, size, entry)
+            lp = self._at_mark(wallet, side, size, entry, collateral)
         return max(lp, 0.0) if side > 0 else lp
 
-    def _at_mark(self, wallet: float, side: float, size: float, entry: float) -> float:
-        """Solve WB + side*Q*(P - EP) = Q*P*mmr - amount with the tier of Q*P.
-        h(P) = side * (equity(P) - MM(Q P)) rises with P (slope Q (1 - side mmr) > 0)
-        and MM is continuous across tiers (the cum rule), so the root is in the
-        first tier whose cap has h >= 0."""
+    def _check_collateral(self, collateral: float, mode: str) -> None:
+        _check_mode(mode)
+        if collateral == 0:
+            return
+        if not (math.isfinite(collateral) and collateral > 0):
+            raise ValueError(f"collateral must be a finite BTC quantity >= 0, got {collateral}")
+        if self.inverse:
+            raise ValueError(f"{self.venue} {self.symbol}: collateral counts only for a linear perp "
+                             f"(an inverse rule's wallet is already the coin), got {collateral}")
+        if mode != CROSS:
+            raise ValueError(f"collateral counts only in a cross (unified) account, not in {mode} mode; got {collateral}")
+
+    def _at_mark(self, wallet: float, side: float, size: float, entry: float, collateral: float = 0.0) -> float:
+        """Solve WB + C*P + side*Q*(P - EP) = Q*P*mmr - amount with the tier of Q*P.
+        h(P) = side * (equity(P) - MM(Q P)) is continuous (MM is, by the cum
+        rule) and linear in each tier, slope Q (1 - side mmr) + side C: without
+        collateral it rises with P, so the root is in the first tier whose cap
+        has h >= 0. With collateral a short's h may fall in the low tiers and
+        rise in the high ones: the first tier whose cap has h >= 0 still holds
+        the first root (h < 0 at its floor), and when none has, a last-tier
+        slope <= 0 means no rise liquidates the short (inf)."""
+
+        def denominator(t: MarginTier) -> float:
+            return size * t.mmr - side * size - collateral
 
         def lp(t: MarginTier) -> float:
-            return (wallet + t.amount - side * size * entry) / (size * t.mmr - side * size)
+            return (wallet + t.amount - side * size * entry) / denominator(t)
 
         def h(t: MarginTier, notional: float) -> float:
             price = notional / size
-            return side * (wallet + side * size * (price - entry) - t.maintenance(notional))
+            return side * (wallet + collateral * price + side * size * (price - entry) - t.maintenance(notional))
 
         first = self.tiers[0]
         if h(first, 0.0) >= 0:  # the root is at or below price 0 (a long's floor; a short already under water)
-            return lp(first)
+            d = denominator(first)  # a long's is always < 0; a short under water whose collateral outgrows it: 0
+            return lp(first) if (d < 0 if side > 0 else d > 0) else 0.0
         for t in self.tiers:
             if h(t, t.cap) >= 0:
                 return lp(t)
         last = self.tiers[-1]
+        if side < 0 and denominator(last) <= 0:  # collateral outgrows the loss and MM in every tier
+            return math.inf
         raise NotionalBeyondTiers(f"{self.venue} {self.symbol}: the notional at the liquidation price, "
                                   f"{size * lp(last):,.2f}, is beyond the last margin tier (cap {last.cap:,.0f}, "
                                   f"{self.as_of or 'undated'} table)")
 
-    def wallet_for(self, liq: float, qty: float, entry: float, mode: str) -> float:
+    def _inverse_at_mark(self, wallet: float, side: float, size: float, entry: float) -> float:
+        """Solve WB + side*B*(1/EP - 1/P) = (B/P)*mmr - amount with the tier of
+        the coin notional n = B/P. In n, h(n) = side * (margin - MM) is
+        continuous and falls (slope -(1 + side mmr) per unit of n), so the root
+        is in the first tier whose cap has h <= 0; h <= 0 already at n = 0
+        (P = inf) means no finite price: a covered short (never liquidated) or
+        a long under water at any price, both inf."""
+
+        def lp(t: MarginTier) -> float:
+            denom = wallet + t.amount + side * size / entry
+            return (size * t.mmr + side * size) / denom if side * denom > 0 else math.inf
+
+        def h(t: MarginTier, notional: float) -> float:
+            return side * (wallet + side * size / entry - side * notional - t.maintenance(notional))
+
+        first = self.tiers[0]
+        if h(first, 0.0) <= 0:
+            return math.inf
+        for t in self.tiers:
+            if h(t, t.cap) <= 0:
+                return lp(t)
+        last = self.tiers[-1]
+        at_last = lp(last)
+        raise NotionalBeyondTiers(f"{self.venue} {self.symbol}: the coin notional at the liquidation price, "
+                                  f"{size / at_last if at_last > 0 else math.inf:,.4f}, is beyond the last margin "
+                                  f"tier (cap {last.cap:,.4f}, {self.as_of or 'undated'} table)")
+
+    def wallet_for(self, liq: float, qty: float, entry: float, mode: str, *, collateral: float = 0.0) -> float:
         """The wallet (cross wallet balance, or isolated position margin) that
         puts the liquidation price at ``liq``; the inverse of ``liquidation_price``
-        for liq > 0: WB = MM - side*Q*(liq - EP), MM valued at liq (at entry for
-        bybit_linear isolated). nan without a position."""
+        for liq > 0: WB = MM - side*Q*(liq - EP) - C*liq, MM valued at liq (at
+        entry for bybit_linear isolated); inverse rules, in the coin:
+        WB = MM - qty*(1/EP - 1/liq), MM valued at liq (at entry for
+        bybit_inverse isolated). nan without a position."""
+        self._check_collateral(collateral, mode)
         position = self._position(qty, mode)
         if position is None:
             return math.nan
         side, size = position
+        if self.inverse and not (liq > 0 and entry > 0):
+            raise ValueError(f"{self.venue} {self.symbol}: an inverse position needs liq and entry prices > 0, "
+                             f"got {liq} and {entry}")
         mm = self.maintenance_margin(qty, entry if self._at_entry(mode) else liq)
-        return mm - side * size * (liq - entry)
+        if self.inverse:
+            return mm - qty * (1.0 / entry - 1.0 / liq)
+        return mm - side * size * (liq - entry) - (collateral * liq if collateral else 0.0)
 
 
 def _check_mode(mode: str) -> None:
@@ -243,3 +370,34 @@ def rule_for(venue: str, symbol: str, tables: Mapping[tuple[str, str], MarginRul
         return rule
     modelled = ", ".join(f"{v} {s}" for v, s in sorted(tables))
     return MarginRule(venue, symbol, (), UNMODELLED, source=f"modelled: {modelled or 'none'}")
+
+
+def collateral_value(qty_btc: float, tiers: Sequence[tuple[float, float]]) -> float:
+    """The BTC a unified account counts of ``qty_btc`` as collateral: each
+    slice of the quantity inside a tier counts at that tier's ratio (Bybit's
+    tiered collateral value ratio). ``tiers``: (up to BTC, ratio) pairs with
+    ascending caps (the last may be ``math.inf``) and ratios in [0, 1]; a
+    quantity beyond the last cap counts nothing. 0 for qty <= 0."""
+    if not tiers:
+        raise ValueError("collateral value tiers: none given")
+    below = 0.0
+    for i, (cap, ratio) in enumerate(tiers):
+        label = f"collateral value tier {i + 1} (up to {cap}, ratio {ratio})"
+        if not cap > below:
+            raise ValueError(f"{label}: its cap must be above {below} (caps ascending from 0)")
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"{label}: the ratio must be in [0, 1]")
+        if math.isinf(cap) and i != len(tiers) - 1:
+            raise ValueError(f"{label}: only the last tier may be unbounded")
+        below = cap
+    if not math.isfinite(qty_btc):
+        raise ValueError(f"collateral quantity must be a finite number of BTC, got {qty_btc}")
+    if qty_btc <= 0:
+        return 0.0
+    value, floor = 0.0, 0.0
+    for cap, ratio in tiers:
+        if qty_btc <= floor:
+            break
+        value += (min(qty_btc, cap) - floor) * ratio
+        floor = cap
+    return value

@@ -31,7 +31,7 @@ import math
 
 import attrs
 
-from fundarb.core.book import BOOK_MARGIN_MODE, PositionBook, margin_buffer
+from fundarb.core.book import BOOK_MARGIN_MODE, OWN_COLLATERAL, PositionBook, liquidation_of, margin_buffer
 from fundarb.core.liquidation import MarginRule, NotionalBeyondTiers
 from fundarb.core.model import Alert, OrderIntent, Side, require
 from fundarb.core.strategy import close_intents
@@ -115,11 +115,11 @@ def check(
     for intent in intents:
         if intent.reduce_only:
             acct = book.accounts[intent.venue]
-            qty = min(intent.qty, abs(acct.qty))
+            qty = min(intent.qty, abs(acct.units))
             if qty > 1e-12:
                 approved.append(attrs.evolve(intent, qty=qty) if qty != intent.qty else intent)
             continue
-        reason = _entry_veto(intent, book, spot_mid, limits, costs, kill)
+        reason = _entry_veto(intent, book, spot_mid, limits, costs, kill, _pair_spot(intents, intent, book))
         if reason:
             vetoes.append(Veto(intent, reason))
         else:
@@ -132,6 +132,15 @@ def check(
     return approved, vetoes
 
 
+def _pair_spot(intents: list[OrderIntent], intent: OrderIntent, book: PositionBook) -> float:
+    """BTC the spot leg of ``intent``'s pair adds (signed): where the spot BTC
+    margins the perp, the perp leg is judged with its pair's spot leg done."""
+    if intent.venue != book.perp_venue or not intent.pair_id or book.collateral.mode == "own":
+        return 0.0
+    return sum(i.side.sign * i.qty for i in intents
+               if i.pair_id == intent.pair_id and i.venue == book.spot_venue and not i.reduce_only)
+
+
 def _entry_veto(
     intent: OrderIntent,
     book: PositionBook,
@@ -139,15 +148,18 @@ def _entry_veto(
     limits: RiskLimits,
     costs: VenueCosts,
     kill: KillSwitch,
+    pair_spot: float = 0.0,
 ) -> str:
     if kill.halted:
         return f"kill switch halted: {kill.reason}"
     acct = book.accounts[intent.venue]
     price = acct.price if acct.price == acct.price else spot_mid
-    new_qty = acct.qty + intent.side.sign * intent.qty
+    new_qty = acct.qty + intent.side.sign * acct.btc_of(intent.qty, price)
     why = position_veto(new_qty, limits) or notional_veto(new_qty, price, limits)
     if why:
         return why
+    if intent.venue == book.perp_venue and (book.collateral is not OWN_COLLATERAL or acct.contract_size):
+        return _collateral_veto(intent, book, price, spot_mid, limits, costs, pair_spot)
     if intent.venue == book.spot_venue:
         need = intent.qty * price * (1 + costs.spot_taker_fee + costs.slippage_allowance)
         if acct.cash < need:  # buys pay cash; a margin short is held fully collateralised
@@ -172,6 +184,34 @@ def _entry_veto(
     except NotionalBeyondTiers as exc:
         return f"liquidation outside the venue's margin tiers: {exc}"
     return buffer_veto(margin_buffer(liq, price, new_qty), limits)
+
+
+def _collateral_veto(intent: OrderIntent, book: PositionBook, price: float, spot_mid: float, limits: RiskLimits,
+                     costs: VenueCosts, pair_spot: float) -> str:
+    """The perp leg of a book whose perp is inverse or margined by more than
+    its own cash (``Collateral``): the trade is made on copies of both
+    accounts (the pair's spot leg included, at the spot mid) with a fee and
+    the slippage allowance, then judged by leverage and the buffer to the
+    venue's liquidation price."""
+    spot, perp = attrs.evolve(book.spot), attrs.evolve(book.perp)
+    if pair_spot:
+        spot_price = spot_mid if spot_mid == spot_mid else price
+        spot.trade(pair_spot, spot_price * (1 + costs.slippage_allowance), 0.0)
+        spot.price = spot_price
+    rate = costs.perp_taker_fee + costs.slippage_allowance
+    perp.trade(intent.side.sign * intent.qty, price, perp.fee_for(rate, intent.qty, price))
+    perp.price = price
+    equity = book.collateral.margin_equity(spot, perp)
+    if equity <= 0:
+        return "perp margin equity is not positive"
+    why = leverage_veto(perp.notional / equity, limits)
+    if why:
+        return why
+    try:
+        liq = liquidation_of(costs.margin, book.collateral, spot, perp)
+    except NotionalBeyondTiers as exc:
+        return f"liquidation outside the venue's margin tiers: {exc}"
+    return buffer_veto(margin_buffer(liq, price, perp.qty), limits)
 
 
 # The pre-trade limits, one function each: the engine's check above and the
@@ -257,6 +297,27 @@ def reduction_needed(book: PositionBook, rule: MarginRule, target_buffer: float,
     return size
 
 
+def collateral_reduction(book: PositionBook, rule: MarginRule, target_buffer: float, target_lev: float) -> float:
+    """Smallest size (BTC, in 5% steps of the perp) to cut from both legs of
+    a book whose perp is margined by what the carry holds (``Collateral``)
+    so that the buffer and leverage meet the targets: the cut is made on
+    copies of both accounts at their prices, without fees."""
+    p = book.perp
+    size = abs(p.qty)
+    for step in range(1, 20):
+        x = size * step / 20
+        spot, perp = attrs.evolve(book.spot), attrs.evolve(p)
+        spot.trade(-min(x, max(spot.qty, 0.0)), spot.price, 0.0)
+        perp.trade(math.copysign(perp.units_of(x), -p.qty), perp.price, 0.0)
+        if perp.qty == 0:
+            return x
+        equity = book.collateral.margin_equity(spot, perp)
+        ok_lev = equity > 0 and perp.notional / equity <= target_lev
+        if ok_lev and margin_buffer(liquidation_of(rule, book.collateral, spot, perp), perp.price, perp.qty) >= target_buffer:
+            return x
+    return size
+
+
 @attrs.define(slots=True)
 class RiskMonitor:
     limits: RiskLimits
@@ -336,6 +397,8 @@ class RiskMonitor:
         """While flat, move cash back to the configured split between venues:
         a closed carry leaves the spot venue's and perp venue's cash apart by
         the price move, and the next entry needs it back where it belongs."""
+        if not book.collateral.transfers:
+            return NO_ACTION  # one account, or the BTC held margins the perp: nothing to move
         eq = book.equity
         excess_perp = book.perp.cash - self.costs.perp_allocation * eq
         if not math.isfinite(excess_perp) or abs(excess_perp) <= self.costs.rebalance_tolerance * eq:
@@ -377,13 +440,20 @@ class RiskMonitor:
             # top-up (pending or next) then restores the buffer target and the
             # leverage cap (cutting alone cannot lower leverage much: equity
             # stays put while the size shrinks)
-            x = reduction_needed(book, rule, self.limits.hard_margin_buffer, math.inf,
-                                 self.costs.transfer_fee, move_spot_cash=False)
+            x = (reduction_needed(book, rule, self.limits.hard_margin_buffer, math.inf,
+                                  self.costs.transfer_fee, move_spot_cash=False) if book.collateral.transfers
+                 else collateral_reduction(book, rule, self.limits.hard_margin_buffer, math.inf))
             alert = Alert(now, "margin_reduce", f"margin buffer {buf:.1%} under the hard floor, leverage {lev:.2f}: "
                           f"reducing both legs by {x:.4f} BTC", "critical")
             return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
         if transfer_pending:
             return NO_ACTION  # a top-up is on its way
+        if not book.collateral.transfers:
+            # the BTC held (or the unified account) is the margin: nothing to move, so reduce
+            x = collateral_reduction(book, rule, self.limits.topup_target_buffer, target_leverage(self.limits))
+            alert = Alert(now, "margin_reduce", f"margin buffer {buf:.1%}, leverage {lev:.2f}: "
+                          f"reducing both legs by {x:.4f} BTC")
+            return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
         target, target_lev = self.limits.topup_target_buffer, target_leverage(self.limits)
         need = topup_needed(book, rule, target, target_lev) + self.costs.transfer_fee
         spot_cash = book.spot.cash
@@ -410,8 +480,10 @@ def rebalance_intents(book: PositionBook) -> list[OrderIntent]:
     s, p = book.spot, book.perp
     if abs(s.qty) < 1e-12 or abs(p.qty) < 1e-12:
         return close_intents(book, "unwind_naked_leg", 0)
-    larger = s if abs(s.qty) > abs(p.qty) else p
-    qty = abs(book.delta)
+    larger = s if abs(s.qty + p.coin) > abs(p.qty) else p
+    qty = larger.units_of(abs(book.delta))
+    if qty <= 0:
+        return []  # less than one contract apart: nothing a venue can trade
     side = Side.SELL if larger.qty > 0 else Side.BUY
     return [OrderIntent(larger.venue, side, qty, "rebalance", 0, reduce_only=True)]
 
@@ -419,7 +491,7 @@ def rebalance_intents(book: PositionBook) -> list[OrderIntent]:
 def reduce_intents(book: PositionBook, qty: float, reason: str) -> list[OrderIntent]:
     out = []
     for acct in (book.spot, book.perp):
-        q = min(qty, abs(acct.qty))
+        q = acct.units_of(min(qty, abs(acct.qty)))
         if q > 1e-12:
             side = Side.SELL if acct.qty > 0 else Side.BUY
             out.append(OrderIntent(acct.venue, side, q, reason, 0, reduce_only=True))

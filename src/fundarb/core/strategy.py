@@ -180,7 +180,8 @@ class CarryStrategy:
             return []
         lot = self.params.lot_size
         qty = math.floor(self.params.notional / spot_mid / lot) * lot
-        if qty <= 0:
+        perp_qty = hedge_units(book, qty * direction)
+        if qty <= 0 or perp_qty <= 0:
             return []
         self.pair_seq += 1
         self.entries += 1
@@ -190,7 +191,7 @@ class CarryStrategy:
         spot_side = Side.BUY if direction > 0 else Side.SELL
         return [
             OrderIntent(self.spot_venue, spot_side, qty, "entry", self.pair_seq),
-            OrderIntent(self.perp_venue, spot_side.opposite(), qty, "entry", self.pair_seq),
+            OrderIntent(self.perp_venue, spot_side.opposite(), perp_qty, "entry", self.pair_seq),
         ]
 
     # --- exit ----------------------------------------------------------
@@ -225,16 +226,30 @@ class CarryStrategy:
         self.cooldown_until = now + int(self.params.cooldown_hours * NS_PER_HOUR)
 
 
+def hedge_units(book: PositionBook, spot_qty: float) -> float:
+    """The perp order that hedges ``spot_qty`` BTC bought (sold, negative) on
+    the spot leg, in the perp's order unit (unsigned): the same BTC for a
+    linear perp; for an inverse perp the whole contracts nearest the USD value
+    of that BTC plus the BTC its own account holds (funding and PnL settled in
+    BTC are hedged with the rest), at its mark."""
+    p = book.perp
+    if not p.contract_size:
+        return abs(spot_qty)
+    btc = spot_qty + p.coin
+    return float(max(math.floor(abs(btc) * p.price / p.contract_size + 0.5), 0))
+
+
 def carry(book: PositionBook) -> float:
     """Income of the carry so far: funding net of fees and slippage."""
     return book.funding - book.fees - book.slippage
 
 
 def close_intents(book: PositionBook, reason: str, pair_id: int) -> list[OrderIntent]:
-    """Reduce-only orders that take both legs to zero."""
+    """Reduce-only orders that take both legs to zero (each in its venue's
+    order unit: an inverse perp's contracts)."""
     out = []
     for acct in (book.spot, book.perp):
         if abs(acct.qty) > 1e-12:
             side = Side.SELL if acct.qty > 0 else Side.BUY
-            out.append(OrderIntent(acct.venue, side, abs(acct.qty), reason, pair_id, reduce_only=True))
+            out.append(OrderIntent(acct.venue, side, abs(acct.units), reason, pair_id, reduce_only=True))
     return out

@@ -9,7 +9,11 @@ as ``fundarb.core.liquidation.MarginRule`` objects.
   ``fetch_leverage_tiers`` / ``fetch_market_leverage_tiers`` answered at run
   time (Binance USD-M ``/fapi/v1/leverageBracket``: the maintenance amount is
   each bracket's ``cum``; Bybit v5 ``/v5/market/risk-limit``: ``mmDeduction``,
-  derived by the cum rule when the venue leaves it empty).
+  derived by the cum rule when the venue leaves it empty). An inverse market
+  (a symbol settled in its base coin, ``BTC/USD:BTC``) gets the venue's
+  inverse formula: Binance COIN-M ``/dapi/v2/leverageBracket`` brackets,
+  whose qtyFloor/qtyCap (ccxt's minNotional/maxNotional) and ``cum`` are in
+  the coin, and Bybit's inverse risk limits, valued in the coin.
 
 Every table is checked on load (contiguous tiers from 0, the maintenance
 amount rule); an error names the file or venue and the tier.
@@ -26,7 +30,10 @@ from typing import Any
 
 from fundarb.core.errors import FundarbError
 from fundarb.core.liquidation import (
+    BINANCE_COINM,
     BINANCE_USDM,
+    BYBIT_INVERSE,
+    BYBIT_LINEAR,
     MarginRule,
     MarginTier,
     expected_amount,
@@ -35,6 +42,16 @@ from fundarb.core.liquidation import (
 from fundarb.venues import quirks_or_plain
 
 SHIPPED_FILE = Path(__file__).resolve().parent / "shipped" / "margin_tiers.json"
+# a venue's liquidation style (its quirks name one per exchange id) -> the style of
+# its linear and of its inverse markets (None: that kind is not modelled there)
+_BY_SETTLEMENT: dict[str, tuple[str | None, str | None]] = {
+    BINANCE_USDM: (BINANCE_USDM, None),
+    BINANCE_COINM: (None, BINANCE_COINM),
+    BYBIT_LINEAR: (BYBIT_LINEAR, BYBIT_INVERSE),
+    BYBIT_INVERSE: (BYBIT_LINEAR, BYBIT_INVERSE),
+}
+# styles whose ccxt tiers carry Binance's maintenance amount ``cum``
+_CUM_STYLES = (BINANCE_USDM, BINANCE_COINM)
 
 
 class MarginTableError(FundarbError, ValueError):
@@ -81,6 +98,24 @@ def is_modelled(venue: str) -> bool:
     return quirks_or_plain(venue).liquidation_style is not None
 
 
+def is_inverse_symbol(symbol: str) -> bool:
+    """Whether a ccxt symbol is of an inverse market: settled in its base coin (``BTC/USD:BTC``)."""
+    pair, _, settle = symbol.partition(":")
+    return bool(settle) and pair.partition("/")[0] == settle.partition("-")[0]
+
+
+def style_for(venue: str, symbol: str) -> str | None:
+    """The liquidation style of (venue, symbol): the venue's, made linear or
+    inverse by the symbol's settlement; None when not modelled."""
+    style = quirks_or_plain(venue).liquidation_style
+    if style is None:
+        return None
+    pair = _BY_SETTLEMENT.get(style)
+    if pair is None:
+        return None
+    return pair[1] if is_inverse_symbol(symbol) else pair[0]
+
+
 def _number(x: Any) -> float | None:
     if x is None or x == "":
         return None
@@ -90,9 +125,11 @@ def _number(x: Any) -> float | None:
 def rule_from_ccxt_tiers(venue: str, symbol: str, tiers: Iterable[Mapping[str, Any]], as_of: str = "",
                          source: str = "") -> MarginRule:
     """A rule from ccxt leverage tier structures (minNotional, maxNotional,
-    maintenanceMarginRate, maxLeverage, and the venue's row in ``info``).
-    A venue whose formula is not modelled gets the rule that raises on use."""
-    style = quirks_or_plain(venue).liquidation_style
+    maintenanceMarginRate, maxLeverage, and the venue's row in ``info``;
+    for an inverse market the notionals and amounts are in the coin).
+    A market whose formula is not modelled gets the shipped snapshot's rule,
+    which raises on use when the snapshot does not hold it either."""
+    style = style_for(venue, symbol)
     if style is None:
         return shipped_rule(venue, symbol)
     rows = sorted(tiers, key=lambda t: float(t.get("minNotional") or 0.0))
@@ -100,7 +137,7 @@ def rule_from_ccxt_tiers(venue: str, symbol: str, tiers: Iterable[Mapping[str, A
     try:
         for row in rows:
             info = row.get("info") or {}
-            amount = _number(info.get("cum") if style == BINANCE_USDM else info.get("mmDeduction"))
+            amount = _number(info.get("cum") if style in _CUM_STYLES else info.get("mmDeduction"))
             tier = MarginTier(float(row.get("minNotional") or 0.0), float(row["maxNotional"]),
                               float(row["maintenanceMarginRate"]), 0.0, float(row.get("maxLeverage") or 0.0))
             if amount is None:  # not sent: the amount the cum rule gives (MM continuous across tiers)

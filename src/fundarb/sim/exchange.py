@@ -11,6 +11,7 @@ with the real rate and mark; transfers between accounts take a delay and a fee.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ import attrs
 import numpy as np
 
 from fundarb.config import VenueConfig
-from fundarb.core.book import BOOK_MARGIN_MODE, VenueAccount
+from fundarb.core.book import OWN_COLLATERAL, Collateral, VenueAccount, liquidation_of
 from fundarb.core.funding import MissingFundingSettlement, next_settlement
 from fundarb.core.liquidation import MarginRule
 from fundarb.core.model import (
@@ -66,6 +67,7 @@ class SimVenueSpec:
     venue: VenueConfig
     allow_short: bool = False  # spot margin short (reverse carry)
     margin: MarginRule | None = attrs.field(default=attrs.Factory(_shipped_margin, takes_self=True))
+    contract_size: float = 0.0  # an inverse perp's USD per contract (orders in contracts, PnL in BTC)
 
     def __attrs_post_init__(self) -> None:
         if self.kind is MarketKind.PERP and self.margin is None:
@@ -94,7 +96,7 @@ class _SimAccount:
         lat_seed, slip_seed = seeds.spawn(2)
         v = spec.venue
         self.spec = spec
-        self.acct = VenueAccount(spec.name, spec.kind, spec.cash)
+        self.acct = VenueAccount(spec.name, spec.kind, spec.cash, contract_size=spec.contract_size)
         self.fees = FeeModel(v.maker_fee, v.taker_fee)
         self.slip = SlippageModel(v.half_spread_bp_min, v.half_spread_bp_max, v.impact_bp_per_btc, np.random.default_rng(slip_seed))
         self.latency = LatencyModel(v.latency_ms_median, v.latency_sigma, np.random.default_rng(lat_seed))
@@ -115,8 +117,13 @@ class SimExchange:
         transfer_delay_s: float = 3600.0,
         transfer_fee: float = 0.0,
         funding_schedule: dict[str, tuple[int, float]] | None = None,
+        collateral: Collateral = OWN_COLLATERAL,
     ) -> None:
         specs = list(specs)
+        # what margins a perp account: the spot account's BTC (coin-margined) or
+        # the whole unified account count beside its own wallet
+        self.collateral = collateral
+        self._spot_of = next((s.name for s in specs if s.kind is MarketKind.SPOT), None)
         children = seeds.spawn(len(specs))
         self.accounts = {s.name: _SimAccount(s, c) for s, c in zip(specs, children)}
         self._tape = iter(tape)
@@ -144,7 +151,7 @@ class SimExchange:
         arrive = self.now + sim.latency.delay_ns()
         w = _Working(order, order.qty, arrive + ttl)
         self._working[order.client_id] = w
-        self.requested_qty += order.qty
+        self.requested_qty += self._btc(sim, order.qty)
         self._queue.push(arrive, q.P_ORDER, ("arrive", w))
 
     def cancel(self, client_id: str) -> None:
@@ -272,9 +279,7 @@ class SimExchange:
     def _settle(self, s: FundingSettlement) -> None:
         sim = self.accounts[s.venue]
         if sim.acct.qty != 0:
-            amount = -sim.acct.qty * s.mark * s.rate
-            sim.acct.cash += amount
-            sim.acct.funding += amount
+            sim.acct.settle_funding(s.mark, s.rate)
         if s.venue in self._next_funding:
             self._next_funding[s.venue] = (next_settlement(s.ts, s.interval_hours), s.interval_hours)
             self._update_funding_due()
@@ -292,10 +297,22 @@ class SimExchange:
                 a.fees += amount
                 self._out.append(Charge(self.now, sim.spec.name, amount, "borrow_interest"))
 
+    def _btc(self, sim: _SimAccount, units: float) -> float:
+        """BTC of an order of ``units`` on this account, at its market now."""
+        if not sim.acct.contract_size:
+            return units
+        price = sim.quote.mid if sim.quote is not None else sim.acct.price
+        return sim.acct.btc_of(units, price) if price == price and price > 0 else 0.0
+
+    def _spot_acct(self) -> VenueAccount:
+        if self._spot_of is None:
+            return VenueAccount("", MarketKind.SPOT, 0.0)
+        return self.accounts[self._spot_of].acct
+
     def _check_liquidation(self, sim: _SimAccount) -> None:
         a, spec = sim.acct, sim.spec
         assert spec.margin is not None  # a perp's: checked when the spec was made
-        liq = spec.margin.liquidation_price(a.cash, a.qty, a.entry, BOOK_MARGIN_MODE)
+        liq = liquidation_of(spec.margin, self.collateral, self._spot_acct(), a)
         mark = a.price
         if not ((a.qty < 0 and mark >= liq) or (a.qty > 0 and mark <= liq)):
             return
@@ -303,15 +320,19 @@ class SimExchange:
         # the account loses its margin down to maintenance plus the penalty,
         # and a gap beyond that is the venue's insurance fund's, not ours.
         price = liq
-        qty = abs(a.qty)
+        qty = abs(a.units)
         side = Side.BUY if a.qty < 0 else Side.SELL
-        left = a.cash + a.qty * (price - a.entry)
-        fee = max(min(spec.venue.liquidation_fee_rate * qty * price, left), 0.0)
+        left = self.collateral.margin_equity(self._spot_acct(), attrs.evolve(a, price=price))
+        if a.contract_size:  # the penalty is BTC: what is left, and the rate of the notional, in BTC
+            fee = max(min(a.fee_for(spec.venue.liquidation_fee_rate, qty, price), left / price), 0.0)
+        else:
+            fee = max(min(spec.venue.liquidation_fee_rate * qty * price, left), 0.0)
         self._liq_seq += 1
         self.liquidations += 1
         fill = Fill(self.now, spec.name, f"liq-{self._liq_seq}", side, qty, price, mark, fee, Liquidity.TAKER, True)
         a.trade(side.sign * qty, price, fee)
-        self._out.append(Alert(self.now, "liquidation", f"{spec.name} perp liquidated: {qty:.4f} BTC at {price:,.2f}", "critical"))
+        self._out.append(Alert(self.now, "liquidation", f"{spec.name} perp liquidated: {qty:.4f} "
+                               f"{'contracts' if a.contract_size else 'BTC'} at {price:,.2f}", "critical"))
         self._out.append(fill)
 
     # --- orders -------------------------------------------------------------
@@ -363,8 +384,11 @@ class SimExchange:
             if sign < 0 and a.qty - order.qty < -1e-12 and not sim.spec.allow_short:
                 return f"insufficient balance: {a.qty:.6f} BTC held"
             return ""
-        new_qty = a.qty + sign * order.qty
-        equity = a.cash + a.qty * (price - a.entry) if a.qty else a.cash
+        new_qty = a.qty + sign * a.btc_of(order.qty, price)
+        if a.contract_size or self.collateral is not OWN_COLLATERAL:
+            equity = self.collateral.margin_equity(self._spot_acct(), attrs.evolve(a, price=price))
+        else:
+            equity = a.cash + a.qty * (price - a.entry) if a.qty else a.cash
         if abs(new_qty) > abs(a.qty) and (equity <= 0 or abs(new_qty) * price / equity > sim.spec.venue.max_venue_leverage):
             return "insufficient margin"
         return ""
@@ -375,12 +399,22 @@ class SimExchange:
         order = w.order
         sign = order.side.sign
         depth = sim.depth_buy if sign > 0 else sim.depth_sell
-        qty = min(w.remaining, depth)
-        if order.reduce_only:
-            qty = min(qty, abs(sim.acct.qty))
-        if qty <= 1e-12:
-            return
-        price = sim.slip.price(quote, sign, qty)
+        inverse = sim.acct.contract_size > 0
+        if inverse:  # depth and impact are BTC; the order is whole contracts
+            per_btc = quote.mid / sim.acct.contract_size
+            qty = min(w.remaining, math.floor(depth * per_btc + 1e-9))
+            if order.reduce_only:
+                qty = min(qty, abs(sim.acct.units))
+            if qty <= 1e-12:
+                return
+            price = sim.slip.price(quote, sign, qty / per_btc)
+        else:
+            qty = min(w.remaining, depth)
+            if order.reduce_only:
+                qty = min(qty, abs(sim.acct.qty))
+            if qty <= 1e-12:
+                return
+            price = sim.slip.price(quote, sign, qty)
         maker = False
         if order.limit_price is not None:
             if (sign > 0 and price > order.limit_price) or (sign < 0 and price < order.limit_price):
@@ -390,14 +424,15 @@ class SimExchange:
                 if (sign > 0 and quote.ask > order.limit_price) or (sign < 0 and quote.bid < order.limit_price):
                     return
                 price, maker = order.limit_price, True
+        btc = sim.acct.btc_of(qty, quote.mid) if inverse else qty
         if sign > 0:
-            sim.depth_buy -= qty
+            sim.depth_buy -= btc
         else:
-            sim.depth_sell -= qty
-        fee = sim.fees.fee(qty, price, maker)
+            sim.depth_sell -= btc
+        fee = sim.acct.fee_for(sim.fees.taker if not maker else sim.fees.maker, qty, price) if inverse else sim.fees.fee(qty, price, maker)
         sim.acct.trade(sign * qty, price, fee)
         w.remaining -= qty
-        self.filled_qty += qty
+        self.filled_qty += btc
         if w.remaining <= 1e-12:
             w.remaining = 0.0
             self._working.pop(order.client_id, None)
