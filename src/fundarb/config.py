@@ -37,6 +37,7 @@ from cattrs.gen import make_dict_structure_fn, override
 from cattrs.v import format_exception
 
 from fundarb.core.errors import FundarbError
+from fundarb.core.liquidation import collateral_value, is_inverse_symbol
 from fundarb.core.market_guard import GuardLimits
 from fundarb.core.risk import HARD_MAX_LEVERAGE, RiskLimits
 from fundarb.core.strategy import CarryParams
@@ -417,6 +418,80 @@ class MarketDataSettings:
                            self.confirm_seconds)
 
 
+SPOT_LINEAR, COIN_MARGINED, UNIFIED = "spot_linear", "coin_margined", "unified"
+STRUCTURES = (SPOT_LINEAR, COIN_MARGINED, UNIFIED)
+CAPITAL_ASSETS = ("USDT", "BTC")
+# Bybit's tiered collateral value ratio of BTC in a unified trading account, as
+# the response example of its API documentation (GET /v5/spot-margin-trade/collateral
+# ?currency=BTC) shows it: 0..1,000,000 BTC at 0.85, nothing above. An example,
+# not a fetched table: a config names the venue's current tiers.
+BYBIT_BTC_COLLATERAL_EXAMPLE: tuple[tuple[float, float], ...] = ((1_000_000.0, 0.85),)
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any, attrs.Attribute, Any], None]:
+    def check(inst: Any, attr: attrs.Attribute, value: Any) -> None:
+        if value not in choices:
+            raise FieldError(attr.name, f"must be one of {', '.join(choices)}, got {_show(value)}")
+    return check
+
+
+def _tiers(value: Any, _: Any = None) -> tuple[tuple[float, float], ...]:
+    """structure.collateral_tiers: an array of [up to BTC, collateral value ratio]
+    pairs, caps ascending (the core's collateral rule checks them)."""
+    shape = "must be an array of [up to BTC, ratio] pairs like [[1000000, 0.85]]"
+    if not isinstance(value, (list, tuple)) or not value:
+        raise FieldError("", f"{shape}, got {_show(value)}")
+    out = []
+    for pair in value:
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in pair)):
+            raise FieldError("", f"{shape}, got {_show(value)}")
+        cap, ratio = float(pair[0]), float(pair[1])
+        if not (math.isfinite(cap) and math.isfinite(ratio)):
+            raise FieldError("", f"{shape} of finite numbers (BTC beyond the last cap counts nothing), got {_show(value)}")
+        out.append((cap, ratio))
+    try:
+        collateral_value(1.0, out)
+    except ValueError as exc:
+        raise FieldError("", str(exc)) from None
+    return tuple(out)
+
+
+def _check_tiers(inst: Any, attr: attrs.Attribute, value: Any) -> None:
+    _tiers(value)
+
+
+@attrs.frozen
+class StructureConfig:
+    """How the carry holds its two legs (docs/structures.md).
+
+    - ``spot_linear``: spot BTC paid in full on one account, a linear (USDT)
+      perp short margined by its own account, topped up by transfers.
+    - ``coin_margined``: the BTC bought is the margin of an inverse perp short
+      (``perp.symbol`` settled in BTC, such as ``BTC/USD:BTC``) of whole
+      contracts of ``contract_size`` USD; funding, fees and PnL in BTC.
+    - ``unified``: one account on one exchange whose spot BTC counts as the
+      linear short's collateral at the ``collateral_tiers`` ratios.
+
+    Without the section the structure is ``spot_linear`` and the config hash
+    is the one it had before the section existed. In the two one-account
+    structures the whole capital buys the spot leg (``perp_allocation`` is
+    not used): there is no second account to fund.
+    """
+
+    kind: str = attrs.field(default=SPOT_LINEAR, validator=_one_of(STRUCTURES))
+    # Binance COIN-M BTCUSD_PERP is 100 USD a contract; Bybit BTCUSD and BitMEX XBTUSD 1 USD
+    contract_size: float = attrs.field(default=100.0, validator=_above(0, 1_000_000, hint="USD per contract"))
+    capital_asset: str = attrs.field(default="USDT", validator=_one_of(CAPITAL_ASSETS))
+    collateral_tiers: tuple[tuple[float, float], ...] = attrs.field(
+        default=BYBIT_BTC_COLLATERAL_EXAMPLE, validator=_check_tiers)
+
+    def __attrs_post_init__(self) -> None:
+        if self.capital_asset == "BTC":
+            raise FieldError("capital_asset", "\"BTC\" (a carry that starts from BTC already held) is not modelled yet: "
+                                              "the capital starts in USDT and the spot leg buys the BTC")
+
+
 # [strategy] and [risk] are classes of fundarb.core, which checks its own
 # invariants (notional > 0, exit_apr <= entry_apr, max_leverage <= 3, ...);
 # what a config file may say is ruled here, at structure time
@@ -471,6 +546,33 @@ class Config:
     alerts: AlertSettings | None = None
     runner: RunnerSettings | None = None
     market_data: MarketDataSettings | None = None
+    structure: StructureConfig | None = None
+
+    def __attrs_post_init__(self) -> None:
+        kind = self.structure_kind
+        inverse = is_inverse_symbol(self.perp.symbol)
+        if kind == COIN_MARGINED and not inverse:
+            raise FieldError("perp.symbol", f"must be an inverse perpetual settled in BTC (such as \"BTC/USD:BTC\" on "
+                                            f"binancecoinm) for structure.kind coin_margined, got {_show(self.perp.symbol)}")
+        if kind != COIN_MARGINED and inverse:
+            raise FieldError("perp.symbol", f"{_show(self.perp.symbol)} is an inverse perpetual: it needs "
+                                            f"structure.kind = \"coin_margined\" (structure is {kind})")
+        if kind == UNIFIED and self.spot.exchange != self.perp.exchange.removesuffix("usdm"):
+            raise FieldError("perp.exchange", f"must be the spot leg's exchange ({_show(self.spot.exchange)}) for "
+                                              f"structure.kind unified (one account), got {_show(self.perp.exchange)}")
+
+    @property
+    def structure_kind(self) -> str:
+        return self.structure.kind if self.structure else SPOT_LINEAR
+
+    @property
+    def structure_settings(self) -> StructureConfig:
+        return self.structure or StructureConfig()
+
+    @property
+    def one_account(self) -> bool:
+        """Whether the spot BTC margins the perp (no second account, no transfers)."""
+        return self.structure_kind != SPOT_LINEAR
 
     @property
     def live_settings(self) -> LiveSettings:
@@ -498,11 +600,11 @@ class Config:
 
     @property
     def spot_cash(self) -> float:
-        return self.capital * (1 - self.perp_allocation)
+        return self.capital if self.one_account else self.capital * (1 - self.perp_allocation)
 
     @property
     def perp_cash(self) -> float:
-        return self.capital * self.perp_allocation
+        return 0.0 if self.one_account else self.capital * self.perp_allocation
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
@@ -528,11 +630,13 @@ def _register_hooks() -> None:
         _converter.register_structure_hook(kind, FieldRule(kind).structure)
     _converter.register_structure_hook(str, _text)
     sections = (VenueConfig, DataConfig, TransferConfig, Scenario, LiveSettings, AlertSettings, RunnerSettings,
-                MarketDataSettings, CarryParams, RiskLimits, Config)
+                MarketDataSettings, StructureConfig, CarryParams, RiskLimits, Config)
     for cls in sections:
         hooks: dict[str, Callable[[Any, Any], Any]] = {name: rule.structure for name, rule in _rules_of(cls).items()}
         if cls is DataConfig:
             hooks.update(start=_date_text, end=_date_text)
+        if cls is StructureConfig:
+            hooks.update(collateral_tiers=_tiers)
         overrides = {name: override(struct_hook=hook) for name, hook in hooks.items()}
         # cattrs takes the per-attribute overrides as keyword arguments beside its own flags
         fn = make_dict_structure_fn(cls, _converter, _cattrs_forbid_extra_keys=True, **overrides)  # type: ignore[arg-type]
@@ -558,7 +662,7 @@ def field_rules() -> dict[str, FieldRule]:
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     raw = _converter.unstructure(cfg)
-    for optional in ("scenario", "live", "alerts", "runner", "market_data"):
+    for optional in ("scenario", "live", "alerts", "runner", "market_data", "structure"):
         if raw.get(optional) is None:
             # no key rather than null: TOML has no null, and a config without
             # the section keeps the identity (hash) it had before it existed
@@ -587,7 +691,7 @@ def config_hash(cfg: Config) -> str:
 
 
 _SECTIONS = ("data", "spot", "perp", "strategy", "risk", "transfer", "scenario", "live", "alerts", "runner",
-             "market_data")
+             "market_data", "structure")
 
 
 def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:

@@ -5,11 +5,13 @@ whatever venue, book, clock and recorder the caller brings."""
 
 from __future__ import annotations
 
-from fundarb.config import Config
+from fundarb.config import COIN_MARGINED, SPOT_LINEAR, UNIFIED, Config
 from fundarb.config import config_hash as hash_of
-from fundarb.core.book import PositionBook
+from fundarb.core.book import COIN, OWN_COLLATERAL, Collateral, PositionBook
+from fundarb.core.book import UNIFIED as UNIFIED_COLLATERAL
 from fundarb.core.clock import SimClock
 from fundarb.core.engine import Engine, Recorder
+from fundarb.core.errors import FundarbError
 from fundarb.core.liquidation import MarginRule
 from fundarb.core.market_guard import MarketGuard
 from fundarb.core.model import NS_PER_SECOND
@@ -19,15 +21,46 @@ from fundarb.core.venue import Venue
 from fundarb.data.margin_tiers import shipped_rule
 
 
+class StructureNotSupported(FundarbError, ValueError):
+    """A config's structure that this path does not run yet."""
+
+
+def require_spot_linear(cfg: Config, what: str) -> None:
+    """Refuse ``what`` (a command or backend) for a structure it does not run:
+    only the simulator (backtest, Monte Carlo, sweeps, compare) models the
+    coin-margined and unified structures so far."""
+    if cfg.structure_kind != SPOT_LINEAR:
+        raise StructureNotSupported(
+            f"{what} runs the spot_linear structure only; {cfg.name} is {cfg.structure_kind} (structure.kind), "
+            "which the simulator (backtest, montecarlo, sweep, compare) models but this path does not yet")
+
+
+def collateral_of(cfg: Config) -> Collateral:
+    """What margins the perp leg under the config's structure."""
+    kind = cfg.structure_kind
+    if kind == COIN_MARGINED:
+        return Collateral(COIN)
+    if kind == UNIFIED:
+        return Collateral(UNIFIED_COLLATERAL, cfg.structure_settings.collateral_tiers)
+    return OWN_COLLATERAL
+
+
+def contract_size_of(cfg: Config) -> float:
+    """The perp's USD per contract when it is inverse, else 0 (a linear perp trades BTC)."""
+    return cfg.structure_settings.contract_size if cfg.structure_kind == COIN_MARGINED else 0.0
+
+
 def round_trip_cost(cfg: Config, price: float) -> float:
     """Expected cost of opening and closing both legs, as a fraction of notional:
-    fees, mean half spread and impact at the configured size, and two transfers."""
+    fees, mean half spread and impact at the configured size, and two transfers
+    (none where the spot BTC margins the perp: one account, nothing to move)."""
     qty = cfg.strategy.notional / price
     per_side = 0.0
     for v in (cfg.spot, cfg.perp):
         half_spread = 0.5 * (v.half_spread_bp_min + v.half_spread_bp_max)
         per_side += v.taker_fee + (half_spread + v.impact_bp_per_btc * qty) / 1e4
-    return 2 * per_side + 2 * cfg.transfer.fee / cfg.strategy.notional
+    transfers = 0.0 if cfg.one_account else 2 * cfg.transfer.fee / cfg.strategy.notional
+    return 2 * per_side + transfers
 
 
 def venue_costs(cfg: Config, margin: MarginRule | None = None) -> VenueCosts:
@@ -37,7 +70,8 @@ def venue_costs(cfg: Config, margin: MarginRule | None = None) -> VenueCosts:
     slip = max(cfg.spot.half_spread_bp_max, cfg.perp.half_spread_bp_max) / 1e4 + 0.001
     if margin is None:
         margin = shipped_rule(cfg.perp.exchange, cfg.perp.symbol)
-    return VenueCosts(cfg.spot.taker_fee, cfg.perp.taker_fee, slip, margin, cfg.transfer.fee, cfg.perp_allocation)
+    allocation = 0.0 if cfg.one_account else cfg.perp_allocation
+    return VenueCosts(cfg.spot.taker_fee, cfg.perp.taker_fee, slip, margin, cfg.transfer.fee, allocation)
 
 
 def wire_engine(cfg: Config, venue: Venue, book: PositionBook, clock: SimClock, recorder: Recorder, *,

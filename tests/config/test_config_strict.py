@@ -20,12 +20,24 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from fundarb import config
-from fundarb.config import AlertSettings, Config, ConfigError, LiveSettings, MarketDataSettings, RunnerSettings, Scenario, config_hash, from_dict, load
+from fundarb.config import (
+    AlertSettings,
+    Config,
+    ConfigError,
+    LiveSettings,
+    MarketDataSettings,
+    RunnerSettings,
+    Scenario,
+    StructureConfig,
+    config_hash,
+    from_dict,
+    load,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = ROOT / "sims" / "baseline.toml"
 BASELINE_HASH = "42e4dd2a4dd599e8621291d4452d835aa766730cebe89d298225c625ffca25be"  # as every shipped report says
-OPTIONAL = ("scenario", "live", "alerts", "runner", "market_data")
+OPTIONAL = ("scenario", "live", "alerts", "runner", "market_data", "structure")
 
 
 def baseline_raw() -> dict:
@@ -307,7 +319,8 @@ def mutable_keys() -> list[str]:
     raw = baseline_raw()
     keys = [f"{s}.{f}" if isinstance(v, dict) else s for s, v in raw.items() for f in (v if isinstance(v, dict) else [None])]
     keys = [k.removesuffix(".None") for k in keys]
-    sections = dict(zip(OPTIONAL, (Scenario, LiveSettings, AlertSettings, RunnerSettings, MarketDataSettings)))
+    sections = dict(zip(OPTIONAL, (Scenario, LiveSettings, AlertSettings, RunnerSettings, MarketDataSettings,
+                                   StructureConfig)))
     return keys + [f"{s}.{f.name}" for s, cls in sections.items() for f in attrs.fields(cls)]
 
 

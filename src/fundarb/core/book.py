@@ -27,6 +27,13 @@ COLLATERAL_MODES = (OWN, COIN, UNIFIED)
 # The book's perp account is one wallet backing one position: the venue's
 # cross-margin rule with that account's cash as the cross wallet balance.
 BOOK_MARGIN_MODE = CROSS
+# BTC below any venue's smallest order (Binance spot: 5 USDT, 1e-4 BTC at 50,000):
+# what a coin-margined exit leaves when the short's settled PnL differs from
+# the estimate its spot sale was sized by. It cannot be sold, so it is no drift.
+DUST_BTC = 1e-4
+# what a coin-margined exit keeps back of the short's BTC for the close's fee
+# and slippage (taker fees of COIN-M BTC are 0.05% and less)
+EXIT_MARGIN = 0.001
 
 
 def drift_of(spot_qty: float, perp_qty: float, floor: float = 1e-12) -> float:
@@ -268,10 +275,53 @@ class Collateral:
         haircut; else 0)."""
         if perp.contract_size > 0:
             wallet = perp.coin + (perp.cash / perp.price if perp.cash else 0.0)
-            return (wallet + spot.qty if self.mode == COIN else wallet), 0.0
+            if self.mode != COIN:
+                return wallet, 0.0
+            # the carry's USDT becomes BTC in this wallet as its spot buy lands:
+            # an entry is one step (buy, move, short), so the cash not yet
+            # spent counts at its BTC value beside the BTC
+            cash = spot.cash / perp.price if spot.cash > 0 and perp.price == perp.price else 0.0
+            return wallet + spot.qty + cash, 0.0
         if self.mode == UNIFIED:
             return perp.cash + spot.cash, collateral_value(spot.qty, self.tiers)
         return perp.cash, 0.0
+
+    def sweep(self, spot: VenueAccount, perp: VenueAccount) -> float:
+        """Coin-margined: the BTC an inverse perp has settled in (realized
+        PnL, funding, fees) joins the spot leg's BTC, the one balance that
+        margins the short and that an exit sells: the carry holds one BTC
+        amount, hedged by the short, and nothing is left behind unhedged
+        when it closes. Returns the USD the move changes the book's value by
+        (the BTC valued at the spot mid rather than the perp's mark).
+
+        Unified: one account, so the perp's settled USDT (PnL, funding,
+        fees) is the cash the spot leg buys with; it moves across (the
+        wallet the margin counts is the same sum). Own: nothing moves."""
+        if self.mode == UNIFIED:
+            spot.cash += perp.cash
+            perp.cash = 0.0
+            return 0.0
+        c = perp.coin
+        if self.mode != COIN or c == 0:
+            return 0.0
+        spot_px = spot.price if spot.price == spot.price else perp.price
+        perp.coin = 0.0
+        spot.qty += c
+        if abs(spot.qty) < 1e-12:
+            spot.qty = 0.0
+        return c * (spot_px - perp.price) if perp.price == perp.price else 0.0
+
+    def exit_btc(self, spot: VenueAccount, perp: VenueAccount) -> float:
+        """The BTC an exit sells: the spot leg's, and (coin-margined) the BTC
+        the open short's close will settle into the same balance at the mark
+        (less when it closes at a loss), less ``EXIT_MARGIN`` of the short
+        for the close's fee and slippage: the sale is covered whichever of
+        the two orders lands first. What it leaves is a few thousandths of
+        the position, BTC the next carry hedges (``PositionBook.drift``)."""
+        btc = spot.qty
+        if self.mode == COIN and perp.qty and perp.price == perp.price:
+            btc += perp.unrealized / perp.price - EXIT_MARGIN * abs(perp.qty)
+        return btc
 
     def margin_equity(self, spot: VenueAccount, perp: VenueAccount) -> float:
         """The equity (quote) that margins the perp: the wallet and collateral
@@ -318,6 +368,9 @@ class PositionBook:
     # spans during which every settlement must appear in the funding ledger
     perp_spans: list[list[Any]] = attrs.field(factory=list)  # [opened ns, closed ns or None]
     collateral: Collateral = OWN_COLLATERAL
+    # coin-margined: the BTC the short hedged when it last closed; what an exit
+    # leaves (``Collateral.exit_btc``) is drift measured against it
+    hedged_btc: float = 0.0
     # direct references to the two accounts: read on every tick
     spot: VenueAccount = attrs.field(init=False)
     perp: VenueAccount = attrs.field(init=False)
@@ -391,11 +444,17 @@ class PositionBook:
     @property
     def drift(self) -> float:
         sq, pq = self.spot.qty + self.perp.coin, self.perp.qty
+        if self.collateral.mode == COIN:
+            size = max(abs(sq), abs(pq), self.hedged_btc if pq == 0 else 0.0)
+            return abs(sq + pq) / size if size > DUST_BTC else 0.0
         size = max(abs(sq), abs(pq))
         return abs(sq + pq) / size if size > 1e-12 else 0.0
 
     @property
     def is_flat(self) -> bool:
+        if self.collateral.mode == COIN and self.perp.qty == 0:
+            # what a coin-margined exit leaves is BTC the next carry hedges, no position
+            return abs(self.spot.qty + self.perp.coin) <= 2 * EXIT_MARGIN * self.hedged_btc + DUST_BTC
         return -1e-12 < self.spot.qty < 1e-12 and -1e-12 < self.perp.qty < 1e-12
 
     def leverage(self) -> float:
@@ -436,13 +495,15 @@ class PositionBook:
         btc = acct.btc_of(fill.qty, fill.price)
         self.slippage += fill.side.sign * btc * (fill.price - acct.price)
         self.traded_qty += btc
-        was_flat = acct.qty == 0
+        was_flat, before = acct.qty == 0, abs(acct.qty)
         self.fees += acct.trade(signed, fill.price, fill.fee)
         if fill.venue == self.perp_venue:
+            self.price_pnl += self.collateral.sweep(self.spot, acct)
             if was_flat and acct.qty != 0:
                 self.perp_spans.append([fill.ts, None])
             elif not was_flat and acct.qty == 0:
                 self.perp_spans[-1][1] = fill.ts
+                self.hedged_btc = before
 
     def apply_funding(self, s: FundingSettlement) -> FundingEntry | None:
         """Only a position open at the settlement instant accrues:
@@ -453,6 +514,8 @@ class PositionBook:
         if acct.contract_size:  # paid in BTC: valued at the mark it settles at
             self.revalue(s.venue, s.mark)
         amount = acct.settle_funding(s.mark, s.rate)
+        if s.venue == self.perp_venue:
+            self.price_pnl += self.collateral.sweep(self.spot, acct)
         if amount >= 0:
             self.funding_received += amount
         else:

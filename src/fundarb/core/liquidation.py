@@ -76,6 +76,12 @@ MODES = (ISOLATED, CROSS)
 AMOUNT_TOLERANCE = 1e-6
 
 
+def is_inverse_symbol(symbol: str) -> bool:
+    """Whether a ccxt symbol is of an inverse market: settled in its base coin (``BTC/USD:BTC``)."""
+    pair, _, settle = symbol.partition(":")
+    return bool(settle) and pair.partition("/")[0] == settle.partition("-")[0]
+
+
 class LiquidationRuleMissing(FundarbError, ValueError):
     """A liquidation price or maintenance margin asked of a venue whose rule is not modelled."""
 

@@ -115,7 +115,8 @@ def check(
     for intent in intents:
         if intent.reduce_only:
             acct = book.accounts[intent.venue]
-            qty = min(intent.qty, abs(acct.units))
+            held = book.collateral.exit_btc(acct, book.perp) if acct is book.spot else acct.units
+            qty = min(intent.qty, abs(held))
             if qty > 1e-12:
                 approved.append(attrs.evolve(intent, qty=qty) if qty != intent.qty else intent)
             continue

@@ -249,7 +249,8 @@ def close_intents(book: PositionBook, reason: str, pair_id: int) -> list[OrderIn
     order unit: an inverse perp's contracts)."""
     out = []
     for acct in (book.spot, book.perp):
-        if abs(acct.qty) > 1e-12:
-            side = Side.SELL if acct.qty > 0 else Side.BUY
-            out.append(OrderIntent(acct.venue, side, abs(acct.units), reason, pair_id, reduce_only=True))
+        qty = book.collateral.exit_btc(acct, book.perp) if acct is book.spot else acct.units
+        if abs(qty) > 1e-12:
+            side = Side.SELL if qty > 0 else Side.BUY
+            out.append(OrderIntent(acct.venue, side, abs(qty), reason, pair_id, reduce_only=True))
     return out

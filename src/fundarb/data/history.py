@@ -663,8 +663,9 @@ def load_history(
         raise DataError(f"start {fmt_time(lo)} is not before end {fmt_time(hi)}")
     data_dir = data_dir or SHIPPED_DIR
     raw = read_raw(data_dir, spot, perp)
-    s = raw.spot.filter((pl.col("ts") >= lo) & (pl.col("ts") < hi)).sort("ts")
-    p = raw.perp.filter((pl.col("ts") >= lo) & (pl.col("ts") < hi)).sort("ts")
+    # a null close is a missing hour (the checks let only that through): a gap, carried below
+    s = raw.spot.filter((pl.col("ts") >= lo) & (pl.col("ts") < hi) & pl.col("close").is_not_null()).sort("ts")
+    p = raw.perp.filter((pl.col("ts") >= lo) & (pl.col("ts") < hi) & pl.col("close").is_not_null()).sort("ts")
     if s.height == 0 or p.height == 0:
         both = raw.spot.join(raw.perp, on="ts")["ts"]
         held = f" (it holds {fmt_time(cast(int, both.min()))} .. {fmt_time(cast(int, both.max()))} UTC: choose the window with --from/--to)" \
@@ -693,7 +694,12 @@ def load_history(
             f"price gap of {steps[i] / NS_PER_HOUR:.0f} h after {fmt_time(int(known[i]))} "
             f"exceeds max_price_gap_hours {max_gap_hours:g}"
         )
-    carried = (joined["spot"].is_null() | joined["perp"].is_null()).to_numpy()
+    # an hour without both prices carries both (the last hour that had them):
+    # one leg moving while the other stands still would be a basis no venue showed
+    either_missing = pl.col("spot").is_null() | pl.col("perp").is_null()
+    carried = joined.select(either_missing).to_series().to_numpy()
+    joined = joined.with_columns(pl.when(either_missing).then(None).otherwise(pl.col(c)).alias(c)
+                                 for c in ("spot", "perp"))
     joined = joined.with_columns(pl.col("spot").forward_fill(), pl.col("perp").forward_fill())
     grid_ts, perp_close = joined["ts"].to_numpy(), joined["perp"].to_numpy()
     where = f"in {data_dir}"

@@ -37,6 +37,7 @@ from fundarb.core.liquidation import (
     MarginRule,
     MarginTier,
     expected_amount,
+    is_inverse_symbol,
     rule_for,
 )
 from fundarb.venues import quirks_or_plain
@@ -96,12 +97,6 @@ def shipped_rule(venue: str, symbol: str) -> MarginRule:
 def is_modelled(venue: str) -> bool:
     """Whether the venue's liquidation formula is modelled (its tiers may still come from the venue)."""
     return quirks_or_plain(venue).liquidation_style is not None
-
-
-def is_inverse_symbol(symbol: str) -> bool:
-    """Whether a ccxt symbol is of an inverse market: settled in its base coin (``BTC/USD:BTC``)."""
-    pair, _, settle = symbol.partition(":")
-    return bool(settle) and pair.partition("/")[0] == settle.partition("-")[0]
 
 
 def style_for(venue: str, symbol: str) -> str | None:

@@ -18,7 +18,7 @@ from fundarb.core.model import NS_PER_HOUR, MarketKind
 from fundarb.data.history import MarketHistory
 from fundarb.sim import SimExchange, SimVenueSpec
 from fundarb.sim.tape import history_tape
-from fundarb.wiring import venue_costs, wire_engine
+from fundarb.wiring import collateral_of, contract_size_of, venue_costs, wire_engine
 
 # the success gates (docs/design.md): name -> (metric, comparison, threshold)
 GATES: tuple[tuple[str, str, str, float], ...] = (
@@ -134,13 +134,16 @@ def build_engine(
     if sim_seed is None:
         sim_seed, = np.random.SeedSequence(cfg.seed).spawn(1)
     costs = venue_costs(cfg)
+    size, collateral = contract_size_of(cfg), collateral_of(cfg)
     specs = [
         SimVenueSpec(spot_name, MarketKind.SPOT, cfg.spot_cash, cfg.spot, allow_short=cfg.strategy.allow_reverse),
-        SimVenueSpec(perp_name, MarketKind.PERP, cfg.perp_cash, cfg.perp, margin=costs.margin),
+        SimVenueSpec(perp_name, MarketKind.PERP, cfg.perp_cash, cfg.perp, margin=costs.margin, contract_size=size),
     ]
     schedule = {perp_name: first_funding} if first_funding is not None else {}
-    sim = SimExchange(specs, tape, sim_seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee, schedule)
-    book = PositionBook.open(spot_name, perp_name, cfg.spot_cash, cfg.perp_cash)
+    sim = SimExchange(specs, tape, sim_seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee, schedule,
+                      collateral=collateral)
+    book = PositionBook.open(spot_name, perp_name, cfg.spot_cash, cfg.perp_cash, contract_size=size,
+                             collateral=collateral)
     engine = wire_engine(cfg, sim, book, SimClock(start_ns), MemoryRecorder(), costs=costs, spot_price=spot_price,
                          config_hash=chash)
     return engine, sim

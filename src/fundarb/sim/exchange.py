@@ -124,6 +124,7 @@ class SimExchange:
         # the whole unified account count beside its own wallet
         self.collateral = collateral
         self._spot_of = next((s.name for s in specs if s.kind is MarketKind.SPOT), None)
+        self._perp_of = next((s.name for s in specs if s.kind is MarketKind.PERP), None)
         children = seeds.spawn(len(specs))
         self.accounts = {s.name: _SimAccount(s, c) for s, c in zip(specs, children)}
         self._tape = iter(tape)
@@ -280,6 +281,7 @@ class SimExchange:
         sim = self.accounts[s.venue]
         if sim.acct.qty != 0:
             sim.acct.settle_funding(s.mark, s.rate)
+            self._sweep(sim)
         if s.venue in self._next_funding:
             self._next_funding[s.venue] = (next_settlement(s.ts, s.interval_hours), s.interval_hours)
             self._update_funding_due()
@@ -303,6 +305,19 @@ class SimExchange:
             return units
         price = sim.quote.mid if sim.quote is not None else sim.acct.price
         return sim.acct.btc_of(units, price) if price == price and price > 0 else 0.0
+
+    def _sweep(self, sim: _SimAccount) -> None:
+        """Coin-margined: the perp's settled BTC joins the spot balance, and
+        a spot sale waiting for it (an exit that landed first) fills now."""
+        if sim.spec.kind is MarketKind.PERP and self._spot_of is not None and (sim.acct.coin or sim.acct.cash):
+            self.collateral.sweep(self._spot_acct(), sim.acct)
+            spot = self.accounts[self._spot_of]
+            if spot.resting and spot.quote is not None:
+                self._match_resting(spot)
+
+    def _perp_acct(self) -> VenueAccount:
+        assert self._perp_of is not None
+        return self.accounts[self._perp_of].acct
 
     def _spot_acct(self) -> VenueAccount:
         if self._spot_of is None:
@@ -331,6 +346,7 @@ class SimExchange:
         self.liquidations += 1
         fill = Fill(self.now, spec.name, f"liq-{self._liq_seq}", side, qty, price, mark, fee, Liquidity.TAKER, True)
         a.trade(side.sign * qty, price, fee)
+        self._sweep(self.accounts[spec.name])
         self._out.append(Alert(self.now, "liquidation", f"{spec.name} perp liquidated: {qty:.4f} "
                                f"{'contracts' if a.contract_size else 'BTC'} at {price:,.2f}", "critical"))
         self._out.append(fill)
@@ -381,8 +397,9 @@ class SimExchange:
             worst = max(quote.ask, price) * (1 + worst_bp / 1e4)
             if sign > 0 and a.cash < order.qty * worst * (1 + sim.spec.venue.taker_fee):
                 return f"insufficient balance: {a.cash:,.2f} for {order.qty} BTC"
-            if sign < 0 and a.qty - order.qty < -1e-12 and not sim.spec.allow_short:
-                return f"insufficient balance: {a.qty:.6f} BTC held"
+            held = self.collateral.exit_btc(a, self._perp_acct()) if self._perp_of is not None else a.qty
+            if sign < 0 and held - order.qty < -1e-12 and not sim.spec.allow_short:
+                return f"insufficient balance: {held:.6f} BTC held"
             return ""
         new_qty = a.qty + sign * a.btc_of(order.qty, price)
         if a.contract_size or self.collateral is not OWN_COLLATERAL:
@@ -431,6 +448,7 @@ class SimExchange:
             sim.depth_sell -= btc
         fee = sim.acct.fee_for(sim.fees.taker if not maker else sim.fees.maker, qty, price) if inverse else sim.fees.fee(qty, price, maker)
         sim.acct.trade(sign * qty, price, fee)
+        self._sweep(sim)
         w.remaining -= qty
         self.filled_qty += btc
         if w.remaining <= 1e-12:
