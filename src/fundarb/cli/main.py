@@ -74,6 +74,35 @@ def backtest(
         print_summary(result, console, paths)
 
 
+@app.command()
+def compare(
+    config: Optional[Path] = typer.Argument(None, help="base spot_linear TOML config (default: sims/baseline.toml)"),
+    start: Optional[str] = typer.Option(None, "--from", help="first instant, UTC ISO date/time (default: config)"),
+    end: Optional[str] = typer.Option(None, "--to", help="end instant, exclusive (default: config)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
+    deploy: float = typer.Option(0.95, "--deploy", help="share of capital the one-account structures trade as notional"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<config name>-compare)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="history folder or store (default: shipped data)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no table"),
+) -> None:
+    """Run the same window, costs and seed through each structure (spot_linear, coin_margined, unified), on the
+    whole window and each year in it, and write compare.json and compare.csv."""
+    from fundarb.output.compare import print_compare, write_compare
+    from fundarb.research.compare import compare as run_compare
+
+    cfg = effective_config(config or default_config_path(), start, end, seed)
+    out = out or Path("runs") / f"{cfg.name}-compare"
+    with Progress(TextColumn("[bold]compare[/] {task.description}"), console=err, transient=True,
+                  disable=quiet or not err.is_terminal) as bar:
+        task = bar.add_task(cfg.name)
+        doc = run_compare(cfg, deploy, data_dir, progress=lambda what: bar.update(task, description=what))
+    paths = write_compare(doc, out)
+    if not quiet:
+        print_compare(doc, Console())
+        for p in paths.values():
+            Console().print(f"wrote {p}", highlight=False)
+
+
 def _path_progress(quiet: bool, label: str) -> Progress:
     return Progress(TextColumn(f"[bold]{label}[/] {{task.description}}"), BarColumn(),
                     TextColumn("{task.completed}/{task.total} paths"), TimeRemainingColumn(),

@@ -270,7 +270,7 @@ SUMMARY_KEYS = (
     "price_pnl", "fill_rate", "entries", "orders", "fills", "liquidations", "delta_drift_max", "delta_drift_p99",
     "min_margin_buffer", "max_leverage", "time_in_position", "settlements_accrued", "settlements_at_venue_mark",
     "settlements_at_perp_price", "missed_settlements",
-    "frictionless_hold_funding_apr_on_notional", "frictionless_hold_funding_apr_on_capital",
+    "frictionless_hold_funding_apr_on_notional", "frictionless_hold_funding_apr_on_capital", "funding_btc", "fees_btc",
 )
 
 
@@ -289,6 +289,11 @@ def print_summary(r: BacktestResult, console: Console, paths: dict[str, Path] | 
             console.print(f"  {role}: {feed['exchange']} {feed['symbol']}, {feed['messages'].get('messages', 0):,} messages -> {events}",
                           style="dim", highlight=False)
         console.print(f"funding settlements from {replay['funding_settlements_from']}; {d['mark_price']}", style="dim")
+    apr = r.metrics.get("net_apr")
+    on_capital = f", net APR on capital {apr:.2%}" if apr is not None else ""
+    console.print(f"structure {r.metrics['structure']}: capital used {r.metrics['capital_used']:,.0f} USDT, "
+                  f"notional {r.metrics['notional']:,.0f}{on_capital}; final equity {r.metrics['final_equity']:,.2f} USDT = "
+                  f"{r.metrics['final_equity_btc']:.6f} BTC", highlight=False)
     if r.window_note:
         console.print(f"{r.window_note}; APR, CAGR and Sharpe need {MIN_ANNUALISE_DAYS:g} days of data, "
                       "so PnL, funding and fees are in USDT", highlight=False)

@@ -164,7 +164,8 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
     days = h.days
     drift_max, drift_p99 = metrics.drift_stats(curve["drift"], curve["in_position"])
     drift_max = max(drift_max, engine.settled_drift_max)
-    buffers = [b for b, pos in zip(curve["margin_buffer"], curve["in_position"]) if pos]
+    # a short no rise can liquidate (coin-margined, covered) has no buffer to count: the curve holds nan
+    buffers = [b for b, pos in zip(curve["margin_buffer"], curve["in_position"]) if pos and b == b]
     now = engine.clock.now_ns()
     open_intervals = [(a, now if b is None else b) for a, b in book.perp_spans]
     expected = [int(t) for t in h.funding_ts.tolist()]
@@ -174,8 +175,17 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
     frictionless = rate_sum * 365.0 / days if days > 0 else 0.0
     hours_in_position = int(sum(curve["in_position"]))
     net_apr = metrics.apr(book.pnl, cfg.capital, days)
+    perp = book.perp
     return {
+        "structure": cfg.structure_kind,
         "capital": cfg.capital,
+        # what the structure ties up: the whole capital (both accounts, or the one)
+        "capital_used": cfg.capital,
+        "notional": cfg.strategy.notional,
+        "final_equity_btc": book.equity_btc,
+        # an inverse perp's funding and fees as the venue paid them, in BTC (0 for a linear perp)
+        "funding_btc": perp.funding_coin,
+        "fees_btc": perp.fees_coin,
         "days": round(days, 6),
         "final_equity": book.equity,
         "net_pnl": book.pnl,
