@@ -31,8 +31,8 @@ def require_spot_linear(cfg: Config, what: str) -> None:
     coin-margined and unified structures so far."""
     if cfg.structure_kind != SPOT_LINEAR:
         raise StructureNotSupported(
-            f"{what} runs the spot_linear structure only; {cfg.name} is {cfg.structure_kind} (structure.kind), "
-            "which the simulator (backtest, montecarlo, sweep, compare) models but this path does not yet")
+            f"config {cfg.name} is structure.kind {cfg.structure_kind}, which {what} do not run yet: only the "
+            "simulator (backtest, montecarlo, sweep, compare, replay) models it; they run spot_linear")
 
 
 def collateral_of(cfg: Config) -> Collateral:

@@ -32,7 +32,7 @@ import attrs
 
 from fundarb import __version__
 from fundarb.app.replay import GOLDEN_FILE, golden_diff, golden_text, run_replay
-from fundarb.config import Config, ConfigError, canonical_json, config_hash, load
+from fundarb.config import SPOT_LINEAR, Config, ConfigError, canonical_json, config_hash, load
 from fundarb.core.errors import FundarbError
 from fundarb.data.history import FUNDING_FILE, PRICES_FILE
 from fundarb.live.runlock import make_folder
@@ -210,6 +210,8 @@ def build_record(cfg: Config, backtest: BacktestResult, study: StudyResult, regr
         "config_name": cfg.name,
         "config_hash": config_hash(cfg),
         "config_json": canonical_json(cfg),
+        # how the carry holds its legs: live trading runs only the structure promoted
+        "structure": cfg.structure_kind,
         "created": datetime.fromtimestamp(created_ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "created_ns": created_ns,
         "fundarb_version": __version__,
@@ -493,8 +495,15 @@ def live_clearance(cfg: Config, store: Path) -> str | None:
             key = promotion_key(create=False)
         except PromotionError as exc:
             return f"live trading refused for {who}: {exc}; {PROMOTE_HINT}"
-        if any(verified(r, key) for r in passing):
-            return None  # a record made by another fundarb version still clears: the config is what was tested
+        cleared = [r for r in passing if verified(r, key)]
+        if cleared:
+            # a record made by another fundarb version still clears: the config is what was tested; a record
+            # without a structure is of a config from before structures, which were all spot_linear
+            promoted = json.loads(cleared[-1]["record_json"]).get("structure", SPOT_LINEAR)
+            if promoted != cfg.structure_kind:
+                return (f"live trading refused: {who} was promoted as structure {promoted}, "
+                        f"not {cfg.structure_kind}; {PROMOTE_HINT}")
+            return None
         return (f"live trading refused: the passing promotion record of {who} in {store} was altered or made "
                 f"without this machine's promotion key ({key_path()}); {PROMOTE_HINT} again")
     latest = json.loads(rows[-1]["record_json"])

@@ -53,6 +53,9 @@ def _context(config: Optional[Path], journal: Optional[Path], api_url: Optional[
     if api_url is not None:  # signed requests never go over plain http, nor elsewhere unasked
         check_api_url(api_url, remote)
     cfg = load(config or default_config_path())
+    from fundarb.wiring import require_spot_linear
+
+    require_spot_linear(cfg, "the venue commands (trade, run, positions, reconcile, monitor)")
     target = Target(api_url=api_url, sandbox=sandbox, timeout_ms=int(cfg.live_settings.request_timeout_seconds * 1000))
     return cfg, journal_for(journal), target
 
