@@ -308,3 +308,16 @@ def test_exit_btc_coin_flat_or_unpriced_perp_is_the_spot():
     spot, perp = _legs(coin=0.0)
     perp.price = math.nan
     assert Collateral(COIN).exit_btc(spot, perp) == 2.0
+
+
+def test_coin_sweep_into_a_spot_leg_not_yet_priced_keeps_the_equity_a_number():
+    """A perp fill (its fee in BTC) on a coin-margined book whose spot leg has
+    seen no price yet: the sweep values the BTC it moves at the perp's price
+    (``Collateral.sweep``), so the book's equity should stay a number and
+    keep the identity."""
+    b = PositionBook.open(SPOT, PERP, 100_000.0, 0.0, contract_size=SIZE, collateral=Collateral(COIN))
+    fee = b.perp.fee_for(0.0005, 10, 50_000.0)
+    b.apply_fill(fill(PERP, Side.SELL, 10, 50_000.0, fee=fee))
+    assert b.spot.qty == pytest.approx(-fee, rel=1e-12)
+    assert math.isfinite(b.equity), (b.spot, b.perp)
+    assert identity_gap(b) == pytest.approx(0.0, abs=1e-9)

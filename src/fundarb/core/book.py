@@ -304,7 +304,9 @@ class Collateral:
         c = perp.coin
         if self.mode != COIN or c == 0:
             return 0.0
-        spot_px = spot.price if spot.price == spot.price else perp.price
+        if spot.price != spot.price:  # not priced yet: the BTC is valued at the perp's price
+            spot.price = perp.price
+        spot_px = spot.price
         perp.coin = 0.0
         spot.qty += c
         if abs(spot.qty) < 1e-12:
