@@ -191,3 +191,21 @@ def test_a_store_of_a_later_schema_is_refused_untouched(tmp_path, cfg):
     with pytest.raises(PromotionError, match="schema version 3, this fundarb reads version 2"):
         save_record(store, record(cfg))
     assert store.read_bytes() == before
+
+
+def test_live_trading_runs_only_the_structure_the_record_promoted(tmp_path):
+    """A passing, verified record clears only the structure it says it promoted;
+    a record without the field is of a config from before structures, so spot_linear."""
+    coin = load(BASELINE.parent / "coin_margined.toml")
+    store = tmp_path / "promotions.sqlite"
+    save_record(store, {**record(coin), "structure": "coin_margined"})
+    assert live_clearance(coin, store) is None
+    other = tmp_path / "other.sqlite"
+    save_record(other, {**record(coin), "structure": "spot_linear"})  # a record that disagrees with its config
+    refusal = live_clearance(coin, other)
+    assert refusal is not None and "promoted as structure spot_linear, not coin_margined" in refusal
+    legacy = tmp_path / "legacy.sqlite"
+    save_record(legacy, record(coin))
+    assert "promoted as structure spot_linear" in (live_clearance(coin, legacy) or "")
+    save_record(tmp_path / "base.sqlite", record(load(BASELINE)))
+    assert live_clearance(load(BASELINE), tmp_path / "base.sqlite") is None

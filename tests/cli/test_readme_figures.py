@@ -49,3 +49,28 @@ def test_readme_montecarlo_sample_matches_the_1000_path_study(tmp_path):
     doc = json.loads((tmp_path / "mc" / "montecarlo.json").read_text())
     rates = doc["summary"]["gate_pass_rates"]
     assert f"{rates['net funding after fees > 0']:.1%}" in sample and f"{rates['APR > 10%']:.1%}" in sample
+
+
+def test_readme_sample_states_the_structure_line_the_backtest_prints(tmp_path):
+    res = CliRunner().invoke(app, ["backtest", str(ROOT / "sims" / "baseline.toml"), "--out", str(tmp_path / "o"), "--to",
+                                   "2021-09-01"], env={"COLUMNS": "200"}, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert re.search(r"^structure spot_linear: capital used 100,000 USDT, notional 65,000, net APR on capital -?\d", res.output, re.M)
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(r"^structure spot_linear: capital used 100,000 USDT, notional 65,000, net APR on capital 5\.11%", readme, re.M)
+
+
+def test_the_structure_figures_of_readme_and_findings_are_what_compare_gives(tmp_path):
+    """README and docs/findings.md quote `fundarb compare` on the shipped default: the numbers must be its."""
+    res = CliRunner().invoke(app, ["compare", "--out", str(tmp_path / "c"), "-q"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rows = json.loads((tmp_path / "c" / "compare.json").read_text())["rows"]
+    whole = {r["structure"]: r for r in rows if ".." in r["window"]}
+    assert set(whole) == {"spot_linear", "coin_margined", "unified"}
+    readme = (ROOT / "README.md").read_text()
+    findings = (ROOT / "docs" / "findings.md").read_text()
+    for kind, r in whole.items():
+        assert f"{r['net_apr']:.2%}" in readme, kind
+    for r in rows:
+        line = f"| {r['structure']} | {r['window']} | {r['net_apr']:.2%} | {r['sharpe']:.2f} | {r['max_drawdown']:.2%} |"
+        assert line in findings, line

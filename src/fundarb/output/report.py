@@ -149,6 +149,9 @@ def plot(r: BacktestResult, path: Path) -> None:
         ax.axhline(r.config.risk.min_margin_buffer * 100, color="tab:red", lw=0.8, ls="--", label="min buffer")
         ax.set_ylabel("margin buffer (%)")
         ax.legend(loc="upper left", fontsize=8)
+        if any(c["in_position"]) and r.metrics.get("min_margin_buffer") is None:
+            ax.text(0.5, 0.7, "no liquidation price while in position: the short is covered by the BTC it holds",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=9, color="dimgray")
     ax = axes[-1]
     ax.set_xlim(lo, hi)  # type: ignore[arg-type]  # matplotlib takes datetimes as limits
     locator = mdates.AutoDateLocator()
