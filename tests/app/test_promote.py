@@ -108,7 +108,7 @@ def test_a_config_that_passes_every_gate_is_promoted(passing):
     assert record["montecarlo"]["seed"] == 13 and record["montecarlo"]["min_path_share"] == 0.9
     assert record["metrics"]["montecarlo"]["paths"] == 6
     assert {r["name"]: r["matched"] for r in record["recordings"]} == {
-        "binance_btcusdt_2024-08-08": True, "bitmex_xbtusd_2021-07-22": True}
+        "binance_btcusdt_2024-08-08": True, "binance_coinm_btcusd_2024-06-30": True, "bitmex_xbtusd_2021-07-22": True}
     assert "PROMOTED" in res.output and "NOT PROMOTED" not in res.output
     assert "APR > 10%" in res.output and "100% (6/6)" in res.output
 

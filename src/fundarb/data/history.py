@@ -63,7 +63,8 @@ MARK_MARKETS = ("perp_mark", "mark", "mark_price")  # the hourly mark of a perp 
 
 # (ccxt exchange id, unified symbol) -> rows of the shipped files (kept for the
 # statistics, which prefer the config's own series)
-PERP_FUNDING = {("binanceusdm", "BTC/USDT:USDT"): ("binance", "BTCUSDT")}
+PERP_FUNDING = {("binanceusdm", "BTC/USDT:USDT"): ("binance", "BTCUSDT"),
+                ("binancecoinm", "BTC/USD:BTC"): ("binance", "BTCUSD_PERP")}
 
 
 class DataError(FundarbError, ValueError):

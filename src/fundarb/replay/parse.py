@@ -4,8 +4,16 @@ A recording is a folder with ``recording.toml`` naming its captures: one per
 leg (spot, perp), each either a cryptofeed ``raw_data_collection`` capture
 (replayed through ``cryptofeed.raw_data_collection.playback``) or a raw-line
 Binance stream capture (``<receive ns> <raw JSON>`` lines, passed through
-cryptofeed's own ``Binance``/``BinanceFutures`` message handler). Parsing never
-touches the network: symbol tables are filled locally before a feed is built.
+cryptofeed's own ``Binance``/``BinanceFutures``/``BinanceDelivery`` (COIN-M)
+message handler). Parsing never touches the network: symbol tables are filled
+locally before a feed is built.
+
+Binance funding messages (``markPriceUpdate``) give the venue's mark and its
+running funding rate ``r``, which is also the predicted rate (as the live feed
+reads it): cryptofeed's ``Funding.predicted_rate`` holds the estimated settle
+price ``P``, not a rate, and is not used. COIN-M quantities (book ticker sizes,
+trade quantities) are contracts of a fixed USD size; they are turned into BTC
+at the message's own price.
 
 Parsed events are cached as parquet keyed by the captures' sha256, the parser
 version and cryptofeed's version; a failed parse caches nothing. The tape then
@@ -35,7 +43,7 @@ import polars as pl
 from fundarb.core.errors import FundarbError
 from fundarb.support.parquet import read_parquet, write_sealed
 
-PARSER_VERSION = "2"
+PARSER_VERSION = "3"  # 3: Binance funding messages give predicted = r, not cryptofeed's P; COIN-M raw lines
 FORMAT_CRYPTOFEED = "cryptofeed"
 FORMAT_BINANCE_LINES = "binance_lines"
 ROLES = ("spot", "perp")
@@ -47,6 +55,7 @@ MARK_SAMPLE_NS = NS  # perp mid stands in for the mark, at most once a second
 CRYPTOFEED_IDS = {
     "binance": "BINANCE",
     "binanceusdm": "BINANCE_FUTURES",
+    "binancecoinm": "BINANCE_DELIVERY",
     "bitmex": "BITMEX",
     "bybit": "BYBIT",
     "okx": "OKX",
@@ -59,7 +68,14 @@ CRYPTOFEED_IDS = {
 BINANCE_LINE_SYMBOLS = {
     ("binance", "BTC-USDT"): ("BTCUSDT", "spot"),
     ("binanceusdm", "BTC-USDT-PERP"): ("BTCUSDT", "perpetual"),
+    ("binancecoinm", "BTC-USD-PERP"): ("BTCUSD_PERP", "perpetual"),
 }
+# raw-line captures: exchange id -> cryptofeed feed class (in cryptofeed.exchanges)
+BINANCE_LINE_FEEDS = {"binance": "Binance", "binanceusdm": "BinanceFutures", "binancecoinm": "BinanceDelivery"}
+# inverse contracts whose quantities are counted in contracts of this many USD
+CONTRACT_USD = {("binancecoinm", "BTC-USD-PERP"): 100.0}
+# Binance funding messages: r is the running estimate of the next settlement, P a price
+BINANCE_FUNDING = ("binanceusdm", "binancecoinm")
 
 COLUMNS = {
     "ts": pl.Int64, "seq": pl.Int64, "kind": pl.Utf8, "bid": pl.Float64, "ask": pl.Float64,
@@ -157,40 +173,59 @@ def _ns(receipt: Any) -> int:
     return int(Decimal(str(receipt)) * NS)
 
 
-def _quote(rows: _Rows, ts: int, t: Any, sizes: tuple[Any, Any]) -> None:
-    rows.add(ts, "quote", bid=float(t.bid), ask=float(t.ask), bid_size=_f(sizes[0]), ask_size=_f(sizes[1]))
+def _btc(qty: Any, price: Any, contract_usd: float | None) -> float | None:
+    """A quantity in BTC: as given, or contracts of ``contract_usd`` USD at ``price``."""
+    if qty is None or contract_usd is None:
+        return _f(qty)
+    return float(qty) * contract_usd / float(price)
 
 
-def _trade(rows: _Rows, ts: int, t: Any) -> None:
-    rows.add(ts, "trade", price=float(t.price), qty=float(t.amount), side=str(t.side))
+def _quote(rows: _Rows, ts: int, t: Any, sizes: tuple[Any, Any], contract_usd: float | None = None) -> None:
+    rows.add(ts, "quote", bid=float(t.bid), ask=float(t.ask), bid_size=_btc(sizes[0], t.bid, contract_usd),
+             ask_size=_btc(sizes[1], t.ask, contract_usd))
 
 
-def _funding(rows: _Rows, ts: int, f: Any) -> None:
+def _trade(rows: _Rows, ts: int, t: Any, contract_usd: float | None = None) -> None:
+    rows.add(ts, "trade", price=float(t.price), qty=_btc(t.amount, t.price, contract_usd), side=str(t.side))
+
+
+def _funding(rows: _Rows, ts: int, f: Any, exchange: str = "") -> None:
     nxt = getattr(f, "next_funding_time", None)
-    rows.add(ts, "funding", rate=_f(f.rate), predicted_rate=_f(getattr(f, "predicted_rate", None)),
+    predicted = f.rate if exchange in BINANCE_FUNDING else getattr(f, "predicted_rate", None)
+    rows.add(ts, "funding", rate=_f(f.rate), predicted_rate=_f(predicted),
              next_funding_ts=None if nxt is None else int(Decimal(str(nxt)) * NS), mark=_f(getattr(f, "mark_price", None)))
 
 
 # --- raw-line Binance captures ------------------------------------------------
 
+_EVENT_COUNTS: dict[str, str] = {"markPriceUpdate": "mark_price", "aggTrade": "agg_trade"}
+
+
 def _offline_feed(exchange: str, symbol: str, rows: _Rows, now: list[int]) -> Any:
-    """A cryptofeed Binance/BinanceFutures feed whose symbol table is filled
-    locally, so building it reads nothing from the network."""
-    from cryptofeed.defines import TICKER, TRADES
-    from cryptofeed.exchanges import Binance, BinanceFutures
+    """A cryptofeed Binance/BinanceFutures/BinanceDelivery feed whose symbol
+    table is filled locally, so building it reads nothing from the network."""
+    import cryptofeed.exchanges
+    from cryptofeed.defines import FUNDING, TICKER, TRADES
     from cryptofeed.symbols import Symbols
 
-    cls = {"binance": Binance, "binanceusdm": BinanceFutures}[exchange]
+    cls = getattr(cryptofeed.exchanges, BINANCE_LINE_FEEDS[exchange])
     exchange_symbol, kind = BINANCE_LINE_SYMBOLS[(exchange, symbol)]
     Symbols.set(cls.id, {symbol: exchange_symbol}, {"instrument_type": {symbol: kind}})
+    unit = CONTRACT_USD.get((exchange, symbol))
 
     async def on_ticker(t: Any, receipt: Any) -> None:
-        _quote(rows, now[0], t, (t.raw.get("B"), t.raw.get("A")))
+        _quote(rows, now[0], t, (t.raw.get("B"), t.raw.get("A")), unit)
 
     async def on_trade(t: Any, receipt: Any) -> None:
-        _trade(rows, now[0], t)
+        _trade(rows, now[0], t, unit)
 
-    return cls(symbols=[symbol], channels=[TICKER, TRADES], callbacks={TICKER: on_ticker, TRADES: on_trade})
+    async def on_funding(f: Any, receipt: Any) -> None:
+        _funding(rows, now[0], f, exchange)
+
+    callbacks: dict[str, Any] = {TICKER: on_ticker, TRADES: on_trade}
+    if FUNDING in cls.websocket_channels:  # the futures feeds: markPrice
+        callbacks[FUNDING] = on_funding
+    return cls(symbols=[symbol], channels=list(callbacks), callbacks=callbacks)
 
 
 def binance_trade(feed: Any, data: dict) -> Any:
@@ -208,16 +243,17 @@ def _parse_binance_lines(feed_spec: CaptureFeed, paths: list[Path]) -> _Rows:
     rows, now = _Rows(), [0]
     feed = _offline_feed(feed_spec.exchange, feed_spec.symbol, rows, now)
     exchange_symbol = BINANCE_LINE_SYMBOLS[(feed_spec.exchange, feed_spec.symbol)][0]
+    unit = CONTRACT_USD.get((feed_spec.exchange, feed_spec.symbol))
 
     async def run() -> None:
         for path in paths:
-            await _binance_file(path, feed, exchange_symbol, rows, now)
+            await _binance_file(path, feed, exchange_symbol, rows, now, unit)
 
     asyncio.run(run())
     return rows
 
 
-async def _binance_file(path: Path, feed: Any, exchange_symbol: str, rows: _Rows, now: list[int]) -> None:
+async def _binance_file(path: Path, feed: Any, exchange_symbol: str, rows: _Rows, now: list[int], unit: float | None = None) -> None:
     lineno = 0
     try:
         with gzip.open(path, "rt", encoding="utf-8") as fh:
@@ -240,13 +276,14 @@ async def _binance_file(path: Path, feed: Any, exchange_symbol: str, rows: _Rows
                 now[0] = int(stamp)
                 event = data.get("e")
                 if event == "trade":
-                    _trade(rows, now[0], binance_trade(feed, data))
+                    _trade(rows, now[0], binance_trade(feed, data), unit)
                     rows.count("trade")
                 elif event == "depthUpdate":
                     rows.count("depth_diff")  # top of book comes from bookTicker
                 else:
                     await feed.message_handler(raw, None, now[0] / NS)
-                    rows.count("book_ticker" if "A" in data else event or "other")
+                    name = str(event or "other")
+                    rows.count("book_ticker" if "A" in data or event == "bookTicker" else _EVENT_COUNTS.get(name, name))
     except (EOFError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError, OSError) as exc:
         where = f"{path}:{lineno + 1}" if lineno else str(path)
         raise ReplayError(f"{where}: truncated or corrupt capture ({type(exc).__name__}: {exc})") from None
@@ -284,11 +321,11 @@ def _parse_cryptofeed(feed_spec: CaptureFeed, paths: list[Path]) -> _Rows:
 
     async def on_trade(t: Any, receipt: Any) -> None:
         if keep(t):
-            _trade(rows, _ns(receipt), t)
+            _trade(rows, _ns(receipt), t, CONTRACT_USD.get((feed_spec.exchange, feed_spec.symbol)))
 
     async def on_funding(f: Any, receipt: Any) -> None:
         if keep(f):
-            _funding(rows, _ns(receipt), f)
+            _funding(rows, _ns(receipt), f, feed_spec.exchange)
 
     wanted = {TICKER: on_ticker, TRADES: on_trade, FUNDING: on_funding}
     callbacks = {k: v for k, v in wanted.items() if k in subscription}

@@ -550,7 +550,7 @@ def build_stats(funding: pl.DataFrame, venues: Sequence[str] | None = None, *, p
         "round_trip_cost": rt, "price": cost_price, "config_name": cfg.name, "config_hash": config_hash(cfg),
         "price_rule": "median Binance spot BTCUSDT hourly close of the price file" if prices is not None else "given",
         "what": "backtest.round_trip_cost: taker fees, mean half spread and impact at the configured notional, both legs, "
-                "open and close, plus two transfers, as a fraction of notional; applied to every venue",
+                "open and close, plus two transfers (none for a one-account structure), as a fraction of notional; applied to every venue",
         "notional": cfg.strategy.notional,
         "amortised_apr": {f"{h:g}": cost_apr(rt, h) for h in holding_days},
     }
