@@ -137,7 +137,8 @@ def test_clock_refuses_times_outside_the_shipped_prices():
 def test_markets_time_ticker_book(emulator, closes, venue):
     ex = ccxt_client(emulator, venue)
     markets = ex.load_markets()
-    assert sorted(markets) == sorted(VENUE_SYMBOLS[venue])
+    # Bybit's unified account trades its inverse BTCUSD too (served from the COIN-M stand-in series)
+    assert sorted(markets) == sorted([*VENUE_SYMBOLS[venue], *(["BTC/USD:BTC"] if venue == "bybit" else [])])
     now = ms(EMULATOR_START)
     assert ex.fetch_time() == now
     for symbol in VENUE_SYMBOLS[venue]:
@@ -276,7 +277,8 @@ def test_bybit_asks_prelaunch_instruments_and_gets_none(emulator):
     ccxt_client(emulator, "bybit").load_markets()
     asked = [e.query for e in emulator.log.entries if e.path == "/v5/market/instruments-info"]
     assert {"category": "linear", "limit": "1000", "status": "PreLaunch"} in asked
-    assert len(asked) == 3
+    assert {"category": "inverse", "limit": "1000", "status": "PreLaunch"} in asked
+    assert len(asked) == 5  # spot, linear, inverse, and the pre-launch of each kind of perpetual
 
 
 # ----------------------------------------------------------------- the clock

@@ -39,9 +39,17 @@ from fundarb.testkit.emulator.server import EmulatorServer
 from fundarb.testkit.guards import guarded
 from fundarb.venues import MODULES, SUPPORTED, UnknownVenue, ccxt_config, quirks, quirks_or_plain
 
-SYMBOL_OF_TYPE = {"spot": "BTC/USDT", "linear": "BTC/USDT:USDT"}
+SYMBOL_OF_TYPE = {"spot": "BTC/USDT", "linear": "BTC/USDT:USDT", "inverse": "BTC/USD:BTC"}
 FUNDS_USDT = 10_000.0
+FUNDS_BTC = 0.05  # an inverse perp's margin: far under what a "too big" order needs
 QTY = 0.01
+# an inverse perp is traded in whole contracts (Binance COIN-M 100 USD each, Bybit BTCUSD 1 USD)
+QTY_OF_SYMBOL = {"BTC/USD:BTC": 2.0}
+TOO_BIG_OF_SYMBOL = {"BTC/USD:BTC": 1_000_000.0}
+
+
+def qty_of(symbol: str) -> float:
+    return QTY_OF_SYMBOL.get(symbol, QTY)
 HISTORY_NOW, HISTORY_SINCE = "2024-06-02T00:00", "2022-01-01T00:00"
 
 
@@ -95,6 +103,8 @@ def on_market(server: EmulatorServer, exchange_id: str, symbol: str,
               scenario: Callable[[Any, Leg], Awaitable[None]]) -> None:
     for wallet in ("binance", "binanceusdm", "bybit"):
         server.accounts.fund(wallet, "USDT", FUNDS_USDT)
+    for wallet in ("binancecoinm", "bybit"):
+        server.accounts.fund(wallet, "BTC", FUNDS_BTC)
 
     async def run() -> None:
         async with client(server, exchange_id) as ex:
@@ -106,7 +116,7 @@ def on_market(server: EmulatorServer, exchange_id: str, symbol: str,
 async def resting_bid(ex: Any, symbol: str, client_id: str) -> dict[str, Any]:
     """A limit buy a tenth under the last price: it rests."""
     last = float((await ex.fetch_ticker(symbol))["last"])
-    return await ex.create_order(symbol, "limit", "buy", QTY, float(ex.price_to_precision(symbol, last * 0.9)),
+    return await ex.create_order(symbol, "limit", "buy", qty_of(symbol), float(ex.price_to_precision(symbol, last * 0.9)),
                                  {"clientOrderId": client_id})
 
 
@@ -157,13 +167,13 @@ def test_an_order_is_found_by_its_client_id_open_or_done(emulator, module, excha
     q = quirks(exchange_id)
 
     async def scenario(ex: Any, leg: Leg) -> None:
-        done = await ex.create_order(symbol, "market", "buy", QTY, None, {"clientOrderId": "contract-done"})
+        done = await ex.create_order(symbol, "market", "buy", qty_of(symbol), None, {"clientOrderId": "contract-done"})
         resting = await resting_bid(ex, symbol, "contract-open")
         for placed, client_id, status in ((done, "contract-done", "closed"), (resting, "contract-open", "open")):
             found = await q.find_order(leg, client_id)
             assert found is not None, client_id
             assert (found["id"], found["clientOrderId"], found["status"]) == (placed["id"], client_id, status)
-            assert found["symbol"] == symbol and found["amount"] == pytest.approx(QTY)
+            assert found["symbol"] == symbol and found["amount"] == pytest.approx(qty_of(symbol))
 
     on_market(emulator, exchange_id, symbol, scenario)
 
@@ -195,11 +205,11 @@ def test_fetch_order_by_venue_id_works_with_the_modules_params(emulator, module,
     q = quirks(exchange_id)
 
     async def scenario(ex: Any, leg: Leg) -> None:
-        placed = await ex.create_order(leg.symbol, "market", "sell" if market_type == "linear" else "buy", QTY, None,
+        placed = await ex.create_order(leg.symbol, "market", "sell" if market_type == "linear" else "buy", qty_of(leg.symbol), None,
                                        {"clientOrderId": "contract-fetch"})
         fetched = await ex.fetch_order(placed["id"], leg.symbol, q.fetch_params())
         assert (fetched["id"], fetched["clientOrderId"], fetched["status"]) == (placed["id"], "contract-fetch", "closed")
-        assert fetched["filled"] == pytest.approx(QTY)
+        assert fetched["filled"] == pytest.approx(qty_of(leg.symbol))
         if q.fetch_params():  # the params are what makes ccxt ask
             with pytest.raises(ccxt.ArgumentsRequired):
                 await ex.fetch_order(placed["id"], leg.symbol, {})
@@ -218,7 +228,8 @@ def test_a_client_id_sent_twice_is_a_duplicate_and_a_refusal_for_funds_is_not(em
             await resting_bid(ex, leg.symbol, "contract-twice")
         assert q.duplicate_order(caught.value), caught.value
         with pytest.raises(ccxt.ExchangeError) as broke:  # far more than the funds
-            await ex.create_order(leg.symbol, "market", "buy", 1000.0, None, {"clientOrderId": "contract-too-big"})
+            await ex.create_order(leg.symbol, "market", "buy", TOO_BIG_OF_SYMBOL.get(leg.symbol, 1000.0), None,
+                                  {"clientOrderId": "contract-too-big"})
         assert not q.duplicate_order(broke.value), broke.value
 
     on_market(emulator, exchange_id, SYMBOL_OF_TYPE[market_type], scenario)
@@ -281,24 +292,27 @@ def test_the_spot_counterpart_lists_the_spot_market(emulator, module, exchange_i
 # ----------------------------------------------------------------- transfers
 
 @pytest.mark.parametrize("from_id, to_id", TRANSFER_CASES, ids=[f"{a}->{b}" for a, b in TRANSFER_CASES])
-def test_the_transfer_type_moves_usdt_between_the_two_wallets(emulator, from_id, to_id):
+def test_the_transfer_type_moves_the_margin_coin_between_the_two_wallets(emulator, from_id, to_id):
     q = quirks(from_id)
     kind = q.transfer_type(to_id)
     assert kind is not None and q.transfer_client in SUPPORTED
-    emulator.accounts.fund(from_id, "USDT", 1000)
+    # USD-M is margined in USDT, COIN-M in BTC: what the carry moves is the futures wallet's coin
+    coin = "BTC" if "binancecoinm" in (from_id, to_id) else "USDT"
+    emulator.accounts.fund(from_id, coin, 1000)
 
     async def run() -> Any:
         async with client(emulator, q.transfer_client) as ex:
             # as the live venue asks: ccxt reads the wallets from the type, not from the account names
-            return await ex.transfer("USDT", 250, "spot", "future", {"type": kind})
+            return await ex.transfer(coin, 250, "spot", "future", {"type": kind})
 
     reply = asyncio.run(run())
     assert reply["id"]
     wallets = emulator.accounts.wallets
-    assert (wallets[from_id].get("USDT"), wallets[to_id].get("USDT")) == (750, 250)
+    assert (wallets[from_id].get(coin), wallets[to_id].get(coin)) == (750, 250)
 
 
 def test_binance_has_both_transfer_directions_and_bybit_none():
-    assert {(a, b) for a, b in TRANSFER_CASES} == {("binance", "binanceusdm"), ("binanceusdm", "binance")}
+    assert {(a, b) for a, b in TRANSFER_CASES} == {("binance", "binanceusdm"), ("binanceusdm", "binance"),
+                                                   ("binance", "binancecoinm"), ("binancecoinm", "binance")}
     assert quirks("bybit").transfer_type("bybit") is None  # spot and perp share the unified wallet
     assert quirks("binance").transfer_type("bybit") is None

@@ -1,4 +1,5 @@
-"""Bybit v5 (ccxt ``bybit``): spot and linear perpetuals on one unified account.
+"""Bybit v5 (ccxt ``bybit``): spot, linear perpetuals and inverse perpetuals
+(BTCUSD, 1 USD a contract, settled in BTC) on one unified account.
 
 - ccxt's ``fetch_order`` needs the venue's order id (without one it sends
   ``orderId=None``) and Bybit has no ``fetch_orders``: an order is found by
@@ -26,7 +27,7 @@ IDS = (BYBIT,)
 LOOKUP_ENDPOINTS = ("privateGetV5OrderRealtime", "privateGetV5OrderHistory")
 FETCH_ORDER_PARAMS = {"acknowledged": True}
 DUPLICATE_CODE = "110072"
-MARKET_TYPES = ("spot", "linear")
+MARKET_TYPES = ("spot", "linear", "inverse")
 # the account-type probe is skipped: a unified trading account
 POINTED_OPTIONS = {"enableUnifiedAccount": True, "enableUnifiedMargin": False}
 PAGE_LIMITS = (200, 1000)  # (funding, ohlcv)
@@ -34,7 +35,9 @@ PAGE_LIMITS = (200, 1000)  # (funding, ohlcv)
 
 def category(market: dict[str, Any]) -> str:
     """The v5 ``category`` of a ccxt market."""
-    return "spot" if market["spot"] else "linear"
+    if market["spot"]:
+        return "spot"
+    return "inverse" if market.get("inverse") else "linear"
 
 
 async def find_order(leg: OrderLeg, client_id: str) -> dict[str, Any] | None:

@@ -1,1 +1,1 @@
-"""A loopback exchange emulator: Binance (spot, USD-M) and Bybit over REST and websockets, on 127.0.0.1."""
+"""A loopback exchange emulator: Binance (spot, USD-M, COIN-M) and Bybit (spot, linear, inverse) over REST and websockets, on 127.0.0.1."""

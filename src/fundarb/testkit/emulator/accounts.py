@@ -79,6 +79,39 @@ Money rules (what the tests hold to 1e-9):
   a client order id already used (Binance: among OPEN orders, as its docs say
   "a unique id among open orders"; Bybit: among all orders) -> 'duplicate';
   under the venue's minimum notional -> 'min_notional'.
+
+**Inverse (coin-margined) perps** (kind ``INVERSE``): Binance COIN-M
+BTCUSD_PERP (wallet ``binancecoinm``, 100 USD a contract) and Bybit inverse
+BTCUSD (the UNIFIED wallet ``bybit``, 1 USD a contract), traded in whole
+contracts and settled in BTC, by ``fundarb.core.book``'s inverse rules
+(``VenueAccount._trade_inverse``, ``fee_for``, ``funding_due``):
+
+- A position is signed contracts ``n`` (face ``F = n * size`` USD) at the
+  entry ``EP``, the harmonic mean of its fills (total face / total BTC),
+  as the venues keep it. Marks and fills use the real COIN-M BTCUSD_PERP
+  closes (both venues: the shipped data has no Bybit inverse prices).
+- Fees: ``rate * contracts * size / price`` BTC; reducing realises
+  ``F_closed * (1/EP - 1/price)`` BTC (a short gains when the price falls);
+  unrealised ``F * (1/EP - 1/mark)`` BTC. All into / out of the wallet's BTC.
+- Margin: CROSS, as a coin-margined carry uses it: the wallet's whole BTC
+  (with its unrealised PnL) backs the one position; opening needs
+  ``opening * size / price / leverage`` BTC plus the fee available, where
+  available BTC = wallet BTC - BTC locked by spot orders - position initial
+  margin (at the mark) - open orders' margin + the unrealised PnL if negative.
+  Liquidation price: the venue's inverse rule (``binance_coinm``,
+  ``bybit_inverse``) in cross mode with the shipped BTC tiers and the wallet's
+  BTC balance; a short its BTC covers has none (``inf``). The clock walks the
+  COIN-M hourly closes and liquidates as for linear perps (penalty
+  ``liquidation_fee_rate * contracts * size / price`` BTC, capped at what the
+  wallet has left).
+- Funding: at each real settlement of the venue's own inverse series
+  (binance BTCUSD_PERP for COIN-M, bybit BTCUSD for Bybit, whose rows cover
+  2023-01 .. 2024-07 only) the open position receives ``-F / mark * rate``
+  BTC, mark = the COIN-M close at the instant (``inverse_fundings``).
+- Bybit's UNIFIED wallet also tells the spot BTC's collateral value
+  (``collateral_tiers``, default ``fundarb.config.BYBIT_BTC_COLLATERAL_EXAMPLE``;
+  ``fundarb.core.liquidation.collateral_value``): reported by the wallet
+  endpoint only, the linear perp's funds check still counts USDT alone.
 """
 
 from __future__ import annotations
@@ -91,14 +124,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fundarb.config import VenueConfig
+from fundarb.config import BYBIT_BTC_COLLATERAL_EXAMPLE, VenueConfig
 from fundarb.core.book import margin_buffer
-from fundarb.core.liquidation import ISOLATED, MarginRule
+from fundarb.core.liquidation import CROSS, ISOLATED, MarginRule, NotionalBeyondTiers, collateral_value
 from fundarb.core.model import Quote
 from fundarb.data.margin_tiers import shipped_rule
 from fundarb.sim.models import SlippageModel
 
-SPOT, PERP = "spot", "perp"
+SPOT, PERP, INVERSE = "spot", "perp", "inverse"
 BUY, SELL = "buy", "sell"
 MARKET, LIMIT = "market", "limit"
 # order states, in the emulator's neutral words; the venues print their own
@@ -121,6 +154,8 @@ class MarketSpec:
     base: str = "BTC"
     quote: str = "USDT"
     margin: MarginRule | None = None  # a perp's liquidation rule and tiers
+    contract_size: float = 0.0  # an inverse perp: USD face of one contract (qty and step in contracts)
+    settle: str = ""  # the asset its PnL, fees and funding settle in ('': the quote)
 
 
 # Fees: Binance spot 0.1%/0.1% and USD-M 0.02%/0.05% as sims/baseline.toml;
@@ -139,15 +174,34 @@ MARKETS: dict[tuple[str, str], MarketSpec] = {
     ("bybit", PERP): MarketSpec("bybit", PERP, "bybit", 0.1, 0.001, 5.0,
                                 VenueConfig("bybit", "BTC/USDT:USDT", taker_fee=0.00055, maker_fee=0.0002),
                                 margin=shipped_rule("bybit", "BTC/USDT:USDT")),
+    # Inverse perps, after the others (each market's slippage seed is its place in this table).
+    # Fees: Binance COIN-M's and Bybit inverse's published non-VIP rates (0.02% maker,
+    # 0.05% / 0.055% taker). Tiers: the shipped BTC tables (COIN-M bracket 1: 0.4% up to
+    # 50 BTC; Bybit inverse base risk limit: 0.5% up to 150 BTC).
+    ("binancecoinm", INVERSE): MarketSpec("binancecoinm", INVERSE, "binancecoinm", 0.1, 1.0, 0.0,
+                                          VenueConfig("binancecoinm", "BTC/USD:BTC", taker_fee=0.0005, maker_fee=0.0002),
+                                          "BTC", "USD", margin=shipped_rule("binancecoinm", "BTC/USD:BTC"),
+                                          contract_size=100.0, settle="BTC"),
+    ("bybit", INVERSE): MarketSpec("bybit", INVERSE, "bybit", 0.5, 1.0, 0.0,
+                                   VenueConfig("bybit", "BTC/USD:BTC", taker_fee=0.00055, maker_fee=0.0002),
+                                   "BTC", "USD", margin=shipped_rule("bybit", "BTC/USD:BTC"),
+                                   contract_size=1.0, settle="BTC"),
 }
-WALLETS = ("binance", "binanceusdm", "bybit", "bybit:FUND")
+WALLETS = ("binance", "binanceusdm", "bybit", "bybit:FUND", "binancecoinm")
 DEFAULT_LEVERAGE = {"binanceusdm": 20, "bybit": 10}  # each venue's default for a new BTCUSDT account
 MAX_LEVERAGE = {"binanceusdm": 125, "bybit": 100}
+# inverse perps by the venue whose routes trade them: default and highest leverage, and
+# the key of the venue's own real settlements (``settlements(key, after, upto)``)
+INVERSE_VENUES = ("binancecoinm", "bybit")
+INVERSE_DEFAULT_LEVERAGE = {"binancecoinm": 20, "bybit": 10}
+INVERSE_MAX_LEVERAGE = {"binancecoinm": 125, "bybit": 100}
+INVERSE_FUNDING_KEY = {"binancecoinm": "binancecoinm", "bybit": "bybit:inverse"}
 
 
 class AccountError(Exception):
     """A refusal; ``reason`` is one of: insufficient, duplicate, unknown_order,
-    min_notional, bad_param. The routes turn it into the venue's code."""
+    min_notional, bad_param, limit (an inverse position beyond the shipped
+    margin tiers). The routes turn it into the venue's code."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -176,6 +230,7 @@ class Order:
     reserved: float = 0.0  # spot: asset locked; perp: order initial margin (USDT)
     quote_qty: float | None = None  # a spot market buy sized in quote (Bybit marketUnit=quoteCoin)
     liquidation: bool = False  # the venue's forced close of a position
+    base_value: float = 0.0  # inverse: the BTC its fills were worth, sum of contracts * size / price (cumBase, unrounded)
 
     @property
     def is_open(self) -> bool:
@@ -199,6 +254,10 @@ class Order:
     @property
     def sign(self) -> int:
         return 1 if self.side == BUY else -1
+
+    def inverse_avg(self, contract_size: float) -> float:
+        """An inverse order's average price: the harmonic mean of its fills (face / BTC)."""
+        return round(self.filled * contract_size / self.base_value, 10) if self.base_value > 0 else 0.0
 
 
 @dataclass
@@ -235,7 +294,7 @@ class FundingPayment:
 
 @dataclass
 class Position:
-    qty: float = 0.0  # signed BTC; short < 0
+    qty: float = 0.0  # signed BTC (inverse perp: signed contracts); short < 0
     entry: float = 0.0
     margin: float = 0.0  # isolated collateral (USDT), part of the wallet balance
     leverage: int = 10
@@ -297,7 +356,8 @@ class AccountEvent:
 
 
 # wallet -> the venue whose private streams tell its changes
-WALLET_VENUE = {"binance": "binance", "binanceusdm": "binanceusdm", "bybit": "bybit", "bybit:FUND": "bybit"}
+WALLET_VENUE = {"binance": "binance", "binanceusdm": "binanceusdm", "bybit": "bybit", "bybit:FUND": "bybit",
+                "binancecoinm": "binancecoinm"}
 
 
 ID_EPOCH_S = 1_704_067_200  # 2024-01-01T00:00:00Z
@@ -312,13 +372,25 @@ class Accounts:
     upto)``: the venue's real (time_ms, rate) settlements in (after, upto],
     ascending; ``marks_between(after, upto)``: the real (close_ms, perp close)
     hours in (after, upto], ascending. Without them no funding is paid and
-    liquidation looks at the mark at the new now only."""
+    liquidation looks at the mark at the new now only. Inverse perps:
+    ``price_at(INVERSE, ms)`` (the COIN-M close), ``settlements`` asked with
+    ``INVERSE_FUNDING_KEY[venue]``, ``inverse_marks_between(after, upto)``
+    the COIN-M closes crossed."""
 
     def __init__(self, price_at: Callable[[str, int], float], now_ms: Callable[[], int], seed: int = 0, *,
                  settlements: Callable[[str, int, int], list[tuple[int, float]]] | None = None,
-                 marks_between: Callable[[int, int], list[tuple[int, float]]] | None = None) -> None:
+                 marks_between: Callable[[int, int], list[tuple[int, float]]] | None = None,
+                 inverse_marks_between: Callable[[int, int], list[tuple[int, float]]] | None = None) -> None:
         self._price_at, self._now_ms = price_at, now_ms
         self._settlements, self._marks_between = settlements, marks_between
+        self._inverse_marks_between = inverse_marks_between
+        # inverse perps, by the venue whose routes trade them: position (signed contracts),
+        # settlements paid (BTC) and the instants already paid
+        self.inverse_positions = {venue: Position(leverage=lev) for venue, lev in INVERSE_DEFAULT_LEVERAGE.items()}
+        self.inverse_fundings: dict[str, list[FundingPayment]] = {venue: [] for venue in INVERSE_VENUES}
+        self._inverse_paid: dict[str, set[int]] = {venue: set() for venue in INVERSE_VENUES}
+        # Bybit UNIFIED: (up to BTC, collateral value ratio) of spot BTC (reported by the wallet endpoint)
+        self.collateral_tiers: tuple[tuple[float, float], ...] = BYBIT_BTC_COLLATERAL_EXAMPLE
         self._clock_ms = now_ms()  # the clock time the walk has reached
         # per venue: the settlement instants already paid (a clock moved back and forward again must not repay)
         self._paid: dict[str, set[int]] = {venue: set() for venue in DEFAULT_LEVERAGE}
@@ -435,6 +507,11 @@ class Accounts:
             free = w.get(asset) - w.locked.get(asset, 0.0)
             if wallet in self.positions and asset == "USDT":
                 free -= self.positions[wallet].margin + self.order_margin(wallet)
+            for venue in INVERSE_VENUES:  # the BTC an inverse perp's margin holds (cross: its whole wallet)
+                spec = MARKETS[(venue, INVERSE)]
+                if spec.wallet == wallet and asset == spec.settle and self._inverse_busy(venue):
+                    free -= self.inverse_initial_margin(venue) + self.inverse_order_margin(venue)
+                    free += min(self.inverse_unrealized(venue), 0.0)
             return free
 
     def margin_rule(self, venue: str) -> MarginRule:
@@ -473,6 +550,84 @@ class Accounts:
                 for t in trades:
                     out[t.fee_asset] = out.get(t.fee_asset, 0.0) + t.fee
         return out
+
+    # ------------------------------------------------------------ inverse perps: views (BTC unless said)
+    def inverse_spec(self, venue: str) -> MarketSpec:
+        return MARKETS[(venue, INVERSE)]
+
+    def inverse_position(self, venue: str) -> Position:
+        """The venue's inverse position: ``qty`` signed contracts, ``entry`` the harmonic mean, ``realized`` BTC."""
+        return self.inverse_positions[venue]
+
+    def inverse_mark(self, venue: str) -> float:
+        return self._price_at(INVERSE, self._now_ms())
+
+    def inverse_mark_at(self, time_ms: int) -> float:
+        return self._price_at(INVERSE, time_ms)
+
+    def inverse_face(self, venue: str) -> float:
+        """Signed USD face of the position: contracts x contract size."""
+        return self.inverse_positions[venue].qty * MARKETS[(venue, INVERSE)].contract_size
+
+    def inverse_unrealized(self, venue: str, mark: float | None = None) -> float:
+        """F * (1/EP - 1/mark) BTC (0 while flat)."""
+        pos = self.inverse_positions[venue]
+        if not pos.qty:
+            return 0.0
+        m = self.inverse_mark(venue) if mark is None else mark
+        return self.inverse_face(venue) * (1.0 / pos.entry - 1.0 / m)
+
+    def inverse_notional(self, venue: str, mark: float | None = None) -> float:
+        """|F| / mark BTC: the position's value in BTC at the mark."""
+        m = self.inverse_mark(venue) if mark is None else mark
+        return abs(self.inverse_face(venue)) / m if self.inverse_positions[venue].qty else 0.0
+
+    def inverse_initial_margin(self, venue: str) -> float:
+        """|F| / mark / leverage BTC."""
+        pos = self.inverse_positions[venue]
+        return self.inverse_notional(venue) / pos.leverage if pos.qty else 0.0
+
+    def inverse_order_margin(self, venue: str) -> float:
+        return sum(o.reserved for o in self.orders[(venue, INVERSE)] if o.is_open)
+
+    def _inverse_busy(self, venue: str) -> bool:
+        return bool(self.inverse_positions[venue].qty) or any(o.is_open for o in self.orders[(venue, INVERSE)])
+
+    def inverse_wallet(self, venue: str) -> float:
+        """The BTC balance that margins the position (cross): the wallet's BTC."""
+        spec = MARKETS[(venue, INVERSE)]
+        return self.wallets[spec.wallet].get(spec.settle)
+
+    def inverse_liquidation(self, venue: str) -> float:
+        """The venue's inverse rule, cross, with the wallet's BTC: nan while flat, inf for a covered short."""
+        pos = self.inverse_positions[venue]
+        rule = MARKETS[(venue, INVERSE)].margin
+        assert rule is not None
+        return rule.liquidation_price(self.inverse_wallet(venue), self.inverse_face(venue), pos.entry, CROSS)
+
+    def inverse_maintenance(self, venue: str) -> float:
+        """Maintenance margin (BTC) at the mark, the tier of the BTC notional."""
+        pos = self.inverse_positions[venue]
+        rule = MARKETS[(venue, INVERSE)].margin
+        assert rule is not None
+        return rule.maintenance_for(self.inverse_face(venue), pos.entry, self.inverse_mark(venue), CROSS)
+
+    def inverse_funding_list(self, venue: str) -> list[FundingPayment]:
+        with self._lock:
+            return list(self.inverse_fundings[venue])
+
+    def set_inverse_leverage(self, venue: str, leverage: int) -> Position:
+        if venue not in self.inverse_positions:
+            raise AccountError("bad_param", f"{venue} has no inverse perp")
+        if not 1 <= leverage <= INVERSE_MAX_LEVERAGE[venue]:
+            raise AccountError("bad_param", f"leverage {leverage} outside 1..{INVERSE_MAX_LEVERAGE[venue]}")
+        with self._lock:
+            self.inverse_positions[venue].leverage = int(leverage)
+            return self.inverse_positions[venue]
+
+    def collateral_btc(self, wallet: str = "bybit") -> float:
+        """The BTC a unified account counts of its BTC balance after the tiered collateral ratio."""
+        return collateral_value(self.wallets[wallet].get("BTC"), self.collateral_tiers)
 
     # ------------------------------------------------------------ ids
     def _next(self) -> int:
@@ -537,6 +692,8 @@ class Accounts:
                 qty = floor_step(quote_qty / touch, spec.step)
             if not qty > 0:
                 raise AccountError("bad_param", f"quantity must be positive, got {qty}")
+            if spec.contract_size and abs(qty - floor_step(qty, spec.step)) > 1e-9:
+                raise AccountError("bad_param", f"Precision is over the maximum defined: {qty} is not whole contracts")
             ref = _limit(price) if type_ == LIMIT else touch
             if qty * ref < spec.min_notional and not reduce_only:
                 raise AccountError("min_notional", f"{qty * ref:.2f} < {spec.min_notional}")
@@ -642,15 +799,86 @@ class Accounts:
             marks = (self._marks_between(after, upto) if self._marks_between is not None
                      else [(upto, self._price_at(PERP, upto))])
             steps += [(int(t), 0, "", float(price)) for t, price in marks]
+        # inverse perps: their own settlements and the COIN-M closes, tagged so the linear steps keep their order
+        inverse: list[tuple[int, int, str, float]] = []
+        if self._settlements is not None:
+            for venue in INVERSE_VENUES:
+                if self.inverse_positions[venue].qty:
+                    inverse += [(int(t), 1, "inverse:" + venue, float(rate))
+                                for t, rate in self._settlements(INVERSE_FUNDING_KEY[venue], after, upto)
+                                if int(t) not in self._inverse_paid[venue]]
+        if any(p.qty for p in self.inverse_positions.values()):
+            marks = (self._inverse_marks_between(after, upto) if self._inverse_marks_between is not None
+                     else [(upto, self._price_at(INVERSE, upto))])
+            inverse += [(int(t), 0, "inverse:", float(price)) for t, price in marks]
+        steps += inverse
         steps.sort(key=lambda s: (s[0], s[1]))
         for t, what, venue, x in steps:
-            if what == 0:
+            if venue.startswith("inverse:"):
+                self._inverse_step(t, what, venue[len("inverse:"):], x)
+            elif what == 0:
                 for v, pos in self.positions.items():
                     if pos.qty:
                         self._check_liquidation(v, x, t)
             elif self.positions[venue].qty:
                 self._paid[venue].add(t)
                 self._settle(venue, t, x)
+
+    def _inverse_step(self, t: int, what: int, venue: str, x: float) -> None:
+        """One step of the walk for the inverse perps: a COIN-M close (0) or a settlement (1)."""
+        if what == 0:
+            for v, pos in self.inverse_positions.items():
+                if pos.qty:
+                    self._check_inverse_liquidation(v, x, t)
+        elif self.inverse_positions[venue].qty:
+            self._inverse_paid[venue].add(t)
+            self._settle_inverse(venue, t, x)
+
+    def _settle_inverse(self, venue: str, t: int, rate: float) -> None:
+        """Pay one settlement to the open inverse position: ``-F / mark * rate`` BTC into the wallet."""
+        pos, spec = self.inverse_positions[venue], MARKETS[(venue, INVERSE)]
+        mark = self._price_at(INVERSE, t)
+        amount = money(-self.inverse_face(venue) / mark * rate)
+        self.wallets[spec.wallet].add(spec.settle, amount)
+        n = self._next()
+        pay = FundingPayment(self._trade_id(venue, n) if venue == "bybit" else str(8_000_000_000 + n),
+                             venue, t, pos.qty, rate, mark, amount)
+        self.inverse_fundings[venue].append(pay)
+        if self.listeners:
+            self._emit(AccountEvent(FUNDING, venue, INVERSE, spec.wallet, t, funding=pay))
+        self._balance_event(spec.wallet, INVERSE, "FUNDING_FEE", True, t)
+
+    def _check_inverse_liquidation(self, venue: str, mark: float, t: int) -> None:
+        """At a COIN-M close at or past the liquidation price: close everything
+        at that price with the penalty fee (BTC), capped at what the wallet has left."""
+        pos, spec = self.inverse_positions[venue], MARKETS[(venue, INVERSE)]
+        liq = self.inverse_liquidation(venue)
+        if not math.isfinite(liq) or not ((pos.qty < 0 and mark >= liq) or (pos.qty > 0 and mark <= liq)):
+            return
+        for o in [o for o in self.orders[(venue, INVERSE)] if o.is_open]:  # the venue cancels them first
+            o.reserved = 0.0
+            o.status, o.updated_ms = CANCELED, t
+            self._order_event(CANCELED, o)
+        price = round_tick(liq, spec.tick, up=pos.qty < 0)
+        qty, side = abs(pos.qty), (BUY if pos.qty < 0 else SELL)
+        n = self._next()
+        binance = venue == "binancecoinm"
+        order = Order(self._order_id(venue, n), f"autoclose-{t}{n:07d}" if binance else "", venue, INVERSE, side,
+                      LIMIT if binance else MARKET, qty, price, "IOC", False, t, t, liquidation=True)
+        self.orders[(venue, INVERSE)].append(order)
+        pnl = self._trade_inverse(venue, order.sign * qty, price, t)
+        w = self.wallets[spec.wallet]
+        rate = spec.costs.liquidation_fee_rate
+        fee = money(max(min(rate * qty * spec.contract_size / price, w.get(spec.settle) + pnl), 0.0))
+        w.add(spec.settle, pnl - fee)
+        order.filled, order.cost, order.fee, order.fee_asset = qty, money(qty * price), fee, spec.settle
+        order.base_value = qty * spec.contract_size / price
+        order.status = FILLED
+        trade = Trade(self._trade_id(venue, self._next()), order.id, order.client_id, venue, INVERSE, side, qty, price,
+                      fee, spec.settle, rate, False, t, pnl, liquidation=True)
+        self.trades[(venue, INVERSE)].append(trade)
+        self._order_event(TRADE, order, trade)
+        self._balance_event(spec.wallet, INVERSE, "ORDER", True, t)
 
     def _settle(self, venue: str, t: int, rate: float) -> None:
         """Pay one settlement to the open position: ``-q * mark * rate``."""
@@ -703,6 +931,8 @@ class Accounts:
         close = self._price_at(spec.kind, now)
         quote = Quote(now, spec.venue, close, close, 0.0, 0.0)  # mid only: the model draws the half spread
         sign = 1 if side == BUY else -1
+        if spec.contract_size:  # the impact is per BTC: contracts x size / price
+            qty = qty * spec.contract_size / close
         raw = self._slippage[(spec.venue, spec.kind)].price(quote, sign, qty)
         return round_tick(raw, spec.tick, up=side == BUY)
 
@@ -717,6 +947,9 @@ class Accounts:
         """Refuse what the wallet cannot pay: the immediate fill at the touch
         plus what a resting remainder would lock."""
         rest = order.qty - now_qty if order.type == LIMIT else 0.0
+        if spec.kind == INVERSE:
+            self._check_inverse_funds(spec, order, touch, now_qty, rest)
+            return
         if spec.kind == SPOT:
             if order.side == BUY:
                 need, asset = now_qty * touch + rest * (order.price or 0.0), spec.quote
@@ -734,8 +967,44 @@ class Accounts:
             raise AccountError("insufficient", f"needs {need:.8f} {asset}, available "
                                                f"{self.available(spec.wallet, asset):.8f}")
 
+    def _inverse_opening(self, venue: str, signed: float) -> float:
+        """The contracts of a signed inverse quantity that open or add exposure."""
+        q = self.inverse_positions[venue].qty
+        if q == 0 or (q > 0) == (signed > 0):
+            return abs(signed)
+        return max(abs(signed) - abs(q), 0.0)
+
+    def _check_inverse_funds(self, spec: MarketSpec, order: Order, touch: float, now_qty: float, rest: float) -> None:
+        """Cross margin in BTC: the opening part's initial margin at its price plus the
+        taker fee of what fills now, against the available BTC; and the position
+        must stay inside the shipped tiers."""
+        venue, size = spec.venue, spec.contract_size
+        if order.reduce_only and self._inverse_opening(venue, order.sign * order.qty) > EPS:
+            raise AccountError("bad_param", "ReduceOnly Order is rejected")
+        lev = self.inverse_positions[venue].leverage
+        opening = self._inverse_opening(venue, order.sign * (now_qty + rest))
+        px = touch if now_qty > 0 else (order.price or touch)
+        need = opening * size / px / lev + spec.costs.taker_fee * now_qty * size / touch
+        if opening > 0:
+            rule = spec.margin
+            assert rule is not None
+            after = abs(self.inverse_positions[venue].qty + order.sign * (now_qty + rest)) * size / px
+            try:
+                rule.tier(after)
+            except NotionalBeyondTiers:
+                raise AccountError("limit", f"position of {after:.8f} BTC is beyond the margin tiers "
+                                            f"(cap {rule.tiers[-1].cap:g} BTC)") from None
+        avail = self.available(spec.wallet, spec.settle)
+        if need > avail + 1e-12:
+            raise AccountError("insufficient", f"needs {need:.8f} {spec.settle}, available {avail:.8f}")
+
     def _reserve(self, spec: MarketSpec, order: Order) -> None:
         w = self.wallets[spec.wallet]
+        if spec.kind == INVERSE:
+            lev = self.inverse_positions[spec.venue].leverage
+            opening = self._inverse_opening(spec.venue, order.sign * order.remaining)
+            order.reserved = money(opening * spec.contract_size / order.limit / lev)
+            return
         if spec.kind == SPOT:
             if order.side == BUY:
                 order.reserved = money(order.remaining * order.limit)
@@ -766,6 +1035,11 @@ class Accounts:
                 fee, fee_asset = money(rate * value), spec.quote
                 w.add(spec.base, -qty)
                 w.add(spec.quote, value - fee)
+        elif spec.kind == INVERSE:  # BTC: fee rate x contracts x size / price, the realised PnL of what it reduces
+            fee, fee_asset = money(rate * qty * spec.contract_size / price), spec.settle
+            pnl = self._trade_inverse(spec.venue, order.sign * qty, price, now)
+            w.add(spec.settle, pnl - fee)
+            order.base_value += qty * spec.contract_size / price  # unrounded: the average is face / this
         else:
             fee, fee_asset = money(rate * qty * price), spec.quote
             pnl = self._trade_perp(spec.venue, order.sign * qty, price, now)
@@ -806,6 +1080,34 @@ class Accounts:
             pos.qty = round(q + signed, 12)
             if abs(pos.qty) < EPS:
                 pos.qty, pos.entry, pos.margin = 0.0, 0.0, 0.0
+        return pnl
+
+    def _trade_inverse(self, venue: str, signed: float, price: float, now: int) -> float:
+        """Move the inverse position by ``signed`` contracts at ``price``; return the
+        realised PnL in BTC (``core.book``'s ``_trade_inverse``, in contracts):
+        an opening part moves the entry to the harmonic mean of the faces, a
+        reducing part realises face_closed * (1/entry - 1/price) for a long
+        (the opposite for a short)."""
+        pos, size = self.inverse_positions[venue], MARKETS[(venue, INVERSE)].contract_size
+        pos.updated_ms = now
+        q = pos.qty
+        if q == 0 or (q > 0) == (signed > 0):
+            new_q = q + signed
+            btc = abs(q) * size / pos.entry + abs(signed) * size / price if q else abs(signed) * size / price
+            pos.entry = abs(new_q) * size / btc
+            pos.qty = new_q
+            return 0.0
+        closed = min(abs(signed), abs(q))
+        pnl = money(closed * size * (1.0 / pos.entry - 1.0 / price) * (1.0 if q > 0 else -1.0))
+        pos.realized = money(pos.realized + pnl)
+        rest = abs(signed) - closed
+        if rest > EPS:  # through zero: the rest opens at this price
+            pos.qty = math.copysign(rest, signed)
+            pos.entry = price
+        else:
+            pos.qty = round(q + signed, 12)
+            if abs(pos.qty) < EPS:
+                pos.qty, pos.entry = 0.0, 0.0
         return pnl
 
 

@@ -31,7 +31,8 @@ def run_emulator(port: int = 8765, start: str | None = None, speed: float = 0.0,
     clock = f"{speed:g} s per second" if speed else "clock fixed"
     try:
         print(f"fundarb exchange emulator on {server.base_url}  (now {fmt_time(server.now_ns)} UTC, {clock})")
-        print("venues: binance (/api/v3, /sapi), binanceusdm (/fapi), bybit (/v5); market data and trading, REST and websockets")
+        print("venues: binance (/api/v3, /sapi), binanceusdm (/fapi), binancecoinm (/dapi), bybit (/v5: spot, linear, "
+              "inverse); market data and trading, REST and websockets")
         if fund:
             print(f"wallets {', '.join(TRADING_WALLETS)}: {fund:,.2f} USDT each (synthetic balances)")
         print(f"API keys: {'only the ' + str(len(api_keys)) + ' given with --api-key' if api_keys else 'any (the signature is not checked)'}")

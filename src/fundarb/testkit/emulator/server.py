@@ -9,14 +9,20 @@ error mapping, pagination, back-off) run against known data and known faults.
 What is served, and where each number comes from:
 
 - **Prices.** Binance hourly closes from ``prices_1h.parquet`` (spot BTCUSDT
-  for spot markets, USD-M BTCUSDT for perps). The price "at now" is the last
-  close whose close time (open + 1 h) is at or before now; hours missing from
-  the shipped data are missing here too (the last close carries). Bybit is
-  served the *Binance* closes as well: the shipped data has no Bybit prices,
-  and a real price of the same contract on another venue beats an invented one.
+  for spot markets, USD-M BTCUSDT for linear perps, COIN-M BTCUSD_PERP for
+  inverse perps). The price "at now" is the last close whose close time
+  (open + 1 h) is at or before now; hours missing from the shipped data are
+  missing here too (the last close carries; the COIN-M series has such
+  hours). Bybit is served the *Binance* closes as well: the shipped data has
+  no Bybit prices, and a real price of the same contract on another venue
+  beats an invented one. In particular Bybit's inverse BTCUSD is served
+  Binance's COIN-M BTCUSD_PERP closes as its STAND-IN series: they are not
+  Bybit's prices.
 - **Funding.** The venue's own real settlements from
-  ``funding_settlements.parquet``: binance BTCUSDT for Binance USD-M, bybit
-  BTCUSDT for Bybit. The live "current rate" fields (Binance
+  ``funding_settlements.parquet``: binance BTCUSDT for Binance USD-M, binance
+  BTCUSD_PERP for Binance COIN-M, bybit BTCUSDT for Bybit linear, bybit
+  BTCUSD for Bybit inverse (those rows cover 2023-01 .. 2024-07 only: before
+  that the inverse market has no funding). The live "current rate" fields (Binance
   ``lastFundingRate``, Bybit ticker ``fundingRate``) are, on the real venues,
   the running estimate of the next settlement; the data holds no estimates,
   so the emulator serves the last settled real rate (no look-ahead).
@@ -26,9 +32,9 @@ What is served, and where each number comes from:
   open/high/low (set to the close: only closes exist), update ids. Venue
   metadata (tick size, lot size, limits) is the venue's published contract
   spec, written down below, not market data. The margin tiers (Binance
-  ``/fapi/v1/leverageBracket``, Bybit ``/v5/market/risk-limit``) are the
-  shipped snapshot ``data/shipped/margin_tiers.json``, the same table its
-  liquidation prices use.
+  ``/fapi/v1/leverageBracket`` and ``/dapi/v2/leverageBracket``, Bybit
+  ``/v5/market/risk-limit``, linear and inverse) are the shipped snapshot
+  ``data/shipped/margin_tiers.json``, the same table its liquidation prices use.
 - **Clock.** The emulator's now is set by the caller (``set_time``,
   ``advance``); it never follows the wall clock. Nothing after now exists:
   funding rows, klines and prices are cut at now.
@@ -45,14 +51,31 @@ What is served, and where each number comes from:
   ``/fapi/v1/income`` (FUNDING_FEE, REALIZED_PNL, COMMISSION) and
   ``/fapi/v1/forceOrders`` (``autoclose-`` orders); Bybit ``/v5/execution/list``
   rows of execType Funding and BustTrade (ccxt's fetch_funding_history and
-  fetch_my_liquidations ask it by execType). Signed calls need the venue's key header and signature parameters;
+  fetch_my_liquidations ask it by execType); COIN-M ``/dapi/v1/income`` and
+  ``/dapi/v1/forceOrders`` likewise, in BTC. Signed calls need the venue's key header and signature parameters;
   the HMAC is not verified; when ``server.accounts.api_keys`` is a set, other keys are
   refused (Binance -2015, Bybit 10003). Refusals answer the venue's own codes. Binance's
-  user-data stream keys (``/api/v3/userDataStream``, ``/fapi/v1/listenKey``)
+  user-data stream keys (``/api/v3/userDataStream``, ``/fapi/v1/listenKey``, ``/dapi/v1/listenKey``)
   need the API key header only; the streams are in ``emulator_ws``.
 
+- **Coin-margined (inverse) perps.** Binance COIN-M under ``/dapi`` (ccxt
+  ``binancecoinm``: BTCUSD_PERP, quantities in contracts of 100 USD; PnL,
+  fees, funding and margin in BTC; cross margin on the COIN-M wallet's BTC;
+  ``/dapi/v2/leverageBracket`` and the liquidation price from the shipped BTC
+  bracket, ``binance_coinm`` rule; the wallet filled from spot by
+  ``/sapi/v1/asset/transfer`` type MAIN_CMFUTURE) and Bybit v5
+  ``category=inverse`` (BTCUSD, 1 USD a contract, margined by the UNIFIED
+  account's BTC, ``bybit_inverse`` rule). See the COIN-M section below and
+  ``accounts`` for the money rules.
+- **Unified margin (Bybit).** The UNIFIED wallet reports spot BTC at its
+  tiered collateral value (``/v5/account/wallet-balance`` account fields,
+  ``/v5/spot-margin-trade/collateral``); see ``_bybit_wallet_row``.
+
 Routing is a table per venue (``ROUTES``), keyed by (method, path); signed
-routes are marked with :func:`signed`.
+routes are marked with :func:`signed`. Faults match a venue by its path
+prefix (``VENUE_PREFIXES``: ``/dapi/`` is ``binancecoinm``); the placement
+faults match ``ORDER_PLACEMENT`` (``POST /dapi/v1/order`` included; Bybit's
+one ``/v5/order/create`` places spot, linear and inverse orders).
 """
 
 from __future__ import annotations
@@ -86,6 +109,8 @@ from fundarb.testkit.emulator.accounts import (
     BUY,
     CANCELED,
     FILLED,
+    INVERSE,
+    INVERSE_FUNDING_KEY,
     LIMIT,
     MARKET,
     MARKETS,
@@ -106,14 +131,17 @@ LOOPBACK_HOST = "127.0.0.1"
 DEFAULT_START = "2024-07-01T00:00"  # last hour both venues' funding and the prices cover
 
 SPOT, PERP = "spot", "perp"
+COINM_SYMBOL, COINM_PAIR, BYBIT_INVERSE_SYMBOL = "BTCUSD_PERP", "BTCUSD", "BTCUSD"
 # emulator venue name -> path prefix it owns; ccxt ids, so a test names a venue as ccxt does
-VENUE_PREFIXES = {"binance": "/api/", "binanceusdm": "/fapi/", "bybit": "/v5/"}
-# other path prefixes a venue owns: Binance's wallet API (transfers between spot and USD-M)
+VENUE_PREFIXES = {"binance": "/api/", "binanceusdm": "/fapi/", "bybit": "/v5/", "binancecoinm": "/dapi/"}
+# other path prefixes a venue owns: Binance's wallet API (transfers between spot and the futures wallets)
 EXTRA_PREFIXES = {"/sapi/": "binance"}
 FAULT_KINDS = ("rate_limit", "ip_ban", "server_error", "timeout", "non_json", "stale",
                "timeout_after_place", "partial_fill", "refuse")
 # faults that act on order placement only: they match nothing but these requests
-ORDER_PLACEMENT = {("POST", "/api/v3/order"), ("POST", "/fapi/v1/order"), ("POST", "/v5/order/create")}
+# (Bybit's one create path places spot, linear and inverse orders alike)
+ORDER_PLACEMENT = {("POST", "/api/v3/order"), ("POST", "/fapi/v1/order"), ("POST", "/v5/order/create"),
+                   ("POST", "/dapi/v1/order")}
 PLACEMENT_FAULTS = ("timeout_after_place", "partial_fill")
 # "refuse": the venue turns the order down (insufficient balance) before placing it
 PLACEMENT_ONLY = (*PLACEMENT_FAULTS, "refuse")
@@ -183,24 +211,26 @@ class FundingSeries:
 class MarketTape:
     """Everything the market-data endpoints read: real closes and real funding."""
 
-    prices: Mapping[str, PriceSeries]  # SPOT, PERP
-    funding: Mapping[str, FundingSeries]  # emulator venue -> its own rows
+    prices: Mapping[str, PriceSeries]  # SPOT, PERP, INVERSE (COIN-M BTCUSD_PERP)
+    funding: Mapping[str, FundingSeries]  # emulator venue (bybit inverse: 'bybit:inverse') -> its own rows
 
+    # the clock's range is the linear markets' (the COIN-M series has the same hours, some of them missing)
     @property
     def first_ns(self) -> int:
-        return max(int(s.close_ms[0]) for s in self.prices.values()) * NS_PER_MS
+        return max(int(s.close_ms[0]) for k, s in self.prices.items() if k in (SPOT, PERP)) * NS_PER_MS
 
     @property
     def last_ns(self) -> int:
-        return min(int(s.close_ms[-1]) for s in self.prices.values()) * NS_PER_MS
+        return min(int(s.close_ms[-1]) for k, s in self.prices.items() if k in (SPOT, PERP)) * NS_PER_MS
 
 
-def _price_series(prices: pl.DataFrame, market: str) -> PriceSeries:
+def _price_series(prices: pl.DataFrame, market: str, symbol: str = "BTCUSDT") -> PriceSeries:
     rows = prices.filter(
-        (pl.col("venue") == "binance") & (pl.col("market") == market) & (pl.col("symbol") == "BTCUSDT")
+        (pl.col("venue") == "binance") & (pl.col("market") == market) & (pl.col("symbol") == symbol)
+        & pl.col("close").is_not_null()  # a null close is an hour missing from the data: missing here too
     ).sort("open_time_ms")
     if rows.height == 0:
-        raise ValueError(f"no binance {market} BTCUSDT closes in {PRICES_FILE}")
+        raise ValueError(f"no binance {market} {symbol} closes in {PRICES_FILE}")
     open_ms = rows["open_time_ms"].to_numpy().astype(np.int64)
     return PriceSeries(open_ms, open_ms + MS_PER_HOUR, rows["close"].to_numpy().astype(np.float64))
 
@@ -247,10 +277,13 @@ def load_tape(data_dir: Path = SHIPPED_DIR) -> MarketTape:
     """Read the shipped files once per process (the tape is immutable)."""
     prices, funding = (_read_history(data_dir / name) for name in (PRICES_FILE, FUNDING_FILE))
     return MarketTape(
-        prices={SPOT: _price_series(prices, "spot"), PERP: _price_series(prices, "perp_linear")},
+        prices={SPOT: _price_series(prices, "spot"), PERP: _price_series(prices, "perp_linear"),
+                INVERSE: _price_series(prices, "perp_inverse", COINM_SYMBOL)},
         funding={
             "binanceusdm": _funding_series(funding, "binance", "BTCUSDT", BINANCE_FUNDING_LATE_MS),
             "bybit": _funding_series(funding, "bybit", "BTCUSDT"),
+            "binancecoinm": _funding_series(funding, "binance", COINM_SYMBOL, BINANCE_FUNDING_LATE_MS),
+            INVERSE_FUNDING_KEY["bybit"]: _funding_series(funding, "bybit", BYBIT_INVERSE_SYMBOL),
         },
     )
 
@@ -811,6 +844,30 @@ def _bybit_linear_instrument(funding: FundingSeries) -> dict:
     }
 
 
+BYBIT_INVERSE_TICK = "0.50"
+
+
+def _bybit_inverse_instrument(funding: FundingSeries) -> dict:
+    """Venue metadata: Bybit's published BTCUSD inverse perpetual spec (1 USD a
+    contract, settled in BTC). Its prices here are NOT Bybit's: the shipped
+    data has no Bybit inverse prices, so the inverse market (tickers,
+    orderbook, klines, fills, marks) is served Binance's COIN-M BTCUSD_PERP
+    hourly closes as the stand-in series; its funding is Bybit's own BTCUSD
+    settlements (2023-01 .. 2024-07 only)."""
+    return {
+        "symbol": BYBIT_INVERSE_SYMBOL, "contractType": "InversePerpetual", "status": "Trading", "baseCoin": "BTC",
+        "quoteCoin": "USD", "launchTime": "1542211200000", "deliveryTime": "0", "deliveryFeeRate": "",
+        "priceScale": "2",
+        "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
+        "priceFilter": {"minPrice": "0.50", "maxPrice": "1999999.00", "tickSize": BYBIT_INVERSE_TICK},
+        "lotSizeFilter": {"maxOrderQty": "1000000", "minOrderQty": "1", "qtyStep": "1",
+                          "postOnlyMaxOrderQty": "1000000", "maxMktOrderQty": "200000", "minNotionalValue": "0"},
+        "unifiedMarginTrade": True, "fundingInterval": int(funding.interval_h[-1] * 60), "settleCoin": "BTC",
+        "copyTrading": "none", "upperFundingRate": "0.00375", "lowerFundingRate": "-0.00375",
+        "isPreListing": False, "preListingInfo": None,
+    }
+
+
 def _bybit_category(ask: Ask, allowed: tuple[str, ...]) -> str:
     category = ask.params.get("category")
     if category not in allowed:
@@ -819,12 +876,13 @@ def _bybit_category(ask: Ask, allowed: tuple[str, ...]) -> str:
 
 
 def _bybit_symbol(ask: Ask, required: bool) -> bool:
+    """The symbol of the request's category: BTCUSD for inverse, BTCUSDT otherwise."""
     symbol = ask.params.get("symbol")
     if symbol is None:
         if required:
             raise VenueError(200, 10001, "params error: symbol is required")
         return False
-    if symbol != SYMBOL:
+    if symbol != (BYBIT_INVERSE_SYMBOL if ask.params.get("category") == "inverse" else SYMBOL):
         raise VenueError(200, 10001, "params error: Symbol Is Invalid")
     return True
 
@@ -839,19 +897,54 @@ def _bybit_instruments(ask: Ask) -> dict:
     _bybit_symbol(ask, required=False)
     rows: list[dict] = []
     # only Trading instruments exist here: status=PreLaunch (which ccxt always asks) is empty;
-    # inverse and option are not served (no BTC data for them), so they are empty too
+    # option is not served (no data for it), so it is empty too
     if ask.params.get("status", "Trading") == "Trading":
         if category == "spot":
             rows = [_BYBIT_SPOT_INSTRUMENT]
         elif category == "linear":
             rows = [_bybit_linear_instrument(ask.tape.funding["bybit"])]
+        elif category == "inverse":
+            rows = [_bybit_inverse_instrument(ask.tape.funding[INVERSE_FUNDING_KEY["bybit"]])]
     result: dict[str, Any] = {"category": category, "list": rows}
     if category != "spot":
         result["nextPageCursor"] = ""
     return result
 
 
+def _bybit_inverse_ticker_row(ask: Ask) -> dict:
+    """BTCUSD inverse ticker. The prices are Binance's COIN-M BTCUSD_PERP closes
+    as a stand-in (the shipped data has no Bybit inverse prices; they are never
+    Bybit's); the index is Binance's spot close; the funding rate Bybit's own
+    last settled BTCUSD rate."""
+    series = ask.tape.prices[INVERSE]
+    w = _window_24h(series, ask.now_ms)
+    bid, ask_px = _book_top(w["last"], BYBIT_INVERSE_TICK)
+    funding = ask.tape.funding[INVERSE_FUNDING_KEY["bybit"]]
+    n = funding.count_upto(ask.now_ms)
+    zero = "0"  # SYNTHETIC: volume, turnover and open interest are not in the data
+    return {
+        "symbol": BYBIT_INVERSE_SYMBOL, "lastPrice": _dec(w["last"], 2),
+        "indexPrice": _dec(ask.tape.prices[SPOT].price_at(ask.now_ms), 2), "markPrice": _dec(w["last"], 2),
+        "prevPrice24h": _dec(w["open"], 2), "price24hPcnt": _dec(round(w["last"] / w["open"] - 1, 6), 6),
+        "highPrice24h": _dec(w["high"], 2), "lowPrice24h": _dec(w["low"], 2),
+        "prevPrice1h": _dec(series.price_at(ask.now_ms - MS_PER_HOUR), 2),
+        "openInterest": zero, "openInterestValue": zero, "turnover24h": zero, "volume24h": zero,
+        "fundingRate": _rate(funding.rate[n - 1]) if n else "",
+        "nextFundingTime": str(funding.next_time_after(ask.now_ms)),
+        "predictedDeliveryPrice": "", "basisRate": "", "deliveryFeeRate": "", "deliveryTime": "0",
+        "ask1Size": SYNTHETIC_BYBIT_INVERSE_LEVEL_QTY, "bid1Price": _dec(bid, 2), "ask1Price": _dec(ask_px, 2),
+        "bid1Size": SYNTHETIC_BYBIT_INVERSE_LEVEL_QTY, "basis": "", "preOpenPrice": "", "preQty": "",
+        "curPreListingPhase": "",
+    }
+
+
+# SYNTHETIC: size of every level of the made-up Bybit inverse book, in contracts (1 USD each)
+SYNTHETIC_BYBIT_INVERSE_LEVEL_QTY = "10000"
+
+
 def _bybit_ticker_row(ask: Ask, category: str) -> dict:
+    if category == "inverse":
+        return _bybit_inverse_ticker_row(ask)
     market = SPOT if category == "spot" else PERP
     series = ask.tape.prices[market]
     w = _window_24h(series, ask.now_ms)
@@ -889,17 +982,23 @@ def _bybit_ticker_row(ask: Ask, category: str) -> dict:
 def _bybit_tickers(ask: Ask) -> dict:
     category = _bybit_category(ask, ("spot", "linear", "inverse", "option"))
     _bybit_symbol(ask, required=False)
-    rows = [_bybit_ticker_row(ask, category)] if category in ("spot", "linear") else []
+    rows = [_bybit_ticker_row(ask, category)] if category in ("spot", "linear", "inverse") else []
     return {"category": category, "list": rows}
 
 
 def _bybit_orderbook(ask: Ask) -> dict:
     category = _bybit_category(ask, ("spot", "linear", "inverse", "option"))
     _bybit_symbol(ask, required=True)
-    if category not in ("spot", "linear"):
+    if category not in ("spot", "linear", "inverse"):
         raise VenueError(200, 10001, "params error: Symbol Is Invalid")
     most, default = (200, 1) if category == "spot" else (500, 25)
     depth = _limit(_bybit_int(ask.params, "limit"), default, most)
+    if category == "inverse":  # the COIN-M closes as the stand-in centre; sizes in contracts
+        bids, asks = _book(ask.tape.prices[INVERSE].price_at(ask.now_ms), BYBIT_INVERSE_TICK, depth, 2)
+        bids = [[p, SYNTHETIC_BYBIT_INVERSE_LEVEL_QTY] for p, _ in bids]
+        asks = [[p, SYNTHETIC_BYBIT_INVERSE_LEVEL_QTY] for p, _ in asks]
+        return {"s": BYBIT_INVERSE_SYMBOL, "b": bids, "a": asks, "ts": ask.now_ms, "u": ask.now_ms,
+                "seq": ask.now_ms, "cts": ask.now_ms}
     market, tick = (SPOT, BYBIT_SPOT_TICK) if category == "spot" else (PERP, BYBIT_PERP_TICK)
     bids, asks = _book(ask.tape.prices[market].price_at(ask.now_ms), tick, depth, 2)
     # SYNTHETIC update ids: the data time in ms
@@ -915,14 +1014,16 @@ def _bybit_kline(ask: Ask, price: str = "last") -> dict:
     "index" (/v5/market/index-price-kline) the spot closes, as stand-ins (no
     mark or index series is shipped); those rows have no volume fields."""
     category = ask.params.get("category", "linear")  # Bybit's default category for kline
-    if category not in (("spot", "linear") if price == "last" else ("linear",)):
+    if category not in (("spot", "linear", "inverse") if price == "last" else ("linear", "inverse")):
         raise VenueError(200, 10001, "params error: Category is invalid")
     _bybit_symbol(ask, required=True)
     if ask.params.get("interval") != "60":
         raise VenueError(200, 10001, "params error: Invalid period!")  # only 1h closes are shipped
     limit = _limit(_bybit_int(ask.params, "limit"), 200, 1000)
     start, end = _bybit_int(ask.params, "start"), _bybit_int(ask.params, "end")
-    series = ask.tape.prices[SPOT if category == "spot" or price == "index" else PERP]
+    # inverse: the COIN-M closes as the stand-in for Bybit's BTCUSD (no Bybit inverse prices are shipped)
+    series = ask.tape.prices[SPOT if category == "spot" or price == "index" else INVERSE if category == "inverse"
+                             else PERP]
     upto = series.index_at(ask.now_ms) + 1
     idx = _rows_window(series.open_ms, upto, start, end, limit, anchor_start=start is not None)
     rows = []
@@ -930,7 +1031,7 @@ def _bybit_kline(ask: Ask, price: str = "last") -> dict:
         c = _dec(series.close[i], 2)
         row = [str(int(series.open_ms[i])), c, c, c, c]
         rows.append(row + ["0", "0"] if price == "last" else row)  # SYNTHETIC volume/turnover
-    return {"category": category, "symbol": SYMBOL, "list": rows}
+    return {"category": category, "symbol": BYBIT_INVERSE_SYMBOL if category == "inverse" else SYMBOL, "list": rows}
 
 
 def _bybit_funding_history(ask: Ask) -> dict:
@@ -939,16 +1040,16 @@ def _bybit_funding_history(ask: Ask) -> dict:
     endTime/now; both: the newest ``limit`` in [startTime, endTime]; newest first."""
     category = _bybit_category(ask, ("linear", "inverse"))
     _bybit_symbol(ask, required=True)
-    if category != "linear":
-        raise VenueError(200, 10001, "params error: Symbol Is Invalid")
     start, end = _bybit_int(ask.params, "startTime"), _bybit_int(ask.params, "endTime")
     if start is not None and end is None:
         raise VenueError(200, 10001, "params error: endTime is required when startTime is set")
     limit = _limit(_bybit_int(ask.params, "limit"), 200, 200)
-    funding = ask.tape.funding["bybit"]
+    # inverse: Bybit's own BTCUSD settlements (the shipped rows: 2023-01 .. 2024-07 only)
+    funding = ask.tape.funding["bybit" if category == "linear" else INVERSE_FUNDING_KEY["bybit"]]
+    symbol = SYMBOL if category == "linear" else BYBIT_INVERSE_SYMBOL
     upto = funding.count_upto(ask.now_ms)
     idx = _rows_window(funding.time_ms, upto, start, end, limit, anchor_start=False)
-    rows = [{"symbol": SYMBOL, "fundingRate": _rate(funding.rate[i]), "fundingRateTimestamp": str(int(funding.time_ms[i]))}
+    rows = [{"symbol": symbol, "fundingRate": _rate(funding.rate[i]), "fundingRateTimestamp": str(int(funding.time_ms[i]))}
             for i in idx[::-1]]
     return {"category": category, "list": rows}
 
@@ -1064,6 +1165,11 @@ def _binance_order_key(ask: Ask) -> tuple[str | None, str | None]:
     return order_id, client_id
 
 
+def _symbol_check(venue: str) -> Callable[[Ask, bool], bool]:
+    """The symbol check of a Binance venue's routes: BTCUSDT, or COIN-M's BTCUSD_PERP / pair BTCUSD."""
+    return _coinm_symbol if venue == "binancecoinm" else _binance_symbol
+
+
 def _binance_spot_order_row(o: Order) -> dict:
     return {
         "symbol": SYMBOL, "orderId": int(o.id), "orderListId": -1, "clientOrderId": o.client_id,
@@ -1149,7 +1255,7 @@ def _binance_spot_create(ask: Ask) -> dict:
 
 
 def _binance_get_order(ask: Ask, venue: str, kind: str) -> Order:
-    _binance_symbol(ask, required=True)
+    _symbol_check(venue)(ask, True)
     order_id, client_id = _binance_order_key(ask)
     try:
         return _accounts(ask).find(venue, kind, order_id, client_id)
@@ -1158,7 +1264,7 @@ def _binance_get_order(ask: Ask, venue: str, kind: str) -> Order:
 
 
 def _binance_cancel(ask: Ask, venue: str, kind: str) -> Order:
-    _binance_symbol(ask, required=True)
+    _symbol_check(venue)(ask, True)
     order_id, client_id = _binance_order_key(ask)
     try:
         return _accounts(ask).cancel(venue, kind, order_id, client_id)
@@ -1176,13 +1282,13 @@ def _binance_spot_cancel(ask: Ask) -> dict:
 
 
 def _binance_open_orders(ask: Ask, venue: str, kind: str, render: Callable[[Order], dict]) -> list:
-    _binance_symbol(ask, required=False)
+    _symbol_check(venue)(ask, False)
     return [render(o) for o in _accounts(ask).open_orders(venue, kind)]
 
 
 def _binance_trades(ask: Ask, venue: str, kind: str, render: Callable[[Trade], dict]) -> list:
     """myTrades / userTrades: oldest first; orderId, startTime/endTime, fromId, limit (default 500, max 1000)."""
-    _binance_symbol(ask, required=True)
+    _symbol_check(venue)(ask, venue != "binancecoinm")  # COIN-M: symbol or pair
     trades = _accounts(ask).trade_list(venue, kind)
     order_id = ask.params.get("orderId")
     start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
@@ -1390,8 +1496,10 @@ def _binance_set_leverage(ask: Ask) -> dict:
     return {"leverage": lev, "maxNotionalValue": str(cap), "symbol": SYMBOL}
 
 
-# sapi transfer types the emulator serves: spot wallet <-> USD-M wallet
-_BINANCE_TRANSFER_TYPES = {"MAIN_UMFUTURE": ("binance", "binanceusdm"), "UMFUTURE_MAIN": ("binanceusdm", "binance")}
+# sapi transfer types the emulator serves: spot wallet <-> USD-M wallet, spot wallet <-> COIN-M wallet
+_BINANCE_TRANSFER_TYPES = {"MAIN_UMFUTURE": ("binance", "binanceusdm"), "UMFUTURE_MAIN": ("binanceusdm", "binance"),
+                           # spot wallet <-> COIN-M wallet (ccxt: transfer(code, amount, 'spot', 'inverse'))
+                           "MAIN_CMFUTURE": ("binance", "binancecoinm"), "CMFUTURE_MAIN": ("binancecoinm", "binance")}
 
 
 def _binance_transfer(ask: Ask) -> dict:
@@ -1436,13 +1544,411 @@ def _binance_listen_key(ask: Ask, venue: str) -> dict:
     return {"listenKey": acc.open_listen_key(venue)} if venue == "binanceusdm" else {}
 
 
+# ----------------------------------------------------------------- Binance COIN-M (/dapi): market data and trading
+#
+# BTCUSD_PERP, an inverse perpetual: quantities in contracts of 100 USD, PnL,
+# fees, funding and margin in BTC (the account model's INVERSE market, cross
+# margin). Prices: the real COIN-M BTCUSD_PERP hourly closes (hours missing in
+# the shipped data are missing here too: the last close carries); funding: the
+# real binance BTCUSD_PERP settlements, stamped a few ms late as /fapi's are.
+# The mark is the COIN-M close, the index Binance's spot BTCUSDT close
+# (stand-ins: the data has no mark or index series). Not served: delivery
+# (quarterly) contracts, aggTrades/trades, premiumIndexKlines, allOrders,
+# positionSide dual mode, isolated margin.
+
+COINM_TICK = "0.1"
+COINM_CONTRACT_USD = 100
+# SYNTHETIC: size of every level of the made-up COIN-M book, in contracts (100 USD each)
+SYNTHETIC_COINM_LEVEL_QTY = "100"
+
+# Venue metadata: Binance's published BTCUSD_PERP contract spec (not market data).
+_BINANCE_COINM_SYMBOL = {
+    "symbol": COINM_SYMBOL, "pair": COINM_PAIR, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
+    "onboardDate": 1597042800000, "contractStatus": "TRADING", "contractSize": COINM_CONTRACT_USD,
+    "marginAsset": "BTC", "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000", "baseAsset": "BTC",
+    "quoteAsset": "USD", "pricePrecision": 1, "quantityPrecision": 0, "baseAssetPrecision": 8, "quotePrecision": 8,
+    "equalQtyPrecision": 4, "maxMoveOrderLimit": 10000, "triggerProtect": "0.0500", "underlyingType": "COIN",
+    "underlyingSubType": ["PoW"],
+    "filters": [
+        {"minPrice": "1000", "maxPrice": "4520958", "filterType": "PRICE_FILTER", "tickSize": COINM_TICK},
+        {"stepSize": "1", "filterType": "LOT_SIZE", "maxQty": "1000000", "minQty": "1"},
+        {"stepSize": "1", "filterType": "MARKET_LOT_SIZE", "maxQty": "60000", "minQty": "1"},
+        {"limit": 200, "filterType": "MAX_NUM_ORDERS"},
+        {"limit": 20, "filterType": "MAX_NUM_ALGO_ORDERS"},
+        {"multiplierDown": "0.9500", "multiplierUp": "1.0500", "multiplierDecimal": "4", "filterType": "PERCENT_PRICE"},
+    ],
+    "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
+    "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
+    # the emulator's liquidation penalty (VenueConfig default), as /fapi's symbol prints its own
+    "liquidationFee": "0.012500", "marketTakeBound": "0.05",
+}
+
+
+def _coinm_symbol(ask: Ask, required: bool) -> bool:
+    """True when the request names the contract (symbol BTCUSD_PERP, or pair BTCUSD where COIN-M takes one)."""
+    symbol, pair = ask.params.get("symbol"), ask.params.get("pair")
+    if symbol is None and pair is None:
+        if required:
+            raise VenueError(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+        return False
+    if (symbol is not None and symbol != COINM_SYMBOL) or (pair is not None and pair != COINM_PAIR):
+        raise VenueError(400, -1121, "Invalid symbol.")
+    return True
+
+
+def _coinm_info(ask: Ask) -> dict:
+    return {"timezone": "UTC", "serverTime": ask.server_ms, "rateLimits": _BINANCE_RATE_LIMITS,
+            "exchangeFilters": [], "symbols": [_BINANCE_COINM_SYMBOL]}
+
+
+def _coinm_premium_index(ask: Ask) -> list:
+    """COIN-M premiumIndex: always a list (it may be asked by pair)."""
+    _coinm_symbol(ask, required=False)
+    funding = ask.tape.funding["binancecoinm"]
+    n = funding.count_upto(ask.now_ms)
+    mark = ask.tape.prices[INVERSE].price_at(ask.now_ms)
+    index = ask.tape.prices[SPOT].price_at(ask.now_ms)
+    return [{
+        "symbol": COINM_SYMBOL, "pair": COINM_PAIR,
+        "markPrice": _dec(mark, 8),  # the COIN-M close stands in for the mark
+        "indexPrice": _dec(index, 8),  # Binance spot BTCUSDT close stands in for the index
+        "estimatedSettlePrice": _dec(index, 8),
+        # last SETTLED real rate (the live field is Binance's estimate of the next one, not in the data)
+        "lastFundingRate": _rate(funding.rate[n - 1], 8) if n else "",
+        "interestRate": "0.00010000", "nextFundingTime": funding.next_time_after(ask.now_ms), "time": ask.now_ms,
+    }]
+
+
+def _coinm_funding_history(ask: Ask) -> list:
+    """COIN-M /dapi/v1/fundingRate: symbol required; default limit 100, max
+    1000; with startTime the first ``limit`` rows from it, else the last
+    ``limit`` up to endTime; ascending; fundingTime the late stamp."""
+    _coinm_symbol(ask, required=True)
+    funding = ask.tape.funding["binancecoinm"]
+    limit = _limit(_binance_int(ask.params, "limit"), 100, 1000)
+    start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
+    upto = funding.count_upto(ask.now_ms)
+    idx = _rows_window(funding.stamps, upto, start, end, limit, anchor_start=start is not None)
+    closes = ask.tape.prices[INVERSE]
+
+    def mark(at_ms: int) -> str:
+        return _dec(closes.price_at(at_ms), 8) if closes.index_at(at_ms) >= 0 else ""
+
+    return [{"symbol": COINM_SYMBOL, "fundingTime": int(funding.stamps[i]), "fundingRate": _rate(funding.rate[i], 8),
+             "markPrice": mark(int(funding.time_ms[i]))} for i in idx]
+
+
+def _coinm_24hr(ask: Ask) -> list:
+    _coinm_symbol(ask, required=False)
+    w = _window_24h(ask.tape.prices[INVERSE], ask.now_ms)
+    change = w["last"] - w["open"]
+    return [{
+        "symbol": COINM_SYMBOL, "pair": COINM_PAIR, "priceChange": _dec(round(change, 8), 1),
+        "priceChangePercent": _dec(round(100 * change / w["open"], 3), 3),
+        "weightedAvgPrice": "0", "lastPrice": _dec(w["last"], 1),  # SYNTHETIC: no volume, no VWAP
+        "lastQty": "0", "openPrice": _dec(w["open"], 1), "highPrice": _dec(w["high"], 1),
+        "lowPrice": _dec(w["low"], 1), "volume": "0", "baseVolume": "0",  # SYNTHETIC: no volume in the data
+        "openTime": ask.now_ms - 24 * MS_PER_HOUR, "closeTime": ask.now_ms, "firstId": -1, "lastId": -1, "count": 0,
+    }]
+
+
+def _coinm_book_ticker(ask: Ask) -> list:
+    _coinm_symbol(ask, required=False)
+    bid, ask_px = _book_top(ask.tape.prices[INVERSE].price_at(ask.now_ms), COINM_TICK)
+    return [{"lastUpdateId": ask.now_ms, "symbol": COINM_SYMBOL, "pair": COINM_PAIR, "bidPrice": _dec(bid, 1),
+             "bidQty": SYNTHETIC_COINM_LEVEL_QTY, "askPrice": _dec(ask_px, 1), "askQty": SYNTHETIC_COINM_LEVEL_QTY,
+             "time": ask.now_ms}]
+
+
+def _coinm_price(ask: Ask) -> list:
+    _coinm_symbol(ask, required=False)
+    return [{"symbol": COINM_SYMBOL, "ps": COINM_PAIR, "price": _dec(ask.tape.prices[INVERSE].price_at(ask.now_ms), 1),
+             "time": ask.now_ms}]
+
+
+def _coinm_depth(ask: Ask) -> dict:
+    _coinm_symbol(ask, required=True)
+    depth = _limit(_binance_int(ask.params, "limit"), 500, 1000)
+    bids, asks = _book(ask.tape.prices[INVERSE].price_at(ask.now_ms), COINM_TICK, depth, 1)
+    bids = [[p, SYNTHETIC_COINM_LEVEL_QTY] for p, _ in bids]
+    asks = [[p, SYNTHETIC_COINM_LEVEL_QTY] for p, _ in asks]
+    return {"lastUpdateId": ask.now_ms, "symbol": COINM_SYMBOL, "pair": COINM_PAIR, "E": ask.now_ms, "T": ask.now_ms,
+            "bids": bids, "asks": asks}
+
+
+def _coinm_klines(ask: Ask, price: str = "last") -> list:
+    """COIN-M klines, markPriceKlines (the COIN-M closes) and indexPriceKlines
+    (by ``pair``: the spot closes), as ``_binance_klines``: 1h only, complete
+    hours, open = high = low = close; default limit 500, max 1500."""
+    if price == "index":
+        if ask.params.get("pair") != COINM_PAIR:
+            raise VenueError(400, -1121, "Invalid symbol.")
+    elif ask.params.get("symbol") != COINM_SYMBOL:
+        raise VenueError(400, -1121 if "symbol" in ask.params else -1102,
+                         "Invalid symbol." if "symbol" in ask.params else "Mandatory parameter 'symbol' was not sent.")
+    if ask.params.get("interval") != "1h":
+        raise VenueError(400, -1120, "Invalid interval.")
+    limit = _limit(_binance_int(ask.params, "limit"), 500, 1500)
+    start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
+    series = ask.tape.prices[SPOT if price == "index" else INVERSE]
+    upto = series.index_at(ask.now_ms) + 1
+    idx = _rows_window(series.open_ms, upto, start, end, limit, anchor_start=start is not None)
+    places = 1 if price == "last" else 8  # mark and index prices print 8 decimals (the spot close has 2)
+    out = []
+    for i in idx:
+        o, c = int(series.open_ms[i]), _dec(series.close[i], places)
+        out.append([o, c, c, c, c, "0", o + MS_PER_HOUR - 1, "0", 0, "0", "0", "0"])  # SYNTHETIC: zero volumes
+    return out
+
+
+def _coinm_refusal(err: AccountError, action: str = "place") -> VenueError:
+    """COIN-M's own codes (ccxt maps them only on the real hostname: through
+    127.0.0.1 they arrive as ExchangeError, so check the code)."""
+    if err.reason == "limit":
+        return VenueError(400, -2027, "Exceeded the maximum allowable position at current leverage.")
+    if err.detail.startswith("Precision"):
+        return VenueError(400, -1111, "Precision is over the maximum defined for this asset.")
+    return _binance_refusal(err, PERP, action)
+
+
+def _coinm_order_row(o: Order, ack: bool = False) -> dict:
+    """A COIN-M order; quantities in contracts, cumBase the BTC its fills were
+    worth, avgPrice the harmonic mean. ``ack``: as of acceptance (see the USD-M row)."""
+    filled, base, status = (0.0, 0.0, NEW) if ack else (o.filled, o.base_value, o.status)
+    avg = o.inverse_avg(COINM_CONTRACT_USD) if not ack else 0.0
+    return {
+        "orderId": int(o.id), "symbol": COINM_SYMBOL, "pair": COINM_PAIR, "status": status,
+        "clientOrderId": o.client_id, "price": _dec(o.price or 0, 1), "avgPrice": _amt(avg, 1),
+        "origQty": _dec(o.qty, 0), "executedQty": _dec(filled, 0), "cumQty": _dec(filled, 0),
+        "cumBase": _amt(round(base, 8)), "timeInForce": o.time_in_force, "type": o.type.upper(), "reduceOnly": o.reduce_only,
+        "closePosition": False, "side": o.side.upper(), "positionSide": "BOTH", "stopPrice": "0",
+        "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": o.type.upper(), "priceMatch": "NONE",
+        "selfTradePreventionMode": "NONE", "time": o.created_ms, "updateTime": o.created_ms if ack else o.updated_ms,
+    }
+
+
+def _coinm_trade_row(t: Trade) -> dict:
+    return {"symbol": COINM_SYMBOL, "id": int(t.id), "orderId": int(t.order_id), "pair": COINM_PAIR,
+            "side": t.side.upper(), "price": _dec(t.price, 1), "qty": _dec(t.qty, 0),
+            "realizedPnl": _amt(t.realized_pnl), "marginAsset": "BTC",
+            "baseQty": _amt(round(t.qty * COINM_CONTRACT_USD / t.price, 8)), "commission": _amt(t.fee),
+            "commissionAsset": t.fee_asset, "time": t.time_ms, "positionSide": "BOTH", "buyer": t.side == BUY,
+            "maker": t.maker}
+
+
+def _coinm_place(ask: Ask) -> Order:
+    acc = _accounts(ask)
+    _coinm_symbol(ask, required=True)
+    if ask.params.get("symbol") != COINM_SYMBOL:
+        raise VenueError(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+    side = ask.params.get("side", "").lower()
+    type_ = ask.params.get("type", "").lower()
+    if side not in (BUY, SELL):
+        raise VenueError(400, -1102, "Mandatory parameter 'side' was not sent, was empty/null, or malformed.")
+    if type_ not in (MARKET, LIMIT):
+        raise VenueError(400, -1116, "Invalid orderType.")
+    qty = _binance_decimal(ask.params, "quantity", True) or 0.0
+    price = _binance_decimal(ask.params, "price", type_ == LIMIT)
+    if type_ == LIMIT and "timeInForce" not in ask.params:
+        raise VenueError(400, -1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")
+    try:
+        return acc.place("binancecoinm", INVERSE, side, type_, qty, price,
+                         client_id=ask.params.get("newClientOrderId") or None,
+                         time_in_force=ask.params.get("timeInForce", "GTC"),
+                         reduce_only=ask.params.get("reduceOnly", "false").lower() == "true",
+                         fill_ratio=_fill_ratio(ask))
+    except AccountError as err:
+        raise _coinm_refusal(err) from None
+
+
+def _coinm_create(ask: Ask) -> dict:
+    o = _coinm_place(ask)
+    return _coinm_order_row(o, ack=ask.params.get("newOrderRespType", "ACK") == "ACK")
+
+
+def _coinm_get_order(ask: Ask) -> dict:
+    _coinm_symbol(ask, required=True)
+    order_id, client_id = _binance_order_key(ask)
+    try:
+        return _coinm_order_row(_accounts(ask).find("binancecoinm", INVERSE, order_id, client_id))
+    except AccountError as err:
+        raise _coinm_refusal(err, "fetch") from None
+
+
+def _coinm_cancel(ask: Ask) -> dict:
+    _coinm_symbol(ask, required=True)
+    order_id, client_id = _binance_order_key(ask)
+    try:
+        return _coinm_order_row(_accounts(ask).cancel("binancecoinm", INVERSE, order_id, client_id))
+    except AccountError as err:
+        raise _coinm_refusal(err, "cancel") from None
+
+
+def _coinm_income(ask: Ask) -> list:
+    """COIN-M /dapi/v1/income, in BTC: FUNDING_FEE (each settlement paid),
+    REALIZED_PNL and COMMISSION (each fill); incomeType filters;
+    startTime/endTime inclusive, neither: the last 7 days; oldest first;
+    limit default 100, max 1000."""
+    _coinm_symbol(ask, required=False)
+    acc = _accounts(ask)
+    wanted = ask.params.get("incomeType") or None
+    start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
+    if start is None and end is None:
+        start = ask.server_ms - 7 * 24 * MS_PER_HOUR
+    limit = _limit(_binance_int(ask.params, "limit"), 100, 1000)
+    rows: list[tuple[int, int, dict]] = []
+
+    def add(kind: str, amount: float, time_ms: int, tran_id: int, trade_id: str = "") -> None:
+        rows.append((time_ms, tran_id, {"symbol": COINM_SYMBOL, "incomeType": kind, "income": _amt(amount),
+                                        "asset": "BTC", "info": kind if kind == "FUNDING_FEE" else "",
+                                        "time": time_ms, "tranId": tran_id, "tradeId": trade_id}))
+
+    for f in acc.inverse_funding_list("binancecoinm"):
+        add("FUNDING_FEE", f.amount, f.time_ms, int(f.id))
+    for t in acc.trade_list("binancecoinm", INVERSE):
+        if t.realized_pnl:
+            add("REALIZED_PNL", t.realized_pnl, t.time_ms, 9_000_000_000 + int(t.id), t.id)
+        if t.fee:
+            add("COMMISSION", -t.fee, t.time_ms, 9_500_000_000 + int(t.id), t.id)
+    rows.sort(key=lambda r: (r[0], r[1]))
+    out = [r for _, _, r in rows if (wanted is None or r["incomeType"] == wanted)
+           and (start is None or r["time"] >= start) and (end is None or r["time"] <= end)]
+    return out[:limit]
+
+
+def _coinm_force_orders(ask: Ask) -> list:
+    """COIN-M /dapi/v1/forceOrders: the account's liquidation orders, newest first."""
+    _coinm_symbol(ask, required=False)
+    if ask.params.get("autoCloseType", "LIQUIDATION") != "LIQUIDATION":
+        return []
+    start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
+    limit = _limit(_binance_int(ask.params, "limit"), 50, 100)
+    rows = [o for o in _accounts(ask).all_orders("binancecoinm", INVERSE) if o.liquidation
+            and (start is None or o.created_ms >= start) and (end is None or o.created_ms <= end)]
+    return [_coinm_order_row(o) for o in rows[::-1][:limit]]
+
+
+def _coinm_liq_text(liq: float) -> str:
+    """Binance prints 0 where a position has no liquidation price (flat, or a short its BTC covers)."""
+    return _amt(round(liq, 8), 1) if math.isfinite(liq) and liq > 0 else "0"
+
+
+def _coinm_position_row(acc: Accounts) -> dict:
+    """/dapi/v1/positionRisk's row: positionAmt in contracts, notionalValue
+    signed BTC at the mark, unRealizedProfit BTC, cross margin."""
+    venue = "binancecoinm"
+    pos = acc.inverse_position(venue)
+    mark = acc.inverse_mark(venue)
+    notional = math.copysign(acc.inverse_notional(venue, mark), pos.qty) if pos.qty else 0.0
+    liq = acc.inverse_liquidation(venue) if pos.qty else math.nan
+    rule = acc.inverse_spec(venue).margin
+    assert rule is not None
+    return {
+        "symbol": COINM_SYMBOL, "positionAmt": _dec(pos.qty, 0), "entryPrice": _amt(round(pos.entry, 8), 1),
+        "breakEvenPrice": _amt(round(pos.entry, 8), 1), "markPrice": _dec(mark, 8),
+        "unRealizedProfit": _amt(round(acc.inverse_unrealized(venue, mark), 8)), "liquidationPrice": _coinm_liq_text(liq),
+        "leverage": str(pos.leverage), "maxQty": f"{rule.tiers[-1].cap:g}", "marginType": "cross",
+        "isolatedMargin": "0.00000000", "isAutoAddMargin": "false", "positionSide": "BOTH",
+        "notionalValue": _amt(round(notional, 8)), "isolatedWallet": "0", "updateTime": pos.updated_ms,
+    }
+
+
+def _coinm_position_risk(ask: Ask) -> list:
+    """COIN-M positionRisk: the contract's row, with or without a position (as the venue lists its symbols)."""
+    _coinm_symbol(ask, required=False)
+    return [_coinm_position_row(_accounts(ask))]
+
+
+def _coinm_balances(ask: Ask) -> list[dict]:
+    """The COIN-M wallet's assets as /dapi/v1/account lists them: BTC first (the margin of BTCUSD_PERP)."""
+    acc = _accounts(ask)
+    venue = "binancecoinm"
+    w = acc.wallets[venue]
+    wallet = w.get("BTC")
+    upnl = acc.inverse_unrealized(venue)
+    avail = acc.available(venue, "BTC")
+    pos_im, ord_im = acc.inverse_initial_margin(venue), acc.inverse_order_margin(venue)
+    btc = {
+        "asset": "BTC", "walletBalance": _amt(wallet), "unrealizedProfit": _amt(round(upnl, 8)),
+        "marginBalance": _amt(round(wallet + upnl, 8)), "maintMargin": _amt(round(acc.inverse_maintenance(venue), 8)),
+        "initialMargin": _amt(round(pos_im + ord_im, 8)), "positionInitialMargin": _amt(round(pos_im, 8)),
+        "openOrderInitialMargin": _amt(round(ord_im, 8)), "maxWithdrawAmount": _amt(round(max(avail, 0.0), 8)),
+        "crossWalletBalance": _amt(wallet), "crossUnPnl": _amt(round(upnl, 8)),
+        "availableBalance": _amt(round(avail, 8)), "updateTime": ask.server_ms,
+    }
+    others = [{**{k: "0.00000000" for k in btc if k not in ("asset", "updateTime")}, "asset": a,
+               "walletBalance": _amt(w.get(a)), "marginBalance": _amt(w.get(a)), "crossWalletBalance": _amt(w.get(a)),
+               "availableBalance": _amt(w.get(a)), "maxWithdrawAmount": _amt(w.get(a)), "updateTime": ask.server_ms}
+              for a in sorted(w.total) if a != "BTC"]
+    return [btc, *others]
+
+
+def _coinm_account(ask: Ask) -> dict:
+    acc = _accounts(ask)
+    row = _coinm_position_row(acc)
+    pos = acc.inverse_position("binancecoinm")
+    im = acc.inverse_initial_margin("binancecoinm")
+    position = {"symbol": COINM_SYMBOL, "positionAmt": row["positionAmt"], "initialMargin": _amt(round(im, 8)),
+                "maintMargin": _amt(round(acc.inverse_maintenance("binancecoinm"), 8)),
+                "unrealizedProfit": row["unRealizedProfit"], "positionInitialMargin": _amt(round(im, 8)),
+                "openOrderInitialMargin": _amt(round(acc.inverse_order_margin("binancecoinm"), 8)),
+                "leverage": row["leverage"], "isolated": False, "positionSide": "BOTH", "entryPrice": row["entryPrice"],
+                "breakEvenPrice": row["breakEvenPrice"], "maxQty": row["maxQty"], "notionalValue": row["notionalValue"],
+                "isolatedWallet": "0", "updateTime": pos.updated_ms}
+    return {"assets": _coinm_balances(ask), "positions": [position], "canDeposit": True, "canTrade": True,
+            "canWithdraw": True, "feeTier": 0, "updateTime": ask.server_ms}
+
+
+def _coinm_balance(ask: Ask) -> list:
+    return [{"accountAlias": "SgsR", "asset": r["asset"], "balance": r["walletBalance"],
+             "withdrawAvailable": r["maxWithdrawAmount"], "crossWalletBalance": r["crossWalletBalance"],
+             "crossUnPnl": r["crossUnPnl"], "availableBalance": r["availableBalance"], "updateTime": r["updateTime"]}
+            for r in _coinm_balances(ask)]
+
+
+def _coinm_brackets() -> list[dict]:
+    """Venue metadata, not market data: BTCUSD_PERP's brackets (qty in BTC) as
+    the shipped margin tier snapshot holds them, the table the emulator's
+    liquidation prices use."""
+    rule = cast(MarginRule, MARKETS[("binancecoinm", INVERSE)].margin)
+    return [{"bracket": i + 1, "initialLeverage": _whole(t.max_leverage), "qtyCap": _whole(t.cap),
+             "qtyFloor": _whole(t.floor), "maintMarginRatio": t.mmr, "cum": float(t.amount)}
+            for i, t in enumerate(rule.tiers)]
+
+
+def _coinm_leverage_bracket(ask: Ask, v2: bool) -> list:
+    """/dapi/v2/leverageBracket (by symbol; what ccxt asks) and /dapi/v1/leverageBracket (by pair)."""
+    _coinm_symbol(ask, required=False)
+    if v2:
+        return [{"symbol": COINM_SYMBOL, "notionalCoef": 1.0, "brackets": _coinm_brackets()}]
+    return [{"pair": COINM_PAIR, "brackets": _coinm_brackets()}]
+
+
+def _coinm_set_leverage(ask: Ask) -> dict:
+    _coinm_symbol(ask, required=True)
+    lev = _binance_int(ask.params, "leverage")
+    if lev is None:
+        raise VenueError(400, -1102, "Mandatory parameter 'leverage' was not sent, was empty/null, or malformed.")
+    try:
+        _accounts(ask).set_inverse_leverage("binancecoinm", lev)
+    except AccountError:
+        raise VenueError(400, -4028, f"Leverage {lev} is not valid") from None
+    cap = max((b["qtyCap"] for b in _coinm_brackets() if b["initialLeverage"] >= lev), default=0)
+    return {"leverage": lev, "maxQty": str(cap), "symbol": COINM_SYMBOL}
+
+
 # ----------------------------------------------------------------- trading: Bybit v5 (unified account)
 
 _BYBIT_STATUS = {NEW: "New", PARTIALLY_FILLED: "PartiallyFilled", FILLED: "Filled", CANCELED: "Cancelled"}
 
 
 def _bybit_kind(ask: Ask) -> str:
-    return SPOT if _bybit_category(ask, ("spot", "linear")) == "spot" else PERP
+    category = _bybit_category(ask, ("spot", "linear", "inverse"))
+    return SPOT if category == "spot" else INVERSE if category == "inverse" else PERP
+
+
+def _bybit_category_of(kind: str) -> str:
+    return "spot" if kind == SPOT else "inverse" if kind == INVERSE else "linear"
 
 
 def _bybit_refusal(err: AccountError, kind: str) -> VenueError:
@@ -1459,6 +1965,8 @@ def _bybit_refusal(err: AccountError, kind: str) -> VenueError:
                 else VenueError(200, 110094, "Order does not meet minimum order value 5USDT"))
     if err.detail.startswith("ReduceOnly"):
         return VenueError(200, 110017, "Reduce-only rule not satisfied")
+    if err.reason == "limit":  # an inverse position beyond the shipped risk limit
+        return VenueError(200, 110090, "Order would exceed the position's risk limit")
     return VenueError(200, 10001, f"params error: {err.detail}")
 
 
@@ -1495,6 +2003,31 @@ def _bybit_order_row(o: Order, kind: str) -> dict:
         "timeInForce": "IOC" if o.type == MARKET else o.time_in_force, "orderType": o.type.capitalize(),
         "stopOrderType": "", "orderIv": "", "marketUnit": ("quoteCoin" if o.quote_qty else "baseCoin")
         if kind == SPOT and o.type == MARKET else "",
+        "triggerPrice": "0.00", "takeProfit": "0.00", "stopLoss": "0.00", "tpTriggerBy": "", "slTriggerBy": "",
+        "triggerDirection": 0, "triggerBy": "", "lastPriceOnCreated": "", "reduceOnly": o.reduce_only,
+        "closeOnTrigger": False, "smpType": "None", "smpGroup": 0, "smpOrderId": "", "tpslMode": "",
+        "tpLimitPrice": "", "slLimitPrice": "", "placeType": "", "slippageToleranceType": "UNKNOWN",
+        "slippageTolerance": "", "createdTime": str(o.created_ms), "updatedTime": str(o.updated_ms),
+        "createType": "CreateByLiq" if o.liquidation else "CreateByUser",
+    } if kind != INVERSE else _bybit_inverse_order_row(o)
+
+
+def _bybit_inverse_order_row(o: Order) -> dict:
+    """A BTCUSD inverse order: qty in contracts (1 USD), values and fees in BTC, avgPrice the harmonic mean."""
+    status = _BYBIT_STATUS.get(o.status)
+    if status is None:
+        status = "PartiallyFilledCanceled" if o.filled > 0 else "Cancelled"
+    leaves = o.remaining if o.is_open else 0.0
+    return {
+        "orderId": o.id, "orderLinkId": o.client_id, "blockTradeId": "", "symbol": BYBIT_INVERSE_SYMBOL,
+        "price": _dec(o.price or 0, 2), "qty": _dec(o.qty, 0), "side": o.side.capitalize(), "isLeverage": "",
+        "positionIdx": 0, "orderStatus": status, "cancelType": "UNKNOWN" if o.status != CANCELED else "CancelByUser",
+        "rejectReason": "EC_NoError", "avgPrice": _amt(o.inverse_avg(1.0), 0) if o.filled else "0",
+        "leavesQty": _dec(leaves, 0),
+        "leavesValue": _amt(round(leaves / o.price, 8) if leaves and o.price else 0.0, 0),
+        "cumExecQty": _dec(o.filled, 0), "cumExecValue": _amt(round(o.base_value, 8), 0),
+        "cumExecFee": _amt(o.fee, 0), "timeInForce": "IOC" if o.type == MARKET else o.time_in_force,
+        "orderType": o.type.capitalize(), "stopOrderType": "", "orderIv": "", "marketUnit": "",
         "triggerPrice": "0.00", "takeProfit": "0.00", "stopLoss": "0.00", "tpTriggerBy": "", "slTriggerBy": "",
         "triggerDirection": 0, "triggerBy": "", "lastPriceOnCreated": "", "reduceOnly": o.reduce_only,
         "closeOnTrigger": False, "smpType": "None", "smpGroup": 0, "smpOrderId": "", "tpslMode": "",
@@ -1566,6 +2099,18 @@ def _bybit_orders(ask: Ask, history: bool) -> dict:
 
 def _bybit_execution_row(acc: Accounts, t: Trade, o: Order) -> dict:
     """One execution of order ``o`` (REST /v5/execution/list and the private ``execution`` topic)."""
+    if t.kind == INVERSE:  # contracts of 1 USD: the value in BTC, the mark the COIN-M stand-in close
+        return {
+            "symbol": BYBIT_INVERSE_SYMBOL, "orderId": t.order_id, "orderLinkId": t.client_id,
+            "side": t.side.capitalize(), "orderPrice": _dec(o.price or 0, 2), "orderQty": _dec(o.qty, 0),
+            "leavesQty": _dec(o.remaining, 0), "createType": "CreateByLiq" if t.liquidation else "CreateByUser",
+            "orderType": o.type.capitalize(), "stopOrderType": "", "execFee": _amt(t.fee, 0),
+            "feeCurrency": t.fee_asset, "execId": t.id, "execPrice": _amt(t.price, 0), "execQty": _dec(t.qty, 0),
+            "execType": "BustTrade" if t.liquidation else "Trade", "execValue": _amt(round(t.qty / t.price, 8), 0),
+            "execTime": str(t.time_ms), "isMaker": t.maker, "feeRate": _amt(t.fee_rate, 0), "tradeIv": "",
+            "markIv": "", "markPrice": _dec(acc.inverse_mark_at(t.time_ms), 2), "indexPrice": "",
+            "underlyingPrice": "", "blockTradeId": "", "closedSize": "0", "seq": int(t.id.split("-")[0], 16),
+        }
     return {
         "symbol": SYMBOL, "orderId": t.order_id, "orderLinkId": t.client_id, "side": t.side.capitalize(),
         "orderPrice": _dec(o.price or 0, 2), "orderQty": _amt(o.qty, 0), "leavesQty": _amt(o.remaining, 0),
@@ -1579,18 +2124,22 @@ def _bybit_execution_row(acc: Accounts, t: Trade, o: Order) -> dict:
     }
 
 
-def _bybit_funding_row(f: FundingPayment) -> dict:
+def _bybit_funding_row(f: FundingPayment, inverse: bool = False) -> dict:
     """One settlement paid, as Bybit lists it among executions (execType Funding):
     ``execFee`` is the funding as a fee (positive: paid, negative: received, so
     ``-amount``), ``feeRate`` the rate, ``side`` the position's side, ``execPrice``
     and ``markPrice`` the mark, ``execValue`` |q| * mark. ccxt 4.5.90's
-    fetch_funding_history passes execFee through as the amount."""
+    fetch_funding_history passes execFee through as the amount. ``inverse``:
+    a BTCUSD settlement: execQty in contracts, execValue |q| / mark BTC, the
+    fee in BTC."""
     return {
-        "symbol": SYMBOL, "orderId": f.id, "orderLinkId": "", "side": "Buy" if f.qty > 0 else "Sell",
+        "symbol": BYBIT_INVERSE_SYMBOL if inverse else SYMBOL, "orderId": f.id, "orderLinkId": "",
+        "side": "Buy" if f.qty > 0 else "Sell",
         "orderPrice": "0", "orderQty": "0", "leavesQty": "0", "createType": "", "orderType": "UNKNOWN",
-        "stopOrderType": "UNKNOWN", "execFee": _amt(-f.amount if f.amount else 0.0, 0), "feeCurrency": "USDT",
-        "execId": f.id, "execPrice": _amt(f.mark, 0), "execQty": _amt(abs(f.qty), 0), "execType": "Funding",
-        "execValue": _amt(round(abs(f.qty) * f.mark, 8), 0), "execTime": str(f.time_ms), "isMaker": False,
+        "stopOrderType": "UNKNOWN", "execFee": _amt(-f.amount if f.amount else 0.0, 0),
+        "feeCurrency": "BTC" if inverse else "USDT",
+        "execId": f.id, "execPrice": _amt(f.mark, 0), "execQty": _dec(abs(f.qty), 0) if inverse else _amt(abs(f.qty), 0), "execType": "Funding",
+        "execValue": _amt(round(abs(f.qty) / f.mark if inverse else abs(f.qty) * f.mark, 8), 0), "execTime": str(f.time_ms), "isMaker": False,
         "feeRate": _rate(f.rate), "tradeIv": "", "markIv": "", "markPrice": _amt(f.mark, 0), "indexPrice": "",
         "underlyingPrice": "", "blockTradeId": "", "closedSize": "0", "seq": int(f.id.split("-")[0], 16),
     }
@@ -1601,7 +2150,7 @@ _BYBIT_EXEC_TYPES = ("Trade", "BustTrade", "Funding")
 
 def _bybit_executions(ask: Ask) -> dict:
     """/v5/execution/list: fills (execType Trade), liquidation fills (BustTrade)
-    and, for linear, settlements paid (Funding); ``execType`` keeps one kind
+    and, for linear and inverse, settlements paid (Funding); ``execType`` keeps one kind
     (ccxt asks Trade for fetch_my_trades, Funding for fetch_funding_history,
     BustTrade for fetch_my_liquidations). Newest first."""
     kind = _bybit_kind(ask)
@@ -1623,16 +2172,24 @@ def _bybit_executions(ask: Ask) -> dict:
         rows.append((t.time_ms, row["seq"], row))
     if kind == PERP and exec_type in (None, "Funding") and not order_id and not link_id:
         rows += [(f.time_ms, int(f.id.split("-")[0], 16), _bybit_funding_row(f)) for f in acc.funding_list("bybit")]
+    if kind == INVERSE and exec_type in (None, "Funding") and not order_id and not link_id:
+        rows += [(f.time_ms, int(f.id.split("-")[0], 16), _bybit_funding_row(f, inverse=True))
+                 for f in acc.inverse_funding_list("bybit")]
     rows = [r for r in rows if (start is None or r[0] >= start) and (end is None or r[0] <= end)]
     rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
     return {"category": ask.params["category"], "list": [r for _, _, r in rows[:limit]], "nextPageCursor": ""}
 
 
 def _bybit_positions(ask: Ask) -> dict:
-    """Linear positions. ``category=inverse`` answers an empty list: the
-    emulator trades no inverse contract (ccxt.pro's position snapshot asks both)."""
-    if _bybit_category(ask, ("linear", "inverse")) == "inverse":  # inverse needs neither symbol nor settleCoin
-        return {"category": "inverse", "list": [], "nextPageCursor": ""}
+    """Linear and inverse positions. Inverse needs neither symbol nor
+    settleCoin: without a symbol it lists the BTCUSD position only while one
+    is open (ccxt.pro's position snapshot asks both categories), with
+    symbol=BTCUSD the row, open or flat."""
+    if _bybit_category(ask, ("linear", "inverse")) == "inverse":
+        acc = _accounts(ask)
+        listed = _bybit_symbol(ask, required=False) or acc.inverse_position("bybit").qty != 0
+        rows = [_bybit_inverse_position_row(acc)] if listed else []
+        return {"category": "inverse", "list": rows, "nextPageCursor": ""}
     if ask.params.get("symbol") is None and ask.params.get("settleCoin") is None:
         raise VenueError(200, 10001, "params error: symbol or settleCoin is required")
     _bybit_symbol(ask, required=False)
@@ -1662,10 +2219,41 @@ def _bybit_position_row(acc: Accounts) -> dict:
     return row
 
 
+def _bybit_inverse_position_row(acc: Accounts) -> dict:
+    """The BTCUSD inverse position (REST /v5/position/list and the private
+    ``position`` topic): size in contracts (USD), values, PnL and margins in
+    BTC, cross margin (tradeMode 0) on the UNIFIED account's BTC, liqPrice by
+    the bybit_inverse rule (cross: at the mark) with the shipped BTC tier."""
+    venue = "bybit"
+    pos = acc.inverse_position(venue)
+    mark = acc.inverse_mark(venue)
+    value = acc.inverse_notional(venue, mark)  # BTC at the mark
+    tiers = cast(MarginRule, MARKETS[(venue, INVERSE)].margin).tiers
+    risk_id = next((i for i, t in enumerate(tiers) if value < t.cap), len(tiers) - 1) + 1
+    liq = acc.inverse_liquidation(venue) if pos.qty else math.nan
+    return {
+        "positionIdx": 0, "riskId": risk_id, "riskLimitValue": f"{tiers[risk_id - 1].cap:g}",
+        "symbol": BYBIT_INVERSE_SYMBOL, "side": "" if pos.qty == 0 else ("Buy" if pos.qty > 0 else "Sell"),
+        "size": _dec(abs(pos.qty), 0), "avgPrice": _amt(round(pos.entry, 8), 0) if pos.qty else "0",
+        "positionValue": _amt(round(abs(pos.qty) / pos.entry, 8) if pos.qty else 0.0, 0), "tradeMode": 0,  # cross
+        "autoAddMargin": 0, "positionStatus": "Normal", "leverage": str(pos.leverage), "markPrice": _dec(mark, 2),
+        # no liquidation price (flat, or a short its BTC covers): ""
+        "liqPrice": _amt(round(liq, 2), 1) if math.isfinite(liq) and liq > 0 else "",
+        "bustPrice": "", "positionIM": _amt(round(acc.inverse_initial_margin(venue), 8), 0),
+        "positionMM": _amt(round(acc.inverse_maintenance(venue), 8), 0), "positionBalance": "0",
+        "tpslMode": "Full", "takeProfit": "0.00", "stopLoss": "0.00", "trailingStop": "0.00",
+        "unrealisedPnl": _amt(round(acc.inverse_unrealized(venue, mark), 8), 0),
+        "curRealisedPnl": _amt(pos.realized, 0), "cumRealisedPnl": _amt(pos.realized, 0), "adlRankIndicator": 0,
+        "createdTime": str(pos.updated_ms), "updatedTime": str(pos.updated_ms), "seq": pos.updated_ms,
+        "isReduceOnly": False, "mmrSysUpdatedTime": "", "leverageSysUpdatedTime": "",
+    }
+
+
 def _bybit_risk_limit(ask: Ask) -> dict:
-    """/v5/market/risk-limit: BTCUSDT's risk limit tiers from the shipped margin tier
-    snapshot (the table the emulator's liquidation prices use), in v5's shape
-    (rates as fractions, riskLimitValue the tier's cap); inverse: empty."""
+    """/v5/market/risk-limit: the risk limit tiers from the shipped margin tier
+    snapshot (the tables the emulator's liquidation prices use), in v5's shape
+    (rates as fractions, riskLimitValue the tier's cap): BTCUSDT (USDT) for
+    linear, BTCUSD (BTC) for inverse."""
     category = _bybit_category(ask, ("linear", "inverse"))
     _bybit_symbol(ask, required=False)
     rows = []
@@ -1675,47 +2263,68 @@ def _bybit_risk_limit(ask: Ask) -> dict:
                  "initialMargin": f"{1 / t.max_leverage:g}", "isLowestRisk": int(i == 0),
                  "maxLeverage": f"{t.max_leverage:.2f}", "mmDeduction": "" if i == 0 else f"{t.amount:g}"}
                 for i, t in enumerate(rule.tiers)]
+    else:
+        rule = cast(MarginRule, MARKETS[("bybit", INVERSE)].margin)
+        rows = [{"id": i + 1, "symbol": BYBIT_INVERSE_SYMBOL, "riskLimitValue": f"{t.cap:g}",
+                 "maintenanceMargin": f"{t.mmr:g}", "initialMargin": f"{1 / t.max_leverage:g}",
+                 "isLowestRisk": int(i == 0), "maxLeverage": f"{t.max_leverage:.2f}",
+                 "mmDeduction": "" if i == 0 else f"{t.amount:g}"}
+                for i, t in enumerate(rule.tiers)]
     return {"category": category, "list": rows, "nextPageCursor": ""}
 
 
 def _bybit_set_leverage(ask: Ask) -> dict:
-    _bybit_category(ask, ("linear",))
+    inverse = _bybit_category(ask, ("linear", "inverse")) == "inverse"
     _bybit_symbol(ask, required=True)
     buy, sell = _bybit_decimal(ask.params, "buyLeverage", True), _bybit_decimal(ask.params, "sellLeverage", True)
     assert buy is not None and sell is not None  # required: absent ones were refused
     if buy != sell:
         raise VenueError(200, 10001, "params error: buy leverage must equal sell leverage in one-way mode")
     acc = _accounts(ask)
-    if acc.position("bybit").leverage == buy:
+    if (acc.inverse_position("bybit") if inverse else acc.position("bybit")).leverage == buy:
         raise VenueError(200, 110043, "leverage not modified")
     if buy != int(buy):
         raise VenueError(200, 10001, "params error: leverage step")  # the emulator keeps whole leverages
     try:
-        acc.set_leverage("bybit", int(buy))
+        if inverse:
+            acc.set_inverse_leverage("bybit", int(buy))
+        else:
+            acc.set_leverage("bybit", int(buy))
     except AccountError:
         raise VenueError(200, 10001, "params error: leverage invalid") from None
     return {}
 
 
 def _bybit_coin_rows(acc: Accounts) -> list[dict]:
+    """The UNIFIED account's coins. USDT carries the linear BTCUSDT position's
+    margin and PnL; BTC the inverse BTCUSD position's (in BTC: Bybit's UTA
+    margins an inverse contract with its coin)."""
     w = acc.wallets["bybit"]
     pos = acc.position("bybit")
     upnl = acc.unrealized("bybit")
+    inv = acc.inverse_position("bybit")
+    inv_upnl = acc.inverse_unrealized("bybit")
+    coins = set(w.total) | {"USDT"} | ({"BTC"} if inv.qty or acc.inverse_order_margin("bybit") else set())
     rows = []
-    for coin in sorted(set(w.total) | {"USDT"}):
+    for coin in sorted(coins):
         total = w.get(coin)
         usdt = coin == "USDT"
+        btc = coin == "BTC"
+        equity = total + (upnl if usdt else inv_upnl if btc else 0.0)
         rows.append({
-            "coin": coin, "equity": _amt(round(total + (upnl if usdt else 0.0), 8), 0),
-            "usdValue": _amt(round(total if usdt else total * acc._price_at(SPOT, acc._now_ms()), 8), 0),
+            "coin": coin, "equity": _amt(round(equity, 8), 0),
+            "usdValue": _amt(round(total if usdt else equity * acc._price_at(SPOT, acc._now_ms()), 8), 0),
             "walletBalance": _amt(total, 0), "free": None, "locked": _amt(w.locked.get(coin, 0.0), 0),
             "spotHedgingQty": "0", "borrowAmount": "0", "availableToWithdraw": "", "accruedInterest": "0",
-            "totalOrderIM": _amt(acc.order_margin("bybit") if usdt else 0.0, 0),
-            "totalPositionIM": _amt(pos.margin if usdt else 0.0, 0),
-            "totalPositionMM": _amt(round(abs(pos.qty) * acc.mark("bybit") * 0.004, 8) if usdt else 0.0, 0),
-            "unrealisedPnl": _amt(round(upnl, 8) if usdt else 0.0, 0),
-            "cumRealisedPnl": _amt(pos.realized if usdt else 0.0, 0), "bonus": "0", "marginCollateral": True,
-            "collateralSwitch": True, "availableToBorrow": "",
+            "totalOrderIM": _amt(acc.order_margin("bybit") if usdt else
+                                 round(acc.inverse_order_margin("bybit"), 8) if btc else 0.0, 0),
+            "totalPositionIM": _amt(pos.margin if usdt else
+                                    round(acc.inverse_initial_margin("bybit"), 8) if btc else 0.0, 0),
+            "totalPositionMM": _amt(round(abs(pos.qty) * acc.mark("bybit") * 0.004, 8) if usdt else
+                                    round(acc.inverse_maintenance("bybit"), 8) if btc else 0.0, 0),
+            "unrealisedPnl": _amt(round(upnl, 8) if usdt else round(inv_upnl, 8) if btc else 0.0, 0),
+            "cumRealisedPnl": _amt(pos.realized if usdt else inv.realized if btc else 0.0, 0), "bonus": "0",
+            "marginCollateral": True, "collateralSwitch": True, "availableToBorrow": "",
         })
     for r in rows:
         r.pop("free")  # absent on the real venue: ccxt then derives free = total - used
@@ -1729,21 +2338,75 @@ def _bybit_wallet_balance(ask: Ask) -> dict:
     return {"list": [_bybit_wallet_row(_accounts(ask), set(coin.split(",")) if coin else None)]}
 
 
+def _ratio(x: float, of: float) -> str:
+    return _dec(round(x / of, 4), 4) if of > 0 else "0"
+
+
 def _bybit_wallet_row(acc: Accounts, wanted: set[str] | None = None) -> dict:
-    """The UNIFIED account (REST /v5/account/wallet-balance and the private ``wallet`` topic)."""
-    coins = _bybit_coin_rows(acc)
-    if wanted:
-        coins = [c for c in coins if c["coin"] in wanted]
-    equity = sum(float(c["usdValue"]) for c in coins) + acc.unrealized("bybit")
+    """The UNIFIED account (REST /v5/account/wallet-balance and the private
+    ``wallet`` topic), cross margin, in USD at Binance's spot close:
+
+    - totalEquity: every coin's equity (wallet + its perps' unrealised PnL), no haircut;
+    - totalWalletBalance: every coin's wallet balance at its collateral value:
+      USDT 1:1, BTC ``collateral_value(BTC, acc.collateral_tiers)`` (Bybit's tiered
+      collateral value ratio, ``/v5/spot-margin-trade/collateral``);
+    - totalPerpUPL: the linear position's PnL plus the inverse position's (BTC, valued);
+    - totalMarginBalance = totalWalletBalance + totalPerpUPL;
+    - totalInitialMargin / totalMaintenanceMargin: the linear position and
+      orders (USDT) plus the inverse ones (BTC, valued);
+    - totalAvailableBalance = totalMarginBalance - totalInitialMargin;
+    - accountIMRate / accountMMRate = those margins / totalMarginBalance.
+
+    The account figures cover every coin; ``wanted`` keeps only the coin rows
+    asked. Only reported: the linear perp's funds check still counts USDT alone."""
+    rows = _bybit_coin_rows(acc)
+    coins = [c for c in rows if c["coin"] in wanted] if wanted else rows
+    price = acc._price_at(SPOT, acc._now_ms())
+    w = acc.wallets["bybit"]
+    upnl = acc.unrealized("bybit")
+    equity = sum(float(c["usdValue"]) for c in rows) + upnl
+    wallet = sum((w.get(c) if c == "USDT" else acc.collateral_btc("bybit") * price if c == "BTC" else w.get(c) * price)
+                 for c in w.total)
+    perp_upl = upnl + acc.inverse_unrealized("bybit") * price
+    margin_balance = wallet + perp_upl
+    pos = acc.position("bybit")
+    initial = (pos.margin + acc.order_margin("bybit")
+               + (acc.inverse_initial_margin("bybit") + acc.inverse_order_margin("bybit")) * price)
+    maintenance = (acc.maintenance("bybit") if pos.qty else 0.0) + acc.inverse_maintenance("bybit") * price
     return {
-        "accountType": "UNIFIED", "accountIMRate": "0", "accountMMRate": "0", "accountLTV": "0",
-        "totalEquity": _amt(round(equity, 8), 0), "totalWalletBalance": _amt(round(equity - acc.unrealized("bybit"), 8), 0),
-        "totalMarginBalance": _amt(round(equity, 8), 0),
-        "totalAvailableBalance": _amt(round(acc.available("bybit", "USDT"), 8), 0),
-        "totalPerpUPL": _amt(round(acc.unrealized("bybit"), 8), 0),
-        "totalInitialMargin": _amt(round(acc.position("bybit").margin + acc.order_margin("bybit"), 8), 0),
-        "totalMaintenanceMargin": "0", "coin": coins,
+        "accountType": "UNIFIED", "accountIMRate": _ratio(initial, margin_balance),
+        "accountMMRate": _ratio(maintenance, margin_balance), "accountLTV": "0",
+        "totalEquity": _amt(round(equity, 8), 0), "totalWalletBalance": _amt(round(wallet, 8), 0),
+        "totalMarginBalance": _amt(round(margin_balance, 8), 0),
+        "totalAvailableBalance": _amt(round(margin_balance - initial, 8), 0),
+        "totalPerpUPL": _amt(round(perp_upl, 8), 0),
+        "totalInitialMargin": _amt(round(initial, 8), 0),
+        "totalMaintenanceMargin": _amt(round(maintenance, 8), 0), "coin": coins,
     }
+
+
+def _plain(x: float) -> str:
+    """A number as plain text without exponent or trailing zeros: 1000000, 0.85."""
+    return format(Decimal(repr(float(x))).normalize(), "f")
+
+
+def _bybit_collateral(ask: Ask) -> dict:
+    """/v5/spot-margin-trade/collateral: the tiered collateral value ratio the
+    UNIFIED wallet counts its coins at (``currency`` one coin, else all). BTC:
+    ``Accounts.collateral_tiers`` (default ``fundarb.config.BYBIT_BTC_COLLATERAL_EXAMPLE``,
+    the example of Bybit's API documentation, not a fetched table); USDT 1."""
+    tiers = _accounts(ask).collateral_tiers
+    btc, floor = [], 0.0
+    for cap, ratio in tiers:
+        btc.append({"maxQty": "" if math.isinf(cap) else _plain(cap), "minQty": _plain(floor),
+                    "collateralRatio": _plain(ratio)})
+        floor = cap
+    table = {"BTC": btc, "USDT": [{"maxQty": "", "minQty": "0", "collateralRatio": "1"}]}
+    currency = ask.params.get("currency")
+    if currency is not None and currency not in table:
+        raise VenueError(200, 10001, f"params error: currency {currency} is not supported")
+    return {"list": [{"currency": c, "collateralRatioList": rows} for c, rows in table.items()
+                     if currency is None or c == currency]}
 
 
 def _bybit_fund_balance(ask: Ask) -> dict:
@@ -1851,6 +2514,38 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
         ("PUT", "/fapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binanceusdm")),
         ("DELETE", "/fapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binanceusdm")),
     },
+    "binancecoinm": {
+        ("GET", "/dapi/v1/ping"): _binance_ping,
+        ("GET", "/dapi/v1/time"): _binance_time,
+        ("GET", "/dapi/v1/exchangeInfo"): _coinm_info,
+        ("GET", "/dapi/v1/premiumIndex"): _coinm_premium_index,
+        ("GET", "/dapi/v1/fundingRate"): _coinm_funding_history,
+        ("GET", "/dapi/v1/ticker/24hr"): _coinm_24hr,
+        ("GET", "/dapi/v1/ticker/bookTicker"): _coinm_book_ticker,
+        ("GET", "/dapi/v1/ticker/price"): _coinm_price,
+        ("GET", "/dapi/v1/depth"): _coinm_depth,
+        ("GET", "/dapi/v1/klines"): _coinm_klines,
+        ("GET", "/dapi/v1/markPriceKlines"): lambda a: _coinm_klines(a, "mark"),
+        ("GET", "/dapi/v1/indexPriceKlines"): lambda a: _coinm_klines(a, "index"),
+        ("GET", "/dapi/v1/account"): signed(_coinm_account),
+        ("GET", "/dapi/v1/balance"): signed(_coinm_balance),
+        ("GET", "/dapi/v1/positionRisk"): signed(_coinm_position_risk),
+        ("GET", "/dapi/v2/leverageBracket"): signed(lambda a: _coinm_leverage_bracket(a, v2=True)),
+        ("GET", "/dapi/v1/leverageBracket"): signed(lambda a: _coinm_leverage_bracket(a, v2=False)),
+        ("POST", "/dapi/v1/leverage"): signed(_coinm_set_leverage),
+        ("POST", "/dapi/v1/order"): signed(_coinm_create),
+        ("GET", "/dapi/v1/order"): signed(_coinm_get_order),
+        ("DELETE", "/dapi/v1/order"): signed(_coinm_cancel),
+        ("GET", "/dapi/v1/openOrders"): signed(
+            lambda a: _binance_open_orders(a, "binancecoinm", INVERSE, _coinm_order_row)),
+        ("GET", "/dapi/v1/userTrades"): signed(
+            lambda a: _binance_trades(a, "binancecoinm", INVERSE, _coinm_trade_row)),
+        ("GET", "/dapi/v1/income"): signed(_coinm_income),
+        ("GET", "/dapi/v1/forceOrders"): signed(_coinm_force_orders),
+        ("POST", "/dapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binancecoinm")),
+        ("PUT", "/dapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binancecoinm")),
+        ("DELETE", "/dapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binancecoinm")),
+    },
     "bybit": {
         ("GET", "/v5/market/time"): _bybit_time,
         ("GET", "/v5/market/instruments-info"): _bybit_instruments,
@@ -1863,6 +2558,7 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
         ("GET", "/v5/market/risk-limit"): _bybit_risk_limit,
         ("GET", "/v5/asset/coin/query-info"): signed(_bybit_coin_info),
         ("GET", "/v5/account/wallet-balance"): signed(_bybit_wallet_balance),
+        ("GET", "/v5/spot-margin-trade/collateral"): _bybit_collateral,
         ("GET", "/v5/asset/transfer/query-account-coins-balance"): signed(_bybit_fund_balance),
         ("POST", "/v5/order/create"): signed(_bybit_create),
         ("POST", "/v5/order/cancel"): signed(_bybit_cancel),
@@ -1874,7 +2570,7 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
         ("POST", "/v5/asset/transfer/inter-transfer"): signed(_bybit_transfer),
     },
 }
-BINANCE_VENUES = ("binance", "binanceusdm")
+BINANCE_VENUES = ("binance", "binanceusdm", "binancecoinm")
 
 
 def venue_of(path: str) -> str | None:
@@ -2058,7 +2754,8 @@ class EmulatorServer:
         self.accounts = Accounts(lambda market, ms: self.tape.prices[market].price_at(ms),
                                  lambda: self.clock.now_ns // NS_PER_MS, seed,
                                  settlements=lambda venue, after, upto: self.tape.funding[venue].between(after, upto),
-                                 marks_between=lambda after, upto: self.tape.prices[PERP].between(after, upto))
+                                 marks_between=lambda after, upto: self.tape.prices[PERP].between(after, upto),
+                                 inverse_marks_between=lambda after, upto: self.tape.prices[INVERSE].between(after, upto))
         self.clock.listeners.append(lambda ns: self.accounts.on_clock(ns // NS_PER_MS))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

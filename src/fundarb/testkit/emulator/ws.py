@@ -18,7 +18,14 @@ every ``urls['api']['ws']`` entry, paths kept). What is served:
   ``.../market/ws`` for ticker and mark price; both paths serve every stream
   here) and the combined ``/public/stream``, ``/market/stream``: the spot
   streams plus ``<sym>@markPrice[@1s]`` and ``!markPrice@arr[@1s]``.
-- **Bybit v5** on ``/v5/public/linear`` and ``/v5/public/spot``: ``op``
+- **Binance COIN-M** (dstream): ccxt.pro's ``binancecoinm`` connects the
+  bare ``/ws/<n>`` spot's host has, so on this one host a stream named for
+  BTCUSD_PERP (``btcusd_perp@ticker``, ``@miniTicker``, ``@bookTicker``,
+  ``@depth``, ``@markPrice[@1s]``) on ``/ws`` or ``/stream`` is served from
+  COIN-M (contracts, the COIN-M closes, COIN-M funding); other symbols stay
+  spot's. Its user data: ``/dapi/v1/listenKey`` then ``/ws/<listenKey>``.
+- **Bybit v5** on ``/v5/public/linear``, ``/v5/public/inverse`` (BTCUSD: the
+  COIN-M closes as its stand-in series) and ``/v5/public/spot``: ``op``
   ``subscribe`` / ``unsubscribe`` / ``ping`` with Bybit's acks and pong;
   ``tickers.BTCUSDT`` (linear: a snapshot, then deltas with the changed fields;
   spot: a snapshot every time) and ``orderbook.<1|50|200|500|1000>.BTCUSDT``
@@ -84,10 +91,13 @@ REST answer at the same moment agree:
   does. Keys never expire on the emulator clock (tests move it by hours); a
   DELETEd key's connections are closed at their next event; an unknown key is
   refused with HTTP 400 (-1125).
+- **Binance COIN-M**, ``/ws/<listenKey>`` (a ``/dapi/v1/listenKey`` key):
+  ``ORDER_TRADE_UPDATE`` (contracts, fee and realised PnL in BTC) and
+  ``ACCOUNT_UPDATE`` (the BTC wallet, the cross position), as USD-M's.
 - **Bybit v5**, ``/v5/private``: ``auth`` (``args`` = key, expires, signature:
   all three required, none verified), then ``subscribe`` to ``order``,
-  ``execution``, ``position``, ``wallet`` (and the ``.spot`` / ``.linear``
-  variants); ``ping`` answers ``op: pong``. Rows are the REST rows plus
+  ``execution``, ``position``, ``wallet`` (and the ``.spot`` / ``.linear`` /
+  ``.inverse`` variants; inverse rows carry ``category`` inverse); ``ping`` answers ``op: pong``. Rows are the REST rows plus
   ``category``.
 
 Funding and liquidation (``emulator_accounts``): Binance USD-M tells a
@@ -138,6 +148,7 @@ from fundarb.testkit.emulator.accounts import (
     BALANCE,
     CANCELED,
     FUNDING,
+    INVERSE,
     TRADE,
     AccountEvent,
     Accounts,
@@ -145,20 +156,26 @@ from fundarb.testkit.emulator.accounts import (
 from fundarb.testkit.emulator.server import (
     BINANCE_PERP_TICK,
     BINANCE_SPOT_TICK,
+    BYBIT_INVERSE_SYMBOL,
+    BYBIT_INVERSE_TICK,
     BYBIT_PERP_TICK,
     BYBIT_SPOT_TICK,
+    COINM_SYMBOL,
+    COINM_TICK,
     NS_PER_MS,
     PERP,
     SPOT,
     SYMBOL,
+    SYNTHETIC_BYBIT_INVERSE_LEVEL_QTY,
+    SYNTHETIC_COINM_LEVEL_QTY,
     Ask,
     LoggedRequest,
 )
 
 POLL_S = 0.02  # how often the pusher looks at the clock when nothing wakes it
 # Binance diffs keep this many levels a side: the REST depth maximum, so every REST snapshot stays exact
-BINANCE_STREAM_DEPTH = {SPOT: 5000, PERP: 1000}
-BYBIT_DEPTHS = {SPOT: (1, 50, 200, 1000), PERP: (1, 50, 200, 500, 1000)}
+BINANCE_STREAM_DEPTH = {SPOT: 5000, PERP: 1000, INVERSE: 1000}
+BYBIT_DEPTHS = {SPOT: (1, 50, 200, 1000), PERP: (1, 50, 200, 500, 1000), INVERSE: (1, 50, 200, 500)}
 WS_FAULT_KINDS = ("dropped_websocket", "bad_mark", "bad_index")
 DROP_MODES = ("close", "reset", "silent")
 GOING_AWAY = 1001
@@ -171,15 +188,20 @@ BINANCE_PATHS = {
     "/public/ws": ("binanceusdm", PERP, False), "/market/ws": ("binanceusdm", PERP, False),
     "/public/stream": ("binanceusdm", PERP, True), "/market/stream": ("binanceusdm", PERP, True),
 }
-BYBIT_PATHS = {"/v5/public/spot": SPOT, "/v5/public/linear": PERP}
+BYBIT_PATHS = {"/v5/public/spot": SPOT, "/v5/public/linear": PERP, "/v5/public/inverse": INVERSE}
+# Binance COIN-M's stream host (dstream) has the bare /ws path spot's has: on this one host a
+# stream named for BTCUSD_PERP (``btcusd_perp@...``) on /ws or /stream is served from COIN-M
+COINM_STREAM_HEAD = COINM_SYMBOL.lower()
 # private (user data) paths: Binance spot's ws-api (ccxt.pro 4.5 subscribes the spot user data
 # there with userDataStream.subscribe.signature), USD-M's listenKey stream (ccxt derives
 # .../private/ws?listenKey=<key> from the linear url) and Bybit's v5 private stream
 WS_API_PATH, BINANCE_PRIVATE_PATH, BYBIT_PRIVATE_PATH = "/ws-api/v3", "/private/ws", "/v5/private"
 BYBIT_PRIVATE_TOPICS = {"order": ("order", ""), "order.spot": ("order", "spot"), "order.linear": ("order", "linear"),
+                        "order.inverse": ("order", "inverse"),
                         "execution": ("execution", ""), "execution.spot": ("execution", "spot"),
-                        "execution.linear": ("execution", "linear"), "position": ("position", ""),
-                        "position.linear": ("position", "linear"), "wallet": ("wallet", "")}
+                        "execution.linear": ("execution", "linear"), "execution.inverse": ("execution", "inverse"),
+                        "position": ("position", ""), "position.linear": ("position", "linear"),
+                        "position.inverse": ("position", "inverse"), "wallet": ("wallet", "")}
 
 
 # ----------------------------------------------------------------- faults
@@ -262,17 +284,31 @@ def _side_diff(old: Iterable[tuple[str, str]], new: Iterable[tuple[str, str]], z
 
 
 def _binance_book(tape: emu.MarketTape, market: str, ms: int) -> tuple:
+    if market == INVERSE:  # as _coinm_depth: sizes in contracts
+        return _sized(_levels(tape.prices[INVERSE].price_at(ms), COINM_TICK, BINANCE_STREAM_DEPTH[INVERSE], 1),
+                      SYNTHETIC_COINM_LEVEL_QTY)
     tick, places = (BINANCE_SPOT_TICK, 8) if market == SPOT else (BINANCE_PERP_TICK, 2)  # as _binance_depth
     return _levels(tape.prices[market].price_at(ms), tick, BINANCE_STREAM_DEPTH[market], places)
 
 
 def _bybit_book(tape: emu.MarketTape, market: str, ms: int, depth: int) -> tuple:
+    if market == INVERSE:  # as _bybit_orderbook: the COIN-M stand-in closes, sizes in contracts
+        return _sized(_levels(tape.prices[INVERSE].price_at(ms), BYBIT_INVERSE_TICK, depth, 2),
+                      SYNTHETIC_BYBIT_INVERSE_LEVEL_QTY)
     tick = BYBIT_SPOT_TICK if market == SPOT else BYBIT_PERP_TICK  # as _bybit_orderbook
     return _levels(tape.prices[market].price_at(ms), tick, depth, 2)
 
 
+@lru_cache(maxsize=64)
+def _sized(book: tuple, qty: str) -> tuple:
+    """The same price levels, each of ``qty`` (an inverse book's sizes are contracts)."""
+    return tuple(tuple((p, qty) for p, _ in side) for side in book)
+
+
 def binance_event(tape: emu.MarketTape, market: str, channel: str, ms: int) -> dict:
     """One Binance stream event at data time ``ms`` (not depth: see ``binance_depth_event``)."""
+    if market == INVERSE:
+        return coinm_event(tape, channel, ms)
     path = "/api/v3" if market == SPOT else "/fapi/v1"
     if channel in ("ticker", "miniTicker"):
         row = cast(dict[str, Any], emu._binance_24hr(_ask(tape, ms, path + "/ticker/24hr"), market))
@@ -303,15 +339,40 @@ def binance_event(tape: emu.MarketTape, market: str, channel: str, ms: int) -> d
     raise ValueError(f"no Binance {channel} stream")
 
 
+def coinm_event(tape: emu.MarketTape, channel: str, ms: int) -> dict:
+    """One Binance COIN-M (dstream) event for BTCUSD_PERP at data time ``ms``, from the /dapi handlers."""
+    ask = Ask(tape, {"symbol": COINM_SYMBOL}, ms, ms, "/dapi/v1")
+    if channel in ("ticker", "miniTicker"):
+        row = emu._coinm_24hr(ask)[0]
+        if channel == "miniTicker":
+            return {"e": "24hrMiniTicker", "E": ms, "s": COINM_SYMBOL, "ps": row["pair"], "c": row["lastPrice"],
+                    "o": row["openPrice"], "h": row["highPrice"], "l": row["lowPrice"], "v": row["volume"],
+                    "q": row["baseVolume"]}
+        return {"e": "24hrTicker", "E": ms, "s": COINM_SYMBOL, "ps": row["pair"], "p": row["priceChange"],
+                "P": row["priceChangePercent"], "w": row["weightedAvgPrice"], "c": row["lastPrice"],
+                "Q": row["lastQty"], "o": row["openPrice"], "h": row["highPrice"], "l": row["lowPrice"],
+                "v": row["volume"], "q": row["baseVolume"], "O": row["openTime"], "C": row["closeTime"],
+                "F": row["firstId"], "L": row["lastId"], "n": row["count"]}
+    if channel == "bookTicker":
+        row = emu._coinm_book_ticker(ask)[0]
+        return {"e": "bookTicker", "u": ms, "s": COINM_SYMBOL, "ps": row["pair"], "b": row["bidPrice"],
+                "B": row["bidQty"], "a": row["askPrice"], "A": row["askQty"], "T": ms, "E": ms}
+    if channel == "markPrice":
+        row = emu._coinm_premium_index(ask)[0]
+        return {"e": "markPriceUpdate", "E": ms, "s": COINM_SYMBOL, "p": row["markPrice"], "i": row["indexPrice"],
+                "P": row["estimatedSettlePrice"], "r": row["lastFundingRate"], "T": row["nextFundingTime"]}
+    raise ValueError(f"no Binance COIN-M {channel} stream")
+
+
 def binance_depth_event(tape: emu.MarketTape, market: str, from_ms: int, to_ms: int) -> dict:
     """The diff taking the book at ``from_ms`` (update id from_ms) to ``to_ms``."""
     old_bids, old_asks = _binance_book(tape, market, from_ms)
     new_bids, new_asks = _binance_book(tape, market, to_ms)
     event: dict[str, Any] = {"e": "depthUpdate", "E": to_ms}
-    if market == PERP:
+    if market != SPOT:
         event["T"] = to_ms
-    event.update({"s": SYMBOL, "U": from_ms + 1, "u": to_ms})
-    if market == PERP:
+    event.update({"s": COINM_SYMBOL if market == INVERSE else SYMBOL, "U": from_ms + 1, "u": to_ms})
+    if market != SPOT:
         event["pu"] = from_ms
     event["b"] = _side_diff(old_bids, new_bids, "0.000", descending=True)
     event["a"] = _side_diff(old_asks, new_asks, "0.000", descending=False)
@@ -324,7 +385,10 @@ _BYBIT_SPOT_WS_FIELDS = ("symbol", "lastPrice", "highPrice24h", "lowPrice24h", "
 
 
 def bybit_ticker_data(tape: emu.MarketTape, market: str, ms: int) -> dict:
-    category = "spot" if market == SPOT else "linear"
+    category = "spot" if market == SPOT else "inverse" if market == INVERSE else "linear"
+    if market == INVERSE:
+        return emu._bybit_ticker_row(Ask(tape, {"symbol": BYBIT_INVERSE_SYMBOL, "category": category}, ms, ms,
+                                         "/v5/market/tickers"), category)
     row = emu._bybit_ticker_row(_ask(tape, ms, "/v5/market/tickers", category=category), category)
     if market == SPOT:
         return {k: row[k] for k in _BYBIT_SPOT_WS_FIELDS}
@@ -406,6 +470,43 @@ def binance_account_update(tape: emu.MarketTape, acc: Accounts, ev: AccountEvent
             "a": {"m": _BINANCE_UPDATE_REASON.get(ev.reason, ev.reason), "B": balances, "P": positions}}
 
 
+def coinm_order_trade_update(ev: AccountEvent) -> dict:
+    """Binance COIN-M ``ORDER_TRADE_UPDATE`` for one step of an order: quantities
+    in contracts, the fee and realised PnL in BTC (``ma``, ``N``). A
+    liquidation's fill is execution type CALCULATED, as on USD-M."""
+    o, t = ev.order, ev.trade
+    assert o is not None
+    qty, px = _last(ev)
+    what = "CALCULATED" if o.liquidation and ev.what == TRADE else ev.what
+    return {"e": "ORDER_TRADE_UPDATE", "E": ev.time_ms, "T": ev.time_ms, "i": "SfsR", "o": {
+        "s": COINM_SYMBOL, "c": o.client_id, "S": o.side.upper(), "o": o.type.upper(), "f": o.time_in_force,
+        "q": emu._dec(o.qty, 0), "p": emu._dec(o.price or 0, 1), "ap": emu._amt(o.inverse_avg(100.0), 1),
+        "sp": "0", "x": what, "X": o.status, "i": int(o.id), "l": emu._dec(qty, 0), "z": emu._dec(o.filled, 0),
+        "L": emu._dec(px, 1), "ma": "BTC", "N": "BTC", "n": emu._amt(t.fee) if t else "0", "T": ev.time_ms,
+        "t": int(t.id) if t else 0, "rp": emu._amt(t.realized_pnl) if t else "0", "b": "0", "a": "0",
+        "m": bool(t and t.maker), "R": o.reduce_only, "wt": "CONTRACT_PRICE", "ot": o.type.upper(), "ps": "BOTH",
+        "cp": False, "pP": False, "si": 0, "ss": 0, "V": "NONE", "pm": "NONE", "gtd": 0}}
+
+
+def coinm_account_update(tape: emu.MarketTape, acc: Accounts, ev: AccountEvent) -> dict:
+    """Binance COIN-M ``ACCOUNT_UPDATE``: the wallet's BTC (and other assets) as
+    /dapi/v1/account, and the BTCUSD_PERP position (as /dapi/v1/positionRisk)
+    when a fill or a settlement moved money; a settlement carries BTC only."""
+    ask = Ask(tape, {}, ev.time_ms, ev.time_ms, "/dapi/v1/account", accounts=acc)
+    assets = emu._coinm_balances(ask)
+    if ev.reason == "FUNDING_FEE":
+        assets = assets[:1]
+    balances = [{"a": r["asset"], "wb": r["walletBalance"], "cw": r["crossWalletBalance"], "bc": "0"} for r in assets]
+    positions = []
+    if ev.traded:
+        row = emu._coinm_position_row(acc)
+        positions.append({"s": COINM_SYMBOL, "pa": row["positionAmt"], "ep": row["entryPrice"],
+                          "bep": row["breakEvenPrice"], "cr": emu._amt(acc.inverse_position("binancecoinm").realized),
+                          "up": row["unRealizedProfit"], "mt": "cross", "iw": "0", "ps": "BOTH"})
+    return {"e": "ACCOUNT_UPDATE", "E": ev.time_ms, "T": ev.time_ms, "i": "SfsR",
+            "a": {"m": _BINANCE_UPDATE_REASON.get(ev.reason, ev.reason), "B": balances, "P": positions}}
+
+
 def _bybit_frame(topic: str, ms: int, data: list) -> dict:
     return {"id": f"{topic}-{ms}-{uuid.uuid4().hex[:12]}", "topic": topic, "creationTime": ms, "data": data}
 
@@ -415,8 +516,10 @@ def bybit_private_frames(acc: Accounts, ev: AccountEvent) -> list[tuple[str, str
     out: list[tuple[str, str, dict]] = []
     if ev.what == FUNDING:  # a settlement paid: an execution of type Funding
         assert ev.funding is not None
-        row = {"category": "linear", **emu._bybit_funding_row(ev.funding)}
-        return [("execution", "linear", _bybit_frame("execution", ev.time_ms, [row]))]
+        inverse = ev.kind == INVERSE
+        category = "inverse" if inverse else "linear"
+        row = {"category": category, **emu._bybit_funding_row(ev.funding, inverse=inverse)}
+        return [("execution", category, _bybit_frame("execution", ev.time_ms, [row]))]
     if ev.what == BALANCE:
         if ev.wallet != "bybit":  # the funding wallet is not the trading account
             return out
@@ -424,10 +527,13 @@ def bybit_private_frames(acc: Accounts, ev: AccountEvent) -> list[tuple[str, str
         if ev.traded and ev.kind == PERP:
             row = {**emu._bybit_position_row(acc), "category": "linear"}
             out.append(("position", "linear", _bybit_frame("position", ev.time_ms, [row])))
+        elif ev.traded and ev.kind == INVERSE:
+            row = {**emu._bybit_inverse_position_row(acc), "category": "inverse"}
+            out.append(("position", "inverse", _bybit_frame("position", ev.time_ms, [row])))
         return out
     o = ev.order
     assert o is not None
-    category = "spot" if o.kind == SPOT else "linear"
+    category = emu._bybit_category_of(o.kind)
     row = {"category": category, **emu._bybit_order_row(o, o.kind)}
     if o.kind == SPOT:
         row.pop("tpslMode")  # ccxt reads a row carrying tpslMode as a contract's
@@ -452,6 +558,7 @@ class _Sub:
     last_ms: int | None = None  # data time of the last frame sent
     last_fields: dict = field(default_factory=dict)  # Bybit linear ticker: what the client holds
     dormant: bool = False  # a symbol the emulator has no data for: subscribed, never pushed
+    market: str | None = None  # the market it streams when not the connection's (COIN-M streams on /ws)
 
 
 class _Conn:
@@ -529,14 +636,15 @@ class _Conn:
         if sub.last_ms == ms or sub.dormant:
             return
         tape = self.hub.tape
+        market = sub.market or self.market
         if self.binance:
             if sub.channel == "depth":
                 if sub.last_ms is not None and ms < sub.last_ms:
                     await self.drop("close")  # ids cannot go back: the client must re-sync
                     return
-                frame: Any = binance_depth_event(tape, self.market, sub.last_ms if sub.last_ms is not None else ms, ms)
+                frame: Any = binance_depth_event(tape, market, sub.last_ms if sub.last_ms is not None else ms, ms)
             else:
-                event = binance_event(tape, self.market, sub.channel, ms)
+                event = binance_event(tape, market, sub.channel, ms)
                 if sub.channel == "markPrice":
                     event["p"] = self._bad_price(event["p"], 8)
                     event["i"] = self._bad_price(event["i"], 8, "bad_index")
@@ -548,15 +656,15 @@ class _Conn:
             return
         if sub.channel == "tickers":
             data = bybit_ticker_data(tape, self.market, ms)
-            if self.market == PERP:  # the next delta carries the real mark again: it differs from this one
+            if self.market in (PERP, INVERSE):  # the next delta carries the real mark again: it differs from this one
                 data["markPrice"] = self._bad_price(data["markPrice"], 2)
                 data["indexPrice"] = self._bad_price(data["indexPrice"], 2, "bad_index")
             kind = "snapshot"
-            if self.market == PERP and sub.last_fields:  # linear: only what changed
+            if self.market in (PERP, INVERSE) and sub.last_fields:  # linear and inverse: only what changed
                 delta = {k: v for k, v in data.items() if sub.last_fields.get(k) != v}
-                data, kind = {"symbol": SYMBOL, **delta}, "delta"
+                data, kind = {"symbol": data["symbol"], **delta}, "delta"
                 sub.last_fields.update(delta)
-            elif self.market == PERP:
+            elif self.market in (PERP, INVERSE):
                 sub.last_fields = dict(data)
             frame = {"topic": sub.name, "type": kind, "data": data, "cs": ms, "ts": ms}
         else:
@@ -569,7 +677,8 @@ class _Conn:
                 b = _side_diff(old_bids, bids, "0", descending=True)
                 a = _side_diff(old_asks, asks, "0", descending=False)
             frame = {"topic": sub.name, "type": kind, "ts": ms,
-                     "data": {"s": SYMBOL, "b": b, "a": a, "u": ms, "seq": ms}, "cts": ms}
+                     "data": {"s": BYBIT_INVERSE_SYMBOL if self.market == INVERSE else SYMBOL, "b": b, "a": a,
+                              "u": ms, "seq": ms}, "cts": ms}
         sub.last_ms = ms
         await self.send(frame)
 
@@ -610,12 +719,17 @@ class _Conn:
             return _Sub(name, channel, all_market=True)
         if not head or head != head.lower():
             return None
+        # BTCUSD_PERP's streams: on COIN-M's own connections, and on the bare /ws and /stream (dstream's paths)
+        coinm = head == COINM_STREAM_HEAD and self.market in (SPOT, INVERSE)
+        own = COINM_STREAM_HEAD if self.market == INVERSE else SYMBOL.lower()
+        market = INVERSE if coinm and self.market != INVERSE else None
+        dormant = head != own and not coinm
         if channel in ("ticker", "miniTicker", "bookTicker") and not rest:
-            return _Sub(name, channel, dormant=head != SYMBOL.lower())
+            return _Sub(name, channel, dormant=dormant, market=market)
         if channel == "depth" and rest in ([], ["100ms"], ["1000ms"], ["0ms"], ["250ms"], ["500ms"]):
-            return _Sub(name, "depth", dormant=head != SYMBOL.lower())
-        if channel == "markPrice" and perp and rest in ([], ["1s"]):
-            return _Sub(name, "markPrice", dormant=head != SYMBOL.lower())
+            return _Sub(name, "depth", dormant=dormant, market=market)
+        if channel == "markPrice" and (perp or coinm) and rest in ([], ["1s"]):
+            return _Sub(name, "markPrice", dormant=dormant, market=market)
         return None
 
     async def on_binance(self, text: str) -> None:
@@ -709,7 +823,7 @@ class _Conn:
             else:
                 await self.send(answer(False, f"error:handler not found,topic:{topic}"), "error", topic)
                 return
-            if parts[-1] != SYMBOL:
+            if parts[-1] != (BYBIT_INVERSE_SYMBOL if self.market == INVERSE else SYMBOL):
                 await self.send(answer(False, f"Invalid symbol :[{topic}]"), "error", topic)
                 return
             if topic in self.subs:
@@ -894,6 +1008,13 @@ class WsHub:
                 items.append(("binanceusdm", "order", "", binance_order_trade_update(ev)))
             elif ev.traded or ev.reason != "ORDER":  # the venue pushes ACCOUNT_UPDATE only when money moved
                 items.append(("binanceusdm", "account", "", binance_account_update(self.tape, acc, ev)))
+        elif ev.venue == "binancecoinm":
+            if ev.what == FUNDING:
+                pass  # told by the ACCOUNT_UPDATE (m FUNDING_FEE) of the balance event that follows
+            elif ev.what != BALANCE:
+                items.append(("binancecoinm", "order", "", coinm_order_trade_update(ev)))
+            elif ev.traded or ev.reason != "ORDER":
+                items.append(("binancecoinm", "account", "", coinm_account_update(self.tape, acc, ev)))
         elif ev.venue == "bybit":
             items += [("bybit", topic, category, frame) for topic, category, frame in bybit_private_frames(acc, ev)]
         if items:
@@ -1012,7 +1133,8 @@ class WsHub:
             tail = path[len(base) + 1:]
             owner = self.accounts.listen_key_venue(tail) if self.accounts is not None and tail else None
             if owner is not None and not combined:  # /ws/<listenKey>: that account's user data stream
-                venue, market, mode, key = owner, SPOT if owner == "binance" else PERP, "listenkey", tail
+                market = SPOT if owner == "binance" else INVERSE if owner == "binancecoinm" else PERP
+                venue, mode, key = owner, "listenkey", tail
         if mode == "listenkey":
             owner = self.accounts.listen_key_venue(key) if self.accounts is not None else None
             if owner is None or (path.startswith(BINANCE_PRIVATE_PATH) and owner != "binanceusdm"):
