@@ -157,6 +157,18 @@ class MarketSpec:
     contract_size: float = 0.0  # an inverse perp: USD face of one contract (qty and step in contracts)
     settle: str = ""  # the asset its PnL, fees and funding settle in ('': the quote)
 
+    @property
+    def settle_asset(self) -> str:
+        """The asset its PnL, fees, funding and margin are in: the quote, or an inverse perp's coin."""
+        return self.settle or self.quote
+
+    def worth(self, qty: float, price: float, rate: float = 1.0) -> float:
+        """``rate`` x what ``qty`` at ``price`` is worth in the settle asset: qty * price,
+        or for an inverse perp contracts * size / price (evaluated left to right)."""
+        if self.contract_size:
+            return rate * qty * self.contract_size / price
+        return rate * qty * price
+
 
 # Fees: Binance spot 0.1%/0.1% and USD-M 0.02%/0.05% as sims/baseline.toml;
 # Bybit's published non-VIP rates (spot 0.1%/0.1%, linear 0.02%/0.055%).
@@ -303,6 +315,30 @@ class Position:
 
 
 @dataclass
+class PerpBook:
+    """The perps of one kind across the venues that trade them: PERP (linear,
+    isolated, in the quote) or INVERSE (coin-margined, cross, in the coin).
+    Each venue's position, the settlements paid to it and the instants
+    already paid (a clock moved back and forward again must not repay)."""
+
+    kind: str
+    positions: dict[str, Position]
+    max_leverage: dict[str, int]
+    funding_key: dict[str, str]  # venue -> the key its own real settlements are asked by
+    marks_between: Callable[[int, int], list[tuple[int, float]]] | None  # the closes its liquidation walks
+    fundings: dict[str, list[FundingPayment]] = field(default_factory=dict)
+    paid: dict[str, set[int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, kind: str, default_leverage: dict[str, int], max_leverage: dict[str, int],
+           funding_key: dict[str, str], marks_between: Callable[[int, int], list[tuple[int, float]]] | None
+           ) -> PerpBook:
+        return cls(kind, {venue: Position(leverage=lev) for venue, lev in default_leverage.items()}, max_leverage,
+                   funding_key, marks_between, {venue: [] for venue in default_leverage},
+                   {venue: set() for venue in default_leverage})
+
+
+@dataclass
 class Wallet:
     total: dict[str, float] = field(default_factory=dict)
     locked: dict[str, float] = field(default_factory=dict)  # spot orders
@@ -382,22 +418,21 @@ class Accounts:
                  marks_between: Callable[[int, int], list[tuple[int, float]]] | None = None,
                  inverse_marks_between: Callable[[int, int], list[tuple[int, float]]] | None = None) -> None:
         self._price_at, self._now_ms = price_at, now_ms
-        self._settlements, self._marks_between = settlements, marks_between
-        self._inverse_marks_between = inverse_marks_between
-        # inverse perps, by the venue whose routes trade them: position (signed contracts),
-        # settlements paid (BTC) and the instants already paid
-        self.inverse_positions = {venue: Position(leverage=lev) for venue, lev in INVERSE_DEFAULT_LEVERAGE.items()}
-        self.inverse_fundings: dict[str, list[FundingPayment]] = {venue: [] for venue in INVERSE_VENUES}
-        self._inverse_paid: dict[str, set[int]] = {venue: set() for venue in INVERSE_VENUES}
+        self._settlements = settlements
+        # the perps by kind, in the order the walk takes their steps at one instant (linear first)
+        self.perps = {
+            PERP: PerpBook.of(PERP, DEFAULT_LEVERAGE, MAX_LEVERAGE, {v: v for v in DEFAULT_LEVERAGE}, marks_between),
+            # inverse perps, by the venue whose routes trade them: positions in signed contracts, settlements in BTC
+            INVERSE: PerpBook.of(INVERSE, INVERSE_DEFAULT_LEVERAGE, INVERSE_MAX_LEVERAGE, INVERSE_FUNDING_KEY,
+                                 inverse_marks_between),
+        }
+        self.positions, self.fundings = self.perps[PERP].positions, self.perps[PERP].fundings
+        self.inverse_positions, self.inverse_fundings = self.perps[INVERSE].positions, self.perps[INVERSE].fundings
         # Bybit UNIFIED: (up to BTC, collateral value ratio) of spot BTC (reported by the wallet endpoint)
         self.collateral_tiers: tuple[tuple[float, float], ...] = BYBIT_BTC_COLLATERAL_EXAMPLE
         self._clock_ms = now_ms()  # the clock time the walk has reached
-        # per venue: the settlement instants already paid (a clock moved back and forward again must not repay)
-        self._paid: dict[str, set[int]] = {venue: set() for venue in DEFAULT_LEVERAGE}
-        self.fundings: dict[str, list[FundingPayment]] = {venue: [] for venue in DEFAULT_LEVERAGE}
         self._lock = threading.RLock()
         self.wallets = {name: Wallet() for name in WALLETS}
-        self.positions = {venue: Position(leverage=lev) for venue, lev in DEFAULT_LEVERAGE.items()}
         self.orders: dict[tuple[str, str], list[Order]] = {key: [] for key in MARKETS}
         self.trades: dict[tuple[str, str], list[Trade]] = {key: [] for key in MARKETS}
         self.deposits: dict[str, dict[str, float]] = {name: {} for name in WALLETS}
@@ -481,15 +516,18 @@ class Accounts:
         except KeyError:
             raise AccountError("bad_param", f"{venue} has no {kind} market") from None
 
-    def mark(self, venue: str) -> float:
-        return self._price_at(PERP, self._now_ms())
+    def mark(self, venue: str, kind: str = PERP) -> float:
+        """The perp's mark now: the real close of the perp of ``kind`` (INVERSE: the COIN-M close)."""
+        return self._price_at(kind, self._now_ms())
 
-    def mark_at(self, time_ms: int) -> float:
-        """The perp mark (the real perp close) at ``time_ms``."""
-        return self._price_at(PERP, time_ms)
+    def mark_at(self, time_ms: int, kind: str = PERP) -> float:
+        """The perp mark (the real close of the perp of ``kind``) at ``time_ms``."""
+        return self._price_at(kind, time_ms)
 
-    def position(self, venue: str) -> Position:
-        return self.positions[venue]
+    def position(self, venue: str, kind: str = PERP) -> Position:
+        """The venue's perp position of ``kind``; INVERSE: ``qty`` signed contracts,
+        ``entry`` the harmonic mean of the fills, ``realized`` BTC."""
+        return self.perps[kind].positions[venue]
 
     def unrealized(self, venue: str) -> float:
         pos = self.positions[venue]
@@ -514,8 +552,9 @@ class Accounts:
                     free += min(self.inverse_unrealized(venue), 0.0)
             return free
 
-    def margin_rule(self, venue: str) -> MarginRule:
-        rule = MARKETS[(venue, PERP)].margin
+    def margin_rule(self, venue: str, kind: str = PERP) -> MarginRule:
+        """The liquidation rule and tiers of the venue's perp of ``kind`` (PERP or INVERSE)."""
+        rule = MARKETS[(venue, kind)].margin
         assert rule is not None  # every perp market of MARKETS has one
         return rule
 
@@ -539,9 +578,10 @@ class Accounts:
         with self._lock:
             return sum(f.amount for f in self.fundings[venue])
 
-    def funding_list(self, venue: str) -> list[FundingPayment]:
+    def funding_list(self, venue: str, kind: str = PERP) -> list[FundingPayment]:
+        """The settlements paid to the venue's perp of ``kind`` (INVERSE: in BTC), oldest first."""
         with self._lock:
-            return list(self.fundings[venue])
+            return list(self.perps[kind].fundings[venue])
 
     def fees_paid(self, wallet: str) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -552,19 +592,6 @@ class Accounts:
         return out
 
     # ------------------------------------------------------------ inverse perps: views (BTC unless said)
-    def inverse_spec(self, venue: str) -> MarketSpec:
-        return MARKETS[(venue, INVERSE)]
-
-    def inverse_position(self, venue: str) -> Position:
-        """The venue's inverse position: ``qty`` signed contracts, ``entry`` the harmonic mean, ``realized`` BTC."""
-        return self.inverse_positions[venue]
-
-    def inverse_mark(self, venue: str) -> float:
-        return self._price_at(INVERSE, self._now_ms())
-
-    def inverse_mark_at(self, time_ms: int) -> float:
-        return self._price_at(INVERSE, time_ms)
-
     def inverse_face(self, venue: str) -> float:
         """Signed USD face of the position: contracts x contract size."""
         return self.inverse_positions[venue].qty * MARKETS[(venue, INVERSE)].contract_size
@@ -574,12 +601,12 @@ class Accounts:
         pos = self.inverse_positions[venue]
         if not pos.qty:
             return 0.0
-        m = self.inverse_mark(venue) if mark is None else mark
+        m = self.mark(venue, INVERSE) if mark is None else mark
         return self.inverse_face(venue) * (1.0 / pos.entry - 1.0 / m)
 
     def inverse_notional(self, venue: str, mark: float | None = None) -> float:
         """|F| / mark BTC: the position's value in BTC at the mark."""
-        m = self.inverse_mark(venue) if mark is None else mark
+        m = self.mark(venue, INVERSE) if mark is None else mark
         return abs(self.inverse_face(venue)) / m if self.inverse_positions[venue].qty else 0.0
 
     def inverse_initial_margin(self, venue: str) -> float:
@@ -600,30 +627,13 @@ class Accounts:
 
     def inverse_liquidation(self, venue: str) -> float:
         """The venue's inverse rule, cross, with the wallet's BTC: nan while flat, inf for a covered short."""
-        pos = self.inverse_positions[venue]
-        rule = MARKETS[(venue, INVERSE)].margin
-        assert rule is not None
-        return rule.liquidation_price(self.inverse_wallet(venue), self.inverse_face(venue), pos.entry, CROSS)
+        return self.margin_rule(venue, INVERSE).liquidation_price(
+            self.inverse_wallet(venue), self.inverse_face(venue), self.inverse_positions[venue].entry, CROSS)
 
     def inverse_maintenance(self, venue: str) -> float:
         """Maintenance margin (BTC) at the mark, the tier of the BTC notional."""
-        pos = self.inverse_positions[venue]
-        rule = MARKETS[(venue, INVERSE)].margin
-        assert rule is not None
-        return rule.maintenance_for(self.inverse_face(venue), pos.entry, self.inverse_mark(venue), CROSS)
-
-    def inverse_funding_list(self, venue: str) -> list[FundingPayment]:
-        with self._lock:
-            return list(self.inverse_fundings[venue])
-
-    def set_inverse_leverage(self, venue: str, leverage: int) -> Position:
-        if venue not in self.inverse_positions:
-            raise AccountError("bad_param", f"{venue} has no inverse perp")
-        if not 1 <= leverage <= INVERSE_MAX_LEVERAGE[venue]:
-            raise AccountError("bad_param", f"leverage {leverage} outside 1..{INVERSE_MAX_LEVERAGE[venue]}")
-        with self._lock:
-            self.inverse_positions[venue].leverage = int(leverage)
-            return self.inverse_positions[venue]
+        return self.margin_rule(venue, INVERSE).maintenance_for(
+            self.inverse_face(venue), self.inverse_positions[venue].entry, self.mark(venue, INVERSE), CROSS)
 
     def collateral_btc(self, wallet: str = "bybit") -> float:
         """The BTC a unified account counts of its BTC balance after the tiered collateral ratio."""
@@ -733,14 +743,16 @@ class Accounts:
             self._balance_event(spec.wallet, kind, "ORDER", False)
             return order
 
-    def set_leverage(self, venue: str, leverage: int) -> Position:
-        if venue not in self.positions:
-            raise AccountError("bad_param", f"{venue} has no perp")
-        if not 1 <= leverage <= MAX_LEVERAGE[venue]:
-            raise AccountError("bad_param", f"leverage {leverage} outside 1..{MAX_LEVERAGE[venue]}")
+    def set_leverage(self, venue: str, leverage: int, kind: str = PERP) -> Position:
+        """The leverage of the venue's perp of ``kind`` (PERP or INVERSE), 1 .. the venue's highest."""
+        book = self.perps[kind]
+        if venue not in book.positions:
+            raise AccountError("bad_param", f"{venue} has no {'inverse ' if kind == INVERSE else ''}perp")
+        if not 1 <= leverage <= book.max_leverage[venue]:
+            raise AccountError("bad_param", f"leverage {leverage} outside 1..{book.max_leverage[venue]}")
         with self._lock:
-            self.positions[venue].leverage = int(leverage)
-            return self.positions[venue]
+            book.positions[venue].leverage = int(leverage)
+            return book.positions[venue]
 
     def transfer(self, src: str, dst: str, asset: str, amount: float) -> int:
         """Move ``amount`` between two wallets at once; returns a transfer id."""
@@ -789,142 +801,88 @@ class Accounts:
     def _walk(self, after: int, upto: int) -> None:
         """Apply, in time order, what happened in (after, upto]: at each hourly
         close the liquidation check, at each real settlement the funding. At
-        one instant the mark goes first (the simulator's P_MARK < P_FUNDING)."""
-        steps: list[tuple[int, int, str, float]] = []  # (time, 0 mark / 1 settlement, venue, price / rate)
-        if self._settlements is not None:
-            for venue in self.positions:
-                steps += [(int(t), 1, venue, float(rate)) for t, rate in self._settlements(venue, after, upto)
-                          if int(t) not in self._paid[venue]]
-        if any(p.qty for p in self.positions.values()):
-            marks = (self._marks_between(after, upto) if self._marks_between is not None
-                     else [(upto, self._price_at(PERP, upto))])
-            steps += [(int(t), 0, "", float(price)) for t, price in marks]
-        # inverse perps: their own settlements and the COIN-M closes, tagged so the linear steps keep their order
-        inverse: list[tuple[int, int, str, float]] = []
-        if self._settlements is not None:
-            for venue in INVERSE_VENUES:
-                if self.inverse_positions[venue].qty:
-                    inverse += [(int(t), 1, "inverse:" + venue, float(rate))
-                                for t, rate in self._settlements(INVERSE_FUNDING_KEY[venue], after, upto)
-                                if int(t) not in self._inverse_paid[venue]]
-        if any(p.qty for p in self.inverse_positions.values()):
-            marks = (self._inverse_marks_between(after, upto) if self._inverse_marks_between is not None
-                     else [(upto, self._price_at(INVERSE, upto))])
-            inverse += [(int(t), 0, "inverse:", float(price)) for t, price in marks]
-        steps += inverse
-        steps.sort(key=lambda s: (s[0], s[1]))
-        for t, what, venue, x in steps:
-            if venue.startswith("inverse:"):
-                self._inverse_step(t, what, venue[len("inverse:"):], x)
-            elif what == 0:
-                for v, pos in self.positions.items():
+        one instant the mark goes first (the simulator's P_MARK < P_FUNDING),
+        and the linear perps' steps before the inverse ones (the perps' order)."""
+        steps: list[tuple[int, int, str, str, float]] = []  # (time, 0 mark / 1 settlement, kind, venue, price / rate)
+        for kind, book in self.perps.items():
+            if self._settlements is not None:
+                for venue, pos in book.positions.items():
                     if pos.qty:
-                        self._check_liquidation(v, x, t)
-            elif self.positions[venue].qty:
-                self._paid[venue].add(t)
-                self._settle(venue, t, x)
+                        steps += [(int(t), 1, kind, venue, float(rate))
+                                  for t, rate in self._settlements(book.funding_key[venue], after, upto)
+                                  if int(t) not in book.paid[venue]]
+            if any(p.qty for p in book.positions.values()):
+                marks = (book.marks_between(after, upto) if book.marks_between is not None
+                         else [(upto, self._price_at(kind, upto))])
+                steps += [(int(t), 0, kind, "", float(price)) for t, price in marks]
+        steps.sort(key=lambda s: (s[0], s[1]))
+        for t, what, kind, venue, x in steps:
+            book = self.perps[kind]
+            if what == 0:
+                for v, pos in book.positions.items():
+                    if pos.qty:
+                        self._check_liquidation(kind, v, x, t)
+            elif book.positions[venue].qty:
+                book.paid[venue].add(t)
+                self._settle(kind, venue, t, x)
 
-    def _inverse_step(self, t: int, what: int, venue: str, x: float) -> None:
-        """One step of the walk for the inverse perps: a COIN-M close (0) or a settlement (1)."""
-        if what == 0:
-            for v, pos in self.inverse_positions.items():
-                if pos.qty:
-                    self._check_inverse_liquidation(v, x, t)
-        elif self.inverse_positions[venue].qty:
-            self._inverse_paid[venue].add(t)
-            self._settle_inverse(venue, t, x)
-
-    def _settle_inverse(self, venue: str, t: int, rate: float) -> None:
-        """Pay one settlement to the open inverse position: ``-F / mark * rate`` BTC into the wallet."""
-        pos, spec = self.inverse_positions[venue], MARKETS[(venue, INVERSE)]
-        mark = self._price_at(INVERSE, t)
-        amount = money(-self.inverse_face(venue) / mark * rate)
-        self.wallets[spec.wallet].add(spec.settle, amount)
+    def _settle(self, kind: str, venue: str, t: int, rate: float) -> None:
+        """Pay one settlement to the open position, at the perp's close at the
+        instant as the mark: linear ``-q * mark * rate`` (the isolated collateral,
+        part of the wallet, takes it), inverse ``-F / mark * rate`` BTC into the wallet."""
+        book, spec = self.perps[kind], MARKETS[(venue, kind)]
+        pos = book.positions[venue]
+        mark = self._price_at(kind, t)
+        if kind == INVERSE:
+            amount = money(-self.inverse_face(venue) / mark * rate)
+        else:
+            amount = money(-pos.qty * mark * rate)
+            pos.margin = money(pos.margin + amount)
+        self.wallets[spec.wallet].add(spec.settle_asset, amount)
         n = self._next()
         pay = FundingPayment(self._trade_id(venue, n) if venue == "bybit" else str(8_000_000_000 + n),
                              venue, t, pos.qty, rate, mark, amount)
-        self.inverse_fundings[venue].append(pay)
+        book.fundings[venue].append(pay)
         if self.listeners:
-            self._emit(AccountEvent(FUNDING, venue, INVERSE, spec.wallet, t, funding=pay))
-        self._balance_event(spec.wallet, INVERSE, "FUNDING_FEE", True, t)
+            self._emit(AccountEvent(FUNDING, venue, kind, spec.wallet, t, funding=pay))
+        self._balance_event(spec.wallet, kind, "FUNDING_FEE", True, t)
 
-    def _check_inverse_liquidation(self, venue: str, mark: float, t: int) -> None:
-        """At a COIN-M close at or past the liquidation price: close everything
-        at that price with the penalty fee (BTC), capped at what the wallet has left."""
-        pos, spec = self.inverse_positions[venue], MARKETS[(venue, INVERSE)]
-        liq = self.inverse_liquidation(venue)
+    def _check_liquidation(self, kind: str, venue: str, mark: float, t: int) -> None:
+        """The simulator's rule: at a mark (the perp's hourly close) at or past
+        the liquidation price, close everything at that price with the penalty
+        fee, capped at what is left of what backs the position (linear: its
+        isolated collateral; inverse, cross: the wallet's BTC). A covered
+        inverse short has no liquidation price (inf)."""
+        pos, spec = self.perps[kind].positions[venue], MARKETS[(venue, kind)]
+        liq = self.inverse_liquidation(venue) if kind == INVERSE else self.liquidation(venue)
         if not math.isfinite(liq) or not ((pos.qty < 0 and mark >= liq) or (pos.qty > 0 and mark <= liq)):
             return
-        for o in [o for o in self.orders[(venue, INVERSE)] if o.is_open]:  # the venue cancels them first
-            o.reserved = 0.0
-            o.status, o.updated_ms = CANCELED, t
-            self._order_event(CANCELED, o)
-        price = round_tick(liq, spec.tick, up=pos.qty < 0)
-        qty, side = abs(pos.qty), (BUY if pos.qty < 0 else SELL)
-        n = self._next()
-        binance = venue == "binancecoinm"
-        order = Order(self._order_id(venue, n), f"autoclose-{t}{n:07d}" if binance else "", venue, INVERSE, side,
-                      LIMIT if binance else MARKET, qty, price, "IOC", False, t, t, liquidation=True)
-        self.orders[(venue, INVERSE)].append(order)
-        pnl = self._trade_inverse(venue, order.sign * qty, price, t)
-        w = self.wallets[spec.wallet]
-        rate = spec.costs.liquidation_fee_rate
-        fee = money(max(min(rate * qty * spec.contract_size / price, w.get(spec.settle) + pnl), 0.0))
-        w.add(spec.settle, pnl - fee)
-        order.filled, order.cost, order.fee, order.fee_asset = qty, money(qty * price), fee, spec.settle
-        order.base_value = qty * spec.contract_size / price
-        order.status = FILLED
-        trade = Trade(self._trade_id(venue, self._next()), order.id, order.client_id, venue, INVERSE, side, qty, price,
-                      fee, spec.settle, rate, False, t, pnl, liquidation=True)
-        self.trades[(venue, INVERSE)].append(trade)
-        self._order_event(TRADE, order, trade)
-        self._balance_event(spec.wallet, INVERSE, "ORDER", True, t)
-
-    def _settle(self, venue: str, t: int, rate: float) -> None:
-        """Pay one settlement to the open position: ``-q * mark * rate``."""
-        pos, spec = self.positions[venue], MARKETS[(venue, PERP)]
-        mark = self._price_at(PERP, t)
-        amount = money(-pos.qty * mark * rate)
-        pos.margin = money(pos.margin + amount)  # the isolated collateral (part of the wallet) takes it
-        self.wallets[spec.wallet].add(spec.quote, amount)
-        n = self._next()
-        pay = FundingPayment(self._trade_id(venue, n) if venue == "bybit" else str(8_000_000_000 + n),
-                             venue, t, pos.qty, rate, mark, amount)
-        self.fundings[venue].append(pay)
-        if self.listeners:
-            self._emit(AccountEvent(FUNDING, venue, PERP, spec.wallet, t, funding=pay))
-        self._balance_event(spec.wallet, PERP, "FUNDING_FEE", True, t)
-
-    def _check_liquidation(self, venue: str, mark: float, t: int) -> None:
-        """The simulator's rule: at a mark at or past the liquidation price,
-        close everything at that price with the penalty fee, capped at what is
-        left of the collateral."""
-        pos, spec = self.positions[venue], MARKETS[(venue, PERP)]
-        liq = self.liquidation(venue)
-        if not ((pos.qty < 0 and mark >= liq) or (pos.qty > 0 and mark <= liq)):
-            return
-        for o in [o for o in self.orders[(venue, PERP)] if o.is_open]:  # the venue cancels them first
+        for o in [o for o in self.orders[(venue, kind)] if o.is_open]:  # the venue cancels them first
             self._release(spec, o)
             o.status, o.updated_ms = CANCELED, t
             self._order_event(CANCELED, o)
         price = round_tick(liq, spec.tick, up=pos.qty < 0)
-        qty, side, collateral = abs(pos.qty), (BUY if pos.qty < 0 else SELL), pos.margin
+        qty, side = abs(pos.qty), (BUY if pos.qty < 0 else SELL)
+        w, asset = self.wallets[spec.wallet], spec.settle_asset
+        backing = w.get(asset) if kind == INVERSE else pos.margin  # read before the trade releases the collateral
         n = self._next()
-        binance = venue == "binanceusdm"
-        order = Order(self._order_id(venue, n), f"autoclose-{t}{n:07d}" if binance else "", venue, PERP, side,
+        binance = venue != "bybit"
+        order = Order(self._order_id(venue, n), f"autoclose-{t}{n:07d}" if binance else "", venue, kind, side,
                       LIMIT if binance else MARKET, qty, price, "IOC", False, t, t, liquidation=True)
-        self.orders[(venue, PERP)].append(order)
-        pnl = self._trade_perp(venue, order.sign * qty, price, t)  # releases the collateral
+        self.orders[(venue, kind)].append(order)
+        pnl = self._trade(kind, venue, order.sign * qty, price, t)
         rate = spec.costs.liquidation_fee_rate
-        fee = money(max(min(rate * qty * price, collateral + pnl), 0.0))  # capped at what is left
-        self.wallets[spec.wallet].add(spec.quote, pnl - fee)
-        order.filled, order.cost, order.fee, order.fee_asset = qty, money(qty * price), fee, spec.quote
+        fee = money(max(min(spec.worth(qty, price, rate), backing + pnl), 0.0))  # capped at what is left
+        w.add(asset, pnl - fee)
+        order.filled, order.cost, order.fee, order.fee_asset = qty, money(qty * price), fee, asset
+        if spec.contract_size:
+            order.base_value = spec.worth(qty, price)
         order.status = FILLED
-        trade = Trade(self._trade_id(venue, self._next()), order.id, order.client_id, venue, PERP, side, qty, price,
-                      fee, spec.quote, rate, False, t, pnl, liquidation=True)
-        self.trades[(venue, PERP)].append(trade)
+        trade = Trade(self._trade_id(venue, self._next()), order.id, order.client_id, venue, kind, side, qty, price,
+                      fee, asset, rate, False, t, pnl, liquidation=True)
+        self.trades[(venue, kind)].append(trade)
         self._order_event(TRADE, order, trade)
-        self._balance_event(spec.wallet, PERP, "ORDER", True, t)
+        self._balance_event(spec.wallet, kind, "ORDER", True, t)
 
     # ------------------------------------------------------------ internals
     def _fill_price(self, spec: MarketSpec, side: str, qty: float, now: int) -> float:
@@ -936,75 +894,51 @@ class Accounts:
         raw = self._slippage[(spec.venue, spec.kind)].price(quote, sign, qty)
         return round_tick(raw, spec.tick, up=side == BUY)
 
-    def _opening(self, venue: str, signed: float) -> float:
-        """The part of a signed perp quantity that opens or adds exposure."""
-        q = self.positions[venue].qty
+    def _opening(self, kind: str, venue: str, signed: float) -> float:
+        """The part of a signed perp quantity (inverse: contracts) that opens or adds exposure."""
+        q = self.perps[kind].positions[venue].qty
         if q == 0 or (q > 0) == (signed > 0):
             return abs(signed)
         return max(abs(signed) - abs(q), 0.0)
 
     def _check_funds(self, spec: MarketSpec, order: Order, touch: float, now_qty: float) -> None:
         """Refuse what the wallet cannot pay: the immediate fill at the touch
-        plus what a resting remainder would lock."""
+        plus what a resting remainder would lock. A perp: the opening part's
+        initial margin at its price plus the taker fee of what fills now, in
+        the settle asset (an inverse perp, cross: BTC, and the position must
+        stay inside the shipped tiers)."""
         rest = order.qty - now_qty if order.type == LIMIT else 0.0
-        if spec.kind == INVERSE:
-            self._check_inverse_funds(spec, order, touch, now_qty, rest)
-            return
         if spec.kind == SPOT:
             if order.side == BUY:
                 need, asset = now_qty * touch + rest * (order.price or 0.0), spec.quote
             else:
                 need, asset = order.qty if order.type == LIMIT else now_qty, spec.base
         else:
-            if order.reduce_only and self._opening(spec.venue, order.sign * order.qty) > EPS:
+            if order.reduce_only and self._opening(spec.kind, spec.venue, order.sign * order.qty) > EPS:
                 raise AccountError("bad_param", "ReduceOnly Order is rejected")
-            lev = self.positions[spec.venue].leverage
-            opening = self._opening(spec.venue, order.sign * (now_qty + rest))
+            pos = self.perps[spec.kind].positions[spec.venue]
+            opening = self._opening(spec.kind, spec.venue, order.sign * (now_qty + rest))
             px = touch if now_qty > 0 else (order.price or touch)
-            need = opening * px / lev + spec.costs.taker_fee * now_qty * touch
-            asset = spec.quote
-        if need > self.available(spec.wallet, asset) + 1e-9:
-            raise AccountError("insufficient", f"needs {need:.8f} {asset}, available "
-                                               f"{self.available(spec.wallet, asset):.8f}")
+            need = spec.worth(opening, px) / pos.leverage + spec.worth(now_qty, touch, spec.costs.taker_fee)
+            asset = spec.settle_asset
+            if spec.kind == INVERSE and opening > 0:
+                self._check_tiers(spec, abs(pos.qty + order.sign * (now_qty + rest)), px)
+        avail = self.available(spec.wallet, asset)
+        if need > avail + (1e-12 if spec.kind == INVERSE else 1e-9):
+            raise AccountError("insufficient", f"needs {need:.8f} {asset}, available {avail:.8f}")
 
-    def _inverse_opening(self, venue: str, signed: float) -> float:
-        """The contracts of a signed inverse quantity that open or add exposure."""
-        q = self.inverse_positions[venue].qty
-        if q == 0 or (q > 0) == (signed > 0):
-            return abs(signed)
-        return max(abs(signed) - abs(q), 0.0)
-
-    def _check_inverse_funds(self, spec: MarketSpec, order: Order, touch: float, now_qty: float, rest: float) -> None:
-        """Cross margin in BTC: the opening part's initial margin at its price plus the
-        taker fee of what fills now, against the available BTC; and the position
-        must stay inside the shipped tiers."""
-        venue, size = spec.venue, spec.contract_size
-        if order.reduce_only and self._inverse_opening(venue, order.sign * order.qty) > EPS:
-            raise AccountError("bad_param", "ReduceOnly Order is rejected")
-        lev = self.inverse_positions[venue].leverage
-        opening = self._inverse_opening(venue, order.sign * (now_qty + rest))
-        px = touch if now_qty > 0 else (order.price or touch)
-        need = opening * size / px / lev + spec.costs.taker_fee * now_qty * size / touch
-        if opening > 0:
-            rule = spec.margin
-            assert rule is not None
-            after = abs(self.inverse_positions[venue].qty + order.sign * (now_qty + rest)) * size / px
-            try:
-                rule.tier(after)
-            except NotionalBeyondTiers:
-                raise AccountError("limit", f"position of {after:.8f} BTC is beyond the margin tiers "
-                                            f"(cap {rule.tiers[-1].cap:g} BTC)") from None
-        avail = self.available(spec.wallet, spec.settle)
-        if need > avail + 1e-12:
-            raise AccountError("insufficient", f"needs {need:.8f} {spec.settle}, available {avail:.8f}")
+    def _check_tiers(self, spec: MarketSpec, contracts: float, px: float) -> None:
+        """An inverse position of ``contracts`` at ``px`` must stay inside the shipped tiers (BTC notional)."""
+        rule = self.margin_rule(spec.venue, spec.kind)
+        after = spec.worth(contracts, px)
+        try:
+            rule.tier(after)
+        except NotionalBeyondTiers:
+            raise AccountError("limit", f"position of {after:.8f} BTC is beyond the margin tiers "
+                                        f"(cap {rule.tiers[-1].cap:g} BTC)") from None
 
     def _reserve(self, spec: MarketSpec, order: Order) -> None:
         w = self.wallets[spec.wallet]
-        if spec.kind == INVERSE:
-            lev = self.inverse_positions[spec.venue].leverage
-            opening = self._inverse_opening(spec.venue, order.sign * order.remaining)
-            order.reserved = money(opening * spec.contract_size / order.limit / lev)
-            return
         if spec.kind == SPOT:
             if order.side == BUY:
                 order.reserved = money(order.remaining * order.limit)
@@ -1012,9 +946,10 @@ class Accounts:
             else:
                 order.reserved = order.remaining
                 w.lock(spec.base, order.reserved)
-        else:
-            lev = self.positions[spec.venue].leverage
-            order.reserved = money(self._opening(spec.venue, order.sign * order.remaining) * order.limit / lev)
+        else:  # a perp: the opening part's initial margin at the limit, in the settle asset
+            lev = self.perps[spec.kind].positions[spec.venue].leverage
+            opening = self._opening(spec.kind, spec.venue, order.sign * order.remaining)
+            order.reserved = money(spec.worth(opening, order.limit) / lev)
 
     def _release(self, spec: MarketSpec, order: Order) -> None:
         if spec.kind == SPOT and order.reserved:
@@ -1035,15 +970,12 @@ class Accounts:
                 fee, fee_asset = money(rate * value), spec.quote
                 w.add(spec.base, -qty)
                 w.add(spec.quote, value - fee)
-        elif spec.kind == INVERSE:  # BTC: fee rate x contracts x size / price, the realised PnL of what it reduces
-            fee, fee_asset = money(rate * qty * spec.contract_size / price), spec.settle
-            pnl = self._trade_inverse(spec.venue, order.sign * qty, price, now)
-            w.add(spec.settle, pnl - fee)
-            order.base_value += qty * spec.contract_size / price  # unrounded: the average is face / this
-        else:
-            fee, fee_asset = money(rate * qty * price), spec.quote
-            pnl = self._trade_perp(spec.venue, order.sign * qty, price, now)
-            w.add(spec.quote, pnl - fee)
+        else:  # a perp: the fee in the settle asset (inverse: rate x contracts x size / price), the realised PnL
+            fee, fee_asset = money(spec.worth(qty, price, rate)), spec.settle_asset
+            pnl = self._trade(spec.kind, spec.venue, order.sign * qty, price, now)
+            w.add(fee_asset, pnl - fee)
+            if spec.contract_size:
+                order.base_value += spec.worth(qty, price)  # unrounded: the average is face / this
         order.filled = round(order.filled + qty, 12)
         order.cost = money(order.cost + qty * price)
         order.fee += fee
@@ -1055,6 +987,10 @@ class Accounts:
         self.trades[(spec.venue, spec.kind)].append(trade)
         self._order_event(TRADE, order, trade)
         return trade
+
+    def _trade(self, kind: str, venue: str, signed: float, price: float, now: int) -> float:
+        """Move the perp position of ``kind``; return the realised PnL in its settle asset."""
+        return (self._trade_inverse if kind == INVERSE else self._trade_perp)(venue, signed, price, now)
 
     def _trade_perp(self, venue: str, signed: float, price: float, now: int) -> float:
         """Move the position; return the realised PnL (collateral moves inside the wallet)."""

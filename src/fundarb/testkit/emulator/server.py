@@ -122,6 +122,7 @@ from fundarb.testkit.emulator.accounts import (
     FundingPayment,
     Order,
     Trade,
+    Wallet,
 )
 from fundarb.venues import CCXT_OPTIONS, ccxt_config  # noqa: F401 (the emulator's usage)
 
@@ -527,13 +528,13 @@ def _book_top(price: float, tick: str) -> tuple[Decimal, Decimal]:
     return bid, ask
 
 
-def _book(price: float, tick: str, depth: int, places: int) -> tuple[list, list]:
+def _book(price: float, tick: str, depth: int, places: int, qty: str = SYNTHETIC_LEVEL_QTY) -> tuple[list, list]:
     """SYNTHETIC depth: ``depth`` levels each side one tick apart from the
-    synthetic top, each SYNTHETIC_LEVEL_QTY. Only the centre is real."""
+    synthetic top, each ``qty`` (an inverse book's sizes are contracts). Only the centre is real."""
     bid, ask = _book_top(price, tick)
     t = Decimal(tick)
-    bids = [[_dec(bid - i * t, places), SYNTHETIC_LEVEL_QTY] for i in range(depth)]
-    asks = [[_dec(ask + i * t, places), SYNTHETIC_LEVEL_QTY] for i in range(depth)]
+    bids = [[_dec(bid - i * t, places), qty] for i in range(depth)]
+    asks = [[_dec(ask + i * t, places), qty] for i in range(depth)]
     return bids, asks
 
 
@@ -634,6 +635,27 @@ _BINANCE_RATE_LIMITS = [
     {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
     {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
 ]
+
+
+@dataclass(frozen=True)
+class FuturesVenue:
+    """What tells Binance's two futures venues apart where their routes share
+    one rule: USD-M (``/fapi``, the linear BTCUSDT, margined in USDT, isolated)
+    and COIN-M (``/dapi``, the inverse BTCUSD_PERP in contracts of 100 USD,
+    margined in BTC, cross). ``venue`` is also its wallet and the key of its
+    funding series; the row functions render its own order, trade and wallet
+    rows (they differ in fields and units, not in when they are answered)."""
+
+    venue: str  # ccxt id, wallet and funding key: binanceusdm / binancecoinm
+    kind: str  # the account model's market and the price series served: PERP / INVERSE
+    symbol: str
+    asset: str  # the margin asset its PnL, fees and funding are paid in
+    prefix: str  # the path prefix its routes live under
+    pair: str  # the pair COIN-M's rows name ('': USD-M's rows name none)
+    account_path: str  # its account endpoint (USD-M's is v3, COIN-M's v1)
+    order_row: Callable[..., dict]  # (order, ack=False) -> the venue's order row
+    trade_row: Callable[[Trade], dict]
+    balances: Callable[[Ask], list[dict]]  # the wallet's asset rows, the margin asset first
 
 
 def _binance_symbol(ask: Ask, required: bool) -> bool:
@@ -753,32 +775,42 @@ def _binance_klines(ask: Ask, market: str, price: str = "last") -> list:
             raise VenueError(400, -1121, "Invalid symbol.")
     else:
         _binance_symbol(ask, required=True)
+    places = 8 if market == SPOT else 2
+    return _binance_kline_rows(ask, ask.tape.prices[SPOT if price == "index" else market],
+                               1000 if market == SPOT else 1500, places, _dec(0, places))
+
+
+def _binance_kline_rows(ask: Ask, series: PriceSeries, most: int, places: int, zero: str) -> list:
+    """The klines of ``series`` a Binance klines request asks (spot, USD-M and
+    COIN-M alike, the symbol checked): 1h only; limit default 500, max
+    ``most``; open times in [startTime, endTime], with startTime the first
+    ``limit`` from it, else the last ``limit`` up to endTime/now; complete hours
+    only; open = high = low = close printed to ``places``; ``zero`` for the
+    volumes (SYNTHETIC: volumes and trade counts are not in the data)."""
     if ask.params.get("interval") != "1h":
         raise VenueError(400, -1120, "Invalid interval.")  # only 1h closes are shipped
-    limit = _limit(_binance_int(ask.params, "limit"), 500, 1000 if market == SPOT else 1500)
+    limit = _limit(_binance_int(ask.params, "limit"), 500, most)
     start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
-    series = ask.tape.prices[SPOT if price == "index" else market]
     upto = series.index_at(ask.now_ms) + 1
     idx = _rows_window(series.open_ms, upto, start, end, limit, anchor_start=start is not None)
-    places = 8 if market == SPOT else 2
     out = []
     for i in idx:
         o, c = int(series.open_ms[i]), _dec(series.close[i], places)
-        zero = _dec(0, places)  # SYNTHETIC: volumes, trade counts are not in the data
         out.append([o, c, c, c, c, zero, o + MS_PER_HOUR - 1, zero, 0, zero, zero, "0"])
     return out
 
 
-def _binance_premium_index(ask: Ask) -> dict | list:
-    funding = ask.tape.funding["binanceusdm"]
+def _binance_premium_row(ask: Ask, fv: FuturesVenue) -> dict:
+    """A futures venue's premiumIndex row (and its markPrice stream's numbers)."""
+    funding = ask.tape.funding[fv.venue]
     n = funding.count_upto(ask.now_ms)
-    mark = ask.tape.prices[PERP].price_at(ask.now_ms)
+    mark = ask.tape.prices[fv.kind].price_at(ask.now_ms)
     index = ask.tape.prices[SPOT].price_at(ask.now_ms)
-    row = {
-        "symbol": SYMBOL,
-        # the perp close stands in for the mark: the data has no mark price
+    return {
+        "symbol": fv.symbol, **({"pair": fv.pair} if fv.pair else {}),
+        # the contract's close stands in for the mark: the data has no mark price
         "markPrice": _dec(mark, 8),
-        # Binance spot close stands in for the index (the real index is a multi-venue spot composite)
+        # Binance spot BTCUSDT close stands in for the index (the real index is a multi-venue spot composite)
         "indexPrice": _dec(index, 8),
         "estimatedSettlePrice": _dec(index, 8),
         # last SETTLED real rate; the live field is Binance's estimate of the next one (not in the data)
@@ -787,27 +819,31 @@ def _binance_premium_index(ask: Ask) -> dict | list:
         "nextFundingTime": funding.next_time_after(ask.now_ms),
         "time": ask.now_ms,
     }
-    return _one_or_all(ask, row)
 
 
-def _binance_funding_history(ask: Ask) -> list:
-    """Binance /fapi/v1/fundingRate: default limit 100, max 1000; with
-    startTime the first ``limit`` rows from it, otherwise the most recent
-    ``limit`` up to endTime; ascending by fundingTime; bounds inclusive."""
-    _binance_symbol(ask, required=False)
-    funding = ask.tape.funding["binanceusdm"]
+def _binance_premium_index(ask: Ask) -> dict | list:
+    return _one_or_all(ask, _binance_premium_row(ask, USDM))
+
+
+def _binance_funding_history(ask: Ask, fv: FuturesVenue, symbol_required: bool) -> list:
+    """/fapi/v1/fundingRate and /dapi/v1/fundingRate (there the symbol is
+    required): default limit 100, max 1000; with startTime the first ``limit``
+    rows from it, otherwise the most recent ``limit`` up to endTime; ascending
+    by fundingTime; bounds inclusive."""
+    _symbol_check(fv.venue)(ask, symbol_required)
+    funding = ask.tape.funding[fv.venue]
     limit = _limit(_binance_int(ask.params, "limit"), 100, 1000)
     start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
     upto = funding.count_upto(ask.now_ms)
     idx = _rows_window(funding.stamps, upto, start, end, limit, anchor_start=start is not None)
-    # fundingTime: the venue's late stamp; markPrice: the perp close at the
-    # instant stands in for the venue's mark (the shipped rows carry none)
-    perp = ask.tape.prices[PERP]
+    # fundingTime: the venue's late stamp; markPrice: the contract's close at
+    # the instant stands in for the venue's mark (the shipped rows carry none)
+    closes = ask.tape.prices[fv.kind]
 
     def mark(at_ms: int) -> str:  # "" where the data has no close yet, as Binance prints where it has no mark
-        return _dec(perp.price_at(at_ms), 8) if perp.index_at(at_ms) >= 0 else ""
+        return _dec(closes.price_at(at_ms), 8) if closes.index_at(at_ms) >= 0 else ""
 
-    return [{"symbol": SYMBOL, "fundingTime": int(funding.stamps[i]), "fundingRate": _rate(funding.rate[i], 8),
+    return [{"symbol": fv.symbol, "fundingTime": int(funding.stamps[i]), "fundingRate": _rate(funding.rate[i], 8),
              "markPrice": mark(int(funding.time_ms[i]))} for i in idx]
 
 
@@ -911,72 +947,74 @@ def _bybit_instruments(ask: Ask) -> dict:
     return result
 
 
-def _bybit_inverse_ticker_row(ask: Ask) -> dict:
-    """BTCUSD inverse ticker. The prices are Binance's COIN-M BTCUSD_PERP closes
-    as a stand-in (the shipped data has no Bybit inverse prices; they are never
-    Bybit's); the index is Binance's spot close; the funding rate Bybit's own
-    last settled BTCUSD rate."""
-    series = ask.tape.prices[INVERSE]
-    w = _window_24h(series, ask.now_ms)
-    bid, ask_px = _book_top(w["last"], BYBIT_INVERSE_TICK)
-    funding = ask.tape.funding[INVERSE_FUNDING_KEY["bybit"]]
-    n = funding.count_upto(ask.now_ms)
-    zero = "0"  # SYNTHETIC: volume, turnover and open interest are not in the data
-    return {
-        "symbol": BYBIT_INVERSE_SYMBOL, "lastPrice": _dec(w["last"], 2),
-        "indexPrice": _dec(ask.tape.prices[SPOT].price_at(ask.now_ms), 2), "markPrice": _dec(w["last"], 2),
-        "prevPrice24h": _dec(w["open"], 2), "price24hPcnt": _dec(round(w["last"] / w["open"] - 1, 6), 6),
-        "highPrice24h": _dec(w["high"], 2), "lowPrice24h": _dec(w["low"], 2),
-        "prevPrice1h": _dec(series.price_at(ask.now_ms - MS_PER_HOUR), 2),
-        "openInterest": zero, "openInterestValue": zero, "turnover24h": zero, "volume24h": zero,
-        "fundingRate": _rate(funding.rate[n - 1]) if n else "",
-        "nextFundingTime": str(funding.next_time_after(ask.now_ms)),
-        "predictedDeliveryPrice": "", "basisRate": "", "deliveryFeeRate": "", "deliveryTime": "0",
-        "ask1Size": SYNTHETIC_BYBIT_INVERSE_LEVEL_QTY, "bid1Price": _dec(bid, 2), "ask1Price": _dec(ask_px, 2),
-        "bid1Size": SYNTHETIC_BYBIT_INVERSE_LEVEL_QTY, "basis": "", "preOpenPrice": "", "preQty": "",
-        "curPreListingPhase": "",
-    }
-
-
 # SYNTHETIC: size of every level of the made-up Bybit inverse book, in contracts (1 USD each)
 SYNTHETIC_BYBIT_INVERSE_LEVEL_QTY = "10000"
 
 
-def _bybit_ticker_row(ask: Ask, category: str) -> dict:
-    if category == "inverse":
-        return _bybit_inverse_ticker_row(ask)
-    market = SPOT if category == "spot" else PERP
-    series = ask.tape.prices[market]
+@dataclass(frozen=True)
+class BybitPerp:
+    """What tells Bybit's two perp categories apart where their routes share
+    one rule: linear BTCUSDT (USDT, isolated) and inverse BTCUSD (contracts of
+    1 USD settled in BTC, cross; its prices are Binance's COIN-M BTCUSD_PERP
+    closes as the stand-in series, never Bybit's)."""
+
+    category: str  # v5's category: linear / inverse
+    kind: str  # the account model's market, and the price series served: PERP / INVERSE
+    symbol: str
+    tick: str
+    level_qty: str  # SYNTHETIC size of every book level
+    funding_key: str  # the tape's key of its own real settlements
+    cap_format: str  # how a risk limit (the tier's cap: USDT, BTC) prints
+
+
+BYBIT_LINEAR = BybitPerp("linear", PERP, SYMBOL, BYBIT_PERP_TICK, SYNTHETIC_LEVEL_QTY, "bybit", ".0f")
+BYBIT_INVERSE = BybitPerp("inverse", INVERSE, BYBIT_INVERSE_SYMBOL, BYBIT_INVERSE_TICK,
+                          SYNTHETIC_BYBIT_INVERSE_LEVEL_QTY, INVERSE_FUNDING_KEY["bybit"], "g")
+BYBIT_PERPS = {bp.category: bp for bp in (BYBIT_LINEAR, BYBIT_INVERSE)}
+
+
+def _bybit_perp_ticker_row(ask: Ask, bp: BybitPerp) -> dict:
+    """A linear or inverse ticker. Binance's spot close stands in for the
+    index, the contract's close for the mark (no index/mark in the data); the
+    inverse BTCUSD's prices are Binance's COIN-M BTCUSD_PERP closes as a
+    stand-in (the shipped data has no Bybit inverse prices; they are never
+    Bybit's). The funding rate is Bybit's own last settled rate of the contract."""
+    series = ask.tape.prices[bp.kind]
     w = _window_24h(series, ask.now_ms)
-    tick = BYBIT_SPOT_TICK if market == SPOT else BYBIT_PERP_TICK
-    bid, ask_px = _book_top(w["last"], tick)
-    pcnt = _dec(round(w["last"] / w["open"] - 1, 6), 6)
-    zero = "0"  # SYNTHETIC: volume, turnover and open interest are not in the data
-    if market == SPOT:
-        return {"symbol": SYMBOL, "bid1Price": _dec(bid, 2), "bid1Size": SYNTHETIC_LEVEL_QTY,
-                "ask1Price": _dec(ask_px, 2), "ask1Size": SYNTHETIC_LEVEL_QTY, "lastPrice": _dec(w["last"], 2),
-                "prevPrice24h": _dec(w["open"], 2), "price24hPcnt": pcnt, "highPrice24h": _dec(w["high"], 2),
-                "lowPrice24h": _dec(w["low"], 2), "turnover24h": zero, "volume24h": zero,
-                # Binance spot close stands in for Bybit's USD index
-                "usdIndexPrice": _dec(ask.tape.prices[SPOT].price_at(ask.now_ms), 2)}
-    funding = ask.tape.funding["bybit"]
+    bid, ask_px = _book_top(w["last"], bp.tick)
+    funding = ask.tape.funding[bp.funding_key]
     n = funding.count_upto(ask.now_ms)
+    zero = "0"  # SYNTHETIC: volume, turnover and open interest are not in the data
     return {
-        "symbol": SYMBOL, "lastPrice": _dec(w["last"], 2),
-        # Binance spot close stands in for the index, the perp close for the mark (no index/mark in the data)
+        "symbol": bp.symbol, "lastPrice": _dec(w["last"], 2),
         "indexPrice": _dec(ask.tape.prices[SPOT].price_at(ask.now_ms), 2), "markPrice": _dec(w["last"], 2),
-        "prevPrice24h": _dec(w["open"], 2), "price24hPcnt": pcnt, "highPrice24h": _dec(w["high"], 2),
-        "lowPrice24h": _dec(w["low"], 2),
+        "prevPrice24h": _dec(w["open"], 2), "price24hPcnt": _dec(round(w["last"] / w["open"] - 1, 6), 6),
+        "highPrice24h": _dec(w["high"], 2), "lowPrice24h": _dec(w["low"], 2),
         "prevPrice1h": _dec(series.price_at(ask.now_ms - MS_PER_HOUR), 2),
         "openInterest": zero, "openInterestValue": zero, "turnover24h": zero, "volume24h": zero,
         # last SETTLED real Bybit rate; the live field is Bybit's estimate of the next one (not in the data)
         "fundingRate": _rate(funding.rate[n - 1]) if n else "",
         "nextFundingTime": str(funding.next_time_after(ask.now_ms)),
         "predictedDeliveryPrice": "", "basisRate": "", "deliveryFeeRate": "", "deliveryTime": "0",
-        "ask1Size": SYNTHETIC_LEVEL_QTY, "bid1Price": _dec(bid, 2), "ask1Price": _dec(ask_px, 2),
-        "bid1Size": SYNTHETIC_LEVEL_QTY, "basis": "", "preOpenPrice": "", "preQty": "",
+        "ask1Size": bp.level_qty, "bid1Price": _dec(bid, 2), "ask1Price": _dec(ask_px, 2),
+        "bid1Size": bp.level_qty, "basis": "", "preOpenPrice": "", "preQty": "",
         "curPreListingPhase": "",
     }
+
+
+def _bybit_ticker_row(ask: Ask, category: str) -> dict:
+    if category != "spot":
+        return _bybit_perp_ticker_row(ask, BYBIT_PERPS[category])
+    w = _window_24h(ask.tape.prices[SPOT], ask.now_ms)
+    bid, ask_px = _book_top(w["last"], BYBIT_SPOT_TICK)
+    zero = "0"  # SYNTHETIC: volume and turnover are not in the data
+    return {"symbol": SYMBOL, "bid1Price": _dec(bid, 2), "bid1Size": SYNTHETIC_LEVEL_QTY,
+            "ask1Price": _dec(ask_px, 2), "ask1Size": SYNTHETIC_LEVEL_QTY, "lastPrice": _dec(w["last"], 2),
+            "prevPrice24h": _dec(w["open"], 2), "price24hPcnt": _dec(round(w["last"] / w["open"] - 1, 6), 6),
+            "highPrice24h": _dec(w["high"], 2), "lowPrice24h": _dec(w["low"], 2), "turnover24h": zero,
+            "volume24h": zero,
+            # Binance spot close stands in for Bybit's USD index
+            "usdIndexPrice": _dec(ask.tape.prices[SPOT].price_at(ask.now_ms), 2)}
 
 
 def _bybit_tickers(ask: Ask) -> dict:
@@ -993,16 +1031,14 @@ def _bybit_orderbook(ask: Ask) -> dict:
         raise VenueError(200, 10001, "params error: Symbol Is Invalid")
     most, default = (200, 1) if category == "spot" else (500, 25)
     depth = _limit(_bybit_int(ask.params, "limit"), default, most)
-    if category == "inverse":  # the COIN-M closes as the stand-in centre; sizes in contracts
-        bids, asks = _book(ask.tape.prices[INVERSE].price_at(ask.now_ms), BYBIT_INVERSE_TICK, depth, 2)
-        bids = [[p, SYNTHETIC_BYBIT_INVERSE_LEVEL_QTY] for p, _ in bids]
-        asks = [[p, SYNTHETIC_BYBIT_INVERSE_LEVEL_QTY] for p, _ in asks]
-        return {"s": BYBIT_INVERSE_SYMBOL, "b": bids, "a": asks, "ts": ask.now_ms, "u": ask.now_ms,
-                "seq": ask.now_ms, "cts": ask.now_ms}
-    market, tick = (SPOT, BYBIT_SPOT_TICK) if category == "spot" else (PERP, BYBIT_PERP_TICK)
-    bids, asks = _book(ask.tape.prices[market].price_at(ask.now_ms), tick, depth, 2)
+    if category == "spot":
+        symbol, (bids, asks) = SYMBOL, _book(ask.tape.prices[SPOT].price_at(ask.now_ms), BYBIT_SPOT_TICK, depth, 2)
+    else:  # inverse: the COIN-M closes as the stand-in centre; sizes in contracts
+        bp = BYBIT_PERPS[category]
+        symbol = bp.symbol
+        bids, asks = _book(ask.tape.prices[bp.kind].price_at(ask.now_ms), bp.tick, depth, 2, bp.level_qty)
     # SYNTHETIC update ids: the data time in ms
-    return {"s": SYMBOL, "b": bids, "a": asks, "ts": ask.now_ms, "u": ask.now_ms, "seq": ask.now_ms,
+    return {"s": symbol, "b": bids, "a": asks, "ts": ask.now_ms, "u": ask.now_ms, "seq": ask.now_ms,
             "cts": ask.now_ms}
 
 
@@ -1045,11 +1081,11 @@ def _bybit_funding_history(ask: Ask) -> dict:
         raise VenueError(200, 10001, "params error: endTime is required when startTime is set")
     limit = _limit(_bybit_int(ask.params, "limit"), 200, 200)
     # inverse: Bybit's own BTCUSD settlements (the shipped rows: 2023-01 .. 2024-07 only)
-    funding = ask.tape.funding["bybit" if category == "linear" else INVERSE_FUNDING_KEY["bybit"]]
-    symbol = SYMBOL if category == "linear" else BYBIT_INVERSE_SYMBOL
+    bp = BYBIT_PERPS[category]
+    funding = ask.tape.funding[bp.funding_key]
     upto = funding.count_upto(ask.now_ms)
     idx = _rows_window(funding.time_ms, upto, start, end, limit, anchor_start=False)
-    rows = [{"symbol": symbol, "fundingRate": _rate(funding.rate[i]), "fundingRateTimestamp": str(int(funding.time_ms[i]))}
+    rows = [{"symbol": bp.symbol, "fundingRate": _rate(funding.rate[i]), "fundingRateTimestamp": str(int(funding.time_ms[i]))}
             for i in idx[::-1]]
     return {"category": category, "list": rows}
 
@@ -1135,8 +1171,14 @@ def _binance_decimal(params: Mapping[str, str], name: str, required: bool) -> fl
 
 def _binance_refusal(err: AccountError, kind: str, action: str = "place") -> VenueError:
     """The venue's own code for a refusal. Spot codes are /api's; perp codes
-    /fapi's (ccxt maps -2019 and -4116 only on the real futures hostname:
-    through 127.0.0.1 they arrive as ExchangeError, so check the code)."""
+    /fapi's, which /dapi shares, plus COIN-M's own for a position beyond the
+    tiers and a fraction of a contract (ccxt maps the futures codes only on
+    the real hostname: through 127.0.0.1 they arrive as ExchangeError, so
+    check the code)."""
+    if kind == INVERSE and err.reason == "limit":
+        return VenueError(400, -2027, "Exceeded the maximum allowable position at current leverage.")
+    if kind == INVERSE and err.detail.startswith("Precision"):
+        return VenueError(400, -1111, "Precision is over the maximum defined for this asset.")
     spot = kind == SPOT
     if err.reason == "insufficient":
         if action == "transfer":
@@ -1211,9 +1253,13 @@ def _binance_spot_account(ask: Ask) -> dict:
     }
 
 
-def _binance_place(ask: Ask, kind: str) -> Order:
+def _binance_place(ask: Ask, venue: str, kind: str) -> Order:
+    """POST order on spot, USD-M or COIN-M (quantities in contracts there; a
+    quote-sized market order on spot only)."""
     acc = _accounts(ask)
-    _binance_symbol(ask, required=True)
+    _symbol_check(venue)(ask, True)
+    if ask.params.get("symbol") is None:  # COIN-M: a pair alone names no contract to trade
+        raise VenueError(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
     side = ask.params.get("side", "").lower()
     type_ = ask.params.get("type", "").lower()
     if side not in (BUY, SELL):
@@ -1228,8 +1274,7 @@ def _binance_place(ask: Ask, kind: str) -> Order:
         raise VenueError(400, -1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")
     client_id = ask.params.get("newClientOrderId") or None
     try:
-        return acc.place(ask.path.startswith("/fapi") and "binanceusdm" or "binance", kind, side, type_, qty, price,
-                         client_id=client_id, time_in_force=tif,
+        return acc.place(venue, kind, side, type_, qty, price, client_id=client_id, time_in_force=tif,
                          reduce_only=ask.params.get("reduceOnly", "false").lower() == "true",
                          quote_qty=quote_qty if quote_qty and not qty else None, fill_ratio=_fill_ratio(ask))
     except AccountError as err:
@@ -1237,7 +1282,7 @@ def _binance_place(ask: Ask, kind: str) -> Order:
 
 
 def _binance_spot_create(ask: Ask) -> dict:
-    o = _binance_place(ask, SPOT)
+    o = _binance_place(ask, "binance", SPOT)
     resp_type = ask.params.get("newOrderRespType", "FULL")
     row = {"symbol": SYMBOL, "orderId": int(o.id), "orderListId": -1, "clientOrderId": o.client_id,
            "transactTime": o.created_ms}
@@ -1324,21 +1369,18 @@ def _binance_futures_trade_row(t: Trade) -> dict:
             "side": t.side.upper(), "positionSide": "BOTH", "symbol": SYMBOL, "time": t.time_ms}
 
 
-def _binance_futures_create(ask: Ask) -> dict:
-    o = _binance_place(ask, PERP)
-    return _binance_futures_order_row(o, ack=ask.params.get("newOrderRespType", "ACK") == "ACK")
+def _binance_futures_create(ask: Ask, fv: FuturesVenue) -> dict:
+    o = _binance_place(ask, fv.venue, fv.kind)
+    return fv.order_row(o, ack=ask.params.get("newOrderRespType", "ACK") == "ACK")
 
 
-def _binance_futures_cancel(ask: Ask) -> dict:
-    return _binance_futures_order_row(_binance_cancel(ask, "binanceusdm", PERP))
-
-
-def _binance_income(ask: Ask) -> list:
-    """USD-M /fapi/v1/income: FUNDING_FEE (each settlement paid), REALIZED_PNL
-    and COMMISSION (each fill; a liquidation's penalty is its fill's
-    commission here). incomeType filters; startTime/endTime inclusive, neither:
-    the last 7 days; oldest first; limit default 100, max 1000."""
-    _binance_symbol(ask, required=False)
+def _binance_income(ask: Ask, fv: FuturesVenue) -> list:
+    """/fapi/v1/income and /dapi/v1/income, in the margin asset: FUNDING_FEE
+    (each settlement paid), REALIZED_PNL and COMMISSION (each fill; a
+    liquidation's penalty is its fill's commission here). incomeType filters;
+    startTime/endTime inclusive, neither: the last 7 days; oldest first; limit
+    default 100, max 1000."""
+    _symbol_check(fv.venue)(ask, False)
     acc = _accounts(ask)
     wanted = ask.params.get("incomeType") or None
     start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
@@ -1348,13 +1390,13 @@ def _binance_income(ask: Ask) -> list:
     rows: list[tuple[int, int, dict]] = []
 
     def add(kind: str, amount: float, time_ms: int, tran_id: int, trade_id: str = "") -> None:
-        rows.append((time_ms, tran_id, {"symbol": SYMBOL, "incomeType": kind, "income": _amt(amount),
-                                        "asset": "USDT", "info": kind if kind == "FUNDING_FEE" else "",
+        rows.append((time_ms, tran_id, {"symbol": fv.symbol, "incomeType": kind, "income": _amt(amount),
+                                        "asset": fv.asset, "info": kind if kind == "FUNDING_FEE" else "",
                                         "time": time_ms, "tranId": tran_id, "tradeId": trade_id}))
 
-    for f in acc.funding_list("binanceusdm"):
+    for f in acc.funding_list(fv.venue, fv.kind):
         add("FUNDING_FEE", f.amount, f.time_ms, int(f.id))
-    for t in acc.trade_list("binanceusdm", PERP):
+    for t in acc.trade_list(fv.venue, fv.kind):
         if t.realized_pnl:
             add("REALIZED_PNL", t.realized_pnl, t.time_ms, 9_000_000_000 + int(t.id), t.id)
         if t.fee:
@@ -1365,17 +1407,18 @@ def _binance_income(ask: Ask) -> list:
     return out[:limit]
 
 
-def _binance_force_orders(ask: Ask) -> list:
-    """USD-M /fapi/v1/forceOrders: the account's liquidation orders (autoCloseType
-    LIQUIDATION; there is no ADL here), newest first; limit default 50, max 100."""
-    _binance_symbol(ask, required=False)
+def _binance_force_orders(ask: Ask, fv: FuturesVenue) -> list:
+    """/fapi/v1/forceOrders and /dapi/v1/forceOrders: the account's liquidation
+    orders (autoCloseType LIQUIDATION; there is no ADL here), newest first;
+    limit default 50, max 100."""
+    _symbol_check(fv.venue)(ask, False)
     if ask.params.get("autoCloseType", "LIQUIDATION") != "LIQUIDATION":
         return []
     start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
     limit = _limit(_binance_int(ask.params, "limit"), 50, 100)
-    rows = [o for o in _accounts(ask).all_orders("binanceusdm", PERP) if o.liquidation
+    rows = [o for o in _accounts(ask).all_orders(fv.venue, fv.kind) if o.liquidation
             and (start is None or o.created_ms >= start) and (end is None or o.created_ms <= end)]
-    return [_binance_futures_order_row(o) for o in rows[::-1][:limit]]
+    return [fv.order_row(o) for o in rows[::-1][:limit]]
 
 
 def _binance_position_row(acc: Accounts, ask: Ask) -> dict:
@@ -1408,7 +1451,8 @@ def _binance_position_risk(ask: Ask) -> list:
     return [_binance_position_row(acc, ask)]
 
 
-def _binance_futures_balances(ask: Ask) -> tuple[dict, list[dict]]:
+def _binance_futures_balances(ask: Ask) -> list[dict]:
+    """The USD-M wallet's assets as /fapi/v3/account lists them: USDT first (the margin of BTCUSDT)."""
     acc = _accounts(ask)
     w = acc.wallets["binanceusdm"]
     wallet = w.get("USDT")
@@ -1424,16 +1468,22 @@ def _binance_futures_balances(ask: Ask) -> tuple[dict, list[dict]]:
         "availableBalance": _amt(round(avail, 8)), "maxWithdrawAmount": _amt(round(max(avail, 0.0), 8)),
         "updateTime": ask.server_ms,
     }
-    others = [{**{k: "0.00000000" for k in usdt if k not in ("asset", "updateTime")}, "asset": a,
-               "walletBalance": _amt(w.get(a)), "marginBalance": _amt(w.get(a)), "crossWalletBalance": _amt(w.get(a)),
-               "availableBalance": _amt(w.get(a)), "maxWithdrawAmount": _amt(w.get(a)), "updateTime": ask.server_ms}
-              for a in sorted(w.total) if a != "USDT"]
-    return usdt, others
+    return [usdt, *_binance_other_assets(w, usdt)]
+
+
+def _binance_other_assets(w: Wallet, margin: dict) -> list[dict]:
+    """A futures wallet's assets besides its margin asset (row ``margin``), in
+    the margin row's fields: the balance as wallet, margin, cross and
+    available balance and as withdrawable, everything else zero."""
+    return [{**{k: "0.00000000" for k in margin if k not in ("asset", "updateTime")}, "asset": a,
+             "walletBalance": _amt(w.get(a)), "marginBalance": _amt(w.get(a)), "crossWalletBalance": _amt(w.get(a)),
+             "availableBalance": _amt(w.get(a)), "maxWithdrawAmount": _amt(w.get(a)), "updateTime": margin["updateTime"]}
+            for a in sorted(w.total) if a != margin["asset"]]
 
 
 def _binance_futures_account(ask: Ask) -> dict:
     acc = _accounts(ask)
-    usdt, others = _binance_futures_balances(ask)
+    usdt, *others = _binance_futures_balances(ask)
     positions = []
     if acc.position("binanceusdm").qty:
         row = _binance_position_row(acc, ask)
@@ -1448,29 +1498,29 @@ def _binance_futures_account(ask: Ask) -> dict:
 
 
 def _binance_futures_balance(ask: Ask) -> list:
-    usdt, others = _binance_futures_balances(ask)
     return [{"accountAlias": "SgsR", "asset": r["asset"], "balance": r["walletBalance"],
              "crossWalletBalance": r["crossWalletBalance"], "crossUnPnl": r["crossUnPnl"],
              "availableBalance": r["availableBalance"], "maxWithdrawAmount": r["maxWithdrawAmount"],
-             "marginAvailable": True, "updateTime": r["updateTime"]} for r in (usdt, *others)]
+             "marginAvailable": True, "updateTime": r["updateTime"]} for r in _binance_futures_balances(ask)]
 
 
 def _whole(x: float) -> int | float:
     return int(x) if float(x).is_integer() else x
 
 
-# Venue metadata, not market data: Binance's BTCUSDT notional brackets as the
-# shipped margin tier snapshot holds them (fundarb/data/shipped/margin_tiers.json),
-# the same table the emulator's liquidation prices use.
-_BINANCE_BTC_BRACKETS = [
-    {"bracket": i + 1, "initialLeverage": _whole(t.max_leverage), "notionalCap": _whole(t.cap),
-     "notionalFloor": _whole(t.floor), "maintMarginRatio": t.mmr, "cum": float(t.amount)}
-    for i, t in enumerate(cast(MarginRule, MARKETS[("binanceusdm", PERP)].margin).tiers)
-]
+def _binance_brackets(fv: FuturesVenue) -> list[dict]:
+    """Venue metadata, not market data: the contract's brackets as the shipped
+    margin tier snapshot holds them (fundarb/data/shipped/margin_tiers.json),
+    the same table the emulator's liquidation prices use: USD-M's BTCUSDT by
+    notional (USDT), COIN-M's BTCUSD_PERP by quantity (BTC)."""
+    unit = "qty" if fv.kind == INVERSE else "notional"
+    return [{"bracket": i + 1, "initialLeverage": _whole(t.max_leverage), f"{unit}Cap": _whole(t.cap),
+             f"{unit}Floor": _whole(t.floor), "maintMarginRatio": t.mmr, "cum": float(t.amount)}
+            for i, t in enumerate(cast(MarginRule, MARKETS[(fv.venue, fv.kind)].margin).tiers)]
 
 
 def _binance_leverage_bracket(ask: Ask) -> list | dict:
-    row = {"symbol": SYMBOL, "notionalCoef": 1.0, "brackets": _BINANCE_BTC_BRACKETS}
+    row = {"symbol": SYMBOL, "notionalCoef": 1.0, "brackets": _binance_brackets(USDM)}
     return row if _binance_symbol(ask, required=False) else [row]
 
 
@@ -1483,16 +1533,22 @@ def _binance_symbol_config(ask: Ask) -> list:
              "maxNotionalValue": "1000000"}]
 
 
-def _binance_set_leverage(ask: Ask) -> dict:
-    _binance_symbol(ask, required=True)
+def _binance_set_leverage(ask: Ask, fv: FuturesVenue) -> int:
+    """POST /fapi/v1/leverage and /dapi/v1/leverage: set the symbol's leverage; the leverage set."""
+    _symbol_check(fv.venue)(ask, True)
     lev = _binance_int(ask.params, "leverage")
     if lev is None:
         raise VenueError(400, -1102, "Mandatory parameter 'leverage' was not sent, was empty/null, or malformed.")
     try:
-        _accounts(ask).set_leverage("binanceusdm", lev)
+        _accounts(ask).set_leverage(fv.venue, lev, fv.kind)
     except AccountError:
         raise VenueError(400, -4028, f"Leverage {lev} is not valid") from None
-    cap = max((b["notionalCap"] for b in _BINANCE_BTC_BRACKETS if b["initialLeverage"] >= lev), default=50000)
+    return lev
+
+
+def _usdm_set_leverage(ask: Ask) -> dict:
+    lev = _binance_set_leverage(ask, USDM)
+    cap = max((b["notionalCap"] for b in _binance_brackets(USDM) if b["initialLeverage"] >= lev), default=50000)
     return {"leverage": lev, "maxNotionalValue": str(cap), "symbol": SYMBOL}
 
 
@@ -1554,7 +1610,10 @@ def _binance_listen_key(ask: Ask, venue: str) -> dict:
 # The mark is the COIN-M close, the index Binance's spot BTCUSDT close
 # (stand-ins: the data has no mark or index series). Not served: delivery
 # (quarterly) contracts, aggTrades/trades, premiumIndexKlines, allOrders,
-# positionSide dual mode, isolated margin.
+# positionSide dual mode, isolated margin. Where /dapi answers by /fapi's rule
+# (funding history, premium index, orders, income, liquidations, leverage,
+# brackets) one handler serves both, told apart by a ``FuturesVenue``
+# (``USDM``, ``COINM``); what is COIN-M's own (its rows, units, pair) is here.
 
 COINM_TICK = "0.1"
 COINM_CONTRACT_USD = 100
@@ -1604,38 +1663,7 @@ def _coinm_info(ask: Ask) -> dict:
 def _coinm_premium_index(ask: Ask) -> list:
     """COIN-M premiumIndex: always a list (it may be asked by pair)."""
     _coinm_symbol(ask, required=False)
-    funding = ask.tape.funding["binancecoinm"]
-    n = funding.count_upto(ask.now_ms)
-    mark = ask.tape.prices[INVERSE].price_at(ask.now_ms)
-    index = ask.tape.prices[SPOT].price_at(ask.now_ms)
-    return [{
-        "symbol": COINM_SYMBOL, "pair": COINM_PAIR,
-        "markPrice": _dec(mark, 8),  # the COIN-M close stands in for the mark
-        "indexPrice": _dec(index, 8),  # Binance spot BTCUSDT close stands in for the index
-        "estimatedSettlePrice": _dec(index, 8),
-        # last SETTLED real rate (the live field is Binance's estimate of the next one, not in the data)
-        "lastFundingRate": _rate(funding.rate[n - 1], 8) if n else "",
-        "interestRate": "0.00010000", "nextFundingTime": funding.next_time_after(ask.now_ms), "time": ask.now_ms,
-    }]
-
-
-def _coinm_funding_history(ask: Ask) -> list:
-    """COIN-M /dapi/v1/fundingRate: symbol required; default limit 100, max
-    1000; with startTime the first ``limit`` rows from it, else the last
-    ``limit`` up to endTime; ascending; fundingTime the late stamp."""
-    _coinm_symbol(ask, required=True)
-    funding = ask.tape.funding["binancecoinm"]
-    limit = _limit(_binance_int(ask.params, "limit"), 100, 1000)
-    start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
-    upto = funding.count_upto(ask.now_ms)
-    idx = _rows_window(funding.stamps, upto, start, end, limit, anchor_start=start is not None)
-    closes = ask.tape.prices[INVERSE]
-
-    def mark(at_ms: int) -> str:
-        return _dec(closes.price_at(at_ms), 8) if closes.index_at(at_ms) >= 0 else ""
-
-    return [{"symbol": COINM_SYMBOL, "fundingTime": int(funding.stamps[i]), "fundingRate": _rate(funding.rate[i], 8),
-             "markPrice": mark(int(funding.time_ms[i]))} for i in idx]
+    return [_binance_premium_row(ask, COINM)]
 
 
 def _coinm_24hr(ask: Ask) -> list:
@@ -1669,9 +1697,7 @@ def _coinm_price(ask: Ask) -> list:
 def _coinm_depth(ask: Ask) -> dict:
     _coinm_symbol(ask, required=True)
     depth = _limit(_binance_int(ask.params, "limit"), 500, 1000)
-    bids, asks = _book(ask.tape.prices[INVERSE].price_at(ask.now_ms), COINM_TICK, depth, 1)
-    bids = [[p, SYNTHETIC_COINM_LEVEL_QTY] for p, _ in bids]
-    asks = [[p, SYNTHETIC_COINM_LEVEL_QTY] for p, _ in asks]
+    bids, asks = _book(ask.tape.prices[INVERSE].price_at(ask.now_ms), COINM_TICK, depth, 1, SYNTHETIC_COINM_LEVEL_QTY)
     return {"lastUpdateId": ask.now_ms, "symbol": COINM_SYMBOL, "pair": COINM_PAIR, "E": ask.now_ms, "T": ask.now_ms,
             "bids": bids, "asks": asks}
 
@@ -1686,29 +1712,8 @@ def _coinm_klines(ask: Ask, price: str = "last") -> list:
     elif ask.params.get("symbol") != COINM_SYMBOL:
         raise VenueError(400, -1121 if "symbol" in ask.params else -1102,
                          "Invalid symbol." if "symbol" in ask.params else "Mandatory parameter 'symbol' was not sent.")
-    if ask.params.get("interval") != "1h":
-        raise VenueError(400, -1120, "Invalid interval.")
-    limit = _limit(_binance_int(ask.params, "limit"), 500, 1500)
-    start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
-    series = ask.tape.prices[SPOT if price == "index" else INVERSE]
-    upto = series.index_at(ask.now_ms) + 1
-    idx = _rows_window(series.open_ms, upto, start, end, limit, anchor_start=start is not None)
     places = 1 if price == "last" else 8  # mark and index prices print 8 decimals (the spot close has 2)
-    out = []
-    for i in idx:
-        o, c = int(series.open_ms[i]), _dec(series.close[i], places)
-        out.append([o, c, c, c, c, "0", o + MS_PER_HOUR - 1, "0", 0, "0", "0", "0"])  # SYNTHETIC: zero volumes
-    return out
-
-
-def _coinm_refusal(err: AccountError, action: str = "place") -> VenueError:
-    """COIN-M's own codes (ccxt maps them only on the real hostname: through
-    127.0.0.1 they arrive as ExchangeError, so check the code)."""
-    if err.reason == "limit":
-        return VenueError(400, -2027, "Exceeded the maximum allowable position at current leverage.")
-    if err.detail.startswith("Precision"):
-        return VenueError(400, -1111, "Precision is over the maximum defined for this asset.")
-    return _binance_refusal(err, PERP, action)
+    return _binance_kline_rows(ask, ask.tape.prices[SPOT if price == "index" else INVERSE], 1500, places, "0")
 
 
 def _coinm_order_row(o: Order, ack: bool = False) -> dict:
@@ -1736,98 +1741,6 @@ def _coinm_trade_row(t: Trade) -> dict:
             "maker": t.maker}
 
 
-def _coinm_place(ask: Ask) -> Order:
-    acc = _accounts(ask)
-    _coinm_symbol(ask, required=True)
-    if ask.params.get("symbol") != COINM_SYMBOL:
-        raise VenueError(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
-    side = ask.params.get("side", "").lower()
-    type_ = ask.params.get("type", "").lower()
-    if side not in (BUY, SELL):
-        raise VenueError(400, -1102, "Mandatory parameter 'side' was not sent, was empty/null, or malformed.")
-    if type_ not in (MARKET, LIMIT):
-        raise VenueError(400, -1116, "Invalid orderType.")
-    qty = _binance_decimal(ask.params, "quantity", True) or 0.0
-    price = _binance_decimal(ask.params, "price", type_ == LIMIT)
-    if type_ == LIMIT and "timeInForce" not in ask.params:
-        raise VenueError(400, -1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")
-    try:
-        return acc.place("binancecoinm", INVERSE, side, type_, qty, price,
-                         client_id=ask.params.get("newClientOrderId") or None,
-                         time_in_force=ask.params.get("timeInForce", "GTC"),
-                         reduce_only=ask.params.get("reduceOnly", "false").lower() == "true",
-                         fill_ratio=_fill_ratio(ask))
-    except AccountError as err:
-        raise _coinm_refusal(err) from None
-
-
-def _coinm_create(ask: Ask) -> dict:
-    o = _coinm_place(ask)
-    return _coinm_order_row(o, ack=ask.params.get("newOrderRespType", "ACK") == "ACK")
-
-
-def _coinm_get_order(ask: Ask) -> dict:
-    _coinm_symbol(ask, required=True)
-    order_id, client_id = _binance_order_key(ask)
-    try:
-        return _coinm_order_row(_accounts(ask).find("binancecoinm", INVERSE, order_id, client_id))
-    except AccountError as err:
-        raise _coinm_refusal(err, "fetch") from None
-
-
-def _coinm_cancel(ask: Ask) -> dict:
-    _coinm_symbol(ask, required=True)
-    order_id, client_id = _binance_order_key(ask)
-    try:
-        return _coinm_order_row(_accounts(ask).cancel("binancecoinm", INVERSE, order_id, client_id))
-    except AccountError as err:
-        raise _coinm_refusal(err, "cancel") from None
-
-
-def _coinm_income(ask: Ask) -> list:
-    """COIN-M /dapi/v1/income, in BTC: FUNDING_FEE (each settlement paid),
-    REALIZED_PNL and COMMISSION (each fill); incomeType filters;
-    startTime/endTime inclusive, neither: the last 7 days; oldest first;
-    limit default 100, max 1000."""
-    _coinm_symbol(ask, required=False)
-    acc = _accounts(ask)
-    wanted = ask.params.get("incomeType") or None
-    start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
-    if start is None and end is None:
-        start = ask.server_ms - 7 * 24 * MS_PER_HOUR
-    limit = _limit(_binance_int(ask.params, "limit"), 100, 1000)
-    rows: list[tuple[int, int, dict]] = []
-
-    def add(kind: str, amount: float, time_ms: int, tran_id: int, trade_id: str = "") -> None:
-        rows.append((time_ms, tran_id, {"symbol": COINM_SYMBOL, "incomeType": kind, "income": _amt(amount),
-                                        "asset": "BTC", "info": kind if kind == "FUNDING_FEE" else "",
-                                        "time": time_ms, "tranId": tran_id, "tradeId": trade_id}))
-
-    for f in acc.inverse_funding_list("binancecoinm"):
-        add("FUNDING_FEE", f.amount, f.time_ms, int(f.id))
-    for t in acc.trade_list("binancecoinm", INVERSE):
-        if t.realized_pnl:
-            add("REALIZED_PNL", t.realized_pnl, t.time_ms, 9_000_000_000 + int(t.id), t.id)
-        if t.fee:
-            add("COMMISSION", -t.fee, t.time_ms, 9_500_000_000 + int(t.id), t.id)
-    rows.sort(key=lambda r: (r[0], r[1]))
-    out = [r for _, _, r in rows if (wanted is None or r["incomeType"] == wanted)
-           and (start is None or r["time"] >= start) and (end is None or r["time"] <= end)]
-    return out[:limit]
-
-
-def _coinm_force_orders(ask: Ask) -> list:
-    """COIN-M /dapi/v1/forceOrders: the account's liquidation orders, newest first."""
-    _coinm_symbol(ask, required=False)
-    if ask.params.get("autoCloseType", "LIQUIDATION") != "LIQUIDATION":
-        return []
-    start, end = _binance_int(ask.params, "startTime"), _binance_int(ask.params, "endTime")
-    limit = _limit(_binance_int(ask.params, "limit"), 50, 100)
-    rows = [o for o in _accounts(ask).all_orders("binancecoinm", INVERSE) if o.liquidation
-            and (start is None or o.created_ms >= start) and (end is None or o.created_ms <= end)]
-    return [_coinm_order_row(o) for o in rows[::-1][:limit]]
-
-
 def _coinm_liq_text(liq: float) -> str:
     """Binance prints 0 where a position has no liquidation price (flat, or a short its BTC covers)."""
     return _amt(round(liq, 8), 1) if math.isfinite(liq) and liq > 0 else "0"
@@ -1837,12 +1750,11 @@ def _coinm_position_row(acc: Accounts) -> dict:
     """/dapi/v1/positionRisk's row: positionAmt in contracts, notionalValue
     signed BTC at the mark, unRealizedProfit BTC, cross margin."""
     venue = "binancecoinm"
-    pos = acc.inverse_position(venue)
-    mark = acc.inverse_mark(venue)
+    pos = acc.position(venue, INVERSE)
+    mark = acc.mark(venue, INVERSE)
     notional = math.copysign(acc.inverse_notional(venue, mark), pos.qty) if pos.qty else 0.0
     liq = acc.inverse_liquidation(venue) if pos.qty else math.nan
-    rule = acc.inverse_spec(venue).margin
-    assert rule is not None
+    rule = acc.margin_rule(venue, INVERSE)
     return {
         "symbol": COINM_SYMBOL, "positionAmt": _dec(pos.qty, 0), "entryPrice": _amt(round(pos.entry, 8), 1),
         "breakEvenPrice": _amt(round(pos.entry, 8), 1), "markPrice": _dec(mark, 8),
@@ -1876,17 +1788,13 @@ def _coinm_balances(ask: Ask) -> list[dict]:
         "crossWalletBalance": _amt(wallet), "crossUnPnl": _amt(round(upnl, 8)),
         "availableBalance": _amt(round(avail, 8)), "updateTime": ask.server_ms,
     }
-    others = [{**{k: "0.00000000" for k in btc if k not in ("asset", "updateTime")}, "asset": a,
-               "walletBalance": _amt(w.get(a)), "marginBalance": _amt(w.get(a)), "crossWalletBalance": _amt(w.get(a)),
-               "availableBalance": _amt(w.get(a)), "maxWithdrawAmount": _amt(w.get(a)), "updateTime": ask.server_ms}
-              for a in sorted(w.total) if a != "BTC"]
-    return [btc, *others]
+    return [btc, *_binance_other_assets(w, btc)]
 
 
 def _coinm_account(ask: Ask) -> dict:
     acc = _accounts(ask)
     row = _coinm_position_row(acc)
-    pos = acc.inverse_position("binancecoinm")
+    pos = acc.position("binancecoinm", INVERSE)
     im = acc.inverse_initial_margin("binancecoinm")
     position = {"symbol": COINM_SYMBOL, "positionAmt": row["positionAmt"], "initialMargin": _amt(round(im, 8)),
                 "maintMargin": _amt(round(acc.inverse_maintenance("binancecoinm"), 8)),
@@ -1906,35 +1814,27 @@ def _coinm_balance(ask: Ask) -> list:
             for r in _coinm_balances(ask)]
 
 
-def _coinm_brackets() -> list[dict]:
-    """Venue metadata, not market data: BTCUSD_PERP's brackets (qty in BTC) as
-    the shipped margin tier snapshot holds them, the table the emulator's
-    liquidation prices use."""
-    rule = cast(MarginRule, MARKETS[("binancecoinm", INVERSE)].margin)
-    return [{"bracket": i + 1, "initialLeverage": _whole(t.max_leverage), "qtyCap": _whole(t.cap),
-             "qtyFloor": _whole(t.floor), "maintMarginRatio": t.mmr, "cum": float(t.amount)}
-            for i, t in enumerate(rule.tiers)]
-
-
 def _coinm_leverage_bracket(ask: Ask, v2: bool) -> list:
     """/dapi/v2/leverageBracket (by symbol; what ccxt asks) and /dapi/v1/leverageBracket (by pair)."""
     _coinm_symbol(ask, required=False)
     if v2:
-        return [{"symbol": COINM_SYMBOL, "notionalCoef": 1.0, "brackets": _coinm_brackets()}]
-    return [{"pair": COINM_PAIR, "brackets": _coinm_brackets()}]
+        return [{"symbol": COINM_SYMBOL, "notionalCoef": 1.0, "brackets": _binance_brackets(COINM)}]
+    return [{"pair": COINM_PAIR, "brackets": _binance_brackets(COINM)}]
 
 
 def _coinm_set_leverage(ask: Ask) -> dict:
-    _coinm_symbol(ask, required=True)
-    lev = _binance_int(ask.params, "leverage")
-    if lev is None:
-        raise VenueError(400, -1102, "Mandatory parameter 'leverage' was not sent, was empty/null, or malformed.")
-    try:
-        _accounts(ask).set_inverse_leverage("binancecoinm", lev)
-    except AccountError:
-        raise VenueError(400, -4028, f"Leverage {lev} is not valid") from None
-    cap = max((b["qtyCap"] for b in _coinm_brackets() if b["initialLeverage"] >= lev), default=0)
+    lev = _binance_set_leverage(ask, COINM)
+    cap = max((b["qtyCap"] for b in _binance_brackets(COINM) if b["initialLeverage"] >= lev), default=0)
     return {"leverage": lev, "maxQty": str(cap), "symbol": COINM_SYMBOL}
+
+
+USDM = FuturesVenue("binanceusdm", PERP, SYMBOL, "USDT", "/fapi", pair="", account_path="/fapi/v3/account",
+                    order_row=_binance_futures_order_row, trade_row=_binance_futures_trade_row,
+                    balances=_binance_futures_balances)
+COINM = FuturesVenue("binancecoinm", INVERSE, COINM_SYMBOL, "BTC", "/dapi", pair=COINM_PAIR,
+                     account_path="/dapi/v1/account", order_row=_coinm_order_row, trade_row=_coinm_trade_row,
+                     balances=_coinm_balances)
+FUTURES = {fv.venue: fv for fv in (USDM, COINM)}  # by emulator venue (ccxt id)
 
 
 # ----------------------------------------------------------------- trading: Bybit v5 (unified account)
@@ -1986,48 +1886,33 @@ def _bybit_decimal(params: Mapping[str, str], name: str, required: bool) -> floa
 
 
 def _bybit_order_row(o: Order, kind: str) -> dict:
+    """A spot, linear or inverse order. Inverse (BTCUSD): qty in contracts
+    (1 USD), values and fees in BTC, avgPrice the harmonic mean."""
     status = _BYBIT_STATUS.get(o.status)
     if status is None:  # expired: the unfilled rest of a market (IOC) order was cancelled
         status = "PartiallyFilledCanceled" if o.filled > 0 else "Cancelled"
-    places = 2 if kind == SPOT else 1
-    avg = _amt(o.avg_price, 0) if o.filled else ("" if kind == SPOT else "0")
+    if kind == INVERSE:
+        leaves = o.remaining if o.is_open else 0.0
+        symbol, price, qty = BYBIT_INVERSE_SYMBOL, _dec(o.price or 0, 2), _dec(o.qty, 0)
+        avg = _amt(o.inverse_avg(1.0), 0) if o.filled else "0"
+        leaves_qty, leaves_value = _dec(leaves, 0), _amt(round(leaves / o.price, 8) if leaves and o.price else 0.0, 0)
+        cum_qty, cum_value = _dec(o.filled, 0), _amt(round(o.base_value, 8), 0)
+    else:
+        symbol, price = SYMBOL, _dec(o.price or 0, 2 if kind == SPOT else 1)
+        qty = _amt(o.quote_qty if o.quote_qty else o.qty, 0)
+        avg = _amt(o.avg_price, 0) if o.filled else ("" if kind == SPOT else "0")
+        leaves_qty = _amt(o.remaining if o.is_open else 0.0, 0)
+        leaves_value = _amt(round(o.remaining * (o.price or 0), 8) if o.is_open else 0.0, 0)
+        cum_qty, cum_value = _amt(o.filled, 0), _amt(o.cost, 0)
     return {
-        "orderId": o.id, "orderLinkId": o.client_id, "blockTradeId": "", "symbol": SYMBOL,
-        "price": _dec(o.price or 0, places), "qty": _amt(o.quote_qty if o.quote_qty else o.qty, 0),
-        "side": o.side.capitalize(), "isLeverage": "0" if kind == SPOT else "", "positionIdx": 0,
-        "orderStatus": status, "cancelType": "UNKNOWN" if o.status != CANCELED else "CancelByUser",
-        "rejectReason": "EC_NoError", "avgPrice": avg,
-        "leavesQty": _amt(o.remaining if o.is_open else 0.0, 0),
-        "leavesValue": _amt(round(o.remaining * (o.price or 0), 8) if o.is_open else 0.0, 0),
-        "cumExecQty": _amt(o.filled, 0), "cumExecValue": _amt(o.cost, 0), "cumExecFee": _amt(o.fee, 0),
+        "orderId": o.id, "orderLinkId": o.client_id, "blockTradeId": "", "symbol": symbol,
+        "price": price, "qty": qty, "side": o.side.capitalize(), "isLeverage": "0" if kind == SPOT else "",
+        "positionIdx": 0, "orderStatus": status, "cancelType": "UNKNOWN" if o.status != CANCELED else "CancelByUser",
+        "rejectReason": "EC_NoError", "avgPrice": avg, "leavesQty": leaves_qty, "leavesValue": leaves_value,
+        "cumExecQty": cum_qty, "cumExecValue": cum_value, "cumExecFee": _amt(o.fee, 0),
         "timeInForce": "IOC" if o.type == MARKET else o.time_in_force, "orderType": o.type.capitalize(),
         "stopOrderType": "", "orderIv": "", "marketUnit": ("quoteCoin" if o.quote_qty else "baseCoin")
         if kind == SPOT and o.type == MARKET else "",
-        "triggerPrice": "0.00", "takeProfit": "0.00", "stopLoss": "0.00", "tpTriggerBy": "", "slTriggerBy": "",
-        "triggerDirection": 0, "triggerBy": "", "lastPriceOnCreated": "", "reduceOnly": o.reduce_only,
-        "closeOnTrigger": False, "smpType": "None", "smpGroup": 0, "smpOrderId": "", "tpslMode": "",
-        "tpLimitPrice": "", "slLimitPrice": "", "placeType": "", "slippageToleranceType": "UNKNOWN",
-        "slippageTolerance": "", "createdTime": str(o.created_ms), "updatedTime": str(o.updated_ms),
-        "createType": "CreateByLiq" if o.liquidation else "CreateByUser",
-    } if kind != INVERSE else _bybit_inverse_order_row(o)
-
-
-def _bybit_inverse_order_row(o: Order) -> dict:
-    """A BTCUSD inverse order: qty in contracts (1 USD), values and fees in BTC, avgPrice the harmonic mean."""
-    status = _BYBIT_STATUS.get(o.status)
-    if status is None:
-        status = "PartiallyFilledCanceled" if o.filled > 0 else "Cancelled"
-    leaves = o.remaining if o.is_open else 0.0
-    return {
-        "orderId": o.id, "orderLinkId": o.client_id, "blockTradeId": "", "symbol": BYBIT_INVERSE_SYMBOL,
-        "price": _dec(o.price or 0, 2), "qty": _dec(o.qty, 0), "side": o.side.capitalize(), "isLeverage": "",
-        "positionIdx": 0, "orderStatus": status, "cancelType": "UNKNOWN" if o.status != CANCELED else "CancelByUser",
-        "rejectReason": "EC_NoError", "avgPrice": _amt(o.inverse_avg(1.0), 0) if o.filled else "0",
-        "leavesQty": _dec(leaves, 0),
-        "leavesValue": _amt(round(leaves / o.price, 8) if leaves and o.price else 0.0, 0),
-        "cumExecQty": _dec(o.filled, 0), "cumExecValue": _amt(round(o.base_value, 8), 0),
-        "cumExecFee": _amt(o.fee, 0), "timeInForce": "IOC" if o.type == MARKET else o.time_in_force,
-        "orderType": o.type.capitalize(), "stopOrderType": "", "orderIv": "", "marketUnit": "",
         "triggerPrice": "0.00", "takeProfit": "0.00", "stopLoss": "0.00", "tpTriggerBy": "", "slTriggerBy": "",
         "triggerDirection": 0, "triggerBy": "", "lastPriceOnCreated": "", "reduceOnly": o.reduce_only,
         "closeOnTrigger": False, "smpType": "None", "smpGroup": 0, "smpOrderId": "", "tpslMode": "",
@@ -2098,29 +1983,26 @@ def _bybit_orders(ask: Ask, history: bool) -> dict:
 
 
 def _bybit_execution_row(acc: Accounts, t: Trade, o: Order) -> dict:
-    """One execution of order ``o`` (REST /v5/execution/list and the private ``execution`` topic)."""
-    if t.kind == INVERSE:  # contracts of 1 USD: the value in BTC, the mark the COIN-M stand-in close
-        return {
-            "symbol": BYBIT_INVERSE_SYMBOL, "orderId": t.order_id, "orderLinkId": t.client_id,
-            "side": t.side.capitalize(), "orderPrice": _dec(o.price or 0, 2), "orderQty": _dec(o.qty, 0),
-            "leavesQty": _dec(o.remaining, 0), "createType": "CreateByLiq" if t.liquidation else "CreateByUser",
-            "orderType": o.type.capitalize(), "stopOrderType": "", "execFee": _amt(t.fee, 0),
-            "feeCurrency": t.fee_asset, "execId": t.id, "execPrice": _amt(t.price, 0), "execQty": _dec(t.qty, 0),
-            "execType": "BustTrade" if t.liquidation else "Trade", "execValue": _amt(round(t.qty / t.price, 8), 0),
-            "execTime": str(t.time_ms), "isMaker": t.maker, "feeRate": _amt(t.fee_rate, 0), "tradeIv": "",
-            "markIv": "", "markPrice": _dec(acc.inverse_mark_at(t.time_ms), 2), "indexPrice": "",
-            "underlyingPrice": "", "blockTradeId": "", "closedSize": "0", "seq": int(t.id.split("-")[0], 16),
-        }
+    """One execution of order ``o`` (REST /v5/execution/list and the private
+    ``execution`` topic). Inverse: contracts of 1 USD, the value in BTC, the
+    mark the COIN-M stand-in close."""
+    inverse = t.kind == INVERSE
+
+    def qty(x: float) -> str:
+        return _dec(x, 0) if inverse else _amt(x, 0)
+
     return {
-        "symbol": SYMBOL, "orderId": t.order_id, "orderLinkId": t.client_id, "side": t.side.capitalize(),
-        "orderPrice": _dec(o.price or 0, 2), "orderQty": _amt(o.qty, 0), "leavesQty": _amt(o.remaining, 0),
-        "createType": "CreateByLiq" if t.liquidation else "CreateByUser", "orderType": o.type.capitalize(),
-        "stopOrderType": "", "execFee": _amt(t.fee, 0), "feeCurrency": t.fee_asset, "execId": t.id,
-        "execPrice": _amt(t.price, 0), "execQty": _amt(t.qty, 0), "execType": "BustTrade" if t.liquidation else "Trade",
-        "execValue": _amt(round(t.qty * t.price, 8), 0),
+        "symbol": BYBIT_INVERSE_SYMBOL if inverse else SYMBOL, "orderId": t.order_id, "orderLinkId": t.client_id,
+        "side": t.side.capitalize(), "orderPrice": _dec(o.price or 0, 2), "orderQty": qty(o.qty),
+        "leavesQty": qty(o.remaining), "createType": "CreateByLiq" if t.liquidation else "CreateByUser",
+        "orderType": o.type.capitalize(), "stopOrderType": "", "execFee": _amt(t.fee, 0),
+        "feeCurrency": t.fee_asset, "execId": t.id, "execPrice": _amt(t.price, 0), "execQty": qty(t.qty),
+        "execType": "BustTrade" if t.liquidation else "Trade",
+        "execValue": _amt(round(t.qty / t.price if inverse else t.qty * t.price, 8), 0),
         "execTime": str(t.time_ms), "isMaker": t.maker, "feeRate": _amt(t.fee_rate, 0), "tradeIv": "",
-        "markIv": "", "markPrice": _dec(acc.mark_at(t.time_ms), 2), "indexPrice": "", "underlyingPrice": "",
-        "blockTradeId": "", "closedSize": "0", "seq": int(t.id.split("-")[0], 16),
+        "markIv": "", "markPrice": _dec(acc.mark_at(t.time_ms, INVERSE if inverse else PERP), 2),
+        "indexPrice": "", "underlyingPrice": "", "blockTradeId": "", "closedSize": "0",
+        "seq": int(t.id.split("-")[0], 16),
     }
 
 
@@ -2170,11 +2052,9 @@ def _bybit_executions(ask: Ask) -> dict:
             continue
         row = _bybit_execution_row(acc, t, acc.find("bybit", kind, t.order_id))
         rows.append((t.time_ms, row["seq"], row))
-    if kind == PERP and exec_type in (None, "Funding") and not order_id and not link_id:
-        rows += [(f.time_ms, int(f.id.split("-")[0], 16), _bybit_funding_row(f)) for f in acc.funding_list("bybit")]
-    if kind == INVERSE and exec_type in (None, "Funding") and not order_id and not link_id:
-        rows += [(f.time_ms, int(f.id.split("-")[0], 16), _bybit_funding_row(f, inverse=True))
-                 for f in acc.inverse_funding_list("bybit")]
+    if kind != SPOT and exec_type in (None, "Funding") and not order_id and not link_id:
+        rows += [(f.time_ms, int(f.id.split("-")[0], 16), _bybit_funding_row(f, inverse=kind == INVERSE))
+                 for f in acc.funding_list("bybit", kind)]
     rows = [r for r in rows if (start is None or r[0] >= start) and (end is None or r[0] <= end)]
     rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
     return {"category": ask.params["category"], "list": [r for _, _, r in rows[:limit]], "nextPageCursor": ""}
@@ -2187,62 +2067,50 @@ def _bybit_positions(ask: Ask) -> dict:
     symbol=BTCUSD the row, open or flat."""
     if _bybit_category(ask, ("linear", "inverse")) == "inverse":
         acc = _accounts(ask)
-        listed = _bybit_symbol(ask, required=False) or acc.inverse_position("bybit").qty != 0
-        rows = [_bybit_inverse_position_row(acc)] if listed else []
+        listed = _bybit_symbol(ask, required=False) or acc.position("bybit", INVERSE).qty != 0
+        rows = [_bybit_position_row(acc, BYBIT_INVERSE)] if listed else []
         return {"category": "inverse", "list": rows, "nextPageCursor": ""}
     if ask.params.get("symbol") is None and ask.params.get("settleCoin") is None:
         raise VenueError(200, 10001, "params error: symbol or settleCoin is required")
     _bybit_symbol(ask, required=False)
-    return {"category": "linear", "list": [_bybit_position_row(_accounts(ask))], "nextPageCursor": ""}
+    return {"category": "linear", "list": [_bybit_position_row(_accounts(ask), BYBIT_LINEAR)], "nextPageCursor": ""}
 
 
-def _bybit_position_row(acc: Accounts) -> dict:
-    """The BTCUSDT linear position (REST /v5/position/list and the private ``position`` topic)."""
-    pos = acc.position("bybit")
-    mark = acc.mark("bybit")
-    value = abs(pos.qty) * pos.entry
-    tiers = acc.margin_rule("bybit").tiers
-    risk_id = next((i for i, t in enumerate(tiers) if value < t.cap), len(tiers) - 1) + 1
-    row = {
-        "positionIdx": 0, "riskId": risk_id, "riskLimitValue": f"{tiers[risk_id - 1].cap:.0f}", "symbol": SYMBOL,
-        "side": "" if pos.qty == 0 else ("Buy" if pos.qty > 0 else "Sell"), "size": _dec(abs(pos.qty), 3),
-        "avgPrice": _amt(pos.entry, 1), "positionValue": _amt(round(value, 8), 0), "tradeMode": 1,  # isolated
-        "autoAddMargin": 0, "positionStatus": "Normal", "leverage": str(pos.leverage), "markPrice": _dec(mark, 2),
-        "liqPrice": _amt(round(acc.liquidation("bybit"), 2), 1) if pos.qty else "",
-        "bustPrice": "", "positionIM": _amt(pos.margin, 0), "positionMM": _amt(round(acc.maintenance("bybit"), 8), 0),
-        "positionBalance": _amt(pos.margin, 0), "tpslMode": "Full", "takeProfit": "0.00", "stopLoss": "0.00",
-        "trailingStop": "0.00", "unrealisedPnl": _amt(round(acc.unrealized("bybit"), 8), 0),
-        "curRealisedPnl": _amt(pos.realized, 0), "cumRealisedPnl": _amt(pos.realized, 0), "adlRankIndicator": 0,
-        "createdTime": str(pos.updated_ms), "updatedTime": str(pos.updated_ms), "seq": pos.updated_ms,
-        "isReduceOnly": False, "mmrSysUpdatedTime": "", "leverageSysUpdatedTime": "",
-    }
-    return row
-
-
-def _bybit_inverse_position_row(acc: Accounts) -> dict:
-    """The BTCUSD inverse position (REST /v5/position/list and the private
-    ``position`` topic): size in contracts (USD), values, PnL and margins in
-    BTC, cross margin (tradeMode 0) on the UNIFIED account's BTC, liqPrice by
-    the bybit_inverse rule (cross: at the mark) with the shipped BTC tier."""
+def _bybit_position_row(acc: Accounts, bp: BybitPerp) -> dict:
+    """The BTCUSDT linear or BTCUSD inverse position (REST /v5/position/list
+    and the private ``position`` topic). Linear: size in BTC, isolated
+    (tradeMode 1), the risk tier of the value at the entry. Inverse: size in
+    contracts (USD), values, PnL and margins in BTC, cross margin (tradeMode 0)
+    on the UNIFIED account's BTC, liqPrice by the bybit_inverse rule (cross:
+    at the mark) with the shipped BTC tier, the risk tier of the value at the mark."""
     venue = "bybit"
-    pos = acc.inverse_position(venue)
-    mark = acc.inverse_mark(venue)
-    value = acc.inverse_notional(venue, mark)  # BTC at the mark
-    tiers = cast(MarginRule, MARKETS[(venue, INVERSE)].margin).tiers
-    risk_id = next((i for i, t in enumerate(tiers) if value < t.cap), len(tiers) - 1) + 1
-    liq = acc.inverse_liquidation(venue) if pos.qty else math.nan
-    return {
-        "positionIdx": 0, "riskId": risk_id, "riskLimitValue": f"{tiers[risk_id - 1].cap:g}",
-        "symbol": BYBIT_INVERSE_SYMBOL, "side": "" if pos.qty == 0 else ("Buy" if pos.qty > 0 else "Sell"),
-        "size": _dec(abs(pos.qty), 0), "avgPrice": _amt(round(pos.entry, 8), 0) if pos.qty else "0",
-        "positionValue": _amt(round(abs(pos.qty) / pos.entry, 8) if pos.qty else 0.0, 0), "tradeMode": 0,  # cross
-        "autoAddMargin": 0, "positionStatus": "Normal", "leverage": str(pos.leverage), "markPrice": _dec(mark, 2),
+    tiers = cast(MarginRule, MARKETS[(venue, bp.kind)].margin).tiers
+    if bp.kind == INVERSE:
+        pos, mark = acc.position(venue, INVERSE), acc.mark(venue, INVERSE)
+        value = acc.inverse_notional(venue, mark)  # BTC at the mark
+        liq = acc.inverse_liquidation(venue) if pos.qty else math.nan
+        size, avg = _dec(abs(pos.qty), 0), _amt(round(pos.entry, 8), 0) if pos.qty else "0"
+        position_value = _amt(round(abs(pos.qty) / pos.entry, 8) if pos.qty else 0.0, 0)
         # no liquidation price (flat, or a short its BTC covers): ""
-        "liqPrice": _amt(round(liq, 2), 1) if math.isfinite(liq) and liq > 0 else "",
-        "bustPrice": "", "positionIM": _amt(round(acc.inverse_initial_margin(venue), 8), 0),
-        "positionMM": _amt(round(acc.inverse_maintenance(venue), 8), 0), "positionBalance": "0",
+        liq_text = _amt(round(liq, 2), 1) if math.isfinite(liq) and liq > 0 else ""
+        im, mm = _amt(round(acc.inverse_initial_margin(venue), 8), 0), _amt(round(acc.inverse_maintenance(venue), 8), 0)
+        balance, upnl = "0", acc.inverse_unrealized(venue, mark)
+    else:
+        pos, mark = acc.position(venue), acc.mark(venue)
+        value = abs(pos.qty) * pos.entry
+        size, avg, position_value = _dec(abs(pos.qty), 3), _amt(pos.entry, 1), _amt(round(value, 8), 0)
+        liq_text = _amt(round(acc.liquidation(venue), 2), 1) if pos.qty else ""
+        im, mm = _amt(pos.margin, 0), _amt(round(acc.maintenance(venue), 8), 0)
+        balance, upnl = _amt(pos.margin, 0), acc.unrealized(venue)
+    risk_id = next((i for i, t in enumerate(tiers) if value < t.cap), len(tiers) - 1) + 1
+    return {
+        "positionIdx": 0, "riskId": risk_id, "riskLimitValue": f"{tiers[risk_id - 1].cap:{bp.cap_format}}",
+        "symbol": bp.symbol, "side": "" if pos.qty == 0 else ("Buy" if pos.qty > 0 else "Sell"), "size": size,
+        "avgPrice": avg, "positionValue": position_value, "tradeMode": 0 if bp.kind == INVERSE else 1,
+        "autoAddMargin": 0, "positionStatus": "Normal", "leverage": str(pos.leverage), "markPrice": _dec(mark, 2),
+        "liqPrice": liq_text, "bustPrice": "", "positionIM": im, "positionMM": mm, "positionBalance": balance,
         "tpslMode": "Full", "takeProfit": "0.00", "stopLoss": "0.00", "trailingStop": "0.00",
-        "unrealisedPnl": _amt(round(acc.inverse_unrealized(venue, mark), 8), 0),
+        "unrealisedPnl": _amt(round(upnl, 8), 0),
         "curRealisedPnl": _amt(pos.realized, 0), "cumRealisedPnl": _amt(pos.realized, 0), "adlRankIndicator": 0,
         "createdTime": str(pos.updated_ms), "updatedTime": str(pos.updated_ms), "seq": pos.updated_ms,
         "isReduceOnly": False, "mmrSysUpdatedTime": "", "leverageSysUpdatedTime": "",
@@ -2256,40 +2124,29 @@ def _bybit_risk_limit(ask: Ask) -> dict:
     linear, BTCUSD (BTC) for inverse."""
     category = _bybit_category(ask, ("linear", "inverse"))
     _bybit_symbol(ask, required=False)
-    rows = []
-    if category == "linear":
-        rule = cast(MarginRule, MARKETS[("bybit", PERP)].margin)
-        rows = [{"id": i + 1, "symbol": SYMBOL, "riskLimitValue": f"{t.cap:.0f}", "maintenanceMargin": f"{t.mmr:g}",
-                 "initialMargin": f"{1 / t.max_leverage:g}", "isLowestRisk": int(i == 0),
-                 "maxLeverage": f"{t.max_leverage:.2f}", "mmDeduction": "" if i == 0 else f"{t.amount:g}"}
-                for i, t in enumerate(rule.tiers)]
-    else:
-        rule = cast(MarginRule, MARKETS[("bybit", INVERSE)].margin)
-        rows = [{"id": i + 1, "symbol": BYBIT_INVERSE_SYMBOL, "riskLimitValue": f"{t.cap:g}",
-                 "maintenanceMargin": f"{t.mmr:g}", "initialMargin": f"{1 / t.max_leverage:g}",
-                 "isLowestRisk": int(i == 0), "maxLeverage": f"{t.max_leverage:.2f}",
-                 "mmDeduction": "" if i == 0 else f"{t.amount:g}"}
-                for i, t in enumerate(rule.tiers)]
+    bp = BYBIT_PERPS[category]
+    rule = cast(MarginRule, MARKETS[("bybit", bp.kind)].margin)
+    rows = [{"id": i + 1, "symbol": bp.symbol, "riskLimitValue": f"{t.cap:{bp.cap_format}}",
+             "maintenanceMargin": f"{t.mmr:g}", "initialMargin": f"{1 / t.max_leverage:g}", "isLowestRisk": int(i == 0),
+             "maxLeverage": f"{t.max_leverage:.2f}", "mmDeduction": "" if i == 0 else f"{t.amount:g}"}
+            for i, t in enumerate(rule.tiers)]
     return {"category": category, "list": rows, "nextPageCursor": ""}
 
 
 def _bybit_set_leverage(ask: Ask) -> dict:
-    inverse = _bybit_category(ask, ("linear", "inverse")) == "inverse"
+    kind = BYBIT_PERPS[_bybit_category(ask, ("linear", "inverse"))].kind
     _bybit_symbol(ask, required=True)
     buy, sell = _bybit_decimal(ask.params, "buyLeverage", True), _bybit_decimal(ask.params, "sellLeverage", True)
     assert buy is not None and sell is not None  # required: absent ones were refused
     if buy != sell:
         raise VenueError(200, 10001, "params error: buy leverage must equal sell leverage in one-way mode")
     acc = _accounts(ask)
-    if (acc.inverse_position("bybit") if inverse else acc.position("bybit")).leverage == buy:
+    if acc.position("bybit", kind).leverage == buy:
         raise VenueError(200, 110043, "leverage not modified")
     if buy != int(buy):
         raise VenueError(200, 10001, "params error: leverage step")  # the emulator keeps whole leverages
     try:
-        if inverse:
-            acc.set_inverse_leverage("bybit", int(buy))
-        else:
-            acc.set_leverage("bybit", int(buy))
+        acc.set_leverage("bybit", int(buy), kind)
     except AccountError:
         raise VenueError(200, 10001, "params error: leverage invalid") from None
     return {}
@@ -2302,7 +2159,7 @@ def _bybit_coin_rows(acc: Accounts) -> list[dict]:
     w = acc.wallets["bybit"]
     pos = acc.position("bybit")
     upnl = acc.unrealized("bybit")
-    inv = acc.inverse_position("bybit")
+    inv = acc.position("bybit", INVERSE)
     inv_upnl = acc.inverse_unrealized("bybit")
     coins = set(w.total) | {"USDT"} | ({"BTC"} if inv.qty or acc.inverse_order_margin("bybit") else set())
     rows = []
@@ -2459,6 +2316,24 @@ def _bybit_coin_info(ask: Ask) -> dict:
 
 # ----------------------------------------------------------------- routing tables
 
+def _binance_futures_routes(fv: FuturesVenue) -> dict[tuple[str, str], Handler]:
+    """The routes USD-M and COIN-M answer by one rule, under the venue's prefix."""
+    p = fv.prefix
+    return {
+        ("GET", f"{p}/v1/ping"): _binance_ping,
+        ("GET", f"{p}/v1/time"): _binance_time,
+        ("POST", f"{p}/v1/order"): signed(lambda a: _binance_futures_create(a, fv)),
+        ("GET", f"{p}/v1/order"): signed(lambda a: fv.order_row(_binance_get_order(a, fv.venue, fv.kind))),
+        ("DELETE", f"{p}/v1/order"): signed(lambda a: fv.order_row(_binance_cancel(a, fv.venue, fv.kind))),
+        ("GET", f"{p}/v1/openOrders"): signed(lambda a: _binance_open_orders(a, fv.venue, fv.kind, fv.order_row)),
+        ("GET", f"{p}/v1/userTrades"): signed(lambda a: _binance_trades(a, fv.venue, fv.kind, fv.trade_row)),
+        ("GET", f"{p}/v1/income"): signed(lambda a: _binance_income(a, fv)),
+        ("GET", f"{p}/v1/forceOrders"): signed(lambda a: _binance_force_orders(a, fv)),
+        **{(method, f"{p}/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, fv.venue))
+           for method in ("POST", "PUT", "DELETE")},
+    }
+
+
 ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
     "binance": {
         ("GET", "/api/v3/ping"): _binance_ping,
@@ -2482,11 +2357,10 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
         ("DELETE", "/api/v3/userDataStream"): keyed(lambda a: _binance_listen_key(a, "binance")),
     },
     "binanceusdm": {
-        ("GET", "/fapi/v1/ping"): _binance_ping,
-        ("GET", "/fapi/v1/time"): _binance_time,
+        **_binance_futures_routes(USDM),
         ("GET", "/fapi/v1/exchangeInfo"): _binance_perp_info,
         ("GET", "/fapi/v1/premiumIndex"): _binance_premium_index,
-        ("GET", "/fapi/v1/fundingRate"): _binance_funding_history,
+        ("GET", "/fapi/v1/fundingRate"): lambda a: _binance_funding_history(a, USDM, symbol_required=False),
         ("GET", "/fapi/v1/ticker/24hr"): lambda a: _binance_24hr(a, PERP),
         ("GET", "/fapi/v1/ticker/bookTicker"): lambda a: _binance_book_ticker(a, PERP),
         ("GET", "/fapi/v1/ticker/price"): lambda a: _binance_price(a, PERP),
@@ -2494,32 +2368,18 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
         ("GET", "/fapi/v1/klines"): lambda a: _binance_klines(a, PERP),
         ("GET", "/fapi/v1/markPriceKlines"): lambda a: _binance_klines(a, PERP, "mark"),
         ("GET", "/fapi/v1/indexPriceKlines"): lambda a: _binance_klines(a, PERP, "index"),
-        ("GET", "/fapi/v3/account"): signed(_binance_futures_account),
+        ("GET", USDM.account_path): signed(_binance_futures_account),
         ("GET", "/fapi/v3/balance"): signed(_binance_futures_balance),
         ("GET", "/fapi/v3/positionRisk"): signed(_binance_position_risk),
         ("GET", "/fapi/v1/leverageBracket"): signed(_binance_leverage_bracket),
-        ("POST", "/fapi/v1/leverage"): signed(_binance_set_leverage),
+        ("POST", "/fapi/v1/leverage"): signed(_usdm_set_leverage),
         ("GET", "/fapi/v1/symbolConfig"): signed(_binance_symbol_config),
-        ("POST", "/fapi/v1/order"): signed(_binance_futures_create),
-        ("GET", "/fapi/v1/order"): signed(
-            lambda a: _binance_futures_order_row(_binance_get_order(a, "binanceusdm", PERP))),
-        ("DELETE", "/fapi/v1/order"): signed(_binance_futures_cancel),
-        ("GET", "/fapi/v1/openOrders"): signed(
-            lambda a: _binance_open_orders(a, "binanceusdm", PERP, _binance_futures_order_row)),
-        ("GET", "/fapi/v1/userTrades"): signed(
-            lambda a: _binance_trades(a, "binanceusdm", PERP, _binance_futures_trade_row)),
-        ("GET", "/fapi/v1/income"): signed(_binance_income),
-        ("GET", "/fapi/v1/forceOrders"): signed(_binance_force_orders),
-        ("POST", "/fapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binanceusdm")),
-        ("PUT", "/fapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binanceusdm")),
-        ("DELETE", "/fapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binanceusdm")),
     },
     "binancecoinm": {
-        ("GET", "/dapi/v1/ping"): _binance_ping,
-        ("GET", "/dapi/v1/time"): _binance_time,
+        **_binance_futures_routes(COINM),
         ("GET", "/dapi/v1/exchangeInfo"): _coinm_info,
         ("GET", "/dapi/v1/premiumIndex"): _coinm_premium_index,
-        ("GET", "/dapi/v1/fundingRate"): _coinm_funding_history,
+        ("GET", "/dapi/v1/fundingRate"): lambda a: _binance_funding_history(a, COINM, symbol_required=True),
         ("GET", "/dapi/v1/ticker/24hr"): _coinm_24hr,
         ("GET", "/dapi/v1/ticker/bookTicker"): _coinm_book_ticker,
         ("GET", "/dapi/v1/ticker/price"): _coinm_price,
@@ -2527,24 +2387,12 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
         ("GET", "/dapi/v1/klines"): _coinm_klines,
         ("GET", "/dapi/v1/markPriceKlines"): lambda a: _coinm_klines(a, "mark"),
         ("GET", "/dapi/v1/indexPriceKlines"): lambda a: _coinm_klines(a, "index"),
-        ("GET", "/dapi/v1/account"): signed(_coinm_account),
+        ("GET", COINM.account_path): signed(_coinm_account),
         ("GET", "/dapi/v1/balance"): signed(_coinm_balance),
         ("GET", "/dapi/v1/positionRisk"): signed(_coinm_position_risk),
         ("GET", "/dapi/v2/leverageBracket"): signed(lambda a: _coinm_leverage_bracket(a, v2=True)),
         ("GET", "/dapi/v1/leverageBracket"): signed(lambda a: _coinm_leverage_bracket(a, v2=False)),
         ("POST", "/dapi/v1/leverage"): signed(_coinm_set_leverage),
-        ("POST", "/dapi/v1/order"): signed(_coinm_create),
-        ("GET", "/dapi/v1/order"): signed(_coinm_get_order),
-        ("DELETE", "/dapi/v1/order"): signed(_coinm_cancel),
-        ("GET", "/dapi/v1/openOrders"): signed(
-            lambda a: _binance_open_orders(a, "binancecoinm", INVERSE, _coinm_order_row)),
-        ("GET", "/dapi/v1/userTrades"): signed(
-            lambda a: _binance_trades(a, "binancecoinm", INVERSE, _coinm_trade_row)),
-        ("GET", "/dapi/v1/income"): signed(_coinm_income),
-        ("GET", "/dapi/v1/forceOrders"): signed(_coinm_force_orders),
-        ("POST", "/dapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binancecoinm")),
-        ("PUT", "/dapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binancecoinm")),
-        ("DELETE", "/dapi/v1/listenKey"): keyed(lambda a: _binance_listen_key(a, "binancecoinm")),
     },
     "bybit": {
         ("GET", "/v5/market/time"): _bybit_time,

@@ -157,8 +157,6 @@ from fundarb.testkit.emulator.server import (
     BINANCE_PERP_TICK,
     BINANCE_SPOT_TICK,
     BYBIT_INVERSE_SYMBOL,
-    BYBIT_INVERSE_TICK,
-    BYBIT_PERP_TICK,
     BYBIT_SPOT_TICK,
     COINM_SYMBOL,
     COINM_TICK,
@@ -166,7 +164,6 @@ from fundarb.testkit.emulator.server import (
     PERP,
     SPOT,
     SYMBOL,
-    SYNTHETIC_BYBIT_INVERSE_LEVEL_QTY,
     SYNTHETIC_COINM_LEVEL_QTY,
     Ask,
     LoggedRequest,
@@ -262,14 +259,11 @@ class WsEvent:
 
 # ----------------------------------------------------------------- frames (from the REST handlers)
 
-def _ask(tape: emu.MarketTape, ms: int, path: str, **params: str) -> Ask:
-    return Ask(tape, {"symbol": SYMBOL, **params}, ms, ms, path)
-
-
 @lru_cache(maxsize=64)
-def _levels(price: float, tick: str, depth: int, places: int) -> tuple[tuple[tuple[str, str], ...], ...]:
+def _levels(price: float, tick: str, depth: int, places: int,
+            qty: str = emu.SYNTHETIC_LEVEL_QTY) -> tuple[tuple[tuple[str, str], ...], ...]:
     """The emulator's SYNTHETIC book (``emulator._book``), the same the REST depth answers."""
-    bids, asks = emu._book(price, tick, depth, places)
+    bids, asks = emu._book(price, tick, depth, places, qty)
     return tuple(tuple(lvl) for lvl in bids), tuple(tuple(lvl) for lvl in asks)
 
 
@@ -285,37 +279,36 @@ def _side_diff(old: Iterable[tuple[str, str]], new: Iterable[tuple[str, str]], z
 
 def _binance_book(tape: emu.MarketTape, market: str, ms: int) -> tuple:
     if market == INVERSE:  # as _coinm_depth: sizes in contracts
-        return _sized(_levels(tape.prices[INVERSE].price_at(ms), COINM_TICK, BINANCE_STREAM_DEPTH[INVERSE], 1),
-                      SYNTHETIC_COINM_LEVEL_QTY)
+        return _levels(tape.prices[INVERSE].price_at(ms), COINM_TICK, BINANCE_STREAM_DEPTH[INVERSE], 1,
+                       SYNTHETIC_COINM_LEVEL_QTY)
     tick, places = (BINANCE_SPOT_TICK, 8) if market == SPOT else (BINANCE_PERP_TICK, 2)  # as _binance_depth
     return _levels(tape.prices[market].price_at(ms), tick, BINANCE_STREAM_DEPTH[market], places)
 
 
 def _bybit_book(tape: emu.MarketTape, market: str, ms: int, depth: int) -> tuple:
-    if market == INVERSE:  # as _bybit_orderbook: the COIN-M stand-in closes, sizes in contracts
-        return _sized(_levels(tape.prices[INVERSE].price_at(ms), BYBIT_INVERSE_TICK, depth, 2),
-                      SYNTHETIC_BYBIT_INVERSE_LEVEL_QTY)
-    tick = BYBIT_SPOT_TICK if market == SPOT else BYBIT_PERP_TICK  # as _bybit_orderbook
-    return _levels(tape.prices[market].price_at(ms), tick, depth, 2)
-
-
-@lru_cache(maxsize=64)
-def _sized(book: tuple, qty: str) -> tuple:
-    """The same price levels, each of ``qty`` (an inverse book's sizes are contracts)."""
-    return tuple(tuple((p, qty) for p, _ in side) for side in book)
+    """As _bybit_orderbook: inverse the COIN-M stand-in closes, sizes in contracts."""
+    if market == SPOT:
+        return _levels(tape.prices[SPOT].price_at(ms), BYBIT_SPOT_TICK, depth, 2)
+    bp = emu.BYBIT_PERPS[emu._bybit_category_of(market)]
+    return _levels(tape.prices[market].price_at(ms), bp.tick, depth, 2, bp.level_qty)
 
 
 def binance_event(tape: emu.MarketTape, market: str, channel: str, ms: int) -> dict:
-    """One Binance stream event at data time ``ms`` (not depth: see ``binance_depth_event``)."""
-    if market == INVERSE:
-        return coinm_event(tape, channel, ms)
-    path = "/api/v3" if market == SPOT else "/fapi/v1"
+    """One Binance stream event at data time ``ms`` (not depth: see
+    ``binance_depth_event``), from the REST handlers' rows: spot, USD-M, or
+    COIN-M (dstream) for ``INVERSE`` (BTCUSD_PERP: its frames name the pair, ``ps``)."""
+    coinm = market == INVERSE
+    fv = emu.COINM if coinm else emu.USDM  # spot's markPrice (no such stream on the venue) reads USD-M's
+    symbol, path = (SYMBOL, "/api/v3") if market == SPOT else (fv.symbol, fv.prefix + "/v1")
+    ask = Ask(tape, {"symbol": symbol}, ms, ms, path)
+    head = {"s": symbol, **({"ps": fv.pair} if coinm else {})}
     if channel in ("ticker", "miniTicker"):
-        row = cast(dict[str, Any], emu._binance_24hr(_ask(tape, ms, path + "/ticker/24hr"), market))
+        row = emu._coinm_24hr(ask)[0] if coinm else cast(dict[str, Any], emu._binance_24hr(ask, market))
+        volume = row["baseVolume" if coinm else "quoteVolume"]
         if channel == "miniTicker":
-            return {"e": "24hrMiniTicker", "E": ms, "s": SYMBOL, "c": row["lastPrice"], "o": row["openPrice"],
-                    "h": row["highPrice"], "l": row["lowPrice"], "v": row["volume"], "q": row["quoteVolume"]}
-        event: dict[str, Any] = {"e": "24hrTicker", "E": ms, "s": SYMBOL, "p": row["priceChange"],
+            return {"e": "24hrMiniTicker", "E": ms, **head, "c": row["lastPrice"], "o": row["openPrice"],
+                    "h": row["highPrice"], "l": row["lowPrice"], "v": row["volume"], "q": volume}
+        event: dict[str, Any] = {"e": "24hrTicker", "E": ms, **head, "p": row["priceChange"],
                                  "P": row["priceChangePercent"], "w": row["weightedAvgPrice"]}
         if market == SPOT:
             event["x"] = row["prevClosePrice"]
@@ -323,45 +316,22 @@ def binance_event(tape: emu.MarketTape, market: str, channel: str, ms: int) -> d
         if market == SPOT:
             event.update({"b": row["bidPrice"], "B": row["bidQty"], "a": row["askPrice"], "A": row["askQty"]})
         event.update({"o": row["openPrice"], "h": row["highPrice"], "l": row["lowPrice"], "v": row["volume"],
-                      "q": row["quoteVolume"], "O": row["openTime"], "C": row["closeTime"], "F": row["firstId"],
+                      "q": volume, "O": row["openTime"], "C": row["closeTime"], "F": row["firstId"],
                       "L": row["lastId"], "n": row["count"]})
         return event
     if channel == "bookTicker":
-        row = cast(dict[str, Any], emu._binance_book_ticker(_ask(tape, ms, path + "/ticker/bookTicker"), market))
-        quote = {"s": SYMBOL, "b": row["bidPrice"], "B": row["bidQty"], "a": row["askPrice"], "A": row["askQty"]}
+        row = emu._coinm_book_ticker(ask)[0] if coinm else cast(dict[str, Any], emu._binance_book_ticker(ask, market))
+        quote = {**head, "b": row["bidPrice"], "B": row["bidQty"], "a": row["askPrice"], "A": row["askQty"]}
         if market == SPOT:  # spot bookTicker frames carry no event type
             return {"u": ms, **quote}
+        if coinm:
+            return {"e": "bookTicker", "u": ms, **quote, "T": ms, "E": ms}
         return {"e": "bookTicker", "u": ms, "E": ms, "T": ms, **quote}
     if channel == "markPrice":
-        row = cast(dict[str, Any], emu._binance_premium_index(_ask(tape, ms, "/fapi/v1/premiumIndex")))
-        return {"e": "markPriceUpdate", "E": ms, "s": SYMBOL, "p": row["markPrice"], "i": row["indexPrice"],
+        row = emu._binance_premium_row(ask, fv)
+        return {"e": "markPriceUpdate", "E": ms, "s": fv.symbol, "p": row["markPrice"], "i": row["indexPrice"],
                 "P": row["estimatedSettlePrice"], "r": row["lastFundingRate"], "T": row["nextFundingTime"]}
-    raise ValueError(f"no Binance {channel} stream")
-
-
-def coinm_event(tape: emu.MarketTape, channel: str, ms: int) -> dict:
-    """One Binance COIN-M (dstream) event for BTCUSD_PERP at data time ``ms``, from the /dapi handlers."""
-    ask = Ask(tape, {"symbol": COINM_SYMBOL}, ms, ms, "/dapi/v1")
-    if channel in ("ticker", "miniTicker"):
-        row = emu._coinm_24hr(ask)[0]
-        if channel == "miniTicker":
-            return {"e": "24hrMiniTicker", "E": ms, "s": COINM_SYMBOL, "ps": row["pair"], "c": row["lastPrice"],
-                    "o": row["openPrice"], "h": row["highPrice"], "l": row["lowPrice"], "v": row["volume"],
-                    "q": row["baseVolume"]}
-        return {"e": "24hrTicker", "E": ms, "s": COINM_SYMBOL, "ps": row["pair"], "p": row["priceChange"],
-                "P": row["priceChangePercent"], "w": row["weightedAvgPrice"], "c": row["lastPrice"],
-                "Q": row["lastQty"], "o": row["openPrice"], "h": row["highPrice"], "l": row["lowPrice"],
-                "v": row["volume"], "q": row["baseVolume"], "O": row["openTime"], "C": row["closeTime"],
-                "F": row["firstId"], "L": row["lastId"], "n": row["count"]}
-    if channel == "bookTicker":
-        row = emu._coinm_book_ticker(ask)[0]
-        return {"e": "bookTicker", "u": ms, "s": COINM_SYMBOL, "ps": row["pair"], "b": row["bidPrice"],
-                "B": row["bidQty"], "a": row["askPrice"], "A": row["askQty"], "T": ms, "E": ms}
-    if channel == "markPrice":
-        row = emu._coinm_premium_index(ask)[0]
-        return {"e": "markPriceUpdate", "E": ms, "s": COINM_SYMBOL, "p": row["markPrice"], "i": row["indexPrice"],
-                "P": row["estimatedSettlePrice"], "r": row["lastFundingRate"], "T": row["nextFundingTime"]}
-    raise ValueError(f"no Binance COIN-M {channel} stream")
+    raise ValueError(f"no Binance {'COIN-M ' if coinm else ''}{channel} stream")
 
 
 def binance_depth_event(tape: emu.MarketTape, market: str, from_ms: int, to_ms: int) -> dict:
@@ -385,11 +355,10 @@ _BYBIT_SPOT_WS_FIELDS = ("symbol", "lastPrice", "highPrice24h", "lowPrice24h", "
 
 
 def bybit_ticker_data(tape: emu.MarketTape, market: str, ms: int) -> dict:
-    category = "spot" if market == SPOT else "inverse" if market == INVERSE else "linear"
-    if market == INVERSE:
-        return emu._bybit_ticker_row(Ask(tape, {"symbol": BYBIT_INVERSE_SYMBOL, "category": category}, ms, ms,
-                                         "/v5/market/tickers"), category)
-    row = emu._bybit_ticker_row(_ask(tape, ms, "/v5/market/tickers", category=category), category)
+    category = emu._bybit_category_of(market)
+    symbol = emu.BYBIT_PERPS[category].symbol if market != SPOT else SYMBOL
+    row = emu._bybit_ticker_row(Ask(tape, {"symbol": symbol, "category": category}, ms, ms, "/v5/market/tickers"),
+                                category)
     if market == SPOT:
         return {k: row[k] for k in _BYBIT_SPOT_WS_FIELDS}
     return row
@@ -427,14 +396,25 @@ def binance_account_position(acc: Accounts, ms: int) -> dict:
 
 
 def binance_order_trade_update(ev: AccountEvent) -> dict:
-    """Binance USD-M ``ORDER_TRADE_UPDATE`` for one step of an order. A
-    liquidation's fill is execution type CALCULATED (Binance's "liquidation
-    execution"; ccxt then updates the order but books no trade from it)."""
+    """Binance USD-M or COIN-M ``ORDER_TRADE_UPDATE`` for one step of an
+    order. A liquidation's fill is execution type CALCULATED (Binance's
+    "liquidation execution"; ccxt then updates the order but books no trade
+    from it). COIN-M: quantities in contracts, the fee and realised PnL in BTC
+    (``ma``, ``N``), the frame tagged with the account alias (``i``)."""
     o, t = ev.order, ev.trade
     assert o is not None
     qty, px = _last(ev)
-    avg = o.cost / o.filled if o.filled else 0.0
     what = "CALCULATED" if o.liquidation and ev.what == TRADE else ev.what
+    if ev.venue == "binancecoinm":
+        return {"e": "ORDER_TRADE_UPDATE", "E": ev.time_ms, "T": ev.time_ms, "i": "SfsR", "o": {
+            "s": COINM_SYMBOL, "c": o.client_id, "S": o.side.upper(), "o": o.type.upper(), "f": o.time_in_force,
+            "q": emu._dec(o.qty, 0), "p": emu._dec(o.price or 0, 1), "ap": emu._amt(o.inverse_avg(100.0), 1),
+            "sp": "0", "x": what, "X": o.status, "i": int(o.id), "l": emu._dec(qty, 0), "z": emu._dec(o.filled, 0),
+            "L": emu._dec(px, 1), "ma": "BTC", "N": "BTC", "n": emu._amt(t.fee) if t else "0", "T": ev.time_ms,
+            "t": int(t.id) if t else 0, "rp": emu._amt(t.realized_pnl) if t else "0", "b": "0", "a": "0",
+            "m": bool(t and t.maker), "R": o.reduce_only, "wt": "CONTRACT_PRICE", "ot": o.type.upper(), "ps": "BOTH",
+            "cp": False, "pP": False, "si": 0, "ss": 0, "V": "NONE", "pm": "NONE", "gtd": 0}}
+    avg = o.cost / o.filled if o.filled else 0.0
     return {"e": "ORDER_TRADE_UPDATE", "E": ev.time_ms, "T": ev.time_ms, "o": {
         "s": SYMBOL, "c": o.client_id, "S": o.side.upper(), "o": o.type.upper(), "f": o.time_in_force,
         "q": emu._dec(o.qty, 3), "p": emu._dec(o.price or 0, 2), "ap": emu._amt(avg, 2), "sp": "0",
@@ -451,60 +431,34 @@ _BINANCE_UPDATE_REASON = {"ORDER": "ORDER", "DEPOSIT": "DEPOSIT", "TRANSFER": "A
 
 
 def binance_account_update(tape: emu.MarketTape, acc: Accounts, ev: AccountEvent) -> dict:
-    """Binance USD-M ``ACCOUNT_UPDATE``: wallet balances as /fapi/v3/account, and the
-    position (as /fapi/v3/positionRisk) when a fill moved it. A settlement
-    (``m`` FUNDING_FEE) on an isolated position carries the USDT balance and
-    that position only, as the venue documents."""
-    ask = Ask(tape, {}, ev.time_ms, ev.time_ms, "/fapi/v3/account", accounts=acc)
-    usdt, others = emu._binance_futures_balances(ask)
-    assets = (usdt,) if ev.reason == "FUNDING_FEE" else (usdt, *others)
-    balances = [{"a": r["asset"], "wb": r["walletBalance"], "cw": r["crossWalletBalance"], "bc": "0"}
-                for r in assets]
-    positions = []
-    if ev.traded:
-        row = emu._binance_position_row(acc, ask)
-        positions.append({"s": SYMBOL, "pa": row["positionAmt"], "ep": row["entryPrice"], "bep": row["breakEvenPrice"],
-                          "cr": emu._amt(acc.position("binanceusdm").realized), "up": row["unRealizedProfit"],
-                          "mt": "isolated", "iw": row["isolatedWallet"], "ps": "BOTH", "ma": "USDT"})
-    return {"e": "ACCOUNT_UPDATE", "E": ev.time_ms, "T": ev.time_ms,
-            "a": {"m": _BINANCE_UPDATE_REASON.get(ev.reason, ev.reason), "B": balances, "P": positions}}
-
-
-def coinm_order_trade_update(ev: AccountEvent) -> dict:
-    """Binance COIN-M ``ORDER_TRADE_UPDATE`` for one step of an order: quantities
-    in contracts, the fee and realised PnL in BTC (``ma``, ``N``). A
-    liquidation's fill is execution type CALCULATED, as on USD-M."""
-    o, t = ev.order, ev.trade
-    assert o is not None
-    qty, px = _last(ev)
-    what = "CALCULATED" if o.liquidation and ev.what == TRADE else ev.what
-    return {"e": "ORDER_TRADE_UPDATE", "E": ev.time_ms, "T": ev.time_ms, "i": "SfsR", "o": {
-        "s": COINM_SYMBOL, "c": o.client_id, "S": o.side.upper(), "o": o.type.upper(), "f": o.time_in_force,
-        "q": emu._dec(o.qty, 0), "p": emu._dec(o.price or 0, 1), "ap": emu._amt(o.inverse_avg(100.0), 1),
-        "sp": "0", "x": what, "X": o.status, "i": int(o.id), "l": emu._dec(qty, 0), "z": emu._dec(o.filled, 0),
-        "L": emu._dec(px, 1), "ma": "BTC", "N": "BTC", "n": emu._amt(t.fee) if t else "0", "T": ev.time_ms,
-        "t": int(t.id) if t else 0, "rp": emu._amt(t.realized_pnl) if t else "0", "b": "0", "a": "0",
-        "m": bool(t and t.maker), "R": o.reduce_only, "wt": "CONTRACT_PRICE", "ot": o.type.upper(), "ps": "BOTH",
-        "cp": False, "pP": False, "si": 0, "ss": 0, "V": "NONE", "pm": "NONE", "gtd": 0}}
-
-
-def coinm_account_update(tape: emu.MarketTape, acc: Accounts, ev: AccountEvent) -> dict:
-    """Binance COIN-M ``ACCOUNT_UPDATE``: the wallet's BTC (and other assets) as
-    /dapi/v1/account, and the BTCUSD_PERP position (as /dapi/v1/positionRisk)
-    when a fill or a settlement moved money; a settlement carries BTC only."""
-    ask = Ask(tape, {}, ev.time_ms, ev.time_ms, "/dapi/v1/account", accounts=acc)
-    assets = emu._coinm_balances(ask)
+    """Binance USD-M or COIN-M ``ACCOUNT_UPDATE``: the wallet's assets as its
+    account endpoint lists them, and the position (as its positionRisk) when a
+    fill moved it. A settlement (``m`` FUNDING_FEE) carries the margin asset
+    only (and the position), as the venue documents. USD-M's position is
+    isolated, COIN-M's cross; COIN-M's frame carries the account alias (``i``)."""
+    fv = emu.FUTURES[ev.venue]
+    ask = Ask(tape, {}, ev.time_ms, ev.time_ms, fv.account_path, accounts=acc)
+    assets = fv.balances(ask)
     if ev.reason == "FUNDING_FEE":
         assets = assets[:1]
     balances = [{"a": r["asset"], "wb": r["walletBalance"], "cw": r["crossWalletBalance"], "bc": "0"} for r in assets]
-    positions = []
-    if ev.traded:
-        row = emu._coinm_position_row(acc)
-        positions.append({"s": COINM_SYMBOL, "pa": row["positionAmt"], "ep": row["entryPrice"],
-                          "bep": row["breakEvenPrice"], "cr": emu._amt(acc.inverse_position("binancecoinm").realized),
-                          "up": row["unRealizedProfit"], "mt": "cross", "iw": "0", "ps": "BOTH"})
-    return {"e": "ACCOUNT_UPDATE", "E": ev.time_ms, "T": ev.time_ms, "i": "SfsR",
+    positions = [_binance_position_update(acc, ask, fv)] if ev.traded else []
+    alias = {"i": "SfsR"} if fv is emu.COINM else {}
+    return {"e": "ACCOUNT_UPDATE", "E": ev.time_ms, "T": ev.time_ms, **alias,
             "a": {"m": _BINANCE_UPDATE_REASON.get(ev.reason, ev.reason), "B": balances, "P": positions}}
+
+
+def _binance_position_update(acc: Accounts, ask: Ask, fv: emu.FuturesVenue) -> dict:
+    """An ACCOUNT_UPDATE's position, from the venue's positionRisk row."""
+    if fv is emu.COINM:
+        row = emu._coinm_position_row(acc)
+        return {"s": fv.symbol, "pa": row["positionAmt"], "ep": row["entryPrice"], "bep": row["breakEvenPrice"],
+                "cr": emu._amt(acc.position(fv.venue, fv.kind).realized), "up": row["unRealizedProfit"],
+                "mt": "cross", "iw": "0", "ps": "BOTH"}
+    row = emu._binance_position_row(acc, ask)
+    return {"s": fv.symbol, "pa": row["positionAmt"], "ep": row["entryPrice"], "bep": row["breakEvenPrice"],
+            "cr": emu._amt(acc.position(fv.venue).realized), "up": row["unRealizedProfit"],
+            "mt": "isolated", "iw": row["isolatedWallet"], "ps": "BOTH", "ma": "USDT"}
 
 
 def _bybit_frame(topic: str, ms: int, data: list) -> dict:
@@ -516,20 +470,17 @@ def bybit_private_frames(acc: Accounts, ev: AccountEvent) -> list[tuple[str, str
     out: list[tuple[str, str, dict]] = []
     if ev.what == FUNDING:  # a settlement paid: an execution of type Funding
         assert ev.funding is not None
-        inverse = ev.kind == INVERSE
-        category = "inverse" if inverse else "linear"
-        row = {"category": category, **emu._bybit_funding_row(ev.funding, inverse=inverse)}
+        category = emu._bybit_category_of(ev.kind)
+        row = {"category": category, **emu._bybit_funding_row(ev.funding, inverse=ev.kind == INVERSE)}
         return [("execution", category, _bybit_frame("execution", ev.time_ms, [row]))]
     if ev.what == BALANCE:
         if ev.wallet != "bybit":  # the funding wallet is not the trading account
             return out
         out.append(("wallet", "", _bybit_frame("wallet", ev.time_ms, [emu._bybit_wallet_row(acc)])))
-        if ev.traded and ev.kind == PERP:
-            row = {**emu._bybit_position_row(acc), "category": "linear"}
-            out.append(("position", "linear", _bybit_frame("position", ev.time_ms, [row])))
-        elif ev.traded and ev.kind == INVERSE:
-            row = {**emu._bybit_inverse_position_row(acc), "category": "inverse"}
-            out.append(("position", "inverse", _bybit_frame("position", ev.time_ms, [row])))
+        if ev.traded and ev.kind in (PERP, INVERSE):
+            bp = emu.BYBIT_PERPS[emu._bybit_category_of(ev.kind)]
+            row = {**emu._bybit_position_row(acc, bp), "category": bp.category}
+            out.append(("position", bp.category, _bybit_frame("position", ev.time_ms, [row])))
         return out
     o = ev.order
     assert o is not None
@@ -1001,20 +952,13 @@ class WsHub:
                 items.append(("binance", "balance", "", binance_account_position(acc, ev.time_ms)))
             else:
                 items.append(("binance", "order", "", binance_execution_report(ev)))
-        elif ev.venue == "binanceusdm":
+        elif ev.venue in emu.FUTURES:  # USD-M, COIN-M
             if ev.what == FUNDING:
                 pass  # told by the ACCOUNT_UPDATE (m FUNDING_FEE) of the balance event that follows
             elif ev.what != BALANCE:
-                items.append(("binanceusdm", "order", "", binance_order_trade_update(ev)))
+                items.append((ev.venue, "order", "", binance_order_trade_update(ev)))
             elif ev.traded or ev.reason != "ORDER":  # the venue pushes ACCOUNT_UPDATE only when money moved
-                items.append(("binanceusdm", "account", "", binance_account_update(self.tape, acc, ev)))
-        elif ev.venue == "binancecoinm":
-            if ev.what == FUNDING:
-                pass  # told by the ACCOUNT_UPDATE (m FUNDING_FEE) of the balance event that follows
-            elif ev.what != BALANCE:
-                items.append(("binancecoinm", "order", "", coinm_order_trade_update(ev)))
-            elif ev.traded or ev.reason != "ORDER":
-                items.append(("binancecoinm", "account", "", coinm_account_update(self.tape, acc, ev)))
+                items.append((ev.venue, "account", "", binance_account_update(self.tape, acc, ev)))
         elif ev.venue == "bybit":
             items += [("bybit", topic, category, frame) for topic, category, frame in bybit_private_frames(acc, ev)]
         if items:
