@@ -60,17 +60,33 @@ def test_readme_sample_states_the_structure_line_the_backtest_prints(tmp_path):
     assert re.search(r"^structure spot_linear: capital used 100,000 USDT, notional 65,000, net APR on capital 5\.11%", readme, re.M)
 
 
-def test_the_structure_figures_of_readme_and_findings_are_what_compare_gives(tmp_path):
-    """README and docs/findings.md quote `fundarb compare` on the shipped default: the numbers must be its."""
-    res = CliRunner().invoke(app, ["compare", "--out", str(tmp_path / "c"), "-q"], catch_exceptions=False)
+def _compare_rows(tmp_path: Path, *args: str) -> list[dict]:
+    res = CliRunner().invoke(app, ["compare", "--out", str(tmp_path / "c"), "-q", *args], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    rows = json.loads((tmp_path / "c" / "compare.json").read_text())["rows"]
-    whole = {r["structure"]: r for r in rows if ".." in r["window"]}
-    assert set(whole) == {"spot_linear", "coin_margined", "unified"}
-    readme = (ROOT / "README.md").read_text()
+    return list(json.loads((tmp_path / "c" / "compare.json").read_text())["rows"])
+
+
+def _in_findings(rows: list[dict]) -> None:
     findings = (ROOT / "docs" / "findings.md").read_text()
-    for kind, r in whole.items():
-        assert f"{r['net_apr']:.2%}" in readme, kind
     for r in rows:
         line = f"| {r['structure']} | {r['window']} | {r['net_apr']:.2%} | {r['sharpe']:.2f} | {r['max_drawdown']:.2%} |"
         assert line in findings, line
+
+
+def test_the_structure_figures_of_readme_and_findings_are_what_compare_gives(tmp_path):
+    """README and docs/findings.md quote `fundarb compare` on the shipped default: the whole window's numbers must be its."""
+    rows = _compare_rows(tmp_path, "--no-years")
+    whole = {r["structure"]: r for r in rows}
+    assert set(whole) == {"spot_linear", "coin_margined", "unified"} and all(".." in r["window"] for r in rows)
+    readme = (ROOT / "README.md").read_text()
+    for kind, r in whole.items():
+        assert f"{r['net_apr']:.2%}" in readme, kind
+    _in_findings(rows)
+
+
+@pytest.mark.slow
+def test_the_per_year_structure_figures_of_findings_are_what_compare_gives(tmp_path):
+    """The per-year rows docs/findings.md quotes (12 more backtests)."""
+    rows = [r for r in _compare_rows(tmp_path) if ".." not in r["window"]]
+    assert len(rows) == 12
+    _in_findings(rows)

@@ -4,11 +4,13 @@ nbclient in a fresh kernel; any cell error fails the test)."""
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
+@pytest.mark.slow  # a study: a fresh kernel runs every cell over the shipped history (about 25 s)
 def test_funding_analysis_notebook_executes_without_errors():
     nb = nbformat.read(DOCS / "funding_analysis.ipynb", as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(DOCS)}}).execute()

@@ -81,6 +81,7 @@ def compare(
     end: Optional[str] = typer.Option(None, "--to", help="end instant, exclusive (default: config)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
     deploy: float = typer.Option(0.95, "--deploy", help="share of capital the one-account structures trade as notional"),
+    years: bool = typer.Option(True, "--years/--no-years", help="also run each calendar year in the window"),
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<config name>-compare)"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="history folder or store (default: shipped data)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no table"),
@@ -95,7 +96,7 @@ def compare(
     with Progress(TextColumn("[bold]compare[/] {task.description}"), console=err, transient=True,
                   disable=quiet or not err.is_terminal) as bar:
         task = bar.add_task(cfg.name)
-        doc = run_compare(cfg, deploy, data_dir, progress=lambda what: bar.update(task, description=what))
+        doc = run_compare(cfg, deploy, data_dir, progress=lambda what: bar.update(task, description=what), years=years)
     paths = write_compare(doc, out)
     if not quiet:
         print_compare(doc, Console())

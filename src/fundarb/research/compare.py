@@ -109,10 +109,10 @@ def row_of(structure: str, label: str, m: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare(base: Config, deploy: float = 0.95, data_dir: Path | None = None,
-            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Every structure the history allows over the base's window and each
-    year in it: the rows (``COLUMNS``), each variant's config hash and
-    changes, and the structures left out with why."""
+            progress: Callable[[str], None] | None = None, years: bool = True) -> dict[str, Any]:
+    """Every structure the history allows over the base's window and (with
+    ``years``) each year in it: the rows (``COLUMNS``), each variant's config
+    hash and changes, and the structures left out with why."""
     runs, skipped = variants(base, deploy)
     rows: list[dict[str, Any]] = []
     done: list[Variant] = []
@@ -123,7 +123,7 @@ def compare(base: Config, deploy: float = 0.95, data_dir: Path | None = None,
             skipped[v.structure] = str(exc)
             continue
         done.append(v)
-        for label, start, end in windows(v.config):
+        for label, start, end in windows(v.config)[: None if years else 1]:
             cfg = attrs.evolve(v.config, data=attrs.evolve(v.config.data, start=start, end=end))
             if progress is not None:
                 progress(f"{v.structure} {label}")
