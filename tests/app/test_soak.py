@@ -85,6 +85,7 @@ def _position_at(fills: list[dict], account: str, t: int) -> float:
     return round(q, 12)
 
 
+@pytest.mark.slow  # a soak: three emulated days against the emulator (about 80 s); the fault tests cover each fault
 def test_soak_three_days_with_faults_at_settlements_and_a_kill(tmp_path):
     cfg = attrs.evolve(runner_config(max_holding_days=1.0, cooldown_hours=4.0), perp_allocation=0.18)
     config, store, journal = write_config(cfg, tmp_path), tmp_path / "promotions.sqlite", tmp_path / "live.sqlite"

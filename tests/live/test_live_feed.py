@@ -101,6 +101,16 @@ class Running:
         await self.until(lambda: bool(found()), f"{kind.__name__} at {ts}")
         return found()[-1]
 
+    async def event_where(self, kind: type, ts: int, good: Callable[[Any], bool], what: str) -> Any:
+        """The latest event of ``kind`` stamped ``ts`` once it is ``good``: a poll sent
+        before the emulator's clock moved may be answered with the hour before and
+        stamped when it lands; the answers after it must be right within the bound."""
+        def latest() -> Any:
+            return next((e for e in reversed(self.events) if isinstance(e, kind) and e.ts == ts), None)
+
+        await self.until(lambda: latest() is not None and good(latest()), f"{kind.__name__} at {ts} with {what}")
+        return latest()
+
 
 @contextlib.asynccontextmanager
 async def running(exchange, server, account: str, symbol: str, kind: MarketKind, **options: Any) -> AsyncIterator[Running]:
@@ -127,15 +137,16 @@ async def check_events_at(r: Running, exchange, closes, symbol: str, kind: Marke
     """The quote straddles the real close; a perp's mark is the real perp close and its funding is
     what REST answers at the same emulator time (and the shipped settlement)."""
     now_ms = now_ns // NS_PER_MS
-    quote = await r.event(Quote, now_ns)
     close = close_at(closes, symbol, now_ms)
+    quote = await r.event_where(Quote, now_ns, lambda q: q.bid < close < q.ask, f"a book around the close {close}")
     assert quote.venue == r.feed.account
     assert quote.bid < close < quote.ask and quote.ask - quote.bid < 0.25  # the one-tick book around it
     assert quote.bid_size > 0 and quote.ask_size > 0
     if kind is MarketKind.SPOT:
         return
-    mark = await r.event(MarkPrice, now_ns)
-    assert mark.mark == close_at(closes, PERP_SYM, now_ms) and mark.venue == r.feed.account
+    perp_close = close_at(closes, PERP_SYM, now_ms)
+    mark = await r.event_where(MarkPrice, now_ns, lambda m: m.mark == perp_close, f"the perp close {perp_close}")
+    assert mark.mark == perp_close and mark.venue == r.feed.account
     rate = await r.event(FundingRate, now_ns)
     rest = await asyncio.wait_for(exchange.fetch_funding_rate(symbol), STEP)
     assert rate.rate == rest["fundingRate"] == rate.predicted_rate
