@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import socket
 from pathlib import Path
 
 import attrs
@@ -30,13 +29,8 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch):
+def no_network(no_connections):
     """Replays read files only: any connection attempt fails the test."""
-    def refuse(self, address, *a, **k):
-        raise AssertionError(f"replay tried to connect to {address}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import importlib.util
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -29,13 +28,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch):
+def no_network(no_connections):
     """Parsing and replay read files only: any connection attempt fails the test."""
-    def refuse(self, address, *a, **k):
-        raise AssertionError(f"tried to connect to {address}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,19 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Blocked:
 
 
 @pytest.fixture
+def no_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is reachable, not even loopback: code that reads files only
+    (parsing, replay) fails the test on any connection attempt."""
+    import socket
+
+    def refuse(self: socket.socket, address: object, *a: object, **k: object) -> None:
+        raise AssertionError(f"tried to connect to {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+
+
+@pytest.fixture
 def emulator() -> Iterator[EmulatorServer]:
     """A fresh emulator server on 127.0.0.1, stopped after the test."""
     from fundarb.testkit.emulator.harness import running_emulator
