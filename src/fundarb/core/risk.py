@@ -136,7 +136,7 @@ def check(
 def _pair_spot(intents: list[OrderIntent], intent: OrderIntent, book: PositionBook) -> float:
     """BTC the spot leg of ``intent``'s pair adds (signed): where the spot BTC
     margins the perp, the perp leg is judged with its pair's spot leg done."""
-    if intent.venue != book.perp_venue or not intent.pair_id or book.collateral.mode == "own":
+    if intent.venue != book.perp_venue or not intent.pair_id or book.collateral.transfers:
         return 0.0
     return sum(i.side.sign * i.qty for i in intents
                if i.pair_id == intent.pair_id and i.venue == book.spot_venue and not i.reduce_only)
