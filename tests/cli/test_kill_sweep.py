@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import signal
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,6 +49,7 @@ from fundarb.testkit.runner import runner_config, write_config
 
 SIZE = 0.01
 PERP_LOT = 0.001
+WORKERS = 3  # kill points run at once
 SITUATIONS = ("open", "close", "partial_fill", "leg_refused", "late_arrival")
 
 
@@ -167,48 +170,58 @@ def _check(server, journal: Path, situation: str, point: int, how: str) -> dict:
             "venue_perp": round(venue["perp"], 8), "venue_spot": round(venue["spot"], 8), "operations": statuses}
 
 
-def _sweep(situation: str, folder: Path, monkeypatch) -> list[dict]:
-    # a 2 s receive window instead of 5 s: recovery waits it out before it calls an order absent
+def _count_commits(situation: str, folder: Path, config: Path) -> int:
+    """The commits of an unkilled run, on a venue of its own."""
+    with running_emulator() as clean:
+        fund(clean)
+        probe = folder / f"{situation}-probe.sqlite"
+        if situation == "close":
+            assert _cli(clean, probe, config, "trade", "open", "--size", str(SIZE), "--yes").exit_code == 0
+        _faults(clean, situation)
+        return _killed_run(clean, probe, config, _trade_args(situation), None)
+
+
+def _kill_point(situation: str, folder: Path, config: Path, point: int, blocked: list) -> dict:
+    """One kill point on a venue of its own: trade, kill, recover, check."""
+    run_dir = folder / f"{situation}-{point}"
+    run_dir.mkdir()
+    journal = run_dir / "fundarb.sqlite"
+    with running_emulator() as server:
+        fund(server)
+        if situation == "close":
+            opened = _cli(server, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+            assert opened.exit_code == 0, opened.output
+        _faults(server, situation)
+        _killed_run(server, journal, config, _trade_args(situation), point)
+        server.faults.clear()
+        how = "reconcile" if point % 2 == 0 else "runner start"
+        if how == "reconcile":
+            rec = _cli(server, journal, config, "reconcile")
+            assert rec.exit_code in (0, 1), rec.output  # 1: a mismatch it reports (checked below)
+        else:
+            _recover_by_runner_start(server, journal, config)
+        row = _check(server, journal, situation, point, how)
+    assert not blocked, f"a kill point tried to leave loopback: {list(blocked)}"
+    return row
+
+
+def _sweep(situation: str, folder: Path, monkeypatch, blocked: list) -> list[dict]:
+    # a 1 s receive window instead of 5 s: recovery waits it out before it calls an order absent
     monkeypatch.setattr(exchange_module, "RECV_WINDOW_MS", 1_000)
     config = _config(folder)
-    rows: list[dict] = []
-    point, total = 1, None
-    while total is None or point <= total:
-        run_dir = folder / f"{situation}-{point}"
-        run_dir.mkdir()
-        journal = run_dir / "fundarb.sqlite"
-        with running_emulator() as server:
-            fund(server)
-            if situation == "close":
-                opened = _cli(server, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
-                assert opened.exit_code == 0, opened.output
-            if total is None:  # count the commits of an unkilled run first, on a venue of its own
-                with running_emulator() as clean:
-                    fund(clean)
-                    probe = run_dir / "probe.sqlite"
-                    if situation == "close":
-                        assert _cli(clean, probe, config, "trade", "open", "--size", str(SIZE),
-                                    "--yes").exit_code == 0
-                    _faults(clean, situation)
-                    total = _killed_run(clean, probe, config, _trade_args(situation), None)
-                    assert total > 5, (situation, total)
-            _faults(server, situation)
-            _killed_run(server, journal, config, _trade_args(situation), point)
-            server.faults.clear()
-            how = "reconcile" if point % 2 == 0 else "runner start"
-            if how == "reconcile":
-                rec = _cli(server, journal, config, "reconcile")
-                assert rec.exit_code in (0, 1), rec.output  # 1: a mismatch it reports (checked below)
-            else:
-                _recover_by_runner_start(server, journal, config)
-            rows.append(_check(server, journal, situation, point, how))
-        point += 1
-    return rows
+    total = _count_commits(situation, folder, config)
+    assert total > 5, (situation, total)
+    # Each kill point has its own venue, trade log and folder, so the points run
+    # side by side in forked workers (which keep this test's patches and its
+    # loopback guard); the sweep mostly waits on the venue's clocks.
+    with ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = [pool.submit(_kill_point, situation, folder, config, point, blocked) for point in range(1, total + 1)]
+        return [f.result() for f in futures]
 
 
 @pytest.mark.parametrize("situation", SITUATIONS)
-def test_killed_after_every_commit_then_recovered_no_naked_no_doubled_leg(situation, tmp_path, monkeypatch):
-    rows = _sweep(situation, tmp_path, monkeypatch)
+def test_killed_after_every_commit_then_recovered_no_naked_no_doubled_leg(situation, tmp_path, monkeypatch, loopback_only):
+    rows = _sweep(situation, tmp_path, monkeypatch, loopback_only)
     (tmp_path / "kill_sweep.json").write_text(json.dumps(rows, indent=1))
     print(f"\nkill sweep, {situation}: {len(rows)} kill points")
     for r in rows:
