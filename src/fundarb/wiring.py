@@ -25,14 +25,15 @@ class StructureNotSupported(FundarbError, ValueError):
     """A config's structure that this path does not run yet."""
 
 
-def require_spot_linear(cfg: Config, what: str) -> None:
-    """Refuse ``what`` (a command or backend) for a structure it does not run:
-    only the simulator (backtest, Monte Carlo, sweeps, compare) models the
-    coin-margined and unified structures so far."""
-    if cfg.structure_kind != SPOT_LINEAR:
+def require_structure(cfg: Config, what: str, kinds: tuple[str, ...] = (SPOT_LINEAR,)) -> None:
+    """Refuse ``what`` (a command or backend) for a structure it does not run
+    (``kinds``: those it does): the simulator (backtest, Monte Carlo, sweeps,
+    compare, replay) models every structure; the venue commands trade
+    spot_linear and coin_margined."""
+    if cfg.structure_kind not in kinds:
         raise StructureNotSupported(
-            f"config {cfg.name} is structure.kind {cfg.structure_kind}, which {what} do not run yet: only the "
-            "simulator (backtest, montecarlo, sweep, compare, replay) models it; they run spot_linear")
+            f"config {cfg.name} is structure.kind {cfg.structure_kind}, which {what} does not run yet (it runs "
+            f"{' and '.join(kinds)}); the simulator (backtest, montecarlo, sweep, compare, replay) models it")
 
 
 def collateral_of(cfg: Config) -> Collateral:

@@ -8,13 +8,21 @@ every N the run makes (counted by a run that is not killed). Situations: a
 plain open; a close of an open carry; an open whose perp order fills half
 (the leg is completed); an open whose spot order the venue refuses (the perp
 is unwound); an open whose perp placement answer is lost and that lands
-anyway (a late arrival, found by its client id). Each killed run is
+anyway (a late arrival, found by its client id); and a coin-margined open
+and close (Binance spot with a COIN-M short, the bought BTC moved into the
+COIN-M wallet after the pair and back before a close). Each killed run is
 recovered the two ways a user recovers: `fundarb reconcile` (even kill
-points) and the strategy runner's start (odd points), and then:
+points) and the strategy runner's start (odd points; the coin-margined
+situations by `fundarb reconcile` alone, which the runner's start calls),
+and then:
 
-- no naked leg: the venue's spot BTC and perp short differ by less than a lot;
+- no naked leg: the venue's spot BTC and perp short differ by less than a
+  lot (coin-margined: the carry's BTC in both wallets and the short's BTC at
+  its entry differ by less than a contract's worth);
 - no doubled leg: neither leg holds more than the size asked;
 - no client id reached the venue twice;
+- coin-margined, while the short is open: the carry's BTC is in the COIN-M
+  wallet (a move a kill cut off is made good by the recovery);
 - the journal equals the venue: every venue trade is a fill, positions agree,
   nothing is left in flight.
 
@@ -44,13 +52,14 @@ from fundarb.config import LiveSettings
 from fundarb.live.journal import Journal
 from fundarb.testkit.emulator.harness import running_emulator
 from fundarb.testkit.guards import guarded
-from fundarb.testkit.live import KEYS, PERP, SPOT, assert_agree, fund
+from fundarb.testkit.live import COINM, COINM_FLOAT, KEYS, PERP, SPOT, assert_agree, coinm_config, fund, fund_coinm
 from fundarb.testkit.runner import runner_config, write_config
 
 SIZE = 0.01
 PERP_LOT = 0.001
 WORKERS = 3  # kill points run at once
-SITUATIONS = ("open", "close", "partial_fill", "leg_refused", "late_arrival")
+SITUATIONS = ("open", "close", "partial_fill", "leg_refused", "late_arrival", "coinm_open", "coinm_close")
+COINM_SIZE, COINM_START, FACE = 0.05, "2024-03-01T06:00", 100.0  # real COIN-M funding about 60% APR then
 
 
 @pytest.fixture
@@ -63,11 +72,23 @@ def sweep_guard(loopback_only):
 pytestmark = pytest.mark.usefixtures("sweep_guard")
 
 
-def _config(folder: Path) -> Path:
-    cfg = runner_config()
-    cfg = attrs.evolve(cfg, live=LiveSettings(reconcile_interval_seconds=60.0, hedge_timeout_seconds=20.0,
-                                              order_timeout_seconds=3.0, request_timeout_seconds=1.0))
-    return write_config(cfg, folder)
+def _config(folder: Path, situation: str) -> Path:
+    timings = LiveSettings(reconcile_interval_seconds=60.0, hedge_timeout_seconds=20.0, order_timeout_seconds=3.0,
+                           request_timeout_seconds=1.0)
+    cfg = coinm_config() if _coin(situation) else runner_config()
+    return write_config(attrs.evolve(cfg, live=timings), folder)
+
+
+def _coin(situation: str) -> bool:
+    return situation.startswith("coinm")
+
+
+@contextmanager
+def _venue_for(situation: str):
+    """A funded emulator of its own (coin-margined: at a time its funding clears the entry rule)."""
+    with running_emulator(**({"start": COINM_START} if _coin(situation) else {})) as server:
+        (fund_coinm if _coin(situation) else fund)(server)
+        yield server
 
 
 def _cli(server, journal: Path, config: Path, *args: str):
@@ -84,8 +105,12 @@ def _faults(server, situation: str) -> None:
         server.faults.add("timeout_after_place", venue="binanceusdm", delay_s=1.5)
 
 
+def _open_args(situation: str) -> tuple[str, ...]:
+    return ("trade", "open", "--size", str(COINM_SIZE if _coin(situation) else SIZE), "--yes")
+
+
 def _trade_args(situation: str) -> tuple[str, ...]:
-    return ("trade", "close", "--yes") if situation == "close" else ("trade", "open", "--size", str(SIZE), "--yes")
+    return ("trade", "close", "--yes") if situation.endswith("close") else _open_args(situation)
 
 
 def _killed_run(server, journal: Path, config: Path, args: tuple[str, ...], kill_at: int | None) -> int:
@@ -146,21 +171,34 @@ def _recover_by_runner_start(server, journal: Path, config: Path) -> None:
     asyncio.run(start())
 
 
-def _venue(server) -> dict:
-    perp = server.accounts.position("binanceusdm").qty
-    spot = server.accounts.wallets["binance"].get("BTC")
-    ids = Counter(o.client_id for market in (SPOT, PERP) for o in server.accounts.all_orders(*market))
+def _venue(server, situation: str) -> dict:
+    """The venue's two legs in BTC: coin-margined, the short's contracts at
+    their entry and the BTC both wallets hold beyond the funded float."""
+    wallets = server.accounts.wallets
+    if _coin(situation):
+        pos = server.accounts.position(*COINM)
+        perp = pos.qty * FACE / pos.entry if pos.qty else 0.0
+        spot = wallets["binance"].get("BTC") + wallets["binancecoinm"].get("BTC") - COINM_FLOAT
+        markets = (SPOT, COINM)
+    else:
+        perp, spot, markets = server.accounts.position("binanceusdm").qty, wallets["binance"].get("BTC"), (SPOT, PERP)
+    ids = Counter(o.client_id for market in markets for o in server.accounts.all_orders(*market))
     return {"perp": perp, "spot": spot, "reused_client_ids": sorted(c for c, n in ids.items() if n > 1 and c)}
 
 
 def _check(server, journal: Path, situation: str, point: int, how: str) -> dict:
-    venue = _venue(server)
+    venue = _venue(server, situation)
     where = f"{situation} killed after commit {point}, recovered by {how}"
-    assert -SIZE - 1e-12 <= venue["perp"] <= 1e-12, (where, venue)  # never more than asked, never long
-    assert venue["spot"] <= SIZE + 1e-12, (where, venue)
-    assert abs(venue["spot"] + venue["perp"]) < PERP_LOT, (where, "naked", venue)
+    size = COINM_SIZE * 1.01 if _coin(situation) else SIZE  # coin-margined: the contracts nearest the size asked
+    # the least either leg trades: a contract's worth at about 60,000 (coin-margined), else the perp's lot
+    lot = FACE / 60_000 if _coin(situation) else PERP_LOT
+    assert -size - 1e-12 <= venue["perp"] <= 1e-12, (where, venue)  # never more than asked, never long
+    assert venue["spot"] <= size + 1e-12, (where, venue)
+    assert abs(venue["spot"] + venue["perp"]) < lot, (where, "naked", venue)
     assert venue["reused_client_ids"] == [], (where, venue)
-    j = assert_agree(server, journal)
+    if _coin(situation) and venue["perp"] < 0:  # an open short is margined by the carry's BTC, none left behind
+        assert server.accounts.wallets["binance"].get("BTC") < 1e-5, (where, "BTC left on the spot wallet")
+    j = assert_agree(server, journal, coin_margined=_coin(situation))
     try:
         assert j.operations("needs_recovery") == [], where
         statuses = [op["status"] for op in j.operations()]
@@ -172,11 +210,10 @@ def _check(server, journal: Path, situation: str, point: int, how: str) -> dict:
 
 def _count_commits(situation: str, folder: Path, config: Path) -> int:
     """The commits of an unkilled run, on a venue of its own."""
-    with running_emulator() as clean:
-        fund(clean)
+    with _venue_for(situation) as clean:
         probe = folder / f"{situation}-probe.sqlite"
-        if situation == "close":
-            assert _cli(clean, probe, config, "trade", "open", "--size", str(SIZE), "--yes").exit_code == 0
+        if situation.endswith("close"):
+            assert _cli(clean, probe, config, *_open_args(situation)).exit_code == 0
         _faults(clean, situation)
         return _killed_run(clean, probe, config, _trade_args(situation), None)
 
@@ -186,15 +223,14 @@ def _kill_point(situation: str, folder: Path, config: Path, point: int, blocked:
     run_dir = folder / f"{situation}-{point}"
     run_dir.mkdir()
     journal = run_dir / "fundarb.sqlite"
-    with running_emulator() as server:
-        fund(server)
-        if situation == "close":
-            opened = _cli(server, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    with _venue_for(situation) as server:
+        if situation.endswith("close"):
+            opened = _cli(server, journal, config, *_open_args(situation))
             assert opened.exit_code == 0, opened.output
         _faults(server, situation)
         _killed_run(server, journal, config, _trade_args(situation), point)
         server.faults.clear()
-        how = "reconcile" if point % 2 == 0 else "runner start"
+        how = "reconcile" if point % 2 == 0 or _coin(situation) else "runner start"
         if how == "reconcile":
             rec = _cli(server, journal, config, "reconcile")
             assert rec.exit_code in (0, 1), rec.output  # 1: a mismatch it reports (checked below)
@@ -208,7 +244,7 @@ def _kill_point(situation: str, folder: Path, config: Path, point: int, blocked:
 def _sweep(situation: str, folder: Path, monkeypatch, blocked: list) -> list[dict]:
     # a 1 s receive window instead of 5 s: recovery waits it out before it calls an order absent
     monkeypatch.setattr(exchange_module, "RECV_WINDOW_MS", 1_000)
-    config = _config(folder)
+    config = _config(folder, situation)
     total = _count_commits(situation, folder, config)
     assert total > 5, (situation, total)
     # Each kill point has its own venue, trade log and folder, so the points run

@@ -1,6 +1,7 @@
-"""The venue commands do not run the coin-margined or unified structures yet:
-each refuses such a config in one line naming the structure, before a trade
-log is opened or a venue is asked anything."""
+"""The venue commands do not run the unified structure yet, and the strategy
+runner not the coin-margined one either: each refuses such a config in one
+line naming the structure, before a trade log is opened or a venue is asked
+anything."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = [["trade", "open", "--size", "0.01"], ["trade", "close"], ["positions"], ["reconcile"]]
 
 
-@pytest.mark.parametrize("sim", ["coin_margined", "unified"])
+@pytest.mark.parametrize("sim", ["unified"])
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[:2]))
 def test_a_venue_command_refuses_a_structure_it_does_not_run(command, sim, tmp_path):
     journal = tmp_path / "t.sqlite"

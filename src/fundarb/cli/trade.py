@@ -45,17 +45,20 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     fail(message, code)
 
 
+TRADED = ("spot_linear", "coin_margined")  # the structures `trade`, `positions` and `reconcile` run
+
+
 def _context(config: Optional[Path], journal: Optional[Path], api_url: Optional[str], sandbox: bool,
-             remote: bool = False):
+             remote: bool = False, what: str = "this command", kinds: tuple[str, ...] = ("spot_linear",)):
     from fundarb.config import default_config_path, load
     from fundarb.live.ccxt.client import Target, check_api_url
 
     if api_url is not None:  # signed requests never go over plain http, nor elsewhere unasked
         check_api_url(api_url, remote)
     cfg = load(config or default_config_path())
-    from fundarb.wiring import require_spot_linear
+    from fundarb.wiring import require_structure
 
-    require_spot_linear(cfg, "the venue commands (trade, run, positions, reconcile, monitor)")
+    require_structure(cfg, what, kinds)
     target = Target(api_url=api_url, sandbox=sandbox, timeout_ms=int(cfg.live_settings.request_timeout_seconds * 1000))
     return cfg, journal_for(journal), target
 
@@ -175,7 +178,7 @@ def _trade(kind: str, size: float | None, dry_run: bool, yes: bool, config, jour
            remote: bool = False) -> None:
     if size is not None and not (math.isfinite(size) and size > 0):
         _fail(f"--size must be a positive number of BTC, got {size}")
-    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote, "fundarb trade", TRADED)
     lock = actor_lock(cfg, path, target, f"fundarb trade {kind}", venues=True)  # from reconcile to the last order
     try:
         plan = _run(_prepare(cfg, path, target, kind, size))
@@ -208,7 +211,7 @@ def _confirm(kind: str, plan, yes: bool) -> None:
     if yes:
         return
     try:
-        go = typer.confirm(f"Send these two orders ({kind}: spot {plan.spot.qty:g} BTC, perp {plan.qty:g} BTC)?",
+        go = typer.confirm(f"Send these two orders ({kind}: spot {plan.spot.qty:g} BTC, perp {_order_text(plan.perp)})?",
                            default=False)
     except (KeyboardInterrupt, EOFError, typer.Abort):
         out.print("\naborted at the confirmation: nothing was sent")
@@ -216,6 +219,11 @@ def _confirm(kind: str, plan, yes: bool) -> None:
     if not go:
         out.print("not confirmed: nothing was sent")
         raise typer.Exit(1)
+
+
+def _order_text(leg) -> str:
+    """A leg plan's order in its unit: BTC, or an inverse perp's contracts with their BTC worth."""
+    return f"{leg.order:g} contracts ({leg.qty:.6g} BTC)" if leg.units >= 0 else f"{leg.qty:g} BTC"
 
 
 def _send_plan(cfg, path, target, kind: str, plan) -> int:
@@ -235,7 +243,7 @@ async def _prepare(cfg, path, target, kind: str, size: float | None):
     session = await open_session(cfg, path, target, waits=_waits())
     try:
         await _start(session)
-        qty, spot_qty = _size(session, kind, size)
+        qty, spot_qty = await _size(session, kind, size)
         plan = await _plan(session, kind, qty, spot_qty)
         _print_plan(session, plan)
         if not plan.ok:
@@ -257,12 +265,15 @@ async def _start(session) -> None:
         err.print(f"[yellow]reconciliation mismatch:[/] {escape(m)}")
 
 
-def _size(session, kind: str, size: float | None) -> tuple[float, float]:
-    """(perp BTC, spot BTC) of the trade. Closing everything: the whole short,
-    and all the spot the carry holds (the buy's fee in BTC makes it a little
-    less), each rounded to its own market's lot."""
+async def _size(session, kind: str, size: float | None) -> tuple[float, float]:
+    """(perp, spot BTC) of the trade; the perp in its unit (BTC, or an inverse
+    perp's contracts). Closing everything: the whole short, and all the spot
+    the carry holds (the buy's fee in BTC makes it a little less), each
+    rounded to its own market's lot."""
     from fundarb.live.ccxt.client import common_lot
 
+    if session.perp.face:
+        return await _size_contracts(session, kind, size)
     if size is None:
         perp = session.perp.rules.floor_btc(max(-session.journal.position(session.perp.account), 0.0))
         spot = session.spot.rules.floor_btc(max(session.journal.position(session.spot.account, session.spot.base), 0.0))
@@ -277,25 +288,56 @@ def _size(session, kind: str, size: float | None) -> tuple[float, float]:
     return qty, qty
 
 
+async def _size_contracts(session, kind: str, size: float | None) -> tuple[float, float]:
+    """(contracts, spot BTC) of a coin-margined trade, at the perp's mark: an
+    open of ``size`` BTC shorts the whole contracts nearest to that worth and
+    buys the BTC those contracts are worth; a close buys back the whole short
+    (or the contracts worth ``size``) and sells all the carry's BTC (or
+    ``size``), with what the short has settled in, as the core's exit does."""
+    from fundarb.live.execution.holdings import holdings
+
+    perp, spot = session.perp, session.spot
+    mark = float((await perp.call("fetch_funding_rate", perp.symbol)).get("markPrice") or 0.0)
+    if not mark > 0:
+        raise Stop(f"{perp.account}: the venue gives no mark price for {perp.symbol}; nothing was sent")
+    held = holdings(session.journal, spot, perp)
+    if size is None:
+        contracts = max(-held.perp_units, 0.0)
+        btc = spot.rules.floor_btc(max(held.exit_btc(mark), 0.0))
+        if contracts <= 0 and btc <= 0:
+            raise Stop("the trade log shows no carry position to close", 0)
+        return contracts, btc
+    contracts = float(round(perp.units_for(size, mark)))
+    if kind == "close":
+        contracts = min(contracts, max(-held.perp_units, 0.0))
+    if contracts < 1:
+        raise Stop(f"--size {size:g} BTC is under one {perp.symbol} contract ({perp.face:g} USD, "
+                   f"{perp.btc(1, mark):.6g} BTC at the mark {mark:,.1f})")
+    btc = size if kind == "close" else spot.rules.floor_btc(perp.btc(contracts, mark))
+    return contracts, spot.rules.floor_btc(btc)
+
+
 async def _plan(session, kind: str, qty: float, spot_qty: float):
+    from fundarb.live.execution.holdings import holdings
     from fundarb.live.execution.preflight import plan_trade, snapshot
 
     j = session.journal
-    snap = await snapshot(session.spot, session.perp, j.position(session.spot.account, session.spot.base),
-                          j.position(session.perp.account), session.now_ns(), math.floor(session.cfg.risk.max_leverage))
+    held = holdings(j, session.spot, session.perp)
+    snap = await snapshot(session.spot, session.perp, held.spot_btc, held.perp_btc, session.now_ns(),
+                          _venue_leverage(session.cfg), held.perp_units)
     return plan_trade(session.cfg, snap, kind, qty, session.spot.rules, session.perp.rules, j.blocked(), spot_qty)
 
 
 def _print_plan(session, plan) -> None:
     cfg = session.cfg
-    out.print(f"\n[bold]{plan.kind}: spot {plan.spot.qty:g} BTC, perp {plan.qty:g} BTC[/]  config {cfg.name} ({session.config_hash[:12]}), "
-              f"trade log {session.journal.path}")
+    out.print(f"\n[bold]{plan.kind}: spot {plan.spot.qty:g} BTC, perp {_order_text(plan.perp)}[/]  config {cfg.name} "
+              f"({session.config_hash[:12]}), trade log {session.journal.path}")
     t = Table(box=None, pad_edge=False, header_style="bold")
     t.add_column("")
     for leg in (plan.spot, plan.perp):
         t.add_column(leg.account, justify="right", no_wrap=True)
     rows = (("market", lambda leg: leg.symbol), ("side", lambda leg: leg.side.value),
-            ("BTC", lambda leg: f"{leg.qty:g}"), ("mid", lambda leg: f"{leg.mid:,.2f}"),
+            ("order", _order_text), ("BTC", lambda leg: f"{leg.qty:.8g}"), ("mid", lambda leg: f"{leg.mid:,.2f}"),
             ("expected price", lambda leg: f"{leg.price:,.2f}"), ("notional USDT", lambda leg: f"{leg.notional:,.2f}"),
             ("fee USDT", lambda leg: f"{leg.fee:,.4f}"), ("slippage USDT (vs mid)", lambda leg: f"{leg.slippage:,.4f}"))
     for name, cell in rows:
@@ -307,8 +349,10 @@ def _print_plan(session, plan) -> None:
     out.print(f"funding: {plan.funding_apr:.2%} APR{pred}; about {plan.funding_per_settlement:+,.4f} USDT per settlement "
               f"on the position after the trade; {nxt}")
     if plan.kind == "open":
-        out.print(f"after the trade: perp leverage {plan.leverage_after:.2f}x, margin buffer {plan.buffer_after:.1%}, "
-                  f"liquidation {plan.liquidation_after:,.1f} (venue leverage {plan.venue_leverage:g}x)")
+        liq = (f"margin buffer {plan.buffer_after:.1%}, liquidation {plan.liquidation_after:,.1f}"
+               if math.isfinite(plan.liquidation_after) else "no liquidation price (no rise liquidates the short)")
+        out.print(f"after the trade: perp leverage {plan.leverage_after:.2f}x, {liq} "
+                  f"(venue leverage {plan.venue_leverage:g}x)")
     if plan.margin_note:
         out.print(f"[yellow]note:[/] {escape(plan.margin_note)}")
     out.print("pre-flight:")
@@ -321,6 +365,7 @@ async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float) ->
     from fundarb.live.execution.paired import execute_pair
     from fundarb.live.execution.reconcile import reconcile
     from fundarb.live.execution.session import open_session
+    from fundarb.live.execution.transfers import margin_in, margin_out
 
     session = await open_session(cfg, path, target, waits=_waits())
     try:
@@ -329,11 +374,18 @@ async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float) ->
             _print_plan(session, plan)
             raise Stop(f"conditions changed since the plan ({', '.join(c.name for c in plan.failed)}): nothing was sent")
         if kind == "open":
-            await _cap_venue_leverage(session)
+            await _set_venue_leverage(session)
+        elif session.perp.face:  # coin-margined: the BTC sold comes back from the short's wallet first
+            moved = await margin_out(session, spot_qty)
+            if moved:
+                out.print(f"moved {moved:.8g} BTC from {session.perp.account} to {session.spot.account} to sell")
         prices = {"spot": plan.spot.price, "perp": plan.perp.price}
         outcome = await execute_pair(session, kind, qty, {"qty": qty, "spot_qty": spot_qty, "prices": prices, "checks": [
             [c.name, c.ok, c.detail] for c in plan.checks], "fees": plan.fees, "slippage": plan.slippage}, spot_qty)
         _print_outcome(session, outcome)
+        if kind == "open" and session.perp.face and outcome.status in ("done", "rebalanced"):
+            moved = await margin_in(session, outcome.op_id)  # the bought BTC becomes the short's margin
+            out.print(f"moved {moved:.8g} BTC from {session.spot.account} to {session.perp.account} (the short's margin)")
         rec = await reconcile(session, f"after {kind}")
         _print_position(rec, session)
         if outcome.status == "naked":
@@ -350,16 +402,27 @@ async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float) ->
         await session.close()
 
 
-async def _cap_venue_leverage(session) -> None:
-    """Keep the perp venue's leverage setting at or under the config's limit:
-    the margin buffer the pre-flight promised depends on it."""
+def _venue_leverage(cfg) -> int:
+    """The perp venue's leverage setting a trade keeps: a linear short's
+    isolated collateral is sized by it, so at most the config's leverage
+    limit; a coin-margined short's cross wallet margins it whatever the
+    setting, which sizes only the initial margin: the venue leverage the
+    config models (``perp.max_venue_leverage``)."""
+    if cfg.structure_kind == "coin_margined":
+        return math.floor(cfg.perp.max_venue_leverage)
+    return math.floor(cfg.risk.max_leverage)
+
+
+async def _set_venue_leverage(session) -> None:
+    """Bring the perp venue's leverage setting to what the pre-flight
+    assumed (``_venue_leverage``): the margin it promised depends on it."""
     from fundarb.live.execution.preflight import perp_position
 
-    cap = math.floor(session.cfg.risk.max_leverage)
+    want = _venue_leverage(session.cfg)
     pos = await perp_position(session.perp)
-    if not pos["leverage"] == pos["leverage"] or pos["leverage"] > cap:
-        await session.perp.call("set_leverage", cap, session.perp.symbol)
-        out.print(f"perp venue leverage set to {cap}x")
+    if not pos["leverage"] == pos["leverage"] or pos["leverage"] > want or (session.perp.face and pos["leverage"] != want):
+        await session.perp.call("set_leverage", want, session.perp.symbol)
+        out.print(f"perp venue leverage set to {want}x")
 
 
 def _print_outcome(session, outcome) -> None:
@@ -380,7 +443,11 @@ def _print_position(rec, session) -> None:
     state = "[green]agree[/]" if rec.ok else "[red]DISAGREE[/]"
     out.print(f"position check ({rec.trigger}): venues and trade log {state}")
     out.print(f"  spot {session.spot.account}: carry {rec.journal_spot:+.8g} BTC (venue balance {rec.venue_spot_btc:.8g})")
-    out.print(f"  perp {session.perp.account}: venue {rec.venue_perp_qty:+.8g} BTC, trade log {rec.journal_perp:+.8g}")
+    if session.perp.face:
+        out.print(f"  perp {session.perp.account}: venue {rec.venue_perp_units:+g} contracts, trade log "
+                  f"{rec.journal_perp_units:+g} ({rec.journal_perp:+.8g} BTC at the entry)")
+    else:
+        out.print(f"  perp {session.perp.account}: venue {rec.venue_perp_qty:+.8g} BTC, trade log {rec.journal_perp:+.8g}")
     out.print(f"  delta {rec.journal_spot + rec.journal_perp:+.8g} BTC, drift {rec.drift:.3%} "
               f"(limit {session.cfg.risk.max_drift:.0%})")
     for m in rec.mismatches:
@@ -394,7 +461,7 @@ def positions_command(
     api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
 ) -> None:
     """Both legs as the venues report them, next to the trade log: position, delta, margin, funding."""
-    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote, "fundarb positions", TRADED)
     if is_paper(path):
         _paper_positions(cfg, path)
         return
@@ -459,6 +526,9 @@ async def _positions(cfg, path, target) -> None:
         js, jp = j.position(session.spot.account, session.spot.base), j.position(session.perp.account)
         mark = float(funding.get("markPrice") or 0.0)
         out.print(f"[bold]{cfg.name}[/] ({session.config_hash[:12]}), trade log {session.journal.path}")
+        if session.perp.face:
+            await _coin_positions(session, spot_bal, perp_bal, pos, funding, rule, rule_note, mark)
+            return
         t = Table(box=None, pad_edge=False, header_style="bold")
         for col in ("leg", "venue BTC", "trade log BTC", "value USDT", "free USDT"):
             t.add_column(col, justify="right" if col != "leg" else "left", no_wrap=True)
@@ -485,13 +555,75 @@ async def _positions(cfg, path, target) -> None:
         fees = sum(f["fee_quote"] or 0.0 for f in fills)
         out.print(f"trade log: {len(fills)} fills, fees {fees:,.4f} USDT; {len(paid)} funding payments, "
                   f"{sum(f['amount'] for f in paid):+,.4f} USDT")
-        blocked = j.blocked()
-        if blocked:
-            err.print(f"[red]new entries blocked:[/] {escape(blocked)}")
-        for op in j.operations("executing"):
-            err.print(f"[yellow]operation {op['op_id']} ({op['kind']}) was left unfinished: run `fundarb reconcile`[/]")
+        _print_blocks(j)
     finally:
         await session.close()
+
+
+async def _coin_positions(session, spot_bal: dict, perp_bal: dict, pos: dict, funding: dict, rule, rule_note: str,
+                          mark: float) -> None:
+    """A coin-margined carry's positions: the carry's BTC across the spot and
+    coin-margined wallets against the trade log's (with what the short has
+    settled in), the short in contracts and in BTC, its liquidation by the
+    venue's inverse rule with the wallet's BTC as margin, funding in BTC."""
+    from fundarb.core.book import COIN, Collateral, VenueAccount, liquidation_of
+    from fundarb.core.errors import FundarbError
+    from fundarb.core.model import MarketKind
+    from fundarb.live.execution.holdings import holdings
+    from fundarb.live.execution.preflight import balance_of
+    from fundarb.live.execution.reconcile import coin_wallet
+
+    cfg, j, spot, perp = session.cfg, session.journal, session.spot, session.perp
+    held = holdings(j, spot, perp)
+    settle = perp.market.get("settle") or perp.base
+    wallet = await coin_wallet(perp, pos)
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("leg", "venue", "trade log", "value USD", "free"):
+        t.add_column(col, justify="right" if col != "leg" else "left", no_wrap=True)
+    t.add_row(f"spot {spot.account}", f"{balance_of(spot_bal, spot.base, 'total'):.8g} BTC",
+              f"carry {held.spot_btc:+.8g} BTC", f"{held.spot_btc * mark:,.2f}",
+              f"{balance_of(spot_bal, spot.quote, 'free'):,.2f} {spot.quote}")
+    t.add_row(f"wallet {perp.account}", f"{wallet:.8g} {settle}", f"settled {held.settled_btc:+.8g} {settle}",
+              f"{wallet * mark:,.2f}", f"{balance_of(perp_bal, settle, 'free'):.8g} {settle}")
+    t.add_row(f"perp {perp.account}", f"{pos['units']:+g} contracts ({pos['qty']:+.8g} BTC)",
+              f"{held.perp_units:+g} contracts ({held.perp_btc:+.8g} BTC)", f"{pos['units'] * perp.face:,.2f}", "")
+    out.print(t)
+    out.print(f"delta {held.delta:+.8g} BTC, drift {held.drift:.3%} (limit {cfg.risk.max_drift:.0%}); the carry's BTC "
+              f"is in both wallets, its settled PnL, fees and funding with it")
+    if pos["units"]:
+        short = VenueAccount(perp.account, MarketKind.PERP, 0.0, qty=pos["qty"], entry=pos["entry"], price=mark,
+                             contract_size=perp.face, coin=wallet)
+        try:
+            liq = liquidation_of(rule, Collateral(COIN), VenueAccount("", MarketKind.SPOT, 0.0), short)
+            text = (f"liquidation {liq:,.1f} by {rule.venue}'s rule, margin buffer {(liq - mark) / mark:.1%}"
+                    if math.isfinite(liq) else f"no liquidation price by {rule.venue}'s rule (the wallet covers the short)")
+        except FundarbError as exc:
+            text = f"[yellow]{escape(str(exc))}[/]"
+        venue_liq = pos["liquidation"]
+        out.print(f"perp: entry {pos['entry']:,.2f}, mark {mark:,.2f}, {text}; the venue says "
+                  + (f"{venue_liq:,.1f}" if venue_liq == venue_liq and venue_liq > 0 else "none")
+                  + (f"; venue leverage {pos['leverage']:g}x" if pos["leverage"] == pos["leverage"] else "")
+                  + f" (floor {cfg.risk.min_margin_buffer:.0%}; tiers {rule.as_of or 'undated'})")
+    if rule_note:
+        out.print(f"[yellow]note:[/] {escape(rule_note)}")
+    rate = float(funding.get("fundingRate") or 0.0)
+    nxt = int(funding.get("fundingTimestamp") or 0) * 1_000_000
+    due = short.funding_due(mark, rate) if pos["units"] else 0.0
+    out.print(f"funding now {rate:.6%} per settlement ({rate * 3 * 365:.2%} APR at 8 h), next {_time(nxt)} UTC; "
+              f"expected {due:+.8g} {settle} ({due * mark:+,.4f} USD)")
+    fills, paid = j.rows("fills"), j.rows("funding")
+    fees = sum(f["fee_quote"] or 0.0 for f in fills)
+    out.print(f"trade log: {len(fills)} fills, fees {fees:,.4f} USD; {len(paid)} funding payments, "
+              f"{sum(f['amount'] for f in paid if f['account'] == perp.account):+.8g} {settle}")
+    _print_blocks(j)
+
+
+def _print_blocks(j) -> None:
+    blocked = j.blocked()
+    if blocked:
+        err.print(f"[red]new entries blocked:[/] {escape(blocked)}")
+    for op in j.operations("executing"):
+        err.print(f"[yellow]operation {op['op_id']} ({op['kind']}) was left unfinished: run `fundarb reconcile`[/]")
 
 
 def _margin_line(rule, pos: dict, mark: float) -> str:
@@ -519,7 +651,7 @@ def reconcile_command(
     api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
 ) -> None:
     """Finish interrupted operations and compare the trade log with the venues; a mismatch blocks new entries."""
-    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote, "fundarb reconcile", TRADED)
     if accept is not None and not accept.strip():
         _fail("--accept needs a reason")
     lock = actor_lock(cfg, path, target, "fundarb reconcile", venues=True)  # a runner reconciles its own

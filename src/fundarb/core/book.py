@@ -43,6 +43,17 @@ def drift_of(spot_qty: float, perp_qty: float, floor: float = 1e-12) -> float:
     return abs(spot_qty + perp_qty) / size if size > floor else 0.0
 
 
+def btc_worth(units: float, contract_size: float, price: float) -> float:
+    """BTC of ``units`` of a market at ``price``: contracts x size / price for
+    an inverse perp (``contract_size`` USD a contract), the units (BTC) else."""
+    return units * contract_size / price if contract_size > 0 else units
+
+
+def units_worth(btc: float, contract_size: float, price: float) -> float:
+    """The inverse of ``btc_worth``: unrounded contracts worth ``btc`` at ``price``, or the BTC."""
+    return btc * price / contract_size if contract_size > 0 else btc
+
+
 def margin_buffer(liq: float, mark: float, qty: float) -> float:
     """Distance from mark to liquidation as a fraction of mark, positive while
     safe: (liq - mark)/mark for a short, (mark - liq)/mark for a long."""
@@ -101,7 +112,7 @@ class VenueAccount:
     def btc_of(self, units: float, price: float) -> float:
         """BTC of ``units`` traded at ``price``: contracts x size / price for an
         inverse perp (what an opening trade adds), the units otherwise."""
-        return units * self.contract_size / price if self.contract_size > 0 else units
+        return btc_worth(units, self.contract_size, price)
 
     def units_of(self, btc: float) -> float:
         """Order units that take ``btc`` off the position: for an inverse perp

@@ -680,6 +680,13 @@ class Journal:
             (base, account)).fetchone()
         return round(float(row[0]) - float(row[1]), 12) + 0.0  # sums of decimal lots: drop float dust (and -0.0)
 
+    def units(self, account: str) -> float:
+        """Net size the journal's fills hold on ``account`` in the venue's own
+        unit (an inverse perp's contracts), fees not counted."""
+        row = self.db.execute("SELECT COALESCE(SUM(CASE side WHEN 'buy' THEN qty ELSE -qty END), 0) FROM fills "
+                              "WHERE account=?", (account,)).fetchone()
+        return round(float(row[0]), 12) + 0.0
+
     # --- state, reconciliations, alerts ------------------------------------------
     def get_state(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()

@@ -42,8 +42,7 @@ from fundarb.core.orders import Order, OrderStatus
 from fundarb.live.execution.orders import superseded
 from fundarb.live.execution.paired import PairOutcome, execute_adjust, execute_pair
 from fundarb.live.execution.session import LiveSession
-from fundarb.support.scrub import describe
-from fundarb.venues import quirks_or_plain
+from fundarb.live.execution.transfers import TransferFailed, move
 
 S = OrderStatus
 RETRY_FAILED_ADJUST_S = 60.0
@@ -221,19 +220,12 @@ class LiveVenue:
         s = self.session
         src = s.spot if r.from_venue == s.spot.account else s.perp
         dst = s.perp if src is s.spot else s.spot
-        venue = quirks_or_plain(src.exchange.id)
-        kind = venue.transfer_type(dst.exchange.id)  # the venue's transfer type between the two wallets
         now = self.now()
-        if kind is not None:
-            client = (s.clients.get(venue.transfer_client) if venue.transfer_client else None) or src.exchange
-            try:
-                reply = await src.queue.call(client.transfer, src.quote, round(r.amount, 2), "spot", "future",
-                                             {"type": kind})
-                return [TransferDone(now, str(reply.get("id") or ""), r.from_venue, r.to_venue, r.amount, 0.0)]
-            except Exception as exc:  # noqa: BLE001 - the venue's words go to the alert
-                why = f"the transfer failed ({describe(exc, 200)})"
-        else:
-            why = "there is no automatic transfer between these venues"
+        try:
+            venue_id = await move(s, src, dst, src.quote, round(r.amount, 2))
+            return [TransferDone(now, venue_id, r.from_venue, r.to_venue, r.amount, 0.0)]
+        except TransferFailed as exc:
+            why = str(exc)
         # one alert, then the engine hears "not made" after the transfer delay and
         # asks again if the need still stands (not on every tick meanwhile)
         s.alert("transfer_needed", f"move {r.amount:,.2f} {src.quote} from {r.from_venue} to {r.to_venue} by hand: "

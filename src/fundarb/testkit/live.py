@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fundarb.config import Config, default_config_path, load
+from fundarb.config import Config, default_config_path, load, project_file
 from fundarb.live.ccxt.client import Target
 from fundarb.live.execution.paired import execute_pair
 from fundarb.live.execution.session import open_session
@@ -22,7 +22,7 @@ from fundarb.testkit.emulator.server import EmulatorServer
 T = TypeVar("T")
 
 KEYS = {f"FUNDARB_{venue}_{part}": value
-        for venue in ("BINANCE", "BINANCEUSDM", "BYBIT")
+        for venue in ("BINANCE", "BINANCEUSDM", "BINANCECOINM", "BYBIT")
         for part, value in (("API_KEY", "emulator-key"), ("SECRET", "emulator-secret-value"))}
 USDT = 100_000.0
 SPOT, PERP = ("binance", "spot"), ("binanceusdm", "perp")
@@ -75,9 +75,14 @@ def placed_orders(server: EmulatorServer, market: tuple[str, str] | None = None)
     return [o for m in markets for o in server.accounts.all_orders(*m)]
 
 
-def assert_agree(server: EmulatorServer, journal_path: Path) -> Journal:
+def assert_agree(server: EmulatorServer, journal_path: Path, coin_margined: bool = False) -> Journal:
     """Trade log, journal and venue state agree: every venue trade is a fill
-    in the log (and no other), positions match, nothing is left in flight."""
+    in the log (and no other), positions match, nothing is left in flight.
+    ``coin_margined``: the perp is Binance COIN-M's, in contracts, and the
+    carry's BTC (spot fills and what the short settled in) is what both
+    wallets hold beyond the BTC float the test funded (``COINM_FLOAT``)."""
+    if coin_margined:
+        return _assert_agree_coinm(server, journal_path)
     j = Journal(journal_path)
     fills = j.rows("fills")
     for (venue, kind), account in ((SPOT, "binance:spot"), (PERP, "binanceusdm:perp")):
@@ -88,6 +93,56 @@ def assert_agree(server: EmulatorServer, journal_path: Path) -> Journal:
         assert {o.client_id for o in server.accounts.all_orders(venue, kind)} <= ours
     assert j.position("binanceusdm:perp") == pytest.approx(server.accounts.position("binanceusdm").qty, abs=1e-12)
     assert j.position("binance:spot") == pytest.approx(server.accounts.wallets["binance"].get("BTC"), abs=1e-12)
+    assert j.orders(open_only=True) == []
+    assert j.operations("executing") == []
+    return j
+
+
+COINM = ("binancecoinm", "inverse")
+COINM_FLOAT = 0.01  # BTC in the COIN-M wallet before the carry: the short's initial margin
+
+
+def fund_coinm(server: EmulatorServer, usdt: float = USDT, btc: float = COINM_FLOAT) -> None:
+    """The spot wallet's USDT that buys the carry's BTC, and a BTC float in the
+    COIN-M wallet that is the short's initial margin until that BTC is moved in."""
+    server.accounts.fund("binance", "USDT", usdt)
+    if btc:
+        server.accounts.fund("binancecoinm", "BTC", btc)
+
+
+def coinm_config(**live: Any) -> Config:
+    """The shipped coin-margined config with short live timings."""
+    import attrs
+
+    from fundarb.config import LiveSettings
+
+    cfg = load(project_file(Path("sims") / "coin_margined.toml"))
+    timings = {"hedge_timeout_seconds": 20.0, "order_timeout_seconds": 5.0, "request_timeout_seconds": 2.0, **live}
+    return attrs.evolve(cfg, live=LiveSettings(**timings))
+
+
+def _assert_agree_coinm(server: EmulatorServer, journal_path: Path) -> Journal:
+    from fundarb.live.execution.holdings import holdings
+
+    class Leg:  # what holdings() reads of a live leg
+        def __init__(self, account: str, face: float) -> None:
+            self.account, self.base, self.face = account, "BTC", face
+
+    j = Journal(journal_path)
+    fills = j.rows("fills")
+    for (venue, kind), account in ((SPOT, "binance:spot"), (COINM, "binancecoinm:perp")):
+        venue_ids = sorted(t.id for t in server.accounts.trade_list(venue, kind))
+        log_ids = sorted(f["trade_id"] for f in fills if f["account"] == account)
+        assert venue_ids == log_ids, (account, venue_ids, log_ids)
+        ours = {o["client_id"] for o in j.rows("orders") if o["account"] == account}
+        assert {o.client_id for o in server.accounts.all_orders(venue, kind)} <= ours
+    pos = server.accounts.position("binancecoinm", "inverse")
+    assert j.units("binancecoinm:perp") == pytest.approx(pos.qty, abs=1e-9)
+    paid = sorted(f["amount"] for f in j.rows("funding"))
+    assert paid == pytest.approx(sorted(f.amount for f in server.accounts.funding_list("binancecoinm", "inverse")))
+    held = holdings(j, Leg("binance:spot", 0.0), Leg("binancecoinm:perp", 100.0))
+    wallets = server.accounts.wallets["binance"].get("BTC") + server.accounts.wallets["binancecoinm"].get("BTC")
+    assert held.spot_btc == pytest.approx(wallets - COINM_FLOAT, abs=1e-8)
     assert j.orders(open_only=True) == []
     assert j.operations("executing") == []
     return j

@@ -187,11 +187,15 @@ def _step(value: Any) -> Decimal | None:
 
 @attrs.frozen
 class MarketRules:
-    """What the venue accepts for one market, in BTC and quote currency.
+    """What the venue accepts for one market, in the leg's unit and quote currency.
 
-    ``amount_step`` and ``min_amount`` are in the venue's amount unit
-    (contracts of ``contract_size`` BTC for perps, BTC for spot); the methods
-    take and return BTC.
+    The leg's unit is BTC for spot and linear perps, and the contract for an
+    inverse perp (``face`` USD each: its orders, fills and journal rows count
+    contracts, whose BTC worth depends on the price). ``amount_step`` and
+    ``min_amount`` are in the venue's amount unit (contracts of
+    ``contract_size`` BTC for linear perps, BTC for spot, contracts for an
+    inverse perp, where ``contract_size`` is 1); the methods take and return
+    the leg's unit.
     """
 
     account: str
@@ -201,6 +205,7 @@ class MarketRules:
     max_market_amount: float
     min_cost: float
     contract_size: float = 1.0
+    face: float = 0.0  # USD per contract of an inverse perp; 0: the leg trades BTC
 
     @classmethod
     def of(cls, exchange: Any, account: str, symbol: str) -> MarketRules:
@@ -214,39 +219,50 @@ class MarketRules:
         else:
             step = _step(m["precision"].get("amount"))
         market_max = (limits.get("market") or {}).get("max") or (limits.get("amount") or {}).get("max")
+        size = float(m.get("contractSize") or 1.0)
+        inverse = bool(m.get("inverse"))
         return cls(account, symbol, step, float((limits.get("amount") or {}).get("min") or 0.0),
                    float(market_max or math.inf), float((limits.get("cost") or {}).get("min") or 0.0),
-                   float(m.get("contractSize") or 1.0))
+                   1.0 if inverse else size, size if inverse else 0.0)
+
+    @property
+    def unit(self) -> str:
+        return "contracts" if self.face else "BTC"
 
     @property
     def step_btc(self) -> Decimal:
+        """The lot in the leg's unit (BTC; whole contracts of an inverse perp)."""
         return (self.amount_step or Decimal(0)) * Decimal(str(self.contract_size))
 
     def floor_btc(self, qty: float) -> float:
-        """``qty`` BTC rounded down to what the venue accepts."""
+        """``qty`` (the leg's unit) rounded down to what the venue accepts."""
         step = self.step_btc
         if step <= 0:
             return qty
         return float((Decimal(str(qty)) / step).to_integral_value(ROUND_FLOOR) * step)
 
     def amount(self, qty_btc: float) -> float:
-        """BTC -> the venue's amount unit (contracts for perps), in decimal:
+        """The leg's unit -> the venue's amount unit (contracts for perps), in decimal:
         0.29 BTC at 0.01 BTC a contract is 29 contracts, not 28.999999999999996
         (which ccxt's precision rounding would send as 28.99)."""
         return float(Decimal(str(qty_btc)) / Decimal(str(self.contract_size)))
 
+    def notional(self, qty: float, price: float) -> float:
+        """Quote value of ``qty`` (the leg's unit) at ``price``: an inverse contract is worth its face."""
+        return qty * self.face if self.face else qty * price
+
     def problems(self, qty_btc: float, price: float) -> list[str]:
-        """Why the venue would refuse a market order of ``qty_btc`` at about ``price``."""
-        out = []
+        """Why the venue would refuse a market order of ``qty_btc`` (the leg's unit) at about ``price``."""
+        out, unit = [], self.unit
         if self.floor_btc(qty_btc) != qty_btc:
-            out.append(f"{self.account}: {qty_btc:g} BTC is not a multiple of the lot size {self.step_btc:g}")
+            out.append(f"{self.account}: {qty_btc:g} {unit} is not a multiple of the lot size {self.step_btc:g}")
         amount = self.amount(qty_btc)
         if amount < self.min_amount:
-            out.append(f"{self.account}: {qty_btc:g} BTC is under the minimum order {self.min_amount * self.contract_size:g} BTC")
+            out.append(f"{self.account}: {qty_btc:g} {unit} is under the minimum order {self.min_amount * self.contract_size:g} {unit}")
         if amount > self.max_market_amount:
-            out.append(f"{self.account}: {qty_btc:g} BTC is over the largest market order {self.max_market_amount * self.contract_size:g} BTC")
-        if qty_btc * price < self.min_cost:
-            out.append(f"{self.account}: {qty_btc * price:,.2f} USDT is under the minimum notional {self.min_cost:,.2f} USDT")
+            out.append(f"{self.account}: {qty_btc:g} {unit} is over the largest market order {self.max_market_amount * self.contract_size:g} {unit}")
+        if self.notional(qty_btc, price) < self.min_cost:
+            out.append(f"{self.account}: {self.notional(qty_btc, price):,.2f} USDT is under the minimum notional {self.min_cost:,.2f} USDT")
         return out
 
 

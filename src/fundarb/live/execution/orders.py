@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 import ccxt
 
+from fundarb.core.book import btc_worth, units_worth
 from fundarb.core.model import Fill, Liquidity, Side
 from fundarb.core.orders import QTY_EPS, IllegalTransition, Order, OrderStatus
 from fundarb.live.ccxt.client import RECV_WINDOW_MS, MarketRules
@@ -84,6 +85,23 @@ class LiveLeg:
     @property
     def market(self) -> dict:
         return self.exchange.market(self.symbol)
+
+    @property
+    def face(self) -> float:
+        """USD per contract of an inverse perp (its unit is the contract); 0 for a leg that trades BTC."""
+        return self.rules.face
+
+    @property
+    def unit(self) -> str:
+        return self.rules.unit
+
+    def btc(self, units: float, price: float) -> float:
+        """BTC worth of ``units`` of this leg at ``price``."""
+        return btc_worth(units, self.face, price)
+
+    def units_for(self, btc: float, price: float) -> float:
+        """This leg's units (unrounded) worth ``btc`` at ``price``."""
+        return units_worth(btc, self.face, price)
 
     @property
     def base(self) -> str:

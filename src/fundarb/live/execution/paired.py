@@ -36,6 +36,7 @@ import ccxt
 
 from fundarb.core.model import NS_PER_SECOND, Side
 from fundarb.core.orders import Order, OrderStatus
+from fundarb.live.execution.holdings import holdings
 from fundarb.live.execution.orders import LiveLeg, VenueDisagrees, recv_window_s, superseded
 from fundarb.live.execution.session import LiveSession
 from fundarb.live.journal import Journal
@@ -66,6 +67,7 @@ class PairOutcome:
 
 
 def _net(journal: Journal, op_id: int, leg: str) -> float:
+    """Signed size ``op_id`` traded on ``leg``, in the leg's unit (BTC, or an inverse perp's contracts)."""
     total = 0.0
     for row in journal.orders(op_id):
         if row["leg"] == leg:
@@ -73,25 +75,43 @@ def _net(journal: Journal, op_id: int, leg: str) -> float:
     return round(total, 12) + 0.0  # sums of decimal lots: -0.005 + 0.003 must be -0.002, not -0.0019999999999999996
 
 
+def _net_btc(session: LiveSession, op_id: int, name: str) -> float:
+    """Signed BTC ``op_id`` traded on leg ``name``: an inverse perp's
+    contracts are worth face / price at each fill's price (what an opening
+    short hedges, and what a closing buy-back settles against)."""
+    leg = session.spot if name == "spot" else session.perp
+    journal = session.journal
+    if not leg.face:
+        return _net(journal, op_id, name)
+    total = 0.0
+    for row in journal.orders(op_id):
+        if row["leg"] == name:
+            for f in journal.fills(row["client_id"]):
+                total += (1 if f["side"] == "buy" else -1) * leg.btc(float(f["qty"]), float(f["price"]))
+    return round(total, 12) + 0.0
+
+
 def _tradeable(leg: LiveLeg, qty: float, price: float) -> float:
-    """``qty`` floored to the leg's lot; 0 when that is under its minimum order."""
+    """``qty`` (the leg's unit) floored to the leg's lot; 0 when that is under its minimum order."""
     q = leg.rules.floor_btc(qty)
     return q if q > 0 and not leg.rules.problems(q, price) else 0.0
 
 
 def naked_gap(session: LiveSession, gap: float, price: float) -> bool:
     """The one rule for a naked leg, for the executor and reconciliation
-    alike: a gap between the legs that some leg can trade (its lot and its
-    minimum order at ``price``; by the lot alone when no price is known)."""
+    alike: a gap of ``gap`` BTC between the legs that some leg can trade (its
+    lot and its minimum order at ``price``; by the lot alone when no price is
+    known, where an inverse perp, whose lot is worth a price, is not asked)."""
     if price <= 0:
-        return any(leg.rules.floor_btc(abs(gap)) > 0 for leg in session.legs)
-    return any(_tradeable(leg, abs(gap), price) > 0 for leg in session.legs)
+        return any(leg.rules.floor_btc(abs(gap)) > 0 for leg in session.legs if not leg.face)
+    return any(_tradeable(leg, leg.units_for(abs(gap), price), price) > 0 for leg in session.legs)
 
 
 async def execute_pair(session: LiveSession, kind: str, qty: float, plan: dict[str, Any],
                        spot_qty: float | None = None) -> PairOutcome:
-    """Trade ``qty`` BTC on the perp leg and ``spot_qty`` (default the same)
-    on the spot leg, both at once, then balance them."""
+    """Trade ``qty`` on the perp leg (its unit: BTC, or an inverse perp's
+    contracts) and ``spot_qty`` BTC (default ``qty``) on the spot leg, both at
+    once, then balance them in BTC."""
     async with session.lock:
         return await _run_pair(session, kind, qty, qty if spot_qty is None else spot_qty, plan)
 
@@ -124,9 +144,10 @@ def _interrupted(session: LiveSession, op_id: int, kind: str, exc: BaseException
     """A timeout or network error cut operation ``op_id`` short: record it as
     ``needs_recovery`` with exactly what was sent, block entries and alert once."""
     journal = session.journal
-    sent = [f"{r['client_id']} {r['leg']} {r['role']} {r['side']} {float(r['qty']):g} BTC: "
+    units = {"spot": session.spot.unit, "perp": session.perp.unit}
+    sent = [f"{r['client_id']} {r['leg']} {r['role']} {r['side']} {float(r['qty']):g} {units[r['leg']]}: "
             f"{r['status']} {float(r['filled_qty']):g}" for r in journal.orders(op_id)]
-    spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
+    spot, perp = _net_btc(session, op_id, "spot"), _net_btc(session, op_id, "perp")
     what = "; ".join(sent) if sent else "no order was sent"
     message = (f"operation {op_id} ({kind}) was cut short by {describe(exc, 200)}; "
                f"sent: {what}; as journaled: spot {spot:+g} BTC, perp {perp:+g} BTC (orders still open may "
@@ -141,7 +162,7 @@ def _park(session: LiveSession, op_id: int, kind: str, alert: str, message: str,
     session.alert(alert, message, "critical")
     journal.set_state(BLOCK_KEY, block, now)
     journal.finish_operation(op_id, now, NEEDS_RECOVERY, message)
-    spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
+    spot, perp = _net_btc(session, op_id, "spot"), _net_btc(session, op_id, "perp")
     orders = tuple(r["client_id"] for r in journal.orders(op_id))
     return PairOutcome(op_id, kind, NEEDS_RECOVERY, spot, perp, spot + perp, (message,), orders)
 
@@ -166,7 +187,7 @@ async def execute_adjust(session: LiveSession, orders: list[tuple[str, Side, flo
 
 def _finish_adjust(session: LiveSession, op_id: int, actions: list[str]) -> PairOutcome:
     journal = session.journal
-    spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
+    spot, perp = _net_btc(session, op_id, "spot"), _net_btc(session, op_id, "perp")
     status = "done" if spot or perp else "failed"
     journal.finish_operation(op_id, session.now_ns(), status, "; ".join(actions))
     orders = tuple(r["client_id"] for r in journal.orders(op_id))
@@ -196,22 +217,22 @@ async def _equalise(session: LiveSession, op_id: int, kind: str, prices: dict[st
     journal = session.journal
     for _ in range(3):
         await resolve_unknown(session, op_id, actions)
-        spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
+        spot, perp = _net_btc(session, op_id, "spot"), _net_btc(session, op_id, "perp")
         gap = round(spot + perp, 12)  # > 0: more spot bought (or less sold) than perp sold
         if kind == "close":
             # a close ends with both legs flat, not with equal fills: the spot the
             # carry holds is short of the perp by the BTC fees its buys paid, so
             # the fills of a full close differ by them while the legs are equal
-            carry = round(journal.position(session.spot.account, session.spot.base)
-                          + journal.position(session.perp.account), 12)
-            gap = min(gap, carry, key=abs)
+            gap = min(gap, holdings(journal, session.spot, session.perp).delta, key=abs)
         if gap == 0:
             return
         lead, lag = ("spot", "perp") if abs(spot) > abs(perp) else ("perp", "spot")
         side = Side.SELL if gap > 0 else Side.BUY
         choices = [(lead, "unwind")] + ([] if unwind_only or _refused(journal, op_id, lag) else [(lag, "hedge")])
         for name, role in choices:
-            qty = _sized(session, op_id, name, side, abs(gap), prices)
+            leg = session.spot if name == "spot" else session.perp
+            units = leg.units_for(abs(gap), _price(session, op_id, name, prices))
+            qty = _sized(session, op_id, name, side, units, prices)
             if qty > 0:
                 await _send(session, op_id, name, role, side, qty, actions, "the legs differ")
                 break
@@ -235,13 +256,22 @@ async def _complete(session: LiveSession, op_id: int, name: str, prices: dict[st
         await _send(session, op_id, name, "hedge", side, qty, actions, "the leg filled short")
 
 
+def _price(session: LiveSession, op_id: int, name: str, prices: dict[str, float]) -> float:
+    """The price leg ``name`` is sized at: the plan's, else its last fill's (0: none known)."""
+    return prices.get(name) or _last_price(session.journal, op_id, name)
+
+
 def _sized(session: LiveSession, op_id: int, name: str, side: Side, qty: float, prices: dict[str, float]) -> float:
-    """What of ``qty`` the leg can trade: a spot sell no more than is held
-    (a buy's fee was taken in BTC), floored to the lot, 0 under the minimum."""
+    """What of ``qty`` (the leg's unit) the leg can trade: a spot sell no more
+    than is held (a buy's fee was taken in BTC), floored to the lot, 0 under
+    the minimum."""
     leg = session.spot if name == "spot" else session.perp
     if name == "spot" and side is Side.SELL:
         qty = min(qty, session.journal.position(leg.account, leg.base))
-    return _tradeable(leg, qty, prices.get(name) or _last_price(session.journal, op_id, name))
+    price = _price(session, op_id, name, prices)
+    if leg.face and not price > 0:
+        return 0.0  # contracts are worth a price: none known, nothing sized
+    return _tradeable(leg, qty, price)
 
 
 async def _send(session: LiveSession, op_id: int, name: str, role: str, side: Side, qty: float,
@@ -250,7 +280,7 @@ async def _send(session: LiveSession, op_id: int, name: str, role: str, side: Si
     deadline = session.now_ns() + int(session.cfg.live_settings.order_timeout_seconds * NS_PER_SECOND)
     reduce_only = name == "perp" and side is Side.BUY  # the carry is short perp: buying only reduces
     order = await session.trader.send(leg, op_id, role, side, qty, deadline, reduce_only=reduce_only)
-    actions.append(f"{role} {leg.account}: {side.value} {qty:g} BTC ({why}) -> {order.status.value} "
+    actions.append(f"{role} {leg.account}: {side.value} {qty:g} {leg.unit} ({why}) -> {order.status.value} "
                    f"{order.filled_qty:g}" + (f" ({order.status_reason[:120]})" if order.status_reason else ""))
 
 
@@ -301,12 +331,12 @@ async def resolve_unknown(session: LiveSession, op_id: int, actions: list[str]) 
         deadline = now + int(session.cfg.live_settings.order_timeout_seconds * NS_PER_SECOND)
         await trader.follow(leg, order, str(found["id"]), deadline)
         actions.append(f"{order.client_id} on {leg.account}: found on the venue, {order.status.value} "
-                       f"{order.filled_qty:g} BTC")
+                       f"{order.filled_qty:g} {leg.unit}")
 
 
 def _conclude(session: LiveSession, op_id: int, kind: str, actions: list[str], timed_out: bool) -> PairOutcome:
     journal, now = session.journal, session.now_ns()
-    spot, perp = _net(journal, op_id, "spot"), _net(journal, op_id, "perp")
+    spot, perp = _net_btc(session, op_id, "spot"), _net_btc(session, op_id, "perp")
     residual = spot + perp
     # a spot fee taken in BTC is bought but never held, so the fills can
     # differ by it while the legs are equal: after an unwind (it sells what is
@@ -315,7 +345,7 @@ def _conclude(session: LiveSession, op_id: int, kind: str, actions: list[str], t
     # smallest of: by the fills, by what this operation left held, and
     # between the carry's two legs as a whole.
     held = residual - _base_fees(session, op_id)
-    carry = journal.position(session.spot.account, session.spot.base) + journal.position(session.perp.account)
+    carry = holdings(journal, session.spot, session.perp).delta
     gap = min(residual, held, carry, key=abs)
     price = _last_price(journal, op_id, "spot") or _last_price(journal, op_id, "perp")
     tradeable = price > 0 and naked_gap(session, gap, price)

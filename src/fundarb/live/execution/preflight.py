@@ -29,9 +29,10 @@ from typing import Any
 import attrs
 
 from fundarb.config import Config
+from fundarb.core.book import COIN, Collateral, VenueAccount, btc_worth, liquidation_of
 from fundarb.core.funding import annualize
 from fundarb.core.liquidation import ISOLATED, LiquidationRuleMissing, MarginRule, NotionalBeyondTiers
-from fundarb.core.model import Side
+from fundarb.core.model import MarketKind, Side
 from fundarb.core.risk import buffer_veto, leverage_veto, notional_veto, position_veto
 from fundarb.core.strategy import amortised_cost_apr, clears_entry, entry_edge
 from fundarb.data.margin_tiers import is_modelled, rule_from_ccxt_tiers, shipped_rule
@@ -71,6 +72,11 @@ class Snapshot:
     journal_perp: float
     margin: MarginRule  # the perp venue's liquidation rule and tiers
     margin_note: str = ""  # set when the tiers are not the venue's own of now (the shipped snapshot)
+    perp_face: float = 0.0  # an inverse perp's USD per contract (its unit is the contract); 0: it trades BTC
+    perp_units: float = 0.0  # the venue's signed position in the perp's unit
+    journal_perp_units: float = 0.0
+    perp_settle: str = "USDT"  # the asset the perp margins and settles in (BTC for an inverse perp)
+    perp_wallet: float = 0.0  # an inverse perp's wallet balance in its coin, unrealized PnL not included
 
 
 @attrs.frozen
@@ -78,11 +84,17 @@ class LegPlan:
     account: str
     symbol: str
     side: Side
-    qty: float
+    qty: float  # BTC (an inverse perp's: its contracts' worth at ``price``)
     mid: float
     price: float  # expected average fill, walking the book
     fee: float  # USDT
     spread_bp: float
+    units: float = -1.0  # the order in the leg's unit (contracts of an inverse perp); -1: ``qty``
+
+    @property
+    def order(self) -> float:
+        """What is sent, in the leg's unit."""
+        return self.qty if self.units < 0 else self.units
 
     @property
     def notional(self) -> float:
@@ -154,25 +166,40 @@ def walk(levels: Levels, qty: float) -> float:
     return math.nan
 
 
-def _leg(account: str, symbol: str, side: Side, qty: float, bids: Levels, asks: Levels, fee_rate: float) -> LegPlan:
+def _leg(account: str, symbol: str, side: Side, qty: float, bids: Levels, asks: Levels, fee_rate: float,
+         face: float = 0.0) -> LegPlan:
+    """The plan of ``qty`` in the leg's unit: BTC, or (``face`` > 0) contracts
+    of an inverse perp, whose BTC worth is taken at the price the book gives."""
     mid = 0.5 * (bids[0][0] + asks[0][0]) if bids and asks else math.nan
-    price = walk(asks if side is Side.BUY else bids, qty)
+    levels = asks if side is Side.BUY else bids
+    units = -1.0
+    if face:
+        units = qty
+        price = walk(levels, btc_worth(units, face, mid))
+        qty = btc_worth(units, face, price if price == price else mid)
+    else:
+        price = walk(levels, qty)
     spread = (asks[0][0] - bids[0][0]) / mid * 1e4 if bids and asks else math.inf
-    return LegPlan(account, symbol, side, qty, mid, price, fee_rate * qty * (price if price == price else mid), spread)
+    return LegPlan(account, symbol, side, qty, mid, price, fee_rate * qty * (price if price == price else mid), spread,
+                   units)
 
 
 def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: MarketRules,
                perp_rules: MarketRules, blocked: str | None = None, spot_qty: float | None = None) -> TradePlan:
-    """``qty`` BTC on the perp leg, and on the spot leg unless ``spot_qty`` says
-    otherwise (closing everything: the spot leg holds the buy's fee less)."""
+    """``qty`` on the perp leg (its unit: BTC, or an inverse perp's contracts),
+    and ``spot_qty`` BTC on the spot leg (default ``qty``; closing
+    everything: the spot leg holds the buy's fee less)."""
     opening = kind == "open"
     spot_qty = qty if spot_qty is None else spot_qty
     spot = _leg(cfg.spot_account, cfg.spot.symbol, Side.BUY if opening else Side.SELL, spot_qty,
                 snap.spot_bids, snap.spot_asks, snap.spot_taker_fee)
     perp = _leg(cfg.perp_account, cfg.perp.symbol, Side.SELL if opening else Side.BUY, qty,
-                snap.perp_bids, snap.perp_asks, snap.perp_taker_fee)
+                snap.perp_bids, snap.perp_asks, snap.perp_taker_fee, snap.perp_face)
+    coin = bool(snap.perp_face)  # an inverse perp margined by the carry's BTC
     live, limits = cfg.live_settings, cfg.risk
-    venue_lev = min(snap.perp_leverage, float(math.floor(limits.max_leverage))) or 1.0
+    # isolated (linear): the leverage setting sizes the position's collateral, so it is kept at the
+    # config's limit; cross (coin-margined): it sizes only the initial margin, the wallet margins the rest
+    venue_lev = (snap.perp_leverage if snap.perp_face else min(snap.perp_leverage, float(math.floor(limits.max_leverage)))) or 1.0
     checks: list[Check] = []
 
     def check(name: str, ok: bool, detail: str) -> None:
@@ -182,8 +209,10 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
         check("entries", False, f"new entries are blocked: {blocked} ({lift_hint(blocked)})")
     traded = [leg for leg in (spot, perp) if leg.qty > 0]  # closing a lone leg trades one market only
     for leg in traded:
-        check(f"{leg.account} book", leg.price == leg.price,
-              f"{leg.qty:g} BTC {'fills' if leg.price == leg.price else 'does NOT fill'} within the top {BOOK_LEVELS} levels")
+        many = leg.units >= 0  # contracts, or an amount of BTC
+        size = f"{leg.order:g} contracts" if many else f"{leg.qty:g} BTC"
+        fills = ("fill" if many else "fills") if leg.price == leg.price else ("do NOT fill" if many else "does NOT fill")
+        check(f"{leg.account} book", leg.price == leg.price, f"{size} {fills} within the top {BOOK_LEVELS} levels")
         check(f"{leg.account} spread", leg.spread_bp <= live.max_spread_bp,
               f"spread {leg.spread_bp:.2f} bp (limit {live.max_spread_bp:g} bp)")
         check(f"{leg.account} slippage", leg.slippage_bp <= live.max_slippage_bp,
@@ -191,49 +220,12 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
     for rules, leg in ((spot_rules, spot), (perp_rules, perp)):
         if leg.qty <= 0:
             continue
-        problems = rules.problems(leg.qty, leg.price if leg.price == leg.price else leg.mid)
+        problems = rules.problems(leg.order, leg.price if leg.price == leg.price else leg.mid)
         check(f"{leg.account} lot and notional", not problems,
-              "; ".join(problems) or f"lot {float(rules.step_btc):g} BTC, minimum notional {rules.min_cost:,.2f} USDT")
+              "; ".join(problems) or f"lot {float(rules.step_btc):g} {rules.unit}, minimum notional {rules.min_cost:,.2f} USDT")
 
-    perp_after = snap.perp_qty + perp.side.sign * qty
-    if opening:
-        need = spot.qty * spot.price * 1.002  # 0.2%: the price may move between plan and fill
-        check("spot balance", snap.spot_quote_free >= need,
-              f"{snap.spot_quote_free:,.2f} USDT free, the buy needs about {need:,.2f}")
-        margin = perp.notional / venue_lev + perp.fee
-        check("perp balance", snap.perp_quote_free >= margin,
-              f"{snap.perp_quote_free:,.2f} USDT free, the short needs {margin:,.2f} margin and fee at {venue_lev:g}x")
-        check("position size", not position_veto(perp_after, limits),
-              f"{abs(perp_after):g} BTC short after the trade (limit {limits.max_position_btc:g})")
-        check("notional", not notional_veto(perp_after, snap.mark, limits),
-              f"{abs(perp_after) * snap.mark:,.0f} USDT after the trade (limit {limits.max_notional:,.0f})")
-    else:
-        check("spot holding", snap.journal_spot >= spot_qty - 1e-12 and snap.spot_base_free >= spot_qty - 1e-12,
-              f"the carry holds {snap.journal_spot:g} BTC spot ({snap.spot_base_free:g} free on the venue); "
-              f"selling {spot_qty:g}")
-        check("perp short", -snap.perp_qty >= qty - 1e-12 and -snap.journal_perp >= qty - 1e-12,
-              f"the venue shows {snap.perp_qty:g} BTC perp (journal {snap.journal_perp:g}); buying back {qty:g}")
-
-    entry_after = _entry_after(snap, perp, perp_after)
-    collateral = snap.perp_collateral + (perp.notional / venue_lev if opening else
-                                         -snap.perp_collateral * qty / abs(snap.perp_qty) if snap.perp_qty else 0.0)
-    unmodelled = ""
-    try:
-        liq = snap.margin.liquidation_price(collateral, perp_after, entry_after, ISOLATED)
-    except (LiquidationRuleMissing, NotionalBeyondTiers) as exc:
-        liq, unmodelled = math.nan, str(exc)
-    buffer = (liq - snap.mark) / snap.mark if perp_after < 0 and not unmodelled else math.inf
-    equity = snap.perp_equity - perp.fee
-    leverage = abs(perp_after) * snap.mark / equity if equity > 0 else math.inf
-    if opening:
-        check("leverage", not leverage_veto(leverage, limits),
-              f"perp leverage {leverage:.2f}x after the trade (limit {limits.max_leverage:g}x)")
-        if unmodelled:
-            check("margin buffer", False, f"no liquidation price: {unmodelled}")
-        else:
-            check("margin buffer", not buffer_veto(buffer, limits),
-                  f"margin buffer {buffer:.1%} after the trade, liquidation at {liq:,.1f} "
-                  f"(floor {limits.min_margin_buffer:.0%})")
+    margin_of = _coin_margined if coin else _linear
+    perp_after, leverage, buffer, liq = margin_of(snap, opening, spot, perp, venue_lev, limits, check)
 
     funding_apr = annualize(snap.funding_rate, snap.interval_hours)
     predicted_apr = annualize(snap.predicted_rate, snap.interval_hours) if snap.predicted_rate is not None else None
@@ -252,6 +244,116 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
                      snap.next_funding_ts, leverage, buffer, liq, venue_lev, snap.margin_note)
 
 
+Checker = Any  # check(name, ok, detail)
+
+
+def _linear(snap: Snapshot, opening: bool, spot: LegPlan, perp: LegPlan, venue_lev: float, limits: Any,
+            check: Checker) -> tuple[float, float, float, float]:
+    """Balances, limits and the margin of a linear short in its own isolated
+    wallet: (perp BTC after, leverage, margin buffer, liquidation price)."""
+    qty = perp.qty
+    perp_after = snap.perp_qty + perp.side.sign * qty
+    if opening:
+        need = spot.qty * spot.price * 1.002  # 0.2%: the price may move between plan and fill
+        check("spot balance", snap.spot_quote_free >= need,
+              f"{snap.spot_quote_free:,.2f} USDT free, the buy needs about {need:,.2f}")
+        margin = perp.notional / venue_lev + perp.fee
+        check("perp balance", snap.perp_quote_free >= margin,
+              f"{snap.perp_quote_free:,.2f} USDT free, the short needs {margin:,.2f} margin and fee at {venue_lev:g}x")
+        _size_checks(perp_after, snap.mark, limits, check)
+    else:
+        check("spot holding", snap.journal_spot >= spot.qty - 1e-12 and snap.spot_base_free >= spot.qty - 1e-12,
+              f"the carry holds {snap.journal_spot:g} BTC spot ({snap.spot_base_free:g} free on the venue); "
+              f"selling {spot.qty:g}")
+        check("perp short", -snap.perp_qty >= qty - 1e-12 and -snap.journal_perp >= qty - 1e-12,
+              f"the venue shows {snap.perp_qty:g} BTC perp (journal {snap.journal_perp:g}); buying back {qty:g}")
+
+    entry_after = _entry_after(snap, perp, perp_after)
+    collateral = snap.perp_collateral + (perp.notional / venue_lev if opening else
+                                         -snap.perp_collateral * qty / abs(snap.perp_qty) if snap.perp_qty else 0.0)
+    unmodelled = ""
+    try:
+        liq = snap.margin.liquidation_price(collateral, perp_after, entry_after, ISOLATED)
+    except (LiquidationRuleMissing, NotionalBeyondTiers) as exc:
+        liq, unmodelled = math.nan, str(exc)
+    equity = snap.perp_equity - perp.fee
+    leverage = abs(perp_after) * snap.mark / equity if equity > 0 else math.inf
+    buffer = _margin_checks(opening, perp_after, leverage, liq, unmodelled, snap.mark, limits, check)
+    return perp_after, leverage, buffer, liq
+
+
+def _coin_margined(snap: Snapshot, opening: bool, spot: LegPlan, perp: LegPlan, venue_lev: float, limits: Any,
+                   check: Checker) -> tuple[float, float, float, float]:
+    """Balances, limits and the margin of an inverse short margined by the
+    carry's BTC: the coin-margined wallet holds the carry's BTC (the BTC a
+    buy brings is moved in after the pair), so the short is checked against
+    that wallet with the bought BTC in it, by the venue's inverse rule through
+    the core's own accounts (``Collateral.wallet``, ``liquidation_of``). The
+    wallet must hold the short's initial margin at the venue's leverage
+    before the pair, since both legs go out at once."""
+    coin, face, mark = snap.perp_settle, snap.perp_face, snap.mark
+    account = VenueAccount("", MarketKind.PERP, 0.0, qty=snap.perp_qty, entry=snap.perp_entry, price=mark,
+                           contract_size=face, coin=snap.perp_wallet)
+    fee_coin = perp.fee / perp.price if perp.price == perp.price and perp.price > 0 else 0.0
+    account.trade(perp.side.sign * perp.order, perp.price if perp.price == perp.price else perp.mid, fee_coin)
+    account.price = mark
+    perp_after = account.qty
+    bought = spot.qty if opening else 0.0
+    carry = VenueAccount("", MarketKind.SPOT, 0.0, qty=bought, price=mark)
+    if opening:
+        need = spot.qty * spot.price * 1.002  # 0.2%: the price may move between plan and fill
+        check("spot balance", snap.spot_quote_free >= need,
+              f"{snap.spot_quote_free:,.2f} USDT free, the buy needs about {need:,.2f}")
+        initial = perp.qty / venue_lev + fee_coin
+        check("perp balance", snap.perp_quote_free >= initial,
+              f"{snap.perp_quote_free:.8g} {coin} free in the coin-margined wallet; the short needs {initial:.8g} "
+              f"initial margin and fee at {venue_lev:g}x there before the bought BTC is moved in")
+        _size_checks(perp_after, mark, limits, check)
+    else:
+        movable = snap.spot_base_free + snap.perp_quote_free
+        check("spot holding", snap.journal_spot >= spot.qty - 1e-12 and movable >= spot.qty - 1e-12,
+              f"the carry holds {snap.journal_spot:g} BTC ({snap.spot_base_free:g} free on the spot wallet, "
+              f"{snap.perp_quote_free:.8g} movable from the coin-margined wallet); selling {spot.qty:g}")
+        check("perp short", -snap.perp_units >= perp.order - 1e-12 and -snap.journal_perp_units >= perp.order - 1e-12,
+              f"the venue shows {snap.perp_units:g} contracts (journal {snap.journal_perp_units:g}); "
+              f"buying back {perp.order:g}")
+    unmodelled = ""
+    try:
+        liq = liquidation_of(snap.margin, Collateral(COIN), carry, account) if perp_after else math.nan
+    except (LiquidationRuleMissing, NotionalBeyondTiers) as exc:
+        liq, unmodelled = math.nan, str(exc)
+    equity = Collateral(COIN).margin_equity(carry, account)
+    leverage = abs(perp_after) * mark / equity if equity > 0 else math.inf
+    buffer = _margin_checks(opening, perp_after, leverage, liq, unmodelled, mark, limits, check)
+    return perp_after, leverage, buffer, liq
+
+
+def _size_checks(perp_after: float, mark: float, limits: Any, check: Checker) -> None:
+    check("position size", not position_veto(perp_after, limits),
+          f"{abs(perp_after):g} BTC short after the trade (limit {limits.max_position_btc:g})")
+    check("notional", not notional_veto(perp_after, mark, limits),
+          f"{abs(perp_after) * mark:,.0f} USDT after the trade (limit {limits.max_notional:,.0f})")
+
+
+def _margin_checks(opening: bool, perp_after: float, leverage: float, liq: float, unmodelled: str, mark: float,
+                   limits: Any, check: Checker) -> float:
+    """The leverage and margin-buffer checks of an open; the buffer after the trade."""
+    buffer = (liq - mark) / mark if perp_after < 0 and not unmodelled else math.inf
+    if opening:
+        check("leverage", not leverage_veto(leverage, limits),
+              f"perp leverage {leverage:.2f}x after the trade (limit {limits.max_leverage:g}x)")
+        if unmodelled:
+            check("margin buffer", False, f"no liquidation price: {unmodelled}")
+        elif math.isinf(liq):
+            check("margin buffer", True, "no liquidation price after the trade: the short is covered, no rise "
+                  f"liquidates it (floor {limits.min_margin_buffer:.0%})")
+        else:
+            check("margin buffer", not buffer_veto(buffer, limits),
+                  f"margin buffer {buffer:.1%} after the trade, liquidation at {liq:,.1f} "
+                  f"(floor {limits.min_margin_buffer:.0%})")
+    return buffer
+
+
 def _entry_after(snap: Snapshot, perp: LegPlan, perp_after: float) -> float:
     if perp_after == 0:
         return 0.0
@@ -263,29 +365,36 @@ def _entry_after(snap: Snapshot, perp: LegPlan, perp_after: float) -> float:
 
 # ---------------------------------------------------------------------- reading the venues
 
-def _levels(side: list, contract_size: float) -> Levels:
-    return tuple((float(p), float(q) * contract_size) for p, q, *_ in side)
+def _levels(side: list, leg: LiveLeg) -> Levels:
+    """A book side in (price, BTC): a linear perp's contracts of ``contract_size``
+    BTC, an inverse perp's contracts worth face / price at their level."""
+    size = leg.rules.contract_size
+    return tuple((float(p), leg.btc(float(q) * size, float(p))) for p, q, *_ in side)
 
 
 async def perp_position(leg: LiveLeg) -> dict[str, Any]:
-    """The venue's own view of the perp position: signed BTC, entry,
-    collateral (ccxt's: the position's margin with its unrealised PnL),
-    unrealised PnL, leverage setting, liquidation price, margin mode ('' when
-    not said). ``collateral - unrealized`` is the isolated wallet a
-    liquidation formula takes."""
+    """The venue's own view of the perp position: signed BTC (an inverse
+    perp's: face / entry), its signed size in the leg's unit (``units``:
+    contracts of an inverse perp), entry, collateral (ccxt's: the position's
+    margin with its unrealised PnL), unrealised PnL (in the settlement
+    asset), leverage setting, liquidation price, margin mode ('' when not
+    said). ``collateral - unrealized`` is the isolated wallet a liquidation
+    formula takes."""
     rows = await leg.call("fetch_positions", [leg.symbol])
-    out: dict[str, Any] = {"qty": 0.0, "entry": 0.0, "collateral": 0.0, "unrealized": 0.0, "leverage": math.nan,
-                           "liquidation": math.nan, "mode": ""}
+    out: dict[str, Any] = {"qty": 0.0, "units": 0.0, "entry": 0.0, "collateral": 0.0, "unrealized": 0.0,
+                           "leverage": math.nan, "liquidation": math.nan, "mode": ""}
     for p in rows:
         if p.get("symbol") != leg.symbol:
             continue
-        contracts = float(p.get("contracts") or 0.0) * leg.rules.contract_size
+        units = float(p.get("contracts") or 0.0) * leg.rules.contract_size
         sign = -1.0 if p.get("side") == "short" else 1.0
         out["leverage"] = float(p.get("leverage") or math.nan)
-        if contracts:
-            out.update(qty=sign * contracts, entry=float(p.get("entryPrice") or 0.0),
+        if units:
+            entry = float(p.get("entryPrice") or 0.0)
+            btc = units if not leg.face else leg.btc(units, entry) if entry > 0 else 0.0
+            out.update(qty=sign * btc, units=sign * units, entry=entry,
                        collateral=float(p.get("collateral") or p.get("initialMargin") or 0.0),
-                       unrealized=float(p.get("unrealizedPnl") or 0.0) if p.get("collateral") else 0.0,
+                       unrealized=float(p.get("unrealizedPnl") or 0.0) if p.get("collateral") or leg.face else 0.0,
                        liquidation=float(p.get("liquidationPrice") or math.nan), mode=str(p.get("marginMode") or ""))
     return out
 
@@ -317,8 +426,11 @@ def balance_of(reply: dict, asset: str, field: str) -> float:
 
 
 async def snapshot(spot: LiveLeg, perp: LiveLeg, journal_spot: float, journal_perp: float, ts: int,
-                   default_leverage: float) -> Snapshot:
-    """Read both venues at once (books, balances, the perp position, funding)."""
+                   default_leverage: float, journal_perp_units: float | None = None) -> Snapshot:
+    """Read both venues at once (books, balances, the perp position, funding).
+    ``journal_perp_units``: the journal's perp in its unit (default ``journal_perp``)."""
+    journal_perp_units = journal_perp if journal_perp_units is None else journal_perp_units
+    settle = perp.market.get("settle") or perp.quote  # what the perp margins in: USDT, or BTC (inverse)
     spot_book, perp_book, spot_bal, perp_bal, pos, funding, (margin, margin_note) = await asyncio.gather(
         spot.call("fetch_order_book", spot.symbol, BOOK_LEVELS),
         perp.call("fetch_order_book", perp.symbol, BOOK_LEVELS),
@@ -329,15 +441,16 @@ async def snapshot(spot: LiveLeg, perp: LiveLeg, journal_spot: float, journal_pe
     predicted = funding.get("nextFundingRate")
     lev = pos["leverage"] if pos["leverage"] == pos["leverage"] else default_leverage
     return Snapshot(
-        ts, _levels(spot_book["bids"], 1.0), _levels(spot_book["asks"], 1.0),
-        _levels(perp_book["bids"], perp.rules.contract_size), _levels(perp_book["asks"], perp.rules.contract_size),
+        ts, _levels(spot_book["bids"], spot), _levels(spot_book["asks"], spot),
+        _levels(perp_book["bids"], perp), _levels(perp_book["asks"], perp),
         balance_of(spot_bal, spot.quote, "free"), balance_of(spot_bal, spot.base, "free"),
-        balance_of(perp_bal, perp.quote, "free"), balance_of(perp_bal, perp.quote, "total"),
+        balance_of(perp_bal, settle, "free"), balance_of(perp_bal, settle, "total"),
         pos["qty"], pos["entry"], pos["collateral"] - pos["unrealized"], lev, mark,
         float(funding.get("fundingRate") or 0.0), float(predicted) if predicted is not None else None, interval,
         int(funding.get("fundingTimestamp") or funding.get("nextFundingTimestamp") or 0) * 1_000_000,
         float(spot.market.get("taker") or 0.0), float(perp.market.get("taker") or 0.0),
-        journal_spot, journal_perp, margin, margin_note)
+        journal_spot, journal_perp, margin, margin_note, perp.face, pos["units"], journal_perp_units, settle,
+        balance_of(perp_bal, settle, "total") - pos["unrealized"] if perp.face else 0.0)
 
 
 def funding_interval_hours(funding: dict[str, Any]) -> float:

@@ -29,10 +29,12 @@ import attrs
 
 from fundarb.core.book import drift_of
 from fundarb.core.orders import OrderStatus
+from fundarb.live.execution.holdings import holdings
 from fundarb.live.execution.orders import LiveLeg, VenueDisagrees
 from fundarb.live.execution.paired import BLOCK_KEY, NEEDS_RECOVERY, naked_gap, recover, resolve_unknown
 from fundarb.live.execution.preflight import balance_of, perp_position
 from fundarb.live.execution.session import LiveSession
+from fundarb.live.execution.transfers import restore_margin
 from fundarb.live.journal import KILL_SWITCH_PREFIX, Journal
 from fundarb.support.scrub import describe, scrub, scrub_logger
 
@@ -54,6 +56,8 @@ class Reconciliation:
     journal_perp: float
     fills_added: int
     funding_added: int
+    venue_perp_units: float = 0.0  # the venue's perp in its unit (contracts of an inverse perp)
+    journal_perp_units: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -89,15 +93,23 @@ async def _reconcile(session: LiveSession, trigger: str, accept: str | None) -> 
         mismatches += await _stray_orders(leg, journal)
     fills = sum([await _missed_fills(session, leg, mismatches) for leg in session.legs])
     funding = await _funding(session, session.perp)
+    if session.perp.face and trigger in ("start", "manual"):
+        moved = await restore_margin(session)  # what a stopped process left on the spot wallet
+        if moved:
+            notes.append(f"moved {moved:.8g} BTC of the carry to {session.perp.account}, the open short's margin")
     spot_bal, perp_pos = await asyncio.gather(session.spot.call("fetch_balance"), perp_position(session.perp))
     venue_spot = balance_of(spot_bal, session.spot.base, "total")
-    js, jp = journal.position(session.spot.account, session.spot.base), journal.position(session.perp.account)
-    if abs(perp_pos["qty"] - jp) > QTY_TOL:
-        mismatches.append(f"{session.perp.account}: the venue holds {perp_pos['qty']:+.8g} BTC perp, "
-                          f"the journal's fills {jp:+.8g}")
+    held = holdings(journal, session.spot, session.perp)
+    js, jp = held.spot_btc, held.perp_btc
+    unit = session.perp.unit
+    if abs(perp_pos["units"] - held.perp_units) > QTY_TOL:
+        mismatches.append(f"{session.perp.account}: the venue holds {perp_pos['units']:+.8g} {unit} perp, "
+                          f"the journal's fills {held.perp_units:+.8g}")
+    if session.perp.face:  # the carry's BTC is in both wallets: the coin-margined one's, PnL not realized left out
+        venue_spot += await coin_wallet(session.perp, perp_pos)
     _check_spot(session, venue_spot, js, accept, notes, mismatches)
     result = Reconciliation(session.now_ns(), trigger, tuple(mismatches), tuple(notes), venue_spot,
-                            perp_pos["qty"], js, jp, fills, funding)
+                            perp_pos["qty"], js, jp, fills, funding, perp_pos["units"], held.perp_units)
     fills_seen = journal.fills()
     price = float(perp_pos.get("entry") or 0.0) or (float(fills_seen[-1]["price"]) if fills_seen else 0.0)
     if result.drift > session.cfg.risk.max_drift and naked_gap(session, js + jp, price):
@@ -106,6 +118,13 @@ async def _reconcile(session: LiveSession, trigger: str, accept: str | None) -> 
         result = attrs.evolve(result, mismatches=tuple(mismatches))
     _record(session, result)
     return result
+
+
+async def coin_wallet(perp: LiveLeg, position: dict) -> float:
+    """The coin-margined wallet's balance in its coin, unrealized PnL left out
+    (ccxt's total is the margin balance, with it)."""
+    settle = perp.market.get("settle") or perp.base
+    return balance_of(await perp.call("fetch_balance"), settle, "total") - float(position.get("unrealized") or 0.0)
 
 
 def _record(session: LiveSession, result: Reconciliation) -> None:
@@ -133,7 +152,8 @@ def _check_spot(session: LiveSession, venue_spot: float, js: float, accept: str 
     if known is None or accept is not None:
         session.journal.set_state(key, repr(other), now)
         why = f" (accepted: {accept})" if accept is not None else " (first reconciliation)"
-        notes.append(f"{session.spot.account}: {other:.8g} BTC on the spot account is not the carry's{why}")
+        where = "the spot and coin-margined wallets" if session.perp.face else "the spot account"
+        notes.append(f"{session.spot.account}: {other:.8g} BTC on {where} is not the carry's{why}")
         if accept is not None:
             session.alert("reconciliation_accepted", f"spot BTC outside the carry set to {other:.8g}: {accept}", "info")
         return

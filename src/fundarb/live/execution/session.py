@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import ccxt
 
-from fundarb.config import Config, config_hash
+from fundarb.config import COIN_MARGINED, Config, config_hash
 from fundarb.live.ccxt.client import MarketRules, Target, VenueSetupError, VenueUnreachable, connect
 from fundarb.live.ccxt.credentials import Credentials, load_credentials, require_credentials
 from fundarb.live.ccxt.ratelimit import RequestQueue
@@ -101,10 +101,11 @@ async def open_session(cfg: Config, journal_path: Path, target: Target, *, tradi
             client = clients[venue.exchange]
             rules = MarketRules.of(client, account, venue.symbol)
             market = client.market(venue.symbol)
-            wanted = market["spot"] if leg == "spot" else (market.get("swap") and market.get("linear"))
+            kind = ("spot market" if leg == "spot" else "inverse perpetual" if cfg.structure_kind == COIN_MARGINED
+                    else "linear perpetual")
+            wanted = market["spot"] if leg == "spot" else (market.get("swap") and market.get(kind.split()[0]))
             if not wanted:
-                raise VenueSetupError(f"{account}: {venue.symbol} on {venue.exchange} is not a "
-                                      f"{'spot market' if leg == 'spot' else 'linear perpetual'}")
+                raise VenueSetupError(f"{account}: {venue.symbol} on {venue.exchange} is not a {kind}")
             legs.append(LiveLeg(leg, account, client, venue.symbol, queues[venue.exchange], rules,
                                 identities[account].key))
     except BaseException:

@@ -1,0 +1,148 @@
+"""Money moved between the spot wallet and a futures wallet of one venue.
+
+``move`` makes one transfer through the venue's universal transfer type
+between the two wallets (``fundarb.venues``: Binance spot to USD-M for USDT,
+spot to COIN-M for BTC), through the client the venue module names.
+
+In a coin-margined carry the carry's BTC margins the inverse short, so it
+lives in the coin-margined wallet between entry and exit:
+
+- ``margin_in`` moves what an open bought there once the pair is done (the
+  short goes out with the spot buy, on the initial margin already in that
+  wallet, so no leg waits for a transfer);
+- ``margin_out`` moves back what a close is about to sell, before the pair.
+
+Each move is journaled under a transfer id naming its operation, done or
+failed; a failed one is alerted with what to move by hand. A move an
+interrupted process did not make (or a close's move whose pair never went
+out) is made good by the next reconciliation on start (``restore_margin``):
+the hedge never depends on it (the carry's BTC is counted in both wallets
+alike), only the short's margin does.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+from fundarb.live.execution.orders import LiveLeg
+from fundarb.live.execution.preflight import balance_of
+from fundarb.live.journal import Journal
+from fundarb.support.scrub import describe
+from fundarb.venues import quirks_or_plain
+
+DONE, FAILED = "done", "failed"
+BTC_PLACES = 8
+
+
+class TransferFailed(Exception):
+    """The venue refused or could not make a transfer; the message says why."""
+
+
+def floor_amount(amount: float, places: int) -> float:
+    """``amount`` rounded down to ``places`` decimals: never more than is there."""
+    step = Decimal(1).scaleb(-places)
+    return float((Decimal(str(amount)) / step).to_integral_value(ROUND_FLOOR) * step)
+
+
+async def move(session: Any, src: LiveLeg, dst: LiveLeg, asset: str, amount: float) -> str:
+    """Transfer ``amount`` of ``asset`` from ``src``'s wallet to ``dst``'s; the venue's transfer id."""
+    venue = quirks_or_plain(src.exchange.id)
+    kind = venue.transfer_type(dst.exchange.id)  # the venue's transfer type between the two wallets
+    if kind is None:
+        raise TransferFailed(f"there is no automatic transfer from {src.account} to {dst.account}")
+    client = (session.clients.get(venue.transfer_client) if venue.transfer_client else None) or src.exchange
+    try:
+        reply = await src.queue.call(client.transfer, asset, amount, "spot", "future", {"type": kind})
+    except Exception as exc:  # noqa: BLE001 - the venue's words go to the caller's alert
+        raise TransferFailed(f"the transfer failed ({describe(exc, 200)})") from None
+    return str(reply.get("id") or "")
+
+
+def _journal(session: Any, transfer_id: str, src: LiveLeg, dst: LiveLeg, amount: float, status: str) -> None:
+    session.journal.add_transfer(session.now_ns(), session.config_hash, transfer_id, src.account, dst.account,
+                                 amount, 0.0, status)
+
+
+async def _move_btc(session: Any, key: str, src: LiveLeg, dst: LiveLeg, amount: float, why: str) -> float:
+    """Move ``amount`` BTC (rounded down to the satoshi) and journal it under
+    ``key``; a failure is journaled and alerted. The BTC moved (0: none)."""
+    amount = floor_amount(amount, BTC_PLACES)
+    if amount <= 0:
+        return 0.0
+    try:
+        venue_id = await move(session, src, dst, src.base, amount)
+    except TransferFailed as exc:
+        _journal(session, key, src, dst, amount, FAILED)
+        session.alert("transfer_needed", f"move {amount:.8g} BTC from {src.account} to {dst.account} by hand "
+                      f"({why}): {exc}", "critical")
+        return 0.0
+    _journal(session, f"{key}:{venue_id}", src, dst, amount, DONE)
+    return amount
+
+
+def bought_btc(journal: Journal, op_id: int, spot: LiveLeg) -> float:
+    """BTC the spot leg's fills of ``op_id`` added to the spot wallet (buys less BTC fees, less sells)."""
+    total = 0.0
+    for row in journal.orders(op_id):
+        if row["leg"] != "spot":
+            continue
+        for f in journal.fills(row["client_id"]):
+            sign = 1.0 if f["side"] == "buy" else -1.0
+            total += sign * float(f["qty"]) - (float(f["fee"]) if f["fee_currency"] == spot.base else 0.0)
+    return total
+
+
+async def margin_in(session: Any, op_id: int) -> float:
+    """Move the BTC open ``op_id`` bought into the coin-margined wallet (at
+    most what the spot wallet has free); the BTC moved."""
+    spot, perp = session.spot, session.perp
+    bought = bought_btc(session.journal, op_id, spot)
+    free = balance_of(await spot.call("fetch_balance"), spot.base, "free")
+    amount = floor_amount(min(bought, free), BTC_PLACES)
+    if amount <= 0:  # already moved (a stop between the move and its row): nothing pending
+        _journal(session, f"op{op_id}:in", spot, perp, 0.0, DONE)
+        return 0.0
+    return await _move_btc(session, f"op{op_id}:in", spot, perp, amount, "the carry's BTC margins the short")
+
+
+async def margin_out(session: Any, sell_btc: float) -> float:
+    """Before a close that sells ``sell_btc``: move what the spot wallet lacks
+    from the coin-margined wallet (at most what it lets go); the BTC moved."""
+    spot, perp = session.spot, session.perp
+    spot_bal, perp_bal = await spot.call("fetch_balance"), await perp.call("fetch_balance")
+    lacking = sell_btc - balance_of(spot_bal, spot.base, "free")
+    settle = perp.market.get("settle") or perp.base
+    movable = balance_of(perp_bal, settle, "free")
+    if lacking <= 0 or not math.isfinite(lacking):
+        return 0.0
+    return await _move_btc(session, f"close:{session.now_ns()}:out", perp, spot, min(lacking, movable),
+                           "a close sells the carry's BTC on the spot wallet")
+
+
+def margin_due(journal: Journal, spot: LiveLeg, perp: LiveLeg) -> float:
+    """BTC of the carry that belongs in the coin-margined wallet but is not
+    there by the journal's transfers: while the short is open, all the spot
+    leg's BTC (its fills) margins it; what the done transfers moved in, less
+    what they moved out, is there. A stop between a pair and its move, or
+    between a close's move and its pair, leaves a difference; 0 when flat."""
+    if journal.units(perp.account) >= 0:
+        return 0.0
+    moved = sum((1.0 if r["to_account"] == perp.account else -1.0) * float(r["amount"])
+                for r in journal.rows("transfers") if r["status"] == DONE
+                and perp.account in (r["to_account"], r["from_account"]))
+    return journal.position(spot.account, spot.base) - moved
+
+
+async def restore_margin(session: Any) -> float:
+    """Move the carry's BTC a stopped process left on the spot wallet back
+    into the coin-margined wallet (``margin_due``, at most what the spot
+    wallet has free, nothing under the spot lot); the BTC moved."""
+    spot, perp = session.spot, session.perp
+    due = margin_due(session.journal, spot, perp)
+    if spot.rules.floor_btc(max(due, 0.0)) <= 0:
+        return 0.0
+    free = balance_of(await spot.call("fetch_balance"), spot.base, "free")
+    return await _move_btc(session, f"restore:{session.now_ns()}:in", spot, perp, min(due, free),
+                           "the carry's BTC margins the open short")

@@ -1,0 +1,152 @@
+"""A coin-margined carry traded live against the loopback emulator through
+the real ccxt clients: Binance spot BTC/USDT bought, and a Binance COIN-M
+BTCUSD_PERP short (contracts of 100 USD, settled in BTC) of the same USD
+value, the bought BTC moved into the COIN-M wallet as the short's margin.
+
+The emulator runs on the shipped real hourly closes and settlements from
+2024-03-01 06:00 (COIN-M funding about 60% APR). Expected BTC amounts are
+computed here from the venue's fills by the inverse rules (a contract is
+worth 100 / price BTC), not read back from fundarb. Each test ends with the
+trade log, journal and venue in agreement (``assert_agree``): every venue
+trade a fill, contracts equal, funding payments equal, and the carry's BTC
+equal to what the two wallets hold beyond the float the test funded.
+"""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from fundarb.cli.main import app
+from fundarb.config import dumps
+from fundarb.testkit.emulator.harness import running_emulator
+from fundarb.testkit.live import COINM, COINM_FLOAT, KEYS, SPOT, assert_agree, coinm_config, fund_coinm, placed_orders
+
+pytestmark = pytest.mark.usefixtures("hang_guard")
+START = "2024-03-01T06:00"
+FACE = 100.0
+SIZE = 0.05  # BTC asked: the contracts nearest its worth are shorted
+
+
+@pytest.fixture
+def venue():
+    with running_emulator(start=START) as server:
+        yield server
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "coinm.toml"
+    path.write_text(dumps(coinm_config()))
+    return path
+
+
+def cli(server, journal, config, *args):
+    return CliRunner().invoke(app, [*args, "--api-url", server.base_url, "--journal", str(journal),
+                                    "--config", str(config)], env={**KEYS, "COLUMNS": "160"})
+
+
+def worth(trades) -> float:
+    """BTC the inverse trades are worth at their own prices."""
+    return sum(t.qty * FACE / t.price for t in trades)
+
+
+def test_open_then_close_a_coin_margined_carry_through_the_cli(venue, config, tmp_path):
+    fund_coinm(venue)
+    journal = tmp_path / "t.sqlite"
+    opened = cli(venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    assert opened.exit_code == 0, opened.output
+    assert "operation 1: open -> done" in opened.output and "venues and trade log agree" in opened.output
+    (short,) = venue.accounts.trade_list(*COINM)
+    (buy,) = venue.accounts.trade_list(*SPOT)
+    mark = venue.accounts.mark("binancecoinm", "inverse")
+    assert short.qty == round(SIZE * mark / FACE) or abs(short.qty - SIZE * mark / FACE) <= 1  # whole contracts
+    # the spot buy is the BTC the contracts are worth, to the spot lot (1e-5 BTC)
+    assert buy.qty == pytest.approx(worth([short]), abs=1e-4)
+    # the bought BTC (less its BTC fee) is now the short's margin in the COIN-M wallet
+    assert venue.accounts.wallets["binance"].get("BTC") == pytest.approx(0.0, abs=1e-8)
+    assert "the short's margin" in opened.output
+    assert "no liquidation price (no rise liquidates the short)" in opened.output
+    assert_agree(venue, journal, coin_margined=True).close()
+
+    venue.advance_hours(12)  # across the 08:00 and 16:00 settlements: the short is paid in BTC
+    shown = cli(venue, journal, config, "positions")
+    assert shown.exit_code == 0, shown.output
+    assert f"-{short.qty:g} contracts" in shown.output and "drift" in shown.output
+
+    closed = cli(venue, journal, config, "trade", "close", "--yes")
+    assert closed.exit_code == 0, closed.output
+    assert "operation 2: close -> done" in closed.output
+    assert venue.accounts.position("binancecoinm", "inverse").qty == 0
+    j = assert_agree(venue, journal, coin_margined=True)
+    paid = j.rows("funding")
+    assert len(paid) == 2 and all(p["amount"] > 0 for p in paid)  # positive rates: the short is paid, in BTC
+    # the venue's BTC payments, learned from its income history, each once
+    venue_paid = venue.accounts.funding_list("binancecoinm", "inverse")
+    assert sorted(p.amount for p in venue_paid) == pytest.approx(sorted(p["amount"] for p in paid))
+    # what is left of the carry is dust: BTC under the spot market's lot or minimum order
+    left = venue.accounts.wallets["binance"].get("BTC") + venue.accounts.wallets["binancecoinm"].get("BTC") - COINM_FLOAT
+    assert abs(left) * mark < 5.0
+    j.close()
+
+
+def test_a_size_under_one_contract_is_refused_and_nothing_is_sent(venue, config, tmp_path):
+    fund_coinm(venue)
+    result = cli(venue, tmp_path / "t.sqlite", config, "trade", "open", "--size", "0.0005", "--yes")
+    assert result.exit_code == 2
+    assert "under one BTC/USD:BTC contract (100 USD" in " ".join(result.output.split())
+    assert placed_orders(venue, SPOT) == [] and placed_orders(venue, COINM) == []
+
+
+def test_without_the_initial_margin_in_the_coin_wallet_the_preflight_fails(venue, config, tmp_path):
+    fund_coinm(venue, btc=0.0)
+    result = cli(venue, tmp_path / "t.sqlite", config, "trade", "open", "--size", str(SIZE), "--yes")
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "FAIL perp balance: 0 BTC free in the coin-margined wallet" in text and "nothing was sent" in text
+    assert placed_orders(venue, SPOT) == [] and placed_orders(venue, COINM) == []
+
+
+def test_a_429_storm_is_waited_out_and_each_leg_is_placed_once(venue, config, tmp_path):
+    fund_coinm(venue)
+    journal = tmp_path / "t.sqlite"
+    venue.faults.add("rate_limit", venue="binancecoinm", times=4, retry_after_s=1)
+    venue.faults.add("rate_limit", venue="binance", times=2, retry_after_s=1)
+    result = cli(venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    assert result.exit_code == 0, result.output
+    assert sum(e.status == 429 for e in venue.log.entries) == 6
+    assert len(placed_orders(venue, SPOT)) == 1 and len(placed_orders(venue, COINM)) == 1
+    assert_agree(venue, journal, coin_margined=True).close()
+
+
+def test_a_timeout_after_the_venue_placed_the_short_finds_it_and_sends_no_duplicate(venue, config, tmp_path):
+    fund_coinm(venue)
+    journal = tmp_path / "t.sqlite"
+    venue.faults.add("timeout_after_place", venue="binancecoinm", delay_s=3.0)  # past the 2 s request timeout
+    result = cli(venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    assert result.exit_code == 0, result.output
+    (short,) = placed_orders(venue, COINM)
+    j = assert_agree(venue, journal, coin_margined=True)
+    events = [e["detail"] for e in j.rows("order_events") if e["client_id"] == short.client_id]
+    assert "found after a failed placement" in events
+    (op,) = j.operations()
+    assert op["status"] == "done"
+    j.close()
+
+
+def test_the_short_refused_unwinds_the_spot_buy(venue, config, tmp_path):
+    fund_coinm(venue)
+    journal = tmp_path / "t.sqlite"
+    venue.faults.add("refuse", venue="binancecoinm", path="/dapi/v1/order")
+    result = cli(venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    assert result.exit_code == 1, result.output
+    j = assert_agree(venue, journal, coin_margined=True)
+    roles = [(o["leg"], o["role"], o["side"], o["status"]) for o in j.rows("orders")]
+    assert roles == [("spot", "entry", "buy", "filled"), ("perp", "entry", "sell", "rejected"),
+                     ("spot", "unwind", "sell", "filled")]
+    (op,) = j.operations()
+    assert op["status"] == "unwound"
+    # nothing moved to the COIN-M wallet: no carry was made
+    assert venue.accounts.wallets["binancecoinm"].get("BTC") == pytest.approx(COINM_FLOAT)
+    assert j.rows("transfers") == [] and j.blocked() is None
+    j.close()
