@@ -238,6 +238,25 @@ def test_one_venue_for_both_legs_bybit_spot_and_linear_share_one_client(emulator
     assert j.position("bybit:spot") == pytest.approx(emulator.accounts.wallets["bybit"].get("BTC"), abs=1e-12)
     venue_ids = sorted(t.id for kind in ("spot", "perp") for t in emulator.accounts.trade_list("bybit", kind))
     assert sorted(f["trade_id"] for f in j.rows("fills")) == venue_ids
+    j.close()
+
+    # across a settlement: Bybit lists the payment as a fee (execFee, negative when received); the
+    # trade log keeps it as received, as the venue's wallet moved
+    wallet = emulator.accounts.wallets["bybit"].get("USDT")
+    emulator.advance_hours(8)
+
+    async def learn():
+        session = await session_on(emulator, journal, cfg=cfg)
+        try:
+            return await reconcile(session, "periodic")
+        finally:
+            await session.close()
+
+    assert run(learn()).funding_added == 1
+    (paid,) = Journal(journal).rows("funding")
+    (venue_paid,) = emulator.accounts.funding_list("bybit")
+    assert paid["amount"] == pytest.approx(venue_paid.amount)
+    assert paid["amount"] == pytest.approx(emulator.accounts.wallets["bybit"].get("USDT") - wallet)
 
 
 def test_a_reconciliation_mismatch_blocks_entries_until_the_venues_agree_again(emulator, tmp_path):

@@ -62,6 +62,8 @@ class VenueQuirks:
     follow (``fundarb.core.liquidation``), None when fundarb does not model it.
     ``private_urls``: the names in ccxt's URL table of the hosts its private
     (order) requests go to, perp first when they differ.
+    ``funding_sign``: what turns the amount of ccxt's ``fetch_funding_history``
+    into the payment received (positive) or paid (negative).
     """
 
     exchange_id: str
@@ -79,6 +81,7 @@ class VenueQuirks:
     transfer_client: str | None = None
     liquidation_style: str | None = None
     private_urls: tuple[str, ...] = ("private",)
+    funding_sign: float = 1.0
 
     def fetch_params(self) -> dict[str, Any]:
         """Params of ``fetch_order`` by venue order id (a fresh dict)."""

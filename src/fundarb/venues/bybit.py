@@ -11,6 +11,10 @@
 - ccxt probes the account type (unified or not) through endpoints a pointed
   host (the emulator) does not serve: a pointed client is told the answer.
 - Spot and perp share one unified wallet: there is nothing to transfer between them.
+- A funding payment is an execution of execType Funding whose ``execFee`` is
+  a fee (positive: paid, negative: received), and ccxt's
+  ``fetch_funding_history`` passes it through as the amount: fundarb turns
+  its sign (``funding_sign``).
 - History pages: funding 200 rows, klines 1000.
 """
 
@@ -31,6 +35,7 @@ MARKET_TYPES = ("spot", "linear", "inverse")
 # the account-type probe is skipped: a unified trading account
 POINTED_OPTIONS = {"enableUnifiedAccount": True, "enableUnifiedMargin": False}
 PAGE_LIMITS = (200, 1000)  # (funding, ohlcv)
+FUNDING_SIGN = -1.0  # ccxt's funding amount is Bybit's execFee: positive when paid
 
 
 def category(market: dict[str, Any]) -> str:
@@ -77,4 +82,4 @@ def quirks_of(exchange_id: str) -> VenueQuirks:
         exchange_id=exchange_id, venue="bybit", find_order=find_order, order_unknown=order_unknown,
         duplicate_order=duplicate_order, fetch_order_params=FETCH_ORDER_PARAMS, market_types=MARKET_TYPES,
         ccxt_options=ccxt_options(exchange_id), pointed_options=POINTED_OPTIONS, page_limits=PAGE_LIMITS,
-        spot_id=BYBIT, liquidation_style=BYBIT_LINEAR)
+        spot_id=BYBIT, liquidation_style=BYBIT_LINEAR, funding_sign=FUNDING_SIGN)

@@ -37,6 +37,7 @@ from fundarb.live.execution.session import LiveSession
 from fundarb.live.execution.transfers import restore_margin
 from fundarb.live.journal import KILL_SWITCH_PREFIX, Journal
 from fundarb.support.scrub import describe, scrub, scrub_logger
+from fundarb.venues import quirks_or_plain
 
 log = logging.getLogger(__name__)  # the runner's JSON log when it runs (app.runner.logs)
 scrub_logger(log)  # whatever handler takes its records gets them scrubbed
@@ -270,12 +271,13 @@ async def _funding(session: LiveSession, leg: LiveLeg) -> int:
         return 0
     key = f"funding_since:{leg.account}"
     rows = await leg.call("fetch_funding_history", leg.symbol, _cursor(session, key))
+    sign = quirks_or_plain(leg.exchange.id).funding_sign  # received: positive, whatever the venue's sign
     added = 0
     for f in rows:
         ts_ms = int(f.get("timestamp") or 0)
         added += journal.add_funding(session.now_ns(), ts_ms * 1_000_000, leg.account, leg.symbol,
-                                     session.config_hash, float(f.get("amount") or 0.0), None, str(f.get("id") or ts_ms),
-                                     leg.venue_id)
+                                     session.config_hash, sign * float(f.get("amount") or 0.0) + 0.0, None,
+                                     str(f.get("id") or ts_ms), leg.venue_id)
     _advance(session, key, rows)
     return added
 
