@@ -5,6 +5,8 @@ whatever venue, book, clock and recorder the caller brings."""
 
 from __future__ import annotations
 
+import math
+
 from fundarb.config import COIN_MARGINED, SPOT_LINEAR, UNIFIED, Config
 from fundarb.config import config_hash as hash_of
 from fundarb.core.book import COIN, OWN_COLLATERAL, Collateral, PositionBook
@@ -12,7 +14,7 @@ from fundarb.core.book import UNIFIED as UNIFIED_COLLATERAL
 from fundarb.core.clock import SimClock
 from fundarb.core.engine import Engine, Recorder
 from fundarb.core.errors import FundarbError
-from fundarb.core.liquidation import MarginRule
+from fundarb.core.liquidation import CROSS, ISOLATED, MarginRule
 from fundarb.core.market_guard import MarketGuard
 from fundarb.core.model import NS_PER_SECOND
 from fundarb.core.risk import RiskMonitor, VenueCosts
@@ -49,6 +51,24 @@ def collateral_of(cfg: Config) -> Collateral:
 def contract_size_of(cfg: Config) -> float:
     """The perp's USD per contract when it is inverse, else 0 (a linear perp trades BTC)."""
     return cfg.structure_settings.contract_size if cfg.structure_kind == COIN_MARGINED else 0.0
+
+
+def venue_leverage(cfg: Config) -> int:
+    """The perp venue's leverage setting the live commands keep: a linear
+    short's isolated collateral is sized by it, so at most the config's
+    leverage limit; a coin-margined short's cross wallet margins it whatever
+    the setting, which sizes only the initial margin: the venue leverage the
+    config models (``perp.max_venue_leverage``)."""
+    if cfg.structure_kind == COIN_MARGINED:
+        return max(1, math.floor(cfg.perp.max_venue_leverage))
+    return max(1, math.floor(cfg.risk.max_leverage))
+
+
+def venue_margin_mode(cfg: Config) -> str:
+    """The perp's margin mode at the venue: isolated for a linear short (its
+    own collateral, topped up by transfers), cross for a coin-margined one
+    (the wallet's BTC, the carry's, margins it)."""
+    return CROSS if cfg.structure_kind == COIN_MARGINED else ISOLATED
 
 
 def round_trip_cost(cfg: Config, price: float) -> float:

@@ -1,7 +1,6 @@
-"""The venue commands do not run the unified structure yet, and the strategy
-runner not the coin-margined one either: each refuses such a config in one
-line naming the structure, before a trade log is opened or a venue is asked
-anything."""
+"""The venue commands and the strategy runner do not run the unified
+structure yet: each refuses such a config in one line naming the structure,
+before a trade log is opened or a venue is asked anything."""
 
 from __future__ import annotations
 
@@ -29,9 +28,9 @@ def test_a_venue_command_refuses_a_structure_it_does_not_run(command, sim, tmp_p
 
 
 @pytest.mark.parametrize("mode", ["--paper", "--live"])
-def test_run_refuses_a_coin_margined_config(mode, tmp_path):
+def test_run_refuses_a_unified_config(mode, tmp_path):
     journal = tmp_path / "t.sqlite"
-    result = CliRunner().invoke(app, ["run", str(ROOT / "sims" / "coin_margined.toml"), mode, "--journal", str(journal),
+    result = CliRunner().invoke(app, ["run", str(ROOT / "sims" / "unified.toml"), mode, "--journal", str(journal),
                                       "--api-url", "http://127.0.0.1:9"])
     assert result.exit_code == 2, result.output
-    assert "structure.kind coin_margined" in result.output and not journal.exists()
+    assert "structure.kind unified" in result.output and not journal.exists()

@@ -1,7 +1,9 @@
 """A coin-margined carry traded live against the loopback emulator through
 the real ccxt clients: Binance spot BTC/USDT bought, and a Binance COIN-M
 BTCUSD_PERP short (contracts of 100 USD, settled in BTC) of the same USD
-value, the bought BTC moved into the COIN-M wallet as the short's margin.
+value, the bought BTC moved into the COIN-M wallet as the short's margin;
+and on Bybit, spot and the inverse BTCUSD (contracts of 1 USD) in one
+unified wallet, where nothing moves.
 
 The emulator runs on the shipped real hourly closes and settlements from
 2024-03-01 06:00 (COIN-M funding about 60% APR). Expected BTC amounts are
@@ -14,6 +16,7 @@ equal to what the two wallets hold beyond the float the test funded.
 
 from __future__ import annotations
 
+import attrs
 import pytest
 from typer.testing import CliRunner
 
@@ -149,4 +152,31 @@ def test_the_short_refused_unwinds_the_spot_buy(venue, config, tmp_path):
     # nothing moved to the COIN-M wallet: no carry was made
     assert venue.accounts.wallets["binancecoinm"].get("BTC") == pytest.approx(COINM_FLOAT)
     assert j.rows("transfers") == [] and j.blocked() is None
+    j.close()
+
+
+def test_a_bybit_inverse_carry_in_one_unified_wallet_moves_nothing(venue, tmp_path):
+    cfg = coinm_config()
+    cfg = attrs.evolve(cfg, name="bybit-inverse", spot=attrs.evolve(cfg.spot, exchange="bybit"),
+                       perp=attrs.evolve(cfg.perp, exchange="bybit", symbol="BTC/USD:BTC"),
+                       structure=attrs.evolve(cfg.structure, contract_size=1.0))
+    config = tmp_path / "bybit.toml"
+    config.write_text(dumps(cfg))
+    fund_coinm(venue, venue="bybit")
+    journal = tmp_path / "t.sqlite"
+    opened = cli(venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    assert opened.exit_code == 0, opened.output
+    (short,) = venue.accounts.trade_list("bybit", "inverse")
+    (buy,) = venue.accounts.trade_list("bybit", "spot")
+    assert buy.qty == pytest.approx(short.qty / short.price, abs=1e-5)  # 1 USD contracts: the BTC they are worth
+    assert_agree(venue, journal, coin_margined=True, inverse_venue="bybit").close()
+    venue.advance_hours(12)
+    closed = cli(venue, journal, config, "trade", "close", "--yes")
+    assert closed.exit_code == 0, closed.output
+    assert "operation 2: close -> done" in closed.output  # the exit's BTC left over is not hedged by a new short
+    assert venue.accounts.position("bybit", "inverse").qty == 0
+    j = assert_agree(venue, journal, coin_margined=True, inverse_venue="bybit")
+    paid = j.rows("funding")
+    assert len(paid) == 2 and all(p["amount"] > 0 for p in paid)  # received, though Bybit lists them as fees
+    assert j.rows("transfers") == []
     j.close()

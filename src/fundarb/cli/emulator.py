@@ -15,11 +15,12 @@ def emulator(
     speed: float = typer.Option(0.0, "--speed", help="play the data forward this many seconds per second (default 0: the clock stays)"),
     fund: float = typer.Option(0.0, "--fund", help="USDT to put in each trading wallet (a synthetic balance), e.g. 100000"),
     api_key: Optional[list[str]] = typer.Option(None, "--api-key", help="accept only this API key (repeat for several; default: any key)"),
+    fund_btc: float = typer.Option(0.0, "--fund-btc", help="BTC to put in each coin-margined wallet (Binance COIN-M, Bybit): an inverse short's initial margin"),
 ) -> None:
-    """Serve Binance spot, Binance USD-M and Bybit v5 (REST and websockets, market data and trading) on 127.0.0.1 from the shipped real data, until Ctrl-C."""
+    """Serve Binance spot, USD-M and COIN-M, and Bybit v5 spot, linear and inverse (REST and websockets, market data and trading) on 127.0.0.1 from the shipped real data, until Ctrl-C."""
     from fundarb.testkit.emulator.main import run_emulator
 
     try:
-        run_emulator(port, start, speed, fund, api_key)
+        run_emulator(port, start, speed, fund, api_key, fund_btc)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))

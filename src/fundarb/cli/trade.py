@@ -45,7 +45,7 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     fail(message, code)
 
 
-TRADED = ("spot_linear", "coin_margined")  # the structures `trade`, `positions` and `reconcile` run
+TRADED = ("spot_linear", "coin_margined")  # the structures the venue commands and the runner trade
 
 
 def _context(config: Optional[Path], journal: Optional[Path], api_url: Optional[str], sandbox: bool,
@@ -320,11 +320,12 @@ async def _size_contracts(session, kind: str, size: float | None) -> tuple[float
 async def _plan(session, kind: str, qty: float, spot_qty: float):
     from fundarb.live.execution.holdings import holdings
     from fundarb.live.execution.preflight import plan_trade, snapshot
+    from fundarb.wiring import venue_leverage
 
     j = session.journal
     held = holdings(j, session.spot, session.perp)
     snap = await snapshot(session.spot, session.perp, held.spot_btc, held.perp_btc, session.now_ns(),
-                          _venue_leverage(session.cfg), held.perp_units)
+                          venue_leverage(session.cfg), held.perp_units)
     return plan_trade(session.cfg, snap, kind, qty, session.spot.rules, session.perp.rules, j.blocked(), spot_qty)
 
 
@@ -365,7 +366,7 @@ async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float) ->
     from fundarb.live.execution.paired import execute_pair
     from fundarb.live.execution.reconcile import reconcile
     from fundarb.live.execution.session import open_session
-    from fundarb.live.execution.transfers import margin_in, margin_out
+    from fundarb.live.execution.transfers import margin_out, restore_margin
 
     session = await open_session(cfg, path, target, waits=_waits())
     try:
@@ -383,9 +384,11 @@ async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float) ->
         outcome = await execute_pair(session, kind, qty, {"qty": qty, "spot_qty": spot_qty, "prices": prices, "checks": [
             [c.name, c.ok, c.detail] for c in plan.checks], "fees": plan.fees, "slippage": plan.slippage}, spot_qty)
         _print_outcome(session, outcome)
-        if kind == "open" and session.perp.face and outcome.status in ("done", "rebalanced"):
-            moved = await margin_in(session, outcome.op_id)  # the bought BTC becomes the short's margin
-            out.print(f"moved {moved:.8g} BTC from {session.spot.account} to {session.perp.account} (the short's margin)")
+        if kind == "open" and session.perp.face:
+            moved = await restore_margin(session)  # the bought BTC becomes the short's margin
+            if moved:
+                out.print(f"moved {moved:.8g} BTC from {session.spot.account} to {session.perp.account} "
+                          "(the short's margin)")
         rec = await reconcile(session, f"after {kind}")
         _print_position(rec, session)
         if outcome.status == "naked":
@@ -402,23 +405,13 @@ async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float) ->
         await session.close()
 
 
-def _venue_leverage(cfg) -> int:
-    """The perp venue's leverage setting a trade keeps: a linear short's
-    isolated collateral is sized by it, so at most the config's leverage
-    limit; a coin-margined short's cross wallet margins it whatever the
-    setting, which sizes only the initial margin: the venue leverage the
-    config models (``perp.max_venue_leverage``)."""
-    if cfg.structure_kind == "coin_margined":
-        return math.floor(cfg.perp.max_venue_leverage)
-    return math.floor(cfg.risk.max_leverage)
-
-
 async def _set_venue_leverage(session) -> None:
     """Bring the perp venue's leverage setting to what the pre-flight
-    assumed (``_venue_leverage``): the margin it promised depends on it."""
+    assumed (``fundarb.wiring.venue_leverage``): the margin it promised depends on it."""
     from fundarb.live.execution.preflight import perp_position
+    from fundarb.wiring import venue_leverage
 
-    want = _venue_leverage(session.cfg)
+    want = venue_leverage(session.cfg)
     pos = await perp_position(session.perp)
     if not pos["leverage"] == pos["leverage"] or pos["leverage"] > want or (session.perp.face and pos["leverage"] != want):
         await session.perp.call("set_leverage", want, session.perp.symbol)
@@ -432,7 +425,8 @@ def _print_outcome(session, outcome) -> None:
         t.add_column(col, no_wrap=col != "status", justify="right" if col in ("avg price", "fee USDT") else "left")
     for row in session.journal.orders(outcome.op_id):
         t.add_row(row["client_id"], row["leg"], f"{row['role']} {row['side']}",
-                  f"{row['filled_qty']:g}/{row['qty']:g}", f"{row['avg_price']:,.2f}", f"{row['fees']:,.4f}",
+                  f"{row['filled_qty']:g}/{row['qty']:g}" + (" contracts" if row["leg"] == "perp" and session.perp.face else ""),
+                  f"{row['avg_price']:,.2f}", f"{row['fees']:,.4f}",
                   row["status"] + (f" ({escape(row['status_reason'][:60])})" if row["status_reason"] else ""))
     out.print(t)
     for a in outcome.actions:
@@ -583,13 +577,15 @@ async def _coin_positions(session, spot_bal: dict, perp_bal: dict, pos: dict, fu
     t.add_row(f"spot {spot.account}", f"{balance_of(spot_bal, spot.base, 'total'):.8g} BTC",
               f"carry {held.spot_btc:+.8g} BTC", f"{held.spot_btc * mark:,.2f}",
               f"{balance_of(spot_bal, spot.quote, 'free'):,.2f} {spot.quote}")
-    t.add_row(f"wallet {perp.account}", f"{wallet:.8g} {settle}", f"settled {held.settled_btc:+.8g} {settle}",
-              f"{wallet * mark:,.2f}", f"{balance_of(perp_bal, settle, 'free'):.8g} {settle}")
+    if not session.one_wallet:  # the coin-margined wallet beside the spot one
+        t.add_row(f"wallet {perp.account}", f"{wallet:.8g} {settle}", f"settled {held.settled_btc:+.8g} {settle}",
+                  f"{wallet * mark:,.2f}", f"{balance_of(perp_bal, settle, 'free'):.8g} {settle}")
     t.add_row(f"perp {perp.account}", f"{pos['units']:+g} contracts ({pos['qty']:+.8g} BTC)",
               f"{held.perp_units:+g} contracts ({held.perp_btc:+.8g} BTC)", f"{pos['units'] * perp.face:,.2f}", "")
     out.print(t)
+    where = "its one wallet" if session.one_wallet else "both wallets"
     out.print(f"delta {held.delta:+.8g} BTC, drift {held.drift:.3%} (limit {cfg.risk.max_drift:.0%}); the carry's BTC "
-              f"is in both wallets, its settled PnL, fees and funding with it")
+              f"is in {where}, with what the short settled in ({held.settled_btc:+.8g} {settle})")
     if pos["units"]:
         short = VenueAccount(perp.account, MarketKind.PERP, 0.0, qty=pos["qty"], entry=pos["entry"], price=mark,
                              contract_size=perp.face, coin=wallet)
@@ -845,11 +841,17 @@ def statement_command(
 
     if by not in ("day", "month"):
         _fail(f"--by must be day or month, got {by!r}")
-    cfg, path, _ = _context(config, journal, None, False)
+    cfg, path, _ = _context(config, journal, None, False, False, "fundarb statement", TRADED)
+    from fundarb.core.book import btc_worth
+    from fundarb.wiring import contract_size_of
+
+    face = contract_size_of(cfg)  # coin-margined: the perp's fills count contracts, its funding is BTC
     j = _open_trade_log(path)
     try:
         fills, paid, venues = j.rows("fills"), j.rows("funding"), j.venues()
-        held = {cfg.spot_account: j.position(cfg.spot_account), cfg.perp_account: j.position(cfg.perp_account)}
+        held = {cfg.spot_account: f"{j.position(cfg.spot_account):+.8g} BTC",
+                cfg.perp_account: f"{j.units(cfg.perp_account):+g} contracts" if face
+                else f"{j.position(cfg.perp_account):+.8g} BTC"}
     finally:
         j.close()
     width = 10 if by == "day" else 7
@@ -860,9 +862,10 @@ def statement_command(
     rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for f in fills:
         r = rows[period(f["venue_ts"])]
+        contracts = face if f["account"] == cfg.perp_account else 0.0
         r["fills"] += 1
-        r["bought" if f["side"] == "buy" else "sold"] += f["qty"]
-        r["notional"] += f["qty"] * f["price"]
+        r["bought" if f["side"] == "buy" else "sold"] += btc_worth(f["qty"], contracts, f["price"])
+        r["notional"] += f["qty"] * contracts if contracts else f["qty"] * f["price"]
         r["fees"] += f["fee_quote"] or 0.0
     for f in paid:
         rows[period(f["venue_ts"])]["funding"] += f["amount"]
@@ -876,17 +879,21 @@ def statement_command(
     for r in rows.values():
         for k, v in r.items():
             totals[k] += v
-    cols = (("period", "total", None), ("fills", "fills", "{:.0f}"), ("BTC bought", "bought", "{:.8g}"),
-            ("BTC sold", "sold", "{:.8g}"), ("notional USDT", "notional", "{:,.2f}"), ("fees USDT", "fees", "{:,.4f}"),
-            ("funding USDT", "funding", "{:+,.4f}"), ("funding - fees", None, "{:+,.4f}"))
+    cols: tuple[tuple[str, str | None, str | None], ...] = (
+        ("period", "total", None), ("fills", "fills", "{:.0f}"), ("BTC bought", "bought", "{:.8g}"),
+        ("BTC sold", "sold", "{:.8g}"), ("notional USDT", "notional", "{:,.2f}"), ("fees USDT", "fees", "{:,.4f}"))
+    if face:  # paid in BTC: not netted against fees in USD
+        cols += (("funding BTC", "funding", "{:+.8g}"),)
+    else:
+        cols += (("funding USDT", "funding", "{:+,.4f}"), ("funding - fees", None, "{:+,.4f}"))
     for heading, key, fmt in cols:
         foot = "total" if fmt is None else fmt.format(totals[key] if key else totals["funding"] - totals["fees"])
         t.add_column(heading, footer=foot, justify="left" if fmt is None else "right", no_wrap=True)
     for name in sorted(rows):
         r = rows[name]
-        t.add_row(name, *(fmt.format(r[key] if key else r["funding"] - r["fees"]) for _, key, fmt in cols[1:]))
+        t.add_row(name, *(str(fmt).format(r[key] if key else r["funding"] - r["fees"]) for _, key, fmt in cols[1:]))
     out.print(t)
-    out.print("held now: " + ", ".join(f"{a} {q:+.8g} BTC" for a, q in held.items())
+    out.print("held now: " + ", ".join(f"{a} {q}" for a, q in held.items())
               + " (price PnL of what is held is not in this statement: `fundarb positions`)")
 
 
@@ -912,7 +919,7 @@ def monitor_command(
         app = MonitorApp(source, engine_driver(speed or (60.0 if replay else 86_400.0)))
         app.run()
         return
-    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote, "fundarb monitor", TRADED)
     from fundarb.live.runlock import RunnerLock
 
     runner = RunnerLock.holder(path)  # a runner reconciles its trade log itself: watch only
@@ -1008,7 +1015,7 @@ def kill_command(
     reason = reason.strip()
     if not reason:
         _fail('kill needs a reason (leave it out for "manual")')
-    cfg, path, target = _context(config, journal, api_url, sandbox, remote)
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote, "fundarb kill", TRADED)
     j = _open_trade_log(path)
     try:  # the halt is written first: whatever happens after, no new order goes out
         was = j.blocked() or ""
@@ -1155,7 +1162,7 @@ def resume_command(
 
     if not reason.strip():
         _fail("resume needs a reason")
-    cfg, path, _ = _context(config, journal, None, False)
+    cfg, path, _ = _context(config, journal, None, False, False, "fundarb resume", TRADED)
     j = _open_trade_log(path)
     try:
         blocked = j.blocked() or ""

@@ -397,24 +397,25 @@ class PositionBook:
              contract_size: float = 0.0, collateral: Collateral = OWN_COLLATERAL) -> PositionBook:
         """A flat book with this cash on each account (``contract_size``: an
         inverse perp's USD per contract; ``collateral``: what margins it)."""
-        book = cls.restore(VenueAccount(spot_venue, MarketKind.SPOT, spot_cash),
+        return cls.restore(VenueAccount(spot_venue, MarketKind.SPOT, spot_cash),
                            VenueAccount(perp_venue, MarketKind.PERP, perp_cash, contract_size=contract_size), 0,
-                           initial_equity=spot_cash + perp_cash)
-        book.collateral = collateral
-        return book
+                           initial_equity=spot_cash + perp_cash, collateral=collateral)
 
     @classmethod
     def restore(cls, spot: VenueAccount, perp: VenueAccount, now: int, initial_equity: float | None = None,
-                funding_received: float = 0.0, funding_paid: float = 0.0) -> PositionBook:
+                funding_received: float = 0.0, funding_paid: float = 0.0,
+                collateral: Collateral = OWN_COLLATERAL) -> PositionBook:
         """A book taken back from what is held: both accounts as they stand
         (cash, position, entry, valuation price and what they have paid), the
-        book's fees theirs, a perp position's span open from ``now``. The
-        initial equity is ``initial_equity`` (the capital the PnL counts
-        from), else the equity now."""
+        book's fees theirs, a perp position's span open from ``now``, the
+        perp margined by ``collateral``. The initial equity is
+        ``initial_equity`` (the capital the PnL counts from), else the
+        equity now."""
         if spot.venue == perp.venue:
             raise ValueError("spot and perp accounts need distinct names")
         book = cls(spot.venue, perp.venue, {spot.venue: spot, perp.venue: perp}, 0.0,
-                   fees=spot.fees + perp.fees, funding_received=funding_received, funding_paid=funding_paid)
+                   fees=spot.fees + perp.fees, funding_received=funding_received, funding_paid=funding_paid,
+                   collateral=collateral)
         book.initial_equity = book.equity if initial_equity is None else initial_equity
         if perp.qty:
             book.perp_spans.append([now, None])

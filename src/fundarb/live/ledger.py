@@ -37,6 +37,7 @@ class LedgerLeg:
     symbol: str
     venue_id: str  # the venue identity's key
     quote: str
+    coin: str = ""  # an inverse perp's settlement coin (BTC): its fees and funding are in it; "" otherwise
 
 
 class EngineLedger:
@@ -131,13 +132,20 @@ class EngineLedger:
 
     def _trade(self, row: dict[str, Any], leg: LedgerLeg, order_id: str, trade_id: str, cid: str,
                side: Side) -> VenueTrade:
+        """The fills row of an engine fill: an inverse perp's in contracts with
+        its fee in the coin (valued at the fill's price), as a venue lists it."""
+        fee, price = float(row["fee"]), float(row["price"])
+        currency, fee_quote = (leg.coin, fee * price) if leg.coin else (leg.quote, fee)
         return VenueTrade(int(row["ts"]), leg.venue_id, leg.exchange_id, order_id, trade_id, leg.account, cid, side,
-                          float(row["qty"]), float(row["price"]), float(row["fee"]), leg.quote, float(row["fee"]),
+                          float(row["qty"]), price, fee, currency, fee_quote,
                           row["liquidity"], mid=float(row["mid"]) if "mid" in row else None)
 
     def _funding(self, row: dict[str, Any], now_ns: int) -> None:
+        """A settlement paid, in what it was paid in: an inverse perp's in the coin
+        (the engine values it at the settlement's mark)."""
         leg = self.legs[row["venue"]]
-        self.journal.add_funding(now_ns, int(row["ts"]), leg.account, leg.symbol, self.h, float(row["amount"]),
+        amount = float(row["amount"]) / float(row["mark"]) if leg.coin else float(row["amount"])
+        self.journal.add_funding(now_ns, int(row["ts"]), leg.account, leg.symbol, self.h, amount,
                                  float(row["rate"]), f"{self.tag}-{row['ts']}", leg.venue_id, qty=_num(row.get("qty")),
                                  mark=_num(row.get("mark")), mark_source=row.get("mark_source"))
 

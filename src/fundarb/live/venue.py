@@ -39,10 +39,11 @@ import attrs
 
 from fundarb.core.model import NS_PER_SECOND, Fill, Liquidity, OrderUpdate, Side, TransferDone, TransferRejected, TransferRequest
 from fundarb.core.orders import Order, OrderStatus
+from fundarb.live.execution.holdings import holdings
 from fundarb.live.execution.orders import superseded
 from fundarb.live.execution.paired import PairOutcome, execute_adjust, execute_pair
 from fundarb.live.execution.session import LiveSession
-from fundarb.live.execution.transfers import TransferFailed, move
+from fundarb.live.execution.transfers import TransferFailed, margin_out, move, restore_margin
 
 S = OrderStatus
 RETRY_FAILED_ADJUST_S = 60.0
@@ -74,7 +75,10 @@ class LiveVenue:
         j = self.session.journal
         rows = j.external_fills_after(self.fills_seen)
         self.fills_seen = max(self.fills_seen, j.last_fill_seq())
-        return [_fill(r, r["client_id"], self.now(), self.session.spot.base) for r in rows]
+        return [_fill(r, r["client_id"], self.now(), self._leg(r["account"])) for r in rows]
+
+    def _leg(self, account: str) -> Any:
+        return self.session.spot if account == self.session.spot.account else self.session.perp
 
     # --- Venue interface ----------------------------------------------------------
     def events(self) -> Iterator[Any]:
@@ -141,7 +145,11 @@ class LiveVenue:
                 if perp_qty <= 0 and spot_qty <= 0:
                     return [OrderUpdate(self.now(), o.venue, o.client_id, S.REJECTED.value,
                                         "nothing of it is held on the venue") for o in group]
+                if s.perp.face:  # coin-margined: what the spot leg sells comes back from the short's wallet
+                    await margin_out(s, spot_qty)
             outcome = await execute_pair(s, kind, perp_qty, plan, spot_qty=spot_qty)
+            if kind == "open" and s.perp.face:
+                await restore_margin(s)  # the bought BTC becomes the short's margin
             if flatten and outcome.status not in ("done", "rebalanced"):
                 self.failed_flatten = self._positions()
                 s.alert("flatten_failed", f"the kill switch's flatten (operation {outcome.op_id}) ended "
@@ -161,8 +169,9 @@ class LiveVenue:
         return perp, spot
 
     def _positions(self) -> tuple[float, float]:
-        s = self.session
-        return (s.journal.position(s.spot.account, s.spot.base), s.journal.position(s.perp.account))
+        """(the carry's spot BTC, the perp in its unit) by the trade log."""
+        held = holdings(self.session.journal, self.session.spot, self.session.perp)
+        return held.spot_btc, held.perp_units
 
     def _flatten_held_back(self) -> bool:
         """At most one flatten attempt per halt: after one failed, another only
@@ -190,7 +199,7 @@ class LiveVenue:
             mine = engine.get(r["leg"])
             cid = mine.client_id if mine is not None and first.get(r["leg"]) == r["client_id"] else r["client_id"]
             for f in journal.fills(r["client_id"]):
-                out.append(_fill(f, cid, now, leg.base))
+                out.append(_fill(f, cid, now, leg))
         self._write_off_dust(out, journal)
         for name, order in engine.items():
             if order is None:
@@ -208,9 +217,12 @@ class LiveVenue:
         spot sell, so the engine sees a flat carry, not a naked leg; it stays
         on the account and is counted in ``dust``."""
         s = self.session
-        left = journal.position(s.spot.account, s.spot.base) - self.dust
+        if s.perp.face:  # coin-margined: the core's exit leaves its margin of BTC on purpose (the next carry's)
+            return
+        held = holdings(journal, s.spot, s.perp)
+        left = held.spot_btc - self.dust
         sells = [i for i, f in enumerate(fills) if type(f) is Fill and f.venue == s.spot.account and f.side is Side.SELL]
-        remainder = dust_of(s.spot.rules, left, journal.position(s.perp.account), fills[sells[-1]].price if sells else 0.0)
+        remainder = dust_of(s.spot.rules, left, held.perp_units, fills[sells[-1]].price if sells else 0.0)
         if remainder and sells:
             i = sells[-1]
             fills[i] = attrs.evolve(fills[i], qty=fills[i].qty + remainder)
@@ -261,11 +273,16 @@ def _groups(orders: list[Order], spot: str, perp: str) -> list[list[Order]]:
     return out
 
 
-def _fill(row: Any, client_id: str, now: int, base: str) -> Fill:
+def _fill(row: Any, client_id: str, now: int, leg: Any) -> Fill:
+    """A trade log fill as the engine books it: a spot buy net of a fee the
+    venue kept in BTC (fee in the quote); an inverse perp's contracts with
+    its fee in the coin it settles in, as the core's inverse account takes it."""
     qty, price = float(row["qty"]), float(row["price"])
     fee = float(row["fee_quote"]) if row["fee_quote"] is not None else 0.0
     side = Side(row["side"])
-    if row["fee_currency"] == base and side is Side.BUY:
+    if leg.face:
+        fee = float(row["fee"]) if row["fee_currency"] == leg.base else 0.0
+    elif row["fee_currency"] == leg.base and side is Side.BUY:
         qty -= float(row["fee"])  # the venue kept that much of the BTC bought
     return Fill(now, row["account"], client_id, side, qty, price, price, fee,
                 Liquidity.MAKER if row["liquidity"] == "maker" else Liquidity.TAKER)

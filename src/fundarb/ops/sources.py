@@ -23,6 +23,7 @@ from fundarb.core.book import drift_of
 from fundarb.core.funding import scheduled_instant
 from fundarb.core.model import NS_PER_SECOND, FundingRate
 from fundarb.live.alerts import AlertConditions, Alerter, AlertThresholds, DeskState, channel_from_env
+from fundarb.live.execution.holdings import holdings
 
 RECENT = 8  # rows kept for the trades and alerts panels
 HISTORY = 48  # funding payments kept for the chart
@@ -312,7 +313,7 @@ class LiveSource:
         acct = accounts.get(s.perp.account, {})
         mark = self.marks.get(s.perp.account, math.nan)
         buf = beat.get("margin_buffer")
-        qty = j.position(s.perp.account)
+        qty = holdings(j, s.spot, s.perp).perp_btc
         liq = mark * (1 + buf) if qty and buf is not None and mark == mark else math.nan
         return {"qty": qty, "entry": float(acct.get("entry", 0.0)), "liquidation": liq}
 
@@ -324,16 +325,30 @@ class LiveSource:
         s.alert("kill_switch", f"new orders halted: {reason}", "critical")
 
     def _pnl(self) -> tuple[float, float, float]:
+        """(funding, fees, price PnL) in the quote. An inverse perp's: its BTC
+        payments at their settlement's mark (else the mark now), and its
+        price PnL as the core's inverse account keeps it (face / entry BTC
+        valued in USD), replayed from the trade log."""
         j, s = self.session.journal, self.session
         fills, paid = j.rows("fills"), j.rows("funding")
-        funding = sum(f["amount"] for f in paid)
         fees = sum(f["fee_quote"] or 0.0 for f in fills)
-        cash = sum((-1 if f["side"] == "buy" else 1) * f["qty"] * f["price"] for f in fills)
         spot_px = self.mids.get(s.spot.account, math.nan)
         mark = self.marks.get(s.perp.account) or self.mids.get(s.perp.account, math.nan)
-        held = j.position(s.spot.account, s.spot.base) * spot_px + j.position(s.perp.account) * mark
-        price = cash + held + sum(f["fee"] * f["price"] for f in fills if f["fee_currency"] == s.spot.base)
-        return funding, fees, price if math.isfinite(price) else 0.0
+        inverse = bool(s.perp.face)
+        linear = [f for f in fills if not (inverse and f["account"] == s.perp.account)]
+        cash = sum((-1 if f["side"] == "buy" else 1) * f["qty"] * f["price"] for f in linear)
+        held = j.position(s.spot.account, s.spot.base) * spot_px
+        price = cash + held + sum(f["fee"] * f["price"] for f in linear
+                                  if f["account"] == s.spot.account and f["fee_currency"] == s.spot.base)
+        if inverse:
+            acct = holdings(j, s.spot, s.perp).perp_account
+            assert acct is not None
+            price += acct.realized + (acct.qty * (mark - acct.entry) if acct.qty else 0.0)
+            funding = sum(f["amount"] * (f["mark"] or mark) for f in paid)
+        else:
+            price += j.position(s.perp.account) * mark
+            funding = sum(f["amount"] for f in paid)
+        return (funding if math.isfinite(funding) else 0.0), fees, price if math.isfinite(price) else 0.0
 
     def _check_alerts(self) -> None:
         s = self.session
@@ -342,7 +357,8 @@ class LiveSource:
         self._peak = max(self._peak, equity)
         capital = self.cfg.capital
         rate = self.rates.get(s.perp.account)
-        js, jp = s.journal.position(s.spot.account, s.spot.base), s.journal.position(s.perp.account)
+        held = holdings(s.journal, s.spot, s.perp)
+        js, jp = held.spot_btc, held.perp_btc
         blocked = s.journal.blocked() or ""
         paid = {f["venue_ts"] for f in s.journal.rows("funding")}
         # without keys no payment is learned from the venue: a settlement cannot be told missed
@@ -382,8 +398,11 @@ class LiveSource:
         lines = tuple(FundingLine(v, r.rate, r.predicted_rate, r.interval_hours, r.next_funding_ts)
                       for v, r in sorted(self.rates.items())) or (FundingLine(s.perp.account, None, None, 8.0, 0),)
         funding, fees, price = self._pnl()
-        jp = j.position(s.perp.account)
+        held = holdings(j, s.spot, s.perp)
+        jp = held.perp_btc
         mark = self.marks.get(s.perp.account, math.nan)
+        # payments in the quote: an inverse perp's BTC at its settlement's mark (else the mark now)
+        worth = (lambda f: f["amount"] * (f["mark"] or mark)) if s.perp.face else (lambda f: f["amount"])
         liq = self.position.get("liquidation", math.nan)
         fills = j.rows("fills")[-RECENT:]
         conns = [(f.account, f.state.value) for f in self.watch.feeds] or [(leg.account, "connecting") for leg in s.legs]
@@ -392,10 +411,10 @@ class LiveSource:
         return DeskSnapshot(
             self.venue_ts or s.now_ns(), self.label, f"{cfg.name} {s.config_hash[:12]}", lines, s.spot.account,
             s.perp.account,
-            j.position(s.spot.account, s.spot.base), jp, self.mids.get(s.spot.account, math.nan), mark,
+            held.spot_btc, jp, self.mids.get(s.spot.account, math.nan), mark,
             self._buffer(jp), liq if jp else math.nan,
             funding, fees, price,
-            tuple((f["venue_ts"], f["amount"]) for f in j.rows("funding")[-HISTORY:]),
+            tuple((f["venue_ts"], worth(f)) for f in j.rows("funding")[-HISTORY:]),
             tuple((f["venue_ts"], f["account"], f["side"], f["qty"], f["price"], f["fee_quote"] or 0.0) for f in fills),
             _alert_rows(j.rows("alerts")), tuple(conns),
             blocked if blocked and blocked.startswith("kill switch") else None, s.alerter.paused,

@@ -23,6 +23,7 @@ from fundarb.config import Config
 from fundarb.live.identity import VenueIdentity
 from fundarb.live.journal import EQUITY_COLUMNS, Journal
 from fundarb.live.ledger import EngineLedger, LedgerLeg
+from fundarb.wiring import contract_size_of
 
 
 def _quote(symbol: str) -> str:
@@ -35,7 +36,8 @@ def ledger_legs(cfg: Config, run: str) -> dict[str, LedgerLeg]:
     legs = {}
     for leg, venue, account in (("spot", cfg.spot, cfg.spot_account), ("perp", cfg.perp, cfg.perp_account)):
         ident = VenueIdentity.simulated(venue.exchange, run)
-        legs[account] = LedgerLeg(account, leg, venue.exchange, venue.symbol, ident.key, _quote(venue.symbol))
+        coin = "BTC" if leg == "perp" and contract_size_of(cfg) else ""  # an inverse perp settles in BTC
+        legs[account] = LedgerLeg(account, leg, venue.exchange, venue.symbol, ident.key, _quote(venue.symbol), coin)
     return legs
 
 

@@ -14,6 +14,7 @@ from fundarb.core.book import PositionBook
 from fundarb.core.clock import SimClock
 from fundarb.core.engine import Engine
 from fundarb.core.funding import PERP_PRICE_SOURCES, VENUE_MARK_SOURCES, annualize, missed_settlements
+from fundarb.core.liquidation import MarginRule
 from fundarb.core.model import NS_PER_HOUR, MarketKind
 from fundarb.data.history import MarketHistory
 from fundarb.sim import SimExchange, SimVenueSpec
@@ -134,19 +135,28 @@ def build_engine(
     if sim_seed is None:
         sim_seed, = np.random.SeedSequence(cfg.seed).spawn(1)
     costs = venue_costs(cfg)
-    size, collateral = contract_size_of(cfg), collateral_of(cfg)
-    specs = [
-        SimVenueSpec(spot_name, MarketKind.SPOT, cfg.spot_cash, cfg.spot, allow_short=cfg.strategy.allow_reverse),
-        SimVenueSpec(perp_name, MarketKind.PERP, cfg.perp_cash, cfg.perp, margin=costs.margin, contract_size=size),
-    ]
     schedule = {perp_name: first_funding} if first_funding is not None else {}
-    sim = SimExchange(specs, tape, sim_seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee, schedule,
-                      collateral=collateral)
-    book = PositionBook.open(spot_name, perp_name, cfg.spot_cash, cfg.perp_cash, contract_size=size,
-                             collateral=collateral)
+    sim = simulator_of(cfg, costs.margin, tape, sim_seed, schedule)
+    book = PositionBook.open(spot_name, perp_name, cfg.spot_cash, cfg.perp_cash, contract_size=contract_size_of(cfg),
+                             collateral=collateral_of(cfg))
     engine = wire_engine(cfg, sim, book, SimClock(start_ns), MemoryRecorder(), costs=costs, spot_price=spot_price,
                          config_hash=chash)
     return engine, sim
+
+
+def simulator_of(cfg: Config, margin: MarginRule, tape: Iterable[tuple[int, int, Any]], seed: np.random.SeedSequence,
+                 schedule: dict[str, tuple[int, float]] | None = None) -> SimExchange:
+    """The simulated venues of ``cfg`` (a backtest's, a replay's, a paper
+    run's): its spot and perp accounts with their cash, cost models and
+    structure (an inverse perp's contract size, what margins the perp), the
+    perp liquidated by ``margin``, fed by ``tape``."""
+    specs = [
+        SimVenueSpec(cfg.spot_account, MarketKind.SPOT, cfg.spot_cash, cfg.spot, allow_short=cfg.strategy.allow_reverse),
+        SimVenueSpec(cfg.perp_account, MarketKind.PERP, cfg.perp_cash, cfg.perp, margin=margin,
+                     contract_size=contract_size_of(cfg)),
+    ]
+    return SimExchange(specs, tape, seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee, schedule or {},
+                       collateral=collateral_of(cfg))
 
 
 def run_backtest(

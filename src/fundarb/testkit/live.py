@@ -75,14 +75,17 @@ def placed_orders(server: EmulatorServer, market: tuple[str, str] | None = None)
     return [o for m in markets for o in server.accounts.all_orders(*m)]
 
 
-def assert_agree(server: EmulatorServer, journal_path: Path, coin_margined: bool = False) -> Journal:
+def assert_agree(server: EmulatorServer, journal_path: Path, coin_margined: bool = False,
+                 inverse_venue: str = "binancecoinm") -> Journal:
     """Trade log, journal and venue state agree: every venue trade is a fill
     in the log (and no other), positions match, nothing is left in flight.
-    ``coin_margined``: the perp is Binance COIN-M's, in contracts, and the
-    carry's BTC (spot fills and what the short settled in) is what both
-    wallets hold beyond the BTC float the test funded (``COINM_FLOAT``)."""
+    ``coin_margined``: the perp is ``inverse_venue``'s inverse BTCUSD (Binance
+    COIN-M with Binance spot, or Bybit's with Bybit spot in one wallet), in
+    contracts, and the carry's BTC (spot fills and what the short settled in)
+    is what the wallets hold beyond the BTC float the test funded
+    (``COINM_FLOAT``)."""
     if coin_margined:
-        return _assert_agree_coinm(server, journal_path)
+        return _assert_agree_coinm(server, journal_path, inverse_venue)
     j = Journal(journal_path)
     fills = j.rows("fills")
     for (venue, kind), account in ((SPOT, "binance:spot"), (PERP, "binanceusdm:perp")):
@@ -102,12 +105,13 @@ COINM = ("binancecoinm", "inverse")
 COINM_FLOAT = 0.01  # BTC in the COIN-M wallet before the carry: the short's initial margin
 
 
-def fund_coinm(server: EmulatorServer, usdt: float = USDT, btc: float = COINM_FLOAT) -> None:
+def fund_coinm(server: EmulatorServer, usdt: float = USDT, btc: float = COINM_FLOAT, venue: str = "binancecoinm") -> None:
     """The spot wallet's USDT that buys the carry's BTC, and a BTC float in the
-    COIN-M wallet that is the short's initial margin until that BTC is moved in."""
-    server.accounts.fund("binance", "USDT", usdt)
+    COIN-M wallet that is the short's initial margin until that BTC is moved
+    in (``venue`` "bybit": both in Bybit's one wallet)."""
+    server.accounts.fund("bybit" if venue == "bybit" else "binance", "USDT", usdt)
     if btc:
-        server.accounts.fund("binancecoinm", "BTC", btc)
+        server.accounts.fund(venue, "BTC", btc)
 
 
 def coinm_config(**live: Any) -> Config:
@@ -121,7 +125,7 @@ def coinm_config(**live: Any) -> Config:
     return attrs.evolve(cfg, live=LiveSettings(**timings))
 
 
-def _assert_agree_coinm(server: EmulatorServer, journal_path: Path) -> Journal:
+def _assert_agree_coinm(server: EmulatorServer, journal_path: Path, venue: str) -> Journal:
     from fundarb.live.execution.holdings import holdings
 
     class Leg:  # what holdings() reads of a live leg
@@ -130,18 +134,20 @@ def _assert_agree_coinm(server: EmulatorServer, journal_path: Path) -> Journal:
 
     j = Journal(journal_path)
     fills = j.rows("fills")
-    for (venue, kind), account in ((SPOT, "binance:spot"), (COINM, "binancecoinm:perp")):
-        venue_ids = sorted(t.id for t in server.accounts.trade_list(venue, kind))
+    spot_venue = "bybit" if venue == "bybit" else "binance"
+    for (name, kind), account in (((spot_venue, "spot"), f"{spot_venue}:spot"), ((venue, "inverse"), f"{venue}:perp")):
+        venue_ids = sorted(t.id for t in server.accounts.trade_list(name, kind))
         log_ids = sorted(f["trade_id"] for f in fills if f["account"] == account)
         assert venue_ids == log_ids, (account, venue_ids, log_ids)
         ours = {o["client_id"] for o in j.rows("orders") if o["account"] == account}
-        assert {o.client_id for o in server.accounts.all_orders(venue, kind)} <= ours
-    pos = server.accounts.position("binancecoinm", "inverse")
-    assert j.units("binancecoinm:perp") == pytest.approx(pos.qty, abs=1e-9)
+        assert {o.client_id for o in server.accounts.all_orders(name, kind)} <= ours
+    pos = server.accounts.position(venue, "inverse")
+    assert j.units(f"{venue}:perp") == pytest.approx(pos.qty, abs=1e-9)
     paid = sorted(f["amount"] for f in j.rows("funding"))
-    assert paid == pytest.approx(sorted(f.amount for f in server.accounts.funding_list("binancecoinm", "inverse")))
-    held = holdings(j, Leg("binance:spot", 0.0), Leg("binancecoinm:perp", 100.0))
-    wallets = server.accounts.wallets["binance"].get("BTC") + server.accounts.wallets["binancecoinm"].get("BTC")
+    assert paid == pytest.approx(sorted(f.amount for f in server.accounts.funding_list(venue, "inverse")))
+    face = 1.0 if venue == "bybit" else 100.0
+    held = holdings(j, Leg(f"{spot_venue}:spot", 0.0), Leg(f"{venue}:perp", face))
+    wallets = sum(server.accounts.wallets[w].get("BTC") for w in dict.fromkeys((spot_venue, venue)))
     assert held.spot_btc == pytest.approx(wallets - COINM_FLOAT, abs=1e-8)
     assert j.orders(open_only=True) == []
     assert j.operations("executing") == []

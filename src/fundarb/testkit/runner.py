@@ -31,12 +31,12 @@ WAIT_S = 60.0
 KEEP_ENV = ("FUNDARB_LOCK_DIR", "FUNDARB_PROMOTION_KEY_FILE")  # the test's own lock folder and promotion key
 
 
-def runner_config(**strategy: Any) -> Config:
-    """The baseline with short live timings (a test's seconds are the venue's
-    minutes), and a quiet window around settlements."""
-    cfg = baseline()
+def runner_config(base: Config | None = None, **strategy: Any) -> Config:
+    """``base`` (default the baseline) with short live timings (a test's
+    seconds are the venue's minutes), and a quiet window around settlements."""
+    cfg = base or baseline()
     return attrs.evolve(
-        cfg, name="runner-test",
+        cfg, name="runner-test" if base is None else f"{base.name}-runner-test",
         strategy=attrs.evolve(cfg.strategy, **strategy),
         live=LiveSettings(reconcile_interval_seconds=2.0, hedge_timeout_seconds=20.0, order_timeout_seconds=5.0,
                           request_timeout_seconds=2.0),

@@ -48,32 +48,32 @@ import attrs
 import numpy as np
 
 from fundarb.app.runner.pacing import Pacer
-from fundarb.app.runner.paper import PaperLedger
+from fundarb.app.runner.paper import PaperLedger, sim_gaps
 from fundarb.config import Config
-from fundarb.core.book import PositionBook, VenueAccount, drift_of, margin_buffer
+from fundarb.core.book import COIN, Collateral, PositionBook, VenueAccount, drift_of, liquidation_of, margin_buffer
 from fundarb.core.clock import SimClock
 from fundarb.core.engine import Engine
 from fundarb.core.errors import FundarbError
 from fundarb.core.funding import scheduled_instant
-from fundarb.core.liquidation import MarginRule
+from fundarb.core.liquidation import ISOLATED, MarginRule
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, FundingSettlement, MarketKind, Quote
 from fundarb.core.strategy import CarryStrategy
 from fundarb.live.ccxt.feed import MarketFeed
+from fundarb.live.execution.holdings import holdings
 from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
 from fundarb.live.execution.preflight import balance_of, funding_interval_hours, perp_position, venue_margin_rule
-from fundarb.live.execution.reconcile import KILL_SWITCH_PREFIX, learn_funding, reconcile
+from fundarb.live.execution.reconcile import KILL_SWITCH_PREFIX, coin_wallet, learn_funding, reconcile
 from fundarb.live.execution.session import LiveSession
 from fundarb.live.execution.watch import LiveWatch
 from fundarb.live.journal import HEARTBEAT_KEY
 from fundarb.live.venue import LiveVenue, dust_of
-from fundarb.sim import SimExchange, SimVenueSpec
-from fundarb.wiring import venue_costs, wire_engine
+from fundarb.sim import SimExchange
+from fundarb.sim.backtest import simulator_of
+from fundarb.wiring import collateral_of, contract_size_of, venue_costs, venue_leverage, venue_margin_mode, wire_engine
 
 PEAK_KEY = "runner_peak_equity"
 PAYMENT_ASKS = 3  # a settlement not in the trade log after this many successful asks is missed
 
-
-MARGIN_MODE = "isolated"  # the perp's margin mode the runner sets and verifies at the venue
 
 
 class RunnerError(FundarbError, RuntimeError):
@@ -198,23 +198,28 @@ class Runner:
         if self.mode == "paper":
             assert self.paper is not None
             saved = self.paper.restore(now)
+            size, collateral = contract_size_of(cfg), collateral_of(cfg)
             if saved is None:
                 spot = VenueAccount(cfg.spot_account, MarketKind.SPOT, cfg.spot_cash, price=spot_px)
-                perp = VenueAccount(cfg.perp_account, MarketKind.PERP, cfg.perp_cash, price=mark)
-                return PositionBook.restore(spot, perp, now), False
+                perp = VenueAccount(cfg.perp_account, MarketKind.PERP, cfg.perp_cash, price=mark, contract_size=size)
+                return PositionBook.restore(spot, perp, now, collateral=collateral), False
             spot = VenueAccount(cfg.spot_account, MarketKind.SPOT, price=spot_px, **saved[cfg.spot_account])
-            perp = VenueAccount(cfg.perp_account, MarketKind.PERP, price=mark, **saved[cfg.perp_account])
-            paid = [f["amount"] for f in self.journal.rows("funding")]
+            perp = VenueAccount(cfg.perp_account, MarketKind.PERP, price=mark, contract_size=size,
+                                **saved[cfg.perp_account])
+            # the funding the book counts is in the quote (an inverse perp's BTC valued at its settlement's mark)
+            paid = [f["amount"] * (f["mark"] if size and f["mark"] else 1.0) for f in self.journal.rows("funding")]
             # the capital stays the config's, so the PnL counts from the first run
             book = PositionBook.restore(spot, perp, now, initial_equity=cfg.capital,
                                         funding_received=sum(a for a in paid if a > 0),
-                                        funding_paid=sum(a for a in paid if a < 0))
+                                        funding_paid=sum(a for a in paid if a < 0), collateral=collateral)
             self.log.info("paper_resumed", journal=str(self.journal.path), spot_qty=book.spot.qty,
                           perp_qty=book.perp.qty, perp_entry=book.perp.entry, equity=book.equity,
                           fills=self.journal.count("fills"), funding_payments=len(paid))
             return book, True
         spot_bal, perp_bal, pos = await asyncio.gather(s.spot.call("fetch_balance"), s.perp.call("fetch_balance"),
                                                        perp_position(s.perp))
+        if s.perp.face:
+            return self._coin_book(spot_bal, pos, spot_px, mark, now), True
         spot_cash = balance_of(spot_bal, s.spot.quote, "total")
         perp_cash = balance_of(perp_bal, s.perp.quote, "total") - pos["qty"] * (mark - pos["entry"])
         if s.spot.exchange is s.perp.exchange:  # one account holds both legs' cash: split it as configured
@@ -227,12 +232,25 @@ class Runner:
         perp = VenueAccount(cfg.perp_account, MarketKind.PERP, perp_cash, qty=pos["qty"], entry=pos["entry"], price=mark)
         return PositionBook.restore(spot, perp, now), True
 
+    def _coin_book(self, spot_bal: dict[str, Any], pos: dict[str, Any], spot_px: float, mark: float, now: int) -> PositionBook:
+        """A coin-margined carry's book from the venues and the trade log: the
+        carry's BTC (with what the short settled in) on the spot leg less the
+        dust closed carries left, the short as the venue holds it (BTC at its
+        entry), the spot wallet's cash; the coin-margined wallet's BTC beyond
+        the carry's is not the carry's capital."""
+        cfg, s = self.cfg, self.session
+        assert self.venue is not None
+        held = holdings(self.journal, s.spot, s.perp)
+        self.venue.dust = dust_of(s.spot.rules, held.spot_btc, pos["qty"], spot_px)
+        spot = VenueAccount(cfg.spot_account, MarketKind.SPOT, balance_of(spot_bal, s.spot.quote, "total"),
+                            qty=held.spot_btc - self.venue.dust, price=spot_px)
+        perp = VenueAccount(cfg.perp_account, MarketKind.PERP, 0.0, qty=pos["qty"], entry=pos["entry"], price=mark,
+                            contract_size=s.perp.face)
+        return PositionBook.restore(spot, perp, now, collateral=collateral_of(cfg))
+
     def _simulator(self, margin: MarginRule) -> SimExchange:
-        cfg = self.cfg
-        specs = [SimVenueSpec(cfg.spot_account, MarketKind.SPOT, cfg.spot_cash, cfg.spot),
-                 SimVenueSpec(cfg.perp_account, MarketKind.PERP, cfg.perp_cash, cfg.perp, margin=margin)]
-        seed, = np.random.SeedSequence(cfg.seed).spawn(1)
-        return SimExchange(specs, iter(()), seed, cfg.transfer.delay_minutes * 60, cfg.transfer.fee)
+        seed, = np.random.SeedSequence(self.cfg.seed).spawn(1)
+        return simulator_of(self.cfg, margin, iter(()), seed)
 
     async def _prime_signal(self, strategy: CarryStrategy, now: int, interval_h: float) -> None:
         """The last settled rates, as the backtest's signal would hold them."""
@@ -262,7 +280,10 @@ class Runner:
         if opens:
             fills = [f for r in self.journal.orders(opens[-1]["op_id"]) for f in self.journal.fills(r["client_id"])]
             entry_ts = min((int(f["venue_ts"]) for f in fills), default=now)
-        funding = sum(f["amount"] for f in self.journal.rows("funding") if f["venue_ts"] >= entry_ts)
+        # in the quote: an inverse perp's BTC payments at their settlement's mark (else the mark now)
+        coin = book.perp.contract_size > 0
+        funding = sum(f["amount"] * ((f["mark"] or book.perp.price) if coin else 1.0)
+                      for f in self.journal.rows("funding") if f["venue_ts"] >= entry_ts)
         fees = sum(f["fee_quote"] or 0.0 for f in self.journal.rows("fills") if f["venue_ts"] >= entry_ts)
         strategy.entry_ts = min(entry_ts, now)
         strategy.entry_carry = -(funding - fees)
@@ -371,12 +392,16 @@ class Runner:
         (the kill switch)."""
         engine, s, venue = self.engine, self.session, self.venue
         assert engine is not None and venue is not None
-        js = self.journal.position(s.spot.account, s.spot.base) - venue.dust
-        jp = self.journal.position(s.perp.account)
+        held = holdings(self.journal, s.spot, s.perp)
+        js, jp = held.spot_btc - venue.dust, held.perp_units
         b = engine.book
-        if abs(b.spot.qty - js) > 1e-8 or abs(b.perp.qty - jp) > 1e-8:
-            self._halt(f"broken invariant: the engine holds spot {b.spot.qty:+.8g} / perp {b.perp.qty:+.8g} BTC, "
-                       f"the trade log {js:+.8g} / {jp:+.8g}")
+        unit = s.perp.unit
+        # coin-margined, the spot leg holds what the short settled in: the venue's BTC payments to its 8
+        # decimals against the engine's exact ones; a lost fill is a lot (1e-5 BTC) or a contract
+        tol_spot, tol_perp = (1e-6, 1e-6) if s.perp.face else (1e-8, 1e-8)
+        if abs(b.spot.qty - js) > tol_spot or abs(b.perp.units - jp) > tol_perp:
+            self._halt(f"broken invariant: the engine holds spot {b.spot.qty:+.8g} BTC / perp {b.perp.units:+.8g} "
+                       f"{unit}, the trade log {js:+.8g} / {jp:+.8g}")
 
     def _record_paper(self) -> None:
         """Paper: the step's orders, fills and funding and the simulator's
@@ -385,11 +410,9 @@ class Runner:
             return
         self.paper.commit(self.session.now_ns())
         assert self.sim is not None
-        for name, sim in self.sim.accounts.items():  # the trade log holds what the simulator holds
-            held = self.journal.position(name)
-            if abs(held - sim.acct.qty) > 1e-8 and not self.halt_written:
-                self._halt(f"broken invariant: the paper simulator holds {sim.acct.qty:+.8g} BTC on {name}, "
-                           f"the trade log {held:+.8g}")
+        gaps = sim_gaps(self.journal, self.session, self.sim, 1e-8)  # the trade log holds what the simulator holds
+        if gaps and not self.halt_written:
+            self._halt(f"broken invariant: the paper simulator and the trade log differ: {'; '.join(gaps)}")
 
     async def _after_step(self) -> None:
         engine = self.engine
@@ -580,24 +603,25 @@ class Runner:
         return lev, mode
 
     async def _set_venue_margin(self) -> None:
-        """Set the perp venue's leverage to the config's cap
-        (``floor(risk.max_leverage)``) and its margin mode to isolated (the
-        collateral model the pre-flight and the heartbeat use), then read both
-        back. Anything else refuses to trade, with one alert."""
+        """Set the perp venue's leverage (``wiring.venue_leverage``) and margin
+        mode (``wiring.venue_margin_mode``: isolated for a linear short,
+        cross for a coin-margined one: the collateral model the pre-flight
+        and the heartbeat use), then read both back. Anything else refuses to
+        trade, with one alert."""
         leg = self.session.perp
-        cap = max(1, math.floor(self.cfg.risk.max_leverage))
+        cap, want = venue_leverage(self.cfg), venue_margin_mode(self.cfg)
         try:
             lev, mode = await self._venue_setting()
-            if mode != MARGIN_MODE:
-                await leg.call("set_margin_mode", MARGIN_MODE, leg.symbol)
+            if mode != want:
+                await leg.call("set_margin_mode", want, leg.symbol)
             if lev != cap:
                 await leg.call("set_leverage", cap, leg.symbol)
             lev, mode = await self._venue_setting()
         except Exception as exc:  # noqa: BLE001 - any failure: no trading on a margin setting not known
             lev, mode = math.nan, f"not read ({type(exc).__name__}: {str(exc)[:200]})"
-        if lev != cap or mode != MARGIN_MODE:
+        if lev != cap or mode != want:
             text = (f"{leg.account} {leg.symbol}: the venue's leverage/margin mode could not be set to {cap}x "
-                    f"{MARGIN_MODE} (it reads {lev:g}x, {mode or 'mode not said'}); not trading")
+                    f"{want} (it reads {lev:g}x, {mode or 'mode not said'}); not trading")
             self.session.alert("venue_margin", text, "critical")
             raise RunnerError(text)
         self.margin_setting = {"venue_leverage": lev, "margin_mode": mode}
@@ -609,14 +633,22 @@ class Runner:
         position's own margin is the wallet), beside the venue's own figure."""
         engine = self.engine
         assert engine is not None
-        pos = await perp_position(self.session.perp)
-        mode = pos["mode"] or self.margin_setting.get("margin_mode") or MARGIN_MODE
+        s = self.session
+        pos = await perp_position(s.perp)
+        mode = pos["mode"] or self.margin_setting.get("margin_mode") or venue_margin_mode(self.cfg)
         rule = engine.monitor.costs.margin
-        if mode == MARGIN_MODE:
-            wallet = pos["collateral"] - pos["unrealized"]
-        else:  # cross: the perp wallet backs the position
-            wallet = engine.book.perp.cash
-        liq = rule.liquidation_price(wallet, pos["qty"], pos["entry"], mode) if pos["qty"] else math.nan
+        if s.perp.face:  # coin-margined: the coin wallet's BTC margins the short, by the venue's inverse rule
+            wallet = await coin_wallet(s.perp, pos)
+            short = VenueAccount(s.perp.account, MarketKind.PERP, 0.0, qty=pos["qty"], entry=pos["entry"],
+                                 price=engine.book.perp.price, contract_size=s.perp.face, coin=wallet)
+            empty = VenueAccount(s.spot.account, MarketKind.SPOT, 0.0)
+            liq = liquidation_of(rule, Collateral(COIN), empty, short) if pos["qty"] else math.nan
+        else:
+            if mode == ISOLATED:
+                wallet = pos["collateral"] - pos["unrealized"]
+            else:  # cross: the perp wallet backs the position
+                wallet = engine.book.perp.cash
+            liq = rule.liquidation_price(wallet, pos["qty"], pos["entry"], mode) if pos["qty"] else math.nan
         mark = engine.book.perp.price
         buf = margin_buffer(liq, mark, pos["qty"]) if pos["qty"] and mark == mark else math.inf
         self.margin_view = {
@@ -644,9 +676,9 @@ class Runner:
         self.journal.set_state(PEAK_KEY, repr(engine.monitor.peak_equity), self.session.now_ns())
         if self.mode == "live":
             s = self.session
-            js, jp = self.journal.position(s.spot.account, s.spot.base), self.journal.position(s.perp.account)
-            js -= self.venue.dust if self.venue is not None else 0.0
-            self.stats.max_drift = max(self.stats.max_drift, drift_of(js, jp, 1e-9))
+            held = holdings(self.journal, s.spot, s.perp)
+            js = held.spot_btc - (self.venue.dust if self.venue is not None else 0.0)
+            self.stats.max_drift = max(self.stats.max_drift, drift_of(js, held.perp_btc, 1e-9))
 
     def summary(self) -> dict[str, Any]:
         engine = self.engine

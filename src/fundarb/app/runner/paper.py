@@ -26,12 +26,13 @@ from typing import Any
 
 from fundarb.core.book import VenueAccount
 from fundarb.core.orders import OrderStatus
+from fundarb.live.execution.holdings import holdings
 from fundarb.live.execution.session import LiveSession
 from fundarb.live.journal import PAPER_ACCOUNTS_KEY, Journal, JournalError
 from fundarb.live.ledger import EngineLedger, LedgerLeg
 from fundarb.sim import SimExchange
 
-ACCOUNT_FIELDS = ("cash", "qty", "entry", "fees", "funding", "realized")
+ACCOUNT_FIELDS = ("cash", "qty", "entry", "fees", "funding", "realized", "coin", "fees_coin", "funding_coin")
 STOPPED = "the paper run stopped before the simulator ended it"
 PAPER_KINDS = ("intent", "order", "fill", "funding")  # what a paper step writes (alerts go through the session)
 
@@ -41,7 +42,8 @@ class PaperLedger(EngineLedger):
     trade log with the simulator's accounts, in one transaction."""
 
     def __init__(self, session: LiveSession, sim: SimExchange) -> None:
-        legs = {leg.account: LedgerLeg(leg.account, leg.leg, leg.exchange.id, leg.symbol, leg.venue_id, leg.quote)
+        legs = {leg.account: LedgerLeg(leg.account, leg.leg, leg.exchange.id, leg.symbol, leg.venue_id, leg.quote,
+                                       (leg.market.get("settle") or leg.base) if leg.face else "")
                 for leg in session.legs}
         super().__init__(session.journal, legs, session.config_hash, "paper")
         self.session, self.sim = session, sim
@@ -81,16 +83,15 @@ class PaperLedger(EngineLedger):
             if name not in self.sim.accounts:
                 raise JournalError(f"{self.journal.path}: the paper trade log holds account {name}, this config "
                                    f"trades {sorted(self.sim.accounts)}; use another trade log (--journal)")
-            accounts[name] = {f: float(fields[f]) for f in ACCOUNT_FIELDS}
+            accounts[name] = {f: float(fields.get(f, 0.0)) for f in ACCOUNT_FIELDS}  # older runs: no coin fields
         for t in saved.get("in_flight", []):
             accounts[t["to"]]["cash"] += t["amount"]
         for name, fields in accounts.items():
             _set(self.sim.accounts[name].acct, fields)
-        for name, sim in self.sim.accounts.items():  # the position is what the trade log's fills hold
-            held = self.journal.position(name)
-            if abs(held - sim.acct.qty) > 1e-9:
-                raise JournalError(f"{self.journal.path}: {name} holds {sim.acct.qty:+.8g} BTC by the paper accounts "
-                                   f"and {held:+.8g} by the fills; the paper trade log was changed outside fundarb")
+        gaps = sim_gaps(self.journal, self.session, self.sim)  # the position is what the trade log's fills hold
+        if gaps:
+            raise JournalError(f"{self.journal.path}: the paper accounts and the fills disagree ({'; '.join(gaps)}); "
+                               "the paper trade log was changed outside fundarb")
         return accounts
 
     def _end_stopped_orders(self, now_ns: int) -> None:
@@ -103,6 +104,22 @@ class PaperLedger(EngineLedger):
                 self.touched.add(int(row["op_id"]))
             for op in sorted(self.touched):
                 self._finish(op, now_ns)
+
+
+def sim_gaps(journal: Journal, session: LiveSession, sim: SimExchange, tol_btc: float = 1e-9) -> list[str]:
+    """Where the simulator's accounts and the trade log disagree (none: they
+    hold the same): the spot leg's BTC (coin-margined, with what the short
+    settled in, as the simulator sweeps it there) and the perp in its unit
+    (an inverse perp's whole contracts, up to float dust)."""
+    held = holdings(journal, session.spot, session.perp)
+    spot, perp = sim.accounts[session.spot.account].acct, sim.accounts[session.perp.account].acct
+    out = []
+    if abs(held.spot_btc - spot.qty) > tol_btc:
+        out.append(f"{spot.venue}: {spot.qty:+.8g} BTC by the simulator, {held.spot_btc:+.8g} by the trade log")
+    unit, tol = ("contracts", 1e-6) if perp.contract_size else ("BTC", tol_btc)
+    if abs(held.perp_units - perp.units) > tol:
+        out.append(f"{perp.venue}: {perp.units:+.8g} {unit} by the simulator, {held.perp_units:+.8g} by the trade log")
+    return out
 
 
 def _set(acct: VenueAccount, fields: dict[str, float]) -> None:

@@ -12,6 +12,10 @@ equal (delta neutral) within ``live.hedge_timeout_seconds``:
   UNWOUND: traded back on the leading leg (``unwind``), or, if that leg
   cannot trade it (under its lot), completed on the other.
 
+An inverse perp trades whole contracts: the legs of a coin-margined carry
+may differ by a contract's worth (``contract_rounding``), which the sizing
+allows and nothing trades away.
+
 A close is balanced on the carry's two legs when that gap is the smaller:
 the spot the carry holds is short of the perp by the BTC fees its buys paid,
 so a close that leaves both legs flat is done even though its fills differ.
@@ -91,20 +95,33 @@ def _net_btc(session: LiveSession, op_id: int, name: str) -> float:
     return round(total, 12) + 0.0
 
 
+def contract_rounding(session: LiveSession, price: float) -> float:
+    """BTC the legs may differ by when the perp trades whole contracts of a
+    USD face: a contract's worth at ``price``. A carry's short is the whole
+    contracts nearest the spot's value at the mark the engine last saw
+    (``core.strategy.hedge_units``), so the legs differ by up to half a
+    contract and what the price moved since; the simulator keeps that
+    difference, and so does the venue. 0 for a perp that trades BTC."""
+    return session.perp.btc(1.0, price) if session.perp.face and price > 0 else 0.0
+
+
 def _tradeable(leg: LiveLeg, qty: float, price: float) -> float:
     """``qty`` (the leg's unit) floored to the leg's lot; 0 when that is under its minimum order."""
     q = leg.rules.floor_btc(qty)
     return q if q > 0 and not leg.rules.problems(q, price) else 0.0
 
 
-def naked_gap(session: LiveSession, gap: float, price: float) -> bool:
+def naked_gap(session: LiveSession, gap: float, price: float, perp_flat: bool = False) -> bool:
     """The one rule for a naked leg, for the executor and reconciliation
     alike: a gap of ``gap`` BTC between the legs that some leg can trade (its
     lot and its minimum order at ``price``; by the lot alone when no price is
-    known, where an inverse perp, whose lot is worth a price, is not asked)."""
+    known, where an inverse perp, whose lot is worth a price, is not asked).
+    ``perp_flat``: the perp holds nothing, so only the spot leg can close the
+    gap (what a closed carry leaves on the spot leg is not made a new short)."""
+    legs = [session.spot] if perp_flat else list(session.legs)
     if price <= 0:
-        return any(leg.rules.floor_btc(abs(gap)) > 0 for leg in session.legs if not leg.face)
-    return any(_tradeable(leg, leg.units_for(abs(gap), price), price) > 0 for leg in session.legs)
+        return any(leg.rules.floor_btc(abs(gap)) > 0 for leg in legs if not leg.face)
+    return any(_tradeable(leg, leg.units_for(abs(gap), price), price) > 0 for leg in legs)
 
 
 async def execute_pair(session: LiveSession, kind: str, qty: float, plan: dict[str, Any],
@@ -224,11 +241,14 @@ async def _equalise(session: LiveSession, op_id: int, kind: str, prices: dict[st
             # carry holds is short of the perp by the BTC fees its buys paid, so
             # the fills of a full close differ by them while the legs are equal
             gap = min(gap, holdings(journal, session.spot, session.perp).delta, key=abs)
-        if gap == 0:
+        if gap == 0 or abs(gap) <= contract_rounding(session, _price(session, op_id, "perp", prices)):
             return
         lead, lag = ("spot", "perp") if abs(spot) > abs(perp) else ("perp", "spot")
         side = Side.SELL if gap > 0 else Side.BUY
         choices = [(lead, "unwind")] + ([] if unwind_only or _refused(journal, op_id, lag) else [(lag, "hedge")])
+        if kind == "close" and journal.units(session.perp.account) == 0:
+            # the short is closed: what the spot leg holds beyond it is sold, never hedged by a new short
+            choices = [(name, role) for name, role in choices if name == "spot"]
         for name, role in choices:
             leg = session.spot if name == "spot" else session.perp
             units = leg.units_for(abs(gap), _price(session, op_id, name, prices))
@@ -348,7 +368,8 @@ def _conclude(session: LiveSession, op_id: int, kind: str, actions: list[str], t
     carry = holdings(journal, session.spot, session.perp).delta
     gap = min(residual, held, carry, key=abs)
     price = _last_price(journal, op_id, "spot") or _last_price(journal, op_id, "perp")
-    tradeable = price > 0 and naked_gap(session, gap, price)
+    tradeable = (price > 0 and abs(gap) > contract_rounding(session, _last_price(journal, op_id, "perp"))
+                 and naked_gap(session, gap, price, journal.units(session.perp.account) == 0))
     unresolved = bool(journal.orders(op_id, open_only=True))
     if timed_out or unresolved or tradeable:
         status = "naked"

@@ -77,6 +77,7 @@ class Snapshot:
     journal_perp_units: float = 0.0
     perp_settle: str = "USDT"  # the asset the perp margins and settles in (BTC for an inverse perp)
     perp_wallet: float = 0.0  # an inverse perp's wallet balance in its coin, unrealized PnL not included
+    one_wallet: bool = False  # both legs in one wallet (a unified account): its balances are the spot's too
 
 
 @attrs.frozen
@@ -310,7 +311,7 @@ def _coin_margined(snap: Snapshot, opening: bool, spot: LegPlan, perp: LegPlan, 
               f"initial margin and fee at {venue_lev:g}x there before the bought BTC is moved in")
         _size_checks(perp_after, mark, limits, check)
     else:
-        movable = snap.spot_base_free + snap.perp_quote_free
+        movable = snap.spot_base_free + (0.0 if snap.one_wallet else snap.perp_quote_free)
         check("spot holding", snap.journal_spot >= spot.qty - 1e-12 and movable >= spot.qty - 1e-12,
               f"the carry holds {snap.journal_spot:g} BTC ({snap.spot_base_free:g} free on the spot wallet, "
               f"{snap.perp_quote_free:.8g} movable from the coin-margined wallet); selling {spot.qty:g}")
@@ -450,7 +451,8 @@ async def snapshot(spot: LiveLeg, perp: LiveLeg, journal_spot: float, journal_pe
         int(funding.get("fundingTimestamp") or funding.get("nextFundingTimestamp") or 0) * 1_000_000,
         float(spot.market.get("taker") or 0.0), float(perp.market.get("taker") or 0.0),
         journal_spot, journal_perp, margin, margin_note, perp.face, pos["units"], journal_perp_units, settle,
-        balance_of(perp_bal, settle, "total") - pos["unrealized"] if perp.face else 0.0)
+        balance_of(perp_bal, settle, "total") - pos["unrealized"] if perp.face else 0.0,
+        spot.exchange.id == perp.exchange.id)
 
 
 def funding_interval_hours(funding: dict[str, Any]) -> float:

@@ -106,14 +106,14 @@ async def _reconcile(session: LiveSession, trigger: str, accept: str | None) -> 
     if abs(perp_pos["units"] - held.perp_units) > QTY_TOL:
         mismatches.append(f"{session.perp.account}: the venue holds {perp_pos['units']:+.8g} {unit} perp, "
                           f"the journal's fills {held.perp_units:+.8g}")
-    if session.perp.face:  # the carry's BTC is in both wallets: the coin-margined one's, PnL not realized left out
+    if session.perp.face and not session.one_wallet:  # the carry's BTC is in both wallets (unrealized PnL left out)
         venue_spot += await coin_wallet(session.perp, perp_pos)
     _check_spot(session, venue_spot, js, accept, notes, mismatches)
     result = Reconciliation(session.now_ns(), trigger, tuple(mismatches), tuple(notes), venue_spot,
                             perp_pos["qty"], js, jp, fills, funding, perp_pos["units"], held.perp_units)
     fills_seen = journal.fills()
     price = float(perp_pos.get("entry") or 0.0) or (float(fills_seen[-1]["price"]) if fills_seen else 0.0)
-    if result.drift > session.cfg.risk.max_drift and naked_gap(session, js + jp, price):
+    if result.drift > session.cfg.risk.max_drift and naked_gap(session, js + jp, price, held.perp_units == 0):
         mismatches.append(f"naked leg: spot {js:+.8g} BTC, perp {jp:+.8g} BTC, drift {result.drift:.2%} "
                           f"(limit {session.cfg.risk.max_drift:.0%})")
         result = attrs.evolve(result, mismatches=tuple(mismatches))

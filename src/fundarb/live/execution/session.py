@@ -47,6 +47,11 @@ class LiveSession:
     def legs(self) -> tuple[LiveLeg, LiveLeg]:
         return self.spot, self.perp
 
+    @property
+    def one_wallet(self) -> bool:
+        """Both legs on one venue id's wallet (Bybit's unified account): nothing moves between them."""
+        return self.spot.exchange.id == self.perp.exchange.id
+
     def alert(self, kind: str, message: str, severity: str = "warning") -> None:
         """Journal an alert and, when alert channels are configured, send it
         (de-duplicated and rate-limited by ``fundarb.live.alerts``)."""

@@ -7,17 +7,17 @@ spot to COIN-M for BTC), through the client the venue module names.
 In a coin-margined carry the carry's BTC margins the inverse short, so it
 lives in the coin-margined wallet between entry and exit:
 
-- ``margin_in`` moves what an open bought there once the pair is done (the
-  short goes out with the spot buy, on the initial margin already in that
-  wallet, so no leg waits for a transfer);
+- ``restore_margin`` moves what an open bought there once the pair is done
+  (the short goes out with the spot buy, on the initial margin already in
+  that wallet, so no leg waits for a transfer), and on a start whatever a
+  stopped process left behind (``margin_due``);
 - ``margin_out`` moves back what a close is about to sell, before the pair.
 
-Each move is journaled under a transfer id naming its operation, done or
-failed; a failed one is alerted with what to move by hand. A move an
-interrupted process did not make (or a close's move whose pair never went
-out) is made good by the next reconciliation on start (``restore_margin``):
-the hedge never depends on it (the carry's BTC is counted in both wallets
-alike), only the short's margin does.
+Where one wallet holds both legs (Bybit's unified account) nothing moves.
+
+Each move is journaled (done or failed); a failed one is alerted with what
+to move by hand. The hedge never depends on a move (the carry's BTC is
+counted in both wallets alike), only the short's margin does.
 """
 
 from __future__ import annotations
@@ -82,35 +82,12 @@ async def _move_btc(session: Any, key: str, src: LiveLeg, dst: LiveLeg, amount: 
     return amount
 
 
-def bought_btc(journal: Journal, op_id: int, spot: LiveLeg) -> float:
-    """BTC the spot leg's fills of ``op_id`` added to the spot wallet (buys less BTC fees, less sells)."""
-    total = 0.0
-    for row in journal.orders(op_id):
-        if row["leg"] != "spot":
-            continue
-        for f in journal.fills(row["client_id"]):
-            sign = 1.0 if f["side"] == "buy" else -1.0
-            total += sign * float(f["qty"]) - (float(f["fee"]) if f["fee_currency"] == spot.base else 0.0)
-    return total
-
-
-async def margin_in(session: Any, op_id: int) -> float:
-    """Move the BTC open ``op_id`` bought into the coin-margined wallet (at
-    most what the spot wallet has free); the BTC moved."""
-    spot, perp = session.spot, session.perp
-    bought = bought_btc(session.journal, op_id, spot)
-    free = balance_of(await spot.call("fetch_balance"), spot.base, "free")
-    amount = floor_amount(min(bought, free), BTC_PLACES)
-    if amount <= 0:  # already moved (a stop between the move and its row): nothing pending
-        _journal(session, f"op{op_id}:in", spot, perp, 0.0, DONE)
-        return 0.0
-    return await _move_btc(session, f"op{op_id}:in", spot, perp, amount, "the carry's BTC margins the short")
-
-
 async def margin_out(session: Any, sell_btc: float) -> float:
     """Before a close that sells ``sell_btc``: move what the spot wallet lacks
     from the coin-margined wallet (at most what it lets go); the BTC moved."""
     spot, perp = session.spot, session.perp
+    if session.one_wallet:
+        return 0.0
     spot_bal, perp_bal = await spot.call("fetch_balance"), await perp.call("fetch_balance")
     lacking = sell_btc - balance_of(spot_bal, spot.base, "free")
     settle = perp.market.get("settle") or perp.base
@@ -140,6 +117,8 @@ async def restore_margin(session: Any) -> float:
     into the coin-margined wallet (``margin_due``, at most what the spot
     wallet has free, nothing under the spot lot); the BTC moved."""
     spot, perp = session.spot, session.perp
+    if session.one_wallet:
+        return 0.0
     due = margin_due(session.journal, spot, perp)
     if spot.rules.floor_btc(max(due, 0.0)) <= 0:
         return 0.0

@@ -1,0 +1,118 @@
+"""The strategy runner on a coin-margined carry (Binance spot with a Binance
+COIN-M BTCUSD_PERP short, 100 USD a contract) against the emulator playing
+the real data forward from 2024-03-01 06:00, when COIN-M funding paid about
+60% APR: paper (the simulator's inverse account, recorded like live) and
+live (the engine's contracts through the journaled pairs, the bought BTC
+moved into the COIN-M wallet, a restart that takes the carry back, and the
+kill switch's flatten)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import attrs
+import pytest
+
+from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
+from fundarb.live.journal import Journal
+from fundarb.testkit.emulator.harness import running_emulator
+from fundarb.testkit.live import COINM, SPOT, assert_agree, coinm_config, fund_coinm, until
+from fundarb.testkit.runner import START, finish, logged, runner_config, start_runner, venue_clock
+
+pytestmark = pytest.mark.usefixtures("hang_guard")
+FACE = 100.0
+
+
+def config():
+    """The shipped coin-margined config at a 5,000 USD notional: the COIN-M
+    float the test funds (0.01 BTC) covers the short's initial margin at the
+    venue's 20x until the bought BTC is moved in."""
+    base = coinm_config()
+    return runner_config(attrs.evolve(base, strategy=attrs.evolve(base.strategy, notional=5_000.0)))
+
+
+def test_a_paper_coin_margined_run_is_recorded_in_contracts_and_btc(tmp_path):
+    journal, cfg, lines = tmp_path / "paper.sqlite", config(), io.StringIO()
+
+    async def scenario(server):
+        runner, stop, task = await start_runner(server, journal, cfg, "paper", lines)
+        try:
+            engine = runner.engine
+            await until(lambda: not engine.book.is_flat and not engine.open_orders, "the paper entry")
+            await until(lambda: engine.book.funding_ledger, "a funding settlement in position")
+            runner.journal.set_state(BLOCK_KEY, "kill switch: test", 0)
+            runner.journal.set_state(FLATTEN_KEY, "test", 0)
+            await until(lambda: engine.book.perp.qty == 0 and not engine.open_orders, "the flatten")
+            return runner
+        finally:
+            await finish(runner, stop, task)
+
+    with running_emulator(START) as server, venue_clock(server):
+        runner = asyncio.run(scenario(server))
+        assert server.accounts.all_orders(*SPOT) == [] and server.accounts.all_orders(*COINM) == []  # nothing sent
+    book = runner.engine.book
+    j = Journal(journal)
+    perp_fills = [f for f in j.rows("fills") if f["account"] == cfg.perp_account]
+    # the short in whole contracts of 100 USD, its fees in BTC: the trade log as a venue would write it
+    assert perp_fills and all(f["qty"] == round(f["qty"]) and f["fee_currency"] == "BTC" for f in perp_fills)
+    assert all(f["fee_quote"] == pytest.approx(f["fee"] * f["price"]) for f in perp_fills)
+    # the settlement paid the short in BTC: contracts x 100 / mark x rate, at the engine's mark and rate
+    entry = book.funding_ledger[0]
+    (paid, *_) = j.rows("funding")
+    contracts = sum(f["qty"] for f in perp_fills if f["side"] == "sell" and f["venue_ts"] < entry.ts)
+    assert entry.rate > 0 and paid["amount"] > 0
+    assert paid["amount"] == pytest.approx(contracts * FACE / entry.mark * entry.rate)
+    assert paid["amount"] == pytest.approx(entry.amount / entry.mark)
+    assert j.units(cfg.perp_account) == 0
+    assert [h["reason"] for h in logged(lines, "halted")] == ["kill switch: test"], logged(lines, "halted")
+    j.close()
+
+
+def test_a_live_coin_margined_run_trades_contracts_moves_the_btc_and_a_restart_takes_it_back(tmp_path):
+    journal, cfg = tmp_path / "live.sqlite", config()
+
+    async def first(server, lines):
+        runner, stop, task = await start_runner(server, journal, cfg, "live", lines)
+        try:
+            await until(lambda: runner.stats.settlements and all(x["paid"] for x in runner.stats.settlements),
+                        "a settlement in position, paid by the venue and in the trade log", timeout=40.0)
+            return runner
+        finally:
+            await finish(runner, stop, task)
+
+    async def second(server, lines):
+        runner, stop, task = await start_runner(server, journal, cfg, "live", lines)
+        try:
+            restored = (runner.engine.strategy.direction, runner.engine.book.perp.units)
+            runner.journal.set_state(BLOCK_KEY, "kill switch: test", 0)
+            runner.journal.set_state(FLATTEN_KEY, "test", 0)
+            await until(lambda: runner.engine.book.perp.qty == 0 and not runner.engine.open_orders, "the flatten",
+                        timeout=40.0)
+            return runner, restored
+        finally:
+            await finish(runner, stop, task)
+
+    with running_emulator(START) as server:
+        fund_coinm(server)
+        with venue_clock(server):
+            one = asyncio.run(first(server, io.StringIO()))
+            short = server.accounts.position(*COINM).qty
+            margin = server.accounts.wallets["binancecoinm"].get("BTC")
+            spot_left = server.accounts.wallets["binance"].get("BTC")
+            lines = io.StringIO()
+            two, (direction, units) = asyncio.run(second(server, lines))
+        j = assert_agree(server, journal, coin_margined=True)
+        flat = server.accounts.position(*COINM).qty
+    ops = j.operations()
+    assert ops[0]["kind"] == "open" and ops[0]["status"] in ("done", "rebalanced")
+    # the short the engine sized: whole contracts worth the notional at the entry
+    assert short < 0 and abs(short) == pytest.approx(cfg.strategy.notional / FACE, abs=1)
+    # the bought BTC margined it in the COIN-M wallet, none left on the spot wallet
+    assert margin > 0.05 and spot_left < 1e-5
+    assert direction == 1 and units == pytest.approx(short)  # the restart took the carry back
+    assert flat == 0 and [o["kind"] for o in ops].count("open") == 1
+    assert all(x["paid"] for x in one.stats.settlements)
+    started = logged(lines, "started")[0]
+    assert started["in_carry"] is True
+    j.close()
