@@ -16,6 +16,8 @@ equal to what the two wallets hold beyond the float the test funded.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import attrs
 import pytest
 from typer.testing import CliRunner
@@ -28,7 +30,8 @@ from fundarb.testkit.live import COINM, COINM_FLOAT, KEYS, SPOT, assert_agree, c
 pytestmark = pytest.mark.usefixtures("hang_guard")
 START = "2024-03-01T06:00"
 FACE = 100.0
-SIZE = 0.05  # BTC asked: the contracts nearest its worth are shorted
+SIZE = 0.1  # BTC asked: the contracts nearest its worth are shorted (README's example)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -70,7 +73,13 @@ def test_open_then_close_a_coin_margined_carry_through_the_cli(venue, config, tm
     assert venue.accounts.wallets["binance"].get("BTC") == pytest.approx(0.0, abs=1e-8)
     assert "the short's margin" in opened.output
     assert "no liquidation price (no rise liquidates the short)" in opened.output
-    assert_agree(venue, journal, coin_margined=True).close()
+    j = assert_agree(venue, journal, coin_margined=True)
+    # README's example is this run: its figures are these
+    moved = sum(t["amount"] for t in j.rows("transfers"))
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"The short is {short.qty:.0f} whole contracts of 100 USD ({worth([short]):.4g} BTC at its entry), the "
+            f"{buy.qty:.4g} BTC bought ({moved:.4g} BTC after its fee) moves into the COIN-M wallet") in readme
+    j.close()
 
     venue.advance_hours(12)  # across the 08:00 and 16:00 settlements: the short is paid in BTC
     shown = cli(venue, journal, config, "positions")

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from fundarb.app.promote import DEFAULT_STORE, STORE_ENV
-from fundarb.cli.trade import TRADED, ApiUrlOpt, RemoteOpt, SandboxOpt, _context, _fail, _run, actor_lock
+from fundarb.cli.trade import RUNS, ApiUrlOpt, RemoteOpt, SandboxOpt, _context, _fail, _run, actor_lock
 
 PAPER_JOURNAL = Path("state") / "paper.sqlite"
 
@@ -38,7 +38,7 @@ def run_command(
         _fail(f"--duration must be a number of seconds > 0, got {duration}")
     if journal is None and paper:
         journal = PAPER_JOURNAL
-    cfg, path, target = _context(config, journal, api_url, sandbox, remote, "fundarb run", TRADED)
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote, "fundarb run", RUNS)
     if live:
         from fundarb.app.promote import live_clearance, store_path
 

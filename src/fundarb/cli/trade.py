@@ -45,7 +45,8 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     fail(message, code)
 
 
-TRADED = ("spot_linear", "coin_margined")  # the structures the venue commands and the runner trade
+TRADED = ("spot_linear", "coin_margined", "unified")  # the structures the venue commands trade
+RUNS = ("spot_linear", "coin_margined")  # the structures the strategy runner trades
 
 
 def _context(config: Optional[Path], journal: Optional[Path], api_url: Optional[str], sandbox: bool,
@@ -325,7 +326,7 @@ async def _plan(session, kind: str, qty: float, spot_qty: float):
     j = session.journal
     held = holdings(j, session.spot, session.perp)
     snap = await snapshot(session.spot, session.perp, held.spot_btc, held.perp_btc, session.now_ns(),
-                          venue_leverage(session.cfg), held.perp_units)
+                          venue_leverage(session.cfg), held.perp_units, session.cfg.structure_kind == "unified")
     return plan_trade(session.cfg, snap, kind, qty, session.spot.rules, session.perp.rules, j.blocked(), spot_qty)
 
 
@@ -541,6 +542,8 @@ async def _positions(cfg, path, target) -> None:
             out.print(_margin_line(rule, pos, mark))
         if rule_note:
             out.print(f"[yellow]note:[/] {escape(rule_note)}")
+        if cfg.structure_kind == "unified":
+            out.print(await _unified_lines(session))
         rate = float(funding.get("fundingRate") or 0.0)
         nxt = int(funding.get("fundingTimestamp") or 0) * 1_000_000
         out.print(f"funding now {rate:.6%} per settlement ({rate * 3 * 365:.2%} APR at 8 h), next {_time(nxt)} UTC; "
@@ -612,6 +615,18 @@ async def _coin_positions(session, spot_bal: dict, perp_bal: dict, pos: dict, fu
     out.print(f"trade log: {len(fills)} fills, fees {fees:,.4f} USD; {len(paid)} funding payments, "
               f"{sum(f['amount'] for f in paid if f['account'] == perp.account):+.8g} {settle}")
     _print_blocks(j)
+
+
+async def _unified_lines(session) -> str:
+    """A unified account's margin as the venue states it (not computed here)."""
+    from fundarb.live.execution.preflight import unified_figures
+
+    u = await unified_figures(session.perp)
+    tiers = ", ".join(f"{r:g} up to {c:g} BTC" if math.isfinite(c) else f"{r:g} beyond" for c, r in u.btc_tiers)
+    return escape(f"unified account, as the venue states it: equity {u.equity:,.2f} USD, margin balance "
+                  f"{u.margin_balance:,.2f}, initial margin {u.initial:,.2f}, maintenance margin {u.maintenance:,.2f}, "
+                  f"available {u.available:,.2f}, maintenance rate {u.mm_rate:.2%} (liquidation at 100%); BTC "
+                  f"counts at the venue's collateral ratio {tiers}")
 
 
 def _print_blocks(j) -> None:

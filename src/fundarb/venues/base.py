@@ -43,6 +43,26 @@ FindOrder = Callable[[OrderLeg, str], Awaitable[dict[str, Any] | None]]
 ErrorTest = Callable[[BaseException], bool]
 
 
+@attrs.frozen
+class UnifiedFigures:
+    """A unified account's margin as the venue states it, in USD: its equity,
+    the margin balance (wallet at the collateral value, plus unrealised PnL),
+    the initial and maintenance margin of its positions and orders, what is
+    available for new ones, its maintenance-margin rate (liquidation at 1),
+    and the tiered collateral value ratio of BTC ((up to BTC, ratio) pairs)."""
+
+    equity: float
+    margin_balance: float
+    initial: float
+    maintenance: float
+    available: float
+    mm_rate: float
+    btc_tiers: tuple[tuple[float, float], ...]
+
+
+ReadUnified = Callable[[OrderLeg], Awaitable[UnifiedFigures]]
+
+
 @attrs.frozen(kw_only=True)
 class VenueQuirks:
     """What fundarb must know of one ccxt exchange id beyond ccxt's unified API.
@@ -64,6 +84,8 @@ class VenueQuirks:
     (order) requests go to, perp first when they differ.
     ``funding_sign``: what turns the amount of ccxt's ``fetch_funding_history``
     into the payment received (positive) or paid (negative).
+    ``unified``: reads the venue's unified account figures and BTC collateral
+    tiers (None: the venue has no unified account fundarb can read).
     """
 
     exchange_id: str
@@ -82,6 +104,7 @@ class VenueQuirks:
     liquidation_style: str | None = None
     private_urls: tuple[str, ...] = ("private",)
     funding_sign: float = 1.0
+    unified: ReadUnified | None = None
 
     def fetch_params(self) -> dict[str, Any]:
         """Params of ``fetch_order`` by venue order id (a fresh dict)."""

@@ -11,6 +11,9 @@
 - ccxt probes the account type (unified or not) through endpoints a pointed
   host (the emulator) does not serve: a pointed client is told the answer.
 - Spot and perp share one unified wallet: there is nothing to transfer between them.
+- The UNIFIED account states its own margin (``/v5/account/wallet-balance``)
+  and BTC's tiered collateral value ratio (``/v5/spot-margin-trade/collateral``):
+  a unified carry reads them (``unified_figures``) rather than computing them.
 - A funding payment is an execution of execType Funding whose ``execFee`` is
   a fee (positive: paid, negative: received), and ccxt's
   ``fetch_funding_history`` passes it through as the amount: fundarb turns
@@ -20,10 +23,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fundarb.core.liquidation import BYBIT_LINEAR
-from fundarb.venues.base import OrderLeg, VenueQuirks, duplicate_text, unknown_order_text
+from fundarb.venues.base import OrderLeg, UnifiedFigures, VenueQuirks, duplicate_text, unknown_order_text
 
 BYBIT = "bybit"
 IDS = (BYBIT,)
@@ -58,6 +62,33 @@ async def find_order(leg: OrderLeg, client_id: str) -> dict[str, Any] | None:
     return None
 
 
+async def unified_figures(leg: OrderLeg) -> UnifiedFigures:
+    """The UNIFIED account's margin figures (``/v5/account/wallet-balance``:
+    totalEquity, totalMarginBalance, totalInitialMargin,
+    totalMaintenanceMargin, totalAvailableBalance, accountMMRate) and BTC's
+    tiered collateral value ratio (``/v5/spot-margin-trade/collateral``), as
+    Bybit states them."""
+    wallet = await leg.call("privateGetV5AccountWalletBalance", {"accountType": "UNIFIED"})
+    rows = ((wallet or {}).get("result") or {}).get("list") or []
+    if not rows:
+        raise ValueError("bybit: /v5/account/wallet-balance listed no UNIFIED account")
+    row = rows[0]
+    ratio = await leg.call("publicGetV5SpotMarginTradeCollateral", {"currency": "BTC"})
+    table = next((c for c in ((ratio or {}).get("result") or {}).get("list") or [] if c.get("currency") == "BTC"), None)
+    if table is None:
+        raise ValueError("bybit: /v5/spot-margin-trade/collateral gave no BTC collateral ratio")
+    tiers = tuple((float(t["maxQty"]) if t.get("maxQty") else math.inf, float(t["collateralRatio"]))
+                  for t in sorted(table["collateralRatioList"], key=lambda t: float(t.get("minQty") or 0)))
+
+    def number(key: str) -> float:
+        text = row.get(key)
+        return float(text) if text not in (None, "") else math.nan
+
+    return UnifiedFigures(number("totalEquity"), number("totalMarginBalance"), number("totalInitialMargin"),
+                          number("totalMaintenanceMargin"), number("totalAvailableBalance"), number("accountMMRate"),
+                          tiers)
+
+
 def order_unknown(exc: BaseException) -> bool:
     """ccxt's OrderNotFound, or an exchange error that says the order does not exist."""
     return unknown_order_text(exc)
@@ -82,4 +113,4 @@ def quirks_of(exchange_id: str) -> VenueQuirks:
         exchange_id=exchange_id, venue="bybit", find_order=find_order, order_unknown=order_unknown,
         duplicate_order=duplicate_order, fetch_order_params=FETCH_ORDER_PARAMS, market_types=MARKET_TYPES,
         ccxt_options=ccxt_options(exchange_id), pointed_options=POINTED_OPTIONS, page_limits=PAGE_LIMITS,
-        spot_id=BYBIT, liquidation_style=BYBIT_LINEAR, funding_sign=FUNDING_SIGN)
+        spot_id=BYBIT, liquidation_style=BYBIT_LINEAR, funding_sign=FUNDING_SIGN, unified=unified_figures)

@@ -29,18 +29,20 @@ from typing import Any
 import attrs
 
 from fundarb.config import Config
-from fundarb.core.book import COIN, Collateral, VenueAccount, btc_worth, liquidation_of
+from fundarb.core.book import COIN, UNIFIED, Collateral, VenueAccount, btc_worth, liquidation_of
 from fundarb.core.funding import annualize
-from fundarb.core.liquidation import ISOLATED, LiquidationRuleMissing, MarginRule, NotionalBeyondTiers
+from fundarb.core.liquidation import ISOLATED, LiquidationRuleMissing, MarginRule, NotionalBeyondTiers, collateral_value
 from fundarb.core.model import MarketKind, Side
 from fundarb.core.risk import buffer_veto, leverage_veto, notional_veto, position_veto
 from fundarb.core.strategy import amortised_cost_apr, clears_entry, entry_edge
 from fundarb.data.margin_tiers import is_modelled, rule_from_ccxt_tiers, shipped_rule
-from fundarb.live.ccxt.client import MarketRules
+from fundarb.live.ccxt.client import MarketRules, VenueSetupError
 from fundarb.live.execution.orders import LiveLeg
 from fundarb.live.journal import lift_hint
 from fundarb.support.scrub import describe
-from fundarb.wiring import round_trip_cost
+from fundarb.venues import quirks_or_plain
+from fundarb.venues.base import UnifiedFigures
+from fundarb.wiring import round_trip_cost, venue_leverage
 
 BOOK_LEVELS = 20
 Levels = tuple[tuple[float, float], ...]  # (price, BTC) best first
@@ -78,6 +80,7 @@ class Snapshot:
     perp_settle: str = "USDT"  # the asset the perp margins and settles in (BTC for an inverse perp)
     perp_wallet: float = 0.0  # an inverse perp's wallet balance in its coin, unrealized PnL not included
     one_wallet: bool = False  # both legs in one wallet (a unified account): its balances are the spot's too
+    unified: UnifiedFigures | None = None  # a unified account's margin as the venue states it
 
 
 @attrs.frozen
@@ -199,8 +202,10 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
     coin = bool(snap.perp_face)  # an inverse perp margined by the carry's BTC
     live, limits = cfg.live_settings, cfg.risk
     # isolated (linear): the leverage setting sizes the position's collateral, so it is kept at the
-    # config's limit; cross (coin-margined): it sizes only the initial margin, the wallet margins the rest
-    venue_lev = (snap.perp_leverage if snap.perp_face else min(snap.perp_leverage, float(math.floor(limits.max_leverage)))) or 1.0
+    # config's limit; cross (coin-margined): it sizes only the initial margin, and an open sets it to
+    # the venue leverage the config models before it sends (``wiring.venue_leverage``)
+    venue_lev = float(venue_leverage(cfg)) if snap.perp_face else (
+        min(snap.perp_leverage, float(math.floor(limits.max_leverage))) or 1.0)
     checks: list[Check] = []
 
     def check(name: str, ok: bool, detail: str) -> None:
@@ -225,7 +230,7 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
         check(f"{leg.account} lot and notional", not problems,
               "; ".join(problems) or f"lot {float(rules.step_btc):g} {rules.unit}, minimum notional {rules.min_cost:,.2f} USDT")
 
-    margin_of = _coin_margined if coin else _linear
+    margin_of = _coin_margined if coin else _unified if snap.unified is not None else _linear
     perp_after, leverage, buffer, liq = margin_of(snap, opening, spot, perp, venue_lev, limits, check)
 
     funding_apr = annualize(snap.funding_rate, snap.interval_hours)
@@ -329,6 +334,55 @@ def _coin_margined(snap: Snapshot, opening: bool, spot: LegPlan, perp: LegPlan, 
     return perp_after, leverage, buffer, liq
 
 
+def _unified(snap: Snapshot, opening: bool, spot: LegPlan, perp: LegPlan, venue_lev: float, limits: Any,
+             check: Checker) -> tuple[float, float, float, float]:
+    """Balances, limits and the margin of a linear short in a unified
+    account, by the venue's own figures (``Snapshot.unified``): what it says
+    is available now, less the spot buy's cash, plus the BTC bought at the
+    venue's collateral ratio, less the short's initial margin and the fees,
+    must stay above 0; the liquidation price is the core's
+    (``Collateral(UNIFIED)``) with the venue's tiers, the account's USDT and
+    BTC after the trade."""
+    u = snap.unified
+    assert u is not None
+    mark, qty = snap.mark, perp.qty
+    perp_after = snap.perp_qty + perp.side.sign * qty
+    held_btc = snap.spot_base_free
+    btc_after = held_btc + (spot.qty if opening else -spot.qty)
+    cash_after = snap.spot_quote_free - spot.side.sign * spot.notional - spot.fee - perp.fee
+    collateral = Collateral(UNIFIED, u.btc_tiers)
+    gained = (collateral_value(max(btc_after, 0.0), u.btc_tiers) - collateral_value(held_btc, u.btc_tiers)) * mark
+    initial = perp.notional / venue_lev if opening else 0.0
+    available = u.available - spot.side.sign * spot.notional + gained - initial - spot.fee - perp.fee
+    if opening:
+        need = spot.qty * spot.price * 1.002  # 0.2%: the price may move between plan and fill
+        check("spot balance", snap.spot_quote_free >= need,
+              f"{snap.spot_quote_free:,.2f} USDT free, the buy needs about {need:,.2f}")
+        check("account margin", available >= 0,
+              f"the venue says {u.available:,.2f} USD available (margin balance {u.margin_balance:,.2f}, "
+              f"maintenance rate {u.mm_rate:.2%}); after the trade about {available:,.2f}: the BTC bought counts "
+              f"{gained:,.2f} at the venue's collateral ratio, the short takes {initial:,.2f} at {venue_lev:g}x")
+        _size_checks(perp_after, mark, limits, check)
+    else:
+        check("spot holding", snap.journal_spot >= spot.qty - 1e-12 and snap.spot_base_free >= spot.qty - 1e-12,
+              f"the carry holds {snap.journal_spot:g} BTC spot ({snap.spot_base_free:g} free on the venue); "
+              f"selling {spot.qty:g}")
+        check("perp short", -snap.perp_qty >= qty - 1e-12 and -snap.journal_perp >= qty - 1e-12,
+              f"the venue shows {snap.perp_qty:g} BTC perp (journal {snap.journal_perp:g}); buying back {qty:g}")
+    short = VenueAccount("", MarketKind.PERP, 0.0, qty=perp_after, entry=_entry_after(snap, perp, perp_after),
+                         price=mark)
+    account = VenueAccount("", MarketKind.SPOT, cash_after, qty=max(btc_after, 0.0), price=mark)
+    unmodelled = ""
+    try:
+        liq = liquidation_of(snap.margin, collateral, account, short) if perp_after else math.nan
+    except (LiquidationRuleMissing, NotionalBeyondTiers, ValueError) as exc:
+        liq, unmodelled = math.nan, str(exc)
+    equity = collateral.margin_equity(account, short)
+    leverage = abs(perp_after) * mark / equity if equity > 0 else math.inf
+    buffer = _margin_checks(opening, perp_after, leverage, liq, unmodelled, mark, limits, check)
+    return perp_after, leverage, buffer, liq
+
+
 def _size_checks(perp_after: float, mark: float, limits: Any, check: Checker) -> None:
     check("position size", not position_veto(perp_after, limits),
           f"{abs(perp_after):g} BTC short after the trade (limit {limits.max_position_btc:g})")
@@ -427,10 +481,13 @@ def balance_of(reply: dict, asset: str, field: str) -> float:
 
 
 async def snapshot(spot: LiveLeg, perp: LiveLeg, journal_spot: float, journal_perp: float, ts: int,
-                   default_leverage: float, journal_perp_units: float | None = None) -> Snapshot:
-    """Read both venues at once (books, balances, the perp position, funding).
+                   default_leverage: float, journal_perp_units: float | None = None,
+                   unified: bool = False) -> Snapshot:
+    """Read both venues at once (books, balances, the perp position, funding;
+    ``unified``: the account's margin figures as the venue states them).
     ``journal_perp_units``: the journal's perp in its unit (default ``journal_perp``)."""
     journal_perp_units = journal_perp if journal_perp_units is None else journal_perp_units
+    figures = await unified_figures(perp) if unified else None
     settle = perp.market.get("settle") or perp.quote  # what the perp margins in: USDT, or BTC (inverse)
     spot_book, perp_book, spot_bal, perp_bal, pos, funding, (margin, margin_note) = await asyncio.gather(
         spot.call("fetch_order_book", spot.symbol, BOOK_LEVELS),
@@ -452,7 +509,18 @@ async def snapshot(spot: LiveLeg, perp: LiveLeg, journal_spot: float, journal_pe
         float(spot.market.get("taker") or 0.0), float(perp.market.get("taker") or 0.0),
         journal_spot, journal_perp, margin, margin_note, perp.face, pos["units"], journal_perp_units, settle,
         balance_of(perp_bal, settle, "total") - pos["unrealized"] if perp.face else 0.0,
-        spot.exchange.id == perp.exchange.id)
+        spot.exchange.id == perp.exchange.id, figures)
+
+
+async def unified_figures(leg: LiveLeg) -> UnifiedFigures:
+    """The unified account's margin figures and BTC collateral tiers as the
+    venue states them (``fundarb.venues``); one error naming the venue when
+    fundarb cannot read them there."""
+    read = quirks_or_plain(leg.exchange.id).unified
+    if read is None:
+        raise VenueSetupError(f"{leg.account}: fundarb reads a unified account's margin from the venue, and it "
+                              f"cannot on {leg.exchange.id} (it can on bybit's unified trading account)")
+    return await read(leg)
 
 
 def funding_interval_hours(funding: dict[str, Any]) -> float:
