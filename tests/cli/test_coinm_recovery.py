@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -19,17 +18,10 @@ from fundarb.cli.main import app
 from fundarb.config import dumps
 from fundarb.testkit.emulator.harness import running_emulator
 from fundarb.testkit.live import COINM, COINM_FLOAT, KEYS, SPOT, assert_agree, coinm_config, fund_coinm, placed_orders
+from fundarb.testkit.runner import wait_for
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 WAIT_S = 30.0
-
-
-def wait_for(condition, what: str) -> None:
-    end = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_killed_between_the_legs_the_restart_unwinds_the_naked_spot(tmp_path):

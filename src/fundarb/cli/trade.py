@@ -545,14 +545,9 @@ async def _positions(cfg, path, target) -> None:
         if cfg.structure_kind == "unified":
             out.print(await _unified_lines(session))
         rate = float(funding.get("fundingRate") or 0.0)
-        nxt = int(funding.get("fundingTimestamp") or 0) * 1_000_000
-        out.print(f"funding now {rate:.6%} per settlement ({rate * 3 * 365:.2%} APR at 8 h), next {_time(nxt)} UTC; "
-                  f"expected {-pos['qty'] * mark * rate:+,.4f} USDT")
-        fills, paid = j.rows("fills"), j.rows("funding")
-        fees = sum(f["fee_quote"] or 0.0 for f in fills)
-        out.print(f"trade log: {len(fills)} fills, fees {fees:,.4f} USDT; {len(paid)} funding payments, "
-                  f"{sum(f['amount'] for f in paid):+,.4f} USDT")
-        _print_blocks(j)
+        paid = j.rows("funding")
+        _funding_lines(j, funding, f"{-pos['qty'] * mark * rate:+,.4f} USDT",
+                       f"{sum(f['amount'] for f in paid):+,.4f} USDT", "USDT")
     finally:
         await session.close()
 
@@ -606,15 +601,9 @@ async def _coin_positions(session, spot_bal: dict, perp_bal: dict, pos: dict, fu
     if rule_note:
         out.print(f"[yellow]note:[/] {escape(rule_note)}")
     rate = float(funding.get("fundingRate") or 0.0)
-    nxt = int(funding.get("fundingTimestamp") or 0) * 1_000_000
     due = short.funding_due(mark, rate) if pos["units"] else 0.0
-    out.print(f"funding now {rate:.6%} per settlement ({rate * 3 * 365:.2%} APR at 8 h), next {_time(nxt)} UTC; "
-              f"expected {due:+.8g} {settle} ({due * mark:+,.4f} USD)")
-    fills, paid = j.rows("fills"), j.rows("funding")
-    fees = sum(f["fee_quote"] or 0.0 for f in fills)
-    out.print(f"trade log: {len(fills)} fills, fees {fees:,.4f} USD; {len(paid)} funding payments, "
-              f"{sum(f['amount'] for f in paid if f['account'] == perp.account):+.8g} {settle}")
-    _print_blocks(j)
+    paid = sum(f["amount"] for f in j.rows("funding") if f["account"] == perp.account)
+    _funding_lines(j, funding, f"{due:+.8g} {settle} ({due * mark:+,.4f} USD)", f"{paid:+.8g} {settle}", "USD")
 
 
 async def _unified_lines(session) -> str:
@@ -627,6 +616,20 @@ async def _unified_lines(session) -> str:
                   f"{u.margin_balance:,.2f}, initial margin {u.initial:,.2f}, maintenance margin {u.maintenance:,.2f}, "
                   f"available {u.available:,.2f}, maintenance rate {u.mm_rate:.2%} (liquidation at 100%); BTC "
                   f"counts at the venue's collateral ratio {tiers}")
+
+
+def _funding_lines(j, funding: dict, expected: str, paid: str, fee_unit: str) -> None:
+    """The funding now and next, what the position is expected to get, what
+    the trade log holds (fills, fees, payments), and any entries block."""
+    rate = float(funding.get("fundingRate") or 0.0)
+    nxt = int(funding.get("fundingTimestamp") or 0) * 1_000_000
+    out.print(f"funding now {rate:.6%} per settlement ({rate * 3 * 365:.2%} APR at 8 h), next {_time(nxt)} UTC; "
+              f"expected {expected}")
+    fills = j.rows("fills")
+    fees = sum(f["fee_quote"] or 0.0 for f in fills)
+    out.print(f"trade log: {len(fills)} fills, fees {fees:,.4f} {fee_unit}; {len(j.rows('funding'))} funding "
+              f"payments, {paid}")
+    _print_blocks(j)
 
 
 def _print_blocks(j) -> None:

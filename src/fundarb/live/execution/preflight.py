@@ -268,11 +268,7 @@ def _linear(snap: Snapshot, opening: bool, spot: LegPlan, perp: LegPlan, venue_l
               f"{snap.perp_quote_free:,.2f} USDT free, the short needs {margin:,.2f} margin and fee at {venue_lev:g}x")
         _size_checks(perp_after, snap.mark, limits, check)
     else:
-        check("spot holding", snap.journal_spot >= spot.qty - 1e-12 and snap.spot_base_free >= spot.qty - 1e-12,
-              f"the carry holds {snap.journal_spot:g} BTC spot ({snap.spot_base_free:g} free on the venue); "
-              f"selling {spot.qty:g}")
-        check("perp short", -snap.perp_qty >= qty - 1e-12 and -snap.journal_perp >= qty - 1e-12,
-              f"the venue shows {snap.perp_qty:g} BTC perp (journal {snap.journal_perp:g}); buying back {qty:g}")
+        _close_checks(snap, spot.qty, qty, check)
 
     entry_after = _entry_after(snap, perp, perp_after)
     collateral = snap.perp_collateral + (perp.notional / venue_lev if opening else
@@ -364,11 +360,7 @@ def _unified(snap: Snapshot, opening: bool, spot: LegPlan, perp: LegPlan, venue_
               f"{gained:,.2f} at the venue's collateral ratio, the short takes {initial:,.2f} at {venue_lev:g}x")
         _size_checks(perp_after, mark, limits, check)
     else:
-        check("spot holding", snap.journal_spot >= spot.qty - 1e-12 and snap.spot_base_free >= spot.qty - 1e-12,
-              f"the carry holds {snap.journal_spot:g} BTC spot ({snap.spot_base_free:g} free on the venue); "
-              f"selling {spot.qty:g}")
-        check("perp short", -snap.perp_qty >= qty - 1e-12 and -snap.journal_perp >= qty - 1e-12,
-              f"the venue shows {snap.perp_qty:g} BTC perp (journal {snap.journal_perp:g}); buying back {qty:g}")
+        _close_checks(snap, spot.qty, qty, check)
     short = VenueAccount("", MarketKind.PERP, 0.0, qty=perp_after, entry=_entry_after(snap, perp, perp_after),
                          price=mark)
     account = VenueAccount("", MarketKind.SPOT, cash_after, qty=max(btc_after, 0.0), price=mark)
@@ -381,6 +373,15 @@ def _unified(snap: Snapshot, opening: bool, spot: LegPlan, perp: LegPlan, venue_
     leverage = abs(perp_after) * mark / equity if equity > 0 else math.inf
     buffer = _margin_checks(opening, perp_after, leverage, liq, unmodelled, mark, limits, check)
     return perp_after, leverage, buffer, liq
+
+
+def _close_checks(snap: Snapshot, spot_qty: float, qty: float, check: Checker) -> None:
+    """A close of a BTC-unit short: what the carry and the venues hold covers it."""
+    check("spot holding", snap.journal_spot >= spot_qty - 1e-12 and snap.spot_base_free >= spot_qty - 1e-12,
+          f"the carry holds {snap.journal_spot:g} BTC spot ({snap.spot_base_free:g} free on the venue); "
+          f"selling {spot_qty:g}")
+    check("perp short", -snap.perp_qty >= qty - 1e-12 and -snap.journal_perp >= qty - 1e-12,
+          f"the venue shows {snap.perp_qty:g} BTC perp (journal {snap.journal_perp:g}); buying back {qty:g}")
 
 
 def _size_checks(perp_after: float, mark: float, limits: Any, check: Checker) -> None:
