@@ -12,9 +12,7 @@ anyway (a late arrival, found by its client id); and a coin-margined open
 and close (Binance spot with a COIN-M short, the bought BTC moved into the
 COIN-M wallet after the pair and back before a close). Each killed run is
 recovered the two ways a user recovers: `fundarb reconcile` (even kill
-points) and the strategy runner's start (odd points; the coin-margined
-situations by `fundarb reconcile` alone, which the runner's start calls),
-and then:
+points) and the strategy runner's start (odd points), and then:
 
 - no naked leg: the venue's spot BTC and perp short differ by less than a
   lot (coin-margined: the carry's BTC in both wallets and the short's BTC at
@@ -230,7 +228,7 @@ def _kill_point(situation: str, folder: Path, config: Path, point: int, blocked:
         _faults(server, situation)
         _killed_run(server, journal, config, _trade_args(situation), point)
         server.faults.clear()
-        how = "reconcile" if point % 2 == 0 or _coin(situation) else "runner start"
+        how = "reconcile" if point % 2 == 0 else "runner start"
         if how == "reconcile":
             rec = _cli(server, journal, config, "reconcile")
             assert rec.exit_code in (0, 1), rec.output  # 1: a mismatch it reports (checked below)

@@ -5,6 +5,7 @@ engine order is given from its journal row."""
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -98,6 +99,10 @@ def test_the_caller_list_is_left_alone():
 
 # --- _fill ------------------------------------------------------------------------------
 
+LEG = SimpleNamespace(base="BTC", face=0.0)  # a leg that trades BTC
+INVERSE = SimpleNamespace(base="BTC", face=100.0)  # an inverse perp: contracts of 100 USD, fees in BTC
+
+
 def row(qty=0.5, price=60_000.0, fee=0.0005, fee_currency="BTC", fee_quote=30.0, side="buy", account=SPOT,
         liquidity="taker") -> dict:
     """A journal ``fills`` row (its column names)."""
@@ -106,12 +111,12 @@ def row(qty=0.5, price=60_000.0, fee=0.0005, fee_currency="BTC", fee_quote=30.0,
 
 
 def test_a_spot_buy_with_the_fee_in_btc_is_booked_net_of_it():
-    f = _fill(row(), "cid-1", NOW, "BTC")
+    f = _fill(row(), "cid-1", NOW, LEG)
     assert f == Fill(NOW, SPOT, "cid-1", Side.BUY, 0.5 - 0.0005, 60_000.0, 60_000.0, 30.0, Liquidity.TAKER)
 
 
 def test_a_quote_fee_fill_is_unchanged():
-    f = _fill(row(fee=30.0, fee_currency="USDT", fee_quote=30.0), "cid-2", NOW, "BTC")
+    f = _fill(row(fee=30.0, fee_currency="USDT", fee_quote=30.0), "cid-2", NOW, LEG)
     assert (f.qty, f.price, f.mid, f.fee, f.side) == (0.5, 60_000.0, 60_000.0, 30.0, Side.BUY)
 
 
@@ -122,8 +127,19 @@ def test_a_quote_fee_fill_is_unchanged():
     (row(account=PERP, side="sell", fee=15.0, fee_currency="USDT", fee_quote=15.0), 0.5, 15.0, Liquidity.TAKER),
 ])
 def test_other_fills_keep_their_quantity(r, qty, fee, liquidity):
-    f = _fill(r, "cid", NOW, "BTC")
+    f = _fill(r, "cid", NOW, LEG)
     assert (f.qty, f.fee, f.liquidity, f.venue, f.ts, f.client_id) == (qty, fee, liquidity, r["account"], NOW, "cid")
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_an_inverse_perp_fill_keeps_its_contracts_and_its_fee_in_btc(side):
+    # the core's inverse account takes contracts and the fee in BTC, whichever side
+    r = row(qty=61.0, price=61_391.4, fee=4.968e-05, fee_currency="BTC", fee_quote=3.0499, side=side, account=PERP)
+    f = _fill(r, "cid", NOW, INVERSE)
+    assert (f.qty, f.fee, f.side) == (61.0, 4.968e-05, Side(side))
+    book = PositionBook.open(SPOT, PERP, 0.0, 0.0, contract_size=100.0)
+    book.apply_fill(f)
+    assert book.perp.units == pytest.approx(61.0 * Side(side).sign) and book.perp.fees_coin == pytest.approx(4.968e-05)
 
 
 @settings(max_examples=200, deadline=None)
@@ -131,7 +147,7 @@ def test_other_fills_keep_their_quantity(r, qty, fee, liquidity):
 def test_the_book_holds_what_the_venue_holds_after_a_btc_fee_buy(qty, price, fee_rate):
     # the venue: takes qty * price USDT, gives qty - fee BTC; the fee valued at the fill price
     fee_btc = qty * fee_rate
-    f = _fill(row(qty=qty, price=price, fee=fee_btc, fee_quote=fee_btc * price), "c", NOW, "BTC")
+    f = _fill(row(qty=qty, price=price, fee=fee_btc, fee_quote=fee_btc * price), "c", NOW, LEG)
     cash0 = 1_000_000.0
     book = PositionBook.open(SPOT, PERP, cash0, 1e5)
     book.apply_fill(f)
