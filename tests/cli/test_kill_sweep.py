@@ -55,7 +55,7 @@ from fundarb.testkit.runner import runner_config, write_config
 
 SIZE = 0.01
 PERP_LOT = 0.001
-WORKERS = 3  # kill points run at once
+WORKERS = 4  # kill points run at once
 SITUATIONS = ("open", "close", "partial_fill", "leg_refused", "late_arrival", "coinm_open", "coinm_close")
 COINM_SIZE, COINM_START, FACE = 0.05, "2024-03-01T06:00", 100.0  # real COIN-M funding about 60% APR then
 
