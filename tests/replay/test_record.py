@@ -69,6 +69,9 @@ EXCHANGE_INFO = {
     "binanceusdm": {"timezone": "UTC", "symbols": [
         {"symbol": "BTCUSDT", "pair": "BTCUSDT", "contractType": "PERPETUAL", "status": "TRADING", "baseAsset": "BTC",
          "quoteAsset": "USDT", "marginAsset": "USDT", "filters": _FILTERS}]},
+    "binancecoinm": {"timezone": "UTC", "symbols": [
+        {"symbol": "BTCUSD_PERP", "pair": "BTCUSD", "contractType": "PERPETUAL", "contractStatus": "TRADING",
+         "baseAsset": "BTC", "quoteAsset": "USD", "marginAsset": "BTC", "contractSize": 100, "filters": _FILTERS}]},
 }
 # what each exchange's feed must ask for, and of whom
 WIRING = {
@@ -77,6 +80,10 @@ WIRING = {
     "binanceusdm": dict(symbol="BTC-USDT-PERP", rest="https://fapi.binance.com/fapi/v1/exchangeInfo", host=("fstream.binance.com", 443),
                         streams={"btcusdt@bookTicker", "btcusdt@aggTrade", "btcusdt@depth@100ms", "btcusdt@markPrice"},
                         feed_id="BINANCE_FUTURES"),
+    "binancecoinm": dict(symbol="BTC-USD-PERP", rest="https://dapi.binance.com/dapi/v1/exchangeInfo",
+                         host=("dstream.binance.com", 443), venue_symbol="BTCUSD_PERP",
+                         streams={"btcusd_perp@bookTicker", "btcusd_perp@aggTrade", "btcusd_perp@depth@100ms",
+                                  "btcusd_perp@markPrice"}, feed_id="BINANCE_DELIVERY"),
 }
 RECEIVED = re.compile(r"^(\d+\.\d+): (.*)$")
 CONNECT = re.compile(r"^(wss://\S+) <-> (\d+\.\d+)$")
@@ -167,7 +174,7 @@ def replay(out: Path, feed_id: str, callbacks: dict):
 # ------------------------------------------------------------- validation
 
 @pytest.mark.parametrize("exchange, symbols, channels, words", [
-    ("binancee", ["BTC-USDT"], None, ["unknown exchange 'binancee'", "binance, binanceusdm, bybit"]),
+    ("binancee", ["BTC-USDT"], None, ["unknown exchange 'binancee'", "binance, binanceusdm, binancecoinm, bybit"]),
     ("binance", ["BTC-USDT"], "ticker,candles", ["unknown channel 'candles'", "ticker, trades, l2_book, funding"]),
     ("binance", ["BTC-USDT"], "ticker,funding", ["channel 'funding'", "Binance feed", "'binance'", "offers ticker, trades, l2_book"]),
     ("coinbase", ["BTC-USD"], "ticker", ["channel 'ticker'", "Coinbase feed", "offers trades, l2_book"]),
@@ -211,7 +218,8 @@ def test_refuses_a_folder_that_already_holds_a_capture(tmp_path, net_guard):
 def test_table_and_default_channels():
     import cryptofeed.exchanges as cx
 
-    assert set(EXCHANGES) == {"binance", "binanceusdm", "bybit", "okx", "coinbase", "kraken", "krakenfutures", "bitmex", "deribit"}
+    assert set(EXCHANGES) == {"binance", "binanceusdm", "binancecoinm", "bybit", "okx", "coinbase", "kraken", "krakenfutures",
+                              "bitmex", "deribit"}
     for cls_name, _ in EXCHANGES.values():
         assert getattr(cx, cls_name).__name__ == cls_name
     p = plan_recording("binance", "btc-usdt, BTC-USDT", None, "unused")
@@ -278,7 +286,7 @@ def test_symbol_not_listed_or_http_error_or_ctrl_c_during_lookup_leave_nothing(t
     assert net_guard == []
 
 
-@pytest.mark.parametrize("exchange", ["binance", "binanceusdm"])
+@pytest.mark.parametrize("exchange", ["binance", "binanceusdm", "binancecoinm"])
 def test_builds_the_feed_and_connects_to_the_exchange_own_stream_host(tmp_path, monkeypatch, net_guard, capsys, exchange):
     """Symbol list served in-process (requests.get replaced), websocket blocked:
     the feed is the right class with the right subscription, it dials the
@@ -307,9 +315,9 @@ def test_builds_the_feed_and_connects_to_the_exchange_own_stream_host(tmp_path, 
     import cryptofeed.exchanges as cx
     (feed,) = added
     assert type(feed) is getattr(cx, EXCHANGES[exchange][0])
-    chans = ["ticker", "trades", "l2_book"] + (["funding"] if exchange == "binanceusdm" else [])
+    chans = ["ticker", "trades", "l2_book"] + (["funding"] if exchange != "binance" else [])
     assert feed._feed_config == {c: [w["symbol"]] for c in chans}
-    assert all(v == ["BTCUSDT"] for v in feed.subscription.values())
+    assert all(v == [w.get("venue_symbol", "BTCUSDT")] for v in feed.subscription.values())
 
     # whom it talked to: the exchange's REST host for symbols, then its stream host
     assert asked == [w["rest"]]

@@ -34,6 +34,7 @@ from fundarb.core.errors import FundarbError
 EXCHANGES: dict[str, tuple[str, str]] = {
     "binance": ("Binance", "Binance spot"),
     "binanceusdm": ("BinanceFutures", "Binance USD-M futures and perpetuals"),
+    "binancecoinm": ("BinanceDelivery", "Binance COIN-M (inverse) futures and perpetuals"),
     "bybit": ("Bybit", "Bybit spot and perpetuals"),
     "okx": ("OKX", "OKX spot, swaps and futures"),
     "coinbase": ("Coinbase", "Coinbase spot (Advanced Trade)"),
