@@ -187,6 +187,29 @@ def test_coin_margined_perp_fills_are_whole_contracts(coin_run):
     assert coin_run.book.perp.contract_size == 100.0
 
 
+def test_coin_margined_trade_log_holds_contracts_and_btc_as_a_venue_would(coin_run, tmp_path):
+    """The backtest's trade log (what `fundarb backtest` writes) records the inverse perp as live does:
+    whole contracts, fees and funding in BTC, which add up to the report's BTC figures."""
+    from fundarb.config import config_hash
+    from fundarb.live.journal import Journal
+    from fundarb.output.trades import write_trade_log
+
+    r = coin_run.result
+    path = tmp_path / "trades.sqlite"
+    write_trade_log(path, coin_run.cfg, config_hash(coin_run.cfg), "backtest", {}, r.log, r.curve)
+    j = Journal(path)
+    try:
+        perp = [f for f in j.rows("fills") if f["account"] == coin_run.cfg.perp_account]
+        assert perp and all(f["qty"] == round(f["qty"]) and f["fee_currency"] == "BTC" for f in perp)
+        assert all(f["fee_quote"] == pytest.approx(f["fee"] * f["price"]) for f in perp)
+        assert sum(f["fee"] for f in perp) == pytest.approx(coin_run.metrics["fees_btc"], rel=1e-12)
+        paid = j.rows("funding")
+        assert paid and sum(f["amount"] for f in paid) == pytest.approx(coin_run.metrics["funding_btc"], rel=1e-12)
+        assert j.units(coin_run.cfg.perp_account) == pytest.approx(coin_run.book.perp.units, abs=1e-6)
+    finally:
+        j.close()
+
+
 def test_coin_margined_equity_in_btc_at_the_last_mark(coin_run):
     m, h = coin_run.metrics, coin_run.history
     assert m["final_equity_btc"] * last_mark(h) == pytest.approx(m["final_equity"], rel=1e-12)
