@@ -469,15 +469,17 @@ def _paper_positions(cfg, path: Path) -> None:
     accounts at the last step) and the runner's last heartbeat; the venues'
     own accounts are not asked."""
     from fundarb.app.runner.registry import running
-    from fundarb.core.book import drift_of
+    from fundarb.live.execution.holdings import holdings_of
     from fundarb.live.journal import last_step
+    from fundarb.wiring import contract_size_of
 
+    face = contract_size_of(cfg)  # coin-margined: the short in contracts, its fees and funding in BTC
     j = _open_trade_log(path)
     try:
         venues = j.venues()
         accounts, beat = last_step(j)
         spot, perp = cfg.spot_account, cfg.perp_account
-        js, jp = j.position(spot), j.position(perp)
+        held = holdings_of(j, spot, perp, face)
         fills, paid = j.rows("fills"), j.rows("funding")
         blocked = j.blocked()
     finally:
@@ -490,19 +492,21 @@ def _paper_positions(cfg, path: Path) -> None:
     t = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("leg", "trade log BTC", "cash USDT", "entry"):
         t.add_column(col, justify="right" if col != "leg" else "left", no_wrap=True)
-    for leg, name, qty in (("spot", spot, js), ("perp", perp, jp)):
+    short = f"{held.perp_btc:+.8g}" + (f" ({held.perp_units:+g} contracts)" if face else "")
+    for leg, name, qty in (("spot", spot, f"{held.spot_btc:+.8g}"), ("perp", perp, short)):
         a = accounts.get(name, {})
-        t.add_row(f"{leg} {name}", f"{qty:+.8g}", f"{a.get('cash', math.nan):,.2f}",
+        t.add_row(f"{leg} {name}", qty, f"{a.get('cash', math.nan):,.2f}",
                   f"{a['entry']:,.2f}" if a.get("entry") else "-")
     out.print(t)
-    out.print(f"delta {js + jp:+.8g} BTC, drift {drift_of(js, jp, 0.0):.3%} (limit {cfg.risk.max_drift:.0%})")
+    out.print(f"delta {held.delta:+.8g} BTC, drift {held.drift:.3%} (limit {cfg.risk.max_drift:.0%})"
+              + ("; the spot leg holds what the short settled in" if face else ""))
     if beat:
         buf = beat.get("margin_buffer")
         out.print(f"last heartbeat {escape(str(beat.get('venue_time')))}: equity {beat.get('equity', math.nan):,.2f} "
                   f"USDT, margin buffer {'-' if buf is None else f'{buf:.1%}'}, leverage {beat.get('leverage', 0):.2f}")
     fees = sum(f["fee_quote"] or 0.0 for f in fills)
-    out.print(f"trade log: {len(fills)} fills, fees {fees:,.4f} USDT; {len(paid)} funding payments, "
-              f"{sum(f['amount'] for f in paid):+,.4f} USDT")
+    received = f"{sum(f['amount'] for f in paid):+.8g} BTC" if face else f"{sum(f['amount'] for f in paid):+,.4f} USDT"
+    out.print(f"trade log: {len(fills)} fills, fees {fees:,.4f} USDT; {len(paid)} funding payments, {received}")
     if blocked:
         err.print(f"[red]new entries blocked:[/] {escape(blocked)}")
 

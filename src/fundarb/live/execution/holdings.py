@@ -57,12 +57,18 @@ class Holdings:
 def holdings(journal: Journal, spot: Any, perp: Any) -> Holdings:
     """The carry by ``journal`` on the ``spot`` and ``perp`` legs (``LiveLeg``:
     account, base and, for an inverse perp, ``face``)."""
-    spot_btc = journal.position(spot.account, spot.base)
-    if not perp.face:
-        units = journal.position(perp.account)
+    return holdings_of(journal, spot.account, perp.account, perp.face, spot.base)
+
+
+def holdings_of(journal: Journal, spot_account: str, perp_account: str, face: float, base: str = "BTC") -> Holdings:
+    """The carry by ``journal`` on two accounts, the perp an inverse one of
+    ``face`` USD a contract when ``face`` > 0 (a trade log read without a venue)."""
+    spot_btc = journal.position(spot_account, base)
+    if not face:
+        units = journal.position(perp_account)
         return Holdings(spot_btc, units, units, 0.0)
-    acct = inverse_account(journal, perp.account, perp.face, perp.base)
-    units = journal.units(perp.account)
+    acct = inverse_account(journal, perp_account, face, base)
+    units = journal.units(perp_account)
     settled = acct.coin  # realized PnL less fees, plus funding
     return Holdings(round(spot_btc + settled, 12), acct.qty, units, acct.entry, settled, acct)
 
