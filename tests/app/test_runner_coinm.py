@@ -19,10 +19,11 @@ from fundarb.cli.main import app
 from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
 from fundarb.live.journal import Journal
 from fundarb.testkit.emulator.harness import running_emulator
-from fundarb.testkit.live import COINM, SPOT, assert_agree, coinm_config, fund_coinm, until
+from fundarb.testkit.live import COINM, SPOT, assert_agree, coinm_config, fund_coinm, said, until
 from fundarb.testkit.runner import START, finish, logged, runner_config, start_runner, venue_clock, write_config
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
+
 FACE = 100.0
 
 
@@ -71,8 +72,8 @@ def test_a_paper_coin_margined_run_is_recorded_in_contracts_and_btc(tmp_path):
     shown = CliRunner().invoke(app, ["positions", "--config", str(write_config(cfg, tmp_path)), "--journal", str(journal)],
                                env={"COLUMNS": "160"})
     assert shown.exit_code == 0, shown.output
-    assert "(+0 contracts)" in shown.output
-    assert f"{len(j.rows('funding'))} funding payments, {sum(f['amount'] for f in j.rows('funding')):+.8g} BTC" in shown.output
+    assert "(+0 contracts)" in said(shown)
+    assert f"{len(j.rows('funding'))} funding payments, {sum(f['amount'] for f in j.rows('funding')):+.8g} BTC" in said(shown)
     assert [h["reason"] for h in logged(lines, "halted")] == ["kill switch: test"], logged(lines, "halted")
     j.close()
 

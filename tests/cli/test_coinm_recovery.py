@@ -17,10 +17,11 @@ from typer.testing import CliRunner
 from fundarb.cli.main import app
 from fundarb.config import dumps
 from fundarb.testkit.emulator.harness import running_emulator
-from fundarb.testkit.live import COINM, COINM_FLOAT, KEYS, SPOT, assert_agree, coinm_config, fund_coinm, placed_orders
+from fundarb.testkit.live import COINM, COINM_FLOAT, KEYS, SPOT, assert_agree, coinm_config, fund_coinm, placed_orders, said
 from fundarb.testkit.runner import wait_for
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
+
 WAIT_S = 30.0
 
 
@@ -50,7 +51,7 @@ def test_killed_between_the_legs_the_restart_unwinds_the_naked_spot(tmp_path):
         restart = CliRunner().invoke(app, ["reconcile", "--api-url", server.base_url, "--journal", str(journal),
                                            "--config", str(config)], env={**KEYS, "COLUMNS": "160"})
         assert restart.exit_code == 0, restart.output
-        assert "recovering operation 1 (open)" in restart.output
+        assert "recovering operation 1 (open)" in said(restart)
         j = assert_agree(server, journal, coin_margined=True)
         orders = [(o["leg"], o["role"], o["side"], o["status"]) for o in j.rows("orders")]
         assert orders == [("spot", "entry", "buy", "filled"), ("perp", "entry", "sell", "rejected"),

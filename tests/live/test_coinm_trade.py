@@ -25,9 +25,10 @@ from typer.testing import CliRunner
 from fundarb.cli.main import app
 from fundarb.config import dumps
 from fundarb.testkit.emulator.harness import running_emulator
-from fundarb.testkit.live import COINM, COINM_FLOAT, KEYS, SPOT, assert_agree, coinm_config, fund_coinm, placed_orders
+from fundarb.testkit.live import COINM, COINM_FLOAT, KEYS, SPOT, assert_agree, coinm_config, fund_coinm, placed_orders, said
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
+
 START = "2024-03-01T06:00"
 FACE = 100.0
 SIZE = 0.1  # BTC asked: the contracts nearest its worth are shorted (README's example)
@@ -62,7 +63,7 @@ def test_open_then_close_a_coin_margined_carry_through_the_cli(venue, config, tm
     journal = tmp_path / "t.sqlite"
     opened = cli(venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert opened.exit_code == 0, opened.output
-    assert "operation 1: open -> done" in opened.output and "venues and trade log agree" in opened.output
+    assert "operation 1: open -> done" in said(opened) and "venues and trade log agree" in said(opened)
     (short,) = venue.accounts.trade_list(*COINM)
     (buy,) = venue.accounts.trade_list(*SPOT)
     mark = venue.accounts.mark("binancecoinm", "inverse")
@@ -71,8 +72,8 @@ def test_open_then_close_a_coin_margined_carry_through_the_cli(venue, config, tm
     assert buy.qty == pytest.approx(worth([short]), abs=1e-4)
     # the bought BTC (less its BTC fee) is now the short's margin in the COIN-M wallet
     assert venue.accounts.wallets["binance"].get("BTC") == pytest.approx(0.0, abs=1e-8)
-    assert "the short's margin" in opened.output
-    assert "no liquidation price (no rise liquidates the short)" in opened.output
+    assert "the short's margin" in said(opened)
+    assert "no liquidation price (no rise liquidates the short)" in said(opened)
     j = assert_agree(venue, journal, coin_margined=True)
     # README's example is this run: its figures are these
     moved = sum(t["amount"] for t in j.rows("transfers"))
@@ -84,11 +85,11 @@ def test_open_then_close_a_coin_margined_carry_through_the_cli(venue, config, tm
     venue.advance_hours(12)  # across the 08:00 and 16:00 settlements: the short is paid in BTC
     shown = cli(venue, journal, config, "positions")
     assert shown.exit_code == 0, shown.output
-    assert f"-{short.qty:g} contracts" in shown.output and "drift" in shown.output
+    assert f"-{short.qty:g} contracts" in said(shown) and "drift" in said(shown)
 
     closed = cli(venue, journal, config, "trade", "close", "--yes")
     assert closed.exit_code == 0, closed.output
-    assert "operation 2: close -> done" in closed.output
+    assert "operation 2: close -> done" in said(closed)
     assert venue.accounts.position("binancecoinm", "inverse").qty == 0
     j = assert_agree(venue, journal, coin_margined=True)
     paid = j.rows("funding")
@@ -182,7 +183,7 @@ def test_a_bybit_inverse_carry_in_one_unified_wallet_moves_nothing(venue, tmp_pa
     venue.advance_hours(12)
     closed = cli(venue, journal, config, "trade", "close", "--yes")
     assert closed.exit_code == 0, closed.output
-    assert "operation 2: close -> done" in closed.output  # the exit's BTC left over is not hedged by a new short
+    assert "operation 2: close -> done" in said(closed)  # the exit's BTC left over is not hedged by a new short
     assert venue.accounts.position("bybit", "inverse").qty == 0
     j = assert_agree(venue, journal, coin_margined=True, inverse_venue="bybit")
     paid = j.rows("funding")

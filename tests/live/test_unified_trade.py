@@ -19,9 +19,10 @@ from fundarb.cli.main import app
 from fundarb.config import LiveSettings, dumps, load, project_file
 from fundarb.core.liquidation import collateral_value
 from fundarb.testkit.emulator.harness import running_emulator, trading_client
-from fundarb.testkit.live import KEYS
+from fundarb.testkit.live import KEYS, said
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
+
 VENUE_TIERS = ((1_000_000.0, 0.5),)  # the venue's ratio here; the config keeps Bybit's documented 0.85
 
 
@@ -70,7 +71,7 @@ def test_a_unified_carry_is_planned_on_the_venues_own_margin_figures_and_traded(
 
     opened = cli(venue, journal, path, "trade", "open", "--size", "0.5", "--yes")
     assert opened.exit_code == 0, opened.output
-    assert "operation 1: open -> done" in opened.output and "venues and trade log agree" in opened.output
+    assert "operation 1: open -> done" in said(opened) and "venues and trade log agree" in said(opened)
     assert venue.accounts.position("bybit").qty == pytest.approx(-0.5)
 
     shown = cli(venue, journal, path, "positions")
@@ -99,4 +100,4 @@ def test_the_strategy_runner_refuses_a_unified_config(tmp_path):
     _, path = config(tmp_path)
     result = CliRunner().invoke(app, ["run", str(path), "--paper", "--journal", str(tmp_path / "p.sqlite"),
                                       "--api-url", "http://127.0.0.1:9"])
-    assert result.exit_code == 2 and "structure.kind unified" in result.output
+    assert result.exit_code == 2 and "structure.kind unified" in said(result)

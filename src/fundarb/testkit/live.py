@@ -43,6 +43,12 @@ async def session_on(server: EmulatorServer, journal: Path, timeout_ms: int = 50
                               env=KEYS, dotenv=None, trading=not paper, paper=paper)
 
 
+def said(result: Any) -> str:
+    """What a command printed (a click ``Result``), its lines joined as one:
+    a terminal's width wraps them anywhere."""
+    return " ".join(result.output.split())
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
