@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 import fundarb.testkit.emulator.ws as emulator_ws
 from fundarb.cli.main import app
 from fundarb.config import AlertSettings, config_hash
-from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
 from fundarb.live.journal import Journal
 from fundarb.testkit.emulator.harness import running_emulator
 from fundarb.testkit.live import KEYS, PERP, SPOT, assert_agree, fund, until
@@ -24,6 +23,7 @@ from fundarb.testkit.runner import (
     START,
     finish,
     logged,
+    paper_carry_then_flatten,
     promote_for_test,
     runner_config,
     spawn_runner,
@@ -40,23 +40,8 @@ pytestmark = pytest.mark.usefixtures("hang_guard")
 def test_paper_run_enters_on_real_funding_collects_settlements_and_flattens_on_kill(tmp_path):
     journal, cfg, lines = tmp_path / "paper.sqlite", runner_config(), io.StringIO()
 
-    async def scenario(server):
-        runner, stop, task = await start_runner(server, journal, cfg, "paper", lines)
-        try:
-            engine = runner.engine
-            await until(lambda: not engine.book.is_flat and not engine.open_orders, "the paper entry")
-            await until(lambda: engine.book.funding_ledger, "a funding settlement in position")
-            # `fundarb kill --flatten` while a runner holds the trade log: it writes, the runner acts
-            runner.journal.set_state(BLOCK_KEY, "kill switch: test", 0)
-            runner.journal.set_state(FLATTEN_KEY, "test", 0)
-            await until(lambda: engine.book.is_flat and not engine.open_orders, "the flatten")
-            await until(lambda: runner.journal.get_state(FLATTEN_KEY) is None, "the flatten request cleared")
-            return runner
-        finally:
-            await finish(runner, stop, task)
-
     with running_emulator(START) as server, venue_clock(server):
-        runner = asyncio.run(scenario(server))
+        runner = asyncio.run(paper_carry_then_flatten(server, journal, cfg, lines))
         assert server.accounts.all_orders(*SPOT) == [] and server.accounts.all_orders(*PERP) == []  # paper sends nothing
     engine = runner.engine
     intents = [r for r in logged(lines, "intent")]

@@ -20,7 +20,16 @@ from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
 from fundarb.live.journal import Journal
 from fundarb.testkit.emulator.harness import running_emulator
 from fundarb.testkit.live import COINM, SPOT, assert_agree, coinm_config, fund_coinm, said, until
-from fundarb.testkit.runner import START, finish, logged, runner_config, start_runner, venue_clock, write_config
+from fundarb.testkit.runner import (
+    START,
+    finish,
+    logged,
+    paper_carry_then_flatten,
+    runner_config,
+    start_runner,
+    venue_clock,
+    write_config,
+)
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
@@ -38,21 +47,8 @@ def config():
 def test_a_paper_coin_margined_run_is_recorded_in_contracts_and_btc(tmp_path):
     journal, cfg, lines = tmp_path / "paper.sqlite", config(), io.StringIO()
 
-    async def scenario(server):
-        runner, stop, task = await start_runner(server, journal, cfg, "paper", lines)
-        try:
-            engine = runner.engine
-            await until(lambda: not engine.book.is_flat and not engine.open_orders, "the paper entry")
-            await until(lambda: engine.book.funding_ledger, "a funding settlement in position")
-            runner.journal.set_state(BLOCK_KEY, "kill switch: test", 0)
-            runner.journal.set_state(FLATTEN_KEY, "test", 0)
-            await until(lambda: engine.book.perp.qty == 0 and not engine.open_orders, "the flatten")
-            return runner
-        finally:
-            await finish(runner, stop, task)
-
     with running_emulator(START) as server, venue_clock(server):
-        runner = asyncio.run(scenario(server))
+        runner = asyncio.run(paper_carry_then_flatten(server, journal, cfg, lines))
         assert server.accounts.all_orders(*SPOT) == [] and server.accounts.all_orders(*COINM) == []  # nothing sent
     book = runner.engine.book
     j = Journal(journal)

@@ -130,6 +130,27 @@ async def start_runner(server: EmulatorServer, journal: Path, cfg: Config, mode:
     return runner, stop, asyncio.create_task(runner.run(stop))
 
 
+async def paper_carry_then_flatten(server: EmulatorServer, journal: Path, cfg: Config, lines: io.StringIO) -> Any:
+    """A paper runner in this process that enters, is paid a settlement in
+    position, and is then flattened by the kill switch (what `fundarb kill
+    --flatten` writes while a runner holds the trade log); the runner."""
+    from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
+    from fundarb.testkit.live import until
+
+    runner, stop, task = await start_runner(server, journal, cfg, "paper", lines)
+    try:
+        engine = runner.engine
+        await until(lambda: not engine.book.is_flat and not engine.open_orders, "the paper entry")
+        await until(lambda: engine.book.funding_ledger, "a funding settlement in position")
+        runner.journal.set_state(BLOCK_KEY, "kill switch: test", 0)
+        runner.journal.set_state(FLATTEN_KEY, "test", 0)
+        await until(lambda: engine.book.perp.qty == 0 and not engine.open_orders, "the flatten")
+        await until(lambda: runner.journal.get_state(FLATTEN_KEY) is None, "the flatten request cleared")
+        return runner
+    finally:
+        await finish(runner, stop, task)
+
+
 async def finish(runner: Any, stop: asyncio.Event, task: asyncio.Task) -> None:
     stop.set()
     await task
