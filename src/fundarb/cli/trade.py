@@ -571,7 +571,7 @@ async def _coin_positions(session, spot_bal: dict, perp_bal: dict, pos: dict, fu
 
     cfg, j, spot, perp = session.cfg, session.journal, session.spot, session.perp
     held = holdings(j, spot, perp)
-    settle = perp.market.get("settle") or perp.base
+    settle = perp.settle
     wallet = await coin_wallet(perp, pos)
     t = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("leg", "venue", "trade log", "value USD", "free"):

@@ -43,7 +43,7 @@ class PaperLedger(EngineLedger):
 
     def __init__(self, session: LiveSession, sim: SimExchange) -> None:
         legs = {leg.account: LedgerLeg(leg.account, leg.leg, leg.exchange.id, leg.symbol, leg.venue_id, leg.quote,
-                                       (leg.market.get("settle") or leg.base) if leg.face else "")
+                                       leg.settle if leg.face else "")
                 for leg in session.legs}
         super().__init__(session.journal, legs, session.config_hash, "paper")
         self.session, self.sim = session, sim

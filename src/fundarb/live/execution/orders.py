@@ -95,6 +95,11 @@ class LiveLeg:
     def unit(self) -> str:
         return self.rules.unit
 
+    @property
+    def settle(self) -> str:
+        """What the leg margins and settles in: the quote (USDT), or an inverse perp's coin (BTC)."""
+        return self.market.get("settle") or (self.base if self.face else self.quote)
+
     def btc(self, units: float, price: float) -> float:
         """BTC worth of ``units`` of this leg at ``price``."""
         return btc_worth(units, self.face, price)

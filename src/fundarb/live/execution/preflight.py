@@ -489,7 +489,7 @@ async def snapshot(spot: LiveLeg, perp: LiveLeg, journal_spot: float, journal_pe
     ``journal_perp_units``: the journal's perp in its unit (default ``journal_perp``)."""
     journal_perp_units = journal_perp if journal_perp_units is None else journal_perp_units
     figures = await unified_figures(perp) if unified else None
-    settle = perp.market.get("settle") or perp.quote  # what the perp margins in: USDT, or BTC (inverse)
+    settle = perp.settle  # what the perp margins in: USDT, or BTC (inverse)
     spot_book, perp_book, spot_bal, perp_bal, pos, funding, (margin, margin_note) = await asyncio.gather(
         spot.call("fetch_order_book", spot.symbol, BOOK_LEVELS),
         perp.call("fetch_order_book", perp.symbol, BOOK_LEVELS),

@@ -124,8 +124,7 @@ async def _reconcile(session: LiveSession, trigger: str, accept: str | None) -> 
 async def coin_wallet(perp: LiveLeg, position: dict) -> float:
     """The coin-margined wallet's balance in its coin, unrealized PnL left out
     (ccxt's total is the margin balance, with it)."""
-    settle = perp.market.get("settle") or perp.base
-    return balance_of(await perp.call("fetch_balance"), settle, "total") - float(position.get("unrealized") or 0.0)
+    return balance_of(await perp.call("fetch_balance"), perp.settle, "total") - float(position.get("unrealized") or 0.0)
 
 
 def _record(session: LiveSession, result: Reconciliation) -> None:

@@ -88,12 +88,10 @@ async def margin_out(session: Any, sell_btc: float) -> float:
     spot, perp = session.spot, session.perp
     if session.one_wallet:
         return 0.0
-    spot_bal, perp_bal = await spot.call("fetch_balance"), await perp.call("fetch_balance")
-    lacking = sell_btc - balance_of(spot_bal, spot.base, "free")
-    settle = perp.market.get("settle") or perp.base
-    movable = balance_of(perp_bal, settle, "free")
+    lacking = sell_btc - balance_of(await spot.call("fetch_balance"), spot.base, "free")
     if lacking <= 0 or not math.isfinite(lacking):
-        return 0.0
+        return 0.0  # the spot wallet holds it: the coin-margined wallet is not asked
+    movable = balance_of(await perp.call("fetch_balance"), perp.settle, "free")
     return await _move_btc(session, f"close:{session.now_ns()}:out", perp, spot, min(lacking, movable),
                            "a close sells the carry's BTC on the spot wallet")
 
