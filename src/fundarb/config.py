@@ -487,9 +487,14 @@ class StructureConfig:
         default=BYBIT_BTC_COLLATERAL_EXAMPLE, validator=_check_tiers)
 
     def __attrs_post_init__(self) -> None:
-        if self.capital_asset == "BTC":
-            raise FieldError("capital_asset", "\"BTC\" (a carry that starts from BTC already held) is not modelled yet: "
-                                              "the capital starts in USDT and the spot leg buys the BTC")
+        if self.capital_asset == "BTC" and self.kind != COIN_MARGINED:
+            raise FieldError("capital_asset", f"\"BTC\" (a carry on BTC already held) needs kind = \"coin_margined\": "
+                                              f"the BTC held is the inverse short's margin (kind is {self.kind})")
+
+    @property
+    def keeps_btc(self) -> bool:
+        """The capital is BTC the owner holds: the carry hedges it and gives it back."""
+        return self.capital_asset == "BTC"
 
 
 # [strategy] and [risk] are classes of fundarb.core, which checks its own
@@ -557,6 +562,9 @@ class Config:
         if kind != COIN_MARGINED and inverse:
             raise FieldError("perp.symbol", f"{_show(self.perp.symbol)} is an inverse perpetual: it needs "
                                             f"structure.kind = \"coin_margined\" (structure is {kind})")
+        if self.keeps_btc and self.strategy.allow_reverse:
+            raise FieldError("strategy.allow_reverse", "must be false when structure.capital_asset is \"BTC\": a "
+                                                       "reverse carry would sell the BTC held short")
         if kind == UNIFIED and self.spot.exchange != self.perp.exchange.removesuffix("usdm"):
             raise FieldError("perp.exchange", f"must be the spot leg's exchange ({_show(self.spot.exchange)}) for "
                                               f"structure.kind unified (one account), got {_show(self.perp.exchange)}")
@@ -568,6 +576,16 @@ class Config:
     @property
     def structure_settings(self) -> StructureConfig:
         return self.structure or StructureConfig()
+
+    @property
+    def keeps_btc(self) -> bool:
+        """Whether the capital is BTC already held (``structure.capital_asset = "BTC"``)."""
+        return self.structure is not None and self.structure.keeps_btc
+
+    def held_btc(self, spot_price: float) -> float:
+        """BTC the spot leg holds at the start: the capital's worth at
+        ``spot_price`` when the capital is BTC (to the satoshi), else 0."""
+        return math.floor(self.capital / spot_price * 1e8) / 1e8 if self.keeps_btc else 0.0
 
     @property
     def one_account(self) -> bool:
@@ -600,6 +618,8 @@ class Config:
 
     @property
     def spot_cash(self) -> float:
+        if self.keeps_btc:
+            return 0.0  # the capital is the BTC held (``held_btc``)
         return self.capital if self.one_account else self.capital * (1 - self.perp_allocation)
 
     @property

@@ -42,7 +42,7 @@ def collateral_of(cfg: Config) -> Collateral:
     """What margins the perp leg under the config's structure."""
     kind = cfg.structure_kind
     if kind == COIN_MARGINED:
-        return Collateral(COIN)
+        return Collateral(COIN, keep_btc=cfg.keeps_btc)
     if kind == UNIFIED:
         return Collateral(UNIFIED_COLLATERAL, cfg.structure_settings.collateral_tiers)
     return OWN_COLLATERAL

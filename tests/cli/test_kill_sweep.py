@@ -8,9 +8,11 @@ every N the run makes (counted by a run that is not killed). Situations: a
 plain open; a close of an open carry; an open whose perp order fills half
 (the leg is completed); an open whose spot order the venue refuses (the perp
 is unwound); an open whose perp placement answer is lost and that lands
-anyway (a late arrival, found by its client id); and a coin-margined open
+anyway (a late arrival, found by its client id); a coin-margined open
 and close (Binance spot with a COIN-M short, the bought BTC moved into the
-COIN-M wallet after the pair and back before a close). Each killed run is
+COIN-M wallet after the pair and back before a close); and the open and
+close of a coin-margined carry on BTC held (the holding moved under the
+short before it is placed, never traded). Each killed run is
 recovered the two ways a user recovers: `fundarb reconcile` (even kill
 points) and the strategy runner's start (odd points), and then:
 
@@ -21,6 +23,8 @@ points) and the strategy runner's start (odd points), and then:
 - no client id reached the venue twice;
 - coin-margined, while the short is open: the carry's BTC is in the COIN-M
   wallet (a move a kill cut off is made good by the recovery);
+- on BTC held: no spot trade, and the holding is what it was but for what
+  the short settled;
 - the journal equals the venue: every venue trade is a fill, positions agree,
   nothing is left in flight.
 
@@ -56,7 +60,9 @@ from fundarb.testkit.runner import runner_config, write_config
 SIZE = 0.01
 PERP_LOT = 0.001
 WORKERS = 4  # kill points run at once
-SITUATIONS = ("open", "close", "partial_fill", "leg_refused", "late_arrival", "coinm_open", "coinm_close")
+SITUATIONS = ("open", "close", "partial_fill", "leg_refused", "late_arrival", "coinm_open", "coinm_close",
+              "coinm_held_open", "coinm_held_close")
+HELD_BTC = 0.08  # a carry on BTC held: on the spot wallet before it, more than the short is worth
 COINM_SIZE, COINM_START, FACE = 0.05, "2024-03-01T06:00", 100.0  # real COIN-M funding about 60% APR then
 
 
@@ -74,6 +80,8 @@ def _config(folder: Path, situation: str) -> Path:
     timings = LiveSettings(reconcile_interval_seconds=60.0, hedge_timeout_seconds=20.0, order_timeout_seconds=3.0,
                            request_timeout_seconds=1.0)
     cfg = coinm_config() if _coin(situation) else runner_config()
+    if _held(situation):
+        cfg = attrs.evolve(cfg, structure=attrs.evolve(cfg.structure, capital_asset="BTC"))
     return write_config(attrs.evolve(cfg, live=timings), folder)
 
 
@@ -81,11 +89,18 @@ def _coin(situation: str) -> bool:
     return situation.startswith("coinm")
 
 
+def _held(situation: str) -> bool:
+    return "_held_" in situation
+
+
 @contextmanager
 def _venue_for(situation: str):
     """A funded emulator of its own (coin-margined: at a time its funding clears the entry rule)."""
     with running_emulator(**({"start": COINM_START} if _coin(situation) else {})) as server:
-        (fund_coinm if _coin(situation) else fund)(server)
+        if _held(situation):
+            server.accounts.fund("binance", "BTC", HELD_BTC)
+        else:
+            (fund_coinm if _coin(situation) else fund)(server)
         yield server
 
 
@@ -176,12 +191,17 @@ def _venue(server, situation: str) -> dict:
     if _coin(situation):
         pos = server.accounts.position(*COINM)
         perp = pos.qty * FACE / pos.entry if pos.qty else 0.0
-        spot = wallets["binance"].get("BTC") + wallets["binancecoinm"].get("BTC") - COINM_FLOAT
+        spot = wallets["binance"].get("BTC") + wallets["binancecoinm"].get("BTC") - _float(situation)
         markets = (SPOT, COINM)
     else:
         perp, spot, markets = server.accounts.position("binanceusdm").qty, wallets["binance"].get("BTC"), (SPOT, PERP)
     ids = Counter(o.client_id for market in markets for o in server.accounts.all_orders(*market))
     return {"perp": perp, "spot": spot, "reused_client_ids": sorted(c for c, n in ids.items() if n > 1 and c)}
+
+
+def _float(situation: str) -> float:
+    """BTC on the venue before the trade that is not the carry's: the COIN-M float, or the holding."""
+    return HELD_BTC if _held(situation) else COINM_FLOAT
 
 
 def _check(server, journal: Path, situation: str, point: int, how: str) -> dict:
@@ -191,12 +211,20 @@ def _check(server, journal: Path, situation: str, point: int, how: str) -> dict:
     # the least either leg trades: a contract's worth at about 60,000 (coin-margined), else the perp's lot
     lot = FACE / 60_000 if _coin(situation) else PERP_LOT
     assert -size - 1e-12 <= venue["perp"] <= 1e-12, (where, venue)  # never more than asked, never long
-    assert venue["spot"] <= size + 1e-12, (where, venue)
-    assert abs(venue["spot"] + venue["perp"]) < lot, (where, "naked", venue)
     assert venue["reused_client_ids"] == [], (where, venue)
-    if _coin(situation) and venue["perp"] < 0:  # an open short is margined by the carry's BTC, none left behind
-        assert server.accounts.wallets["binance"].get("BTC") < 1e-5, (where, "BTC left on the spot wallet")
-    j = assert_agree(server, journal, coin_margined=_coin(situation))
+    wallets = server.accounts.wallets
+    if _held(situation):
+        # the holding is never traded: what it lost or gained is what the short settled, a few fees' worth
+        assert server.accounts.trade_list(*SPOT) == [], (where, "the holding was traded")
+        assert abs(venue["spot"]) < 1e-4, (where, venue)
+        if venue["perp"] < 0:  # the short is covered, by the BTC moved under it in the COIN-M wallet
+            assert wallets["binancecoinm"].get("BTC") > -venue["perp"] - lot, (where, "the short's margin not moved")
+    else:
+        assert venue["spot"] <= size + 1e-12, (where, venue)
+        assert abs(venue["spot"] + venue["perp"]) < lot, (where, "naked", venue)
+        if _coin(situation) and venue["perp"] < 0:  # an open short is margined by the carry's BTC, none left behind
+            assert wallets["binance"].get("BTC") < 1e-5, (where, "BTC left on the spot wallet")
+    j = assert_agree(server, journal, coin_margined=_coin(situation), float_btc=_float(situation))
     try:
         assert j.operations("needs_recovery") == [], where
         statuses = [op["status"] for op in j.operations()]

@@ -77,7 +77,8 @@ def test_the_structure_figures_of_readme_and_findings_are_what_compare_gives(tmp
     """README and docs/findings.md quote `fundarb compare` on the shipped default: the whole window's numbers must be its."""
     rows = _compare_rows(tmp_path, "--no-years")
     whole = {r["structure"]: r for r in rows}
-    assert set(whole) == {"spot_linear", "coin_margined", "unified"} and all(".." in r["window"] for r in rows)
+    assert set(whole) == {"spot_linear", "coin_margined", "coin_margined_btc", "unified"}
+    assert all(".." in r["window"] for r in rows)
     readme = (ROOT / "README.md").read_text()
     for kind, r in whole.items():
         assert f"{r['net_apr']:.2%}" in readme, kind
@@ -88,5 +89,5 @@ def test_the_structure_figures_of_readme_and_findings_are_what_compare_gives(tmp
 def test_the_per_year_structure_figures_of_findings_are_what_compare_gives(tmp_path):
     """The per-year rows docs/findings.md quotes (12 more backtests)."""
     rows = [r for r in _compare_rows(tmp_path) if ".." not in r["window"]]
-    assert len(rows) == 12
+    assert len(rows) == 16
     _in_findings(rows)

@@ -296,15 +296,17 @@ async def _size_contracts(session, kind: str, size: float | None) -> tuple[float
     (or the contracts worth ``size``) and sells all the carry's BTC (or
     ``size``), with what the short has settled in, as the core's exit does."""
     from fundarb.live.execution.holdings import holdings
+    from fundarb.live.execution.transfers import covered_by_holding
 
     perp, spot = session.perp, session.spot
     mark = float((await perp.call("fetch_funding_rate", perp.symbol)).get("markPrice") or 0.0)
     if not mark > 0:
         raise Stop(f"{perp.account}: the venue gives no mark price for {perp.symbol}; nothing was sent")
     held = holdings(session.journal, spot, perp)
+    keep = session.cfg.keeps_btc  # a carry on BTC held: an open buys what the holding lacks, a close sells nothing
     if size is None:
         contracts = max(-held.perp_units, 0.0)
-        btc = spot.rules.floor_btc(max(held.exit_btc(mark), 0.0))
+        btc = 0.0 if keep else spot.rules.floor_btc(max(held.exit_btc(mark), 0.0))
         if contracts <= 0 and btc <= 0:
             raise Stop("the trade log shows no carry position to close", 0)
         return contracts, btc
@@ -314,6 +316,9 @@ async def _size_contracts(session, kind: str, size: float | None) -> tuple[float
     if contracts < 1:
         raise Stop(f"--size {size:g} BTC is under one {perp.symbol} contract ({perp.face:g} USD, "
                    f"{perp.btc(1, mark):.6g} BTC at the mark {mark:,.1f})")
+    if keep:
+        return contracts, 0.0 if kind == "close" else spot.rules.ceil_btc(
+            perp.btc(contracts, mark) - await covered_by_holding(session, contracts))
     btc = size if kind == "close" else spot.rules.floor_btc(perp.btc(contracts, mark))
     return contracts, spot.rules.floor_btc(btc)
 
@@ -367,7 +372,7 @@ async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float) ->
     from fundarb.live.execution.paired import execute_pair
     from fundarb.live.execution.reconcile import reconcile
     from fundarb.live.execution.session import open_session
-    from fundarb.live.execution.transfers import margin_out, restore_margin
+    from fundarb.live.execution.transfers import covered_by_holding, hold_for_open, margin_out, restore_margin
 
     session = await open_session(cfg, path, target, waits=_waits())
     try:
@@ -375,21 +380,24 @@ async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float) ->
         if not plan.ok:
             _print_plan(session, plan)
             raise Stop(f"conditions changed since the plan ({', '.join(c.name for c in plan.failed)}): nothing was sent")
+        covered = 0.0
         if kind == "open":
             await _set_venue_leverage(session)
+            if cfg.keeps_btc:  # the holding is the short's margin: in its wallet before the short goes out
+                covered = await covered_by_holding(session, qty)
+                await _moved(session, await hold_for_open(session, covered), "the short's margin")
         elif session.perp.face:  # coin-margined: the BTC sold comes back from the short's wallet first
             moved = await margin_out(session, spot_qty)
             if moved:
                 out.print(f"moved {moved:.8g} BTC from {session.perp.account} to {session.spot.account} to sell")
         prices = {"spot": plan.spot.price, "perp": plan.perp.price}
         outcome = await execute_pair(session, kind, qty, {"qty": qty, "spot_qty": spot_qty, "prices": prices, "checks": [
-            [c.name, c.ok, c.detail] for c in plan.checks], "fees": plan.fees, "slippage": plan.slippage}, spot_qty)
+            [c.name, c.ok, c.detail] for c in plan.checks], "fees": plan.fees, "slippage": plan.slippage,
+            "covered": covered}, spot_qty)
         _print_outcome(session, outcome)
         if kind == "open" and session.perp.face:
-            moved = await restore_margin(session)  # the bought BTC becomes the short's margin
-            if moved:
-                out.print(f"moved {moved:.8g} BTC from {session.spot.account} to {session.perp.account} "
-                          "(the short's margin)")
+            # the bought BTC becomes the short's margin
+            await _moved(session, await restore_margin(session), "the short's margin")
         rec = await reconcile(session, f"after {kind}")
         _print_position(rec, session)
         if outcome.status == "naked":
@@ -404,6 +412,11 @@ async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float) ->
         return 0 if outcome.status in ("done", "rebalanced") else 1
     finally:
         await session.close()
+
+
+async def _moved(session, btc: float, why: str) -> None:
+    if btc:
+        out.print(f"moved {btc:.8g} BTC from {session.spot.account} to {session.perp.account} ({why})")
 
 
 async def _set_venue_leverage(session) -> None:
@@ -437,14 +450,23 @@ def _print_outcome(session, outcome) -> None:
 def _print_position(rec, session) -> None:
     state = "[green]agree[/]" if rec.ok else "[red]DISAGREE[/]"
     out.print(f"position check ({rec.trigger}): venues and trade log {state}")
-    out.print(f"  spot {session.spot.account}: carry {rec.journal_spot:+.8g} BTC (venue balance {rec.venue_spot_btc:.8g})")
+    if rec.keeps_btc:
+        out.print(f"  spot {session.spot.account}: {rec.venue_spot_btc:.8g} BTC held on the venue "
+                  f"({rec.journal_spot:+.8g} of it bought or settled by the carry)")
+    else:
+        out.print(f"  spot {session.spot.account}: carry {rec.journal_spot:+.8g} BTC (venue balance {rec.venue_spot_btc:.8g})")
     if session.perp.face:
         out.print(f"  perp {session.perp.account}: venue {rec.venue_perp_units:+g} contracts, trade log "
                   f"{rec.journal_perp_units:+g} ({rec.journal_perp:+.8g} BTC at the entry)")
     else:
         out.print(f"  perp {session.perp.account}: venue {rec.venue_perp_qty:+.8g} BTC, trade log {rec.journal_perp:+.8g}")
-    out.print(f"  delta {rec.journal_spot + rec.journal_perp:+.8g} BTC, drift {rec.drift:.3%} "
-              f"(limit {session.cfg.risk.max_drift:.0%})")
+    if rec.keeps_btc:
+        short = (f"the short's {-rec.journal_perp:.8g} BTC" if rec.journal_perp < 0 else "no short: the BTC is the holder's")
+        out.print(f"  BTC held {rec.venue_spot_btc:.8g} against {short}; uncovered {rec.drift:.3%} "
+                  f"(limit {session.cfg.risk.max_drift:.0%})")
+    else:
+        out.print(f"  delta {rec.journal_spot + rec.journal_perp:+.8g} BTC, drift {rec.drift:.3%} "
+                  f"(limit {session.cfg.risk.max_drift:.0%})")
     for m in rec.mismatches:
         out.print(f"  [red]mismatch:[/] {escape(m)}")
 
@@ -562,12 +584,12 @@ async def _coin_positions(session, spot_bal: dict, perp_bal: dict, pos: dict, fu
     coin-margined wallets against the trade log's (with what the short has
     settled in), the short in contracts and in BTC, its liquidation by the
     venue's inverse rule with the wallet's BTC as margin, funding in BTC."""
-    from fundarb.core.book import COIN, Collateral, VenueAccount, liquidation_of
+    from fundarb.core.book import COIN, Collateral, VenueAccount, liquidation_of, uncovered_of
     from fundarb.core.errors import FundarbError
     from fundarb.core.model import MarketKind
     from fundarb.live.execution.holdings import holdings
     from fundarb.live.execution.preflight import balance_of
-    from fundarb.live.execution.reconcile import coin_wallet
+    from fundarb.live.execution.transfers import coin_wallet
 
     cfg, j, spot, perp = session.cfg, session.journal, session.spot, session.perp
     held = holdings(j, spot, perp)
@@ -586,8 +608,13 @@ async def _coin_positions(session, spot_bal: dict, perp_bal: dict, pos: dict, fu
               f"{held.perp_units:+g} contracts ({held.perp_btc:+.8g} BTC)", f"{pos['units'] * perp.face:,.2f}", "")
     out.print(t)
     where = "its one wallet" if session.one_wallet else "both wallets"
-    out.print(f"delta {held.delta:+.8g} BTC, drift {held.drift:.3%} (limit {cfg.risk.max_drift:.0%}); the carry's BTC "
-              f"is in {where}, with what the short settled in ({held.settled_btc:+.8g} {settle})")
+    if cfg.keeps_btc:  # a carry on BTC held: the venue's BTC is the spot leg, and only an uncovered short is drift
+        btc = balance_of(spot_bal, spot.base, "total") + (0.0 if session.one_wallet else wallet)
+        out.print(f"BTC held {btc:.8g} on {where}, the short {-held.perp_btc:.8g} BTC: uncovered "
+                  f"{uncovered_of(btc, held.perp_btc):.3%} (limit {cfg.risk.max_drift:.0%}); a close keeps the BTC")
+    else:
+        out.print(f"delta {held.delta:+.8g} BTC, drift {held.drift:.3%} (limit {cfg.risk.max_drift:.0%}); the carry's "
+                  f"BTC is in {where}, with what the short settled in ({held.settled_btc:+.8g} {settle})")
     if pos["units"]:
         short = VenueAccount(perp.account, MarketKind.PERP, 0.0, qty=pos["qty"], entry=pos["entry"], price=mark,
                              contract_size=perp.face, coin=wallet)

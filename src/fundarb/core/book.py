@@ -43,6 +43,16 @@ def drift_of(spot_qty: float, perp_qty: float, floor: float = 1e-12) -> float:
     return abs(spot_qty + perp_qty) / size if size > floor else 0.0
 
 
+def uncovered_of(held_btc: float, perp_qty: float) -> float:
+    """A carry on BTC held (``Collateral.keep_btc``): the share of the short
+    ``perp_qty`` (BTC, signed) that ``held_btc`` does not cover; BTC beyond
+    the short is the holder's, no exposure of the carry. 0 while flat, 1 for
+    a long perp (the carry is never long)."""
+    if perp_qty >= 0:
+        return 0.0 if perp_qty == 0 else 1.0
+    return max(-perp_qty - max(held_btc, 0.0), 0.0) / -perp_qty
+
+
 def btc_worth(units: float, contract_size: float, price: float) -> float:
     """BTC of ``units`` of a market at ``price``: contracts x size / price for
     an inverse perp (``contract_size`` USD a contract), the units (BTC) else."""
@@ -263,14 +273,24 @@ class Collateral:
     - ``unified``: one account whose spot BTC counts as collateral after the
       venue's tiered haircut (``tiers``: (up to BTC, collateral value ratio)
       pairs), beside the account's cash.
+
+    ``keep_btc`` (coin-margined only): the BTC is the owner's, held before the
+    carry and kept after it. An entry buys only the BTC the holding lacks and
+    shorts the rest against it; an exit closes the short and sells nothing.
+    Out of a carry the BTC held is no position of the carry: it is flat, and
+    the price moves of the BTC no short hedges are the holder's
+    (``PositionBook.held_pnl``), not the carry's.
     """
 
     mode: str = OWN
     tiers: tuple[tuple[float, float], ...] = attrs.field(default=(), converter=_tier_pairs)
+    keep_btc: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.mode not in COLLATERAL_MODES:
             raise ValueError(f"collateral mode must be one of {', '.join(COLLATERAL_MODES)}, got {self.mode!r}")
+        if self.keep_btc and self.mode != COIN:
+            raise ValueError(f"keep_btc needs the coin-margined collateral mode, got {self.mode!r}")
         if self.mode == UNIFIED:
             collateral_value(1.0, self.tiers)  # checks the tiers
 
@@ -330,7 +350,10 @@ class Collateral:
         (less when it closes at a loss), less ``EXIT_MARGIN`` of the short
         for the close's fee and slippage: the sale is covered whichever of
         the two orders lands first. What it leaves is a few thousandths of
-        the position, BTC the next carry hedges (``PositionBook.drift``)."""
+        the position, BTC the next carry hedges (``PositionBook.drift``).
+        With ``keep_btc`` nothing: the BTC is the holder's and stays."""
+        if self.keep_btc:
+            return 0.0
         btc = spot.qty
         if self.mode == COIN and perp.qty and perp.price == perp.price:
             btc += perp.unrealized / perp.price - EXIT_MARGIN * abs(perp.qty)
@@ -384,6 +407,9 @@ class PositionBook:
     # coin-margined: the BTC the short hedged when it last closed; what an exit
     # leaves (``Collateral.exit_btc``) is drift measured against it
     hedged_btc: float = 0.0
+    # ``Collateral.keep_btc``: the price PnL of the BTC held that no short
+    # hedges (the holder's, out of a carry); 0 otherwise
+    held_pnl: float = 0.0
     # direct references to the two accounts: read on every tick
     spot: VenueAccount = attrs.field(init=False)
     perp: VenueAccount = attrs.field(init=False)
@@ -394,12 +420,18 @@ class PositionBook:
 
     @classmethod
     def open(cls, spot_venue: str, perp_venue: str, spot_cash: float, perp_cash: float, *,
-             contract_size: float = 0.0, collateral: Collateral = OWN_COLLATERAL) -> PositionBook:
+             contract_size: float = 0.0, collateral: Collateral = OWN_COLLATERAL,
+             held_btc: float = 0.0, spot_price: float = math.nan) -> PositionBook:
         """A flat book with this cash on each account (``contract_size``: an
-        inverse perp's USD per contract; ``collateral``: what margins it)."""
-        return cls.restore(VenueAccount(spot_venue, MarketKind.SPOT, spot_cash),
-                           VenueAccount(perp_venue, MarketKind.PERP, perp_cash, contract_size=contract_size), 0,
-                           initial_equity=spot_cash + perp_cash, collateral=collateral)
+        inverse perp's USD per contract; ``collateral``: what margins it).
+        ``held_btc``: BTC the spot leg holds from the start (a capital held in
+        BTC), valued at ``spot_price``, which it needs."""
+        if held_btc and not spot_price > 0:
+            raise ValueError(f"BTC held from the start needs its price, got {spot_price}")
+        spot = VenueAccount(spot_venue, MarketKind.SPOT, spot_cash, qty=held_btc, price=spot_price)
+        return cls.restore(spot, VenueAccount(perp_venue, MarketKind.PERP, perp_cash, contract_size=contract_size), 0,
+                           initial_equity=spot_cash + perp_cash + (held_btc * spot_price if held_btc else 0.0),
+                           collateral=collateral)
 
     @classmethod
     def restore(cls, spot: VenueAccount, perp: VenueAccount, now: int, initial_equity: float | None = None,
@@ -450,6 +482,19 @@ class PositionBook:
         return self.equity - self.initial_equity
 
     @property
+    def carry_equity(self) -> float:
+        """Equity less the price PnL of BTC held outside a carry
+        (``Collateral.keep_btc``): what the carry is judged on (drawdown,
+        Sharpe); the equity itself otherwise."""
+        return self.equity - self.held_pnl
+
+    @property
+    def unhedged_btc(self) -> float:
+        """``keep_btc``: the BTC held beyond what the short hedges (all of it
+        out of a carry)."""
+        return max(self.spot.qty + self.perp.coin + self.perp.qty, 0.0)
+
+    @property
     def delta(self) -> float:
         """BTC the book's USD value moves with: the spot leg, the perp's
         BTC-equivalent and the BTC an inverse perp has settled in."""
@@ -458,6 +503,8 @@ class PositionBook:
     @property
     def drift(self) -> float:
         sq, pq = self.spot.qty + self.perp.coin, self.perp.qty
+        if self.collateral.keep_btc:
+            return uncovered_of(sq, pq)
         if self.collateral.mode == COIN:
             size = max(abs(sq), abs(pq), self.hedged_btc if pq == 0 else 0.0)
             return abs(sq + pq) / size if size > DUST_BTC else 0.0
@@ -466,6 +513,8 @@ class PositionBook:
 
     @property
     def is_flat(self) -> bool:
+        if self.collateral.keep_btc:  # the BTC held is the holder's: no short, no carry
+            return -1e-12 < self.perp.qty < 1e-12 and self.spot.qty > -1e-12
         if self.collateral.mode == COIN and self.perp.qty == 0:
             # what a coin-margined exit leaves is BTC the next carry hedges, no position
             return abs(self.spot.qty + self.perp.coin) <= 2 * EXIT_MARGIN * self.hedged_btc + DUST_BTC
@@ -494,6 +543,8 @@ class PositionBook:
     def revalue(self, venue: str, price: float) -> None:
         acct = self.accounts[venue]
         old = acct.price
+        if self.collateral.keep_btc and acct is self.spot and old == old:
+            self.held_pnl += self.unhedged_btc * (price - old)
         if acct.qty != 0 and old == old:  # old is not nan
             self.price_pnl += acct.qty * (price - old)
         if acct.coin != 0 and old == old:

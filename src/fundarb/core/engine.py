@@ -60,7 +60,8 @@ class NullRecorder:
 SERIES = {Quote: "quote", MarkPrice: "mark", IndexPrice: "index"}
 PRICE_FIELD = {Quote: "mid", MarkPrice: "mark", IndexPrice: "index"}
 
-CURVE_FIELDS = ("ts", "equity", "funding", "fees", "delta", "drift", "margin_buffer", "leverage", "spot", "mark", "in_position")
+CURVE_FIELDS = ("ts", "equity", "funding", "fees", "delta", "drift", "margin_buffer", "leverage", "spot", "mark", "in_position",
+                "held_pnl")
 
 
 class Engine:
@@ -388,3 +389,4 @@ class Engine:
         c["spot"].append(b.spot.price)
         c["mark"].append(b.perp.price)
         c["in_position"].append(not b.is_flat)
+        c["held_pnl"].append(b.held_pnl)

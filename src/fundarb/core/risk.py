@@ -360,8 +360,10 @@ class RiskMonitor:
         return RiskActions(intents=tuple(intents)) if intents else NO_ACTION
 
     def evaluate(self, book: PositionBook, now: int, busy: bool, transfer_pending: bool) -> RiskActions:
-        """``busy``: orders in flight; no new corrective orders until they end."""
-        eq = book.equity
+        """``busy``: orders in flight; no new corrective orders until they end.
+        The drawdown is the carry's (``PositionBook.carry_equity``): the price
+        moves of BTC held outside a carry are its holder's, not a loss of the carry."""
+        eq = book.carry_equity
         if not math.isfinite(eq):
             return self._not_finite(book, now, busy, eq)
         if eq > self.peak_equity:
@@ -491,7 +493,8 @@ def rebalance_intents(book: PositionBook) -> list[OrderIntent]:
 
 def reduce_intents(book: PositionBook, qty: float, reason: str) -> list[OrderIntent]:
     out = []
-    for acct in (book.spot, book.perp):
+    # BTC held for its owner (``Collateral.keep_btc``) is not sold: cutting the short alone is the reduction
+    for acct in (book.perp,) if book.collateral.keep_btc else (book.spot, book.perp):
         q = acct.units_of(min(qty, abs(acct.qty)))
         if q > 1e-12:
             side = Side.SELL if acct.qty > 0 else Side.BUY

@@ -180,8 +180,16 @@ class CarryStrategy:
             return []
         lot = self.params.lot_size
         qty = math.floor(self.params.notional / spot_mid / lot) * lot
-        perp_qty = hedge_units(book, qty * direction)
-        if qty <= 0 or perp_qty <= 0:
+        if book.collateral.keep_btc:
+            if direction < 0:
+                return []  # a reverse carry would sell the holder's BTC short
+            perp_qty = kept_hedge_units(book, qty)
+            qty = btc_to_buy(book, qty, lot)
+        else:
+            perp_qty = hedge_units(book, qty * direction)
+            if qty <= 0:
+                return []
+        if perp_qty <= 0:
             return []
         self.pair_seq += 1
         self.entries += 1
@@ -189,10 +197,8 @@ class CarryStrategy:
         self.entry_ts = now
         self.entry_carry = carry(book)
         spot_side = Side.BUY if direction > 0 else Side.SELL
-        return [
-            OrderIntent(self.spot_venue, spot_side, qty, "entry", self.pair_seq),
-            OrderIntent(self.perp_venue, spot_side.opposite(), perp_qty, "entry", self.pair_seq),
-        ]
+        legs = [OrderIntent(self.spot_venue, spot_side, qty, "entry", self.pair_seq)] if qty > 0 else []
+        return [*legs, OrderIntent(self.perp_venue, spot_side.opposite(), perp_qty, "entry", self.pair_seq)]
 
     # --- exit ----------------------------------------------------------
     def exit_reason(self, book: PositionBook, now: int) -> str | None:
@@ -237,6 +243,20 @@ def hedge_units(book: PositionBook, spot_qty: float) -> float:
         return abs(spot_qty)
     btc = spot_qty + p.coin
     return float(max(math.floor(abs(btc) * p.price / p.contract_size + 0.5), 0))
+
+
+def kept_hedge_units(book: PositionBook, btc: float) -> float:
+    """``Collateral.keep_btc``: the inverse short that hedges ``btc`` of the
+    BTC held (whole contracts nearest its USD value at the mark)."""
+    p = book.perp
+    return float(max(math.floor(btc * p.price / p.contract_size + 0.5), 0)) if p.contract_size else max(btc, 0.0)
+
+
+def btc_to_buy(book: PositionBook, btc: float, lot: float) -> float:
+    """``Collateral.keep_btc``: what an entry hedging ``btc`` buys: only what
+    the BTC held lacks, in whole lots (0 when the holding covers it)."""
+    missing = btc - book.spot.qty - book.perp.coin
+    return math.ceil(missing / lot - 1e-9) * lot if missing > 1e-12 else 0.0
 
 
 def carry(book: PositionBook) -> float:

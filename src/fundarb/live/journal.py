@@ -53,7 +53,8 @@ from fundarb.support.scrub import scrub
 from fundarb.support.sqlite_files import create_whole
 
 # the engine's hourly marks as its curve names them (less the in-position flag the metrics use)
-EQUITY_COLUMNS = tuple(c for c in CURVE_FIELDS if c != "in_position")
+# the hourly figures a journal keeps (a capital held in BTC: the held BTC's PnL is in the report, not the journal)
+EQUITY_COLUMNS = tuple(c for c in CURVE_FIELDS if c not in ("in_position", "held_pnl"))
 
 SCHEMA_VERSION = 3
 KIND = "fundarb trade log"  # backtest, replay, paper and live alike (meta ``source`` says which)
@@ -115,6 +116,8 @@ FILL_COLUMNS = ("ts", "venue_ts", "exchange", "trade_id", "account", "client_id"
                 "price", "fee", "fee_currency", "fee_quote", "liquidity", "venue_id", "venue_order_id", "mid")
 KILL_SWITCH_PREFIX = "kill switch"  # an entries block the kill switch set (held until `fundarb resume`)
 PAPER_ACCOUNTS_KEY = "paper_accounts"  # state: the simulator's accounts after a paper runner's last step
+# state: the BTC a paper carry on BTC held (``structure.capital_asset = "BTC"``) started with, outside its fills
+PAPER_HELD_KEY = "paper_held_btc"
 HEARTBEAT_KEY = "runner_heartbeat"  # state: the runner's last heartbeat
 VENUE_KEY = "venue:"  # meta: venue:<account> -> the VenueIdentity key the trade log is bound to
 
@@ -452,6 +455,11 @@ class Journal:
     def finish_operation(self, op_id: int, ts: int, status: str, result: str) -> None:
         with self.tx() as db:
             db.execute("UPDATE operations SET status=?, result=?, ts_done=? WHERE op_id=?", (status, result, ts, op_id))
+
+    def plan_of(self, op_id: int) -> dict[str, Any]:
+        """The plan operation ``op_id`` was begun with ({} when there is none)."""
+        row = self.db.execute("SELECT plan FROM operations WHERE op_id=?", (op_id,)).fetchone()
+        return dict(json.loads(row[0])) if row is not None else {}
 
     def operations(self, status: str | None = None) -> list[sqlite3.Row]:
         if status is None:

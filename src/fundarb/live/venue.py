@@ -43,7 +43,14 @@ from fundarb.live.execution.holdings import holdings
 from fundarb.live.execution.orders import superseded
 from fundarb.live.execution.paired import PairOutcome, execute_adjust, execute_pair
 from fundarb.live.execution.session import LiveSession
-from fundarb.live.execution.transfers import TransferFailed, margin_out, move, restore_margin
+from fundarb.live.execution.transfers import (
+    TransferFailed,
+    covered_by_holding,
+    hold_for_open,
+    margin_out,
+    move,
+    restore_margin,
+)
 
 S = OrderStatus
 RETRY_FAILED_ADJUST_S = 60.0
@@ -59,7 +66,9 @@ class LiveVenue:
     outcomes: list[PairOutcome] = attrs.field(factory=list)
     held_back: dict[tuple, float] = attrs.field(factory=dict)  # a failed lone order -> not again before (monotonic s)
     failed_flatten: tuple[float, float] | None = None  # positions when a kill flatten failed: none again until they move
-    dust: float = 0.0  # spot BTC closed carries left under what the venue trades (in the trade log, not the book)
+    # spot BTC closed carries left under what the venue trades (in the trade log, not the book); a carry on
+    # BTC held: minus the holding no fill brought (in the book, not the trade log)
+    dust: float = 0.0
     # the last trade log fill the book has: external trades learned later are booked from here
     fills_seen: int = attrs.field(default=-1)
 
@@ -122,6 +131,8 @@ class LiveVenue:
         perp = next((o for o in group if o.venue == s.perp.account), None)
         opening = spot is not None and spot.side is Side.BUY and not spot.reduce_only
         kind = ("open" if opening else "close") if spot is not None and perp is not None else "adjust"
+        if s.cfg.keeps_btc and perp is not None and perp.side is Side.SELL and not perp.reduce_only:
+            return await self._open_on_holding(spot, perp, group)
         plan = {"engine_orders": [o.client_id for o in group], "reason": group[0].reason,
                 "prices": {}}
         if kind == "adjust":
@@ -155,6 +166,21 @@ class LiveVenue:
                 s.alert("flatten_failed", f"the kill switch's flatten (operation {outcome.op_id}) ended "
                         f"{outcome.status}: no other flatten is sent in this halt until the venue's position "
                         "changes or a human resumes", "critical")
+        self.outcomes.append(outcome)
+        return self._answers(outcome, {"spot": spot, "perp": perp})
+
+    async def _open_on_holding(self, spot: Order | None, perp: Order, group: list[Order]) -> list[Any]:
+        """An entry of a carry on BTC held: the short of ``perp``, on the
+        holding (moved into its wallet first) and whatever ``spot`` buys of
+        what it lacks, as one ``open`` operation; the bought BTC joins the
+        short's margin after it."""
+        s = self.session
+        covered = await covered_by_holding(s, perp.qty)
+        await hold_for_open(s, covered)
+        plan = {"engine_orders": [o.client_id for o in group], "reason": perp.reason, "prices": {},
+                "covered": covered}
+        outcome = await execute_pair(s, "open", perp.qty, plan, spot_qty=spot.qty if spot is not None else 0.0)
+        await restore_margin(s)
         self.outcomes.append(outcome)
         return self._answers(outcome, {"spot": spot, "perp": perp})
 

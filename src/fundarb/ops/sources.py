@@ -19,11 +19,11 @@ from typing import Any
 import attrs
 
 from fundarb.config import Config, config_hash
-from fundarb.core.book import drift_of
+from fundarb.core.book import drift_of, uncovered_of
 from fundarb.core.funding import scheduled_instant
 from fundarb.core.model import NS_PER_SECOND, FundingRate
 from fundarb.live.alerts import AlertConditions, Alerter, AlertThresholds, DeskState, channel_from_env
-from fundarb.live.execution.holdings import holdings
+from fundarb.live.execution.holdings import holdings, outside_btc
 
 RECENT = 8  # rows kept for the trades and alerts panels
 HISTORY = 48  # funding payments kept for the chart
@@ -72,6 +72,7 @@ class DeskSnapshot:
     funding_count: int = 0  # all payments so far (funding_history keeps the latest HISTORY)
     books: tuple[tuple[str, float, float], ...] = ()  # (account, bid, ask): the top of each leg's book, where known
     keys_needed: tuple[str, ...] = ()  # public data only: the variables to set to see positions and PnL
+    keeps_btc: bool = False  # a carry on BTC held: ``spot_qty`` is the holding; only an uncovered short drifts
 
     @property
     def delta(self) -> float:
@@ -79,7 +80,7 @@ class DeskSnapshot:
 
     @property
     def drift(self) -> float:
-        return drift_of(self.spot_qty, self.perp_qty)
+        return uncovered_of(self.spot_qty, self.perp_qty) if self.keeps_btc else drift_of(self.spot_qty, self.perp_qty)
 
     @property
     def pnl_total(self) -> float:
@@ -149,12 +150,12 @@ class EngineSource:
         for a in e.alerts[self._alerts_seen:]:  # the engine's own alerts (risk, transfers)
             self.log.add_alert(a.ts, a.kind, a.severity, e.config_hash, a.message, a.kind, "recorded")
         self._alerts_seen = len(e.alerts)
-        self._peak = max(self._peak, b.equity)
+        self._peak = max(self._peak, b.carry_equity)
         sig = e.strategy.signal
         rule = e.monitor.costs.margin
         state = DeskState(e.clock.now_ns(), not b.is_flat, sig.current_apr() if sig.rates else None,
                           sig.predicted_apr(), b.drift, b.margin_buffer(rule) if not b.is_flat else math.inf,
-                          1 - b.equity / self._peak if self._peak > 0 else 0.0,
+                          1 - b.carry_equity / self._peak if self._peak > 0 else 0.0,
                           halted=e.monitor.kill.reason if e.monitor.kill.halted else None)
         for n in self.conditions.check(state):
             self.alerter.raise_notice(n)
@@ -176,14 +177,14 @@ class EngineSource:
             e.clock.now_ns(), self.label, f"{cfg.name} {e.config_hash[:12]}", (line,),
             cfg.spot_account, cfg.perp_account, b.spot.qty, b.perp.qty, b.spot.price, b.perp.price,
             math.inf if flat else b.margin_buffer(rule), math.nan if flat else b.liquidation_price(rule),
-            b.funding, b.fees + b.slippage, b.pnl - b.funding + b.fees + b.slippage,
+            b.funding, b.fees + b.slippage, b.pnl - b.held_pnl - b.funding + b.fees + b.slippage,
             tuple((f.ts, f.amount) for f in b.funding_ledger[-HISTORY:]),
             tuple((r["ts"], r["venue"], r["side"], r["qty"], r["price"], r["fee"]) for r in fills),
             _alert_rows(self.log.rows),
             tuple((v, "replayed" if "replay" in self.label else "simulated") for v in (cfg.spot_account, cfg.perp_account)),
             e.monitor.kill.reason if e.monitor.kill.halted else None, self.alerter.paused, self.finished,
             sig.current_apr() if sig.rates else None, cfg.strategy.entry_apr, cfg.strategy.exit_apr,
-            len(b.funding_ledger))
+            len(b.funding_ledger), keeps_btc=cfg.keeps_btc)
 
 
 # ------------------------------------------------------------------------------------ live venues
@@ -340,7 +341,14 @@ class LiveSource:
         held = j.position(s.spot.account, s.spot.base) * spot_px
         price = cash + held + sum(f["fee"] * f["price"] for f in linear
                                   if f["account"] == s.spot.account and f["fee_currency"] == s.spot.base)
-        if inverse:
+        if inverse and self.cfg.keeps_btc:
+            # a carry on BTC held: the open short against the BTC it hedges (their basis); the holding's own
+            # price moves are the holder's, and a closed carry's short and holding moved together
+            acct = holdings(j, s.spot, s.perp).perp_account
+            assert acct is not None
+            price = acct.qty * (mark - spot_px) if acct.qty else 0.0
+            funding = sum(f["amount"] * (f["mark"] or mark) for f in paid)
+        elif inverse:
             acct = holdings(j, s.spot, s.perp).perp_account
             assert acct is not None
             price += acct.realized + (acct.qty * (mark - acct.entry) if acct.qty else 0.0)
@@ -357,18 +365,26 @@ class LiveSource:
         self._peak = max(self._peak, equity)
         capital = self.cfg.capital
         rate = self.rates.get(s.perp.account)
-        held = holdings(s.journal, s.spot, s.perp)
-        js, jp = held.spot_btc, held.perp_btc
+        js, jp = self._legs()
         blocked = s.journal.blocked() or ""
         paid = {f["venue_ts"] for f in s.journal.rows("funding")}
         # without keys no payment is learned from the venue: a settlement cannot be told missed
         missed = self.settlements.update(self.venue_ts, jp != 0 and not self.keys_needed, paid)
         state = DeskState(s.now_ns(), max(abs(js), abs(jp)) > 0, rate.rate * 8760 / rate.interval_hours if rate else None,
-                          None, drift_of(js, jp), self._buffer(jp), (self._peak - equity) / capital,
+                          None, uncovered_of(js, jp) if self.cfg.keeps_btc else drift_of(js, jp), self._buffer(jp),
+                          (self._peak - equity) / capital,
                           blocked if blocked.startswith("reconciliation") else None, self.unreachable(), missed,
                           halted=blocked if blocked.startswith("kill switch") else None)
         for n in self.conditions.check(state):
             s.alerter.raise_notice(n)
+
+    def _legs(self) -> tuple[float, float]:
+        """(spot BTC, perp BTC) by the trade log; a carry on BTC held: the
+        spot leg is the holding, with the BTC reconciliation recorded as held."""
+        s = self.session
+        held = holdings(s.journal, s.spot, s.perp)
+        extra = outside_btc(s.journal, s.spot.account) if self.cfg.keeps_btc else 0.0
+        return held.spot_btc + extra, held.perp_btc
 
     def _buffer(self, perp_qty: float) -> float:
         """The short's margin buffer from the venue's liquidation price and the
@@ -398,8 +414,7 @@ class LiveSource:
         lines = tuple(FundingLine(v, r.rate, r.predicted_rate, r.interval_hours, r.next_funding_ts)
                       for v, r in sorted(self.rates.items())) or (FundingLine(s.perp.account, None, None, 8.0, 0),)
         funding, fees, price = self._pnl()
-        held = holdings(j, s.spot, s.perp)
-        jp = held.perp_btc
+        js, jp = self._legs()
         mark = self.marks.get(s.perp.account, math.nan)
         # payments in the quote: an inverse perp's BTC at its settlement's mark (else the mark now)
         worth = (lambda f: f["amount"] * (f["mark"] or mark)) if s.perp.face else (lambda f: f["amount"])
@@ -411,7 +426,7 @@ class LiveSource:
         return DeskSnapshot(
             self.venue_ts or s.now_ns(), self.label, f"{cfg.name} {s.config_hash[:12]}", lines, s.spot.account,
             s.perp.account,
-            held.spot_btc, jp, self.mids.get(s.spot.account, math.nan), mark,
+            js, jp, self.mids.get(s.spot.account, math.nan), mark,
             self._buffer(jp), liq if jp else math.nan,
             funding, fees, price,
             tuple((f["venue_ts"], worth(f)) for f in j.rows("funding")[-HISTORY:]),
@@ -420,4 +435,4 @@ class LiveSource:
             blocked if blocked and blocked.startswith("kill switch") else None, s.alerter.paused,
             entry_apr=cfg.strategy.entry_apr, exit_apr=cfg.strategy.exit_apr, funding_count=len(j.rows("funding")),
             books=tuple((leg.account, *self.books[leg.account]) for leg in s.legs if leg.account in self.books),
-            keys_needed=self.keys_needed)
+            keys_needed=self.keys_needed, keeps_btc=cfg.keeps_btc)

@@ -13,8 +13,9 @@ from rich.table import Table
 from fundarb.research.compare import COLUMNS
 
 _HEAD = {"net_apr": "APR", "sharpe": "Sharpe", "max_drawdown": "MaxDD", "min_margin_buffer": "min buffer",
-         "liquidations": "liq", "transfers": "xfers", "capital_used": "capital", "entries": "entries"}
-_PERCENT = {"net_apr", "max_drawdown", "min_margin_buffer"}
+         "liquidations": "liq", "transfers": "xfers", "capital_used": "capital", "entries": "entries",
+         "held_btc_pnl": "held BTC PnL", "net_apr_btc": "APR in BTC"}
+_PERCENT = {"net_apr", "max_drawdown", "min_margin_buffer", "net_apr_btc"}
 
 
 def cell(key: str, v: Any) -> str:
@@ -53,12 +54,14 @@ def print_compare(doc: dict[str, Any], console: Console) -> None:
     for name, why in doc["skipped"].items():
         console.print(f"  {name} left out: {why}", style="yellow", highlight=False)
     t = Table(title="net APR on capital used, per structure and window")
-    shown = [c for c in COLUMNS if c not in ("funding_net", "days")]
+    shown = [c for c in COLUMNS if c not in ("funding_net", "days", "notional")]
     for c in shown:
         t.add_column(_HEAD.get(c, c), justify="left" if c in ("structure", "window") else "right")
     for r in doc["rows"]:
         t.add_row(*(cell(c, r[c]) for c in shown))
     console.print(t)
     console.print("min buffer: lowest distance to liquidation while in position; none: the short had no liquidation "
-                  "price (coin-margined, covered by its BTC). A year shorter than 12 months is annualised.",
+                  "price (coin-margined, covered by its BTC). held BTC PnL: the USD the BTC held outside a carry "
+                  "made or lost (coin_margined_btc; not in its APR). APR in BTC: the equity counted in BTC. "
+                  "A year shorter than 12 months is annualised.",
                   style="dim", highlight=False)

@@ -32,7 +32,7 @@ from fundarb.core.errors import FundarbError  # noqa: E402
 from fundarb.core.metrics import MIN_ANNUALISE_DAYS  # noqa: E402
 from fundarb.live.journal import JournalError  # noqa: E402
 from fundarb.output.trades import write_trade_log  # noqa: E402
-from fundarb.sim.backtest import NO_ORDERS, BacktestResult  # noqa: E402
+from fundarb.sim.backtest import NO_ORDERS, BacktestResult, carry_curve  # noqa: E402
 
 REPORT_FILE = "report.json"
 PLOT_FILE = "backtest.png"
@@ -130,7 +130,13 @@ def plot(r: BacktestResult, path: Path) -> None:
         fig, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True, constrained_layout=True)
         fig.suptitle(title)
         ax = axes[0]
-        ax.plot(t, c["equity"], color="tab:blue", lw=1)  # type: ignore[arg-type]  # matplotlib plots datetimes
+        if r.config.keeps_btc:  # the holding's value beside what the carry is judged on
+            ax.plot(t, c["equity"], color="tab:grey", lw=0.8, label="equity, with the BTC held")  # type: ignore[arg-type]
+            ax.plot(t, carry_curve(c), color="tab:blue", lw=1,  # type: ignore[arg-type]
+                    label="the carry's equity (without the held BTC's price moves)")
+            ax.legend(loc="upper left", fontsize=8)
+        else:
+            ax.plot(t, c["equity"], color="tab:blue", lw=1)  # type: ignore[arg-type]  # matplotlib plots datetimes
         ax.axhline(r.config.capital, color="grey", lw=0.6, ls="--")
         ax.set_ylabel("equity (USDT)")
         ax.set_title(_figures_line(r), fontsize=9, loc="left")
@@ -259,7 +265,7 @@ def _fmt(key: str, v: Any) -> str:
         return str(v)
     if isinstance(v, int):
         return f"{v:,}"
-    if key in {"net_apr", "net_apr_over_collateral", "cagr", "max_drawdown", "fill_rate", "delta_drift_max", "delta_drift_p99",
+    if key in {"net_apr", "net_apr_over_collateral", "net_apr_btc", "cagr", "max_drawdown", "fill_rate", "delta_drift_max", "delta_drift_p99",
                "min_margin_buffer", "time_in_position", "frictionless_hold_funding_apr_on_notional",
                "frictionless_hold_funding_apr_on_capital", "mean_funding_apr_in_window"}:
         return f"{v:.2%}"
@@ -274,6 +280,7 @@ SUMMARY_KEYS = (
     "min_margin_buffer", "max_leverage", "time_in_position", "settlements_accrued", "settlements_at_venue_mark",
     "settlements_at_perp_price", "missed_settlements",
     "frictionless_hold_funding_apr_on_notional", "frictionless_hold_funding_apr_on_capital", "funding_btc", "fees_btc",
+    "net_apr_btc",
 )
 
 
@@ -297,6 +304,11 @@ def print_summary(r: BacktestResult, console: Console, paths: dict[str, Path] | 
     console.print(f"structure {r.metrics['structure']}: capital used {r.metrics['capital_used']:,.0f} USDT, "
                   f"notional {r.metrics['notional']:,.0f}{on_capital}; final equity {r.metrics['final_equity']:,.2f} USDT = "
                   f"{r.metrics['final_equity_btc']:.6f} BTC", highlight=False)
+    if r.metrics.get("capital_asset") == "BTC":
+        console.print(f"capital held in BTC: {r.metrics['held_btc']:.8f} BTC at the start, kept after each carry; "
+                      f"the carry made {r.metrics['carry_pnl']:+,.2f} USDT (its APR, Sharpe and MaxDD), the BTC no "
+                      f"short hedged {r.metrics['held_btc_pnl']:+,.2f} USDT (the holder's price exposure)",
+                      highlight=False)
     if r.window_note:
         console.print(f"{r.window_note}; APR, CAGR and Sharpe need {MIN_ANNUALISE_DAYS:g} days of data, "
                       "so PnL, funding and fees are in USDT", highlight=False)

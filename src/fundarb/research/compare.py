@@ -7,6 +7,10 @@ Each structure is the base config with only what the structure changes:
 - ``spot_linear``: the base as it is (its notional and perp allocation);
 - ``coin_margined``: the perp becomes the spot exchange's inverse BTC perp
   (``COIN_PERPS``) with the base perp's fees, spread, impact and latency;
+- ``coin_margined_btc``: the same coin-margined carry on a capital held in
+  BTC from the start (``structure.capital_asset = "BTC"``): no spot trades,
+  the BTC kept after each carry. Its APR is the carry's; what the BTC held
+  outside a carry made or lost in USD is ``held_btc_pnl``;
 - ``unified``: the base's two markets held in one account.
 
 The one-account structures need no second account's collateral, so they put
@@ -37,8 +41,11 @@ COIN_PERPS: dict[str, tuple[str, str, float]] = {
 # the shipped Binance COIN-M hourly series has day-long holes (the longest 48 h
 # missing, 49 h between known closes): a coin-margined run carries over them
 COIN_GAP_HOURS = 49.0
+# the coin-margined carry on a capital held in BTC (``structure.capital_asset = "BTC"``)
+COIN_BTC = "coin_margined_btc"
 COLUMNS = ("structure", "window", "net_apr", "sharpe", "max_drawdown", "min_margin_buffer", "liquidations",
-           "transfers", "capital_used", "notional", "funding_net", "fees", "entries", "days")
+           "transfers", "capital_used", "notional", "funding_net", "fees", "entries", "held_btc_pnl", "net_apr_btc",
+           "days")
 
 
 @attrs.frozen
@@ -74,8 +81,11 @@ def variants(base: Config, deploy: float) -> tuple[list[Variant], dict[str, str]
                            data=attrs.evolve(base.data, max_price_gap_hours=gap),
                            strategy=attrs.evolve(base.strategy, notional=notional), risk=risk,
                            structure=StructureConfig(kind=COIN_MARGINED, contract_size=size))
-        out.append(Variant(COIN_MARGINED, cfg, (f"perp {exchange} {symbol}, {size:g} USD a contract", *sized,
-                                                f"data.max_price_gap_hours {gap:g}")))
+        coin_changes = (f"perp {exchange} {symbol}, {size:g} USD a contract", *sized, f"data.max_price_gap_hours {gap:g}")
+        out.append(Variant(COIN_MARGINED, cfg, coin_changes))
+        held = attrs.evolve(cfg, name=f"{base.name}-{COIN_BTC}",
+                            structure=attrs.evolve(cfg.structure_settings, capital_asset="BTC"))
+        out.append(Variant(COIN_BTC, held, (*coin_changes, "the capital held in BTC from the start, kept after each carry")))
     if base.perp.exchange.removesuffix("usdm") != base.spot.exchange:
         skipped[UNIFIED] = f"spot on {base.spot.exchange} and perp on {base.perp.exchange}: not one account"
     else:
@@ -105,7 +115,7 @@ def row_of(structure: str, label: str, m: dict[str, Any]) -> dict[str, Any]:
             "max_drawdown": m["max_drawdown"], "min_margin_buffer": m["min_margin_buffer"],
             "liquidations": m["liquidations"], "transfers": m["transfers"], "capital_used": m["capital_used"],
             "notional": m["notional"], "funding_net": m["funding_net"], "fees": m["fees"], "entries": m["entries"],
-            "days": m["days"]}
+            "held_btc_pnl": m["held_btc_pnl"], "net_apr_btc": m.get("net_apr_btc"), "days": m["days"]}
 
 
 def compare(base: Config, deploy: float = 0.95, data_dir: Path | None = None,
@@ -133,7 +143,7 @@ def compare(base: Config, deploy: float = 0.95, data_dir: Path | None = None,
         "base": base.name, "base_config_hash": config_hash(base), "seed": base.seed, "deploy": deploy,
         "window": [base.data.start, base.data.end],
         "structures": {v.structure: {"config_hash": config_hash(v.config), "changes": list(v.changes)} for v in done},
-        "skipped": {k: skipped[k] for k in STRUCTURES if k in skipped},
+        "skipped": {k: skipped[k] for k in (*STRUCTURES, COIN_BTC) if k in skipped},
         "rows": rows,
     }
 

@@ -22,7 +22,7 @@ from fundarb.core.metrics import daily_closes
 from fundarb.data.history import MarketHistory
 from fundarb.research.bootstrap import SourcePeriods, auto_block_periods, bootstrap_history, cut_periods
 from fundarb.research.cluster import ChunkRunner
-from fundarb.sim.backtest import GATES, build_simulation, compute_metrics, evaluate_gates
+from fundarb.sim.backtest import GATES, build_simulation, carry_curve, compute_metrics, evaluate_gates
 
 MAX_PATHS = 1_000_000
 MAX_CHUNK = 50
@@ -99,7 +99,7 @@ def run_path(cfg: Config, src: SourcePeriods, hours: int, block: float, index: i
     row.update({k: m[k] for k in PATH_METRICS})
     row.update({f"gate_{g['metric']}": g["passed"] for g in gates})
     row["all_gates_passed"] = all(g["passed"] for g in gates)
-    equity = daily_closes(engine.curve["ts"], engine.curve["equity"])
+    equity = daily_closes(engine.curve["ts"], carry_curve(engine.curve))  # the carry's (a capital in BTC: without the holding's moves)
     return row, equity
 
 

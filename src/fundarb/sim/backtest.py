@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -36,7 +37,7 @@ GATES: tuple[tuple[str, str, str, float], ...] = (
 # metrics that scale the window to a year: not given for a window shorter
 # than metrics.MIN_ANNUALISE_DAYS
 ANNUALISED_METRICS = (
-    "net_apr", "net_apr_over_collateral", "cagr", "sharpe", "frictionless_hold_funding_apr_on_notional",
+    "net_apr", "net_apr_over_collateral", "net_apr_btc", "cagr", "sharpe", "frictionless_hold_funding_apr_on_notional",
     "frictionless_hold_funding_apr_on_capital", "mean_funding_apr_in_window",
 )
 TOO_SHORT = "window too short"
@@ -136,22 +137,25 @@ def build_engine(
         sim_seed, = np.random.SeedSequence(cfg.seed).spawn(1)
     costs = venue_costs(cfg)
     schedule = {perp_name: first_funding} if first_funding is not None else {}
-    sim = simulator_of(cfg, costs.margin, tape, sim_seed, schedule)
+    held = cfg.held_btc(spot_price)
+    sim = simulator_of(cfg, costs.margin, tape, sim_seed, schedule, held_btc=held)
     book = PositionBook.open(spot_name, perp_name, cfg.spot_cash, cfg.perp_cash, contract_size=contract_size_of(cfg),
-                             collateral=collateral_of(cfg))
+                             collateral=collateral_of(cfg), held_btc=held, spot_price=spot_price if held else math.nan)
     engine = wire_engine(cfg, sim, book, SimClock(start_ns), MemoryRecorder(), costs=costs, spot_price=spot_price,
                          config_hash=chash)
     return engine, sim
 
 
 def simulator_of(cfg: Config, margin: MarginRule, tape: Iterable[tuple[int, int, Any]], seed: np.random.SeedSequence,
-                 schedule: dict[str, tuple[int, float]] | None = None) -> SimExchange:
+                 schedule: dict[str, tuple[int, float]] | None = None, held_btc: float = 0.0) -> SimExchange:
     """The simulated venues of ``cfg`` (a backtest's, a replay's, a paper
-    run's): its spot and perp accounts with their cash, cost models and
+    run's): its spot and perp accounts with their cash (and ``held_btc``, the
+    BTC a capital held in BTC starts with), cost models and
     structure (an inverse perp's contract size, what margins the perp), the
     perp liquidated by ``margin``, fed by ``tape``."""
     specs = [
-        SimVenueSpec(cfg.spot_account, MarketKind.SPOT, cfg.spot_cash, cfg.spot, allow_short=cfg.strategy.allow_reverse),
+        SimVenueSpec(cfg.spot_account, MarketKind.SPOT, cfg.spot_cash, cfg.spot, allow_short=cfg.strategy.allow_reverse,
+                     btc=held_btc),
         SimVenueSpec(cfg.perp_account, MarketKind.PERP, cfg.perp_cash, cfg.perp, margin=margin,
                      contract_size=contract_size_of(cfg)),
     ]
@@ -169,6 +173,13 @@ def run_backtest(
     return result_of(cfg, history, engine, sim)
 
 
+def carry_curve(curve: dict[str, list[Any]]) -> list[float]:
+    """The carry's equity at each snapshot: the equity less the price PnL of
+    BTC held outside a carry (``PositionBook.held_pnl``; 0 unless the capital
+    is BTC held, when this is the equity itself)."""
+    return [e - h for e, h in zip(curve["equity"], curve["held_pnl"])]
+
+
 def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExchange) -> dict[str, Any]:
     book, curve = engine.book, engine.curve
     days = h.days
@@ -184,11 +195,24 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
     mean_interval = float(h.funding_interval.mean()) if h.funding_interval.size else 8.0
     frictionless = rate_sum * 365.0 / days if days > 0 else 0.0
     hours_in_position = int(sum(curve["in_position"]))
-    net_apr = metrics.apr(book.pnl, cfg.capital, days)
+    # a capital held in BTC: the price moves of the BTC no short hedged are
+    # the holder's; the carry is judged without them (0 otherwise)
+    carry_pnl = book.pnl - book.held_pnl
+    held = sim.accounts[cfg.spot_account].spec.btc
+    # valued at the first spot price (a perp-only recording: the first mark)
+    first_px = next((px for px in (*curve["spot"], *curve["mark"]) if px == px), math.nan)
+    start_btc = held if held else book.initial_equity / first_px
+    net_apr = metrics.apr(carry_pnl, cfg.capital, days)
+    carry = carry_curve(curve)
     perp = book.perp
     return {
         "structure": cfg.structure_kind,
+        "capital_asset": cfg.structure_settings.capital_asset,
         "capital": cfg.capital,
+        # the BTC a capital held in BTC started with, and what the BTC outside a carry made or lost
+        "held_btc": held,
+        "held_btc_pnl": book.held_pnl,
+        "carry_pnl": carry_pnl,
         # what the structure ties up: the whole capital (both accounts, or the one)
         "capital_used": cfg.capital,
         "notional": cfg.strategy.notional,
@@ -204,9 +228,12 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
         # deducted from PnL: it is the hurdle, and Sharpe is measured over it)
         "collateral_cost": cfg.capital * cfg.collateral_rate * days / 365.0,
         "net_apr_over_collateral": net_apr - cfg.collateral_rate,
-        "cagr": metrics.cagr(book.initial_equity, book.equity, days),
-        "sharpe": metrics.sharpe(curve["ts"], curve["equity"], cfg.collateral_rate),
-        "max_drawdown": metrics.max_drawdown(curve["equity"]),
+        "cagr": metrics.cagr(book.initial_equity, book.initial_equity + carry_pnl, days),
+        # the same run counted in BTC: equity at the start and the end at the prices then
+        "start_equity_btc": start_btc,
+        "net_apr_btc": metrics.apr(book.equity_btc - start_btc, start_btc, days),
+        "sharpe": metrics.sharpe(curve["ts"], carry, cfg.collateral_rate),
+        "max_drawdown": metrics.max_drawdown(carry),
         "funding_received": book.funding_received,
         "funding_paid": book.funding_paid,
         "funding_net": book.funding,

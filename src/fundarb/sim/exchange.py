@@ -68,6 +68,7 @@ class SimVenueSpec:
     allow_short: bool = False  # spot margin short (reverse carry)
     margin: MarginRule | None = attrs.field(default=attrs.Factory(_shipped_margin, takes_self=True))
     contract_size: float = 0.0  # an inverse perp's USD per contract (orders in contracts, PnL in BTC)
+    btc: float = 0.0  # spot: BTC held from the start (a capital held in BTC)
 
     def __attrs_post_init__(self) -> None:
         if self.kind is MarketKind.PERP and self.margin is None:
@@ -96,7 +97,7 @@ class _SimAccount:
         lat_seed, slip_seed = seeds.spawn(2)
         v = spec.venue
         self.spec = spec
-        self.acct = VenueAccount(spec.name, spec.kind, spec.cash, contract_size=spec.contract_size)
+        self.acct = VenueAccount(spec.name, spec.kind, spec.cash, qty=spec.btc, contract_size=spec.contract_size)
         self.fees = FeeModel(v.maker_fee, v.taker_fee)
         self.slip = SlippageModel(v.half_spread_bp_min, v.half_spread_bp_max, v.impact_bp_per_btc, np.random.default_rng(slip_seed))
         self.latency = LatencyModel(v.latency_ms_median, v.latency_sigma, np.random.default_rng(lat_seed))

@@ -82,16 +82,16 @@ def placed_orders(server: EmulatorServer, market: tuple[str, str] | None = None)
 
 
 def assert_agree(server: EmulatorServer, journal_path: Path, coin_margined: bool = False,
-                 inverse_venue: str = "binancecoinm") -> Journal:
+                 inverse_venue: str = "binancecoinm", float_btc: float | None = None) -> Journal:
     """Trade log, journal and venue state agree: every venue trade is a fill
     in the log (and no other), positions match, nothing is left in flight.
     ``coin_margined``: the perp is ``inverse_venue``'s inverse BTCUSD (Binance
     COIN-M with Binance spot, or Bybit's with Bybit spot in one wallet), in
     contracts, and the carry's BTC (spot fills and what the short settled in)
     is what the wallets hold beyond the BTC float the test funded
-    (``COINM_FLOAT``)."""
+    (``float_btc``, default ``COINM_FLOAT``; a carry on BTC held: the holding)."""
     if coin_margined:
-        return _assert_agree_coinm(server, journal_path, inverse_venue)
+        return _assert_agree_coinm(server, journal_path, inverse_venue, COINM_FLOAT if float_btc is None else float_btc)
     j = Journal(journal_path)
     fills = j.rows("fills")
     for (venue, kind), account in ((SPOT, "binance:spot"), (PERP, "binanceusdm:perp")):
@@ -131,7 +131,7 @@ def coinm_config(**live: Any) -> Config:
     return attrs.evolve(cfg, live=LiveSettings(**timings))
 
 
-def _assert_agree_coinm(server: EmulatorServer, journal_path: Path, venue: str) -> Journal:
+def _assert_agree_coinm(server: EmulatorServer, journal_path: Path, venue: str, float_btc: float) -> Journal:
     from fundarb.live.execution.holdings import holdings
 
     class Leg:  # what holdings() reads of a live leg
@@ -154,7 +154,7 @@ def _assert_agree_coinm(server: EmulatorServer, journal_path: Path, venue: str) 
     face = 1.0 if venue == "bybit" else 100.0
     held = holdings(j, Leg(f"{spot_venue}:spot", 0.0), Leg(f"{venue}:perp", face))
     wallets = sum(server.accounts.wallets[w].get("BTC") for w in dict.fromkeys((spot_venue, venue)))
-    assert held.spot_btc == pytest.approx(wallets - COINM_FLOAT, abs=1e-8)
+    assert held.spot_btc == pytest.approx(wallets - float_btc, abs=1e-8)
     assert j.orders(open_only=True) == []
     assert j.operations("executing") == []
     return j

@@ -62,10 +62,11 @@ from fundarb.live.ccxt.feed import MarketFeed
 from fundarb.live.execution.holdings import holdings
 from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
 from fundarb.live.execution.preflight import balance_of, funding_interval_hours, perp_position, venue_margin_rule
-from fundarb.live.execution.reconcile import KILL_SWITCH_PREFIX, coin_wallet, learn_funding, reconcile
+from fundarb.live.execution.reconcile import KILL_SWITCH_PREFIX, learn_funding, reconcile
 from fundarb.live.execution.session import LiveSession
+from fundarb.live.execution.transfers import coin_wallet, venue_btc
 from fundarb.live.execution.watch import LiveWatch
-from fundarb.live.journal import HEARTBEAT_KEY
+from fundarb.live.journal import HEARTBEAT_KEY, PAPER_HELD_KEY
 from fundarb.live.venue import LiveVenue, dust_of
 from fundarb.sim import SimExchange
 from fundarb.sim.backtest import simulator_of
@@ -200,7 +201,12 @@ class Runner:
             saved = self.paper.restore(now)
             size, collateral = contract_size_of(cfg), collateral_of(cfg)
             if saved is None:
-                spot = VenueAccount(cfg.spot_account, MarketKind.SPOT, cfg.spot_cash, price=spot_px)
+                held = cfg.held_btc(spot_px)  # a carry on BTC held: the capital's worth in BTC now
+                if held:
+                    assert self.sim is not None
+                    self.sim.accounts[cfg.spot_account].acct.qty = held
+                    self.journal.set_state(PAPER_HELD_KEY, repr(held), now)
+                spot = VenueAccount(cfg.spot_account, MarketKind.SPOT, cfg.spot_cash, qty=held, price=spot_px)
                 perp = VenueAccount(cfg.perp_account, MarketKind.PERP, cfg.perp_cash, price=mark, contract_size=size)
                 return PositionBook.restore(spot, perp, now, collateral=collateral), False
             spot = VenueAccount(cfg.spot_account, MarketKind.SPOT, price=spot_px, **saved[cfg.spot_account])
@@ -219,7 +225,7 @@ class Runner:
         spot_bal, perp_bal, pos = await asyncio.gather(s.spot.call("fetch_balance"), s.perp.call("fetch_balance"),
                                                        perp_position(s.perp))
         if s.perp.face:
-            return self._coin_book(spot_bal, pos, spot_px, mark, now), True
+            return await self._coin_book(spot_bal, pos, spot_px, mark, now), True
         spot_cash = balance_of(spot_bal, s.spot.quote, "total")
         perp_cash = balance_of(perp_bal, s.perp.quote, "total") - pos["qty"] * (mark - pos["entry"])
         if s.spot.exchange is s.perp.exchange:  # one account holds both legs' cash: split it as configured
@@ -232,18 +238,25 @@ class Runner:
         perp = VenueAccount(cfg.perp_account, MarketKind.PERP, perp_cash, qty=pos["qty"], entry=pos["entry"], price=mark)
         return PositionBook.restore(spot, perp, now), True
 
-    def _coin_book(self, spot_bal: dict[str, Any], pos: dict[str, Any], spot_px: float, mark: float, now: int) -> PositionBook:
+    async def _coin_book(self, spot_bal: dict[str, Any], pos: dict[str, Any], spot_px: float, mark: float,
+                         now: int) -> PositionBook:
         """A coin-margined carry's book from the venues and the trade log: the
         carry's BTC (with what the short settled in) on the spot leg less the
         dust closed carries left, the short as the venue holds it (BTC at its
         entry), the spot wallet's cash; the coin-margined wallet's BTC beyond
-        the carry's is not the carry's capital."""
+        the carry's is not the carry's capital. A carry on BTC held: the BTC
+        both wallets hold is its spot leg."""
         cfg, s = self.cfg, self.session
         assert self.venue is not None
         held = holdings(self.journal, s.spot, s.perp)
-        self.venue.dust = dust_of(s.spot.rules, held.spot_btc, pos["qty"], spot_px)
+        if cfg.keeps_btc:  # a carry on BTC held: the holding is what the venues hold
+            btc = await venue_btc(s)
+            self.venue.dust = held.spot_btc - btc  # negative: the BTC held that no fill of the trade log brought
+        else:
+            self.venue.dust = dust_of(s.spot.rules, held.spot_btc, pos["qty"], spot_px)
+            btc = held.spot_btc - self.venue.dust
         spot = VenueAccount(cfg.spot_account, MarketKind.SPOT, balance_of(spot_bal, s.spot.quote, "total"),
-                            qty=held.spot_btc - self.venue.dust, price=spot_px)
+                            qty=btc, price=spot_px)
         perp = VenueAccount(cfg.perp_account, MarketKind.PERP, 0.0, qty=pos["qty"], entry=pos["entry"], price=mark,
                             contract_size=s.perp.face)
         return PositionBook.restore(spot, perp, now, collateral=collateral_of(cfg))

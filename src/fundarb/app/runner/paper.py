@@ -28,7 +28,7 @@ from fundarb.core.book import VenueAccount
 from fundarb.core.orders import OrderStatus
 from fundarb.live.execution.holdings import holdings
 from fundarb.live.execution.session import LiveSession
-from fundarb.live.journal import PAPER_ACCOUNTS_KEY, Journal, JournalError
+from fundarb.live.journal import PAPER_ACCOUNTS_KEY, PAPER_HELD_KEY, Journal, JournalError
 from fundarb.live.ledger import EngineLedger, LedgerLeg
 from fundarb.sim import SimExchange
 
@@ -110,12 +110,14 @@ def sim_gaps(journal: Journal, session: LiveSession, sim: SimExchange, tol_btc: 
     """Where the simulator's accounts and the trade log disagree (none: they
     hold the same): the spot leg's BTC (coin-margined, with what the short
     settled in, as the simulator sweeps it there) and the perp in its unit
-    (an inverse perp's whole contracts, up to float dust)."""
+    (an inverse perp's whole contracts, up to float dust). A carry on BTC
+    held started with BTC no fill brought (``PAPER_HELD_KEY``): it counts."""
     held = holdings(journal, session.spot, session.perp)
     spot, perp = sim.accounts[session.spot.account].acct, sim.accounts[session.perp.account].acct
     out = []
-    if abs(held.spot_btc - spot.qty) > tol_btc:
-        out.append(f"{spot.venue}: {spot.qty:+.8g} BTC by the simulator, {held.spot_btc:+.8g} by the trade log")
+    btc = held.spot_btc + float(journal.get_state(PAPER_HELD_KEY) or 0.0)
+    if abs(btc - spot.qty) > tol_btc:
+        out.append(f"{spot.venue}: {spot.qty:+.8g} BTC by the simulator, {btc:+.8g} by the trade log")
     unit, tol = ("contracts", 1e-6) if perp.contract_size else ("BTC", tol_btc)
     if abs(held.perp_units - perp.units) > tol:
         out.append(f"{perp.venue}: {perp.units:+.8g} {unit} by the simulator, {held.perp_units:+.8g} by the trade log")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -240,6 +240,15 @@ class MarketRules:
         if step <= 0:
             return qty
         return float((Decimal(str(qty)) / step).to_integral_value(ROUND_FLOOR) * step)
+
+    def ceil_btc(self, qty: float) -> float:
+        """``qty`` (the leg's unit) rounded up to the lot: the least the venue
+        accepts that is not short of it (a float's last digit is not a lot)."""
+        step = self.step_btc
+        if step <= 0 or qty <= 0:
+            return max(qty, 0.0)
+        lots = (Decimal(str(qty)) / step).quantize(Decimal("1e-9")).to_integral_value(ROUND_CEILING)
+        return float(lots * step)
 
     def amount(self, qty_btc: float) -> float:
         """The leg's unit -> the venue's amount unit (contracts for perps), in decimal:

@@ -54,6 +54,17 @@ class Holdings:
         return Collateral(COIN).exit_btc(spot, perp)
 
 
+def outside_key(spot_account: str) -> str:
+    """The journal state of the BTC on the venue that is not the carry's, as
+    reconciliation recorded it (a carry on BTC held: the holding)."""
+    return f"spot_outside_carry:{spot_account}"
+
+
+def outside_btc(journal: Journal, spot_account: str) -> float:
+    """The BTC reconciliation recorded as not the carry's (0 before its first run)."""
+    return float(journal.get_state(outside_key(spot_account)) or 0.0)
+
+
 def holdings(journal: Journal, spot: Any, perp: Any) -> Holdings:
     """The carry by ``journal`` on the ``spot`` and ``perp`` legs (``LiveLeg``:
     account, base and, for an inverse perp, ``face``)."""

@@ -16,6 +16,12 @@ An inverse perp trades whole contracts: the legs of a coin-margined carry
 may differ by a contract's worth (``contract_rounding``), which the sizing
 allows and nothing trades away.
 
+A carry on BTC already held (``structure.capital_asset = "BTC"``) buys
+only what the holding lacks: its open's plan says how much of the holding the
+short covers (``covered``), which counts as the spot leg's BTC. Only the
+short is traded to balance it (the holding is never sold), and a close is
+done once the short is bought back: the BTC stays held.
+
 A close is balanced on the carry's two legs when that gap is the smaller:
 the spot the carry holds is short of the perp by the BTC fees its buys paid,
 so a close that leaves both legs flat is done even though its fills differ.
@@ -93,6 +99,12 @@ def _net_btc(session: LiveSession, op_id: int, name: str) -> float:
             for f in journal.fills(row["client_id"]):
                 total += (1 if f["side"] == "buy" else -1) * leg.btc(float(f["qty"]), float(f["price"]))
     return round(total, 12) + 0.0
+
+
+def _covered(session: LiveSession, op_id: int) -> float:
+    """BTC of the holding an open of a carry on BTC held puts under the
+    short (its plan's ``covered``); 0 for every other operation."""
+    return float(session.journal.plan_of(op_id).get("covered") or 0.0) if session.cfg.keeps_btc else 0.0
 
 
 def contract_rounding(session: LiveSession, price: float) -> float:
@@ -232,9 +244,12 @@ async def _equalise(session: LiveSession, op_id: int, kind: str, prices: dict[st
     if not unwind_only:
         await asyncio.gather(*(_complete(session, op_id, name, prices, actions) for name in ("spot", "perp")))
     journal = session.journal
+    keep = session.cfg.keeps_btc
+    if keep and kind != "open":
+        return  # the short is bought back (completed above); the BTC held stays
     for _ in range(3):
         await resolve_unknown(session, op_id, actions)
-        spot, perp = _net_btc(session, op_id, "spot"), _net_btc(session, op_id, "perp")
+        spot, perp = _net_btc(session, op_id, "spot") + _covered(session, op_id), _net_btc(session, op_id, "perp")
         gap = round(spot + perp, 12)  # > 0: more spot bought (or less sold) than perp sold
         if kind == "close":
             # a close ends with both legs flat, not with equal fills: the spot the
@@ -249,9 +264,14 @@ async def _equalise(session: LiveSession, op_id: int, kind: str, prices: dict[st
         if kind == "close" and journal.units(session.perp.account) == 0:
             # the short is closed: what the spot leg holds beyond it is sold, never hedged by a new short
             choices = [(name, role) for name, role in choices if name == "spot"]
+        if keep:  # the holding is never sold: the short is made to fit it, or what this open bought sold back
+            hedge = [] if unwind_only or _refused(journal, op_id, "perp") else [("perp", "hedge")]
+            choices = [("perp", "unwind")] if gap < 0 else hedge + [("spot", "unwind")]
         for name, role in choices:
             leg = session.spot if name == "spot" else session.perp
             units = leg.units_for(abs(gap), _price(session, op_id, name, prices))
+            if keep and name == "spot":
+                units = min(units, max(_net(journal, op_id, "spot"), 0.0))  # no more than this open bought
             qty = _sized(session, op_id, name, side, units, prices)
             if qty > 0:
                 await _send(session, op_id, name, role, side, qty, actions, "the legs differ")
@@ -355,8 +375,10 @@ async def resolve_unknown(session: LiveSession, op_id: int, actions: list[str]) 
 
 
 def _conclude(session: LiveSession, op_id: int, kind: str, actions: list[str], timed_out: bool) -> PairOutcome:
-    journal, now = session.journal, session.now_ns()
+    journal = session.journal
     spot, perp = _net_btc(session, op_id, "spot"), _net_btc(session, op_id, "perp")
+    if session.cfg.keeps_btc:
+        return _conclude_held(session, op_id, kind, actions, timed_out, spot, perp)
     residual = spot + perp
     # a spot fee taken in BTC is bought but never held, so the fills can
     # differ by it while the legs are equal: after an unwind (it sells what is
@@ -371,19 +393,57 @@ def _conclude(session: LiveSession, op_id: int, kind: str, actions: list[str], t
     tradeable = (price > 0 and abs(gap) > contract_rounding(session, _last_price(journal, op_id, "perp"))
                  and naked_gap(session, gap, price, journal.units(session.perp.account) == 0))
     unresolved = bool(journal.orders(op_id, open_only=True))
-    if timed_out or unresolved or tradeable:
-        status = "naked"
-        message = (f"operation {op_id} ({kind}) ended with the legs unequal: spot {spot:+g} BTC, perp {perp:+g} BTC"
-                   + (" (out of time)" if timed_out else "") + ": new entries blocked; run `fundarb reconcile`")
-        session.alert("naked_leg", message, "critical")
-        journal.set_state(BLOCK_KEY, f"naked leg after operation {op_id}", now)
-    else:
-        roles = {r["role"] for r in journal.orders(op_id) if r["filled_qty"] > 0}
-        status = ("unwound" if "unwind" in roles else "rebalanced" if "hedge" in roles
-                  else "done" if spot or perp else "failed")
-    journal.finish_operation(op_id, now, status, "; ".join(actions))
+    naked = timed_out or unresolved or tradeable
+    return _finish(session, op_id, kind, _status(session, op_id, kind, naked, spot, perp, timed_out), actions, spot, perp)
+
+
+def _status(session: LiveSession, op_id: int, kind: str, naked: bool, spot: float, perp: float,
+            timed_out: bool) -> str:
+    """How an operation ended: naked (alerted, entries blocked), else by the
+    roles of the orders that filled."""
+    if naked:
+        return _naked(session, op_id, kind, spot, perp, timed_out)
+    roles = {r["role"] for r in session.journal.orders(op_id) if r["filled_qty"] > 0}
+    return ("unwound" if "unwind" in roles else "rebalanced" if "hedge" in roles
+            else "done" if spot or perp else "failed")
+
+
+def _naked(session: LiveSession, op_id: int, kind: str, spot: float, perp: float, timed_out: bool) -> str:
+    message = (f"operation {op_id} ({kind}) ended with the legs unequal: spot {spot:+g} BTC, perp {perp:+g} BTC"
+               + (" (out of time)" if timed_out else "") + ": new entries blocked; run `fundarb reconcile`")
+    session.alert("naked_leg", message, "critical")
+    session.journal.set_state(BLOCK_KEY, f"naked leg after operation {op_id}", session.now_ns())
+    return "naked"
+
+
+def _finish(session: LiveSession, op_id: int, kind: str, status: str, actions: list[str], spot: float,
+            perp: float) -> PairOutcome:
+    journal = session.journal
+    journal.finish_operation(op_id, session.now_ns(), status, "; ".join(actions))
     orders = tuple(r["client_id"] for r in journal.orders(op_id))
-    return PairOutcome(op_id, kind, status, spot, perp, residual, tuple(actions), orders)
+    return PairOutcome(op_id, kind, status, spot, perp, spot + perp, tuple(actions), orders)
+
+
+def _conclude_held(session: LiveSession, op_id: int, kind: str, actions: list[str], timed_out: bool, spot: float,
+                   perp: float) -> PairOutcome:
+    """The end of an operation of a carry on BTC held: an open is balanced
+    when the short and what it covers (bought and held) differ by less than
+    the short can trade; a close when the short it asked for is bought back
+    (nothing is sold). ``spot``: what the operation bought, the holding's
+    share (``covered``) added for the gap."""
+    journal = session.journal
+    if kind == "open":
+        # a short the BTC does not cover, or BTC this open bought that no short hedges: the holding
+        # itself unhedged is no exposure the open made
+        gap = spot + _covered(session, op_id) + perp
+        exposed = -gap if gap < 0 else min(gap, max(spot, 0.0))
+        price = _last_price(journal, op_id, "perp")
+        uneven = price > 0 and exposed > contract_rounding(session, price) and naked_gap(session, exposed, price)
+    else:
+        asked = sum(r["qty"] for r in journal.orders(op_id) if r["leg"] == "perp" and r["role"] == "exit")
+        uneven = _net(journal, op_id, "perp") < asked - 1e-9 and journal.units(session.perp.account) < 0
+    naked = timed_out or bool(journal.orders(op_id, open_only=True)) or uneven
+    return _finish(session, op_id, kind, _status(session, op_id, kind, naked, spot, perp, timed_out), actions, spot, perp)
 
 
 async def recover(session: LiveSession) -> list[PairOutcome]:

@@ -230,8 +230,12 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
         check(f"{leg.account} lot and notional", not problems,
               "; ".join(problems) or f"lot {float(rules.step_btc):g} {rules.unit}, minimum notional {rules.min_cost:,.2f} USDT")
 
-    margin_of = _coin_margined if coin else _unified if snap.unified is not None else _linear
-    perp_after, leverage, buffer, liq = margin_of(snap, opening, spot, perp, venue_lev, limits, check)
+    if coin:
+        perp_after, leverage, buffer, liq = _coin_margined(snap, opening, spot, perp, venue_lev, limits, check,
+                                                           keeps_btc=cfg.keeps_btc)
+    else:
+        margin_of = _unified if snap.unified is not None else _linear
+        perp_after, leverage, buffer, liq = margin_of(snap, opening, spot, perp, venue_lev, limits, check)
 
     funding_apr = annualize(snap.funding_rate, snap.interval_hours)
     predicted_apr = annualize(snap.predicted_rate, snap.interval_hours) if snap.predicted_rate is not None else None
@@ -285,14 +289,19 @@ def _linear(snap: Snapshot, opening: bool, spot: LegPlan, perp: LegPlan, venue_l
 
 
 def _coin_margined(snap: Snapshot, opening: bool, spot: LegPlan, perp: LegPlan, venue_lev: float, limits: Any,
-                   check: Checker) -> tuple[float, float, float, float]:
+                   check: Checker, keeps_btc: bool = False) -> tuple[float, float, float, float]:
     """Balances, limits and the margin of an inverse short margined by the
     carry's BTC: the coin-margined wallet holds the carry's BTC (the BTC a
     buy brings is moved in after the pair), so the short is checked against
     that wallet with the bought BTC in it, by the venue's inverse rule through
     the core's own accounts (``Collateral.wallet``, ``liquidation_of``). The
     wallet must hold the short's initial margin at the venue's leverage
-    before the pair, since both legs go out at once."""
+    before the pair, since both legs go out at once.
+
+    ``keeps_btc`` (a carry on BTC already held): the spot wallet's free BTC
+    is moved in before the pair (``transfers.hold_margin``) and counts for
+    the initial margin; the BTC held on both wallets, with what the open
+    buys, must cover the short after it; a close sells nothing."""
     coin, face, mark = snap.perp_settle, snap.perp_face, snap.mark
     account = VenueAccount("", MarketKind.PERP, 0.0, qty=snap.perp_qty, entry=snap.perp_entry, price=mark,
                            contract_size=face, coin=snap.perp_wallet)
@@ -301,24 +310,36 @@ def _coin_margined(snap: Snapshot, opening: bool, spot: LegPlan, perp: LegPlan, 
     account.price = mark
     perp_after = account.qty
     bought = spot.qty if opening else 0.0
-    carry = VenueAccount("", MarketKind.SPOT, 0.0, qty=bought, price=mark)
+    moved_in = snap.spot_base_free if keeps_btc and not snap.one_wallet else 0.0
+    carry = VenueAccount("", MarketKind.SPOT, 0.0, qty=bought + moved_in, price=mark)
     if opening:
         need = spot.qty * spot.price * 1.002  # 0.2%: the price may move between plan and fill
         check("spot balance", snap.spot_quote_free >= need,
               f"{snap.spot_quote_free:,.2f} USDT free, the buy needs about {need:,.2f}")
         initial = perp.qty / venue_lev + fee_coin
-        check("perp balance", snap.perp_quote_free >= initial,
-              f"{snap.perp_quote_free:.8g} {coin} free in the coin-margined wallet; the short needs {initial:.8g} "
-              f"initial margin and fee at {venue_lev:g}x there before the bought BTC is moved in")
+        if keeps_btc:
+            held = snap.perp_wallet + (0.0 if snap.one_wallet else snap.spot_base_free)
+            check("perp balance", snap.perp_quote_free + moved_in >= initial,
+                  f"{snap.perp_quote_free:.8g} {coin} free in the coin-margined wallet and {moved_in:.8g} to move "
+                  f"in from the spot wallet; the short needs {initial:.8g} initial margin and fee at {venue_lev:g}x")
+            # the short's BTC less what a contract's rounding may add: the holding and the buy cover the rest
+            short = abs(perp_after) - (perp.qty / perp.order if perp.order else 0.0)
+            check("BTC held", held + bought >= short - 1e-12,
+                  f"{held:.8g} BTC held on the venue, {bought:.8g} bought; the short hedges {abs(perp_after):.8g}")
+        else:
+            check("perp balance", snap.perp_quote_free >= initial,
+                  f"{snap.perp_quote_free:.8g} {coin} free in the coin-margined wallet; the short needs {initial:.8g} "
+                  f"initial margin and fee at {venue_lev:g}x there before the bought BTC is moved in")
         _size_checks(perp_after, mark, limits, check)
     else:
-        movable = snap.spot_base_free + (0.0 if snap.one_wallet else snap.perp_quote_free)
-        check("spot holding", snap.journal_spot >= spot.qty - 1e-12 and movable >= spot.qty - 1e-12,
-              f"the carry holds {snap.journal_spot:g} BTC ({snap.spot_base_free:g} free on the spot wallet, "
-              f"{snap.perp_quote_free:.8g} movable from the coin-margined wallet); selling {spot.qty:g}")
+        if not keeps_btc:  # a carry on BTC held sells nothing: the holding stays
+            movable = snap.spot_base_free + (0.0 if snap.one_wallet else snap.perp_quote_free)
+            check("spot holding", snap.journal_spot >= spot.qty - 1e-12 and movable >= spot.qty - 1e-12,
+                  f"the carry holds {snap.journal_spot:g} BTC ({snap.spot_base_free:g} free on the spot wallet, "
+                  f"{snap.perp_quote_free:.8g} movable from the coin-margined wallet); selling {spot.qty:g}")
         check("perp short", -snap.perp_units >= perp.order - 1e-12 and -snap.journal_perp_units >= perp.order - 1e-12,
               f"the venue shows {snap.perp_units:g} contracts (journal {snap.journal_perp_units:g}); "
-              f"buying back {perp.order:g}")
+              f"buying back {perp.order:g}" + ("; the BTC held stays" if keeps_btc else ""))
     unmodelled = ""
     try:
         liq = liquidation_of(snap.margin, Collateral(COIN), carry, account) if perp_after else math.nan

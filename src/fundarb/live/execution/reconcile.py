@@ -27,14 +27,14 @@ import logging
 
 import attrs
 
-from fundarb.core.book import drift_of
+from fundarb.core.book import drift_of, uncovered_of
 from fundarb.core.orders import OrderStatus
-from fundarb.live.execution.holdings import holdings
+from fundarb.live.execution.holdings import holdings, outside_key
 from fundarb.live.execution.orders import LiveLeg, VenueDisagrees
 from fundarb.live.execution.paired import BLOCK_KEY, NEEDS_RECOVERY, naked_gap, recover, resolve_unknown
 from fundarb.live.execution.preflight import balance_of, perp_position
 from fundarb.live.execution.session import LiveSession
-from fundarb.live.execution.transfers import restore_margin
+from fundarb.live.execution.transfers import coin_wallet, restore_margin
 from fundarb.live.journal import KILL_SWITCH_PREFIX, Journal
 from fundarb.support.scrub import describe, scrub, scrub_logger
 from fundarb.venues import quirks_or_plain
@@ -59,6 +59,7 @@ class Reconciliation:
     funding_added: int
     venue_perp_units: float = 0.0  # the venue's perp in its unit (contracts of an inverse perp)
     journal_perp_units: float = 0.0
+    keeps_btc: bool = False  # a carry on BTC held: the venue's BTC is its spot leg
 
     @property
     def ok(self) -> bool:
@@ -66,6 +67,10 @@ class Reconciliation:
 
     @property
     def drift(self) -> float:
+        """The carry's delta drift: between the legs by the journal; on BTC
+        held, the share of the short the BTC on the venue does not cover."""
+        if self.keeps_btc:
+            return uncovered_of(self.venue_spot_btc, self.journal_perp if self.journal_perp < -QTY_TOL else 0.0)
         return drift_of(self.journal_spot, self.journal_perp, QTY_TOL)
 
 
@@ -109,22 +114,20 @@ async def _reconcile(session: LiveSession, trigger: str, accept: str | None) -> 
     if session.perp.face and not session.one_wallet:  # the carry's BTC is in both wallets (unrealized PnL left out)
         venue_spot += await coin_wallet(session.perp, perp_pos)
     _check_spot(session, venue_spot, js, accept, notes, mismatches)
+    keep = session.cfg.keeps_btc
     result = Reconciliation(session.now_ns(), trigger, tuple(mismatches), tuple(notes), venue_spot,
-                            perp_pos["qty"], js, jp, fills, funding, perp_pos["units"], held.perp_units)
+                            perp_pos["qty"], js, jp, fills, funding, perp_pos["units"], held.perp_units, keep)
     fills_seen = journal.fills()
     price = float(perp_pos.get("entry") or 0.0) or (float(fills_seen[-1]["price"]) if fills_seen else 0.0)
-    if result.drift > session.cfg.risk.max_drift and naked_gap(session, js + jp, price, held.perp_units == 0):
-        mismatches.append(f"naked leg: spot {js:+.8g} BTC, perp {jp:+.8g} BTC, drift {result.drift:.2%} "
-                          f"(limit {session.cfg.risk.max_drift:.0%})")
+    # a carry on BTC held: the BTC on the venue is the spot leg; only a short it does not cover is exposure
+    gap = min(venue_spot + jp, 0.0) if keep else js + jp
+    if result.drift > session.cfg.risk.max_drift and naked_gap(session, gap, price, held.perp_units == 0):
+        what = (f"the short is {-jp:.8g} BTC and the venue holds {venue_spot:.8g} BTC" if keep
+                else f"spot {js:+.8g} BTC, perp {jp:+.8g} BTC")
+        mismatches.append(f"naked leg: {what}, drift {result.drift:.2%} (limit {session.cfg.risk.max_drift:.0%})")
         result = attrs.evolve(result, mismatches=tuple(mismatches))
     _record(session, result)
     return result
-
-
-async def coin_wallet(perp: LiveLeg, position: dict) -> float:
-    """The coin-margined wallet's balance in its coin, unrealized PnL left out
-    (ccxt's total is the margin balance, with it)."""
-    return balance_of(await perp.call("fetch_balance"), perp.settle, "total") - float(position.get("unrealized") or 0.0)
 
 
 def _record(session: LiveSession, result: Reconciliation) -> None:
@@ -145,7 +148,7 @@ def _record(session: LiveSession, result: Reconciliation) -> None:
 
 def _check_spot(session: LiveSession, venue_spot: float, js: float, accept: str | None,
                 notes: list[str], mismatches: list[str]) -> None:
-    key = f"spot_outside_carry:{session.spot.account}"
+    key = outside_key(session.spot.account)
     other = venue_spot - js
     known = session.journal.get_state(key)
     now = session.now_ns()
@@ -153,7 +156,8 @@ def _check_spot(session: LiveSession, venue_spot: float, js: float, accept: str 
         session.journal.set_state(key, repr(other), now)
         why = f" (accepted: {accept})" if accept is not None else " (first reconciliation)"
         where = "the spot and coin-margined wallets" if session.perp.face else "the spot account"
-        notes.append(f"{session.spot.account}: {other:.8g} BTC on {where} is not the carry's{why}")
+        whose = "the BTC held the carry shorts against" if session.cfg.keeps_btc else "not the carry's"
+        notes.append(f"{session.spot.account}: {other:.8g} BTC on {where} is {whose}{why}")
         if accept is not None:
             session.alert("reconciliation_accepted", f"spot BTC outside the carry set to {other:.8g}: {accept}", "info")
         return

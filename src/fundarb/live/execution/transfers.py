@@ -13,6 +13,13 @@ lives in the coin-margined wallet between entry and exit:
   stopped process left behind (``margin_due``);
 - ``margin_out`` moves back what a close is about to sell, before the pair.
 
+A carry on BTC already held (``structure.capital_asset = "BTC"``) buys
+little or nothing: the holding is the short's margin. ``hold_margin`` moves
+what the coin-margined wallet lacks of the BTC the short hedges from the
+spot wallet's free BTC, by the venues' balances: before an open (so the short
+has its margin), after it (what it bought) and on a start. A close moves
+nothing: the holding stays where it margined the short.
+
 Where one wallet holds both legs (Bybit's unified account) nothing moves.
 
 Each move is journaled (done or failed); a failed one is alerted with what
@@ -27,7 +34,7 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from fundarb.live.execution.orders import LiveLeg
-from fundarb.live.execution.preflight import balance_of
+from fundarb.live.execution.preflight import balance_of, perp_position
 from fundarb.live.journal import Journal
 from fundarb.support.scrub import describe
 from fundarb.venues import quirks_or_plain
@@ -117,9 +124,62 @@ async def restore_margin(session: Any) -> float:
     spot, perp = session.spot, session.perp
     if session.one_wallet:
         return 0.0
+    if session.cfg.keeps_btc:  # the holding margins the short: the venues say what is where
+        return await hold_margin(session, -(await perp_position(perp))["qty"])
     due = margin_due(session.journal, spot, perp)
     if spot.rules.floor_btc(max(due, 0.0)) <= 0:
         return 0.0
     free = balance_of(await spot.call("fetch_balance"), spot.base, "free")
     return await _move_btc(session, f"restore:{session.now_ns()}:in", spot, perp, min(due, free),
                            "the carry's BTC margins the open short")
+
+
+async def coin_wallet(perp: LiveLeg, position: dict) -> float:
+    """The coin-margined wallet's balance in its coin, unrealized PnL left out
+    (ccxt's total is the margin balance, with it)."""
+    return balance_of(await perp.call("fetch_balance"), perp.settle, "total") - float(position.get("unrealized") or 0.0)
+
+
+async def venue_btc(session: Any) -> float:
+    """The BTC the venue holds for the carry's account: the spot wallet's and
+    (two wallets) the coin-margined wallet's, unrealized PnL left out."""
+    spot, perp = session.spot, session.perp
+    btc = balance_of(await spot.call("fetch_balance"), spot.base, "total")
+    if not session.one_wallet:
+        btc += await coin_wallet(perp, await perp_position(perp))
+    return btc
+
+
+async def covered_by_holding(session: Any, contracts: float) -> float:
+    """A carry on BTC held: the BTC of the holding an open of ``contracts``
+    puts under its short: their worth at the venue's mark, at most what the
+    venue holds that no open short hedges yet (the rest is bought)."""
+    perp = session.perp
+    mark = float((await perp.call("fetch_funding_rate", perp.symbol)).get("markPrice") or 0.0)
+    if not mark > 0:
+        return 0.0
+    unhedged = await venue_btc(session) + min((await perp_position(perp))["qty"], 0.0)
+    return max(min(unhedged, perp.btc(contracts, mark)), 0.0)
+
+
+async def hold_margin(session: Any, short_btc: float) -> float:
+    """A carry on BTC held: bring the coin-margined wallet up to
+    ``short_btc`` (the BTC the short hedges, by the venue) from the spot
+    wallet's free BTC; the BTC moved."""
+    spot, perp = session.spot, session.perp
+    if session.one_wallet or short_btc <= 0:
+        return 0.0
+    there = await coin_wallet(perp, await perp_position(perp))
+    lacking = short_btc - there
+    if spot.rules.floor_btc(max(lacking, 0.0)) <= 0:
+        return 0.0
+    free = balance_of(await spot.call("fetch_balance"), spot.base, "free")
+    return await _move_btc(session, f"hold:{session.now_ns()}:in", spot, perp, min(lacking, free),
+                           "the BTC held margins the short")
+
+
+async def hold_for_open(session: Any, covered: float) -> float:
+    """Before an open of a carry on BTC held: the coin-margined wallet holds
+    the BTC of the short after it (what is short now and ``covered``, the
+    holding's share of the open); the BTC moved."""
+    return await hold_margin(session, covered - min((await perp_position(session.perp))["qty"], 0.0))
