@@ -74,3 +74,14 @@ def test_bad_grid_is_one_error_and_writes_nothing(grid, message, tmp_path):
     assert message in res.output
     assert res.output.count("error:") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("config", ["coin_margined.toml", "coin_margined_btc.toml", "unified.toml"])
+def test_a_leverage_grid_on_a_one_account_structure_is_one_error(config, tmp_path):
+    out = tmp_path / "sw"
+    res = runner.invoke(app, ["sweep", str(BASELINE.parent / config), "--grid", "leverage=2", "--paths", "2",
+                              "--out", str(out)])
+    assert res.exit_code == 2
+    assert "holds both legs on one account" in " ".join(res.output.split())
+    assert res.output.count("error:") == 1
+    assert not out.exists()

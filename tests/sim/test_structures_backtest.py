@@ -54,8 +54,8 @@ def raw_config(kind: str, **changes: dict[str, Any]) -> dict[str, Any]:
 class Run:
     """One finished run: the config, the history, the engine (its book and log) and the result."""
 
-    def __init__(self, kind: str) -> None:
-        self.cfg = from_dict(raw_config(kind))
+    def __init__(self, kind: str, **changes: dict[str, Any]) -> None:
+        self.cfg = from_dict(raw_config(kind, **changes))
         self.history: MarketHistory = history_for(self.cfg)
         self.engine, self.sim = build_simulation(self.cfg, self.history)
         self.engine.run()
@@ -91,6 +91,12 @@ def unified_run() -> Run:
 @pytest.fixture
 def baseline_run() -> Run:
     return run_of("spot_linear")
+
+
+@functools.cache
+def held_run() -> Run:
+    """The coin-margined run on a capital held in BTC."""
+    return Run("coin_margined", structure={"kind": "coin_margined", "capital_asset": "BTC"})
 
 
 def last_mark(h: MarketHistory) -> float:
@@ -304,3 +310,51 @@ def test_round_trip_cost_of_one_account_has_no_transfer_term(kind, fee):
     # the transfer fee does not enter it at all
     other = from_dict(raw_config(kind, transfer={"fee": fee + 100.0}))
     assert round_trip_cost(other, 50_000.0) == round_trip_cost(one, 50_000.0)
+
+
+# --- a carry on BTC already held ----------------------------------------------------------------
+
+def test_a_carry_on_btc_held_never_trades_the_holding_and_is_judged_without_its_moves():
+    r, coin = held_run(), run_of("coin_margined")
+    h = r.history
+    held = r.metrics["held_btc"]
+    assert held == pytest.approx(r.cfg.capital / float(h.spot[0]), abs=1e-8)  # the capital's worth, to the satoshi
+    # the holding covers the 95,000 notional: no spot order at all, and entries as the coin-margined run's
+    assert [f for f in r.fills if f["venue"] == r.cfg.spot_account] == []
+    assert r.metrics["entries"] >= 1 and r.metrics["orders"] == len(r.fills)
+    # every BTC is still held: the start, plus what the short settled in: its PnL re-derived here from the fills
+    # (a closing buy of a short realizes contracts x 100 x (1/price - 1/entry), the entry the harmonic mean of the
+    # sells since flat), less the fees, plus the funding, all in BTC
+    units, sold, pnl = 0.0, 0.0, 0.0
+    for f in (f for f in r.fills if f["venue"] == r.cfg.perp_account):
+        if f["side"] == "sell":
+            units, sold = units + f["qty"], sold + f["qty"] / f["price"]
+        else:
+            pnl += f["qty"] * 100.0 * (1 / f["price"] - sold / units)
+            units, sold = units - f["qty"], sold * (units - f["qty"]) / units
+    perp = r.book.perp
+    assert units == pytest.approx(-perp.units)  # the short still open at the window's end has settled nothing yet
+    assert r.book.spot.qty == pytest.approx(held + pnl + perp.funding_coin - perp.fees_coin, abs=1e-9)
+    # the carry's PnL is the book's less the held BTC's price moves, which are the holder's
+    m = r.metrics
+    assert m["carry_pnl"] == pytest.approx(m["net_pnl"] - m["held_btc_pnl"], abs=1e-6)
+    assert m["held_btc_pnl"] != 0.0 and abs(m["held_btc_pnl"]) > abs(m["carry_pnl"])
+    assert m["delta_drift_max"] == 0.0  # the short never exceeded the holding
+    # the same funding as the carry that buys its BTC, without the spot fees in and out
+    assert m["fees"] < coin.metrics["fees"]
+    assert m["capital_asset"] == "BTC" and coin.metrics["held_btc_pnl"] == 0.0
+
+
+def test_held_btc_pnl_is_the_btc_held_times_each_spot_move_between_carries():
+    """Re-derived from the hourly curve: between carries every BTC held is
+    unhedged (the book's delta), so the held BTC's PnL moves by delta x the
+    spot's move from one snapshot to the next, and the carry's equity not at all."""
+    r = held_run()
+    c = r.engine.curve
+    flat = [i for i in range(1, len(c["ts"])) if not c["in_position"][i] and not c["in_position"][i - 1]]
+    assert len(flat) > 100
+    for i in flat:
+        move = c["spot"][i] - c["spot"][i - 1]
+        assert c["held_pnl"][i] - c["held_pnl"][i - 1] == pytest.approx(c["delta"][i - 1] * move, rel=1e-9, abs=1e-9)
+        carry = (c["equity"][i] - c["held_pnl"][i]) - (c["equity"][i - 1] - c["held_pnl"][i - 1])
+        assert carry == pytest.approx(0.0, abs=1e-6)

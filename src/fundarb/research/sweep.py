@@ -153,6 +153,9 @@ def apply_params(base: Config, params: dict[str, float]) -> Config:
 def _with_leverage(cfg: Config, lev: float, where: str) -> Config:
     if not 0 < lev <= cfg.risk.max_leverage:
         raise ConfigError(f"grid point {where}: leverage must be > 0 and <= risk.max_leverage {cfg.risk.max_leverage:g}")
+    if cfg.one_account:
+        raise ConfigError(f"grid point {where}: leverage splits the capital between the spot and the perp account of "
+                          f"a spot_linear carry; structure.kind {cfg.structure_kind} holds both legs on one account")
     spot_share = cfg.strategy.notional / cfg.spot_cash  # notional per unit of spot cash
     spot_cash = cfg.capital / (1.0 + spot_share / lev)
     strategy = attrs.evolve(cfg.strategy, notional=round(spot_share * spot_cash, 2))
