@@ -447,6 +447,22 @@ def _print_outcome(session, outcome) -> None:
         out.print(f"  {escape(a)}")
 
 
+def _drift_line(session, spot_btc: float, perp_btc: float) -> str:
+    """The carry's delta and drift; with the perp flat, BTC the venue would
+    not trade (the executor's naked-leg rule at the last fill's price) is
+    said to be dust, not a drift of 100%."""
+    from fundarb.core.book import drift_of
+    from fundarb.live.execution.paired import naked_gap
+
+    fills = session.journal.fills()
+    price = float(fills[-1]["price"]) if fills else 0.0
+    if perp_btc == 0 and spot_btc and not naked_gap(session, spot_btc, price, True):
+        return (f"flat: the {spot_btc:+.8g} BTC left is under the spot market's lot or minimum order "
+                "(dust a closed carry leaves, not a leg)")
+    return (f"delta {spot_btc + perp_btc:+.8g} BTC, drift {drift_of(spot_btc, perp_btc, 0.0):.3%} "
+            f"(limit {session.cfg.risk.max_drift:.0%})")
+
+
 def _print_position(rec, session) -> None:
     state = "[green]agree[/]" if rec.ok else "[red]DISAGREE[/]"
     out.print(f"position check ({rec.trigger}): venues and trade log {state}")
@@ -465,8 +481,7 @@ def _print_position(rec, session) -> None:
         out.print(f"  BTC held {rec.venue_spot_btc:.8g} against {short}; uncovered {rec.drift:.3%} "
                   f"(limit {session.cfg.risk.max_drift:.0%})")
     else:
-        out.print(f"  delta {rec.journal_spot + rec.journal_perp:+.8g} BTC, drift {rec.drift:.3%} "
-                  f"(limit {session.cfg.risk.max_drift:.0%})")
+        out.print("  " + _drift_line(session, rec.journal_spot, rec.journal_perp))
     for m in rec.mismatches:
         out.print(f"  [red]mismatch:[/] {escape(m)}")
 
@@ -534,7 +549,6 @@ def _paper_positions(cfg, path: Path) -> None:
 
 
 async def _positions(cfg, path, target) -> None:
-    from fundarb.core.book import drift_of
     from fundarb.live.execution.preflight import balance_of, perp_position, venue_margin_rule
     from fundarb.live.execution.session import open_session
 
@@ -558,8 +572,7 @@ async def _positions(cfg, path, target) -> None:
         t.add_row(f"perp {session.perp.account}", f"{pos['qty']:+.8g}", f"{jp:+.8g}", f"{pos['qty'] * mark:,.2f}",
                   f"{balance_of(perp_bal, session.perp.quote, 'free'):,.2f}")
         out.print(t)
-        drift = drift_of(js, jp, 0.0)
-        out.print(f"delta {js + jp:+.8g} BTC, drift {drift:.3%} (limit {cfg.risk.max_drift:.0%})")
+        out.print(_drift_line(session, js, jp))
         if pos["qty"]:
             buffer = (pos["liquidation"] - mark) / mark if mark else math.nan
             out.print(f"perp: entry {pos['entry']:,.2f}, mark {mark:,.2f}, liquidation {pos['liquidation']:,.2f}, "
@@ -613,8 +626,8 @@ async def _coin_positions(session, spot_bal: dict, perp_bal: dict, pos: dict, fu
         out.print(f"BTC held {btc:.8g} on {where}, the short {-held.perp_btc:.8g} BTC: uncovered "
                   f"{uncovered_of(btc, held.perp_btc):.3%} (limit {cfg.risk.max_drift:.0%}); a close keeps the BTC")
     else:
-        out.print(f"delta {held.delta:+.8g} BTC, drift {held.drift:.3%} (limit {cfg.risk.max_drift:.0%}); the carry's "
-                  f"BTC is in {where}, with what the short settled in ({held.settled_btc:+.8g} {settle})")
+        out.print(f"{_drift_line(session, held.spot_btc, held.perp_btc)}; the carry's BTC is in {where}, with "
+                  f"what the short settled in ({held.settled_btc:+.8g} {settle})")
     if pos["units"]:
         short = VenueAccount(perp.account, MarketKind.PERP, 0.0, qty=pos["qty"], entry=pos["entry"], price=mark,
                              contract_size=perp.face, coin=wallet)
