@@ -16,17 +16,15 @@ import pytest
 from typer.testing import CliRunner
 
 from fundarb.cli.main import app
-from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
 from fundarb.live.journal import Journal
 from fundarb.testkit.emulator.harness import running_emulator
-from fundarb.testkit.live import COINM, SPOT, assert_agree, coinm_config, fund_coinm, said, until
+from fundarb.testkit.live import COINM, SPOT, assert_agree, coinm_config, fund_coinm, said
 from fundarb.testkit.runner import (
     START,
-    finish,
+    live_carry_then_restart_flatten,
     logged,
     paper_carry_then_flatten,
     runner_config,
-    start_runner,
     venue_clock,
     write_config,
 )
@@ -77,38 +75,18 @@ def test_a_paper_coin_margined_run_is_recorded_in_contracts_and_btc(tmp_path):
 def test_a_live_coin_margined_run_trades_contracts_moves_the_btc_and_a_restart_takes_it_back(tmp_path):
     journal, cfg = tmp_path / "live.sqlite", config()
 
-    async def first(server, lines):
-        runner, stop, task = await start_runner(server, journal, cfg, "live", lines)
-        try:
-            await until(lambda: runner.stats.settlements and all(x["paid"] for x in runner.stats.settlements),
-                        "a settlement in position, paid by the venue and in the trade log", timeout=40.0)
-            return runner
-        finally:
-            await finish(runner, stop, task)
-
-    async def second(server, lines):
-        runner, stop, task = await start_runner(server, journal, cfg, "live", lines)
-        try:
-            restored = (runner.engine.strategy.direction, runner.engine.book.perp.units)
-            runner.journal.set_state(BLOCK_KEY, "kill switch: test", 0)
-            runner.journal.set_state(FLATTEN_KEY, "test", 0)
-            await until(lambda: runner.engine.book.perp.qty == 0 and not runner.engine.open_orders, "the flatten",
-                        timeout=40.0)
-            return runner, restored
-        finally:
-            await finish(runner, stop, task)
-
     with running_emulator(START) as server:
         fund_coinm(server)
+        lines = io.StringIO()
         with venue_clock(server):
-            one = asyncio.run(first(server, io.StringIO()))
-            short = server.accounts.position(*COINM).qty
-            margin = server.accounts.wallets["binancecoinm"].get("BTC")
-            spot_left = server.accounts.wallets["binance"].get("BTC")
-            lines = io.StringIO()
-            two, (direction, units) = asyncio.run(second(server, lines))
+            seen, _, (direction, units) = live_carry_then_restart_flatten(server, journal, cfg, lambda: {
+                "short": server.accounts.position(*COINM).qty,
+                "margin": server.accounts.wallets["binancecoinm"].get("BTC"),
+                "spot_left": server.accounts.wallets["binance"].get("BTC"),
+                "paid": [p.amount for p in server.accounts.funding_list(*COINM)]}, lines)
         j = assert_agree(server, journal, coin_margined=True)
         flat = server.accounts.position(*COINM).qty
+    short, margin, spot_left = seen["short"], seen["margin"], seen["spot_left"]
     ops = j.operations()
     assert ops[0]["kind"] == "open" and ops[0]["status"] in ("done", "rebalanced")
     # the short the engine sized: whole contracts worth the notional at the entry
@@ -117,7 +95,7 @@ def test_a_live_coin_margined_run_trades_contracts_moves_the_btc_and_a_restart_t
     assert margin > 0.05 and spot_left < 1e-5
     assert direction == 1 and units == pytest.approx(short)  # the restart took the carry back
     assert flat == 0 and [o["kind"] for o in ops].count("open") == 1
-    assert all(x["paid"] for x in one.stats.settlements)
+    assert seen["paid"] and all(p > 0 for p in seen["paid"])  # the settlement in position, paid by the venue
     started = logged(lines, "started")[0]
     assert started["in_carry"] is True
     j.close()

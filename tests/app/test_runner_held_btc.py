@@ -15,11 +15,16 @@ import attrs
 import pytest
 
 from fundarb.live.execution.holdings import holdings_of
-from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
 from fundarb.live.journal import PAPER_HELD_KEY, Journal
 from fundarb.testkit.emulator.harness import running_emulator
-from fundarb.testkit.live import COINM, SPOT, coinm_config, until
-from fundarb.testkit.runner import START, finish, paper_carry_then_flatten, runner_config, start_runner, venue_clock
+from fundarb.testkit.live import COINM, SPOT, coinm_config
+from fundarb.testkit.runner import (
+    START,
+    live_carry_then_restart_flatten,
+    paper_carry_then_flatten,
+    runner_config,
+    venue_clock,
+)
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
@@ -57,40 +62,19 @@ def test_a_paper_run_on_btc_held_shorts_against_it_and_keeps_it(tmp_path):
 def test_a_live_run_on_btc_held_moves_it_under_the_short_and_a_flatten_keeps_it(tmp_path):
     journal, cfg = tmp_path / "live.sqlite", config()
 
-    async def first(server):
-        runner, stop, task = await start_runner(server, journal, cfg, "live", io.StringIO())
-        try:
-            await until(lambda: runner.stats.settlements and all(x["paid"] for x in runner.stats.settlements),
-                        "a settlement in position, paid by the venue and in the trade log", timeout=40.0)
-            return runner
-        finally:
-            await finish(runner, stop, task)
-
-    async def second(server):
-        runner, stop, task = await start_runner(server, journal, cfg, "live", io.StringIO())
-        try:
-            restored = (runner.engine.strategy.direction, runner.engine.book.perp.units)
-            runner.journal.set_state(BLOCK_KEY, "kill switch: test", 0)
-            runner.journal.set_state(FLATTEN_KEY, "test", 0)
-            await until(lambda: runner.engine.book.perp.qty == 0 and not runner.engine.open_orders, "the flatten",
-                        timeout=40.0)
-            return runner, restored
-        finally:
-            await finish(runner, stop, task)
-
     with running_emulator(START) as server:
         server.accounts.fund("binance", "BTC", HELD)
         with venue_clock(server):
-            asyncio.run(first(server))
-            short = server.accounts.position(*COINM).qty
-            margin = server.accounts.wallets["binancecoinm"].get("BTC")
-            paid_then = sum(p.amount for p in server.accounts.funding_list(*COINM))
-            two, (direction, units) = asyncio.run(second(server))
+            seen, _, (direction, units) = live_carry_then_restart_flatten(server, journal, cfg, lambda: {
+                "short": server.accounts.position(*COINM).qty,
+                "margin": server.accounts.wallets["binancecoinm"].get("BTC"),
+                "paid": sum(p.amount for p in server.accounts.funding_list(*COINM))})
         flat = server.accounts.position(*COINM).qty
         spot_trades = server.accounts.trade_list(*SPOT)
         trades = server.accounts.trade_list(*COINM)
         paid = sum(p.amount for p in server.accounts.funding_list(*COINM))
         total = server.accounts.wallets["binance"].get("BTC") + server.accounts.wallets["binancecoinm"].get("BTC")
+    short, margin, paid_then = seen["short"], seen["margin"], seen["paid"]
     assert spot_trades == []  # not a satoshi bought or sold
     assert short < 0 and abs(short) == pytest.approx(cfg.strategy.notional / FACE, abs=1)
     sold = [t for t in trades if t.side == "sell"]

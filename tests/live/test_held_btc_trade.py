@@ -11,42 +11,26 @@ trades and payments by the inverse rules, not read back from fundarb.
 
 from __future__ import annotations
 
-import attrs
 import pytest
-from typer.testing import CliRunner
 
-from fundarb.cli.main import app
 from fundarb.config import dumps
 from fundarb.live.journal import Journal
-from fundarb.testkit.emulator.harness import running_emulator
-from fundarb.testkit.live import COINM, KEYS, SPOT, coinm_config, placed_orders, run, said
+from fundarb.testkit.live import COINM, SPOT, coinm_config, placed_orders, run, said, venue_cli
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
-START = "2024-03-01T06:00"
 FACE = 100.0
 SIZE = 0.1
 HELD = 0.15  # BTC on the spot wallet before the carry
 
 
 @pytest.fixture
-def venue():
-    with running_emulator(start=START) as server:
-        yield server
-
-
-@pytest.fixture
 def config(tmp_path):
-    cfg = coinm_config()
-    cfg = attrs.evolve(cfg, name="coin_margined_btc", structure=attrs.evolve(cfg.structure, capital_asset="BTC"))
     path = tmp_path / "held.toml"
-    path.write_text(dumps(cfg))
+    path.write_text(dumps(coinm_config(held=True)))
     return path
 
 
-def cli(server, journal, config, *args):
-    return CliRunner().invoke(app, [*args, "--api-url", server.base_url, "--journal", str(journal),
-                                    "--config", str(config)], env={**KEYS, "COLUMNS": "160"})
 
 
 def btc_on_venue(server) -> float:
@@ -66,37 +50,37 @@ def settled_btc(server) -> float:
     return pnl - fees + paid
 
 
-def test_open_then_close_a_carry_on_btc_held_sells_nothing(venue, config, tmp_path):
-    venue.accounts.fund("binance", "BTC", HELD)
+def test_open_then_close_a_carry_on_btc_held_sells_nothing(coinm_venue, config, tmp_path):
+    coinm_venue.accounts.fund("binance", "BTC", HELD)
     journal = tmp_path / "t.sqlite"
-    opened = cli(venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    opened = venue_cli(coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert opened.exit_code == 0, opened.output
     assert "operation 1: open -> done" in said(opened) and "venues and trade log agree" in said(opened)
-    assert venue.accounts.trade_list(*SPOT) == []  # the holding covers the short: nothing is bought
-    (short,) = venue.accounts.trade_list(*COINM)
+    assert coinm_venue.accounts.trade_list(*SPOT) == []  # the holding covers the short: nothing is bought
+    (short,) = coinm_venue.accounts.trade_list(*COINM)
     hedged = short.qty * FACE / short.price
     assert hedged == pytest.approx(SIZE, abs=FACE / short.price)  # whole contracts nearest the size
     # the short's BTC went into the COIN-M wallet before it was placed; the rest stays on the spot wallet
-    moved = venue.accounts.wallets["binancecoinm"].get("BTC")
+    moved = coinm_venue.accounts.wallets["binancecoinm"].get("BTC")
     assert moved == pytest.approx(hedged, abs=1e-6) and "the short's margin" in said(opened)
-    assert btc_on_venue(venue) == pytest.approx(HELD - short.fee, abs=1e-12)
+    assert btc_on_venue(coinm_venue) == pytest.approx(HELD - short.fee, abs=1e-12)
     assert "no liquidation price" in said(opened)
 
-    venue.advance_hours(12)  # across two settlements: the short is paid in BTC
-    shown = cli(venue, journal, config, "positions")
+    coinm_venue.advance_hours(12)  # across two settlements: the short is paid in BTC
+    shown = venue_cli(coinm_venue, journal, config, "positions")
     assert shown.exit_code == 0, shown.output
     assert f"-{short.qty:g} contracts" in said(shown)
     assert "uncovered 0.000%" in said(shown) and "a close keeps the BTC" in said(shown)
-    desk = run(_desk(venue, journal, config))
+    desk = run(_desk(coinm_venue, journal, config))
     # the dashboard's view: the holding against the short, no drift (and so no drift alert)
-    assert desk.drift == 0.0 and desk.spot_qty == pytest.approx(btc_on_venue(venue), abs=1e-8)
+    assert desk.drift == 0.0 and desk.spot_qty == pytest.approx(btc_on_venue(coinm_venue), abs=1e-8)
     assert desk.perp_qty < 0 and desk.keeps_btc
-    closed = cli(venue, journal, config, "trade", "close", "--yes")
+    closed = venue_cli(coinm_venue, journal, config, "trade", "close", "--yes")
     assert closed.exit_code == 0, closed.output
     assert "operation 2: close -> done" in said(closed)
-    assert venue.accounts.trade_list(*SPOT) == []  # not one satoshi sold
-    assert venue.accounts.position("binancecoinm", "inverse").qty == 0
-    assert btc_on_venue(venue) == pytest.approx(HELD + settled_btc(venue), abs=1e-8)  # wallets keep satoshis
+    assert coinm_venue.accounts.trade_list(*SPOT) == []  # not one satoshi sold
+    assert coinm_venue.accounts.position("binancecoinm", "inverse").qty == 0
+    assert btc_on_venue(coinm_venue) == pytest.approx(HELD + settled_btc(coinm_venue), abs=1e-8)  # wallets keep satoshis
     j = Journal(journal)
     paid = j.rows("funding")
     assert len(paid) == 2 and all(p["amount"] > 0 for p in paid)
@@ -121,38 +105,38 @@ async def _desk(server, journal, config):
         await session.close()
 
 
-def test_a_holding_short_of_the_size_buys_only_what_it_lacks(venue, config, tmp_path):
-    venue.accounts.fund("binance", "BTC", 0.06)
-    venue.accounts.fund("binance", "USDT", 10_000.0)
+def test_a_holding_short_of_the_size_buys_only_what_it_lacks(coinm_venue, config, tmp_path):
+    coinm_venue.accounts.fund("binance", "BTC", 0.06)
+    coinm_venue.accounts.fund("binance", "USDT", 10_000.0)
     journal = tmp_path / "t.sqlite"
-    opened = cli(venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    opened = venue_cli(coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert opened.exit_code == 0, opened.output
-    (short,) = venue.accounts.trade_list(*COINM)
-    (buy,) = venue.accounts.trade_list(*SPOT)
+    (short,) = coinm_venue.accounts.trade_list(*COINM)
+    (buy,) = coinm_venue.accounts.trade_list(*SPOT)
     hedged = short.qty * FACE / short.price
     # whole spot lots (1e-5 BTC), just enough at the plan's mark: within a lot and the mark's move of the short's worth
     assert buy.qty == pytest.approx(hedged - 0.06, abs=2e-4)
-    assert venue.accounts.wallets["binancecoinm"].get("BTC") == pytest.approx(hedged, abs=2e-4)
+    assert coinm_venue.accounts.wallets["binancecoinm"].get("BTC") == pytest.approx(hedged, abs=2e-4)
     assert "operation 1: open -> done" in said(opened)
 
 
-def test_a_holding_too_small_for_the_margin_is_refused_before_anything_is_sent(venue, config, tmp_path):
+def test_a_holding_too_small_for_the_margin_is_refused_before_anything_is_sent(coinm_venue, config, tmp_path):
     journal = tmp_path / "t.sqlite"
-    result = cli(venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    result = venue_cli(coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert result.exit_code == 2
     text = " ".join(result.output.split())
     assert "FAIL perp balance" in text and "nothing was sent" in text
-    assert placed_orders(venue, SPOT) == [] and placed_orders(venue, COINM) == []
+    assert placed_orders(coinm_venue, SPOT) == [] and placed_orders(coinm_venue, COINM) == []
 
 
-def test_the_short_refused_leaves_the_holding_as_it_was(venue, config, tmp_path):
-    venue.accounts.fund("binance", "BTC", HELD)
+def test_the_short_refused_leaves_the_holding_as_it_was(coinm_venue, config, tmp_path):
+    coinm_venue.accounts.fund("binance", "BTC", HELD)
     journal = tmp_path / "t.sqlite"
-    venue.faults.add("refuse", venue="binancecoinm", path="/dapi/v1/order")
-    result = cli(venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    coinm_venue.faults.add("refuse", venue="binancecoinm", path="/dapi/v1/order")
+    result = venue_cli(coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert result.exit_code == 1, result.output
-    assert placed_orders(venue, SPOT) == []  # nothing bought, nothing to unwind
-    assert btc_on_venue(venue) == pytest.approx(HELD, abs=1e-12)
+    assert placed_orders(coinm_venue, SPOT) == []  # nothing bought, nothing to unwind
+    assert btc_on_venue(coinm_venue) == pytest.approx(HELD, abs=1e-12)
     j = Journal(journal)
     (op,) = j.operations()
     assert op["status"] == "failed"
@@ -160,13 +144,13 @@ def test_the_short_refused_leaves_the_holding_as_it_was(venue, config, tmp_path)
     j.close()
 
 
-def test_a_timeout_after_the_venue_placed_the_short_finds_it_and_sends_no_duplicate(venue, config, tmp_path):
-    venue.accounts.fund("binance", "BTC", HELD)
+def test_a_timeout_after_the_venue_placed_the_short_finds_it_and_sends_no_duplicate(coinm_venue, config, tmp_path):
+    coinm_venue.accounts.fund("binance", "BTC", HELD)
     journal = tmp_path / "t.sqlite"
-    venue.faults.add("timeout_after_place", venue="binancecoinm", delay_s=3.0)  # past the 2 s request timeout
-    result = cli(venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    coinm_venue.faults.add("timeout_after_place", venue="binancecoinm", delay_s=3.0)  # past the 2 s request timeout
+    result = venue_cli(coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert result.exit_code == 0, result.output
-    (short,) = placed_orders(venue, COINM)
+    (short,) = placed_orders(coinm_venue, COINM)
     j = Journal(journal)
     events = [e["detail"] for e in j.rows("order_events") if e["client_id"] == short.client_id]
     assert "found after a failed placement" in events

@@ -43,6 +43,17 @@ async def session_on(server: EmulatorServer, journal: Path, timeout_ms: int = 50
                               env=KEYS, dotenv=None, trading=not paper, paper=paper)
 
 
+def venue_cli(server: EmulatorServer, journal: Path, config: Path, *args: str) -> Any:
+    """A fundarb command on ``server`` with ``journal`` and ``config``, as a
+    user types it (test keys, a 160-column terminal); the click ``Result``."""
+    from typer.testing import CliRunner
+
+    from fundarb.cli.main import app
+
+    return CliRunner().invoke(app, [*args, "--api-url", server.base_url, "--journal", str(journal),
+                                    "--config", str(config)], env={**KEYS, "COLUMNS": "160"})
+
+
 def said(result: Any) -> str:
     """What a command printed (a click ``Result``), its lines joined as one:
     a terminal's width wraps them anywhere."""
@@ -120,13 +131,14 @@ def fund_coinm(server: EmulatorServer, usdt: float = USDT, btc: float = COINM_FL
         server.accounts.fund(venue, "BTC", btc)
 
 
-def coinm_config(**live: Any) -> Config:
-    """The shipped coin-margined config with short live timings."""
+def coinm_config(held: bool = False, **live: Any) -> Config:
+    """The shipped coin-margined config with short live timings (``held``:
+    the shipped one on BTC already held)."""
     import attrs
 
     from fundarb.config import LiveSettings
 
-    cfg = load(project_file(Path("sims") / "coin_margined.toml"))
+    cfg = load(project_file(Path("sims") / ("coin_margined_btc.toml" if held else "coin_margined.toml")))
     timings = {"hedge_timeout_seconds": 20.0, "order_timeout_seconds": 5.0, "request_timeout_seconds": 2.0, **live}
     return attrs.evolve(cfg, live=LiveSettings(**timings))
 

@@ -151,6 +151,43 @@ async def paper_carry_then_flatten(server: EmulatorServer, journal: Path, cfg: C
         await finish(runner, stop, task)
 
 
+def live_carry_then_restart_flatten(server: EmulatorServer, journal: Path, cfg: Config,
+                                    between: Callable[[], dict[str, Any]], lines: io.StringIO | None = None
+                                    ) -> tuple[dict[str, Any], Any, tuple[int, float]]:
+    """A live runner that enters and is paid a settlement in position (paid
+    by the venue and in the trade log), stops; ``between()`` reads the venue
+    then; a second runner takes the carry back and is flattened by the kill
+    switch. (what ``between`` read, the second runner, (its strategy's
+    direction, its perp units) as it started)."""
+    from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
+    from fundarb.testkit.live import until
+
+    async def first() -> None:
+        runner, stop, task = await start_runner(server, journal, cfg, "live", io.StringIO())
+        try:
+            await until(lambda: runner.stats.settlements and all(x["paid"] for x in runner.stats.settlements),
+                        "a settlement in position, paid by the venue and in the trade log", timeout=40.0)
+        finally:
+            await finish(runner, stop, task)
+
+    async def second() -> tuple[Any, tuple[int, float]]:
+        runner, stop, task = await start_runner(server, journal, cfg, "live", lines or io.StringIO())
+        try:
+            restored = (runner.engine.strategy.direction, runner.engine.book.perp.units)
+            runner.journal.set_state(BLOCK_KEY, "kill switch: test", 0)
+            runner.journal.set_state(FLATTEN_KEY, "test", 0)
+            await until(lambda: runner.engine.book.perp.qty == 0 and not runner.engine.open_orders, "the flatten",
+                        timeout=40.0)
+            return runner, restored
+        finally:
+            await finish(runner, stop, task)
+
+    asyncio.run(first())
+    seen = between()
+    runner, restored = asyncio.run(second())
+    return seen, runner, restored
+
+
 async def finish(runner: Any, stop: asyncio.Event, task: asyncio.Task) -> None:
     stop.set()
     await task

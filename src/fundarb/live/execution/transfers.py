@@ -126,12 +126,19 @@ async def restore_margin(session: Any) -> float:
         return 0.0
     if session.cfg.keeps_btc:  # the holding margins the short: the venues say what is where
         return await hold_margin(session, -(await perp_position(perp))["qty"])
-    due = margin_due(session.journal, spot, perp)
-    if spot.rules.floor_btc(max(due, 0.0)) <= 0:
+    return await _move_in(session, margin_due(session.journal, spot, perp), "restore",
+                          "the carry's BTC margins the open short")
+
+
+async def _move_in(session: Any, lacking: float, key: str, why: str) -> float:
+    """Move ``lacking`` BTC from the spot wallet into the coin-margined one,
+    at most what the spot wallet has free, nothing under the spot lot; the
+    BTC moved."""
+    spot = session.spot
+    if spot.rules.floor_btc(max(lacking, 0.0)) <= 0:
         return 0.0
     free = balance_of(await spot.call("fetch_balance"), spot.base, "free")
-    return await _move_btc(session, f"restore:{session.now_ns()}:in", spot, perp, min(due, free),
-                           "the carry's BTC margins the open short")
+    return await _move_btc(session, f"{key}:{session.now_ns()}:in", spot, session.perp, min(lacking, free), why)
 
 
 async def coin_wallet(perp: LiveLeg, position: dict) -> float:
@@ -166,16 +173,11 @@ async def hold_margin(session: Any, short_btc: float) -> float:
     """A carry on BTC held: bring the coin-margined wallet up to
     ``short_btc`` (the BTC the short hedges, by the venue) from the spot
     wallet's free BTC; the BTC moved."""
-    spot, perp = session.spot, session.perp
+    perp = session.perp
     if session.one_wallet or short_btc <= 0:
         return 0.0
     there = await coin_wallet(perp, await perp_position(perp))
-    lacking = short_btc - there
-    if spot.rules.floor_btc(max(lacking, 0.0)) <= 0:
-        return 0.0
-    free = balance_of(await spot.call("fetch_balance"), spot.base, "free")
-    return await _move_btc(session, f"hold:{session.now_ns()}:in", spot, perp, min(lacking, free),
-                           "the BTC held margins the short")
+    return await _move_in(session, short_btc - there, "hold", "the BTC held margins the short")
 
 
 async def hold_for_open(session: Any, covered: float) -> float:
