@@ -86,8 +86,8 @@ def compare(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="history folder or store (default: shipped data)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no table"),
 ) -> None:
-    """Run the same window, costs and seed through each structure (spot_linear, coin_margined, unified), on the
-    whole window and each year in it, and write compare.json and compare.csv."""
+    """Run the same window, costs and seed through each structure (spot_linear, coin_margined, coin_margined on BTC
+    already held, unified), on the whole window and each year in it, and write compare.json and compare.csv."""
     from fundarb.output.compare import print_compare, write_compare
     from fundarb.research.compare import compare as run_compare
 
