@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from fundarb.config import COIN_MARGINED, SPOT_LINEAR, UNIFIED, Config
+from fundarb.config import COIN_MARGINED, SPOT_LINEAR, UNIFIED, Config, VenueConfig
 from fundarb.config import config_hash as hash_of
 from fundarb.core.book import COIN, OWN_COLLATERAL, Collateral, PositionBook
 from fundarb.core.book import UNIFIED as UNIFIED_COLLATERAL
@@ -76,12 +76,16 @@ def round_trip_cost(cfg: Config, price: float) -> float:
     fees, mean half spread and impact at the configured size, and two transfers
     (none where the spot BTC margins the perp: one account, nothing to move)."""
     qty = cfg.strategy.notional / price
-    per_side = 0.0
-    for v in (cfg.spot, cfg.perp):
-        half_spread = 0.5 * (v.half_spread_bp_min + v.half_spread_bp_max)
-        per_side += v.taker_fee + (half_spread + v.impact_bp_per_btc * qty) / 1e4
+    per_side = leg_cost(cfg.spot, qty) + leg_cost(cfg.perp, qty)
     transfers = 0.0 if cfg.one_account else 2 * cfg.transfer.fee / cfg.strategy.notional
     return 2 * per_side + transfers
+
+
+def leg_cost(v: VenueConfig, qty: float) -> float:
+    """One taker trade of ``qty`` BTC on a market of ``v``, as a fraction of
+    its notional: the fee, the mean half spread and the impact at that size."""
+    half_spread = 0.5 * (v.half_spread_bp_min + v.half_spread_bp_max)
+    return v.taker_fee + (half_spread + v.impact_bp_per_btc * qty) / 1e4
 
 
 def venue_costs(cfg: Config, margin: MarginRule | None = None) -> VenueCosts:

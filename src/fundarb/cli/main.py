@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fundarb import __version__
-from fundarb.cli.common import UserErrorGroup, err, error_line
+from fundarb.cli.common import UserErrorGroup, err, error_line, fail
 from fundarb.config import Config, default_config_path, load, project_file
 from fundarb.core.errors import FundarbError
 from fundarb.data.history import DataError, fmt_time, history_for, parse_time
@@ -100,6 +100,44 @@ def compare(
     paths = write_compare(doc, out)
     if not quiet:
         print_compare(doc, Console())
+        for p in paths.values():
+            Console().print(f"wrote {p}", highlight=False)
+
+
+@app.command()
+def scan(
+    config: Optional[Path] = typer.Argument(None, help="TOML config whose costs and capital the scan uses "
+                                                       "(default: sims/baseline.toml)"),
+    history: str = typer.Option(..., "--history", help="rank over stored data: a folder of it, or 'shipped' for "
+                                                       "the data fundarb ships"),
+    since: str = typer.Option("2023-01-01", "--since", help="first instant, UTC ISO date/time"),
+    until: str = typer.Option("2024-07-01", "--until", help="end instant, exclusive"),
+    years: bool = typer.Option(True, "--years/--no-years", help="also rank each calendar year in the window"),
+    hold: Optional[float] = typer.Option(None, "--hold", help="holding period in days the round trip is amortised "
+                                                              "over (default: strategy.expected_holding_days)"),
+    price: Optional[float] = typer.Option(None, "--price", help="BTC price the round trip's impact is sized at "
+                                                                "(default: the median Binance spot close in the window)"),
+    top: int = typer.Option(10, "--top", help="rows shown per window (the files hold all)"),
+    out: Path = typer.Option(Path("runs/scan"), "--out", help="output folder"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no table"),
+) -> None:
+    """Where the funding has been: every spot/linear, coin-margined and cross-venue perp/perp carry the stored
+    settlements allow, ranked by net APR on capital after the round trip, over the window and each year in it;
+    writes scan.json and scan.csv."""
+    from fundarb.app.scan import run_scan
+    from fundarb.output.scan import print_scan, write_scan
+
+    if hold is not None and not hold > 0:
+        fail(f"--hold must be a number of days above 0, got {hold:g}")
+    if price is not None and not price > 0:
+        fail(f"--price must be above 0, got {price:g}")
+    if top < 1:
+        fail(f"--top must be 1 or more, got {top}")
+    cfg = load(config or default_config_path())
+    doc = run_scan(cfg, history, since, until, years, hold, price)
+    paths = write_scan(doc, out)
+    if not quiet:
+        print_scan(doc, Console(), top)
         for p in paths.values():
             Console().print(f"wrote {p}", highlight=False)
 

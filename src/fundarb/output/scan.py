@@ -1,0 +1,70 @@
+"""The funding scan as tables, scan.json and scan.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from fundarb.output.report import check_output_folder, writing
+from fundarb.research.scan import COLUMNS, MIN_COVERAGE
+
+SCAN_FILES = ("scan.json", "scan.csv")
+_HEAD = {"gross_apr": "gross APR", "cost_apr": "cost APR", "capital_per_notional": "capital / notional",
+         "net_apr_on_capital": "net APR on capital", "negative_buckets": "paid (8h)", "buckets": "buckets"}
+_PERCENT = {"gross_apr", "cost_apr", "net_apr_on_capital", "negative_buckets"}
+
+
+def cell(key: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    if key in _PERCENT:
+        return f"{v:.2%}"
+    if key == "capital_per_notional":
+        return f"{v:.3f}"
+    return str(v)
+
+
+def write_scan(doc: dict[str, Any], out: Path) -> dict[str, Path]:
+    """scan.json (everything) and scan.csv (a row per window and candidate), each written whole or not at all."""
+    check_output_folder(out, SCAN_FILES)
+    paths = {"json": out / "scan.json", "csv": out / "scan.csv"}
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = paths["json"].with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n")
+        tmp.replace(paths["json"])
+        tmp = paths["csv"].with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["window", *COLUMNS], lineterminator="\n")
+            w.writeheader()
+            for win in doc["windows"]:
+                w.writerows({"window": win["label"], **r} for r in win["rows"])
+        tmp.replace(paths["csv"])
+    return paths
+
+
+def print_scan(doc: dict[str, Any], console: Console, top: int = 10) -> None:
+    rt = ", ".join(f"{k} {v:.3%}" for k, v in doc["round_trip"].items())
+    cap = ", ".join(f"{k} {v:.3f}" for k, v in doc["capital_per_notional"].items())
+    console.print(f"[bold]funding scan[/] of {doc['data']} with {doc['config']}'s costs: round trip {rt} of notional, "
+                  f"amortised over {doc['hold_days']:g} days; capital per notional {cap}; impact sized at "
+                  f"{doc['price']:,.0f} USD", highlight=False)
+    for win in doc["windows"]:
+        t = Table(title=f"{win['label']}: {len(win['rows'])} candidates, best {top} by net APR on capital")
+        for c in COLUMNS:
+            t.add_column(_HEAD.get(c, c), justify="left" if c in ("structure", "short", "long") else "right")
+        for r in win["rows"][:top]:
+            t.add_row(*(cell(c, r[c]) for c in COLUMNS))
+        console.print(t)
+        if win["left_out"]:
+            gone = ", ".join(f"{k} ({v:.0%})" for k, v in win["left_out"].items())
+            console.print(f"  left out, settlements in under {MIN_COVERAGE:.0%} of the window's 8-hour buckets: {gone}",
+                          style="dim", highlight=False)
+    console.print("Hindsight: each pair shorts the perp that paid more over the window. gross: funding per notional "
+                  "held all window; paid (8h): the share of 8-hour buckets in which the carry paid funding.",
+                  style="dim", highlight=False)
