@@ -16,8 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from fundarb.app.funding_stats import read_settlements
 from fundarb.cli.main import app
 from fundarb.config import load
+from fundarb.data.history import SHIPPED_DIR
 from fundarb.research.funding_stats import StatsError
 from fundarb.research.scan import COIN_MARGINED, PERP_PERP, SPOT_LINEAR, ScanCosts, scan_history
 from fundarb.wiring import round_trip_cost
@@ -169,3 +171,63 @@ def test_bad_scan_input_is_one_error_and_writes_nothing(args, message, tmp_path)
     assert message in " ".join(res.output.split())
     assert res.output.count("error:") == 1
     assert not out.exists()
+
+
+# --- the live scan against the loopback emulator (the shipped real data from 2024-03-01 06:00) -------
+
+def _live(server, tmp_path: Path, *args: str):
+    return CliRunner().invoke(app, ["scan", "--api-url", server.base_url, "--out", str(tmp_path / "live"), *args],
+                              env={"COLUMNS": "200"})
+
+
+@pytest.mark.usefixtures("hang_guard")
+def test_the_live_scan_reads_each_market_and_ranks_the_carries_as_the_history_rule_does(tmp_path):
+    from fundarb.research.funding_stats import fmt_ms
+    from fundarb.testkit.emulator.harness import running_emulator
+
+    with running_emulator(start="2024-03-01T06:00") as server:
+        res = _live(server, tmp_path)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "live" / "scan.json").read_text())
+    assert doc["failed"] == {}
+    labels = [m["label"] for m in doc["markets"]]
+    assert labels == ["binanceusdm BTC/USDT:USDT", "bybit BTC/USDT:USDT", "binancecoinm BTC/USD:BTC", "bybit BTC/USD:BTC"]
+    by = {m["label"]: m for m in doc["markets"]}
+    assert by["binancecoinm BTC/USD:BTC"]["inverse"] and not by["bybit BTC/USDT:USDT"]["inverse"]
+    assert all(m["interval_hours"] == 8 and fmt_ms(m["next_ts_ms"]) == "2024-03-01 08:00" for m in doc["markets"])
+    # the signal is the mean of the last nine real settlements before the emulator's clock, annualised
+    shipped = read_settlements(SHIPPED_DIR).filter((pl.col("venue") == "binance") & (pl.col("symbol") == "BTCUSDT")
+                                                   & (pl.col("funding_time_ms") <= int(datetime(2024, 3, 1, 6, tzinfo=UTC)
+                                                                                        .timestamp() * 1000)))
+    last9 = shipped.sort("funding_time_ms")["funding_rate"].to_list()[-BASELINE.strategy.signal_settlements:]
+    assert by["binanceusdm BTC/USDT:USDT"]["signal_apr"] == pytest.approx(sum(last9) / len(last9) * 1095, rel=1e-9)
+    # every carry the four markets allow: two spot/linear, two coin-margined, one perp/perp (the other way loses)
+    kinds = sorted(r["structure"] for r in doc["rows"])
+    assert kinds == [COIN_MARGINED, COIN_MARGINED, PERP_PERP, SPOT_LINEAR, SPOT_LINEAR]
+    pair = next(r for r in doc["rows"] if r["structure"] == PERP_PERP)
+    short, long = by[pair["short"]], by[pair["long"]]
+    assert short["signal_apr"] > long["signal_apr"]
+    costs = ScanCosts.of(BASELINE, sorted(m["mark"] for m in doc["markets"])[2])
+    assert pair["gross_apr"] == pytest.approx(short["signal_apr"] - long["signal_apr"])
+    assert pair["net_apr_on_capital"] == pytest.approx((pair["gross_apr"] - pair["cost_apr"]) / costs.capital(PERP_PERP))
+    assert pair["cost_apr"] == pytest.approx(costs.round_trip(PERP_PERP) * 365 / costs.hold_days)
+    nets = [r["net_apr_on_capital"] for r in doc["rows"]]
+    assert nets == sorted(nets, reverse=True)
+    assert "funding now, by market" in res.output and "not published" in res.output
+
+
+@pytest.mark.usefixtures("hang_guard")
+def test_a_rate_limited_or_silent_venue_is_shown_as_such_and_the_others_are_ranked(tmp_path):
+    from fundarb.testkit.emulator.harness import running_emulator
+
+    with running_emulator(start="2024-03-01T06:00") as server:
+        server.faults.add("rate_limit", venue="bybit", times=None, retry_after_s=30)
+        server.faults.add("timeout", venue="binancecoinm", times=None, delay_s=5.0)
+        res = _live(server, tmp_path, "--timeout", "2")
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "live" / "scan.json").read_text())
+    assert set(doc["failed"]) == {"bybit BTC/USDT:USDT", "bybit BTC/USD:BTC", "binancecoinm BTC/USD:BTC"}
+    assert all(v.startswith("rate-limited") for k, v in doc["failed"].items() if k.startswith("bybit"))
+    assert doc["failed"]["binancecoinm BTC/USD:BTC"].startswith("unreachable")
+    assert [r["short"] for r in doc["rows"]] == ["binanceusdm BTC/USDT:USDT"]  # the one market that answered
+    assert "rate-limited" in " ".join(res.output.split())

@@ -108,24 +108,30 @@ def compare(
 def scan(
     config: Optional[Path] = typer.Argument(None, help="TOML config whose costs and capital the scan uses "
                                                        "(default: sims/baseline.toml)"),
-    history: str = typer.Option(..., "--history", help="rank over stored data: a folder of it, or 'shipped' for "
-                                                       "the data fundarb ships"),
-    since: str = typer.Option("2023-01-01", "--since", help="first instant, UTC ISO date/time"),
-    until: str = typer.Option("2024-07-01", "--until", help="end instant, exclusive"),
-    years: bool = typer.Option(True, "--years/--no-years", help="also rank each calendar year in the window"),
+    history: Optional[str] = typer.Option(None, "--history", help="rank over stored data instead of the venues now: "
+                                                                  "a folder of it, or 'shipped' for the data fundarb ships"),
+    since: str = typer.Option("2023-01-01", "--since", help="--history: first instant, UTC ISO date/time"),
+    until: str = typer.Option("2024-07-01", "--until", help="--history: end instant, exclusive"),
+    years: bool = typer.Option(True, "--years/--no-years", help="--history: also rank each calendar year in the window"),
+    market: Optional[list[str]] = typer.Option(None, "--market", help="live: a perpetual to read, EXCHANGE:SYMBOL "
+                                                                      "(repeatable; default: Binance and Bybit's "
+                                                                      "linear and inverse BTC perps)"),
+    api_url: Optional[str] = typer.Option(None, "--api-url", help="live: read the venues at this base URL "
+                                                                  "(the emulator, e.g. http://127.0.0.1:8765)"),
+    timeout: float = typer.Option(10.0, "--timeout", help="live: seconds each market may take before it is shown "
+                                                          "as unreachable"),
     hold: Optional[float] = typer.Option(None, "--hold", help="holding period in days the round trip is amortised "
                                                               "over (default: strategy.expected_holding_days)"),
-    price: Optional[float] = typer.Option(None, "--price", help="BTC price the round trip's impact is sized at "
-                                                                "(default: the median Binance spot close in the window)"),
+    price: Optional[float] = typer.Option(None, "--price", help="--history: BTC price the round trip's impact is "
+                                                                "sized at (default: the median Binance spot close)"),
     top: int = typer.Option(10, "--top", help="rows shown per window (the files hold all)"),
     out: Path = typer.Option(Path("runs/scan"), "--out", help="output folder"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no table"),
 ) -> None:
-    """Where the funding has been: every spot/linear, coin-margined and cross-venue perp/perp carry the stored
-    settlements allow, ranked by net APR on capital after the round trip, over the window and each year in it;
-    writes scan.json and scan.csv."""
-    from fundarb.app.scan import run_scan
-    from fundarb.output.scan import print_scan, write_scan
+    """Where the money is: every spot/linear, coin-margined and cross-venue perp/perp carry ranked by net APR on
+    capital after the round trip. Live (no keys): the venues' funding now; --history: the stored settlements over
+    a window and each year in it. Writes scan.json (and scan.csv with --history)."""
+    from fundarb.output.scan import print_live_scan, print_scan, write_scan
 
     if hold is not None and not hold > 0:
         fail(f"--hold must be a number of days above 0, got {hold:g}")
@@ -134,12 +140,33 @@ def scan(
     if top < 1:
         fail(f"--top must be 1 or more, got {top}")
     cfg = load(config or default_config_path())
-    doc = run_scan(cfg, history, since, until, years, hold, price)
+    if history is not None:
+        from fundarb.app.scan import run_scan
+
+        doc = run_scan(cfg, history, since, until, years, hold, price)
+    else:
+        from fundarb.app.scan_live import LIVE_MARKETS, run_live_scan
+        from fundarb.live.ccxt.client import Target, check_api_url
+
+        if not 0 < timeout <= 120:
+            fail(f"--timeout must be in (0, 120] seconds, got {timeout:g}")
+        if api_url is not None:
+            check_api_url(api_url, False)
+        markets = tuple(_market(m) for m in market) if market else LIVE_MARKETS
+        doc = run_live_scan(cfg, markets, Target(api_url=api_url, timeout_ms=int(min(timeout, 50) * 1000)), hold,
+                            timeout)
     paths = write_scan(doc, out)
     if not quiet:
-        print_scan(doc, Console(), top)
+        (print_scan if history is not None else print_live_scan)(doc, Console(), top)
         for p in paths.values():
             Console().print(f"wrote {p}", highlight=False)
+
+
+def _market(text: str) -> tuple[str, str]:
+    exchange, _, symbol = text.partition(":")
+    if not exchange or not symbol:
+        fail(f"--market {text!r}: give EXCHANGE:SYMBOL, e.g. binanceusdm:BTC/USDT:USDT")
+    return exchange.strip(), symbol.strip()
 
 
 def _path_progress(quiet: bool, label: str) -> Progress:

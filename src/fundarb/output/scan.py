@@ -16,7 +16,7 @@ from fundarb.research.scan import COLUMNS, MIN_COVERAGE
 SCAN_FILES = ("scan.json", "scan.csv")
 _HEAD = {"gross_apr": "gross APR", "cost_apr": "cost APR", "capital_per_notional": "capital / notional",
          "net_apr_on_capital": "net APR on capital", "negative_buckets": "paid (8h)", "buckets": "buckets"}
-_PERCENT = {"gross_apr", "cost_apr", "net_apr_on_capital", "negative_buckets"}
+_PERCENT = {"gross_apr", "cost_apr", "net_apr_on_capital", "negative_buckets", "current_apr"}
 
 
 def cell(key: str, v: Any) -> str:
@@ -30,14 +30,18 @@ def cell(key: str, v: Any) -> str:
 
 
 def write_scan(doc: dict[str, Any], out: Path) -> dict[str, Path]:
-    """scan.json (everything) and scan.csv (a row per window and candidate), each written whole or not at all."""
+    """scan.json (everything) and, over stored data, scan.csv (a row per
+    window and candidate), each written whole or not at all."""
     check_output_folder(out, SCAN_FILES)
-    paths = {"json": out / "scan.json", "csv": out / "scan.csv"}
+    paths = {"json": out / "scan.json"}
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
         tmp = paths["json"].with_suffix(".json.tmp")
         tmp.write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n")
         tmp.replace(paths["json"])
+        if "windows" not in doc:
+            return paths
+        paths["csv"] = out / "scan.csv"
         tmp = paths["csv"].with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["window", *COLUMNS], lineterminator="\n")
@@ -68,3 +72,38 @@ def print_scan(doc: dict[str, Any], console: Console, top: int = 10) -> None:
     console.print("Hindsight: each pair shorts the perp that paid more over the window. gross: funding per notional "
                   "held all window; paid (8h): the share of 8-hour buckets in which the carry paid funding.",
                   style="dim", highlight=False)
+
+
+_LIVE = ("rank", "structure", "short", "long", "current_apr", "gross_apr", "cost_apr", "capital_per_notional",
+         "capital_for_notional", "net_apr_on_capital")
+_LIVE_HEAD = {"current_apr": "now APR", "gross_apr": "signal APR", "capital_for_notional": "capital (USD)"}
+
+
+def print_live_scan(doc: dict[str, Any], console: Console, top: int = 10) -> None:
+    m = Table(title="funding now, by market")
+    for c in ("market", "rate", "predicted", "interval", "next settlement (UTC)", "signal APR", "30-day APR"):
+        m.add_column(c, justify="left" if c == "market" else "right")
+    for x in doc["markets"]:
+        nxt = _ms(x["next_ts_ms"]) if x["next_ts_ms"] else "-"
+        pred = f"{x['predicted']:.4%}" if x["predicted"] is not None else "not published"
+        m.add_row(x["label"], f"{x['rate']:.4%}", pred, f"{x['interval_hours']:g} h", nxt, f"{x['signal_apr']:.2%}",
+                  f"{x['trailing_apr']:.2%}")
+    for label, why in doc["failed"].items():
+        m.add_row(label, f"[yellow]{why}[/]", "", "", "", "", "")
+    console.print(m)
+    if not doc["rows"]:
+        console.print("no market answered: nothing to rank", style="yellow")
+        return
+    t = Table(title=f"carries by net APR on capital: signal = mean of the last {doc['signal_settlements']} settlements; "
+                    f"round trip over {doc['hold_days']:g} days; notional {doc['notional']:,.0f} USD")
+    for c in _LIVE:
+        t.add_column(_LIVE_HEAD.get(c, _HEAD.get(c, c)), justify="left" if c in ("structure", "short", "long") else "right")
+    for r in doc["rows"][:top]:
+        t.add_row(*(f"{r[c]:,.0f}" if c == "capital_for_notional" else cell(c, r[c]) for c in _LIVE))
+    console.print(t)
+
+
+def _ms(ms: int) -> str:
+    from fundarb.research.funding_stats import fmt_ms
+
+    return fmt_ms(ms)

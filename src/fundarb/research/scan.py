@@ -111,6 +111,29 @@ def buckets(funding: pl.DataFrame, since_ms: int, until_ms: int) -> tuple[dict[t
     return out, coverage, n
 
 
+def candidate(structure: str, short: str, long: str | None, gross_apr: float, costs: ScanCosts,
+              **extra: Any) -> dict[str, Any]:
+    """One carry's row: its gross APR on notional net of the round trip over
+    the holding period, over the capital it ties up (the one rule of the
+    history and the live scan)."""
+    cost = cost_apr(costs.round_trip(structure), costs.hold_days)
+    capital = costs.capital(structure)
+    return {"structure": structure, "short": short, "long": long or "spot", "gross_apr": gross_apr, "cost_apr": cost,
+            "capital_per_notional": capital, "net_apr_on_capital": (gross_apr - cost) / capital, **extra}
+
+
+def ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` best first by net APR on capital, numbered."""
+    rows = sorted(rows, key=lambda r: (-r["net_apr_on_capital"], r["structure"], r["short"], r["long"]))
+    return [{"rank": i, **r} for i, r in enumerate(rows, 1)]
+
+
+def pairs(linear: list[tuple[str, str]]) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """(a, b) of every two perps of different venues, both ways round (a
+    cross-venue carry: two perps of one venue are not one)."""
+    return [(a, b) for a, b in permutations(linear, 2) if a[0] != b[0]]
+
+
 def scan_history(funding: pl.DataFrame, since_ms: int, until_ms: int, costs: ScanCosts) -> dict[str, Any]:
     """The ranked candidates over [since, until) (rows of ``COLUMNS``) and
     the series left out for not covering it, with their coverage."""
@@ -121,28 +144,18 @@ def scan_history(funding: pl.DataFrame, since_ms: int, until_ms: int, costs: Sca
 
     def add(structure: str, short: tuple[str, str], long: tuple[str, str] | None, per_bucket: np.ndarray) -> None:
         both = per_bucket[~np.isnan(per_bucket)]
-        gross = float(both.sum()) * BUCKETS_PER_YEAR / n
-        cost = cost_apr(costs.round_trip(structure), costs.hold_days)
-        capital = costs.capital(structure)
-        rows.append({"structure": structure, "short": series_label(*short),
-                     "long": series_label(*long) if long else "spot", "gross_apr": gross, "cost_apr": cost,
-                     "capital_per_notional": capital, "net_apr_on_capital": (gross - cost) / capital,
-                     "negative_buckets": float((both < 0).mean()) if both.size else None, "buckets": int(both.size)})
+        rows.append(candidate(structure, series_label(*short), series_label(*long) if long else None,
+                              float(both.sum()) * BUCKETS_PER_YEAR / n, costs,
+                              negative_buckets=float((both < 0).mean()) if both.size else None, buckets=int(both.size)))
 
     for key in covered:
         add(COIN_MARGINED if key[1] in INVERSE_SYMBOLS else SPOT_LINEAR, key, None, series[key])
-    linear = [k for k in covered if k[1] not in INVERSE_SYMBOLS]
-    for a, b in permutations(linear, 2):
-        if a[0] == b[0]:
-            continue  # two perps of one venue are not a cross-venue carry
+    for a, b in pairs([k for k in covered if k[1] not in INVERSE_SYMBOLS]):
         diff = series[a] - series[b]
         if np.nansum(diff) > 0:  # short the one that paid more; the other way round is its mirror
             add(PERP_PERP, a, b, diff)
-    rows.sort(key=lambda r: (-r["net_apr_on_capital"], r["structure"], r["short"], r["long"]))
-    for i, r in enumerate(rows, 1):
-        r["rank"] = i
-    return {"window": [fmt_ms(since_ms), fmt_ms(until_ms)], "buckets": n, "rows": [{c: r[c] for c in COLUMNS} for r in rows],
-            "left_out": left_out}
+    return {"window": [fmt_ms(since_ms), fmt_ms(until_ms)], "buckets": n,
+            "rows": [{c: r[c] for c in COLUMNS} for r in ranked(rows)], "left_out": left_out}
 
 
 def best(doc: dict[str, Any], structure: str | None = None) -> dict[str, Any] | None:
