@@ -48,6 +48,7 @@ import attrs
 import pytest
 
 import fundarb.live.ccxt.client as exchange_module
+from fundarb.cli.main import app
 from fundarb.config import LiveSettings
 from fundarb.live.journal import Journal
 from fundarb.testkit.emulator.harness import running_emulator
@@ -143,7 +144,7 @@ def _killed_run(server, journal: Path, config: Path, args: tuple[str, ...], kill
                     os.kill(os.getpid(), signal.SIGKILL)
 
             Journal.tx = counted
-            venue_cli(server, journal, config, *args)
+            venue_cli(app, server, journal, config, *args)
         finally:
             os._exit(0)
     os.close(write)
@@ -234,7 +235,7 @@ def _count_commits(situation: str, folder: Path, config: Path) -> int:
     with _venue_for(situation) as clean:
         probe = folder / f"{situation}-probe.sqlite"
         if situation.endswith("close"):
-            assert venue_cli(clean, probe, config, *_open_args(situation)).exit_code == 0
+            assert venue_cli(app, clean, probe, config, *_open_args(situation)).exit_code == 0
         _faults(clean, situation)
         return _killed_run(clean, probe, config, _trade_args(situation), None)
 
@@ -246,14 +247,14 @@ def _kill_point(situation: str, folder: Path, config: Path, point: int, blocked:
     journal = run_dir / "fundarb.sqlite"
     with _venue_for(situation) as server:
         if situation.endswith("close"):
-            opened = venue_cli(server, journal, config, *_open_args(situation))
+            opened = venue_cli(app, server, journal, config, *_open_args(situation))
             assert opened.exit_code == 0, opened.output
         _faults(server, situation)
         _killed_run(server, journal, config, _trade_args(situation), point)
         server.faults.clear()
         how = "reconcile" if point % 2 == 0 else "runner start"
         if how == "reconcile":
-            rec = venue_cli(server, journal, config, "reconcile")
+            rec = venue_cli(app, server, journal, config, "reconcile")
             assert rec.exit_code in (0, 1), rec.output  # 1: a mismatch it reports (checked below)
         else:
             _recover_by_runner_start(server, journal, config)

@@ -21,6 +21,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from fundarb.cli.main import app
 from fundarb.config import dumps
 from fundarb.testkit.live import COINM, COINM_FLOAT, SPOT, assert_agree, coinm_config, fund_coinm, placed_orders, said, venue_cli
 
@@ -48,7 +49,7 @@ def worth(trades) -> float:
 def test_open_then_close_a_coin_margined_carry_through_the_cli(coinm_venue, config, tmp_path):
     fund_coinm(coinm_venue)
     journal = tmp_path / "t.sqlite"
-    opened = venue_cli(coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    opened = venue_cli(app, coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert opened.exit_code == 0, opened.output
     assert "operation 1: open -> done" in said(opened) and "venues and trade log agree" in said(opened)
     (short,) = coinm_venue.accounts.trade_list(*COINM)
@@ -70,11 +71,11 @@ def test_open_then_close_a_coin_margined_carry_through_the_cli(coinm_venue, conf
     j.close()
 
     coinm_venue.advance_hours(12)  # across the 08:00 and 16:00 settlements: the short is paid in BTC
-    shown = venue_cli(coinm_venue, journal, config, "positions")
+    shown = venue_cli(app, coinm_venue, journal, config, "positions")
     assert shown.exit_code == 0, shown.output
     assert f"-{short.qty:g} contracts" in said(shown) and "drift" in said(shown)
 
-    closed = venue_cli(coinm_venue, journal, config, "trade", "close", "--yes")
+    closed = venue_cli(app, coinm_venue, journal, config, "trade", "close", "--yes")
     assert closed.exit_code == 0, closed.output
     assert "operation 2: close -> done" in said(closed)
     assert coinm_venue.accounts.position("binancecoinm", "inverse").qty == 0
@@ -92,7 +93,7 @@ def test_open_then_close_a_coin_margined_carry_through_the_cli(coinm_venue, conf
 
 def test_a_size_under_one_contract_is_refused_and_nothing_is_sent(coinm_venue, config, tmp_path):
     fund_coinm(coinm_venue)
-    result = venue_cli(coinm_venue, tmp_path / "t.sqlite", config, "trade", "open", "--size", "0.0005", "--yes")
+    result = venue_cli(app, coinm_venue, tmp_path / "t.sqlite", config, "trade", "open", "--size", "0.0005", "--yes")
     assert result.exit_code == 2
     assert "under one BTC/USD:BTC contract (100 USD" in " ".join(result.output.split())
     assert placed_orders(coinm_venue, SPOT) == [] and placed_orders(coinm_venue, COINM) == []
@@ -100,7 +101,7 @@ def test_a_size_under_one_contract_is_refused_and_nothing_is_sent(coinm_venue, c
 
 def test_without_the_initial_margin_in_the_coin_wallet_the_preflight_fails(coinm_venue, config, tmp_path):
     fund_coinm(coinm_venue, btc=0.0)
-    result = venue_cli(coinm_venue, tmp_path / "t.sqlite", config, "trade", "open", "--size", str(SIZE), "--yes")
+    result = venue_cli(app, coinm_venue, tmp_path / "t.sqlite", config, "trade", "open", "--size", str(SIZE), "--yes")
     assert result.exit_code == 2
     text = " ".join(result.output.split())
     assert "FAIL perp balance: 0 BTC free in the coin-margined wallet" in text and "nothing was sent" in text
@@ -112,7 +113,7 @@ def test_a_429_storm_is_waited_out_and_each_leg_is_placed_once(coinm_venue, conf
     journal = tmp_path / "t.sqlite"
     coinm_venue.faults.add("rate_limit", venue="binancecoinm", times=4, retry_after_s=1)
     coinm_venue.faults.add("rate_limit", venue="binance", times=2, retry_after_s=1)
-    result = venue_cli(coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    result = venue_cli(app, coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert result.exit_code == 0, result.output
     assert sum(e.status == 429 for e in coinm_venue.log.entries) == 6
     assert len(placed_orders(coinm_venue, SPOT)) == 1 and len(placed_orders(coinm_venue, COINM)) == 1
@@ -123,7 +124,7 @@ def test_a_timeout_after_the_venue_placed_the_short_finds_it_and_sends_no_duplic
     fund_coinm(coinm_venue)
     journal = tmp_path / "t.sqlite"
     coinm_venue.faults.add("timeout_after_place", venue="binancecoinm", delay_s=3.0)  # past the 2 s request timeout
-    result = venue_cli(coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    result = venue_cli(app, coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert result.exit_code == 0, result.output
     (short,) = placed_orders(coinm_venue, COINM)
     j = assert_agree(coinm_venue, journal, coin_margined=True)
@@ -138,7 +139,7 @@ def test_the_short_refused_unwinds_the_spot_buy(coinm_venue, config, tmp_path):
     fund_coinm(coinm_venue)
     journal = tmp_path / "t.sqlite"
     coinm_venue.faults.add("refuse", venue="binancecoinm", path="/dapi/v1/order")
-    result = venue_cli(coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    result = venue_cli(app, coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert result.exit_code == 1, result.output
     j = assert_agree(coinm_venue, journal, coin_margined=True)
     roles = [(o["leg"], o["role"], o["side"], o["status"]) for o in j.rows("orders")]
@@ -161,14 +162,14 @@ def test_a_bybit_inverse_carry_in_one_unified_wallet_moves_nothing(coinm_venue, 
     config.write_text(dumps(cfg))
     fund_coinm(coinm_venue, venue="bybit")
     journal = tmp_path / "t.sqlite"
-    opened = venue_cli(coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    opened = venue_cli(app, coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert opened.exit_code == 0, opened.output
     (short,) = coinm_venue.accounts.trade_list("bybit", "inverse")
     (buy,) = coinm_venue.accounts.trade_list("bybit", "spot")
     assert buy.qty == pytest.approx(short.qty / short.price, abs=1e-5)  # 1 USD contracts: the BTC they are worth
     assert_agree(coinm_venue, journal, coin_margined=True, inverse_venue="bybit").close()
     coinm_venue.advance_hours(12)
-    closed = venue_cli(coinm_venue, journal, config, "trade", "close", "--yes")
+    closed = venue_cli(app, coinm_venue, journal, config, "trade", "close", "--yes")
     assert closed.exit_code == 0, closed.output
     assert "operation 2: close -> done" in said(closed)  # the exit's BTC left over is not hedged by a new short
     assert coinm_venue.accounts.position("bybit", "inverse").qty == 0

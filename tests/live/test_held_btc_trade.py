@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 
+from fundarb.cli.main import app
 from fundarb.config import dumps
 from fundarb.live.journal import Journal
 from fundarb.testkit.live import COINM, SPOT, coinm_config, placed_orders, run, said, venue_cli
@@ -53,7 +54,7 @@ def settled_btc(server) -> float:
 def test_open_then_close_a_carry_on_btc_held_sells_nothing(coinm_venue, config, tmp_path):
     coinm_venue.accounts.fund("binance", "BTC", HELD)
     journal = tmp_path / "t.sqlite"
-    opened = venue_cli(coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    opened = venue_cli(app, coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert opened.exit_code == 0, opened.output
     assert "operation 1: open -> done" in said(opened) and "venues and trade log agree" in said(opened)
     assert coinm_venue.accounts.trade_list(*SPOT) == []  # the holding covers the short: nothing is bought
@@ -67,7 +68,7 @@ def test_open_then_close_a_carry_on_btc_held_sells_nothing(coinm_venue, config, 
     assert "no liquidation price" in said(opened)
 
     coinm_venue.advance_hours(12)  # across two settlements: the short is paid in BTC
-    shown = venue_cli(coinm_venue, journal, config, "positions")
+    shown = venue_cli(app, coinm_venue, journal, config, "positions")
     assert shown.exit_code == 0, shown.output
     assert f"-{short.qty:g} contracts" in said(shown)
     assert "uncovered 0.000%" in said(shown) and "a close keeps the BTC" in said(shown)
@@ -75,7 +76,7 @@ def test_open_then_close_a_carry_on_btc_held_sells_nothing(coinm_venue, config, 
     # the dashboard's view: the holding against the short, no drift (and so no drift alert)
     assert desk.drift == 0.0 and desk.spot_qty == pytest.approx(btc_on_venue(coinm_venue), abs=1e-8)
     assert desk.perp_qty < 0 and desk.keeps_btc
-    closed = venue_cli(coinm_venue, journal, config, "trade", "close", "--yes")
+    closed = venue_cli(app, coinm_venue, journal, config, "trade", "close", "--yes")
     assert closed.exit_code == 0, closed.output
     assert "operation 2: close -> done" in said(closed)
     assert coinm_venue.accounts.trade_list(*SPOT) == []  # not one satoshi sold
@@ -109,7 +110,7 @@ def test_a_holding_short_of_the_size_buys_only_what_it_lacks(coinm_venue, config
     coinm_venue.accounts.fund("binance", "BTC", 0.06)
     coinm_venue.accounts.fund("binance", "USDT", 10_000.0)
     journal = tmp_path / "t.sqlite"
-    opened = venue_cli(coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    opened = venue_cli(app, coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert opened.exit_code == 0, opened.output
     (short,) = coinm_venue.accounts.trade_list(*COINM)
     (buy,) = coinm_venue.accounts.trade_list(*SPOT)
@@ -122,7 +123,7 @@ def test_a_holding_short_of_the_size_buys_only_what_it_lacks(coinm_venue, config
 
 def test_a_holding_too_small_for_the_margin_is_refused_before_anything_is_sent(coinm_venue, config, tmp_path):
     journal = tmp_path / "t.sqlite"
-    result = venue_cli(coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    result = venue_cli(app, coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert result.exit_code == 2
     text = " ".join(result.output.split())
     assert "FAIL perp balance" in text and "nothing was sent" in text
@@ -133,7 +134,7 @@ def test_the_short_refused_leaves_the_holding_as_it_was(coinm_venue, config, tmp
     coinm_venue.accounts.fund("binance", "BTC", HELD)
     journal = tmp_path / "t.sqlite"
     coinm_venue.faults.add("refuse", venue="binancecoinm", path="/dapi/v1/order")
-    result = venue_cli(coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    result = venue_cli(app, coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert result.exit_code == 1, result.output
     assert placed_orders(coinm_venue, SPOT) == []  # nothing bought, nothing to unwind
     assert btc_on_venue(coinm_venue) == pytest.approx(HELD, abs=1e-12)
@@ -148,7 +149,7 @@ def test_a_timeout_after_the_venue_placed_the_short_finds_it_and_sends_no_duplic
     coinm_venue.accounts.fund("binance", "BTC", HELD)
     journal = tmp_path / "t.sqlite"
     coinm_venue.faults.add("timeout_after_place", venue="binancecoinm", delay_s=3.0)  # past the 2 s request timeout
-    result = venue_cli(coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
+    result = venue_cli(app, coinm_venue, journal, config, "trade", "open", "--size", str(SIZE), "--yes")
     assert result.exit_code == 0, result.output
     (short,) = placed_orders(coinm_venue, COINM)
     j = Journal(journal)

@@ -182,3 +182,75 @@ def test_a_venue_that_stops_answering_raises_one_unreachable_alert(tmp_path):
     rows = [r for r in Journal(journal).rows("alerts") if r["kind"] == "venue_unreachable"]
     assert len(rows) == 1 and rows[0]["severity"] == "critical" and rows[0]["key"] == "venue_unreachable:REST"
     assert rows[0]["outcome"] == "no_channel"  # stored; no channel configured in this test
+
+
+def _scan_text(app) -> str:
+    w = app.screen.query_one("#scan")
+    console = Console(width=200, record=True, file=open("/dev/null", "w"))
+    console.print(w.content)
+    return " ".join(console.export_text().split())
+
+
+async def _scanned(app, pilot) -> str:
+    await pilot.press("s")
+    for _ in range(200):  # the scan runs in a worker (bounded: 20 s)
+        await pilot.pause(0.1)
+        if app.screen.__class__.__name__ == "ScanScreen" and app.screen.doc is not None:
+            break
+    else:
+        raise AssertionError("the scan screen never showed a scan")
+    await pilot.pause()
+    return _scan_text(app)
+
+
+def test_the_scan_screen_of_a_replay_ranks_the_shipped_settlements_before_its_clock():
+    from fundarb.cli.trade import SCAN_DAYS, _data_scanner
+
+    source = _engine_source(None, "binance_btcusdt_2024-08-08", False)
+    app = MonitorApp(source, engine_driver(1e-9), scanner=_data_scanner(source))
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            text = await _scanned(app, pilot)
+            doc = app.screen.doc
+            (window,) = doc["windows"]
+            # the 30 days before the replay's clock: only Binance's two perps reach into 2024-08
+            assert window["label"] == "2024-07-08..2024-08-07" and SCAN_DAYS == 30
+            assert {r["short"] for r in window["rows"]} == {"binance BTCUSDT", "binance BTCUSD_PERP"}
+            best = window["rows"][0]
+            assert f"{best['net_apr_on_capital']:.2%}" in text and window['left_out'] == {}
+            await pilot.press("escape")
+            assert app.screen.__class__.__name__ != "ScanScreen"
+
+    asyncio.run(drive())
+
+
+def test_the_scan_screen_on_the_emulator_reads_the_venues_now(tmp_path):
+    from fundarb.cli.trade import _live_scanner
+
+    journal = tmp_path / "trades.sqlite"
+    with running_emulator(start="2024-03-01T06:00") as server:
+        target = Target(api_url=server.base_url)
+        cfg = baseline()
+        app = MonitorApp(None, live_driver(cfg, journal, target, "emulator", env=KEYS, dotenv=None),
+                         scanner=_live_scanner(cfg, target))
+
+        async def drive():
+            async with app.run_test(size=SIZE) as pilot:
+                text = await _scanned(app, pilot)
+                doc = app.screen.doc
+                assert doc["failed"] == {} and len(doc["markets"]) == 4
+                assert "funding now, by market" in text and "binancecoinm BTC/USD:BTC" in text
+                assert f"{doc['rows'][0]['net_apr_on_capital']:.2%}" in text
+                server.faults.add("rate_limit", venue="bybit", times=None, retry_after_s=30)
+                await pilot.press("r")  # scan again: Bybit now refuses, the rest is ranked
+                for _ in range(200):
+                    await pilot.pause(0.1)
+                    if app.screen.doc is not doc:
+                        break
+                await pilot.pause()
+                again = _scan_text(app)
+                assert "rate-limited" in again and set(app.screen.doc["failed"]) == {"bybit BTC/USDT:USDT", "bybit BTC/USD:BTC"}
+                await pilot.press("escape")
+
+        asyncio.run(drive())

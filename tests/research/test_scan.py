@@ -160,7 +160,7 @@ def test_scan_history_on_the_shipped_data_ranks_and_writes_its_files(tmp_path):
     (["--history", "/nonexistent/folder"], "not a folder"),
     (["--history", "shipped", "--since", "2024-01-01", "--until", "2023-01-01"], "is not before"),
     (["--history", "shipped", "--hold", "0"], "--hold must be"),
-    (["--history", "shipped", "--since", "2031-01-01", "--until", "2032-01-01"], "spot close"),
+    (["--history", "shipped", "--since", "2019-01-01", "--until", "2020-01-01"], "spot close before"),
     (["--history", "shipped", "--since", "yesterday"], "--since"),
     (["--history", "."], "no funding_settlements.parquet there"),
 ])

@@ -142,7 +142,13 @@ def rank_live(read: list[MarketFunding], costs: ScanCosts, notional: float) -> l
 
 def run_live_scan(cfg: Config, markets: tuple[tuple[str, str], ...], target: Target, hold_days: float | None,
                   timeout_s: float) -> dict[str, Any]:
-    read, failed = asyncio.run(read_markets(markets, target, cfg.strategy.signal_settlements, timeout_s))
+    return asyncio.run(live_scan(cfg, markets, target, hold_days, timeout_s))
+
+
+async def live_scan(cfg: Config, markets: tuple[tuple[str, str], ...], target: Target, hold_days: float | None,
+                    timeout_s: float) -> dict[str, Any]:
+    """The live scan's document: the markets read, those that failed and why, the ranked carries."""
+    read, failed = await read_markets(markets, target, cfg.strategy.signal_settlements, timeout_s)
     marks = [m.mark for m in read if m.mark == m.mark]
     costs = ScanCosts.of(cfg, sorted(marks)[len(marks) // 2] if marks else math.nan, hold_days) if read else None
     return {

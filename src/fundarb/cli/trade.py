@@ -978,7 +978,8 @@ def monitor_command(
         _fail(f"--speed must be a positive number of data seconds per second, got {speed}")
     if replay or simulate:
         source = _engine_source(config, replay, simulate)
-        app = MonitorApp(source, engine_driver(speed or (60.0 if replay else 86_400.0)))
+        app = MonitorApp(source, engine_driver(speed or (60.0 if replay else 86_400.0)),
+                         scanner=_data_scanner(source))
         app.run()
         return
     cfg, path, target = _context(config, journal, api_url, sandbox, remote, "fundarb monitor", TRADED)
@@ -994,7 +995,32 @@ def monitor_command(
     if runner is not None:
         label += f", runner pid {runner}"
     MonitorApp(None, live_driver(cfg, path, target, label, reconciling=runner is None and not paper,
-                                 paper=paper)).run()
+                                 paper=paper), scanner=_live_scanner(cfg, target)).run()
+
+
+SCAN_DAYS = 30  # a simulation's or replay's scan: the shipped settlements of the 30 days before its clock
+
+
+def _live_scanner(cfg, target):
+    """The dashboard's [s] screen on live venues: `fundarb scan` of the venues' public funding now."""
+    from fundarb.app.scan_live import LIVE_MARKETS, live_scan
+
+    timeout = max(cfg.live_settings.request_timeout_seconds, 1.0)
+    return lambda: live_scan(cfg, LIVE_MARKETS, target, None, timeout)
+
+
+def _data_scanner(source):
+    """The dashboard's [s] screen on a simulation or replay: `fundarb scan --history shipped` over the
+    ``SCAN_DAYS`` days before its data clock."""
+    from fundarb.app.scan import scan_doc
+    from fundarb.data.history import SHIPPED_DIR
+
+    async def scan():
+        hi = source.engine.clock.now_ns() // 1_000_000
+        px = source.engine.book.spot.price  # the impact sized at the price the engine sees, where it has one
+        return scan_doc(source.cfg, SHIPPED_DIR, hi - SCAN_DAYS * 86_400_000, hi, False, None,
+                        px if px == px and px > 0 else None, "the spot price the dashboard shows")
+    return scan
 
 
 async def _monitor_check(cfg, path, target, reconciling: bool = True) -> bool:

@@ -39,6 +39,7 @@ from textual.widgets import Button, Footer, Label, Sparkline, Static
 
 from fundarb.core.errors import FundarbError
 from fundarb.ops.sources import DeskSnapshot
+from fundarb.support.scrub import describe
 
 NS = 1_000_000_000
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
@@ -262,6 +263,42 @@ class TradeLog(Screen):
         yield Footer()
 
 
+class ScanScreen(Screen):
+    """Where the money is (``fundarb scan``): the carries ranked, read when
+    the screen opens and again on [r]; the venues' words for a market that
+    fails stay in its row."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "back"), Binding("r", "rescan", "scan again")]
+
+    def __init__(self, scanner: Any) -> None:
+        super().__init__()
+        self.scanner = scanner
+        self.doc: dict[str, Any] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("Where the money is  [r] scan again  [esc] back", style="bold"))
+        yield Static(Text("scanning ...", style="dim"), id="scan")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_rescan()
+
+    def action_rescan(self) -> None:
+        self.query_one("#scan", Static).update(Text("scanning ...", style="dim"))
+        self.run_worker(self._scan(), exclusive=True)
+
+    async def _scan(self) -> None:
+        from fundarb.output.scan import history_parts, live_parts
+
+        try:
+            self.doc = await self.scanner()
+        except Exception as exc:  # noqa: BLE001 - shown on the screen, the dashboard goes on
+            self.query_one("#scan", Static).update(Text(f"the scan failed: {describe(exc, 300)}", style="red"))
+            return
+        parts = history_parts(self.doc) if "windows" in self.doc else live_parts(self.doc)
+        self.query_one("#scan", Static).update(Group(*parts))
+
+
 class MonitorApp(App):
     CSS = """
     #head { height: 1; padding: 0 1; }
@@ -273,11 +310,14 @@ class MonitorApp(App):
     ConfirmKill { align: center middle; }
     """
     BINDINGS = [Binding("p", "pause_alerts", "pause alerts"), Binding("t", "trade_log", "trade log"),
-                Binding("k", "kill", "kill switch"), Binding("q", "quit", "quit")]
+                Binding("s", "scan", "where the money is"), Binding("k", "kill", "kill switch"),
+                Binding("q", "quit", "quit")]
 
-    def __init__(self, source: Any, driver: Any, refresh_seconds: float = 1.0) -> None:
+    def __init__(self, source: Any, driver: Any, refresh_seconds: float = 1.0, scanner: Any = None) -> None:
         super().__init__()
         self.source, self.driver, self.refresh_seconds = source, driver, refresh_seconds
+        # a coroutine function giving a scan document (``fundarb scan``): the live venues', or the data's
+        self.scanner = scanner
         self.snapshot: DeskSnapshot | None = None
         self.closers: list[Any] = []  # coroutines functions the driver registers: run on the way out
 
@@ -332,6 +372,12 @@ class MonitorApp(App):
             return
         self.push_screen(TradeLog(render_trades(self.source.snapshot()) if not hasattr(self.source, "session")
                                   else _journal_table(self.source.session.journal)))
+
+    def action_scan(self) -> None:
+        if self.scanner is None:
+            self.notify("no scan for this source", severity="warning")
+            return
+        self.push_screen(ScanScreen(self.scanner))
 
     def action_kill(self) -> None:
         if self.source is None:

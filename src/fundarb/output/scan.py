@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from fundarb.output.report import check_output_folder, writing
 from fundarb.research.scan import COLUMNS, MIN_COVERAGE
@@ -52,26 +53,34 @@ def write_scan(doc: dict[str, Any], out: Path) -> dict[str, Path]:
     return paths
 
 
-def print_scan(doc: dict[str, Any], console: Console, top: int = 10) -> None:
+def history_parts(doc: dict[str, Any], top: int = 10) -> list[Any]:
+    """What the history scan shows, as rich renderables: a table per window, what was left out."""
     rt = ", ".join(f"{k} {v:.3%}" for k, v in doc["round_trip"].items())
     cap = ", ".join(f"{k} {v:.3f}" for k, v in doc["capital_per_notional"].items())
-    console.print(f"[bold]funding scan[/] of {doc['data']} with {doc['config']}'s costs: round trip {rt} of notional, "
-                  f"amortised over {doc['hold_days']:g} days; capital per notional {cap}; impact sized at "
-                  f"{doc['price']:,.0f} USD", highlight=False)
+    parts: list[Any] = [Text.from_markup(
+        f"[bold]funding scan[/] of {doc['data']} with {doc['config']}'s costs: round trip {rt} of notional, "
+        f"amortised over {doc['hold_days']:g} days; capital per notional {cap}; impact sized at "
+        f"{doc['price']:,.0f} USD ({doc['price_source']})")]
     for win in doc["windows"]:
         t = Table(title=f"{win['label']}: {len(win['rows'])} candidates, best {top} by net APR on capital")
         for c in COLUMNS:
             t.add_column(_HEAD.get(c, c), justify="left" if c in ("structure", "short", "long") else "right")
         for r in win["rows"][:top]:
             t.add_row(*(cell(c, r[c]) for c in COLUMNS))
-        console.print(t)
+        parts.append(t)
         if win["left_out"]:
             gone = ", ".join(f"{k} ({v:.0%})" for k, v in win["left_out"].items())
-            console.print(f"  left out, settlements in under {MIN_COVERAGE:.0%} of the window's 8-hour buckets: {gone}",
-                          style="dim", highlight=False)
-    console.print("Hindsight: each pair shorts the perp that paid more over the window. gross: funding per notional "
-                  "held all window; paid (8h): the share of 8-hour buckets in which the carry paid funding.",
-                  style="dim", highlight=False)
+            parts.append(Text(f"  left out, settlements in under {MIN_COVERAGE:.0%} of the window's 8-hour buckets: "
+                              f"{gone}", style="dim"))
+    parts.append(Text("Hindsight: each pair shorts the perp that paid more over the window. gross: funding per "
+                      "notional held all window; paid (8h): the share of 8-hour buckets in which the carry paid "
+                      "funding.", style="dim"))
+    return parts
+
+
+def print_scan(doc: dict[str, Any], console: Console, top: int = 10) -> None:
+    for part in history_parts(doc, top):
+        console.print(part, highlight=False)
 
 
 _LIVE = ("rank", "structure", "short", "long", "current_apr", "gross_apr", "cost_apr", "capital_per_notional",
@@ -80,6 +89,13 @@ _LIVE_HEAD = {"current_apr": "now APR", "gross_apr": "signal APR", "capital_for_
 
 
 def print_live_scan(doc: dict[str, Any], console: Console, top: int = 10) -> None:
+    for part in live_parts(doc, top):
+        console.print(part, highlight=False)
+
+
+def live_parts(doc: dict[str, Any], top: int = 10) -> list[Any]:
+    """What the live scan shows, as rich renderables: the markets read (and
+    those that failed, with why), the carries ranked."""
     m = Table(title="funding now, by market")
     for c in ("market", "rate", "predicted", "interval", "next settlement (UTC)", "signal APR", "30-day APR"):
         m.add_column(c, justify="left" if c == "market" else "right")
@@ -89,18 +105,16 @@ def print_live_scan(doc: dict[str, Any], console: Console, top: int = 10) -> Non
         m.add_row(x["label"], f"{x['rate']:.4%}", pred, f"{x['interval_hours']:g} h", nxt, f"{x['signal_apr']:.2%}",
                   f"{x['trailing_apr']:.2%}")
     for label, why in doc["failed"].items():
-        m.add_row(label, f"[yellow]{why}[/]", "", "", "", "", "")
-    console.print(m)
+        m.add_row(label, Text(why, style="yellow"), "", "", "", "", "")
     if not doc["rows"]:
-        console.print("no market answered: nothing to rank", style="yellow")
-        return
+        return [m, Text("no market answered: nothing to rank", style="yellow")]
     t = Table(title=f"carries by net APR on capital: signal = mean of the last {doc['signal_settlements']} settlements; "
                     f"round trip over {doc['hold_days']:g} days; notional {doc['notional']:,.0f} USD")
     for c in _LIVE:
         t.add_column(_LIVE_HEAD.get(c, _HEAD.get(c, c)), justify="left" if c in ("structure", "short", "long") else "right")
     for r in doc["rows"][:top]:
         t.add_row(*(f"{r[c]:,.0f}" if c == "capital_for_notional" else cell(c, r[c]) for c in _LIVE))
-    console.print(t)
+    return [m, t]
 
 
 def _ms(ms: int) -> str:

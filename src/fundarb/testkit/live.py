@@ -43,12 +43,11 @@ async def session_on(server: EmulatorServer, journal: Path, timeout_ms: int = 50
                               env=KEYS, dotenv=None, trading=not paper, paper=paper)
 
 
-def venue_cli(server: EmulatorServer, journal: Path, config: Path, *args: str) -> Any:
-    """A fundarb command on ``server`` with ``journal`` and ``config``, as a
-    user types it (test keys, a 160-column terminal); the click ``Result``."""
+def venue_cli(app: Any, server: EmulatorServer, journal: Path, config: Path, *args: str) -> Any:
+    """A command of ``app`` (fundarb's: the test kit does not import the
+    command line) on ``server`` with ``journal`` and ``config``, as a user
+    types it (test keys, a 160-column terminal); the click ``Result``."""
     from typer.testing import CliRunner
-
-    from fundarb.cli.main import app
 
     return CliRunner().invoke(app, [*args, "--api-url", server.base_url, "--journal", str(journal),
                                     "--config", str(config)], env={**KEYS, "COLUMNS": "160"})
