@@ -322,8 +322,8 @@ def _move_text(what: str, r: dict, value: float, before: tuple, after: tuple | N
 
 
 def check_prices(frame: pl.DataFrame, file: Path, keys: list[str], time_col: str,
-                 name: Callable[[dict], tuple[str, str]]) -> tuple[pl.DataFrame, int]:
-    """Hourly closes (``time_col`` the bar's open, UTC ms; ``close``) checked
+                 name: Callable[[dict], tuple[str, str]], bar_hours: int = 1) -> tuple[pl.DataFrame, int]:
+    """Closes of bars of ``bar_hours`` (``time_col`` the bar's open, UTC ms; ``close``) checked
     whole: keys present, times valid and on the hour, each close null (a
     missing hour) or finite, above 0 and within ``MAX_PRICE_MOVE`` of the
     close before; a repeated hour of one market kept once when its close is
@@ -333,7 +333,7 @@ def check_prices(frame: pl.DataFrame, file: Path, keys: list[str], time_col: str
     frame = frame.with_columns(pl.int_range(1, pl.len() + 1).alias("row"))
     _check_keys(frame, file, keys)
     _check_times(frame, file, time_col, hourly=True)
-    f = frame.with_columns(((pl.col(time_col).cast(pl.Int64) + MS_PER_HOUR) * NS_PER_MS).alias("t_ns"))
+    f = frame.with_columns(((pl.col(time_col).cast(pl.Int64) + bar_hours * MS_PER_HOUR) * NS_PER_MS).alias("t_ns"))
 
     def where(r: dict) -> str:
         return f"({name(r)[1]}, row {r['row']} of {file})"
@@ -344,7 +344,7 @@ def check_prices(frame: pl.DataFrame, file: Path, keys: list[str], time_col: str
     first = f.with_columns(pl.col("close").first().over(k).alias("_fc"), pl.col("row").first().over(k).alias("_fr"))
     r = _first(first, pl.col("close").ne_missing(pl.col("_fc")))
     if r is not None:
-        raise DataError(f"{name(r)[0]} price for the hour closing {fmt_time(r['t_ns'])} UTC appears twice with different "
+        raise DataError(f"{name(r)[0]} price for the bar closing {fmt_time(r['t_ns'])} UTC appears twice with different "
                         f"closes in {file} ({name(r)[1]}): row {r['_fr']} ({_num(r['_fc'])}) and row {r['row']} "
                         f"({_num(r['close'])})")
     kept = f.unique(subset=k, keep="first", maintain_order=True)
@@ -642,6 +642,35 @@ def snap_table(funding: pl.DataFrame, file: Path, tolerance_s: float) -> pl.Data
 
 
 # --- the aligned history ---------------------------------------------------------------
+
+BARS_8H_FILE = "prices_8h_multi_venue.parquet"
+BAR_8H_COLUMNS = {"venue": TEXT, "market": TEXT, "source_pair": TEXT, "open_time_ms": NUMERIC, "close": NUMERIC}
+
+
+def read_bars_8h(data_dir: Path | None = None) -> pl.DataFrame:
+    """The 8-hour bars of several venues' spot and perps (``BARS_8H_FILE``:
+    venue, market, source_pair, open_time_ms, close), checked as the hourly
+    prices are, and each market on the 8-hour grid (00/08/16 UTC) without a
+    hole: one error naming the file, the market and the bar otherwise."""
+    path = (data_dir or SHIPPED_DIR) / BARS_8H_FILE
+    raw = read_table(path, BAR_8H_COLUMNS)
+    keys = ["venue", "market", "source_pair"]
+    bars, _ = check_prices(raw, path, keys, "open_time_ms",
+                           lambda r: (r["market"], f"{r['venue']} {r['market']} {r['source_pair']}"), bar_hours=8)
+    bars = bars.sort([*keys, "open_time_ms"])
+    step = 8 * MS_PER_HOUR
+    off = bars.filter(pl.col("open_time_ms") % step != 0)
+    if off.height:
+        r = off.row(0, named=True)
+        raise DataError(f"{path}: {r['venue']} {r['market']} bar at {fmt_time(r['open_time_ms'] * NS_PER_MS)} UTC (row "
+                        f"{r['row']}) does not open at 00, 08 or 16 UTC")
+    gaps = bars.with_columns(pl.col("open_time_ms").diff().over(keys).alias("_gap")).filter(pl.col("_gap") > step)
+    if gaps.height:
+        r = gaps.row(0, named=True)
+        raise DataError(f"{path}: {r['venue']} {r['market']} has no bar for the {int(r['_gap'] // step) - 1} 8-hour "
+                        f"period(s) before {fmt_time(r['open_time_ms'] * NS_PER_MS)} UTC (row {r['row']})")
+    return bars.drop("row")
+
 
 def history_for(cfg: Config, data_dir: Path | None = None) -> MarketHistory:
     """The history a config's backtest runs on (its window, gap and stamp tolerances)."""
