@@ -463,8 +463,8 @@ class PositionBook:
         # inlined VenueAccount.equity of both legs: this runs on every mark
         s, p = self.spot, self.perp
         eq = s.cash + p.cash + self.in_transit
-        if s.qty != 0:
-            eq += s.qty * s.price
+        if s.qty != 0:  # a spot leg's entry is 0; a long perp leg (perp/perp) counts its unrealized PnL
+            eq += s.qty * (s.price - s.entry)
         if p.qty != 0:
             eq += p.qty * (p.price - p.entry)
         if p.coin != 0:
@@ -538,6 +538,25 @@ class PositionBook:
     def margin_buffer(self, rule: MarginRule) -> float:
         p = self.perp
         return margin_buffer(self.liquidation_price(rule), p.price, p.qty)
+
+    @property
+    def long_perp(self) -> bool:
+        """Whether the long leg is a perp on its own venue (a perp/perp carry)."""
+        return self.spot.kind is MarketKind.PERP
+
+    def long_liquidation_price(self, rule: MarginRule) -> float:
+        """A perp/perp carry's long leg: its liquidation price by its venue's
+        ``rule``, its own account's cash the wallet; nan while flat or when
+        the long leg is spot."""
+        s = self.spot
+        if not self.long_perp or s.qty == 0:
+            return math.nan
+        return rule.liquidation_price(s.cash, s.qty, s.entry, BOOK_MARGIN_MODE)
+
+    def long_margin_buffer(self, rule: MarginRule) -> float:
+        """(mark - liquidation) / mark of a perp/perp carry's long leg; inf without one."""
+        s = self.spot
+        return margin_buffer(self.long_liquidation_price(rule), s.price, s.qty)
 
     # --- updates -------------------------------------------------------
     def revalue(self, venue: str, price: float) -> None:

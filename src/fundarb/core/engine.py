@@ -207,7 +207,7 @@ class Engine:
                                     f"{s.mark} must be finite numbers")
             return True
         entry = self.book.apply_funding(s)
-        self.strategy.signal.on_settlement(s.ts, s.rate, s.interval_hours)
+        self.strategy.on_settlement(s.venue, s.ts, s.rate, s.interval_hours)
         if entry is not None:
             self.recorder.record("funding", {
                 "ts": s.ts, "venue": s.venue, "qty": entry.qty, "rate": s.rate, "mark": s.mark,
@@ -216,7 +216,7 @@ class Engine:
         return entry is not None
 
     def _on_rate(self, r: FundingRate) -> bool:
-        self.strategy.signal.on_rate(r.predicted_rate, r.interval_hours, r.next_funding_ts)
+        self.strategy.on_rate(r.venue, r.predicted_rate, r.interval_hours, r.next_funding_ts)
         return False
 
     def _on_fill(self, f: Fill) -> bool:

@@ -28,10 +28,11 @@ never a transfer, a top-up or a rebalance computed from it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import attrs
 
-from fundarb.core.book import BOOK_MARGIN_MODE, OWN_COLLATERAL, PositionBook, liquidation_of, margin_buffer
+from fundarb.core.book import BOOK_MARGIN_MODE, OWN_COLLATERAL, PositionBook, VenueAccount, liquidation_of, margin_buffer
 from fundarb.core.liquidation import MarginRule, NotionalBeyondTiers
 from fundarb.core.model import Alert, OrderIntent, Side, require
 from fundarb.core.strategy import close_intents
@@ -100,6 +101,7 @@ class VenueCosts:
     transfer_fee: float
     perp_allocation: float = 0.35  # share of equity the perp venue holds while flat
     rebalance_tolerance: float = 0.01  # of equity, before cash is moved back to that split
+    long_margin: MarginRule | None = None  # perp/perp: the long leg's venue rule
 
 
 def check(
@@ -161,12 +163,17 @@ def _entry_veto(
         return why
     if intent.venue == book.perp_venue and (book.collateral is not OWN_COLLATERAL or acct.contract_size):
         return _collateral_veto(intent, book, price, spot_mid, limits, costs, pair_spot)
-    if intent.venue == book.spot_venue:
+    long_perp = intent.venue == book.spot_venue and book.long_perp
+    if intent.venue == book.spot_venue and not long_perp:
         need = intent.qty * price * (1 + costs.spot_taker_fee + costs.slippage_allowance)
         if acct.cash < need:  # buys pay cash; a margin short is held fully collateralised
             return f"spot cash {acct.cash:,.2f} below the {need:,.2f} the order needs"
         return ""
-    fee = intent.qty * price * (costs.perp_taker_fee + costs.slippage_allowance)
+    # a perp leg on its own cash: the short, or a perp/perp carry's long leg (its venue's fee and rule)
+    rule = costs.long_margin if long_perp else costs.margin
+    if rule is None:
+        return "the long perp's venue has no liquidation rule to check the order against"
+    fee = intent.qty * price * ((costs.spot_taker_fee if long_perp else costs.perp_taker_fee) + costs.slippage_allowance)
     cash = acct.cash - fee
     if acct.qty == 0 or (acct.qty > 0) != (new_qty > 0):
         entry = price  # opens, or flips through zero: the rest opens at this price
@@ -176,12 +183,12 @@ def _entry_veto(
         entry = acct.entry  # reduces: the entry of what is left is unchanged
     equity = cash + acct.qty * (price - acct.entry)
     if equity <= 0:
-        return "perp venue equity is not positive"
+        return f"{'long' if long_perp else 'perp'} venue equity is not positive"
     why = leverage_veto(abs(new_qty) * price / equity, limits)
     if why:
         return why
     try:
-        liq = costs.margin.liquidation_price(cash, new_qty, entry, BOOK_MARGIN_MODE)
+        liq = rule.liquidation_price(cash, new_qty, entry, BOOK_MARGIN_MODE)
     except NotionalBeyondTiers as exc:
         return f"liquidation outside the venue's margin tiers: {exc}"
     return buffer_veto(margin_buffer(liq, price, new_qty), limits)
@@ -282,14 +289,22 @@ def reduction_needed(book: PositionBook, rule: MarginRule, target_buffer: float,
     so that the perp venue meets the targets: with the freed spot cash moved
     to it (``move_spot_cash``), or on its own cash alone (what holds until a
     transfer arrives)."""
-    p, s = book.perp, book.spot
+    s, mark = book.spot, book.perp.price
+    return own_cash_reduction(book.perp, rule, target_buffer, target_lev,
+                              (lambda x: max(s.cash + x * mark - fee, 0.0)) if move_spot_cash else None)
+
+
+def own_cash_reduction(p: VenueAccount, rule: MarginRule, target_buffer: float, target_lev: float,
+                       freed: Callable[[float], float] | None = None) -> float:
+    """Smallest size (BTC, in 5% steps of the position) to cut from the perp
+    account ``p`` margined by its own cash (plus ``freed(x)``, cash a cut of
+    x brings it) so that its buffer and leverage meet the targets; a short
+    or a long (a perp/perp carry's long leg)."""
     size, mark = abs(p.qty), p.price
     sign = 1.0 if p.qty > 0 else -1.0
     for step in range(1, 20):
         x = size * step / 20
-        cash = p.cash + x * (mark - p.entry) * sign
-        if move_spot_cash:
-            cash += max(s.cash + x * mark - fee, 0.0)
+        cash = p.cash + x * (mark - p.entry) * sign + (freed(x) if freed is not None else 0.0)
         q = sign * (size - x)
         equity = cash + q * (mark - p.entry)
         ok_lev = equity > 0 and abs(q) * mark / equity <= target_lev
@@ -383,7 +398,25 @@ class RiskMonitor:
         drift_actions = self._drift(book, now)
         if drift_actions is not None:
             return drift_actions
+        long_actions = self._long_margin(book, now)
+        if long_actions is not None:
+            return long_actions
         return self._margin(book, now, transfer_pending)
+
+    def _long_margin(self, book: PositionBook, now: int) -> RiskActions | None:
+        """A perp/perp carry's long leg against its own venue's rule: under
+        ``min_margin_buffer``, both legs are cut to what its own cash holds at
+        ``topup_target_buffer`` (collateral between venues is a withdrawal:
+        too slow to save a leg)."""
+        rule = self.costs.long_margin
+        if rule is None or not book.long_perp or book.spot.qty <= 0:
+            return None
+        buf = book.long_margin_buffer(rule)
+        if buf >= self.limits.min_margin_buffer:
+            return None
+        x = own_cash_reduction(book.spot, rule, self.limits.topup_target_buffer, target_leverage(self.limits))
+        alert = Alert(now, "margin_reduce", f"long leg's margin buffer {buf:.1%}: reducing both legs by {x:.4f} BTC")
+        return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
 
     def _not_finite(self, book: PositionBook, now: int, busy: bool, eq: float) -> RiskActions:
         """Nothing computed from a non-finite equity is acted on: halt once,
@@ -451,6 +484,12 @@ class RiskMonitor:
             return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
         if transfer_pending:
             return NO_ACTION  # a top-up is on its way
+        if book.long_perp:
+            # perp/perp: the other venue's cash margins the long leg, and moving it is a withdrawal: cut instead
+            x = own_cash_reduction(book.perp, rule, self.limits.topup_target_buffer, target_leverage(self.limits))
+            alert = Alert(now, "margin_reduce", f"margin buffer {buf:.1%}, leverage {lev:.2f}: reducing both legs by "
+                          f"{x:.4f} BTC")
+            return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
         if not book.collateral.transfers:
             # the BTC held (or the unified account) is the margin: nothing to move, so reduce
             x = collateral_reduction(book, rule, self.limits.topup_target_buffer, target_leverage(self.limits))

@@ -69,7 +69,7 @@ class FundingSignal:
 
     def on_settlement(self, ts: int, rate: float, interval_hours: float) -> None:
         self.rates.append(rate)
-        if len(self.rates) > self.window:
+        while len(self.rates) > self.window:  # (a perp/perp carry's long leg may narrow its window)
             self.rates.popleft()
         self.interval_hours = interval_hours
         self.last_settlement_ts = ts
@@ -140,17 +140,54 @@ class CarryStrategy:
     pair_seq: int = 0
     entries: int = 0  # entries sent (vetoed ones are taken back by `abandon`)
     quiet_ns: int = 0  # no entry or exit this close to a settlement (risk actions are not held back)
+    # perp/perp: the long leg is a perp on ``spot_venue`` whose funding the carry pays (positive rates);
+    # its signal is deducted from the short's (``long_signal``)
+    differential: bool = False
+    long_signal: FundingSignal | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self.signal = FundingSignal(self.params.signal_settlements)
+        if self.differential:
+            self.long_signal = FundingSignal(self.params.signal_settlements)
+
+    def on_settlement(self, venue: str, ts: int, rate: float, interval_hours: float) -> None:
+        """A settlement on ``venue``: the short's feeds the signal; a perp/perp
+        carry's long leg feeds its own, over as many of its settlements as
+        cover the short's window (an hourly venue against an 8-hour one: 8x)."""
+        long = self.long_signal
+        if long is not None and venue == self.spot_venue:
+            short_interval = self.signal.interval_hours
+            long.window = max(1, round(self.params.signal_settlements * short_interval / interval_hours))
+            long.on_settlement(ts, rate, interval_hours)
+            return
+        self.signal.on_settlement(ts, rate, interval_hours)
+
+    def on_rate(self, venue: str, predicted: float | None, interval_hours: float, next_settlement_ts: int = 0) -> None:
+        long = self.long_signal
+        (long if long is not None and venue == self.spot_venue else self.signal).on_rate(
+            predicted, interval_hours, next_settlement_ts)
+
+    def long_apr(self) -> float:
+        """What the long leg pays, annualised (0 unless perp/perp): its
+        signal, or the predicted next rate where that is higher."""
+        long = self.long_signal
+        if long is None:
+            return 0.0
+        pred = long.predicted_apr()
+        return long.current_apr() if pred is None else max(long.current_apr(), pred)
+
+    @property
+    def ready(self) -> bool:
+        return self.signal.ready and (self.long_signal is None or self.long_signal.ready)
 
     @property
     def amortised_cost_apr(self) -> float:
         return amortised_cost_apr(self.round_trip_cost, self.params.expected_holding_days)
 
     def entry_edge(self) -> float:
-        """The signal APR an entry is judged on (``entry_edge``)."""
-        return entry_edge(self.signal.current_apr(), self.signal.predicted_apr())
+        """The signal APR an entry is judged on (``entry_edge``), less what a
+        perp/perp carry's long leg pays."""
+        return entry_edge(self.signal.current_apr(), self.signal.predicted_apr()) - self.long_apr()
 
     def decide(self, book: PositionBook, spot_mid: float, now: int) -> list[OrderIntent]:
         """Called on every event; cheap when nothing changes."""
@@ -166,7 +203,7 @@ class CarryStrategy:
 
     # --- entry ---------------------------------------------------------
     def _maybe_enter(self, book: PositionBook, spot_mid: float, now: int) -> list[OrderIntent]:
-        if now < self.cooldown_until or not self.signal.ready or not spot_mid > 0:
+        if now < self.cooldown_until or not self.ready or not spot_mid > 0:
             return []
         if not book.perp.price > 0:
             return []  # no perp market seen yet: the short leg could not be placed
@@ -204,7 +241,7 @@ class CarryStrategy:
     def exit_reason(self, book: PositionBook, now: int) -> str | None:
         p = self.params
         pred = self.signal.predicted_apr()
-        signal = pred if pred is not None else self.signal.current_apr()
+        signal = (pred if pred is not None else self.signal.current_apr()) - self.long_apr()
         if self.direction * signal < p.exit_apr:
             return "exit_signal"
         if now - self.entry_ts >= p.max_holding_days * 24 * NS_PER_HOUR:

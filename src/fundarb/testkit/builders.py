@@ -32,6 +32,12 @@ class QuietStrategy:
         @staticmethod
         def on_rate(*a: Any) -> None: pass
 
+    def on_settlement(self, *a: Any) -> None:
+        pass
+
+    def on_rate(self, *a: Any) -> None:
+        pass
+
     def decide(self, book: Any, mid: Any, now: int) -> list:
         return []
 
