@@ -418,8 +418,8 @@ class MarketDataSettings:
                            self.confirm_seconds)
 
 
-SPOT_LINEAR, COIN_MARGINED, UNIFIED = "spot_linear", "coin_margined", "unified"
-STRUCTURES = (SPOT_LINEAR, COIN_MARGINED, UNIFIED)
+SPOT_LINEAR, COIN_MARGINED, UNIFIED, PERP_PERP = "spot_linear", "coin_margined", "unified", "perp_perp"
+STRUCTURES = (SPOT_LINEAR, COIN_MARGINED, UNIFIED, PERP_PERP)
 CAPITAL_ASSETS = ("USDT", "BTC")
 # Bybit's tiered collateral value ratio of BTC in a unified trading account, as
 # the response example of its API documentation (GET /v5/spot-margin-trade/collateral
@@ -565,6 +565,13 @@ class Config:
         if self.keeps_btc and self.strategy.allow_reverse:
             raise FieldError("strategy.allow_reverse", "must be false when structure.capital_asset is \"BTC\": a "
                                                        "reverse carry would sell the BTC held short")
+        if kind == PERP_PERP:
+            if ":" not in self.spot.symbol or is_inverse_symbol(self.spot.symbol):
+                raise FieldError("spot.symbol", f"must be a linear perpetual (such as \"BTC/USDT:USDT\"): in a "
+                                                f"perp_perp carry [spot] is the long perp's venue, got {_show(self.spot.symbol)}")
+            if self.spot.exchange.removesuffix("usdm") == self.perp.exchange.removesuffix("usdm"):
+                raise FieldError("spot.exchange", f"must differ from perp.exchange for structure.kind perp_perp (a "
+                                                  f"cross-venue carry), both are {_show(self.perp.exchange)}")
         if kind == UNIFIED and self.spot.exchange != self.perp.exchange.removesuffix("usdm"):
             raise FieldError("perp.exchange", f"must be the spot leg's exchange ({_show(self.spot.exchange)}) for "
                                               f"structure.kind unified (one account), got {_show(self.perp.exchange)}")
@@ -590,7 +597,7 @@ class Config:
     @property
     def one_account(self) -> bool:
         """Whether the spot BTC margins the perp (no second account, no transfers)."""
-        return self.structure_kind != SPOT_LINEAR
+        return self.structure_kind in (COIN_MARGINED, UNIFIED)
 
     @property
     def live_settings(self) -> LiveSettings:
@@ -610,7 +617,8 @@ class Config:
 
     @property
     def spot_account(self) -> str:
-        return f"{self.spot.exchange}:spot"
+        """The long leg's account: the spot one, or a perp/perp carry's long perp."""
+        return f"{self.spot.exchange}:{'long' if self.structure_kind == PERP_PERP else 'spot'}"
 
     @property
     def perp_account(self) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from fundarb.config import COIN_MARGINED, SPOT_LINEAR, UNIFIED, Config, VenueConfig
+from fundarb.config import COIN_MARGINED, PERP_PERP, SPOT_LINEAR, UNIFIED, Config, VenueConfig
 from fundarb.config import config_hash as hash_of
 from fundarb.core.book import COIN, OWN_COLLATERAL, Collateral, PositionBook
 from fundarb.core.book import UNIFIED as UNIFIED_COLLATERAL
@@ -29,13 +29,12 @@ class StructureNotSupported(FundarbError, ValueError):
 
 def require_structure(cfg: Config, what: str, kinds: tuple[str, ...] = (SPOT_LINEAR,)) -> None:
     """Refuse ``what`` (a command or backend) for a structure it does not run
-    (``kinds``: those it does): the simulator (backtest, Monte Carlo, sweeps,
-    compare, replay) models every structure; the venue commands trade
-    spot_linear and coin_margined."""
+    (``kinds``: those it does): a backtest models every structure; the venue
+    commands trade spot_linear, coin_margined and unified."""
     if cfg.structure_kind not in kinds:
         raise StructureNotSupported(
             f"config {cfg.name} is structure.kind {cfg.structure_kind}, which {what} does not run yet (it runs "
-            f"{' and '.join(kinds)}); the simulator (backtest, montecarlo, sweep, compare, replay) models it")
+            f"{' and '.join(kinds)}); `fundarb backtest` models it")
 
 
 def collateral_of(cfg: Config) -> Collateral:
@@ -96,7 +95,10 @@ def venue_costs(cfg: Config, margin: MarginRule | None = None) -> VenueCosts:
     if margin is None:
         margin = shipped_rule(cfg.perp.exchange, cfg.perp.symbol)
     allocation = 0.0 if cfg.one_account else cfg.perp_allocation
-    return VenueCosts(cfg.spot.taker_fee, cfg.perp.taker_fee, slip, margin, cfg.transfer.fee, allocation)
+    # perp/perp: the long perp's venue rule (the shipped snapshot's)
+    long_margin = shipped_rule(cfg.spot.exchange, cfg.spot.symbol) if cfg.structure_kind == PERP_PERP else None
+    return VenueCosts(cfg.spot.taker_fee, cfg.perp.taker_fee, slip, margin, cfg.transfer.fee, allocation,
+                      long_margin=long_margin)
 
 
 def wire_engine(cfg: Config, venue: Venue, book: PositionBook, clock: SimClock, recorder: Recorder, *,
@@ -105,7 +107,8 @@ def wire_engine(cfg: Config, venue: Venue, book: PositionBook, clock: SimClock, 
     round-trip cost sized at ``spot_price``, the risk monitor with ``costs``,
     and the market guard's limits."""
     strategy = CarryStrategy(cfg.strategy, round_trip_cost(cfg, spot_price), book.spot_venue, book.perp_venue,
-                             quiet_ns=int(cfg.runner_settings.settlement_quiet_minutes * 60 * NS_PER_SECOND))
+                             quiet_ns=int(cfg.runner_settings.settlement_quiet_minutes * 60 * NS_PER_SECOND),
+                             differential=cfg.structure_kind == PERP_PERP)
     return Engine(venue, book, strategy, RiskMonitor(cfg.risk, costs), config_hash or hash_of(cfg), clock, recorder,
                   MarketGuard(cfg.market_data_settings.limits()))
 

@@ -61,3 +61,22 @@ def test_a_damaged_copy_is_one_error_naming_the_market(tmp_path, edit, message):
         read_bars_8h(_damaged(tmp_path, edit))
     text = str(err.value)
     assert message in text and "\n" not in text, text
+
+
+@pytest.mark.parametrize("venue", ["bybit", "okx"])
+def test_bybit_and_okx_bars_close_four_hours_after_their_label(venue):
+    """Measured again against Binance's hourly closes: each of their 8-hour
+    closes is the price 4 h after the bar's open_time (BAR_CLOSE_HOURS), not 8 h."""
+    from fundarb.data.history import BAR_CLOSE_HOURS
+
+    bars = read_bars_8h().filter((pl.col("venue") == venue) & (pl.col("market") == "perp_linear"))
+    hourly = pl.read_parquet(SHIPPED_DIR / "prices_1h.parquet").filter(
+        (pl.col("venue") == "binance") & (pl.col("market") == "perp_linear"))
+    close_at = hourly.select((pl.col("open_time_ms") + H).alias("at"), pl.col("close").alias("binance"))
+
+    def median_bp(hours: int) -> float:
+        j = bars.with_columns((pl.col("open_time_ms") + hours * H).alias("at")).join(close_at, on="at")
+        return float(((pl.col("close") / pl.col("binance") - 1).abs() * 1e4).median().alias("m").pipe(j.select).item())
+
+    assert BAR_CLOSE_HOURS[venue] == 4 and BAR_CLOSE_HOURS["binance"] == 8
+    assert median_bp(4) < 6.0 and median_bp(8) > 5 * median_bp(4)  # (the venues differ by a few bp at one instant)

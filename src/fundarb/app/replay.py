@@ -14,7 +14,7 @@ import attrs
 import numpy as np
 import polars as pl
 
-from fundarb.config import Config
+from fundarb.config import COIN_MARGINED, SPOT_LINEAR, UNIFIED, Config
 from fundarb.core.engine import Engine
 from fundarb.core.model import FundingRate, FundingSettlement, MarkPrice, Quote, Side, Timer, Trade
 from fundarb.data.history import MarketHistory, NoFundingSeries, load_settlements
@@ -22,6 +22,7 @@ from fundarb.replay.parse import MARK_SAMPLE_NS, NS, ParsedFeed, Recording, Repl
 from fundarb.sim import queue as q
 from fundarb.sim.backtest import BacktestResult, build_engine, result_of
 from fundarb.sim.exchange import SimExchange
+from fundarb.wiring import require_structure
 
 TIMER_NS = 60 * NS  # equity is marked every minute on a replay
 GOLDEN_FILE = "golden.json"
@@ -149,6 +150,8 @@ def prepare_replay(rec: Recording, cfg: Config, cache_dir: Path | None = None,
                    data_dir: Path | None = None) -> tuple[Engine, SimExchange, ReplayWindow, dict[str, Any]]:
     """The engine and simulator wired to a recording's events, not yet run
     (``run_replay`` runs it; the monitor steps through it)."""
+    # a recording holds one perp's feed and settlements: a perp/perp carry would need two
+    require_structure(cfg, "fundarb replay", (SPOT_LINEAR, COIN_MARGINED, UNIFIED))
     parsed = {f.role: parse_feed(rec, f, cache_dir) for f in rec.feeds}
     spot, perp = parsed.get("spot"), parsed.get("perp")
     lo = min(int(cast(int, p.events["ts"].min())) for p in parsed.values())

@@ -421,14 +421,16 @@ class PositionBook:
     @classmethod
     def open(cls, spot_venue: str, perp_venue: str, spot_cash: float, perp_cash: float, *,
              contract_size: float = 0.0, collateral: Collateral = OWN_COLLATERAL,
-             held_btc: float = 0.0, spot_price: float = math.nan) -> PositionBook:
+             held_btc: float = 0.0, spot_price: float = math.nan,
+             long_kind: MarketKind = MarketKind.SPOT) -> PositionBook:
         """A flat book with this cash on each account (``contract_size``: an
         inverse perp's USD per contract; ``collateral``: what margins it).
         ``held_btc``: BTC the spot leg holds from the start (a capital held in
-        BTC), valued at ``spot_price``, which it needs."""
+        BTC), valued at ``spot_price``, which it needs. ``long_kind`` PERP:
+        the long leg is a perp on its own venue (perp/perp)."""
         if held_btc and not spot_price > 0:
             raise ValueError(f"BTC held from the start needs its price, got {spot_price}")
-        spot = VenueAccount(spot_venue, MarketKind.SPOT, spot_cash, qty=held_btc, price=spot_price)
+        spot = VenueAccount(spot_venue, long_kind, spot_cash, qty=held_btc, price=spot_price)
         return cls.restore(spot, VenueAccount(perp_venue, MarketKind.PERP, perp_cash, contract_size=contract_size), 0,
                            initial_equity=spot_cash + perp_cash + (held_btc * spot_price if held_btc else 0.0),
                            collateral=collateral)

@@ -137,6 +137,11 @@ class MarketHistory:
     mark: np.ndarray | None = None  # the venue's hourly mark; None: the perp close stands in
     intake: FundingIntake | None = None
     price_duplicates: int = 0  # identical repeated price rows in the files read, kept once
+    # a perp/perp carry: ``spot`` holds the long perp's closes, and these its settlements (None otherwise)
+    long_funding_ts: np.ndarray | None = None
+    long_funding_rate: np.ndarray | None = None
+    long_funding_interval: np.ndarray | None = None
+    bar_hours: int = 1  # hours between two price rows (8: the multi-venue bars)
 
     @property
     def start(self) -> int:
@@ -169,6 +174,9 @@ class MarketHistory:
             out["funding_intake"] = self.intake.describe()
         if self.price_duplicates:
             out["price_duplicate_rows_dropped"] = self.price_duplicates
+        if self.long_funding_ts is not None:
+            out["long_funding_settlements"] = int(self.long_funding_ts.size)
+            out["bar_hours"] = self.bar_hours
         return out
 
 
@@ -644,6 +652,14 @@ def snap_table(funding: pl.DataFrame, file: Path, tolerance_s: float) -> pl.Data
 # --- the aligned history ---------------------------------------------------------------
 
 BARS_8H_FILE = "prices_8h_multi_venue.parquet"
+# Hours from a bar's open_time_ms to the instant its close was printed, per
+# venue of BARS_8H_FILE. Measured against Binance's hourly closes
+# (prices_1h.parquet): Binance's bars close at open + 8 h (their close is the
+# hourly close of that instant on 1,640 of 1,641 bars); Bybit's and OKX's
+# closes sit within a median 1.3 and 4.2 bp of Binance's hourly close at
+# open + 4 h, against 31 bp and more at open + 8 h: their rows are labelled
+# 4 h after their true opens (tests/data/test_bars_8h.py measures it again).
+BAR_CLOSE_HOURS = {"binance": 8, "bybit": 4, "okx": 4}
 BAR_8H_COLUMNS = {"venue": TEXT, "market": TEXT, "source_pair": TEXT, "open_time_ms": NUMERIC, "close": NUMERIC}
 
 
@@ -674,9 +690,76 @@ def read_bars_8h(data_dir: Path | None = None) -> pl.DataFrame:
 
 def history_for(cfg: Config, data_dir: Path | None = None) -> MarketHistory:
     """The history a config's backtest runs on (its window, gap and stamp tolerances)."""
+    from fundarb.config import PERP_PERP
+
     d = cfg.data
+    if cfg.structure_kind == PERP_PERP:
+        return load_pair_history((cfg.spot.exchange, cfg.spot.symbol), (cfg.perp.exchange, cfg.perp.symbol),
+                                 d.start, d.end, data_dir, d.settlement_tolerance_seconds)
     return load_history((cfg.spot.exchange, cfg.spot.symbol), (cfg.perp.exchange, cfg.perp.symbol),
                         d.start, d.end, d.max_price_gap_hours, data_dir, d.settlement_tolerance_seconds)
+
+
+def load_pair_history(long: tuple[str, str], short: tuple[str, str], start: str, end: str,
+                      data_dir: Path | None = None, tolerance_s: float = 1.0) -> MarketHistory:
+    """Two venues' linear perps for a perp/perp carry: their closes side by
+    side at the instants both printed one (a venue's hourly closes where
+    ``PRICES_FILE`` has them, else its 8-hour bars at their measured close
+    instants, ``BAR_CLOSE_HOURS``), and each perp's settlements in the
+    window, the long one's in the ``long_funding_*`` fields. A settlement
+    between two bars settles at the last close before it."""
+    lo, hi = parse_time(start, "start"), parse_time(end, "end")
+    if lo >= hi:
+        raise DataError(f"start {fmt_time(lo)} is not before end {fmt_time(hi)}")
+    data_dir = data_dir or SHIPPED_DIR
+    bars = read_bars_8h(data_dir)
+    step = 8 * NS_PER_HOUR
+
+    hourly = read_table(data_dir / PRICES_FILE, {"venue": TEXT, "market": TEXT, "open_time_ms": NUMERIC,
+                                                 "close": NUMERIC}, {"source": TEXT})
+
+    def closes(leg: tuple[str, str], name: str) -> pl.DataFrame:
+        """The leg's closes at the instants they were printed: hourly ones where
+        the hourly file has the market, else its 8-hour bars (``BAR_CLOSE_HOURS``)."""
+        venue, market, _ = venue_names(*leg)
+        one = hourly.filter((pl.col("venue") == venue) & (pl.col("market") == market) & pl.col("close").is_not_null())
+        offset = 1
+        if one.height == 0:
+            one = bars.filter((pl.col("venue") == venue) & (pl.col("market") == market))
+            offset = BAR_CLOSE_HOURS.get(venue, 0)
+        if one.height == 0 or not offset:
+            held = ", ".join(f"{a} {b}" for a, b in bars.select("venue", "market").unique().sort("venue", "market").iter_rows())
+            raise DataError(f"no prices of {leg[0]} {leg[1]} (venue {venue}, market {market}) in {data_dir} whose "
+                            f"close instants are known; the 8-hour bars hold {held}")
+        return one.select((pl.col("open_time_ms").cast(pl.Int64) * NS_PER_MS + offset * NS_PER_HOUR).alias("ts"),
+                          pl.col("close").alias(name), pl.col("source").alias(f"{name}_source"))
+
+    joined = closes(long, "long").join(closes(short, "short"), on="ts").filter(
+        (pl.col("ts") >= lo) & (pl.col("ts") < hi)).sort("ts")
+    if joined.height < 2:
+        raise DataError(f"no 8-hour bars of both {long[0]} and {short[0]} between {fmt_time(lo)} and {fmt_time(hi)} in "
+                        f"{data_dir / BARS_8H_FILE} (it holds {fmt_time(cast(int, bars['open_time_ms'].min()) * NS_PER_MS)} "
+                        f".. {fmt_time(cast(int, bars['open_time_ms'].max()) * NS_PER_MS + step)} UTC)")
+    ts = joined["ts"].to_numpy()
+    first, last = int(ts[0]), int(ts[-1])
+    _check_beside_perp(ts, joined["long"].to_numpy(), joined["short"].to_numpy(), f"{long[0]} perp price",
+                       f"in {data_dir / BARS_8H_FILE}")
+    legs = {}
+    for leg in (long, short):
+        f = load_settlements(leg, tolerance_s, first + 1, last, data_dir)
+        if f.height == 0:
+            raise DataError(f"no {leg[0]} {leg[1]} funding settlements between {fmt_time(first)} and {fmt_time(last)}")
+        legs[leg] = f
+    f_short, f_long = legs[short], legs[long]
+    sources = tuple(sorted(set(joined["long_source"].to_list()) | set(joined["short_source"].to_list())
+                           | set(f_short["source"].to_list()) | set(f_long["source"].to_list())))
+    return MarketHistory(
+        hours=ts, spot=joined["long"].to_numpy(), perp=joined["short"].to_numpy(), carried=np.zeros(ts.size, dtype=bool),
+        funding_ts=f_short["ts"].to_numpy(), funding_rate=f_short["rate"].to_numpy(),
+        funding_interval=f_short["interval"].to_numpy(), funding_mark=np.full(f_short.height, np.nan),
+        sources=sources, funding_gaps=tuple(schedule_gaps(f_short["ts"].to_list(), f_short["interval"].to_list())),
+        long_funding_ts=f_long["ts"].to_numpy(), long_funding_rate=f_long["rate"].to_numpy(),
+        long_funding_interval=f_long["interval"].to_numpy(), bar_hours=8)
 
 
 def load_history(

@@ -261,6 +261,8 @@ def write_outputs(r: BacktestResult, out: Path) -> dict[str, Path]:
 def _fmt(key: str, v: Any) -> str:
     if v is None:
         return "-"
+    if isinstance(v, dict):  # per account
+        return ", ".join(f"{k} {_fmt(key, x)}" for k, x in v.items())
     if isinstance(v, bool):
         return str(v)
     if isinstance(v, int):
@@ -276,7 +278,8 @@ def _fmt(key: str, v: Any) -> str:
 
 SUMMARY_KEYS = (
     "net_pnl", "net_apr", "net_apr_over_collateral", "cagr", "sharpe", "max_drawdown", "funding_received", "funding_paid", "fees", "slippage",
-    "price_pnl", "fill_rate", "entries", "orders", "fills", "liquidations", "delta_drift_max", "delta_drift_p99",
+    "price_pnl", "funding_by_account", "fees_by_account", "transfers", "fill_rate", "entries", "orders", "fills",
+    "liquidations", "delta_drift_max", "delta_drift_p99",
     "min_margin_buffer", "max_leverage", "time_in_position", "settlements_accrued", "settlements_at_venue_mark",
     "settlements_at_perp_price", "missed_settlements",
     "frictionless_hold_funding_apr_on_notional", "frictionless_hold_funding_apr_on_capital", "funding_btc", "fees_btc",

@@ -46,6 +46,9 @@ class SourcePeriods:
 
 def cut_periods(h: MarketHistory) -> SourcePeriods:
     """Cut a loaded history at its settlements; they must sit on the hour grid."""
+    if h.long_funding_ts is not None:
+        raise DataError("the bootstrap does not resample a perp/perp carry yet (its two venues' funding and prices "
+                        "would have to be drawn together); backtest it with `fundarb backtest`")
     pos = np.searchsorted(h.hours, h.funding_ts)
     on_grid = (pos < h.hours.size) & (h.hours[np.minimum(pos, h.hours.size - 1)] == h.funding_ts)
     if not on_grid.all():

@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from fundarb.config import Config, config_hash
+from fundarb.config import PERP_PERP, Config, config_hash
 from fundarb.core import metrics
 from fundarb.core.book import PositionBook
 from fundarb.core.clock import SimClock
@@ -120,12 +120,17 @@ def build_simulation(
     path's own seed), else from the config's seed."""
     first_funding = (int(history.funding_ts[0]), float(history.funding_interval[0]))
     tape = history_tape(history, cfg.spot_account, cfg.perp_account, cfg.spot.depth_btc, cfg.perp.depth_btc)
-    return build_engine(cfg, tape, first_funding, history.start - NS_PER_HOUR, float(history.spot[0]), sim_seed)
+    long_first = None
+    if history.long_funding_ts is not None and history.long_funding_interval is not None:
+        long_first = (int(history.long_funding_ts[0]), float(history.long_funding_interval[0]))
+    return build_engine(cfg, tape, first_funding, history.start - NS_PER_HOUR, float(history.spot[0]), sim_seed,
+                        long_first)
 
 
 def build_engine(
     cfg: Config, tape: Iterable[tuple[int, int, Any]], first_funding: tuple[int, float] | None, start_ns: int,
     spot_price: float, sim_seed: np.random.SeedSequence | None = None,
+    long_first_funding: tuple[int, float] | None = None,
 ) -> tuple[Engine, SimExchange]:
     """The engine on a simulator fed by any market tape (history bars or a
     replayed capture): ``first_funding`` is the perp's first expected
@@ -137,10 +142,13 @@ def build_engine(
         sim_seed, = np.random.SeedSequence(cfg.seed).spawn(1)
     costs = venue_costs(cfg)
     schedule = {perp_name: first_funding} if first_funding is not None else {}
+    if long_first_funding is not None:  # a perp/perp carry's long leg settles on its own schedule
+        schedule[spot_name] = long_first_funding
     held = cfg.held_btc(spot_price)
     sim = simulator_of(cfg, costs.margin, tape, sim_seed, schedule, held_btc=held)
     book = PositionBook.open(spot_name, perp_name, cfg.spot_cash, cfg.perp_cash, contract_size=contract_size_of(cfg),
-                             collateral=collateral_of(cfg), held_btc=held, spot_price=spot_price if held else math.nan)
+                             collateral=collateral_of(cfg), held_btc=held, spot_price=spot_price if held else math.nan,
+                             long_kind=long_kind_of(cfg))
     engine = wire_engine(cfg, sim, book, SimClock(start_ns), MemoryRecorder(), costs=costs, spot_price=spot_price,
                          config_hash=chash)
     return engine, sim
@@ -154,7 +162,7 @@ def simulator_of(cfg: Config, margin: MarginRule, tape: Iterable[tuple[int, int,
     structure (an inverse perp's contract size, what margins the perp), the
     perp liquidated by ``margin``, fed by ``tape``."""
     specs = [
-        SimVenueSpec(cfg.spot_account, MarketKind.SPOT, cfg.spot_cash, cfg.spot, allow_short=cfg.strategy.allow_reverse,
+        SimVenueSpec(cfg.spot_account, long_kind_of(cfg), cfg.spot_cash, cfg.spot, allow_short=cfg.strategy.allow_reverse,
                      btc=held_btc),
         SimVenueSpec(cfg.perp_account, MarketKind.PERP, cfg.perp_cash, cfg.perp, margin=margin,
                      contract_size=contract_size_of(cfg)),
@@ -171,6 +179,11 @@ def run_backtest(
         engine.on_timer = progress
     engine.run()
     return result_of(cfg, history, engine, sim)
+
+
+def long_kind_of(cfg: Config) -> MarketKind:
+    """The long leg's market: spot, or a perp on its own venue (perp/perp)."""
+    return MarketKind.PERP if cfg.structure_kind == PERP_PERP else MarketKind.SPOT
 
 
 def carry_curve(curve: dict[str, list[Any]]) -> list[float]:
@@ -234,6 +247,11 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
         "net_apr_btc": metrics.apr(book.equity_btc - start_btc, start_btc, days),
         "sharpe": metrics.sharpe(curve["ts"], carry, cfg.collateral_rate),
         "max_drawdown": metrics.max_drawdown(carry),
+        # each leg's own: its venue's funding received (+) or paid (-), its fees; and the
+        # collateral moves between the venues (a withdrawal for two exchanges)
+        "funding_by_account": {a.venue: a.funding for a in (book.spot, book.perp)},
+        "fees_by_account": {a.venue: a.fees for a in (book.spot, book.perp)},
+        "transfers": sum(1 for kind, r in recorded(engine) if kind == "transfer" and r["status"] == "requested"),
         "funding_received": book.funding_received,
         "funding_paid": book.funding_paid,
         "funding_net": book.funding,

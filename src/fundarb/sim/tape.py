@@ -21,22 +21,49 @@ def history_tape(
     spread). A settlement with no mark in the history settles at the perp close."""
     hours, spots, perps = h.hours.tolist(), h.spot.tolist(), h.perp.tolist()
     marks = perps if h.mark is None else h.mark.tolist()
-    fts, frate = h.funding_ts.tolist(), h.funding_rate.tolist()
-    fint, fmark = h.funding_interval.tolist(), h.funding_mark.tolist()
-    fi, nf = 0, len(fts)
-    last_perp = perps[0]
+    short = _Settlements(perp, h.funding_ts.tolist(), h.funding_rate.tolist(), h.funding_interval.tolist(),
+                         h.funding_mark.tolist())
+    legs = [short]
+    long_perp = h.long_funding_ts is not None  # a perp/perp carry: the long leg is a perp with its own settlements
+    if long_perp:
+        assert h.long_funding_rate is not None and h.long_funding_interval is not None
+        n = int(h.long_funding_ts.size)  # type: ignore[union-attr]
+        legs.append(_Settlements(spot, h.long_funding_ts.tolist(), h.long_funding_rate.tolist(),  # type: ignore[union-attr]
+                                 h.long_funding_interval.tolist(), [math.nan] * n))
+    last = {perp: perps[0], spot: spots[0]}
     for ts, s, p, m in zip(hours, spots, perps, marks):
-        while fi < nf and fts[fi] < ts:  # an off-grid settlement: settle at the last perp close
-            yield fts[fi], q.P_FUNDING, _settlement(perp, fts[fi], frate[fi], fint[fi], fmark[fi], last_perp)
-            fi += 1
+        for leg in legs:  # an off-grid settlement: settle at the leg's last close
+            yield from leg.before(ts, last[leg.venue])
         yield ts, q.P_QUOTE, Quote(ts, spot, s, s, spot_depth, spot_depth)
         yield ts, q.P_QUOTE, Quote(ts, perp, p, p, perp_depth, perp_depth)
         yield ts, q.P_MARK, MarkPrice(ts, perp, m)
-        if fi < nf and fts[fi] == ts:
-            yield ts, q.P_FUNDING, _settlement(perp, ts, frate[fi], fint[fi], fmark[fi], p)
-            fi += 1
+        if long_perp:
+            yield ts, q.P_MARK, MarkPrice(ts, spot, s)
+        for leg, close in zip(legs, (p, s)):
+            yield from leg.at(ts, close)
         yield ts, q.P_TIMER, Timer(ts)
-        last_perp = p
+        last = {perp: p, spot: s}
+
+
+class _Settlements:
+    """One perp's settlements, handed out in time order as the bars pass."""
+
+    def __init__(self, venue: str, ts: list[int], rate: list[float], interval: list[float], mark: list[float]) -> None:
+        self.venue, self.ts, self.rate, self.interval, self.mark = venue, ts, rate, interval, mark
+        self.i = 0
+
+    def before(self, ts: int, close: float) -> Iterator[tuple[int, int, Any]]:
+        while self.i < len(self.ts) and self.ts[self.i] < ts:
+            i = self.i
+            yield self.ts[i], q.P_FUNDING, _settlement(self.venue, self.ts[i], self.rate[i], self.interval[i],
+                                                      self.mark[i], close)
+            self.i += 1
+
+    def at(self, ts: int, close: float) -> Iterator[tuple[int, int, Any]]:
+        if self.i < len(self.ts) and self.ts[self.i] == ts:
+            i = self.i
+            yield ts, q.P_FUNDING, _settlement(self.venue, ts, self.rate[i], self.interval[i], self.mark[i], close)
+            self.i += 1
 
 
 def _settlement(venue: str, ts: int, rate: float, interval: float, mark: float, perp_close: float) -> FundingSettlement:
