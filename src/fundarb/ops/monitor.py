@@ -349,6 +349,8 @@ class MonitorApp(App):
             await close()
 
     def refresh_panels(self) -> None:
+        if len(self.screen_stack) > 1:
+            return  # a screen over the panels (the trade log, the scan): they refresh when it closes
         if self.source is None:  # the live driver is still connecting
             self.query_one("#head", Static).update(Text("fundarb monitor  connecting to the venues ...", style="bold"))
             return
