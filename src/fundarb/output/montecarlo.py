@@ -21,7 +21,7 @@ from fundarb import __version__
 from fundarb.config import config_hash, dumps, to_dict
 from fundarb.data.history import fmt_time
 from fundarb.output.report import _clean, publish_folder
-from fundarb.research.bootstrap import SourcePeriods
+from fundarb.research.bootstrap import Periods
 from fundarb.research.study import StudyResult, StudySpec, summarize
 from fundarb.research.sweep import MAXDD_LIMIT, MIN_P_MAXDD_OK, MIN_P_TRADED, SweepResult, eligible
 from fundarb.sim.backtest import GATES
@@ -33,7 +33,7 @@ DIST_FILE = "distributions.png"
 STUDY_FILES = (STUDY_FILE, PATHS_FILE, FAN_FILE, DIST_FILE)
 
 
-def _study_block(spec: StudySpec, block: float, auto: bool, src: SourcePeriods) -> dict[str, Any]:
+def _study_block(spec: StudySpec, block: float, auto: bool, src: Periods) -> dict[str, Any]:
     return {
         "paths": spec.paths,
         "days": spec.days,

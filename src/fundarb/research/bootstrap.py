@@ -10,6 +10,10 @@ travel together, so their cross-correlation and, within blocks, their
 autocorrelation survive. Spot prices are rebuilt from the returns; the perp is
 spot times (1 + basis). Settlements fall at period ends, so the venue's
 schedule (8h on the shipped Binance data) is kept.
+
+A perp/perp carry's history is cut at its bars instead (``PairPeriods``):
+each bar's long return, basis and both venues' settlements are drawn
+together, each settlement at its place before the bar's close.
 """
 
 from __future__ import annotations
@@ -44,11 +48,94 @@ class SourcePeriods:
         return int(self.rate.size)
 
 
-def cut_periods(h: MarketHistory) -> SourcePeriods:
-    """Cut a loaded history at its settlements; they must sit on the hour grid."""
+@attrs.frozen
+class PairPeriods:
+    """A perp/perp carry's real window cut into its bars (one period a bar):
+    the long perp's log return and the short's basis to it at each bar's
+    close, and each venue's settlement in the bar, its rate, interval and
+    how long before the bar's close it fell. They are drawn together, so the
+    two venues' correlation survives."""
+
+    start: int  # ns of the first bar's close: a path starts here
+    bar_hours: int
+    long0: float
+    basis0: float
+    log_ret: np.ndarray  # per bar after start
+    basis: np.ndarray  # short / long - 1 at each bar's close
+    rate: np.ndarray  # the short's settlement in each bar
+    interval: np.ndarray
+    offset: np.ndarray  # ns from the short's settlement to the bar's close
+    long_rate: np.ndarray
+    long_interval: np.ndarray
+    long_offset: np.ndarray
+    window: tuple[str, ...]
+
+    @property
+    def periods(self) -> int:
+        return int(self.rate.size)
+
+    @property
+    def period_hours(self) -> np.ndarray:
+        return np.full(self.periods, self.bar_hours, dtype=np.int64)
+
+
+def _one_per_bar(bars: np.ndarray, ts: np.ndarray, rate: np.ndarray, interval: np.ndarray,
+                 what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rate, interval, ns before the close) of the one settlement in each bar
+    after the first; a bar with none or several is an error naming it."""
+    from fundarb.data.history import fmt_time
+
+    j = np.searchsorted(bars, ts)  # the bar whose close is at or after the settlement
+    keep = (j >= 1) & (j < bars.size)
+    j, ts, rate, interval = j[keep], ts[keep], rate[keep], interval[keep]
+    counts = np.bincount(j, minlength=bars.size)[1:]
+    if (counts != 1).any():
+        k = int(np.argmax(counts != 1)) + 1
+        raise DataError(f"a perp/perp bootstrap draws one settlement of each venue per bar; {what} has "
+                        f"{int(counts[k - 1])} in the bar closing {fmt_time(int(bars[k]))}")
+    return rate.astype(np.float64), interval.astype(np.float64), (bars[j] - ts).astype(np.int64)
+
+
+def cut_pair_periods(h: MarketHistory) -> PairPeriods:
+    """Cut a perp/perp history at its bars."""
+    assert h.long_funding_ts is not None and h.long_funding_rate is not None and h.long_funding_interval is not None
+    if h.hours.size < 4:
+        raise DataError(f"bootstrap needs at least 3 bars after the first, found {h.hours.size - 1}")
+    rate, interval, offset = _one_per_bar(h.hours, h.funding_ts, h.funding_rate, h.funding_interval, "the short perp")
+    long_rate, long_interval, long_offset = _one_per_bar(h.hours, h.long_funding_ts, h.long_funding_rate,
+                                                         h.long_funding_interval, "the long perp")
+    basis = h.perp / h.spot - 1.0
+    return PairPeriods(int(h.hours[0]), h.bar_hours, float(h.spot[0]), float(basis[0]), np.diff(np.log(h.spot)),
+                       basis[1:], rate, interval, offset, long_rate, long_interval, long_offset, tuple(h.sources))
+
+
+def bootstrap_pair_history(src: PairPeriods, hours: int, mean_block: float, rng: np.random.Generator) -> MarketHistory:
+    """One perp/perp path of ``hours`` hours (whole bars) after ``src.start``:
+    bars drawn in blocks, each with both venues' settlements at their place in it."""
+    n = hours // src.bar_hours
+    if n < 1:
+        raise ValueError(f"a path needs at least one bar of {src.bar_hours} h, got {hours} h")
+    chosen = block_indices(src.periods, n, mean_block, rng)
+    long = src.long0 * np.exp(np.concatenate(([0.0], np.cumsum(src.log_ret[chosen]))))
+    basis = np.concatenate(([src.basis0], src.basis[chosen]))
+    grid = src.start + np.arange(n + 1, dtype=np.int64) * src.bar_hours * NS_PER_HOUR
+    return MarketHistory(
+        hours=grid, spot=long, perp=long * (1.0 + basis), carried=np.zeros(n + 1, dtype=bool),
+        funding_ts=grid[1:] - src.offset[chosen], funding_rate=src.rate[chosen], funding_interval=src.interval[chosen],
+        funding_mark=np.full(n, np.nan), sources=("stationary block bootstrap of: " + "; ".join(src.window),),
+        long_funding_ts=grid[1:] - src.long_offset[chosen], long_funding_rate=src.long_rate[chosen],
+        long_funding_interval=src.long_interval[chosen], bar_hours=src.bar_hours)
+
+
+# what the studies resample: a carry's funding periods, or a perp/perp carry's bars
+Periods = SourcePeriods | PairPeriods
+
+
+def cut_periods(h: MarketHistory) -> Periods:
+    """Cut a loaded history at its settlements; they must sit on the hour
+    grid. A perp/perp history is cut at its bars (``cut_pair_periods``)."""
     if h.long_funding_ts is not None:
-        raise DataError("the bootstrap does not resample a perp/perp carry yet (its two venues' funding and prices "
-                        "would have to be drawn together); backtest it with `fundarb backtest`")
+        return cut_pair_periods(h)
     pos = np.searchsorted(h.hours, h.funding_ts)
     on_grid = (pos < h.hours.size) & (h.hours[np.minimum(pos, h.hours.size - 1)] == h.funding_ts)
     if not on_grid.all():
@@ -78,9 +165,13 @@ def cut_periods(h: MarketHistory) -> SourcePeriods:
     )
 
 
-def period_series(src: SourcePeriods) -> dict[str, np.ndarray]:
+def period_series(src: SourcePeriods | PairPeriods) -> dict[str, np.ndarray]:
     """One value per period of each resampled series: the settlement rate, the
-    basis at the settlement, and the spot log return over the period."""
+    basis at the settlement, and the spot log return over the period (a
+    perp/perp carry's: the funding differential, the basis and the long's
+    return at each bar)."""
+    if isinstance(src, PairPeriods):
+        return {"funding_differential": src.rate - src.long_rate, "basis": src.basis, "long_return": src.log_ret}
     ends = src.period_start + src.period_hours - 1
     csum = np.cumsum(src.log_ret)
     ret = csum[ends] - np.concatenate(([0.0], csum[ends[:-1]]))
@@ -125,7 +216,7 @@ def optimal_block_length(x: np.ndarray) -> float:
     return float(min(max(b, 1.0), bmax))
 
 
-def auto_block_periods(src: SourcePeriods) -> float:
+def auto_block_periods(src: SourcePeriods | PairPeriods) -> float:
     """The longest of the three series' optimal mean block lengths (periods):
     blocks long enough for the most persistent series (usually funding)."""
     return max(optimal_block_length(v) for v in period_series(src).values())
@@ -142,9 +233,12 @@ def block_indices(n_source: int, n_out: int, mean_block: float, rng: np.random.G
     return (starts[block_begin] + pos - block_begin) % n_source
 
 
-def bootstrap_history(src: SourcePeriods, hours: int, mean_block: float, rng: np.random.Generator) -> MarketHistory:
+def bootstrap_history(src: SourcePeriods | PairPeriods, hours: int, mean_block: float,
+                      rng: np.random.Generator) -> MarketHistory:
     """One path of ``hours`` hours after ``src.start``, as a MarketHistory the
     simulator runs on like the real one."""
+    if isinstance(src, PairPeriods):
+        return bootstrap_pair_history(src, hours, mean_block, rng)
     if hours < 1:
         raise ValueError(f"a path needs at least one hour, got {hours}")
     n_periods = -(-hours // int(src.period_hours.min())) + 1

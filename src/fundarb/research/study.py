@@ -20,7 +20,7 @@ from fundarb.config import Config
 from fundarb.core.errors import FundarbError
 from fundarb.core.metrics import daily_closes
 from fundarb.data.history import MarketHistory
-from fundarb.research.bootstrap import SourcePeriods, auto_block_periods, bootstrap_history, cut_periods
+from fundarb.research.bootstrap import Periods, auto_block_periods, bootstrap_history, cut_periods
 from fundarb.research.cluster import ChunkRunner
 from fundarb.sim.backtest import GATES, build_simulation, carry_curve, compute_metrics, evaluate_gates
 
@@ -72,7 +72,7 @@ def path_seeds(seed: int, index: int) -> tuple[np.random.SeedSequence, np.random
     return np.random.SeedSequence(seed, spawn_key=(index, 0)), np.random.SeedSequence(seed, spawn_key=(index, 1))
 
 
-def path_history(cfg: Config, src: SourcePeriods, hours: int, block: float, index: int) -> MarketHistory:
+def path_history(cfg: Config, src: Periods, hours: int, block: float, index: int) -> MarketHistory:
     market_seed, _ = path_seeds(cfg.seed, index)
     h = bootstrap_history(src, hours, block, np.random.default_rng(market_seed))
     return _with_scenario(h, cfg)
@@ -87,7 +87,7 @@ def _with_scenario(h: MarketHistory, cfg: Config) -> MarketHistory:
     return apply_scenario(h, scenario)
 
 
-def run_path(cfg: Config, src: SourcePeriods, hours: int, block: float, index: int) -> tuple[dict[str, Any], np.ndarray]:
+def run_path(cfg: Config, src: Periods, hours: int, block: float, index: int) -> tuple[dict[str, Any], np.ndarray]:
     """One path through the simulator: its metrics row and daily equity."""
     h = path_history(cfg, src, hours, block, index)
     _, sim_seed = path_seeds(cfg.seed, index)
@@ -104,7 +104,7 @@ def run_path(cfg: Config, src: SourcePeriods, hours: int, block: float, index: i
 
 
 def run_chunk(
-    src: SourcePeriods, cfg: Config, hours: int, block: float, indices: Sequence[int], keep_equity: bool = True
+    src: Periods, cfg: Config, hours: int, block: float, indices: Sequence[int], keep_equity: bool = True
 ) -> list[tuple[dict[str, Any], np.ndarray | None]]:
     """The unit of work shipped to a worker: several paths of one config."""
     out = []
@@ -130,13 +130,13 @@ class StudyResult:
     spec: StudySpec
     block_periods: float
     block_auto: bool
-    source: SourcePeriods
+    source: Periods
     rows: list[dict[str, Any]]
     equity: np.ndarray  # (paths, days + 1) daily closes
     day_offsets: np.ndarray
 
 
-def resolve_block(spec: StudySpec, src: SourcePeriods) -> tuple[float, bool]:
+def resolve_block(spec: StudySpec, src: Periods) -> tuple[float, bool]:
     if spec.block_periods is not None:
         return float(spec.block_periods), False
     return auto_block_periods(src), True

@@ -22,7 +22,7 @@ import numpy as np
 from fundarb.config import Config, ConfigError, config_hash, from_dict, to_dict
 from fundarb.core.errors import FundarbError
 from fundarb.data.history import MarketHistory
-from fundarb.research.bootstrap import SourcePeriods, cut_periods
+from fundarb.research.bootstrap import Periods, cut_periods
 from fundarb.research.cluster import ChunkRunner
 from fundarb.research.study import StudySpec, chunk_size, chunks, column, resolve_block, run_chunk
 
@@ -188,7 +188,7 @@ class SweepResult:
     grid: dict[str, list[float]]
     block_periods: float
     block_auto: bool
-    source: SourcePeriods
+    source: Periods
     rows: list[dict[str, Any]]  # one per grid point, in grid order
     configs: list[Config]
     recommended: int | None  # index into rows
