@@ -352,7 +352,8 @@ def check_prices(frame: pl.DataFrame, file: Path, keys: list[str], time_col: str
     first = f.with_columns(pl.col("close").first().over(k).alias("_fc"), pl.col("row").first().over(k).alias("_fr"))
     r = _first(first, pl.col("close").ne_missing(pl.col("_fc")))
     if r is not None:
-        raise DataError(f"{name(r)[0]} price for the bar closing {fmt_time(r['t_ns'])} UTC appears twice with different "
+        bar = "hour" if bar_hours == 1 else f"{bar_hours}-hour bar"
+        raise DataError(f"{name(r)[0]} price for the {bar} closing {fmt_time(r['t_ns'])} UTC appears twice with different "
                         f"closes in {file} ({name(r)[1]}): row {r['_fr']} ({_num(r['_fc'])}) and row {r['row']} "
                         f"({_num(r['close'])})")
     kept = f.unique(subset=k, keep="first", maintain_order=True)
