@@ -53,6 +53,9 @@ def print_compare(doc: dict[str, Any], console: Console) -> None:
         console.print(f"  {name} (config {s['config_hash'][:12]}): {changes}", style="dim", highlight=False)
     for name, why in doc["skipped"].items():
         console.print(f"  {name} left out: {why}", style="yellow", highlight=False)
+    for name, gone in doc.get("windows_left_out", {}).items():
+        for label, why in gone.items():
+            console.print(f"  {name} {label} left out: {why}", style="dim", highlight=False)
     t = Table(title="net APR on capital used, per structure and window")
     shown = [c for c in COLUMNS if c not in ("funding_net", "days", "notional")]
     for c in shown:

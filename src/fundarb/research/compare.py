@@ -11,7 +11,11 @@ Each structure is the base config with only what the structure changes:
   BTC from the start (``structure.capital_asset = "BTC"``): no spot trades,
   the BTC kept after each carry. Its APR is the carry's; what the BTC held
   outside a carry made or lost in USD is ``held_btc_pnl``;
-- ``unified``: the base's two markets held in one account.
+- ``unified``: the base's two markets held in one account;
+- ``perp_perp``: the base's perp against the other venue's (``PAIR_PERPS``),
+  half the capital on each venue, the short on whichever pays more; its
+  history is the shipped 8-hour bars (2023-01 .. 2024-06), so a window or
+  year outside them leaves it out, saying why.
 
 The one-account structures need no second account's collateral, so they put
 ``deploy`` of the capital to work: their notional is ``capital * deploy`` (the
@@ -29,7 +33,16 @@ from typing import Any
 
 import attrs
 
-from fundarb.config import COIN_MARGINED, SPOT_LINEAR, STRUCTURES, UNIFIED, Config, StructureConfig, config_hash
+from fundarb.config import (
+    COIN_MARGINED,
+    PERP_PERP,
+    SPOT_LINEAR,
+    STRUCTURES,
+    UNIFIED,
+    Config,
+    StructureConfig,
+    config_hash,
+)
 from fundarb.data.history import DataError, fmt_time, history_for, parse_time
 from fundarb.sim.backtest import run_backtest
 
@@ -38,6 +51,8 @@ COIN_PERPS: dict[str, tuple[str, str, float]] = {
     "binance": ("binancecoinm", "BTC/USD:BTC", 100.0),
     "bybit": ("bybit", "BTC/USD:BTC", 1.0),
 }
+# perp exchange -> the other venue's linear BTC perp a perp/perp carry pairs it with
+PAIR_PERPS: dict[str, tuple[str, str]] = {"binanceusdm": ("bybit", "BTC/USDT:USDT")}
 # the shipped Binance COIN-M hourly series has day-long holes (the longest 48 h
 # missing, 49 h between known closes): a coin-margined run carries over them
 COIN_GAP_HOURS = 49.0
@@ -93,6 +108,20 @@ def variants(base: Config, deploy: float) -> tuple[list[Variant], dict[str, str]
                            risk=risk, structure=StructureConfig(kind=UNIFIED))
         tiers = ", ".join(f"{r:g} up to {c:g} BTC" for c, r in cfg.structure_settings.collateral_tiers)
         out.append(Variant(UNIFIED, cfg, (*sized, f"collateral ratio {tiers}")))
+    other = PAIR_PERPS.get(base.perp.exchange)
+    if other is None:
+        skipped[PERP_PERP] = f"no second venue's perp known to pair with {base.perp.exchange}"
+    else:
+        # the long perp on the other venue at the base perp's costs; half the capital on each venue, the
+        # short on whichever pays more
+        cfg = attrs.evolve(base, name=f"{base.name}-perp_perp", perp_allocation=0.5,
+                           spot=attrs.evolve(base.perp, exchange=other[0], symbol=other[1]),
+                           data=attrs.evolve(base.data, max_price_gap_hours=max(base.data.max_price_gap_hours, 9.0)),
+                           strategy=attrs.evolve(base.strategy, allow_reverse=True),
+                           structure=StructureConfig(kind=PERP_PERP))
+        out.append(Variant(PERP_PERP, cfg, (f"long perp {other[0]} {other[1]} at the perp's costs", "perp_allocation 0.5",
+                                            "strategy.allow_reverse (short whichever venue pays more)",
+                                            "8-hour bars (2023-01 .. 2024-06 shipped)")))
     return out, skipped
 
 
@@ -126,26 +155,45 @@ def compare(base: Config, deploy: float = 0.95, data_dir: Path | None = None,
     runs, skipped = variants(base, deploy)
     rows: list[dict[str, Any]] = []
     done: list[Variant] = []
+    windows_left_out: dict[str, dict[str, str]] = {}
     for v in runs:
-        try:
-            history_for(v.config, data_dir)
-        except DataError as exc:
-            skipped[v.structure] = str(exc)
-            continue
-        done.append(v)
+        ran = False
         for label, start, end in windows(v.config)[: None if years else 1]:
             cfg = attrs.evolve(v.config, data=attrs.evolve(v.config.data, start=start, end=end))
+            try:
+                h = history_for(cfg, data_dir)
+                covered(h, start, end)
+            except DataError as exc:
+                windows_left_out.setdefault(v.structure, {})[label] = str(exc)
+                continue
             if progress is not None:
                 progress(f"{v.structure} {label}")
-            result = run_backtest(cfg, history_for(cfg, data_dir))
+            result = run_backtest(cfg, h)
             rows.append(row_of(v.structure, label, result.metrics | {"transfers": _transfers(result.log)}))
+            ran = True
+        if ran:
+            done.append(v)
+        elif v.structure in windows_left_out:
+            skipped[v.structure] = next(iter(windows_left_out.pop(v.structure).values()))
     return {
         "base": base.name, "base_config_hash": config_hash(base), "seed": base.seed, "deploy": deploy,
         "window": [base.data.start, base.data.end],
         "structures": {v.structure: {"config_hash": config_hash(v.config), "changes": list(v.changes)} for v in done},
         "skipped": {k: skipped[k] for k in (*STRUCTURES, COIN_BTC) if k in skipped},
+        "windows_left_out": windows_left_out,
         "rows": rows,
     }
+
+
+COVERAGE = 0.95  # the share of a window a structure's history must span for its row to stand for it
+
+
+def covered(h: Any, start: str, end: str) -> None:
+    """A DataError unless the history spans ``COVERAGE`` of [start, end): a
+    row labelled with a window is that window's, not a part of it."""
+    lo, hi = parse_time(start, "start"), parse_time(end, "end")
+    if h.end - h.start < COVERAGE * (hi - lo) - 9 * 3_600_000_000_000:
+        raise DataError(f"its history covers only {fmt_time(h.start)} .. {fmt_time(h.end)} UTC of the window")
 
 
 def _transfers(log: list[tuple[str, dict[str, Any]]]) -> int:
