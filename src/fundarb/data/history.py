@@ -177,6 +177,8 @@ class MarketHistory:
         if self.long_funding_ts is not None:
             out["long_funding_settlements"] = int(self.long_funding_ts.size)
             out["bar_hours"] = self.bar_hours
+            out["mark_price"] = (f"each venue's last close before a settlement (up to {self.bar_hours} h old on "
+                                 f"{self.bar_hours}-hour bars) stands in for its mark (history has no mark)")
         return out
 
 
