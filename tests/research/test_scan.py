@@ -231,3 +231,32 @@ def test_a_rate_limited_or_silent_venue_is_shown_as_such_and_the_others_are_rank
     assert doc["failed"]["binancecoinm BTC/USD:BTC"].startswith("unreachable")
     assert [r["short"] for r in doc["rows"]] == ["binanceusdm BTC/USDT:USDT"]  # the one market that answered
     assert "rate-limited" in " ".join(res.output.split())
+
+
+@pytest.mark.usefixtures("hang_guard")
+def test_scan_history_reads_a_store_fetched_with_fundarb_data_fetch(tmp_path):
+    """`fundarb data fetch` from the emulator (the shipped real series), then `scan --history STORE`:
+    the store's series by their ccxt exchange ids, the inverse one as coin-margined."""
+    from fundarb.testkit.emulator.harness import running_emulator
+
+    store = tmp_path / "store"
+    with running_emulator(start="2024-03-01T06:00") as server:  # its clock past the window: all of it is history
+        for venue, symbol in (("binanceusdm", "BTC/USDT:USDT"), ("bybit", "BTC/USDT:USDT"), ("binancecoinm", "BTC/USD:BTC")):
+            got = CliRunner().invoke(app, ["data", "fetch", "--venue", venue, "--symbol", symbol, "--since", "2024-01-01",
+                                           "--until", "2024-03-01", "--store", str(store), "--api-url", server.base_url,
+                                           "--no-spot", "-q", "--attempts", "2"])
+            assert got.exit_code == 0, got.output
+    res = CliRunner().invoke(app, ["scan", "--history", str(store), "--since", "2024-01-01", "--until", "2024-03-01",
+                                   "--price", "45000", "--out", str(tmp_path / "s")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    (window,) = json.loads((tmp_path / "s" / "scan.json").read_text())["windows"]
+    kinds = {(r["structure"], r["short"]) for r in window["rows"]}
+    assert (COIN_MARGINED, "binancecoinm BTC_USD_BTC") in kinds
+    assert (SPOT_LINEAR, "binanceusdm BTC_USDT_USDT") in kinds and (SPOT_LINEAR, "bybit BTC_USDT_USDT") in kinds
+    # the same settlements as the shipped file holds for Binance's USDT perp, through the store
+    shipped = read_settlements(SHIPPED_DIR).filter((pl.col("venue") == "binance") & (pl.col("symbol") == "BTCUSDT"))
+    lo = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    hi = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp() * 1000)
+    rates = shipped.filter((pl.col("funding_time_ms") >= lo) & (pl.col("funding_time_ms") < hi))["funding_rate"]
+    binance = next(r for r in window["rows"] if r["short"] == "binanceusdm BTC_USDT_USDT" and r["structure"] == SPOT_LINEAR)
+    assert binance["gross_apr"] == pytest.approx(float(rates.sum()) * 1095 / window["buckets"], rel=1e-9)

@@ -11,8 +11,8 @@ import polars as pl
 
 from fundarb.app.funding_stats import read_prices, read_settlements
 from fundarb.config import Config
-from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR, DataError, parse_time
-from fundarb.research.funding_stats import REGIME_PRICE, fmt_ms
+from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR, DataError, parse_time, store_settlements
+from fundarb.research.funding_stats import REGIME_PRICE, SETTLEMENT_TOLERANCE_S, fmt_ms
 from fundarb.research.scan import ScanCosts, scan_windows
 
 SHIPPED = "shipped"
@@ -25,10 +25,17 @@ def history_dir(history: str) -> Path:
     folder = Path(history)
     if not folder.is_dir():
         raise DataError(f"--history {history}: not a folder (give a folder of stored data, or 'shipped')")
-    if not (folder / FUNDING_FILE).is_file():
-        raise DataError(f"--history {history}: no {FUNDING_FILE} there (the scan reads the shipped files' layout: "
-                        f"{FUNDING_FILE}, and {PRICES_FILE} or --price)")
+    if not (folder / FUNDING_FILE).is_file() and not (folder / "funding").is_dir():
+        raise DataError(f"--history {history}: no {FUNDING_FILE} and no `fundarb data fetch` store there (the scan "
+                        f"reads the shipped files' layout, {FUNDING_FILE} and {PRICES_FILE} or --price, or a store)")
     return folder
+
+
+def settlements_of(data_dir: Path) -> pl.DataFrame:
+    """The folder's settlements: the shipped files' layout, or a fetch store."""
+    if (data_dir / FUNDING_FILE).is_file():
+        return read_settlements(data_dir)
+    return store_settlements(data_dir, SETTLEMENT_TOLERANCE_S)
 
 
 def sizing_price(data_dir: Path, since_ms: int, until_ms: int) -> tuple[float, str]:
@@ -70,4 +77,4 @@ def scan_doc(cfg: Config, data_dir: Path, lo: int, hi: int, years: bool, hold_da
             "hold_days": costs.hold_days,
             "round_trip": {s: costs.round_trip(s) for s in ("spot_linear", "coin_margined", "perp_perp")},
             "capital_per_notional": {s: costs.capital(s) for s in ("spot_linear", "coin_margined", "perp_perp")},
-            "windows": scan_windows(read_settlements(data_dir), lo, hi, costs, years)}
+            "windows": scan_windows(settlements_of(data_dir), lo, hi, costs, years)}

@@ -634,6 +634,33 @@ def load_settlements(perp: tuple[str, str], tolerance_s: float, lo: int, hi: int
     return f.filter((pl.col("ts") >= lo) & (pl.col("ts") <= hi)).select("ts", "rate", "interval", "mark", "source")
 
 
+def store_settlements(store: Path, tolerance_s: float) -> pl.DataFrame:
+    """Every funding series of a ``fundarb data fetch`` store as one long
+    table (venue: the ccxt exchange id; symbol: the series' file name, as
+    ``store_layout`` spells the unified symbol; funding_time_ms,
+    funding_rate, interval_hours inferred from the stamps where the venue
+    gave none), each checked and snapped as a backtest reads it."""
+    out = []
+    for path in sorted((store / "funding").glob("*/*.parquet")):
+        venue, symbol = path.parent.name, path.stem
+        raw = read_table(path, {"timestamp_ms": NUMERIC, "funding_rate": NUMERIC},
+                         {"mark_price": NUMERIC, "interval_hours": NUMERIC, "index_price": NUMERIC})
+        label = f"{venue} {symbol}"
+        checked = check_funding(raw.drop("source", strict=False), path, [], "timestamp_ms", _named(label))
+        f, _, _ = snap_settlements(_funding_rows(checked, "timestamp_ms", str(path)), label, path, tolerance_s)
+        out.append(f.select(pl.lit(venue).alias("venue"), pl.lit(symbol).alias("symbol"),
+                            (pl.col("ts") // NS_PER_MS).alias("funding_time_ms"), pl.col("rate").alias("funding_rate"),
+                            pl.col("interval").alias("interval_hours")))
+    if not out:
+        raise DataError(f"{store}: no funding series in this store (fetch some with `fundarb data fetch --store {store}`)")
+    return pl.concat(out)
+
+
+def _named(label: str) -> Callable[[dict], str]:
+    """A row-naming function for the checks' messages: every row is ``label``."""
+    return lambda _row: label
+
+
 def snap_table(funding: pl.DataFrame, file: Path, tolerance_s: float) -> pl.DataFrame:
     """A whole long funding table (every venue and symbol in it) with each
     series' stamps snapped to their instants and repeated rows kept once,

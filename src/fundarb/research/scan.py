@@ -51,6 +51,12 @@ MIN_COVERAGE = 0.95
 SPOT_LINEAR, COIN_MARGINED, PERP_PERP = "spot_linear", "coin_margined", "perp_perp"
 # the symbols of inverse (coin-margined) BTC perpetuals in the stored series
 INVERSE_SYMBOLS = frozenset({"BTCUSD_PERP", "BTCUSD", "XBTUSD", "BTC-USD-SWAP", "BTC-PERPETUAL"})
+
+
+def is_inverse(symbol: str) -> bool:
+    """An inverse BTC perp: one of ``INVERSE_SYMBOLS``, or a fetch store's
+    series settled in BTC (``BTC/USD:BTC`` is stored as ``BTC_USD_BTC``)."""
+    return symbol in INVERSE_SYMBOLS or symbol.endswith(("_BTC", ":BTC"))
 COLUMNS = ("rank", "structure", "short", "long", "gross_apr", "cost_apr", "capital_per_notional",
            "net_apr_on_capital", "negative_buckets", "buckets")
 
@@ -149,8 +155,8 @@ def scan_history(funding: pl.DataFrame, since_ms: int, until_ms: int, costs: Sca
                               negative_buckets=float((both < 0).mean()) if both.size else None, buckets=int(both.size)))
 
     for key in covered:
-        add(COIN_MARGINED if key[1] in INVERSE_SYMBOLS else SPOT_LINEAR, key, None, series[key])
-    for a, b in pairs([k for k in covered if k[1] not in INVERSE_SYMBOLS]):
+        add(COIN_MARGINED if is_inverse(key[1]) else SPOT_LINEAR, key, None, series[key])
+    for a, b in pairs([k for k in covered if not is_inverse(k[1])]):
         diff = series[a] - series[b]
         if np.nansum(diff) > 0:  # short the one that paid more; the other way round is its mirror
             add(PERP_PERP, a, b, diff)
