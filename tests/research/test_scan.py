@@ -162,7 +162,7 @@ def test_scan_history_on_the_shipped_data_ranks_and_writes_its_files(tmp_path):
     (["--history", "shipped", "--hold", "0"], "--hold must be"),
     (["--history", "shipped", "--since", "2019-01-01", "--until", "2020-01-01"], "spot close before"),
     (["--history", "shipped", "--since", "yesterday"], "--since"),
-    (["--history", "."], "no funding_settlements.parquet there"),
+    (["--history", "."], "no funding_settlements.parquet and no `fundarb data fetch` store there"),
 ])
 def test_bad_scan_input_is_one_error_and_writes_nothing(args, message, tmp_path):
     out = tmp_path / "s"
