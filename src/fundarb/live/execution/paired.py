@@ -247,9 +247,10 @@ async def _equalise(session: LiveSession, op_id: int, kind: str, prices: dict[st
     keep = session.cfg.keeps_btc
     if keep and kind != "open":
         return  # the short is bought back (completed above); the BTC held stays
+    covered = _covered(session, op_id)
     for _ in range(3):
         await resolve_unknown(session, op_id, actions)
-        spot, perp = _net_btc(session, op_id, "spot") + _covered(session, op_id), _net_btc(session, op_id, "perp")
+        spot, perp = _net_btc(session, op_id, "spot") + covered, _net_btc(session, op_id, "perp")
         gap = round(spot + perp, 12)  # > 0: more spot bought (or less sold) than perp sold
         if kind == "close":
             # a close ends with both legs flat, not with equal fills: the spot the

@@ -125,7 +125,8 @@ async def restore_margin(session: Any) -> float:
     if session.one_wallet:
         return 0.0
     if session.cfg.keeps_btc:  # the holding margins the short: the venues say what is where
-        return await hold_margin(session, -(await perp_position(perp))["qty"])
+        pos = await perp_position(perp)
+        return await hold_margin(session, -pos["qty"], pos)
     return await _move_in(session, margin_due(session.journal, spot, perp), "restore",
                           "the carry's BTC margins the open short")
 
@@ -147,13 +148,14 @@ async def coin_wallet(perp: LiveLeg, position: dict) -> float:
     return balance_of(await perp.call("fetch_balance"), perp.settle, "total") - float(position.get("unrealized") or 0.0)
 
 
-async def venue_btc(session: Any) -> float:
+async def venue_btc(session: Any, position: dict | None = None) -> float:
     """The BTC the venue holds for the carry's account: the spot wallet's and
-    (two wallets) the coin-margined wallet's, unrealized PnL left out."""
+    (two wallets) the coin-margined wallet's, unrealized PnL left out
+    (``position``: the perp's, when already read)."""
     spot, perp = session.spot, session.perp
     btc = balance_of(await spot.call("fetch_balance"), spot.base, "total")
     if not session.one_wallet:
-        btc += await coin_wallet(perp, await perp_position(perp))
+        btc += await coin_wallet(perp, position if position is not None else await perp_position(perp))
     return btc
 
 
@@ -165,18 +167,19 @@ async def covered_by_holding(session: Any, contracts: float) -> float:
     mark = float((await perp.call("fetch_funding_rate", perp.symbol)).get("markPrice") or 0.0)
     if not mark > 0:
         return 0.0
-    unhedged = await venue_btc(session) + min((await perp_position(perp))["qty"], 0.0)
+    pos = await perp_position(perp)
+    unhedged = await venue_btc(session, pos) + min(pos["qty"], 0.0)
     return max(min(unhedged, perp.btc(contracts, mark)), 0.0)
 
 
-async def hold_margin(session: Any, short_btc: float) -> float:
+async def hold_margin(session: Any, short_btc: float, position: dict) -> float:
     """A carry on BTC held: bring the coin-margined wallet up to
     ``short_btc`` (the BTC the short hedges, by the venue) from the spot
-    wallet's free BTC; the BTC moved."""
+    wallet's free BTC (``position``: the perp's as just read); the BTC moved."""
     perp = session.perp
     if session.one_wallet or short_btc <= 0:
         return 0.0
-    there = await coin_wallet(perp, await perp_position(perp))
+    there = await coin_wallet(perp, position)
     return await _move_in(session, short_btc - there, "hold", "the BTC held margins the short")
 
 
@@ -184,4 +187,5 @@ async def hold_for_open(session: Any, covered: float) -> float:
     """Before an open of a carry on BTC held: the coin-margined wallet holds
     the BTC of the short after it (what is short now and ``covered``, the
     holding's share of the open); the BTC moved."""
-    return await hold_margin(session, covered - min((await perp_position(session.perp))["qty"], 0.0))
+    pos = await perp_position(session.perp)
+    return await hold_margin(session, covered - min(pos["qty"], 0.0), pos)
