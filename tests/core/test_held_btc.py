@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from fundarb.core import risk
 from fundarb.core.book import COIN, Collateral, PositionBook
 from fundarb.core.model import NS_PER_HOUR, Fill, FundingSettlement, Side
-from fundarb.core.strategy import CarryParams, CarryStrategy, btc_to_buy, close_intents, kept_hedge_units
+from fundarb.core.strategy import CarryParams, CarryStrategy, btc_to_buy, close_intents, hedge_units
 from fundarb.testkit.builders import PERP, SPOT, T0
 
 SIZE = 100.0
@@ -112,7 +112,7 @@ def test_held_btc_price_moves_are_the_holders_not_the_carrys():
 
 def test_helpers_price_the_hedge_and_the_shortfall():
     b = held_book(1.0, 40_000.0)
-    assert kept_hedge_units(b, 0.5) == 200.0
+    assert hedge_units(b, 0.5) == 200.0
     assert btc_to_buy(b, 0.5, 0.001) == 0.0
     assert btc_to_buy(b, 1.2345, 0.001) == pytest.approx(0.235, abs=1e-12)
 

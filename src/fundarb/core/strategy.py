@@ -220,7 +220,7 @@ class CarryStrategy:
         if book.collateral.keep_btc:
             if direction < 0:
                 return []  # a reverse carry would sell the holder's BTC short
-            perp_qty = kept_hedge_units(book, qty)
+            perp_qty = hedge_units(book, qty)
             qty = btc_to_buy(book, qty, lot)
         else:
             perp_qty = hedge_units(book, qty * direction)
@@ -280,13 +280,6 @@ def hedge_units(book: PositionBook, spot_qty: float) -> float:
         return abs(spot_qty)
     btc = spot_qty + p.coin
     return float(max(math.floor(abs(btc) * p.price / p.contract_size + 0.5), 0))
-
-
-def kept_hedge_units(book: PositionBook, btc: float) -> float:
-    """``Collateral.keep_btc``: the inverse short that hedges ``btc`` of the
-    BTC held (whole contracts nearest its USD value at the mark)."""
-    p = book.perp
-    return float(max(math.floor(btc * p.price / p.contract_size + 0.5), 0)) if p.contract_size else max(btc, 0.0)
 
 
 def btc_to_buy(book: PositionBook, btc: float, lot: float) -> float:
