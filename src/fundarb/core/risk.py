@@ -415,8 +415,7 @@ class RiskMonitor:
         if buf >= self.limits.min_margin_buffer:
             return None
         x = own_cash_reduction(book.spot, rule, self.limits.topup_target_buffer, target_leverage(self.limits))
-        alert = Alert(now, "margin_reduce", f"long leg's margin buffer {buf:.1%}: reducing both legs by {x:.4f} BTC")
-        return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
+        return _cut(book, now, x, f"long leg's margin buffer {buf:.1%}")
 
     def _not_finite(self, book: PositionBook, now: int, busy: bool, eq: float) -> RiskActions:
         """Nothing computed from a non-finite equity is acted on: halt once,
@@ -479,24 +478,16 @@ class RiskMonitor:
             x = (reduction_needed(book, rule, self.limits.hard_margin_buffer, math.inf,
                                   self.costs.transfer_fee, move_spot_cash=False) if book.collateral.transfers
                  else collateral_reduction(book, rule, self.limits.hard_margin_buffer, math.inf))
-            alert = Alert(now, "margin_reduce", f"margin buffer {buf:.1%} under the hard floor, leverage {lev:.2f}: "
-                          f"reducing both legs by {x:.4f} BTC", "critical")
-            return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
+            return _cut(book, now, x, f"margin buffer {buf:.1%} under the hard floor, leverage {lev:.2f}", "critical")
         if transfer_pending:
             return NO_ACTION  # a top-up is on its way
-        if book.long_perp:
-            # perp/perp: the other venue's cash margins the long leg, and moving it is a withdrawal: cut instead
-            x = own_cash_reduction(book.perp, rule, self.limits.topup_target_buffer, target_leverage(self.limits))
-            alert = Alert(now, "margin_reduce", f"margin buffer {buf:.1%}, leverage {lev:.2f}: reducing both legs by "
-                          f"{x:.4f} BTC")
-            return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
-        if not book.collateral.transfers:
-            # the BTC held (or the unified account) is the margin: nothing to move, so reduce
-            x = collateral_reduction(book, rule, self.limits.topup_target_buffer, target_leverage(self.limits))
-            alert = Alert(now, "margin_reduce", f"margin buffer {buf:.1%}, leverage {lev:.2f}: "
-                          f"reducing both legs by {x:.4f} BTC")
-            return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
         target, target_lev = self.limits.topup_target_buffer, target_leverage(self.limits)
+        if book.long_perp or not book.collateral.transfers:
+            # perp/perp: the other venue's cash margins the long leg, and moving it is a withdrawal; the BTC
+            # held (or the unified account) is the margin: nothing to move. Either way, reduce
+            x = (own_cash_reduction(book.perp, rule, target, target_lev) if book.long_perp
+                 else collateral_reduction(book, rule, target, target_lev))
+            return _cut(book, now, x, f"margin buffer {buf:.1%}, leverage {lev:.2f}")
         need = topup_needed(book, rule, target, target_lev) + self.costs.transfer_fee
         spot_cash = book.spot.cash
         if spot_cash >= need:
@@ -508,8 +499,13 @@ class RiskMonitor:
             # not enough for the whole top-up: move what there is, reduce the rest next
             return RiskActions(transfer_to_perp=spot_cash)
         x = reduction_needed(book, rule, target, target_lev, self.costs.transfer_fee)
-        alert = Alert(now, "margin_reduce", f"margin buffer {buf:.1%}, leverage {lev:.2f}: reducing both legs by {x:.4f} BTC")
-        return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
+        return _cut(book, now, x, f"margin buffer {buf:.1%}, leverage {lev:.2f}")
+
+
+def _cut(book: PositionBook, now: int, x: float, why: str, severity: str = "warning") -> RiskActions:
+    """Reduce both legs by ``x`` BTC (``reduce_intents``), alerting ``why``."""
+    alert = Alert(now, "margin_reduce", f"{why}: reducing both legs by {x:.4f} BTC", severity)
+    return RiskActions(alerts=(alert,), intents=tuple(reduce_intents(book, x, "margin_reduce")))
 
 
 def _same_positions(left: tuple[float, float], book: PositionBook) -> bool:
