@@ -39,8 +39,6 @@ def run_stats(venues: Sequence[str] | None, since: str | None, until: str | None
                        thresholds=sorted(set(thresholds)) if thresholds else DEFAULT_THRESHOLDS, inputs=inputs)
 
 
-
-
 NUMBERS = ("funding_time_ms", "funding_rate", "interval_hours", "open_time_ms", "close")
 
 

@@ -341,17 +341,15 @@ class LiveSource:
         held = j.position(s.spot.account, s.spot.base) * spot_px
         price = cash + held + sum(f["fee"] * f["price"] for f in linear
                                   if f["account"] == s.spot.account and f["fee_currency"] == s.spot.base)
-        if inverse and self.cfg.keeps_btc:
-            # a carry on BTC held: the open short against the BTC it hedges (their basis); the holding's own
-            # price moves are the holder's, and a closed carry's short and holding moved together
+        if inverse:
             acct = holdings(j, s.spot, s.perp).perp_account
             assert acct is not None
-            price = acct.qty * (mark - spot_px) if acct.qty else 0.0
-            funding = sum(f["amount"] * (f["mark"] or mark) for f in paid)
-        elif inverse:
-            acct = holdings(j, s.spot, s.perp).perp_account
-            assert acct is not None
-            price += acct.realized + (acct.qty * (mark - acct.entry) if acct.qty else 0.0)
+            if self.cfg.keeps_btc:
+                # a carry on BTC held: the open short against the BTC it hedges (their basis); the holding's own
+                # price moves are the holder's, and a closed carry's short and holding moved together
+                price = acct.qty * (mark - spot_px) if acct.qty else 0.0
+            else:
+                price += acct.realized + (acct.qty * (mark - acct.entry) if acct.qty else 0.0)
             funding = sum(f["amount"] * (f["mark"] or mark) for f in paid)
         else:
             price += j.position(s.perp.account) * mark
