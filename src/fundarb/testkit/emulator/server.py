@@ -1101,6 +1101,9 @@ def signed(handler: Handler) -> Handler:
 
 
 def _check_signed(venue: str | None, ask: Ask) -> None:
+    if venue in SHAPES:
+        SHAPES[venue].check_signed(ask)
+        return
     known = ask.accounts.api_keys if ask.accounts is not None else None
     if venue == "bybit":
         key = ask.headers.get("X-BAPI-API-KEY")
@@ -2421,7 +2424,50 @@ ROUTES: dict[str, dict[tuple[str, str], Handler]] = {
 BINANCE_VENUES = ("binance", "binanceusdm", "binancecoinm")
 
 
+@dataclass(frozen=True)
+class VenueShape:
+    """A venue served from a module of its own (``emulator.coinbase``, ...): its
+    path prefixes, routes and the way it words answers, errors and faults.
+
+    ``check_signed(ask)`` raises the venue's own ``VenueError`` for a private
+    call without its key and signature; ``envelope(body, server_ms)`` wraps a
+    successful answer (None: sent as it is); ``error(err, server_ms)`` is the
+    body of a refusal; ``fault(fault, server_ms)`` answers a programmed
+    rate_limit, ip_ban or refuse in the venue's words (None: the Binance-shaped
+    default). ``placement`` are the (method, path) pairs that place orders.
+    ``path_of(path, params)`` turns a request into the route key, for venues that
+    put the operation in the body (one POST path for many calls)."""
+
+    venue: str
+    prefixes: tuple[str, ...]
+    routes: Mapping[tuple[str, str], Handler]
+    check_signed: Callable[[Ask], None]
+    error: Callable[[VenueError, int], Any]
+    envelope: Callable[[Any, int], Any] | None = None
+    fault: Callable[[Fault, int], web.Response | None] | None = None
+    placement: frozenset[tuple[str, str]] = frozenset()
+    path_of: Callable[[str, Mapping[str, str]], str] | None = None
+
+
+SHAPES: dict[str, VenueShape] = {}
+
+
+def register_venue(shape: VenueShape) -> VenueShape:
+    """Serve ``shape``'s venue: its routes, prefixes and placement paths join the tables."""
+    SHAPES[shape.venue] = shape
+    ROUTES[shape.venue] = dict(shape.routes)
+    VENUE_PREFIXES.setdefault(shape.venue, shape.prefixes[0])
+    for prefix in shape.prefixes[1:]:
+        EXTRA_PREFIXES[prefix] = shape.venue
+    ORDER_PLACEMENT.update(shape.placement)
+    return shape
+
+
 def venue_of(path: str) -> str | None:
+    # a module's venue may own a longer prefix inside another's (Coinbase's /api/v3/brokerage/)
+    for shape in SHAPES.values():
+        if any(path.startswith(prefix) for prefix in shape.prefixes):
+            return shape.venue
     for venue, prefix in VENUE_PREFIXES.items():
         if path.startswith(prefix):
             return venue
@@ -2443,6 +2489,8 @@ def _bybit_envelope(result: Any, server_ms: int, code: int = 0, msg: str = "OK")
 
 
 def _error_response(venue: str | None, err: VenueError, server_ms: int) -> web.Response:
+    if venue in SHAPES:
+        return _json(err.status, SHAPES[venue].error(err, server_ms))
     if venue == "bybit":
         return _json(err.status, _bybit_envelope({}, server_ms, int(err.code), err.msg))
     return _json(err.status, {"code": err.code, "msg": err.msg})
@@ -2459,6 +2507,11 @@ def _fault_response(fault: Fault, venue: str | None, server_ms: int) -> web.Resp
     """The answer a programmed fault gives instead of the data (timeout and
     stale are handled by the caller: they answer data, late or old)."""
     retry = {"Retry-After": str(fault.retry_after_s)}
+    shape = SHAPES.get(venue or "")
+    if shape is not None and shape.fault is not None and fault.kind in ("rate_limit", "ip_ban", "refuse"):
+        worded = shape.fault(fault, server_ms)
+        if worded is not None:
+            return worded
     if fault.kind == "rate_limit":
         status = fault.status or 429
         if venue == "bybit":
@@ -2519,6 +2572,9 @@ class EmulatorApp:
         params.update(await _body_params(request))  # signed POSTs carry their parameters in the body
         headers = request.headers
         venue = venue_of(path)
+        shape = SHAPES.get(venue or "")
+        if shape is not None and shape.path_of is not None:  # the operation named in the body: its route key
+            path = shape.path_of(path, params)
         server_ns = self.clock.now_ns
         server_ms = server_ns // NS_PER_MS
 
@@ -2559,6 +2615,7 @@ class EmulatorApp:
 
     def _answer(self, venue: str | None, method: str, path: str, params: dict, data_ns: int,
                 server_ms: int, headers: Mapping[str, str] | None = None, fault: Fault | None = None) -> web.Response:
+        shape = SHAPES.get(venue or "")
         handler = ROUTES.get(venue or "", {}).get((method, path))
         if handler is None:
             return _not_found(venue, method, path, server_ms)
@@ -2574,6 +2631,8 @@ class EmulatorApp:
             return _error_response(venue, err, server_ms)
         if venue == "bybit":
             body = _bybit_envelope(body, server_ms)
+        elif shape is not None and shape.envelope is not None:
+            body = shape.envelope(body, server_ms)
         return _json(200, body)
 
 
