@@ -497,6 +497,22 @@ class StructureConfig:
         return self.capital_asset == "BTC"
 
 
+@attrs.frozen
+class RotationConfig:
+    """Venue rotation of a perp/perp carry (``fundarb.core.rotation``): the
+    carry may move to any pair of two venues among [spot], [perp] and
+    ``venues`` (further linear perps, each a [spot]/[perp]-style table; none:
+    the two venues in either direction), long one and short the other, when the best pair's signal beats the held one's
+    by the switching cost amortised over ``strategy.expected_holding_days``
+    plus ``hysteresis_apr``, after at least ``min_hold_days`` on it. Without
+    the section the carry stays on its pair and the config hash is unchanged.
+    """
+
+    venues: tuple[VenueConfig, ...] = ()
+    hysteresis_apr: float = attrs.field(default=0.02, validator=_between(0, 1, hint=_APR))
+    min_hold_days: float = attrs.field(default=7.0, validator=_between(0, 3650))
+
+
 # [strategy] and [risk] are classes of fundarb.core, which checks its own
 # invariants (notional > 0, exit_apr <= entry_apr, max_leverage <= 3, ...);
 # what a config file may say is ruled here, at structure time
@@ -552,9 +568,12 @@ class Config:
     runner: RunnerSettings | None = None
     market_data: MarketDataSettings | None = None
     structure: StructureConfig | None = None
+    rotation: RotationConfig | None = None
 
     def __attrs_post_init__(self) -> None:
         kind = self.structure_kind
+        if self.rotation is not None:
+            self._check_rotation(self.rotation)
         inverse = is_inverse_symbol(self.perp.symbol)
         if kind == COIN_MARGINED and not inverse:
             raise FieldError("perp.symbol", f"must be an inverse perpetual settled in BTC (such as \"BTC/USD:BTC\" on "
@@ -575,6 +594,28 @@ class Config:
         if kind == UNIFIED and self.spot.exchange != self.perp.exchange.removesuffix("usdm"):
             raise FieldError("perp.exchange", f"must be the spot leg's exchange ({_show(self.spot.exchange)}) for "
                                               f"structure.kind unified (one account), got {_show(self.perp.exchange)}")
+
+    def _check_rotation(self, rotation: RotationConfig) -> None:
+        if self.structure_kind != PERP_PERP:
+            raise FieldError("rotation", f"venue rotation moves a perp/perp carry: it needs structure.kind = "
+                                         f"\"perp_perp\" (structure is {self.structure_kind})")
+        if self.strategy.allow_reverse:
+            raise FieldError("strategy.allow_reverse", "must be false with [rotation]: the rotation chooses which "
+                                                       "venue of a pair is short")
+        seen: set[str] = set()
+        for i, v in enumerate((self.spot, self.perp, *rotation.venues)):
+            if ":" not in v.symbol or is_inverse_symbol(v.symbol):
+                raise FieldError(f"rotation.venues[{i - 2}].symbol" if i >= 2 else "spot.symbol",
+                                 f"must be a linear perpetual (such as \"BTC/USDT:USDT\"), got {_show(v.symbol)}")
+            venue = v.exchange.removesuffix("usdm")
+            if venue in seen:
+                raise FieldError(f"rotation.venues[{i - 2}].exchange", f"{_show(v.exchange)} is named twice among "
+                                                                        "[spot], [perp] and rotation.venues")
+            seen.add(venue)
+
+    def rotation_venues(self) -> tuple[VenueConfig, ...]:
+        """The linear perps a rotating carry may hold: [spot], [perp], then ``rotation.venues``."""
+        return (self.spot, self.perp, *(self.rotation.venues if self.rotation else ()))
 
     @property
     def structure_kind(self) -> str:
@@ -658,7 +699,7 @@ def _register_hooks() -> None:
         _converter.register_structure_hook(kind, FieldRule(kind).structure)
     _converter.register_structure_hook(str, _text)
     sections = (VenueConfig, DataConfig, TransferConfig, Scenario, LiveSettings, AlertSettings, RunnerSettings,
-                MarketDataSettings, StructureConfig, CarryParams, RiskLimits, Config)
+                MarketDataSettings, StructureConfig, RotationConfig, CarryParams, RiskLimits, Config)
     for cls in sections:
         hooks: dict[str, Callable[[Any, Any], Any]] = {name: rule.structure for name, rule in _rules_of(cls).items()}
         if cls is DataConfig:
@@ -690,7 +731,7 @@ def field_rules() -> dict[str, FieldRule]:
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     raw = _converter.unstructure(cfg)
-    for optional in ("scenario", "live", "alerts", "runner", "market_data", "structure"):
+    for optional in ("scenario", "live", "alerts", "runner", "market_data", "structure", "rotation"):
         if raw.get(optional) is None:
             # no key rather than null: TOML has no null, and a config without
             # the section keeps the identity (hash) it had before it existed
@@ -719,7 +760,7 @@ def config_hash(cfg: Config) -> str:
 
 
 _SECTIONS = ("data", "spot", "perp", "strategy", "risk", "transfer", "scenario", "live", "alerts", "runner",
-             "market_data", "structure")
+             "market_data", "structure", "rotation")
 
 
 def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:

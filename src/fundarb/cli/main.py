@@ -55,6 +55,9 @@ def backtest(
 
     cfg = effective_config(config or default_config_path(), start, end, seed)
     out = out or Path("runs") / cfg.name
+    if cfg.rotation is not None:
+        _rotation_backtest(cfg, out, data_dir, quiet)
+        return
     check_output_folder(out)
     history = apply_scenario(history_for(cfg, data_dir), cfg.scenario)
     console = Console()
@@ -72,6 +75,22 @@ def backtest(
     paths = write_outputs(result, out)
     if not quiet:
         print_summary(result, console, paths)
+
+
+def _rotation_backtest(cfg: Config, out: Path, data_dir: Optional[Path], quiet: bool) -> None:
+    """A config with [rotation]: the carry moves between pairs of venues (``fundarb.sim.rotation``)."""
+    from fundarb.output.report import check_output_folder
+    from fundarb.output.rotation import OUTPUT_FILES, print_rotation, write_rotation
+    from fundarb.sim.rotation import run_rotation
+
+    check_output_folder(out, OUTPUT_FILES)
+    with Progress(TextColumn("[bold]rotation[/] {task.description}"), console=err, transient=True,
+                  disable=quiet or not err.is_terminal) as bar:
+        task = bar.add_task(cfg.name)
+        result = run_rotation(cfg, data_dir, progress=lambda what: bar.update(task, description=what))
+    paths = write_rotation(result, out)
+    if not quiet:
+        print_rotation(result, Console(), paths)
 
 
 @app.command()

@@ -144,6 +144,8 @@ class CarryStrategy:
     # its signal is deducted from the short's (``long_signal``)
     differential: bool = False
     long_signal: FundingSignal | None = attrs.field(init=False, default=None)
+    # told to leave this pair (the carry moves elsewhere, ``core.rotation``): exit, never enter again
+    leaving: bool = False
 
     def __attrs_post_init__(self) -> None:
         self.signal = FundingSignal(self.params.signal_settlements)
@@ -196,7 +198,7 @@ class CarryStrategy:
         if book.is_flat:
             if self.direction != 0:  # closed elsewhere (risk, liquidation unwind)
                 self._closed(now)
-            return self._maybe_enter(book, spot_mid, now)
+            return [] if self.leaving else self._maybe_enter(book, spot_mid, now)
         if self.direction == 0:
             return []  # a position the strategy did not open: risk owns it
         return self._maybe_exit(book, now)
@@ -238,8 +240,14 @@ class CarryStrategy:
         return [*legs, OrderIntent(self.perp_venue, spot_side.opposite(), perp_qty, "entry", self.pair_seq)]
 
     # --- exit ----------------------------------------------------------
+    def leave(self) -> None:
+        """The carry moves to another pair: close this one at the next decision, and enter no more."""
+        self.leaving = True
+
     def exit_reason(self, book: PositionBook, now: int) -> str | None:
         p = self.params
+        if self.leaving:
+            return "exit_rotation"
         pred = self.signal.predicted_apr()
         signal = (pred if pred is not None else self.signal.current_apr()) - self.long_apr()
         if self.direction * signal < p.exit_apr:

@@ -94,12 +94,15 @@ def fmt_stamp(ns: int) -> str:
 def venue_names(exchange: str, symbol: str) -> tuple[str, str, str]:
     """ccxt exchange id and unified symbol -> (venue, market, venue symbol) as
     the long layout names them: binanceusdm BTC/USDT:USDT -> (binance,
-    perp_linear, BTCUSDT); binance BTC/USDT -> (binance, spot, BTCUSDT)."""
+    perp_linear, BTCUSDT); binance BTC/USDT -> (binance, spot, BTCUSDT);
+    okx BTC/USDT:USDT -> (okx, perp_linear, BTC-USDT-SWAP)."""
     venue = exchange.removesuffix("usdm").removesuffix("coinm")
     pair, _, settle = symbol.partition(":")
     base, _, quote = pair.partition("/")
     if not settle:
         return venue, "spot", f"{base}{quote}"
+    if venue == "okx":  # OKX names its swaps BTC-USDT-SWAP (linear) and BTC-USD-SWAP (inverse)
+        return venue, "perp_linear" if settle == quote else "perp_inverse", f"{base}-{quote}-SWAP"
     if settle == quote:
         return venue, "perp_linear", f"{base}{quote}"
     return venue, "perp_inverse", f"{base}{quote}_PERP" if venue == "binance" else f"{base}{quote}"

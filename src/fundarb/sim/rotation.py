@@ -1,0 +1,258 @@
+"""A rotating perp/perp carry over real history: the venue rotation rule
+(``fundarb.core.rotation``) decides which pair of venues holds the carry,
+and the ordinary perp/perp backtest runs each stretch on its pair.
+
+1. **Plan.** Every 8 hours of the window, each venue's signal is the mean of
+   its last ``strategy.signal_settlements`` settled rates (as many of its own
+   settlements as cover that many 8-hour ones on an hourly venue), annualised
+   (``core.strategy.FundingSignal``: the rule the strategy enters on); a pair's
+   is its short venue's less its long venue's. The rule keeps the carry where
+   it is or moves it (``RotationRule.choose``), knowing only settlements made
+   by then.
+2. **Run.** Each stretch is the config's own perp/perp backtest on the pair
+   (``load_pair_history``, ``build_simulation``) with the equity the last
+   stretch ended with. At a move the strategy is told to leave
+   (``CarryStrategy.leave``): it closes the pair through the simulator like any
+   exit and enters no more; the stretch ends once both legs are flat.
+3. **Move.** The capital then leaves each venue the new pair does not use: a
+   withdrawal of ``transfer.fee`` USDT, arriving ``transfer.delay_minutes``
+   later; the next stretch starts on the first bar after it arrives.
+
+Every venue of a rotation needs a modelled liquidation rule (its margin is
+checked like any perp leg's): a venue without one is refused by name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from fundarb.config import Config, VenueConfig, config_hash
+from fundarb.core import metrics
+from fundarb.core.errors import FundarbError
+from fundarb.core.liquidation import UNMODELLED
+from fundarb.core.model import NS_PER_HOUR
+from fundarb.core.rotation import Move, Pair, RotationRule, SwitchCost
+from fundarb.core.strategy import FundingSignal
+from fundarb.data.history import fmt_time, load_pair_history, load_settlements, parse_time
+from fundarb.data.margin_tiers import shipped_rule
+from fundarb.sim.backtest import build_simulation, result_of
+from fundarb.wiring import round_trip_cost
+
+BAR_NS = 8 * NS_PER_HOUR
+REFERENCE_INTERVAL_H = 8.0  # a venue's signal covers as many settlements as this many 8-hour ones
+
+
+class RotationError(FundarbError, ValueError):
+    """A rotation that cannot run: a venue without a liquidation rule, a window without data."""
+
+
+@attrs.frozen
+class Stretch:
+    """One pair's run: from ``start`` to ``end`` (the instant its legs were flat again)."""
+
+    pair: Pair
+    start: int
+    end: int
+    capital: float
+    result: Any  # the stretch's BacktestResult
+    withdrawals: int  # made after it, to reach the next pair
+    move: Move | None  # the move that ended it
+
+
+@attrs.frozen
+class RotationResult:
+    config: Config
+    config_hash: str
+    metrics: dict[str, Any]
+    stretches: tuple[Stretch, ...]
+    moves: tuple[tuple[int, Move], ...]
+    curve: dict[str, list[Any]]
+
+
+def rotation_rule(cfg: Config) -> RotationRule:
+    assert cfg.rotation is not None
+    return RotationRule(cfg.strategy.expected_holding_days, cfg.rotation.hysteresis_apr, cfg.rotation.min_hold_days)
+
+
+def _venue_key(v: VenueConfig) -> str:
+    return v.exchange
+
+
+def pair_config(cfg: Config, pair: Pair, start: int, end: int, capital: float) -> Config:
+    """``cfg`` on ``pair`` (long perp as [spot], short as [perp]) over [start, end) with ``capital``."""
+    venues = {_venue_key(v): v for v in cfg.rotation_venues()}
+    data = attrs.evolve(cfg.data, start=fmt_time(start), end=fmt_time(end))
+    return attrs.evolve(cfg, spot=venues[pair.long], perp=venues[pair.short], data=data, capital=capital,
+                        rotation=None)
+
+
+def switch_cost(cfg: Config, current: Pair, to: Pair, price: float) -> SwitchCost:
+    """Both pairs' round trips, a withdrawal for each venue the capital leaves, and their delay."""
+    left = len(current.venues() - to.venues())
+    lo, hi = parse_time(cfg.data.start, "start"), parse_time(cfg.data.end, "end")
+    trips = sum(round_trip_cost(pair_config(cfg, p, lo, hi, cfg.capital), price) for p in (current, to))
+    return SwitchCost(trips, left * cfg.transfer.fee / cfg.strategy.notional,
+                      cfg.transfer.delay_minutes / 60 if left else 0.0)
+
+
+def check_venues(cfg: Config) -> None:
+    for v in cfg.rotation_venues():
+        rule = shipped_rule(v.exchange, v.symbol)
+        if rule.style == UNMODELLED:
+            raise RotationError(f"rotation venue {v.exchange} {v.symbol}: its liquidation rule is not modelled "
+                                f"(docs/margin.md lists those that are), so fundarb cannot check a leg's margin there; "
+                                f"leave it out of [spot], [perp] and rotation.venues")
+
+
+def plan(cfg: Config, price: float, data_dir: Path | None = None) -> list[tuple[int, Move]]:
+    """The rule's moves over the window, each at the 8-hour instant it was decided."""
+    lo, hi = parse_time(cfg.data.start, "start"), parse_time(cfg.data.end, "end")
+    n = cfg.strategy.signal_settlements
+    tol = cfg.data.settlement_tolerance_seconds
+    series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for v in cfg.rotation_venues():
+        f = load_settlements((v.exchange, v.symbol), tol, lo - 400 * BAR_NS, hi, data_dir)
+        series[_venue_key(v)] = (f["ts"].to_numpy(), f["rate"].to_numpy(), f["interval"].to_numpy())
+    signals = {k: FundingSignal(n) for k in series}
+    taken = dict.fromkeys(series, 0)
+    venues = list(series)
+    pairs = [Pair(a, b) for a in venues for b in venues if a != b]
+    rule = rotation_rule(cfg)
+    costs: dict[tuple[Pair, Pair], SwitchCost] = {}
+    current: Pair | None = None
+    since = lo
+    moves: list[tuple[int, Move]] = []
+    for t in range(lo, hi, BAR_NS):
+        for k, (ts, rate, interval) in series.items():
+            i = taken[k]
+            while i < ts.size and ts[i] <= t:
+                sig = signals[k]
+                sig.window = max(1, round(n * REFERENCE_INTERVAL_H / float(interval[i])))
+                sig.on_settlement(int(ts[i]), float(rate[i]), float(interval[i]))
+                i += 1
+            taken[k] = i
+        known = {p: signals[p.short].current_apr() - signals[p.long].current_apr()
+                 for p in pairs if signals[p.short].ready and signals[p.long].ready}
+        if current is not None:
+            for p in pairs:
+                if (current, p) not in costs and p != current:
+                    costs[(current, p)] = switch_cost(cfg, current, p, price)
+        move = rule.choose(current, since, t, known, {p: costs[(current, p)] for p in pairs if p != current}
+                           if current is not None else {})
+        if move is not None:
+            moves.append((t, move))
+            current, since = move.to, t
+    return moves
+
+
+def run_rotation(cfg: Config, data_dir: Path | None = None,
+                 progress: Callable[[str], None] | None = None) -> RotationResult:
+    """Plan the moves, then run each stretch on its pair (see the module docstring)."""
+    if cfg.rotation is None:
+        raise RotationError(f"config {cfg.name} has no [rotation] section")
+    check_venues(cfg)
+    lo, hi = parse_time(cfg.data.start, "start"), parse_time(cfg.data.end, "end")
+    first = load_pair_history((cfg.spot.exchange, cfg.spot.symbol), (cfg.perp.exchange, cfg.perp.symbol),
+                              cfg.data.start, cfg.data.end, data_dir, cfg.data.settlement_tolerance_seconds)
+    moves = plan(cfg, float(first.spot[0]), data_dir)
+    if not moves:
+        raise RotationError(f"no pair's signal is known in {cfg.data.start} .. {cfg.data.end}: no settlements to rank")
+    stretches: list[Stretch] = []
+    capital = cfg.capital
+    start = moves[0][0]
+    withdrawal_fees = 0.0
+    for i, (_, move) in enumerate(moves):
+        leave_at = moves[i + 1][0] if i + 1 < len(moves) else hi
+        if leave_at <= start:  # the capital was still on its way when the next move came: skip this pair
+            continue
+        if progress is not None:
+            progress(f"{move.to} from {fmt_time(start)}")
+        nxt = moves[i + 1][1] if i + 1 < len(moves) else None
+        stretch = _run_stretch(cfg, move.to, start, leave_at, hi, capital, data_dir, nxt)
+        stretches.append(stretch)
+        capital = stretch.result.metrics["final_equity"]
+        if nxt is not None:
+            fee = stretch.withdrawals * cfg.transfer.fee
+            withdrawal_fees += fee
+            capital -= fee
+            arrive = stretch.end + (int(cfg.transfer.delay_minutes * 60e9) if stretch.withdrawals else 0)
+            start = lo + math.ceil((arrive - lo) / BAR_NS) * BAR_NS
+    return _result(cfg, stretches, moves, withdrawal_fees, lo, hi)
+
+
+def _run_stretch(cfg: Config, pair: Pair, start: int, leave_at: int, hi: int, capital: float,
+                 data_dir: Path | None, nxt: Move | None) -> Stretch:
+    end = min(hi, leave_at + 3 * BAR_NS) if nxt is not None else hi
+    scfg = pair_config(cfg, pair, start, end, capital)
+    history = load_pair_history((scfg.spot.exchange, scfg.spot.symbol), (scfg.perp.exchange, scfg.perp.symbol),
+                                scfg.data.start, scfg.data.end, data_dir, cfg.data.settlement_tolerance_seconds)
+    engine, sim = build_simulation(scfg, history)
+    stopped = end
+    for event in sim.events():
+        if nxt is not None and event.ts >= leave_at and not engine.strategy.leaving:
+            engine.strategy.leave()
+        engine.on_event(event)
+        if engine.strategy.leaving and engine.book.is_flat and not engine.open_orders:
+            stopped = event.ts
+            break
+    result = result_of(scfg, history, engine, sim)
+    left = len(pair.venues() - nxt.to.venues()) if nxt is not None else 0
+    return Stretch(pair, start, stopped, capital, result, left, nxt)
+
+
+def _result(cfg: Config, stretches: list[Stretch], moves: list[tuple[int, Move]], withdrawal_fees: float,
+            lo: int, hi: int) -> RotationResult:
+    curve: dict[str, list[Any]] = {"ts": [], "equity": [], "pair": []}
+    funding: dict[str, float] = {}
+    fees: dict[str, float] = {}
+    for s in stretches:
+        m = s.result.metrics
+        c = s.result.curve
+        for ts, eq in zip(c["ts"], c["equity"]):
+            if ts <= s.end:
+                curve["ts"].append(ts)
+                curve["equity"].append(eq)
+                curve["pair"].append(str(s.pair))
+        for account, amount in m["funding_by_account"].items():
+            venue = account.split(":")[0]
+            funding[venue] = funding.get(venue, 0.0) + amount
+        for account, amount in m["fees_by_account"].items():
+            venue = account.split(":")[0]
+            fees[venue] = fees.get(venue, 0.0) + amount
+    final = stretches[-1].result.metrics["final_equity"] if stretches else cfg.capital
+    days = (hi - lo) / (24 * NS_PER_HOUR)
+    pnl = final - cfg.capital
+    sums = {k: sum(s.result.metrics[k] for s in stretches) for k in (
+        "funding_net", "fees", "slippage", "price_pnl", "entries", "liquidations", "transfers", "missed_settlements")}
+    out = {
+        "structure": "perp_perp",
+        "rotation": True,
+        "capital": cfg.capital,
+        "days": round(days, 6),
+        "final_equity": final,
+        "net_pnl": pnl,
+        "net_apr": metrics.apr(pnl, cfg.capital, days),
+        "sharpe": metrics.sharpe(curve["ts"], curve["equity"], cfg.collateral_rate),
+        "max_drawdown": metrics.max_drawdown(curve["equity"]),
+        "moves": len(moves) - 1,
+        "pairs_held": len(stretches),
+        "funding_by_venue": funding,
+        "fees_by_venue": fees,
+        "funding_net": sums["funding_net"],
+        "fees": sums["fees"],
+        "slippage": sums["slippage"],
+        "basis_pnl": sums["price_pnl"],
+        "withdrawals": sum(s.withdrawals for s in stretches),
+        "withdrawal_fees": withdrawal_fees,
+        "transfers_within_pairs": sums["transfers"],
+        "entries": sums["entries"],
+        "liquidations": sums["liquidations"],
+        "missed_settlements": sums["missed_settlements"],
+    }
+    return RotationResult(cfg, config_hash(cfg), out, tuple(stretches), tuple(moves), curve)
