@@ -45,6 +45,7 @@ from fundarb.sim.backtest import build_simulation, result_of
 from fundarb.wiring import round_trip_cost
 
 BAR_NS = 8 * NS_PER_HOUR
+MIN_STRETCH_BARS = 2  # a pair is held for at least this many bars of data, or not at all
 REFERENCE_INTERVAL_H = 8.0  # a venue's signal covers as many settlements as this many 8-hour ones
 
 
@@ -63,6 +64,7 @@ class Stretch:
     result: Any  # the stretch's BacktestResult
     withdrawals: int  # made after it, to reach the next pair
     move: Move | None  # the move that ended it
+    told_to_leave: int = 0  # the instant the strategy was told to leave (0: it ran to the window's end)
 
 
 @attrs.frozen
@@ -169,8 +171,8 @@ def run_rotation(cfg: Config, data_dir: Path | None = None,
     withdrawal_fees = 0.0
     for i, (_, move) in enumerate(moves):
         leave_at = moves[i + 1][0] if i + 1 < len(moves) else hi
-        if leave_at <= start:  # the capital was still on its way when the next move came: skip this pair
-            continue
+        if min(leave_at + 3 * BAR_NS, hi) - start < MIN_STRETCH_BARS * BAR_NS:
+            continue  # the capital arrives too late to trade before the next move or the window's end: it waits
         if progress is not None:
             progress(f"{move.to} from {fmt_time(start)}")
         nxt = moves[i + 1][1] if i + 1 < len(moves) else None
@@ -183,7 +185,7 @@ def run_rotation(cfg: Config, data_dir: Path | None = None,
             capital -= fee
             arrive = stretch.end + (int(cfg.transfer.delay_minutes * 60e9) if stretch.withdrawals else 0)
             start = lo + math.ceil((arrive - lo) / BAR_NS) * BAR_NS
-    return _result(cfg, stretches, moves, withdrawal_fees, lo, hi)
+    return _result(cfg, stretches, moves, withdrawal_fees, capital, lo, hi)
 
 
 def _run_stretch(cfg: Config, pair: Pair, start: int, leave_at: int, hi: int, capital: float,
@@ -203,11 +205,11 @@ def _run_stretch(cfg: Config, pair: Pair, start: int, leave_at: int, hi: int, ca
             break
     result = result_of(scfg, history, engine, sim)
     left = len(pair.venues() - nxt.to.venues()) if nxt is not None else 0
-    return Stretch(pair, start, stopped, capital, result, left, nxt)
+    return Stretch(pair, start, stopped, capital, result, left, nxt, leave_at if nxt is not None else 0)
 
 
 def _result(cfg: Config, stretches: list[Stretch], moves: list[tuple[int, Move]], withdrawal_fees: float,
-            lo: int, hi: int) -> RotationResult:
+            final: float, lo: int, hi: int) -> RotationResult:
     curve: dict[str, list[Any]] = {"ts": [], "equity": [], "pair": []}
     funding: dict[str, float] = {}
     fees: dict[str, float] = {}
@@ -225,7 +227,6 @@ def _result(cfg: Config, stretches: list[Stretch], moves: list[tuple[int, Move]]
         for account, amount in m["fees_by_account"].items():
             venue = account.split(":")[0]
             fees[venue] = fees.get(venue, 0.0) + amount
-    final = stretches[-1].result.metrics["final_equity"] if stretches else cfg.capital
     days = (hi - lo) / (24 * NS_PER_HOUR)
     pnl = final - cfg.capital
     sums = {k: sum(s.result.metrics[k] for s in stretches) for k in (
