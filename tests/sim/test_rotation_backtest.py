@@ -40,7 +40,7 @@ def test_stretches_follow_the_moves_back_to_back_and_each_starts_with_what_the_l
         fees = a.withdrawals * cfg.transfer.fee
         assert b.capital == pytest.approx(a.result.metrics["final_equity"] - fees, abs=1e-9)
         # a stretch that was told to leave ends flat: nothing carried into the next pair
-        assert not a.result.curve["in_position"][-1]
+        assert a.flat
     for s in r.stretches[:-1]:
         held = [pos for ts, pos in zip(s.result.curve["ts"], s.result.curve["in_position"]) if ts < s.told_to_leave]
         exits = [row for kind, row in s.result.log if kind == "intent" and row["reason"] == "exit_rotation"]
@@ -124,3 +124,13 @@ def test_backtest_of_a_rotation_config_writes_its_report_stretches_and_plot(tmp_
     assert len(rows) == 1 + len(report["stretches"]) and rows[0].startswith("pair,long,short,start,end")
     assert report["metrics"]["funding_by_venue"] and report["moves"][0]["from"] is None
     assert (out / "rotation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_pair_held_when_the_carry_moves_is_closed_by_the_rotation_and_the_next_starts_flat():
+    cfg = window(load(SHIPPED), "2023-01-01", "2023-05-01", min_hold_days=3.0, hysteresis_apr=0.0)
+    cfg = attrs.evolve(cfg, strategy=attrs.evolve(cfg.strategy, exit_apr=-0.9, entry_apr=-0.5))  # holds on
+    r = run_rotation(cfg)
+    closed = [s for s in r.stretches if any(k == "intent" and row["reason"] == "exit_rotation" for k, row in s.result.log)]
+    assert len(closed) >= 1
+    for s in closed:
+        assert s.told_to_leave and s.flat and s.end >= s.told_to_leave

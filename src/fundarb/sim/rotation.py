@@ -65,6 +65,7 @@ class Stretch:
     withdrawals: int  # made after it, to reach the next pair
     move: Move | None  # the move that ended it
     told_to_leave: int = 0  # the instant the strategy was told to leave (0: it ran to the window's end)
+    flat: bool = True  # both legs closed when it ended
 
 
 @attrs.frozen
@@ -203,9 +204,13 @@ def _run_stretch(cfg: Config, pair: Pair, start: int, leave_at: int, hi: int, ca
         if engine.strategy.leaving and engine.book.is_flat and not engine.open_orders:
             stopped = event.ts
             break
+    if nxt is not None and not engine.book.is_flat:  # never carry an open pair's value into the next as cash
+        raise RotationError(f"{pair}: the legs were not closed by {fmt_time(end)}, three bars after the move at "
+                            f"{fmt_time(leave_at)}; the rotation stops rather than move an open position's value")
     result = result_of(scfg, history, engine, sim)
     left = len(pair.venues() - nxt.to.venues()) if nxt is not None else 0
-    return Stretch(pair, start, stopped, capital, result, left, nxt, leave_at if nxt is not None else 0)
+    return Stretch(pair, start, stopped, capital, result, left, nxt, leave_at if nxt is not None else 0,
+                   engine.book.is_flat)
 
 
 def _result(cfg: Config, stretches: list[Stretch], moves: list[tuple[int, Move]], withdrawal_fees: float,
