@@ -64,7 +64,7 @@ def test_the_whole_run_sums_its_stretches_per_venue(quarter):
 
 def test_each_move_is_decided_on_settlements_made_by_then_and_beats_its_bar(quarter):
     cfg, r = quarter
-    for t, move in r.moves[1:]:
+    for _, move in r.moves[1:]:
         assert move.gain_apr > move.bar_apr
     # plan again on history cut at each move: the same move at the same instant (no look-ahead)
     for t, move in r.moves[1:3]:
