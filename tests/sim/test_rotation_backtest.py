@@ -14,7 +14,7 @@ from fundarb.config import ConfigError, VenueConfig, from_dict, load, project_fi
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.core.rotation import Pair
 from fundarb.data.history import fmt_time, load_settlements, parse_time
-from fundarb.sim.rotation import BAR_NS, RotationError, pair_config, plan, run_rotation
+from fundarb.sim.rotation import BAR_NS, FileSource, RotationError, pair_config, plan, run_rotation
 
 SHIPPED = project_file(Path("sims/rotation.toml"))
 
@@ -69,7 +69,7 @@ def test_each_move_is_decided_on_settlements_made_by_then_and_beats_its_bar(quar
     # plan again on history cut at each move: the same move at the same instant (no look-ahead)
     for t, move in r.moves[1:3]:
         cut = window(cfg, cfg.data.start, fmt_time(t + NS_PER_HOUR), min_hold_days=3.0, hysteresis_apr=0.0)
-        again = plan(cut, 20_000.0)
+        again = plan(cut, 20_000.0, FileSource())
         assert (t, move.to) in [(u, m.to) for u, m in again]
 
 

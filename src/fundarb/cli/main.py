@@ -7,7 +7,7 @@ import signal
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import attrs
 import typer
@@ -230,7 +230,13 @@ def montecarlo(
     cfg = effective_config(config or default_config_path(), start, end, seed)
     out = out or Path("runs") / f"{cfg.name}-montecarlo"
     check_output_folder(out, STUDY_FILES)
-    history = history_for(cfg, data_dir)
+    if cfg.rotation is not None:  # every rotation venue's bars, drawn together
+        from fundarb.research.bootstrap import cut_venue_bars
+        from fundarb.sim.rotation import real_tape
+
+        history: Any = cut_venue_bars(real_tape(cfg, data_dir))
+    else:
+        history = history_for(cfg, data_dir)
     with chunk_runner(workers, scheduler) as runner, _path_progress(quiet, "montecarlo") as bar:
         task = bar.add_task(cfg.name, total=spec.paths)
         result = run_study(cfg, history, spec, runner, progress=lambda n: bar.advance(task, n))

@@ -25,6 +25,7 @@ import numpy as np
 
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.data.history import DataError, MarketHistory
+from fundarb.sim.rotation import VenueTape
 
 
 @attrs.frozen
@@ -127,8 +128,70 @@ def bootstrap_pair_history(src: PairPeriods, hours: int, mean_block: float, rng:
         long_funding_interval=src.long_interval[chosen], bar_hours=src.bar_hours)
 
 
-# what the studies resample: a carry's funding periods, or a perp/perp carry's bars
-Periods = SourcePeriods | PairPeriods
+@attrs.frozen
+class VenueBars:
+    """A rotation's real window cut into bars: the first venue's log return,
+    each venue's basis to it at the bar's close, and each venue's settlement
+    in the bar (rate, interval, ns before the close). A bar is drawn whole,
+    every venue with it, so the venues' correlation survives."""
+
+    start: int
+    bar_hours: int
+    venues: tuple[str, ...]
+    ref0: float
+    basis0: np.ndarray  # per venue, at the first close
+    log_ret: np.ndarray  # per bar after start
+    basis: np.ndarray  # (venues, bars)
+    rates: np.ndarray  # (venues, bars)
+    intervals: np.ndarray
+    offsets: np.ndarray
+    window: tuple[str, ...]
+
+    @property
+    def periods(self) -> int:
+        return int(self.log_ret.size)
+
+    @property
+    def period_hours(self) -> np.ndarray:
+        return np.full(self.periods, self.bar_hours, dtype=np.int64)
+
+    @property
+    def rate(self) -> np.ndarray:
+        """The first venue's settlements (the study's summary of its source)."""
+        return self.rates[0]
+
+
+def cut_venue_bars(tape: VenueTape) -> VenueBars:
+    """Cut a rotation's venues at their common bars."""
+    bars = tape.bars
+    if bars.size < 4:
+        raise DataError(f"bootstrap needs at least 3 bars after the first, found {bars.size - 1}")
+    venues = tuple(tape.closes)
+    ref = tape.closes[venues[0]]
+    per = [_one_per_bar(bars, *tape.funding[v], f"venue {v}") for v in venues]
+    basis = np.vstack([tape.closes[v] / ref - 1.0 for v in venues])
+    return VenueBars(int(bars[0]), tape.bar_hours, venues, float(ref[0]), basis[:, 0].copy(), np.diff(np.log(ref)),
+                     basis[:, 1:], np.vstack([x[0] for x in per]), np.vstack([x[1] for x in per]),
+                     np.vstack([x[2] for x in per]), tuple(tape.sources))
+
+
+def bootstrap_venue_bars(src: VenueBars, hours: int, mean_block: float, rng: np.random.Generator) -> VenueTape:
+    """One rotation path of ``hours`` hours (whole bars) after ``src.start``:
+    bars drawn in blocks, every venue's price and settlement from the same bar."""
+    n = hours // src.bar_hours
+    if n < 1:
+        raise ValueError(f"a path needs at least one bar of {src.bar_hours} h, got {hours} h")
+    chosen = block_indices(src.periods, n, mean_block, rng)
+    ref = src.ref0 * np.exp(np.concatenate(([0.0], np.cumsum(src.log_ret[chosen]))))
+    grid = src.start + np.arange(n + 1, dtype=np.int64) * src.bar_hours * NS_PER_HOUR
+    closes = {v: ref * (1.0 + np.concatenate(([src.basis0[i]], src.basis[i, chosen]))) for i, v in enumerate(src.venues)}
+    funding = {v: (grid[1:] - src.offsets[i, chosen], src.rates[i, chosen], src.intervals[i, chosen])
+               for i, v in enumerate(src.venues)}
+    return VenueTape(grid, src.bar_hours, closes, funding, ("stationary block bootstrap of: " + "; ".join(src.window),))
+
+
+# what the studies resample: a carry's funding periods, a perp/perp carry's bars, or a rotation's venues' bars
+Periods = SourcePeriods | PairPeriods | VenueBars
 
 
 def cut_periods(h: MarketHistory) -> Periods:
@@ -165,13 +228,16 @@ def cut_periods(h: MarketHistory) -> Periods:
     )
 
 
-def period_series(src: SourcePeriods | PairPeriods) -> dict[str, np.ndarray]:
+def period_series(src: Periods) -> dict[str, np.ndarray]:
     """One value per period of each resampled series: the settlement rate, the
     basis at the settlement, and the spot log return over the period (a
     perp/perp carry's: the funding differential, the basis and the long's
     return at each bar)."""
     if isinstance(src, PairPeriods):
         return {"funding_differential": src.rate - src.long_rate, "basis": src.basis, "long_return": src.log_ret}
+    if isinstance(src, VenueBars):
+        out = {f"funding_{v}": src.rates[i] for i, v in enumerate(src.venues)}
+        return {**out, "return": src.log_ret}
     ends = src.period_start + src.period_hours - 1
     csum = np.cumsum(src.log_ret)
     ret = csum[ends] - np.concatenate(([0.0], csum[ends[:-1]]))
@@ -216,7 +282,7 @@ def optimal_block_length(x: np.ndarray) -> float:
     return float(min(max(b, 1.0), bmax))
 
 
-def auto_block_periods(src: SourcePeriods | PairPeriods) -> float:
+def auto_block_periods(src: Periods) -> float:
     """The longest of the three series' optimal mean block lengths (periods):
     blocks long enough for the most persistent series (usually funding)."""
     return max(optimal_block_length(v) for v in period_series(src).values())

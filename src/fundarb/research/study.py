@@ -19,10 +19,20 @@ import numpy as np
 from fundarb.config import Config
 from fundarb.core.errors import FundarbError
 from fundarb.core.metrics import daily_closes
-from fundarb.data.history import MarketHistory
-from fundarb.research.bootstrap import Periods, auto_block_periods, bootstrap_history, cut_periods
+from fundarb.data.history import MarketHistory, fmt_time
+from fundarb.research.bootstrap import (
+    PairPeriods,
+    Periods,
+    SourcePeriods,
+    VenueBars,
+    auto_block_periods,
+    bootstrap_history,
+    bootstrap_venue_bars,
+    cut_periods,
+)
 from fundarb.research.cluster import ChunkRunner
 from fundarb.sim.backtest import GATES, build_simulation, carry_curve, compute_metrics, evaluate_gates
+from fundarb.sim.rotation import BAR_NS, run_rotation
 
 MAX_PATHS = 1_000_000
 MAX_CHUNK = 50
@@ -72,7 +82,7 @@ def path_seeds(seed: int, index: int) -> tuple[np.random.SeedSequence, np.random
     return np.random.SeedSequence(seed, spawn_key=(index, 0)), np.random.SeedSequence(seed, spawn_key=(index, 1))
 
 
-def path_history(cfg: Config, src: Periods, hours: int, block: float, index: int) -> MarketHistory:
+def path_history(cfg: Config, src: SourcePeriods | PairPeriods, hours: int, block: float, index: int) -> MarketHistory:
     market_seed, _ = path_seeds(cfg.seed, index)
     h = bootstrap_history(src, hours, block, np.random.default_rng(market_seed))
     return _with_scenario(h, cfg)
@@ -89,6 +99,8 @@ def _with_scenario(h: MarketHistory, cfg: Config) -> MarketHistory:
 
 def run_path(cfg: Config, src: Periods, hours: int, block: float, index: int) -> tuple[dict[str, Any], np.ndarray]:
     """One path through the simulator: its metrics row and daily equity."""
+    if isinstance(src, VenueBars):
+        return run_rotation_path(cfg, src, hours, block, index)
     h = path_history(cfg, src, hours, block, index)
     _, sim_seed = path_seeds(cfg.seed, index)
     engine, sim = build_simulation(cfg, h, sim_seed)
@@ -101,6 +113,25 @@ def run_path(cfg: Config, src: Periods, hours: int, block: float, index: int) ->
     row["all_gates_passed"] = all(g["passed"] for g in gates)
     equity = daily_closes(engine.curve["ts"], carry_curve(engine.curve))  # the carry's (a capital in BTC: without the holding's moves)
     return row, equity
+
+
+def run_rotation_path(cfg: Config, src: VenueBars, hours: int, block: float,
+                      index: int) -> tuple[dict[str, Any], np.ndarray]:
+    """One path of a rotating carry: every venue's bars drawn together, the
+    rotation (``sim.rotation``) run on them."""
+    market_seed, sim_seed = path_seeds(cfg.seed, index)
+    tape = bootstrap_venue_bars(src, hours, block, np.random.default_rng(market_seed))
+    data = attrs.evolve(cfg.data, start=fmt_time(int(tape.bars[0])), end=fmt_time(int(tape.bars[-1]) + BAR_NS))
+    r = run_rotation(attrs.evolve(cfg, data=data), source=tape, sim_seed=sim_seed)
+    m = r.metrics
+    gates = evaluate_gates(m)
+    row: dict[str, Any] = {"path": index}
+    row.update({k: m[k] for k in PATH_METRICS})
+    row.update({f"gate_{g['metric']}": g["passed"] for g in gates})
+    row["all_gates_passed"] = all(g["passed"] for g in gates)
+    row["moves"] = m["moves"]
+    row["withdrawals"] = m["withdrawals"]
+    return row, daily_closes(r.curve["ts"], r.curve["equity"])
 
 
 def run_chunk(
@@ -143,10 +174,11 @@ def resolve_block(spec: StudySpec, src: Periods) -> tuple[float, bool]:
 
 
 def run_study(
-    cfg: Config, history: MarketHistory, spec: StudySpec, runner: ChunkRunner,
+    cfg: Config, history: MarketHistory | Periods, spec: StudySpec, runner: ChunkRunner,
     progress: Callable[[int], None] | None = None,
 ) -> StudyResult:
-    src = cut_periods(history)
+    """``history``: the real window to cut, or a source already cut (a rotation's ``VenueBars``)."""
+    src = history if isinstance(history, (SourcePeriods, PairPeriods, VenueBars)) else cut_periods(history)
     block, auto = resolve_block(spec, src)
     parts = chunks(spec.paths, chunk_size(spec.paths, runner.workers))
     tasks = [(cfg, spec.hours, block, list(r)) for r in parts]

@@ -25,9 +25,9 @@ checked like any perp leg's): a venue without one is refused by name.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import numpy as np
@@ -35,11 +35,12 @@ import numpy as np
 from fundarb.config import Config, VenueConfig, config_hash
 from fundarb.core import metrics
 from fundarb.core.errors import FundarbError
+from fundarb.core.funding import schedule_gaps
 from fundarb.core.liquidation import UNMODELLED
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.core.rotation import Move, Pair, RotationRule, SwitchCost
 from fundarb.core.strategy import FundingSignal
-from fundarb.data.history import fmt_time, load_pair_history, load_settlements, parse_time
+from fundarb.data.history import MarketHistory, fmt_time, load_pair_history, load_settlements, parse_time
 from fundarb.data.margin_tiers import shipped_rule
 from fundarb.sim.backtest import build_simulation, result_of
 from fundarb.wiring import round_trip_cost
@@ -51,6 +52,88 @@ REFERENCE_INTERVAL_H = 8.0  # a venue's signal covers as many settlements as thi
 
 class RotationError(FundarbError, ValueError):
     """A rotation that cannot run: a venue without a liquidation rule, a window without data."""
+
+
+Settlements = tuple[np.ndarray, np.ndarray, np.ndarray]  # ts (ns), rate, interval (h)
+
+
+class HistorySource(Protocol):
+    """Where a rotation reads its markets: each pair's history and each venue's settlements."""
+
+    def pair_history(self, long: VenueConfig, short: VenueConfig, start: int, end: int) -> MarketHistory: ...
+
+    def settlements(self, venue: VenueConfig, lo: int, hi: int) -> Settlements: ...
+
+
+@attrs.frozen
+class FileSource:
+    """The stored history: the shipped files, another history folder or a fetch store."""
+
+    data_dir: Path | None = None
+    tolerance_s: float = 1.0
+
+    def pair_history(self, long: VenueConfig, short: VenueConfig, start: int, end: int) -> MarketHistory:
+        return load_pair_history((long.exchange, long.symbol), (short.exchange, short.symbol), fmt_time(start),
+                                 fmt_time(end), self.data_dir, self.tolerance_s)
+
+    def settlements(self, venue: VenueConfig, lo: int, hi: int) -> Settlements:
+        f = load_settlements((venue.exchange, venue.symbol), self.tolerance_s, lo, hi, self.data_dir)
+        return f["ts"].to_numpy(), f["rate"].to_numpy(), f["interval"].to_numpy()
+
+
+@attrs.frozen
+class VenueTape:
+    """Several venues' linear perps on one bar grid (close instants ``bars``):
+    each venue's closes and its settlements, by exchange id. A Monte Carlo
+    path of a rotation is one (``research.bootstrap.bootstrap_venue_bars``);
+    ``real_tape`` builds one from the stored history."""
+
+    bars: np.ndarray
+    bar_hours: int
+    closes: Mapping[str, np.ndarray]
+    funding: Mapping[str, Settlements]
+    sources: tuple[str, ...]
+
+    def pair_history(self, long: VenueConfig, short: VenueConfig, start: int, end: int) -> MarketHistory:
+        keep = (self.bars >= start) & (self.bars < end)
+        ts = self.bars[keep]
+        if ts.size < 2:
+            raise RotationError(f"no bars of both {long.exchange} and {short.exchange} between {fmt_time(start)} and "
+                                f"{fmt_time(end)}")
+        first, last = int(ts[0]), int(ts[-1])
+        s_ts, s_rate, s_int = self.settlements(short, first + 1, last)
+        l_ts, l_rate, l_int = self.settlements(long, first + 1, last)
+        return MarketHistory(
+            hours=ts, spot=self.closes[long.exchange][keep], perp=self.closes[short.exchange][keep],
+            carried=np.zeros(ts.size, dtype=bool), funding_ts=s_ts, funding_rate=s_rate, funding_interval=s_int,
+            funding_mark=np.full(s_ts.size, np.nan), sources=self.sources,
+            funding_gaps=tuple(schedule_gaps(s_ts.tolist(), s_int.tolist())),
+            long_funding_ts=l_ts, long_funding_rate=l_rate, long_funding_interval=l_int, bar_hours=self.bar_hours)
+
+    def settlements(self, venue: VenueConfig, lo: int, hi: int) -> Settlements:
+        ts, rate, interval = self.funding[venue.exchange]
+        keep = (ts >= lo) & (ts <= hi)
+        return ts[keep], rate[keep], interval[keep]
+
+
+def real_tape(cfg: Config, data_dir: Path | None = None) -> VenueTape:
+    """Every rotation venue's stored closes at the bar instants all of them
+    printed, and its settlements, over the config's window."""
+    source = FileSource(data_dir, cfg.data.settlement_tolerance_seconds)
+    lo, hi = parse_time(cfg.data.start, "start"), parse_time(cfg.data.end, "end")
+    ref, *others = cfg.rotation_venues()
+    pairs = [source.pair_history(ref, other, lo, hi) for other in others]
+    bars = pairs[0].hours
+    for h in pairs[1:]:
+        bars = np.intersect1d(bars, h.hours)
+    if bars.size < 4:
+        raise RotationError(f"fewer than 4 bars that every rotation venue printed in {cfg.data.start} .. {cfg.data.end}")
+    closes = {ref.exchange: pairs[0].spot[np.isin(pairs[0].hours, bars)]}
+    for other, h in zip(others, pairs):
+        closes[other.exchange] = h.perp[np.isin(h.hours, bars)]
+    funding = {v.exchange: source.settlements(v, int(bars[0]) + 1, int(bars[-1])) for v in cfg.rotation_venues()}
+    sources = tuple(sorted({x for h in pairs for x in h.sources}))
+    return VenueTape(bars, pairs[0].bar_hours, closes, funding, sources)
 
 
 @attrs.frozen
@@ -113,15 +196,11 @@ def check_venues(cfg: Config) -> None:
                                 f"leave it out of [spot], [perp] and rotation.venues")
 
 
-def plan(cfg: Config, price: float, data_dir: Path | None = None) -> list[tuple[int, Move]]:
+def plan(cfg: Config, price: float, source: HistorySource) -> list[tuple[int, Move]]:
     """The rule's moves over the window, each at the 8-hour instant it was decided."""
     lo, hi = parse_time(cfg.data.start, "start"), parse_time(cfg.data.end, "end")
     n = cfg.strategy.signal_settlements
-    tol = cfg.data.settlement_tolerance_seconds
-    series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    for v in cfg.rotation_venues():
-        f = load_settlements((v.exchange, v.symbol), tol, lo - 400 * BAR_NS, hi, data_dir)
-        series[_venue_key(v)] = (f["ts"].to_numpy(), f["rate"].to_numpy(), f["interval"].to_numpy())
+    series = {_venue_key(v): source.settlements(v, lo - 400 * BAR_NS, hi) for v in cfg.rotation_venues()}
     signals = {k: FundingSignal(n) for k in series}
     taken = dict.fromkeys(series, 0)
     venues = list(series)
@@ -154,16 +233,18 @@ def plan(cfg: Config, price: float, data_dir: Path | None = None) -> list[tuple[
     return moves
 
 
-def run_rotation(cfg: Config, data_dir: Path | None = None,
-                 progress: Callable[[str], None] | None = None) -> RotationResult:
-    """Plan the moves, then run each stretch on its pair (see the module docstring)."""
+def run_rotation(cfg: Config, data_dir: Path | None = None, progress: Callable[[str], None] | None = None,
+                 source: HistorySource | None = None, sim_seed: np.random.SeedSequence | None = None) -> RotationResult:
+    """Plan the moves, then run each stretch on its pair (see the module
+    docstring), on the stored history or on ``source`` (a Monte Carlo path;
+    ``sim_seed`` its simulator's draws, one stream per stretch)."""
     if cfg.rotation is None:
         raise RotationError(f"config {cfg.name} has no [rotation] section")
     check_venues(cfg)
+    source = source or FileSource(data_dir, cfg.data.settlement_tolerance_seconds)
     lo, hi = parse_time(cfg.data.start, "start"), parse_time(cfg.data.end, "end")
-    first = load_pair_history((cfg.spot.exchange, cfg.spot.symbol), (cfg.perp.exchange, cfg.perp.symbol),
-                              cfg.data.start, cfg.data.end, data_dir, cfg.data.settlement_tolerance_seconds)
-    moves = plan(cfg, float(first.spot[0]), data_dir)
+    first = source.pair_history(cfg.spot, cfg.perp, lo, hi)
+    moves = plan(cfg, float(first.spot[0]), source)
     if not moves:
         raise RotationError(f"no pair's signal is known in {cfg.data.start} .. {cfg.data.end}: no settlements to rank")
     stretches: list[Stretch] = []
@@ -177,7 +258,8 @@ def run_rotation(cfg: Config, data_dir: Path | None = None,
         if progress is not None:
             progress(f"{move.to} from {fmt_time(start)}")
         nxt = moves[i + 1][1] if i + 1 < len(moves) else None
-        stretch = _run_stretch(cfg, move.to, start, leave_at, hi, capital, data_dir, nxt)
+        seed = sim_seed.spawn(1)[0] if sim_seed is not None else None
+        stretch = _run_stretch(cfg, move.to, start, leave_at, hi, capital, source, nxt, seed)
         stretches.append(stretch)
         capital = stretch.result.metrics["final_equity"]
         if nxt is not None:
@@ -190,12 +272,11 @@ def run_rotation(cfg: Config, data_dir: Path | None = None,
 
 
 def _run_stretch(cfg: Config, pair: Pair, start: int, leave_at: int, hi: int, capital: float,
-                 data_dir: Path | None, nxt: Move | None) -> Stretch:
+                 source: HistorySource, nxt: Move | None, sim_seed: np.random.SeedSequence | None) -> Stretch:
     end = min(hi, leave_at + 3 * BAR_NS) if nxt is not None else hi
     scfg = pair_config(cfg, pair, start, end, capital)
-    history = load_pair_history((scfg.spot.exchange, scfg.spot.symbol), (scfg.perp.exchange, scfg.perp.symbol),
-                                scfg.data.start, scfg.data.end, data_dir, cfg.data.settlement_tolerance_seconds)
-    engine, sim = build_simulation(scfg, history)
+    history = source.pair_history(scfg.spot, scfg.perp, start, end)
+    engine, sim = build_simulation(scfg, history, sim_seed)
     stopped = end
     for event in sim.events():
         if nxt is not None and event.ts >= leave_at and not engine.strategy.leaving:
@@ -235,7 +316,11 @@ def _result(cfg: Config, stretches: list[Stretch], moves: list[tuple[int, Move]]
     days = (hi - lo) / (24 * NS_PER_HOUR)
     pnl = final - cfg.capital
     sums = {k: sum(s.result.metrics[k] for s in stretches) for k in (
-        "funding_net", "fees", "slippage", "price_pnl", "entries", "liquidations", "transfers", "missed_settlements")}
+        "funding_net", "fees", "slippage", "price_pnl", "entries", "liquidations", "transfers", "missed_settlements",
+        "requested_qty", "filled_qty", "orders", "alerts", "hours_in_position", "settlements_in_window")}
+    buffers = [b for s in stretches if (b := s.result.metrics.get("min_margin_buffer")) is not None]
+    drifts = [s.result.metrics["delta_drift_max"] for s in stretches]
+    bars = len(curve["ts"])
     out = {
         "structure": "perp_perp",
         "rotation": True,
@@ -258,7 +343,15 @@ def _result(cfg: Config, stretches: list[Stretch], moves: list[tuple[int, Move]]
         "withdrawal_fees": withdrawal_fees,
         "transfers_within_pairs": sums["transfers"],
         "entries": sums["entries"],
+        "orders": sums["orders"],
         "liquidations": sums["liquidations"],
         "missed_settlements": sums["missed_settlements"],
+        "settlements_in_window": sums["settlements_in_window"],
+        "net_funding_after_fees": sums["funding_net"] - sums["fees"] - sums["slippage"],
+        "fill_rate": metrics.fill_rate(sums["filled_qty"], sums["requested_qty"]),
+        "delta_drift_max": max(drifts, default=0.0),
+        "min_margin_buffer": min(buffers) if buffers else None,
+        "time_in_position": sums["hours_in_position"] / max(bars, 1),
+        "alerts": sums["alerts"],
     }
     return RotationResult(cfg, config_hash(cfg), out, tuple(stretches), tuple(moves), curve)
