@@ -209,7 +209,8 @@ def test_the_announced_rate_stands_in_when_the_venue_cannot_say():
 def test_no_settlement_is_made_up_when_no_rate_is_known():
     # an instant known (restored state) with no announced rate and no venue answer
     rates = Rates()
-    p = Pacer(PERP, rates, now=N - H, next_settlement=N)
+    p = Pacer(PERP, rates, now=N - H)
+    p.next_settlement = N
     ev = quote(N + 5 * S, 1.0)
     out = pace_all(p, [ev])
     assert of(out, FundingSettlement) == [] and p.settlements == []
@@ -299,7 +300,7 @@ def test_a_settlement_before_any_mark_waits_for_the_first_mark_and_is_never_book
     rates = Rates({N: 0.0003})
     p = Pacer(PERP, rates, now=T0)
     out = pace_all(p, [rate(T0 + S, 0.0003, N), quote(N + S, 61_000.0, PERP)])
-    assert of(out, FundingSettlement) == [] and p.waiting and p.unknown == []
+    assert of(out, FundingSettlement) == [] and p.schedules[PERP].waiting and p.unknown == []
     out = pace_all(p, [MarkPrice(N + 2 * S, PERP, 61_234.5)])
     assert of(out, FundingSettlement) == [FundingSettlement(N, PERP, 0.0003, 8.0, 61_234.5, "first_mark_after")]
     assert out[-1][0] == N + 2 * S and out[-2][2] == MarkPrice(N + 2 * S, PERP, 61_234.5)  # the mark, then what it settled
@@ -329,3 +330,32 @@ def test_an_announced_time_beyond_the_tolerance_is_not_believed():
     p = Pacer(PERP, Rates(), now=T0)
     pace_all(p, [rate(T0 + S, 0.0001, N + 5 * S)])
     assert p.next_settlement == 0 and p.problems and "off its settlement schedule" in p.problems[0][1]
+
+
+# --- a perp/perp carry: each perp settles on its own venue's schedule -----------------
+
+LONG = "hl:long"
+
+
+def test_a_long_perp_settles_hourly_on_its_own_marks_and_the_short_every_eight_hours():
+    """An hourly long venue and an 8-hour short one: every instant of each is
+    settled once, in time order, at its own perp's last mark and rate."""
+    start = T0 - T0 % (8 * H)
+    short_rates = Rates({start + 8 * H: 0.0001})
+    long_rates = Rates({start + h * H: 0.00001 * h for h in range(1, 10)})
+    p = Pacer(PERP, short_rates, long_perp=(LONG, long_rates))
+    events = [rate(start + 1, 0.0001, start + 8 * H),
+              FundingRate(start + 2, LONG, 0.00001, 1.0, start + H, 0.00001)]
+    for h in range(0, 9):
+        events += [MarkPrice(start + h * H + 30 * 60 * S, PERP, 60_000.0 + h),
+                   MarkPrice(start + h * H + 30 * 60 * S + 1, LONG, 59_990.0 + h)]
+        if h < 8:  # the hourly venue announces its next instant each hour
+            events.append(FundingRate(start + h * H + 30 * 60 * S + 2, LONG, 0.00001, 1.0, start + (h + 1) * H, 0.0))
+    out = pace_all(p, events)
+    got = [(s.ts, s.venue, s.rate, s.mark) for s in of(out, FundingSettlement)]
+    longs = [g for g in got if g[1] == LONG]
+    assert [g[0] for g in longs] == [start + h * H for h in range(1, 9)]
+    assert all(rate_ == 0.00001 * ((ts - start) // H) and mark == 59_990.0 + (ts - start) // H - 1
+               for ts, _, rate_, mark in longs)
+    assert [g for g in got if g[1] == PERP] == [(start + 8 * H, PERP, 0.0001, 60_007.0)]
+    assert stamps(out) == sorted(stamps(out)) and p.problems == []

@@ -49,26 +49,103 @@ SettledRate = Callable[[int], Awaitable[float | None]]
 
 
 @attrs.define
+class PerpSchedule:
+    """One perp's settlement instants, as its feed announces them, and the
+    settlements made at them (see the module docstring)."""
+
+    venue: str
+    settled_rate: SettledRate
+    tolerance_ns: int = NS_PER_SECOND
+    label: str = "perp"  # how the alerts name it: "perp", a perp/perp carry's "long perp"
+    next_settlement: int = 0  # 0: not announced yet
+    interval_hours: float = 8.0
+    announced_rate: float | None = None
+    last_mark: float = 0.0  # 0: no mark of this perp has arrived yet
+    # settlements waiting for a first mark: (instant, rate, interval, what the rate is)
+    waiting: list[tuple[int, float, float, str]] = attrs.field(factory=list)
+
+    def announced(self, event: FundingRate, ts: int, problems: list[tuple[int, str]]) -> None:
+        self.interval_hours = event.interval_hours
+        at = scheduled_instant(event.next_funding_ts, event.interval_hours, self.tolerance_ns)
+        if at is None:
+            problems.append((event.next_funding_ts, f"the {self.label}'s venue announced a next funding time off "
+                             "its settlement schedule; not believed"))
+            return
+        if at > ts:
+            self.next_settlement = at
+            self.announced_rate = event.rate
+
+    def marked(self, mark: float, ts: int) -> list[FundingSettlement]:
+        """A mark of this perp: the settlements waiting for one are made at it."""
+        self.last_mark = mark
+        out = [FundingSettlement(at, self.venue, rate, interval, mark, "first_mark_after")
+               for at, rate, interval, _ in self.waiting]
+        self.waiting.clear()
+        return out
+
+    async def settle(self, at: int, unknown: list[int], problems: list[tuple[int, str]]) -> FundingSettlement | None:
+        rate = await self.settled_rate(at)
+        source = "last_mark"
+        if rate is None:
+            if self.announced_rate is None:
+                unknown.append(at)  # never a silent zero: the runner alerts, the venue's payment is still learned
+                problems.append((at, f"neither the {self.label}'s venue funding history nor its feed gave the rate"))
+                return None
+            rate, source = self.announced_rate, "announced_rate"
+        if self.last_mark <= 0:  # no mark yet: never a settlement at mark 0
+            self.waiting.append((at, rate, self.interval_hours, source))
+            return None
+        return FundingSettlement(at, self.venue, rate, self.interval_hours, self.last_mark, source)
+
+
+@attrs.define
 class Pacer:
     perp_venue: str
     settled_rate: SettledRate
     tolerance_ns: int = NS_PER_SECOND  # data.settlement_tolerance_seconds
     mark_wait_ns: int = 10 * 60 * NS_PER_SECOND
     now: int = 0
-    next_settlement: int = 0  # 0: not announced yet
-    interval_hours: float = 8.0
-    announced_rate: float | None = None
-    last_mark: float = 0.0  # 0: no perp mark has arrived yet
     last_timer: int = 0  # the last whole hour a Timer was given for
     settlements: list[FundingSettlement] = attrs.field(factory=list)
     unknown: list[int] = attrs.field(factory=list)  # settlement instants that could not be settled
-    # settlements waiting for a first mark: (instant, rate, interval, what the rate is)
-    waiting: list[tuple[int, float, float, str]] = attrs.field(factory=list)
     problems: list[tuple[int, str]] = attrs.field(factory=list)  # (instant, what): the runner alerts and clears
     max_backstep_ns: int = 5 * NS_PER_SECOND  # runner.max_clock_backstep_seconds
     refused: int = 0  # events refused for a venue time too far behind the clock
     behind: set[str] = attrs.field(factory=set)  # venues whose time is behind now (alerted once)
     clock_problems: list[str] = attrs.field(factory=list)  # the runner alerts and clears
+    # a perp/perp carry's long perp settles on its own venue's schedule: (account, its settled rates)
+    long_perp: tuple[str, SettledRate] | None = None
+    schedules: dict[str, PerpSchedule] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        legs = [(self.perp_venue, self.settled_rate), *([self.long_perp] if self.long_perp else [])]
+        self.schedules = {v: PerpSchedule(v, rate, self.tolerance_ns, "perp" if v == self.perp_venue else "long perp")
+                          for v, rate in legs}
+
+    # the short perp's schedule, as the runner reads and primes it
+    @property
+    def next_settlement(self) -> int:
+        return self.schedules[self.perp_venue].next_settlement
+
+    @next_settlement.setter
+    def next_settlement(self, at: int) -> None:
+        self.schedules[self.perp_venue].next_settlement = at
+
+    @property
+    def interval_hours(self) -> float:
+        return self.schedules[self.perp_venue].interval_hours
+
+    @interval_hours.setter
+    def interval_hours(self, hours: float) -> None:
+        self.schedules[self.perp_venue].interval_hours = hours
+
+    @property
+    def last_mark(self) -> float:
+        return self.schedules[self.perp_venue].last_mark
+
+    def _due(self) -> PerpSchedule | None:
+        due = [s for s in self.schedules.values() if s.next_settlement]
+        return min(due, key=lambda s: (s.next_settlement, s.venue != self.perp_venue)) if due else None
 
     async def pace(self, event: Any) -> list[tuple[int, int, Any]]:
         """``(ts, priority, event)`` for the engine, in order: due timers and
@@ -89,48 +166,37 @@ class Pacer:
         if ts != event.ts:
             event = attrs.evolve(event, ts=ts)
         out: list[tuple[int, int, Any]] = []
-        while self.next_settlement and ts >= self.next_settlement:
-            at = self.next_settlement
+        while (due := self._due()) is not None and ts >= due.next_settlement:
+            at = due.next_settlement
             out += self._timers(at - 1)  # the hours before it; the instant's own timer comes after it
-            s = await self._settlement(at)
+            s = await due.settle(at, self.unknown, self.problems)
             if s is not None:
                 out.append((at, q.P_FUNDING, s))
                 self.settlements.append(s)
             self.now = max(self.now, at)
-            self.next_settlement = next_settlement(at, self.interval_hours)
-            self.announced_rate = None  # an announcement stands in for its own instant only
+            due.next_settlement = next_settlement(at, due.interval_hours)
+            due.announced_rate = None  # an announcement stands in for its own instant only
         self._give_up_waiting(ts)
         out += self._timers(ts)
         out.append((ts, PRIORITY.get(type(event), q.P_QUOTE), event))
-        if type(event) is MarkPrice and event.venue == self.perp_venue:
-            self.last_mark = event.mark
-            for at, rate, interval, _ in self.waiting:  # settled at the first mark after the instant
-                s = FundingSettlement(at, self.perp_venue, rate, interval, event.mark, "first_mark_after")
+        schedule = self.schedules.get(venue)
+        if schedule is not None and type(event) is MarkPrice:
+            for s in schedule.marked(event.mark, ts):  # settled at the first mark after the instant
                 out.append((ts, q.P_FUNDING, s))
                 self.settlements.append(s)
-            self.waiting.clear()
-        elif type(event) is FundingRate and event.venue == self.perp_venue:
-            self._announced(event, ts)
+        elif schedule is not None and type(event) is FundingRate:
+            schedule.announced(event, ts, self.problems)
         self.now = ts
         return out
 
-    def _announced(self, event: FundingRate, ts: int) -> None:
-        self.interval_hours = event.interval_hours
-        at = scheduled_instant(event.next_funding_ts, event.interval_hours, self.tolerance_ns)
-        if at is None:
-            self.problems.append((event.next_funding_ts, "the venue announced a next funding time off its "
-                                  "settlement schedule; not believed"))
-            return
-        if at > ts:
-            self.next_settlement = at
-            self.announced_rate = event.rate
-
     def _give_up_waiting(self, ts: int) -> None:
-        while self.waiting and ts - self.waiting[0][0] > self.mark_wait_ns:
-            at = self.waiting.pop(0)[0]
-            self.unknown.append(at)
-            self.problems.append((at, f"no perp mark price arrived within {self.mark_wait_ns // (60 * NS_PER_SECOND)} "
-                                  "minutes of the settlement: not settled in the book (the venue's payment is still learned)"))
+        for schedule in self.schedules.values():
+            while schedule.waiting and ts - schedule.waiting[0][0] > self.mark_wait_ns:
+                at = schedule.waiting.pop(0)[0]
+                self.unknown.append(at)
+                self.problems.append((at, f"no {schedule.label} mark price arrived within "
+                                      f"{self.mark_wait_ns // (60 * NS_PER_SECOND)} minutes of the settlement: not "
+                                      "settled in the book (the venue's payment is still learned)"))
 
     def _timers(self, upto: int) -> list[tuple[int, int, Any]]:
         """Timers at the whole hours after the last one given, up to ``upto``."""
@@ -146,17 +212,3 @@ class Pacer:
         self.last_timer = out[-1][0]
         self.now = max(self.now, self.last_timer)
         return out
-
-    async def _settlement(self, at: int) -> FundingSettlement | None:
-        rate = await self.settled_rate(at)
-        source = "last_mark"
-        if rate is None:
-            if self.announced_rate is None:
-                self.unknown.append(at)  # never a silent zero: the runner alerts, the venue's payment is still learned
-                self.problems.append((at, "neither the venue's funding history nor its feed gave the rate"))
-                return None
-            rate, source = self.announced_rate, "announced_rate"
-        if self.last_mark <= 0:  # no mark yet: never a settlement at mark 0
-            self.waiting.append((at, rate, self.interval_hours, source))
-            return None
-        return FundingSettlement(at, self.perp_venue, rate, self.interval_hours, self.last_mark, source)
