@@ -196,17 +196,57 @@ def check_venues(cfg: Config) -> None:
                                 f"leave it out of [spot], [perp] and rotation.venues")
 
 
+@attrs.define
+class RotationSignals:
+    """Each rotation venue's signal as its settlements arrive, and the rule's
+    decision on the pairs' differentials: one place for a backtest's plan and
+    a runner's watch. A settlement at or before the venue's last is ignored
+    (a runner asks the venues again and again)."""
+
+    cfg: Config
+    price: float  # sizes the round trips of the switching cost
+    signals: dict[str, FundingSignal] = attrs.field(init=False)
+    last: dict[str, int] = attrs.field(init=False)
+    pairs: list[Pair] = attrs.field(init=False)
+    _costs: dict[tuple[Pair, Pair], SwitchCost] = attrs.field(init=False, factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        venues = [_venue_key(v) for v in self.cfg.rotation_venues()]
+        self.signals = {v: FundingSignal(self.cfg.strategy.signal_settlements) for v in venues}
+        self.last = dict.fromkeys(venues, 0)
+        self.pairs = [Pair(a, b) for a in venues for b in venues if a != b]
+
+    def settle(self, venue: str, ts: int, rate: float, interval_hours: float) -> None:
+        if ts <= self.last[venue]:
+            return
+        self.last[venue] = ts
+        sig = self.signals[venue]
+        sig.window = max(1, round(self.cfg.strategy.signal_settlements * REFERENCE_INTERVAL_H / interval_hours))
+        sig.on_settlement(ts, rate, interval_hours)
+
+    def known(self) -> dict[Pair, float]:
+        """Each pair's signal APR (short less long), for the pairs whose venues both have one."""
+        s = self.signals
+        return {p: s[p.short].current_apr() - s[p.long].current_apr() for p in self.pairs
+                if s[p.short].ready and s[p.long].ready}
+
+    def decide(self, current: Pair | None, since: int, now: int) -> Move | None:
+        costs = {}
+        if current is not None:
+            for p in self.pairs:
+                if p != current:
+                    if (current, p) not in self._costs:
+                        self._costs[(current, p)] = switch_cost(self.cfg, current, p, self.price)
+                    costs[p] = self._costs[(current, p)]
+        return rotation_rule(self.cfg).choose(current, since, now, self.known(), costs)
+
+
 def plan(cfg: Config, price: float, source: HistorySource) -> list[tuple[int, Move]]:
     """The rule's moves over the window, each at the 8-hour instant it was decided."""
     lo, hi = parse_time(cfg.data.start, "start"), parse_time(cfg.data.end, "end")
-    n = cfg.strategy.signal_settlements
     series = {_venue_key(v): source.settlements(v, lo - 400 * BAR_NS, hi) for v in cfg.rotation_venues()}
-    signals = {k: FundingSignal(n) for k in series}
+    watch = RotationSignals(cfg, price)
     taken = dict.fromkeys(series, 0)
-    venues = list(series)
-    pairs = [Pair(a, b) for a in venues for b in venues if a != b]
-    rule = rotation_rule(cfg)
-    costs: dict[tuple[Pair, Pair], SwitchCost] = {}
     current: Pair | None = None
     since = lo
     moves: list[tuple[int, Move]] = []
@@ -214,19 +254,10 @@ def plan(cfg: Config, price: float, source: HistorySource) -> list[tuple[int, Mo
         for k, (ts, rate, interval) in series.items():
             i = taken[k]
             while i < ts.size and ts[i] <= t:
-                sig = signals[k]
-                sig.window = max(1, round(n * REFERENCE_INTERVAL_H / float(interval[i])))
-                sig.on_settlement(int(ts[i]), float(rate[i]), float(interval[i]))
+                watch.settle(k, int(ts[i]), float(rate[i]), float(interval[i]))
                 i += 1
             taken[k] = i
-        known = {p: signals[p.short].current_apr() - signals[p.long].current_apr()
-                 for p in pairs if signals[p.short].ready and signals[p.long].ready}
-        if current is not None:
-            for p in pairs:
-                if (current, p) not in costs and p != current:
-                    costs[(current, p)] = switch_cost(cfg, current, p, price)
-        move = rule.choose(current, since, t, known, {p: costs[(current, p)] for p in pairs if p != current}
-                           if current is not None else {})
+        move = watch.decide(current, since, t)
         if move is not None:
             moves.append((t, move))
             current, since = move.to, t
