@@ -127,7 +127,10 @@ class EngineLedger:
         trade = self._trade(row, leg, f"{self.tag}-{cid}", f"{cid}-{n}", cid, side)
         stored = self.journal.order_row(cid)
         assert stored is not None, f"the order row of {cid} was written before its fills"
-        self.journal.record_fill(Journal.order_of(stored), trade, now_ns, self.h)
+        order = Journal.order_of(stored)
+        if order.status is OrderStatus.NEW:  # sent and filled within this step: it was sent before it filled
+            order.transition(OrderStatus.SUBMITTED, int(row["ts"]))
+        self.journal.record_fill(order, trade, now_ns, self.h)
         self.touched.add(int(stored["op_id"]))
 
     def _trade(self, row: dict[str, Any], leg: LedgerLeg, order_id: str, trade_id: str, cid: str,
