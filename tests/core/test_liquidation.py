@@ -38,7 +38,7 @@ PERP = "BTC/USDT:USDT"
 BINANCE = shipped_rule("binanceusdm", PERP)
 BYBIT = shipped_rule("bybit", PERP)
 MISSING = ("liquidation rule of bitmex BTC/USD:BTC is not modelled (modelled: binancecoinm BTC/USD:BTC, "
-           "binanceusdm BTC/USDT:USDT, bybit BTC/USD:BTC, bybit BTC/USDT:USDT)")
+           "binanceusdm BTC/USDT:USDT, bybit BTC/USD:BTC, bybit BTC/USDT:USDT, hyperliquid BTC/USDC:USDC)")
 
 
 def cents(x: float) -> float:
@@ -60,7 +60,8 @@ def test_the_shipped_snapshot_is_dated_says_where_it_comes_from_and_holds_the_pu
         (0, 50_000, 0.004, 0, 125), (50_000, 600_000, 0.005, 50, 100),
         (600_000, 3_000_000, 0.0065, 950, 75), (3_000_000, 12_000_000, 0.01, 11_450, 50)]
     assert [(t.floor, t.cap, t.mmr, t.amount, t.max_leverage) for t in BYBIT.tiers] == [(0, 2_000_000, 0.005, 0, 100)]
-    assert sorted(shipped_tables()) == [("binancecoinm", "BTC/USD:BTC"), ("binanceusdm", PERP), ("bybit", "BTC/USD:BTC"), ("bybit", PERP)]
+    assert sorted(shipped_tables()) == [("binancecoinm", "BTC/USD:BTC"), ("binanceusdm", PERP), ("bybit", "BTC/USD:BTC"),
+                                        ("bybit", PERP), ("hyperliquid", "BTC/USDC:USDC")]
 
 
 # --- Binance USD-M -------------------------------------------------------------------

@@ -287,7 +287,7 @@ def test_an_unmodelled_perp_venue_fails_the_margin_check_of_an_open_and_not_a_cl
     (check,) = [c for c in opening.checks if c.name == "margin buffer"]
     assert not check.ok and check.detail == ("no liquidation price: liquidation rule of bitmex BTC/USD:BTC is not "
                                              "modelled (modelled: binancecoinm BTC/USD:BTC, binanceusdm BTC/USDT:USDT, "
-                                             "bybit BTC/USD:BTC, bybit BTC/USDT:USDT)")
+                                             "bybit BTC/USD:BTC, bybit BTC/USDT:USDT, hyperliquid BTC/USDC:USDC)")
     closing = plan(s, kind="close", qty=0.2)  # 0.3 BTC left short: a close is never held back by it
     assert closing.ok and math.isnan(closing.liquidation_after)
 

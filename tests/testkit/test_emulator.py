@@ -451,7 +451,7 @@ def test_fault_plan_rejects_what_it_cannot_do(emulator):
     with pytest.raises(ValueError, match="unknown fault kind"):
         emulator.faults.add("earthquake")
     with pytest.raises(ValueError, match="unknown venue"):
-        emulator.faults.add("rate_limit", venue="kraken")
+        emulator.faults.add("rate_limit", venue="bitstamp")
     with pytest.raises(ValueError, match="probability"):
         emulator.faults.add("rate_limit", probability=0)
 
@@ -465,7 +465,7 @@ def test_point_ccxt_keeps_paths_and_the_config_keeps_to_served_endpoints(emulato
     ex.load_markets()
     assert emulator.log.paths() == ["/fapi/v1/exchangeInfo"]
     with pytest.raises(ValueError, match="serves"):
-        ccxt_config("kraken")
+        ccxt_config("bitstamp")
 
 
 def test_request_log_records_method_path_query_venue_status(emulator):

@@ -17,7 +17,7 @@ def emulator(
     api_key: Optional[list[str]] = typer.Option(None, "--api-key", help="accept only this API key (repeat for several; default: any key)"),
     fund_btc: float = typer.Option(0.0, "--fund-btc", help="BTC to put in each coin-margined wallet (Binance COIN-M, Bybit): an inverse short's initial margin"),
 ) -> None:
-    """Serve Binance spot, USD-M and COIN-M, and Bybit v5 spot, linear and inverse (REST and websockets, market data and trading) on 127.0.0.1 from the shipped real data, until Ctrl-C."""
+    """Serve Binance spot, USD-M and COIN-M, and Bybit v5 spot, linear and inverse (REST and websockets, market data and trading), and Coinbase and Kraken spot (REST), on 127.0.0.1 from the shipped real data, until Ctrl-C."""
     from fundarb.testkit.emulator.main import run_emulator
 
     try:

@@ -21,6 +21,16 @@ maintenance margin MM(n) = n * mmr - amount.
   LP_short = EP + (PM - MM)/Q, PM = the isolated position margin; cross with
   one position: MM valued at the mark, so the Binance-shaped formula with
   amount = the deduction.
+- ``hyperliquid`` (Hyperliquid USDC perpetual, as its docs "Liquidations" and
+  "Margin tiers" state it): maintenance margin is half the initial margin at
+  the tier's max leverage, mmr = l = 1 / maintenance_leverage = 1 / (2 *
+  max_leverage) (BTC: 40x, so 1.25%), MM = n * l - maintenance_deduction;
+  LP = price - side * margin_available / Q / (1 - l * side) with
+  margin_available = WB - MM (isolated: the isolated margin; cross, one
+  position: the account value), price = EP and MM valued there, l and the
+  deduction of the tier holding the notional AT the liquidation price
+  (Q * LP). It is the price where WB + side*Q*(P - EP) = MM(Q*P), the same
+  root as the Binance-shaped formula, reached by the venue's own steps.
 
 Unified margin (linear rules, cross mode only): ``collateral`` C is a BTC
 quantity (after the venue's haircut, ``collateral_value``) counted as wallet
@@ -66,8 +76,9 @@ BINANCE_USDM = "binance_usdm"
 BYBIT_LINEAR = "bybit_linear"
 BINANCE_COINM = "binance_coinm"
 BYBIT_INVERSE = "bybit_inverse"
+HYPERLIQUID = "hyperliquid"
 UNMODELLED = "unmodelled"
-LINEAR_STYLES = (BINANCE_USDM, BYBIT_LINEAR)
+LINEAR_STYLES = (BINANCE_USDM, BYBIT_LINEAR, HYPERLIQUID)
 INVERSE_STYLES = (BINANCE_COINM, BYBIT_INVERSE)
 STYLES = LINEAR_STYLES + INVERSE_STYLES
 ISOLATED, CROSS = "isolated", "cross"
@@ -136,8 +147,8 @@ def expected_amount(tiers: tuple[MarginTier, ...], i: int) -> float:
 @attrs.frozen
 class MarginRule:
     """A venue's liquidation rule for one symbol: its tier table and the
-    formula ``style`` (``binance_usdm`` or ``bybit_linear`` for a linear
-    perp, ``binance_coinm`` or ``bybit_inverse`` for an inverse one), with the
+    formula ``style`` (``binance_usdm``, ``bybit_linear`` or ``hyperliquid``
+    for a linear perp, ``binance_coinm`` or ``bybit_inverse`` for an inverse one), with the
     date (``as_of``) and origin (``source``) of the table."""
 
     venue: str
@@ -241,6 +252,8 @@ class MarginRule:
         binance_coinm, and bybit_inverse cross: LP = (B*MMR + side*B) / (WB + cum + side*B/EP),
         tier of the coin notional B/LP; bybit_inverse isolated: LP = B / (B/EP + side*(PM - MM)),
         MM = (B/EP)*MMR - deduction. A denominator of the wrong sign (side * it <= 0) is inf.
+        hyperliquid (either mode, one position): LP = EP - side * (WB - MM(Q*EP)) / Q / (1 - l*side),
+        l and the deduction of the tier of the notional at LP.
 
         ``collateral``: BTC (after the venue's haircut) counted at the mark as
         wallet, for a linear rule in cross mode only (a unified account):
@@ -261,6 +274,8 @@ class MarginRule:
                 lp = size / denom if denom > 0 else math.inf
             else:
                 lp = self._inverse_at_mark(wallet, side, size, entry)
+        elif self.style == HYPERLIQUID:
+            lp = self._hyperliquid(wallet, side, size, entry)
         elif self._at_entry(mode):
             mm = self.maintenance_margin(qty, entry)
             lp = entry - side * (wallet - mm) / size
@@ -274,9 +289,10 @@ class MarginRule:
             return
         if not (math.isfinite(collateral) and collateral > 0):
             raise ValueError(f"collateral must be a finite BTC quantity >= 0, got {collateral}")
-        if self.inverse:
-            raise ValueError(f"{self.venue} {self.symbol}: collateral counts only for a linear perp "
-                             f"(an inverse rule's wallet is already the coin), got {collateral}")
+        if self.inverse or self.style == HYPERLIQUID:
+            raise ValueError(f"{self.venue} {self.symbol}: collateral counts only for a linear perp of a unified "
+                             f"account (an inverse rule's wallet is already the coin; Hyperliquid's perps are "
+                             f"margined in USDC alone), got {collateral}")
         if mode != CROSS:
             raise ValueError(f"collateral counts only in a cross (unified) account, not in {mode} mode; got {collateral}")
 
@@ -313,6 +329,25 @@ class MarginRule:
         raise NotionalBeyondTiers(f"{self.venue} {self.symbol}: the notional at the liquidation price, "
                                   f"{size * lp(last):,.2f}, is beyond the last margin tier (cap {last.cap:,.0f}, "
                                   f"{self.as_of or 'undated'} table)")
+
+    def _hyperliquid(self, wallet: float, side: float, size: float, entry: float) -> float:
+        """Hyperliquid's documented steps: for the tier holding the notional at
+        the liquidation price, l = its mmr (1 / maintenance leverage),
+        margin_available = WB - MM(Q * EP), LP = EP - side * margin_available /
+        Q / (1 - l * side). Each tier gives a candidate; the one whose notional
+        Q * LP lies in that tier is the answer (MM is continuous, so at most one
+        root; a tie at a boundary is the same price). A long whose first-tier
+        candidate is at or below 0 is floored at 0 by the caller."""
+        for t in self.tiers:
+            margin_available = wallet - t.maintenance(size * entry)
+            lp = entry - side * margin_available / size / (1.0 - t.mmr * side)
+            if side > 0 and t is self.tiers[0] and lp <= 0:
+                return lp
+            if t.floor <= size * lp <= t.cap:
+                return lp
+        last = self.tiers[-1]
+        raise NotionalBeyondTiers(f"{self.venue} {self.symbol}: the notional at the liquidation price is beyond "
+                                  f"the last margin tier (cap {last.cap:,.0f}, {self.as_of or 'undated'} table)")
 
     def _inverse_at_mark(self, wallet: float, side: float, size: float, entry: float) -> float:
         """Solve WB + side*B*(1/EP - 1/P) = (B/P)*mmr - amount with the tier of

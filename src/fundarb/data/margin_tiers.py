@@ -34,6 +34,7 @@ from fundarb.core.liquidation import (
     BINANCE_USDM,
     BYBIT_INVERSE,
     BYBIT_LINEAR,
+    HYPERLIQUID,
     MarginRule,
     MarginTier,
     expected_amount,
@@ -50,6 +51,7 @@ _BY_SETTLEMENT: dict[str, tuple[str | None, str | None]] = {
     BINANCE_COINM: (None, BINANCE_COINM),
     BYBIT_LINEAR: (BYBIT_LINEAR, BYBIT_INVERSE),
     BYBIT_INVERSE: (BYBIT_LINEAR, BYBIT_INVERSE),
+    HYPERLIQUID: (HYPERLIQUID, None),
 }
 # styles whose ccxt tiers carry Binance's maintenance amount ``cum``
 _CUM_STYLES = (BINANCE_USDM, BINANCE_COINM)

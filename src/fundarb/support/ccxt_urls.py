@@ -44,6 +44,6 @@ def point_ccxt_pro(exchange: Any, base_url: str) -> Any:
         return node
 
     api = exchange.urls["api"]
-    if isinstance(api.get("ws"), dict):
+    if isinstance(api.get("ws"), (dict, str)):  # a table of sockets, or one (Coinbase's advanced-trade-ws)
         api["ws"] = rewrite(api["ws"])
     return exchange

@@ -1,7 +1,7 @@
 """Venue quirks: what fundarb must know of each venue beyond ccxt's unified
 API, one module per venue (``binance``: ccxt ``binance`` and ``binanceusdm``;
-``bybit``), so that generic code asks ``quirks(exchange.id)`` instead of
-testing ids or error texts.
+``bybit``; ``hyperliquid``; ``coinbase`` and ``kraken``, spot venues), so that
+generic code asks ``quirks(exchange.id)`` instead of testing ids or error texts.
 
 ``quirks`` refuses an id without a module (``UnknownVenue``, one line naming
 the venues there are); ``quirks_or_plain`` answers for such an id with
@@ -21,13 +21,13 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
-from fundarb.venues import binance, bybit
+from fundarb.venues import binance, bybit, coinbase, hyperliquid, kraken
 from fundarb.venues.base import OrderLeg, UnknownVenue, VenueQuirks, plain
 
 __all__ = ["CCXT_OPTIONS", "MODULES", "SUPPORTED", "OrderLeg", "UnknownVenue", "VenueQuirks", "ccxt_config", "load_only",
            "quirks", "quirks_or_plain"]
 
-MODULES: tuple[ModuleType, ...] = (binance, bybit)
+MODULES: tuple[ModuleType, ...] = (binance, bybit, hyperliquid, coinbase, kraken)
 _QUIRKS: dict[str, VenueQuirks] = {i: m.quirks_of(i) for m in MODULES for i in m.IDS}
 SUPPORTED: tuple[str, ...] = tuple(_QUIRKS)
 # each venue's ccxt constructor options (market loading kept to what fundarb trades)
@@ -56,7 +56,11 @@ def ccxt_config(exchange_id: str, **extra: Any) -> dict[str, Any]:
 
 def load_only(options: dict[str, Any], market_types: Iterable[str]) -> None:
     """Keep a built client's market loading (its ``options``) to ``market_types``,
-    whichever shape (list, or dict with ``types``) its ccxt version uses."""
+    whichever shape (list, or dict with ``types``) its ccxt version uses. An
+    option that names a method (Coinbase's ``fetchMarketsV3``) filters no
+    types: it is left as it is."""
     types = list(market_types)
     current = options.get("fetchMarkets")
+    if isinstance(current, str):
+        return
     options["fetchMarkets"] = {**current, "types": types} if isinstance(current, dict) else types

@@ -41,6 +41,14 @@ class OrderLeg(Protocol):
 
 FindOrder = Callable[[OrderLeg, str], Awaitable[dict[str, Any] | None]]
 ErrorTest = Callable[[BaseException], bool]
+# (ccxt client, symbol, order type, side, amount in the venue's unit, client id) -> create_order's params
+OrderParams = Callable[[Any, str, str, str, float, str], dict[str, Any]]
+
+
+def client_id_params(exchange: Any, symbol: str, order_type: str, side: str, amount: float,
+                     client_id: str) -> dict[str, Any]:
+    """ccxt's unified params of an order: the client id as ``clientOrderId``, the rest as ccxt builds it."""
+    return {"clientOrderId": client_id}
 
 
 @attrs.frozen
@@ -86,6 +94,14 @@ class VenueQuirks:
     into the payment received (positive) or paid (negative).
     ``unified``: reads the venue's unified account figures and BTC collateral
     tiers (None: the venue has no unified account fundarb can read).
+    ``order_params``: the params of ``create_order`` for an order under a
+    client id (default: ccxt's unified ``clientOrderId``; a venue whose ccxt
+    drops it, or sizes an order in another unit, says how to send it).
+    ``idempotent_client_id``: a client id sent again is answered with the
+    order it already names (no new order, no refusal), as Coinbase does.
+    ``quote_poll``: the ccxt method a market feed polls the top of book with
+    when it polls ('': ``fetch_bids_asks`` where ccxt has it natively, else
+    ``fetch_ticker``), for a venue whose native one needs a key.
     """
 
     exchange_id: str
@@ -105,6 +121,9 @@ class VenueQuirks:
     private_urls: tuple[str, ...] = ("private",)
     funding_sign: float = 1.0
     unified: ReadUnified | None = None
+    order_params: OrderParams = client_id_params
+    idempotent_client_id: bool = False
+    quote_poll: str = ""
 
     def fetch_params(self) -> dict[str, Any]:
         """Params of ``fetch_order`` by venue order id (a fresh dict)."""

@@ -18,7 +18,8 @@ Two streams run side by side as tasks: **quote** (every instrument) and
   ticker has none at all, nor does Bybit's spot ticker. A venue without
   ``watchBidsAsks`` is watched with ``watch_ticker``. REST polling:
   ``fetch_bids_asks([symbol])`` where ccxt has it natively (Binance:
-  ``/ticker/bookTicker``), else ``fetch_ticker`` (Bybit ``/v5/market/tickers``).
+  ``/ticker/bookTicker``), else ``fetch_ticker`` (Bybit ``/v5/market/tickers``;
+  Coinbase, whose native one needs a key: ``fundarb.venues``' ``quote_poll``).
   Binance spot's book ticker carries no time, so those quotes are stamped
   ``now_ns()``.
 - ``MarkPrice(mark)`` and ``FundingRate(rate, interval_hours,
@@ -96,6 +97,7 @@ import ccxt
 from fundarb.core.model import FundingRate, IndexPrice, MarketKind, MarkPrice, Quote
 from fundarb.support.backoff import BackoffPolicy
 from fundarb.support.scrub import describe, scrub_logger
+from fundarb.venues import quirks_or_plain
 
 log = logging.getLogger(__name__)  # the runner's JSON log when it runs (app.runner.logs)
 scrub_logger(log)  # whatever handler takes its records gets them scrubbed
@@ -290,9 +292,10 @@ class MarketFeed:
             quote_watch: Call | None = (ex.watch_bids_asks, ([sym],))
         else:
             quote_watch = (ex.watch_ticker, (sym,)) if self._has("watchTicker") else None
-        # only a native fetchBidsAsks: Bybit's 'emulated' one downloads every ticker of the category
-        quote_fetch: Call = (ex.fetch_bids_asks, ([sym],)) if ex.has.get("fetchBidsAsks") is True else (
-            ex.fetch_ticker, (sym,))
+        # only a native fetchBidsAsks: Bybit's 'emulated' one downloads every ticker of the category; and
+        # not where it needs a key (Coinbase's best_bid_ask): the public ticker has the book's top there
+        native = ex.has.get("fetchBidsAsks") is True and quirks_or_plain(ex.id).quote_poll != "fetch_ticker"
+        quote_fetch: Call = (ex.fetch_bids_asks, ([sym],)) if native else (ex.fetch_ticker, (sym,))
         streams = [_Stream("quote", quote_watch, quote_fetch, self._handle_quote)]
         if self.kind is MarketKind.PERP:
             if self._has("watchMarkPrice"):  # Binance: the mark price stream carries the funding

@@ -8,6 +8,11 @@ each venue's own JSON). One ``Accounts`` holds every wallet of the emulator:
 - ``bybit``        Bybit unified (UNIFIED) wallet: spot assets AND the linear
                    BTCUSDT position share it, as on the real unified account.
 - ``bybit:FUND``   Bybit funding wallet (transfers only).
+- ``hyperliquid``  Hyperliquid perp account: USDC (the venue's collateral) and
+                   the BTC perp position (``emulator.hyperliquid``); it pays
+                   funding HOURLY at the stand-in settlements that module names.
+- ``coinbase``     Coinbase Advanced Trade spot wallet (``emulator.coinbase``).
+- ``kraken``       Kraken spot wallet (``emulator.kraken``).
 
 Money rules (what the tests hold to 1e-9):
 
@@ -24,7 +29,9 @@ Money rules (what the tests hold to 1e-9):
 - **Fees.** ``fee = rate * qty * price`` with the venue's maker/taker rates
   (``MARKETS``; Binance's match sims/baseline.toml). Spot fees are charged in
   the asset received (BTC on a buy, USDT on a sell), as both venues do without
-  a fee-discount token; perp fees are charged in USDT.
+  a fee-discount token; perp fees are charged in USDT. Coinbase and Kraken
+  spot charge theirs in the quote on both sides (``MarketSpec.fee_in_quote``):
+  buy q at p: USDT -= q p + fee, BTC += q; a resting buy locks its fee too.
 - **Spot.** buy q at p: USDT -= q p, BTC += q - fee. sell: BTC -= q,
   USDT += q p - fee. A resting buy locks q * limit USDT, a resting sell q BTC.
   So USDT + BTC * p + fee_value == start for one fill at p.
@@ -77,7 +84,7 @@ Money rules (what the tests hold to 1e-9):
   fill moved money). The private websocket streams are built from these.
 - **Refusals.** More than the available balance -> ``AccountError('insufficient')``;
   a client order id already used (Binance: among OPEN orders, as its docs say
-  "a unique id among open orders"; Bybit: among all orders) -> 'duplicate';
+  "a unique id among open orders"; Bybit and Hyperliquid: among all orders) -> 'duplicate';
   under the venue's minimum notional -> 'min_notional'.
 
 **Inverse (coin-margined) perps** (kind ``INVERSE``): Binance COIN-M
@@ -156,6 +163,7 @@ class MarketSpec:
     margin: MarginRule | None = None  # a perp's liquidation rule and tiers
     contract_size: float = 0.0  # an inverse perp: USD face of one contract (qty and step in contracts)
     settle: str = ""  # the asset its PnL, fees and funding settle in ('': the quote)
+    fee_in_quote: bool = False  # spot: the fee is charged in the quote on buys too (Coinbase, Kraken)
 
     @property
     def settle_asset(self) -> str:
@@ -198,10 +206,33 @@ MARKETS: dict[tuple[str, str], MarketSpec] = {
                                    VenueConfig("bybit", "BTC/USD:BTC", taker_fee=0.00055, maker_fee=0.0002),
                                    "BTC", "USD", margin=shipped_rule("bybit", "BTC/USD:BTC"),
                                    contract_size=1.0, settle="BTC"),
+    # Hyperliquid's BTC perpetual (ccxt BTC/USDC:USDC): margined, settled and quoted in USDC, so its
+    # wallet holds USDC. Fees: Hyperliquid's published base (non-VIP) perp rates, 0.045% taker and
+    # 0.015% maker. Lot 0.00001 BTC (szDecimals 5); prices of at most 5 significant figures, which for
+    # BTC above 10,000 is a whole dollar (tick 1); minimum order value 10 USDC. Liquidation goes to
+    # the book as a market order: its penalty here is the taker fee (what is left stays with the
+    # trader, as the venue's docs say). Its price: the stand-in Binance USD-M closes (server.py).
+    ("hyperliquid", PERP): MarketSpec("hyperliquid", PERP, "hyperliquid", 1.0, 0.00001, 10.0,
+                                      VenueConfig("hyperliquid", "BTC/USDC:USDC", taker_fee=0.00045,
+                                                  maker_fee=0.00015, liquidation_fee_rate=0.00045),
+                                      quote="USDC", margin=shipped_rule("hyperliquid", "BTC/USDC:USDC")),
+    # Spot venues served from modules of their own, their BTC/USDT markets (prices: Binance's spot
+    # closes as the stand-in series; see each module). Venue metadata, not market data. Coinbase
+    # Advanced BTC-USDT: tick 0.01, lot 0.00000001, minimum order 1 USDT, the lowest fee tier
+    # 0.60% taker / 0.40% maker. Kraken Pro XBTUSDT: tick 0.1, lot 0.00000001 (minimum volume
+    # 0.00005 BTC, checked by its module), minimum cost 0.5 USDT, 0.40% taker / 0.25% maker. Both
+    # charge the fee in the quote.
+    ("coinbase", SPOT): MarketSpec("coinbase", SPOT, "coinbase", 0.01, 0.00000001, 1.0,
+                                   VenueConfig("coinbase", "BTC/USDT", taker_fee=0.006, maker_fee=0.004),
+                                   fee_in_quote=True),
+    ("kraken", SPOT): MarketSpec("kraken", SPOT, "kraken", 0.1, 0.00000001, 0.5,
+                                 VenueConfig("kraken", "BTC/USDT", taker_fee=0.004, maker_fee=0.0025),
+                                 fee_in_quote=True),
 }
-WALLETS = ("binance", "binanceusdm", "bybit", "bybit:FUND", "binancecoinm")
-DEFAULT_LEVERAGE = {"binanceusdm": 20, "bybit": 10}  # each venue's default for a new BTCUSDT account
-MAX_LEVERAGE = {"binanceusdm": 125, "bybit": 100}
+WALLETS = ("binance", "binanceusdm", "bybit", "bybit:FUND", "binancecoinm", "hyperliquid", "coinbase", "kraken")
+# each venue's default for a new BTC perp account (Hyperliquid: the emulator's choice, 20x; set_leverage sets it)
+DEFAULT_LEVERAGE = {"binanceusdm": 20, "bybit": 10, "hyperliquid": 20}
+MAX_LEVERAGE = {"binanceusdm": 125, "bybit": 100, "hyperliquid": 40}
 # inverse perps by the venue whose routes trade them: default and highest leverage, and
 # the key of the venue's own real settlements (``settlements(key, after, upto)``)
 INVERSE_VENUES = ("binancecoinm", "bybit")
@@ -393,7 +424,7 @@ class AccountEvent:
 
 # wallet -> the venue whose private streams tell its changes
 WALLET_VENUE = {"binance": "binance", "binanceusdm": "binanceusdm", "bybit": "bybit", "bybit:FUND": "bybit",
-                "binancecoinm": "binancecoinm"}
+                "binancecoinm": "binancecoinm", "hyperliquid": "hyperliquid", "coinbase": "coinbase", "kraken": "kraken"}
 
 
 ID_EPOCH_S = 1_704_067_200  # 2024-01-01T00:00:00Z
@@ -539,11 +570,11 @@ class Accounts:
 
     def available(self, wallet: str, asset: str) -> float:
         """What a new order or transfer may use: total - locked by spot orders
-        - (USDT of a margin wallet) position collateral and order margin."""
+        - (the margin asset of a perp wallet: USDT, Hyperliquid's USDC) position collateral and order margin."""
         with self._lock:
             w = self.wallets[wallet]
             free = w.get(asset) - w.locked.get(asset, 0.0)
-            if wallet in self.positions and asset == "USDT":
+            if wallet in self.positions and asset == MARKETS[(wallet, PERP)].settle_asset:
                 free -= self.positions[wallet].margin + self.order_margin(wallet)
             for venue in INVERSE_VENUES:  # the BTC an inverse perp's margin holds (cross: its whole wallet)
                 spec = MARKETS[(venue, INVERSE)]
@@ -694,7 +725,7 @@ class Accounts:
                 self._clock_ms = now
             if client_id is not None:
                 clash = [o for o in self.orders[(venue, kind)] if o.client_id == client_id
-                         and (venue == "bybit" or o.is_open)]
+                         and (venue in ("bybit", "hyperliquid") or o.is_open)]
                 if clash:
                     raise AccountError("duplicate", client_id)
             touch = self._fill_price(spec, side, qty if quote_qty is None else 0.0, now)
@@ -909,8 +940,9 @@ class Accounts:
         stay inside the shipped tiers)."""
         rest = order.qty - now_qty if order.type == LIMIT else 0.0
         if spec.kind == SPOT:
-            if order.side == BUY:
-                need, asset = now_qty * touch + rest * (order.price or 0.0), spec.quote
+            if order.side == BUY:  # a fee charged in the quote is paid from it too
+                taker, maker = (1 + spec.costs.taker_fee, 1 + spec.costs.maker_fee) if spec.fee_in_quote else (1, 1)
+                need, asset = now_qty * touch * taker + rest * (order.price or 0.0) * maker, spec.quote
             else:
                 need, asset = order.qty if order.type == LIMIT else now_qty, spec.base
         else:
@@ -940,8 +972,8 @@ class Accounts:
     def _reserve(self, spec: MarketSpec, order: Order) -> None:
         w = self.wallets[spec.wallet]
         if spec.kind == SPOT:
-            if order.side == BUY:
-                order.reserved = money(order.remaining * order.limit)
+            if order.side == BUY:  # with its maker fee when the fee is charged in the quote
+                order.reserved = money(order.remaining * order.limit * (1 + spec.costs.maker_fee if spec.fee_in_quote else 1))
                 w.lock(spec.quote, order.reserved)
             else:
                 order.reserved = order.remaining
@@ -962,7 +994,11 @@ class Accounts:
         pnl = 0.0
         if spec.kind == SPOT:
             value = money(qty * price)
-            if order.side == BUY:
+            if order.side == BUY and spec.fee_in_quote:
+                fee, fee_asset = money(rate * value), spec.quote
+                w.add(spec.quote, -value - fee)
+                w.add(spec.base, qty)
+            elif order.side == BUY:
                 fee, fee_asset = money(rate * qty), spec.base
                 w.add(spec.quote, -value)
                 w.add(spec.base, qty - fee)

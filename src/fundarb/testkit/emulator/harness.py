@@ -30,6 +30,12 @@ from fundarb.testkit.emulator.server import EmulatorServer, ccxt_config, point_c
 EMULATOR_START = "2024-01-10T08:30"  # inside both venues' funding and the price window
 MS_H = 3_600_000
 SPOT_SYM, PERP_SYM = "BTC/USDT", "BTC/USDT:USDT"
+KRAKEN_SECRET = "ZW11bGF0b3Itc2VjcmV0"  # base64 of "emulator-secret": Kraken's secrets are base64
+# A TEST wallet for Hyperliquid clients: (address, private key). The key is
+# sha256("fundarb emulator TEST wallet: holds nothing"), published here, so it
+# must never hold anything; the address is the one that key signs as.
+TEST_WALLET = ("0xeab9e1d3eec3ca4b8617fc8ec7d3991ec3a84849",
+               "0x9fc75647ebf434ed6a76143563d38c3fde69f8dab97aa681ba805fd89f2492d8")
 
 
 @contextmanager
@@ -59,9 +65,17 @@ def ccxt_client(server: EmulatorServer, exchange_id: str, **config: Any) -> Any:
 def trading_client(server: EmulatorServer, exchange_id: str, **config: Any) -> Any:
     """A real ccxt client with (fake) keys, for the signed endpoints. The
     emulator checks that calls are signed, not the HMAC. Bybit: preset the
-    unified-account flags so ccxt skips account-type detection."""
+    unified-account flags so ccxt skips account-type detection. Hyperliquid:
+    a wallet address and private key (``TEST_WALLET``: a fixed TEST key that
+    holds nothing anywhere; ccxt signs with it offline, the emulator checks a
+    signature is present, not who signed)."""
+    if exchange_id == "hyperliquid":
+        config.setdefault("walletAddress", TEST_WALLET[0])
+        config.setdefault("privateKey", TEST_WALLET[1])
+        return ccxt_client(server, exchange_id, **config)
     config.setdefault("apiKey", "emulator-key")
-    config.setdefault("secret", "emulator-secret")
+    # Kraken's secrets are base64 (ccxt decodes one to sign)
+    config.setdefault("secret", KRAKEN_SECRET if exchange_id == "kraken" else "emulator-secret")
     if exchange_id == "bybit":
         config["options"] = {"enableUnifiedAccount": True, "enableUnifiedMargin": False, **config.get("options", {})}
     return ccxt_client(server, exchange_id, **config)

@@ -9,7 +9,7 @@ import fundarb.testkit.emulator.ws  # noqa: F401  (mounts the websocket streams)
 from fundarb.data.history import fmt_time
 from fundarb.testkit.emulator.server import EmulatorServer
 
-TRADING_WALLETS = ("binance", "binanceusdm", "bybit")
+TRADING_WALLETS = ("binance", "binanceusdm", "bybit", "coinbase", "kraken")  # coinbase, kraken: spot (REST only)
 COIN_WALLETS = ("binancecoinm", "bybit")  # the wallets an inverse perp margins in BTC
 
 
@@ -37,7 +37,8 @@ def run_emulator(port: int = 8765, start: str | None = None, speed: float = 0.0,
     try:
         print(f"fundarb exchange emulator on {server.base_url}  (now {fmt_time(server.now_ns)} UTC, {clock})")
         print("venues: binance (/api/v3, /sapi), binanceusdm (/fapi), binancecoinm (/dapi), bybit (/v5: spot, linear, "
-              "inverse); market data and trading, REST and websockets")
+              "inverse); market data and trading, REST and websockets; coinbase (/api/v3/brokerage, /v2) and kraken "
+              "(/0): spot BTC/USDT, REST only, at Binance's spot closes as their stand-in prices")
         if fund:
             print(f"wallets {', '.join(TRADING_WALLETS)}: {fund:,.2f} USDT each (synthetic balances)")
         if fund_btc:

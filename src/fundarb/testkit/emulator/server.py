@@ -17,12 +17,19 @@ What is served, and where each number comes from:
   no Bybit prices, and a real price of the same contract on another venue
   beats an invented one. In particular Bybit's inverse BTCUSD is served
   Binance's COIN-M BTCUSD_PERP closes as its STAND-IN series: they are not
-  Bybit's prices.
+  Bybit's prices. Hyperliquid's BTC perp (USDC) is served the Binance USD-M
+  closes the same way, as its STAND-IN price: they are not Hyperliquid's.
+  Coinbase's BTC-USDT and Kraken's XBTUSDT spot (``emulator.coinbase``,
+  ``emulator.kraken``) are served Binance's spot closes, as their STAND-IN
+  series: they are not Coinbase's or Kraken's prices.
 - **Funding.** The venue's own real settlements from
   ``funding_settlements.parquet``: binance BTCUSDT for Binance USD-M, binance
   BTCUSD_PERP for Binance COIN-M, bybit BTCUSDT for Bybit linear, bybit
   BTCUSD for Bybit inverse (those rows cover 2023-01 .. 2024-07 only: before
-  that the inverse market has no funding). The live "current rate" fields (Binance
+  that the inverse market has no funding). Hyperliquid (``emulator.hyperliquid``)
+  has no rows of its own in the data: dYdX BTC-USD's real hourly settlements
+  (2022-01 .. 2023-12) are served as its STAND-IN series, hourly as the venue
+  settles, and none outside that window. The live "current rate" fields (Binance
   ``lastFundingRate``, Bybit ticker ``fundingRate``) are, on the real venues,
   the running estimate of the next settlement; the data holds no estimates,
   so the emulator serves the last settled real rate (no look-ahead).
@@ -81,6 +88,7 @@ one ``/v5/order/create`` places spot, linear and inverse orders).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import math
 import threading
@@ -285,6 +293,9 @@ def load_tape(data_dir: Path = SHIPPED_DIR) -> MarketTape:
             "bybit": _funding_series(funding, "bybit", "BTCUSDT"),
             "binancecoinm": _funding_series(funding, "binance", COINM_SYMBOL, BINANCE_FUNDING_LATE_MS),
             INVERSE_FUNDING_KEY["bybit"]: _funding_series(funding, "bybit", BYBIT_INVERSE_SYMBOL),
+            # STAND-IN: the data has no Hyperliquid history; dYdX v3 BTC-USD's real HOURLY
+            # settlements (2022-01 .. 2023-12) stand in for it (emulator.hyperliquid says so)
+            "hyperliquid": _funding_series(funding, "dydx", "BTC-USD"),
         },
     )
 
@@ -2432,7 +2443,8 @@ class VenueShape:
     ``check_signed(ask)`` raises the venue's own ``VenueError`` for a private
     call without its key and signature; ``envelope(body, server_ms)`` wraps a
     successful answer (None: sent as it is); ``error(err, server_ms)`` is the
-    body of a refusal; ``fault(fault, server_ms)`` answers a programmed
+    body of a refusal (JSON, sent with ``err.status``; or a whole
+    ``web.Response``, for a refusal in plain text); ``fault(fault, server_ms)`` answers a programmed
     rate_limit, ip_ban or refuse in the venue's words (None: the Binance-shaped
     default). ``placement`` are the (method, path) pairs that place orders.
     ``path_of(path, params)`` turns a request into the route key, for venues that
@@ -2489,8 +2501,9 @@ def _bybit_envelope(result: Any, server_ms: int, code: int = 0, msg: str = "OK")
 
 
 def _error_response(venue: str | None, err: VenueError, server_ms: int) -> web.Response:
-    if venue in SHAPES:
-        return _json(err.status, SHAPES[venue].error(err, server_ms))
+    if venue in SHAPES:  # the module's body, or a whole answer (a venue that refuses in plain text)
+        body = SHAPES[venue].error(err, server_ms)
+        return body if isinstance(body, web.Response) else _json(err.status, body)
     if venue == "bybit":
         return _json(err.status, _bybit_envelope({}, server_ms, int(err.code), err.msg))
     return _json(err.status, {"code": err.code, "msg": err.msg})
@@ -2769,3 +2782,8 @@ class EmulatorServer:
 
 # Options that keep ccxt to the endpoints the emulator serves: no sapi
 # currency/margin calls, no COIN-M or option market lists.
+importlib.import_module("fundarb.testkit.emulator.hyperliquid")  # registers the venue; by name, as below
+
+# imported by name: a static import of a module that imports this one is an import cycle (.importlinter)
+importlib.import_module("fundarb.testkit.emulator.coinbase")  # registers the venue
+importlib.import_module("fundarb.testkit.emulator.kraken")  # registers the venue
