@@ -52,7 +52,7 @@ class MarketFunding:
     interval_hours: float
     next_ts_ms: int
     mark: float
-    signal_apr: float  # mean of the last N settlements, annualised
+    signal_apr: float  # mean of the settlements of the last N 8-hour periods, annualised
     trailing_apr: float  # mean over the last TRAILING_DAYS days, annualised
     settlements: int
 
@@ -70,11 +70,17 @@ def market_of(exchange: str, symbol: str, fr: dict[str, Any], history: list[dict
         raise ValueError("the venue gave no past settlement")
     last = rows[-1][0]
     recent = [r for t, r in rows if t > last - TRAILING_DAYS * 86_400_000]
-    signal = [r for _, r in rows[-n_signal:]]
+    # as many of its settlements as cover n_signal 8-hour ones (an hourly venue: 8x), the rotation's rule
+    signal = [r for _, r in rows[-max(1, round(n_signal * 8 / interval)):]]
     predicted = fr.get("nextFundingRate")
     rate = float(fr.get("fundingRate") or 0.0)
+    step = int(interval * 3_600_000)
+    announced = int(fr.get("fundingTimestamp") or fr.get("nextFundingTimestamp") or 0)
+    # an announced instant that is not the venue's next by its own settlements (a client that computes it
+    # from this machine's clock) gives way to the last settlement plus the interval
+    nxt = announced if last < announced <= last + 2 * step else last + step
     return MarketFunding(exchange, symbol, inverse, rate, float(predicted) if predicted is not None else None, interval,
-                         int(fr.get("fundingTimestamp") or fr.get("nextFundingTimestamp") or 0),
+                         nxt,
                          float(fr.get("markPrice") or math.nan), annualize(sum(signal) / len(signal), interval),
                          annualize(sum(recent) / len(recent), interval), len(rows))
 
@@ -96,7 +102,11 @@ async def read_market(exchange: str, symbol: str, target: Target, n_signal: int)
         await client.load_markets()
         market = client.market(symbol)
         fr = await client.fetch_funding_rate(symbol)
-        history = await client.fetch_funding_rate_history(symbol, None, HISTORY_ROWS)
+        # the history's start by the venue's own clock (some ccxt clients count it back from this machine's)
+        since = None
+        if client.has.get("fetchTime"):
+            since = int(await client.fetch_time()) - int(HISTORY_ROWS * funding_interval_hours(fr) * 3_600_000)
+        history = await client.fetch_funding_rate_history(symbol, since, HISTORY_ROWS)
         return market_of(exchange, symbol, fr, history, n_signal, bool(market.get("inverse")))
     finally:
         await client.close()

@@ -108,7 +108,8 @@ def live_parts(doc: dict[str, Any], top: int = 10) -> list[Any]:
         m.add_row(label, Text(why, style="yellow"), "", "", "", "", "")
     if not doc["rows"]:
         return [m, Text("no market answered: nothing to rank", style="yellow")]
-    t = Table(title=f"carries by net APR on capital: signal = mean of the last {doc['signal_settlements']} settlements; "
+    t = Table(title=f"carries by net APR on capital: signal = mean funding of the last {doc['signal_settlements']} "
+              "8-hour periods; "
                     f"round trip over {doc['hold_days']:g} days; notional {doc['notional']:,.0f} USD")
     for c in _LIVE:
         t.add_column(_LIVE_HEAD.get(c, _HEAD.get(c, c)), justify="left" if c in ("structure", "short", "long") else "right")
