@@ -359,3 +359,20 @@ def test_a_long_perp_settles_hourly_on_its_own_marks_and_the_short_every_eight_h
                for ts, _, rate_, mark in longs)
     assert [g for g in got if g[1] == PERP] == [(start + 8 * H, PERP, 0.0001, 60_007.0)]
     assert stamps(out) == sorted(stamps(out)) and p.problems == []
+
+
+def test_an_announced_instant_more_than_an_interval_ahead_gives_way_to_the_venues_next_instant():
+    """A client that computes the next funding time from this machine's clock
+    (ccxt's Hyperliquid) announces an instant far from the venue's now: the
+    perp settles at the venue's own next instant instead."""
+    start = T0 - T0 % H
+    p = Pacer(PERP, Rates({start + H: 0.00002, start + 2 * H: 0.00003}))
+    far = start + 1000 * 24 * H
+    events = [FundingRate(start + 5 * 60 * S, PERP, 0.00002, 1.0, far, 0.00002),
+              MarkPrice(start + 10 * 60 * S, PERP, 30_000.0),
+              MarkPrice(start + H + 60 * S, PERP, 30_100.0),
+              FundingRate(start + H + 2 * 60 * S, PERP, 0.00003, 1.0, far, 0.00003),
+              MarkPrice(start + 2 * H + 60 * S, PERP, 30_200.0)]
+    out = pace_all(p, events)
+    assert [(s.ts, s.rate, s.mark) for s in of(out, FundingSettlement)] == [(start + H, 0.00002, 30_000.0),
+                                                                           (start + 2 * H, 0.00003, 30_100.0)]

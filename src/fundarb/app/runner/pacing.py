@@ -71,6 +71,12 @@ class PerpSchedule:
             problems.append((event.next_funding_ts, f"the {self.label}'s venue announced a next funding time off "
                              "its settlement schedule; not believed"))
             return
+        step = int(event.interval_hours * NS_PER_HOUR)
+        # further ahead than two intervals (and than 8 h: a venue moving from 8-hour to 4-hour settlements
+        # announces the old schedule's next) is not the venue's next instant but a client's that counts from
+        # this machine's clock (ccxt's Hyperliquid): the venue's schedule after its own now
+        if at > ts + max(2 * step, 8 * NS_PER_HOUR):
+            at = (ts // step + 1) * step
         if at > ts:
             self.next_settlement = at
             self.announced_rate = event.rate
