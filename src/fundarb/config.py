@@ -657,9 +657,16 @@ class Config:
         return self.market_data or MarketDataSettings()
 
     @property
+    def long_perp(self) -> bool:
+        """Whether the long leg ([spot]) is a linear perp on its own venue (a
+        perp/perp carry), not a spot market: the one rule of what the config's
+        long leg is (the live session checks the venue's market is that)."""
+        return self.structure_kind == PERP_PERP
+
+    @property
     def spot_account(self) -> str:
         """The long leg's account: the spot one, or a perp/perp carry's long perp."""
-        return f"{self.spot.exchange}:{'long' if self.structure_kind == PERP_PERP else 'spot'}"
+        return f"{self.spot.exchange}:{'long' if self.long_perp else 'spot'}"
 
     @property
     def perp_account(self) -> str:

@@ -39,6 +39,9 @@ def run_command(
     if journal is None and paper:
         journal = PAPER_JOURNAL
     cfg, path, target = _context(config, journal, api_url, sandbox, remote, "fundarb run", RUNS)
+    if live and cfg.long_perp:
+        _fail(f"config {cfg.name} is a perp/perp carry: the runner trades it on paper (--paper); live, "
+              "`fundarb trade open/close/rotate` trade it")
     if live:
         from fundarb.app.promote import live_clearance, store_path
 
@@ -73,6 +76,11 @@ async def _serve(cfg, mode: str, path: Path, target, log_file: Optional[Path], d
 
     waits = WaitReporter(live=False)  # plain lines on stderr; the JSON log stays on stdout
     try:
+        if cfg.rotation is not None:  # one pair at a time, moved by the rotation rule (paper)
+            from fundarb.app.runner.rotation import run_rotating
+
+            await run_rotating(cfg, path, target, log, stop, waits)
+            return
         session = await _connect(cfg, path, target, mode, log, stop, waits)
         if session is None:
             log.info("stopped", reason="stopped before the venues answered")

@@ -60,6 +60,7 @@ from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, FundingSettlement, Ma
 from fundarb.core.strategy import CarryStrategy
 from fundarb.live.ccxt.feed import MarketFeed
 from fundarb.live.execution.holdings import holdings
+from fundarb.live.execution.orders import LiveLeg
 from fundarb.live.execution.paired import BLOCK_KEY, FLATTEN_KEY
 from fundarb.live.execution.preflight import balance_of, funding_interval_hours, perp_position, venue_margin_rule
 from fundarb.live.execution.reconcile import KILL_SWITCH_PREFIX, learn_funding, reconcile
@@ -69,7 +70,7 @@ from fundarb.live.execution.watch import LiveWatch
 from fundarb.live.journal import HEARTBEAT_KEY, PAPER_HELD_KEY
 from fundarb.live.venue import LiveVenue, dust_of
 from fundarb.sim import SimExchange
-from fundarb.sim.backtest import simulator_of
+from fundarb.sim.backtest import long_kind_of, simulator_of
 from fundarb.wiring import collateral_of, contract_size_of, venue_costs, venue_leverage, venue_margin_mode, wire_engine
 
 PEAK_KEY = "runner_peak_equity"
@@ -122,8 +123,14 @@ class Runner:
         self.stats = RunStats()
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         self.turn = asyncio.Lock()  # one engine step (event, orders, answers) at a time
-        self.pacer = Pacer(cfg.perp_account, self._settled_rate, self._tolerance_ns,
-                           max_backstep_ns=int(cfg.runner_settings.max_clock_backstep_seconds * NS_PER_SECOND))
+        if cfg.long_perp and mode != "paper":
+            raise RunnerError(f"config {cfg.name} is a perp/perp carry: the runner trades it on paper (--paper); "
+                              "live, `fundarb trade open/close/rotate` trade it")
+        # a perp/perp carry's long perp settles on its own venue's schedule
+        long = (cfg.spot_account, lambda at: self._settled_rate(at, self.session.spot)) if cfg.long_perp else None
+        self.pacer = Pacer(cfg.perp_account, lambda at: self._settled_rate(at, self.session.perp), self._tolerance_ns,
+                           max_backstep_ns=int(cfg.runner_settings.max_clock_backstep_seconds * NS_PER_SECOND),
+                           long_perp=long)
         self.engine: Engine | None = None
         self.sim: SimExchange | None = None
         self.venue: LiveVenue | None = None
@@ -181,6 +188,9 @@ class Runner:
         # client ids carry on from the trade log's: never one used before
         self.engine.intent_seq = self.journal.max_intent_seq(s.config_hash)
         await self._prime_signal(strategy, start_ns, funding_interval_hours(funding))
+        if self.cfg.long_perp:  # the long perp's own settled rates feed its signal
+            long_funding = await s.spot.call("fetch_funding_rate", s.spot.symbol)
+            await self._prime_signal(strategy, start_ns, funding_interval_hours(long_funding), s.spot)
         if resumed:
             self._restore_carry(strategy, book, start_ns)
         peak = float(self.journal.get_state(PEAK_KEY) or 0.0) if resumed else 0.0
@@ -206,10 +216,10 @@ class Runner:
                     assert self.sim is not None
                     self.sim.accounts[cfg.spot_account].acct.qty = held
                     self.journal.set_state(PAPER_HELD_KEY, repr(held), now)
-                spot = VenueAccount(cfg.spot_account, MarketKind.SPOT, cfg.spot_cash, qty=held, price=spot_px)
+                spot = VenueAccount(cfg.spot_account, long_kind_of(cfg), cfg.spot_cash, qty=held, price=spot_px)
                 perp = VenueAccount(cfg.perp_account, MarketKind.PERP, cfg.perp_cash, price=mark, contract_size=size)
                 return PositionBook.restore(spot, perp, now, collateral=collateral), False
-            spot = VenueAccount(cfg.spot_account, MarketKind.SPOT, price=spot_px, **saved[cfg.spot_account])
+            spot = VenueAccount(cfg.spot_account, long_kind_of(cfg), price=spot_px, **saved[cfg.spot_account])
             perp = VenueAccount(cfg.perp_account, MarketKind.PERP, price=mark, contract_size=size,
                                 **saved[cfg.perp_account])
             # the funding the book counts is in the quote (an inverse perp's BTC valued at its settlement's mark)
@@ -265,13 +275,19 @@ class Runner:
         seed, = np.random.SeedSequence(self.cfg.seed).spawn(1)
         return simulator_of(self.cfg, margin, iter(()), seed)
 
-    async def _prime_signal(self, strategy: CarryStrategy, now: int, interval_h: float) -> None:
-        """The last settled rates, as the backtest's signal would hold them."""
+    async def _prime_signal(self, strategy: CarryStrategy, now: int, interval_h: float,
+                            leg: LiveLeg | None = None) -> None:
+        """The last settled rates, as the backtest's signal would hold them:
+        the short perp's, or ``leg``'s (a perp/perp carry's long perp: as many
+        of its own as cover the short's window)."""
         s, n = self.session, self.cfg.strategy.signal_settlements
-        self.pacer.interval_hours = interval_h
+        leg = leg or s.perp
+        self.pacer.schedules[leg.account].interval_hours = interval_h
+        if leg is not s.perp:
+            n = max(1, round(n * self.pacer.interval_hours / interval_h))
         since = (now - int((n + 3) * interval_h * NS_PER_HOUR)) // 1_000_000
         try:
-            rows = await s.perp.call("fetch_funding_rate_history", s.perp.symbol, since, n + 10)
+            rows = await leg.call("fetch_funding_rate_history", leg.symbol, since, n + 10)
         except Exception as exc:  # noqa: BLE001 - the signal fills from the next settlements
             self.log.warning("signal_history_unavailable", error=f"{type(exc).__name__}: {exc}"[:300])
             return
@@ -279,8 +295,9 @@ class Runner:
                           if (at := self._instant(int(r["timestamp"]) * 1_000_000, interval_h)) is not None
                           and at <= now}.items())
         for at, rate in settled[-n:]:
-            strategy.signal.on_settlement(at, rate, interval_h)
-        self.log.info("signal_primed", settlements=len(settled[-n:]), signal_apr=strategy.signal.current_apr())
+            strategy.on_settlement(leg.account, at, rate, interval_h)
+        self.log.info("signal_primed", account=leg.account, settlements=len(settled[-n:]),
+                      signal_apr=strategy.signal.current_apr(), long_apr=strategy.long_apr())
 
     def _restore_carry(self, strategy: CarryStrategy, book: PositionBook, now: int) -> None:
         """A carry held before a restart is the strategy's again: its entry
@@ -506,16 +523,18 @@ class Runner:
         self._unreachable_near_settlement()
 
     # --- settlements ---------------------------------------------------------------
-    async def _settled_rate(self, at: int) -> float | None:
-        s = self.session
+    async def _settled_rate(self, at: int, leg: LiveLeg) -> float | None:
+        """``leg``'s settled rate for the instant ``at``, by its venue's funding history."""
         try:
             rows = await asyncio.wait_for(
-                s.perp.call("fetch_funding_rate_history", s.perp.symbol, at // 1_000_000 - 60_000, 5), 10)
+                leg.call("fetch_funding_rate_history", leg.symbol, at // 1_000_000 - 60_000, 5), 10)
         except Exception as exc:  # noqa: BLE001 - the announced rate stands in; the log says so
-            self.log.warning("settled_rate_unavailable", settlement=at, error=f"{type(exc).__name__}: {exc}"[:300])
+            self.log.warning("settled_rate_unavailable", account=leg.account, settlement=at,
+                             error=f"{type(exc).__name__}: {exc}"[:300])
             return None
+        interval = self.pacer.schedules[leg.account].interval_hours
         for r in rows:  # the venue stamps a few ms late: its row for ``at`` is the one that snaps to it
-            if self._instant(int(r["timestamp"]) * 1_000_000, self.pacer.interval_hours) == at:
+            if self._instant(int(r["timestamp"]) * 1_000_000, interval) == at:
                 return float(r["fundingRate"])
         return None
 

@@ -106,9 +106,8 @@ async def open_session(cfg: Config, journal_path: Path, target: Target, *, tradi
             client = clients[venue.exchange]
             rules = MarketRules.of(client, account, venue.symbol)
             market = client.market(venue.symbol)
-            kind = ("spot market" if leg == "spot" else "inverse perpetual" if cfg.structure_kind == COIN_MARGINED
-                    else "linear perpetual")
-            wanted = market["spot"] if leg == "spot" else (market.get("swap") and market.get(kind.split()[0]))
+            kind = _market_kind(cfg, leg)
+            wanted = market["spot"] if kind == "spot market" else (market.get("swap") and market.get(kind.split()[0]))
             if not wanted:
                 raise VenueSetupError(f"{account}: {venue.symbol} on {venue.exchange} is not a {kind}")
             legs.append(LiveLeg(leg, account, client, venue.symbol, queues[venue.exchange], rules,
@@ -122,6 +121,15 @@ async def open_session(cfg: Config, journal_path: Path, target: Target, *, tradi
                           paper=paper)
     session.alerter = alerter
     return session
+
+
+def _market_kind(cfg: Config, leg: str) -> str:
+    """What the config's ``leg`` must be on its venue: the long leg a spot
+    market, or a linear perpetual in a perp/perp carry (``Config.long_perp``);
+    the short a linear perpetual, or an inverse one in a coin-margined carry."""
+    if leg == "spot":
+        return "linear perpetual" if cfg.long_perp else "spot market"
+    return "inverse perpetual" if cfg.structure_kind == COIN_MARGINED else "linear perpetual"
 
 
 def _alerter(cfg: Config, h: str, journal: Journal, env: Mapping[str, str] | None, dotenv: Path | None) -> Any:

@@ -51,7 +51,7 @@ class LiveWatch:
 
     def __attrs_post_init__(self) -> None:
         self.feeds = [MarketFeed(leg.exchange, account=leg.account, symbol=leg.symbol,
-                                 kind=MarketKind.SPOT if leg.leg == "spot" else MarketKind.PERP,
+                                 kind=MarketKind.PERP if leg.market.get("swap") else MarketKind.SPOT,
                                  on_event=self.on_event, on_reconnect=self._after_reconnect,
                                  use_websocket=self.use_websocket, call=leg.queue.call,
                                  unstamped_ns=self.unstamped_ns, max_silence_s=self.max_silence_s,
