@@ -30,7 +30,7 @@ class StructureNotSupported(FundarbError, ValueError):
 def require_structure(cfg: Config, what: str, kinds: tuple[str, ...] = (SPOT_LINEAR,)) -> None:
     """Refuse ``what`` (a command or backend) for a structure it does not run
     (``kinds``: those it does): a backtest models every structure; the venue
-    commands trade spot_linear, coin_margined and unified."""
+    commands trade spot_linear, coin_margined, unified and perp_perp."""
     if cfg.structure_kind not in kinds:
         raise StructureNotSupported(
             f"config {cfg.name} is structure.kind {cfg.structure_kind}, which {what} does not run yet (it runs "

@@ -21,7 +21,7 @@ from rich.table import Table
 from fundarb.cli.common import UserErrorGroup, error_line, fail
 from fundarb.live.execution.session import DEFAULT_JOURNAL
 
-trade_app = typer.Typer(cls=UserErrorGroup, no_args_is_help=True, help="Paired trades on live venues: open, close, the trade log.")
+trade_app = typer.Typer(cls=UserErrorGroup, no_args_is_help=True, help="Paired trades on live venues: open, close, rotate, the trade log.")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -45,8 +45,10 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     fail(message, code)
 
 
-TRADED = ("spot_linear", "coin_margined", "unified")  # the structures the venue commands trade
-RUNS = ("spot_linear", "coin_margined")  # the structures the strategy runner trades
+# the structures the venue commands trade (perp_perp: a long perp on one venue, the short on another)
+TRADED = ("spot_linear", "coin_margined", "unified", "perp_perp")
+MONITORED = ("spot_linear", "coin_margined", "unified")  # the structures the live dashboard watches
+RUNS = ("spot_linear", "coin_margined", "perp_perp")  # the structures the strategy runner trades (perp_perp on paper)
 
 
 def _context(config: Optional[Path], journal: Optional[Path], api_url: Optional[str], sandbox: bool,
@@ -61,7 +63,46 @@ def _context(config: Optional[Path], journal: Optional[Path], api_url: Optional[
 
     require_structure(cfg, what, kinds)
     target = Target(api_url=api_url, sandbox=sandbox, timeout_ms=int(cfg.live_settings.request_timeout_seconds * 1000))
-    return cfg, journal_for(journal), target
+    path = journal_for(journal)
+    return (pair_held_config(cfg, path) if cfg.long_perp else cfg), path, target
+
+
+def pair_held_config(cfg, path: Path):
+    """A perp/perp config on the pair of venues its trade log holds (a
+    rotation moved it there: `fundarb trade rotate`); the config itself while
+    the trade log holds the config's own pair, or there is no trade log yet."""
+    from fundarb.live.execution.rotation import held_pair, pair_text
+    from fundarb.live.journal import Journal
+
+    if not path.is_file():
+        return cfg
+    j = Journal(path)
+    try:
+        held = held_pair(j)
+    finally:
+        j.close()
+    if held is None:
+        return cfg
+    names = [v.exchange for v in cfg.rotation_venues()]
+    if not set(held) <= set(names):
+        _fail(f"the trade log {path} holds the pair {pair_text(held)}, which config {cfg.name} does not name (its "
+              f"venues: {', '.join(names)}); use the config it was traded with")
+    return pair_of(cfg, *held)
+
+
+def pair_of(cfg, long: str, short: str):
+    """``cfg`` on the pair long ``long`` / short ``short`` (ccxt ids among its
+    [spot], [perp] and rotation.venues: ``fundarb.sim.rotation.pair_config``,
+    the config of a pair as a rotating backtest runs it); the config itself
+    on its own pair."""
+    if (long, short) == (cfg.spot.exchange, cfg.perp.exchange):
+        return cfg
+    from fundarb.core.rotation import Pair
+    from fundarb.data.history import parse_time
+    from fundarb.sim.rotation import pair_config
+
+    return pair_config(cfg, Pair(long, short), parse_time(cfg.data.start, "data.start"),
+                       parse_time(cfg.data.end, "data.end"), cfg.capital)
 
 
 def journal_for(journal: Optional[Path]) -> Path:
@@ -153,13 +194,14 @@ def _time(ns: int) -> str:
 
 @trade_app.command("open")
 def open_command(
-    size: float = typer.Option(..., "--size", help="BTC per leg: buy this much spot, sell this much perp"),
+    size: float = typer.Option(..., "--size", help="BTC per leg: buy this much spot (a perp/perp carry: the long perp), "
+                                                  "sell this much perp"),
     dry_run: bool = typer.Option(False, "--dry-run", help="run the pre-flight and print the plan; send nothing"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (for scripts)"),
     config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
     api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
 ) -> None:
-    """Open the carry: buy spot and sell the perp, the same size, after pre-flight checks."""
+    """Open the carry: buy spot (a perp/perp carry: the long perp) and sell the perp, the same size, after pre-flight checks."""
     _trade("open", size, dry_run, yes, config, journal, api_url, sandbox, remote)
 
 
@@ -171,8 +213,231 @@ def close_command(
     config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
     api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
 ) -> None:
-    """Close the carry: sell spot and buy back the perp (reduce-only), the same size."""
+    """Close the carry: sell spot (a perp/perp carry: the long perp, reduce-only) and buy back the perp (reduce-only), the same size."""
     _trade("close", size, dry_run, yes, config, journal, api_url, sandbox, remote)
+
+
+@trade_app.command("rotate")
+def rotate_command(
+    long: str = typer.Option(..., "--long", help="the venue (ccxt id) of the new long perp: one of the config's [spot], "
+                                                 "[perp] and [[rotation.venues]]"),
+    short: str = typer.Option(..., "--short", help="the venue (ccxt id) of the new short perp"),
+    size: Optional[float] = typer.Option(None, "--size", help="BTC per leg of the new pair (default: what the venues "
+                                                              "hold of the pair held)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="run both pre-flights and print the plans; send nothing"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (for scripts)"),
+    config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
+    api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
+) -> None:
+    """Move a perp/perp carry to another pair of venues: close the pair held (paired), then open the new pair."""
+    from fundarb.config import default_config_path, load
+
+    if size is not None and not (math.isfinite(size) and size > 0):
+        _fail(f"--size must be a positive number of BTC, got {size}")
+    held_cfg, path, target = _context(config, journal, api_url, sandbox, remote, "fundarb trade rotate", ("perp_perp",))
+    base = load(config or default_config_path())
+    names = [v.exchange for v in base.rotation_venues()]
+    for flag, name in (("--long", long), ("--short", short)):
+        if name not in names:
+            _fail(f"{flag} {name} is not a venue of config {base.name} (its venues: {', '.join(names)})")
+    if long == short:
+        _fail(f"--long and --short name one venue ({long}): a perp/perp carry is long on one venue, short on another")
+    new_cfg = pair_of(base, long, short)
+    lock = _rotation_lock(path, (held_cfg, new_cfg), target)  # both pairs' accounts, from reconcile to the last order
+    try:
+        plans = _run(_prepare_rotation(held_cfg, new_cfg, path, target, size))
+        if plans is None:
+            return
+        if dry_run:
+            out.print("dry run: nothing was sent")
+            return
+        _confirm_rotation(held_cfg, new_cfg, plans, yes)
+        code = _send_rotation(held_cfg, new_cfg, path, target, plans)
+    finally:
+        lock.release()
+    if code:
+        raise typer.Exit(code)
+
+
+def _rotation_lock(path: Path, cfgs, target):
+    """The one-actor lock of the trade log and of every account of both pairs."""
+    from fundarb.live.identity import session_identities
+    from fundarb.live.runlock import ActorLock
+
+    ids = [i for c in cfgs for i in session_identities(c, target.api_url, target.sandbox).values()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return ActorLock(path, ids, "fundarb trade rotate").acquire()
+
+
+def _pair(cfg) -> tuple[str, str]:
+    return cfg.spot.exchange, cfg.perp.exchange
+
+
+async def _prepare_rotation(held_cfg, new_cfg, path: Path, target, size: float | None):
+    """Reconcile the pair held, size and plan its close and the new pair's
+    open (the open as the venues will be once the close is done); (close
+    plan or None when the pair held is flat, open plan)."""
+    from fundarb.live.ccxt.client import common_lot
+    from fundarb.live.execution.holdings import holdings
+    from fundarb.live.execution.preflight import as_closed, perp_position, plan_trade, snapshot
+    from fundarb.live.execution.rotation import pair_text
+    from fundarb.live.execution.session import open_session
+    from fundarb.live.journal import lift_hint
+    from fundarb.wiring import venue_leverage
+
+    held, to = _pair(held_cfg), _pair(new_cfg)
+    old = await open_session(held_cfg, path, target, waits=_waits())
+    try:
+        rec = await _start(old)
+        blocked = old.journal.blocked()
+        if blocked:
+            raise Stop(f"new entries are blocked ({blocked}): a rotation opens a pair, so nothing was sent "
+                       f"({lift_hint(blocked)})")
+        if not rec.ok:
+            raise Stop("the venues and the trade log disagree on the pair held: nothing was sent")
+        long_pos, short_pos = await asyncio.gather(perp_position(old.spot), perp_position(old.perp))
+        venue_qty = max(min(long_pos["qty"], -short_pos["qty"]), 0.0)  # what the venues hold a leg
+        flat = old.journal.position(old.spot.account) == 0 and old.journal.position(old.perp.account) == 0
+        if held == to:
+            raise Stop(f"the carry is already {pair_text(to)} ({venue_qty:g} BTC a leg): nothing to rotate" if not flat
+                       else f"the carry is on {pair_text(to)} already and holds nothing: nothing to rotate; "
+                       "`fundarb trade open --size` opens it", 0)
+        close = None
+        if not flat:
+            perp_q, long_q = await _size(old, "close", None)
+            close = await _plan(old, "close", perp_q, long_q)
+            out.print(f"\n[bold]rotation: {pair_text(held)} to {pair_text(to)}[/]; first the close of the pair held:")
+            _print_plan(old, close)
+            if not close.ok:
+                raise Stop(f"the close's pre-flight failed ({', '.join(c.name for c in close.failed)}): nothing was sent")
+        elif size is None:
+            raise Stop(f"the pair held ({pair_text(held)}) holds nothing on the venues: nothing to move; --size opens "
+                       f"{pair_text(to)} at that size", 0)
+    finally:
+        await old.close()
+    new = await open_session(new_cfg, path, target, waits=_waits())
+    try:
+        want = size if size is not None else venue_qty
+        qty = common_lot(new.spot.rules, new.perp.rules, want)
+        if not qty > 0:
+            raise Stop(f"{want:g} BTC is under the lot both legs of {pair_text(to)} accept: nothing was sent")
+        j = new.journal
+        mine = holdings(j, new.spot, new.perp)
+        snap = await snapshot(new.spot, new.perp, mine.spot_btc, mine.perp_btc, new.now_ns(), venue_leverage(new_cfg),
+                              mine.perp_units)
+        opening = plan_trade(new_cfg, as_closed(snap, to, held) if close is not None else snap, "open", qty,
+                             new.spot.rules, new.perp.rules, j.blocked(), qty)
+        out.print(f"\nthen the open of {pair_text(to)}, {qty:g} BTC a leg"
+                  + (f" (the venues hold {venue_qty:g} of the pair held)" if size is None else "")
+                  + (", as the venues will be once the close is done:" if close is not None else ":"))
+        _print_plan(new, opening)
+        if not opening.ok:
+            raise Stop(f"the new pair's pre-flight failed ({', '.join(c.name for c in opening.failed)}): nothing was "
+                       "sent")
+        return close, opening
+    finally:
+        await new.close()
+
+
+def _confirm_rotation(held_cfg, new_cfg, plans, yes: bool) -> None:
+    """Ask before sending (unless ``yes``); a no or Ctrl-C exits having sent nothing."""
+    from fundarb.live.execution.rotation import pair_text
+
+    if yes:
+        return
+    close, opening = plans
+    what = (f"close {pair_text(_pair(held_cfg))} ({close.spot.qty:g} / {close.perp.qty:g} BTC), then "
+            if close is not None else "")
+    try:
+        go = typer.confirm(f"Rotate: {what}open {pair_text(_pair(new_cfg))} ({opening.qty:g} BTC a leg)?",
+                           default=False)
+    except (KeyboardInterrupt, EOFError, typer.Abort):
+        out.print("\naborted at the confirmation: nothing was sent")
+        raise typer.Exit(130 if not sys.stdin.closed else 1) from None
+    if not go:
+        out.print("not confirmed: nothing was sent")
+        raise typer.Exit(1)
+
+
+def _send_rotation(held_cfg, new_cfg, path: Path, target, plans) -> int:
+    """The rotation, journaled: its ``rotate`` operation, the paired close of
+    the pair held, the pair held made the new one, the paired open; 0 when
+    both were done and the venues agree."""
+    from fundarb.config import config_hash
+    from fundarb.live.execution.rotation import MOVED, begin_rotation, pair_text, parts, set_held
+    from fundarb.live.journal import Journal
+
+    close, opening = plans
+    held, to = _pair(held_cfg), _pair(new_cfg)
+    j = Journal(path)
+    try:
+        rotation = begin_rotation(j, time.time_ns(), config_hash(new_cfg), opening.qty, held, to,
+                                  {"close": [close.qty, close.spot.qty] if close is not None else None})
+    finally:
+        j.close()
+    part = {"rotation": rotation}
+    code = _send_part(held_cfg, path, target, "close", close.qty, close.spot.qty, part) if close is not None else 0
+    j = Journal(path)
+    try:
+        closed = parts(j, rotation).get("close")
+        if _recovering(rotation, closed):
+            return code or 1
+        if close is not None and (code or closed is None or closed["status"] not in MOVED):
+            why = f"operation {closed['op_id']} ended {closed['status']}" if closed is not None else "it was not sent"
+            _end_rotation(j, rotation, "failed", f"the close of {pair_text(held)} did not finish ({why}): the pair "
+                          f"held stays {pair_text(held)}; nothing of {pair_text(to)} was opened")
+            return code or 1
+        set_held(j, *to, time.time_ns())  # from here the trade log holds the new pair, flat until the open
+    finally:
+        j.close()
+    out.print(f"the pair held is now {pair_text(to)}; opening it")
+    code = _send_part(new_cfg, path, target, "open", opening.qty, opening.spot.qty, part)
+    j = Journal(path)
+    try:
+        row = next(r for r in j.operations() if r["op_id"] == rotation)
+        if row["status"] != "executing":
+            return code
+        opened = parts(j, rotation).get("open")
+        if _recovering(rotation, opened):
+            return code or 1
+        before = f"{pair_text(held)} closed" if close is not None else f"{pair_text(held)} held nothing"
+        if opened is not None and opened["status"] in MOVED:
+            _end_rotation(j, rotation, "done", f"{before}, {pair_text(to)} opened by operation {opened['op_id']}")
+        else:
+            why = f"operation {opened['op_id']} ended {opened['status']}" if opened is not None else "it was not sent"
+            _end_rotation(j, rotation, "interrupted", f"{before}; the open of {pair_text(to)} did not finish ({why})")
+            code = code or 1
+    finally:
+        j.close()
+    return code
+
+
+def _recovering(rotation: int, op) -> bool:
+    """Whether the rotation's paired operation ``op`` was cut short (a timeout
+    or a network error): then the rotation stays open, and the recovery that
+    finishes ``op`` (`fundarb reconcile`, or any next start) ends it too."""
+    if op is None or op["status"] not in ("executing", "needs_recovery"):
+        return False
+    err.print(f"[yellow]rotation {rotation} waits for operation {op['op_id']} ({op['kind']}):[/] `fundarb reconcile` "
+              "finishes both (it opens nothing more)")
+    return True
+
+
+def _send_part(cfg, path: Path, target, kind: str, qty: float, spot_qty: float, part: dict) -> int:
+    """One paired operation of a rotation; its exit code (a refused plan is one error line and 2)."""
+    try:
+        return _run(_execute(cfg, path, target, kind, qty, spot_qty, part)) or 0
+    except typer.Exit as stop:  # said in its line; the rotation is ended by what the journal holds
+        return stop.exit_code or 1
+    except KeyboardInterrupt:
+        err.print("\n[yellow]interrupted while rotating:[/] orders may have been sent; run `fundarb reconcile` to "
+                  "finish the operation and the rotation (it opens nothing more)")
+        raise typer.Exit(130) from None
+
+
+def _end_rotation(j, rotation: int, status: str, text: str) -> None:
+    j.finish_operation(rotation, time.time_ns(), status, text)
+    out.print(f"[bold]rotation {rotation}: {status}[/] ({escape(text)})")
 
 
 def _trade(kind: str, size: float | None, dry_run: bool, yes: bool, config, journal, api_url, sandbox,
@@ -212,8 +477,8 @@ def _confirm(kind: str, plan, yes: bool) -> None:
     if yes:
         return
     try:
-        go = typer.confirm(f"Send these two orders ({kind}: spot {plan.spot.qty:g} BTC, perp {_order_text(plan.perp)})?",
-                           default=False)
+        go = typer.confirm(f"Send these two orders ({kind}: {_leg(plan.spot.account)} {plan.spot.qty:g} BTC, perp "
+                           f"{_order_text(plan.perp)})?", default=False)
     except (KeyboardInterrupt, EOFError, typer.Abort):
         out.print("\naborted at the confirmation: nothing was sent")
         raise typer.Exit(130 if not sys.stdin.closed else 1) from None
@@ -254,9 +519,9 @@ async def _prepare(cfg, path, target, kind: str, size: float | None):
         await session.close()
 
 
-async def _start(session) -> None:
+async def _start(session):
     """What every trading command does first: finish what a stopped process
-    left, and reconcile the journal with the venues."""
+    left, and reconcile the journal with the venues; the reconciliation."""
     from fundarb.live.execution.reconcile import reconcile
 
     rec = await reconcile(session, "start")
@@ -264,6 +529,7 @@ async def _start(session) -> None:
         out.print(f"[dim]reconcile:[/] {escape(note)}")
     for m in rec.mismatches:
         err.print(f"[yellow]reconciliation mismatch:[/] {escape(m)}")
+    return rec
 
 
 async def _size(session, kind: str, size: float | None) -> tuple[float, float]:
@@ -337,7 +603,8 @@ async def _plan(session, kind: str, qty: float, spot_qty: float):
 
 def _print_plan(session, plan) -> None:
     cfg = session.cfg
-    out.print(f"\n[bold]{plan.kind}: spot {plan.spot.qty:g} BTC, perp {_order_text(plan.perp)}[/]  config {cfg.name} "
+    out.print(f"\n[bold]{plan.kind}: {_leg(plan.spot.account)} {plan.spot.qty:g} BTC, perp {_order_text(plan.perp)}[/]  "
+              f"config {cfg.name} "
               f"({session.config_hash[:12]}), trade log {session.journal.path}")
     t = Table(box=None, pad_edge=False, header_style="bold")
     t.add_column("")
@@ -353,22 +620,32 @@ def _print_plan(session, plan) -> None:
     nxt = (f"next settlement {_time(plan.next_funding_ts)} UTC" if plan.next_funding_ts else "next settlement unknown")
     pred = f", predicted {plan.predicted_apr:.2%}" if plan.predicted_apr is not None else ""
     out.print(f"expected costs: fees {plan.fees:,.4f} USDT, slippage {plan.slippage:,.4f} USDT")
-    out.print(f"funding: {plan.funding_apr:.2%} APR{pred}; about {plan.funding_per_settlement:+,.4f} USDT per settlement "
-              f"on the position after the trade; {nxt}")
+    long = plan.long  # a perp/perp carry's long perp, on its own venue
+    short = f"{plan.perp.account} " if long is not None else ""
+    out.print(f"funding: {short}{plan.funding_apr:.2%} APR{pred}; about {plan.funding_per_settlement:+,.4f} USDT per "
+              f"settlement on the position after the trade; {nxt}")
+    if long is not None:
+        out.print(f"funding: {long.account} {long.funding_apr:.2%} APR; about {long.funding_per_settlement:+,.4f} USDT "
+                  f"per settlement on the position after the trade; next settlement {_time(long.next_funding_ts)} UTC")
     if plan.kind == "open":
         liq = (f"margin buffer {plan.buffer_after:.1%}, liquidation {plan.liquidation_after:,.1f}"
                if math.isfinite(plan.liquidation_after) else "no liquidation price (no rise liquidates the short)")
-        out.print(f"after the trade: perp leverage {plan.leverage_after:.2f}x, {liq} "
+        out.print(f"after the trade: {short or 'perp '}leverage {plan.leverage_after:.2f}x, {liq} "
                   f"(venue leverage {plan.venue_leverage:g}x)")
-    if plan.margin_note:
-        out.print(f"[yellow]note:[/] {escape(plan.margin_note)}")
+        if long is not None:
+            out.print(f"after the trade: {long.account} leverage {long.leverage_after:.2f}x, margin buffer "
+                      f"{long.buffer_after:.1%}, liquidation {long.liquidation_after:,.1f} (venue leverage "
+                      f"{long.venue_leverage:g}x)")
+    for note in dict.fromkeys((plan.margin_note, long.margin_note if long is not None else "")):
+        if note:
+            out.print(f"[yellow]note:[/] {escape(note)}")
     out.print("pre-flight:")
     for c in plan.checks:
         mark = "[green]ok  [/]" if c.ok else "[red]FAIL[/]"
         out.print(f"  {mark} {escape(c.name)}: {escape(c.detail)}")
 
 
-async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float) -> int:
+async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float, part_of: dict | None = None) -> int:
     from fundarb.live.execution.paired import execute_pair
     from fundarb.live.execution.reconcile import reconcile
     from fundarb.live.execution.session import open_session
@@ -393,7 +670,7 @@ async def _execute(cfg, path, target, kind: str, qty: float, spot_qty: float) ->
         prices = {"spot": plan.spot.price, "perp": plan.perp.price}
         outcome = await execute_pair(session, kind, qty, {"qty": qty, "spot_qty": spot_qty, "prices": prices, "checks": [
             [c.name, c.ok, c.detail] for c in plan.checks], "fees": plan.fees, "slippage": plan.slippage,
-            "covered": covered}, spot_qty)
+            "covered": covered, **(part_of or {})}, spot_qty)
         _print_outcome(session, outcome)
         if kind == "open" and session.perp.face:
             # the bought BTC becomes the short's margin
@@ -420,16 +697,20 @@ async def _moved(session, btc: float, why: str) -> None:
 
 
 async def _set_venue_leverage(session) -> None:
-    """Bring the perp venue's leverage setting to what the pre-flight
-    assumed (``fundarb.wiring.venue_leverage``): the margin it promised depends on it."""
+    """Bring each perp venue's leverage setting (the short's; a perp/perp
+    carry's long too) to what the pre-flight assumed
+    (``fundarb.wiring.venue_leverage``): the margin it promised depends on it."""
     from fundarb.live.execution.preflight import perp_position
     from fundarb.wiring import venue_leverage
 
     want = venue_leverage(session.cfg)
-    pos = await perp_position(session.perp)
-    if not pos["leverage"] == pos["leverage"] or pos["leverage"] > want or (session.perp.face and pos["leverage"] != want):
-        await session.perp.call("set_leverage", want, session.perp.symbol)
-        out.print(f"perp venue leverage set to {want}x")
+    for leg in session.legs:
+        if not leg.is_perp:
+            continue
+        pos = await perp_position(leg)
+        if not pos["leverage"] == pos["leverage"] or pos["leverage"] > want or (leg.face and pos["leverage"] != want):
+            await leg.call("set_leverage", want, leg.symbol)
+            out.print(f"{'perp' if leg is session.perp else leg.account} venue leverage set to {want}x")
 
 
 def _print_outcome(session, outcome) -> None:
@@ -438,7 +719,7 @@ def _print_outcome(session, outcome) -> None:
     for col in ("client id", "leg", "order", "filled/BTC", "avg price", "fee USDT", "status"):
         t.add_column(col, no_wrap=col != "status", justify="right" if col in ("avg price", "fee USDT") else "left")
     for row in session.journal.orders(outcome.op_id):
-        t.add_row(row["client_id"], row["leg"], f"{row['role']} {row['side']}",
+        t.add_row(row["client_id"], _leg(row["account"]), f"{row['role']} {row['side']}",
                   f"{row['filled_qty']:g}/{row['qty']:g}" + (" contracts" if row["leg"] == "perp" and session.perp.face else ""),
                   f"{row['avg_price']:,.2f}", f"{row['fees']:,.4f}",
                   row["status"] + (f" ({escape(row['status_reason'][:60])})" if row["status_reason"] else ""))
@@ -469,6 +750,8 @@ def _print_position(rec, session) -> None:
     if rec.keeps_btc:
         out.print(f"  spot {session.spot.account}: {rec.venue_spot_btc:.8g} BTC held on the venue "
                   f"({rec.journal_spot:+.8g} of it bought or settled by the carry)")
+    elif session.spot.is_perp:  # a perp/perp carry's long perp: a position on its venue
+        out.print(f"  long {session.spot.account}: venue {rec.venue_spot_btc:+.8g} BTC, trade log {rec.journal_spot:+.8g}")
     else:
         out.print(f"  spot {session.spot.account}: carry {rec.journal_spot:+.8g} BTC (venue balance {rec.venue_spot_btc:.8g})")
     if session.perp.face:
@@ -554,6 +837,9 @@ async def _positions(cfg, path, target) -> None:
 
     session = await open_session(cfg, path, target, waits=_waits())
     try:
+        if session.spot.is_perp:
+            await _perp_perp_positions(session)
+            return
         j = session.journal
         spot_bal, perp_bal, pos, funding, (rule, rule_note) = await asyncio.gather(
             session.spot.call("fetch_balance"), session.perp.call("fetch_balance"), perp_position(session.perp),
@@ -589,6 +875,54 @@ async def _positions(cfg, path, target) -> None:
                        f"{sum(f['amount'] for f in paid):+,.4f} USDT", "USDT")
     finally:
         await session.close()
+
+
+async def _perp_perp_positions(session) -> None:
+    """A perp/perp carry's positions: each perp as its own venue holds it
+    against the trade log, its margin by its venue's rule and tiers, its
+    funding now and the payments the trade log holds, per venue."""
+    from fundarb.core.book import margin_buffer
+    from fundarb.live.execution.preflight import balance_of, perp_position, venue_margin_rule
+
+    cfg, j = session.cfg, session.journal
+    legs = session.legs
+    read = await asyncio.gather(*(asyncio.gather(
+        leg.call("fetch_balance"), perp_position(leg), leg.call("fetch_funding_rate", leg.symbol),
+        venue_margin_rule(leg, session.now_ns())) for leg in legs))
+    out.print(f"[bold]{cfg.name}[/] ({session.config_hash[:12]}), trade log {j.path}: long {session.spot.account}, "
+              f"short {session.perp.account}")
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("leg", "venue BTC", "trade log BTC", "value USDT", "free USDT"):
+        t.add_column(col, justify="right" if col != "leg" else "left", no_wrap=True)
+    held = [j.position(leg.account) for leg in legs]
+    for leg, (bal, pos, funding, _), qty in zip(legs, read, held):
+        mark = float(funding.get("markPrice") or 0.0)
+        t.add_row(f"{'long' if leg is session.spot else 'short'} {leg.account}", f"{pos['qty']:+.8g}", f"{qty:+.8g}",
+                  f"{pos['qty'] * mark:,.2f}", f"{balance_of(bal, leg.quote, 'free'):,.2f}")
+    out.print(t)
+    out.print(_drift_line(session, held[0], held[1]))
+    paid_rows = j.rows("funding")
+    for leg, (_, pos, funding, (rule, note)) in zip(legs, read):
+        mark = float(funding.get("markPrice") or 0.0)
+        if pos["qty"]:
+            buffer = margin_buffer(pos["liquidation"], mark, pos["qty"]) if mark else math.nan
+            out.print(f"{leg.account}: entry {pos['entry']:,.2f}, mark {mark:,.2f}, liquidation {pos['liquidation']:,.2f}, "
+                      f"margin buffer {buffer:.1%} (floor {cfg.risk.min_margin_buffer:.0%}), collateral "
+                      f"{pos['collateral']:,.2f} USDT" + (f", venue leverage {pos['leverage']:g}x"
+                                                          if pos["leverage"] == pos["leverage"] else ""))
+            out.print("  " + _margin_line(rule, pos, mark))
+        if note:
+            out.print(f"[yellow]note:[/] {escape(note)}")
+        rate = float(funding.get("fundingRate") or 0.0)
+        nxt = int(funding.get("fundingTimestamp") or 0) * 1_000_000
+        paid = [f["amount"] for f in paid_rows if f["account"] == leg.account]
+        out.print(f"{leg.account} funding: now {rate:.6%} per settlement, next {_time(nxt)} UTC, expected "
+                  f"{-pos['qty'] * mark * rate + 0.0:+,.4f} USDT; the trade log holds {len(paid)} payments, "
+                  f"{sum(paid):+,.4f} USDT")
+    fills = j.rows("fills")
+    out.print(f"trade log: {len(fills)} fills, fees {sum(f['fee_quote'] or 0.0 for f in fills):,.4f} USDT; "
+              f"{len(paid_rows)} funding payments, {sum(f['amount'] for f in paid_rows):+,.4f} USDT")
+    _print_blocks(j)
 
 
 async def _coin_positions(session, spot_bal: dict, perp_bal: dict, pos: dict, funding: dict, rule, rule_note: str,
@@ -931,6 +1265,8 @@ def statement_command(
         r["fees"] += f["fee_quote"] or 0.0
     for f in paid:
         rows[period(f["venue_ts"])]["funding"] += f["amount"]
+        if cfg.long_perp:  # a perp/perp carry: each leg is paid by its own venue
+            rows[period(f["venue_ts"])]["funding:" + f["account"].split(":")[0]] += f["amount"]
     kind = next((i.run for i in venues.values() if i.run != "live"), "live")
     out.print(f"[bold]statement[/] of the {kind} trade log {escape(str(path))}, by {by} (UTC)")
     if not rows:
@@ -946,6 +1282,10 @@ def statement_command(
         ("BTC sold", "sold", "{:.8g}"), ("notional USDT", "notional", "{:,.2f}"), ("fees USDT", "fees", "{:,.4f}"))
     if face:  # paid in BTC: not netted against fees in USD
         cols += (("funding BTC", "funding", "{:+.8g}"),)
+    elif cfg.long_perp:
+        paid_by = dict.fromkeys(f["account"].split(":")[0] for f in paid)
+        cols += tuple((f"{venue} funding", f"funding:{venue}", "{:+,.4f}") for venue in paid_by)
+        cols += (("funding USDT", "funding", "{:+,.4f}"), ("funding - fees", None, "{:+,.4f}"))
     else:
         cols += (("funding USDT", "funding", "{:+,.4f}"), ("funding - fees", None, "{:+,.4f}"))
     for heading, key, fmt in cols:
@@ -982,7 +1322,7 @@ def monitor_command(
                          scanner=_data_scanner(source))
         app.run()
         return
-    cfg, path, target = _context(config, journal, api_url, sandbox, remote, "fundarb monitor", TRADED)
+    cfg, path, target = _context(config, journal, api_url, sandbox, remote, "fundarb monitor", MONITORED)
     from fundarb.live.runlock import RunnerLock
 
     runner = RunnerLock.holder(path)  # a runner reconciles its trade log itself: watch only

@@ -133,9 +133,11 @@ def _venue_host(exchange_id: str, leg: str, sandbox: bool) -> str:
 
 def session_identities(cfg: Any, api_url: str | None, sandbox: bool, env: Mapping[str, str] | None = None,
                        dotenv: Path | None = Path(".env")) -> dict[str, VenueIdentity]:
-    """The identity of each of the config's accounts (spot, perp)."""
+    """The identity of each of the config's accounts (spot, perp; a perp/perp
+    carry's long leg is reached where its venue takes perp orders)."""
     out: dict[str, VenueIdentity] = {}
-    for leg, venue, account in (("spot", cfg.spot, cfg.spot_account), ("perp", cfg.perp, cfg.perp_account)):
+    long = "perp" if cfg.long_perp else "spot"
+    for leg, venue, account in ((long, cfg.spot, cfg.spot_account), ("perp", cfg.perp, cfg.perp_account)):
         creds = load_credentials(venue.exchange, env, dotenv)
         out[account] = venue_identity(venue.exchange, leg, creds, api_url, sandbox)
     return out

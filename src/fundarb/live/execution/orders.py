@@ -72,9 +72,12 @@ def recv_window_s(leg: LiveLeg) -> float:
 
 @attrs.define
 class LiveLeg:
-    """One market of the pair on one venue."""
+    """One market of the pair on one venue: the carry's long leg (``leg``
+    "spot": a spot market, or a perp/perp carry's long perp) or its short
+    (``leg`` "perp"). What the leg IS is its market's (``is_perp``), never
+    its venue's name."""
 
-    leg: str  # "spot" | "perp"
+    leg: str  # "spot" (the long leg) | "perp" (the short)
     account: str
     exchange: Any
     symbol: str
@@ -85,6 +88,21 @@ class LiveLeg:
     @property
     def market(self) -> dict:
         return self.exchange.market(self.symbol)
+
+    @property
+    def is_perp(self) -> bool:
+        """Whether the leg is a perpetual (a position on its venue, closed by
+        reduce-only orders, learned from the venue's positions and paid
+        funding) rather than a spot market (a wallet balance): the one rule
+        every place that treats the two apart asks."""
+        return bool(self.market.get("swap"))
+
+    def reduces(self, side: Side) -> bool:
+        """Whether an order of ``side`` on this leg only reduces the carry's
+        position there, so goes out reduce-only: on a perp, the side against
+        the leg's (a sell of the long perp, a buy of the short); a spot market
+        has no such flag."""
+        return self.is_perp and (side is Side.SELL) == (self.leg == "spot")
 
     @property
     def face(self) -> float:
@@ -161,8 +179,10 @@ class LegTrader:
         return order
 
     def _params(self, leg: LiveLeg, order: Order) -> dict[str, Any]:
-        params: dict[str, Any] = {"clientOrderId": order.client_id}
-        if order.reduce_only and leg.leg == "perp":
+        # the client id as the venue takes it (``fundarb.venues``: ccxt's clientOrderId unless it says otherwise)
+        params = quirks_or_plain(leg.exchange.id).order_params(leg.exchange, leg.symbol, "market", order.side.value,
+                                                              leg.rules.amount(order.qty), order.client_id)
+        if order.reduce_only and leg.is_perp:
             params["reduceOnly"] = True
         return params
 

@@ -16,6 +16,11 @@ An inverse perp trades whole contracts: the legs of a coin-margined carry
 may differ by a contract's worth (``contract_rounding``), which the sizing
 allows and nothing trades away.
 
+The first leg is the carry's long: a spot market, or a perp/perp carry's
+long perp on its own venue. What it is is its market's (``LiveLeg.is_perp``):
+an order against a perp leg's side (a close of the long perp, as of the
+short) goes out reduce-only (``LiveLeg.reduces``).
+
 A carry on BTC already held (``structure.capital_asset = "BTC"``) buys
 only what the holding lacks: its open's plan says how much of the holding the
 short covers (``covered``), which counts as the spot leg's BTC. Only the
@@ -153,12 +158,13 @@ async def _run_pair(session: LiveSession, kind: str, qty: float, spot_qty: float
     deadline = now + int(session.cfg.live_settings.order_timeout_seconds * NS_PER_SECOND)
     role = "entry" if opening else "exit"
     legs = []
-    if spot_qty > 0:
-        legs.append(session.trader.send(session.spot, op_id, role, Side.BUY if opening else Side.SELL, spot_qty,
-                                        deadline))
+    long_side, short_side = (Side.BUY, Side.SELL) if opening else (Side.SELL, Side.BUY)
+    if spot_qty > 0:  # a close of a perp/perp carry's long perp is reduce-only like the short's
+        legs.append(session.trader.send(session.spot, op_id, role, long_side, spot_qty, deadline,
+                                        reduce_only=session.spot.reduces(long_side)))
     if qty > 0:  # closing a lone leg (the other already gone) sends one order
-        legs.append(session.trader.send(session.perp, op_id, role, Side.SELL if opening else Side.BUY, qty,
-                                        deadline, reduce_only=not opening))
+        legs.append(session.trader.send(session.perp, op_id, role, short_side, qty, deadline,
+                                        reduce_only=session.perp.reduces(short_side)))
     try:
         # both legs run to their end even when one of them fails: what was sent must be known
         for result in await asyncio.gather(*legs, return_exceptions=True):
@@ -208,7 +214,8 @@ async def execute_adjust(session: LiveSession, orders: list[tuple[str, Side, flo
             if name == "spot" and side is Side.SELL:
                 qty = min(qty, journal.position(leg.account, leg.base))
             if qty > 0:
-                await session.trader.send(leg, op_id, "exit", side, qty, deadline, reduce_only=name == "perp")
+                await session.trader.send(leg, op_id, "exit", side, qty, deadline,
+                                          reduce_only=name == "perp" or leg.reduces(side))
         actions: list[str] = []
         await resolve_unknown(session, op_id, actions)
         return _finish_adjust(session, op_id, actions)
@@ -319,8 +326,8 @@ async def _send(session: LiveSession, op_id: int, name: str, role: str, side: Si
                 actions: list[str], why: str) -> None:
     leg = session.spot if name == "spot" else session.perp
     deadline = session.now_ns() + int(session.cfg.live_settings.order_timeout_seconds * NS_PER_SECOND)
-    reduce_only = name == "perp" and side is Side.BUY  # the carry is short perp: buying only reduces
-    order = await session.trader.send(leg, op_id, role, side, qty, deadline, reduce_only=reduce_only)
+    # the carry is short the perp and long the other leg: on a perp, trading against its side only reduces
+    order = await session.trader.send(leg, op_id, role, side, qty, deadline, reduce_only=leg.reduces(side))
     actions.append(f"{role} {leg.account}: {side.value} {qty:g} {leg.unit} ({why}) -> {order.status.value} "
                    f"{order.filled_qty:g}" + (f" ({order.status_reason[:120]})" if order.status_reason else ""))
 
@@ -452,6 +459,7 @@ async def recover(session: LiveSession) -> list[PairOutcome]:
     each order's fate from the venue, then unwind any difference."""
     outcomes = []
     ops = session.journal.operations("executing") + session.journal.operations(NEEDS_RECOVERY)
+    ops = [o for o in ops if o["kind"] != "rotate"]  # a rotation's own row: ``rotation.recover_rotations`` ends it
     for op in sorted(ops, key=lambda o: o["op_id"]):
         actions: list[str] = [f"recovering operation {op['op_id']} ({op['kind']}) left executing"]
         try:

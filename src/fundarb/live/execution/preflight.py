@@ -17,6 +17,14 @@ and the trade log hold. The margin buffer is the venue's: the liquidation
 price by its own rule and tiers in isolated mode (``Snapshot.margin``,
 fetched at run time by ``venue_margin_rule``, the shipped snapshot only with
 a note), the collateral the notional over the venue's leverage setting.
+
+A perp/perp carry's long leg is a linear perp on its own venue
+(``Snapshot.long``, read when the leg is a perp: ``LiveLeg.is_perp``): an
+open needs its initial margin and fee free in that venue's futures wallet,
+and each leg's liquidation price, leverage and margin buffer are checked by
+its own venue's rule and tiers; a close checks each leg's position on its
+venue; the funding check is the strategy's differential (the short's signal
+less what the long pays, ``CarryStrategy.long_apr``).
 """
 
 from __future__ import annotations
@@ -81,6 +89,41 @@ class Snapshot:
     perp_wallet: float = 0.0  # an inverse perp's wallet balance in its coin, unrealized PnL not included
     one_wallet: bool = False  # both legs in one wallet (a unified account): its balances are the spot's too
     unified: UnifiedFigures | None = None  # a unified account's margin as the venue states it
+    # a perp/perp carry's long perp on its own venue (``spot_quote_free``: its futures wallet's free USDT)
+    long: LongPerp | None = None
+
+
+@attrs.frozen
+class LongPerp:
+    """A perp/perp carry's long perp as its own venue says it now."""
+
+    qty: float  # signed BTC
+    entry: float
+    collateral: float  # the isolated wallet of the position (its margin, unrealised PnL not included)
+    leverage: float  # the venue's leverage setting for the symbol
+    equity: float  # the futures wallet's total USDT
+    mark: float
+    funding_rate: float
+    predicted_rate: float | None
+    interval_hours: float
+    next_funding_ts: int
+    margin: MarginRule  # the long venue's liquidation rule and tiers
+    margin_note: str = ""
+
+
+@attrs.frozen
+class LongAfter:
+    """A perp/perp carry's long perp after the trade, by its own venue's rule."""
+
+    account: str
+    funding_per_settlement: float  # USDT the long receives (+) or pays (-) at its next settlement at today's rate
+    funding_apr: float
+    next_funding_ts: int
+    leverage_after: float
+    buffer_after: float
+    liquidation_after: float
+    venue_leverage: float
+    margin_note: str = ""
 
 
 @attrs.frozen
@@ -138,6 +181,7 @@ class TradePlan:
     liquidation_after: float
     venue_leverage: float
     margin_note: str = ""
+    long: LongAfter | None = None  # a perp/perp carry's long perp after the trade
 
     @property
     def ok(self) -> bool:
@@ -230,9 +274,14 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
         check(f"{leg.account} lot and notional", not problems,
               "; ".join(problems) or f"lot {float(rules.step_btc):g} {rules.unit}, minimum notional {rules.min_cost:,.2f} USDT")
 
+    long_after: LongAfter | None = None
     if coin:
         perp_after, leverage, buffer, liq = _coin_margined(snap, opening, spot, perp, venue_lev, limits, check,
                                                            keeps_btc=cfg.keeps_btc)
+    elif snap.long is not None:
+        long_lev = min(snap.long.leverage, float(math.floor(limits.max_leverage))) or 1.0
+        perp_after, leverage, buffer, liq, long_after = _perp_perp(snap, snap.long, opening, spot, perp, venue_lev,
+                                                                   long_lev, limits, check)
     else:
         margin_of = _unified if snap.unified is not None else _linear
         perp_after, leverage, buffer, liq = margin_of(snap, opening, spot, perp, venue_lev, limits, check)
@@ -243,15 +292,30 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
     # the configured size), amortised over the expected holding period
     cost_apr = amortised_cost_apr(round_trip_cost(cfg, spot.mid), cfg.strategy.expected_holding_days)
     signal = entry_edge(funding_apr, predicted_apr)
-    net = signal - cost_apr
+    long_pays = long_apr(snap.long)  # perp/perp: what the long leg pays, as the strategy counts it
+    net = signal - long_pays - cost_apr
     if opening:
         pred = f", predicted {predicted_apr:.2%}" if predicted_apr is not None else ", no predicted rate published"
-        check("funding", clears_entry(signal, cost_apr, cfg.strategy.entry_apr),
-              f"funding {funding_apr:.2%} APR{pred}; net of the round trip over "
+        what = "funding" if snap.long is None else (
+            f"the long pays {long_pays:.2%} APR, the short's funding")
+        check("funding", clears_entry(signal - long_pays, cost_apr, cfg.strategy.entry_apr),
+              f"{what} {funding_apr:.2%} APR{pred}; net of the round trip over "
               f"{cfg.strategy.expected_holding_days:g} days {net:.2%} (entry threshold {cfg.strategy.entry_apr:.2%})")
     per_settlement = -perp_after * snap.mark * snap.funding_rate + 0.0  # + 0.0: no "-0.0000" when flat
     return TradePlan(kind, qty, spot, perp, tuple(checks), per_settlement, funding_apr, predicted_apr, net,
-                     snap.next_funding_ts, leverage, buffer, liq, venue_lev, snap.margin_note)
+                     snap.next_funding_ts, leverage, buffer, liq, venue_lev, snap.margin_note, long_after)
+
+
+def long_apr(long: LongPerp | None) -> float:
+    """What a perp/perp carry's long leg pays, annualised (0 without one): its
+    rate now, or the predicted next one where that is higher (the strategy's
+    ``CarryStrategy.long_apr``)."""
+    if long is None:
+        return 0.0
+    now = annualize(long.funding_rate, long.interval_hours)
+    if long.predicted_rate is None:
+        return now
+    return max(now, annualize(long.predicted_rate, long.interval_hours))
 
 
 Checker = Any  # check(name, ok, detail)
@@ -274,14 +338,8 @@ def _linear(snap: Snapshot, opening: bool, spot: LegPlan, perp: LegPlan, venue_l
     else:
         _close_checks(snap, spot.qty, qty, check)
 
-    entry_after = _entry_after(snap, perp, perp_after)
-    collateral = snap.perp_collateral + (perp.notional / venue_lev if opening else
-                                         -snap.perp_collateral * qty / abs(snap.perp_qty) if snap.perp_qty else 0.0)
-    unmodelled = ""
-    try:
-        liq = snap.margin.liquidation_price(collateral, perp_after, entry_after, ISOLATED)
-    except (LiquidationRuleMissing, NotionalBeyondTiers) as exc:
-        liq, unmodelled = math.nan, str(exc)
+    liq, unmodelled = _isolated_liquidation(snap.margin, snap.perp_qty, snap.perp_entry, snap.perp_collateral, perp,
+                                            perp_after, venue_lev, opening)
     equity = snap.perp_equity - perp.fee
     leverage = abs(perp_after) * snap.mark / equity if equity > 0 else math.inf
     buffer = _margin_checks(opening, perp_after, leverage, liq, unmodelled, snap.mark, limits, check)
@@ -413,31 +471,93 @@ def _size_checks(perp_after: float, mark: float, limits: Any, check: Checker) ->
 
 
 def _margin_checks(opening: bool, perp_after: float, leverage: float, liq: float, unmodelled: str, mark: float,
-                   limits: Any, check: Checker) -> float:
-    """The leverage and margin-buffer checks of an open; the buffer after the trade."""
-    buffer = (liq - mark) / mark if perp_after < 0 and not unmodelled else math.inf
+                   limits: Any, check: Checker, name: str = "") -> float:
+    """The leverage and margin-buffer checks of an open; the buffer after the
+    trade. ``perp_after``: the short's signed BTC, or (``name`` "long ") a
+    perp/perp carry's long perp's, whose buffer is the fall to its liquidation."""
+    held = perp_after > 0 if name == "long " else perp_after < 0
+    buffer = ((mark - liq) if name == "long " else (liq - mark)) / mark if held and not unmodelled else math.inf
     if opening:
-        check("leverage", not leverage_veto(leverage, limits),
-              f"perp leverage {leverage:.2f}x after the trade (limit {limits.max_leverage:g}x)")
+        check(f"{name}leverage", not leverage_veto(leverage, limits),
+              f"{name or 'perp '}leverage {leverage:.2f}x after the trade (limit {limits.max_leverage:g}x)")
         if unmodelled:
-            check("margin buffer", False, f"no liquidation price: {unmodelled}")
+            check(f"{name}margin buffer", False, f"no liquidation price: {unmodelled}")
         elif math.isinf(liq):
-            check("margin buffer", True, "no liquidation price after the trade: the short is covered, no rise "
+            check(f"{name}margin buffer", True, "no liquidation price after the trade: the short is covered, no rise "
                   f"liquidates it (floor {limits.min_margin_buffer:.0%})")
         else:
-            check("margin buffer", not buffer_veto(buffer, limits),
+            check(f"{name}margin buffer", not buffer_veto(buffer, limits),
                   f"margin buffer {buffer:.1%} after the trade, liquidation at {liq:,.1f} "
                   f"(floor {limits.min_margin_buffer:.0%})")
     return buffer
 
 
 def _entry_after(snap: Snapshot, perp: LegPlan, perp_after: float) -> float:
-    if perp_after == 0:
+    return _entry_of(snap.perp_qty, snap.perp_entry, perp, perp_after)
+
+
+def _entry_of(qty: float, entry: float, leg: LegPlan, after: float) -> float:
+    """The entry of a position of ``qty`` BTC at ``entry`` once ``leg`` traded it to ``after``."""
+    if after == 0:
         return 0.0
-    if snap.perp_qty == 0 or (snap.perp_qty < 0) != (perp.side is Side.SELL):
-        return perp.price if snap.perp_qty == 0 else snap.perp_entry
-    size = abs(snap.perp_qty) + perp.qty
-    return (abs(snap.perp_qty) * snap.perp_entry + perp.qty * perp.price) / size
+    if qty == 0 or (qty < 0) != (leg.side is Side.SELL):
+        return leg.price if qty == 0 else entry
+    size = abs(qty) + leg.qty
+    return (abs(qty) * entry + leg.qty * leg.price) / size
+
+
+def _isolated_liquidation(rule: MarginRule, qty: float, entry: float, collateral: float, leg: LegPlan, after: float,
+                          venue_lev: float, opening: bool) -> tuple[float, str]:
+    """The liquidation price by ``rule`` (a venue's, isolated) of a linear
+    position of ``qty`` BTC at ``entry`` with ``collateral`` once ``leg``
+    traded it to ``after``: an open adds the notional over the venue's
+    leverage, a reduction releases collateral pro rata. (nan, why) when the
+    rule cannot give one."""
+    collateral += leg.notional / venue_lev if opening else -collateral * leg.qty / abs(qty) if qty else 0.0
+    try:
+        return rule.liquidation_price(collateral, after, _entry_of(qty, entry, leg, after), ISOLATED), ""
+    except (LiquidationRuleMissing, NotionalBeyondTiers) as exc:
+        return math.nan, str(exc)
+
+
+def _perp_perp(snap: Snapshot, long: LongPerp, opening: bool, spot: LegPlan, perp: LegPlan, venue_lev: float,
+               long_lev: float, limits: Any, check: Checker) -> tuple[float, float, float, float, LongAfter]:
+    """Balances, limits and the margins of a perp/perp carry: each leg an
+    isolated linear perp on its own venue's USDT, checked by that venue's
+    rule and tiers: (short BTC after, its leverage, margin buffer and
+    liquidation price, the long after the trade)."""
+    perp_after = snap.perp_qty + perp.side.sign * perp.qty
+    long_after = long.qty + spot.side.sign * spot.qty
+    if opening:
+        need = spot.notional / long_lev + spot.fee
+        check("long balance", snap.spot_quote_free >= need,
+              f"{snap.spot_quote_free:,.2f} USDT free on {spot.account}, the long needs {need:,.2f} margin and fee "
+              f"at {long_lev:g}x")
+        margin = perp.notional / venue_lev + perp.fee
+        check("short balance", snap.perp_quote_free >= margin,
+              f"{snap.perp_quote_free:,.2f} USDT free on {perp.account}, the short needs {margin:,.2f} margin and "
+              f"fee at {venue_lev:g}x")
+        _size_checks(perp_after, snap.mark, limits, check)
+    else:
+        check("long perp", long.qty >= spot.qty - 1e-12 and snap.journal_spot >= spot.qty - 1e-12,
+              f"the venue shows {long.qty:g} BTC long (journal {snap.journal_spot:g}); selling {spot.qty:g}")
+        check("short perp", -snap.perp_qty >= perp.qty - 1e-12 and -snap.journal_perp >= perp.qty - 1e-12,
+              f"the venue shows {snap.perp_qty:g} BTC short (journal {snap.journal_perp:g}); buying back {perp.qty:g}")
+    liq, unmodelled = _isolated_liquidation(snap.margin, snap.perp_qty, snap.perp_entry, snap.perp_collateral, perp,
+                                            perp_after, venue_lev, opening)
+    equity = snap.perp_equity - perp.fee
+    leverage = abs(perp_after) * snap.mark / equity if equity > 0 else math.inf
+    buffer = _margin_checks(opening, perp_after, leverage, liq, unmodelled, snap.mark, limits, check, "short ")
+    long_liq, long_unmodelled = _isolated_liquidation(long.margin, long.qty, long.entry, long.collateral, spot,
+                                                      long_after, long_lev, opening)
+    long_equity = long.equity - spot.fee
+    long_leverage = abs(long_after) * long.mark / long_equity if long_equity > 0 else math.inf
+    long_buffer = _margin_checks(opening, long_after, long_leverage, long_liq, long_unmodelled, long.mark, limits,
+                                 check, "long ")
+    after = LongAfter(spot.account, -long_after * long.mark * long.funding_rate + 0.0,
+                      annualize(long.funding_rate, long.interval_hours), long.next_funding_ts, long_leverage,
+                      long_buffer, long_liq, long_lev, long.margin_note)
+    return perp_after, leverage, buffer, liq, after
 
 
 # ---------------------------------------------------------------------- reading the venues
@@ -506,16 +626,18 @@ async def snapshot(spot: LiveLeg, perp: LiveLeg, journal_spot: float, journal_pe
                    default_leverage: float, journal_perp_units: float | None = None,
                    unified: bool = False) -> Snapshot:
     """Read both venues at once (books, balances, the perp position, funding;
-    ``unified``: the account's margin figures as the venue states them).
+    ``unified``: the account's margin figures as the venue states them; a
+    long leg that is a perp: its position, funding and margin rule too).
     ``journal_perp_units``: the journal's perp in its unit (default ``journal_perp``)."""
     journal_perp_units = journal_perp if journal_perp_units is None else journal_perp_units
     figures = await unified_figures(perp) if unified else None
     settle = perp.settle  # what the perp margins in: USDT, or BTC (inverse)
-    spot_book, perp_book, spot_bal, perp_bal, pos, funding, (margin, margin_note) = await asyncio.gather(
+    spot_book, perp_book, spot_bal, perp_bal, pos, funding, (margin, margin_note), long = await asyncio.gather(
         spot.call("fetch_order_book", spot.symbol, BOOK_LEVELS),
         perp.call("fetch_order_book", perp.symbol, BOOK_LEVELS),
         spot.call("fetch_balance"), perp.call("fetch_balance"),
-        perp_position(perp), perp.call("fetch_funding_rate", perp.symbol), venue_margin_rule(perp, ts))
+        perp_position(perp), perp.call("fetch_funding_rate", perp.symbol), venue_margin_rule(perp, ts),
+        long_perp(spot, ts, default_leverage))
     interval = funding_interval_hours(funding)
     mark = float(funding.get("markPrice") or 0.0) or 0.5 * (perp_book["bids"][0][0] + perp_book["asks"][0][0])
     predicted = funding.get("nextFundingRate")
@@ -531,7 +653,45 @@ async def snapshot(spot: LiveLeg, perp: LiveLeg, journal_spot: float, journal_pe
         float(spot.market.get("taker") or 0.0), float(perp.market.get("taker") or 0.0),
         journal_spot, journal_perp, margin, margin_note, perp.face, pos["units"], journal_perp_units, settle,
         balance_of(perp_bal, settle, "total") - pos["unrealized"] if perp.face else 0.0,
-        spot.exchange.id == perp.exchange.id, figures)
+        spot.exchange.id == perp.exchange.id, figures,
+        attrs.evolve(long, equity=balance_of(spot_bal, spot.quote, "total"),
+                     mark=long.mark or 0.5 * (spot_book["bids"][0][0] + spot_book["asks"][0][0]))
+        if long is not None else None)
+
+
+def as_closed(snap: Snapshot, legs: tuple[str, str], venues: tuple[str, ...]) -> Snapshot:
+    """``snap`` of a perp/perp pair on ``legs`` (the long's and the short's
+    venue, ccxt ids) as the venues will be once the pair held on ``venues``
+    (a rotation's) is closed: a leg on one of those venues holds nothing
+    there, and its futures wallet's whole balance is free (an estimate: the
+    close's fees and PnL are not in it)."""
+    if snap.long is None:
+        return snap
+    long_venue, short_venue = legs
+    if short_venue in venues:
+        snap = attrs.evolve(snap, perp_qty=0.0, perp_entry=0.0, perp_collateral=0.0, perp_units=0.0,
+                            perp_quote_free=max(snap.perp_quote_free, snap.perp_equity))
+    if long_venue in venues:
+        assert snap.long is not None
+        snap = attrs.evolve(snap, spot_quote_free=max(snap.spot_quote_free, snap.long.equity),
+                            long=attrs.evolve(snap.long, qty=0.0, entry=0.0, collateral=0.0))
+    return snap
+
+
+async def long_perp(leg: LiveLeg, ts: int, default_leverage: float) -> LongPerp | None:
+    """The long leg's position, funding and liquidation rule on its own venue
+    when it is a perp (a perp/perp carry); None for a spot market."""
+    if not leg.is_perp:
+        return None
+    pos, funding, (margin, note) = await asyncio.gather(
+        perp_position(leg), leg.call("fetch_funding_rate", leg.symbol), venue_margin_rule(leg, ts))
+    predicted = funding.get("nextFundingRate")
+    return LongPerp(pos["qty"], pos["entry"], pos["collateral"] - pos["unrealized"],
+                    pos["leverage"] if pos["leverage"] == pos["leverage"] else default_leverage, 0.0,
+                    float(funding.get("markPrice") or 0.0), float(funding.get("fundingRate") or 0.0),
+                    float(predicted) if predicted is not None else None, funding_interval_hours(funding),
+                    int(funding.get("fundingTimestamp") or funding.get("nextFundingTimestamp") or 0) * 1_000_000,
+                    margin, note)
 
 
 async def unified_figures(leg: LiveLeg) -> UnifiedFigures:

@@ -13,8 +13,16 @@ fate the journal does not know. Every run then compares:
   is the carry's alone, so they must agree), and the spot BTC balance: what
   is not the carry's is recorded on the first run and must not change
   afterwards (``accept`` records a new value, with a reason, when the user
-  moved BTC on purpose);
+  moved BTC on purpose); a perp/perp carry's long leg is a perp position on
+  its own venue (``LiveLeg.is_perp``), held to the journal like the short's,
+  and its funding payments are learned like the short's;
 - the carry's delta drift against ``risk.max_drift``.
+
+A venue account may have held another pair of a rotating perp/perp carry
+(``fundarb trade rotate``) under another account name of the trade log (one
+venue identity, two names: ``bybit:long`` then ``bybit:perp``): the trades
+and payments of that name are its own, never learned again under the new
+one, and the venue's position is the sum of both names' fills.
 
 Any mismatch is journaled, alerted and blocks new entries; a later run that
 finds everything in agreement lifts the block and says so.
@@ -33,6 +41,7 @@ from fundarb.live.execution.holdings import holdings, outside_key
 from fundarb.live.execution.orders import LiveLeg, VenueDisagrees
 from fundarb.live.execution.paired import BLOCK_KEY, NEEDS_RECOVERY, naked_gap, recover, resolve_unknown
 from fundarb.live.execution.preflight import balance_of, perp_position
+from fundarb.live.execution.rotation import recover_rotations
 from fundarb.live.execution.session import LiveSession
 from fundarb.live.execution.transfers import coin_wallet, restore_margin
 from fundarb.live.journal import KILL_SWITCH_PREFIX, Journal
@@ -90,6 +99,7 @@ async def _reconcile(session: LiveSession, trigger: str, accept: str | None) -> 
             notes.append(f"operation {outcome.op_id}: {outcome.status}; " + "; ".join(outcome.actions))
             if outcome.status == NEEDS_RECOVERY:
                 mismatches.append(f"operation {outcome.op_id} is not finished: {outcome.actions[-1]}")
+        notes += recover_rotations(session)  # once its paired operations are
         for op_id in sorted({r["op_id"] for r in journal.orders(open_only=True)}):
             try:
                 await resolve_unknown(session, op_id, notes)
@@ -98,7 +108,7 @@ async def _reconcile(session: LiveSession, trigger: str, accept: str | None) -> 
     for leg in session.legs:
         mismatches += await _stray_orders(leg, journal)
     fills = sum([await _missed_fills(session, leg, mismatches) for leg in session.legs])
-    funding = await _funding(session, session.perp)
+    funding = sum([await _funding(session, leg) for leg in session.legs if leg.is_perp])
     if session.perp.face and trigger in ("start", "manual"):
         moved = await restore_margin(session)  # what a stopped process left on the spot wallet
         if moved:
@@ -107,13 +117,17 @@ async def _reconcile(session: LiveSession, trigger: str, accept: str | None) -> 
     venue_spot = balance_of(spot_bal, session.spot.base, "total")
     held = holdings(journal, session.spot, session.perp)
     js, jp = held.spot_btc, held.perp_btc
-    unit = session.perp.unit
-    if abs(perp_pos["units"] - held.perp_units) > QTY_TOL:
-        mismatches.append(f"{session.perp.account}: the venue holds {perp_pos['units']:+.8g} {unit} perp, "
-                          f"the journal's fills {held.perp_units:+.8g}")
-    if session.perp.face and not session.one_wallet:  # the carry's BTC is in both wallets (unrealized PnL left out)
-        venue_spot += await coin_wallet(session.perp, perp_pos)
-    _check_spot(session, venue_spot, js, accept, notes, mismatches)
+    _check_perp(session, session.perp, perp_pos["units"], held.perp_units, mismatches)
+    if session.spot.is_perp:  # a perp/perp carry's long perp: a position on its venue, the carry's alone
+        venue_spot = (await perp_position(session.spot))["qty"]
+        _check_perp(session, session.spot, venue_spot, js, mismatches)
+        if accept is not None:
+            notes.append(f"nothing to accept: {session.spot.account} is a perp account, the carry's alone (no BTC "
+                         "outside the carry is recorded)")
+    else:
+        if session.perp.face and not session.one_wallet:  # the carry's BTC is in both wallets (unrealized PnL left out)
+            venue_spot += await coin_wallet(session.perp, perp_pos)
+        _check_spot(session, venue_spot, js, accept, notes, mismatches)
     keep = session.cfg.keeps_btc
     result = Reconciliation(session.now_ns(), trigger, tuple(mismatches), tuple(notes), venue_spot,
                             perp_pos["qty"], js, jp, fills, funding, perp_pos["units"], held.perp_units, keep)
@@ -146,6 +160,35 @@ def _record(session: LiveSession, result: Reconciliation) -> None:
         journal.set_state(BLOCK_KEY, None, now)
 
 
+def _check_perp(session: LiveSession, leg: LiveLeg, venue_units: float, journal_units: float,
+                mismatches: list[str]) -> None:
+    """A perp leg (the short, or a perp/perp carry's long) against the
+    journal's fills: the account is the carry's alone, so they agree; on a
+    venue account another pair of a rotation held, the venue's position is
+    the sum of the names' fills, and an earlier name still holding something
+    is a leg left behind."""
+    others = {a: session.journal.units(a) for a in same_market_accounts(session.journal, leg)}
+    left = {a: q for a, q in others.items() if abs(q) > QTY_TOL}
+    side = "long" if leg.leg == "spot" else "perp"
+    if abs(venue_units - journal_units - sum(left.values())) > QTY_TOL:
+        mismatches.append(f"{leg.account}: the venue holds {venue_units:+.8g} {leg.unit} {side}, the journal's fills "
+                          f"{journal_units:+.8g}" + "".join(f", {a} {q:+.8g}" for a, q in left.items()))
+    for account, qty in left.items():
+        mismatches.append(f"{account}: a pair held before on this venue account still holds {qty:+.8g} {leg.unit} "
+                          f"by the trade log ({leg.account} trades there now); close it on the venue by hand, then "
+                          "`fundarb reconcile`")
+
+
+def same_market_accounts(journal: Journal, leg: LiveLeg) -> list[str]:
+    """The trade log's other names of ``leg``'s venue account that traded its
+    market: the pairs a rotating perp/perp carry held there before (one venue
+    identity, another account name). None for an unbound leg."""
+    if not leg.venue_id:
+        return []
+    names = {a for a, ident in journal.venues().items() if ident.key == leg.venue_id and a != leg.account}
+    return sorted({r["account"] for r in journal.orders() if r["account"] in names and r["symbol"] == leg.symbol})
+
+
 def _check_spot(session: LiveSession, venue_spot: float, js: float, accept: str | None,
                 notes: list[str], mismatches: list[str]) -> None:
     key = outside_key(session.spot.account)
@@ -174,7 +217,7 @@ async def _stray_orders(leg: LiveLeg, journal: Journal) -> list[str]:
     for o in await leg.call("fetch_open_orders", leg.symbol):
         cid = str(o.get("clientOrderId") or "")
         if not cid.startswith(CLIENT_PREFIX):
-            if leg.leg == "perp":  # the perp account is the carry's alone: nobody else's order belongs there
+            if leg.is_perp:  # a perp account is the carry's alone: nobody else's order belongs there
                 out.append(f"{leg.account}: open order {o.get('id')} ({cid or 'no client id'}, {o.get('side')} "
                            f"{o.get('amount')}) on the venue was not sent by fundarb")
             continue
@@ -225,18 +268,28 @@ async def _late_arrivals(session: LiveSession, leg: LiveLeg, mismatches: list[st
 
 async def _missed_fills(session: LiveSession, leg: LiveLeg, mismatches: list[str]) -> int:
     """Add the venue's trades of our orders the journal does not have; a trade
-    of an order id the journal does not know is a mismatch."""
+    of an order id the journal does not know is a mismatch. While an order of
+    ours on the account has no venue answer yet (its placement unknown: a
+    timeout cut its operation short), a trade of an unknown order may be
+    its: it is not learned as someone else's until recovery has asked the
+    venue for that order (the next start, `fundarb reconcile`)."""
     journal = session.journal
     await _late_arrivals(session, leg, mismatches)
-    ours = {r["venue_order_id"]: r for r in journal.orders() if r["account"] == leg.account and r["venue_order_id"]}
+    names = {leg.account, *same_market_accounts(journal, leg)}  # a pair a rotation held there before: its own
+    ours = {r["venue_order_id"]: r for r in journal.orders() if r["account"] in names and r["venue_order_id"]}
     if not ours:
         return 0
+    unanswered = [r["client_id"] for r in journal.orders(open_only=True)
+                  if r["account"] == leg.account and not r["venue_order_id"]]
     key = f"trades_since:{leg.account}"
     trades = await leg.call("fetch_my_trades", leg.symbol, _cursor(session, key))
-    added = 0
+    added, deferred = 0, []
     for t in trades:
         row = ours.get(str(t.get("order")))
-        if (row is None or row["role"] == "external") and leg.leg == "perp":
+        if row is None and unanswered and leg.is_perp:
+            deferred.append(str(t.get("id")))
+            continue
+        if (row is None or row["role"] == "external") and leg.is_perp:
             _external(session, leg, t, mismatches)
             continue
         if row is None:
@@ -245,7 +298,13 @@ async def _missed_fills(session: LiveSession, leg: LiveLeg, mismatches: list[str
         stored = journal.order_row(row["client_id"])
         assert stored is not None  # the row found above
         order = Journal.order_of(stored)
-        added += session.trader.record_fill(leg, order, t)
+        named = leg if row["account"] == leg.account else attrs.evolve(leg, account=row["account"])
+        added += session.trader.record_fill(named, order, t)
+    if deferred:  # read again from here once recovery knows those orders
+        mismatches.append(f"{leg.account}: the venue lists trades {', '.join(deferred)} of orders the trade log does "
+                          f"not know while order(s) {', '.join(unanswered)} of fundarb have no answer from the venue "
+                          "yet; they are learned once recovery has asked the venue (`fundarb reconcile`)")
+        return added
     _advance(session, key, trades)
     return added
 
@@ -268,28 +327,51 @@ def _external(session: LiveSession, leg: LiveLeg, t: dict, mismatches: list[str]
 
 
 async def _funding(session: LiveSession, leg: LiveLeg) -> int:
-    """Funding payments of the perp account into the trade log, each once."""
+    """Funding payments of a perp account (the short; a perp/perp carry's
+    long too) into the trade log, each once. On a venue account another pair
+    of a rotation held, a payment already journaled under that name is not
+    learned again, and a new one goes to the name that held the position at
+    the settlement (by the journal's fills)."""
     journal = session.journal
     if not journal.orders():
         return 0
     key = f"funding_since:{leg.account}"
     rows = await leg.call("fetch_funding_history", leg.symbol, _cursor(session, key))
     sign = quirks_or_plain(leg.exchange.id).funding_sign  # received: positive, whatever the venue's sign
+    others = same_market_accounts(journal, leg)
+    known = {r["payment_id"] for r in journal.rows("funding")
+             if r["account"] in others and r["venue_id"] == leg.venue_id} if others else set()
     added = 0
     for f in rows:
         ts_ms = int(f.get("timestamp") or 0)
-        added += journal.add_funding(session.now_ns(), ts_ms * 1_000_000, leg.account, leg.symbol,
+        payment = str(f.get("id") or ts_ms)
+        if payment in known:
+            continue
+        account = _holder_at(journal, [leg.account, *others], ts_ms * 1_000_000) if others else leg.account
+        added += journal.add_funding(session.now_ns(), ts_ms * 1_000_000, account, leg.symbol,
                                      session.config_hash, sign * float(f.get("amount") or 0.0) + 0.0, None,
-                                     str(f.get("id") or ts_ms), leg.venue_id)
+                                     payment, leg.venue_id)
     _advance(session, key, rows)
     return added
 
 
+def _holder_at(journal: Journal, accounts: list[str], ts: int) -> str:
+    """Of ``accounts`` (the first is the leg's own), the one whose fills
+    before ``ts`` leave it holding a position (the one a settlement then paid);
+    the first when none or several do."""
+    held = {a: 0.0 for a in accounts}
+    for f in journal.fills():
+        if f["account"] in held and f["venue_ts"] < ts:
+            held[f["account"]] += float(f["qty"]) if f["side"] == "buy" else -float(f["qty"])
+    holding = [a for a, q in held.items() if abs(q) > QTY_TOL]
+    return holding[0] if len(holding) == 1 else accounts[0]
+
+
 async def learn_funding(session: LiveSession) -> int:
-    """Only the perp's new funding payments into the trade log (the dashboard
+    """Only the perps' new funding payments into the trade log (the dashboard
     asks this often; a full reconciliation runs on its own interval)."""
     async with session.lock:
-        return await _funding(session, session.perp)
+        return sum([await _funding(session, leg) for leg in session.legs if leg.is_perp])
 
 
 async def reconcile_if_alone(session: LiveSession, trigger: str) -> Reconciliation | None:
