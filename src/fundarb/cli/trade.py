@@ -192,6 +192,25 @@ def _time(ns: int) -> str:
 
 # ---------------------------------------------------------------------------------- open / close
 
+StructureOpt = typer.Option(None, "--structure", help="the structure you mean to trade (spot_linear, coin_margined, "
+                                                     "unified, perp_perp): refused when the config's is another")
+
+
+def _expect_structure(config: Optional[Path], expected: Optional[str]) -> None:
+    """``--structure``: the config must be of that structure (one line naming both otherwise)."""
+    if expected is None:
+        return
+    from fundarb.config import STRUCTURES, default_config_path, load
+
+    if expected not in STRUCTURES:
+        _fail(f"--structure must be one of {', '.join(STRUCTURES)}, got {expected!r}")
+    cfg = load(config or default_config_path())
+    if cfg.structure_kind != expected:
+        example = {"spot_linear": "baseline"}.get(expected, expected)
+        _fail(f"--structure {expected}: config {cfg.name} is structure.kind {cfg.structure_kind} (choose a "
+              f"{expected} config, such as sims/{example}.toml)")
+
+
 @trade_app.command("open")
 def open_command(
     size: float = typer.Option(..., "--size", help="BTC per leg: buy this much spot (a perp/perp carry: the long perp), "
@@ -200,8 +219,10 @@ def open_command(
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (for scripts)"),
     config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
     api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
+    structure: Optional[str] = StructureOpt,
 ) -> None:
     """Open the carry: buy spot (a perp/perp carry: the long perp) and sell the perp, the same size, after pre-flight checks."""
+    _expect_structure(config, structure)
     _trade("open", size, dry_run, yes, config, journal, api_url, sandbox, remote)
 
 
@@ -212,8 +233,10 @@ def close_command(
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (for scripts)"),
     config: Optional[Path] = ConfigOpt, journal: Optional[Path] = JournalOpt,
     api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
+    structure: Optional[str] = StructureOpt,
 ) -> None:
     """Close the carry: sell spot (a perp/perp carry: the long perp, reduce-only) and buy back the perp (reduce-only), the same size."""
+    _expect_structure(config, structure)
     _trade("close", size, dry_run, yes, config, journal, api_url, sandbox, remote)
 
 
