@@ -12,7 +12,9 @@ watch moves it by the rotation rule the backtest uses.
   venue the new pair does not use (a withdrawal of ``transfer.fee``, arriving
   ``transfer.delay_minutes`` of venue time later), and a runner on the new pair
   starts on the same trade log with the equity the last one ended with.
-- **The trade log** keeps the pair held and when (``ROTATION_KEY``), and each
+- **The trade log** keeps the pair held and when (state ``pair_held``, the
+  key and the ``long``/``short`` fields the venue commands' rotation keeps,
+  ``live.execution.rotation``; here with ``since`` and a move under way), and each
   move as a ``rotation`` alert line, so a restart carries on with the pair it
   held, and a move that was under way (the old pair flat, the new one not
   started) is finished, never started twice.
@@ -37,11 +39,13 @@ from fundarb.live.ccxt.client import Target, connect
 from fundarb.live.ccxt.credentials import Credentials
 from fundarb.live.ccxt.ratelimit import RequestQueue
 from fundarb.live.execution.preflight import funding_interval_hours
+from fundarb.live.execution.rotation import HELD_KEY
 from fundarb.live.execution.session import open_session
 from fundarb.live.journal import PAPER_ACCOUNTS_KEY, Journal
 from fundarb.sim.rotation import BAR_NS, RotationSignals, check_venues, pair_config
 
-ROTATION_KEY = "rotation_pair"  # state: {"long", "short", "since", "moving_to"?, "closed_at"?}
+# state: {"long", "short"} as the venue commands keep it, with "since", and "moving_to" and "closed_at" during a move
+ROTATION_KEY = HELD_KEY
 
 
 @attrs.define
@@ -85,7 +89,7 @@ class VenueRates:
         return int(await queue.call(client.fetch_time)) * 1_000_000
 
 
-def held_pair(journal: Journal) -> dict[str, Any] | None:
+def held_state(journal: Journal) -> dict[str, Any] | None:
     text = journal.get_state(ROTATION_KEY)
     return json.loads(text) if text else None
 
@@ -122,7 +126,7 @@ async def run_rotating(cfg: Config, path: Path, target: Target, log: Any, stop: 
     try:
         journal = Journal(path)
         try:
-            state = held_pair(journal)
+            state = held_state(journal)
         finally:
             journal.close()
         now = await rates.venue_time()
