@@ -47,7 +47,8 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 # the structures the venue commands trade (perp_perp: a long perp on one venue, the short on another)
 TRADED = ("spot_linear", "coin_margined", "unified", "perp_perp")
-MONITORED = ("spot_linear", "coin_margined", "unified")  # the structures the live dashboard watches
+# the structures the live dashboard watches (perp_perp: on the pair its trade log holds, as the venue commands)
+MONITORED = ("spot_linear", "coin_margined", "unified", "perp_perp")
 RUNS = ("spot_linear", "coin_margined", "perp_perp")  # the structures the strategy runner trades (perp_perp on paper)
 
 
@@ -1330,10 +1331,14 @@ def monitor_command(
     simulate: bool = typer.Option(False, "--simulate", help="watch a simulation of the config over its history"),
     speed: Optional[float] = typer.Option(None, "--speed", help="replay / simulation: data seconds per second (default: 60 replay, 86400 simulation)"),
     journal: Optional[Path] = JournalOpt, api_url: Optional[str] = ApiUrlOpt, sandbox: bool = SandboxOpt, remote: bool = RemoteOpt,
+    config_option: Optional[Path] = typer.Option(None, "--config", "-c", help="the config, as the venue commands name it (the same as the argument)"),
 ) -> None:
     """The terminal dashboard: funding, both legs, delta, margin, PnL, payments, trades, alerts, connections."""
     from fundarb.ops.monitor import MonitorApp, engine_driver, live_driver, require_terminal
 
+    if config is not None and config_option is not None and config != config_option:
+        _fail(f"two configs named: {config} and --config {config_option}; name one")
+    config = config or config_option
     require_terminal()  # before a simulation is built or a venue asked
     if replay and simulate:
         _fail("--replay and --simulate exclude each other")

@@ -85,6 +85,7 @@ class DeskState:
     unreachable: tuple[tuple[str, float], ...] = ()  # (venue, seconds without an answer)
     missed_settlements: int = 0
     halted: str | None = None  # the kill switch's reason
+    margin_leg: str = ""  # the account whose buffer ``margin_buffer`` is (a perp/perp carry's lower one); "": the short's
 
 
 @attrs.frozen
@@ -129,10 +130,11 @@ class AlertConditions:
             add("drift", "warning", f"delta drift {s.drift:.2%}",
                 f"drift {s.drift:.2%} is over the {L.max_drift:.0%} limit: rebalance the legs")
         if s.in_position and s.margin_buffer < L.min_margin_buffer:
+            whose, collateral = (f"{s.margin_leg}'s", "its") if s.margin_leg else ("the short's", "the perp")
             add("margin_buffer", "critical" if s.margin_buffer < L.min_margin_buffer / 2 else "warning",
                 f"margin buffer {s.margin_buffer:.1%}",
-                f"the short's margin buffer {s.margin_buffer:.1%} is under {L.min_margin_buffer:.0%}: "
-                "top up the perp collateral or reduce both legs")
+                f"{whose} margin buffer {s.margin_buffer:.1%} is under {L.min_margin_buffer:.0%}: "
+                f"top up {collateral} collateral or reduce both legs")
         if s.drawdown >= L.drawdown_warning * L.max_drawdown:
             add("drawdown", "critical" if s.drawdown >= L.max_drawdown else "warning", f"drawdown {s.drawdown:.2%}",
                 f"drawdown {s.drawdown:.2%} of the {L.max_drawdown:.0%} stop")

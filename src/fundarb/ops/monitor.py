@@ -4,8 +4,10 @@ live venues, the emulator, a replay and a running simulation: the source
 
 Panels: funding (per venue: rate per interval, annualised, predicted, the
 next settlement and the time to it), position (both legs, delta, drift,
-margin buffer, liquidation price), PnL (funding, fees, price, total), the
-funding payments (a chart and the last few), recent trades, alerts (with what
+margin buffer, liquidation price; a perp/perp carry's: each perp with its
+own liquidation price and buffer, and whether its venues agree with the
+trade log), PnL (funding, fees, price, total), the funding payments (a chart
+and the last few; a perp/perp carry's per leg), recent trades, alerts (with what
 became of each: sent, held back, paused ...) and the connection state of each
 venue. Keys: p pauses alerts (critical ones still go out), t shows the trade
 log, k the kill switch (after a confirmation), q quits. Live venues without
@@ -94,6 +96,8 @@ def render_position(s: DeskSnapshot) -> Table | Text:
     if s.keys_needed:  # public data only: the venues tell positions to their account's keys
         return Text("positions need API keys: set\n" + "\n".join(s.keys_needed)
                     + ("\n(environment or .env)" if len(s.keys_needed) < 4 else ""))
+    if s.long_perp:
+        return _render_perp_perp(s)
     t = _grid("leg", "BTC", "price", "USDT")
     t.add_row("spot", f"{s.spot_qty:+.5f}", _num(s.spot_price), _num(s.spot_qty * s.spot_price, 0))
     t.add_row("perp", f"{s.perp_qty:+.5f}", _num(s.mark), _num(s.perp_qty * s.mark, 0))
@@ -102,12 +106,33 @@ def render_position(s: DeskSnapshot) -> Table | Text:
     return t
 
 
+def _render_perp_perp(s: DeskSnapshot) -> Table:
+    """A perp/perp carry: each perp on its venue (the long first) by the
+    trade log, its liquidation price and margin buffer by its venue, and
+    whether the venues' own positions are the trade log's."""
+    t = _grid("leg", "BTC", "liq.", "buffer")
+    for account, qty, liq, buf in ((s.spot_account, s.spot_qty, s.long_liquidation, s.long_buffer),
+                                   (s.perp_account, s.perp_qty, s.liquidation, s.margin_buffer)):
+        t.add_row(account.split(":")[0], f"{qty:+.5f}", _num(liq, 0), _pct(buf, 1))
+    t.add_row("delta", f"{s.delta:+.5f}", "drift", _pct(s.drift, 3))
+    if s.venue_qty == ():
+        t.add_row("venues", Text("not read yet", style="dim"), "", "")
+    elif s.venue_qty is None:  # no venue to ask: a simulation, a replay, a paper trade log
+        pass
+    elif all(abs(v - q) <= 1e-9 for v, q in zip(s.venue_qty, (s.spot_qty, s.perp_qty))):
+        t.add_row("venues", Text("agree", style="green"), "", "")
+    else:  # the venues' sizes, the [spot] leg's then the [perp] leg's: not what the trade log holds
+        t.add_row("venues", *(Text(f"{v:+.5f}", style="bold red") for v in s.venue_qty), Text("differ", style="bold red"))
+    return t
+
+
 def render_market(s: DeskSnapshot) -> Table:
     """The top of each leg's book and the perp's mark (in place of the PnL
     when there are no keys to know it)."""
     t = _grid("", "bid", "ask", "mark")
     for account, bid, ask in s.books:
-        t.add_row(account.split(":")[-1], _num(bid), _num(ask), _num(s.mark) if account == s.perp_account else "")
+        mark = s.mark if account == s.perp_account else s.spot_price if s.long_perp else None  # a long perp's mark too
+        t.add_row(account.split(":")[-1], _num(bid), _num(ask), "" if mark is None else _num(mark))
     if not s.books:
         t.add_row("waiting for the books", "", "", _num(s.mark))
     return t
@@ -134,6 +159,12 @@ def render_payments(s: DeskSnapshot) -> Text:
     count = max(s.funding_count, shown)
     lines = [f"{count} payment{'s' if count != 1 else ''}" + (f"; the last {shown}:" if count > shown else ":")
              + f" {total:+,.2f} USDT"]
+    if s.funding_by_account:  # a perp/perp carry: each venue pays or charges its own leg; then the latest
+        roles = {s.spot_account: "short" if s.spot_qty < 0 else "long",  # a reversed carry: the spot leg short
+                 s.perp_account: "long" if s.perp_qty > 0 else "short"}
+        lines += [f"{account.split(':')[0]} {roles[account]}: {n}, {amount:+,.4f}"
+                  for account, n, amount in s.funding_by_account]
+        last = last[-1:]
     lines += [f"{_t(ts)}  {a:+,.4f}" for ts, a in reversed(last)]
     return Text("\n".join(lines))
 
@@ -142,8 +173,8 @@ def render_trades(s: DeskSnapshot) -> Table | Text:
     if not s.trades:
         return Text("no trades yet", style="dim")
     t = _grid("time", "leg", "side", "BTC", "price", "fee")
-    for ts, account, side, qty, price, fee in reversed(s.trades):
-        t.add_row(_t(ts), account.split(":")[-1], side, f"{qty:g}", _num(price), _num(fee, 4))
+    for ts, account, side, qty, price, fee in reversed(s.trades):  # a perp/perp carry's legs: by their venue
+        t.add_row(_t(ts), account.split(":")[0 if s.long_perp else -1], side, f"{qty:g}", _num(price), _num(fee, 4))
     return t
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from fundarb.config import Config, config_hash
-from fundarb.core.book import drift_of, uncovered_of
+from fundarb.core.book import drift_of, margin_buffer, uncovered_of
 from fundarb.core.funding import scheduled_instant
 from fundarb.core.model import NS_PER_SECOND, FundingRate
 from fundarb.live.alerts import AlertConditions, Alerter, AlertThresholds, DeskState, channel_from_env
@@ -73,6 +73,13 @@ class DeskSnapshot:
     books: tuple[tuple[str, float, float], ...] = ()  # (account, bid, ask): the top of each leg's book, where known
     keys_needed: tuple[str, ...] = ()  # public data only: the variables to set to see positions and PnL
     keeps_btc: bool = False  # a carry on BTC held: ``spot_qty`` is the holding; only an uncovered short drifts
+    # a perp/perp carry: the long leg is a perp on its own venue (``spot_*`` are its account, size and mark)
+    long_perp: bool = False
+    long_buffer: float = math.inf  # the long perp's margin buffer (the fall to its liquidation); inf when flat
+    long_liquidation: float = math.nan
+    # (long, short) BTC as the venues hold them; (): not read yet; None: no venue to ask (an engine, paper, no keys)
+    venue_qty: tuple[float, ...] | None = None
+    funding_by_account: tuple[tuple[str, int, float], ...] = ()  # (account, payments, amount): each leg's own
 
     @property
     def delta(self) -> float:
@@ -100,6 +107,11 @@ class MemoryAlertLog:
 
 def _alert_rows(rows: list[dict]) -> tuple[tuple[int, str, str, str], ...]:
     return tuple((r["ts"], r["severity"], r["outcome"], f"{r['kind']}: {r['message']}") for r in rows[-RECENT:])
+
+
+def _by_account(accounts: tuple[str, ...], paid: list[tuple[str, float]]) -> tuple[tuple[str, int, float], ...]:
+    """(account, payments, amount) of each of ``accounts`` from (account, amount) payments."""
+    return tuple((a, sum(1 for p, _ in paid if p == a), sum(x for p, x in paid if p == a)) for a in accounts)
 
 
 # ------------------------------------------------------------------------------------ simulation and replay
@@ -173,6 +185,9 @@ class EngineSource:
             line = FundingLine(cfg.perp_account, last, sig.predicted, sig.interval_hours, nxt)
         fills = [r for kind, r in e.recorder.rows if kind == "fill"][-RECENT:]
         flat = b.is_flat
+        long_rule = e.monitor.costs.long_margin if b.long_perp else None  # a perp/perp carry's long: its venue's rule
+        long_margin = (b.long_margin_buffer(long_rule), b.long_liquidation_price(long_rule)) if long_rule else (
+            math.inf, math.nan)
         return DeskSnapshot(
             e.clock.now_ns(), self.label, f"{cfg.name} {e.config_hash[:12]}", (line,),
             cfg.spot_account, cfg.perp_account, b.spot.qty, b.perp.qty, b.spot.price, b.perp.price,
@@ -184,7 +199,10 @@ class EngineSource:
             tuple((v, "replayed" if "replay" in self.label else "simulated") for v in (cfg.spot_account, cfg.perp_account)),
             e.monitor.kill.reason if e.monitor.kill.halted else None, self.alerter.paused, self.finished,
             sig.current_apr() if sig.rates else None, cfg.strategy.entry_apr, cfg.strategy.exit_apr,
-            len(b.funding_ledger), keeps_btc=cfg.keeps_btc)
+            len(b.funding_ledger), keeps_btc=cfg.keeps_btc, long_perp=b.long_perp, long_buffer=long_margin[0],
+            long_liquidation=long_margin[1],
+            funding_by_account=_by_account((cfg.spot_account, cfg.perp_account),
+                                           [(f.venue, f.amount) for f in b.funding_ledger]) if b.long_perp else ())
 
 
 # ------------------------------------------------------------------------------------ live venues
@@ -255,6 +273,9 @@ class LiveSource:
         self.mids: dict[str, float] = {}
         self.marks: dict[str, float] = {}
         self.position: dict[str, float] = {"qty": 0.0, "liquidation": math.nan, "entry": 0.0}
+        # a perp/perp carry's long perp as its venue holds it (``LiveLeg.is_perp``); unused with a spot leg
+        self.long_position: dict[str, float] = {"qty": 0.0, "liquidation": math.nan, "entry": 0.0}
+        self.polled = False  # the venues' positions have been read (not on public data, nor on paper)
         self.venue_ts = 0  # the perp venue's latest event time: "now" on the venue's clock (the emulator's runs on data time)
         self.last_poll_ok: float = 0.0
         self.poll_error = ""
@@ -294,27 +315,39 @@ class LiveSource:
                 await s.spot.call("fetch_ticker", s.spot.symbol)
                 if s.paper:  # the paper venue is the runner's simulator: its word is the trade log
                     self.position = self._paper_position()
+                    if s.spot.is_perp:
+                        self.long_position = self._paper_position(s.spot)
             else:
                 await learn_funding(s)
                 self.position = await perp_position(s.perp)
-                await s.spot.call("fetch_balance")  # the spot venue's REST must answer too (its health, not its numbers)
+                if s.spot.is_perp:  # a perp/perp carry's long: a position on its venue, read as the short's is
+                    self.long_position = await perp_position(s.spot)
+                else:
+                    await s.spot.call("fetch_balance")  # the spot venue's REST must answer too (its health, not its numbers)
+                self.polled = True
             self.last_poll_ok, self.poll_error = time.monotonic(), ""
         except Exception as exc:  # shown on the connections panel
             self.poll_error = f"{type(exc).__name__}"
         self._check_alerts()
 
-    def _paper_position(self) -> dict[str, float]:
+    def _paper_position(self, long: Any = None) -> dict[str, float]:
         """A paper trade log's perp: the simulator's account at the runner's
         last step, and the liquidation price its last heartbeat's margin
-        buffer gives at the mark streamed now."""
+        buffer gives at the mark streamed now. ``long``: a perp/perp carry's
+        long perp, its size by the trade log (the heartbeat's buffer is the
+        short's: no liquidation price is told)."""
         from fundarb.live.journal import last_step
 
         j, s = self.session.journal, self.session
         accounts, beat = last_step(j)
+        held = holdings(j, s.spot, s.perp)
+        if long is not None:
+            return {"qty": held.spot_btc, "entry": float(accounts.get(long.account, {}).get("entry", 0.0)),
+                    "liquidation": math.nan}
         acct = accounts.get(s.perp.account, {})
         mark = self.marks.get(s.perp.account, math.nan)
         buf = beat.get("margin_buffer")
-        qty = holdings(j, s.spot, s.perp).perp_btc
+        qty = held.perp_btc
         liq = mark * (1 + buf) if qty and buf is not None and mark == mark else math.nan
         return {"qty": qty, "entry": float(acct.get("entry", 0.0)), "liquidation": liq}
 
@@ -325,22 +358,28 @@ class LiveSource:
         s.journal.set_state(BLOCK_KEY, f"kill switch: {reason}", s.now_ns())
         s.alert("kill_switch", f"new orders halted: {reason}", "critical")
 
+    def _mark(self, leg: Any) -> float:
+        """A perp leg's streamed mark (else its mid); nan before either."""
+        return self.marks.get(leg.account) or self.mids.get(leg.account, math.nan)
+
     def _pnl(self) -> tuple[float, float, float]:
         """(funding, fees, price PnL) in the quote. An inverse perp's: its BTC
         payments at their settlement's mark (else the mark now), and its
         price PnL as the core's inverse account keeps it (face / entry BTC
-        valued in USD), replayed from the trade log."""
+        valued in USD), replayed from the trade log. A perp/perp carry's long
+        perp: its position at its own mark, its payments its venue's."""
         j, s = self.session.journal, self.session
         fills, paid = j.rows("fills"), j.rows("funding")
         fees = sum(f["fee_quote"] or 0.0 for f in fills)
-        spot_px = self.mids.get(s.spot.account, math.nan)
-        mark = self.marks.get(s.perp.account) or self.mids.get(s.perp.account, math.nan)
+        spot_px = self._mark(s.spot) if s.spot.is_perp else self.mids.get(s.spot.account, math.nan)
+        mark = self._mark(s.perp)
         inverse = bool(s.perp.face)
         linear = [f for f in fills if not (inverse and f["account"] == s.perp.account)]
         cash = sum((-1 if f["side"] == "buy" else 1) * f["qty"] * f["price"] for f in linear)
         held = j.position(s.spot.account, s.spot.base) * spot_px
-        price = cash + held + sum(f["fee"] * f["price"] for f in linear
-                                  if f["account"] == s.spot.account and f["fee_currency"] == s.spot.base)
+        price = cash + held + sum(f["fee"] * f["price"] for f in linear  # a spot fee in BTC: BTC not held
+                                  if f["account"] == s.spot.account and f["fee_currency"] == s.spot.base
+                                  and not s.spot.is_perp)
         if inverse:
             acct = holdings(j, s.spot, s.perp).perp_account
             assert acct is not None
@@ -362,17 +401,19 @@ class LiveSource:
         equity = funding - fees + price
         self._peak = max(self._peak, equity)
         capital = self.cfg.capital
-        rate = self.rates.get(s.perp.account)
         js, jp = self._legs()
         blocked = s.journal.blocked() or ""
         paid = {f["venue_ts"] for f in s.journal.rows("funding")}
         # without keys no payment is learned from the venue: a settlement cannot be told missed
         missed = self.settlements.update(self.venue_ts, jp != 0 and not self.keys_needed, paid)
-        state = DeskState(s.now_ns(), max(abs(js), abs(jp)) > 0, rate.rate * 8760 / rate.interval_hours if rate else None,
-                          None, uncovered_of(js, jp) if self.cfg.keeps_btc else drift_of(js, jp), self._buffer(jp),
-                          (self._peak - equity) / capital,
+        long_buffer, short_buffer = self._buffers(js, jp)
+        # a perp/perp carry: the lower of its perps' buffers, named by its account
+        leg = (s.spot.account if long_buffer < short_buffer else s.perp.account) if s.spot.is_perp else ""
+        state = DeskState(s.now_ns(), max(abs(js), abs(jp)) > 0, self._funding_apr(),
+                          None, uncovered_of(js, jp) if self.cfg.keeps_btc else drift_of(js, jp),
+                          min(long_buffer, short_buffer), (self._peak - equity) / capital,
                           blocked if blocked.startswith("reconciliation") else None, self.unreachable(), missed,
-                          halted=blocked if blocked.startswith("kill switch") else None)
+                          halted=blocked if blocked.startswith("kill switch") else None, margin_leg=leg)
         for n in self.conditions.check(state):
             s.alerter.raise_notice(n)
 
@@ -384,12 +425,31 @@ class LiveSource:
         extra = outside_btc(s.journal, s.spot.account) if self.cfg.keeps_btc else 0.0
         return held.spot_btc + extra, held.perp_btc
 
-    def _buffer(self, perp_qty: float) -> float:
-        """The short's margin buffer from the venue's liquidation price and the
-        streamed mark; inf without a short or either number."""
-        mark = self.marks.get(self.session.perp.account, math.nan)
-        liq = self.position.get("liquidation", math.nan)
-        return (liq - mark) / mark if perp_qty < 0 and mark == mark and liq == liq else math.inf
+    def _funding_apr(self) -> float | None:
+        """The carry's funding now, annualised: the short's rate; a perp/perp
+        carry's, the short's less what the long pays (None until both are seen)."""
+        s = self.session
+        legs = (s.perp, s.spot) if s.spot.is_perp else (s.perp,)
+        rates = [self.rates.get(leg.account) for leg in legs]
+        if any(r is None for r in rates):
+            return None
+        aprs = [r.rate * 8760 / r.interval_hours for r in rates if r is not None]
+        return aprs[0] - sum(aprs[1:])
+
+    def _buffers(self, spot_qty: float, perp_qty: float) -> tuple[float, float]:
+        """([spot] leg, [perp] leg) margin buffers from each venue's liquidation
+        price and the streamed mark (``core.book.margin_buffer``, as `fundarb
+        positions` gives them): the short's, and both perps' of a perp/perp
+        carry (a long's is the fall to its liquidation); inf without the leg
+        (a spot leg has none) or either number."""
+        s = self.session
+
+        def buffer(leg: Any, position: dict[str, float], qty: float) -> float:
+            mark, liq = self.marks.get(leg.account, math.nan), position.get("liquidation", math.nan)
+            return margin_buffer(liq, mark, qty) if qty and mark == mark and liq == liq else math.inf
+
+        return (buffer(s.spot, self.long_position, spot_qty) if s.spot.is_perp else math.inf,
+                buffer(s.perp, self.position, perp_qty) if perp_qty < 0 or s.spot.is_perp else math.inf)
 
     def unreachable(self) -> tuple[tuple[str, float], ...]:
         """(venue, seconds down) of each feed that cannot (re)connect and of
@@ -417,6 +477,9 @@ class LiveSource:
         # payments in the quote: an inverse perp's BTC at its settlement's mark (else the mark now)
         worth = (lambda f: f["amount"] * (f["mark"] or mark)) if s.perp.face else (lambda f: f["amount"])
         liq = self.position.get("liquidation", math.nan)
+        buffers = self._buffers(js, jp)
+        long_perp = s.spot.is_perp  # a perp/perp carry: the long a position on its venue, with its own funding
+        paid = j.rows("funding")
         fills = j.rows("fills")[-RECENT:]
         conns = [(f.account, f.state.value) for f in self.watch.feeds] or [(leg.account, "connecting") for leg in s.legs]
         conns.append(("REST", "ok" if not self.poll_error else f"failing: {self.poll_error}"))
@@ -424,13 +487,18 @@ class LiveSource:
         return DeskSnapshot(
             self.venue_ts or s.now_ns(), self.label, f"{cfg.name} {s.config_hash[:12]}", lines, s.spot.account,
             s.perp.account,
-            js, jp, self.mids.get(s.spot.account, math.nan), mark,
-            self._buffer(jp), liq if jp else math.nan,
+            js, jp, self._mark(s.spot) if long_perp else self.mids.get(s.spot.account, math.nan), mark,
+            buffers[1], liq if jp else math.nan,
             funding, fees, price,
-            tuple((f["venue_ts"], worth(f)) for f in j.rows("funding")[-HISTORY:]),
+            tuple((f["venue_ts"], worth(f)) for f in paid[-HISTORY:]),
             tuple((f["venue_ts"], f["account"], f["side"], f["qty"], f["price"], f["fee_quote"] or 0.0) for f in fills),
             _alert_rows(j.rows("alerts")), tuple(conns),
             blocked if blocked and blocked.startswith("kill switch") else None, s.alerter.paused,
-            entry_apr=cfg.strategy.entry_apr, exit_apr=cfg.strategy.exit_apr, funding_count=len(j.rows("funding")),
+            entry_apr=cfg.strategy.entry_apr, exit_apr=cfg.strategy.exit_apr, funding_count=len(paid),
             books=tuple((leg.account, *self.books[leg.account]) for leg in s.legs if leg.account in self.books),
-            keys_needed=self.keys_needed, keeps_btc=cfg.keeps_btc)
+            keys_needed=self.keys_needed, keeps_btc=cfg.keeps_btc, long_perp=long_perp, long_buffer=buffers[0],
+            long_liquidation=self.long_position.get("liquidation", math.nan) if long_perp and js else math.nan,
+            venue_qty=None if not long_perp or s.paper or self.keys_needed else (
+                (self.long_position["qty"], self.position["qty"]) if self.polled else ()),
+            funding_by_account=_by_account((s.spot.account, s.perp.account),
+                                           [(f["account"], f["amount"]) for f in paid]) if long_perp else ())
