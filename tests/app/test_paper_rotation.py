@@ -14,9 +14,10 @@ import attrs
 import pytest
 
 from fundarb.app.runner.logs import run_logger
-from fundarb.app.runner.rotation import ROTATION_KEY, run_rotating
+from fundarb.app.runner.rotation import run_rotating
 from fundarb.config import VenueConfig, load, project_file
 from fundarb.live.ccxt.client import Target
+from fundarb.live.execution.rotation import HELD_KEY
 from fundarb.live.journal import PAPER_ACCOUNTS_KEY, Journal
 from fundarb.testkit.emulator.harness import running_emulator
 from fundarb.testkit.runner import logged, runner_config, venue_clock
@@ -66,7 +67,7 @@ def test_a_paper_rotation_enters_is_paid_moves_and_enters_again_on_the_other_pai
     assert first["gain_apr"] > first["bar_apr"] and first["to"] == arrived[0]["pair"]
     j = Journal(path)
     try:
-        state = json.loads(j.get_state(ROTATION_KEY))
+        state = json.loads(j.get_state(HELD_KEY))
         fills = j.rows("fills")
         by_account: dict[str, float] = {}
         for f in fills:

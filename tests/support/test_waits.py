@@ -184,3 +184,17 @@ def test_the_request_queue_tells_the_reporter_of_its_retries_and_venue_pauses():
     # the venue asked for 20 s: the whole venue pauses, and the line says how long
     assert second == "waiting for binance fetch_balance: attempt 2 failed (RateLimitExceeded); attempt 3 in 20.0 s"
     assert "signature" not in out.getvalue()
+
+
+def test_stopped_within_says_whether_the_stop_came_before_the_time_ran_out():
+    import asyncio
+
+    from fundarb.support.waits import stopped_within
+
+    async def go() -> tuple[bool, bool]:
+        stop = asyncio.Event()
+        quiet = await stopped_within(stop, 0.01)
+        asyncio.get_running_loop().call_later(0.01, stop.set)
+        return quiet, await stopped_within(stop, 30.0)
+
+    assert asyncio.run(go()) == (False, True)

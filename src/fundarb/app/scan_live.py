@@ -26,11 +26,13 @@ import attrs
 
 from fundarb.config import Config
 from fundarb.core.funding import annualize
+from fundarb.core.strategy import settlements_covering
 from fundarb.live.ccxt.client import Target, connect
 from fundarb.live.ccxt.credentials import load_credentials
 from fundarb.live.execution.preflight import funding_interval_hours
 from fundarb.research.funding_stats import fmt_ms
 from fundarb.research.scan import COIN_MARGINED, PERP_PERP, SPOT_LINEAR, ScanCosts, candidate, pairs, ranked
+from fundarb.sim.rotation import REFERENCE_INTERVAL_H
 from fundarb.support.scrub import describe
 
 # the BTC perpetuals fundarb trades: the linear (USDT) and inverse (BTC) ones of Binance and Bybit
@@ -71,7 +73,7 @@ def market_of(exchange: str, symbol: str, fr: dict[str, Any], history: list[dict
     last = rows[-1][0]
     recent = [r for t, r in rows if t > last - TRAILING_DAYS * 86_400_000]
     # as many of its settlements as cover n_signal 8-hour ones (an hourly venue: 8x), the rotation's rule
-    signal = [r for _, r in rows[-max(1, round(n_signal * 8 / interval)):]]
+    signal = [r for _, r in rows[-settlements_covering(n_signal, REFERENCE_INTERVAL_H, interval):]]
     predicted = fr.get("nextFundingRate")
     rate = float(fr.get("fundingRate") or 0.0)
     step = int(interval * 3_600_000)

@@ -126,6 +126,7 @@ async def _connect(cfg, path: Path, target, mode: str, log, stop: asyncio.Event,
     is set (Ctrl-C, SIGTERM, ``--duration``)."""
     from fundarb.live.ccxt.client import VenueUnreachable
     from fundarb.live.execution.session import open_session
+    from fundarb.support.waits import stopped_within
 
     delay, attempt = 1.0, 0
     while not stop.is_set():
@@ -140,9 +141,7 @@ async def _connect(cfg, path: Path, target, mode: str, log, stop: asyncio.Event,
         except VenueUnreachable as exc:
             log.warning("venue_unreachable_at_start", error=str(exc)[:300], attempt=attempt, retry_in_s=delay)
             waits.on_retry("the venues to answer", attempt, delay, str(exc)[:300])
-        try:
-            await asyncio.wait_for(stop.wait(), delay)
+        if await stopped_within(stop, delay):
             return None
-        except TimeoutError:
-            delay = min(delay * 2, 60.0)
+        delay = min(delay * 2, 60.0)
     return None

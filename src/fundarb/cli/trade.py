@@ -197,6 +197,12 @@ StructureOpt = typer.Option(None, "--structure", help="the structure you mean to
                                                      "unified, perp_perp): refused when the config's is another")
 
 
+def _check_size(size: float | None) -> None:
+    """``--size``, when given: a positive number of BTC."""
+    if size is not None and not (math.isfinite(size) and size > 0):
+        _fail(f"--size must be a positive number of BTC, got {size}")
+
+
 def _expect_structure(config: Optional[Path], expected: Optional[str]) -> None:
     """``--structure``: the config must be of that structure (one line naming both otherwise)."""
     if expected is None:
@@ -256,8 +262,7 @@ def rotate_command(
     """Move a perp/perp carry to another pair of venues: close the pair held (paired), then open the new pair."""
     from fundarb.config import default_config_path, load
 
-    if size is not None and not (math.isfinite(size) and size > 0):
-        _fail(f"--size must be a positive number of BTC, got {size}")
+    _check_size(size)
     held_cfg, path, target = _context(config, journal, api_url, sandbox, remote, "fundarb trade rotate", ("perp_perp",))
     base = load(config or default_config_path())
     names = [v.exchange for v in base.rotation_venues()]
@@ -466,8 +471,7 @@ def _end_rotation(j, rotation: int, status: str, text: str) -> None:
 
 def _trade(kind: str, size: float | None, dry_run: bool, yes: bool, config, journal, api_url, sandbox,
            remote: bool = False) -> None:
-    if size is not None and not (math.isfinite(size) and size > 0):
-        _fail(f"--size must be a positive number of BTC, got {size}")
+    _check_size(size)
     cfg, path, target = _context(config, journal, api_url, sandbox, remote, "fundarb trade", TRADED)
     lock = actor_lock(cfg, path, target, f"fundarb trade {kind}", venues=True)  # from reconcile to the last order
     try:

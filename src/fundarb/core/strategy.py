@@ -106,6 +106,13 @@ class FundingSignal:
         return annualize(self.predicted, self.interval_hours)
 
 
+def settlements_covering(n: int, reference_hours: float, interval_hours: float) -> int:
+    """How many settlements of a venue settling every ``interval_hours`` cover
+    ``n`` settlements of ``reference_hours`` (an hourly venue against an
+    8-hour one: 8n), at least one: one window, whatever the venues' intervals."""
+    return max(1, round(n * reference_hours / interval_hours))
+
+
 def entry_edge(current_apr: float, predicted_apr: float | None) -> float:
     """The funding signal an entry is judged on, signed in favour of normal
     carry: the current APR, and when the venue publishes a predicted next
@@ -159,7 +166,7 @@ class CarryStrategy:
         long = self.long_signal
         if long is not None and venue == self.spot_venue:
             short_interval = self.signal.interval_hours
-            long.window = max(1, round(self.params.signal_settlements * short_interval / interval_hours))
+            long.window = settlements_covering(self.params.signal_settlements, short_interval, interval_hours)
             long.on_settlement(ts, rate, interval_hours)
             return
         self.signal.on_settlement(ts, rate, interval_hours)

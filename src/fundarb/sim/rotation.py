@@ -39,7 +39,7 @@ from fundarb.core.funding import schedule_gaps
 from fundarb.core.liquidation import UNMODELLED
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.core.rotation import Move, Pair, RotationRule, SwitchCost
-from fundarb.core.strategy import FundingSignal
+from fundarb.core.strategy import FundingSignal, settlements_covering
 from fundarb.data.history import MarketHistory, fmt_time, load_pair_history, load_settlements, parse_time
 from fundarb.data.margin_tiers import shipped_rule
 from fundarb.sim.backtest import build_simulation, result_of
@@ -221,7 +221,7 @@ class RotationSignals:
             return
         self.last[venue] = ts
         sig = self.signals[venue]
-        sig.window = max(1, round(self.cfg.strategy.signal_settlements * REFERENCE_INTERVAL_H / interval_hours))
+        sig.window = settlements_covering(self.cfg.strategy.signal_settlements, REFERENCE_INTERVAL_H, interval_hours)
         sig.on_settlement(ts, rate, interval_hours)
 
     def known(self) -> dict[Pair, float]:

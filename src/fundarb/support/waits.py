@@ -24,6 +24,7 @@ whose message is its own passes it as a string.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import math
 import os
@@ -39,6 +40,16 @@ from rich.text import Text
 
 QUIET_S = 2.0  # a wait shorter than this is not shown
 LINGER_S = 5.0  # a wait nobody closed (the retry answered) stops showing this long after the retry went out
+
+
+async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``stop``: whether it was set (a loop's pause
+    that a stop ends at once)."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 def error_reason(error: BaseException | str | None) -> str:

@@ -42,6 +42,7 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -57,7 +58,7 @@ from fundarb.core.errors import FundarbError
 from fundarb.core.funding import scheduled_instant
 from fundarb.core.liquidation import ISOLATED, MarginRule
 from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND, FundingSettlement, MarketKind, Quote
-from fundarb.core.strategy import CarryStrategy
+from fundarb.core.strategy import CarryStrategy, settlements_covering
 from fundarb.live.ccxt.feed import MarketFeed
 from fundarb.live.execution.holdings import holdings
 from fundarb.live.execution.orders import LiveLeg
@@ -71,11 +72,24 @@ from fundarb.live.journal import HEARTBEAT_KEY, PAPER_HELD_KEY
 from fundarb.live.venue import LiveVenue, dust_of
 from fundarb.sim import SimExchange
 from fundarb.sim.backtest import long_kind_of, simulator_of
+from fundarb.support.waits import stopped_within
 from fundarb.wiring import collateral_of, contract_size_of, venue_costs, venue_leverage, venue_margin_mode, wire_engine
 
 PEAK_KEY = "runner_peak_equity"
 PAYMENT_ASKS = 3  # a settlement not in the trade log after this many successful asks is missed
 
+
+
+async def settled_rates(history: Callable[[int, int], Awaitable[list[dict[str, Any]]]], n: int, interval_h: float,
+                        now: int, tolerance_ns: int) -> list[tuple[int, float]]:
+    """A venue's last ``n`` settled rates up to ``now``, oldest first, each at
+    its scheduled instant (a stamp a few ms late snapped within
+    ``tolerance_ns``): ``history(since_ms, limit)`` is its ccxt funding history."""
+    rows = await history((now - int((n + 3) * interval_h * NS_PER_HOUR)) // 1_000_000, n + 10)
+    settled = sorted({at: float(r["fundingRate"]) for r in rows
+                      if (at := scheduled_instant(int(r["timestamp"]) * 1_000_000, interval_h, tolerance_ns)) is not None
+                      and at <= now}.items())
+    return settled[-n:]
 
 
 class RunnerError(FundarbError, RuntimeError):
@@ -284,19 +298,17 @@ class Runner:
         leg = leg or s.perp
         self.pacer.schedules[leg.account].interval_hours = interval_h
         if leg is not s.perp:
-            n = max(1, round(n * self.pacer.interval_hours / interval_h))
-        since = (now - int((n + 3) * interval_h * NS_PER_HOUR)) // 1_000_000
+            n = settlements_covering(n, self.pacer.interval_hours, interval_h)
         try:
-            rows = await leg.call("fetch_funding_rate_history", leg.symbol, since, n + 10)
+            settled = await settled_rates(lambda since, limit: leg.call("fetch_funding_rate_history", leg.symbol,
+                                                                        since, limit),
+                                          n, interval_h, now, self._tolerance_ns)
         except Exception as exc:  # noqa: BLE001 - the signal fills from the next settlements
             self.log.warning("signal_history_unavailable", error=f"{type(exc).__name__}: {exc}"[:300])
             return
-        settled = sorted({at: float(r["fundingRate"]) for r in rows
-                          if (at := self._instant(int(r["timestamp"]) * 1_000_000, interval_h)) is not None
-                          and at <= now}.items())
-        for at, rate in settled[-n:]:
+        for at, rate in settled:
             strategy.on_settlement(leg.account, at, rate, interval_h)
-        self.log.info("signal_primed", account=leg.account, settlements=len(settled[-n:]),
+        self.log.info("signal_primed", account=leg.account, settlements=len(settled),
                       signal_apr=strategy.signal.current_apr(), long_apr=strategy.long_apr())
 
     def _restore_carry(self, strategy: CarryStrategy, book: PositionBook, now: int) -> None:
@@ -348,15 +360,12 @@ class Runner:
             self.log.info("stopped", **self.summary())
 
     async def _every(self, seconds: float, fn: Any, stop: asyncio.Event) -> None:
-        while not stop.is_set():
+        while not await stopped_within(stop, seconds):
             try:
-                await asyncio.wait_for(stop.wait(), seconds)
-            except TimeoutError:
-                try:
-                    await fn()
-                except Exception as exc:  # noqa: BLE001 - a failed tick is logged; the next one tries again
-                    self.log.warning("tick_failed", task=getattr(fn, "__name__", "?"),
-                                     error=f"{type(exc).__name__}: {exc}"[:300])
+                await fn()
+            except Exception as exc:  # noqa: BLE001 - a failed tick is logged; the next one tries again
+                self.log.warning("tick_failed", task=getattr(fn, "__name__", "?"),
+                                 error=f"{type(exc).__name__}: {exc}"[:300])
 
     async def _handle(self, event: Any) -> None:
         engine = self.engine

@@ -29,12 +29,12 @@ from typing import Any
 
 import attrs
 
-from fundarb.app.runner.loop import Runner
+from fundarb.app.runner.loop import Runner, settled_rates
 from fundarb.app.runner.paper import ACCOUNT_FIELDS
 from fundarb.config import Config
-from fundarb.core.funding import scheduled_instant
-from fundarb.core.model import NS_PER_HOUR, NS_PER_SECOND
+from fundarb.core.model import NS_PER_SECOND
 from fundarb.core.rotation import Move, Pair
+from fundarb.core.strategy import settlements_covering
 from fundarb.live.ccxt.client import Target, connect
 from fundarb.live.ccxt.credentials import Credentials
 from fundarb.live.ccxt.ratelimit import RequestQueue
@@ -42,10 +42,8 @@ from fundarb.live.execution.preflight import funding_interval_hours
 from fundarb.live.execution.rotation import HELD_KEY
 from fundarb.live.execution.session import open_session
 from fundarb.live.journal import PAPER_ACCOUNTS_KEY, Journal
-from fundarb.sim.rotation import BAR_NS, RotationSignals, check_venues, pair_config
-
-# state: {"long", "short"} as the venue commands keep it, with "since", and "moving_to" and "closed_at" during a move
-ROTATION_KEY = HELD_KEY
+from fundarb.sim.rotation import BAR_NS, REFERENCE_INTERVAL_H, RotationSignals, check_venues, pair_config
+from fundarb.support.waits import stopped_within
 
 
 @attrs.define
@@ -71,18 +69,19 @@ class VenueRates:
     async def feed(self, watch: RotationSignals, now: int, tolerance_ns: int) -> None:
         """Each venue's settlements up to ``now`` into ``watch`` (one venue that
         cannot answer keeps its last signal)."""
-        n = self.cfg.strategy.signal_settlements
         for venue, (client, queue, symbol, interval) in self.clients.items():
-            count = max(1, round(n * 8 / interval)) + 3
-            since = (now - int(count * interval * NS_PER_HOUR)) // 1_000_000
+            n = settlements_covering(self.cfg.strategy.signal_settlements, REFERENCE_INTERVAL_H, interval)
+
+            async def history(since: int, limit: int, client: Any = client, queue: RequestQueue = queue,
+                              symbol: str = symbol) -> Any:
+                return await queue.call(client.fetch_funding_rate_history, symbol, since, limit)
+
             try:
-                rows = await queue.call(client.fetch_funding_rate_history, symbol, since, count + 5)
+                settled = await settled_rates(history, n, interval, now, tolerance_ns)
             except Exception:  # noqa: BLE001 - its signal stays as it was; the next bar asks again
                 continue
-            for r in sorted(rows, key=lambda r: int(r["timestamp"])):
-                at = scheduled_instant(int(r["timestamp"]) * 1_000_000, interval, tolerance_ns)
-                if at is not None and at <= now:
-                    watch.settle(venue, at, float(r["fundingRate"]), interval)
+            for at, rate in settled:
+                watch.settle(venue, at, rate, interval)
 
     async def venue_time(self) -> int:
         client, queue, _, _ = next(iter(self.clients.values()))
@@ -90,12 +89,13 @@ class VenueRates:
 
 
 def held_state(journal: Journal) -> dict[str, Any] | None:
-    text = journal.get_state(ROTATION_KEY)
+    text = journal.get_state(HELD_KEY)
     return json.loads(text) if text else None
 
 
 def _save(journal: Journal, state: dict[str, Any], now: int) -> None:
-    journal.set_state(ROTATION_KEY, json.dumps(state, sort_keys=True), now)
+    # {"long", "short"} as the venue commands keep it, with "since", and "moving_to" and "closed_at" during a move
+    journal.set_state(HELD_KEY, json.dumps(state, sort_keys=True), now)
 
 
 def move_paper_capital(journal: Journal, cfg: Config, old: Pair, new: Pair, now: int) -> tuple[float, int]:
@@ -183,10 +183,7 @@ async def _watch(cfg: Config, runner: Runner, rates: VenueRates, watch: Rotation
     move: Move | None = None
     poll = cfg.runner_settings.kill_poll_seconds
     while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), poll)
-        except TimeoutError:
-            pass
+        await stopped_within(stop, poll)
         engine = runner.engine
         assert engine is not None
         if move is not None:
@@ -216,10 +213,7 @@ async def _arrive(cfg: Config, path: Path, log: Any, stop: asyncio.Event, rates:
     if old.venues() - new.venues():  # the withdrawals take their time on the venues' clock
         due = int(state["closed_at"]) + int(cfg.transfer.delay_minutes * 60 * NS_PER_SECOND)
         while not stop.is_set() and await rates.venue_time() < due:
-            try:
-                await asyncio.wait_for(stop.wait(), cfg.runner_settings.kill_poll_seconds)
-            except TimeoutError:
-                pass
+            await stopped_within(stop, cfg.runner_settings.kill_poll_seconds)
         if stop.is_set():
             return state
     journal = Journal(path)

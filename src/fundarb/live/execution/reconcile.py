@@ -46,6 +46,7 @@ from fundarb.live.execution.session import LiveSession
 from fundarb.live.execution.transfers import coin_wallet, restore_margin
 from fundarb.live.journal import KILL_SWITCH_PREFIX, Journal
 from fundarb.support.scrub import describe, scrub, scrub_logger
+from fundarb.support.waits import stopped_within
 from fundarb.venues import quirks_or_plain
 
 log = logging.getLogger(__name__)  # the runner's JSON log when it runs (app.runner.logs)
@@ -386,13 +387,10 @@ async def reconcile_if_alone(session: LiveSession, trigger: str) -> Reconciliati
 async def reconcile_every(session: LiveSession, stop: asyncio.Event) -> None:
     """Reconcile every ``live.reconcile_interval_seconds`` until ``stop`` is set."""
     interval = session.cfg.live_settings.reconcile_interval_seconds
-    while not stop.is_set():
+    while not await stopped_within(stop, interval):
         try:
-            await asyncio.wait_for(stop.wait(), interval)
-        except TimeoutError:
-            try:
-                await reconcile_if_alone(session, "periodic")
-            except Exception as exc:  # noqa: BLE001 - a failed round must not end the periodic check
-                log.warning("periodic reconciliation failed: %s", describe(exc))
-                session.alert("reconciliation_failed", f"could not reconcile: {describe(exc)}")
+            await reconcile_if_alone(session, "periodic")
+        except Exception as exc:  # noqa: BLE001 - a failed round must not end the periodic check
+            log.warning("periodic reconciliation failed: %s", describe(exc))
+            session.alert("reconciliation_failed", f"could not reconcile: {describe(exc)}")
 
