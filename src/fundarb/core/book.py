@@ -64,6 +64,40 @@ def units_worth(btc: float, contract_size: float, price: float) -> float:
     return btc * price / contract_size if contract_size > 0 else btc
 
 
+def linear_perp_trade(qty: float, entry: float, signed: float, price: float) -> tuple[float, float, float]:
+    """A linear perp's (qty, entry, realized PnL) after trading ``signed`` BTC
+    at ``price``: an opening part moves the entry to the size-weighted mean,
+    a reducing part realizes ``closed * (price - entry)`` (the opposite for a
+    short); past zero the rest opens at this price."""
+    if qty == 0 or (qty > 0) == (signed > 0):
+        new_q = qty + signed
+        return new_q, (abs(qty) * entry + abs(signed) * price) / abs(new_q), 0.0
+    closed = min(abs(signed), abs(qty))
+    pnl = closed * (price - entry) * (1.0 if qty > 0 else -1.0)
+    rest = abs(signed) - closed
+    if rest > 0:  # flipped through zero: the remainder opens at this price
+        return math.copysign(rest, signed), price, pnl
+    new_q = qty + signed
+    if abs(new_q) < 1e-12:
+        return 0.0, 0.0, pnl
+    return new_q, entry, pnl
+
+
+def book_equity(spot_cash: float, perp_cash: float, in_transit: float, spot_qty: float, spot_price: float,
+                spot_entry: float, perp_qty: float, perp_price: float, perp_entry: float, perp_coin: float) -> float:
+    """Both accounts' cash and what is in transit, the long leg at its price
+    (a spot leg's entry is 0; a long perp's counts its unrealized PnL), the
+    perp's unrealized PnL and the BTC an inverse perp has settled in."""
+    eq = spot_cash + perp_cash + in_transit
+    if spot_qty != 0:
+        eq += spot_qty * (spot_price - spot_entry)
+    if perp_qty != 0:
+        eq += perp_qty * (perp_price - perp_entry)
+    if perp_coin != 0:
+        eq += perp_coin * perp_price
+    return eq
+
+
 def margin_buffer(liq: float, mark: float, qty: float) -> float:
     """Distance from mark to liquidation as a fraction of mark, positive while
     safe: (liq - mark)/mark for a short, (mark - liq)/mark for a long."""
@@ -168,25 +202,10 @@ class VenueAccount:
             self.cash -= signed_units * price
             self.qty += signed_units
             return fee
-        q = self.qty
-        if q == 0 or (q > 0) == (signed_units > 0):
-            new_q = q + signed_units
-            self.entry = (abs(q) * self.entry + abs(signed_units) * price) / abs(new_q)
-            self.qty = new_q
-            return fee
-        closed = min(abs(signed_units), abs(q))
-        pnl = closed * (price - self.entry) * (1.0 if q > 0 else -1.0)
-        self.realized += pnl
-        self.cash += pnl
-        rest = abs(signed_units) - closed
-        if rest > 0:  # flipped through zero: the remainder opens at this price
-            self.qty = math.copysign(rest, signed_units)
-            self.entry = price
-        else:
-            self.qty = q + signed_units
-            if abs(self.qty) < 1e-12:
-                self.qty = 0.0
-                self.entry = 0.0
+        self.qty, self.entry, pnl = linear_perp_trade(self.qty, self.entry, signed_units, price)
+        if pnl:
+            self.realized += pnl
+            self.cash += pnl
         return fee
 
     def _trade_inverse(self, signed_contracts: float, price: float, fee_btc: float) -> float:
@@ -462,16 +481,8 @@ class PositionBook:
 
     @property
     def equity(self) -> float:
-        # inlined VenueAccount.equity of both legs: this runs on every mark
         s, p = self.spot, self.perp
-        eq = s.cash + p.cash + self.in_transit
-        if s.qty != 0:  # a spot leg's entry is 0; a long perp leg (perp/perp) counts its unrealized PnL
-            eq += s.qty * (s.price - s.entry)
-        if p.qty != 0:
-            eq += p.qty * (p.price - p.entry)
-        if p.coin != 0:
-            eq += p.coin * p.price
-        return eq
+        return book_equity(s.cash, p.cash, self.in_transit, s.qty, s.price, s.entry, p.qty, p.price, p.entry, p.coin)
 
     @property
     def equity_btc(self) -> float:

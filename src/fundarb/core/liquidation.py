@@ -157,8 +157,12 @@ class MarginRule:
     style: str
     as_of: str = ""
     source: str = ""
+    # the table as four columns (floor, cap, mmr, amount), for the scalar formulas below
+    columns: tuple[tuple[float, ...], ...] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(tuple(float(getattr(t, f)) for t in self.tiers)
+                                                  for f in ("floor", "cap", "mmr", "amount")))
         if self.style == UNMODELLED:
             return
         name = f"{self.venue} {self.symbol}"
@@ -210,7 +214,8 @@ class MarginRule:
         if qty == 0:
             return 0.0
         n = self._notional(abs(qty), price)
-        return self.tier(n).maintenance(n)
+        mm = tiered_maintenance(n, self.columns[1], self.columns[2], self.columns[3]) if self.tiers and n >= 0 else math.nan
+        return mm if mm == mm else self.tier(n).maintenance(n)  # beyond the table (or no table): tier() says why
 
     def _notional(self, size: float, price: float) -> float:
         """Q * price (linear), or the coin notional B / price (inverse)."""
@@ -297,38 +302,16 @@ class MarginRule:
             raise ValueError(f"collateral counts only in a cross (unified) account, not in {mode} mode; got {collateral}")
 
     def _at_mark(self, wallet: float, side: float, size: float, entry: float, collateral: float = 0.0) -> float:
-        """Solve WB + C*P + side*Q*(P - EP) = Q*P*mmr - amount with the tier of Q*P.
-        h(P) = side * (equity(P) - MM(Q P)) is continuous (MM is, by the cum
-        rule) and linear in each tier, slope Q (1 - side mmr) + side C: without
-        collateral it rises with P, so the root is in the first tier whose cap
-        has h >= 0. With collateral a short's h may fall in the low tiers and
-        rise in the high ones: the first tier whose cap has h >= 0 still holds
-        the first root (h < 0 at its floor), and when none has, a last-tier
-        slope <= 0 means no rise liquidates the short (inf)."""
-
-        def denominator(t: MarginTier) -> float:
-            return size * t.mmr - side * size - collateral
-
-        def lp(t: MarginTier) -> float:
-            return (wallet + t.amount - side * size * entry) / denominator(t)
-
-        def h(t: MarginTier, notional: float) -> float:
-            price = notional / size
-            return side * (wallet + collateral * price + side * size * (price - entry) - t.maintenance(notional))
-
-        first = self.tiers[0]
-        if h(first, 0.0) >= 0:  # the root is at or below price 0 (a long's floor; a short already under water)
-            d = denominator(first)  # a long's is always < 0; a short under water whose collateral outgrows it: 0
-            return lp(first) if (d < 0 if side > 0 else d > 0) else 0.0
-        for t in self.tiers:
-            if h(t, t.cap) >= 0:
-                return lp(t)
-        last = self.tiers[-1]
-        if side < 0 and denominator(last) <= 0:  # collateral outgrows the loss and MM in every tier
-            return math.inf
-        raise NotionalBeyondTiers(f"{self.venue} {self.symbol}: the notional at the liquidation price, "
-                                  f"{size * lp(last):,.2f}, is beyond the last margin tier (cap {last.cap:,.0f}, "
-                                  f"{self.as_of or 'undated'} table)")
+        """``linear_liquidation`` on this rule's table; its error beyond the last tier."""
+        floors, caps, mmrs, amounts = self.columns
+        lp = linear_liquidation(wallet, side, size, entry, collateral, floors, caps, mmrs, amounts)
+        if lp != lp:
+            last = self.tiers[-1]
+            at_last = (wallet + last.amount - side * size * entry) / (size * last.mmr - side * size - collateral)
+            raise NotionalBeyondTiers(f"{self.venue} {self.symbol}: the notional at the liquidation price, "
+                                      f"{size * at_last:,.2f}, is beyond the last margin tier (cap {last.cap:,.0f}, "
+                                      f"{self.as_of or 'undated'} table)")
+        return lp
 
     def _hyperliquid(self, wallet: float, side: float, size: float, entry: float) -> float:
         """Hyperliquid's documented steps: for the tier holding the notional at
@@ -394,7 +377,59 @@ class MarginRule:
         mm = self.maintenance_margin(qty, entry if self._at_entry(mode) else liq)
         if self.inverse:
             return mm - qty * (1.0 / entry - 1.0 / liq)
-        return mm - side * size * (liq - entry) - (collateral * liq if collateral else 0.0)
+        return linear_wallet_for(liq, side, size, entry, collateral, mm)
+
+
+# The scalar formulas: plain floats and sequences in, a float out (nan where
+# the root lies beyond the last tier), so that the rule above and the
+# compiled Monte Carlo kernel (``fundarb.research.kernel``) run this one code.
+
+def tiered_maintenance(notional: float, caps: Sequence[float], mmrs: Sequence[float], amounts: Sequence[float]) -> float:
+    """MM = notional * mmr - amount of the tier holding ``notional`` (floor <=
+    notional < cap, the last cap included); nan beyond the last tier."""
+    for i in range(len(caps)):
+        if notional < caps[i]:
+            return notional * mmrs[i] - amounts[i]
+    last = len(caps) - 1
+    if notional == caps[last]:
+        return notional * mmrs[last] - amounts[last]
+    return math.nan
+
+
+def linear_liquidation(wallet: float, side: float, size: float, entry: float, collateral: float,
+                       floors: Sequence[float], caps: Sequence[float], mmrs: Sequence[float],
+                       amounts: Sequence[float]) -> float:
+    """Solve WB + C*P + side*Q*(P - EP) = Q*P*mmr - amount with the tier of Q*P.
+    h(P) = side * (equity(P) - MM(Q P)) is continuous (MM is, by the cum
+    rule) and linear in each tier, slope Q (1 - side mmr) + side C: without
+    collateral it rises with P, so the root is in the first tier whose cap
+    has h >= 0. With collateral a short's h may fall in the low tiers and
+    rise in the high ones: the first tier whose cap has h >= 0 still holds
+    the first root (h < 0 at its floor), and when none has, a last-tier
+    slope <= 0 means no rise liquidates the short (inf). nan: the root is
+    beyond the last tier."""
+    price = 0.0 / size
+    h = side * (wallet + collateral * price + side * size * (price - entry) - (0.0 * mmrs[0] - amounts[0]))
+    if h >= 0:  # the root is at or below price 0 (a long's floor; a short already under water)
+        d = size * mmrs[0] - side * size - collateral  # a long's is always < 0; a short under water whose collateral outgrows it: 0
+        if (d < 0) if side > 0 else (d > 0):
+            return (wallet + amounts[0] - side * size * entry) / d
+        return 0.0
+    for i in range(len(caps)):
+        price = caps[i] / size
+        h = side * (wallet + collateral * price + side * size * (price - entry) - (caps[i] * mmrs[i] - amounts[i]))
+        if h >= 0:
+            return (wallet + amounts[i] - side * size * entry) / (size * mmrs[i] - side * size - collateral)
+    last = len(caps) - 1
+    if side < 0 and size * mmrs[last] - side * size - collateral <= 0:  # collateral outgrows the loss and MM in every tier
+        return math.inf
+    return math.nan
+
+
+def linear_wallet_for(liq: float, side: float, size: float, entry: float, collateral: float, mm: float) -> float:
+    """The wallet that puts a linear position's liquidation price at ``liq``,
+    ``mm`` its maintenance margin valued there: WB = MM - side*Q*(liq - EP) - C*liq."""
+    return mm - side * size * (liq - entry) - (collateral * liq if collateral else 0.0)
 
 
 def _check_mode(mode: str) -> None:

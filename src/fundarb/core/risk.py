@@ -28,7 +28,6 @@ never a transfer, a top-up or a rebalance computed from it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import attrs
 
@@ -173,15 +172,8 @@ def _entry_veto(
     rule = costs.long_margin if long_perp else costs.margin
     if rule is None:
         return "the long perp's venue has no liquidation rule to check the order against"
-    fee = intent.qty * price * ((costs.spot_taker_fee if long_perp else costs.perp_taker_fee) + costs.slippage_allowance)
-    cash = acct.cash - fee
-    if acct.qty == 0 or (acct.qty > 0) != (new_qty > 0):
-        entry = price  # opens, or flips through zero: the rest opens at this price
-    elif abs(new_qty) > abs(acct.qty):
-        entry = (abs(acct.qty) * acct.entry + intent.qty * price) / abs(new_qty)
-    else:
-        entry = acct.entry  # reduces: the entry of what is left is unchanged
-    equity = cash + acct.qty * (price - acct.entry)
+    fee_rate = (costs.spot_taker_fee if long_perp else costs.perp_taker_fee) + costs.slippage_allowance
+    cash, entry, equity = own_perp_after(acct.qty, acct.entry, acct.cash, new_qty, intent.qty, price, fee_rate)
     if equity <= 0:
         return f"{'long' if long_perp else 'perp'} venue equity is not positive"
     why = leverage_veto(abs(new_qty) * price / equity, limits)
@@ -192,6 +184,21 @@ def _entry_veto(
     except NotionalBeyondTiers as exc:
         return f"liquidation outside the venue's margin tiers: {exc}"
     return buffer_veto(margin_buffer(liq, price, new_qty), limits)
+
+
+def own_perp_after(qty: float, entry: float, cash: float, new_qty: float, units: float, price: float,
+                   fee_rate: float) -> tuple[float, float, float]:
+    """A perp on its own cash after an order of ``units`` at ``price`` takes it
+    from ``qty`` to ``new_qty``: (cash less the fee at ``fee_rate``, the entry
+    of what is held, the equity at ``price``)."""
+    cash_after = cash - units * price * fee_rate
+    if qty == 0 or (qty > 0) != (new_qty > 0):
+        entry_after = price  # opens, or flips through zero: the rest opens at this price
+    elif abs(new_qty) > abs(qty):
+        entry_after = (abs(qty) * entry + units * price) / abs(new_qty)
+    else:
+        entry_after = entry  # reduces: the entry of what is left is unchanged
+    return cash_after, entry_after, cash_after + qty * (price - entry)
 
 
 def _collateral_veto(intent: OrderIntent, book: PositionBook, price: float, spot_mid: float, limits: RiskLimits,
@@ -226,26 +233,42 @@ def _collateral_veto(intent: OrderIntent, book: PositionBook, price: float, spot
 # live pre-flight of a paired trade both judge a trade by these. Each gives
 # the reason a trade is refused, or "" when the limit holds.
 
+def position_over(qty_after: float, max_position_btc: float) -> bool:
+    return abs(qty_after) > max_position_btc + 1e-12
+
+
+def notional_over(qty_after: float, price: float, max_notional: float) -> bool:
+    return abs(qty_after) * price > max_notional
+
+
+def leverage_over(leverage_after: float, max_leverage: float) -> bool:
+    return leverage_after > max_leverage + 1e-12
+
+
+def buffer_under(buffer_after: float, min_margin_buffer: float) -> bool:
+    return buffer_after < min_margin_buffer
+
+
 def position_veto(qty_after: float, limits: RiskLimits) -> str:
-    if abs(qty_after) > limits.max_position_btc + 1e-12:
+    if position_over(qty_after, limits.max_position_btc):
         return f"position {abs(qty_after):.4f} BTC above max_position_btc {limits.max_position_btc}"
     return ""
 
 
 def notional_veto(qty_after: float, price: float, limits: RiskLimits) -> str:
-    if abs(qty_after) * price > limits.max_notional:
+    if notional_over(qty_after, price, limits.max_notional):
         return f"notional {abs(qty_after) * price:,.0f} above max_notional {limits.max_notional:,.0f}"
     return ""
 
 
 def leverage_veto(leverage_after: float, limits: RiskLimits) -> str:
-    if leverage_after > limits.max_leverage + 1e-12:
+    if leverage_over(leverage_after, limits.max_leverage):
         return f"leverage after trade {leverage_after:.2f} above max {limits.max_leverage}"
     return ""
 
 
 def buffer_veto(buffer_after: float, limits: RiskLimits) -> str:
-    if buffer_after < limits.min_margin_buffer:
+    if buffer_under(buffer_after, limits.min_margin_buffer):
         return f"margin buffer after trade {buffer_after:.1%} below {limits.min_margin_buffer:.0%}"
     return ""
 
@@ -262,10 +285,95 @@ class RiskActions:
 NO_ACTION = RiskActions()
 
 
+# a top-up aims for a quarter under the leverage cap, so one hour's move does not trigger the next one
+TOPUP_LEVERAGE_SHARE = 0.75
+# a top-up the spot venue's cash cannot cover in full moves what there is while that is above this many fees
+PARTIAL_TOPUP_FEES = 10
+
+
 def target_leverage(limits: RiskLimits) -> float:
-    """Leverage a top-up aims for: a quarter under the cap, so one hour's move
-    does not trigger the next top-up."""
-    return 0.75 * limits.max_leverage
+    """Leverage a top-up aims for (``TOPUP_LEVERAGE_SHARE`` of the cap)."""
+    return TOPUP_LEVERAGE_SHARE * limits.max_leverage
+
+
+# The margin monitor's decisions as scalar rules (plain floats in, a code out),
+# so that ``RiskMonitor`` and the compiled Monte Carlo kernel
+# (``fundarb.research.kernel``) run this one code.
+MARGIN_OK, MARGIN_HARD_CUT, MARGIN_WAIT, MARGIN_ACT = 0, 1, 2, 3
+TOPUP_FULL, TOPUP_PARTIAL, TOPUP_CUT = 0, 1, 2
+
+
+def margin_state(buf: float, lev: float, min_buffer: float, hard_buffer: float, max_leverage: float,
+                 transfer_pending: bool) -> int:
+    """Within limits (OK); under the hard floor: cut at once (HARD_CUT); a
+    top-up already on its way (WAIT); else act (ACT: top up or cut)."""
+    if buf >= min_buffer and lev <= max_leverage:
+        return MARGIN_OK
+    if buf < hard_buffer:
+        return MARGIN_HARD_CUT
+    return MARGIN_WAIT if transfer_pending else MARGIN_ACT
+
+
+def topup_step(spot_cash: float, need: float, transfer_fee: float) -> int:
+    """Move ``need`` when the spot venue's cash covers it; else move what
+    there is while that is worth it; else cut."""
+    if spot_cash >= need:
+        return TOPUP_FULL
+    if spot_cash > transfer_fee * PARTIAL_TOPUP_FEES:
+        return TOPUP_PARTIAL
+    return TOPUP_CUT
+
+
+def drawdown_of(equity: float, peak: float) -> float:
+    return 1.0 - equity / peak if peak > 0 else 0.0
+
+
+def allocation_excess(perp_cash: float, equity: float, share: float, tolerance: float) -> float:
+    """Cash the perp venue holds above (+) or below (-) ``share`` of the
+    equity, or 0 while within ``tolerance`` of the equity (or not finite)."""
+    excess = perp_cash - share * equity
+    if not math.isfinite(excess) or abs(excess) <= tolerance * equity:
+        return 0.0
+    return excess
+
+
+def _liq(rule: MarginRule, wallet: float, qty: float, entry: float) -> float:
+    return rule.liquidation_price(wallet, qty, entry, BOOK_MARGIN_MODE)
+
+
+def _wallet_for(rule: MarginRule, liq: float, qty: float, entry: float) -> float:
+    return rule.wallet_for(liq, qty, entry, BOOK_MARGIN_MODE)
+
+
+def topup_cash(qty: float, mark: float, entry: float, cash: float, unrealized: float, target_buffer: float,
+               target_lev: float, rule: MarginRule) -> float:
+    """Cash to add to a perp on its own cash (``qty`` != 0) so that its
+    liquidation price sits ``target_buffer`` from the mark and its leverage
+    is ``target_lev``."""
+    size = abs(qty)
+    target_liq = (1 + target_buffer) * mark if qty < 0 else (1 - target_buffer) * mark
+    wallet = _wallet_for(rule, target_liq, qty, entry)
+    by_leverage = size * mark / target_lev - unrealized  # equity = cash + unrealized
+    return max(wallet - cash, by_leverage - cash, 0.0)
+
+
+def cut_size(qty: float, entry: float, cash: float, mark: float, target_buffer: float, target_lev: float,
+             freed_cash: float, fee: float, with_freed: bool, rule: MarginRule) -> float:
+    """Smallest size (BTC, in 5% steps of the position) to cut from a perp
+    of ``qty`` on its own ``cash`` so that its buffer and leverage meet the
+    targets; ``with_freed``: a cut of x also brings it max(freed_cash + x *
+    mark - fee, 0) (the spot leg's cash and sale, less a transfer's fee)."""
+    size = abs(qty)
+    sign = 1.0 if qty > 0 else -1.0
+    for step in range(1, 20):
+        x = size * step / 20
+        cash_x = cash + x * (mark - entry) * sign + (max(freed_cash + x * mark - fee, 0.0) if with_freed else 0.0)
+        q = sign * (size - x)
+        equity = cash_x + q * (mark - entry)
+        ok_lev = equity > 0 and abs(q) * mark / equity <= target_lev
+        if ok_lev and margin_buffer(_liq(rule, cash_x, q, entry), mark, q) >= target_buffer:
+            return x
+    return size
 
 
 def topup_needed(book: PositionBook, rule: MarginRule, target_buffer: float, target_lev: float) -> float:
@@ -276,11 +384,7 @@ def topup_needed(book: PositionBook, rule: MarginRule, target_buffer: float, tar
     p = book.perp
     if p.qty == 0:
         return 0.0
-    size, mark = abs(p.qty), p.price
-    target_liq = (1 + target_buffer) * mark if p.qty < 0 else (1 - target_buffer) * mark
-    cash = rule.wallet_for(target_liq, p.qty, p.entry, BOOK_MARGIN_MODE)
-    by_leverage = size * mark / target_lev - p.unrealized  # equity = cash + unrealized
-    return max(cash - p.cash, by_leverage - p.cash, 0.0)
+    return topup_cash(p.qty, p.price, p.entry, p.cash, p.unrealized, target_buffer, target_lev, rule)
 
 
 def reduction_needed(book: PositionBook, rule: MarginRule, target_buffer: float, target_lev: float, fee: float,
@@ -289,28 +393,15 @@ def reduction_needed(book: PositionBook, rule: MarginRule, target_buffer: float,
     so that the perp venue meets the targets: with the freed spot cash moved
     to it (``move_spot_cash``), or on its own cash alone (what holds until a
     transfer arrives)."""
-    s, mark = book.spot, book.perp.price
-    return own_cash_reduction(book.perp, rule, target_buffer, target_lev,
-                              (lambda x: max(s.cash + x * mark - fee, 0.0)) if move_spot_cash else None)
+    p = book.perp
+    return cut_size(p.qty, p.entry, p.cash, p.price, target_buffer, target_lev, book.spot.cash, fee, move_spot_cash, rule)
 
 
-def own_cash_reduction(p: VenueAccount, rule: MarginRule, target_buffer: float, target_lev: float,
-                       freed: Callable[[float], float] | None = None) -> float:
+def own_cash_reduction(p: VenueAccount, rule: MarginRule, target_buffer: float, target_lev: float) -> float:
     """Smallest size (BTC, in 5% steps of the position) to cut from the perp
-    account ``p`` margined by its own cash (plus ``freed(x)``, cash a cut of
-    x brings it) so that its buffer and leverage meet the targets; a short
-    or a long (a perp/perp carry's long leg)."""
-    size, mark = abs(p.qty), p.price
-    sign = 1.0 if p.qty > 0 else -1.0
-    for step in range(1, 20):
-        x = size * step / 20
-        cash = p.cash + x * (mark - p.entry) * sign + (freed(x) if freed is not None else 0.0)
-        q = sign * (size - x)
-        equity = cash + q * (mark - p.entry)
-        ok_lev = equity > 0 and abs(q) * mark / equity <= target_lev
-        if ok_lev and margin_buffer(rule.liquidation_price(cash, q, p.entry, BOOK_MARGIN_MODE), mark, q) >= target_buffer:
-            return x
-    return size
+    account ``p`` margined by its own cash so that its buffer and leverage
+    meet the targets; a short or a long (a perp/perp carry's long leg)."""
+    return cut_size(p.qty, p.entry, p.cash, p.price, target_buffer, target_lev, 0.0, 0.0, False, rule)
 
 
 def collateral_reduction(book: PositionBook, rule: MarginRule, target_buffer: float, target_lev: float) -> float:
@@ -383,7 +474,7 @@ class RiskMonitor:
             return self._not_finite(book, now, busy, eq)
         if eq > self.peak_equity:
             self.peak_equity = eq
-        self.drawdown = 1.0 - eq / self.peak_equity if self.peak_equity > 0 else 0.0
+        self.drawdown = drawdown_of(eq, self.peak_equity)
         if not self.kill.halted:
             self.flatten_state = ""  # resumed: a later halt makes a new attempt
         if self.drawdown >= self.limits.max_drawdown and not self.kill.halted:
@@ -434,9 +525,9 @@ class RiskMonitor:
         the price move, and the next entry needs it back where it belongs."""
         if not book.collateral.transfers:
             return NO_ACTION  # one account, or the BTC held margins the perp: nothing to move
-        eq = book.equity
-        excess_perp = book.perp.cash - self.costs.perp_allocation * eq
-        if not math.isfinite(excess_perp) or abs(excess_perp) <= self.costs.rebalance_tolerance * eq:
+        excess_perp = allocation_excess(book.perp.cash, book.equity, self.costs.perp_allocation,
+                                        self.costs.rebalance_tolerance)
+        if excess_perp == 0.0:
             return NO_ACTION
         src, dst = (book.perp_venue, book.spot_venue) if excess_perp > 0 else (book.spot_venue, book.perp_venue)
         alert = Alert(now, "cash_rebalance", f"moving {abs(excess_perp):,.2f} from {src} to {dst}", "info")
@@ -467,9 +558,11 @@ class RiskMonitor:
         rule = self.costs.margin
         buf = book.margin_buffer(rule)
         lev = book.leverage()
-        if buf >= self.limits.min_margin_buffer and lev <= self.limits.max_leverage:
+        lim = self.limits
+        state = margin_state(buf, lev, lim.min_margin_buffer, lim.hard_margin_buffer, lim.max_leverage, transfer_pending)
+        if state == MARGIN_OK:
             return NO_ACTION
-        if buf < self.limits.hard_margin_buffer:
+        if state == MARGIN_HARD_CUT:
             # a transfer takes too long: cut at once, in one order per leg, to
             # what the perp venue's own cash holds above the hard floor; a
             # top-up (pending or next) then restores the buffer target and the
@@ -479,7 +572,7 @@ class RiskMonitor:
                                   self.costs.transfer_fee, move_spot_cash=False) if book.collateral.transfers
                  else collateral_reduction(book, rule, self.limits.hard_margin_buffer, math.inf))
             return _cut(book, now, x, f"margin buffer {buf:.1%} under the hard floor, leverage {lev:.2f}", "critical")
-        if transfer_pending:
+        if state == MARGIN_WAIT:
             return NO_ACTION  # a top-up is on its way
         target, target_lev = self.limits.topup_target_buffer, target_leverage(self.limits)
         if book.long_perp or not book.collateral.transfers:
@@ -490,12 +583,13 @@ class RiskMonitor:
             return _cut(book, now, x, f"margin buffer {buf:.1%}, leverage {lev:.2f}")
         need = topup_needed(book, rule, target, target_lev) + self.costs.transfer_fee
         spot_cash = book.spot.cash
-        if spot_cash >= need:
+        step = topup_step(spot_cash, need, self.costs.transfer_fee)
+        if step == TOPUP_FULL:
             return RiskActions(
                 alerts=(Alert(now, "margin_topup", f"margin buffer {buf:.1%}, leverage {lev:.2f}: moving {need:,.2f} to the perp venue"),),
                 transfer_to_perp=need,
             )
-        if spot_cash > self.costs.transfer_fee * 10:
+        if step == TOPUP_PARTIAL:
             # not enough for the whole top-up: move what there is, reduce the rest next
             return RiskActions(transfer_to_perp=spot_cash)
         x = reduction_needed(book, rule, target, target_lev, self.costs.transfer_fee)

@@ -133,6 +133,35 @@ def clears_entry(edge: float, cost_apr: float, entry_apr: float) -> bool:
     return edge - cost_apr > entry_apr
 
 
+def entry_qty(notional: float, spot_mid: float, lot: float) -> float:
+    """The BTC an entry buys: ``notional`` at the spot mid, down to whole lots."""
+    return math.floor(notional / spot_mid / lot) * lot
+
+
+def cooldown_end(now: int, cooldown_hours: float) -> int:
+    """When a carry that closed (or an entry refused) at ``now`` may enter again."""
+    return now + int(cooldown_hours * NS_PER_HOUR)
+
+
+# why a carry exits (``exit_code``): none, the signal fell below exit_apr, held too long, the target reached
+EXIT_NONE, EXIT_SIGNAL, EXIT_MAX_HOLD, EXIT_TARGET = 0, 1, 2, 3
+EXIT_REASONS = ("", "exit_signal", "exit_max_hold", "exit_target")
+
+
+def exit_code(direction: int, signal_apr: float, exit_apr: float, held_ns: int, max_holding_days: float,
+              carry_gain: float, target_profit: float, notional: float) -> int:
+    """The exit rule: the signal (signed by the carry's direction) below
+    ``exit_apr``, a holding of ``max_holding_days``, or a carry gained since
+    entry of ``target_profit`` of the notional, checked in that order."""
+    if direction * signal_apr < exit_apr:
+        return EXIT_SIGNAL
+    if held_ns >= max_holding_days * 24 * NS_PER_HOUR:
+        return EXIT_MAX_HOLD
+    if carry_gain >= target_profit * notional:
+        return EXIT_TARGET
+    return EXIT_NONE
+
+
 @attrs.define(slots=True)
 class CarryStrategy:
     params: CarryParams
@@ -225,7 +254,7 @@ class CarryStrategy:
         else:
             return []
         lot = self.params.lot_size
-        qty = math.floor(self.params.notional / spot_mid / lot) * lot
+        qty = entry_qty(self.params.notional, spot_mid, lot)
         if book.collateral.keep_btc:
             if direction < 0:
                 return []  # a reverse carry would sell the holder's BTC short
@@ -257,13 +286,9 @@ class CarryStrategy:
             return "exit_rotation"
         pred = self.signal.predicted_apr()
         signal = (pred if pred is not None else self.signal.current_apr()) - self.long_apr()
-        if self.direction * signal < p.exit_apr:
-            return "exit_signal"
-        if now - self.entry_ts >= p.max_holding_days * 24 * NS_PER_HOUR:
-            return "exit_max_hold"
-        if carry(book) - self.entry_carry >= p.target_profit * p.notional:
-            return "exit_target"
-        return None
+        code = exit_code(self.direction, signal, p.exit_apr, now - self.entry_ts, p.max_holding_days,
+                         carry(book) - self.entry_carry, p.target_profit, p.notional)
+        return EXIT_REASONS[code] or None
 
     def _maybe_exit(self, book: PositionBook, now: int) -> list[OrderIntent]:
         reason = self.exit_reason(book, now)
@@ -281,7 +306,7 @@ class CarryStrategy:
 
     def _closed(self, now: int) -> None:
         self.direction = 0
-        self.cooldown_until = now + int(self.params.cooldown_hours * NS_PER_HOUR)
+        self.cooldown_until = cooldown_end(now, self.params.cooldown_hours)
 
 
 def hedge_units(book: PositionBook, spot_qty: float) -> float:

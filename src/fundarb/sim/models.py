@@ -23,6 +23,39 @@ import numpy as np
 
 from fundarb.core.model import NS_PER_SECOND, Quote
 
+# The models' formulas as scalar functions (plain floats in, a float out), so
+# that the simulator and the compiled Monte Carlo kernel
+# (``fundarb.research.kernel``) run this one code.
+
+def fee_of(rate: float, qty: float, price: float) -> float:
+    return rate * qty * price
+
+
+def slipped_price(ref: float, sign: float, half_spread_bp: float, impact_bp_per_btc: float, qty: float) -> float:
+    return ref * (1.0 + sign * (half_spread_bp + impact_bp_per_btc * qty) / 1e4)
+
+
+def lognormal_delay_ns(median_ns: float, sigma: float, z: float) -> int:
+    """A delay of median ``median_ns`` for the standard normal draw ``z`` (none is drawn when sigma is 0)."""
+    if sigma == 0:
+        return int(median_ns)
+    return int(median_ns * math.exp(sigma * z))
+
+
+def spot_buy_short_of_cash(cash: float, qty: float, ask: float, mid: float, spread_bp_max: float,
+                           impact_bp_per_btc: float, taker_fee: float, quoted_spread: bool) -> bool:
+    """A spot buy the account's cash does not cover at the worst fill it can
+    get: the far touch (``quoted_spread``: the book has one) or the widest
+    drawn spread, plus impact, plus the taker fee."""
+    worst_bp = (0.0 if quoted_spread else spread_bp_max) + impact_bp_per_btc * qty
+    worst = max(ask, mid) * (1 + worst_bp / 1e4)
+    return cash < qty * worst * (1 + taker_fee)
+
+
+def over_venue_leverage(qty: float, new_qty: float, price: float, equity: float, max_venue_leverage: float) -> bool:
+    """An order that adds to a perp position past the venue's leverage limit (or with no equity)."""
+    return abs(new_qty) > abs(qty) and (equity <= 0 or abs(new_qty) * price / equity > max_venue_leverage)
+
 
 class FeeModel:
     __slots__ = ("maker", "taker")
@@ -31,7 +64,7 @@ class FeeModel:
         self.maker, self.taker = maker, taker
 
     def fee(self, qty: float, price: float, maker: bool) -> float:
-        return (self.maker if maker else self.taker) * qty * price
+        return fee_of(self.maker if maker else self.taker, qty, price)
 
 
 BATCH = 256
@@ -71,7 +104,7 @@ class SlippageModel:
         else:
             ref = quote.bid
             hs = self.lo if self.hi == self.lo else self.spreads.next()
-        return ref * (1.0 + sign * (hs + self.impact * qty) / 1e4)
+        return slipped_price(ref, sign, hs, self.impact, qty)
 
 
 class LatencyModel:
@@ -84,7 +117,7 @@ class LatencyModel:
     def delay_ns(self) -> int:
         if self.sigma == 0:
             return int(self.median_ns)
-        return int(self.median_ns * math.exp(self.sigma * self.normals.next()))
+        return lognormal_delay_ns(self.median_ns, self.sigma, self.normals.next())
 
 
 def seconds(s: float) -> int:
