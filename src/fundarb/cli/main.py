@@ -203,6 +203,9 @@ Workers = Annotated[Optional[int], typer.Option("--workers", help="start a local
 Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="use a running Dask cluster, e.g. tcp://10.0.0.5:8786")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="folder with the history parquet files (default: shipped data)")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or table")]
+EngineOpt = Annotated[Optional[str], typer.Option(
+    "--engine", help="kernel (the compiled path kernel) or simulator; default: the kernel where the config lies "
+    "within its scope, else the simulator (the output says which and why)")]
 
 
 @app.command()
@@ -219,13 +222,15 @@ def montecarlo(
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<config name>-montecarlo)"),
     data_dir: DataDir = None,
     quiet: Quiet = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Bootstrap paths from the real history and run each through the simulator: distributions of APR, Sharpe, MaxDD, fill rate, liquidations and P(all gates pass)."""
     from fundarb.output.montecarlo import STUDY_FILES, print_study, write_study
     from fundarb.output.report import check_output_folder
     from fundarb.research.cluster import chunk_runner
-    from fundarb.research.study import StudySpec, run_study
+    from fundarb.research.study import StudySpec, check_engine, run_study
 
+    check_engine(engine)
     spec = StudySpec(paths=paths, days=days, block_periods=block_periods)
     cfg = effective_config(config or default_config_path(), start, end, seed)
     out = out or Path("runs") / f"{cfg.name}-montecarlo"
@@ -239,7 +244,7 @@ def montecarlo(
         history = history_for(cfg, data_dir)
     with chunk_runner(workers, scheduler) as runner, _path_progress(quiet, "montecarlo") as bar:
         task = bar.add_task(cfg.name, total=spec.paths)
-        result = run_study(cfg, history, spec, runner, progress=lambda n: bar.advance(task, n))
+        result = run_study(cfg, history, spec, runner, progress=lambda n: bar.advance(task, n), engine=engine)
     written = write_study(result, out)
     if not quiet:
         print_study(result, Console(), written)
@@ -258,14 +263,16 @@ def sweep(
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<config name>-sweep)"),
     data_dir: DataDir = None,
     quiet: Quiet = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Run every grid point over the same bootstrapped paths; rank them, draw a heatmap per metric and write the recommended config as TOML."""
     from fundarb.output.montecarlo import SWEEP_FILES, print_sweep, write_sweep
     from fundarb.output.report import check_output_folder
     from fundarb.research.cluster import chunk_runner
-    from fundarb.research.study import StudySpec
+    from fundarb.research.study import StudySpec, check_engine
     from fundarb.research.sweep import apply_params, grid_points, parse_grid, run_sweep
 
+    check_engine(engine)
     spec = StudySpec(paths=paths, days=days, block_periods=block_periods)
     cfg = effective_config(config or default_config_path(), None, None, seed)
     parsed = parse_grid(grid, cfg)
@@ -277,7 +284,7 @@ def sweep(
     history = history_for(cfg, data_dir)
     with chunk_runner(workers, scheduler) as runner, _path_progress(quiet, "sweep") as bar:
         task = bar.add_task(f"{cfg.name}: {len(points)} configs", total=spec.paths * len(points))
-        result = run_sweep(cfg, history, spec, parsed, runner, progress=lambda n: bar.advance(task, n))
+        result = run_sweep(cfg, history, spec, parsed, runner, progress=lambda n: bar.advance(task, n), engine=engine)
     written = write_sweep(result, out)
     if not quiet:
         print_sweep(result, Console(), written)

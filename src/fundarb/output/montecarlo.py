@@ -56,13 +56,31 @@ def study_dict(r: StudyResult) -> dict[str, Any]:
         "config": to_dict(r.config),
         "study": _study_block(r.spec, r.block_periods, r.block_auto, r.source),
         "summary": summarize(r.rows),
+        "engine": engine_block(r),
         "notes": [
             "each path: a stationary block bootstrap of the real window (whole funding periods; spot returns, "
-            "basis and funding resampled together), run through the simulator with its own latency and slippage draws",
+            "basis and funding resampled together), run through the simulator's rules with its own latency and "
+            "slippage draws (on the compiled path kernel, held equal to the simulator, where the config lies in "
+            "its scope; each row of paths.csv names the engine that ran it)",
             "path i draws from SeedSequence(seed, spawn_key=(i, 0)) for the market and (i, 1) for execution",
             "p_all_gates_pass: share of paths on which every success gate passes; the per-path table is paths.csv",
         ],
     })
+
+
+def engine_block(r: StudyResult) -> dict[str, Any]:
+    """Which engine ran the study and why, and the paths the kernel handed to the simulator."""
+    return {"engine": r.engine, "why": r.engine_note, "paths_on_simulator": r.on_simulator}
+
+
+def engine_line(engine: str, why: str, fallbacks: dict[str, int], paths: int) -> str:
+    """One line for the terminal: the engine, why, and the paths the kernel handed on."""
+    line = f"engine: {engine} ({why})"
+    if fallbacks:
+        n = sum(fallbacks.values())
+        line += f"; {n:,} of {paths:,} paths ran on the simulator: " + ", ".join(
+            f"{k} {v:,}" for k, v in fallbacks.items())
+    return line
 
 
 def render_study_json(r: StudyResult) -> str:
@@ -100,6 +118,7 @@ def print_study(r: StudyResult, console: Console, paths: dict[str, Path] | None 
                   f"{st['paths']} paths x {st['days']:g} days")
     console.print(f"bootstrap of {st['source_window']}, mean block {st['block_periods']:.1f} funding periods "
                   f"({st['mean_block_days']:.1f} days, {st['block_length']})", style="dim")
+    console.print(engine_line(r.engine, r.engine_note, r.on_simulator, len(r.rows)))
     t = Table(title="distribution over paths")
     for col in ("metric", "p5", "p25", "median", "p75", "p95", "mean"):
         t.add_column(col, justify="right" if col != "metric" else "left")
@@ -211,6 +230,16 @@ def print_sweep(r: SweepResult, console: Console, paths: dict[str, Path] | None 
     console.print(f"[bold]{r.base.name}[/] sweep  {len(r.rows)} configs x {st['paths']} paths x {st['days']:g} days  "
                   f"seed {r.base.seed}")
     console.print(f"bootstrap of {st['source_window']}, mean block {st['block_periods']:.1f} funding periods", style="dim")
+    by_engine: dict[tuple[str, str], list[int]] = {}
+    for row in r.rows:
+        by_engine.setdefault((row["engine"], row["engine_note"]), []).append(row["point"])
+    for (engine, why), points in by_engine.items():
+        which = "every config" if len(points) == len(r.rows) else f"configs {', '.join(str(p) for p in points)}"
+        console.print(f"engine: {engine} ({why}) for {which}")
+    handed = sum(row["paths_on_simulator"] for row in r.rows)
+    if handed:
+        console.print(f"{handed:,} of {len(r.rows) * st['paths']:,} paths ran on the simulator (the kernel met something "
+                      "it does not model: each config's paths_on_simulator in ranked.csv)")
     t = Table(title=f"ranked (top {min(top, len(r.rows))} of {len(r.rows)})", box=None, pad_edge=False, padding=(0, 1), header_style="bold underline")
     t.add_column("#", justify="right", no_wrap=True, min_width=2)
     for name in r.grid:

@@ -1,6 +1,11 @@
 """A Monte Carlo study: N bootstrapped market paths, each run through the real
 simulator with its own execution randomness, summarised as distributions.
 
+A path runs on the compiled path kernel (``fundarb.research.kernel``) when
+the config lies within its scope, else on the simulator (``choose_engine``
+says which and why); the kernel hands any path it meets something it does
+not model to the simulator, and each row names the engine that ran it.
+
 Path i's market draws and simulator draws come from
 ``SeedSequence(seed, spawn_key=(i, 0))`` and ``(i, 1)``: a path is the same
 whatever chunk or worker runs it, and path i of one config meets the same
@@ -97,6 +102,20 @@ def _with_scenario(h: MarketHistory, cfg: Config) -> MarketHistory:
     return apply_scenario(h, scenario)
 
 
+SIMULATOR, KERNEL = "simulator", "kernel"
+ENGINES = (KERNEL, SIMULATOR)
+
+
+def path_row(index: int, m: dict[str, Any]) -> dict[str, Any]:
+    """A path's row of the study's table: its metrics and gates."""
+    gates = evaluate_gates(m)
+    row: dict[str, Any] = {"path": index}
+    row.update({k: m[k] for k in PATH_METRICS})
+    row.update({f"gate_{g['metric']}": g["passed"] for g in gates})
+    row["all_gates_passed"] = all(g["passed"] for g in gates)
+    return row
+
+
 def run_path(cfg: Config, src: Periods, hours: int, block: float, index: int) -> tuple[dict[str, Any], np.ndarray]:
     """One path through the simulator: its metrics row and daily equity."""
     if isinstance(src, VenueBars):
@@ -105,14 +124,41 @@ def run_path(cfg: Config, src: Periods, hours: int, block: float, index: int) ->
     _, sim_seed = path_seeds(cfg.seed, index)
     engine, sim = build_simulation(cfg, h, sim_seed)
     engine.run()
-    m = compute_metrics(cfg, h, engine, sim)
-    gates = evaluate_gates(m)
-    row: dict[str, Any] = {"path": index}
-    row.update({k: m[k] for k in PATH_METRICS})
-    row.update({f"gate_{g['metric']}": g["passed"] for g in gates})
-    row["all_gates_passed"] = all(g["passed"] for g in gates)
+    row = path_row(index, compute_metrics(cfg, h, engine, sim))
     equity = daily_closes(engine.curve["ts"], carry_curve(engine.curve))  # the carry's (a capital in BTC: without the holding's moves)
     return row, equity
+
+
+def kernel_scope(cfg: Config, src: Periods) -> str | None:
+    """What keeps ``cfg`` on ``src`` outside the path kernel's scope (None: inside)."""
+    if isinstance(src, PairPeriods):
+        return "a perp/perp carry's bars"
+    if isinstance(src, VenueBars):
+        return "a rotation across venues ([rotation])"
+    from fundarb.research.kernel import out_of_scope
+
+    return out_of_scope(cfg)
+
+
+def check_engine(asked: str | None) -> None:
+    if asked is not None and asked not in ENGINES:
+        raise StudyError(f"--engine must be one of {', '.join(ENGINES)}, got {asked!r}")
+
+
+def choose_engine(cfg: Config, src: Periods, asked: str | None = None) -> tuple[str, str]:
+    """(engine, why): the kernel where the config lies within its scope, else
+    the simulator, naming the feature; ``asked`` forces either (the kernel
+    only within its scope: outside it, a StudyError names the feature)."""
+    check_engine(asked)
+    if asked == SIMULATOR:
+        return SIMULATOR, "asked for with --engine simulator"
+    why = kernel_scope(cfg, src)
+    if why is None:
+        return KERNEL, "asked for with --engine kernel" if asked else "the config lies within the kernel's scope"
+    if asked == KERNEL:
+        raise StudyError(f"--engine kernel: config {cfg.name} has {why}, which the path kernel does not model; "
+                         "run it with --engine simulator (the default picks it)")
+    return SIMULATOR, f"the path kernel does not model {why}"
 
 
 def run_rotation_path(cfg: Config, src: VenueBars, hours: int, block: float,
@@ -135,12 +181,18 @@ def run_rotation_path(cfg: Config, src: VenueBars, hours: int, block: float,
 
 
 def run_chunk(
-    src: Periods, cfg: Config, hours: int, block: float, indices: Sequence[int], keep_equity: bool = True
+    src: Periods, cfg: Config, hours: int, block: float, indices: Sequence[int], keep_equity: bool = True,
+    engine: str = SIMULATOR,
 ) -> list[tuple[dict[str, Any], np.ndarray | None]]:
-    """The unit of work shipped to a worker: several paths of one config."""
+    """The unit of work shipped to a worker: several paths of one config, on ``engine``."""
+    if engine == KERNEL:
+        from fundarb.research.kernel import kernel_chunk
+
+        return kernel_chunk(src, cfg, hours, block, indices, keep_equity)
     out = []
     for i in indices:
         row, equity = run_path(cfg, src, hours, block, i)
+        row["engine"] = SIMULATOR
         out.append((row, equity if keep_equity else None))
     return out
 
@@ -165,6 +217,24 @@ class StudyResult:
     rows: list[dict[str, Any]]
     equity: np.ndarray  # (paths, days + 1) daily closes
     day_offsets: np.ndarray
+    engine: str = SIMULATOR
+    engine_note: str = ""
+
+    @property
+    def on_simulator(self) -> dict[str, int]:
+        """Paths the kernel handed to the simulator, by why (a kernel study)."""
+        return engine_fallbacks(self.rows)
+
+
+def engine_fallbacks(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """The rows a kernel run handed to the simulator, counted by why (its ``engine`` says)."""
+    out: dict[str, int] = {}
+    for r in rows:
+        e = r.get("engine", SIMULATOR)
+        if e.startswith(SIMULATOR + " ("):
+            why = e[len(SIMULATOR) + 2:-1]
+            out[why] = out.get(why, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def resolve_block(spec: StudySpec, src: Periods) -> tuple[float, bool]:
@@ -175,13 +245,16 @@ def resolve_block(spec: StudySpec, src: Periods) -> tuple[float, bool]:
 
 def run_study(
     cfg: Config, history: MarketHistory | Periods, spec: StudySpec, runner: ChunkRunner,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, engine: str | None = None,
 ) -> StudyResult:
-    """``history``: the real window to cut, or a source already cut (a rotation's ``VenueBars``)."""
+    """``history``: the real window to cut, or a source already cut (a
+    rotation's ``VenueBars``); ``engine``: force the kernel or the simulator
+    (default: ``choose_engine``)."""
     src = history if isinstance(history, (SourcePeriods, PairPeriods, VenueBars)) else cut_periods(history)
+    used, note = choose_engine(cfg, src, engine)
     block, auto = resolve_block(spec, src)
     parts = chunks(spec.paths, chunk_size(spec.paths, runner.workers))
-    tasks = [(cfg, spec.hours, block, list(r)) for r in parts]
+    tasks = [(cfg, spec.hours, block, list(r), True, used) for r in parts]
     done: dict[int, list] = {}
     for task_no, result in runner.run(run_chunk, src, tasks):
         done[task_no] = result
@@ -191,7 +264,7 @@ def run_study(
     rows = [r for r, _ in pairs]
     equity = np.vstack([e for _, e in pairs])
     day_offsets = np.arange(equity.shape[1], dtype=np.float64)
-    return StudyResult(cfg, spec, block, auto, src, rows, equity, day_offsets)
+    return StudyResult(cfg, spec, block, auto, src, rows, equity, day_offsets, used, note)
 
 
 def distribution(values: np.ndarray) -> dict[str, Any]:

@@ -24,7 +24,16 @@ from fundarb.core.errors import FundarbError
 from fundarb.data.history import MarketHistory
 from fundarb.research.bootstrap import Periods, cut_periods
 from fundarb.research.cluster import ChunkRunner
-from fundarb.research.study import StudySpec, chunk_size, chunks, column, resolve_block, run_chunk
+from fundarb.research.study import (
+    StudySpec,
+    choose_engine,
+    chunk_size,
+    chunks,
+    column,
+    engine_fallbacks,
+    resolve_block,
+    run_chunk,
+)
 
 LEVERAGE = "leverage"
 ALIASES = {
@@ -215,15 +224,17 @@ def recommend(rows: Sequence[dict[str, Any]]) -> int | None:
 
 def run_sweep(
     base: Config, history: MarketHistory, spec: StudySpec, grid: dict[str, list[float]], runner: ChunkRunner,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, engine: str | None = None,
 ) -> SweepResult:
+    """Every grid point over the same paths, each on the engine ``choose_engine`` gives it (``engine`` forces one)."""
     points = grid_points(grid)
     configs = [apply_params(base, p) for p in points]  # every point checked before any work
     src = cut_periods(history)
+    engines = [choose_engine(cfg, src, engine) for cfg in configs]
     block, auto = resolve_block(spec, src)
     size = chunk_size(spec.paths * len(configs), runner.workers)
     parts = chunks(spec.paths, size)
-    tasks = [(cfg, spec.hours, block, list(r), False) for cfg in configs for r in parts]
+    tasks = [(cfg, spec.hours, block, list(r), False, used) for cfg, (used, _) in zip(configs, engines) for r in parts]
     done: dict[int, list] = {}
     for task_no, result in runner.run(run_chunk, src, tasks):
         done[task_no] = result
@@ -232,5 +243,7 @@ def run_sweep(
     rows = []
     for j, (cfg, params) in enumerate(zip(configs, points)):
         path_rows = [row for t in range(len(parts)) for row, _ in done[j * len(parts) + t]]
-        rows.append({"point": j, "params": params, "config_hash": config_hash(cfg), **summarize_config(path_rows)})
+        rows.append({"point": j, "params": params, "config_hash": config_hash(cfg), **summarize_config(path_rows),
+                     "engine": engines[j][0], "engine_note": engines[j][1],
+                     "paths_on_simulator": sum(engine_fallbacks(path_rows).values())})
     return SweepResult(base, spec, grid, block, auto, src, rows, configs, recommend(rows))
