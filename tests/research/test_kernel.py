@@ -29,6 +29,7 @@ from fundarb.data.history import MarketHistory
 from fundarb.data.scenario import apply_scenario
 from fundarb.research import kernel as K
 from fundarb.research.bootstrap import cut_periods
+from fundarb.research.cluster import InProcess
 from fundarb.research.study import (
     KERNEL,
     PATH_METRICS,
@@ -41,7 +42,6 @@ from fundarb.research.study import (
     run_chunk,
     run_study,
 )
-from fundarb.research.cluster import InProcess
 from fundarb.sim.backtest import build_simulation, compute_metrics, recorded
 
 REL = 1e-9

@@ -87,43 +87,44 @@ ENGINES = (KERNEL, SIMULATOR)
 LINEAR_AT_MARK_STYLES = (_liquidation.BINANCE_USDM, _liquidation.BYBIT_LINEAR)
 
 
-def jit_core(func: Callable[..., Any], **overrides: Any) -> Any:
+def jit_core(func: Callable[..., Any], inline: bool = True, **overrides: Any) -> Any:
     """``func`` (a core function of plain floats) compiled by numba as it is
     written, its module's names but ``overrides`` (compiled stand-ins for the
-    functions it calls) resolved as they are: the core's own code, not a copy."""
+    functions it calls) resolved as they are: the core's own code, not a copy.
+    ``inline``: compiled into each caller (the rules on every event's path)."""
     names = {**func.__globals__, **overrides}
     clone = types.FunctionType(func.__code__, names, func.__name__, func.__defaults__, func.__closure__)
-    return njit_inline(clone)
+    return (njit_inline if inline else njit)(clone)
 
 
 # --- the core's rules, compiled --------------------------------------------------
-tiered_maintenance = jit_core(_liquidation.tiered_maintenance)
-linear_liquidation = jit_core(_liquidation.linear_liquidation)
-linear_wallet_for = jit_core(_liquidation.linear_wallet_for)
-margin_buffer = jit_core(_book.margin_buffer)
-linear_perp_trade = jit_core(_book.linear_perp_trade)
-book_equity = jit_core(_book.book_equity)
-funding_payment = jit_core(_funding.funding_payment)
-annualize = jit_core(_funding.annualize)
-entry_qty = jit_core(_strategy.entry_qty)
-cooldown_end = jit_core(_strategy.cooldown_end)
-exit_code = jit_core(_strategy.exit_code)
-clears_entry = jit_core(_strategy.clears_entry)
-amortised_cost_apr = jit_core(_strategy.amortised_cost_apr)
-position_over = jit_core(_risk.position_over)
-notional_over = jit_core(_risk.notional_over)
-leverage_over = jit_core(_risk.leverage_over)
-buffer_under = jit_core(_risk.buffer_under)
-own_perp_after = jit_core(_risk.own_perp_after)
-margin_state = jit_core(_risk.margin_state)
-topup_step = jit_core(_risk.topup_step)
-drawdown_of = jit_core(_risk.drawdown_of)
-allocation_excess = jit_core(_risk.allocation_excess)
-fee_of = jit_core(_models.fee_of)
-slipped_price = jit_core(_models.slipped_price)
-lognormal_delay_ns = jit_core(_models.lognormal_delay_ns)
-spot_buy_short_of_cash = jit_core(_models.spot_buy_short_of_cash)
-over_venue_leverage = jit_core(_models.over_venue_leverage)
+tiered_maintenance = jit_core(_liquidation.tiered_maintenance, inline=True)
+linear_liquidation = jit_core(_liquidation.linear_liquidation, inline=True)
+linear_wallet_for = jit_core(_liquidation.linear_wallet_for, inline=False)
+margin_buffer = jit_core(_book.margin_buffer, inline=True)
+linear_perp_trade = jit_core(_book.linear_perp_trade, inline=False)
+book_equity = jit_core(_book.book_equity, inline=True)
+funding_payment = jit_core(_funding.funding_payment, inline=True)
+annualize = jit_core(_funding.annualize, inline=True)
+entry_qty = jit_core(_strategy.entry_qty, inline=False)
+cooldown_end = jit_core(_strategy.cooldown_end, inline=False)
+exit_code = jit_core(_strategy.exit_code, inline=True)
+clears_entry = jit_core(_strategy.clears_entry, inline=True)
+amortised_cost_apr = jit_core(_strategy.amortised_cost_apr, inline=False)
+position_over = jit_core(_risk.position_over, inline=False)
+notional_over = jit_core(_risk.notional_over, inline=False)
+leverage_over = jit_core(_risk.leverage_over, inline=False)
+buffer_under = jit_core(_risk.buffer_under, inline=False)
+own_perp_after = jit_core(_risk.own_perp_after, inline=False)
+margin_state = jit_core(_risk.margin_state, inline=True)
+topup_step = jit_core(_risk.topup_step, inline=False)
+drawdown_of = jit_core(_risk.drawdown_of, inline=True)
+allocation_excess = jit_core(_risk.allocation_excess, inline=True)
+fee_of = jit_core(_models.fee_of, inline=False)
+slipped_price = jit_core(_models.slipped_price, inline=False)
+lognormal_delay_ns = jit_core(_models.lognormal_delay_ns, inline=False)
+spot_buy_short_of_cash = jit_core(_models.spot_buy_short_of_cash, inline=False)
+over_venue_leverage = jit_core(_models.over_venue_leverage, inline=False)
 
 
 @njit_inline
@@ -150,8 +151,8 @@ def rule_wallet_for(rule: Any, liq: float, qty: float, entry: float) -> float:
     return linear_wallet_for(liq, side, size, entry, 0.0, mm)
 
 
-topup_cash = jit_core(_risk.topup_cash, _wallet_for=rule_wallet_for)
-cut_size = jit_core(_risk.cut_size, _liq=rule_liquidation, margin_buffer=margin_buffer)
+topup_cash = jit_core(_risk.topup_cash, inline=False, _wallet_for=rule_wallet_for)
+cut_size = jit_core(_risk.cut_size, inline=False, _liq=rule_liquidation, margin_buffer=margin_buffer)
 
 # the core functions compiled above, for the test that they are the core's own code
 COMPILED_CORE = {
@@ -288,8 +289,10 @@ def _top(N: Any, HI: Any) -> int:
 @njit
 def _remove(N: Any, HI: Any, HF: Any, i: int) -> None:
     last = N[N_HEAP] - 1
-    HI[i, :] = HI[last, :]
-    HF[i, :] = HF[last, :]
+    for c in range(HI.shape[1]):
+        HI[i, c] = HI[last, c]
+    for c in range(HF.shape[1]):
+        HF[i, c] = HF[last, c]
     N[N_HEAP] = last
 
 
@@ -358,7 +361,7 @@ def _transfer(P: Any, F: Any, N: Any, HI: Any, HF: Any, to_perp: bool, amount: f
 
 
 # --- strategy and risk -------------------------------------------------------------
-@njit_inline
+@njit
 def _entry_vetoed(P: Any, F: Any, rule: Any, qty: float, perp_qty: float) -> bool:
     """risk.check of an entry pair (spot buy, perp sell): either leg vetoed vetoes both."""
     price = F[S_PX_S] if F[S_PX_S] == F[S_PX_S] else F[S_SPOT_MID]
