@@ -36,7 +36,6 @@ import math
 import os
 import types
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import attrs
@@ -812,7 +811,6 @@ def run_path(hours: Any, spot: Any, perp: Any, mark: Any, fund_at: Any, fund_rat
 
 
 
-_numba_config.CACHE_DIR = _previous_cache_dir  # the kernel's functions are decorated: others' caches are theirs
 
 # --- the driver: config and path -> arrays, and the kernel's results -> the study's row -----------
 def out_of_scope(cfg: Config) -> str | None:
@@ -919,20 +917,32 @@ def _guard_accepts(spot: np.ndarray, perp: np.ndarray, mark: np.ndarray, fmark: 
     count), each settlement's mark within max_jump of the hour's mark."""
     lim = cfg.market_data_settings.limits()
     jump, gap = math.log1p(lim.max_jump) - GUARD_MARGIN, math.log1p(lim.max_gap) - GUARD_MARGIN
-    for x in (spot, perp, mark, fmark):
-        if not (np.isfinite(x).all() and (x > 0).all()):
-            return False
-    with np.errstate(all="ignore"):
-        ls, lp, lm = np.log(spot), np.log(perp), np.log(mark)
-        for series in (ls, lp, lm):
-            if np.any(np.abs(np.diff(series)) > jump):
-                return False
-        for a, b in ((lp, ls), (lm, ls), (lm, lp)):
-            if np.any(np.abs(a - b) > gap):
-                return False
-        moved = fmark != mark_at
-        return not np.any(np.abs(np.log(fmark[moved]) - np.log(mark_at[moved])) > jump)
+    return bool(_plausible(spot, perp, mark, fmark, mark_at, jump, gap))
 
+
+@njit
+def _plausible(spot: Any, perp: Any, mark: Any, fmark: Any, mark_at: Any, jump: float, gap: float) -> bool:
+    for i in range(fmark.size):
+        f = fmark[i]
+        if not (f > 0 and f < math.inf):
+            return False
+        if f != mark_at[i] and abs(math.log(f) - math.log(mark_at[i])) > jump:
+            return False
+    ls0 = lp0 = lm0 = 0.0
+    for k in range(spot.size):
+        s, p, m = spot[k], perp[k], mark[k]
+        if not (s > 0 and s < math.inf and p > 0 and p < math.inf and m > 0 and m < math.inf):
+            return False
+        ls, lp, lm = math.log(s), math.log(p), math.log(m)
+        if abs(lp - ls) > gap or abs(lm - ls) > gap or abs(lm - lp) > gap:
+            return False
+        if k > 0 and (abs(ls - ls0) > jump or abs(lp - lp0) > jump or abs(lm - lm0) > jump):
+            return False
+        ls0, lp0, lm0 = ls, lp, lm
+    return True
+
+
+_numba_config.CACHE_DIR = _previous_cache_dir  # the kernel's functions are decorated: others' caches are theirs
 
 EMPTY = np.zeros(0, dtype=np.float64)
 
@@ -1047,35 +1057,3 @@ def kernel_metrics(cfg: Config, h: MarketHistory, run: KernelRun) -> dict[str, A
         "time_in_position": int(N[N_IN_POS]) / max(int(N[N_SNAPS]), 1),
         "alerts": int(N[N_ALERTS]),
     }
-
-
-def _sim_seed(seeds: Callable[[int, int], tuple[Any, Any]], seed: int, index: int) -> np.random.SeedSequence:
-    return seeds(seed, index)[1]
-
-
-def kernel_chunk(src: Any, cfg: Config, hours: int, block: float, indices: Any,
-                 keep_equity: bool = True) -> list[tuple[dict[str, Any], np.ndarray | None]]:
-    """``fundarb.research.study.run_chunk`` on the kernel: each path's row
-    and daily equity as the simulator's run gives them; a path the kernel
-    flags runs on the simulator, its row's ``engine`` saying why."""
-    from fundarb.core.metrics import daily_closes
-    from fundarb.research.study import KERNEL as KERNEL_ROW
-    from fundarb.research.study import SIMULATOR as SIMULATOR_ROW
-    from fundarb.research.study import path_history, path_row, path_seeds, run_path
-
-    ws = Workspace()
-    out: list[tuple[dict[str, Any], np.ndarray | None]] = []
-    for i in indices:
-        h = path_history(cfg, src, hours, block, i)
-        run = run_kernel(cfg, h, path_seeds(cfg.seed, i)[1], ws=ws, seed_of=partial(_sim_seed, path_seeds, cfg.seed, i))
-        if run.flag:
-            row, equity = run_path(cfg, src, hours, block, i)
-            row["engine"] = f"{SIMULATOR_ROW} ({run.reason})"
-        else:
-            row = path_row(i, kernel_metrics(cfg, h, run))
-            row["engine"] = KERNEL_ROW
-            curve_ts: Any = run.hours
-            carry: Any = run.curve - 0.0
-            equity = daily_closes(curve_ts, carry)
-        out.append((row, equity if keep_equity else None))
-    return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import attrs
@@ -186,8 +187,6 @@ def run_chunk(
 ) -> list[tuple[dict[str, Any], np.ndarray | None]]:
     """The unit of work shipped to a worker: several paths of one config, on ``engine``."""
     if engine == KERNEL:
-        from fundarb.research.kernel import kernel_chunk
-
         return kernel_chunk(src, cfg, hours, block, indices, keep_equity)
     out = []
     for i in indices:
@@ -195,6 +194,36 @@ def run_chunk(
         row["engine"] = SIMULATOR
         out.append((row, equity if keep_equity else None))
     return out
+
+
+def kernel_chunk(src: Periods, cfg: Config, hours: int, block: float, indices: Sequence[int],
+                 keep_equity: bool = True) -> list[tuple[dict[str, Any], np.ndarray | None]]:
+    """``run_chunk`` on the path kernel: each path's row and daily equity as
+    the simulator's run gives them; a path the kernel flags runs on the
+    simulator, its row's ``engine`` saying why."""
+    from fundarb.research import kernel
+
+    assert not isinstance(src, VenueBars), "a rotation runs on the simulator (choose_engine)"
+    ws = kernel.Workspace()
+    out: list[tuple[dict[str, Any], np.ndarray | None]] = []
+    for i in indices:
+        h = path_history(cfg, src, hours, block, i)
+        run = kernel.run_kernel(cfg, h, path_seeds(cfg.seed, i)[1], ws=ws, seed_of=partial(_sim_seed, cfg.seed, i))
+        if run.flag:
+            row, equity = run_path(cfg, src, hours, block, i)
+            row["engine"] = f"{SIMULATOR} ({run.reason})"
+        else:
+            row = path_row(i, kernel.kernel_metrics(cfg, h, run))
+            row["engine"] = KERNEL
+            curve_ts: Any = run.hours
+            carry: Any = run.curve - 0.0  # less the held BTC's price PnL: none in the kernel's scope
+            equity = daily_closes(curve_ts, carry)
+        out.append((row, equity if keep_equity else None))
+    return out
+
+
+def _sim_seed(seed: int, index: int) -> np.random.SeedSequence:
+    return path_seeds(seed, index)[1]
 
 
 def chunk_size(paths: int, workers: int) -> int:
