@@ -279,3 +279,36 @@ def test_hypothesis_in_scope_configs(baseline: Config, history: MarketHistory, p
             assert sim.metrics["liquidations"] > 0
         return
     assert_equal_runs(cfg, h, lambda: path_seeds(cfg.seed, p["path"])[1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.floats(-0.7, 0.7), st.floats(-0.1, 0.1), st.floats(-0.1, 0.1),
+                                st.floats(-0.7, 0.7)), min_size=2, max_size=8))
+def test_a_path_the_guard_check_passes_is_one_the_guard_accepts_as_it_comes(steps: list[tuple[float, ...]]) -> None:
+    """The kernel's precheck (SYNTHETIC prices) against the market guard itself, fed as the engine feeds it."""
+    from fundarb.core.market_guard import MarketGuard
+
+    cfg = load("sims/baseline.toml")
+    spot = 30_000.0 * np.exp(np.cumsum([s[0] for s in steps]))
+    perp = spot * np.exp([s[1] for s in steps])
+    mark = spot * np.exp([s[2] for s in steps])
+    fmark = mark * np.exp([s[3] for s in steps])  # a settlement every hour
+    accepted = K._guard_accepts(spot, perp, mark, fmark, mark, cfg)
+    event(f"precheck {'passes' if accepted else 'refuses'}")
+    if not accepted:
+        return
+    guard = MarketGuard(cfg.market_data_settings.limits())
+    for k in range(len(steps)):
+        ts = k * 3_600_000_000_000
+        for key, price in (("quote s", spot[k]), ("quote p", perp[k]), ("mark p", mark[k])):
+            assert guard.observe(key, ts, float(price), price) == (price,)
+        assert guard.settlement_price("mark p", ts, float(fmark[k])) == fmark[k]
+        assert not guard.notes
+
+
+def test_a_price_the_guard_would_hold_sends_the_path_to_the_simulator(baseline: Config, history: MarketHistory) -> None:
+    h = path_history(baseline, cut_periods(history), 60 * 24, 30.0, 0)
+    spot = h.spot.copy()
+    spot[300] *= 3.0  # SYNTHETIC: a misprint, one hour
+    bad = attrs.evolve(h, spot=spot)
+    assert K.run_kernel(baseline, bad, path_seeds(baseline.seed, 0)[1]).flag == K.F_GUARD

@@ -922,23 +922,25 @@ def _guard_accepts(spot: np.ndarray, perp: np.ndarray, mark: np.ndarray, fmark: 
 
 @njit
 def _plausible(spot: Any, perp: Any, mark: Any, fmark: Any, mark_at: Any, jump: float, gap: float) -> bool:
+    """|log(a / b)| <= bound as b * exp(-bound) <= a <= b * exp(bound): the
+    margin kept back from the bounds covers the rounding of either form."""
+    jump_up, jump_down, gap_up, gap_down = math.exp(jump), math.exp(-jump), math.exp(gap), math.exp(-gap)
     for i in range(fmark.size):
-        f = fmark[i]
+        f, m = fmark[i], mark_at[i]
         if not (f > 0 and f < math.inf):
             return False
-        if f != mark_at[i] and abs(math.log(f) - math.log(mark_at[i])) > jump:
+        if f != m and not (m * jump_down <= f <= m * jump_up):
             return False
-    ls0 = lp0 = lm0 = 0.0
     for k in range(spot.size):
         s, p, m = spot[k], perp[k], mark[k]
         if not (s > 0 and s < math.inf and p > 0 and p < math.inf and m > 0 and m < math.inf):
             return False
-        ls, lp, lm = math.log(s), math.log(p), math.log(m)
-        if abs(lp - ls) > gap or abs(lm - ls) > gap or abs(lm - lp) > gap:
+        if not (s * gap_down <= p <= s * gap_up and s * gap_down <= m <= s * gap_up and p * gap_down <= m <= p * gap_up):
             return False
-        if k > 0 and (abs(ls - ls0) > jump or abs(lp - lp0) > jump or abs(lm - lm0) > jump):
+        if k > 0 and not (spot[k - 1] * jump_down <= s <= spot[k - 1] * jump_up
+                          and perp[k - 1] * jump_down <= p <= perp[k - 1] * jump_up
+                          and mark[k - 1] * jump_down <= m <= mark[k - 1] * jump_up):
             return False
-        ls0, lp0, lm0 = ls, lp, lm
     return True
 
 
