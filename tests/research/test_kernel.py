@@ -312,3 +312,27 @@ def test_a_price_the_guard_would_hold_sends_the_path_to_the_simulator(baseline: 
     spot[300] *= 3.0  # SYNTHETIC: a misprint, one hour
     bad = attrs.evolve(h, spot=spot)
     assert K.run_kernel(baseline, bad, path_seeds(baseline.seed, 0)[1]).flag == K.F_GUARD
+
+
+def test_cli_says_which_engine_ran_and_refuses_what_it_cannot_run(tmp_path: Any) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from fundarb.cli.main import app
+
+    cli = CliRunner()
+    res = cli.invoke(app, ["montecarlo", "sims/baseline.toml", "--paths", "3", "--days", "10", "--out",
+                           str(tmp_path / "k")])
+    assert res.exit_code == 0, res.output
+    assert "engine: kernel; the config lies within the kernel's scope" in " ".join(res.output.split())
+    assert json.loads((tmp_path / "k" / "montecarlo.json").read_text())["engine"]["engine"] == KERNEL
+    res = cli.invoke(app, ["montecarlo", "sims/baseline.toml", "--paths", "3", "--days", "10", "--engine", "simulator",
+                           "--out", str(tmp_path / "s")])
+    assert res.exit_code == 0 and "engine: simulator; asked for with --engine simulator" in " ".join(res.output.split())
+    res = cli.invoke(app, ["montecarlo", "--engine", "fast", "--paths", "3", "--out", str(tmp_path / "f")])
+    assert res.exit_code == 2 and "--engine must be one of kernel, simulator, got 'fast'" in res.output
+    res = cli.invoke(app, ["montecarlo", "sims/coin_margined.toml", "--engine", "kernel", "--paths", "3", "--out",
+                           str(tmp_path / "c")])
+    assert res.exit_code == 2 and "structure.kind = 'coin_margined'" in res.output
+    assert not (tmp_path / "c").exists() and not (tmp_path / "f").exists()

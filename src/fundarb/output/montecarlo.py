@@ -75,7 +75,7 @@ def engine_block(r: StudyResult) -> dict[str, Any]:
 
 def engine_line(engine: str, why: str, fallbacks: dict[str, int], paths: int) -> str:
     """One line for the terminal: the engine, why, and the paths the kernel handed on."""
-    line = f"engine: {engine} ({why})"
+    line = f"engine: {engine}; {why}"
     if fallbacks:
         n = sum(fallbacks.values())
         line += f"; {n:,} of {paths:,} paths ran on the simulator: " + ", ".join(
@@ -235,7 +235,7 @@ def print_sweep(r: SweepResult, console: Console, paths: dict[str, Path] | None 
         by_engine.setdefault((row["engine"], row["engine_note"]), []).append(row["point"])
     for (engine, why), points in by_engine.items():
         which = "every config" if len(points) == len(r.rows) else f"configs {', '.join(str(p) for p in points)}"
-        console.print(f"engine: {engine} ({why}) for {which}")
+        console.print(f"engine: {engine} for {which}; {why}")
     handed = sum(row["paths_on_simulator"] for row in r.rows)
     if handed:
         console.print(f"{handed:,} of {len(r.rows) * st['paths']:,} paths ran on the simulator (the kernel met something "

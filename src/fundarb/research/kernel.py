@@ -818,18 +818,20 @@ def out_of_scope(cfg: Config) -> str | None:
     if cfg.rotation is not None:
         return "a rotation across venues ([rotation])"
     if cfg.structure_kind != SPOT_LINEAR:
-        return f"structure.kind = {cfg.structure_kind!r} (the kernel runs spot_linear)"
+        return f"structure.kind = {cfg.structure_kind!r} (it runs {SPOT_LINEAR!r} only)"
     if cfg.structure_settings.capital_asset != "USDT":
-        return f"structure.capital_asset = {cfg.structure_settings.capital_asset!r} (the kernel runs USDT capital)"
+        return f"structure.capital_asset = {cfg.structure_settings.capital_asset!r} (it runs USDT capital only)"
     if cfg.strategy.allow_reverse:
-        return "strategy.allow_reverse (a reverse carry: a spot margin short)"
-    if cfg.runner_settings.settlement_quiet_minutes:
-        return "runner.settlement_quiet_minutes (a quiet window around settlements)"
-    if cfg.market_data_settings.reference_seconds >= 3600:
-        return "market_data.reference_seconds of an hour or more (the guard compares bars across hours)"
+        return "strategy.allow_reverse = true (a reverse carry, short spot on margin)"
+    quiet = cfg.runner_settings.settlement_quiet_minutes
+    if quiet:
+        return f"runner.settlement_quiet_minutes = {quiet:g} (a quiet window around settlements)"
+    ref = cfg.market_data_settings.reference_seconds
+    if ref >= 3600:
+        return f"market_data.reference_seconds = {ref:g} (a price guard comparing bars across hours)"
     rule = venue_costs(cfg).margin
     if rule.inverse or rule.style not in LINEAR_AT_MARK_STYLES or not rule.tiers:
-        return f"the perp venue's margin rule style {rule.style!r} (the kernel runs {' and '.join(LINEAR_AT_MARK_STYLES)})"
+        return f"the perp venue's margin rule style {rule.style!r} (it runs {' and '.join(LINEAR_AT_MARK_STYLES)})"
     return None
 
 
