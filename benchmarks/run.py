@@ -78,6 +78,7 @@ BUDGET_DECISION_P50_US = 2.0
 BUDGET_DECISION_P99_US = 10.0
 BUDGET_ORDER_P99_US = 50.0
 DESIGN_HEAP_LOOP_PER_S = 1_200_000  # "a bare Python heap loop does ~1.2M/s on these machines"
+SYNTHETIC_FUNDING_RATE = 0.00005  # 5.5%/yr: below the entry bar after costs, above the exit bar
 
 
 # --------------------------------------------------------------------------
@@ -584,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
 
     n_quotes = args.quotes or (REFERENCE_QUOTES // 10 if args.quick else REFERENCE_QUOTES)
     period_ns = args.quotes_per_order * QUOTE_STEP_NS
-    funding_rate = 0.00005  # 5.5%/yr: below the entry bar after costs, above the exit bar
+    funding_rate = SYNTHETIC_FUNDING_RATE
     cfg = load(args.config)
     res: dict[str, Any] = {"meta": meta(args), "backtests": []}
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
