@@ -336,3 +336,17 @@ def test_cli_says_which_engine_ran_and_refuses_what_it_cannot_run(tmp_path: Any)
                            str(tmp_path / "c")])
     assert res.exit_code == 2 and "structure.kind = 'coin_margined'" in res.output
     assert not (tmp_path / "c").exists() and not (tmp_path / "f").exists()
+
+
+def test_a_path_that_needs_more_draws_gets_them(baseline: Config, history: MarketHistory, monkeypatch: Any) -> None:
+    """Fewer draws prepared than the path takes: the second try, with more, equals the simulator."""
+    h = path_history(baseline, cut_periods(history), 120 * 24, 30.0, 5)
+    seed_of = lambda: path_seeds(baseline.seed, 5)[1]  # noqa: E731
+    monkeypatch.setattr(K, "DRAWS", 2)
+    assert K.run_kernel(baseline, h, seed_of()).flag == K.F_DRAWS  # no second try without a fresh seed
+    run = K.run_kernel(baseline, h, seed_of(), seed_of=seed_of)
+    assert run.flag == 0 and run.N[K.N_ORDERS] > 2
+    monkeypatch.undo()
+    assert_equal_runs(baseline, h, seed_of)
+    again = K.run_kernel(baseline, h, seed_of())
+    assert np.array_equal(again.curve, run.curve) and np.array_equal(again.F, run.F)
