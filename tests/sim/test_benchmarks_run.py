@@ -29,15 +29,20 @@ def test_benchmark_script_runs_and_writes_its_json(tmp_path):
 def test_montecarlo_benchmark_runs_and_writes_its_json(tmp_path):
     out = tmp_path / "mc.json"
     subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "montecarlo.py"), "--paths", "2", "--days", "3",
-         "--workers", "1", "--out", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / "montecarlo.py"), "--sim-paths", "2", "--kernel-paths", "3",
+         "--days", "3", "--workers", "1", "--out", str(out)],
         check=True, cwd=ROOT, timeout=300, capture_output=True,
     )
-    runs = json.loads(out.read_text())["runs"]
-    assert [(r["runner"], r["workers"]) for r in runs] == [("in process", 1), ("local Dask, 1 worker", 1)]
-    assert all(r["paths"] == 2 and r["paths_per_s"] > 0 for r in runs)
-    # the same paths give the same result wherever they run
-    assert runs[0]["median_net_apr"] == runs[1]["median_net_apr"]
+    res = json.loads(out.read_text())
+    runs = res["runs"]
+    assert [(r["engine"], r.get("runner")) for r in runs] == [
+        ("simulator", "in process"), ("kernel", "in process"), ("kernel loop alone", None),
+        ("kernel", "local Dask, 1 worker")]
+    assert [r["paths"] for r in runs] == [2, 3, 3, 3]
+    assert all(r["path_hours_per_s"] > 0 for r in runs)
+    # the same paths give the same result wherever and on whichever engine they run
+    assert runs[1]["median_net_apr"] == runs[3]["median_net_apr"]
+    assert res["ratio_kernel_to_simulator"] > 0
 
 
 def test_replay_benchmark_runs_and_writes_its_json(tmp_path):
