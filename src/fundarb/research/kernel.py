@@ -211,8 +211,8 @@ N_PARAMS = P_ACC + 2 * ACC_FIELDS
 (S_CASH_S, S_QTY_S, S_PX_S, S_CASH_P, S_QTY_P, S_ENTRY_P, S_PX_P, S_MARK, S_IN_TRANSIT, S_FEES, S_SLIP, S_FUND_RCV,
  S_FUND_PAID, S_SPOT_MID, S_Q_MID_S, S_DEPTH_BUY_S, S_DEPTH_SELL_S, S_Q_MID_P, S_DEPTH_BUY_P, S_DEPTH_SELL_P,
  S_ENTRY_CARRY, S_APR, S_INTERVAL, S_PEAK, S_SETTLED_DRIFT, S_REQUESTED, S_FILLED, S_DRIFT_MAX, S_MIN_BUF,
- S_INITIAL) = range(30)
-N_FLOAT_STATE = 30
+ S_INITIAL, S_LIQ, S_LIQ_CASH, S_LIQ_QTY, S_LIQ_ENTRY) = range(34)
+N_FLOAT_STATE = 34
 
 # --- int state (array N) ---------------------------------------------------------------
 (N_NOW, N_DIRECTION, N_ENTRY_TS, N_COOLDOWN, N_ENTRIES, N_ORDERS, N_OPEN, N_XFER_PENDING, N_HALTED, N_FLATTEN,
@@ -449,10 +449,10 @@ def _decide(P: Any, F: Any, N: Any, HI: Any, HF: Any, rule: Any, lat_s: Any, lat
 
 
 @njit_inline
-def _monitor_action(P: Any, rule: Any, eq: float, peak: float, halted: int, flatten: int, busy: bool, pending: bool,
+def _monitor_action(P: Any, liq: float, eq: float, peak: float, halted: int, flatten: int, busy: bool, pending: bool,
                     qs: float, qp: float, cash_p: float, entry_p: float, px_p: float) -> tuple[int, float, int]:
     """RiskMonitor.evaluate up to its actions: (what to do, the new peak
-    equity, the new flatten state)."""
+    equity, the new flatten state); ``liq`` the perp's liquidation price."""
     if not math.isfinite(eq):
         return MON_NOT_FINITE, peak, flatten
     if eq > peak:
@@ -478,7 +478,6 @@ def _monitor_action(P: Any, rule: Any, eq: float, peak: float, halted: int, flat
         return MON_DRIFT, peak, flatten
     if qp == 0:
         return MON_NONE, peak, flatten
-    liq = rule_liquidation(rule, cash_p, qp, entry_p)
     if liq != liq:
         return MON_TIERS, peak, flatten
     buf = margin_buffer(liq, px_p, qp)
@@ -617,6 +616,17 @@ def _arrive(P: Any, F: Any, N: Any, HI: Any, HF: Any, rule: Any, i: int, slip_s:
 
 
 @njit_inline
+def _perp_liquidation(F: Any, rule: Any) -> float:
+    """The perp's liquidation price (``rule_liquidation``), kept while its
+    cash, size and entry stay as they were: it depends on nothing else."""
+    cash, qty, entry = F[S_CASH_P], F[S_QTY_P], F[S_ENTRY_P]
+    if cash != F[S_LIQ_CASH] or qty != F[S_LIQ_QTY] or entry != F[S_LIQ_ENTRY]:
+        F[S_LIQ] = rule_liquidation(rule, cash, qty, entry)
+        F[S_LIQ_CASH], F[S_LIQ_QTY], F[S_LIQ_ENTRY] = cash, qty, entry
+    return F[S_LIQ]
+
+
+@njit_inline
 def _due_after(due: int, ts: int, prio: int, qp: float, step: int) -> int:
     """SimExchange._check_funding: the next settlement the schedule expects
     after an event at (ts, prio); -1 when one was missed with a position
@@ -652,6 +662,7 @@ def run_path(hours: Any, spot: Any, perp: Any, mark: Any, fund_at: Any, fund_rat
     F[S_SPOT_MID] = math.nan
     F[S_INTERVAL] = 8.0
     F[S_MIN_BUF] = math.inf
+    F[S_LIQ_CASH] = math.nan  # no liquidation price kept yet
     N[N_DUE] = NO_DUE
     first_step = 0
     for k in range(n):
@@ -699,7 +710,7 @@ def run_path(hours: Any, spot: Any, perp: Any, mark: Any, fund_at: Any, fund_rat
                 m = mark[k]
                 F[S_MARK] = m
                 if F[S_QTY_P] != 0:
-                    liq = rule_liquidation(rule, F[S_CASH_P], F[S_QTY_P], F[S_ENTRY_P])
+                    liq = _perp_liquidation(F, rule)
                     if liq != liq:
                         _flag(N, F_TIERS)
                         break
@@ -748,7 +759,7 @@ def run_path(hours: Any, spot: Any, perp: Any, mark: Any, fund_at: Any, fund_rat
                     d = _drift(F)
                     if d > F[S_DRIFT_MAX]:
                         F[S_DRIFT_MAX] = d
-                    liq = rule_liquidation(rule, F[S_CASH_P], F[S_QTY_P], F[S_ENTRY_P])
+                    liq = _perp_liquidation(F, rule)
                     if F[S_QTY_P] != 0 and liq != liq:
                         _flag(N, F_TIERS)
                         break
@@ -796,8 +807,9 @@ def run_path(hours: Any, spot: Any, perp: Any, mark: Any, fund_at: Any, fund_rat
         if risk_again:
             eq = book_equity(F[S_CASH_S], F[S_CASH_P], F[S_IN_TRANSIT], F[S_QTY_S], F[S_PX_S], 0.0, F[S_QTY_P],
                              F[S_PX_P], F[S_ENTRY_P], 0.0) - 0.0
+            liq = _perp_liquidation(F, rule) if F[S_QTY_P] != 0 else math.nan
             action, F[S_PEAK], N[N_FLATTEN] = _monitor_action(
-                P, rule, eq, F[S_PEAK], N[N_HALTED], N[N_FLATTEN], N[N_OPEN] > 0, N[N_XFER_PENDING] > 0, F[S_QTY_S],
+                P, liq, eq, F[S_PEAK], N[N_HALTED], N[N_FLATTEN], N[N_OPEN] > 0, N[N_XFER_PENDING] > 0, F[S_QTY_S],
                 F[S_QTY_P], F[S_CASH_P], F[S_ENTRY_P], F[S_PX_P])
             if action != MON_NONE:
                 _monitor(P, F, N, HI, HF, rule, lat_s, lat_p, action)
