@@ -40,7 +40,7 @@ from fundarb.core.model import (
     TransferRejected,
     TransferRequest,
 )
-from fundarb.core.orders import Order, OrderStatus, client_order_id
+from fundarb.core.orders import Order, OrderStatus, client_order_prefix
 from fundarb.core.strategy import CarryStrategy
 from fundarb.core.venue import Venue
 
@@ -81,6 +81,7 @@ class Engine:
         self.strategy = strategy
         self.monitor = monitor
         self.config_hash = config_hash
+        self._client_id_prefix = client_order_prefix(config_hash)  # + the intent sequence: client_order_id
         self.clock = clock or SimClock()
         self.recorder = recorder or NullRecorder()
         self.orders: dict[str, Order] = {}
@@ -102,7 +103,8 @@ class Engine:
         # so the drawdown the kill switch measures); prices the book already
         # holds (a runner's start from the venues) are its first references
         self.guard = guard or MarketGuard()
-        self._keys: dict[tuple[type, str], str] = {}
+        self._keys: dict[type, dict[str, str]] = {kind: {} for kind in SERIES}  # kind -> venue -> series name
+        self._quote_keys = self._keys[Quote]
         for account, kind in ((book.spot_venue, Quote), (book.perp_venue, MarkPrice)):
             self.guard.seed(self._key(kind, account), self.clock.now_ns(), book.accounts[account].price)
         # what the guard did (held, accepted, dropped, ...), for a runner to log and count
@@ -129,17 +131,19 @@ class Engine:
             self.on_event(event)
 
     def on_event(self, event: Any) -> None:
-        self.clock.advance_to(event.ts)
+        ts = event.ts
+        self.clock.advance_to(ts)
         if self._handlers[type(event)](event):
-            self._monitor(event.ts)
+            self._monitor(ts)
         if not self.open_orders:
-            self._decide(event.ts)
+            self._decide(ts)
 
     # --- market prices: only what the guard accepts reaches the book -----------
     def _key(self, kind: type, venue: str) -> str:
-        key = self._keys.get((kind, venue))
+        keys = self._keys[kind]
+        key = keys.get(venue)
         if key is None:
-            key = self._keys[(kind, venue)] = f"{SERIES[kind]} {venue}"
+            key = keys[venue] = f"{SERIES[kind]} {venue}"
         return key
 
     def screen(self, event: Any) -> tuple[Any, ...]:
@@ -185,7 +189,19 @@ class Engine:
 
     # --- handlers: return True when risk should look again ------------------
     def _on_quote(self, q: Quote) -> bool:
-        return self._apply_prices(self.screen(q))
+        # screen + _apply_prices, the common case written out: most events are
+        # quotes, and the guard passes nearly all of them on as they are
+        mid = q.mid
+        guard = self.guard
+        out = guard.observe(self._quote_keys.get(q.venue) or self._key(Quote, q.venue), q.ts, mid, q)
+        if guard.notes:
+            self._guard_notes()
+        if len(out) != 1 or out[0] is not q:
+            return self._apply_prices(out)
+        if q.venue == self.book.spot_venue:
+            self.spot_mid = mid
+            self.book.revalue(q.venue, mid)
+        return False
 
     def _on_trade(self, t: Trade) -> bool:
         self.last_trade[t.venue] = t.price
@@ -308,28 +324,38 @@ class Engine:
 
     def _submit_checked(self, intents: list[OrderIntent], now: int) -> None:
         approved, vetoes = risk.check(intents, self.book, self.spot_mid, self.monitor.limits, self.monitor.costs, self.monitor.kill)
-        for v in vetoes:
-            self.vetoes += 1
-            self.recorder.record("veto", {"ts": now, "venue": v.intent.venue, "side": v.intent.side.value,
-                                          "qty": v.intent.qty, "reason": v.intent.reason, "why": v.reason})
-        if any(v.intent.reason == "entry" for v in vetoes):
-            self.strategy.abandon(now)  # the entry did not happen: wait out the cooldown
-        for intent in approved:
-            self._send(intent, now)
+        if vetoes:
+            for v in vetoes:
+                self.vetoes += 1
+                self.recorder.record("veto", {"ts": now, "venue": v.intent.venue, "side": v.intent.side.value,
+                                              "qty": v.intent.qty, "reason": v.intent.reason, "why": v.reason})
+            if any(v.intent.reason == "entry" for v in vetoes):
+                self.strategy.abandon(now)  # the entry did not happen: wait out the cooldown
+        # Every approved order goes to the venue first, a pair's legs back to
+        # back; then the decision log records each one handed over (its intent,
+        # then its order), in the same order, also when a later hand-off raised.
+        sent: list[Order] = []
+        try:
+            for intent in approved:
+                sent.append(self._send(intent, now))
+        finally:
+            for intent, order in zip(approved, sent):
+                self.recorder.record("intent", {
+                    "ts": now, "client_id": order.client_id, "venue": intent.venue, "side": intent.side.value,
+                    "qty": intent.qty, "reason": intent.reason, "pair_id": intent.pair_id, "reduce_only": intent.reduce_only,
+                })
+                self._order_changed(order)
 
-    def _send(self, intent: OrderIntent, now: int) -> None:
+    def _send(self, intent: OrderIntent, now: int) -> Order:
+        """Hand ``intent`` to the venue as a new order, then book it as
+        submitted (its log rows are the caller's)."""
         self.intent_seq += 1
-        cid = client_order_id(self.config_hash, self.intent_seq)
-        order = Order.from_intent(intent, cid, now)
-        self.recorder.record("intent", {
-            "ts": now, "client_id": cid, "venue": intent.venue, "side": intent.side.value, "qty": intent.qty,
-            "reason": intent.reason, "pair_id": intent.pair_id, "reduce_only": intent.reduce_only,
-        })
-        order.transition(OrderStatus.SUBMITTED, now)
-        self.orders[cid] = order
-        self.open_orders.add(cid)
-        self._order_changed(order)
+        order = Order.from_intent(intent, self._client_id_prefix + str(self.intent_seq), now)
         self.venue.submit(order)
+        order.transition(OrderStatus.SUBMITTED, now)
+        self.orders[order.client_id] = order
+        self.open_orders.add(order.client_id)
+        return order
 
     def _order_changed(self, order: Order) -> None:
         if not order.is_open:

@@ -97,6 +97,18 @@ class _Series:
     held_payload: Any = None
 
 
+_INF = math.inf
+
+
+def _sure_ratios(bound: float) -> tuple[float, float]:
+    """The ratios ``price / reference`` surely within a log bound: a ratio
+    strictly between the two has ``-bound <= log(ratio) <= bound`` (the
+    margin of 1e-9 dwarfs the rounding of ``exp`` and ``log``), so an
+    ordinary price is judged without a log; one outside them is judged by
+    its log, as the bound reads: the same verdict either way."""
+    return math.exp(-bound) * (1 + 1e-9), math.exp(bound) * (1 - 1e-9)
+
+
 def _fmt(p: float) -> str:
     return f"{p:,.2f}" if p == p else "none"
 
@@ -105,7 +117,8 @@ class MarketGuard:
     """Per-series state of the checks above; ``notes`` collects what happened
     for the caller to report and clear."""
 
-    __slots__ = ("limits", "series", "notes", "_jump", "_gap", "_ref_ns", "_confirm_ns", "held_total")
+    __slots__ = ("limits", "series", "notes", "_jump", "_gap", "_jump_lo", "_jump_hi", "_gap_lo", "_gap_hi", "_ref_ns",
+                 "_confirm_ns", "held_total")
 
     def __init__(self, limits: GuardLimits | None = None) -> None:
         self.limits = limits or GuardLimits()
@@ -113,6 +126,8 @@ class MarketGuard:
         self.notes: list[GuardNote] = []
         self._jump = math.log1p(self.limits.max_jump)
         self._gap = math.log1p(self.limits.max_gap)
+        self._jump_lo, self._jump_hi = _sure_ratios(self._jump)
+        self._gap_lo, self._gap_hi = _sure_ratios(self._gap)
         self._ref_ns = int(round(self.limits.reference_seconds * NS_PER_SECOND))
         self._confirm_ns = int(round(self.limits.confirm_seconds * NS_PER_SECOND))
         self.held_total = 0  # episodes begun
@@ -153,18 +168,39 @@ class MarketGuard:
             if s.held == s.held:
                 self._drop(s, ts, price)
             return (payload,)
-        if not (price > 0 and price < math.inf):
+        if not (price > 0.0 and price < _INF):
             self.notes.append(GuardNote(ts, key, "refused", price, last,
                                         f"{key}: price {price!r} is not a positive finite number; not applied"))
             return ()
-        move = math.log(price / last) if last == last else 0.0
-        jump_ok = -self._jump <= move <= self._jump
-        breach, fresh_agree = self._references(s, ts, price)
+        if last != last or self._jump_lo < price / last < self._jump_hi:
+            jump_ok = True  # the first price, or surely within max_jump (no log needed)
+        else:
+            jump_ok = -self._jump <= math.log(price / last) <= self._jump
+        # the other recent series: the first one ``price`` is too far from (None: none), and whether
+        # some series that moved since this one's last accepted price agrees with it
+        breach: tuple[str, float] | None = None
+        fresh_agree = False
+        oldest = ts - self._ref_ns
+        lo = self._gap_lo
+        hi = self._gap_hi
+        for other in self.series.values():
+            if other is s:
+                continue
+            other_price = other.price
+            if other_price != other_price or other.ts < oldest:  # none yet, or not recent
+                continue
+            ratio = price / other_price
+            if lo < ratio < hi or -self._gap <= math.log(ratio) <= self._gap:
+                if other.ts > s.ts:
+                    fresh_agree = True
+            elif breach is None:
+                breach = (other.key, other_price)
         if jump_ok and breach is None:
             if s.held == s.held:
                 self._drop(s, ts, price)
             s.price, s.ts = price, ts
             return (payload,)
+        move = math.log(price / last) if last == last else 0.0
         if not jump_ok and breach is None and fresh_agree:
             # the other series are already there: the market moved, this series is catching up
             self._confirm(s, ts, price, "confirmed across sources (the other series had moved there)")
@@ -176,22 +212,6 @@ class MarketGuard:
             self._confirm(s, ts, price, f"confirmed across sources by {partner.key}")
             return (released, payload)
         return self._hold(s, ts, price, payload, move, breach)
-
-    def _references(self, s: _Series, ts: int, price: float) -> tuple[tuple[str, float] | None, bool]:
-        """The first recent other series ``price`` is too far from (None: none),
-        and whether some recent series moved since this one's last accepted
-        price and agrees with ``price``."""
-        breach, agree = None, False
-        for other in self.series.values():
-            if other is s or other.price != other.price or ts - other.ts > self._ref_ns:
-                continue
-            gap = math.log(price / other.price)
-            if not -self._gap <= gap <= self._gap:
-                if breach is None:
-                    breach = (other.key, other.price)
-            elif other.ts > s.ts:
-                agree = True
-        return breach, agree
 
     def _held_partner(self, s: _Series, ts: int, price: float, move: float) -> _Series | None:
         """Another series holding a price at the same level, moved the same way

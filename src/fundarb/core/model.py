@@ -27,9 +27,9 @@ class Side(str, Enum):
     BUY = "buy"
     SELL = "sell"
 
-    @property
-    def sign(self) -> int:
-        return 1 if self is Side.BUY else -1
+    def __init__(self, value: str) -> None:
+        # +1 buy, -1 sell: a plain attribute of each member, read on every order and fill
+        self.sign = 1 if value == "buy" else -1
 
     def opposite(self) -> Side:
         return Side.SELL if self is Side.BUY else Side.BUY

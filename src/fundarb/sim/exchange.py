@@ -45,7 +45,14 @@ from fundarb.core.model import (
 from fundarb.core.orders import Order, OrderStatus
 from fundarb.data.margin_tiers import shipped_rule
 from fundarb.sim import queue as q
-from fundarb.sim.models import FeeModel, LatencyModel, SlippageModel, seconds
+from fundarb.sim.models import (
+    FeeModel,
+    LatencyModel,
+    SlippageModel,
+    over_venue_leverage,
+    seconds,
+    spot_buy_short_of_cash,
+)
 
 
 def _shipped_margin(spec: SimVenueSpec) -> MarginRule | None:
@@ -91,12 +98,13 @@ class _Working:
 
 
 class _SimAccount:
-    __slots__ = ("spec", "acct", "fees", "slip", "latency", "quote", "depth_buy", "depth_sell", "resting")
+    __slots__ = ("spec", "is_spot", "acct", "fees", "slip", "latency", "quote", "depth_buy", "depth_sell", "resting")
 
     def __init__(self, spec: SimVenueSpec, seeds: np.random.SeedSequence) -> None:
         lat_seed, slip_seed = seeds.spawn(2)
         v = spec.venue
         self.spec = spec
+        self.is_spot = spec.kind is MarketKind.SPOT
         self.acct = VenueAccount(spec.name, spec.kind, spec.cash, qty=spec.btc, contract_size=spec.contract_size)
         self.fees = FeeModel(v.maker_fee, v.taker_fee)
         self.slip = SlippageModel(v.half_spread_bp_min, v.half_spread_bp_max, v.impact_bp_per_btc, np.random.default_rng(slip_seed))
@@ -190,8 +198,14 @@ class SimExchange:
             if tape_next is not None and (not heap or (tape_next[0], tape_next[1]) <= heap[0][:2]):
                 ts, prio, event = tape_next
                 tape_next = next(tape, None)
-                self._advance(ts, prio)
-                self._on_market(event)
+                if ts < self.now or ts >= self._funding_due:
+                    self._advance(ts, prio)  # its checks: time going back, a settlement due
+                else:
+                    self.now = ts
+                if type(event) is Quote:  # most of a tape: the quote's own path, without the dispatch
+                    self._on_quote(event)
+                else:
+                    self._on_market(event)
                 yield event  # the event itself goes before what it caused
             elif heap:
                 if tape_next is None:
@@ -259,15 +273,7 @@ class SimExchange:
     def _on_market(self, event: Any) -> None:
         kind = type(event)
         if kind is Quote:
-            sim = self.accounts.get(event.venue)
-            if sim is None:
-                return
-            sim.quote = event
-            sim.depth_buy, sim.depth_sell = event.ask_size, event.bid_size
-            if sim.spec.kind is MarketKind.SPOT:
-                sim.acct.price = event.mid
-            if sim.resting:
-                self._match_resting(sim)
+            self._on_quote(event)
         elif kind is MarkPrice:
             sim = self.accounts[event.venue]
             sim.acct.price = event.mark
@@ -277,6 +283,17 @@ class SimExchange:
             self._settle(event)
         elif kind is Timer:
             self._charge_borrow()
+
+    def _on_quote(self, q: Quote) -> None:
+        sim = self.accounts.get(q.venue)
+        if sim is None:
+            return
+        sim.quote = q
+        sim.depth_buy, sim.depth_sell = q.ask_size, q.bid_size
+        if sim.is_spot:
+            sim.acct.price = q.mid
+        if sim.resting:
+            self._match_resting(sim)
 
     def _settle(self, s: FundingSettlement) -> None:
         sim = self.accounts[s.venue]
@@ -393,10 +410,9 @@ class SimExchange:
             return "reduce-only order would not reduce the position"
         price = quote.mid
         if sim.spec.kind is MarketKind.SPOT:
-            # worst fill this order can get: the far touch or the widest drawn spread, plus impact
-            worst_bp = (0.0 if quote.ask > quote.bid else sim.spec.venue.half_spread_bp_max) + sim.spec.venue.impact_bp_per_btc * order.qty
-            worst = max(quote.ask, price) * (1 + worst_bp / 1e4)
-            if sign > 0 and a.cash < order.qty * worst * (1 + sim.spec.venue.taker_fee):
+            v = sim.spec.venue
+            if sign > 0 and spot_buy_short_of_cash(a.cash, order.qty, quote.ask, price, v.half_spread_bp_max,
+                                                   v.impact_bp_per_btc, v.taker_fee, quote.ask > quote.bid):
                 return f"insufficient balance: {a.cash:,.2f} for {order.qty} BTC"
             held = self.collateral.exit_btc(a, self._perp_acct()) if self._perp_of is not None else a.qty
             if sign < 0 and held - order.qty < -1e-12 and not sim.spec.allow_short:
@@ -407,7 +423,7 @@ class SimExchange:
             equity = self.collateral.margin_equity(self._spot_acct(), attrs.evolve(a, price=price))
         else:
             equity = a.cash + a.qty * (price - a.entry) if a.qty else a.cash
-        if abs(new_qty) > abs(a.qty) and (equity <= 0 or abs(new_qty) * price / equity > sim.spec.venue.max_venue_leverage):
+        if over_venue_leverage(a.qty, new_qty, price, equity, sim.spec.venue.max_venue_leverage):
             return "insufficient margin"
         return ""
 
