@@ -100,12 +100,13 @@ class _Series:
 _INF = math.inf
 
 
-def _sure_ratios(bound: float) -> tuple[float, float]:
+def sure_ratios(bound: float) -> tuple[float, float]:
     """The ratios ``price / reference`` surely within a log bound: a ratio
     strictly between the two has ``-bound <= log(ratio) <= bound`` (the
     margin of 1e-9 dwarfs the rounding of ``exp`` and ``log``), so an
     ordinary price is judged without a log; one outside them is judged by
-    its log, as the bound reads: the same verdict either way."""
+    its log, as the bound reads: the same verdict either way. (The Monte
+    Carlo kernel's precheck of a whole path uses the same ratios.)"""
     return math.exp(-bound) * (1 + 1e-9), math.exp(bound) * (1 - 1e-9)
 
 
@@ -126,8 +127,8 @@ class MarketGuard:
         self.notes: list[GuardNote] = []
         self._jump = math.log1p(self.limits.max_jump)
         self._gap = math.log1p(self.limits.max_gap)
-        self._jump_lo, self._jump_hi = _sure_ratios(self._jump)
-        self._gap_lo, self._gap_hi = _sure_ratios(self._gap)
+        self._jump_lo, self._jump_hi = sure_ratios(self._jump)
+        self._gap_lo, self._gap_hi = sure_ratios(self._gap)
         self._ref_ns = int(round(self.limits.reference_seconds * NS_PER_SECOND))
         self._confirm_ns = int(round(self.limits.confirm_seconds * NS_PER_SECOND))
         self.held_total = 0  # episodes begun

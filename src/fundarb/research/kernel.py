@@ -48,6 +48,7 @@ from fundarb.core import funding as _funding
 from fundarb.core import liquidation as _liquidation
 from fundarb.core import risk as _risk
 from fundarb.core import strategy as _strategy
+from fundarb.core.market_guard import sure_ratios
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.data.history import MarketHistory
 from fundarb.sim import models as _models
@@ -101,6 +102,7 @@ tiered_maintenance = jit_core(_liquidation.tiered_maintenance, inline=True)
 linear_liquidation = jit_core(_liquidation.linear_liquidation, inline=True)
 linear_wallet_for = jit_core(_liquidation.linear_wallet_for, inline=False)
 margin_buffer = jit_core(_book.margin_buffer, inline=True)
+drift_of = jit_core(_book.drift_of, inline=True)
 linear_perp_trade = jit_core(_book.linear_perp_trade, inline=False)
 book_equity = jit_core(_book.book_equity, inline=True)
 funding_payment = jit_core(_funding.funding_payment, inline=True)
@@ -159,6 +161,7 @@ COMPILED_CORE = {
     "linear_liquidation": (linear_liquidation, _liquidation.linear_liquidation),
     "linear_wallet_for": (linear_wallet_for, _liquidation.linear_wallet_for),
     "margin_buffer": (margin_buffer, _book.margin_buffer),
+    "drift_of": (drift_of, _book.drift_of),
     "linear_perp_trade": (linear_perp_trade, _book.linear_perp_trade),
     "book_equity": (book_equity, _book.book_equity),
     "funding_payment": (funding_payment, _funding.funding_payment),
@@ -251,10 +254,7 @@ def _equity(F: Any) -> float:
 
 @njit_inline
 def _drift(F: Any) -> float:
-    sq = F[S_QTY_S] + 0.0
-    pq = F[S_QTY_P]
-    size = max(abs(sq), abs(pq))
-    return abs(sq + pq) / size if size > 1e-12 else 0.0
+    return drift_of(F[S_QTY_S] + 0.0, F[S_QTY_P])
 
 
 @njit_inline
@@ -472,9 +472,7 @@ def _monitor_action(P: Any, liq: float, eq: float, peak: float, halted: int, fla
         return (MON_NONE if excess == 0.0 else MON_ALLOCATE), peak, FLATTEN_NONE
     if halted and (P[P_FLATTEN_ON_KILL] != 0 or flatten != FLATTEN_NONE):
         return (MON_STUCK if flatten == FLATTEN_SENT else MON_FLATTEN), peak, flatten
-    size = max(abs(qs), abs(qp))
-    drift = abs(qs + qp) / size if size > 1e-12 else 0.0
-    if drift > P[P_MAX_DRIFT]:
+    if drift_of(qs + 0.0, qp) > P[P_MAX_DRIFT]:
         return MON_DRIFT, peak, flatten
     if qp == 0:
         return MON_NONE, peak, flatten
@@ -919,41 +917,38 @@ def path_tape(h: MarketHistory, cfg: Config) -> PathTape | int:
     return PathTape(hours, spot, perp, mark, fund_at, r, iv, step, fm)
 
 
-GUARD_MARGIN = 1e-9  # log-ratio kept back from the guard's bounds: its float rounding never decides a path
-
-
 def _guard_accepts(spot: np.ndarray, perp: np.ndarray, mark: np.ndarray, fmark: np.ndarray, mark_at: np.ndarray,
                    cfg: Config) -> bool:
     """Whether the market guard (``fundarb.core.market_guard``) accepts every
     price of the hourly tape as it comes: each series within max_jump of its
     last hour, the perp and the mark within max_gap of the prices at the same
     instant (references older than reference_seconds, an hour back, do not
-    count), each settlement's mark within max_jump of the hour's mark."""
+    count), each settlement's mark within max_jump of the hour's mark; each
+    judged by the guard's own ratios that are surely within a bound
+    (``sure_ratios``), so its float rounding never decides a path."""
     lim = cfg.market_data_settings.limits()
-    jump, gap = math.log1p(lim.max_jump) - GUARD_MARGIN, math.log1p(lim.max_gap) - GUARD_MARGIN
-    return bool(_plausible(spot, perp, mark, fmark, mark_at, jump, gap))
+    jump_lo, jump_hi = sure_ratios(math.log1p(lim.max_jump))
+    gap_lo, gap_hi = sure_ratios(math.log1p(lim.max_gap))
+    return bool(_plausible(spot, perp, mark, fmark, mark_at, jump_lo, jump_hi, gap_lo, gap_hi))
 
 
 @njit
-def _plausible(spot: Any, perp: Any, mark: Any, fmark: Any, mark_at: Any, jump: float, gap: float) -> bool:
-    """|log(a / b)| <= bound as b * exp(-bound) <= a <= b * exp(bound): the
-    margin kept back from the bounds covers the rounding of either form."""
-    jump_up, jump_down, gap_up, gap_down = math.exp(jump), math.exp(-jump), math.exp(gap), math.exp(-gap)
+def _plausible(spot: Any, perp: Any, mark: Any, fmark: Any, mark_at: Any, jump_lo: float, jump_hi: float,
+               gap_lo: float, gap_hi: float) -> bool:
     for i in range(fmark.size):
         f, m = fmark[i], mark_at[i]
         if not (f > 0 and f < math.inf):
             return False
-        if f != m and not (m * jump_down <= f <= m * jump_up):
+        if f != m and not (jump_lo < f / m < jump_hi):
             return False
     for k in range(spot.size):
         s, p, m = spot[k], perp[k], mark[k]
         if not (s > 0 and s < math.inf and p > 0 and p < math.inf and m > 0 and m < math.inf):
             return False
-        if not (s * gap_down <= p <= s * gap_up and s * gap_down <= m <= s * gap_up and p * gap_down <= m <= p * gap_up):
+        if not (gap_lo < p / s < gap_hi and gap_lo < m / s < gap_hi and gap_lo < m / p < gap_hi):
             return False
-        if k > 0 and not (spot[k - 1] * jump_down <= s <= spot[k - 1] * jump_up
-                          and perp[k - 1] * jump_down <= p <= perp[k - 1] * jump_up
-                          and mark[k - 1] * jump_down <= m <= mark[k - 1] * jump_up):
+        if k > 0 and not (jump_lo < s / spot[k - 1] < jump_hi and jump_lo < p / perp[k - 1] < jump_hi
+                          and jump_lo < m / mark[k - 1] < jump_hi):
             return False
     return True
 
