@@ -40,7 +40,7 @@ from fundarb.core.model import (
     TransferRejected,
     TransferRequest,
 )
-from fundarb.core.orders import Order, OrderStatus, client_order_prefix
+from fundarb.core.orders import Order, OrderStatus, client_order_id
 from fundarb.core.strategy import CarryStrategy
 from fundarb.core.venue import Venue
 
@@ -81,7 +81,6 @@ class Engine:
         self.strategy = strategy
         self.monitor = monitor
         self.config_hash = config_hash
-        self._client_id_prefix = client_order_prefix(config_hash)  # + the intent sequence: client_order_id
         self.clock = clock or SimClock()
         self.recorder = recorder or NullRecorder()
         self.orders: dict[str, Order] = {}
@@ -331,31 +330,24 @@ class Engine:
                                               "qty": v.intent.qty, "reason": v.intent.reason, "why": v.reason})
             if any(v.intent.reason == "entry" for v in vetoes):
                 self.strategy.abandon(now)  # the entry did not happen: wait out the cooldown
-        # Every approved order goes to the venue first, a pair's legs back to
-        # back; then the decision log records each one handed over (its intent,
-        # then its order), in the same order, also when a later hand-off raised.
-        sent: list[Order] = []
-        try:
-            for intent in approved:
-                sent.append(self._send(intent, now))
-        finally:
-            for intent, order in zip(approved, sent):
-                self.recorder.record("intent", {
-                    "ts": now, "client_id": order.client_id, "venue": intent.venue, "side": intent.side.value,
-                    "qty": intent.qty, "reason": intent.reason, "pair_id": intent.pair_id, "reduce_only": intent.reduce_only,
-                })
-                self._order_changed(order)
+        for intent in approved:
+            self._send(intent, now)
 
-    def _send(self, intent: OrderIntent, now: int) -> Order:
-        """Hand ``intent`` to the venue as a new order, then book it as
-        submitted (its log rows are the caller's)."""
+    def _send(self, intent: OrderIntent, now: int) -> None:
+        """Log the intent and book the order as submitted, then hand it to the
+        venue: the decision log is written ahead, so a crash after the hand-off
+        never leaves an order at the venue that the log does not hold."""
         self.intent_seq += 1
-        order = Order.from_intent(intent, self._client_id_prefix + str(self.intent_seq), now)
-        self.venue.submit(order)
+        order = Order.from_intent(intent, client_order_id(self.config_hash, self.intent_seq), now)
+        self.recorder.record("intent", {
+            "ts": now, "client_id": order.client_id, "venue": intent.venue, "side": intent.side.value,
+            "qty": intent.qty, "reason": intent.reason, "pair_id": intent.pair_id, "reduce_only": intent.reduce_only,
+        })
         order.transition(OrderStatus.SUBMITTED, now)
         self.orders[order.client_id] = order
         self.open_orders.add(order.client_id)
-        return order
+        self._order_changed(order)
+        self.venue.submit(order)
 
     def _order_changed(self, order: Order) -> None:
         if not order.is_open:
