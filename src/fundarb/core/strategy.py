@@ -66,6 +66,7 @@ class FundingSignal:
     last_settlement_ts: int = 0
     next_settlement_ts: int = 0  # the venue's announced next instant (0: not known)
     _current_apr: float = 0.0  # cached: decide() runs on every tick
+    version: int = 0  # counts the changes: what is worked out from the signal is kept until it changes
 
     def on_settlement(self, ts: int, rate: float, interval_hours: float) -> None:
         self.rates.append(rate)
@@ -75,12 +76,14 @@ class FundingSignal:
         self.last_settlement_ts = ts
         self.predicted = None  # a prediction is for the settlement just made
         self._current_apr = annualize(sum(self.rates) / len(self.rates), interval_hours)
+        self.version += 1
 
     def on_rate(self, predicted: float | None, interval_hours: float, next_settlement_ts: int = 0) -> None:
         self.predicted = predicted
         self.interval_hours = interval_hours
         if next_settlement_ts:
             self.next_settlement_ts = next_settlement_ts
+        self.version += 1
 
     def near_settlement(self, now: int, window_ns: int) -> bool:
         """Within ``window_ns`` of the last settlement or of the next one (the
@@ -148,6 +151,11 @@ EXIT_NONE, EXIT_SIGNAL, EXIT_MAX_HOLD, EXIT_TARGET = 0, 1, 2, 3
 EXIT_REASONS = ("", "exit_signal", "exit_max_hold", "exit_target")
 
 
+def max_hold_reached(held_ns: int, max_holding_days: float) -> bool:
+    """A carry held ``held_ns`` has reached its ``max_holding_days``."""
+    return held_ns >= max_holding_days * 24 * NS_PER_HOUR
+
+
 def exit_code(direction: int, signal_apr: float, exit_apr: float, held_ns: int, max_holding_days: float,
               carry_gain: float, target_profit: float, notional: float) -> int:
     """The exit rule: the signal (signed by the carry's direction) below
@@ -155,7 +163,7 @@ def exit_code(direction: int, signal_apr: float, exit_apr: float, held_ns: int, 
     entry of ``target_profit`` of the notional, checked in that order."""
     if direction * signal_apr < exit_apr:
         return EXIT_SIGNAL
-    if held_ns >= max_holding_days * 24 * NS_PER_HOUR:
+    if max_hold_reached(held_ns, max_holding_days):
         return EXIT_MAX_HOLD
     if carry_gain >= target_profit * notional:
         return EXIT_TARGET
@@ -182,6 +190,14 @@ class CarryStrategy:
     long_signal: FundingSignal | None = attrs.field(init=False, default=None)
     # told to leave this pair (the carry moves elsewhere, ``core.rotation``): exit, never enter again
     leaving: bool = False
+    # decide() runs on every event, and its verdicts change only with the signal, the book's carry, a new
+    # pair or time: the entry direction the signal clears (kept per signal version), and the inputs of the
+    # last exit check that found no reason to exit (then only the holding time can give one)
+    _entry_key: int = attrs.field(init=False, default=-1, eq=False, repr=False)
+    _entry_dir: int = attrs.field(init=False, default=0, eq=False, repr=False)
+    _stay_key: int = attrs.field(init=False, default=-1, eq=False, repr=False)
+    _stay_carry: float = attrs.field(init=False, default=math.nan, eq=False, repr=False)
+    _stay_pair: int = attrs.field(init=False, default=-1, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.signal = FundingSignal(self.params.signal_settlements)
@@ -222,6 +238,11 @@ class CarryStrategy:
     def amortised_cost_apr(self) -> float:
         return amortised_cost_apr(self.round_trip_cost, self.params.expected_holding_days)
 
+    def _signal_key(self) -> int:
+        """Changes whenever a signal the entry and exit rules read changes."""
+        long = self.long_signal
+        return self.signal.version if long is None else self.signal.version + (long.version << 32)
+
     def entry_edge(self) -> float:
         """The signal APR an entry is judged on (``entry_edge``), less what a
         perp/perp carry's long leg pays."""
@@ -245,13 +266,8 @@ class CarryStrategy:
             return []
         if not book.perp.price > 0:
             return []  # no perp market seen yet: the short leg could not be placed
-        edge = self.entry_edge()
-        cost = self.amortised_cost_apr
-        if clears_entry(edge, cost, self.params.entry_apr):
-            direction = 1
-        elif self.params.allow_reverse and -edge - cost > self.params.entry_apr:
-            direction = -1
-        else:
+        direction = self.entry_direction()
+        if not direction:
             return []
         lot = self.params.lot_size
         qty = entry_qty(self.params.notional, spot_mid, lot)
@@ -275,6 +291,22 @@ class CarryStrategy:
         legs = [OrderIntent(self.spot_venue, spot_side, qty, "entry", self.pair_seq)] if qty > 0 else []
         return [*legs, OrderIntent(self.perp_venue, spot_side.opposite(), perp_qty, "entry", self.pair_seq)]
 
+    def entry_direction(self) -> int:
+        """The carry the signal clears the entry bar for: 1 normal, -1 reverse
+        (only if ``allow_reverse``), 0 none."""
+        key = self._signal_key()
+        if key != self._entry_key:
+            edge = self.entry_edge()
+            cost = self.amortised_cost_apr
+            if clears_entry(edge, cost, self.params.entry_apr):
+                self._entry_dir = 1
+            elif self.params.allow_reverse and -edge - cost > self.params.entry_apr:
+                self._entry_dir = -1
+            else:
+                self._entry_dir = 0
+            self._entry_key = key
+        return self._entry_dir
+
     # --- exit ----------------------------------------------------------
     def leave(self) -> None:
         """The carry moves to another pair: close this one at the next decision, and enter no more."""
@@ -291,8 +323,14 @@ class CarryStrategy:
         return EXIT_REASONS[code] or None
 
     def _maybe_exit(self, book: PositionBook, now: int) -> list[OrderIntent]:
+        gained = carry(book)
+        key = self._signal_key()
+        if (gained == self._stay_carry and key == self._stay_key and self.pair_seq == self._stay_pair
+                and not self.leaving and not max_hold_reached(now - self.entry_ts, self.params.max_holding_days)):
+            return []  # the same signal, carry and pair as the last check that found no reason: still none
         reason = self.exit_reason(book, now)
         if reason is None:
+            self._stay_carry, self._stay_key, self._stay_pair = gained, key, self.pair_seq
             return []
         self.pair_seq += 1
         intents = close_intents(book, reason, self.pair_seq)

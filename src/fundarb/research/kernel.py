@@ -109,7 +109,8 @@ funding_payment = jit_core(_funding.funding_payment, inline=True)
 annualize = jit_core(_funding.annualize, inline=True)
 entry_qty = jit_core(_strategy.entry_qty, inline=False)
 cooldown_end = jit_core(_strategy.cooldown_end, inline=False)
-exit_code = jit_core(_strategy.exit_code, inline=True)
+max_hold_reached = jit_core(_strategy.max_hold_reached, inline=True)
+exit_code = jit_core(_strategy.exit_code, inline=True, max_hold_reached=max_hold_reached)
 clears_entry = jit_core(_strategy.clears_entry, inline=True)
 amortised_cost_apr = jit_core(_strategy.amortised_cost_apr, inline=False)
 position_over = jit_core(_risk.position_over, inline=False)
@@ -168,6 +169,7 @@ COMPILED_CORE = {
     "annualize": (annualize, _funding.annualize),
     "entry_qty": (entry_qty, _strategy.entry_qty),
     "cooldown_end": (cooldown_end, _strategy.cooldown_end),
+    "max_hold_reached": (max_hold_reached, _strategy.max_hold_reached),
     "exit_code": (exit_code, _strategy.exit_code),
     "clears_entry": (clears_entry, _strategy.clears_entry),
     "amortised_cost_apr": (amortised_cost_apr, _strategy.amortised_cost_apr),
