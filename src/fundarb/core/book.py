@@ -83,6 +83,48 @@ def linear_perp_trade(qty: float, entry: float, signed: float, price: float) -> 
     return new_q, entry, pnl
 
 
+def flat_legs(spot_qty: float, perp_qty: float) -> bool:
+    """Both legs at zero (within 1e-12): no carry held (a book of the usual
+    kind; ``PositionBook.is_flat`` adds the rules of coin margin and BTC held)."""
+    return -1e-12 < spot_qty < 1e-12 and -1e-12 < perp_qty < 1e-12
+
+
+def linear_equity(cash: float, qty: float, price: float, entry: float) -> float:
+    """A linear perp account's equity: its cash and the unrealized PnL of ``qty`` held from ``entry``."""
+    return cash + qty * (price - entry) if qty != 0 else cash
+
+
+def perp_leverage(qty: float, price: float, equity: float) -> float:
+    """The perp's notional at ``price`` over the ``equity`` that margins it
+    (0 while flat, inf without equity)."""
+    if qty == 0:
+        return 0.0
+    return abs(qty) * price / equity if equity > 0 else INF
+
+
+def slippage_cost(sign: float, btc: float, price: float, reference: float) -> float:
+    """What a fill of ``btc`` at ``price`` cost against the ``reference``
+    price it is valued at (``sign``: +1 a buy, -1 a sell)."""
+    return sign * btc * (price - reference)
+
+
+def spot_trade(cash: float, qty: float, signed: float, price: float, fee: float) -> tuple[float, float]:
+    """A spot account's (cash, BTC) after trading ``signed`` BTC at ``price`` with ``fee``."""
+    return cash - fee - signed * price, qty + signed
+
+
+def linear_perp_fill(cash: float, qty: float, entry: float, signed: float, price: float,
+                     fee: float) -> tuple[float, float, float, float]:
+    """A linear perp account's (cash, qty, entry, realized PnL) after trading
+    ``signed`` BTC at ``price`` with ``fee``: the fee and the realized PnL
+    move the cash (``linear_perp_trade``)."""
+    cash = cash - fee
+    qty, entry, pnl = linear_perp_trade(qty, entry, signed, price)
+    if pnl:
+        cash += pnl
+    return cash, qty, entry, pnl
+
+
 def book_equity(spot_cash: float, perp_cash: float, in_transit: float, spot_qty: float, spot_price: float,
                 spot_entry: float, perp_qty: float, perp_price: float, perp_entry: float, perp_coin: float) -> float:
     """Both accounts' cash and what is in transit, the long leg at its price
@@ -197,15 +239,12 @@ class VenueAccount:
         if self.contract_size > 0:
             return self._trade_inverse(signed_units, price, fee)
         self.fees += fee
-        self.cash -= fee
         if self.kind is MarketKind.SPOT:
-            self.cash -= signed_units * price
-            self.qty += signed_units
+            self.cash, self.qty = spot_trade(self.cash, self.qty, signed_units, price, fee)
             return fee
-        self.qty, self.entry, pnl = linear_perp_trade(self.qty, self.entry, signed_units, price)
+        self.cash, self.qty, self.entry, pnl = linear_perp_fill(self.cash, self.qty, self.entry, signed_units, price, fee)
         if pnl:
             self.realized += pnl
-            self.cash += pnl
         return fee
 
     def _trade_inverse(self, signed_contracts: float, price: float, fee_btc: float) -> float:
@@ -531,14 +570,15 @@ class PositionBook:
         if self.collateral.mode == COIN and self.perp.qty == 0:
             # what a coin-margined exit leaves is BTC the next carry hedges, no position
             return abs(self.spot.qty + self.perp.coin) <= 2 * EXIT_MARGIN * self.hedged_btc + DUST_BTC
-        return -1e-12 < self.spot.qty < 1e-12 and -1e-12 < self.perp.qty < 1e-12
+        return flat_legs(self.spot.qty, self.perp.qty)
 
     def leverage(self) -> float:
         """Perp notional over the equity that margins it (``Collateral``)."""
-        if self.perp.qty == 0:
+        p = self.perp
+        if p.qty == 0:
             return 0.0
-        eq = self.perp.equity if self.collateral is OWN_COLLATERAL else self.collateral.margin_equity(self.spot, self.perp)
-        return self.perp.notional / eq if eq > 0 else INF
+        eq = p.equity if self.collateral is OWN_COLLATERAL else self.collateral.margin_equity(self.spot, p)
+        return perp_leverage(p.qty, p.price, eq)
 
     def liquidation_price(self, rule: MarginRule) -> float:
         """The perp's liquidation price by the venue's ``rule`` (cross: the
@@ -590,7 +630,7 @@ class PositionBook:
         acct = self.accounts[fill.venue]
         signed = fill.side.sign * fill.qty  # the venue's unit: BTC, or an inverse perp's contracts
         btc = acct.btc_of(fill.qty, fill.price)
-        self.slippage += fill.side.sign * btc * (fill.price - acct.price)
+        self.slippage += slippage_cost(fill.side.sign, btc, fill.price, acct.price)
         self.traded_qty += btc
         was_flat, before = acct.qty == 0, abs(acct.qty)
         self.fees += acct.trade(signed, fill.price, fill.fee)

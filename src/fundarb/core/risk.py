@@ -31,7 +31,15 @@ import math
 
 import attrs
 
-from fundarb.core.book import BOOK_MARGIN_MODE, OWN_COLLATERAL, PositionBook, VenueAccount, liquidation_of, margin_buffer
+from fundarb.core.book import (
+    BOOK_MARGIN_MODE,
+    OWN_COLLATERAL,
+    PositionBook,
+    VenueAccount,
+    liquidation_of,
+    margin_buffer,
+    perp_leverage,
+)
 from fundarb.core.liquidation import MarginRule, NotionalBeyondTiers
 from fundarb.core.model import Alert, OrderIntent, Side, require
 from fundarb.core.strategy import close_intents
@@ -164,7 +172,7 @@ def _entry_veto(
         return _collateral_veto(intent, book, price, spot_mid, limits, costs, pair_spot)
     long_perp = intent.venue == book.spot_venue and book.long_perp
     if intent.venue == book.spot_venue and not long_perp:
-        need = intent.qty * price * (1 + costs.spot_taker_fee + costs.slippage_allowance)
+        need = spot_cash_need(intent.qty, price, costs.spot_taker_fee, costs.slippage_allowance)
         if acct.cash < need:  # buys pay cash; a margin short is held fully collateralised
             return f"spot cash {acct.cash:,.2f} below the {need:,.2f} the order needs"
         return ""
@@ -176,7 +184,7 @@ def _entry_veto(
     cash, entry, equity = own_perp_after(acct.qty, acct.entry, acct.cash, new_qty, intent.qty, price, fee_rate)
     if equity <= 0:
         return f"{'long' if long_perp else 'perp'} venue equity is not positive"
-    why = leverage_veto(abs(new_qty) * price / equity, limits)
+    why = leverage_veto(perp_leverage(new_qty, price, equity), limits)
     if why:
         return why
     try:
@@ -184,6 +192,12 @@ def _entry_veto(
     except NotionalBeyondTiers as exc:
         return f"liquidation outside the venue's margin tiers: {exc}"
     return buffer_veto(margin_buffer(liq, price, new_qty), limits)
+
+
+def spot_cash_need(qty: float, price: float, taker_fee: float, slippage_allowance: float) -> float:
+    """The cash a spot buy of ``qty`` at ``price`` must find on the account: the
+    price, the taker fee and the slippage allowance."""
+    return qty * price * (1 + taker_fee + slippage_allowance)
 
 
 def own_perp_after(qty: float, entry: float, cash: float, new_qty: float, units: float, price: float,

@@ -105,6 +105,12 @@ margin_buffer = jit_core(_book.margin_buffer, inline=True)
 drift_of = jit_core(_book.drift_of, inline=True)
 linear_perp_trade = jit_core(_book.linear_perp_trade, inline=False)
 book_equity = jit_core(_book.book_equity, inline=True)
+flat_legs = jit_core(_book.flat_legs, inline=True)
+linear_equity = jit_core(_book.linear_equity, inline=True)
+perp_leverage = jit_core(_book.perp_leverage, inline=True)
+slippage_cost = jit_core(_book.slippage_cost, inline=False)
+spot_trade = jit_core(_book.spot_trade, inline=False)
+linear_perp_fill = jit_core(_book.linear_perp_fill, inline=False, linear_perp_trade=linear_perp_trade)
 funding_payment = jit_core(_funding.funding_payment, inline=True)
 annualize = jit_core(_funding.annualize, inline=True)
 entry_qty = jit_core(_strategy.entry_qty, inline=False)
@@ -118,6 +124,7 @@ notional_over = jit_core(_risk.notional_over, inline=False)
 leverage_over = jit_core(_risk.leverage_over, inline=False)
 buffer_under = jit_core(_risk.buffer_under, inline=False)
 own_perp_after = jit_core(_risk.own_perp_after, inline=False)
+spot_cash_need = jit_core(_risk.spot_cash_need, inline=False)
 margin_state = jit_core(_risk.margin_state, inline=True)
 topup_step = jit_core(_risk.topup_step, inline=False)
 drawdown_of = jit_core(_risk.drawdown_of, inline=True)
@@ -165,6 +172,12 @@ COMPILED_CORE = {
     "drift_of": (drift_of, _book.drift_of),
     "linear_perp_trade": (linear_perp_trade, _book.linear_perp_trade),
     "book_equity": (book_equity, _book.book_equity),
+    "flat_legs": (flat_legs, _book.flat_legs),
+    "linear_equity": (linear_equity, _book.linear_equity),
+    "perp_leverage": (perp_leverage, _book.perp_leverage),
+    "slippage_cost": (slippage_cost, _book.slippage_cost),
+    "spot_trade": (spot_trade, _book.spot_trade),
+    "linear_perp_fill": (linear_perp_fill, _book.linear_perp_fill),
     "funding_payment": (funding_payment, _funding.funding_payment),
     "annualize": (annualize, _funding.annualize),
     "entry_qty": (entry_qty, _strategy.entry_qty),
@@ -178,6 +191,7 @@ COMPILED_CORE = {
     "leverage_over": (leverage_over, _risk.leverage_over),
     "buffer_under": (buffer_under, _risk.buffer_under),
     "own_perp_after": (own_perp_after, _risk.own_perp_after),
+    "spot_cash_need": (spot_cash_need, _risk.spot_cash_need),
     "margin_state": (margin_state, _risk.margin_state),
     "topup_step": (topup_step, _risk.topup_step),
     "drawdown_of": (drawdown_of, _risk.drawdown_of),
@@ -369,15 +383,14 @@ def _entry_vetoed(P: Any, F: Any, rule: Any, qty: float, perp_qty: float) -> boo
     new_qty = F[S_QTY_S] + 1 * qty
     spot_vetoed = position_over(new_qty, P[P_MAX_POS]) or notional_over(new_qty, price, P[P_MAX_NOTIONAL])
     if not spot_vetoed:
-        need = qty * price * (1 + P[P_SPOT_TAKER] + P[P_SLIP_ALLOW])
-        spot_vetoed = F[S_CASH_S] < need
+        spot_vetoed = F[S_CASH_S] < spot_cash_need(qty, price, P[P_SPOT_TAKER], P[P_SLIP_ALLOW])
     price = F[S_PX_P] if F[S_PX_P] == F[S_PX_P] else F[S_SPOT_MID]
     new_qty = F[S_QTY_P] + -1 * perp_qty
     if position_over(new_qty, P[P_MAX_POS]) or notional_over(new_qty, price, P[P_MAX_NOTIONAL]):
         return True
     cash, entry, equity = own_perp_after(F[S_QTY_P], F[S_ENTRY_P], F[S_CASH_P], new_qty, perp_qty, price,
                                          P[P_PERP_TAKER] + P[P_SLIP_ALLOW])
-    if equity <= 0 or leverage_over(abs(new_qty) * price / equity, P[P_MAX_LEV]):
+    if equity <= 0 or leverage_over(perp_leverage(new_qty, price, equity), P[P_MAX_LEV]):
         return True
     liq = rule_liquidation(rule, cash, new_qty, entry)
     if liq != liq:  # beyond the tiers: the check refuses the trade
@@ -395,7 +408,7 @@ DEC_NONE, DEC_CLOSED, DEC_ENTER, DEC_EXIT = 0, 1, 2, 3
 def _decide_action(P: Any, now: int, halted: int, qs: float, qp: float, direction: int, cooldown: int, n_rates: int,
                    spot_mid: float, px_p: float, apr: float, entry_ts: int, carry: float, entry_carry: float) -> int:
     """Engine._decide and CarryStrategy.decide up to the orders: what to do now."""
-    flat = -1e-12 < qs < 1e-12 and -1e-12 < qp < 1e-12
+    flat = flat_legs(qs, qp)
     if halted and flat:
         return DEC_NONE  # halted: no entries until resumed, and nothing left to exit
     if flat:
@@ -466,7 +479,7 @@ def _monitor_action(P: Any, liq: float, eq: float, peak: float, halted: int, fla
         return MON_HALT, peak, flatten
     if busy:
         return MON_NONE, peak, flatten
-    flat = -1e-12 < qs < 1e-12 and -1e-12 < qp < 1e-12
+    flat = flat_legs(qs, qp)
     if flat:
         if pending:
             return MON_NONE, peak, FLATTEN_NONE
@@ -481,8 +494,7 @@ def _monitor_action(P: Any, liq: float, eq: float, peak: float, halted: int, fla
     if liq != liq:
         return MON_TIERS, peak, flatten
     buf = margin_buffer(liq, px_p, qp)
-    peq = cash_p + qp * (px_p - entry_p)
-    lev = abs(qp) * px_p / peq if peq > 0 else math.inf
+    lev = perp_leverage(qp, px_p, linear_equity(cash_p, qp, px_p, entry_p))
     state = margin_state(buf, lev, P[P_MIN_BUF], P[P_HARD_BUF], P[P_MAX_LEV], pending)
     if state == _risk.MARGIN_OK or state == _risk.MARGIN_WAIT:
         return MON_NONE, peak, flatten
@@ -563,7 +575,7 @@ def _arrive(P: Any, F: Any, N: Any, HI: Any, HF: Any, rule: Any, i: int, slip_s:
             return
     else:
         new_qty = held + sign * qty
-        equity = F[S_CASH_P] + held * (mid - F[S_ENTRY_P]) if held else F[S_CASH_P]
+        equity = linear_equity(F[S_CASH_P], held, mid, F[S_ENTRY_P])
         if over_venue_leverage(held, new_qty, mid, equity, P[a + A_MAX_VENUE_LEV]):
             _flag(N, F_REJECTED)
             return
@@ -587,18 +599,13 @@ def _arrive(P: Any, F: Any, N: Any, HI: Any, HF: Any, rule: Any, i: int, slip_s:
     # the book: the leg valued at the quote's mid first, so the cost splits into slippage and the fee
     if acct == 0:
         F[S_PX_S] = mid
-        F[S_SLIP] += sign * fill * (price - F[S_PX_S])
-        F[S_CASH_S] -= fee
-        F[S_CASH_S] -= sign * fill * price
-        F[S_QTY_S] += sign * fill
+        F[S_SLIP] += slippage_cost(sign, fill, price, F[S_PX_S])
+        F[S_CASH_S], F[S_QTY_S] = spot_trade(F[S_CASH_S], F[S_QTY_S], sign * fill, price, fee)
     else:
         F[S_PX_P] = mid
-        F[S_SLIP] += sign * fill * (price - F[S_PX_P])
-        F[S_CASH_P] -= fee
-        new_q, new_entry, pnl = linear_perp_trade(F[S_QTY_P], F[S_ENTRY_P], sign * fill, price)
-        F[S_QTY_P], F[S_ENTRY_P] = new_q, new_entry
-        if pnl:
-            F[S_CASH_P] += pnl
+        F[S_SLIP] += slippage_cost(sign, fill, price, F[S_PX_P])
+        cash, new_q, new_entry, _pnl = linear_perp_fill(F[S_CASH_P], F[S_QTY_P], F[S_ENTRY_P], sign * fill, price, fee)
+        F[S_CASH_P], F[S_QTY_P], F[S_ENTRY_P] = cash, new_q, new_entry
     F[S_FEES] += fee
     t = N[N_TRACE]
     if t >= TRACE_CAP:

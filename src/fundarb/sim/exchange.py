@@ -21,7 +21,7 @@ import attrs
 import numpy as np
 
 from fundarb.config import VenueConfig
-from fundarb.core.book import OWN_COLLATERAL, Collateral, VenueAccount, liquidation_of
+from fundarb.core.book import OWN_COLLATERAL, Collateral, VenueAccount, linear_equity, liquidation_of
 from fundarb.core.funding import MissingFundingSettlement, next_settlement
 from fundarb.core.liquidation import MarginRule
 from fundarb.core.model import (
@@ -422,7 +422,7 @@ class SimExchange:
         if a.contract_size or self.collateral is not OWN_COLLATERAL:
             equity = self.collateral.margin_equity(self._spot_acct(), attrs.evolve(a, price=price))
         else:
-            equity = a.cash + a.qty * (price - a.entry) if a.qty else a.cash
+            equity = linear_equity(a.cash, a.qty, price, a.entry)
         if over_venue_leverage(a.qty, new_qty, price, equity, sim.spec.venue.max_venue_leverage):
             return "insufficient margin"
         return ""
