@@ -86,8 +86,9 @@ def test_no_flapping_two_pairs_that_trade_places_by_less_than_twice_the_bar_move
         move = r.choose(current, 0, step * 8 * NS_PER_HOUR, signals, {p: COST, q: COST})
         if move is not None:
             current, moves = move.to, moves + 1
-    bar = min(r.bar_apr(COST, s) for s in (level - wobble / 2, level + wobble / 2))
-    if wobble <= bar:
+    # each swap offers the gain of the pair on top, judged by the bar of that pair's signal
+    high, low = level + wobble / 2, level - wobble / 2
+    if high - low <= r.bar_apr(COST, high):
         assert moves == 0
     else:
         assert moves > 0
