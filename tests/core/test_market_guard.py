@@ -268,3 +268,35 @@ def test_single_sample_spikes_never_move_equity_or_fire_the_kill_switch(steps, s
         spike = MarkPrice(m.ts, PERP, m.mark * f) if on_mark else Quote(q.ts, SPOT, q.bid * f, q.ask * f, 1.0, 1.0)
         spiked.insert(2 * k + (1 if on_mark else 0), (spike, True))  # just before its series' real sample
     assert _run(spiked) == _run([(ev, False) for ev in real])
+
+
+class _FullJudgement(MarketGuard):
+    """The guard with its cheap first test switched off: every observation judged in full."""
+
+    def accept_plain(self, key: str, ts: int, price: float) -> bool:
+        return False
+
+
+_observation = st.tuples(
+    st.sampled_from(["quote spot", "quote perp", "mark perp"]),
+    st.integers(0, 90 * S),  # time to the previous observation
+    st.one_of(st.floats(0.5, 2.5), st.sampled_from([1.0, 1.1, 1 / 1.1, 2.0, 0.5, 10.0, 0.1, math.nan, 0.0])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_observation, min_size=1, max_size=60), st.floats(0.01, 1.5), st.floats(0.01, 0.3))
+def test_the_cheap_acceptance_gives_the_verdicts_of_the_full_judgement(obs, max_jump, max_gap):
+    """``accept_plain`` takes only prices the full rules accept: a guard that
+    judges every observation in full returns the same payloads, notes and
+    accepted prices, observation by observation."""
+    limits = GuardLimits(max_jump=max_jump, max_gap=max_gap)
+    fast, full = MarketGuard(limits), _FullJudgement(limits)
+    ts, price = T0, MID
+    for n, (key, dt, factor) in enumerate(obs):
+        ts += dt
+        price = MID * factor if n % 3 else price * factor  # some near the others, some moving on
+        assert fast.observe(key, ts, price, n) == full.observe(key, ts, price, n)
+        assert whats(fast) == whats(full)
+        assert {k: (s.price, s.ts, s.held) for k, s in fast.series.items()} == \
+            {k: (s.price, s.ts, s.held) for k, s in full.series.items()}

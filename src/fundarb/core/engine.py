@@ -192,11 +192,13 @@ class Engine:
         # quotes, and the guard passes nearly all of them on as they are
         mid = q.mid
         guard = self.guard
-        out = guard.observe(self._quote_keys.get(q.venue) or self._key(Quote, q.venue), q.ts, mid, q)
-        if guard.notes:
-            self._guard_notes()
-        if len(out) != 1 or out[0] is not q:
-            return self._apply_prices(out)
+        key = self._quote_keys.get(q.venue) or self._key(Quote, q.venue)
+        if not guard.accept_plain(key, q.ts, mid):
+            out = guard.observe(key, q.ts, mid, q)
+            if guard.notes:
+                self._guard_notes()
+            if len(out) != 1 or out[0] is not q:
+                return self._apply_prices(out)
         if q.venue == self.book.spot_venue:
             self.spot_mid = mid
             self.book.revalue(q.venue, mid)

@@ -95,6 +95,7 @@ class _Series:
     held_ts: int = 0  # the first observation at the held level
     held_count: int = 0
     held_payload: Any = None
+    others: tuple[_Series, ...] = ()  # every other series of the guard (kept by ``MarketGuard._get``)
 
 
 _INF = math.inf
@@ -154,15 +155,37 @@ class MarketGuard:
         s = self.series.get(key)
         if s is None:
             s = self.series[key] = _Series(key)
+            for each in self.series.values():
+                each.others = tuple(o for o in self.series.values() if o is not each)
         return s
 
     # --- judging ---------------------------------------------------------------
+    def accept_plain(self, key: str, ts: int, price: float) -> bool:
+        """The common case of ``observe``, judged first and cheaply: a price of
+        a series that holds nothing, surely within ``max_jump`` of its last
+        accepted price and surely within ``max_gap`` of every other recent
+        series. Such a price is accepted (True) and needs nothing more; on
+        False nothing has changed and ``observe`` judges it in full."""
+        s = self.series.get(key)
+        if s is None or s.held == s.held:
+            return False
+        last = s.price
+        if not self._jump_lo < price / last < self._jump_hi:  # also False for nan or a first price
+            return False
+        oldest = ts - self._ref_ns
+        lo, hi = self._gap_lo, self._gap_hi
+        for other in s.others:
+            if other.ts >= oldest and not lo < price / other.price < hi:
+                return False
+        s.price, s.ts = price, ts
+        return True
+
     def observe(self, key: str, ts: int, price: float, payload: Any = None) -> tuple[Any, ...]:
         """Judge one observation; the payloads to apply now, in order (``()``
         while the price is held)."""
-        s = self.series.get(key)
-        if s is None:
-            s = self.series[key] = _Series(key)
+        if self.accept_plain(key, ts, price):
+            return (payload,)
+        s = self._get(key)
         last = s.price
         if price == last:  # the accepted price again (also a re-observation of what was accepted)
             s.ts = ts
