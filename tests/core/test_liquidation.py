@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -295,3 +296,27 @@ def test_a_config_still_naming_maintenance_margin_rate_is_one_clear_error(tmp_pa
     assert msg == (f"{path}: perp.maintenance_margin_rate is no longer a setting: the maintenance margin rate now "
                    "comes from the venue's margin tiers (docs/margin.md); remove the line")
     assert "\n" not in msg
+
+
+_ask = st.tuples(st.sampled_from([5_000.0, 20_000.0, 1e6, 0.0, -100.0]), st.sampled_from([0.0, 1.0, -1.0, 2.5, -30.0]),
+                 st.sampled_from([60_000.0, 30_000.0, 0.0]), st.sampled_from([CROSS, ISOLATED]))
+
+
+@given(st.lists(_ask, min_size=1, max_size=30), st.sampled_from(["binanceusdm", "bybit"]))
+def test_the_last_price_kept_is_the_price_worked_out_afresh(asks, venue):
+    """A rule keeps its last liquidation price for the same question: any run
+    of questions, repeated or not, gets what a rule that never keeps one says
+    (the same price, or the same error)."""
+    kept = attrs.evolve(shipped_rule(venue, "BTC/USDT:USDT"))
+    for wallet, qty, entry, mode in asks:
+        fresh = attrs.evolve(kept)  # a rule of the same table that has worked nothing out yet
+        assert fresh is not kept and fresh._last is not kept._last
+        try:
+            want: float | str = fresh.liquidation_price(wallet, qty, entry, mode)
+        except ValueError as exc:
+            want = str(exc)
+        try:
+            got: float | str = kept.liquidation_price(wallet, qty, entry, mode)
+        except ValueError as exc:
+            got = str(exc)
+        assert got == want or (got != got and want != want)

@@ -565,6 +565,8 @@ class PositionBook:
 
     @property
     def is_flat(self) -> bool:
+        if self.collateral is OWN_COLLATERAL:  # the usual book, asked on every event
+            return flat_legs(self.spot.qty, self.perp.qty)
         if self.collateral.keep_btc:  # the BTC held is the holder's: no short, no carry
             return -1e-12 < self.perp.qty < 1e-12 and self.spot.qty > -1e-12
         if self.collateral.mode == COIN and self.perp.qty == 0:

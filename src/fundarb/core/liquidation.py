@@ -159,6 +159,10 @@ class MarginRule:
     source: str = ""
     # the table as four columns (floor, cap, mmr, amount), for the scalar formulas below
     columns: tuple[tuple[float, ...], ...] = attrs.field(init=False, eq=False, repr=False)
+    # the last liquidation price worked out, with what it was worked out from: a position's price is
+    # asked for on every mark (by the risk monitor and the simulator) and changes only when the position does
+    _last: list[tuple[tuple[float, float, float, str, float], float]] = attrs.field(
+        init=False, eq=False, repr=False, factory=lambda: [((math.nan,) * 3 + ("", math.nan), math.nan)])
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "columns", tuple(tuple(float(getattr(t, f)) for t in self.tiers)
@@ -265,6 +269,15 @@ class MarginRule:
         LP = (WB + amount - side*Q*EP) / (Q*mmr - side*Q - C); inf for a
         short when that denominator is <= 0 in every tier. ValueError in
         isolated mode or on an inverse rule unless it is 0."""
+        args = (wallet, qty, entry, mode, collateral)
+        last_args, last_price = self._last[0]
+        if args == last_args:
+            return last_price
+        price = self._liquidation_price(wallet, qty, entry, mode, collateral)
+        self._last[0] = (args, price)  # one store: a reader sees the pair whole
+        return price
+
+    def _liquidation_price(self, wallet: float, qty: float, entry: float, mode: str, collateral: float) -> float:
         self._check_collateral(collateral, mode)
         position = self._position(qty, mode)
         if position is None:
