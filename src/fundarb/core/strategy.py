@@ -262,13 +262,11 @@ class CarryStrategy:
 
     # --- entry ---------------------------------------------------------
     def _maybe_enter(self, book: PositionBook, spot_mid: float, now: int) -> list[OrderIntent]:
-        if now < self.cooldown_until or not self.ready or not spot_mid > 0:
-            return []
-        if not book.perp.price > 0:
-            return []  # no perp market seen yet: the short leg could not be placed
+        if now < self.cooldown_until or not spot_mid > 0 or not book.perp.price > 0:
+            return []  # (no perp market seen yet: the short leg could not be placed)
         direction = self.entry_direction()
         if not direction:
-            return []
+            return []  # the signal is not ready, or does not clear the bar
         lot = self.params.lot_size
         qty = entry_qty(self.params.notional, spot_mid, lot)
         if book.collateral.keep_btc:
@@ -293,9 +291,12 @@ class CarryStrategy:
 
     def entry_direction(self) -> int:
         """The carry the signal clears the entry bar for: 1 normal, -1 reverse
-        (only if ``allow_reverse``), 0 none."""
+        (only if ``allow_reverse``), 0 none (or the signal is not ready)."""
         key = self._signal_key()
         if key != self._entry_key:
+            if not self.ready:
+                self._entry_key, self._entry_dir = key, 0
+                return 0
             edge = self.entry_edge()
             cost = self.amortised_cost_apr
             if clears_entry(edge, cost, self.params.entry_apr):
