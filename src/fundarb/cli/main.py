@@ -224,7 +224,7 @@ def montecarlo(
     quiet: Quiet = False,
     engine: EngineOpt = None,
 ) -> None:
-    """Bootstrap paths from the real history and run each through the simulator: distributions of APR, Sharpe, MaxDD, fill rate, liquidations and P(all gates pass)."""
+    """Bootstrap paths from the real history and run each through the path kernel (or the simulator, for a config outside its scope): distributions of APR, Sharpe, MaxDD, fill rate, liquidations and P(all gates pass)."""
     from fundarb.output.montecarlo import STUDY_FILES, print_study, write_study
     from fundarb.output.report import check_output_folder
     from fundarb.research.cluster import chunk_runner
