@@ -136,6 +136,7 @@ class ScheduledCarry(CarryStrategy):
 
     def decide(self, book: PositionBook, spot_mid: float, now: int) -> list[OrderIntent]:
         if now >= self.next_decision_ts:
+            self.still_until = 0  # a decision now, whatever the carry's rules say
             self.next_decision_ts += self.period_ns
             self.decisions += 1
             if book.is_flat:
@@ -153,7 +154,9 @@ class ScheduledCarry(CarryStrategy):
             intents = close_intents(book, "exit_scheduled", self.pair_seq)
             self._closed(now)
             return intents
-        return CarryStrategy.decide(self, book, spot_mid, now)
+        intents = CarryStrategy.decide(self, book, spot_mid, now)
+        self.still_until = min(self.still_until, self.next_decision_ts)  # the next forced decision is asked for
+        return intents
 
 
 # --------------------------------------------------------------------------

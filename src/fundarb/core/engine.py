@@ -132,9 +132,12 @@ class Engine:
     def on_event(self, event: Any) -> None:
         ts = event.ts
         self.clock.advance_to(ts)
-        if self._handlers[type(event)](event):
+        kind = type(event)
+        if self._handlers[kind](event):
             self._monitor(ts)
-        if not self.open_orders:
+        # the strategy is asked while no order is in flight; a quote moves only a price and the time, so
+        # not before the instant its last answer promised to stay nothing (``CarryStrategy.still_until``)
+        if not self.open_orders and (ts >= self.strategy.still_until or kind is not Quote):
             self._decide(ts)
 
     # --- market prices: only what the guard accepts reaches the book -----------

@@ -146,6 +146,9 @@ def cooldown_end(now: int, cooldown_hours: float) -> int:
     return now + int(cooldown_hours * NS_PER_HOUR)
 
 
+# an instant no event reaches: ``CarryStrategy.still_until`` when only an event other than a price can change a decision
+NEVER = 1 << 62
+
 # why a carry exits (``exit_code``): none, the signal fell below exit_apr, held too long, the target reached
 EXIT_NONE, EXIT_SIGNAL, EXIT_MAX_HOLD, EXIT_TARGET = 0, 1, 2, 3
 EXIT_REASONS = ("", "exit_signal", "exit_max_hold", "exit_target")
@@ -198,6 +201,10 @@ class CarryStrategy:
     _stay_key: int = attrs.field(init=False, default=-1, eq=False, repr=False)
     _stay_carry: float = attrs.field(init=False, default=math.nan, eq=False, repr=False)
     _stay_pair: int = attrs.field(init=False, default=-1, eq=False, repr=False)
+    _hold_end: tuple[int, int] = attrs.field(init=False, default=(-1, 0), eq=False, repr=False)  # (entry_ts, end)
+    # what the last decision promised: before this instant, asked again with only the prices and the
+    # time moved on (a quote), ``decide`` answers nothing, so an engine need not ask (0: no promise)
+    still_until: int = attrs.field(init=False, default=0, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.signal = FundingSignal(self.params.signal_settlements)
@@ -208,6 +215,7 @@ class CarryStrategy:
         """A settlement on ``venue``: the short's feeds the signal; a perp/perp
         carry's long leg feeds its own, over as many of its settlements as
         cover the short's window (an hourly venue against an 8-hour one: 8x)."""
+        self.still_until = 0
         long = self.long_signal
         if long is not None and venue == self.spot_venue:
             short_interval = self.signal.interval_hours
@@ -217,6 +225,7 @@ class CarryStrategy:
         self.signal.on_settlement(ts, rate, interval_hours)
 
     def on_rate(self, venue: str, predicted: float | None, interval_hours: float, next_settlement_ts: int = 0) -> None:
+        self.still_until = 0
         long = self.long_signal
         (long if long is not None and venue == self.spot_venue else self.signal).on_rate(
             predicted, interval_hours, next_settlement_ts)
@@ -249,23 +258,37 @@ class CarryStrategy:
         return entry_edge(self.signal.current_apr(), self.signal.predicted_apr()) - self.long_apr()
 
     def decide(self, book: PositionBook, spot_mid: float, now: int) -> list[OrderIntent]:
-        """Called on every event; cheap when nothing changes."""
+        """Called on every event; cheap when nothing changes. Sets
+        ``still_until``: where nothing but a price or the time can change the
+        answer, the instant before which it stays nothing. That is the end
+        of a cooldown, or the holding time's exit. It is never (``NEVER``)
+        when only a settlement, a prediction, a fill or funding can change
+        it: an engine asks again after each of those."""
+        self.still_until = 0
         if self.quiet_ns and self.signal.near_settlement(now, self.quiet_ns):
             return []
         if book.is_flat:
             if self.direction != 0:  # closed elsewhere (risk, liquidation unwind)
                 self._closed(now)
-            return [] if self.leaving else self._maybe_enter(book, spot_mid, now)
+            if self.leaving:
+                self.still_until = NEVER
+                return []
+            return self._maybe_enter(book, spot_mid, now)
         if self.direction == 0:
+            self.still_until = NEVER
             return []  # a position the strategy did not open: risk owns it
         return self._maybe_exit(book, now)
 
     # --- entry ---------------------------------------------------------
     def _maybe_enter(self, book: PositionBook, spot_mid: float, now: int) -> list[OrderIntent]:
-        if now < self.cooldown_until or not spot_mid > 0 or not book.perp.price > 0:
-            return []  # (no perp market seen yet: the short leg could not be placed)
+        if now < self.cooldown_until:
+            self.still_until = self.cooldown_until
+            return []
+        if not spot_mid > 0 or not book.perp.price > 0:
+            return []  # no market seen yet (the perp's: the short leg could not be placed)
         direction = self.entry_direction()
         if not direction:
+            self.still_until = NEVER
             return []  # the signal is not ready, or does not clear the bar
         lot = self.params.lot_size
         qty = entry_qty(self.params.notional, spot_mid, lot)
@@ -312,6 +335,7 @@ class CarryStrategy:
     def leave(self) -> None:
         """The carry moves to another pair: close this one at the next decision, and enter no more."""
         self.leaving = True
+        self.still_until = 0
 
     def exit_reason(self, book: PositionBook, now: int) -> str | None:
         p = self.params
@@ -328,15 +352,38 @@ class CarryStrategy:
         key = self._signal_key()
         if (gained == self._stay_carry and key == self._stay_key and self.pair_seq == self._stay_pair
                 and not self.leaving and not max_hold_reached(now - self.entry_ts, self.params.max_holding_days)):
+            self.still_until = self.hold_end()
             return []  # the same signal, carry and pair as the last check that found no reason: still none
         reason = self.exit_reason(book, now)
         if reason is None:
             self._stay_carry, self._stay_key, self._stay_pair = gained, key, self.pair_seq
+            self.still_until = self.hold_end()
             return []
         self.pair_seq += 1
         intents = close_intents(book, reason, self.pair_seq)
         self._closed(now)
         return intents
+
+    def hold_end(self) -> int:
+        """The first instant at which the holding-time rule (``max_hold_reached``)
+        exits the carry entered at ``entry_ts``. The rule is monotone in the time
+        held, so the instant is found by doubling, then bisection, on the rule
+        itself; it is worked out once per entry."""
+        entry_ts, end = self._hold_end
+        if entry_ts != self.entry_ts:
+            days = self.params.max_holding_days
+            lo, hi = 0, 1  # the rule holds at hi and not at lo (days > 0: not at 0)
+            while not max_hold_reached(hi, days):
+                lo, hi = hi, 2 * hi
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if max_hold_reached(mid, days):
+                    hi = mid
+                else:
+                    lo = mid
+            end = self.entry_ts + hi
+            self._hold_end = (self.entry_ts, end)
+        return end
 
     def abandon(self, now: int) -> None:
         """An entry that risk refused: back to flat, and wait out the cooldown."""

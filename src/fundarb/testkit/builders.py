@@ -25,6 +25,8 @@ T0 = 1_700_000_000 * 1_000_000_000 // NS_PER_HOUR * NS_PER_HOUR  # an hour bound
 class QuietStrategy:
     """A strategy that never trades (for tests of what the engine does without one)."""
 
+    still_until = 0  # promises nothing: asked on every event, as CarryStrategy.still_until reads
+
     class signal:  # noqa: N801
         @staticmethod
         def on_settlement(*a: Any) -> None: pass

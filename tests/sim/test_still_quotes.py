@@ -1,0 +1,85 @@
+"""A quote moves only a price and the time, so the engine does not ask the
+strategy again before the instant its last answer promised to stay nothing
+(``CarryStrategy.still_until``). The runs are the same as runs that ask on
+every event: the same decision log and the same equity curve, on the shipped
+history and on SYNTHETIC minute quotes that cross cooldowns, the holding-time
+exit, the target and signal exits."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fundarb.config import Config, load
+from fundarb.core.model import NS_PER_HOUR, FundingSettlement, MarkPrice, Quote, Timer
+from fundarb.data.history import MarketHistory
+from fundarb.sim import queue as q
+from fundarb.sim.backtest import build_engine, build_simulation
+
+BASELINE = load("sims/baseline.toml")
+MINUTE = NS_PER_HOUR // 60
+
+
+def _runs(make) -> list[tuple[list, dict]]:
+    """The same run twice: as the engine runs it, and asking the strategy on every event."""
+    out = []
+    for every_event in (False, True):
+        engine, sim = make()
+        for event in sim.events():
+            if every_event:
+                engine.strategy.still_until = 0  # no promise: decide is asked
+            engine.on_event(event)
+        out.append((engine.recorder.rows, engine.curve))
+    return out
+
+
+def test_the_shipped_history_runs_as_when_the_strategy_is_asked_on_every_event(real_history: MarketHistory):
+    cfg = attrs.evolve(BASELINE, strategy=attrs.evolve(BASELINE.strategy, cooldown_hours=2.0, max_holding_days=20.0))
+    kept, asked = _runs(lambda: build_simulation(cfg, real_history))
+    assert kept == asked
+    kinds = [k for k, _ in kept[0]]
+    assert kinds.count("intent") > 40  # many entries and exits, not a quiet run
+
+
+def _minute_tape(cfg: Config, seed: int, days: int, rates: list[float]):
+    """SYNTHETIC: a spot and a perp quote every minute (a random walk near
+    60,000 with a half spread), a mark every ten minutes, a settlement every
+    8 hours at the drawn rates, an hourly timer."""
+    rng = np.random.default_rng(seed)
+    n = days * 24 * 60
+    mids = 60_000.0 * np.exp(np.cumsum(rng.normal(0, 0.0008, n)))
+    start = 1_700_000_000 * 10**9 // NS_PER_HOUR * NS_PER_HOUR
+    spot, perp = cfg.spot_account, cfg.perp_account
+    tape = []
+    for i, mid in enumerate(mids.tolist()):
+        ts = start + i * MINUTE
+        half = 0.05 * (1 + i % 3)
+        tape.append((ts, q.P_QUOTE, Quote(ts, spot, mid - half, mid + half, 5.0, 5.0)))
+        tape.append((ts, q.P_QUOTE, Quote(ts, perp, mid * 1.0002 - half, mid * 1.0002 + half, 5.0, 5.0)))
+        if i % 10 == 0:
+            tape.append((ts, q.P_MARK, MarkPrice(ts, perp, mid * 1.0002)))
+        if i % (8 * 60) == 0 and i:
+            k = i // (8 * 60)
+            tape.append((ts, q.P_FUNDING, FundingSettlement(ts, perp, rates[k % len(rates)], 8.0, mid * 1.0002)))
+        if i % 60 == 0:
+            tape.append((ts, q.P_TIMER, Timer(ts)))
+    return tape, (start + 8 * NS_PER_HOUR, 8.0), start - 1, float(mids[0])
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**16), cooldown=st.sampled_from([0.0, 1.0, 5.0]),
+       hold_days=st.sampled_from([0.3, 1.0, 120.0]), target=st.sampled_from([0.0003, 0.1]),
+       rates=st.lists(st.sampled_from([0.0006, 0.0003, 0.0, -0.0002]), min_size=2, max_size=5))
+def test_synthetic_minute_quotes_run_as_when_the_strategy_is_asked_on_every_event(seed, cooldown, hold_days, target,
+                                                                                  rates):
+    cfg = attrs.evolve(BASELINE, strategy=attrs.evolve(
+        BASELINE.strategy, cooldown_hours=cooldown, max_holding_days=hold_days, target_profit=target,
+        signal_settlements=1, entry_apr=0.05, exit_apr=0.0))
+    tape, first, start, price = _minute_tape(cfg, seed, 4, rates)
+    kept, asked = _runs(lambda: build_engine(cfg, iter(tape), first, start, price))
+    assert kept == asked
+    assert all(math.isfinite(e) for e in kept[1]["equity"])
