@@ -411,6 +411,14 @@ def print_report(res: dict[str, Any]) -> None:
         med = res["ratios_per_round"]["median"].get(key)
         t.add_row(f"ratio {label}", "", "skipped" if v is None else f"{v:.2f}x",
                   "" if med is None else f"{med:.2f}x per-round median", "")
+    lat = res.get("fundarb_latency")
+    if lat:
+        o, d = lat["tick_to_order_submitted"], lat["tick_to_decision"]
+        t.rows[-1].end_section = True
+        t.add_row("fundarb tick-to-order-submitted", f"n = {o['n']}", f"p99 {o['p99_us']:.1f} us",
+                  f"p50 {o['p50_us']:.1f} us", f"budget p99 <= {fb.BUDGET_ORDER_P99_US:g} us")
+        t.add_row("fundarb tick-to-decision", f"n = {d['n']:,}", f"p99 {d['p99_us']:.2f} us",
+                  f"p50 {d['p50_us']:.2f} us", f"budget {fb.BUDGET_DECISION_P50_US:g} / {fb.BUDGET_DECISION_P99_US:g} us")
     console.print(t)
 
 
@@ -471,6 +479,11 @@ def main(argv: list[str] | None = None) -> int:
         "hftbacktest_to_fundarb": ratio(p["hftbacktest"], p["fundarb"]),
     }
     res["ratios_per_round"] = per_round_ratios(runs)
+    # fundarb's order path on the same tape, timed per event after the rounds (run.py's latency pass)
+    log("fundarb: tick-to-order-submitted on the same tape ...")
+    lat = fb.bench_latency(fb.synthetic_config(load(fb.DEFAULT_CONFIG)), st, args.seed,
+                           QUOTES_PER_ORDER * fb.QUOTE_STEP_NS, fb.SYNTHETIC_FUNDING_RATE)
+    res["fundarb_latency"] = {k: lat[k] for k in ("tick_to_decision", "tick_to_order_submitted", "order_stages")}
     print_report(res)
     write_results(args.out, json.loads(json.dumps(res, default=str)))
     return 0

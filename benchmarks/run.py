@@ -77,6 +77,7 @@ BUDGET_QUOTES_PER_S = 300_000
 BUDGET_DECISION_P50_US = 2.0
 BUDGET_DECISION_P99_US = 10.0
 BUDGET_ORDER_P99_US = 50.0
+LEGS = {"entry": "entries", "exit": "exits"}
 DESIGN_HEAP_LOOP_PER_S = 1_200_000  # "a bare Python heap loop does ~1.2M/s on these machines"
 SYNTHETIC_FUNDING_RATE = 0.00005  # 5.5%/yr: below the entry bar after costs, above the exit bar
 
@@ -117,6 +118,28 @@ class TimedSimExchange(SimExchange):
         if not self.first_submit_ns:
             self.first_submit_ns = time.perf_counter_ns()
         SimExchange.submit(self, order)
+
+
+class StagedEngine(Engine):
+    """The engine, stamping where an event that sends orders spends its time
+    before the first hand-off: ``decided`` when the strategy's intents reach
+    the risk check, ``checked`` when the first approved intent starts being
+    logged and booked. The venue stamps the hand-off itself
+    (``TimedSimExchange``). Both stamps only read the clock and call the
+    engine's own method."""
+
+    decided_ns = 0
+    checked_ns = 0
+
+    def _submit_checked(self, intents: list[OrderIntent], now: int) -> None:
+        if not self.decided_ns:
+            self.decided_ns = time.perf_counter_ns()
+        Engine._submit_checked(self, intents, now)
+
+    def _send(self, intent: OrderIntent, now: int) -> None:
+        if not self.checked_ns:
+            self.checked_ns = time.perf_counter_ns()
+        Engine._send(self, intent, now)
 
 
 @attrs.define(slots=True)
@@ -423,18 +446,22 @@ def timer_overhead(n: int = 200_000) -> dict[str, float]:
 
 
 def bench_latency(cfg: Config, st: SyntheticTape, seed: int, period_ns: int, funding_rate: float) -> dict[str, Any]:
-    eng = build_engine(cfg, st, seed, period_ns, funding_rate, engine_cls=Engine, sim_cls=TimedSimExchange)
+    eng = build_engine(cfg, st, seed, period_ns, funding_rate, engine_cls=StagedEngine, sim_cls=TimedSimExchange)
+    assert isinstance(eng, StagedEngine)
     sim = eng.venue
     spot = eng.book.spot_venue
     pc = time.perf_counter_ns
     on_event = eng.on_event
     dec_spot, dec_perp, dec_mark = array("q"), array("q"), array("q")
     order_submit, order_event, other = array("q"), array("q"), array("q")
+    stages: dict[str, dict[str, array]] = {leg: {k: array("q") for k in ("decide", "check", "log_book")}
+                                           for leg in ("entry", "exit")}
     other_orders = 0
     gc.collect()
     for ev in sim.events():
         seq0 = eng.intent_seq
-        sim.first_submit_ns = 0
+        flat = eng.book.is_flat
+        sim.first_submit_ns = eng.decided_ns = eng.checked_ns = 0
         t0 = pc()
         on_event(ev)
         t1 = pc()
@@ -444,6 +471,10 @@ def bench_latency(cfg: Config, st: SyntheticTape, seed: int, period_ns: int, fun
             if market:
                 order_submit.append(sim.first_submit_ns - t0)
                 order_event.append(t1 - t0)
+                st_ = stages["entry" if flat else "exit"]
+                st_["decide"].append(eng.decided_ns - t0)
+                st_["check"].append(eng.checked_ns - eng.decided_ns)
+                st_["log_book"].append(sim.first_submit_ns - eng.checked_ns)
             else:
                 other_orders += 1
         elif kind is Quote:
@@ -461,6 +492,10 @@ def bench_latency(cfg: Config, st: SyntheticTape, seed: int, period_ns: int, fun
         },
         "tick_to_order_submitted": pct(order_submit),
         "tick_to_orders_sent_event": pct(order_event),
+        # where the time to the first hand-off goes, entries (a pair through the full check) and
+        # reduce-only exits apart: the event up to the strategy's intents, the risk check, the
+        # first order's intent and SUBMITTED rows and its booking up to venue.submit
+        "order_stages": {leg: {k: pct(v) for k, v in st_.items()} for leg, st_ in stages.items()},
         "non_market_events": pct(other),
         "orders_from_non_market_events": other_orders,
         "order_decisions": eng.strategy.decisions,
@@ -562,10 +597,18 @@ def print_report(res: dict[str, Any]) -> None:
         t.add_row(f"{res['synthetic']['quotes_per_order_decision']:,} quotes, n = {o['n']}", "max",
                   f"{o['max_us']:.1f} us", "", "")
         t.add_row("", "whole event, both legs sent, p50; p99", f"{oe['p50_us']:.1f}; {oe['p99_us']:.1f} us", "", "")
+        for leg, st_ in lat.get("order_stages", {}).items():
+            if st_["decide"]["n"]:
+                t.add_row("", f"{LEGS[leg]} (n = {st_['decide']['n']}) p50: event + decide; risk check; log + book",
+                          "; ".join(f"{v['p50_us']:.1f}" for v in st_.values()) + " us", "", "")
         dn = lat.get("dense_orders", {}).get("tick_to_order_submitted", {"n": 0})
         if dn["n"]:
             t.add_row("", f"warm contrast: dense orders p50; p99 (n = {dn['n']})",
                       f"{dn['p50_us']:.1f}; {dn['p99_us']:.1f} us", "", "")
+            for leg, st_ in lat["dense_orders"].get("order_stages", {}).items():
+                if st_["decide"]["n"]:
+                    t.add_row("", f"dense {LEGS[leg]} p50: event + decide; risk check; log + book",
+                              "; ".join(f"{v['p50_us']:.1f}" for v in st_.values()) + " us", "", "")
         t.rows[-1].end_section = True
     to = lat["timer_overhead"]
     t.add_row("perf_counter_ns pair", "p50; p99 (inside every sample)",
@@ -621,6 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         "label": f"context, no budget: {dense_quotes:,} quotes, one order decision per {dense_every} quotes",
         "tick_to_order_submitted": dl["tick_to_order_submitted"],
         "tick_to_orders_sent_event": dl["tick_to_orders_sent_event"],
+        "order_stages": dl["order_stages"],
         "orders": dl["orders"], "vetoes": dl["vetoes"], "kill_switch": dl["kill_switch"],
     }
 
