@@ -350,3 +350,23 @@ def test_a_path_that_needs_more_draws_gets_them(baseline: Config, history: Marke
     assert_equal_runs(baseline, h, seed_of)
     again = K.run_kernel(baseline, h, seed_of())
     assert np.array_equal(again.curve, run.curve) and np.array_equal(again.F, run.F)
+
+
+@settings(max_examples=60, deadline=None)
+@given(paths=st.integers(1, 12), days=st.integers(0, 40), start_hour=st.integers(0, 23), seed=st.integers(0, 2**32 - 1),
+       scale=st.sampled_from([0.0, 1e-7, 1e-4, 1e-2]))
+def test_curves_measured_together_equal_each_measured_alone(paths: int, days: int, start_hour: int, seed: int,
+                                                           scale: float) -> None:
+    """SYNTHETIC curves: the metrics of a batch, a row each, bit for bit those of each curve alone."""
+    from fundarb.core import metrics
+    from fundarb.core.model import NS_PER_HOUR
+
+    n = days * 24 + 1
+    ts = (19_000 * 24 + start_hour) * NS_PER_HOUR + np.arange(n, dtype=np.int64) * NS_PER_HOUR
+    curves = 1e5 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0.0, scale, (paths, n)), axis=1))
+    closes = metrics.daily_closes(ts, curves)
+    sharpe, drawdown = metrics.sharpe_rows(closes, 0.03), metrics.max_drawdown_rows(curves, np.empty(curves.shape))
+    for j in range(paths):
+        assert closes[j].tobytes() == metrics.daily_closes(ts, curves[j]).tobytes()
+        assert float(sharpe[j]) == metrics.sharpe(ts, curves[j], 0.03)
+        assert float(drawdown[j]) == metrics.max_drawdown(curves[j])

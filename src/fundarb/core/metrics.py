@@ -38,33 +38,50 @@ def span_text(days: float) -> str:
     return f"{days:.1f} days"
 
 
-def daily_closes(ts: Sequence[int], equity: Sequence[float]) -> np.ndarray:
-    """Last equity of each UTC day."""
+def daily_closes(ts: Sequence[int] | np.ndarray, equity: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Last equity of each UTC day: of one curve, or of each row of a 2-D
+    array of curves over the same ``ts`` (the last axis is time)."""
     t = np.asarray(ts, dtype=np.int64)
     e = np.asarray(equity, dtype=np.float64)
     if t.size == 0:
         return e
     day = t // NS_PER_DAY
     last = np.flatnonzero(np.diff(day, append=day[-1] + 1))
-    return e[last]
+    return e[..., last]
 
 
 def sharpe(ts: Sequence[int], equity: Sequence[float], collateral_rate: float) -> float:
-    closes = daily_closes(ts, equity)
-    if closes.size < 3:
-        return 0.0
-    rets = closes[1:] / closes[:-1] - 1.0 - collateral_rate / 365.0
-    sd = rets.std(ddof=1)
+    return float(sharpe_rows(daily_closes(ts, equity), collateral_rate))
+
+
+def sharpe_rows(closes: np.ndarray, collateral_rate: float) -> np.ndarray:
+    """The Sharpe ratio of daily ``closes`` (``daily_closes``), of each row
+    of a 2-D array at once: the last axis is time."""
+    c = np.ascontiguousarray(closes, dtype=np.float64)  # each row's sums in the order of one curve's
+    if c.shape[-1] < 3:
+        return np.zeros(c.shape[:-1])
+    rets = c[..., 1:] / c[..., :-1] - 1.0 - collateral_rate / 365.0
+    sd = rets.std(axis=-1, ddof=1)
     # an idle book has (numerically) constant returns: no risk taken, no ratio
-    return float(rets.mean() / sd * np.sqrt(365.0)) if sd > 1e-12 else 0.0
+    ratio: np.ndarray = np.divide(rets.mean(axis=-1), sd, out=np.zeros(sd.shape), where=sd > 1e-12) * np.sqrt(365.0)
+    return ratio
 
 
 def max_drawdown(equity: Sequence[float]) -> float:
+    return float(max_drawdown_rows(np.asarray(equity, dtype=np.float64)))
+
+
+def max_drawdown_rows(equity: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+    """The largest fall from a running peak of ``equity``, of each row of a
+    2-D array at once: the last axis is time. ``scratch``: a float array of
+    the equity's shape to work in (else one is allocated)."""
     e = np.asarray(equity, dtype=np.float64)
-    if e.size == 0:
-        return 0.0
-    peak = np.maximum.accumulate(e)
-    return float(np.max(1.0 - e / peak))
+    if e.shape[-1] == 0:
+        return np.zeros(e.shape[:-1])
+    peak = np.maximum.accumulate(e, axis=-1, out=scratch)
+    fall = np.divide(e, peak, out=peak)
+    worst: np.ndarray = np.max(np.subtract(1.0, fall, out=fall), axis=-1)  # in place: no temporaries of a study's size
+    return worst
 
 
 def apr(pnl: float, capital: float, days: float) -> float:
