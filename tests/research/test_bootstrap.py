@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.data.history import DataError, MarketHistory
 from fundarb.research.bootstrap import (
+    SourcePeriods,
     auto_block_periods,
     block_indices,
     bootstrap_history,
+    bootstrap_paths,
     cut_periods,
     optimal_block_length,
     period_series,
@@ -110,6 +112,53 @@ def test_same_seed_same_path_other_seed_other_path():
     c = bootstrap_history(src, 500, 4.0, np.random.default_rng(np.random.SeedSequence(9, spawn_key=(4, 0))))
     assert a.spot.tobytes() == b.spot.tobytes() and a.funding_rate.tobytes() == b.funding_rate.tobytes()
     assert a.spot.tobytes() != c.spot.tobytes()
+
+
+def path_by_definition(src: SourcePeriods, hours: int, block: float, rng: np.random.Generator) -> MarketHistory:
+    """One path written out in numpy as the module defines it: whole
+    periods in blocks, the spot the first price times exp of the summed log
+    returns, the perp spot times (1 + basis), a settlement ending each period."""
+    n_periods = -(-hours // int(src.period_hours.min())) + 1
+    starts = rng.integers(0, src.periods, size=n_periods)
+    new_block = rng.random(n_periods) < 1.0 / block
+    new_block[0] = True
+    pos = np.arange(n_periods)
+    begin = np.maximum.accumulate(np.where(new_block, pos, 0))
+    chosen = (starts[begin] + pos - begin) % src.periods
+    lengths = src.period_hours[chosen]
+    rows = np.concatenate([src.period_start[c] + np.arange(n) for c, n in zip(chosen, lengths)])[:hours]
+    spot = src.spot0 * np.exp(np.concatenate(([0.0], np.cumsum(src.log_ret[rows]))))
+    grid = src.start + np.arange(hours + 1, dtype=np.int64) * NS_PER_HOUR
+    settle = np.cumsum(lengths)
+    k = int((settle <= hours).sum())
+    return MarketHistory(hours=grid, spot=spot, perp=spot * (1.0 + np.concatenate(([src.basis0], src.basis[rows]))),
+                         carried=np.concatenate(([False], src.carried[rows])), funding_ts=grid[settle[:k]],
+                         funding_rate=src.rate[chosen[:k]], funding_interval=src.interval[chosen[:k]],
+                         funding_mark=np.full(k, np.nan), sources=())
+
+
+def same_bytes(a: MarketHistory, b: MarketHistory) -> bool:
+    fields = ("hours", "spot", "perp", "carried", "funding_ts", "funding_rate", "funding_interval", "funding_mark")
+    return all(getattr(a, f).dtype == getattr(b, f).dtype and getattr(a, f).tobytes() == getattr(b, f).tobytes()
+               for f in fields)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), hours=st.integers(1, 3000), block=st.floats(1.0, 60.0))
+def test_paths_drawn_together_are_each_the_path_drawn_alone(real_history, seed, hours, block):
+    """Bit for bit: a batch (and a batch written into the last one's arrays)
+    against the definition, one path at a time."""
+    src = cut_periods(real_history)
+    together = bootstrap_paths(src, hours, block, [np.random.default_rng(seed + j) for j in range(3)])
+    for j in range(3):
+        assert same_bytes(together.history(j), path_by_definition(src, hours, block, np.random.default_rng(seed + j)))
+    assert same_bytes(bootstrap_history(src, hours, block, np.random.default_rng(seed)),
+                      path_by_definition(src, hours, block, np.random.default_rng(seed)))
+    again = bootstrap_paths(src, hours, block, [np.random.default_rng(seed + 7 + j) for j in range(3)], reuse=together)
+    assert again.spot is together.spot  # written into the same arrays
+    for j in range(3):
+        assert same_bytes(again.history(j), path_by_definition(src, hours, block, np.random.default_rng(seed + 7 + j)))
+    assert again.days == path_by_definition(src, hours, block, np.random.default_rng(seed + 7)).days
 
 
 def ar1(phi: float, n: int, seed: int) -> np.ndarray:

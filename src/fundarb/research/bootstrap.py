@@ -9,7 +9,9 @@ the hourly spot log returns, the perp-spot basis and the settlement's rate
 travel together, so their cross-correlation and, within blocks, their
 autocorrelation survive. Spot prices are rebuilt from the returns; the perp is
 spot times (1 + basis). Settlements fall at period ends, so the venue's
-schedule (8h on the shipped Binance data) is kept.
+schedule (8h on the shipped Binance data) is kept. Paths are drawn many at
+once (``bootstrap_paths``, a row each, the loops over their hours compiled by
+numba); one path (``bootstrap_history``) is a batch of one.
 
 A perp/perp carry's history is cut at its bars instead (``PairPeriods``):
 each bar's long return, basis and both venues' settlements are drawn
@@ -18,7 +20,12 @@ together, each settlement at its place before the bar's close.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
+import os
+from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -288,15 +295,159 @@ def auto_block_periods(src: Periods) -> float:
     return max(optimal_block_length(v) for v in period_series(src).values())
 
 
+def block_draws(n_source: int, n_out: int, mean_block: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The stationary bootstrap's draws for one path, in the order ``rng``
+    gives them: each slot's uniform block start, then whether a new block
+    starts at the slot (probability 1 / ``mean_block``)."""
+    starts = rng.integers(0, n_source, size=n_out)
+    new_block = rng.random(n_out) < 1.0 / mean_block
+    return starts, new_block
+
+
+def chained_blocks(n_source: int, starts: np.ndarray, new_block: np.ndarray) -> np.ndarray:
+    """Stationary bootstrap indices of ``block_draws`` (of one path, or of a
+    path per row: the last axis is the path's slots): a block runs on from
+    its start, wrapping around the source, until the next slot that starts one."""
+    out = np.empty(starts.shape, dtype=np.int64)
+    _compiled(_chain_blocks)(n_source, np.atleast_2d(starts), np.atleast_2d(new_block), np.atleast_2d(out))
+    return out
+
+
+def _chain_blocks(n_source: int, starts: Any, new_block: Any, out: Any) -> None:
+    """``chained_blocks`` of each row: the first slot and every slot drawn to
+    start a block takes its own start; any other continues the block."""
+    for j in range(starts.shape[0]):
+        begin = 0
+        for i in range(starts.shape[1]):
+            if i == 0 or new_block[j, i]:
+                begin = i
+            out[j, i] = (starts[j, begin] + i - begin) % n_source
+
+
 def block_indices(n_source: int, n_out: int, mean_block: float, rng: np.random.Generator) -> np.ndarray:
     """Stationary bootstrap indices: geometric block lengths of mean
     ``mean_block``, uniform block starts, wrapping around the source."""
-    starts = rng.integers(0, n_source, size=n_out)
-    new_block = rng.random(n_out) < 1.0 / mean_block
-    new_block[0] = True
-    pos = np.arange(n_out)
-    block_begin = np.maximum.accumulate(np.where(new_block, pos, 0))
-    return (starts[block_begin] + pos - block_begin) % n_source
+    return chained_blocks(n_source, *block_draws(n_source, n_out, mean_block, rng))
+
+
+@attrs.frozen
+class HourlyPaths:
+    """Paths drawn from one ``SourcePeriods`` together (``bootstrap_paths``),
+    a row each: the simulator runs one as the MarketHistory ``history`` gives,
+    the path kernel reads the arrays."""
+
+    src: SourcePeriods
+    grid: np.ndarray  # (hours + 1,) the hours of every path, ns
+    rows: np.ndarray  # (paths, hours) the source hour behind each hour after the first
+    chosen: np.ndarray  # (paths, periods) the source periods drawn, in order
+    settle_at: np.ndarray  # (paths, periods) index into ``grid`` of each drawn period's settlement
+    settled: np.ndarray  # (paths,) how many of them fall within the path
+    spot: np.ndarray  # (paths, hours + 1)
+    perp: np.ndarray  # (paths, hours + 1)
+
+    @property
+    def days(self) -> float:
+        """Each path's length in days (``MarketHistory.days``)."""
+        return (int(self.grid[-1]) - int(self.grid[0])) / (24 * NS_PER_HOUR)
+
+    def history(self, j: int) -> MarketHistory:
+        """Path ``j`` as a MarketHistory of its own (no array shared with the
+        batch) the simulator runs on like the real one."""
+        src, k = self.src, int(self.settled[j])
+        chosen = self.chosen[j, :k]
+        return MarketHistory(
+            hours=self.grid.copy(),
+            spot=self.spot[j].copy(),
+            perp=self.perp[j].copy(),
+            carried=np.concatenate(([False], src.carried[self.rows[j]])),
+            funding_ts=self.grid[self.settle_at[j, :k]],
+            funding_rate=src.rate[chosen],
+            funding_interval=src.interval[chosen],
+            funding_mark=np.full(k, np.nan),
+            sources=("stationary block bootstrap of: " + "; ".join(src.window),),
+        )
+
+
+def bootstrap_paths(src: SourcePeriods, hours: int, mean_block: float, rngs: Sequence[np.random.Generator],
+                    reuse: HourlyPaths | None = None) -> HourlyPaths:
+    """A path of ``hours`` hours after ``src.start`` from each of ``rngs``,
+    all at once: path j is what ``bootstrap_history`` gives with ``rngs[j]``.
+    ``reuse``: paths of the same shape done with, whose arrays these paths
+    are written into (no fresh memory for each batch of paths)."""
+    if hours < 1:
+        raise ValueError(f"a path needs at least one hour, got {hours}")
+    n_periods = -(-hours // int(src.period_hours.min())) + 1
+    draws = [block_draws(src.periods, n_periods, mean_block, rng) for rng in rngs]
+    chosen = chained_blocks(src.periods, np.array([d[0] for d in draws]), np.array([d[1] for d in draws]))
+    paths = chosen.shape[0]
+    if reuse is not None and reuse.rows.shape == (paths, hours) and reuse.settle_at.shape == chosen.shape:
+        rows, settle_at, spot, perp = reuse.rows, reuse.settle_at, reuse.spot, reuse.perp
+    else:
+        rows = np.empty((paths, hours), dtype=np.int64)
+        settle_at = np.empty((paths, n_periods), dtype=np.int64)
+        spot = np.empty((paths, hours + 1), dtype=np.float64)
+        perp = np.empty((paths, hours + 1), dtype=np.float64)
+    # spot: the log price, then the first price times exp of it; perp: 1 + basis, then spot times that
+    _compiled(_hours_of_paths)(chosen, src.period_start, src.period_hours, src.log_ret, src.basis, src.basis0, rows,
+                               settle_at, spot, perp)
+    np.exp(spot, out=spot)
+    spot *= src.spot0
+    perp *= spot
+    grid = src.start + np.arange(hours + 1, dtype=np.int64) * NS_PER_HOUR
+    settled = np.count_nonzero(settle_at <= hours, axis=1)
+    return HourlyPaths(src, grid, rows, chosen, settle_at, settled, spot, perp)
+
+
+def _hours_of_paths(chosen: Any, period_start: Any, period_hours: Any, log_ret: Any, basis: Any, basis0: float,
+                    rows: Any, settle_at: Any, log_price: Any, one_plus_basis: Any) -> None:
+    """Per path (a row of ``chosen``, its periods in order): the source hour
+    of each of its hours after the first (``rows``: each period's hours in
+    turn, cut at the path's end), the hour index of each period's settlement
+    (``settle_at``: the running total of their hours), the log price from
+    the start (``log_price``: 0, then the log returns summed in order, as
+    np.cumsum adds them) and 1 + the basis (``basis0`` first, then each
+    hour's)."""
+    hours = rows.shape[1]
+    for j in range(chosen.shape[0]):
+        r = 0
+        end = 0
+        for p in range(chosen.shape[1]):
+            c = chosen[j, p]
+            first, size = period_start[c], period_hours[c]
+            for o in range(min(size, hours - r)):
+                rows[j, r + o] = first + o
+            r = min(r + size, hours)
+            end += size
+            settle_at[j, p] = end
+        log_price[j, 0] = 0.0
+        one_plus_basis[j, 0] = 1.0 + basis0
+        total = 0.0
+        for r in range(hours):
+            h = rows[j, r]
+            total = log_ret[h] if r == 0 else total + log_ret[h]
+            log_price[j, r + 1] = total
+            one_plus_basis[j, r + 1] = 1.0 + basis[h]
+
+
+@functools.cache
+def _compiled(func: Any) -> Any:
+    """``func`` compiled by numba (imported on first use), kept between runs
+    as the path kernel keeps its own: in a folder named by a digest of
+    numba's version and this file (a change to either compiles afresh),
+    under $FUNDARB_CACHE (default ~/.cache/fundarb)."""
+    import numba
+
+    digest = hashlib.sha256(numba.__version__.encode())
+    with open(__file__, "rb") as f:
+        digest.update(f.read())
+    base = os.environ.get("FUNDARB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fundarb")
+    config: Any = numba.config
+    previous = config.CACHE_DIR
+    config.CACHE_DIR = os.path.join(base, "bootstrap", digest.hexdigest()[:16])
+    try:
+        return numba.njit(cache=True)(func)
+    finally:
+        config.CACHE_DIR = previous  # others' caches are theirs
 
 
 def bootstrap_history(src: SourcePeriods | PairPeriods, hours: int, mean_block: float,
@@ -305,30 +456,4 @@ def bootstrap_history(src: SourcePeriods | PairPeriods, hours: int, mean_block: 
     simulator runs on like the real one."""
     if isinstance(src, PairPeriods):
         return bootstrap_pair_history(src, hours, mean_block, rng)
-    if hours < 1:
-        raise ValueError(f"a path needs at least one hour, got {hours}")
-    n_periods = -(-hours // int(src.period_hours.min())) + 1
-    chosen = block_indices(src.periods, n_periods, mean_block, rng)
-    lengths = src.period_hours[chosen]
-    # hour rows of the chosen periods, concatenated: first row of each period
-    # plus its offset within the period
-    period_of_row = np.repeat(np.arange(chosen.size), lengths)
-    row_offset = np.arange(period_of_row.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    rows = (src.period_start[chosen][period_of_row] + row_offset)[:hours]
-    spot = src.spot0 * np.exp(np.concatenate(([0.0], np.cumsum(src.log_ret[rows]))))
-    basis = np.concatenate(([src.basis0], src.basis[rows]))
-    grid = src.start + np.arange(hours + 1, dtype=np.int64) * NS_PER_HOUR
-    settle_idx = np.cumsum(lengths)  # hour index of each period's settlement
-    keep = settle_idx <= hours
-    k = int(keep.sum())
-    return MarketHistory(
-        hours=grid,
-        spot=spot,
-        perp=spot * (1.0 + basis),
-        carried=np.concatenate(([False], src.carried[rows])),
-        funding_ts=grid[settle_idx[keep]],
-        funding_rate=src.rate[chosen[:k]],
-        funding_interval=src.interval[chosen[:k]],
-        funding_mark=np.full(k, np.nan),
-        sources=("stationary block bootstrap of: " + "; ".join(src.window),),
-    )
+    return bootstrap_paths(src, hours, mean_block, [rng]).history(0)
