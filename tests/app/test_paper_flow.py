@@ -51,6 +51,8 @@ def _position(path: Path, account: str) -> float:
         j.close()
 
 
+# about a dozen CLI processes in turn beside the runner: on a loaded two-core machine each start takes seconds
+@pytest.mark.hang_guard_seconds(240)
 def test_the_readme_paper_flow(tmp_path):
     config = write_config(runner_config(), tmp_path)
     paper = tmp_path / "state" / "paper.sqlite"

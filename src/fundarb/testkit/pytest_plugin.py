@@ -6,8 +6,9 @@ loaded (``pytest_plugins = ["fundarb.testkit.pytest_plugin"]``):
   emulator fails loudly instead of reaching the exchange;
 - ``emulator``: a fresh emulator server per test (own clock, faults and
   request log);
-- ``hang_guard``: a test that hangs a minute is stopped with every thread's
-  traceback, and one that tried to leave loopback fails;
+- ``hang_guard``: a test that hangs a minute (or its ``hang_guard_seconds``
+  marker's bound) is stopped with every thread's traceback, and one that
+  tried to leave loopback fails;
 - ``closes``: the shipped Binance hourly closes the emulator fills at, once
   per test module.
 
@@ -64,9 +65,11 @@ def emulator() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-def hang_guard(loopback_only: Blocked) -> Iterator[None]:
-    """The suite's hang guard: a minute."""
-    with guarded(loopback_only, HANG_GUARD_S):
+def hang_guard(loopback_only: Blocked, request: pytest.FixtureRequest) -> Iterator[None]:
+    """The suite's hang guard: a minute, or the seconds a test's
+    ``hang_guard_seconds`` marker gives (a flow of many processes in turn)."""
+    marker = request.node.get_closest_marker("hang_guard_seconds")
+    with guarded(loopback_only, float(marker.args[0]) if marker else HANG_GUARD_S):
         yield
 
 
