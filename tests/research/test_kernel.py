@@ -370,3 +370,59 @@ def test_curves_measured_together_equal_each_measured_alone(paths: int, days: in
         assert closes[j].tobytes() == metrics.daily_closes(ts, curves[j]).tobytes()
         assert float(sharpe[j]) == metrics.sharpe(ts, curves[j], 0.03)
         assert float(drawdown[j]) == metrics.max_drawdown(curves[j])
+
+
+def test_a_chunk_run_in_batches_equals_its_paths_run_one_by_one(baseline: Config, history: MarketHistory) -> None:
+    """Bit for bit, row and equity: the study's batches (the kernel's
+    arrays, reused batch after batch) against each path's history through
+    ``run_kernel``; thin spot depth sends some paths of a batch to the simulator."""
+    from fundarb.core.metrics import daily_closes
+    from fundarb.research.study import path_row
+
+    cfg = attrs.evolve(baseline, spot=attrs.evolve(baseline.spot, depth_btc=2.3))
+    src = cut_periods(history)
+    rows = run_chunk(src, cfg, 120 * 24, 20.0, range(24), True, KERNEL)
+    again = run_chunk(src, cfg, 120 * 24, 20.0, range(24), True, KERNEL)
+    engines = set()
+    for i, ((row, equity), (row2, equity2)) in enumerate(zip(rows, again)):
+        assert row == row2 and equity is not None and equity2 is not None and equity.tobytes() == equity2.tobytes()
+        h = path_history(cfg, src, 120 * 24, 20.0, i)
+        run = K.run_kernel(cfg, h, path_seeds(cfg.seed, i)[1])
+        engines.add(row["engine"])
+        if run.flag:
+            assert row["engine"] == f"{SIMULATOR} ({run.reason})"
+            continue
+        assert row == {**path_row(i, K.kernel_metrics(cfg, h, run)), "engine": KERNEL}
+        assert equity.tobytes() == daily_closes(run.hours, run.curve).tobytes()
+    assert engines == {KERNEL, f"{SIMULATOR} ({K.PATH_FLAGS[K.F_PARTIAL]})"}
+
+
+def test_path_draws_are_the_simulators_spawned_streams(baseline: Config) -> None:
+    """The streams ``SimExchange`` seeds (each account's child of the path's
+    seed, then the child's latency and spread children), built directly."""
+    got = K.path_draws(baseline, path_seeds(baseline.seed, 3)[1], 64)
+    spawned = path_seeds(baseline.seed, 3)[1].spawn(2)
+    for account, (child, venue) in enumerate(zip(spawned, (baseline.spot, baseline.perp))):
+        latency, spread = child.spawn(2)
+        assert got[2 * account].tobytes() == np.random.default_rng(latency).standard_normal(64).tobytes()
+        assert got[2 * account + 1].tobytes() == np.random.default_rng(spread).uniform(
+            venue.half_spread_bp_min, venue.half_spread_bp_max, 64).tobytes()
+    flat = attrs.evolve(baseline, spot=attrs.evolve(baseline.spot, latency_sigma=0.0, half_spread_bp_max=0.05))
+    assert [d.size for d in K.path_draws(flat, path_seeds(baseline.seed, 3)[1], 64)] == [0, 0, 64, 64]
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.floats(-0.7, 0.7), st.floats(-0.12, 0.12)), min_size=1, max_size=8),
+       mark_jump=st.floats(-0.7, 0.7))
+def test_the_precheck_of_a_tape_marked_at_the_perp_is_the_full_precheck(steps: list[tuple[float, float]],
+                                                                         mark_jump: float) -> None:
+    """SYNTHETIC prices: where the perp's close stands in for the mark, the
+    precheck skips the mark's own checks (the perp's) and gives the same answer."""
+    cfg = load("sims/baseline.toml")
+    spot = 30_000.0 * np.exp(np.cumsum([s[0] for s in steps]))
+    perp = spot * np.exp([s[1] for s in steps])
+    fmark = perp[-1:] * np.exp(mark_jump)
+    ratios = K.guard_ratios(cfg)
+    full = K._plausible(spot, perp, perp.copy(), fmark, perp[-1:], *ratios, False)
+    assert K._plausible(spot, perp, perp, fmark, perp[-1:], *ratios, True) == full
+    assert K._guard_accepts(spot, perp, perp, fmark, perp[-1:], cfg) == full

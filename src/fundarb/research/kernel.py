@@ -35,12 +35,13 @@ import hashlib
 import math
 import os
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 import numba
 import numpy as np
+from numba.np.unsafe.ndarray import to_fixed_tuple as _to_fixed_tuple
 
 from fundarb.config import SPOT_LINEAR, Config
 from fundarb.core import book as _book
@@ -910,20 +911,45 @@ def path_tape(h: MarketHistory, cfg: Config) -> PathTape | int:
     if fts.size and (idx[-1] >= n or not np.array_equal(hours[np.minimum(idx, n - 1)], fts)
                      or np.any(np.diff(idx) <= 0)):
         return F_OFF_GRID
-    rate, interval = h.funding_rate[inside], h.funding_interval[inside]
-    fmark = np.where(np.isnan(h.funding_mark[inside]), perp[idx], h.funding_mark[inside])
-    if not (np.isfinite(rate).all() and np.isfinite(interval).all() and (interval > 0).all()):
-        return F_NOT_FINITE
-    if not _guard_accepts(spot, perp, mark, fmark, mark[idx], cfg):
+    tape = PathTape(hours, spot, perp, mark, np.zeros(n, dtype=np.bool_), np.zeros(n), np.zeros(n),
+                    np.zeros(n, dtype=np.int64), np.zeros(n))
+    flag = _settlements(idx, h.funding_rate[inside], h.funding_interval[inside], h.funding_mark[inside], perp,
+                        tape.fund_at, tape.fund_rate, tape.fund_interval, tape.fund_step, tape.fund_mark)
+    if flag:
+        return int(flag)
+    if not _guard_accepts(spot, perp, mark, tape.fund_mark[idx], mark[idx], cfg):
         return F_GUARD
-    fund_at = np.zeros(n, dtype=np.bool_)
-    fund_at[idx] = True
-    full = np.zeros(n, dtype=np.float64)
-    r, iv, fm = full.copy(), full.copy(), full.copy()
-    r[idx], iv[idx], fm[idx] = rate, interval, fmark
-    step = np.zeros(n, dtype=np.int64)
-    step[idx] = np.rint(interval * NS_PER_HOUR).astype(np.int64)
-    return PathTape(hours, spot, perp, mark, fund_at, r, iv, step, fm)
+    return tape
+
+
+@njit
+def _settlements(idx: Any, rate: Any, interval: Any, marks: Any, perp: Any, fund_at: Any, fund_rate: Any,
+                 fund_interval: Any, fund_step: Any, fund_mark: Any) -> int:
+    """A tape's settlements, the i-th at hour ``idx[i]``: its rate, interval,
+    the schedule's step to the next (the interval in ns) and its mark (the
+    perp's close where the venue's is missing, nan); F_NOT_FINITE, and
+    nothing written, when a rate or an interval is not a finite number or an
+    interval is not positive."""
+    for i in range(idx.size):
+        if not (math.isfinite(rate[i]) and math.isfinite(interval[i]) and interval[i] > 0):
+            return F_NOT_FINITE
+    for i in range(idx.size):
+        k = idx[i]
+        fund_at[k] = True
+        fund_rate[k] = rate[i]
+        fund_interval[k] = interval[i]
+        fund_step[k] = np.int64(np.rint(interval[i] * NS_PER_HOUR))
+        fund_mark[k] = perp[k] if math.isnan(marks[i]) else marks[i]
+    return F_OK
+
+
+def guard_ratios(cfg: Config) -> tuple[float, float, float, float]:
+    """(jump_lo, jump_hi, gap_lo, gap_hi): the market guard's ratios that
+    are surely within max_jump and max_gap (``sure_ratios``)."""
+    lim = cfg.market_data_settings.limits()
+    jump_lo, jump_hi = sure_ratios(math.log1p(lim.max_jump))
+    gap_lo, gap_hi = sure_ratios(math.log1p(lim.max_gap))
+    return jump_lo, jump_hi, gap_lo, gap_hi
 
 
 def _guard_accepts(spot: np.ndarray, perp: np.ndarray, mark: np.ndarray, fmark: np.ndarray, mark_at: np.ndarray,
@@ -935,31 +961,76 @@ def _guard_accepts(spot: np.ndarray, perp: np.ndarray, mark: np.ndarray, fmark: 
     count), each settlement's mark within max_jump of the hour's mark; each
     judged by the guard's own ratios that are surely within a bound
     (``sure_ratios``), so its float rounding never decides a path."""
-    lim = cfg.market_data_settings.limits()
-    jump_lo, jump_hi = sure_ratios(math.log1p(lim.max_jump))
-    gap_lo, gap_hi = sure_ratios(math.log1p(lim.max_gap))
-    return bool(_plausible(spot, perp, mark, fmark, mark_at, jump_lo, jump_hi, gap_lo, gap_hi))
+    return bool(_plausible(spot, perp, mark, fmark, mark_at, *guard_ratios(cfg), mark is perp))
 
 
-@njit
+# no early exit and no division check in the hourly loops: they run on vectors (a zero price fails its own check)
+njit_vector = numba.njit(cache=True, error_model="numpy")
+to_fixed_tuple: Any = _to_fixed_tuple  # an array's first n values as a tuple (n known when compiled)
+
+
+@njit_vector
 def _plausible(spot: Any, perp: Any, mark: Any, fmark: Any, mark_at: Any, jump_lo: float, jump_hi: float,
-               gap_lo: float, gap_hi: float) -> bool:
+               gap_lo: float, gap_hi: float, mark_is_perp: bool) -> bool:
+    """``_guard_accepts`` by the ratios; ``mark_is_perp``: the hourly mark
+    is the perp's close (``mark`` is ``perp``), so its checks are the perp's."""
     for i in range(fmark.size):
         f, m = fmark[i], mark_at[i]
         if not (f > 0 and f < math.inf):
             return False
         if f != m and not (jump_lo < f / m < jump_hi):
             return False
-    for k in range(spot.size):
+    n = spot.size
+    if mark_is_perp:  # the mark's checks are the perp's, and the perp to itself is 1
+        ok = n == 0 or gap_lo < 1.0 < gap_hi
+        for k in range(n):
+            s, p = spot[k], perp[k]
+            g = p / s
+            ok &= (s > 0) & (s < math.inf) & (p > 0) & (p < math.inf) & (gap_lo < g) & (g < gap_hi)
+        for k in range(1, n):
+            a, b = spot[k] / spot[k - 1], perp[k] / perp[k - 1]
+            ok &= (jump_lo < a) & (a < jump_hi) & (jump_lo < b) & (b < jump_hi)
+        return ok
+    ok = True
+    for k in range(n):
         s, p, m = spot[k], perp[k], mark[k]
-        if not (s > 0 and s < math.inf and p > 0 and p < math.inf and m > 0 and m < math.inf):
-            return False
-        if not (gap_lo < p / s < gap_hi and gap_lo < m / s < gap_hi and gap_lo < m / p < gap_hi):
-            return False
-        if k > 0 and not (jump_lo < s / spot[k - 1] < jump_hi and jump_lo < p / perp[k - 1] < jump_hi
-                          and jump_lo < m / mark[k - 1] < jump_hi):
-            return False
-    return True
+        g, h, i = p / s, m / s, m / p
+        ok &= ((s > 0) & (s < math.inf) & (p > 0) & (p < math.inf) & (m > 0) & (m < math.inf)
+               & (gap_lo < g) & (g < gap_hi) & (gap_lo < h) & (h < gap_hi) & (gap_lo < i) & (i < gap_hi))
+    for k in range(1, n):
+        a, b, c = spot[k] / spot[k - 1], perp[k] / perp[k - 1], mark[k] / mark[k - 1]
+        ok &= ((jump_lo < a) & (a < jump_hi) & (jump_lo < b) & (b < jump_hi) & (jump_lo < c) & (c < jump_hi))
+    return ok
+
+
+@njit
+def _run_tapes(hours: Any, spot: Any, perp: Any, settle_at: Any, settled: Any, rate: Any, interval: Any, marks: Any,
+               guard: Any, P: Any, rule: Any, lat_s: Any, slip_s: Any, lat_p: Any, slip_p: Any, F: Any, N: Any,
+               curve: Any, TF: Any, TI: Any, FT: Any, fund_at: Any, fund_rate: Any, fund_interval: Any, fund_step: Any,
+               fund_mark: Any) -> None:
+    """Paths in rows, each as ``run_kernel`` runs one: path j's tape the hours,
+    ``spot[j]``, ``perp[j]`` (the perp's close stands in for the mark) and
+    the first ``settled[j]`` settlements of row j, at the hour indices
+    ``settle_at``; its results in ``F[j]``, ``N[j]`` (N_FLAG: why the
+    simulator must run it) and ``curve[j]``. The tape's settlement columns
+    are ``fund_*``, all zero, and left so."""
+    jump_lo, jump_hi, gap_lo, gap_hi = guard
+    for j in range(spot.shape[0]):
+        s, p, k = spot[j], perp[j], settled[j]
+        at = settle_at[j, :k]
+        flag = _settlements(at, rate[j, :k], interval[j, :k], marks[j, :k], p, fund_at, fund_rate, fund_interval,
+                            fund_step, fund_mark)
+        if flag == F_OK and not _plausible(s, p, p, fund_mark[at], p[at], jump_lo, jump_hi, gap_lo, gap_hi, True):
+            flag = F_GUARD
+        if flag == F_OK:
+            run_path(hours, s, p, p, fund_at, fund_rate, fund_interval, fund_step, fund_mark,
+                     to_fixed_tuple(P[j], N_PARAMS), rule, lat_s[j], slip_s[j], lat_p[j], slip_p[j], F[j], N[j],
+                     curve[j], TF, TI, FT)
+        else:
+            N[j, :] = 0
+            N[j, N_FLAG] = flag
+        for i in at:
+            fund_at[i], fund_rate[i], fund_interval[i], fund_step[i], fund_mark[i] = False, 0.0, 0.0, 0, 0.0
 
 
 _numba_config.CACHE_DIR = _previous_cache_dir  # the kernel's functions are decorated: others' caches are theirs
@@ -971,13 +1042,32 @@ def path_draws(cfg: Config, sim_seed: np.random.SeedSequence, size: int) -> tupl
     """The first ``size`` draws of each of the simulator's four streams (spot
     latency, spot spread, perp latency, perp spread), seeded as
     ``SimExchange`` seeds them; a stream its model never draws from is empty."""
-    out: list[np.ndarray] = []
-    for child, v in zip(sim_seed.spawn(2), (cfg.spot, cfg.perp)):
-        lat_seed, slip_seed = child.spawn(2)
-        out.append(np.random.default_rng(lat_seed).standard_normal(size) if v.latency_sigma != 0 else EMPTY)
-        lo, hi = v.half_spread_bp_min, v.half_spread_bp_max
-        out.append(np.random.default_rng(slip_seed).uniform(lo, hi, size) if hi != lo else EMPTY)
-    return tuple(out)
+    return tuple(draws[0] for draws in paths_draws(cfg, [sim_seed], size))
+
+
+def paths_draws(cfg: Config, sim_seeds: Sequence[np.random.SeedSequence], size: int) -> tuple[np.ndarray, ...]:
+    """``path_draws`` of each of ``sim_seeds``, a row each."""
+    streams = []
+    for v in (cfg.spot, cfg.perp):
+        streams.append(np.empty((len(sim_seeds), size if v.latency_sigma != 0 else 0)))
+        streams.append(np.empty((len(sim_seeds), size if v.half_spread_bp_max != v.half_spread_bp_min else 0)))
+    for j, sim in enumerate(sim_seeds):
+        for acct, v in enumerate((cfg.spot, cfg.perp)):
+            lat, slip = streams[2 * acct], streams[2 * acct + 1]
+            if lat.shape[1]:
+                np.random.default_rng(_stream_seed(sim, acct, 0)).standard_normal(out=lat[j])
+            if slip.shape[1]:
+                slip[j] = np.random.default_rng(_stream_seed(sim, acct, 1)).uniform(
+                    v.half_spread_bp_min, v.half_spread_bp_max, size)
+    return tuple(streams)
+
+
+def _stream_seed(sim: np.random.SeedSequence, account: int, stream: int) -> np.random.SeedSequence:
+    """What ``sim.spawn(2)[account].spawn(2)[stream]`` gives (the simulator
+    seeds each account's latency and spread streams so), built directly:
+    spawning nothing, ``sim`` is left as it was."""
+    key = (*sim.spawn_key, sim.n_children_spawned + account, stream)
+    return np.random.SeedSequence(sim.entropy, spawn_key=key, pool_size=sim.pool_size)
 
 
 @attrs.frozen
@@ -998,7 +1088,9 @@ class KernelRun:
 
 
 class Workspace:
-    """Arrays one process reuses path after path."""
+    """Arrays one process reuses path after path, and batch after batch of
+    paths (``run_tapes``: fresh memory for each would cost more than the work
+    on it, the more so in a Dask worker, which gives freed memory back at once)."""
 
     def __init__(self) -> None:
         self.F = np.zeros(N_FLOAT_STATE, dtype=np.float64)
@@ -1006,6 +1098,30 @@ class Workspace:
         self.TF = np.zeros((TRACE_CAP, 3), dtype=np.float64)
         self.TI = np.zeros((TRACE_CAP, 3), dtype=np.int64)
         self.no_trace = np.zeros((0, 5), dtype=np.float64)
+        self._columns: tuple[np.ndarray, ...] = ()
+        self._rows: tuple[np.ndarray, ...] = ()
+        self._scratch = EMPTY
+
+    def columns(self, n: int) -> tuple[np.ndarray, ...]:
+        """A tape's settlement columns of ``n`` hours (fund_at, fund_rate,
+        fund_interval, fund_step, fund_mark), all zero: ``_run_tapes`` leaves them so."""
+        if not self._columns or self._columns[0].size != n:
+            self._columns = (np.zeros(n, dtype=np.bool_), np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64),
+                             np.zeros(n))
+        return self._columns
+
+    def rows(self, paths: int, n: int) -> tuple[np.ndarray, ...]:
+        """F, N and the equity curve of ``paths`` paths of ``n`` hours, a row each."""
+        if not self._rows or self._rows[2].shape != (paths, n):
+            self._rows = (np.zeros((paths, N_FLOAT_STATE)), np.zeros((paths, N_INT_STATE), dtype=np.int64),
+                          np.empty((paths, n)))
+        return self._rows
+
+    def scratch(self) -> np.ndarray:
+        """An array of the last ``rows``' curve's shape to work in."""
+        if self._scratch.shape != self._rows[2].shape:
+            self._scratch = np.empty(self._rows[2].shape)
+        return self._scratch
 
 
 def run_kernel(cfg: Config, h: MarketHistory, sim_seed: np.random.SeedSequence, trace: bool = False,
@@ -1043,37 +1159,89 @@ def run_kernel(cfg: Config, h: MarketHistory, sim_seed: np.random.SeedSequence, 
     return KernelRun(flag, ws.F.copy(), ws.N.copy(), tape.hours, curve, fills, fundings)
 
 
+@attrs.frozen
+class TapeRuns:
+    """Paths' results, a row each (``run_tapes``): flag 0, or why the simulator must run it."""
+
+    flags: np.ndarray
+    F: np.ndarray
+    N: np.ndarray
+    curve: np.ndarray
+
+
+def run_tapes(cfg: Config, hours: np.ndarray, spot: np.ndarray, perp: np.ndarray, settle_at: np.ndarray,
+              settled: np.ndarray, rate: np.ndarray, interval: np.ndarray, sim_seeds: Sequence[np.random.SeedSequence],
+              ws: Workspace | None = None) -> TapeRuns:
+    """Paths in rows through the kernel, path j as ``run_kernel`` runs the
+    history of ``hours``, ``spot[j]`` and ``perp[j]`` (no hourly mark: the
+    perp's close stands in), the first ``settled[j]`` settlements of row j
+    (at the hour indices ``settle_at``, of ``rate`` and ``interval``, no venue
+    mark), with the simulator draws of ``sim_seeds[j]``. A path flagged
+    F_DRAWS has had the first DRAWS of each stream only: ``run_kernel`` with
+    ``seed_of`` gives it more. The results are ``ws``'s arrays (valid until
+    its next use)."""
+    paths, n = spot.shape
+    P = np.empty((paths, N_PARAMS))
+    params: dict[float, np.ndarray] = {}  # by the first spot price (a bootstrap's paths share it)
+    columns: tuple[np.ndarray, ...] = ()
+    for j, first in enumerate(spot[:, 0].tolist()):
+        if first not in params:
+            params[first], columns = kernel_params(cfg, first)
+        P[j] = params[first]
+    rule = tuple(tuple(c.tolist()) for c in columns)  # the perp venue's: the config's alone
+    lat_s, slip_s, lat_p, slip_p = paths_draws(cfg, sim_seeds, DRAWS)
+    ws = ws or Workspace()
+    F, N, curve = ws.rows(paths, n)
+    curve.fill(np.nan)
+    fund_at, fund_rate, fund_interval, fund_step, fund_mark = ws.columns(n)
+    _run_tapes(hours, spot, perp, settle_at, settled, rate, interval, np.full(rate.shape, np.nan), guard_ratios(cfg),
+               P, rule, lat_s, slip_s, lat_p, slip_p, F, N, curve, ws.TF, ws.TI, ws.no_trace, fund_at, fund_rate,
+               fund_interval, fund_step, fund_mark)
+    return TapeRuns(N[:, N_FLAG].copy(), F, N, curve)
+
+
 def kernel_metrics(cfg: Config, h: MarketHistory, run: KernelRun) -> dict[str, Any]:
     """The study's path metrics (``PATH_METRICS``) of a kernel run, each by
     the formula ``fundarb.sim.backtest.compute_metrics`` gives it."""
+    return paths_metrics(cfg, h.days, run.hours, run.F[None, :], run.N[None, :], run.curve[None, :])[0][0]
+
+
+def paths_metrics(cfg: Config, days: float, hours: np.ndarray, F: np.ndarray, N: np.ndarray, curve: np.ndarray,
+                  scratch: np.ndarray | None = None) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """``kernel_metrics`` of paths of ``days`` days over the same ``hours``,
+    a row each of F, N and ``curve``; and each one's daily closes (the
+    study's equity), a row each. ``scratch``: an array of the curve's shape
+    to work in."""
     from fundarb.core import metrics
 
-    F, N = run.F, run.N
-    equity = _book.book_equity(F[S_CASH_S], F[S_CASH_P], F[S_IN_TRANSIT], F[S_QTY_S], F[S_PX_S], 0.0, F[S_QTY_P],
-                               F[S_PX_P], F[S_ENTRY_P], 0.0)
-    pnl = float(equity - F[S_INITIAL])
-    carry: Any = run.curve - 0.0  # less the held BTC's price PnL: none in scope
-    hours: Any = run.hours
-    days = h.days
-    funding = float(F[S_FUND_RCV] + F[S_FUND_PAID])
-    fees, slippage = float(F[S_FEES]), float(F[S_SLIP])
-    min_buf = float(F[S_MIN_BUF])
-    return {
-        "net_apr": metrics.apr(pnl - 0.0, cfg.capital, days),
-        "sharpe": metrics.sharpe(hours, carry, cfg.collateral_rate),
-        "max_drawdown": metrics.max_drawdown(carry),
-        "fill_rate": metrics.fill_rate(float(F[S_FILLED]), float(F[S_REQUESTED])),
-        "liquidations": 0,
-        "net_pnl": pnl,
-        "funding_net": funding,
-        "fees": fees,
-        "slippage": slippage,
-        "net_funding_after_fees": funding - fees - slippage,
-        "entries": int(N[N_ENTRIES]),
-        "orders": int(N[N_ORDERS]),
-        "delta_drift_max": max(float(F[S_DRIFT_MAX]), float(F[S_SETTLED_DRIFT])),
-        "missed_settlements": 0,
-        "min_margin_buffer": min_buf if math.isfinite(min_buf) else None,
-        "time_in_position": int(N[N_IN_POS]) / max(int(N[N_SNAPS]), 1),
-        "alerts": int(N[N_ALERTS]),
-    }
+    carry = curve  # less the held BTC's price PnL: none in scope
+    closes = metrics.daily_closes(hours, carry)
+    sharpe = metrics.sharpe_rows(closes, cfg.collateral_rate).tolist()
+    drawdown = metrics.max_drawdown_rows(carry, scratch).tolist()
+    out = []
+    for f, n, sr, dd in zip(F.tolist(), N.tolist(), sharpe, drawdown):
+        equity = _book.book_equity(f[S_CASH_S], f[S_CASH_P], f[S_IN_TRANSIT], f[S_QTY_S], f[S_PX_S], 0.0, f[S_QTY_P],
+                                   f[S_PX_P], f[S_ENTRY_P], 0.0)
+        pnl = equity - f[S_INITIAL]
+        funding = f[S_FUND_RCV] + f[S_FUND_PAID]
+        fees, slippage, min_buf = f[S_FEES], f[S_SLIP], f[S_MIN_BUF]
+        out.append({
+            "net_apr": metrics.apr(pnl - 0.0, cfg.capital, days),
+            "sharpe": sr,
+            "max_drawdown": dd,
+            "fill_rate": metrics.fill_rate(f[S_FILLED], f[S_REQUESTED]),
+            "liquidations": 0,
+            "net_pnl": pnl,
+            "funding_net": funding,
+            "fees": fees,
+            "slippage": slippage,
+            "net_funding_after_fees": funding - fees - slippage,
+            "entries": n[N_ENTRIES],
+            "orders": n[N_ORDERS],
+            "delta_drift_max": max(f[S_DRIFT_MAX], f[S_SETTLED_DRIFT]),
+            "missed_settlements": 0,
+            "min_margin_buffer": min_buf if math.isfinite(min_buf) else None,
+            "time_in_position": n[N_IN_POS] / max(n[N_SNAPS], 1),
+            "alerts": n[N_ALERTS],
+        })
+    return out, closes

@@ -15,6 +15,7 @@ market as path i of another (common random numbers in sweeps).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -33,6 +34,7 @@ from fundarb.research.bootstrap import (
     VenueBars,
     auto_block_periods,
     bootstrap_history,
+    bootstrap_paths,
     bootstrap_venue_bars,
     cut_periods,
 )
@@ -42,6 +44,7 @@ from fundarb.sim.rotation import BAR_NS, run_rotation
 
 MAX_PATHS = 1_000_000
 MAX_CHUNK = 50
+KERNEL_BATCH = 25  # a chunk's paths drawn and run on the kernel this many at a time
 # per-path metrics kept in the study's table (all from compute_metrics)
 PATH_METRICS = (
     "net_apr", "sharpe", "max_drawdown", "fill_rate", "liquidations", "net_pnl", "funding_net", "fees",
@@ -200,26 +203,74 @@ def kernel_chunk(src: Periods, cfg: Config, hours: int, block: float, indices: S
                  keep_equity: bool = True) -> list[tuple[dict[str, Any], np.ndarray | None]]:
     """``run_chunk`` on the path kernel: each path's row and daily equity as
     the simulator's run gives them; a path the kernel flags runs on the
-    simulator, its row's ``engine`` saying why."""
+    simulator, its row's ``engine`` saying why. The paths are drawn, run and
+    measured KERNEL_BATCH at a time, as arrays (with a scenario: one by one,
+    each history changed by it)."""
     from fundarb.research import kernel
 
     assert not isinstance(src, VenueBars), "a rotation runs on the simulator (choose_engine)"
-    ws = kernel.Workspace()
     out: list[tuple[dict[str, Any], np.ndarray | None]] = []
-    for i in indices:
-        h = path_history(cfg, src, hours, block, i)
-        run = kernel.run_kernel(cfg, h, path_seeds(cfg.seed, i)[1], ws=ws, seed_of=partial(_sim_seed, cfg.seed, i))
-        if run.flag:
-            row, equity = run_path(cfg, src, hours, block, i)
-            row["engine"] = f"{SIMULATOR} ({run.reason})"
+    if isinstance(src, PairPeriods) or getattr(cfg, "scenario", None) is not None:
+        ws = kernel.Workspace()
+        for i in indices:
+            h = path_history(cfg, src, hours, block, i)
+            run = kernel.run_kernel(cfg, h, path_seeds(cfg.seed, i)[1], ws=ws, seed_of=partial(_sim_seed, cfg.seed, i))
+            out.append(_kernel_row(cfg, src, hours, block, i, h, run, keep_equity))
+        return out
+    ws, paths = getattr(_kept, "arrays", None) or (kernel.Workspace(), None)
+    for a in range(0, len(indices), KERNEL_BATCH):
+        part = indices[a:a + KERNEL_BATCH]
+        seeds = [path_seeds(cfg.seed, i) for i in part]
+        paths = bootstrap_paths(src, hours, block, [np.random.default_rng(market) for market, _ in seeds], reuse=paths)
+        runs = kernel.run_tapes(cfg, paths.grid, paths.spot, paths.perp, paths.settle_at, paths.settled,
+                                src.rate[paths.chosen], src.interval[paths.chosen], [sim for _, sim in seeds], ws)
+        ran = np.flatnonzero(runs.flags == 0)
+        if ran.size == len(part):
+            measured = kernel.paths_metrics(cfg, paths.days, paths.grid, runs.F, runs.N, runs.curve, ws.scratch())
         else:
-            row = path_row(i, kernel.kernel_metrics(cfg, h, run))
-            row["engine"] = KERNEL
-            curve_ts: Any = run.hours
-            carry: Any = run.curve - 0.0  # less the held BTC's price PnL: none in the kernel's scope
-            equity = daily_closes(curve_ts, carry)
-        out.append((row, equity if keep_equity else None))
+            measured = kernel.paths_metrics(cfg, paths.days, paths.grid, runs.F[ran], runs.N[ran], runs.curve[ran])
+        by_path = dict(zip(ran.tolist(), zip(*measured)))
+        for j, i in enumerate(part):
+            if j in by_path:
+                m, equity = by_path[j]
+                row = path_row(i, m)
+                row["engine"] = KERNEL
+                out.append((row, equity if keep_equity else None))
+            elif runs.flags[j] == kernel.F_DRAWS:  # more draws than prepared: the path alone, with more
+                h = paths.history(j)
+                run = kernel.run_kernel(cfg, h, seeds[j][1], ws=ws, seed_of=partial(_sim_seed, cfg.seed, i))
+                out.append(_kernel_row(cfg, src, hours, block, i, h, run, keep_equity))
+            else:
+                out.append(_simulator_row(cfg, src, hours, block, i, kernel.PATH_FLAGS[runs.flags[j]], keep_equity))
+    _kept.arrays = ws, paths
     return out
+
+
+# a thread's kernel workspace and last paths, kept from chunk to chunk: their arrays are written again, not
+# allocated afresh (a Dask worker gives freed memory back to the system at once, then takes it again page by page)
+_kept = threading.local()
+
+
+def _kernel_row(cfg: Config, src: Periods, hours: int, block: float, i: int, h: MarketHistory, run: Any,
+                keep_equity: bool) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Path ``i``'s row and daily equity from its kernel ``run`` on ``h``,
+    or from the simulator where the kernel flagged it."""
+    from fundarb.research import kernel
+
+    if run.flag:
+        return _simulator_row(cfg, src, hours, block, i, run.reason, keep_equity)
+    metrics, closes = kernel.paths_metrics(cfg, h.days, run.hours, run.F[None, :], run.N[None, :], run.curve[None, :])
+    row = path_row(i, metrics[0])
+    row["engine"] = KERNEL
+    return row, closes[0] if keep_equity else None
+
+
+def _simulator_row(cfg: Config, src: Periods, hours: int, block: float, i: int, reason: str,
+                   keep_equity: bool) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Path ``i`` on the simulator, the kernel having met ``reason`` on it."""
+    row, equity = run_path(cfg, src, hours, block, i)
+    row["engine"] = f"{SIMULATOR} ({reason})"
+    return row, equity if keep_equity else None
 
 
 def _sim_seed(seed: int, index: int) -> np.random.SeedSequence:
