@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from fundarb.core.book import PositionBook
 from fundarb.core.model import NS_PER_HOUR, FundingSettlement, Side
-from fundarb.core.strategy import CarryParams, CarryStrategy
+from fundarb.core.strategy import NEVER, CarryParams, CarryStrategy, max_hold_reached
 from fundarb.testkit.builders import PERP, SPOT, T0, make_fill
 
 H = NS_PER_HOUR
@@ -92,3 +92,17 @@ def test_an_exit_check_that_found_nothing_still_exits_at_the_maximum_holding_tim
     assert s.decide(book, MID, now + H) == []  # nothing to exit for: kept
     out = s.decide(book, MID, now + 3 * 24 * H)
     assert {i.reason for i in out} == {"exit_max_hold"}
+
+
+@given(st.one_of(st.floats(0.001, 5_000.0), st.just(float("inf")), st.just(1e12)), st.integers(0, 2**60))
+def test_the_holding_time_exit_instant_is_the_first_the_rule_says_yes(days, entry_ts):
+    """``hold_end`` is the first instant ``max_hold_reached`` gives an exit
+    (NEVER for a holding time no run reaches)."""
+    params = attrs.evolve(_pair(CarryStrategy, False)[0].params, max_holding_days=days)
+    s = CarryStrategy(params, 0.002, SPOT, PERP)
+    s.entry_ts = entry_ts
+    end = s.hold_end()
+    if end == NEVER:
+        assert not max_hold_reached(NEVER - entry_ts, days)
+    else:
+        assert max_hold_reached(end - entry_ts, days) and not max_hold_reached(end - 1 - entry_ts, days)

@@ -374,6 +374,9 @@ class CarryStrategy:
             days = self.params.max_holding_days
             lo, hi = 0, 1  # the rule holds at hi and not at lo (days > 0: not at 0)
             while not max_hold_reached(hi, days):
+                if hi > NEVER:  # no holding time a run reaches
+                    self._hold_end = (self.entry_ts, NEVER)
+                    return NEVER
                 lo, hi = hi, 2 * hi
             while hi - lo > 1:
                 mid = (lo + hi) // 2
