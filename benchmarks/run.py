@@ -38,7 +38,7 @@ import attrs
 import numpy as np
 
 import fundarb
-import fundarb.sim.backtest as backtest_mod
+import fundarb.wiring as wiring_mod
 from fundarb.config import Config, config_hash, load
 from fundarb.core.book import PositionBook
 from fundarb.core.clock import SimClock
@@ -199,14 +199,14 @@ def bench_backtest(cfg: Config, label: str, repeat: int) -> dict[str, Any]:
     runs = []
     for _ in range(repeat):
         CountingEngine.instances.clear()
-        saved = backtest_mod.Engine
-        backtest_mod.Engine = CountingEngine  # run_backtest builds its engine from this module global
+        saved = wiring_mod.Engine
+        wiring_mod.Engine = CountingEngine  # run_backtest's engine comes from the one factory, wiring.wire_engine
         try:
             t0 = time.perf_counter()
             result = run_backtest(cfg, history)
             wall = time.perf_counter() - t0
         finally:
-            backtest_mod.Engine = saved
+            wiring_mod.Engine = saved
         eng = CountingEngine.instances[-1]
         runs.append((eng.loop_seconds, wall, eng.events_handled, result))
     loop_s, wall, events, result = min(runs, key=lambda r: r[0])
