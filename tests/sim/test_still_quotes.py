@@ -83,3 +83,33 @@ def test_synthetic_minute_quotes_run_as_when_the_strategy_is_asked_on_every_even
     kept, asked = _runs(lambda: build_engine(cfg, iter(tape), first, start, price))
     assert kept == asked
     assert all(math.isfinite(e) for e in kept[1]["equity"])
+
+
+def test_a_halt_a_flatten_and_a_resume_run_as_when_the_strategy_is_asked_on_every_event():
+    """While the kill switch holds a flat book the strategy is not asked, so
+    what it promised before the flatten no longer holds: after the resume it
+    is asked on the first event, a quote included."""
+    cfg = attrs.evolve(BASELINE, strategy=attrs.evolve(
+        BASELINE.strategy, cooldown_hours=1.0, max_holding_days=120.0, signal_settlements=1, entry_apr=0.05))
+    tape, first, start, price = _minute_tape(cfg, 3, 3, [0.0006])
+    # both between two settlements (a settlement is asked about afresh anyway)
+    halt_at, resume_at = start + 17 * NS_PER_HOUR, start + 18 * NS_PER_HOUR + 7 * MINUTE
+    runs = []
+    for every_event in (False, True):
+        engine, sim = build_engine(cfg, iter(tape), first, start, price)
+        halted = resumed = False
+        for event in sim.events():
+            if every_event:
+                engine.strategy.still_until = 0
+            if not halted and event.ts >= halt_at:
+                assert not engine.book.is_flat  # in a carry when the switch trips
+                engine.halt("test", event.ts, flatten=True)
+                halted = True
+            if not resumed and event.ts >= resume_at:
+                assert engine.book.is_flat
+                engine.monitor.kill.resume()
+                resumed = True
+            engine.on_event(event)
+        runs.append(engine.recorder.rows)
+    assert runs[0] == runs[1]
+    assert any(k == "intent" and r["reason"] == "entry" and r["ts"] > resume_at for k, r in runs[0])

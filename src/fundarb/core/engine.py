@@ -139,6 +139,8 @@ class Engine:
         # not before the instant its last answer promised to stay nothing (``CarryStrategy.still_until``)
         if not self.open_orders and (ts >= self.strategy.still_until or kind is not Quote):
             self._decide(ts)
+        elif kind is not Quote:
+            self.strategy.still_until = 0  # not asked after this event: its promise may no longer hold
 
     # --- market prices: only what the guard accepts reaches the book -----------
     def _key(self, kind: type, venue: str) -> str:
@@ -295,6 +297,7 @@ class Engine:
     # --- decisions ------------------------------------------------------------
     def _decide(self, now: int) -> None:
         if self.monitor.kill.halted and self.book.is_flat:
+            self.strategy.still_until = 0  # not asked: after a resume it is asked afresh
             return  # halted: no entries until resumed, and nothing left to exit
         intents = self.strategy.decide(self.book, self.spot_mid, now)
         if intents:
