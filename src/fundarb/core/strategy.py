@@ -418,9 +418,14 @@ def btc_to_buy(book: PositionBook, btc: float, lot: float) -> float:
     return math.ceil(missing / lot - 1e-9) * lot if missing > 1e-12 else 0.0
 
 
+def carry_of(funding: float, fees: float, slippage: float) -> float:
+    """Income of a carry: its funding net of fees and slippage."""
+    return funding - fees - slippage
+
+
 def carry(book: PositionBook) -> float:
     """Income of the carry so far: funding net of fees and slippage."""
-    return book.funding - book.fees - book.slippage
+    return carry_of(book.funding, book.fees, book.slippage)
 
 
 def close_intents(book: PositionBook, reason: str, pair_id: int) -> list[OrderIntent]:

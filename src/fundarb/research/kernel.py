@@ -117,6 +117,7 @@ annualize = jit_core(_funding.annualize, inline=True)
 entry_qty = jit_core(_strategy.entry_qty, inline=False)
 cooldown_end = jit_core(_strategy.cooldown_end, inline=False)
 max_hold_reached = jit_core(_strategy.max_hold_reached, inline=True)
+carry_of = jit_core(_strategy.carry_of, inline=True)
 exit_code = jit_core(_strategy.exit_code, inline=True, max_hold_reached=max_hold_reached)
 clears_entry = jit_core(_strategy.clears_entry, inline=True)
 amortised_cost_apr = jit_core(_strategy.amortised_cost_apr, inline=False)
@@ -184,6 +185,7 @@ COMPILED_CORE = {
     "entry_qty": (entry_qty, _strategy.entry_qty),
     "cooldown_end": (cooldown_end, _strategy.cooldown_end),
     "max_hold_reached": (max_hold_reached, _strategy.max_hold_reached),
+    "carry_of": (carry_of, _strategy.carry_of),
     "exit_code": (exit_code, _strategy.exit_code),
     "clears_entry": (clears_entry, _strategy.clears_entry),
     "amortised_cost_apr": (amortised_cost_apr, _strategy.amortised_cost_apr),
@@ -260,7 +262,7 @@ def _flag(N: Any, why: int) -> None:
 
 @njit_inline
 def _is_flat(F: Any) -> bool:
-    return -1e-12 < F[S_QTY_S] < 1e-12 and -1e-12 < F[S_QTY_P] < 1e-12
+    return flat_legs(F[S_QTY_S], F[S_QTY_P])
 
 
 @njit_inline
@@ -276,7 +278,7 @@ def _drift(F: Any) -> float:
 
 @njit_inline
 def _carry(F: Any) -> float:
-    return (F[S_FUND_RCV] + F[S_FUND_PAID]) - F[S_FEES] - F[S_SLIP]
+    return carry_of(F[S_FUND_RCV] + F[S_FUND_PAID], F[S_FEES], F[S_SLIP])
 
 
 @njit
@@ -822,7 +824,7 @@ def run_path(hours: Any, spot: Any, perp: Any, mark: Any, fund_at: Any, fund_rat
             if action != MON_NONE:
                 _monitor(P, F, N, HI, HF, rule, lat_s, lat_p, action)
         if N[N_OPEN] == 0 and N[N_FLAG] == 0:
-            carry = (F[S_FUND_RCV] + F[S_FUND_PAID]) - F[S_FEES] - F[S_SLIP]
+            carry = _carry(F)
             action = _decide_action(P, N[N_NOW], N[N_HALTED], F[S_QTY_S], F[S_QTY_P], N[N_DIRECTION], N[N_COOLDOWN],
                                     N[N_RATES], F[S_SPOT_MID], F[S_PX_P], F[S_APR], N[N_ENTRY_TS], carry,
                                     F[S_ENTRY_CARRY])
