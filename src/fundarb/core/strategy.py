@@ -75,7 +75,10 @@ class FundingSignal:
         self.interval_hours = interval_hours
         self.last_settlement_ts = ts
         self.predicted = None  # a prediction is for the settlement just made
-        self._current_apr = annualize(sum(self.rates) / len(self.rates), interval_hours)
+        total = 0.0
+        for r in self.rates:  # in order, one by one, as the path kernel adds them (3.12's sum() compensates)
+            total += r
+        self._current_apr = mean_apr(total, len(self.rates), interval_hours)
         self.version += 1
 
     def on_rate(self, predicted: float | None, interval_hours: float, next_settlement_ts: int = 0) -> None:
@@ -107,6 +110,11 @@ class FundingSignal:
         if self.predicted is None:
             return None
         return annualize(self.predicted, self.interval_hours)
+
+
+def mean_apr(rate_sum: float, count: int, interval_hours: float) -> float:
+    """The signal: the mean of ``count`` settled rates (their sum ``rate_sum``), annualised."""
+    return annualize(rate_sum / count, interval_hours)
 
 
 def settlements_covering(n: int, reference_hours: float, interval_hours: float) -> int:

@@ -118,6 +118,7 @@ entry_qty = jit_core(_strategy.entry_qty, inline=False)
 cooldown_end = jit_core(_strategy.cooldown_end, inline=False)
 max_hold_reached = jit_core(_strategy.max_hold_reached, inline=True)
 carry_of = jit_core(_strategy.carry_of, inline=True)
+mean_apr = jit_core(_strategy.mean_apr, inline=True, annualize=annualize)
 exit_code = jit_core(_strategy.exit_code, inline=True, max_hold_reached=max_hold_reached)
 clears_entry = jit_core(_strategy.clears_entry, inline=True)
 amortised_cost_apr = jit_core(_strategy.amortised_cost_apr, inline=False)
@@ -186,6 +187,7 @@ COMPILED_CORE = {
     "cooldown_end": (cooldown_end, _strategy.cooldown_end),
     "max_hold_reached": (max_hold_reached, _strategy.max_hold_reached),
     "carry_of": (carry_of, _strategy.carry_of),
+    "mean_apr": (mean_apr, _strategy.mean_apr),
     "exit_code": (exit_code, _strategy.exit_code),
     "clears_entry": (clears_entry, _strategy.clears_entry),
     "amortised_cost_apr": (amortised_cost_apr, _strategy.amortised_cost_apr),
@@ -759,7 +761,7 @@ def run_path(hours: Any, spot: Any, perp: Any, mark: Any, fund_at: Any, fund_rat
                     for r in range(N[N_RATES]):
                         total += ring[r]
                     F[S_INTERVAL] = fund_interval[k]
-                    F[S_APR] = annualize(total / N[N_RATES], fund_interval[k])
+                    F[S_APR] = mean_apr(total, N[N_RATES], fund_interval[k])
             else:  # timer: the equity snapshot
                 eq = _equity(F)
                 curve[k] = eq
