@@ -55,13 +55,7 @@ class IllegalTransition(RuntimeError):
 def client_order_id(config_hash: str, intent_seq: int) -> str:
     """Deterministic client id from (config hash, intent sequence): a retry of
     the same intent carries the same id, so a venue can never double it."""
-    return client_order_prefix(config_hash) + str(intent_seq)
-
-
-def client_order_prefix(config_hash: str) -> str:
-    """What every client id of ``config_hash`` begins with: ``client_order_id``
-    is this and the intent sequence (an engine keeps it, off the order path)."""
-    return f"fa{config_hash[:12]}-"
+    return f"fa{config_hash[:12]}-{intent_seq}"
 
 
 @attrs.define(slots=True)
