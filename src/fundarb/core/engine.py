@@ -181,33 +181,28 @@ class Engine:
         for ev in events:
             t = type(ev)
             if t is Quote:
-                if ev.venue == self.book.spot_venue:
-                    mid = ev.mid
-                    self.spot_mid = mid
-                    self.book.revalue(ev.venue, mid)
+                self._apply_quote(ev.venue, ev.mid)
             elif t is MarkPrice:
                 self.book.revalue(ev.venue, ev.mark)
                 risk_again = not self.book.is_flat
             # an IndexPrice values nothing: the guard keeps it as a reference
         return risk_again
 
+    def _apply_quote(self, venue: str, mid: float) -> None:
+        """An accepted quote: the spot venue's mid values the spot leg (a perp quote values nothing)."""
+        if venue == self.book.spot_venue:
+            self.spot_mid = mid
+            self.book.revalue(venue, mid)
+
     # --- handlers: return True when risk should look again ------------------
     def _on_quote(self, q: Quote) -> bool:
-        # screen + _apply_prices, the common case written out: most events are
-        # quotes, and the guard passes nearly all of them on as they are
+        # most events are quotes, and the guard passes nearly all of them on as
+        # they are: its cheap test first, then screen + _apply_prices for the rest
         mid = q.mid
-        guard = self.guard
-        key = self._quote_keys.get(q.venue) or self._key(Quote, q.venue)
-        if not guard.accept_plain(key, q.ts, mid):
-            out = guard.observe(key, q.ts, mid, q)
-            if guard.notes:
-                self._guard_notes()
-            if len(out) != 1 or out[0] is not q:
-                return self._apply_prices(out)
-        if q.venue == self.book.spot_venue:
-            self.spot_mid = mid
-            self.book.revalue(q.venue, mid)
-        return False
+        if self.guard.accept_plain(self._quote_keys.get(q.venue) or self._key(Quote, q.venue), q.ts, mid):
+            self._apply_quote(q.venue, mid)
+            return False
+        return self._apply_prices(self.screen(q))
 
     def _on_trade(self, t: Trade) -> bool:
         self.last_trade[t.venue] = t.price
