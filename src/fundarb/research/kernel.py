@@ -1239,7 +1239,7 @@ def paths_metrics(cfg: Config, days: float, hours: np.ndarray, F: np.ndarray, N:
             "funding_net": funding,
             "fees": fees,
             "slippage": slippage,
-            "net_funding_after_fees": funding - fees - slippage,
+            "net_funding_after_fees": _strategy.carry_of(funding, fees, slippage),
             "entries": n[N_ENTRIES],
             "orders": n[N_ORDERS],
             "delta_drift_max": max(f[S_DRIFT_MAX], f[S_SETTLED_DRIFT]),

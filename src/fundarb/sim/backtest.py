@@ -17,6 +17,7 @@ from fundarb.core.engine import Engine
 from fundarb.core.funding import PERP_PRICE_SOURCES, VENUE_MARK_SOURCES, annualize, missed_settlements
 from fundarb.core.liquidation import MarginRule
 from fundarb.core.model import NS_PER_HOUR, MarketKind
+from fundarb.core.strategy import carry as carry_income
 from fundarb.data.history import MarketHistory
 from fundarb.sim import SimExchange, SimVenueSpec
 from fundarb.sim.tape import history_tape
@@ -258,7 +259,7 @@ def compute_metrics(cfg: Config, h: MarketHistory, engine: Engine, sim: SimExcha
         "fees": book.fees,
         "slippage": book.slippage,
         "price_pnl": book.price_pnl,
-        "net_funding_after_fees": book.funding - book.fees - book.slippage,
+        "net_funding_after_fees": carry_income(book),
         "fill_rate": metrics.fill_rate(sim.filled_qty, sim.requested_qty),
         "requested_qty": sim.requested_qty,
         "filled_qty": sim.filled_qty,

@@ -39,7 +39,7 @@ from fundarb.core.funding import schedule_gaps
 from fundarb.core.liquidation import UNMODELLED
 from fundarb.core.model import NS_PER_HOUR
 from fundarb.core.rotation import Move, Pair, RotationRule, SwitchCost
-from fundarb.core.strategy import FundingSignal, settlements_covering
+from fundarb.core.strategy import FundingSignal, carry_of, settlements_covering
 from fundarb.data.history import MarketHistory, fmt_time, load_pair_history, load_settlements, parse_time
 from fundarb.data.margin_tiers import shipped_rule
 from fundarb.sim.backtest import build_simulation, result_of
@@ -378,7 +378,7 @@ def _result(cfg: Config, stretches: list[Stretch], moves: list[tuple[int, Move]]
         "liquidations": sums["liquidations"],
         "missed_settlements": sums["missed_settlements"],
         "settlements_in_window": sums["settlements_in_window"],
-        "net_funding_after_fees": sums["funding_net"] - sums["fees"] - sums["slippage"],
+        "net_funding_after_fees": carry_of(sums["funding_net"], sums["fees"], sums["slippage"]),
         "fill_rate": metrics.fill_rate(sums["filled_qty"], sums["requested_qty"]),
         "delta_drift_max": max(drifts, default=0.0),
         "min_margin_buffer": min(buffers) if buffers else None,
