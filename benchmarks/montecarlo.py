@@ -9,7 +9,8 @@ Each path is a block-bootstrapped year of the shipped real history
 1. the simulator: ``run_study(..., engine="simulator")`` over --sim-paths;
 2. the kernel: ``run_study(..., engine="kernel")`` over --kernel-paths (the
    whole study as `fundarb montecarlo` runs it: bootstrap, draws, kernel,
-   metrics, equity), after one warm-up path that loads (or compiles) it;
+   metrics, equity), after one warm-up path that loads (or compiles) it, on
+   one thread and then on a thread per usable core (the CLI's default);
 3. the kernel's loop alone: ``kernel.run_path`` over the same paths'
    prepared arrays, without the Python around it;
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from fundarb.data.history import load_history
     from fundarb.research import kernel as K
     from fundarb.research.bootstrap import cut_periods
-    from fundarb.research.cluster import InProcess, chunk_runner
+    from fundarb.research.cluster import InProcess, chunk_runner, usable_cores
     from fundarb.research.study import KERNEL, SIMULATOR, StudySpec, path_history, path_seeds, resolve_block, run_study
 
     cfg = load(args.config)
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     load_s = time.perf_counter() - t0
     print(f"kernel load (compiled once per machine, then read from {K.CACHE_DIR}): {load_s:.1f} s", flush=True)
     ker = measure("in process", KERNEL, args.kernel_paths, InProcess())
+    cores = usable_cores()
+    if cores > 1:  # `fundarb montecarlo`'s default: a thread per usable core, no worker processes to start
+        measure(f"in process, {cores} threads", KERNEL, args.kernel_paths, InProcess(cores))
 
     # the loop alone: the same paths' arrays prepared first
     spec = StudySpec(paths=args.kernel_paths, days=args.days)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from pathlib import Path
 
 import attrs
@@ -17,7 +18,7 @@ from fundarb.cli.main import app
 from fundarb.config import load
 from fundarb.output.montecarlo import STUDY_FILES, render_study_json, write_study
 from fundarb.research.bootstrap import cut_periods
-from fundarb.research.cluster import ClusterError, InProcess, chunk_runner
+from fundarb.research.cluster import ClusterError, InProcess, chunk_runner, usable_cores
 from fundarb.research.study import StudySpec, run_path, run_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +79,41 @@ def test_outputs_are_byte_identical_for_1_and_2_local_workers(cfg, real_history,
             result = run_study(cfg, real_history, SMALL, r)
         write_study(result, tmp_path / f"w{workers}")
         assert _study_bytes(tmp_path / f"w{workers}") == expected, f"{workers} workers differ"
+
+
+@pytest.mark.parametrize("engine", ["kernel", "simulator"])
+def test_outputs_are_byte_identical_on_one_and_on_several_threads(cfg, real_history, tmp_path, engine):
+    study = StudySpec(paths=12, days=20)  # more chunks than threads, so they finish out of order
+    write_study(run_study(cfg, real_history, study, InProcess(1), engine=engine), tmp_path / "one")
+    for threads in (2, 3):
+        result = run_study(cfg, real_history, study, InProcess(threads), engine=engine)
+        assert {r["engine"].split()[0] for r in result.rows} == {engine}
+        write_study(result, tmp_path / f"t{threads}")
+        assert _study_bytes(tmp_path / f"t{threads}") == _study_bytes(tmp_path / "one"), f"{threads} threads differ"
+
+
+def test_threaded_chunks_come_back_keyed_and_an_error_in_one_stops_the_run():
+    before = sys.getswitchinterval()
+
+    def chunk(shared, n):
+        if n == 5:
+            raise ValueError("chunk 5 failed")
+        return shared * n
+
+    got = dict(InProcess(3).run(chunk, 10, [(n,) for n in range(5)]))
+    assert got == {n: 10 * n for n in range(5)}
+    assert sys.getswitchinterval() == before
+    with pytest.raises(ValueError, match="chunk 5 failed"):
+        dict(InProcess(2).run(chunk, 10, [(n,) for n in range(8)]))
+    assert sys.getswitchinterval() == before  # the interpreter's own setting is given back
+    with pytest.raises(ClusterError, match="threads must be between 1 and"):
+        InProcess(0)
+
+
+def test_the_default_runner_uses_a_thread_per_usable_core():
+    with chunk_runner() as r:
+        assert isinstance(r, InProcess)
+        assert r.workers == usable_cores() >= 1
 
 
 def test_existing_cluster_through_the_cli_gives_the_same_files(in_process, tmp_path):

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fundarb.cli.common import UserErrorGroup, error_line, fail
-from fundarb.live.execution.session import DEFAULT_JOURNAL
+from fundarb.live.journal import DEFAULT_JOURNAL
 
 trade_app = typer.Typer(cls=UserErrorGroup, no_args_is_help=True, help="Paired trades on live venues: open, close, rotate, the trade log.")
 out = Console(highlight=False)

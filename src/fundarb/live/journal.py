@@ -56,6 +56,7 @@ from fundarb.support.sqlite_files import create_whole
 # the hourly figures a journal keeps (a capital held in BTC: the held BTC's PnL is in the report, not the journal)
 EQUITY_COLUMNS = tuple(c for c in CURVE_FIELDS if c not in ("in_position", "held_pnl"))
 
+DEFAULT_JOURNAL = Path("state") / "fundarb.sqlite"  # the trade log a command uses when given none
 SCHEMA_VERSION = 3
 KIND = "fundarb trade log"  # backtest, replay, paper and live alike (meta ``source`` says which)
 KINDS_READ = (KIND, "fundarb live trade log")  # the second: versions 1 and 2, live and paper only

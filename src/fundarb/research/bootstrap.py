@@ -445,7 +445,7 @@ def _compiled(func: Any) -> Any:
     previous = config.CACHE_DIR
     config.CACHE_DIR = os.path.join(base, "bootstrap", digest.hexdigest()[:16])
     try:
-        return numba.njit(cache=True)(func)
+        return numba.njit(cache=True, nogil=True)(func)
     finally:
         config.CACHE_DIR = previous  # others' caches are theirs
 

@@ -8,7 +8,9 @@ or when it finished, so a study's output is the same for any worker count.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -32,12 +34,52 @@ class ChunkRunner(Protocol):
         ...
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the system
+    tells it), at most MAX_LOCAL_WORKERS."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, MAX_LOCAL_WORKERS))
+
+
+# while chunks share the interpreter, it hands the lock between threads this often (seconds; Python's
+# default is 5 ms): a chunk coming back from the compiled kernel, which runs without the lock, should not
+# wait out a whole default interval for the Python between kernel calls of another
+SWITCH_INTERVAL = 0.0005
+
+
 class InProcess:
-    workers = 1
+    """Chunks in this process, on ``threads`` threads. The path kernel and the
+    bootstrap run compiled without the interpreter lock, so kernel chunks run
+    side by side on several cores without starting worker processes; a
+    simulator chunk holds the lock, and threads gain it nothing."""
+
+    def __init__(self, threads: int = 1) -> None:
+        if not 1 <= threads <= MAX_LOCAL_WORKERS:
+            raise ClusterError(f"threads must be between 1 and {MAX_LOCAL_WORKERS}, got {threads}")
+        self.threads = self.workers = threads
 
     def run(self, fn: Callable[..., Any], shared: Any, tasks: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
-        for i, task in enumerate(tasks):
-            yield i, fn(shared, *task)
+        if self.threads == 1 or len(tasks) < 2:
+            for i, task in enumerate(tasks):
+                yield i, fn(shared, *task)
+            return
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        pool = ThreadPoolExecutor(max_workers=min(self.threads, len(tasks)), thread_name_prefix="fundarb-chunk")
+        try:
+            pending = {pool.submit(fn, shared, *task): i for i, task in enumerate(tasks)}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=pending.__getitem__):
+                    yield pending.pop(fut), fut.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            sys.setswitchinterval(previous)
 
 
 class DaskRunner:
@@ -66,8 +108,9 @@ def check_scheduler_address(address: str) -> None:
 
 @contextmanager
 def chunk_runner(workers: int | None = None, scheduler: str | None = None) -> Iterator[ChunkRunner]:
-    """In-process by default; ``workers`` starts a local Dask cluster on
-    127.0.0.1 for the duration; ``scheduler`` connects to a running one."""
+    """In this process by default, on a thread per usable core; ``workers``
+    starts a local Dask cluster on 127.0.0.1 for the duration; ``scheduler``
+    connects to a running one."""
     if workers is not None and scheduler is not None:
         raise ClusterError("give --workers (start a local cluster) or --scheduler (use a running one), not both")
     if scheduler is not None:
@@ -76,7 +119,7 @@ def chunk_runner(workers: int | None = None, scheduler: str | None = None) -> It
             yield DaskRunner(client)
         return
     if workers is None:
-        yield InProcess()
+        yield InProcess(usable_cores())
         return
     if not 1 <= workers <= MAX_LOCAL_WORKERS:
         raise ClusterError(f"--workers must be between 1 and {MAX_LOCAL_WORKERS}, got {workers}")

@@ -80,8 +80,8 @@ _numba_config: Any = numba.config
 _previous_cache_dir = _numba_config.CACHE_DIR
 _numba_config.CACHE_DIR = _cache_dir()
 CACHE_DIR: str = _numba_config.CACHE_DIR
-njit = numba.njit(cache=True)
-njit_inline = numba.njit(inline="always", cache=True)
+njit = numba.njit(cache=True, nogil=True)
+njit_inline = numba.njit(inline="always", cache=True, nogil=True)
 
 KERNEL, SIMULATOR = "kernel", "simulator"
 ENGINES = (KERNEL, SIMULATOR)

@@ -21,8 +21,6 @@ from fundarb.live.identity import session_identities
 from fundarb.live.journal import Journal
 from fundarb.support.scrub import scrub
 
-DEFAULT_JOURNAL = Path("state") / "fundarb.sqlite"
-
 
 @attrs.define
 class LiveSession:
