@@ -76,7 +76,9 @@ def test_outputs_are_byte_identical_for_1_and_2_local_workers(cfg, real_history,
     for workers in (1, 2):
         with chunk_runner(workers=workers) as r:
             assert r.workers == workers
-            result = run_study(cfg, real_history, SMALL, r)
+            first = run_study(cfg, real_history, SMALL, r)
+            result = run_study(cfg, real_history, SMALL, r)  # one cluster, a second study on the same source
+        assert render_study_json(first) == render_study_json(result)
         write_study(result, tmp_path / f"w{workers}")
         assert _study_bytes(tmp_path / f"w{workers}") == expected, f"{workers} workers differ"
 

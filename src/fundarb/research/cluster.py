@@ -91,7 +91,7 @@ class DaskRunner:
         from distributed import as_completed
 
         # the market source goes to every worker once, not with every task
-        shared_future = self.client.scatter(shared, broadcast=True)
+        shared_future = self.client.scatter(shared, broadcast=True, hash=False)  # a key of its own: an earlier run releasing its copy cannot take this one
         futures = {self.client.submit(fn, shared_future, *task, pure=False): i for i, task in enumerate(tasks)}
         try:
             for fut in as_completed(futures):
