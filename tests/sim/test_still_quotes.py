@@ -1,9 +1,10 @@
-"""A quote moves only a price and the time, so the engine does not ask the
-strategy again before the instant its last answer promised to stay nothing
-(``CarryStrategy.still_until``). The runs are the same as runs that ask on
-every event: the same decision log and the same equity curve, on the shipped
-history and on SYNTHETIC minute quotes that cross cooldowns, the holding-time
-exit, the target and signal exits."""
+"""A quote or a mark moves only a price and the time, so the engine does not
+ask the strategy again before the instant its last answer promised to stay
+nothing (``CarryStrategy.still_until``), unless the risk monitor acted on the
+mark. The runs are the same as runs that ask on every event: the same
+decision log and the same equity curve, on the shipped history and on
+SYNTHETIC minute quotes that cross cooldowns, the holding-time exit, the
+target and signal exits, and margin top-ups and cuts."""
 
 from __future__ import annotations
 
@@ -45,13 +46,14 @@ def test_the_shipped_history_runs_as_when_the_strategy_is_asked_on_every_event(r
     assert kinds.count("intent") > 40  # many entries and exits, not a quiet run
 
 
-def _minute_tape(cfg: Config, seed: int, days: int, rates: list[float]):
+def _minute_tape(cfg: Config, seed: int, days: int, rates: list[float], drift: float = 0.0):
     """SYNTHETIC: a spot and a perp quote every minute (a random walk near
-    60,000 with a half spread), a mark every ten minutes, a settlement every
-    8 hours at the drawn rates, an hourly timer."""
+    60,000 with a half spread, rising by ``drift`` of its log a minute), a
+    mark every ten minutes, a settlement every 8 hours at the drawn rates, an
+    hourly timer."""
     rng = np.random.default_rng(seed)
     n = days * 24 * 60
-    mids = 60_000.0 * np.exp(np.cumsum(rng.normal(0, 0.0008, n)))
+    mids = 60_000.0 * np.exp(np.cumsum(rng.normal(drift, 0.0008, n)))
     start = 1_700_000_000 * 10**9 // NS_PER_HOUR * NS_PER_HOUR
     spot, perp = cfg.spot_account, cfg.perp_account
     tape = []
@@ -113,3 +115,20 @@ def test_a_halt_a_flatten_and_a_resume_run_as_when_the_strategy_is_asked_on_ever
         runs.append(engine.recorder.rows)
     assert runs[0] == runs[1]
     assert any(k == "intent" and r["reason"] == "entry" and r["ts"] > resume_at for k, r in runs[0])
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**16), drift=st.sampled_from([0.0002, 0.0004]), auto_rebalance=st.booleans())
+def test_marks_that_move_the_risk_monitor_run_as_when_the_strategy_is_asked_on_every_event(seed, drift,
+                                                                                           auto_rebalance):
+    """A rally of 30-80% over three days: the short's margin falls, and the
+    risk monitor tops it up, cuts it or rebalances on the marks."""
+    cfg = attrs.evolve(
+        BASELINE,
+        strategy=attrs.evolve(BASELINE.strategy, cooldown_hours=1.0, signal_settlements=1, entry_apr=0.05),
+        risk=attrs.evolve(BASELINE.risk, max_drawdown=0.5, auto_rebalance=auto_rebalance))
+    tape, first, start, price = _minute_tape(cfg, seed, 3, [0.0006], drift=drift)
+    kept, asked = _runs(lambda: build_engine(cfg, iter(tape), first, start, price))
+    assert kept == asked
+    kinds = {k for k, _ in kept[0]}
+    assert "transfer" in kinds or any(k == "intent" and r["reason"].startswith("risk") for k, r in kept[0]), kinds

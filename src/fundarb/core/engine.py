@@ -135,11 +135,13 @@ class Engine:
         kind = type(event)
         if self._handlers[kind](event):
             self._monitor(ts)
-        # the strategy is asked while no order is in flight; a quote moves only a price and the time, so
-        # not before the instant its last answer promised to stay nothing (``CarryStrategy.still_until``)
-        if not self.open_orders and (ts >= self.strategy.still_until or kind is not Quote):
+        # the strategy is asked while no order is in flight; a quote or a mark moves only a price and the time,
+        # so not before the instant its last answer promised to stay nothing (``CarryStrategy.still_until``;
+        # a risk action on the mark withdraws the promise, ``_monitor``)
+        price_only = kind is Quote or kind is MarkPrice
+        if not self.open_orders and (ts >= self.strategy.still_until or not price_only):
             self._decide(ts)
-        elif kind is not Quote:
+        elif not price_only:
             self.strategy.still_until = 0  # not asked after this event: its promise may no longer hold
 
     # --- market prices: only what the guard accepts reaches the book -----------
@@ -315,6 +317,7 @@ class Engine:
         actions = self.monitor.evaluate(self.book, now, bool(self.open_orders), self.transfer_pending > 0)
         if actions is risk.NO_ACTION:
             return
+        self.strategy.still_until = 0  # the risk monitor acted: the strategy is asked afresh
         for a in actions.alerts:
             self._alert(a)
         if actions.transfer_to_perp > 0:
