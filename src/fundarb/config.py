@@ -40,7 +40,7 @@ from fundarb.core.errors import FundarbError
 from fundarb.core.liquidation import collateral_value, is_inverse_symbol
 from fundarb.core.market_guard import GuardLimits
 from fundarb.core.risk import HARD_MAX_LEVERAGE, RiskLimits
-from fundarb.core.strategy import CarryParams
+from fundarb.core.strategy import CarryParams, always_on
 
 
 class ConfigError(FundarbError, ValueError):
@@ -612,6 +612,13 @@ class Config:
                 raise FieldError(f"rotation.venues[{i - 2}].exchange", f"{_show(v.exchange)} is named twice among "
                                                                         "[spot], [perp] and rotation.venues")
             seen.add(venue)
+
+    def always_on(self) -> Config:
+        """The always-on benchmark of this config: the same structure, capital,
+        costs, margin rules and seed, the carry held from the first hour to
+        the last (``fundarb.core.strategy.always_on``) on the first pair (no
+        rotation)."""
+        return attrs.evolve(self, strategy=always_on(self.strategy), rotation=None)
 
     def rotation_venues(self) -> tuple[VenueConfig, ...]:
         """The linear perps a rotating carry may hold: [spot], [perp], then ``rotation.venues``."""

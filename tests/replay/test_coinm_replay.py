@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fundarb.app.replay import GOLDEN_FILE, golden_diff, golden_text, prepare_replay
+from fundarb.app.replay import GOLDEN_FILE, golden_diff, golden_text, prepare_replay, replay_always_on
 from fundarb.cli.main import app
 from fundarb.config import load
 from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR
@@ -135,7 +135,7 @@ def test_the_recording_replays_to_its_golden_and_accrues_the_settlement_in_btc(c
     assert {f.role: (f.exchange, f.symbol) for f in rec.feeds} == {"spot": ("binance", "BTC-USDT"), "perp": ("binancecoinm", "BTC-USD-PERP")}
     engine, sim, window, _ = prepare_replay(rec, cfg, cache)
     engine.run()
-    result = result_of(cfg, window, engine, sim)
+    result = result_of(cfg, window, engine, sim, replay_always_on(rec, cfg, cache))
     expected = (COINM / GOLDEN_FILE).read_text()
     actual = golden_text(result)
     assert actual == expected, "replay differs from the golden file:\n" + golden_diff(expected, actual)

@@ -144,6 +144,18 @@ def test_bootstrapped_paths(baseline: Config, history: MarketHistory, seed: int)
     assert traded >= 20  # most paths trade: the comparison is not of idle books
 
 
+def test_the_always_on_benchmark_trade_by_trade(baseline: Config, history: MarketHistory) -> None:
+    """The benchmark every report sets beside a carry runs on the kernel as on the simulator: on the shipped
+    history (in from the first hours, cut and topped up by the risk rules) and on bootstrapped paths."""
+    cfg = baseline.always_on()
+    sim = assert_equal_runs(cfg, history, lambda: backtest_seed(cfg))
+    assert sim.fills and sim.fills[0][0] <= int(history.hours[1])  # entered within its first hour
+    assert sim.metrics["time_in_position"] > 0.99
+    src = cut_periods(history)
+    for i in range(10):
+        assert_equal_runs(cfg, path_history(cfg, src, 120 * 24, 40.0, i), lambda i=i: path_seeds(cfg.seed, i)[1])
+
+
 @pytest.mark.parametrize("name", ["stress_shock", "stress_bear", "stress_bull"])
 def test_stress_scenarios(name: str) -> None:
     cfg = load(f"sims/{name}.toml")
@@ -392,7 +404,9 @@ def test_a_chunk_run_in_batches_equals_its_paths_run_one_by_one(baseline: Config
         if run.flag:
             assert row["engine"] == f"{SIMULATOR} ({run.reason})"
             continue
-        assert row == {**path_row(i, K.kernel_metrics(cfg, h, run)), "engine": KERNEL}
+        bench = cfg.always_on()
+        always_on = K.kernel_metrics(bench, h, K.run_kernel(bench, h, path_seeds(cfg.seed, i)[1]))
+        assert row == {**path_row(i, K.kernel_metrics(cfg, h, run), always_on), "engine": KERNEL}
         assert equity.tobytes() == daily_closes(run.hours, run.curve).tobytes()
     assert engines == {KERNEL, f"{SIMULATOR} ({K.PATH_FLAGS[K.F_PARTIAL]})"}
 

@@ -176,7 +176,7 @@ def test_delta_drift_stays_small(run):
 
 
 def test_same_seed_same_metrics(run):
-    again = run_backtest(run.cfg, run.history)
+    again = run_backtest(run.cfg, run.history, always_on=False)
     assert again.metrics == run.metrics
     assert [r for k, r in again.log if k == "fill"] == [r for k, r in run.result.log if k == "fill"]
 

@@ -141,9 +141,20 @@ def _mid_at(tape: list[Any], venue: str, ts: int) -> float:
 
 
 def run_replay(rec: Recording, cfg: Config, cache_dir: Path | None = None, data_dir: Path | None = None) -> tuple[BacktestResult, dict[str, Any]]:
+    """``cfg`` over the recording, with its always-on benchmark over the same capture beside it."""
+    bench = replay_always_on(rec, cfg, cache_dir, data_dir)
     engine, sim, window, cached = prepare_replay(rec, cfg, cache_dir, data_dir)
     engine.run()
-    return result_of(cfg, window, engine, sim), cached
+    return result_of(cfg, window, engine, sim, bench), cached
+
+
+def replay_always_on(rec: Recording, cfg: Config, cache_dir: Path | None = None,
+                     data_dir: Path | None = None) -> BacktestResult:
+    """The always-on benchmark of ``cfg`` (``Config.always_on``) over the recording."""
+    bench = cfg.always_on()
+    engine, sim, window, _ = prepare_replay(rec, bench, cache_dir, data_dir)
+    engine.run()
+    return result_of(bench, window, engine, sim)
 
 
 def prepare_replay(rec: Recording, cfg: Config, cache_dir: Path | None = None,

@@ -44,7 +44,7 @@ class CarryParams:
     def __attrs_post_init__(self) -> None:
         checks = {
             "notional": self.notional > 0,
-            "signal_settlements": self.signal_settlements >= 1,
+            "signal_settlements": self.signal_settlements >= 0,
             "expected_holding_days": self.expected_holding_days > 0,
             "max_holding_days": self.max_holding_days > 0,
             "target_profit": self.target_profit > 0,
@@ -78,7 +78,8 @@ class FundingSignal:
         total = 0.0
         for r in self.rates:  # in order, one by one, as the path kernel adds them (3.12's sum() compensates)
             total += r
-        self._current_apr = mean_apr(total, len(self.rates), interval_hours)
+        # a window of none (``always_on``) keeps no rates and reads 0, as the path kernel's signal does
+        self._current_apr = mean_apr(total, len(self.rates), interval_hours) if self.rates else 0.0
         self.version += 1
 
     def on_rate(self, predicted: float | None, interval_hours: float, next_settlement_ts: int = 0) -> None:
@@ -110,6 +111,22 @@ class FundingSignal:
         if self.predicted is None:
             return None
         return annualize(self.predicted, self.interval_hours)
+
+
+def always_on(p: CarryParams) -> CarryParams:
+    """The benchmark every report sets beside a carry: the same structure,
+    entered at the first prices and held to the last hour. It needs no
+    signal (a window of no settlements, ready at once), clears every entry
+    bar and has no exit of its own: only the risk rules close it, and after a
+    cut it enters again once the cooldown is over. Run by the same rules as
+    any carry (and by the path kernel, which reads the same parameters)."""
+    return attrs.evolve(p, signal_settlements=0, entry_apr=-UNREACHABLE, exit_apr=-UNREACHABLE,
+                        max_holding_days=UNREACHABLE, target_profit=UNREACHABLE)
+
+
+# what no funding rate (as an APR), holding time (days) or carry (a fraction of notional) reaches: the
+# always-on benchmark's bars, finite so that a config holding them has a canonical form and a hash
+UNREACHABLE = 1e9
 
 
 def mean_apr(rate_sum: float, count: int, interval_hours: float) -> float:

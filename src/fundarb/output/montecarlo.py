@@ -64,6 +64,9 @@ def study_dict(r: StudyResult) -> dict[str, Any]:
             "its scope; each row of paths.csv names the engine that ran it)",
             "path i draws from SeedSequence(seed, spawn_key=(i, 0)) for the market and (i, 1) for execution",
             "p_all_gates_pass: share of paths on which every success gate passes; the per-path table is paths.csv",
+            "always_on_*: each path's always-on benchmark, the same structure held from the first hour to the "
+            "last on the same market and draws; edge_over_always_on = net_apr - always_on_net_apr; "
+            "p_beats_always_on: share of paths with a positive edge",
         ],
     })
 
@@ -124,7 +127,8 @@ def print_study(r: StudyResult, console: Console, paths: dict[str, Path] | None 
         t.add_column(col, justify="right" if col != "metric" else "left")
     for key, label, pct in (("net_apr", "net APR", True), ("sharpe", "Sharpe", False),
                             ("max_drawdown", "MaxDD", True), ("fill_rate", "fill rate", True),
-                            ("delta_drift_max", "max delta drift", True), ("time_in_position", "time in position", True)):
+                            ("delta_drift_max", "max delta drift", True), ("time_in_position", "time in position", True),
+                            ("always_on_net_apr", "always-on APR", True), ("edge_over_always_on", "edge vs always-on", True)):
         dist = s["distributions"][key]
         fmt = _pct if pct else (lambda v: "-" if v is None else f"{v:.2f}")
         t.add_row(label, *(fmt(dist.get(k)) for k in ("p5", "p25", "p50", "p75", "p95", "mean")))
@@ -138,7 +142,9 @@ def print_study(r: StudyResult, console: Console, paths: dict[str, Path] | None 
     liq = s["liquidations"]
     console.print(f"liquidations: {liq['total']} on {liq['paths_with_liquidation']} of {s['paths']} paths; "
                   f"missed settlements: {s['missed_settlements_total']}")
-    console.print(f"[bold]P(all gates pass) = {s['p_all_gates_pass']:.1%}[/]")
+    console.print(f"[bold]P(all gates pass) = {s['p_all_gates_pass']:.1%}[/]; P(beats always-on) = "
+                  f"{s['p_beats_always_on']:.1%} (always-on: the same structure held from the first hour to the last)",
+                  highlight=False)
     if paths:
         for p in paths.values():
             console.print(f"wrote {p}")

@@ -63,6 +63,10 @@ def report_dict(r: BacktestResult) -> dict[str, Any]:
     else:
         notes = ["net_apr = net PnL / capital * 365 / days; sharpe uses daily excess returns over collateral_rate",
                  "frictionless_hold_*: every settlement in the window earned on the configured notional, no costs"]
+    if r.always_on is not None:
+        notes.append("always_on_*: the same structure, capital, costs, margin rules and data, the carry held from "
+                     "the first hour to the last (config always_on_config_hash); edge_over_always_on = net_apr - "
+                     "always_on_net_apr")
     if r.metrics["orders"] == 0:
         notes.append("no orders: the strategy did not trade in this window (fill rate n/a)")
     d = r.history.describe()
@@ -73,6 +77,7 @@ def report_dict(r: BacktestResult) -> dict[str, Any]:
         "fundarb_version": __version__,
         "config_name": r.config.name,
         "config_hash": r.config_hash,
+        "always_on_config_hash": r.always_on.config_hash if r.always_on is not None else None,
         "seed": r.config.seed,
         "config": to_dict(r.config),
         "data": r.history.describe(),
@@ -97,7 +102,9 @@ def _figures_line(r: BacktestResult) -> str:
     window allows them, else the run's PnL, funding and fees in USDT."""
     m = r.metrics
     if r.window_note is None:
-        return f"net APR {m['net_apr']:.2%}, Sharpe {m['sharpe']:.2f}, MaxDD {m['max_drawdown']:.2%}"
+        bench = (f" (always-on {m['always_on_net_apr']:.2%}, edge {m['edge_over_always_on']:+.2%})"
+                 if "edge_over_always_on" in m else "")
+        return f"net APR {m['net_apr']:.2%}{bench}, Sharpe {m['sharpe']:.2f}, MaxDD {m['max_drawdown']:.2%}"
     return (f"net PnL {m['net_pnl']:+,.2f} USDT (funding {m['funding_net']:+,.2f}, fees {m['fees']:,.2f}), "
             f"MaxDD {m['max_drawdown']:.2%}; {r.window_note}")
 
@@ -136,8 +143,13 @@ def plot(r: BacktestResult, path: Path) -> None:
                     label="the carry's equity (without the held BTC's price moves)")
             ax.legend(loc="upper left", fontsize=8)
         else:
-            ax.plot(t, c["equity"], color="tab:blue", lw=1)  # type: ignore[arg-type]  # matplotlib plots datetimes
-        ax.axhline(r.config.capital, color="grey", lw=0.6, ls="--")
+            ax.plot(t, c["equity"], color="tab:blue", lw=1, label=r.config.name)  # type: ignore[arg-type]
+        if r.always_on is not None:  # the benchmark's carry equity, as the run's is judged
+            b = r.always_on.curve
+            ax.plot([_utc(ts) for ts in b["ts"]], carry_curve(b), color="tab:grey", lw=0.9, ls="--",  # type: ignore[arg-type]
+                    label="always-on (held from the first hour to the last)")
+            ax.legend(loc="upper left", fontsize=8)
+        ax.axhline(r.config.capital, color="grey", lw=0.6, ls=":")
         ax.set_ylabel("equity (USDT)")
         ax.set_title(_figures_line(r), fontsize=9, loc="left")
         ax = axes[1]
@@ -269,7 +281,8 @@ def _fmt(key: str, v: Any) -> str:
         return f"{v:,}"
     if key in {"net_apr", "net_apr_over_collateral", "net_apr_btc", "cagr", "max_drawdown", "fill_rate", "delta_drift_max", "delta_drift_p99",
                "min_margin_buffer", "time_in_position", "frictionless_hold_funding_apr_on_notional",
-               "frictionless_hold_funding_apr_on_capital", "mean_funding_apr_in_window"}:
+               "frictionless_hold_funding_apr_on_capital", "mean_funding_apr_in_window", "always_on_net_apr",
+               "always_on_max_drawdown", "always_on_time_in_position", "edge_over_always_on"}:
         return f"{v:.2%}"
     if isinstance(v, float):
         return f"{v:,.2f}" if abs(v) >= 10 else f"{v:.4f}"
@@ -324,6 +337,8 @@ def print_summary(r: BacktestResult, console: Console, paths: dict[str, Path] | 
         elif r.not_applicable.get(k) == NO_ORDERS:
             m.add_row(k, f"n/a ({NO_ORDERS})")
     console.print(m)
+    if r.always_on is not None:
+        print_always_on(r.metrics, r.not_applicable, console)
     g = Table(title="success gates")
     g.add_column("gate")
     g.add_column("value", justify="right")
@@ -336,6 +351,29 @@ def print_summary(r: BacktestResult, console: Console, paths: dict[str, Path] | 
     if paths:
         for p in paths.values():
             console.print(f"wrote {p}")
+
+
+ALWAYS_ON_ROWS = (("net APR", "net_apr"), ("Sharpe", "sharpe"), ("MaxDD", "max_drawdown"), ("net PnL", "net_pnl"),
+                  ("fees", "fees"), ("time in position", "time_in_position"), ("entries", "entries"))
+
+
+def print_always_on(m: dict[str, Any], na: dict[str, str], console: Console) -> None:
+    """The run beside its always-on benchmark, and the edge over it."""
+    t = Table(title="against always-on", caption="always-on: held from the first hour to the last",
+              box=None, padding=(0, 2))
+    t.add_column("")
+    t.add_column("this config", justify="right")
+    t.add_column("always-on", justify="right")
+    for label, key in ALWAYS_ON_ROWS:
+        if key in m or f"always_on_{key}" in m:
+            t.add_row(label, _fmt(key, m.get(key)), _fmt(key, m.get(f"always_on_{key}")))
+    console.print(t)
+    edge = m.get("edge_over_always_on")
+    if edge is not None:
+        verdict = "[green]beats always-on[/]" if edge > 0 else "[red]does not beat always-on[/]"
+        console.print(f"edge over always-on: {edge:+.2%} net APR ({verdict})", highlight=False)
+    elif "edge_over_always_on" in na:
+        console.print("edge over always-on: n/a (window too short to annualise)", highlight=False)
 
 
 def gates_verdict(r: BacktestResult) -> str:

@@ -18,7 +18,7 @@ from rich.table import Table
 from fundarb import __version__
 from fundarb.config import to_dict
 from fundarb.data.history import fmt_time
-from fundarb.output.report import _clean, publish_folder, writing
+from fundarb.output.report import _clean, print_always_on, publish_folder, writing
 from fundarb.sim.rotation import RotationResult
 
 REPORT_FILE, STRETCHES_FILE, PLOT_FILE = "report.json", "stretches.csv", "rotation.png"
@@ -45,6 +45,7 @@ def report_dict(r: RotationResult) -> dict[str, Any]:
         "fundarb_version": __version__,
         "config_name": r.config.name,
         "config_hash": r.config_hash,
+        "always_on_config_hash": r.always_on.config_hash,
         "config": to_dict(r.config),
         "metrics": r.metrics,
         "moves": [{"at": fmt_time(t), "from": str(m.current) if m.current else None, "to": str(m.to),
@@ -57,6 +58,9 @@ def plot(r: RotationResult, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(11, 4.5))
     ts = [datetime.fromtimestamp(t / 1e9, UTC) for t in r.curve["ts"]]
     ax.plot(ts, r.curve["equity"], color="black", linewidth=1.0, label="equity")  # type: ignore[arg-type]  # datetimes
+    b = r.always_on.curve
+    ax.plot([datetime.fromtimestamp(t / 1e9, UTC) for t in b["ts"]], b["equity"], color="grey", linewidth=0.9,  # type: ignore[arg-type]
+            linestyle="--", label="always-on: the first pair held throughout")
     colours: dict[str, Any] = {}
     palette = plt.get_cmap("tab10")
     for s in r.stretches:
@@ -66,8 +70,10 @@ def plot(r: RotationResult, path: Path) -> None:
         ax.axvspan(datetime.fromtimestamp(s.start / 1e9, UTC), datetime.fromtimestamp(s.end / 1e9, UTC),  # type: ignore[arg-type]
                    color=colour, alpha=0.15, label=name if first else None)
     m = r.metrics
-    ax.set_title(f"{r.config.name}: venue rotation, net APR {m['net_apr']:.2%}, {m['moves']} moves, "
-                 f"{m['withdrawals']} withdrawals")
+    edge = m.get("edge_over_always_on")
+    ax.set_title(f"{r.config.name}: venue rotation, net APR {m['net_apr']:.2%}"
+                 + (f" (always-on {m['always_on_net_apr']:.2%}, edge {edge:+.2%})" if edge is not None else "")
+                 + f", {m['moves']} moves, {m['withdrawals']} withdrawals", fontsize=10)
     ax.set_ylabel("equity (USDT)")
     ax.legend(loc="best", fontsize=8)
     fig.autofmt_xdate()
@@ -105,5 +111,6 @@ def print_rotation(r: RotationResult, console: Console, paths: dict[str, Path] |
                   f"final equity {m['final_equity']:,.2f}")
     console.print(f"funding by venue: {funding}; fees by venue: {fees}; basis {m['basis_pnl']:,.2f}; "
                   f"withdrawals {m['withdrawals']} ({m['withdrawal_fees']:,.2f} USDT)")
+    print_always_on(m, {}, console)
     if paths:
         console.print("wrote " + ", ".join(str(p) for p in paths.values()))

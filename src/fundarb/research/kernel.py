@@ -1175,7 +1175,7 @@ class TapeRuns:
 
 def run_tapes(cfg: Config, hours: np.ndarray, spot: np.ndarray, perp: np.ndarray, settle_at: np.ndarray,
               settled: np.ndarray, rate: np.ndarray, interval: np.ndarray, sim_seeds: Sequence[np.random.SeedSequence],
-              ws: Workspace | None = None) -> TapeRuns:
+              ws: Workspace | None = None, draws: tuple[np.ndarray, ...] | None = None) -> TapeRuns:
     """Paths in rows through the kernel, path j as ``run_kernel`` runs the
     history of ``hours``, ``spot[j]`` and ``perp[j]`` (no hourly mark: the
     perp's close stands in), the first ``settled[j]`` settlements of row j
@@ -1183,7 +1183,8 @@ def run_tapes(cfg: Config, hours: np.ndarray, spot: np.ndarray, perp: np.ndarray
     mark), with the simulator draws of ``sim_seeds[j]``. A path flagged
     F_DRAWS has had the first DRAWS of each stream only: ``run_kernel`` with
     ``seed_of`` gives it more. The results are ``ws``'s arrays (valid until
-    its next use)."""
+    its next use). ``draws``: ``paths_draws`` of these seeds for a config of
+    the same venues, made already."""
     paths, n = spot.shape
     P = np.empty((paths, N_PARAMS))
     params: dict[float, np.ndarray] = {}  # by the first spot price (a bootstrap's paths share it)
@@ -1193,7 +1194,7 @@ def run_tapes(cfg: Config, hours: np.ndarray, spot: np.ndarray, perp: np.ndarray
             params[first], columns = kernel_params(cfg, first)
         P[j] = params[first]
     rule = tuple(tuple(c.tolist()) for c in columns)  # the perp venue's: the config's alone
-    lat_s, slip_s, lat_p, slip_p = paths_draws(cfg, sim_seeds, DRAWS)
+    lat_s, slip_s, lat_p, slip_p = draws if draws is not None else paths_draws(cfg, sim_seeds, DRAWS)
     ws = ws or Workspace()
     F, N, curve = ws.rows(paths, n)
     curve.fill(np.nan)

@@ -39,7 +39,15 @@ from fundarb.research.bootstrap import (
     cut_periods,
 )
 from fundarb.research.cluster import ChunkRunner
-from fundarb.sim.backtest import GATES, build_simulation, carry_curve, compute_metrics, evaluate_gates
+from fundarb.sim.backtest import (
+    GATES,
+    beside_always_on,
+    build_simulation,
+    carry_curve,
+    compute_metrics,
+    evaluate_gates,
+    run_always_on,
+)
 from fundarb.sim.rotation import BAR_NS, run_rotation
 
 MAX_PATHS = 1_000_000
@@ -51,7 +59,10 @@ PATH_METRICS = (
     "slippage", "net_funding_after_fees", "entries", "orders", "delta_drift_max", "missed_settlements",
     "min_margin_buffer", "time_in_position", "alerts",
 )
-DISTRIBUTION_METRICS = ("net_apr", "sharpe", "max_drawdown", "fill_rate", "liquidations", "delta_drift_max", "time_in_position")
+# each path's always-on benchmark (the same market and draws, the carry held throughout) and the edge over it
+ALWAYS_ON_PATH_METRICS = ("always_on_net_apr", "always_on_sharpe", "always_on_max_drawdown", "edge_over_always_on")
+DISTRIBUTION_METRICS = ("net_apr", "sharpe", "max_drawdown", "fill_rate", "liquidations", "delta_drift_max", "time_in_position",
+                        "always_on_net_apr", "edge_over_always_on")
 PERCENTILES = (5, 25, 50, 75, 95)
 
 
@@ -110,11 +121,15 @@ SIMULATOR, KERNEL = "simulator", "kernel"
 ENGINES = (KERNEL, SIMULATOR)
 
 
-def path_row(index: int, m: dict[str, Any]) -> dict[str, Any]:
-    """A path's row of the study's table: its metrics and gates."""
+def path_row(index: int, m: dict[str, Any], always_on: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A path's row of the study's table: its metrics and gates, and beside
+    them its always-on benchmark's (``always_on``, that run's metrics; None:
+    ``m`` holds them already, as a rotation's does)."""
     gates = evaluate_gates(m)
     row: dict[str, Any] = {"path": index}
     row.update({k: m[k] for k in PATH_METRICS})
+    bench = m if always_on is None else beside_always_on(m, always_on)
+    row.update({k: bench[k] for k in ALWAYS_ON_PATH_METRICS})
     row.update({f"gate_{g['metric']}": g["passed"] for g in gates})
     row["all_gates_passed"] = all(g["passed"] for g in gates)
     return row
@@ -125,12 +140,16 @@ def run_path(cfg: Config, src: Periods, hours: int, block: float, index: int) ->
     if isinstance(src, VenueBars):
         return run_rotation_path(cfg, src, hours, block, index)
     h = path_history(cfg, src, hours, block, index)
-    _, sim_seed = path_seeds(cfg.seed, index)
-    engine, sim = build_simulation(cfg, h, sim_seed)
+    engine, sim = build_simulation(cfg, h, _sim_seed(cfg.seed, index))
     engine.run()
-    row = path_row(index, compute_metrics(cfg, h, engine, sim))
+    row = path_row(index, compute_metrics(cfg, h, engine, sim), simulated_always_on(cfg, h, index))
     equity = daily_closes(engine.curve["ts"], carry_curve(engine.curve))  # the carry's (a capital in BTC: without the holding's moves)
     return row, equity
+
+
+def simulated_always_on(cfg: Config, h: MarketHistory, index: int) -> dict[str, Any]:
+    """Path ``index``'s always-on benchmark on the simulator: its metrics."""
+    return run_always_on(cfg, h, _sim_seed(cfg.seed, index)).metrics
 
 
 def kernel_scope(cfg: Config, src: Periods) -> str | None:
@@ -174,11 +193,7 @@ def run_rotation_path(cfg: Config, src: VenueBars, hours: int, block: float,
     data = attrs.evolve(cfg.data, start=fmt_time(int(tape.bars[0])), end=fmt_time(int(tape.bars[-1]) + BAR_NS))
     r = run_rotation(attrs.evolve(cfg, data=data), source=tape, sim_seed=sim_seed)
     m = r.metrics
-    gates = evaluate_gates(m)
-    row: dict[str, Any] = {"path": index}
-    row.update({k: m[k] for k in PATH_METRICS})
-    row.update({f"gate_{g['metric']}": g["passed"] for g in gates})
-    row["all_gates_passed"] = all(g["passed"] for g in gates)
+    row = path_row(index, m)
     row["moves"] = m["moves"]
     row["withdrawals"] = m["withdrawals"]
     return row, daily_closes(r.curve["ts"], r.curve["equity"])
@@ -210,40 +225,67 @@ def kernel_chunk(src: Periods, cfg: Config, hours: int, block: float, indices: S
 
     assert not isinstance(src, VenueBars), "a rotation runs on the simulator (choose_engine)"
     out: list[tuple[dict[str, Any], np.ndarray | None]] = []
+    bench = cfg.always_on()
     if isinstance(src, PairPeriods) or getattr(cfg, "scenario", None) is not None:
         ws = kernel.Workspace()
         for i in indices:
             h = path_history(cfg, src, hours, block, i)
-            run = kernel.run_kernel(cfg, h, path_seeds(cfg.seed, i)[1], ws=ws, seed_of=partial(_sim_seed, cfg.seed, i))
-            out.append(_kernel_row(cfg, src, hours, block, i, h, run, keep_equity))
+            run = kernel.run_kernel(cfg, h, _sim_seed(cfg.seed, i), ws=ws, seed_of=partial(_sim_seed, cfg.seed, i))
+            out.append(_kernel_row(cfg, src, hours, block, i, h, run, keep_equity, ws))
         return out
     ws, paths = getattr(_kept, "arrays", None) or (kernel.Workspace(), None)
     for a in range(0, len(indices), KERNEL_BATCH):
         part = indices[a:a + KERNEL_BATCH]
-        seeds = [path_seeds(cfg.seed, i) for i in part]
-        paths = bootstrap_paths(src, hours, block, [np.random.default_rng(market) for market, _ in seeds], reuse=paths)
+        paths = bootstrap_paths(src, hours, block, [np.random.default_rng(path_seeds(cfg.seed, i)[0]) for i in part],
+                                reuse=paths)
+        # each path's always-on benchmark first, on the same market and draws: its metrics are kept, and the
+        # workspace is then the carry's
+        draws = kernel.paths_draws(cfg, [_sim_seed(cfg.seed, i) for i in part], kernel.DRAWS)  # the venues' own: both
+        bench_runs = _measured_tapes(bench, src, paths, part, ws, draws)
         runs = kernel.run_tapes(cfg, paths.grid, paths.spot, paths.perp, paths.settle_at, paths.settled,
-                                src.rate[paths.chosen], src.interval[paths.chosen], [sim for _, sim in seeds], ws)
-        ran = np.flatnonzero(runs.flags == 0)
-        if ran.size == len(part):
-            measured = kernel.paths_metrics(cfg, paths.days, paths.grid, runs.F, runs.N, runs.curve, ws.scratch())
-        else:
-            measured = kernel.paths_metrics(cfg, paths.days, paths.grid, runs.F[ran], runs.N[ran], runs.curve[ran])
-        by_path = dict(zip(ran.tolist(), zip(*measured)))
+                                src.rate[paths.chosen], src.interval[paths.chosen], [_sim_seed(cfg.seed, i) for i in part],
+                                ws, draws)
+        by_path = _by_path(cfg, paths, runs, ws)
         for j, i in enumerate(part):
             if j in by_path:
                 m, equity = by_path[j]
-                row = path_row(i, m)
+                b = bench_runs[j][0] if j in bench_runs else simulated_always_on(cfg, paths.history(j), i)
+                row = path_row(i, m, b)
                 row["engine"] = KERNEL
                 out.append((row, equity if keep_equity else None))
             elif runs.flags[j] == kernel.F_DRAWS:  # more draws than prepared: the path alone, with more
                 h = paths.history(j)
-                run = kernel.run_kernel(cfg, h, seeds[j][1], ws=ws, seed_of=partial(_sim_seed, cfg.seed, i))
-                out.append(_kernel_row(cfg, src, hours, block, i, h, run, keep_equity))
+                run = kernel.run_kernel(cfg, h, _sim_seed(cfg.seed, i), ws=ws, seed_of=partial(_sim_seed, cfg.seed, i))
+                out.append(_kernel_row(cfg, src, hours, block, i, h, run, keep_equity, ws))
             else:
                 out.append(_simulator_row(cfg, src, hours, block, i, kernel.PATH_FLAGS[runs.flags[j]], keep_equity))
     _kept.arrays = ws, paths
     return out
+
+
+def _by_path(cfg: Config, paths: Any, runs: Any, ws: Any) -> dict[int, tuple[dict[str, Any], np.ndarray]]:
+    """The metrics and daily equity of each path of ``runs`` the kernel ran to
+    the end, by its row (the equity is ``ws``'s, valid until its next use)."""
+    from fundarb.research import kernel
+
+    ran = np.flatnonzero(runs.flags == 0)
+    if ran.size == runs.flags.size:
+        measured = kernel.paths_metrics(cfg, paths.days, paths.grid, runs.F, runs.N, runs.curve, ws.scratch())
+    else:
+        measured = kernel.paths_metrics(cfg, paths.days, paths.grid, runs.F[ran], runs.N[ran], runs.curve[ran])
+    return dict(zip(ran.tolist(), zip(*measured)))
+
+
+def _measured_tapes(cfg: Config, src: SourcePeriods, paths: Any, part: Sequence[int], ws: Any,
+                    draws: tuple[np.ndarray, ...]) -> dict[int, tuple[dict[str, Any], np.ndarray]]:
+    """``_by_path`` of ``cfg`` over ``paths`` (of the study's paths ``part``,
+    with their simulator ``draws``) on the kernel; a path it flags is not among them."""
+    from fundarb.research import kernel
+
+    runs = kernel.run_tapes(cfg, paths.grid, paths.spot, paths.perp, paths.settle_at, paths.settled,
+                            src.rate[paths.chosen], src.interval[paths.chosen], [_sim_seed(cfg.seed, i) for i in part], ws,
+                            draws)
+    return _by_path(cfg, paths, runs, ws)
 
 
 # a thread's kernel workspace and last paths, kept from chunk to chunk: their arrays are written again, not
@@ -252,15 +294,20 @@ _kept = threading.local()
 
 
 def _kernel_row(cfg: Config, src: Periods, hours: int, block: float, i: int, h: MarketHistory, run: Any,
-                keep_equity: bool) -> tuple[dict[str, Any], np.ndarray | None]:
+                keep_equity: bool, ws: Any) -> tuple[dict[str, Any], np.ndarray | None]:
     """Path ``i``'s row and daily equity from its kernel ``run`` on ``h``,
-    or from the simulator where the kernel flagged it."""
+    or from the simulator where the kernel flagged it; its always-on
+    benchmark run on ``h`` after it (in ``ws``), on the simulator if the
+    kernel flags that."""
     from fundarb.research import kernel
 
     if run.flag:
         return _simulator_row(cfg, src, hours, block, i, run.reason, keep_equity)
     metrics, closes = kernel.paths_metrics(cfg, h.days, run.hours, run.F[None, :], run.N[None, :], run.curve[None, :])
-    row = path_row(i, metrics[0])
+    bench = cfg.always_on()
+    b = kernel.run_kernel(bench, h, _sim_seed(cfg.seed, i), ws=ws, seed_of=partial(_sim_seed, cfg.seed, i))
+    always_on = (kernel.kernel_metrics(bench, h, b) if not b.flag else simulated_always_on(cfg, h, i))
+    row = path_row(i, metrics[0], always_on)
     row["engine"] = KERNEL
     return row, closes[0] if keep_equity else None
 
@@ -371,6 +418,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "paths": n,
         "distributions": {k: distribution(column(rows, k)) for k in DISTRIBUTION_METRICS},
         "p_all_gates_pass": sum(r["all_gates_passed"] for r in rows) / n,
+        # paths on which the config earned more than its always-on benchmark on the same market
+        "p_beats_always_on": float((column(rows, "edge_over_always_on") > 0).sum() / n),
         "gate_pass_rates": {name: sum(r[f"gate_{key}"] for r in rows) / n for name, key, _, _ in GATES},
         "liquidations": {"total": int(liq.sum()), "paths_with_liquidation": int((liq > 0).sum())},
         "missed_settlements_total": int(column(rows, "missed_settlements").sum()),

@@ -39,8 +39,11 @@ GATES: tuple[tuple[str, str, str, float], ...] = (
 # than metrics.MIN_ANNUALISE_DAYS
 ANNUALISED_METRICS = (
     "net_apr", "net_apr_over_collateral", "net_apr_btc", "cagr", "sharpe", "frictionless_hold_funding_apr_on_notional",
-    "frictionless_hold_funding_apr_on_capital", "mean_funding_apr_in_window",
+    "frictionless_hold_funding_apr_on_capital", "mean_funding_apr_in_window", "always_on_net_apr", "always_on_sharpe",
+    "edge_over_always_on",
 )
+# the always-on benchmark's figures a run shows beside its own (``always_on_<key>``), each measured the same way
+ALWAYS_ON_KEYS = ("net_apr", "sharpe", "max_drawdown", "net_pnl", "time_in_position", "entries", "fees")
 TOO_SHORT = "window too short"
 NO_ORDERS = "no orders"
 
@@ -67,6 +70,8 @@ class BacktestResult:
     # metrics left out of ``metrics`` because they mean nothing for this run
     # -> why (TOO_SHORT, NO_ORDERS)
     not_applicable: dict[str, str] = attrs.field(factory=dict)
+    # the always-on benchmark's own run over the same data (``run_always_on``), when the run has one
+    always_on: BacktestResult | None = None
 
     @property
     def passed(self) -> bool | None:
@@ -86,14 +91,38 @@ def short_window_note(days: float) -> str:
     return f"window {metrics.span_text(days)}: too short to annualise"
 
 
-def result_of(cfg: Config, history: MarketHistory, engine: Engine, sim: SimExchange) -> BacktestResult:
+def result_of(cfg: Config, history: MarketHistory, engine: Engine, sim: SimExchange,
+              always_on: BacktestResult | None = None) -> BacktestResult:
     """A finished run as the backtest and replay outputs show it: the metrics
-    that apply to it, and gates judged on those (the others read n/a)."""
+    that apply to it, and gates judged on those (the others read n/a); with
+    ``always_on``, the benchmark's figures beside them and the edge over it."""
     m = compute_metrics(cfg, history, engine, sim)
+    if always_on is not None:
+        m.update(beside_always_on(m, always_on.metrics))
     na = not_applicable(m)
     shown = {k: v for k, v in m.items() if k not in na}
     return BacktestResult(cfg, engine.config_hash, history, shown, evaluate_gates(shown, na), engine.curve,
-                          recorded(engine), na)
+                          recorded(engine), na, always_on)
+
+
+def beside_always_on(m: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any]:
+    """The always-on benchmark's figures (``bench``, its metrics) as a run
+    shows them beside its own (``m``): ``always_on_<key>``, and
+    ``edge_over_always_on``, the run's net APR less the benchmark's. A figure
+    the benchmark's window leaves out is None here (and left out the same way)."""
+    out = {f"always_on_{k}": bench.get(k) for k in ALWAYS_ON_KEYS}
+    apr = bench.get("net_apr")
+    out["edge_over_always_on"] = m["net_apr"] - apr if apr is not None else None
+    return out
+
+
+def run_always_on(cfg: Config, history: MarketHistory, sim_seed: np.random.SeedSequence | None = None) -> BacktestResult:
+    """The always-on benchmark of ``cfg`` (``Config.always_on``) over
+    ``history`` (``sim_seed``: as ``build_simulation``)."""
+    bench = cfg.always_on()
+    engine, sim = build_simulation(bench, history, sim_seed)
+    engine.run()
+    return result_of(bench, history, engine, sim)
 
 
 def recorded(engine: Engine) -> list[tuple[str, dict[str, Any]]]:
@@ -173,13 +202,15 @@ def simulator_of(cfg: Config, margin: MarginRule, tape: Iterable[tuple[int, int,
 
 
 def run_backtest(
-    cfg: Config, history: MarketHistory, progress: Callable[[int], None] | None = None
+    cfg: Config, history: MarketHistory, progress: Callable[[int], None] | None = None, always_on: bool = True,
 ) -> BacktestResult:
+    """``cfg`` over ``history``, with its always-on benchmark beside it
+    (``always_on``: run it too)."""
     engine, sim = build_simulation(cfg, history)
     if progress is not None:
         engine.on_timer = progress
     engine.run()
-    return result_of(cfg, history, engine, sim)
+    return result_of(cfg, history, engine, sim, run_always_on(cfg, history) if always_on else None)
 
 
 def long_kind_of(cfg: Config) -> MarketKind:

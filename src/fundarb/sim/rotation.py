@@ -42,7 +42,7 @@ from fundarb.core.rotation import Move, Pair, RotationRule, SwitchCost
 from fundarb.core.strategy import FundingSignal, carry_of, settlements_covering
 from fundarb.data.history import MarketHistory, fmt_time, load_pair_history, load_settlements, parse_time
 from fundarb.data.margin_tiers import shipped_rule
-from fundarb.sim.backtest import build_simulation, result_of
+from fundarb.sim.backtest import BacktestResult, beside_always_on, build_simulation, result_of, run_always_on
 from fundarb.wiring import round_trip_cost
 
 BAR_NS = 8 * NS_PER_HOUR
@@ -159,6 +159,7 @@ class RotationResult:
     stretches: tuple[Stretch, ...]
     moves: tuple[tuple[int, Move], ...]
     curve: dict[str, list[Any]]
+    always_on: BacktestResult  # the first pair held from the first hour to the last
 
 
 def rotation_rule(cfg: Config) -> RotationRule:
@@ -299,7 +300,9 @@ def run_rotation(cfg: Config, data_dir: Path | None = None, progress: Callable[[
             capital -= fee
             arrive = stretch.end + (int(cfg.transfer.delay_minutes * 60e9) if stretch.withdrawals else 0)
             start = lo + math.ceil((arrive - lo) / BAR_NS) * BAR_NS
-    return _result(cfg, stretches, moves, withdrawal_fees, capital, lo, hi)
+    # the benchmark: the first pair held from the first hour to the last, no move
+    bench = run_always_on(cfg, first, sim_seed.spawn(1)[0] if sim_seed is not None else None)
+    return _result(cfg, stretches, moves, withdrawal_fees, capital, lo, hi, bench)
 
 
 def _run_stretch(cfg: Config, pair: Pair, start: int, leave_at: int, hi: int, capital: float,
@@ -326,7 +329,7 @@ def _run_stretch(cfg: Config, pair: Pair, start: int, leave_at: int, hi: int, ca
 
 
 def _result(cfg: Config, stretches: list[Stretch], moves: list[tuple[int, Move]], withdrawal_fees: float,
-            final: float, lo: int, hi: int) -> RotationResult:
+            final: float, lo: int, hi: int, always_on: BacktestResult) -> RotationResult:
     curve: dict[str, list[Any]] = {"ts": [], "equity": [], "pair": []}
     funding: dict[str, float] = {}
     fees: dict[str, float] = {}
@@ -385,4 +388,5 @@ def _result(cfg: Config, stretches: list[Stretch], moves: list[tuple[int, Move]]
         "time_in_position": sums["hours_in_position"] / max(bars, 1),
         "alerts": sums["alerts"],
     }
-    return RotationResult(cfg, config_hash(cfg), out, tuple(stretches), tuple(moves), curve)
+    out.update(beside_always_on(out, always_on.metrics))
+    return RotationResult(cfg, config_hash(cfg), out, tuple(stretches), tuple(moves), curve, always_on)
