@@ -94,6 +94,20 @@ def _progress() -> Progress:
                     console=err, transient=True, disable=not err.is_terminal)
 
 
+def always_on_line(metrics: dict[str, Any]) -> str:
+    """The config against always-on (the same structure held from the first
+    hour to the last): on the backtest, and over the Monte Carlo paths."""
+    bt, mc = metrics["backtest"], metrics["montecarlo"]
+    parts = []
+    if bt.get("edge_over_always_on") is not None:
+        parts.append(f"backtest net APR {bt['net_apr']:.2%} against {bt['always_on_net_apr']:.2%} "
+                     f"(edge {bt['edge_over_always_on']:+.2%})")
+    edge = mc["distributions"].get("edge_over_always_on", {})
+    if "p50" in edge:
+        parts.append(f"Monte Carlo median edge {edge['p50']:+.2%}, beats it on {mc['p_beats_always_on']:.1%} of paths")
+    return "against always-on (held from the first hour to the last): " + ("; ".join(parts) or "n/a")
+
+
 def print_promotion(record: dict[str, Any], console: Console, store: Path, row_id: int, json_path: Path) -> None:
     from fundarb.app.promote import share_text
     from fundarb.output.report import _fmt
@@ -113,6 +127,7 @@ def print_promotion(record: dict[str, Any], console: Console, store: Path, row_i
         value = _fmt(g["metric"], g["backtest_value"]) + ("" if g["backtest_passed"] else " [red](fail)[/]")
         t.add_row(g["gate"], value, f"{share_text(g['path_share'])} ({round(g['path_share'] * mc['paths'])}/{mc['paths']})", "[green]PASS[/]" if g["passed"] else "[red]FAIL[/]")
     console.print(t)
+    console.print(always_on_line(record["metrics"]), highlight=False)
     console.print("replay regressions")
     for r in record["recordings"]:
         state = "[green]match[/]" if r["matched"] else f"[red]FAIL[/] ({escape(r['detail'])})"
