@@ -291,6 +291,55 @@ def sweep(
 
 
 @app.command()
+def walkforward(
+    config: Optional[Path] = typer.Argument(None, help="base TOML config (default: sims/baseline.toml)"),
+    grid: list[str] = typer.Option(..., "--grid", help="the sweep's grid: name=v1,v2,... (as `fundarb sweep --grid`)"),
+    train: str = typer.Option("365d", "--train", help="each training window: days (365d), weeks (52w) or a number of days"),
+    test: str = typer.Option("90d", "--test", help="each test window, right after its training window"),
+    step: Optional[str] = typer.Option(None, "--step", help="how far each pair of windows moves on (default: --test)"),
+    paths: int = typer.Option(100, "--paths", help="bootstrapped paths per grid point on each training window"),
+    days: Optional[float] = typer.Option(None, "--days", help="length of each path in days (default: the training window's)"),
+    start: Optional[str] = typer.Option(None, "--from", help="first instant of the whole window (default: config)"),
+    end: Optional[str] = typer.Option(None, "--to", help="end of the whole window (default: config)"),
+    seed: StudySeed = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<config name>-walkforward)"),
+    data_dir: DataDir = None,
+    quiet: Quiet = False,
+    engine: EngineOpt = None,
+) -> None:
+    """Choose parameters on each rolling training window with the sweep's rule, run the choice on the unseen test window after it, and stitch the test windows into one out-of-sample curve against always-on."""
+    from fundarb.output.report import check_output_folder
+    from fundarb.output.walkforward import WALK_FILES, print_walkforward, write_walkforward
+    from fundarb.research.cluster import chunk_runner
+    from fundarb.research.study import StudySpec, check_engine
+    from fundarb.research.sweep import parse_grid
+    from fundarb.research.walkforward import WalkSpec, parse_span, run_walkforward, windows
+
+    check_engine(engine)
+    test_days = parse_span(test, "--test")
+    spec = WalkSpec(parse_span(train, "--train"), test_days, parse_span(step, "--step") if step else test_days, paths,
+                    days)
+    StudySpec(paths=paths, days=days or 365.0)  # the path count and length checked before any work
+    cfg = effective_config(config or default_config_path(), start, end, seed)
+    parsed = parse_grid(grid, cfg)
+    planned = windows(parse_time(cfg.data.start, "start"), parse_time(cfg.data.end, "end"), spec)
+    out = out or Path("runs") / f"{cfg.name}-walkforward"
+    check_output_folder(out, WALK_FILES)
+    with chunk_runner(workers, scheduler) as runner, Progress(
+            TextColumn("[bold]walkforward[/] {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TimeRemainingColumn(), console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
+        task = bar.add_task(cfg.name, total=len(planned))
+
+        result = run_walkforward(cfg, parsed, spec, runner, data_dir, engine,
+                                 progress=lambda done, what: bar.update(task, description=what, completed=done))
+    written = write_walkforward(result, out)
+    if not quiet:
+        print_walkforward(result, Console(), written)
+
+
+@app.command()
 def replay(
     recording: str = typer.Argument(..., help="a recording name under recordings/, or a recording folder"),
     config: Optional[Path] = typer.Argument(None, help="TOML config (default: the recording's own, in sims/)"),

@@ -129,20 +129,22 @@ def path_row(index: int, m: dict[str, Any], always_on: dict[str, Any] | None = N
     row: dict[str, Any] = {"path": index}
     row.update({k: m[k] for k in PATH_METRICS})
     bench = m if always_on is None else beside_always_on(m, always_on)
-    row.update({k: bench[k] for k in ALWAYS_ON_PATH_METRICS})
+    row.update({k: bench.get(k) for k in ALWAYS_ON_PATH_METRICS})  # None: run without it (a sweep's paths)
     row.update({f"gate_{g['metric']}": g["passed"] for g in gates})
     row["all_gates_passed"] = all(g["passed"] for g in gates)
     return row
 
 
-def run_path(cfg: Config, src: Periods, hours: int, block: float, index: int) -> tuple[dict[str, Any], np.ndarray]:
-    """One path through the simulator: its metrics row and daily equity."""
+def run_path(cfg: Config, src: Periods, hours: int, block: float, index: int,
+             always_on: bool = True) -> tuple[dict[str, Any], np.ndarray]:
+    """One path through the simulator: its metrics row and daily equity
+    (``always_on``: with its benchmark's figures)."""
     if isinstance(src, VenueBars):
         return run_rotation_path(cfg, src, hours, block, index)
     h = path_history(cfg, src, hours, block, index)
     engine, sim = build_simulation(cfg, h, _sim_seed(cfg.seed, index))
     engine.run()
-    row = path_row(index, compute_metrics(cfg, h, engine, sim), simulated_always_on(cfg, h, index))
+    row = path_row(index, compute_metrics(cfg, h, engine, sim), simulated_always_on(cfg, h, index) if always_on else {})
     equity = daily_closes(engine.curve["ts"], carry_curve(engine.curve))  # the carry's (a capital in BTC: without the holding's moves)
     return row, equity
 
@@ -201,21 +203,23 @@ def run_rotation_path(cfg: Config, src: VenueBars, hours: int, block: float,
 
 def run_chunk(
     src: Periods, cfg: Config, hours: int, block: float, indices: Sequence[int], keep_equity: bool = True,
-    engine: str = SIMULATOR,
+    engine: str = SIMULATOR, always_on: bool = True,
 ) -> list[tuple[dict[str, Any], np.ndarray | None]]:
-    """The unit of work shipped to a worker: several paths of one config, on ``engine``."""
+    """The unit of work shipped to a worker: several paths of one config, on
+    ``engine``; ``always_on``: each with its benchmark (a sweep ranks configs
+    without it)."""
     if engine == KERNEL:
-        return kernel_chunk(src, cfg, hours, block, indices, keep_equity)
+        return kernel_chunk(src, cfg, hours, block, indices, keep_equity, always_on)
     out = []
     for i in indices:
-        row, equity = run_path(cfg, src, hours, block, i)
+        row, equity = run_path(cfg, src, hours, block, i, always_on)
         row["engine"] = SIMULATOR
         out.append((row, equity if keep_equity else None))
     return out
 
 
 def kernel_chunk(src: Periods, cfg: Config, hours: int, block: float, indices: Sequence[int],
-                 keep_equity: bool = True) -> list[tuple[dict[str, Any], np.ndarray | None]]:
+                 keep_equity: bool = True, always_on: bool = True) -> list[tuple[dict[str, Any], np.ndarray | None]]:
     """``run_chunk`` on the path kernel: each path's row and daily equity as
     the simulator's run gives them; a path the kernel flags runs on the
     simulator, its row's ``engine`` saying why. The paths are drawn, run and
@@ -231,7 +235,7 @@ def kernel_chunk(src: Periods, cfg: Config, hours: int, block: float, indices: S
         for i in indices:
             h = path_history(cfg, src, hours, block, i)
             run = kernel.run_kernel(cfg, h, _sim_seed(cfg.seed, i), ws=ws, seed_of=partial(_sim_seed, cfg.seed, i))
-            out.append(_kernel_row(cfg, src, hours, block, i, h, run, keep_equity, ws))
+            out.append(_kernel_row(cfg, src, hours, block, i, h, run, keep_equity, ws, always_on))
         return out
     ws, paths = getattr(_kept, "arrays", None) or (kernel.Workspace(), None)
     for a in range(0, len(indices), KERNEL_BATCH):
@@ -241,7 +245,7 @@ def kernel_chunk(src: Periods, cfg: Config, hours: int, block: float, indices: S
         # each path's always-on benchmark first, on the same market and draws: its metrics are kept, and the
         # workspace is then the carry's
         draws = kernel.paths_draws(cfg, [_sim_seed(cfg.seed, i) for i in part], kernel.DRAWS)  # the venues' own: both
-        bench_runs = _measured_tapes(bench, src, paths, part, ws, draws)
+        bench_runs = _measured_tapes(bench, src, paths, part, ws, draws) if always_on else {}
         runs = kernel.run_tapes(cfg, paths.grid, paths.spot, paths.perp, paths.settle_at, paths.settled,
                                 src.rate[paths.chosen], src.interval[paths.chosen], [_sim_seed(cfg.seed, i) for i in part],
                                 ws, draws)
@@ -249,16 +253,18 @@ def kernel_chunk(src: Periods, cfg: Config, hours: int, block: float, indices: S
         for j, i in enumerate(part):
             if j in by_path:
                 m, equity = by_path[j]
-                b = bench_runs[j][0] if j in bench_runs else simulated_always_on(cfg, paths.history(j), i)
+                b = (bench_runs[j][0] if j in bench_runs else simulated_always_on(cfg, paths.history(j), i)) \
+                    if always_on else {}
                 row = path_row(i, m, b)
                 row["engine"] = KERNEL
                 out.append((row, equity if keep_equity else None))
             elif runs.flags[j] == kernel.F_DRAWS:  # more draws than prepared: the path alone, with more
                 h = paths.history(j)
                 run = kernel.run_kernel(cfg, h, _sim_seed(cfg.seed, i), ws=ws, seed_of=partial(_sim_seed, cfg.seed, i))
-                out.append(_kernel_row(cfg, src, hours, block, i, h, run, keep_equity, ws))
+                out.append(_kernel_row(cfg, src, hours, block, i, h, run, keep_equity, ws, always_on))
             else:
-                out.append(_simulator_row(cfg, src, hours, block, i, kernel.PATH_FLAGS[runs.flags[j]], keep_equity))
+                out.append(_simulator_row(cfg, src, hours, block, i, kernel.PATH_FLAGS[runs.flags[j]], keep_equity,
+                                          always_on))
     _kept.arrays = ws, paths
     return out
 
@@ -294,7 +300,7 @@ _kept = threading.local()
 
 
 def _kernel_row(cfg: Config, src: Periods, hours: int, block: float, i: int, h: MarketHistory, run: Any,
-                keep_equity: bool, ws: Any) -> tuple[dict[str, Any], np.ndarray | None]:
+                keep_equity: bool, ws: Any, always_on: bool = True) -> tuple[dict[str, Any], np.ndarray | None]:
     """Path ``i``'s row and daily equity from its kernel ``run`` on ``h``,
     or from the simulator where the kernel flagged it; its always-on
     benchmark run on ``h`` after it (in ``ws``), on the simulator if the
@@ -302,20 +308,22 @@ def _kernel_row(cfg: Config, src: Periods, hours: int, block: float, i: int, h: 
     from fundarb.research import kernel
 
     if run.flag:
-        return _simulator_row(cfg, src, hours, block, i, run.reason, keep_equity)
+        return _simulator_row(cfg, src, hours, block, i, run.reason, keep_equity, always_on)
     metrics, closes = kernel.paths_metrics(cfg, h.days, run.hours, run.F[None, :], run.N[None, :], run.curve[None, :])
-    bench = cfg.always_on()
-    b = kernel.run_kernel(bench, h, _sim_seed(cfg.seed, i), ws=ws, seed_of=partial(_sim_seed, cfg.seed, i))
-    always_on = (kernel.kernel_metrics(bench, h, b) if not b.flag else simulated_always_on(cfg, h, i))
-    row = path_row(i, metrics[0], always_on)
+    bench_metrics: dict[str, Any] = {}
+    if always_on:
+        bench = cfg.always_on()
+        b = kernel.run_kernel(bench, h, _sim_seed(cfg.seed, i), ws=ws, seed_of=partial(_sim_seed, cfg.seed, i))
+        bench_metrics = kernel.kernel_metrics(bench, h, b) if not b.flag else simulated_always_on(cfg, h, i)
+    row = path_row(i, metrics[0], bench_metrics)
     row["engine"] = KERNEL
     return row, closes[0] if keep_equity else None
 
 
 def _simulator_row(cfg: Config, src: Periods, hours: int, block: float, i: int, reason: str,
-                   keep_equity: bool) -> tuple[dict[str, Any], np.ndarray | None]:
+                   keep_equity: bool, always_on: bool = True) -> tuple[dict[str, Any], np.ndarray | None]:
     """Path ``i`` on the simulator, the kernel having met ``reason`` on it."""
-    row, equity = run_path(cfg, src, hours, block, i)
+    row, equity = run_path(cfg, src, hours, block, i, always_on)
     row["engine"] = f"{SIMULATOR} ({reason})"
     return row, equity if keep_equity else None
 

@@ -234,7 +234,8 @@ def run_sweep(
     block, auto = resolve_block(spec, src)
     size = chunk_size(spec.paths * len(configs), runner.workers)
     parts = chunks(spec.paths, size)
-    tasks = [(cfg, spec.hours, block, list(r), False, used) for cfg, (used, _) in zip(configs, engines) for r in parts]
+    tasks = [(cfg, spec.hours, block, list(r), False, used, False) for cfg, (used, _) in zip(configs, engines)
+             for r in parts]  # the rule ranks the configs' own figures: no benchmark run per path
     done: dict[int, list] = {}
     for task_no, result in runner.run(run_chunk, src, tasks):
         done[task_no] = result

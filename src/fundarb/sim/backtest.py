@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -203,10 +203,15 @@ def simulator_of(cfg: Config, margin: MarginRule, tape: Iterable[tuple[int, int,
 
 def run_backtest(
     cfg: Config, history: MarketHistory, progress: Callable[[int], None] | None = None, always_on: bool = True,
+    prior: Sequence[tuple[int, float, float]] = (),
 ) -> BacktestResult:
     """``cfg`` over ``history``, with its always-on benchmark beside it
-    (``always_on``: run it too)."""
+    (``always_on``: run it too). ``prior``: the perp's settlements (ts, rate,
+    interval hours) before the window, known at its start, that the signal
+    starts with, as a carry already running would have them."""
     engine, sim = build_simulation(cfg, history)
+    for ts, rate, interval in prior:
+        engine.strategy.on_settlement(cfg.perp_account, ts, rate, interval)
     if progress is not None:
         engine.on_timer = progress
     engine.run()
