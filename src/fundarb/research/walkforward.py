@@ -109,14 +109,15 @@ def within(cfg: Config, lo: int, hi: int) -> Config:
     return attrs.evolve(cfg, data=attrs.evolve(cfg.data, start=fmt_time(lo), end=fmt_time(hi)))
 
 
-def prior_settlements(cfg: Config, before: int, data_dir: Path | None) -> list[tuple[int, float, float]]:
+def prior_settlements(cfg: Config, before: int, data_dir: Path | None,
+                      load: Callable[[Config, Path | None], MarketHistory] = history_for) -> list[tuple[int, float, float]]:
     """The last ``strategy.signal_settlements`` settlements of the perp before
     ``before``: what a carry running then knew."""
     n = cfg.strategy.signal_settlements
     if n == 0:
         return []
     hours = max(2 * n * 8, 48)
-    h = history_for(within(cfg, before - hours * NS_PER_HOUR, before), data_dir)
+    h = load(within(cfg, before - hours * NS_PER_HOUR, before), data_dir)
     keep = h.funding_ts < before
     rows = list(zip(h.funding_ts[keep].tolist(), h.funding_rate[keep].tolist(), h.funding_interval[keep].tolist()))
     return rows[-n:]
@@ -236,7 +237,7 @@ def run_walkforward(
         chosen = sweep.configs[sweep.recommended] if sweep.recommended is not None else None
         test_cfg = within(chosen if chosen is not None else base, w.test_start, w.test_end)
         history = load(test_cfg, data_dir)
-        prior = prior_settlements(test_cfg, w.test_start, data_dir) if chosen is not None else []
+        prior = prior_settlements(test_cfg, w.test_start, data_dir, load) if chosen is not None else []
         result = run_backtest(test_cfg, history, prior=prior)
         assert result.always_on is not None
         bench = _carry(result.always_on)
