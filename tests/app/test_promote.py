@@ -30,7 +30,7 @@ SIMS = ROOT / "sims"
 BITMEX = ROOT / "recordings" / "bitmex_xbtusd_2021-07-22"
 # 60-day paths bootstrapped from a 2-month window: 30-day paths are too short
 # for the 10% APR gate to hold on 90% of them even in the best real months
-SMALL_STUDY = ["--paths", "6", "--days", "60"]
+SMALL_STUDY = ["--paths", "6", "--days", "60", "--train", "30d", "--test", "14d", "--walk-paths", "4"]
 runner = CliRunner()
 
 
@@ -111,6 +111,34 @@ def test_a_config_that_passes_every_gate_is_promoted(passing):
         "binance_btcusdt_2024-08-08": True, "binance_coinm_btcusd_2024-06-30": True, "bitmex_xbtusd_2021-07-22": True}
     assert "PROMOTED" in res.output and "NOT PROMOTED" not in res.output
     assert "APR > 10%" in res.output and "100% (6/6)" in res.output
+
+
+def test_the_record_holds_the_walk_forward_and_its_gate(passing, failing):
+    for res, path in (passing, failing):
+        record = json.loads(path.read_text())
+        wf = record["walkforward"]
+        assert list(wf["grid"]) == ["entry"] and len(wf["grid"]["entry"]) == 1  # the config's own parameters
+        assert wf["windows"] == len(wf["windows_table"]) >= 2 and wf["train_days"] == 30 and wf["test_days"] == 14
+        assert wf["gate"]["value"] == wf["edge_over_always_on"] == wf["net_apr"] - wf["always_on_net_apr"]
+        assert wf["gate"]["passed"] is (wf["edge_over_always_on"] >= 0)
+        assert "walk-forward (" in res.output and "gate out-of-sample edge over always-on >= 0" in res.output
+    assert json.loads(passing[1].read_text())["walkforward"]["gate"]["passed"] is True
+
+
+def test_a_negative_out_of_sample_edge_alone_refuses_the_promotion_and_says_so(work, tmp_path):
+    """The bull config passes every other gate; walked forward with a profit
+    target that takes it out of the carry again and again, it earns less out
+    of sample than holding the carry throughout."""
+    out = tmp_path / "out"
+    res = promote(str(work["bull"]), *SMALL_STUDY, "--walk-grid", "strategy.target_profit=0.004",
+                  "--walk-grid", "strategy.cooldown_hours=12", "--store", str(tmp_path / "s.sqlite"), "--out", str(out))
+    assert res.exit_code == 1, res.output
+    record = json.loads((out / RECORD_FILE).read_text())
+    assert all(g["passed"] for g in record["gates"]) and all(r["matched"] for r in record["recordings"])
+    assert record["walkforward"]["gate"]["passed"] is False and record["walkforward"]["edge_over_always_on"] < 0
+    assert record["passed"] is False
+    assert record["reason"].startswith("walk-forward: out of sample the config earned -")
+    assert "NOT PROMOTED: walk-forward" in res.output and "a negative edge" in res.output
 
 
 def test_recording_and_data_hashes_are_those_of_the_files(passing):
@@ -222,11 +250,16 @@ def test_a_store_that_is_a_text_file_is_refused_and_left_alone(work, tmp_path):
     (["{bull}", "--min-path-share", "-0.5"], "--min-path-share must be a share in (0, 1]"),
     (["{bull}", "--days", "0"], "--days must be between 1 and 3650"),
     (["{bull}", "--workers", "0"], "--workers must be between 1 and 64"),
-], ids=["missing-config", "paths-0", "share-0", "share-1.5", "share-negative", "days-0", "workers-0"])
+    (["{bull}", "--train", "1y"], "--train '1y' is not a span like 365d"),
+    (["{bull}", "--train", "365d"], "holds no training window of 365 days followed by a test window of 14 days"),
+    (["{bull}", "--walk-grid", "entry=x"], "--grid entry: 'x' is not a number"),
+], ids=["missing-config", "paths-0", "share-0", "share-1.5", "share-negative", "days-0", "workers-0", "train-1y",
+        "window-short", "walk-grid"])
 def test_bad_input_is_one_error_line_and_writes_nothing(work, tmp_path, args, message):
     args = [a.format(missing=tmp_path / "nope.toml", bull=work["bull"]) for a in args]
     store, out = tmp_path / "store.sqlite", tmp_path / "out"
-    res = promote(*args, "--store", str(store), "--out", str(out))
+    walk = ["--train", "30d", "--test", "14d"]  # windows that fit the short real window (a later --train wins)
+    res = promote(*walk, *args, "--store", str(store), "--out", str(out))
     assert res.exit_code == 2, res.output
     assert message in res.output and res.output.count("error:") == 1
     assert len(res.output.strip().splitlines()) == 1

@@ -289,7 +289,8 @@ def test_a_promotion_leaks_nothing_and_its_store_and_key_are_private(desk):
     for field, value in (("name", "secrets_bull"), ("start", "2024-02-01"), ("end", "2024-04-01")):
         text = re.sub(rf'(?m)^{field} = ".*"$', f'{field} = "{value}"', text, count=1)
     config.write_text(text)
-    run = fundarb(desk, "promote", config.name, "--paths", "6", "--days", "60", "--cache-dir", "cache",
+    run = fundarb(desk, "promote", config.name, "--paths", "6", "--days", "60", "--train", "30d", "--test", "14d",
+                  "--walk-paths", "4", "--cache-dir", "cache",
                   env={"FUNDARB_ALERT_URLS": "tgram://PLANTEDTOKEN/123"}, timeout=300)
     assert run.returncode in (0, 1), run.stdout + run.stderr
     store, key = desk / "state" / "promotions.sqlite", desk / "key" / "promotion.key"

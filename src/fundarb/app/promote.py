@@ -39,6 +39,7 @@ from fundarb.live.runlock import make_folder
 from fundarb.output.report import _clean
 from fundarb.replay.parse import MANIFEST, Recording, ReplayError, load_recording
 from fundarb.research.study import StudyResult, summarize
+from fundarb.research.walkforward import WalkResult, window_rows
 from fundarb.sim.backtest import BacktestResult
 from fundarb.support.scrub import scrub
 from fundarb.support.sqlite_files import create_whole
@@ -173,13 +174,29 @@ def share_text(share: float) -> str:
     return f"{share:.0%}" if abs(share * 100 - round(share * 100)) < 1e-9 else f"{share:.1%}"
 
 
-def failure_reason(gates: list[dict[str, Any]], regressions: Sequence[Regression], min_share: float) -> str | None:
+WALK_GATE = "out-of-sample edge over always-on >= 0"
+
+
+def walk_gate(summary: dict[str, Any]) -> dict[str, Any]:
+    """The walk-forward's gate: its stitched out-of-sample net APR is not
+    below always-on's over the same windows (a config that holds the carry
+    as always-on does, window after window, earns what it earns and passes)."""
+    edge = float(summary["edge_over_always_on"])
+    return {"gate": WALK_GATE, "metric": "edge_over_always_on", "op": ">=", "threshold": 0.0, "value": edge,
+            "passed": edge >= 0}
+
+
+def failure_reason(gates: list[dict[str, Any]], regressions: Sequence[Regression], min_share: float,
+                   walk: dict[str, Any] | None = None) -> str | None:
     parts = []
     failing = [g for g in gates if not g["passed"]]
     if failing:
         parts.append("gates failed: " + "; ".join(
             f"{g['gate']} ({'backtest fails' if not g['backtest_passed'] else 'backtest passes'}, "
             f"{share_text(g['path_share'])} of paths pass, need {share_text(min_share)})" for g in failing))
+    if walk is not None and not walk["passed"]:
+        parts.append(f"walk-forward: out of sample the config earned {walk['value']:+.2%} APR against always-on "
+                     "(a negative edge: holding the carry throughout earned more)")
     bad = [r for r in regressions if not r.matched]
     if bad:
         parts.append("replay regressions failed: " + "; ".join(f"{r.name}: {r.detail}" for r in bad))
@@ -202,10 +219,13 @@ def data_file_hashes(data_dir: Path) -> dict[str, str]:
 
 
 def build_record(cfg: Config, backtest: BacktestResult, study: StudyResult, regressions: Sequence[Regression],
-                 data_files: dict[str, str], settings: MonteCarloSettings, created_ns: int) -> dict[str, Any]:
+                 data_files: dict[str, str], settings: MonteCarloSettings, created_ns: int,
+                 walked: WalkResult) -> dict[str, Any]:
     summary = summarize(study.rows)
     gates = gate_verdicts(backtest.gates, summary, settings.min_path_share)
-    reason = failure_reason(gates, regressions, settings.min_path_share)
+    walk_summary = walked.summary()
+    wgate = walk_gate(walk_summary)
+    reason = failure_reason(gates, regressions, settings.min_path_share, wgate)
     return cast(dict[str, Any], _clean({
         "config_name": cfg.name,
         "config_hash": config_hash(cfg),
@@ -222,6 +242,15 @@ def build_record(cfg: Config, backtest: BacktestResult, study: StudyResult, regr
                        "block_length": "Politis-White automatic" if study.block_auto else "given"},
         "metrics": {"backtest": backtest.metrics, "montecarlo": summary},
         "gates": gates,
+        "walkforward": {
+            "gate": wgate, "grid": walked.grid,
+            "grid_text": ", ".join(f"{k}={','.join(f'{v:g}' for v in vs)}" for k, vs in walked.grid.items()),
+            "train_days": walked.spec.train_days, "test_days": walked.spec.test_days,
+            "step_days": walked.spec.step_days, "paths_per_grid_point": walked.spec.paths,
+            **{k: v for k, v in walk_summary.items() if k != "parameter_stability"},
+            "parameter_stability": walk_summary["parameter_stability"],
+            "windows_table": window_rows(walked),
+        },
         "recordings": [attrs.asdict(r) for r in regressions],
         "passed": reason is None,
         "reason": reason,

@@ -31,6 +31,10 @@ def promote_command(
     out_dir: Optional[Path] = typer.Option(None, "--out", help=f"folder for {RECORD_FILE} (default: runs/<config name>-promotion)"),
     recordings: Optional[Path] = typer.Option(None, "--recordings", help="folder of recordings to replay (default: recordings/)"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="parsed-capture cache (default: $FUNDARB_CACHE or ~/.cache/fundarb)"),
+    walk_grid: Optional[list[str]] = typer.Option(None, "--walk-grid", help="the walk-forward's grid, as `fundarb walkforward --grid` (default: the config's own parameters alone)"),
+    train: str = typer.Option("365d", "--train", help="walk-forward training windows"),
+    test: str = typer.Option("90d", "--test", help="walk-forward test windows"),
+    walk_paths: int = typer.Option(50, "--walk-paths", help="bootstrapped paths per grid point on each training window"),
 ) -> None:
     """Validate a config for live trading: replay regressions, backtest and Monte Carlo against the success gates; record the verdict."""
     from fundarb.app.promote import (
@@ -48,17 +52,26 @@ def promote_command(
     )
     from fundarb.cli.common import fail
     from fundarb.config import load, project_file
-    from fundarb.data.history import SHIPPED_DIR, history_for
+    from fundarb.data.history import SHIPPED_DIR, history_for, parse_time
     from fundarb.data.scenario import apply_scenario
     from fundarb.research.cluster import chunk_runner
     from fundarb.research.study import StudySpec, run_study
+    from fundarb.research.sweep import apply_params, grid_points, parse_grid
+    from fundarb.research.walkforward import WalkSpec, own_grid, parse_span, run_walkforward, windows
     from fundarb.sim.backtest import run_backtest
     from fundarb.support.scrub import describe
 
     try:  # every input is checked before any work, and nothing is written on bad input
         check_min_share(min_path_share)
         spec = StudySpec(paths=paths, days=days)
+        test_days = parse_span(test, "--test")
+        walk = WalkSpec(parse_span(train, "--train"), test_days, test_days, walk_paths)
+        StudySpec(paths=walk_paths)  # the path count checked before any work
         cfg = load(config)
+        grid = parse_grid(walk_grid, cfg) if walk_grid else own_grid(cfg)
+        for point in grid_points(grid):
+            apply_params(cfg, point)
+        windows(parse_time(cfg.data.start, "start"), parse_time(cfg.data.end, "end"), walk)
         store = store_path(store)
         check_store(store)
         promotion_key()  # an existing key others can read, or not a key, is refused now (a missing one is made at the end)
@@ -76,8 +89,11 @@ def promote_command(
             backtest = run_backtest(cfg, apply_scenario(history, cfg.scenario))
             step = bar.add_task("montecarlo", total=spec.paths)
             study = run_study(cfg, history, spec, runner, progress=lambda n: bar.advance(step, n))
+            step = bar.add_task("walk-forward", total=None)
+            walked = run_walkforward(cfg, grid, walk, runner,
+                                     progress=lambda _, what: bar.update(step, description=f"walk-forward {what}"))
         settings = MonteCarloSettings(spec.paths, spec.days, cfg.seed, min_path_share)
-        record = build_record(cfg, backtest, study, regressions, data_files, settings, time.time_ns())
+        record = build_record(cfg, backtest, study, regressions, data_files, settings, time.time_ns(), walked)
         row_id, json_path = publish(record, store, out_dir)
     except OSError as exc:
         fail(f"cannot write the promotion record: {describe(exc)}")
@@ -128,6 +144,13 @@ def print_promotion(record: dict[str, Any], console: Console, store: Path, row_i
         t.add_row(g["gate"], value, f"{share_text(g['path_share'])} ({round(g['path_share'] * mc['paths'])}/{mc['paths']})", "[green]PASS[/]" if g["passed"] else "[red]FAIL[/]")
     console.print(t)
     console.print(always_on_line(record["metrics"]), highlight=False)
+    wf = record["walkforward"]
+    g = wf["gate"]
+    verdict = "[green]PASS[/]" if g["passed"] else "[red]FAIL[/]"
+    console.print(f"walk-forward ({wf['windows']} windows: train {wf['train_days']:g} d, test {wf['test_days']:g} d; "
+                  f"grid {escape(wf['grid_text'])}): out-of-sample net APR {wf['net_apr']:.2%} against always-on "
+                  f"{wf['always_on_net_apr']:.2%}, edge {g['value']:+.2%} ({wf['windows_beating_always_on']} of "
+                  f"{wf['windows']} windows beat it); gate {escape(g['gate'])}: {verdict}", highlight=False)
     console.print("replay regressions")
     for r in record["recordings"]:
         state = "[green]match[/]" if r["matched"] else f"[red]FAIL[/] ({escape(r['detail'])})"

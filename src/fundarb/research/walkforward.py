@@ -105,6 +105,13 @@ def windows(start: int, end: int, spec: WalkSpec) -> list[Window]:
     return out
 
 
+def own_grid(cfg: Config) -> dict[str, list[float]]:
+    """A grid of one point, the config's own parameters: its walk-forward
+    judges the config as it is (the rule still keeps it out of a test window
+    its training window finds it unfit for)."""
+    return {"entry": [cfg.strategy.entry_apr]}
+
+
 def within(cfg: Config, lo: int, hi: int) -> Config:
     return attrs.evolve(cfg, data=attrs.evolve(cfg.data, start=fmt_time(lo), end=fmt_time(hi)))
 
