@@ -128,7 +128,7 @@ def print_study(r: StudyResult, console: Console, paths: dict[str, Path] | None 
     for key, label, pct in (("net_apr", "net APR", True), ("sharpe", "Sharpe", False),
                             ("max_drawdown", "MaxDD", True), ("fill_rate", "fill rate", True),
                             ("delta_drift_max", "max delta drift", True), ("time_in_position", "time in position", True),
-                            ("always_on_net_apr", "always-on APR", True), ("edge_over_always_on", "edge vs always-on", True)):
+                            ("always_on_net_apr", "always-on APR", True), ("edge_over_always_on", "edge", True)):
         dist = s["distributions"][key]
         fmt = _pct if pct else (lambda v: "-" if v is None else f"{v:.2f}")
         t.add_row(label, *(fmt(dist.get(k)) for k in ("p5", "p25", "p50", "p75", "p95", "mean")))
