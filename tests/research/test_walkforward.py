@@ -104,7 +104,11 @@ def test_no_row_after_a_window_is_read_before_it_ends(cfg, grid):
 
     r = run_walkforward(cfg, grid, SPEC, InProcess(1), progress=progress, load=loader)
     by_window = {run.window.index: run.window for run in r.runs}
-    for k, _, hi in reads:
+    end = parse_time(cfg.data.end, "end")
+    for k, lo, hi in reads:
+        if k == len(r.runs):  # after the windows: what to run now, on the last training window's days
+            assert (lo, hi) == (end - SPEC.train_days * NS_PER_DAY, end)
+            continue
         w = by_window[k]
         assert hi <= w.test_end, (k, fmt_time(hi))
     for run in r.runs:  # the sweep's read, the first of its window, ends where the test starts
@@ -161,6 +165,26 @@ def test_the_stitched_curve_compounds_the_windows_and_its_figures_add_up(walked,
     assert [w["param_entry"] for w in d["windows"]] == s["parameter_stability"]["entry"]["chosen"]
 
 
+def test_what_to_run_now_is_the_rules_choice_on_the_last_training_window(cfg, grid, walked, tmp_path):
+    from fundarb.config import load as load_config
+    from fundarb.research.study import StudySpec
+    from fundarb.research.sweep import run_sweep
+    from fundarb.research.walkforward import within
+
+    end = parse_time(cfg.data.end, "end")
+    last = within(cfg, end - int(SPEC.train_days * NS_PER_DAY), end)
+    sweep = run_sweep(last, history_for(last), StudySpec(paths=SPEC.paths, days=SPEC.train_days), grid, InProcess(1))
+    assert walked.latest is not None and walked.latest.rows == sweep.rows
+    if sweep.recommended is None:
+        assert walked.recommended is None
+        return
+    params, chosen = walked.recommended
+    assert params == sweep.rows[sweep.recommended]["params"]
+    write_walkforward(walked, tmp_path / "wf")
+    again = load_config(tmp_path / "wf" / "recommended.toml")
+    assert again.strategy == chosen.strategy and again.data == cfg.data  # the chosen parameters, the base's window
+
+
 def test_chain_starts_each_curve_where_the_last_ended():
     a = (np.array([1, 2]), np.array([100.0, 110.0]))
     b = (np.array([3, 4]), np.array([100.0, 90.0]))
@@ -179,7 +203,8 @@ def test_the_command_writes_its_outputs_and_reads_correctly(tmp_path):
     res = runner.invoke(app, ["walkforward", str(BASELINE), "--grid", "entry=0.02,0.08", "--train", "60d", "--test",
                               "30d", "--paths", "6", "--from", "2023-01-01", "--to", "2023-05-01", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in out.iterdir()) == sorted(WALK_FILES)
+    written = {p.name for p in out.iterdir()}
+    assert written - {"recommended.toml"} == set(WALK_FILES) - {"recommended.toml"}
     d = json.loads((out / "walkforward.json").read_text())
     assert d["summary"]["windows"] == 2 and len(d["windows"]) == 2
     assert "stitched out of sample" in res.output and "always-on" in res.output

@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 import polars as pl
 from rich.console import Console
 from rich.table import Table
 
 from fundarb import __version__
-from fundarb.config import config_hash, to_dict
+from fundarb.config import config_hash, dumps, to_dict
 from fundarb.output.montecarlo import RULE
 from fundarb.output.report import _clean, mdates, plt, publish_folder  # the report module picks the backend
 from fundarb.research.walkforward import WalkResult, window_rows
@@ -23,7 +24,8 @@ from fundarb.research.walkforward import WalkResult, window_rows
 WALK_FILE = "walkforward.json"
 WINDOWS_FILE = "windows.csv"
 WALK_PLOT = "walkforward.png"
-WALK_FILES = (WALK_FILE, WINDOWS_FILE, WALK_PLOT)
+RECOMMENDED_FILE = "recommended.toml"
+WALK_FILES = (WALK_FILE, WINDOWS_FILE, WALK_PLOT, RECOMMENDED_FILE)
 
 
 def walk_dict(r: WalkResult) -> dict[str, Any]:
@@ -41,6 +43,7 @@ def walk_dict(r: WalkResult) -> dict[str, Any]:
         "rule": RULE,
         "summary": r.summary(),
         "windows": window_rows(r),
+        "recommended_now": _recommended(r),
         "notes": [
             "each training window: the sweep's rule over paths bootstrapped from that window alone picks a grid point "
             "(none eligible: the carry stays out of the test window); the choice runs on the next test window's real "
@@ -50,6 +53,35 @@ def walk_dict(r: WalkResult) -> dict[str, Any]:
             "edge_over_always_on = net_apr - always_on_net_apr",
         ],
     })
+
+
+def _recommended(r: WalkResult) -> dict[str, Any] | None:
+    rec = r.recommended
+    if rec is None:
+        return None
+    params, cfg = rec
+    assert r.latest is not None
+    return {"trained_on": [r.latest.base.data.start, r.latest.base.data.end], "params": params,
+            "config_hash": config_hash(cfg), "file": RECOMMENDED_FILE}
+
+
+def recommended_toml(r: WalkResult) -> str:
+    rec = r.recommended
+    assert rec is not None and r.latest is not None
+    params, cfg = rec
+    s = r.summary()
+    cfg = attrs.evolve(cfg, name=f"{r.base.name}-walkforward", data=r.base.data)
+    where = ", ".join(f"{k}={v:g}" for k, v in params.items())
+    header = (
+        f"# Recommended by `fundarb walkforward` from {r.base.name} (config {config_hash(r.base)[:12]}, seed "
+        f"{r.base.seed}): the rule's choice on the last {r.spec.train_days:g} days,\n"
+        f"# {r.latest.base.data.start} .. {r.latest.base.data.end} UTC, {r.spec.paths} paths per grid point. "
+        f"Grid point: {where}.\n"
+        f"# Rule: {RULE}.\n"
+        f"# Out of sample, the rule walked forward over {s['windows']} windows of {r.spec.test_days:g} days earned "
+        f"{s['net_apr']:.2%} APR against always-on {s['always_on_net_apr']:.2%} (edge {s['edge_over_always_on']:+.2%}).\n"
+    )
+    return header + dumps(cfg)
 
 
 def plot_walk(r: WalkResult, path: Path) -> None:
@@ -93,9 +125,11 @@ def write_walkforward(r: WalkResult, out: Path) -> dict[str, Path]:
         (tmp / WALK_FILE).write_text(json.dumps(walk_dict(r), sort_keys=True, indent=2) + "\n")
         pl.DataFrame(window_rows(r), infer_schema_length=None).write_csv(tmp / WINDOWS_FILE)
         plot_walk(r, tmp / WALK_PLOT)
+        if r.recommended is not None:
+            (tmp / RECOMMENDED_FILE).write_text(recommended_toml(r))
 
     publish_folder(out, WALK_FILES, build)
-    return {name: out / name for name in WALK_FILES}
+    return {name: out / name for name in WALK_FILES if r.recommended is not None or name != RECOMMENDED_FILE}
 
 
 def print_walkforward(r: WalkResult, console: Console, paths: dict[str, Path] | None = None) -> None:
@@ -135,6 +169,13 @@ def print_walkforward(r: WalkResult, console: Console, paths: dict[str, Path] | 
                   f"({verdict}; {s['windows_beating_always_on']} of {s['windows']} windows beat it)[/]", highlight=False)
     if s["windows_out"]:
         console.print(f"{s['windows_out']} window(s) stayed out: no grid point was eligible on their training window")
+    rec = _recommended(r)
+    if rec is None:
+        console.print(f"to run now: none (no grid point is eligible on the last {spec.train_days:g} days)")
+    else:
+        where = ", ".join(f"{k}={v:g}" for k, v in rec["params"].items())
+        console.print(f"to run now: {where}, the rule's choice on {rec['trained_on'][0][:10]} .. "
+                      f"{rec['trained_on'][1][:10]} ({RECOMMENDED_FILE})", highlight=False)
     if paths:
         for p in paths.values():
             console.print(f"wrote {p}")

@@ -1,5 +1,6 @@
 """Walk-forward validation: a config's parameters chosen on the past, judged
-on the future they did not see.
+on the future they did not see; and what to run now, the rule's choice on
+the last training window (the one ending where the data ends).
 
 The window from the config's start to its end is cut into rolling pairs: a
 training window of ``train_days``, then the test window of ``test_days``
@@ -164,6 +165,15 @@ class WalkResult:
     runs: list[WindowRun]
     stitched: tuple[np.ndarray, np.ndarray]  # (ts, equity) of the test windows chained
     always_on: tuple[np.ndarray, np.ndarray]
+    # what to run now: the rule's choice on the last training window, the one that ends where the data ends
+    latest: SweepResult | None = None
+
+    @property
+    def recommended(self) -> tuple[dict[str, float], Config] | None:
+        if self.latest is None or self.latest.recommended is None:
+            return None
+        i = self.latest.recommended
+        return self.latest.rows[i]["params"], self.latest.configs[i]
 
     def summary(self) -> dict[str, Any]:
         cfg = self.base
@@ -256,7 +266,11 @@ def run_walkforward(
         runs.append(WindowRun(w, params, chosen, sweep, result, curve, bench))
     stitched = chain([r.curve for r in runs], base.capital)
     always_on = chain([r.always_on_curve for r in runs], base.capital)
-    return WalkResult(base, spec, grid, runs, stitched, always_on)
+    if progress is not None:
+        progress(len(runs), f"the last {spec.train_days:g} days, for what to run now")
+    last = within(base, end - int(round(spec.train_days * NS_PER_DAY)), end)
+    latest = run_sweep(last, load(last, data_dir), spec.study, grid, runner, engine=engine)
+    return WalkResult(base, spec, grid, runs, stitched, always_on, latest)
 
 
 def window_rows(r: WalkResult) -> list[dict[str, Any]]:
