@@ -244,11 +244,11 @@ def kernel_chunk(src: Periods, cfg: Config, hours: int, block: float, indices: S
                                 reuse=paths)
         # each path's always-on benchmark first, on the same market and draws: its metrics are kept, and the
         # workspace is then the carry's
-        draws = kernel.paths_draws(cfg, [_sim_seed(cfg.seed, i) for i in part], kernel.DRAWS)  # the venues' own: both
-        bench_runs = _measured_tapes(bench, src, paths, part, ws, draws) if always_on else {}
+        seeds = [_sim_seed(cfg.seed, i) for i in part]  # read, never spawned from: one set serves both runs
+        draws = kernel.paths_draws(cfg, seeds, kernel.DRAWS)  # the venues' own: both
+        bench_runs = _measured_tapes(bench, src, paths, seeds, ws, draws) if always_on else {}
         runs = kernel.run_tapes(cfg, paths.grid, paths.spot, paths.perp, paths.settle_at, paths.settled,
-                                src.rate[paths.chosen], src.interval[paths.chosen], [_sim_seed(cfg.seed, i) for i in part],
-                                ws, draws)
+                                src.rate[paths.chosen], src.interval[paths.chosen], seeds, ws, draws)
         by_path = _by_path(cfg, paths, runs, ws)
         for j, i in enumerate(part):
             if j in by_path:
@@ -282,15 +282,14 @@ def _by_path(cfg: Config, paths: Any, runs: Any, ws: Any) -> dict[int, tuple[dic
     return dict(zip(ran.tolist(), zip(*measured)))
 
 
-def _measured_tapes(cfg: Config, src: SourcePeriods, paths: Any, part: Sequence[int], ws: Any,
+def _measured_tapes(cfg: Config, src: SourcePeriods, paths: Any, seeds: Sequence[np.random.SeedSequence], ws: Any,
                     draws: tuple[np.ndarray, ...]) -> dict[int, tuple[dict[str, Any], np.ndarray]]:
-    """``_by_path`` of ``cfg`` over ``paths`` (of the study's paths ``part``,
-    with their simulator ``draws``) on the kernel; a path it flags is not among them."""
+    """``_by_path`` of ``cfg`` over ``paths`` (with their simulator ``seeds``
+    and ``draws``) on the kernel; a path it flags is not among them."""
     from fundarb.research import kernel
 
     runs = kernel.run_tapes(cfg, paths.grid, paths.spot, paths.perp, paths.settle_at, paths.settled,
-                            src.rate[paths.chosen], src.interval[paths.chosen], [_sim_seed(cfg.seed, i) for i in part], ws,
-                            draws)
+                            src.rate[paths.chosen], src.interval[paths.chosen], seeds, ws, draws)
     return _by_path(cfg, paths, runs, ws)
 
 
