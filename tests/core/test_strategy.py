@@ -117,18 +117,29 @@ def test_no_entry_without_a_price():
     assert s.decide(flat_book(), float("nan"), now) == []
 
 
-def test_predicted_rate_gates_entry_by_the_smaller():
+def test_the_announced_rate_counts_in_the_window_as_its_newest():
+    """Once the coming settlement's rate is announced, the signal is the
+    window's mean with it as the newest rate: an entry can be decided
+    before the settlement, on what it will pay."""
     s = make()
-    now = feed(s, [0.0003] * 3)  # 32.85% - 5%
-    s.signal.on_rate(0.0001, 8.0)  # predicted 10.95% - 5% < 10%
+    now = feed(s, [BELOW] * 3)
     assert s.decide(flat_book(), MID, now) == []
-    s.signal.on_rate(0.0002, 8.0)  # 21.9% - 5% > 10%
-    assert len(s.decide(flat_book(), MID, now)) == 2
-    # a rosy prediction does not lift a weak current signal
+    s.signal.on_rate(0.00016, 8.0)  # known: (BELOW, BELOW, 0.00016) -> 15.33% - 5% > 10%
+    assert s.signal.known_apr() == pytest.approx((BELOW * 2 + 0.00016) / 3 * 1095)
+    assert len(s.decide(flat_book(), MID, now + 7 * H)) == 2
+    # a weak announced rate holds back a signal that cleared the bar on the settled rates alone
     s2 = make()
-    now = feed(s2, [BELOW] * 3)
-    s2.signal.on_rate(0.001, 8.0)
-    assert s2.decide(flat_book(), MID, now) == []
+    now = feed(s2, [ABOVE] * 3)
+    s2.signal.on_rate(0.0001, 8.0)  # (ABOVE, ABOVE, 0.0001): 13.87% - 5% < 10%
+    assert s2.decide(flat_book(), MID, now + 7 * H) == []
+
+
+def test_an_announced_rate_makes_a_short_window_ready():
+    s = make()
+    now = feed(s, [ABOVE] * 2)
+    assert not s.signal.ready
+    s.signal.on_rate(ABOVE, 8.0)  # the third rate is known, if not yet paid
+    assert s.signal.ready and len(s.decide(flat_book(), MID, now + 7 * H)) == 2
 
 
 def test_settlement_clears_the_prediction():
@@ -175,10 +186,12 @@ def test_exit_apr_threshold_is_respected():
     assert s2.exit_reason(b2, now2 + 24 * H) is None
 
 
-def test_exit_uses_the_predicted_rate():
+def test_exit_reads_the_window_with_the_announced_rate():
     s = make()
     b, now = entered(s, rates=(0.0005,) * 3)
-    s.signal.on_rate(-0.0001, 8.0)
+    s.signal.on_rate(-0.0001, 8.0)  # (0.0005, 0.0005, -0.0001): still 32.85% a year
+    assert s.exit_reason(b, now + H) is None
+    s.signal.on_rate(-0.0011, 8.0)  # (0.0005, 0.0005, -0.0011): below 0
     assert s.exit_reason(b, now + H) == "exit_signal"
 
 
@@ -214,7 +227,7 @@ def test_target_profit_counts_from_entry_not_from_start():
 def test_cooldown_after_exit():
     s = make(cooldown_hours=24.0)
     b, now = entered(s)
-    s.signal.on_rate(-0.001, 8.0)
+    s.signal.on_rate(-0.001, 8.0)  # the window's mean with it: below 0
     exit_at = now + H
     for i in s.decide(b, MID, exit_at):
         b.apply_fill(make_fill(i.venue, i.side, i.qty, MID, ts=exit_at))
@@ -260,8 +273,10 @@ def test_reverse_needs_the_bar_too():
     s.signal.on_settlement(now + 8 * H, -0.0003, 8.0)
     s.signal.on_settlement(now + 16 * H, -0.0003, 8.0)
     s.signal.on_settlement(now + 24 * H, -0.0003, 8.0)
-    s.signal.on_rate(-0.0001, 8.0)  # prediction -10.95%: the smaller edge decides
+    s.signal.on_rate(0.0002, 8.0)  # known: (-0.0003, -0.0003, 0.0002) -> -14.6%: 9.6% < 10% each way
     assert s.decide(flat_book(), MID, now + 24 * H) == []
+    s.signal.on_rate(-0.0001, 8.0)  # known: -25.55%: the reverse clears it
+    assert [i.side for i in s.decide(flat_book(), MID, now + 24 * H)] == [Side.SELL, Side.BUY]
 
 
 def test_close_intents_take_both_legs_to_zero():

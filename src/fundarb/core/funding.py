@@ -18,6 +18,13 @@ VENUE_MARK_SOURCES = frozenset({"venue", "last_mark", "first_mark_after", "annou
 PERP_PRICE_SOURCES = frozenset({"perp_close", "perp_mid"})
 
 
+# A history holds each settlement's rate, not what the venue said before it. The rate is taken as announced
+# this long before its instant (Binance publishes the coming rate through the interval; in its last minutes
+# that is the rate that settles), so a strategy decides on it before the settlement, never after it, and an
+# entry decided then is in the position when it settles
+ANNOUNCED_BEFORE_NS = 5 * 60 * 1_000_000_000
+
+
 class MissingFundingSettlement(FundarbError, RuntimeError):
     """A settlement that should exist while a position was open does not."""
 

@@ -5,9 +5,12 @@ round-trip cost is amortised over the expected holding period:
 
     signal_apr - round_trip_cost * 365 / expected_holding_days > entry_apr
 
-The signal is the mean of the last ``signal_settlements`` settled rates; when
-the venue publishes a predicted next rate, entry needs both to clear the bar
-(the smaller is used) and exit looks at the predicted one. Exit below
+The signal is the mean of the last ``signal_settlements`` rates known: the
+settled ones, and, once the venue has announced the rate of the coming
+settlement (its predicted rate; a history's settled rate, announced shortly
+before it, ``core.funding.ANNOUNCED_BEFORE_NS``), that rate as the newest. So
+an entry is decided before a settlement, on what it will pay, and accrues it;
+entry and exit read the same signal. Exit below
 ``exit_apr``, after ``max_holding_days``, or once the position's carry
 (funding received minus fees and slippage since entry) reaches
 ``target_profit`` (fraction of notional). Carry, not mark-to-market PnL: a
@@ -66,6 +69,8 @@ class FundingSignal:
     last_settlement_ts: int = 0
     next_settlement_ts: int = 0  # the venue's announced next instant (0: not known)
     _current_apr: float = 0.0  # cached: decide() runs on every tick
+    # the window's mean with the announced rate as its newest (None: none announced since the last settlement)
+    _known_apr: float | None = None
     version: int = 0  # counts the changes: what is worked out from the signal is kept until it changes
 
     def on_settlement(self, ts: int, rate: float, interval_hours: float) -> None:
@@ -75,6 +80,7 @@ class FundingSignal:
         self.interval_hours = interval_hours
         self.last_settlement_ts = ts
         self.predicted = None  # a prediction is for the settlement just made
+        self._known_apr = None
         total = 0.0
         for r in self.rates:  # in order, one by one, as the path kernel adds them (3.12's sum() compensates)
             total += r
@@ -87,6 +93,14 @@ class FundingSignal:
         self.interval_hours = interval_hours
         if next_settlement_ts:
             self.next_settlement_ts = next_settlement_ts
+        self._known_apr = None
+        if predicted is not None and self.window:
+            earlier = list(self.rates)[max(len(self.rates) - (self.window - 1), 0):]
+            total = 0.0
+            for r in earlier:  # in order, then the announced rate, as the path kernel adds them
+                total += r
+            total += predicted
+            self._known_apr = mean_apr(total, len(earlier) + 1, interval_hours)
         self.version += 1
 
     def near_settlement(self, now: int, window_ns: int) -> bool:
@@ -95,17 +109,23 @@ class FundingSignal:
         last = self.last_settlement_ts
         if last and 0 <= now - last < window_ns:
             return True
-        nxt = self.next_settlement_ts if self.next_settlement_ts > now else (
+        nxt = self.next_settlement_ts if self.next_settlement_ts >= now else (
             last + int(self.interval_hours * NS_PER_HOUR) if last else 0)
         return bool(nxt) and 0 <= nxt - now < window_ns
 
     @property
     def ready(self) -> bool:
-        return len(self.rates) >= self.window
+        return len(self.rates) + (self._known_apr is not None) >= self.window
 
     def current_apr(self) -> float:
         """Annualised mean of the settled rates in the window."""
         return self._current_apr
+
+    def known_apr(self) -> float:
+        """What the carry decides on: the mean of the window's rates known now,
+        the venue's announced rate for the coming settlement the newest where
+        it has one (the settled rates alone where not)."""
+        return self._current_apr if self._known_apr is None else self._known_apr
 
     def predicted_apr(self) -> float | None:
         if self.predicted is None:
@@ -278,9 +298,10 @@ class CarryStrategy:
         return self.signal.version if long is None else self.signal.version + (long.version << 32)
 
     def entry_edge(self) -> float:
-        """The signal APR an entry is judged on (``entry_edge``), less what a
-        perp/perp carry's long leg pays."""
-        return entry_edge(self.signal.current_apr(), self.signal.predicted_apr()) - self.long_apr()
+        """The signal APR an entry is judged on (``FundingSignal.known_apr``:
+        the announced rate counted as it will settle), less what a perp/perp
+        carry's long leg pays."""
+        return self.signal.known_apr() - self.long_apr()
 
     def decide(self, book: PositionBook, spot_mid: float, now: int) -> list[OrderIntent]:
         """Called on every event; cheap when nothing changes. Sets
@@ -366,8 +387,7 @@ class CarryStrategy:
         p = self.params
         if self.leaving:
             return "exit_rotation"
-        pred = self.signal.predicted_apr()
-        signal = (pred if pred is not None else self.signal.current_apr()) - self.long_apr()
+        signal = self.signal.known_apr() - self.long_apr()
         code = exit_code(self.direction, signal, p.exit_apr, now - self.entry_ts, p.max_holding_days,
                          carry(book) - self.entry_carry, p.target_profit, p.notional)
         return EXIT_REASONS[code] or None

@@ -86,6 +86,7 @@ njit_inline = numba.njit(inline="always", cache=True, nogil=True)
 KERNEL, SIMULATOR = "kernel", "simulator"
 ENGINES = (KERNEL, SIMULATOR)
 LINEAR_AT_MARK_STYLES = (_liquidation.BINANCE_USDM, _liquidation.BYBIT_LINEAR)
+ANNOUNCED_BEFORE_NS = _funding.ANNOUNCED_BEFORE_NS
 
 
 def jit_core(func: Callable[..., Any], inline: bool = True, **overrides: Any) -> Any:
@@ -235,14 +236,14 @@ N_PARAMS = P_ACC + 2 * ACC_FIELDS
 (S_CASH_S, S_QTY_S, S_PX_S, S_CASH_P, S_QTY_P, S_ENTRY_P, S_PX_P, S_MARK, S_IN_TRANSIT, S_FEES, S_SLIP, S_FUND_RCV,
  S_FUND_PAID, S_SPOT_MID, S_Q_MID_S, S_DEPTH_BUY_S, S_DEPTH_SELL_S, S_Q_MID_P, S_DEPTH_BUY_P, S_DEPTH_SELL_P,
  S_ENTRY_CARRY, S_APR, S_INTERVAL, S_PEAK, S_SETTLED_DRIFT, S_REQUESTED, S_FILLED, S_DRIFT_MAX, S_MIN_BUF,
- S_INITIAL, S_LIQ, S_LIQ_CASH, S_LIQ_QTY, S_LIQ_ENTRY) = range(34)
-N_FLOAT_STATE = 34
+ S_INITIAL, S_LIQ, S_LIQ_CASH, S_LIQ_QTY, S_LIQ_ENTRY, S_PRED_APR) = range(35)
+N_FLOAT_STATE = 35
 
 # --- int state (array N) ---------------------------------------------------------------
 (N_NOW, N_DIRECTION, N_ENTRY_TS, N_COOLDOWN, N_ENTRIES, N_ORDERS, N_OPEN, N_XFER_PENDING, N_HALTED, N_FLATTEN,
  N_ALERTS, N_VETOES, N_FLAG, N_RATES, N_HEAP, N_SEQ, N_LAT_S, N_SLIP_S, N_LAT_P, N_SLIP_P, N_IN_POS, N_SNAPS,
- N_FILLS, N_FUNDINGS, N_DUE, N_TRACE, N_HAVE_Q_S, N_HAVE_Q_P) = range(28)
-N_INT_STATE = 28
+ N_FILLS, N_FUNDINGS, N_DUE, N_TRACE, N_HAVE_Q_S, N_HAVE_Q_P, N_HAS_PRED) = range(29)
+N_INT_STATE = 29
 
 FLATTEN_NONE, FLATTEN_SENT = 0, 1
 # the heap of what the simulator schedules: columns of HI (ints) and HF (floats)
@@ -411,23 +412,28 @@ DEC_NONE, DEC_CLOSED, DEC_ENTER, DEC_EXIT = 0, 1, 2, 3
 
 @njit_inline
 def _decide_action(P: Any, now: int, halted: int, qs: float, qp: float, direction: int, cooldown: int, n_rates: int,
-                   spot_mid: float, px_p: float, apr: float, entry_ts: int, carry: float, entry_carry: float) -> int:
-    """Engine._decide and CarryStrategy.decide up to the orders: what to do now."""
+                   spot_mid: float, px_p: float, apr: float, entry_ts: int, carry: float, entry_carry: float,
+                   has_pred: int, pred_apr: float) -> int:
+    """Engine._decide and CarryStrategy.decide up to the orders: what to do
+    now (``has_pred``: the coming settlement's rate is announced, and
+    ``pred_apr`` is the window's mean with it as the newest rate,
+    ``FundingSignal.known_apr``)."""
     flat = flat_legs(qs, qp)
     if halted and flat:
         return DEC_NONE  # halted: no entries until resumed, and nothing left to exit
     if flat:
         if direction != 0:  # closed elsewhere (risk)
             return DEC_CLOSED
-        if now < cooldown or n_rates < int(P[P_WINDOW]) or not spot_mid > 0:
+        if now < cooldown or n_rates + has_pred < int(P[P_WINDOW]) or not spot_mid > 0:
             return DEC_NONE
         if not px_p > 0:
             return DEC_NONE
-        edge = apr - 0.0  # entry_edge without a predicted rate, less no long leg
+        edge = (pred_apr if has_pred else apr) - 0.0  # CarryStrategy.entry_edge: known_apr, less no long leg
         return DEC_ENTER if clears_entry(edge, P[P_COST_APR], P[P_ENTRY_APR]) else DEC_NONE
     if direction == 0:
         return DEC_NONE  # a position the strategy did not open: risk owns it
-    code = exit_code(direction, apr - 0.0, P[P_EXIT_APR], now - entry_ts, P[P_MAX_HOLD_DAYS], carry - entry_carry,
+    signal = pred_apr if has_pred else apr  # CarryStrategy.exit_reason: known_apr
+    code = exit_code(direction, signal - 0.0, P[P_EXIT_APR], now - entry_ts, P[P_MAX_HOLD_DAYS], carry - entry_carry,
                      P[P_TARGET], P[P_NOTIONAL])
     return DEC_NONE if code == 0 else DEC_EXIT
 
@@ -440,7 +446,8 @@ def _decide(P: Any, F: Any, N: Any, HI: Any, HF: Any, rule: Any, lat_s: Any, lat
         N[N_DIRECTION] = 0
         N[N_COOLDOWN] = cooldown_end(now, P[P_COOLDOWN_H])
         action = _decide_action(P, now, N[N_HALTED], F[S_QTY_S], F[S_QTY_P], 0, N[N_COOLDOWN], N[N_RATES],
-                                F[S_SPOT_MID], F[S_PX_P], F[S_APR], N[N_ENTRY_TS], _carry(F), F[S_ENTRY_CARRY])
+                                F[S_SPOT_MID], F[S_PX_P], F[S_APR], N[N_ENTRY_TS], _carry(F), F[S_ENTRY_CARRY],
+                                N[N_HAS_PRED], F[S_PRED_APR])
     if action == DEC_ENTER:
         qty = entry_qty(P[P_NOTIONAL], F[S_SPOT_MID], P[P_LOT])
         perp_qty = abs(qty * 1)
@@ -687,13 +694,17 @@ def run_path(hours: Any, spot: Any, perp: Any, mark: Any, fund_at: Any, fund_rat
     stage = 0
     tape_done = n == 0
     while N[N_FLAG] == 0:
-        # the next tape event: (hour k, stage) -> (ts, priority)
+        # the next tape event: (hour k, stage) -> (ts, priority); stage 5, after hour k's timer, announces the
+        # settlement of hour k + 1 (``sim.tape.history_tape``)
         if not tape_done and stage == 3 and not fund_at[k]:
             stage = 4
         top = _top(N, HI)
         if not tape_done:
-            ts = hours[k]
-            prio = q.P_QUOTE if stage <= 1 else (q.P_MARK if stage == 2 else (q.P_FUNDING if stage == 3 else q.P_TIMER))
+            if stage == 5:
+                ts, prio = hours[k + 1] - ANNOUNCED_BEFORE_NS, q.P_RATE
+            else:
+                ts = hours[k]
+                prio = q.P_QUOTE if stage <= 1 else (q.P_MARK if stage == 2 else (q.P_FUNDING if stage == 3 else q.P_TIMER))
             take_tape = top < 0 or (ts, prio) <= (HI[top, H_TS], HI[top, H_PRIO])
         else:
             if top < 0:
@@ -731,7 +742,17 @@ def run_path(hours: Any, spot: Any, perp: Any, mark: Any, fund_at: Any, fund_rat
                         break
                 F[S_PX_P] = m
                 risk_again = not _is_flat(F)
+            elif stage == 5:  # the coming settlement's rate, announced: FundingSignal.on_rate
+                if window > 0:
+                    first = max(N[N_RATES] - (window - 1), 0)  # the window's newest settled rates, then this one
+                    total = 0.0
+                    for r in range(first, N[N_RATES]):
+                        total += ring[r]
+                    total += fund_rate[k + 1]
+                    N[N_HAS_PRED] = 1
+                    F[S_PRED_APR] = mean_apr(total, N[N_RATES] - first + 1, fund_interval[k + 1])
             elif stage == 3:  # funding settlement
+                N[N_HAS_PRED] = 0  # FundingSignal.on_settlement: a prediction is for the settlement just made
                 rate, fm = fund_rate[k], fund_mark[k]
                 qp = F[S_QTY_P]
                 if qp != 0:
@@ -781,7 +802,9 @@ def run_path(hours: Any, spot: Any, perp: Any, mark: Any, fund_at: Any, fund_rat
                 risk_again = True
             # the next tape position
             stage += 1
-            if stage > 4:
+            if stage == 5 and not (k + 1 < n and fund_at[k + 1]):
+                stage = 6  # no settlement on the next hour to announce
+            if stage > 5:
                 stage = 0
                 k += 1
                 if k >= n:
@@ -829,7 +852,7 @@ def run_path(hours: Any, spot: Any, perp: Any, mark: Any, fund_at: Any, fund_rat
             carry = _carry(F)
             action = _decide_action(P, N[N_NOW], N[N_HALTED], F[S_QTY_S], F[S_QTY_P], N[N_DIRECTION], N[N_COOLDOWN],
                                     N[N_RATES], F[S_SPOT_MID], F[S_PX_P], F[S_APR], N[N_ENTRY_TS], carry,
-                                    F[S_ENTRY_CARRY])
+                                    F[S_ENTRY_CARRY], N[N_HAS_PRED], F[S_PRED_APR])
             if action != DEC_NONE:
                 _decide(P, F, N, HI, HF, rule, lat_s, lat_p, action)
 

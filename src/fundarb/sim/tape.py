@@ -6,7 +6,8 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from fundarb.core.model import FundingSettlement, MarkPrice, Quote, Timer
+from fundarb.core.funding import ANNOUNCED_BEFORE_NS
+from fundarb.core.model import FundingRate, FundingSettlement, MarkPrice, Quote, Timer
 from fundarb.data.history import MarketHistory
 from fundarb.sim import queue as q
 
@@ -18,7 +19,9 @@ def history_tape(
     where the history has one, else the perp close), the funding settlement
     if one falls on that hour, then the hourly timer. Bars carry only a
     close, so quotes have bid == ask (the simulator then draws the half
-    spread). A settlement with no mark in the history settles at the perp close."""
+    spread). A settlement with no mark in the history settles at the perp close.
+    Each settlement after the first bar is announced first: a ``FundingRate``
+    with its rate as the predicted one, ``ANNOUNCED_BEFORE_NS`` before it."""
     hours, spots, perps = h.hours.tolist(), h.spot.tolist(), h.perp.tolist()
     marks = perps if h.mark is None else h.mark.tolist()
     short = _Settlements(perp, h.funding_ts.tolist(), h.funding_rate.tolist(), h.funding_interval.tolist(),
@@ -31,9 +34,14 @@ def history_tape(
         legs.append(_Settlements(spot, h.long_funding_ts.tolist(), h.long_funding_rate.tolist(),  # type: ignore[union-attr]
                                  h.long_funding_interval.tolist(), [math.nan] * n))
     last = {perp: perps[0], spot: spots[0]}
+    prev = None
     for ts, s, p, m in zip(hours, spots, perps, marks):
-        for leg in legs:  # an off-grid settlement: settle at the leg's last close
-            yield from leg.before(ts, last[leg.venue])
+        # since the last bar: each leg's settlements up to this bar announced (after a first bar), and the
+        # off-grid ones settled at the leg's last close, in time order
+        between = [ev for leg in legs for ev in leg.announce(ts, prev)] if prev is not None else []
+        between += [ev for leg in legs for ev in leg.before(ts, last[leg.venue])]
+        yield from sorted(between, key=lambda e: (e[0], e[1]))
+        prev = ts
         yield ts, q.P_QUOTE, Quote(ts, spot, s, s, spot_depth, spot_depth)
         yield ts, q.P_QUOTE, Quote(ts, perp, p, p, perp_depth, perp_depth)
         yield ts, q.P_MARK, MarkPrice(ts, perp, m)
@@ -51,6 +59,18 @@ class _Settlements:
     def __init__(self, venue: str, ts: list[int], rate: list[float], interval: list[float], mark: list[float]) -> None:
         self.venue, self.ts, self.rate, self.interval, self.mark = venue, ts, rate, interval, mark
         self.i = 0
+        self.announced = 0  # settlements announced so far
+
+    def announce(self, ts: int, after: int) -> Iterator[tuple[int, int, Any]]:
+        """The rate of each settlement at or before ``ts`` not yet announced,
+        as the venue's word on the coming settlement: ``ANNOUNCED_BEFORE_NS``
+        before its instant, and after ``after`` (the last bar handed out)."""
+        self.announced = max(self.announced, self.i)  # settled ones go unannounced (the first bar's)
+        while self.announced < len(self.ts) and self.ts[self.announced] <= ts:
+            i = self.announced
+            at = max(self.ts[i] - ANNOUNCED_BEFORE_NS, after + 1)
+            yield at, q.P_RATE, FundingRate(at, self.venue, self.rate[i], self.interval[i], self.ts[i], self.rate[i])
+            self.announced += 1
 
     def before(self, ts: int, close: float) -> Iterator[tuple[int, int, Any]]:
         while self.i < len(self.ts) and self.ts[self.i] < ts:
