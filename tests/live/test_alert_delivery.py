@@ -91,7 +91,7 @@ def test_an_email_alert_arrives_with_its_numbers(smtp, tmp_path, loopback_only):
     assert outcome == "sent" and not loopback_only
     ((sender, rcpt, msg),) = inbox.messages
     assert (sender, rcpt) == ("fundarb@example.com", ["desk@example.com"])
-    assert msg["Subject"] == "[baseline 42e4dd2a4dd5] delta drift 3.10%"
+    assert msg["Subject"] == "[baseline 19d38dd70d7a] delta drift 3.10%"
     text = msg.get_body(preferencelist=("plain",)).get_content()
     assert "drift 3.10% is over the 2% limit: rebalance the legs" in text
     (row,) = journal.rows("alerts")
@@ -106,7 +106,7 @@ def test_a_webhook_alert_posts_json(webhook, tmp_path, loopback_only):
     assert outcome == "sent" and not loopback_only
     ((path, payload),) = received
     assert path == "/fundarb-alerts"
-    assert payload["title"] == "[baseline 42e4dd2a4dd5] delta drift 3.10%"
+    assert payload["title"] == "[baseline 19d38dd70d7a] delta drift 3.10%"
     assert "over the 2% limit" in payload["message"] and payload["type"] == "warning"  # the drift notice's severity
 
 
@@ -147,7 +147,7 @@ def test_a_reconciliation_mismatch_of_the_live_backend_reaches_the_webhook(webho
         rec, alerts = asyncio.run(scenario())
     assert not rec.ok
     ((path, payload),) = received
-    assert path == "/desk" and payload["title"] == "[baseline 42e4dd2a4dd5] reconciliation mismatch"
+    assert path == "/desk" and payload["title"] == "[baseline 19d38dd70d7a] reconciliation mismatch"
     assert "the venue holds -0.01 BTC perp, the journal's fills +0" in payload["message"]
     assert [(a["kind"], a["outcome"]) for a in alerts] == [("reconciliation_mismatch", "sent")]
     assert not loopback_only

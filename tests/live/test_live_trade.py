@@ -35,8 +35,8 @@ def test_open_then_close_through_the_cli_leaves_log_and_venue_in_agreement(emula
     # Binance charges a spot buy's fee in BTC: the carry holds the rest
     assert j.position("binance:spot") == pytest.approx(0.01 - spot_fill["fee"])
     assert spot_fill["fee_currency"] == "BTC" and spot_fill["fee_quote"] == pytest.approx(spot_fill["fee"] * spot_fill["price"])
-    assert {r["config_hash"][:12] for t in ("orders", "fills") for r in j.rows(t)} == {"42e4dd2a4dd5"}
-    assert [o["client_id"] for o in j.rows("orders")] == ["fa42e4dd2a4dd5-1", "fa42e4dd2a4dd5-2"]
+    assert {r["config_hash"][:12] for t in ("orders", "fills") for r in j.rows(t)} == {"19d38dd70d7a"}
+    assert [o["client_id"] for o in j.rows("orders")] == ["fa19d38dd70d7a-1", "fa19d38dd70d7a-2"]
     j.close()
 
     emulator.advance_hours(8)  # across the 16:00 settlement: the short is paid funding
