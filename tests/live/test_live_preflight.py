@@ -159,12 +159,17 @@ def test_negative_funding_fails_the_funding_check():
     assert failed(plan(snap(funding_rate=-0.0003, predicted_rate=-0.0003))) == {"funding"}
 
 
-def test_low_predicted_rate_fails_funding_even_when_the_current_rate_is_high():
-    assert failed(plan(snap(funding_rate=0.0003, predicted_rate=0.00001))) == {"funding"}
+def test_a_negative_prediction_can_pull_a_high_current_rate_under_the_bar():
+    assert failed(plan(snap(funding_rate=0.0003, predicted_rate=-0.0008))) == {"funding"}
+    assert "funding" not in failed(plan(snap(funding_rate=0.0003, predicted_rate=0.00001)))  # one weak rate of three
 
 
-def test_low_current_rate_fails_funding_even_when_the_predicted_rate_is_high():
-    assert failed(plan(snap(funding_rate=0.00001, predicted_rate=0.0003))) == {"funding"}
+def test_a_low_current_rate_fails_funding_unless_the_prediction_lifts_the_window():
+    """The prediction is one rate of the strategy's window, the newest: a
+    low current rate with a modest prediction still fails, a high enough
+    prediction carries the window's mean over the bar."""
+    assert failed(plan(snap(funding_rate=0.00001, predicted_rate=0.00005))) == {"funding"}
+    assert "funding" not in failed(plan(snap(funding_rate=0.00001, predicted_rate=0.001)))
 
 
 def test_without_a_predicted_rate_the_current_rate_decides():
@@ -173,11 +178,12 @@ def test_without_a_predicted_rate_the_current_rate_decides():
 
 
 @given(st.floats(-0.001, 0.002), st.floats(-0.001, 0.002))
-def test_a_positive_rate_is_tempered_by_the_smaller_prediction_a_negative_one_by_the_larger(current, predicted):
+def test_the_prediction_counts_as_the_windows_newest_rate(current, predicted):
     both = plan(snap(funding_rate=current, predicted_rate=predicted))
-    pick = min(current, predicted) if current > 0 else max(current, predicted)
-    alone = plan(snap(funding_rate=pick, predicted_rate=None))
-    assert both.net_apr == pytest.approx(alone.net_apr, abs=1e-12)
+    n = CFG.strategy.signal_settlements
+    mean = (current * (n - 1) + predicted) / n
+    alone = plan(snap(funding_rate=mean, predicted_rate=None))
+    assert both.net_apr == pytest.approx(alone.net_apr, abs=1e-9)
 
 
 # the 8-hourly rate at which the baseline's entry rule is on the edge, at the healthy snapshot's spot mid

@@ -161,16 +161,6 @@ def settlements_covering(n: int, reference_hours: float, interval_hours: float) 
     return max(1, round(n * reference_hours / interval_hours))
 
 
-def entry_edge(current_apr: float, predicted_apr: float | None) -> float:
-    """The funding signal an entry is judged on, signed in favour of normal
-    carry: the current APR, and when the venue publishes a predicted next
-    rate, the one of the two nearer zero while the current one is positive
-    (both must clear the bar), the larger while it is not."""
-    if predicted_apr is None:
-        return current_apr
-    return min(current_apr, predicted_apr) if current_apr > 0 else max(current_apr, predicted_apr)
-
-
 def amortised_cost_apr(round_trip_cost: float, expected_holding_days: float) -> float:
     """The round trip (fraction of notional) spread over the expected holding period, as an APR."""
     return round_trip_cost * 365.0 / expected_holding_days

@@ -6,7 +6,8 @@ The rules are the ones the engine trades by, applied to the venues' numbers:
 size, notional, leverage and margin-buffer limits are ``fundarb.core.risk``'s
 (``position_veto``, ``notional_veto``, ``leverage_veto``, ``buffer_veto``),
 and the funding check is the strategy's entry rule
-(``fundarb.core.strategy.entry_edge`` of the current and predicted rate, less
+(``FundingSignal.known_apr`` of a window settled at the current rate with
+the predicted rate as its newest, ``known_signal``, less
 the backtest's round trip, ``fundarb.wiring.round_trip_cost``, amortised over
 ``strategy.expected_holding_days``, against ``strategy.entry_apr``). What
 only the venue can say is checked here: depth (the size fills within the top
@@ -42,7 +43,7 @@ from fundarb.core.funding import annualize
 from fundarb.core.liquidation import ISOLATED, LiquidationRuleMissing, MarginRule, NotionalBeyondTiers, collateral_value
 from fundarb.core.model import MarketKind, Side
 from fundarb.core.risk import buffer_veto, leverage_veto, notional_veto, position_veto
-from fundarb.core.strategy import amortised_cost_apr, clears_entry, entry_edge
+from fundarb.core.strategy import FundingSignal, amortised_cost_apr, clears_entry
 from fundarb.data.margin_tiers import is_modelled, rule_from_ccxt_tiers, shipped_rule
 from fundarb.live.ccxt.client import MarketRules, VenueSetupError
 from fundarb.live.execution.orders import LiveLeg
@@ -291,7 +292,7 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
     # the backtest's entry rule: its signal, its round-trip cost (fees, half spread, impact and transfers at
     # the configured size), amortised over the expected holding period
     cost_apr = amortised_cost_apr(round_trip_cost(cfg, spot.mid), cfg.strategy.expected_holding_days)
-    signal = entry_edge(funding_apr, predicted_apr)
+    signal = known_signal(cfg.strategy.signal_settlements, snap.funding_rate, snap.predicted_rate, snap.interval_hours)
     long_pays = long_apr(snap.long)  # perp/perp: what the long leg pays, as the strategy counts it
     net = signal - long_pays - cost_apr
     if opening:
@@ -305,6 +306,17 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
     return TradePlan(kind, qty, spot, perp, tuple(checks), per_settlement, funding_apr, predicted_apr, net,
                      snap.next_funding_ts, leverage, buffer, liq, venue_lev, snap.margin_note, long_after)
 
+
+
+def known_signal(window: int, rate: float, predicted: float | None, interval_hours: float) -> float:
+    """The strategy's signal (``FundingSignal.known_apr``) for a venue that
+    says only its current rate and its prediction: the window settled at the
+    current rate, the predicted rate its newest where the venue gives one."""
+    sig = FundingSignal(window)
+    for _ in range(window):
+        sig.on_settlement(0, rate, interval_hours)
+    sig.on_rate(predicted, interval_hours)
+    return sig.known_apr()
 
 def long_apr(long: LongPerp | None) -> float:
     """What a perp/perp carry's long leg pays, annualised (0 without one): its
