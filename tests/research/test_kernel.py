@@ -203,7 +203,7 @@ def test_study_rows_equal_on_either_engine(baseline: Config, history: MarketHist
 
 def test_a_path_the_kernel_does_not_model_runs_on_the_simulator(baseline: Config, history: MarketHistory) -> None:
     # depth below the entry's size: the simulator fills it in part and waits for later quotes
-    thin = attrs.evolve(baseline, spot=attrs.evolve(baseline.spot, depth_btc=0.5))
+    thin = attrs.evolve(baseline, spot=attrs.evolve(baseline.spot, depth_btc=1.9))
     src = cut_periods(history)
     k_rows = run_chunk(src, thin, 90 * 24, 30.0, range(3), True, KERNEL)
     s_rows = run_chunk(src, thin, 90 * 24, 30.0, range(3), True, SIMULATOR)
@@ -389,9 +389,9 @@ def test_a_chunk_run_in_batches_equals_its_paths_run_one_by_one(baseline: Config
     arrays, reused batch after batch) against each path's history through
     ``run_kernel``; thin spot depth sends some paths of a batch to the simulator."""
     from fundarb.core.metrics import daily_closes
-    from fundarb.research.study import path_row
+    from fundarb.research.study import path_row, simulated_always_on
 
-    cfg = attrs.evolve(baseline, spot=attrs.evolve(baseline.spot, depth_btc=2.3))
+    cfg = attrs.evolve(baseline, spot=attrs.evolve(baseline.spot, depth_btc=1.9))
     src = cut_periods(history)
     rows = run_chunk(src, cfg, 120 * 24, 20.0, range(24), True, KERNEL)
     again = run_chunk(src, cfg, 120 * 24, 20.0, range(24), True, KERNEL)
@@ -405,7 +405,8 @@ def test_a_chunk_run_in_batches_equals_its_paths_run_one_by_one(baseline: Config
             assert row["engine"] == f"{SIMULATOR} ({run.reason})"
             continue
         bench = cfg.always_on()
-        always_on = K.kernel_metrics(bench, h, K.run_kernel(bench, h, path_seeds(cfg.seed, i)[1]))
+        b = K.run_kernel(bench, h, path_seeds(cfg.seed, i)[1])
+        always_on = K.kernel_metrics(bench, h, b) if not b.flag else simulated_always_on(cfg, h, i)
         assert row == {**path_row(i, K.kernel_metrics(cfg, h, run), always_on), "engine": KERNEL}
         assert equity.tobytes() == daily_closes(run.hours, run.curve).tobytes()
     assert engines == {KERNEL, f"{SIMULATOR} ({K.PATH_FLAGS[K.F_PARTIAL]})"}
