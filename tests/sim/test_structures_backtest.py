@@ -153,6 +153,8 @@ def test_trades_pair_spot_against_perp(run):
     assert pairs
     entries = 0
     for pid, fills in pairs.items():
+        if run.reason_of[pid] == "rebalance":
+            continue  # the risk monitor's delta correction trades one leg by design
         spot = [f for f in fills if f["venue"] == b.spot_venue]
         perp = [f for f in fills if f["venue"] == b.perp_venue]
         assert spot and perp, (pid, fills)
