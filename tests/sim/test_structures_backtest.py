@@ -354,7 +354,7 @@ def test_held_btc_pnl_is_the_btc_held_times_each_spot_move_between_carries():
     r = held_run()
     c = r.engine.curve
     flat = [i for i in range(1, len(c["ts"])) if not c["in_position"][i] and not c["in_position"][i - 1]]
-    assert len(flat) > 100
+    assert len(flat) > 20  # deciding on the announced rate, the carry is out for about a day in three years
     for i in flat:
         move = c["spot"][i] - c["spot"][i - 1]
         assert c["held_pnl"][i] - c["held_pnl"][i - 1] == pytest.approx(c["delta"][i - 1] * move, rel=1e-9, abs=1e-9)
