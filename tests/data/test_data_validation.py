@@ -453,7 +453,8 @@ ENGINE_RUN = textwrap.dedent("""
     mid = 40_000 * np.exp(np.cumsum(np.random.default_rng(1).normal(0, 0.004, n)))
     hours = t0 + np.arange(n, dtype=np.int64) * NS_PER_HOUR
     fts = hours[1::8]
-    rates = np.where(np.arange(fts.size) < 20, 6e-4, -6e-4)  # enter, then exit: the cash goes back by transfer
+    # enter, then exit (the late rates are below the default's exit bar of -100% APR): the cash goes back by transfer
+    rates = np.where(np.arange(fts.size) < 20, 6e-4, -1.2e-3)
     rates[12] = bad  # SYNTHETIC: one settlement's rate (inf or nan in the tests of the guard), the position open
     h = MarketHistory(hours=hours, spot=mid, perp=mid * 1.0001, carried=np.zeros(n, dtype=bool), funding_ts=fts,
                       funding_rate=rates, funding_interval=np.full(fts.size, 8.0),
