@@ -265,8 +265,8 @@ def test_scan_history_reads_a_store_fetched_with_fundarb_data_fetch(tmp_path):
 def test_the_live_scan_reads_an_hourly_venue_by_its_own_clock_and_over_the_same_span(tmp_path):
     """Hyperliquid's hourly perp on the emulator (dYdX's real hourly
     settlements as its stand-in): the history is asked from the venue's own
-    clock, the signal covers as many hourly settlements as nine 8-hour ones
-    (72), and the next settlement is the hour after the venue's last."""
+    clock, the signal covers as many hourly settlements as the default's
+    window of 8-hour ones, and the next settlement is the hour after the venue's last."""
     from fundarb.research.funding_stats import fmt_ms
     from fundarb.testkit.emulator.harness import running_emulator
 
@@ -279,6 +279,7 @@ def test_the_live_scan_reads_an_hourly_venue_by_its_own_clock_and_over_the_same_
     assert hl["interval_hours"] == 1 and fmt_ms(hl["next_ts_ms"]) == "2023-06-01 07:00"
     cut = int(datetime(2023, 6, 1, 6, 30, tzinfo=UTC).timestamp() * 1000)
     rows = read_settlements(SHIPPED_DIR).filter((pl.col("venue") == "dydx") & (pl.col("funding_time_ms") <= cut))
-    last72 = rows.sort("funding_time_ms")["funding_rate"].to_list()[-72:]
-    assert hl["signal_apr"] == pytest.approx(sum(last72) / 72 * 8760, rel=1e-6)
+    hourly = 8 * BASELINE.strategy.signal_settlements  # the default's window of 8-hour settlements, in hours
+    last = rows.sort("funding_time_ms")["funding_rate"].to_list()[-hourly:]
+    assert hl["signal_apr"] == pytest.approx(sum(last) / hourly * 8760, rel=1e-6)
     assert any(r["structure"] == PERP_PERP for r in doc["rows"])
