@@ -1,7 +1,8 @@
-"""The backtest's trade log is the one trade-log schema, and it holds what
-the backtest's own log held before: the same fills, funding, transfers and
-equity curve as the version-1 file the shipped default wrote (its rows are
-kept in ``data/baseline_trade_log_v1.json``, with where they came from)."""
+"""The backtest's trade log is the one trade-log schema, and it holds the
+reference rows of the shipped default's run: the same fills, funding,
+transfers and equity curve (kept in ``data/baseline_trade_log_v1.json``,
+first from the version-1 file, with where they came from and when they were
+made again)."""
 
 from __future__ import annotations
 
