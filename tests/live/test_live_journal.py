@@ -743,3 +743,39 @@ def test_a_log_from_before_the_digests_is_sealed_as_it_is(tmp_path):
     db.close()
     with pytest.raises(JournalError, match="not what was written"):
         Journal(path)
+
+
+def _append_funding(path: str, count: int, started) -> None:
+    """Another process writing the trade log as a runner does: one sealed row a transaction."""
+    j = Journal(path)
+    started.set()
+    for i in range(count):
+        j.add_funding(i, i, "perp", "BTC/USDT:USDT", H1, 0.01, 1e-4, f"pay-{i}")
+    j.close()
+
+
+def test_opening_a_trade_log_another_process_is_writing_reads_one_state_of_it(tmp_path):
+    """A status command, the dashboard or a test opens the trade log while the
+    runner writes it: the open-time checks (the digests over the rows) read
+    the file as of one moment, so a row committed between reading the digest
+    and reading the rows is not taken for a damaged file."""
+    import multiprocessing
+
+    path = tmp_path / "log.sqlite"
+    Journal(path).close()
+    ctx = multiprocessing.get_context("spawn")
+    started = ctx.Event()
+    writer = ctx.Process(target=_append_funding, args=(str(path), 1000, started))
+    writer.start()
+    try:
+        assert started.wait(60)
+        opened = 0
+        while writer.is_alive() and opened < 2000:
+            Journal(path).close()  # raises JournalError on a torn read
+            opened += 1
+    finally:
+        writer.join(60)
+    assert writer.exitcode == 0
+    j = Journal(path)
+    assert j.count("funding") == 1000
+    j.close()

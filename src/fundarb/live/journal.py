@@ -249,13 +249,15 @@ class Journal:
             raise JournalError(f"{self.path}: cannot open the trade log ({exc})") from None
         try:
             self.db.row_factory = sqlite3.Row
-            self._check_integrity()
-            version = self._check_version()  # before anything is written: another file is left as it was
+            with self._snapshot():
+                self._check_integrity()
+                version = self._check_version()  # before anything is written: another file is left as it was
             if version == 1:
                 self._migrate_v1()
                 version = 2
             if version == 2:
-                self._verify_chains()  # the rows are what was written before they are carried over
+                with self._snapshot():
+                    self._verify_chains()  # before the backup: a changed file is left as it was
                 self._migrate_v2()
             self._check_digests()
             # a rollback journal, not WAL: a commit is in the database file itself once it returns,
@@ -278,18 +280,36 @@ class Journal:
         A row changed in place (a damaged byte that SQLite's own check cannot
         see, an edit outside fundarb) is refused. A file from before the
         digests gets them now, from its rows as they are."""
-        missing = self._verify_chains()
-        for table in TABLES:
-            # the columns are the schema's (a damaged byte in the schema's text renames one) ...
-            have = [r[1] for r in self.db.execute(f"PRAGMA table_info({table})")]
-            if have != schema_columns(table):
-                raise JournalError(f"{self.path}: the trade log's {table} table is not fundarb's (columns {have}); "
-                                   "the file is damaged or was changed outside fundarb. Restore it from a backup")
-            if table not in SEALED:  # ... and every text reads back: a damaged one is refused now, not mid-command
-                self.db.execute(f"SELECT * FROM {table}").fetchall()
+        with self._snapshot():
+            missing = self._verify_chains()
+            for table in TABLES:
+                # the columns are the schema's (a damaged byte in the schema's text renames one) ...
+                have = [r[1] for r in self.db.execute(f"PRAGMA table_info({table})")]
+                if have != schema_columns(table):
+                    raise JournalError(f"{self.path}: the trade log's {table} table is not fundarb's (columns "
+                                       f"{have}); the file is damaged or was changed outside fundarb. Restore it "
+                                       "from a backup")
+                if table not in SEALED:  # ... and every text reads back: a damaged one is refused now, not mid-command
+                    self.db.execute(f"SELECT * FROM {table}").fetchall()
         if missing:
             with self.tx():
-                self._seal(*missing)
+                self._seal(*missing)  # the rows as they are when the seal is written, in its own transaction
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Reads of one state of the file: a runner that writes the trade log
+        while it is opened elsewhere (a status command, the dashboard) commits
+        before or after these reads, never between two of them, so a digest and
+        its rows are always of the same moment (a torn read would look like a
+        damaged file). Outside ``tx``: it writes nothing and holds no write lock."""
+        self.db.execute("BEGIN DEFERRED")
+        try:
+            yield
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def _verify_chains(self) -> list[str]:
         """Each sealed table's rows hash to its chain in ``meta``; the tables
@@ -369,6 +389,7 @@ class Journal:
                   for stmt in SCHEMA.split(";") if stmt.strip().startswith(f"CREATE TABLE {name} (")}
         script = _MIGRATE_V2.format(kind=KIND, **create)
         with self.tx() as db:
+            self._verify_chains()  # still, under the write lock: the rows carried over are what was written
             for stmt in filter(str.strip, script.split(";")):
                 db.execute(stmt)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('migrated_from', '2')")
