@@ -19,12 +19,14 @@ from fundarb.config import Config, load
 from fundarb.data.history import MarketHistory, fmt_time, history_for, parse_time
 from fundarb.output.walkforward import WALK_FILES, walk_dict, write_walkforward
 from fundarb.research.cluster import InProcess, chunk_runner
-from fundarb.research.sweep import parse_grid
+from fundarb.research.sweep import eligible, parse_grid
 from fundarb.research.walkforward import (
     NS_PER_DAY,
     WalkForwardError,
     WalkSpec,
     chain,
+    check_candidates,
+    choose,
     parse_span,
     run_walkforward,
     windows,
@@ -174,7 +176,7 @@ def test_what_to_run_now_is_the_rules_choice_on_the_last_training_window(cfg, gr
     end = parse_time(cfg.data.end, "end")
     last = within(cfg, end - int(SPEC.train_days * NS_PER_DAY), end)
     sweep = run_sweep(last, history_for(last), StudySpec(paths=SPEC.paths, days=SPEC.train_days), grid, InProcess(1))
-    assert walked.latest is not None and walked.latest.rows == sweep.rows
+    assert walked.latest is not None and walked.latest.sweeps[0].rows == sweep.rows
     if sweep.recommended is None:
         assert walked.recommended is None
         return
@@ -214,6 +216,10 @@ def test_the_command_writes_its_outputs_and_reads_correctly(tmp_path):
     (["--train", "a year"], "--train 'a year' is not a span like 365d"),
     (["--test", "3d"], "a test window needs at least 7 days"),
     (["--from", "2023-01-01", "--to", "2023-02-01"], "holds no training window of 365 days"),
+    (["--also", str(ROOT / "sims" / "coin_margined_btc.toml")],
+     "config 'coin_margined_btc' has capital 100000 BTC, 'baseline' 100000 USDT: configs to choose among need the "
+     "same capital in the same asset"),
+    (["--also", str(BASELINE)], "config 'baseline' is named twice"),
 ])
 def test_bad_settings_get_one_clear_error_and_write_nothing(tmp_path, args, message):
     out = tmp_path / "wf"
@@ -222,3 +228,126 @@ def test_bad_settings_get_one_clear_error_and_write_nothing(tmp_path, args, mess
     assert message in " ".join(res.output.split())
     assert res.output.count("error:") == 1
     assert not out.exists()
+
+
+# --- choosing among structures and venues ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unified(cfg) -> Config:
+    u = load(ROOT / "sims" / "unified.toml")
+    return attrs.evolve(u, data=attrs.evolve(u.data, start=cfg.data.start, end=cfg.data.end))
+
+
+@pytest.fixture(scope="module")
+def walked_among(cfg, grid, unified):
+    return run_walkforward(cfg, grid, SPEC, InProcess(1), others=[unified])
+
+
+def test_among_configs_each_window_takes_the_best_eligible_point_of_any_of_them(walked_among, cfg, unified):
+    names = [cfg.name, unified.name]
+    for run in walked_among.runs:
+        w = run.window
+        assert [sw.base.name for sw in run.sweeps] == names  # every config swept on the training window alone
+        assert all((sw.base.data.start, sw.base.data.end) == (fmt_time(w.train_start), fmt_time(w.train_end))
+                   for sw in run.sweeps)
+        scores = [(row["p5_net_apr"], row["median_net_apr"]) for sw in run.sweeps for row in sw.rows if eligible(row)]
+        if not scores:
+            assert run.candidate is None and run.params is None
+            continue
+        i = names.index(run.candidate)
+        row = next(r for r in run.sweeps[i].rows if r["params"] == run.params)
+        assert eligible(row) and (row["p5_net_apr"], row["median_net_apr"]) == max(scores)
+        assert run.config.structure_kind == [cfg, unified][i].structure_kind  # the chosen structure ran the test
+        assert run.test.history.start >= w.test_start and run.test.history.end < w.test_end
+        # the window is judged against the chosen structure held through it
+        assert np.array_equal(run.always_on_curve[1], run.candidates_always_on[i][1])
+    assert unified.name in {run.candidate for run in walked_among.runs}  # the rule does leave the base config
+
+
+def test_each_config_held_is_what_its_own_walk_forward_calls_always_on(walked_among, walked, cfg):
+    """The base held through the test windows of a walk among configs is
+    the always-on of the base's own walk-forward (the grid moves only the
+    entry bar, which always-on does not use)."""
+    for among, alone in zip(walked_among.runs, walked.runs):
+        assert np.array_equal(among.candidates_always_on[0][1], alone.always_on_curve[1])
+    held = walked_among.summary()["always_on_by_config"]
+    assert held[cfg.name]["net_apr"] == walked.summary()["always_on_net_apr"]
+    assert set(held) == {"baseline", "unified"}
+
+
+def test_among_configs_a_changed_future_changes_nothing_before_it(cfg, grid, unified, walked_among):
+    cut = walked_among.runs[1].window.test_end
+    other = run_walkforward(cfg, grid, SPEC, InProcess(1), load=_garbled_after(cut), others=[unified])
+    for a, b in zip(walked_among.runs, other.runs):
+        if a.window.test_end <= cut:
+            assert (a.candidate, a.params) == (b.candidate, b.params)
+            assert all(np.array_equal(x[1], y[1]) for x, y in zip(a.candidates_always_on, b.candidates_always_on))
+            assert np.array_equal(a.curve[1], b.curve[1])
+
+
+def test_among_configs_the_same_bytes_on_two_threads(cfg, grid, unified, walked_among, tmp_path):
+    write_walkforward(walked_among, tmp_path / "one")
+    write_walkforward(run_walkforward(cfg, grid, SPEC, InProcess(2), others=[unified]), tmp_path / "two")
+    for name in WALK_FILES:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+class _Sweep:
+    def __init__(self, rows):
+        self.rows = rows
+
+
+_row = st.builds(lambda p5, med, dd, traded: {"p5_net_apr": p5, "median_net_apr": med, "p_max_drawdown_ok": dd,
+                                              "p_traded": traded},
+                 st.sampled_from([-0.02, 0.0, 0.01, 0.03]), st.sampled_from([0.0, 0.02, 0.05]),
+                 st.sampled_from([0.9, 0.95, 1.0]), st.sampled_from([0.0, 0.5, 1.0]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_row, min_size=1, max_size=5), min_size=1, max_size=4))
+def test_the_choice_among_configs_is_the_best_eligible_point_first_come_on_a_tie(sweeps):
+    for rows in sweeps:
+        for k, row in enumerate(rows):
+            row["point"] = k
+    choice = choose([_Sweep(rows) for rows in sweeps])  # type: ignore[list-item]
+    ranked = [(-r["p5_net_apr"], -r["median_net_apr"], c, r["point"])
+              for c, rows in enumerate(sweeps) for r in rows if eligible(r)]
+    if not ranked:
+        assert choice.candidate is None and choice.point is None
+        return
+    row = sweeps[choice.candidate][choice.point]
+    assert eligible(row)
+    assert all((row["p5_net_apr"], row["median_net_apr"]) >= (-a, -b) for a, b, _, _ in ranked)
+    first = min((c, p) for a, b, c, p in ranked if (-a, -b) == (row["p5_net_apr"], row["median_net_apr"]))
+    assert (choice.candidate, choice.point) == first
+
+
+def test_configs_to_choose_among_must_share_capital_and_be_named_once(cfg, unified):
+    check_candidates(cfg, [unified])
+    with pytest.raises(WalkForwardError, match="capital 50000 USDT"):
+        check_candidates(cfg, [attrs.evolve(unified, capital=50000.0)])
+    with pytest.raises(WalkForwardError, match="named twice"):
+        check_candidates(cfg, [unified, unified])
+
+
+def test_the_command_chooses_among_configs_and_says_which(tmp_path):
+    out = tmp_path / "wf"
+    res = runner.invoke(app, ["walkforward", str(BASELINE), "--also", str(ROOT / "sims" / "unified.toml"), "--grid",
+                              "entry=0.04", "--train", "60d", "--test", "30d", "--paths", "6", "--from", "2023-01-01",
+                              "--to", "2023-07-01", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "each config held through the same test windows: baseline" in text and "; unified" in text
+    d = json.loads((out / "walkforward.json").read_text())
+    assert [c["name"] for c in d["chosen_among"]] == ["baseline", "unified"]
+    assert all(w["config"] in ("baseline", "unified", None) for w in d["windows"])
+    import polars as pl
+
+    csv = pl.read_csv(out / "windows.csv")
+    assert csv["config"].to_list() == [w["config"] for w in d["windows"]]
+    rec = d["recommended_now"]
+    if rec is not None:  # the recommended file is the chosen structure, over the base's window
+        again = load(out / "recommended.toml")
+        assert again.structure_kind == ("unified" if rec["config_name"] == "unified" else "spot_linear")
+        assert (again.data.start, again.data.end) == ("2023-01-01", "2023-07-01")

@@ -294,6 +294,8 @@ def sweep(
 def walkforward(
     config: Optional[Path] = typer.Argument(None, help="base TOML config (default: sims/baseline.toml)"),
     grid: list[str] = typer.Option(..., "--grid", help="the sweep's grid: name=v1,v2,... (as `fundarb sweep --grid`)"),
+    also: list[Path] = typer.Option([], "--also", help="another config to choose among (another structure or venue, "
+                                     "same capital); repeat it for more: the rule ranks every config's grid points together"),
     train: str = typer.Option("365d", "--train", help="each training window: days (365d), weeks (52w) or a number of days"),
     test: str = typer.Option("90d", "--test", help="each test window, right after its training window"),
     step: Optional[str] = typer.Option(None, "--step", help="how far each pair of windows moves on (default: --test)"),
@@ -315,7 +317,7 @@ def walkforward(
     from fundarb.research.cluster import chunk_runner
     from fundarb.research.study import StudySpec, check_engine
     from fundarb.research.sweep import parse_grid
-    from fundarb.research.walkforward import WalkSpec, parse_span, run_walkforward, windows
+    from fundarb.research.walkforward import WalkSpec, check_candidates, parse_span, run_walkforward, windows
 
     check_engine(engine)
     test_days = parse_span(test, "--test")
@@ -323,6 +325,9 @@ def walkforward(
                     days)
     StudySpec(paths=paths, days=days or 365.0)  # the path count and length checked before any work
     cfg = effective_config(config or default_config_path(), start, end, seed)
+    others = [attrs.evolve(o, data=attrs.evolve(o.data, start=cfg.data.start, end=cfg.data.end))  # the base's window
+              for o in (effective_config(p, start, end, seed) for p in also)]
+    check_candidates(cfg, others)
     parsed = parse_grid(grid, cfg)
     planned = windows(parse_time(cfg.data.start, "start"), parse_time(cfg.data.end, "end"), spec)
     out = out or Path("runs") / f"{cfg.name}-walkforward"
@@ -333,7 +338,8 @@ def walkforward(
         task = bar.add_task(cfg.name, total=len(planned))
 
         result = run_walkforward(cfg, parsed, spec, runner, data_dir, engine,
-                                 progress=lambda done, what: bar.update(task, description=what, completed=done))
+                                 progress=lambda done, what: bar.update(task, description=what, completed=done),
+                                 others=others)
     written = write_walkforward(result, out)
     if not quiet:
         print_walkforward(result, Console(), written)

@@ -15,6 +15,14 @@ curves are chained into one out-of-sample curve (each window starts from
 the capital, its returns compounded onto where the last one ended), and
 always-on's the same way.
 
+With other configs beside the base (``others``: other structures or
+venues over the same window and capital), every training window runs the
+grid on each of them, each over paths bootstrapped from its own history,
+and the rule ranks all their grid points together: the choice is a config
+and its grid point. A test window is then judged against the always-on of
+the structure chosen for it (the base's when the carry stays out), and each
+candidate's own always-on over the same windows is reported beside it.
+
 Nothing of a test window is read before its training window's choice is
 made, and a training window ends where its test window starts.
 """
@@ -36,7 +44,7 @@ from fundarb.core.model import NS_PER_HOUR
 from fundarb.data.history import MarketHistory, fmt_time, history_for, parse_time
 from fundarb.research.cluster import ChunkRunner
 from fundarb.research.study import StudySpec
-from fundarb.research.sweep import SweepResult, apply_params, grid_points, run_sweep
+from fundarb.research.sweep import SweepResult, apply_params, eligible, grid_points, run_sweep
 from fundarb.sim.backtest import BacktestResult, carry_curve, run_backtest
 
 NS_PER_DAY = 24 * NS_PER_HOUR
@@ -131,15 +139,62 @@ def prior_settlements(cfg: Config, before: int, data_dir: Path | None,
     return rows[-n:]
 
 
+def check_candidates(base: Config, others: Sequence[Config]) -> None:
+    """Configs the rule can choose among: distinct, and of the same capital
+    in the same asset, so that their APRs are of one money."""
+    seen = {base.name}
+    for cfg in others:
+        if cfg.name in seen:
+            raise WalkForwardError(f"config {cfg.name!r} is named twice; each config to choose among is named once")
+        seen.add(cfg.name)
+        if cfg.capital != base.capital or cfg.structure_settings.capital_asset != base.structure_settings.capital_asset:
+            raise WalkForwardError(
+                f"config {cfg.name!r} has capital {cfg.capital:g} {cfg.structure_settings.capital_asset}, {base.name!r} "
+                f"{base.capital:g} {base.structure_settings.capital_asset}: configs to choose among need the same capital in "
+                "the same asset, so that their APRs compare")
+
+
+@attrs.frozen
+class Choice:
+    """The rule's pick over every candidate's sweep of one training window."""
+
+    sweeps: list[SweepResult]  # one per candidate, in candidate order
+    candidate: int | None  # None: no grid point of any candidate is eligible
+    point: int | None
+
+    @property
+    def params(self) -> dict[str, float] | None:
+        return None if self.candidate is None else self.sweeps[self.candidate].rows[self.point]["params"]  # type: ignore[index]
+
+    @property
+    def config(self) -> Config | None:
+        return None if self.candidate is None else self.sweeps[self.candidate].configs[self.point]  # type: ignore[index]
+
+
+def choose(sweeps: Sequence[SweepResult]) -> Choice:
+    """The sweep's rule over the grid points of every candidate together:
+    the eligible point with the best 5th-percentile net APR, then the best
+    median; a tie goes to the earlier candidate, then the earlier point."""
+    ranked = [(-row["p5_net_apr"], -row["median_net_apr"], c, row["point"])
+              for c, sweep in enumerate(sweeps) for row in sweep.rows if eligible(row)]
+    if not ranked:
+        return Choice(list(sweeps), None, None)
+    *_, c, point = min(ranked)
+    return Choice(list(sweeps), c, point)
+
+
 @attrs.frozen
 class WindowRun:
     window: Window
     params: dict[str, float] | None  # the grid point chosen (None: none was eligible, the carry stayed out)
     config: Config | None
-    sweep: SweepResult
+    sweep: SweepResult  # the chosen candidate's (the base's when the carry stayed out)
     test: BacktestResult  # the chosen config (or, with none, its benchmark alone) over the test window
     curve: tuple[np.ndarray, np.ndarray]  # (ts, the carry's equity) over the test window
-    always_on_curve: tuple[np.ndarray, np.ndarray]
+    always_on_curve: tuple[np.ndarray, np.ndarray]  # the chosen structure's always-on (the base's when out)
+    candidate: str | None = None  # the chosen config's name (None: the carry stayed out)
+    sweeps: tuple[SweepResult, ...] = ()  # every candidate's sweep of the training window, in candidate order
+    candidates_always_on: tuple[tuple[np.ndarray, np.ndarray], ...] = ()  # each candidate's always-on, in order
 
     def figures(self, capital: float, collateral_rate: float) -> dict[str, Any]:
         ts, eq = self.curve
@@ -166,14 +221,27 @@ class WalkResult:
     stitched: tuple[np.ndarray, np.ndarray]  # (ts, equity) of the test windows chained
     always_on: tuple[np.ndarray, np.ndarray]
     # what to run now: the rule's choice on the last training window, the one that ends where the data ends
-    latest: SweepResult | None = None
+    latest: Choice | None = None
+    others: tuple[Config, ...] = ()  # the configs chosen among beside the base (other structures, venues)
+
+    @property
+    def candidates(self) -> list[Config]:
+        return [self.base, *self.others]
 
     @property
     def recommended(self) -> tuple[dict[str, float], Config] | None:
-        if self.latest is None or self.latest.recommended is None:
+        if self.latest is None or self.latest.candidate is None:
             return None
-        i = self.latest.recommended
-        return self.latest.rows[i]["params"], self.latest.configs[i]
+        assert self.latest.params is not None and self.latest.config is not None
+        return self.latest.params, self.latest.config
+
+    @property
+    def latest_window(self) -> tuple[str, str] | None:
+        """The last training window's dates (what ``recommended`` was chosen on)."""
+        if self.latest is None:
+            return None
+        data = self.latest.sweeps[0].base.data
+        return data.start, data.end
 
     def summary(self) -> dict[str, Any]:
         cfg = self.base
@@ -196,24 +264,41 @@ class WalkResult:
             "windows_beating_always_on": sum(p["edge_over_always_on"] > 0 for p in per),
             "windows_out": sum(r.params is None for r in self.runs),
             "parameter_stability": stability(self.grid, [r.params for r in self.runs]),
+            **({"structure_stability": steadiness([r.candidate for r in self.runs], [c.name for c in self.candidates]),
+                "always_on_by_config": self._always_on_by_config(days)} if self.others else {}),
         }
+
+    def _always_on_by_config(self, days: float) -> dict[str, dict[str, float]]:
+        """Each candidate held from the first hour to the last of every test
+        window, chained the same way: what holding it all the time earned."""
+        capital = self.base.capital
+        out = {}
+        for i, cfg in enumerate(self.candidates):
+            ts, eq = chain([r.candidates_always_on[i] for r in self.runs], capital)
+            out[cfg.name] = {"net_apr": metrics.apr(float(eq[-1]) - capital, capital, days),
+                             "sharpe": metrics.sharpe(ts.tolist(), eq.tolist(), cfg.collateral_rate),
+                             "max_drawdown": metrics.max_drawdown(eq.tolist())}
+        return out
 
 
 def stability(grid: dict[str, list[float]], chosen: Sequence[dict[str, float] | None]) -> dict[str, Any]:
     """How steady the choice was from window to window, per grid name: the
     values chosen in order (None: none eligible), how often it changed, and
     the share of windows that chose the most common value."""
-    out: dict[str, Any] = {}
-    for name in grid:
-        values = [None if p is None else p[name] for p in chosen]
-        changes = sum(1 for a, b in zip(values, values[1:]) if a != b)
-        picked = [v for v in values if v is not None]
-        if not picked:
-            out[name] = {"chosen": values, "changes": changes, "modal": None, "modal_share": 0.0}
-            continue
-        modal = max(set(picked), key=lambda v: (picked.count(v), -v))  # the most chosen; a tie, the smallest
-        out[name] = {"chosen": values, "changes": changes, "modal": modal, "modal_share": picked.count(modal) / len(values)}
-    return out
+    return {name: steadiness([None if p is None else p[name] for p in chosen], sorted(grid[name])) for name in grid}
+
+
+def steadiness(values: Sequence[Any], order: Sequence[Any]) -> dict[str, Any]:
+    """The values chosen window by window (None: none), how often the choice
+    changed, the most chosen one (a tie: the first in ``order``) and its share."""
+    values = list(values)
+    changes = sum(1 for a, b in zip(values, values[1:]) if a != b)
+    picked = [v for v in values if v is not None]
+    if not picked:
+        return {"chosen": values, "changes": changes, "modal": None, "modal_share": 0.0}
+    rank = {v: i for i, v in enumerate(order)}
+    modal = max(set(picked), key=lambda v: (picked.count(v), -rank.get(v, len(rank))))
+    return {"chosen": values, "changes": changes, "modal": modal, "modal_share": picked.count(modal) / len(values)}
 
 
 def chain(curves: Sequence[tuple[np.ndarray, np.ndarray]], capital: float) -> tuple[np.ndarray, np.ndarray]:
@@ -237,40 +322,57 @@ def _carry(r: BacktestResult) -> tuple[np.ndarray, np.ndarray]:
 def run_walkforward(
     base: Config, grid: dict[str, list[float]], spec: WalkSpec, runner: ChunkRunner, data_dir: Path | None = None,
     engine: str | None = None, progress: Callable[[int, str], None] | None = None,
-    load: Callable[[Config, Path | None], MarketHistory] = history_for,
+    load: Callable[[Config, Path | None], MarketHistory] = history_for, others: Sequence[Config] = (),
 ) -> WalkResult:
-    """Every window: the sweep's choice on the training window, run on the
-    test window (``load``: the history of a config's window, the one place
-    data is read; ``progress``: told each window's number and what it does)."""
+    """Every window: the rule's choice on the training window, over the grid
+    of the base and of each of ``others``, run on the test window (``load``:
+    the history of a config's window, the one place data is read;
+    ``progress``: told each window's number and what it does)."""
     start, end = parse_time(base.data.start, "start"), parse_time(base.data.end, "end")
-    for p in grid_points(grid):  # every grid point checked before any work (as the sweep does)
-        apply_params(base, p)
+    check_candidates(base, others)
+    candidates = [base, *others]
+    for cfg in candidates:
+        for p in grid_points(grid):  # every grid point of every config checked before any work (as the sweep does)
+            apply_params(cfg, p)
+
+    def pick(lo: int, hi: int) -> Choice:
+        sweeps = []
+        for cfg in candidates:
+            train = within(cfg, lo, hi)
+            sweeps.append(run_sweep(train, load(train, data_dir), spec.study, grid, runner, engine=engine))
+        return choose(sweeps)
+
+    def held(cfg: Config, w: Window) -> tuple[BacktestResult, tuple[np.ndarray, np.ndarray]]:
+        test_cfg = within(cfg, w.test_start, w.test_end)
+        result = run_backtest(test_cfg, load(test_cfg, data_dir),
+                              prior=prior_settlements(test_cfg, w.test_start, data_dir, load))
+        assert result.always_on is not None
+        return result, _carry(result.always_on)
+
     runs: list[WindowRun] = []
     for w in windows(start, end, spec):
         if progress is not None:
             progress(w.index, f"window {w.index + 1}: train {fmt_time(w.train_start)[:10]} .. {fmt_time(w.train_end)[:10]}")
-        train = within(base, w.train_start, w.train_end)
-        sweep = run_sweep(train, load(train, data_dir), spec.study, grid, runner, engine=engine)
-        chosen = sweep.configs[sweep.recommended] if sweep.recommended is not None else None
-        test_cfg = within(chosen if chosen is not None else base, w.test_start, w.test_end)
-        history = load(test_cfg, data_dir)
-        prior = prior_settlements(test_cfg, w.test_start, data_dir, load) if chosen is not None else []
-        result = run_backtest(test_cfg, history, prior=prior)
-        assert result.always_on is not None
-        bench = _carry(result.always_on)
-        if chosen is None:  # stayed out: the capital, untouched, at the benchmark's instants
-            curve = (bench[0], np.full(bench[1].shape, base.capital))
+        choice = pick(w.train_start, w.train_end)
+        # each candidate over the test window for its always-on; the chosen one's run is the carry's
+        held_runs = [held(choice.config if choice.candidate == i else cfg, w)  # type: ignore[arg-type]
+                     for i, cfg in enumerate(candidates)]
+        benches = [bench for _, bench in held_runs]
+        c = 0 if choice.candidate is None else choice.candidate
+        test = held_runs[c][0]
+        if choice.candidate is None:  # stayed out: the capital, untouched, at the base's benchmark's instants
+            curve = (benches[0][0], np.full(benches[0][1].shape, base.capital))
         else:
-            curve = _carry(result)
-        params = sweep.rows[sweep.recommended]["params"] if sweep.recommended is not None else None
-        runs.append(WindowRun(w, params, chosen, sweep, result, curve, bench))
+            curve = _carry(test)
+        runs.append(WindowRun(w, choice.params, choice.config, choice.sweeps[c], test, curve, benches[c],
+                              None if choice.candidate is None else candidates[c].name, tuple(choice.sweeps),
+                              tuple(benches)))
     stitched = chain([r.curve for r in runs], base.capital)
     always_on = chain([r.always_on_curve for r in runs], base.capital)
     if progress is not None:
         progress(len(runs), f"the last {spec.train_days:g} days, for what to run now")
-    last = within(base, end - int(round(spec.train_days * NS_PER_DAY)), end)
-    latest = run_sweep(last, load(last, data_dir), spec.study, grid, runner, engine=engine)
-    return WalkResult(base, spec, grid, runs, stitched, always_on, latest)
+    latest = pick(end - int(round(spec.train_days * NS_PER_DAY)), end)
+    return WalkResult(base, spec, grid, runs, stitched, always_on, latest, tuple(others))
 
 
 def window_rows(r: WalkResult) -> list[dict[str, Any]]:
@@ -283,6 +385,7 @@ def window_rows(r: WalkResult) -> list[dict[str, Any]]:
             "window": w.index + 1,
             "train_start": fmt_time(w.train_start), "train_end": fmt_time(w.train_end),
             "test_start": fmt_time(w.test_start), "test_end": fmt_time(w.test_end),
+            **({"config": run.candidate} if r.others else {}),
             **{f"param_{k}": (None if run.params is None else run.params[k]) for k in r.grid},
             "config_hash": config_hash(run.config) if run.config is not None else None,
             "out": run.params is None,
