@@ -220,6 +220,7 @@ def test_the_command_writes_its_outputs_and_reads_correctly(tmp_path):
      "config 'coin_margined_btc' has capital 100000 BTC, 'baseline' 100000 USDT: configs to choose among need the "
      "same capital in the same asset"),
     (["--also", str(BASELINE)], "config 'baseline' is named twice"),
+    (["--also", str(ROOT / "sims" / "kraken_bybit.toml")], "no prices for exchange 'kraken' symbol 'BTC/USDT'"),
 ])
 def test_bad_settings_get_one_clear_error_and_write_nothing(tmp_path, args, message):
     out = tmp_path / "wf"

@@ -328,6 +328,8 @@ def walkforward(
     others = [attrs.evolve(o, data=attrs.evolve(o.data, start=cfg.data.start, end=cfg.data.end))  # the base's window
               for o in (effective_config(p, start, end, seed) for p in also)]
     check_candidates(cfg, others)
+    for other in others:  # each config's history is there before any work (one line naming what is missing)
+        history_for(other, data_dir)
     parsed = parse_grid(grid, cfg)
     planned = windows(parse_time(cfg.data.start, "start"), parse_time(cfg.data.end, "end"), spec)
     out = out or Path("runs") / f"{cfg.name}-walkforward"
