@@ -111,7 +111,8 @@ def plot_walk(r: WalkResult, path: Path) -> None:
             ([run.candidate or ""] if r.others else []) + [f"{run.params[n]:g}" for n in names])
         ax.annotate(label, (datetime.fromtimestamp(w.test_start / 1e9, UTC), 0.02), xycoords=("data", "axes fraction"),  # type: ignore[arg-type]
                     fontsize=7, color="dimgrey", rotation=90, va="bottom", ha="right")
-    ax.set_title(f"fundarb walkforward: {r.base.name} (config {config_hash(r.base)[:12]}, seed {r.base.seed}); "
+    among = f" among {', '.join(c.name for c in r.candidates)}" if r.others else ""
+    ax.set_title(f"fundarb walkforward: {r.base.name} (config {config_hash(r.base)[:12]}, seed {r.base.seed}){among}; "
                  f"train {r.spec.train_days:g} d, test {r.spec.test_days:g} d, step {r.spec.step_days:g} d\n"
                  f"edge over always-on {s['edge_over_always_on']:+.2%}; {s['windows_beating_always_on']} of "
                  f"{s['windows']} windows beat it; chosen ({', '.join((['config'] if r.others else []) + names)}) marked at each test window's start",
