@@ -351,4 +351,5 @@ def test_the_command_chooses_among_configs_and_says_which(tmp_path):
     if rec is not None:  # the recommended file is the chosen structure, over the base's window
         again = load(out / "recommended.toml")
         assert again.structure_kind == ("unified" if rec["config_name"] == "unified" else "spot_linear")
+        assert again.name == f"{rec['config_name']}-walkforward"
         assert (again.data.start, again.data.end) == ("2023-01-01", "2023-07-01")

@@ -77,7 +77,8 @@ def recommended_toml(r: WalkResult) -> str:
     params, cfg = rec
     s = r.summary()
     among = (f"# Chosen among {', '.join(c.name for c in r.candidates)}: {cfg.name}.\n" if r.others else "")
-    cfg = attrs.evolve(cfg, name=f"{r.base.name}-walkforward", data=r.base.data)
+    cfg = attrs.evolve(cfg, name=f"{cfg.name}-walkforward",  # the chosen config's, over the whole window
+                       data=attrs.evolve(cfg.data, start=r.base.data.start, end=r.base.data.end))
     where = ", ".join(f"{k}={v:g}" for k, v in params.items())
     header = (
         f"# Recommended by `fundarb walkforward` from {r.base.name} (config {config_hash(r.base)[:12]}, seed "
