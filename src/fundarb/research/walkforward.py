@@ -45,7 +45,7 @@ from fundarb.data.history import MarketHistory, fmt_time, history_for, parse_tim
 from fundarb.research.cluster import ChunkRunner
 from fundarb.research.study import StudySpec
 from fundarb.research.sweep import SweepResult, apply_params, eligible, grid_points, run_sweep
-from fundarb.sim.backtest import BacktestResult, carry_curve, run_backtest
+from fundarb.sim.backtest import BacktestResult, carry_curve, run_always_on, run_backtest
 
 NS_PER_DAY = 24 * NS_PER_HOUR
 _SPAN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([dw]?)\s*")
@@ -342,24 +342,27 @@ def run_walkforward(
             sweeps.append(run_sweep(train, load(train, data_dir), spec.study, grid, runner, engine=engine))
         return choose(sweeps)
 
-    def held(cfg: Config, w: Window) -> tuple[BacktestResult, tuple[np.ndarray, np.ndarray]]:
+    def carried(cfg: Config, w: Window) -> BacktestResult:
+        """``cfg`` over the test window, its always-on beside it."""
         test_cfg = within(cfg, w.test_start, w.test_end)
-        result = run_backtest(test_cfg, load(test_cfg, data_dir),
-                              prior=prior_settlements(test_cfg, w.test_start, data_dir, load))
-        assert result.always_on is not None
-        return result, _carry(result.always_on)
+        return run_backtest(test_cfg, load(test_cfg, data_dir),
+                            prior=prior_settlements(test_cfg, w.test_start, data_dir, load))
+
+    def held(cfg: Config, w: Window) -> tuple[np.ndarray, np.ndarray]:
+        """``cfg``'s always-on alone over the test window (a config not chosen for it)."""
+        test_cfg = within(cfg, w.test_start, w.test_end)
+        return _carry(run_always_on(test_cfg, load(test_cfg, data_dir)))
 
     runs: list[WindowRun] = []
     for w in windows(start, end, spec):
         if progress is not None:
             progress(w.index, f"window {w.index + 1}: train {fmt_time(w.train_start)[:10]} .. {fmt_time(w.train_end)[:10]}")
         choice = pick(w.train_start, w.train_end)
-        # each candidate over the test window for its always-on; the chosen one's run is the carry's
-        held_runs = [held(choice.config if choice.candidate == i else cfg, w)  # type: ignore[arg-type]
-                     for i, cfg in enumerate(candidates)]
-        benches = [bench for _, bench in held_runs]
         c = 0 if choice.candidate is None else choice.candidate
-        test = held_runs[c][0]
+        test = carried(choice.config if choice.config is not None else base, w)
+        assert test.always_on is not None
+        # every candidate's always-on over the test window: the chosen one's beside its carry, the others' alone
+        benches = [_carry(test.always_on) if i == c else held(cfg, w) for i, cfg in enumerate(candidates)]
         if choice.candidate is None:  # stayed out: the capital, untouched, at the base's benchmark's instants
             curve = (benches[0][0], np.full(benches[0][1].shape, base.capital))
         else:

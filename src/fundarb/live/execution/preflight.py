@@ -307,7 +307,6 @@ def plan_trade(cfg: Config, snap: Snapshot, kind: str, qty: float, spot_rules: M
                      snap.next_funding_ts, leverage, buffer, liq, venue_lev, snap.margin_note, long_after)
 
 
-
 def known_signal(window: int, rate: float, predicted: float | None, interval_hours: float) -> float:
     """The strategy's signal (``FundingSignal.known_apr``) for a venue that
     says only its current rate and its prediction: the window settled at the
@@ -317,6 +316,7 @@ def known_signal(window: int, rate: float, predicted: float | None, interval_hou
         sig.on_settlement(0, rate, interval_hours)
     sig.on_rate(predicted, interval_hours)
     return sig.known_apr()
+
 
 def long_apr(long: LongPerp | None) -> float:
     """What a perp/perp carry's long leg pays, annualised (0 without one): its
