@@ -226,6 +226,32 @@ def test_unfilled_rest_expires_at_ttl():
     assert sim.filled_qty == 1.0 and sim.requested_qty == 3.0
 
 
+def test_the_run_ends_after_the_data_even_while_an_order_is_sent_again_on_every_expiry():
+    # a sale larger than the last quote's depth, and a client that sends the
+    # rest again each time it expires (what the engine's naked-leg unwind does):
+    # past the tape's last quote nothing can fill it, so the simulator lets what
+    # is in flight land or expire and ends rather than running on forever
+    ttl = 900.0
+    tape = [quote(T0, SPOT, 60_000.0, size=1.0)]
+    s = attrs.evolve(spec(SPOT, MarketKind.SPOT, 0.0, ttl_s=ttl), btc=5.0)
+    sim = SimExchange([s], tape, np.random.SeedSequence(1), transfer_delay_s=1800.0)
+    seen = []
+    for ev in sim.events():
+        seen.append(ev)
+        assert len(seen) < 1_000, "the simulator did not end after its data"
+        if ev is tape[0][2]:
+            sim.submit(order(SPOT, Side.SELL, 3.0))
+        elif isinstance(ev, OrderUpdate) and ev.status == "expired":
+            left = 3.0 - sum(f.qty for f in of(seen, Fill))
+            sim.submit(order(SPOT, Side.SELL, left, ts=ev.ts))
+    assert [f.qty for f in of(seen, Fill)] == [1.0]
+    expiries = [u for u in of(seen, OrderUpdate) if u.status == "expired"]
+    assert expiries, "the first order's rest expired and was sent again"
+    # everything reported falls within the longer of the order's time-to-live and a transfer's delay
+    assert max(e.ts for e in seen) <= T0 + 1800 * S
+    assert sim.settle_after_end == 1800 * S
+
+
 def test_reject_for_insufficient_spot_balance():
     tape = [quote(T0, SPOT, 60_000.0)]
     sim = SimExchange([spec(SPOT, MarketKind.SPOT, 1_000.0)], tape, np.random.SeedSequence(1))

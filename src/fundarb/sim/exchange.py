@@ -143,6 +143,9 @@ class SimExchange:
         self.now = 0
         self.transfer_delay = seconds(transfer_delay_s)
         self.transfer_fee = transfer_fee
+        # how long past the tape's last event the simulator runs on: long enough for
+        # what is in flight then to land (a transfer) or expire (an order's time-to-live)
+        self.settle_after_end = max([self.transfer_delay] + [seconds(s.venue.order_ttl_seconds) for s in specs])
         # venue -> (next expected settlement ts, interval hours)
         self._next_funding = dict(funding_schedule or {})
         self._funding_due = 0
@@ -192,6 +195,7 @@ class SimExchange:
         heap = self._queue.heap
         tape = self._tape
         tape_next = next(tape, None)
+        tape_end: int | None = None
         while True:
             while out:
                 yield out.popleft()
@@ -213,6 +217,12 @@ class SimExchange:
                     # none can be missing (a transfer landing on the window's end must
                     # not ask for a settlement the window does not hold)
                     self._funding_due = 1 << 62
+                    if tape_end is None:
+                        tape_end = self.now
+                    if heap[0][0] > tape_end + self.settle_after_end:
+                        # what was in flight at the data's end has landed or expired; an
+                        # order sent again after that would wait for a quote that never comes
+                        return
                 ts, prio, item = self._queue.pop()
                 self._advance(ts, prio)
                 self._on_internal(item)
