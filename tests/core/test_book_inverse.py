@@ -294,11 +294,34 @@ def test_exit_btc_coin_counts_the_shorts_settlement_less_the_margin(price):
     spot, perp = _legs(coin=0.0)
     perp.price = price
     unrealized = -1.9 * (price - 50_000.0)
-    expected = 2.0 + unrealized / price - EXIT_MARGIN * 1.9
+    expected = 2.0 + unrealized / price - EXIT_MARGIN * 1.9  # a linear short: its BTC is its size
     assert Collateral(COIN).exit_btc(spot, perp) == pytest.approx(expected, rel=1e-12)
     assert EXIT_MARGIN == 0.001
     for other in (OWN_COLLATERAL, Collateral(UNIFIED, TIERS)):
         assert other.exit_btc(spot, perp) == 2.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(entry=st.floats(10_000.0, 100_000.0), move=st.floats(0.3, 3.0), contracts=st.integers(1, 5_000),
+       spot_btc=st.floats(0.0, 10.0), slip=st.floats(0.0, 4e-4), fee_rate=st.floats(0.0, 5e-4))
+def test_an_inverse_shorts_exit_sale_is_covered_by_what_its_close_settles(entry, move, contracts, spot_btc, slip,
+                                                                        fee_rate):
+    # the short is closed by buying back at up to 4 bp over the mark and a taker fee of up
+    # to Binance COIN-M's 0.05%, both on the BTC it is worth at the close: the spot sale
+    # sized before it never asks for more BTC than the account holds once it has settled,
+    # and leaves at most twice the margin behind
+    spot = VenueAccount(SPOT, MarketKind.SPOT, 0.0, qty=spot_btc, price=entry)
+    perp = inverse_account()
+    perp.trade(-contracts, entry, 0.0)
+    mark = entry * move
+    perp.price, spot.price = mark, mark
+    sale = Collateral(COIN).exit_btc(spot, perp)
+    close_px = mark * (1 + slip)
+    face = contracts * SIZE
+    settled = face / close_px - face / entry - fee_rate * face / close_px  # the short's BTC PnL less the fee
+    held = spot_btc + settled
+    assert sale <= held + 1e-12
+    assert held - sale <= 2 * EXIT_MARGIN * face / mark + 1e-12
 
 
 def test_exit_btc_coin_flat_or_unpriced_perp_is_the_spot():

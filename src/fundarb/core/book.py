@@ -405,16 +405,18 @@ class Collateral:
     def exit_btc(self, spot: VenueAccount, perp: VenueAccount) -> float:
         """The BTC an exit sells: the spot leg's, and (coin-margined) the BTC
         the open short's close will settle into the same balance at the mark
-        (less when it closes at a loss), less ``EXIT_MARGIN`` of the short
-        for the close's fee and slippage: the sale is covered whichever of
-        the two orders lands first. What it leaves is a few thousandths of
-        the position, BTC the next carry hedges (``PositionBook.drift``).
-        With ``keep_btc`` nothing: the BTC is the holder's and stays."""
+        (less when it closes at a loss), less ``EXIT_MARGIN`` of what the
+        short is worth in BTC at the mark for the close's fee and slippage
+        (both charged on that value: after BTC halves, twice the BTC the
+        short opened at): the sale is covered whichever of the two orders
+        lands first. What it leaves is a few thousandths of the position,
+        BTC the next carry hedges (``PositionBook.drift``). With
+        ``keep_btc`` nothing: the BTC is the holder's and stays."""
         if self.keep_btc:
             return 0.0
         btc = spot.qty
         if self.mode == COIN and perp.qty and perp.price == perp.price:
-            btc += perp.unrealized / perp.price - EXIT_MARGIN * abs(perp.qty)
+            btc += perp.unrealized / perp.price - EXIT_MARGIN * abs(perp.btc_of(perp.units, perp.price))
         return btc
 
     def margin_equity(self, spot: VenueAccount, perp: VenueAccount) -> float:
