@@ -35,7 +35,7 @@ KERNEL_TARGET = 10_000_000  # path-hours/s per core
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="fundarb Monte Carlo path-hours/s: kernel and simulator")
-    ap.add_argument("--config", type=Path, default=ROOT / "sims" / "baseline.toml")
+    ap.add_argument("--config", type=Path, default=ROOT / "sims" / "spot_perp.toml")
     ap.add_argument("--sim-paths", type=int, default=40, help="paths on the simulator (default 40)")
     ap.add_argument("--kernel-paths", type=int, default=2000, help="paths on the kernel (default 2000)")
     ap.add_argument("--days", type=float, default=365.0, help="days per path (default 365)")

@@ -5,7 +5,7 @@
 Measures, in one process and one run (see benchmarks/README.md):
 
 1. the real-data backtest (``fundarb.sim.backtest.run_backtest`` on
-   sims/baseline.toml over the shipped history, and over its last 365 days):
+   sims/spot_perp.toml over the shipped history, and over its last 365 days):
    events/s through the engine loop and wall time;
 2. the design's reference workload (SYNTHETIC): 1,000,000 seeded BTC quotes
    through Engine + SimExchange driving the carry strategy, one order decision
@@ -63,7 +63,7 @@ from fundarb.sim.backtest import MemoryRecorder, run_backtest
 from fundarb.wiring import round_trip_cost, venue_costs
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = ROOT / "sims" / "baseline.toml"
+DEFAULT_CONFIG = ROOT / "sims" / "spot_perp.toml"  # the spot/perp carry: the workload every result here was measured on
 DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
 
 REFERENCE_QUOTES = 1_000_000
@@ -309,7 +309,7 @@ def build_tape(n_quotes: int, seed: int, perp_every: int, funding_rate: float) -
 
 
 def synthetic_config(cfg: Config) -> Config:
-    """The baseline config with the few changes the synthetic run needs, so
+    """The config (the spot/perp carry) with the few changes the synthetic run needs, so
     that the workload stays the same from first to last quote:
     capital x10 (fees of ~100 round trips must not reach the 5% drawdown
     kill switch, and the cash split stays inside its rebalance tolerance) and
@@ -652,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     scfg = synthetic_config(cfg)
     log("synthetic: simulator + heap loop ...")
     res["synthetic"] = bench_synthetic(scfg, st, args.seed, period_ns, funding_rate, args.repeat)
-    res["synthetic"]["config_changes"] = "baseline.toml with capital=1,000,000 and strategy.cooldown_hours=0"
+    res["synthetic"]["config_changes"] = f"{Path(args.config).name} with capital=1,000,000 and strategy.cooldown_hours=0"
     res["synthetic"]["quotes_per_order_decision"] = args.quotes_per_order
     log("latency: per-event timing ...")
     res["latency"] = bench_latency(scfg, st, args.seed, period_ns, funding_rate)

@@ -47,6 +47,6 @@ def real_history() -> MarketHistory:
     from fundarb.config import load
     from fundarb.data.history import load_history
 
-    cfg = load(ROOT / "sims" / "baseline.toml")
+    cfg = load(ROOT / "sims" / "spot_perp.toml")
     return load_history((cfg.spot.exchange, cfg.spot.symbol), (cfg.perp.exchange, cfg.perp.symbol),
                         cfg.data.start, cfg.data.end, cfg.data.max_price_gap_hours)

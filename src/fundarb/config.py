@@ -835,6 +835,8 @@ def _message(exc: BaseException, path: str, typ: Any) -> str:
 
 
 DEFAULT_CONFIG = Path("sims/baseline.toml")
+# the two-account spot/perp carry: the base the structure comparison starts from
+SPOT_PERP_CONFIG = Path("sims/spot_perp.toml")
 
 
 def project_file(relative: Path) -> Path:

@@ -73,7 +73,7 @@ def work(tmp_path_factory) -> dict[str, Path]:
         # real Binance history of Feb-Mar 2024 (funding ~27% APR), the stress_bull strategy
         "bull": variant(SIMS / "stress_bull.toml", base, "promote_bull", "2024-02-01", "2024-04-01"),
         # the default config on the real Q1 2023 (funding ~8% APR)
-        "q1": variant(SIMS / "baseline.toml", base, "promote_baseline_q1", "2023-01-01", "2023-04-01"),
+        "q1": variant(SIMS / "spot_perp.toml", base, "promote_baseline_q1", "2023-01-01", "2023-04-01"),
     }
 
 

@@ -26,7 +26,7 @@ from fundarb.app.promote import (
 )
 from fundarb.config import config_hash, load
 
-BASELINE = Path(__file__).resolve().parents[2] / "sims" / "baseline.toml"
+BASELINE = Path(__file__).resolve().parents[2] / "sims" / "spot_perp.toml"
 ALTERED = "was altered or made without this machine's promotion key"
 
 

@@ -26,7 +26,7 @@ from fundarb.config import config_hash, from_dict, load, to_dict
 from fundarb.live.journal import Journal
 from fundarb.sim.backtest import GATES
 
-BASELINE = Path(__file__).resolve().parents[2] / "sims" / "baseline.toml"
+BASELINE = Path(__file__).resolve().parents[2] / "sims" / "spot_perp.toml"
 
 
 def backtest_gates(failing: tuple[str, ...] = ()) -> list[dict]:
@@ -126,7 +126,7 @@ def test_clearance_follows_the_records_of_the_exact_hash(tmp_path, cfg):
     save_record(store, record(cfg, False, 1, ("Sharpe > 1",)))
     save_record(store, record(cfg, False, 2, ("APR > 10%", "MaxDD < 5%")))
     refusal = live_clearance(cfg, store)
-    assert refusal.startswith(f"live trading refused: config 'baseline' ({config_hash(cfg)[:12]}) has only failing")
+    assert refusal.startswith(f"live trading refused: config 'spot_perp' ({config_hash(cfg)[:12]}) has only failing")
     assert "(2); the latest (t2) failed MaxDD < 5%, APR > 10%;" in refusal and "Sharpe" not in refusal
     save_record(store, record(cfg, True, 3, version="9.9.9"))  # another fundarb version: still cleared
     assert live_clearance(cfg, store) is None

@@ -14,7 +14,7 @@ from fundarb.config import load
 from fundarb.core.model import FundingRate, FundingSettlement, MarkPrice, Quote, Timer, Trade
 from fundarb.replay.parse import COLUMNS, CaptureFeed, ParsedFeed
 
-CFG = load(Path(__file__).resolve().parents[2] / "sims" / "baseline.toml")
+CFG = load(Path(__file__).resolve().parents[2] / "sims" / "spot_perp.toml")
 S = 1_000_000_000
 T0 = 1_723_161_000 * S
 

@@ -156,7 +156,7 @@ def flip(data: bytes, at: int, xor: int) -> bytes:
 
 def run_config(n: int, work: Path) -> Tally:
     tally = Tally("config")
-    base = tomllib.loads((ROOT / "sims" / "baseline.toml").read_text())
+    base = tomllib.loads((ROOT / "sims" / "spot_perp.toml").read_text())
     paths = leaves(base)
 
     @settings(max_examples=n, deadline=None, database=None, derandomize=CI, suppress_health_check=list(HealthCheck))
@@ -178,13 +178,13 @@ def run_config(n: int, work: Path) -> Tally:
             what = f"{'.'.join(path)} = {node[path[-1]]!r}"[:200]
             cfg.write_text(text)
         elif how == "bytes":
-            clean = (ROOT / "sims" / "baseline.toml").read_bytes()
+            clean = (ROOT / "sims" / "spot_perp.toml").read_bytes()
             at, xor = data.draw(st.integers(0, len(clean) - 1)), data.draw(st.integers(1, 255))
             cfg.write_bytes(flip(clean, at, xor))
             what = f"byte {at} ^ {xor}"
         elif how == "nested":
             depth = data.draw(st.sampled_from([50, 1000, 3000, 100_000]), label="depth")
-            cfg.write_text((ROOT / "sims" / "baseline.toml").read_text().replace(
+            cfg.write_text((ROOT / "sims" / "spot_perp.toml").read_text().replace(
                 "[data]", f"x = {'[' * depth}{']' * depth}\n[data]", 1))
             what = f"nested {depth} deep"
         else:

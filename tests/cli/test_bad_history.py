@@ -28,7 +28,7 @@ from fundarb.cli.main import app
 from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE = str(ROOT / "sims" / "baseline.toml")
+BASELINE = str(ROOT / "sims" / "spot_perp.toml")
 WINDOW = ["--from", "2023-01-01", "--to", "2023-02-01"]
 runner = CliRunner()
 H_MS = 3_600_000

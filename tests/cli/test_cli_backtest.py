@@ -15,7 +15,7 @@ from fundarb.cli.main import app
 from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE = ROOT / "sims" / "baseline.toml"
+BASELINE = ROOT / "sims" / "spot_perp.toml"
 WINDOW = ["--from", "2021-08-01", "--to", "2021-11-01"]
 runner = CliRunner()
 
@@ -261,6 +261,6 @@ def test_output_path_that_is_a_file_is_refused(tmp_path):
 
 def test_run_name_cannot_escape_the_runs_folder(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text(BASELINE.read_text().replace('name = "baseline"', 'name = "../../elsewhere"'))
+    bad.write_text(BASELINE.read_text().replace('name = "spot_perp"', 'name = "../../elsewhere"'))
     res = runner.invoke(app, ["backtest", str(bad)])
     assert res.exit_code == 2 and "name must be" in res.output

@@ -27,7 +27,7 @@ from fundarb.cli import main as cli
 from fundarb.core.errors import FundarbError
 
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE = ROOT / "sims" / "baseline.toml"
+BASELINE = ROOT / "sims" / "spot_perp.toml"
 BITMEX = ROOT / "recordings" / "bitmex_xbtusd_2021-07-22"
 
 # every error class meant for the user in these modules derives from FundarbError

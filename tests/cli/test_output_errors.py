@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE = ROOT / "sims" / "baseline.toml"
+BASELINE = ROOT / "sims" / "spot_perp.toml"
 SHORT = ["backtest", str(BASELINE), "--from", "2024-01-01", "--to", "2024-01-04", "-q"]
 LONG = ["backtest", str(BASELINE), "--from", "2021-08-01", "--to", "2021-11-01", "-q"]
 MAIN = "from fundarb.cli.main import main; main()"

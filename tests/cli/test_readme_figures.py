@@ -33,7 +33,7 @@ def test_readme_sample_matches_the_default_backtest(tmp_path):
 @pytest.mark.slow
 def test_readme_montecarlo_sample_matches_the_1000_path_study(tmp_path):
     """Runs README's own command (1,000 paths on 2 local workers, a few minutes)."""
-    res = CliRunner().invoke(app, ["montecarlo", str(ROOT / "sims" / "baseline.toml"), "--paths", "1000", "--workers", "2",
+    res = CliRunner().invoke(app, ["montecarlo", str(ROOT / "sims" / "spot_perp.toml"), "--paths", "1000", "--workers", "2",
                                    "--out", str(tmp_path / "mc")], env={"COLUMNS": "200"}, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     readme = (ROOT / "README.md").read_text()
@@ -44,7 +44,7 @@ def test_readme_montecarlo_sample_matches_the_1000_path_study(tmp_path):
     for name, cells in rows:
         values = [c.strip() for c in cells.split("│")]
         assert re.search(r"│ " + re.escape(name) + r"\s+│\s+" + r"\s+│\s+".join(map(re.escape, values)) + r"\s+│", res.output), name
-    for line in ("P(all gates pass) = 1.2%", "liquidations: 0 on 0 of 1000 paths; missed settlements: 0"):
+    for line in ("P(all gates pass) = 1.0%", "liquidations: 0 on 0 of 1000 paths; missed settlements: 0"):
         assert line in sample and line in res.output
     doc = json.loads((tmp_path / "mc" / "montecarlo.json").read_text())
     rates = doc["summary"]["gate_pass_rates"]
@@ -55,9 +55,9 @@ def test_readme_sample_states_the_structure_line_the_backtest_prints(tmp_path):
     res = CliRunner().invoke(app, ["backtest", str(ROOT / "sims" / "baseline.toml"), "--out", str(tmp_path / "o"), "--to",
                                    "2021-09-01"], env={"COLUMNS": "200"}, catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    assert re.search(r"^structure spot_linear: capital used 100,000 USDT, notional 65,000, net APR on capital -?\d", res.output, re.M)
+    assert re.search(r"^structure coin_margined: capital used 100,000 USDT, notional 95,000, net APR on capital -?\d", res.output, re.M)
     readme = (ROOT / "README.md").read_text()
-    assert re.search(r"^structure spot_linear: capital used 100,000 USDT, notional 65,000, net APR on capital 5\.46%", readme, re.M)
+    assert re.search(r"^structure coin_margined: capital used 100,000 USDT, notional 95,000, net APR on capital 6\.67%", readme, re.M)
 
 
 def _compare_rows(tmp_path: Path, *args: str) -> list[dict]:

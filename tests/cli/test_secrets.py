@@ -215,7 +215,7 @@ def test_a_venue_error_echoing_the_signed_request_leaks_nothing(desk, fails, com
     echoed: list[str] = []
     received: list[dict] = []
     config = desk / "quick.toml"  # a short request timeout: a failed placement is re-sent after its receive window
-    config.write_text((ROOT / "sims" / "baseline.toml").read_text() + "\n[live]\nrequest_timeout_seconds = 1.0\n")
+    config.write_text((ROOT / "sims" / "spot_perp.toml").read_text() + "\n[live]\nrequest_timeout_seconds = 1.0\n")
     with running_emulator() as server, serving(echo_proxy(server.base_url, fails(), echoed)) as port, \
             serving(webhook(received)) as hook:
         fund(server)

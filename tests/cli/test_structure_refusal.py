@@ -31,13 +31,13 @@ def test_run_refuses_a_unified_config(mode, tmp_path):
 def test_trade_structure_names_the_structure_the_user_means_and_refuses_another(command, tmp_path):
     """`trade open/close --structure perp_perp` on a config of another structure:
     one line naming both, before any venue is asked or trade log opened."""
-    args = ["trade", command, "--structure", "perp_perp", "--config", str(project_file(Path("sims/baseline.toml"))),
+    args = ["trade", command, "--structure", "perp_perp", "--config", str(project_file(Path("sims/spot_perp.toml"))),
             "--journal", str(tmp_path / "t.sqlite"), "--api-url", "http://127.0.0.1:9", "--yes"]
     if command == "open":
         args += ["--size", "0.01"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2
-    assert "--structure perp_perp: config baseline is structure.kind spot_linear" in res.output
+    assert "--structure perp_perp: config spot_perp is structure.kind spot_linear" in res.output
     assert "sims/perp_perp.toml" in res.output and not (tmp_path / "t.sqlite").exists()
     bad = CliRunner().invoke(app, ["trade", command, "--structure", "perp", *args[4:]])
     assert bad.exit_code == 2 and "--structure must be one of spot_linear, coin_margined, unified, perp_perp" in bad.output

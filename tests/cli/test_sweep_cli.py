@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from fundarb.cli.main import app
 from fundarb.config import config_hash, load
 
-BASELINE = Path(__file__).resolve().parents[2] / "sims" / "baseline.toml"
+BASELINE = Path(__file__).resolve().parents[2] / "sims" / "spot_perp.toml"
 runner = CliRunner()
 
 

@@ -18,7 +18,7 @@ from fundarb.data.history import FUNDING_FILE, PRICES_FILE, SHIPPED_DIR
 from fundarb.testkit.builders import venue_shaped_folder
 
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE = str(ROOT / "sims" / "baseline.toml")
+BASELINE = str(ROOT / "sims" / "spot_perp.toml")
 runner = CliRunner()
 MARK_COUNTS = ("settlements_at_venue_mark", "settlements_at_perp_price")
 

@@ -37,8 +37,8 @@ from fundarb.config import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE = ROOT / "sims" / "baseline.toml"
-BASELINE_HASH = "19d38dd70d7a89ea3f6516cdf4da57e71414e8a03a0bb4e80b06bb4f40b52b35"  # as every shipped report says
+BASELINE = ROOT / "sims" / "spot_perp.toml"
+BASELINE_HASH = "dfe6e84d437443ddca2262cad18b64c79392a847e93b7e84b315dc7ede0de8d6"  # as every shipped report says
 OPTIONAL = ("scenario", "live", "alerts", "runner", "market_data", "structure", "rotation")
 
 
@@ -254,7 +254,7 @@ def test_a_value_nested_deep_but_parseable_is_named_without_walking_it(tmp_path)
 
 def test_a_file_that_is_not_utf8_is_one_line_naming_path_and_cause(tmp_path):
     path = tmp_path / "latin1.toml"
-    path.write_bytes(BASELINE.read_bytes().replace(b'name = "baseline"', b'name = "basel\xefne"'))
+    path.write_bytes(BASELINE.read_bytes().replace(b'name = "spot_perp"', b'name = "spot_p\xefrp"'))
     with pytest.raises(ConfigError) as err:
         load(path)
     assert str(err.value).startswith(f"{path}: ") and "UTF-8" in str(err.value) and "\n" not in str(err.value)

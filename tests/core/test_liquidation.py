@@ -288,7 +288,7 @@ def test_rule_from_ccxt_tiers_takes_binance_cum_and_derives_a_missing_bybit_dedu
 
 def test_a_config_still_naming_maintenance_margin_rate_is_one_clear_error(tmp_path):
     path = tmp_path / "old.toml"
-    text = (Path(__file__).resolve().parents[2] / "sims" / "baseline.toml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "sims" / "spot_perp.toml").read_text()
     path.write_text(text.replace("liquidation_fee_rate = 0.0125", "maintenance_margin_rate = 0.004\nliquidation_fee_rate = 0.0125"))
     with pytest.raises(config.ConfigError) as exc:
         config.load(path)

@@ -34,7 +34,7 @@ H = NS_PER_HOUR
 MIN = 60_000_000_000
 W = 90 * MIN
 MID = 60_000.0
-BASELINE_PATH = Path(__file__).parents[2] / "sims" / "baseline.toml"
+BASELINE_PATH = Path(__file__).parents[2] / "sims" / "spot_perp.toml"
 BASELINE = load(BASELINE_PATH)
 RICH, POOR = 0.0003, -0.0001  # 8h rates well above the entry bar / below the exit bar
 
@@ -241,7 +241,7 @@ def baseline_raw() -> dict:
 
 def test_a_config_without_the_section_keeps_its_hash():
     assert BASELINE.runner is None
-    assert config_hash(BASELINE).startswith("19d38dd70d7a")
+    assert config_hash(BASELINE).startswith("dfe6e84d4374")
     assert "runner" not in to_dict(BASELINE)
     assert BASELINE.runner_settings == RunnerSettings()
     assert BASELINE.runner_settings.settlement_quiet_minutes == 0
@@ -253,7 +253,7 @@ def test_the_section_loads_round_trips_and_is_part_of_the_identity(tmp_path):
     cfg = from_dict(raw, "with_runner.toml")
     assert cfg.runner == RunnerSettings(settlement_quiet_minutes=90.0, heartbeat_seconds=15.0)
     assert cfg.runner_settings.unreachable_alert_minutes == 30.0  # the rest at defaults
-    assert not config_hash(cfg).startswith("19d38dd70d7a")
+    assert not config_hash(cfg).startswith("dfe6e84d4374")
     path = tmp_path / "c.toml"
     path.write_text(dumps(cfg))
     again = load(path)

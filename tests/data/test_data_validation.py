@@ -482,7 +482,7 @@ ENGINE_RUN = textwrap.dedent("""
     }))
 """)
 
-BASELINE = Path(__file__).resolve().parents[2] / "sims" / "baseline.toml"
+BASELINE = Path(__file__).resolve().parents[2] / "sims" / "spot_perp.toml"
 
 
 def run_engine(bad: float, refuse: bool = False) -> dict:

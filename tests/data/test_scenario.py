@@ -20,8 +20,8 @@ from fundarb.data.scenario import apply_scenario
 from fundarb.testkit.builders import T0, synthetic_history
 
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE = ROOT / "sims" / "baseline.toml"
-BASELINE_HASH = "19d38dd70d7a"  # sims/baseline.toml's identity (no [scenario] section)
+BASELINE = ROOT / "sims" / "spot_perp.toml"
+BASELINE_HASH = "dfe6e84d4374"  # sims/spot_perp.toml's identity (no [scenario] section)
 
 
 def history(n: int = 48, intervals: tuple[float, ...] = (8.0, 8.0, 4.0, 1.0, 8.0)):

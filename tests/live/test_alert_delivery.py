@@ -91,7 +91,7 @@ def test_an_email_alert_arrives_with_its_numbers(smtp, tmp_path, loopback_only):
     assert outcome == "sent" and not loopback_only
     ((sender, rcpt, msg),) = inbox.messages
     assert (sender, rcpt) == ("fundarb@example.com", ["desk@example.com"])
-    assert msg["Subject"] == "[baseline 19d38dd70d7a] delta drift 3.10%"
+    assert msg["Subject"] == "[baseline 5225e223fa7f] delta drift 3.10%"
     text = msg.get_body(preferencelist=("plain",)).get_content()
     assert "drift 3.10% is over the 2% limit: rebalance the legs" in text
     (row,) = journal.rows("alerts")
@@ -106,7 +106,7 @@ def test_a_webhook_alert_posts_json(webhook, tmp_path, loopback_only):
     assert outcome == "sent" and not loopback_only
     ((path, payload),) = received
     assert path == "/fundarb-alerts"
-    assert payload["title"] == "[baseline 19d38dd70d7a] delta drift 3.10%"
+    assert payload["title"] == "[baseline 5225e223fa7f] delta drift 3.10%"
     assert "over the 2% limit" in payload["message"] and payload["type"] == "warning"  # the drift notice's severity
 
 
@@ -128,7 +128,7 @@ def test_a_reconciliation_mismatch_of_the_live_backend_reaches_the_webhook(webho
     from fundarb.live.execution.session import open_session
     from fundarb.testkit.emulator.accounts import MARKET, SELL
     from fundarb.testkit.emulator.harness import running_emulator
-    from fundarb.testkit.live import KEYS, baseline, fund
+    from fundarb.testkit.live import KEYS, fund, spot_perp
 
     received, port = webhook
     env = {**KEYS, "FUNDARB_ALERT_URLS": f"json://127.0.0.1:{port}/desk"}
@@ -137,7 +137,7 @@ def test_a_reconciliation_mismatch_of_the_live_backend_reaches_the_webhook(webho
         server.accounts.place("binanceusdm", "perp", SELL, MARKET, 0.01)  # a position fundarb did not open
 
         async def scenario():
-            session = await open_session(baseline(), tmp_path / "trades.sqlite", Target(api_url=server.base_url),
+            session = await open_session(spot_perp(), tmp_path / "trades.sqlite", Target(api_url=server.base_url),
                                          env=env, dotenv=None)
             try:
                 return await reconcile(session, "manual"), session.journal.rows("alerts")
@@ -147,7 +147,7 @@ def test_a_reconciliation_mismatch_of_the_live_backend_reaches_the_webhook(webho
         rec, alerts = asyncio.run(scenario())
     assert not rec.ok
     ((path, payload),) = received
-    assert path == "/desk" and payload["title"] == "[baseline 19d38dd70d7a] reconciliation mismatch"
+    assert path == "/desk" and payload["title"] == "[spot_perp dfe6e84d4374] reconciliation mismatch"
     assert "the venue holds -0.01 BTC perp, the journal's fills +0" in payload["message"]
     assert [(a["kind"], a["outcome"]) for a in alerts] == [("reconciliation_mismatch", "sent")]
     assert not loopback_only

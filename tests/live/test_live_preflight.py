@@ -22,7 +22,7 @@ from fundarb.live.execution.preflight import Snapshot, plan_trade, walk
 from fundarb.wiring import round_trip_cost
 
 ROOT = Path(__file__).resolve().parents[2]
-CFG = config.load(ROOT / "sims" / "baseline.toml")
+CFG = config.load(ROOT / "sims" / "spot_perp.toml")
 SPOT_ACC, PERP_ACC = CFG.spot_account, CFG.perp_account
 SPOT_RULES = MarketRules(SPOT_ACC, CFG.spot.symbol, Decimal("0.00001"), 0.00001, 86.5, 5.0)
 PERP_RULES = MarketRules(PERP_ACC, CFG.perp.symbol, Decimal("0.001"), 0.001, 120.0, 100.0)

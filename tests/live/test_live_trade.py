@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fundarb.cli.main import app
+from fundarb.config import SPOT_PERP_CONFIG, project_file
 from fundarb.live.execution.paired import execute_pair
 from fundarb.live.execution.reconcile import reconcile
 from fundarb.testkit.emulator.accounts import BUY, MARKET, MARKETS, SELL
@@ -18,7 +19,9 @@ pytestmark = pytest.mark.usefixtures("hang_guard")
 
 
 def cli(server, journal, *args, env=KEYS, input=None):
-    result = CliRunner().invoke(app, [*args, "--api-url", server.base_url, "--journal", str(journal)],
+    """A venue command on the spot/perp carry the emulator's wallets are funded for."""
+    config = ["--config", str(project_file(SPOT_PERP_CONFIG))] if args[:2] != ("trade", "log") else []
+    result = CliRunner().invoke(app, [*args, *config, "--api-url", server.base_url, "--journal", str(journal)],
                                 env={**env, "COLUMNS": "160"}, input=input)
     return result
 
@@ -35,8 +38,8 @@ def test_open_then_close_through_the_cli_leaves_log_and_venue_in_agreement(emula
     # Binance charges a spot buy's fee in BTC: the carry holds the rest
     assert j.position("binance:spot") == pytest.approx(0.01 - spot_fill["fee"])
     assert spot_fill["fee_currency"] == "BTC" and spot_fill["fee_quote"] == pytest.approx(spot_fill["fee"] * spot_fill["price"])
-    assert {r["config_hash"][:12] for t in ("orders", "fills") for r in j.rows(t)} == {"19d38dd70d7a"}
-    assert [o["client_id"] for o in j.rows("orders")] == ["fa19d38dd70d7a-1", "fa19d38dd70d7a-2"]
+    assert {r["config_hash"][:12] for t in ("orders", "fills") for r in j.rows(t)} == {"dfe6e84d4374"}
+    assert [o["client_id"] for o in j.rows("orders")] == ["fadfe6e84d4374-1", "fadfe6e84d4374-2"]
     j.close()
 
     emulator.advance_hours(8)  # across the 16:00 settlement: the short is paid funding
@@ -211,10 +214,10 @@ def test_trade_log_filters_by_venue_date_and_exports_csv(emulator, tmp_path):
 def test_one_venue_for_both_legs_bybit_spot_and_linear_share_one_client(emulator, tmp_path):
     import attrs
 
-    from fundarb.testkit.live import baseline
+    from fundarb.testkit.live import spot_perp
 
     fund(emulator)
-    base = baseline()
+    base = spot_perp()
     cfg = attrs.evolve(base, spot=attrs.evolve(base.spot, exchange="bybit", symbol="BTC/USDT"),
                        perp=attrs.evolve(base.perp, exchange="bybit", symbol="BTC/USDT:USDT"))
     journal = tmp_path / "trades.sqlite"
@@ -299,10 +302,10 @@ def test_a_reconciliation_mismatch_blocks_entries_until_the_venues_agree_again(e
 def test_two_venues_binance_spot_with_a_bybit_perp(emulator, tmp_path):
     import attrs
 
-    from fundarb.testkit.live import baseline
+    from fundarb.testkit.live import spot_perp
 
     fund(emulator)
-    base = baseline()
+    base = spot_perp()
     cfg = attrs.evolve(base, perp=attrs.evolve(base.perp, exchange="bybit", symbol="BTC/USDT:USDT"))
     journal = tmp_path / "trades.sqlite"
 

@@ -15,14 +15,14 @@ from fundarb.core.model import FundingRate, MarkPrice, Quote
 from fundarb.live.execution.paired import execute_pair
 from fundarb.live.execution.watch import LiveWatch
 from fundarb.testkit.emulator.harness import running_emulator
-from fundarb.testkit.live import assert_agree, baseline, fund, session_on, until
+from fundarb.testkit.live import assert_agree, fund, session_on, spot_perp, until
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
 
 def test_a_dropped_websocket_reconnects_and_reconciles_with_the_position_open(tmp_path):
     journal = tmp_path / "trades.sqlite"
-    cfg = attrs.evolve(baseline(), live=LiveSettings(reconcile_interval_seconds=1.0))
+    cfg = attrs.evolve(spot_perp(), live=LiveSettings(reconcile_interval_seconds=1.0))
     events: list = []
     with running_emulator() as server:
         fund(server)

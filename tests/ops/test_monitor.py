@@ -18,7 +18,7 @@ from fundarb.live.execution.paired import BLOCK_KEY
 from fundarb.live.journal import Journal
 from fundarb.ops.monitor import MonitorApp, engine_driver, live_driver
 from fundarb.testkit.emulator.harness import running_emulator
-from fundarb.testkit.live import KEYS, baseline, fund, open_pair, session_on
+from fundarb.testkit.live import KEYS, fund, open_pair, session_on, spot_perp
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 SIZE = (100, 30)
@@ -86,7 +86,7 @@ def test_the_dashboard_on_the_emulator_shows_the_venues_and_the_kill_switch_bloc
 
         assert open_pair(server, journal).status == "done"
         server.advance_hours(8)  # across a settlement: the short is paid
-        app = MonitorApp(None, live_driver(baseline(), journal, Target(api_url=server.base_url), "emulator",
+        app = MonitorApp(None, live_driver(spot_perp(), journal, Target(api_url=server.base_url), "emulator",
                                            env=KEYS, dotenv=None))
 
         async def drive():
@@ -152,7 +152,7 @@ def test_a_venue_that_stops_answering_raises_one_unreachable_alert(tmp_path):
     from fundarb.config import AlertSettings
 
     journal = tmp_path / "trades.sqlite"
-    cfg = attrs.evolve(baseline(), alerts=AlertSettings(unreachable_seconds=1.0))
+    cfg = attrs.evolve(spot_perp(), alerts=AlertSettings(unreachable_seconds=1.0))
     with running_emulator() as server:
         fund(server)
         app = MonitorApp(None, live_driver(cfg, journal, Target(api_url=server.base_url, timeout_ms=1000), "emulator",
@@ -231,7 +231,7 @@ def test_the_scan_screen_on_the_emulator_reads_the_venues_now(tmp_path):
     journal = tmp_path / "trades.sqlite"
     with running_emulator(start="2024-03-01T06:00") as server:
         target = Target(api_url=server.base_url)
-        cfg = baseline()
+        cfg = spot_perp()
         app = MonitorApp(None, live_driver(cfg, journal, target, "emulator", env=KEYS, dotenv=None),
                          scanner=_live_scanner(cfg, target))
 

@@ -183,6 +183,6 @@ def test_the_monitor_takes_its_config_as_the_venue_commands_name_it():
 
     named = CliRunner().invoke(cli_app, ["monitor", "--config", str(CONFIG)])
     assert named.exit_code == 2 and "the dashboard needs a terminal" in named.output  # past the option, to the screen
-    both = CliRunner().invoke(cli_app, ["monitor", str(project_file(Path("sims") / "baseline.toml")),
+    both = CliRunner().invoke(cli_app, ["monitor", str(project_file(Path("sims") / "spot_perp.toml")),
                                         "--config", str(CONFIG)])
     assert both.exit_code == 2 and "two configs named" in both.output

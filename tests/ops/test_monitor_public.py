@@ -27,7 +27,7 @@ from fundarb.live.ccxt.credentials import CredentialsError
 from fundarb.ops.monitor import MonitorApp, _countdown, live_driver, terminal_refusal
 from fundarb.ops.sources import keys_needed
 from fundarb.testkit.emulator.harness import running_emulator
-from fundarb.testkit.live import baseline
+from fundarb.testkit.live import spot_perp
 
 SIZE = (100, 30)
 FUNDARB = Path(sys.executable).with_name("fundarb")
@@ -47,7 +47,7 @@ def panel(app, key: str) -> str:
 def test_without_keys_the_dashboard_shows_funding_marks_and_books_and_names_the_keys(tmp_path):
     journal = tmp_path / "trades.sqlite"
     with running_emulator("2024-03-01T07:00") as server:
-        app = MonitorApp(None, live_driver(baseline(), journal, Target(api_url=server.base_url), "emulator",
+        app = MonitorApp(None, live_driver(spot_perp(), journal, Target(api_url=server.base_url), "emulator",
                                            env={}, dotenv=None))
 
         async def drive():
@@ -93,7 +93,7 @@ def test_without_keys_the_dashboard_shows_funding_marks_and_books_and_names_the_
 
 
 def test_keys_needed_names_the_variables_of_each_venue_without_keys():
-    cfg = baseline()
+    cfg = spot_perp()
     assert keys_needed(cfg, {}, None) == NAMES
     half = {"FUNDARB_BINANCE_API_KEY": "k", "FUNDARB_BINANCE_SECRET": "s"}
     assert keys_needed(cfg, half, None) == NAMES[2:]

@@ -1,6 +1,6 @@
 """The backtest's trade log is the one trade-log schema, and it holds the
-reference rows of the shipped default's run: the same fills, funding,
-transfers and equity curve (kept in ``data/baseline_trade_log_v1.json``,
+reference rows of the spot/perp carry's run: the same fills, funding,
+transfers and equity curve (kept in ``data/spot_perp_trade_log_v1.json``,
 first from the version-1 file, with where they came from and when they were
 made again)."""
 
@@ -18,7 +18,7 @@ from fundarb.cli.main import app
 from fundarb.live.journal import KIND, SCHEMA_VERSION, Journal
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = json.loads((Path(__file__).with_name("data") / "baseline_trade_log_v1.json").read_text())
+REFERENCE = json.loads((Path(__file__).with_name("data") / "spot_perp_trade_log_v1.json").read_text())
 
 
 def _digest(rows: list) -> str:
@@ -28,7 +28,7 @@ def _digest(rows: list) -> str:
 @pytest.fixture(scope="module")
 def baseline_log(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("baseline")
-    res = CliRunner().invoke(app, ["backtest", str(ROOT / "sims" / "baseline.toml"), "--out", str(out), "--quiet"])
+    res = CliRunner().invoke(app, ["backtest", str(ROOT / "sims" / "spot_perp.toml"), "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     return out / "trades.sqlite"
 

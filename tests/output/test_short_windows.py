@@ -23,7 +23,7 @@ from fundarb.replay.parse import load_recording
 from fundarb.sim.backtest import ANNUALISED_METRICS, GATES
 
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE = ROOT / "sims" / "baseline.toml"
+BASELINE = ROOT / "sims" / "spot_perp.toml"
 BINANCE = ROOT / "recordings" / "binance_btcusdt_2024-08-08"
 BITMEX = ROOT / "recordings" / "bitmex_xbtusd_2021-07-22"
 ANNUALISED_GATES = {name for name, key, _, _ in GATES if key in ANNUALISED_METRICS}

@@ -562,7 +562,7 @@ def test_capture_of_real_binance_messages_replays_through_cryptofeed_playback(tm
 
     files = sorted(p.name for p in out.iterdir() if p.name.startswith("BINANCE."))
     (out / "recording.toml").write_text(
-        'name = "local"\ndescription = "recorded in this test from a local server"\nconfig = "baseline.toml"\n'
+        'name = "local"\ndescription = "recorded in this test from a local server"\nconfig = "spot_perp.toml"\n'
         '[[feeds]]\nrole = "spot"\nexchange = "binance"\nsymbol = "BTC-USDT"\nformat = "cryptofeed"\n'
         f"files = {json.dumps(files)}\n")
     recording = load_recording(out)

@@ -12,7 +12,7 @@ from fundarb.config import PERP_PERP, load
 from fundarb.research.compare import compare, variants
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE = load(ROOT / "sims" / "baseline.toml")
+BASE = load(ROOT / "sims" / "spot_perp.toml")
 
 
 def _window(start: str, end: str):

@@ -15,7 +15,7 @@ from fundarb.output import funding_stats as O
 from fundarb.research import funding_stats as S
 from fundarb.wiring import round_trip_cost
 
-BASELINE = Path(__file__).resolve().parents[2] / "sims" / "baseline.toml"
+BASELINE = Path(__file__).resolve().parents[2] / "sims" / "spot_perp.toml"
 MS_H = 3_600_000
 MS_D = 24 * MS_H
 T0 = 1_640_995_200_000  # 2022-01-01 00:00 UTC

@@ -112,7 +112,7 @@ def assert_equal_runs(cfg: Config, h: MarketHistory, seed_of: Any) -> SimRun:
 
 @pytest.fixture(scope="module")
 def baseline() -> Config:
-    return load("sims/baseline.toml")
+    return load("sims/spot_perp.toml")
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +300,7 @@ def test_a_path_the_guard_check_passes_is_one_the_guard_accepts_as_it_comes(step
     """The kernel's precheck (SYNTHETIC prices) against the market guard itself, fed as the engine feeds it."""
     from fundarb.core.market_guard import MarketGuard
 
-    cfg = load("sims/baseline.toml")
+    cfg = load("sims/spot_perp.toml")
     spot = 30_000.0 * np.exp(np.cumsum([s[0] for s in steps]))
     perp = spot * np.exp([s[1] for s in steps])
     mark = spot * np.exp([s[2] for s in steps])
@@ -334,12 +334,12 @@ def test_cli_says_which_engine_ran_and_refuses_what_it_cannot_run(tmp_path: Any)
     from fundarb.cli.main import app
 
     cli = CliRunner()
-    res = cli.invoke(app, ["montecarlo", "sims/baseline.toml", "--paths", "3", "--days", "10", "--out",
+    res = cli.invoke(app, ["montecarlo", "sims/spot_perp.toml", "--paths", "3", "--days", "10", "--out",
                            str(tmp_path / "k")])
     assert res.exit_code == 0, res.output
     assert "engine: kernel; the config lies within the kernel's scope" in " ".join(res.output.split())
     assert json.loads((tmp_path / "k" / "montecarlo.json").read_text())["engine"]["engine"] == KERNEL
-    res = cli.invoke(app, ["montecarlo", "sims/baseline.toml", "--paths", "3", "--days", "10", "--engine", "simulator",
+    res = cli.invoke(app, ["montecarlo", "sims/spot_perp.toml", "--paths", "3", "--days", "10", "--engine", "simulator",
                            "--out", str(tmp_path / "s")])
     assert res.exit_code == 0 and "engine: simulator; asked for with --engine simulator" in " ".join(res.output.split())
     res = cli.invoke(app, ["montecarlo", "--engine", "fast", "--paths", "3", "--out", str(tmp_path / "f")])
@@ -433,7 +433,7 @@ def test_the_precheck_of_a_tape_marked_at_the_perp_is_the_full_precheck(steps: l
                                                                          mark_jump: float) -> None:
     """SYNTHETIC prices: where the perp's close stands in for the mark, the
     precheck skips the mark's own checks (the perp's) and gives the same answer."""
-    cfg = load("sims/baseline.toml")
+    cfg = load("sims/spot_perp.toml")
     spot = 30_000.0 * np.exp(np.cumsum([s[0] for s in steps]))
     perp = spot * np.exp([s[1] for s in steps])
     fmark = perp[-1:] * np.exp(mark_jump)

@@ -22,7 +22,7 @@ from fundarb.research.cluster import ClusterError, InProcess, chunk_runner, usab
 from fundarb.research.study import StudySpec, run_path, run_study
 
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE = ROOT / "sims" / "baseline.toml"
+BASELINE = ROOT / "sims" / "spot_perp.toml"
 SMALL = StudySpec(paths=6, days=20)
 runner = CliRunner()
 

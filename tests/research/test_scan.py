@@ -25,7 +25,7 @@ from fundarb.research.scan import COIN_MARGINED, PERP_PERP, SPOT_LINEAR, ScanCos
 from fundarb.wiring import round_trip_cost
 
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE = load(ROOT / "sims" / "baseline.toml")
+BASELINE = load(ROOT / "sims" / "spot_perp.toml")
 H = 3_600_000
 T0 = int(datetime(2023, 1, 1, tzinfo=UTC).timestamp() * 1000)
 DAYS = 30

@@ -18,7 +18,7 @@ from fundarb.research.sweep import (
     recommend,
 )
 
-BASE = load(Path(__file__).resolve().parents[2] / "sims" / "baseline.toml")
+BASE = load(Path(__file__).resolve().parents[2] / "sims" / "spot_perp.toml")
 
 
 def test_grid_with_several_names_in_one_option_and_repeated_options():

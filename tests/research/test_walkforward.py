@@ -33,7 +33,7 @@ from fundarb.research.walkforward import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE = ROOT / "sims" / "baseline.toml"
+BASELINE = ROOT / "sims" / "spot_perp.toml"
 SPEC = WalkSpec(train_days=60, test_days=30, step_days=30, paths=8)
 runner = CliRunner()
 
@@ -217,9 +217,9 @@ def test_the_command_writes_its_outputs_and_reads_correctly(tmp_path):
     (["--test", "3d"], "a test window needs at least 7 days"),
     (["--from", "2023-01-01", "--to", "2023-02-01"], "holds no training window of 365 days"),
     (["--also", str(ROOT / "sims" / "coin_margined_btc.toml")],
-     "config 'coin_margined_btc' has capital 100000 BTC, 'baseline' 100000 USDT: configs to choose among need the "
+     "config 'coin_margined_btc' has capital 100000 BTC, 'spot_perp' 100000 USDT: configs to choose among need the "
      "same capital in the same asset"),
-    (["--also", str(BASELINE)], "config 'baseline' is named twice"),
+    (["--also", str(BASELINE)], "config 'spot_perp' is named twice"),
     (["--also", str(ROOT / "sims" / "kraken_bybit.toml")], "no prices for exchange 'kraken' symbol 'BTC/USDT'"),
 ])
 def test_bad_settings_get_one_clear_error_and_write_nothing(tmp_path, args, message):
@@ -274,7 +274,7 @@ def test_each_config_held_is_what_its_own_walk_forward_calls_always_on(walked_am
         assert np.array_equal(among.candidates_always_on[0][1], alone.always_on_curve[1])
     held = walked_among.summary()["always_on_by_config"]
     assert held[cfg.name]["net_apr"] == walked.summary()["always_on_net_apr"]
-    assert set(held) == {"baseline", "unified"}
+    assert set(held) == {"spot_perp", "unified"}
 
 
 def test_among_configs_a_changed_future_changes_nothing_before_it(cfg, grid, unified, walked_among):
@@ -339,10 +339,10 @@ def test_the_command_chooses_among_configs_and_says_which(tmp_path):
                               "--to", "2023-07-01", "--out", str(out)])
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
-    assert "each config held through the same test windows: baseline" in text and "; unified" in text
+    assert "each config held through the same test windows: spot_perp" in text and "; unified" in text
     d = json.loads((out / "walkforward.json").read_text())
-    assert [c["name"] for c in d["chosen_among"]] == ["baseline", "unified"]
-    assert all(w["config"] in ("baseline", "unified", None) for w in d["windows"])
+    assert [c["name"] for c in d["chosen_among"]] == ["spot_perp", "unified"]
+    assert all(w["config"] in ("spot_perp", "unified", None) for w in d["windows"])
     import polars as pl
 
     csv = pl.read_csv(out / "windows.csv")

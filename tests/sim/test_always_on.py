@@ -23,7 +23,7 @@ from fundarb.output.report import print_summary, render_json
 from fundarb.sim.backtest import ALWAYS_ON_KEYS, run_always_on, run_backtest
 from fundarb.testkit.builders import PERP, SPOT, T0, make_fill, synthetic_history
 
-BASELINE = load("sims/baseline.toml")
+BASELINE = load("sims/spot_perp.toml")
 MID = 60_000.0
 
 

@@ -13,7 +13,7 @@ from fundarb.data.history import load_history
 from fundarb.sim.backtest import build_simulation, compute_metrics
 from fundarb.sim.exchange import SimExchange
 
-BASELINE = Path(__file__).resolve().parents[2] / "sims" / "baseline.toml"
+BASELINE = Path(__file__).resolve().parents[2] / "sims" / "spot_perp.toml"
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from fundarb.sim.backtest import build_simulation, run_backtest
 from fundarb.sim.tape import history_tape
 from fundarb.testkit.builders import T0, synthetic_history
 
-BASELINE = load("sims/baseline.toml")
+BASELINE = load("sims/spot_perp.toml")
 MID = 60_000.0
 
 

@@ -37,7 +37,7 @@ from fundarb.testkit.builders import sim_quote as quote
 
 H = NS_PER_HOUR
 MS = 1_000_000
-BASELINE = load(Path(__file__).parents[2] / "sims" / "baseline.toml")
+BASELINE = load(Path(__file__).parents[2] / "sims" / "spot_perp.toml")
 TRADING_KINDS = (Fill, OrderUpdate)
 
 

@@ -21,7 +21,7 @@ from fundarb.data.history import MarketHistory
 from fundarb.sim import queue as q
 from fundarb.sim.backtest import build_engine, build_simulation
 
-BASELINE = load("sims/baseline.toml")
+BASELINE = load("sims/spot_perp.toml")
 MINUTE = NS_PER_HOUR // 60
 
 

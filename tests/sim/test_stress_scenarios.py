@@ -98,10 +98,10 @@ def test_bull_window_is_high_funding_real_data(bull):
     assert h.spot[-1] / h.spot[0] > 1.8  # BTC rises under the short
 
 
-def test_bull_earns_more_than_the_baseline_and_most_of_the_carry(bull):
+def test_bull_earns_more_than_the_spot_perp_carry_and_most_of_the_carry(bull):
     cfg, _, result = bull
     m = result.metrics
-    _, _, baseline = stress_run("baseline")
+    _, _, baseline = stress_run("spot_perp")
     assert m["net_apr"] > 0.10 > baseline.metrics["net_apr"]
     assert m["net_apr"] > 2 * baseline.metrics["net_apr"]
     assert m["time_in_position"] > 0.9

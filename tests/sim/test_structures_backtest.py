@@ -26,7 +26,7 @@ from fundarb.wiring import round_trip_cost
 # a window of the shipped history with COIN-M funding and a carry entered on both perps
 START, END = "2021-09-01", "2021-11-01"
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE: dict[str, Any] = tomllib.loads((ROOT / "sims" / "baseline.toml").read_text())
+BASELINE: dict[str, Any] = tomllib.loads((ROOT / "sims" / "spot_perp.toml").read_text())
 
 
 def raw_config(kind: str, **changes: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fundarb import __version__
 from fundarb.cli.common import UserErrorGroup, err, error_line, fail
-from fundarb.config import Config, default_config_path, load, project_file
+from fundarb.config import SPOT_PERP_CONFIG, Config, default_config_path, load, project_file
 from fundarb.core.errors import FundarbError
 from fundarb.data.history import DataError, fmt_time, history_for, parse_time
 
@@ -95,7 +95,7 @@ def _rotation_backtest(cfg: Config, out: Path, data_dir: Optional[Path], quiet: 
 
 @app.command()
 def compare(
-    config: Optional[Path] = typer.Argument(None, help="base spot_linear TOML config (default: sims/baseline.toml)"),
+    config: Optional[Path] = typer.Argument(None, help="base spot_linear TOML config (default: sims/spot_perp.toml)"),
     start: Optional[str] = typer.Option(None, "--from", help="first instant, UTC ISO date/time (default: config)"),
     end: Optional[str] = typer.Option(None, "--to", help="end instant, exclusive (default: config)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
@@ -110,7 +110,7 @@ def compare(
     from fundarb.output.compare import print_compare, write_compare
     from fundarb.research.compare import compare as run_compare
 
-    cfg = effective_config(config or default_config_path(), start, end, seed)
+    cfg = effective_config(config or project_file(SPOT_PERP_CONFIG), start, end, seed)
     out = out or Path("runs") / f"{cfg.name}-compare"
     with Progress(TextColumn("[bold]compare[/] {task.description}"), console=err, transient=True,
                   disable=quiet or not err.is_terminal) as bar:
@@ -126,7 +126,7 @@ def compare(
 @app.command()
 def scan(
     config: Optional[Path] = typer.Argument(None, help="TOML config whose costs and capital the scan uses "
-                                                       "(default: sims/baseline.toml)"),
+                                                       "(default: sims/spot_perp.toml)"),
     history: Optional[str] = typer.Option(None, "--history", help="rank over stored data instead of the venues now: "
                                                                   "a folder of it, or 'shipped' for the data fundarb ships"),
     since: str = typer.Option("2023-01-01", "--since", help="--history: first instant, UTC ISO date/time"),
@@ -158,7 +158,7 @@ def scan(
         fail(f"--price must be above 0, got {price:g}")
     if top < 1:
         fail(f"--top must be 1 or more, got {top}")
-    cfg = load(config or default_config_path())
+    cfg = load(config or project_file(SPOT_PERP_CONFIG))
     if history is not None:
         from fundarb.app.scan import run_scan
 

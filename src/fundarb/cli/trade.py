@@ -213,7 +213,7 @@ def _expect_structure(config: Optional[Path], expected: Optional[str]) -> None:
         _fail(f"--structure must be one of {', '.join(STRUCTURES)}, got {expected!r}")
     cfg = load(config or default_config_path())
     if cfg.structure_kind != expected:
-        example = {"spot_linear": "baseline"}.get(expected, expected)
+        example = {"spot_linear": "spot_perp"}.get(expected, expected)
         _fail(f"--structure {expected}: config {cfg.name} is structure.kind {cfg.structure_kind} (choose a "
               f"{expected} config, such as sims/{example}.toml)")
 

@@ -1,6 +1,6 @@
 """Set-up of the live-trading tests: the emulator's funded wallets, keys in an
 environment mapping (never the real environment), a session of the shipped
-baseline config pointed at the emulator, and the check that the trade log,
+spot/perp config pointed at the emulator, and the check that the trade log,
 the journal and the venue agree at the end of a test."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fundarb.config import Config, default_config_path, load, project_file
+from fundarb.config import SPOT_PERP_CONFIG, Config, load, project_file
 from fundarb.live.ccxt.client import Target
 from fundarb.live.execution.paired import execute_pair
 from fundarb.live.execution.session import open_session
@@ -34,13 +34,14 @@ def fund(server: EmulatorServer, usdt: float = USDT) -> None:
         server.accounts.fund(wallet, "USDT", usdt)
 
 
-def baseline() -> Config:
-    return load(default_config_path())
+def spot_perp() -> Config:
+    """The two-account spot/perp carry (sims/spot_perp.toml): the emulator's accounts and markets match it."""
+    return load(project_file(SPOT_PERP_CONFIG))
 
 
 async def session_on(server: EmulatorServer, journal: Path, timeout_ms: int = 5000, cfg: Config | None = None,
                      paper: bool = False) -> Any:
-    return await open_session(cfg or baseline(), journal, Target(api_url=server.base_url, timeout_ms=timeout_ms),
+    return await open_session(cfg or spot_perp(), journal, Target(api_url=server.base_url, timeout_ms=timeout_ms),
                               env=KEYS, dotenv=None, trading=not paper, paper=paper)
 
 

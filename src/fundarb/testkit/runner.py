@@ -24,7 +24,7 @@ import attrs
 
 from fundarb.config import Config, LiveSettings, RunnerSettings, config_hash, dumps
 from fundarb.testkit.emulator.server import EmulatorServer
-from fundarb.testkit.live import KEYS, baseline, session_on
+from fundarb.testkit.live import KEYS, session_on, spot_perp
 
 START = "2024-03-01T06:00"  # real Binance data: funding ~55% APR, the carry enters at once
 WAIT_S = 60.0
@@ -32,9 +32,9 @@ KEEP_ENV = ("FUNDARB_LOCK_DIR", "FUNDARB_PROMOTION_KEY_FILE")  # the test's own 
 
 
 def runner_config(base: Config | None = None, **strategy: Any) -> Config:
-    """``base`` (default the baseline) with short live timings (a test's
+    """``base`` (default the spot/perp carry) with short live timings (a test's
     seconds are the venue's minutes), and a quiet window around settlements."""
-    cfg = base or baseline()
+    cfg = base or spot_perp()
     return attrs.evolve(
         cfg, name="runner-test" if base is None else f"{base.name}-runner-test",
         strategy=attrs.evolve(cfg.strategy, **strategy),

@@ -27,7 +27,7 @@ Money rules (what the tests hold to 1e-9):
   rests and fills at its own price, as a maker, when the clock moves the real
   close to or through it (``on_clock``).
 - **Fees.** ``fee = rate * qty * price`` with the venue's maker/taker rates
-  (``MARKETS``; Binance's match sims/baseline.toml). Spot fees are charged in
+  (``MARKETS``; Binance's match sims/spot_perp.toml). Spot fees are charged in
   the asset received (BTC on a buy, USDT on a sell), as both venues do without
   a fee-discount token; perp fees are charged in USDT. Coinbase and Kraken
   spot charge theirs in the quote on both sides (``MarketSpec.fee_in_quote``):
@@ -178,7 +178,7 @@ class MarketSpec:
         return rate * qty * price
 
 
-# Fees: Binance spot 0.1%/0.1% and USD-M 0.02%/0.05% as sims/baseline.toml;
+# Fees: Binance spot 0.1%/0.1% and USD-M 0.02%/0.05% as sims/spot_perp.toml;
 # Bybit's published non-VIP rates (spot 0.1%/0.1%, linear 0.02%/0.055%).
 # Slippage: VenueConfig defaults (half spread 0.1..0.5 bp, 0.5 bp per BTC).
 # Maintenance margin: each venue's BTCUSDT tiers from the shipped snapshot
