@@ -31,11 +31,11 @@ def test_a_remote_or_plain_text_api_url_is_refused_in_one_line(command, url, tmp
 
 
 def test_a_remote_https_url_passes_only_when_the_operator_says_so(tmp_path):
-    from fundarb.cli.trade import _context
+    from fundarb.cli.trade import TRADED, _context
 
-    cfg, path, target = _context(None, tmp_path / "t.sqlite", "https://venue.example.net", False, True)
+    cfg, path, target = _context(None, tmp_path / "t.sqlite", "https://venue.example.net", False, True, kinds=TRADED)
     assert target.api_url == "https://venue.example.net"
-    cfg, path, target = _context(None, tmp_path / "t.sqlite", "http://127.0.0.1:8765", False)
+    cfg, path, target = _context(None, tmp_path / "t.sqlite", "http://127.0.0.1:8765", False, kinds=TRADED)
     assert target.api_url == "http://127.0.0.1:8765"
 
 

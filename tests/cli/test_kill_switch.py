@@ -18,7 +18,7 @@ from fundarb.cli.main import app
 from fundarb.live.execution.paired import FLATTEN_KEY
 from fundarb.live.journal import Journal
 from fundarb.live.runlock import RunnerLock
-from fundarb.testkit.live import KEYS, PERP, SPOT, assert_agree, fund, placed_orders
+from fundarb.testkit.live import KEYS, PERP, SPOT, assert_agree, fund, on_spot_perp, placed_orders
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
@@ -34,7 +34,7 @@ time.sleep(120)
 
 def cli(url: str | None, journal: Path, *args: str, env=KEYS, input=None):
     where = ["--api-url", url] if url else []
-    return CliRunner().invoke(app, [*args, *where, "--journal", str(journal)], env={**env, "COLUMNS": "160"},
+    return CliRunner().invoke(app, [*on_spot_perp(args), *where, "--journal", str(journal)], env={**env, "COLUMNS": "160"},
                               input=input)
 
 

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fundarb.cli.main import app
-from fundarb.testkit.live import KEYS, PERP, SPOT, assert_agree, fund, placed_orders
+from fundarb.testkit.live import KEYS, PERP, SPOT, assert_agree, fund, on_spot_perp, placed_orders
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 WAIT_S = 30.0  # bound on every wait for the child; a broken run fails, never hangs
@@ -23,7 +23,7 @@ WAIT_S = 30.0  # bound on every wait for the child; a broken run fails, never ha
 def spawn(server, journal, *args) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FUNDARB_")}
     env.update(KEYS, COLUMNS="160", NO_COLOR="1")
-    cmd = [sys.executable, "-c", "from fundarb.cli.main import main; main()", *args,
+    cmd = [sys.executable, "-c", "from fundarb.cli.main import main; main()", *on_spot_perp(args),
            "--api-url", server.base_url, "--journal", str(journal)]
     return subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -55,7 +55,7 @@ def interrupt_between_the_legs(server, journal, stop) -> tuple[int, bytes]:
 
 
 def restart_with_reconcile(server, journal):
-    restart = CliRunner().invoke(app, ["reconcile", "--api-url", server.base_url, "--journal", str(journal)],
+    restart = CliRunner().invoke(app, [*on_spot_perp(["reconcile"]), "--api-url", server.base_url, "--journal", str(journal)],
                                  env={**KEYS, "COLUMNS": "160"})
     assert restart.exit_code == 0, restart.output
     return restart

@@ -21,13 +21,13 @@ from typer.testing import CliRunner
 from fundarb.cli.main import app
 from fundarb.live.journal import Journal
 from fundarb.testkit.emulator.harness import running_emulator
-from fundarb.testkit.live import KEYS, PERP, SPOT, fund, placed_orders
+from fundarb.testkit.live import KEYS, PERP, SPOT, fund, on_spot_perp, placed_orders
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
 
 def cli(url: str, journal: Path, *args: str, env=KEYS):
-    return CliRunner().invoke(app, [*args, "--api-url", url, "--journal", str(journal)],
+    return CliRunner().invoke(app, [*on_spot_perp(args), "--api-url", url, "--journal", str(journal)],
                               env={**env, "COLUMNS": "160"})
 
 
@@ -118,10 +118,10 @@ HOLD = """
 import os, sys, time
 from pathlib import Path
 from fundarb.config import load
-from fundarb.config import default_config_path
+from fundarb.config import SPOT_PERP_CONFIG, project_file
 from fundarb.live.identity import session_identities
 from fundarb.live.runlock import ActorLock
-ids = session_identities(load(default_config_path()), sys.argv[2], False, env=dict(os.environ), dotenv=None)
+ids = session_identities(load(project_file(SPOT_PERP_CONFIG)), sys.argv[2], False, env=dict(os.environ), dotenv=None)
 lock = ActorLock(Path(sys.argv[1]), ids.values(), "fundarb trade open").acquire()
 print("held", flush=True)
 time.sleep(120)
@@ -154,7 +154,7 @@ def test_a_second_actor_on_the_venue_account_is_refused_whatever_its_trade_log(t
         finally:
             child.kill()
             child.wait(10)
-        assert CliRunner().invoke(app, ["resume", "the other actor ended", "--journal", str(mine)]).exit_code == 0
+        assert CliRunner().invoke(app, [*on_spot_perp(["resume", "the other actor ended"]), "--journal", str(mine)]).exit_code == 0
         opened = cli(server.base_url, tmp_path / "mine.sqlite", "trade", "open", "--size", "0.01", "--yes")
         assert opened.exit_code == 0, opened.output  # the lock died with its holder
 

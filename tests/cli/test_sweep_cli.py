@@ -50,13 +50,13 @@ def test_recommended_toml_is_the_chosen_grid_point_and_loads(swept):
         assert not (out / "recommended.toml").exists()
         return
     cfg = load(out / "recommended.toml")
-    assert cfg.name == "baseline-recommended"
+    assert cfg.name == "spot_perp-recommended"
     assert cfg.strategy.entry_apr == rec["params"]["entry"]
     assert cfg.strategy.notional / cfg.perp_cash == pytest.approx(rec["params"]["leverage"], rel=1e-4)
     # same config as the one swept, apart from its name
     import attrs
 
-    assert config_hash(attrs.evolve(cfg, name="baseline")) == rec["config_hash"]
+    assert config_hash(attrs.evolve(cfg, name="spot_perp")) == rec["config_hash"]
     top = doc["ranked"][0]
     assert top["point"] == rec["point"]
 

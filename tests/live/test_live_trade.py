@@ -9,19 +9,27 @@ import pytest
 from typer.testing import CliRunner
 
 from fundarb.cli.main import app
-from fundarb.config import SPOT_PERP_CONFIG, project_file
 from fundarb.live.execution.paired import execute_pair
 from fundarb.live.execution.reconcile import reconcile
 from fundarb.testkit.emulator.accounts import BUY, MARKET, MARKETS, SELL
-from fundarb.testkit.live import KEYS, PERP, SPOT, assert_agree, fund, open_pair, placed_orders, run, session_on
+from fundarb.testkit.live import (
+    KEYS,
+    PERP,
+    SPOT,
+    assert_agree,
+    fund,
+    on_spot_perp,
+    open_pair,
+    placed_orders,
+    run,
+    session_on,
+)
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
 
 def cli(server, journal, *args, env=KEYS, input=None):
-    """A venue command on the spot/perp carry the emulator's wallets are funded for."""
-    config = ["--config", str(project_file(SPOT_PERP_CONFIG))] if args[:2] != ("trade", "log") else []
-    result = CliRunner().invoke(app, [*args, *config, "--api-url", server.base_url, "--journal", str(journal)],
+    result = CliRunner().invoke(app, [*on_spot_perp(args), "--api-url", server.base_url, "--journal", str(journal)],
                                 env={**env, "COLUMNS": "160"}, input=input)
     return result
 

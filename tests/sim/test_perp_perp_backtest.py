@@ -89,15 +89,15 @@ def test_a_venue_without_known_close_instants_is_refused():
 
 
 def test_the_figures_findings_and_readme_quote_are_the_backtests(tmp_path):
-    """docs/findings.md and README quote `fundarb backtest sims/perp_perp.toml` and the baseline over its window."""
+    """docs/findings.md and README quote `fundarb backtest sims/perp_perp.toml` and the spot/perp carry over its window."""
     from typer.testing import CliRunner
 
     from fundarb.cli.main import app
 
     _, r = run()
     m = r.metrics
-    res = CliRunner().invoke(app, ["backtest", "--from", "2023-01-01", "--to", "2024-07-01", "--out", str(tmp_path / "b"),
-                                   "-q"])
+    res = CliRunner().invoke(app, ["backtest", str(ROOT / "sims" / "spot_perp.toml"), "--from", "2023-01-01", "--to",
+                                   "2024-07-01", "--out", str(tmp_path / "b"), "-q"])
     assert res.exit_code == 0, res.output
     import json
 

@@ -6,7 +6,7 @@ the journal and the venue agree at the end of a test."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +37,20 @@ def fund(server: EmulatorServer, usdt: float = USDT) -> None:
 def spot_perp() -> Config:
     """The two-account spot/perp carry (sims/spot_perp.toml): the emulator's accounts and markets match it."""
     return load(project_file(SPOT_PERP_CONFIG))
+
+
+# the commands that take ``--config`` (the others take none, or the config as an argument)
+_CONFIG_OPTION = (("trade", "open"), ("trade", "close"), ("trade", "rotate"), ("positions",), ("reconcile",),
+                  ("statement",), ("monitor",), ("kill",), ("resume",))
+
+
+def on_spot_perp(args: Sequence[str]) -> list[str]:
+    """A fundarb command line on the spot/perp carry the emulator's wallets
+    are funded for: ``--config sims/spot_perp.toml`` added where the command
+    takes one and the line names none."""
+    args = list(args)
+    takes = any(tuple(args[:len(c)]) == c for c in _CONFIG_OPTION)
+    return args + ["--config", str(project_file(SPOT_PERP_CONFIG))] if takes and "--config" not in args else args
 
 
 async def session_on(server: EmulatorServer, journal: Path, timeout_ms: int = 5000, cfg: Config | None = None,
