@@ -102,6 +102,9 @@ class VenueQuirks:
     ``quote_poll``: the ccxt method a market feed polls the top of book with
     when it polls ('': ``fetch_bids_asks`` where ccxt has it natively, else
     ``fetch_ticker``), for a venue whose native one needs a key.
+    ``backup_hosts``: by a host (``host[:port]``) of ccxt's URL table, REST or
+    websocket, the venue's documented alternatives to it, in the order to try
+    them (``fundarb.support.failover``); a host not listed has none.
     """
 
     exchange_id: str
@@ -124,6 +127,7 @@ class VenueQuirks:
     order_params: OrderParams = client_id_params
     idempotent_client_id: bool = False
     quote_poll: str = ""
+    backup_hosts: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
 
     def fetch_params(self) -> dict[str, Any]:
         """Params of ``fetch_order`` by venue order id (a fresh dict)."""

@@ -40,6 +40,13 @@ SPOT_OF = {SPOT: SPOT, USDM: SPOT, COINM: SPOT}
 LIQUIDATION_STYLES = {USDM: BINANCE_USDM, COINM: BINANCE_COINM}
 # ccxt's URL-table names of the hosts each id's private requests go to, perp first
 PRIVATE_URLS = {USDM: ("fapiPrivate", "private"), COINM: ("dapiPrivate", "private")}
+# the alternatives Binance documents: /api and /sapi on api-gcp and api1..api4, the spot
+# streams on port 443 as well as 9443; the futures hosts (fapi, dapi, fstream, dstream) have none
+BACKUP_HOSTS = {
+    "api.binance.com": ("api-gcp.binance.com", "api1.binance.com", "api2.binance.com", "api3.binance.com",
+                        "api4.binance.com"),
+    "stream.binance.com:9443": ("stream.binance.com:443",),
+}
 
 
 def order_unknown(exc: BaseException) -> bool:
@@ -75,4 +82,4 @@ def quirks_of(exchange_id: str) -> VenueQuirks:
         page_limits=PAGE_LIMITS[exchange_id], spot_id=SPOT_OF[exchange_id],
         transfer_types={to: kind for (src, to), kind in TRANSFER_TYPES.items() if src == exchange_id},
         transfer_client=SPOT, liquidation_style=LIQUIDATION_STYLES.get(exchange_id),
-        private_urls=PRIVATE_URLS.get(exchange_id, ("private",)))
+        private_urls=PRIVATE_URLS.get(exchange_id, ("private",)), backup_hosts=BACKUP_HOSTS)

@@ -38,6 +38,8 @@ DUPLICATE_CODE = "110072"
 MARKET_TYPES = ("spot", "linear", "inverse")
 # the account-type probe is skipped: a unified trading account
 POINTED_OPTIONS = {"enableUnifiedAccount": True, "enableUnifiedMargin": False}
+# Bybit's alternative domain, for REST and the streams alike
+BACKUP_HOSTS = {"api.bybit.com": ("api.bytick.com",), "stream.bybit.com": ("stream.bytick.com",)}
 PAGE_LIMITS = (200, 1000)  # (funding, ohlcv)
 FUNDING_SIGN = -1.0  # ccxt's funding amount is Bybit's execFee: positive when paid
 
@@ -113,4 +115,5 @@ def quirks_of(exchange_id: str) -> VenueQuirks:
         exchange_id=exchange_id, venue="bybit", find_order=find_order, order_unknown=order_unknown,
         duplicate_order=duplicate_order, fetch_order_params=FETCH_ORDER_PARAMS, market_types=MARKET_TYPES,
         ccxt_options=ccxt_options(exchange_id), pointed_options=POINTED_OPTIONS, page_limits=PAGE_LIMITS,
-        spot_id=BYBIT, liquidation_style=BYBIT_LINEAR, funding_sign=FUNDING_SIGN, unified=unified_figures)
+        spot_id=BYBIT, liquidation_style=BYBIT_LINEAR, funding_sign=FUNDING_SIGN, unified=unified_figures,
+        backup_hosts=BACKUP_HOSTS)
