@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fundarb.support.failover import NS_PER_SECOND, HostFailover
+from fundarb.core.model import NS_PER_SECOND
+from fundarb.support.failover import HostFailover
 
 HOSTS = ("api.binance.com", "api-gcp.binance.com", "api1.binance.com")
 S = NS_PER_SECOND

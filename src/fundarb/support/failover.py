@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import attrs
 
+from fundarb.core.model import NS_PER_SECOND
+
 FAIL_AFTER = 3  # failures in a row on one host before the next is tried
 PROBE_SECONDS = 60.0  # how often the primary is probed while a backup is in use
-NS_PER_SECOND = 1_000_000_000
+BACK_TO_PRIMARY = "primary answers again"  # the reason of a switch back to the primary
 
 
 @attrs.frozen
@@ -34,7 +36,7 @@ class HostSwitch:
 
     @property
     def back_to_primary(self) -> bool:
-        return self.reason == "primary answers again"
+        return self.reason == BACK_TO_PRIMARY
 
 
 def _hosts(value: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -101,4 +103,4 @@ class HostFailover:
             return None
         old = self.active
         self.index, self.failures, self.last_probe = 0, 0, None
-        return HostSwitch(now, old, self.primary, "primary answers again")
+        return HostSwitch(now, old, self.primary, BACK_TO_PRIMARY)
