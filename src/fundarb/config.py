@@ -855,6 +855,11 @@ def default_config_path() -> Path:
     return project_file(DEFAULT_CONFIG)
 
 
+def spot_perp_config_path() -> Path:
+    """The two-account spot/perp carry: the base of compare, scan and funding stats."""
+    return project_file(SPOT_PERP_CONFIG)
+
+
 def load(path: str | Path) -> Config:
     p = Path(path)
     try:

@@ -118,10 +118,10 @@ HOLD = """
 import os, sys, time
 from pathlib import Path
 from fundarb.config import load
-from fundarb.config import SPOT_PERP_CONFIG, project_file
+from fundarb.config import spot_perp_config_path
 from fundarb.live.identity import session_identities
 from fundarb.live.runlock import ActorLock
-ids = session_identities(load(project_file(SPOT_PERP_CONFIG)), sys.argv[2], False, env=dict(os.environ), dotenv=None)
+ids = session_identities(load(spot_perp_config_path()), sys.argv[2], False, env=dict(os.environ), dotenv=None)
 lock = ActorLock(Path(sys.argv[1]), ids.values(), "fundarb trade open").acquire()
 print("held", flush=True)
 time.sleep(120)

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fundarb import __version__
 from fundarb.cli.common import UserErrorGroup, err, error_line, fail
-from fundarb.config import SPOT_PERP_CONFIG, Config, default_config_path, load, project_file
+from fundarb.config import Config, default_config_path, load, project_file, spot_perp_config_path
 from fundarb.core.errors import FundarbError
 from fundarb.data.history import DataError, fmt_time, history_for, parse_time
 
@@ -110,7 +110,7 @@ def compare(
     from fundarb.output.compare import print_compare, write_compare
     from fundarb.research.compare import compare as run_compare
 
-    cfg = effective_config(config or project_file(SPOT_PERP_CONFIG), start, end, seed)
+    cfg = effective_config(config or spot_perp_config_path(), start, end, seed)
     out = out or Path("runs") / f"{cfg.name}-compare"
     with Progress(TextColumn("[bold]compare[/] {task.description}"), console=err, transient=True,
                   disable=quiet or not err.is_terminal) as bar:
@@ -158,7 +158,7 @@ def scan(
         fail(f"--price must be above 0, got {price:g}")
     if top < 1:
         fail(f"--top must be 1 or more, got {top}")
-    cfg = load(config or project_file(SPOT_PERP_CONFIG))
+    cfg = load(config or spot_perp_config_path())
     if history is not None:
         from fundarb.app.scan import run_scan
 

@@ -528,7 +528,7 @@ def build_stats(funding: pl.DataFrame, venues: Sequence[str] | None = None, *, p
     The round-trip cost is ``backtest.round_trip_cost`` of ``cfg`` (default:
     sims/spot_perp.toml, the carry on Binance USD-M's BTCUSDT, the reference
     series) at ``cost_price`` (default: median spot close)."""
-    from fundarb.config import SPOT_PERP_CONFIG, config_hash, load, project_file
+    from fundarb.config import config_hash, load, spot_perp_config_path
     from fundarb.data.history import PERP_FUNDING
     from fundarb.wiring import round_trip_cost
 
@@ -545,7 +545,7 @@ def build_stats(funding: pl.DataFrame, venues: Sequence[str] | None = None, *, p
             raise StatsError("no Binance spot BTCUSDT closes to size the round-trip cost (give prices or cost_price)")
         cost_price = float(cast(float, closes["close"].median()))
     if cfg is None:
-        cfg = load(project_file(SPOT_PERP_CONFIG))
+        cfg = load(spot_perp_config_path())
     rt = round_trip_cost(cfg, cost_price)
     cost = {
         "round_trip_cost": rt, "price": cost_price, "config_name": cfg.name, "config_hash": config_hash(cfg),

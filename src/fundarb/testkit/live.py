@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fundarb.config import SPOT_PERP_CONFIG, Config, load, project_file
+from fundarb.config import Config, load, project_file, spot_perp_config_path
 from fundarb.live.ccxt.client import Target
 from fundarb.live.execution.paired import execute_pair
 from fundarb.live.execution.session import open_session
@@ -36,7 +36,7 @@ def fund(server: EmulatorServer, usdt: float = USDT) -> None:
 
 def spot_perp() -> Config:
     """The two-account spot/perp carry (sims/spot_perp.toml): the emulator's accounts and markets match it."""
-    return load(project_file(SPOT_PERP_CONFIG))
+    return load(spot_perp_config_path())
 
 
 # the commands that take ``--config`` (the others take none, or the config as an argument)
@@ -50,7 +50,7 @@ def on_spot_perp(args: Sequence[str]) -> list[str]:
     takes one and the line names none."""
     args = list(args)
     takes = any(tuple(args[:len(c)]) == c for c in _CONFIG_OPTION)
-    return args + ["--config", str(project_file(SPOT_PERP_CONFIG))] if takes and "--config" not in args else args
+    return args + ["--config", str(spot_perp_config_path())] if takes and "--config" not in args else args
 
 
 async def session_on(server: EmulatorServer, journal: Path, timeout_ms: int = 5000, cfg: Config | None = None,
